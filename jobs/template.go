@@ -1,0 +1,32 @@
+package jobs
+
+import (
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// JobTemplate returns the coordinator's record for j: Namespace, Name, Priority, Queue,
+// WorkerCount (workers.count), ShardCount and the per-task WorkerResources and
+// ShardResources. ID, SpecYaml, State and the other server-side fields are left for the
+// caller to set. j must be valid (Validate's error is returned otherwise).
+func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
+	if err := j.Validate(); err != nil {
+		return nil, err
+	}
+	w := j.Spec.Resources.Workers
+	ps := j.Spec.Resources.ParameterServers
+	// Validate has checked that every amount parses and is in range.
+	wCPU, _ := ParseCPU(w.CPU)
+	wMem, _ := ParseMemory(w.Memory)
+	sCPU, _ := ParseCPU(ps.CPU)
+	sMem, _ := ParseMemory(ps.Memory)
+	return &cohortv1.Job{
+		Namespace:       j.Metadata.Namespace,
+		Name:            j.Metadata.Name,
+		Priority:        int32(j.Spec.Priority),
+		Queue:           j.Spec.Queue,
+		WorkerCount:     int32(w.Count),
+		ShardCount:      int32(ps.Shards),
+		WorkerResources: &cohortv1.Resources{CpuMillis: wCPU, MemoryBytes: wMem, Gpus: int32(w.GPUs)},
+		ShardResources:  &cohortv1.Resources{CpuMillis: sCPU, MemoryBytes: sMem},
+	}, nil
+}

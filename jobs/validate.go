@@ -1,0 +1,444 @@
+package jobs
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Limits that Validate enforces.
+const (
+	MaxPriority       = 1000
+	MaxLayers         = 32
+	MaxLayerWidth     = 65536
+	MaxKernel         = 64
+	MaxPool           = 16
+	MaxSequenceWindow = 10000
+	MaxEpochs         = 100000
+	MaxBatchSize      = 65536
+	MaxLearningRate   = 10
+	MaxStaleness      = 10000
+	MaxWorkers        = 1024
+	MaxGPUsPerWorker  = 64
+	MaxShards         = 256
+	MaxCheckpointKeep = 1000
+	// MaxCPUMillis bounds the CPU of one task (1024 cores), so that sums over a job stay far
+	// from overflow.
+	MaxCPUMillis = 1024 * 1000
+	// MaxMemoryBytes bounds the memory of one task (64 TiB).
+	MaxMemoryBytes = 64 << 40
+)
+
+var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// Validate checks the values of a job whose defaults are applied (as Parse does; call
+// SetDefaults first for a job built in Go code). It reports every problem at once as a
+// *SpecError, or returns nil. Lines are known only for a job that came from Parse.
+func (j *TrainingJob) Validate() error {
+	return j.validate().err()
+}
+
+// line returns the line of path, or of its closest ancestor that has one (0 if none).
+func (j *TrainingJob) line(path string) int {
+	for p := path; ; p = parentPath(p) {
+		if l, ok := j.lines[p]; ok {
+			return l
+		}
+		if p == "" {
+			return 0
+		}
+	}
+}
+
+// validator collects FieldErrors with the job's line numbers.
+type validator struct {
+	j    *TrainingJob
+	errs errorList
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs.add(path, v.j.line(path), format, args...)
+}
+
+func (v *validator) oneOf(path, value string, allowed []string) bool {
+	if slices.Contains(allowed, value) {
+		return true
+	}
+	if value == "" {
+		v.add(path, "required; one of %s", strings.Join(allowed, ", "))
+	} else {
+		v.add(path, "%q is not one of %s", value, strings.Join(allowed, ", "))
+	}
+	return false
+}
+
+func (v *validator) intRange(path string, value, lo, hi int) bool {
+	if value < lo || value > hi {
+		switch {
+		case lo == 1 && value < 1:
+			v.add(path, "must be greater than 0, got %d", value)
+		case value > hi:
+			v.add(path, "must be at most %d, got %d", hi, value)
+		default:
+			v.add(path, "must be between %d and %d, got %d", lo, hi, value)
+		}
+		return false
+	}
+	return true
+}
+
+func (v *validator) dnsLabel(path, value string, required bool) {
+	switch {
+	case value == "":
+		if required {
+			v.add(path, "required")
+		}
+	case len(value) > 63:
+		v.add(path, "must be at most 63 characters, got %d", len(value))
+	case !dnsLabelRE.MatchString(value):
+		v.add(path, "%q must consist of lowercase letters, digits and '-', and start and end with a letter or digit", value)
+	}
+}
+
+func (v *validator) uri(path, value string) {
+	if _, _, _, err := ParseURI(value); err != nil {
+		v.add(path, "%v", err)
+	}
+}
+
+func (v *validator) layers(path string, sizes []int, required bool) {
+	if len(sizes) == 0 && required {
+		v.add(path, "must list at least one layer")
+	}
+	if len(sizes) > MaxLayers {
+		v.add(path, "at most %d layers, got %d", MaxLayers, len(sizes))
+	}
+	for i, n := range sizes {
+		v.intRange(fmt.Sprintf("%s[%d]", path, i), n, 1, MaxLayerWidth)
+	}
+}
+
+func (v *validator) dropout(path string, p float64) {
+	if p < 0 || p >= 1 {
+		v.add(path, "must be in [0, 1), got %g", p)
+	}
+}
+
+func (v *validator) unitInterval(path string, x float64) {
+	if x < 0 || x >= 1 {
+		v.add(path, "must be in [0, 1), got %g", x)
+	}
+}
+
+func (v *validator) names(path string, names []string) {
+	seen := map[string]int{}
+	for i, n := range names {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if n == "" {
+			v.add(p, "must not be empty")
+			continue
+		}
+		if first, dup := seen[n]; dup {
+			v.add(p, "duplicate %q (also item %d)", n, first)
+			continue
+		}
+		seen[n] = i
+	}
+}
+
+// validate returns every problem of j.
+func (j *TrainingJob) validate() errorList {
+	v := &validator{j: j}
+	if j.APIVersion != APIVersion {
+		v.add("apiVersion", "must be %q, got %q", APIVersion, j.APIVersion)
+	}
+	if j.Kind != Kind {
+		v.add("kind", "must be %q, got %q", Kind, j.Kind)
+	}
+	v.dnsLabel("metadata.name", j.Metadata.Name, true)
+	v.dnsLabel("metadata.namespace", j.Metadata.Namespace, true)
+
+	s := &j.Spec
+	v.intRange("spec.priority", s.Priority, 0, MaxPriority)
+	v.dnsLabel("spec.queue", s.Queue, true)
+	v.oneOf("spec.task", s.Task, Tasks)
+	model := v.model()
+	v.data(model)
+	v.training()
+	v.resources()
+
+	if s.Checkpoint.EverySteps < 0 {
+		v.add("spec.checkpoint.everySteps", "must be 0 (final checkpoint only) or more, got %d", s.Checkpoint.EverySteps)
+	}
+	v.intRange("spec.checkpoint.keep", s.Checkpoint.Keep, 1, MaxCheckpointKeep)
+
+	if len(s.Export.Formats) == 0 {
+		v.add("spec.export.formats", "must list at least one of %s", strings.Join(ExportFormats, ", "))
+	}
+	v.names("spec.export.formats", s.Export.Formats)
+	for i, f := range s.Export.Formats {
+		if f != "" && !slices.Contains(ExportFormats, f) {
+			v.add(fmt.Sprintf("spec.export.formats[%d]", i), "%q is not one of %s", f, strings.Join(ExportFormats, ", "))
+		}
+	}
+	return v.errs
+}
+
+// model checks spec.model and returns the kind set ("mlp", "cnn", "lstm"), or "" when not
+// exactly one is.
+func (v *validator) model() string {
+	m := &v.j.Spec.Model
+	var set []string
+	if m.MLP != nil {
+		set = append(set, "mlp")
+		p := "spec.model.mlp"
+		v.layers(p+".hidden", m.MLP.Hidden, false)
+		v.oneOf(p+".activation", m.MLP.Activation, Activations)
+		v.dropout(p+".dropout", m.MLP.Dropout)
+	}
+	if m.CNN != nil {
+		set = append(set, "cnn")
+		p := "spec.model.cnn"
+		c := m.CNN
+		if len(c.Conv) == 0 {
+			v.add(p+".conv", "must list at least one convolution layer")
+		}
+		if len(c.Conv) > MaxLayers {
+			v.add(p+".conv", "at most %d layers, got %d", MaxLayers, len(c.Conv))
+		}
+		for i, l := range c.Conv {
+			lp := fmt.Sprintf("%s.conv[%d]", p, i)
+			v.intRange(lp+".filters", l.Filters, 1, MaxLayerWidth)
+			kernelOK := v.intRange(lp+".kernel", l.Kernel, 1, MaxKernel)
+			v.intRange(lp+".stride", l.Stride, 1, MaxKernel)
+			if l.Padding < 0 {
+				v.add(lp+".padding", "must be 0 or more, got %d", l.Padding)
+			} else if kernelOK && l.Padding >= l.Kernel {
+				v.add(lp+".padding", "must be less than the kernel (%d), got %d", l.Kernel, l.Padding)
+			}
+		}
+		v.intRange(p+".pool", c.Pool, 0, MaxPool)
+		v.layers(p+".dense", c.Dense, false)
+		v.oneOf(p+".activation", c.Activation, Activations)
+		v.dropout(p+".dropout", c.Dropout)
+	}
+	if m.LSTM != nil {
+		set = append(set, "lstm")
+		p := "spec.model.lstm"
+		v.layers(p+".hidden", m.LSTM.Hidden, true)
+		v.layers(p+".dense", m.LSTM.Dense, false)
+		v.dropout(p+".dropout", m.LSTM.Dropout)
+	}
+	switch len(set) {
+	case 1:
+		return set[0]
+	case 0:
+		v.add("spec.model", "exactly one of mlp, cnn, lstm must be set, found none")
+	default:
+		v.add("spec.model", "exactly one of mlp, cnn, lstm must be set, found %s", strings.Join(set, ", "))
+	}
+	return ""
+}
+
+// formatFor maps a model kind to the data format it reads.
+var formatFor = map[string]string{"mlp": FormatCSV, "cnn": FormatIDX, "lstm": FormatSequenceCSV}
+
+func (v *validator) data(model string) {
+	s := &v.j.Spec
+	d := &s.Data
+	const p = "spec.data"
+	// The checks that depend on the format run only when it is known to be right, so that a
+	// wrong format is reported once rather than through every field it affects.
+	formatOK := false
+	switch {
+	case d.Format == "" && model == "":
+		// Nothing to infer the format from; the problem with spec.model is reported.
+	case !v.oneOf(p+".format", d.Format, Formats):
+	case model != "" && formatFor[model] != d.Format:
+		v.add(p+".format", "model %s reads format %s, not %s", model, formatFor[model], d.Format)
+	default:
+		formatOK = true
+	}
+	if d.Train == "" {
+		v.add(p+".train", "required: the training set's file:// or s3:// URI")
+	} else {
+		v.uri(p+".train", d.Train)
+	}
+	if d.Test != "" {
+		v.uri(p+".test", d.Test)
+	}
+
+	val := &d.Validation
+	vp := p + ".validation"
+	switch {
+	case val.URI != "" && val.Fraction != 0:
+		v.add(vp, "set either fraction or uri, not both")
+	case val.URI != "":
+		v.uri(vp+".uri", val.URI)
+		if val.Stratify {
+			v.add(vp+".stratify", "applies only to a split by fraction, not to a validation uri")
+		}
+		if val.Seed != 0 {
+			v.add(vp+".seed", "applies only to a split by fraction, not to a validation uri")
+		}
+	default:
+		if val.Fraction <= 0 || val.Fraction >= 1 {
+			v.add(vp+".fraction", "must be between 0 and 1 (exclusive), got %g", val.Fraction)
+		}
+		if val.Stratify && s.Task == TaskRegression {
+			v.add(vp+".stratify", "applies only to classification tasks")
+		}
+	}
+
+	switch {
+	case !formatOK:
+	case d.Format == FormatCSV:
+		if d.Label == "" {
+			v.add(p+".label", "required for format csv: the label column")
+		}
+	case d.Format == FormatIDX:
+		if d.Label != "" {
+			v.add(p+".label", "not used with format idx: the labels are part of the idx data")
+		}
+	case d.Format == FormatSequenceCSV:
+		if d.Label != "" {
+			v.add(p+".label", "not used with format sequence_csv: set sequence_csv.target")
+		}
+	}
+	if d.Positive != "" && (s.Task == TaskMulticlass || s.Task == TaskRegression) {
+		v.add(p+".positive", "applies only to task %s, not %s", TaskBinary, s.Task)
+	}
+	if len(d.Exclude) > 0 {
+		if formatOK && d.Format != FormatCSV {
+			v.add(p+".exclude", "applies only to format csv")
+		}
+		v.names(p+".exclude", d.Exclude)
+		for i, c := range d.Exclude {
+			if c != "" && c == d.Label {
+				v.add(fmt.Sprintf("%s.exclude[%d]", p, i), "%q is the label column", c)
+			}
+		}
+	}
+
+	sq := d.SequenceCSV
+	sp := p + ".sequence_csv"
+	switch {
+	case !formatOK:
+	case sq == nil && d.Format == FormatSequenceCSV:
+		v.add(sp, "required for format sequence_csv")
+	case sq != nil && d.Format != FormatSequenceCSV:
+		v.add(sp, "applies only to format sequence_csv, not %s", d.Format)
+	}
+	if sq != nil {
+		v.intRange(sp+".lookback", sq.Lookback, 1, MaxSequenceWindow)
+		v.intRange(sp+".horizon", sq.Horizon, 1, MaxSequenceWindow)
+		if sq.Target == "" {
+			v.add(sp+".target", "required: the column to predict")
+		}
+		v.names(sp+".features", sq.Features)
+		if sq.Group != "" && sq.Group == sq.Time {
+			v.add(sp+".time", "must differ from group (%q)", sq.Group)
+		}
+	}
+}
+
+func (v *validator) training() {
+	t := &v.j.Spec.Training
+	const p = "spec.training"
+	v.intRange(p+".epochs", t.Epochs, 1, MaxEpochs)
+	v.intRange(p+".batchSize", t.BatchSize, 1, MaxBatchSize)
+
+	o := &t.Optimizer
+	op := p + ".optimizer"
+	nameOK := v.oneOf(op+".name", o.Name, Optimizers)
+	// An unknown optimizer got no default learning rate; only a given one is checked.
+	if (nameOK || o.LearningRate != 0) && (o.LearningRate <= 0 || o.LearningRate > MaxLearningRate) {
+		v.add(op+".learningRate", "must be greater than 0 and at most %d, got %g", MaxLearningRate, o.LearningRate)
+	}
+	if o.WeightDecay < 0 {
+		v.add(op+".weightDecay", "must be 0 or more, got %g", o.WeightDecay)
+	}
+	if !nameOK {
+		// Which of the fields below apply is unknown.
+	} else if o.Name == OptimizerMomentum {
+		v.unitInterval(op+".momentum", o.Momentum)
+	} else if o.Momentum != 0 {
+		v.add(op+".momentum", "applies only to optimizer %s, not %s", OptimizerMomentum, o.Name)
+	}
+	adamOnly := []struct {
+		name string
+		val  float64
+	}{{"beta1", o.Beta1}, {"beta2", o.Beta2}, {"epsilon", o.Epsilon}}
+	if !nameOK {
+		// As above.
+	} else if o.Name == OptimizerAdam {
+		v.unitInterval(op+".beta1", o.Beta1)
+		v.unitInterval(op+".beta2", o.Beta2)
+		if o.Epsilon <= 0 || o.Epsilon > 1 {
+			v.add(op+".epsilon", "must be greater than 0 and at most 1, got %g", o.Epsilon)
+		}
+	} else {
+		for _, f := range adamOnly {
+			if f.val != 0 {
+				v.add(op+"."+f.name, "applies only to optimizer %s, not %s", OptimizerAdam, o.Name)
+			}
+		}
+	}
+
+	c := &t.Consistency
+	cp := p + ".consistency"
+	v.oneOf(cp+".mode", c.Mode, ConsistencyModes)
+	if c.Mode == ConsistencyBounded {
+		v.intRange(cp+".staleness", c.Staleness, 1, MaxStaleness)
+	} else if c.Staleness != 0 {
+		v.add(cp+".staleness", "applies only to mode bounded; must be 0 with mode %s, got %d", c.Mode, c.Staleness)
+	}
+}
+
+func (v *validator) resources() {
+	r := &v.j.Spec.Resources
+	const wp = "spec.resources.workers"
+	w := &r.Workers
+	if v.intRange(wp+".count", w.Count, 1, MaxWorkers) {
+		if w.Min < 1 || w.Min > w.Count {
+			v.add(wp+".min", "must be between 1 and count (%d), got %d", w.Count, w.Min)
+		}
+		if w.Max < w.Count || w.Max > MaxWorkers {
+			v.add(wp+".max", "must be between count (%d) and %d, got %d", w.Count, MaxWorkers, w.Max)
+		}
+	}
+	v.intRange(wp+".gpus", w.GPUs, 0, MaxGPUsPerWorker)
+	v.cpu(wp+".cpu", w.CPU)
+	v.memory(wp+".memory", w.Memory)
+
+	const pp = "spec.resources.parameterServers"
+	ps := &r.ParameterServers
+	v.intRange(pp+".shards", ps.Shards, 1, MaxShards)
+	v.cpu(pp+".cpu", ps.CPU)
+	v.memory(pp+".memory", ps.Memory)
+}
+
+func (v *validator) cpu(path, s string) {
+	m, err := ParseCPU(s)
+	switch {
+	case err != nil:
+		v.add(path, "%v", err)
+	case m <= 0:
+		v.add(path, "must be greater than 0, got %q", s)
+	case m > MaxCPUMillis:
+		v.add(path, "must be at most %d cores, got %q", MaxCPUMillis/1000, s)
+	}
+}
+
+func (v *validator) memory(path, s string) {
+	b, err := ParseMemory(s)
+	switch {
+	case err != nil:
+		v.add(path, "%v", err)
+	case b <= 0:
+		v.add(path, "must be greater than 0, got %q", s)
+	case b > MaxMemoryBytes:
+		v.add(path, "must be at most 64Ti, got %q", s)
+	}
+}

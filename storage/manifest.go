@@ -1,0 +1,278 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"sort"
+	"strings"
+)
+
+// ManifestFormatVersion is the manifest format this package writes and reads.
+const ManifestFormatVersion = 1
+
+// MaxManifestSize bounds the bytes ReadManifest and DecodeManifest accept (16 MiB).
+const MaxManifestSize = 16 << 20
+
+// ManifestObject is one stored tensor object of a checkpoint: the parameters
+// [Offset, Offset+Length) of the job's flat parameter vector, held by Shard.
+type ManifestObject struct {
+	Shard  int    `json:"shard"`
+	Key    string `json:"key"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"` // lowercase hex of the object's bytes
+	Offset uint64 `json:"offset"`
+	Length uint64 `json:"length"`
+}
+
+// Manifest is the commit record of a checkpoint. It is written last, create-only,
+// after every object it lists; its key, recorded in Raft, is the only truth about the
+// latest checkpoint of a job.
+type Manifest struct {
+	FormatVersion   int                `json:"formatVersion"`
+	JobID           string             `json:"jobId"`
+	Step            int64              `json:"step"`
+	Epoch           int                `json:"epoch"`
+	StepInEpoch     int64              `json:"stepInEpoch"`
+	Generation      uint64             `json:"generation"`
+	LayoutHash      string             `json:"layoutHash"`
+	TotalParams     uint64             `json:"totalParams"`
+	Seed            int64              `json:"seed"`
+	Objects         []ManifestObject   `json:"objects"`
+	Metrics         map[string]float64 `json:"metrics,omitempty"`
+	CreatedUnixNano int64              `json:"createdUnixNano"`
+}
+
+// CheckpointPrefix is the key prefix of one checkpoint:
+// "jobs/<jobID>/checkpoints/<step zero-padded to 12 digits>", so keys sort by step.
+func CheckpointPrefix(jobID string, step int64) string {
+	return fmt.Sprintf("jobs/%s/checkpoints/%012d", jobID, step)
+}
+
+// ManifestKey is the key of a checkpoint's manifest: CheckpointPrefix + "/manifest.json".
+func ManifestKey(jobID string, step int64) string {
+	return CheckpointPrefix(jobID, step) + "/manifest.json"
+}
+
+// Validate checks the manifest's own consistency: a known format version, a job ID
+// usable as one key segment, non-negative counters, finite metrics, and objects with
+// valid keys, positive sizes and 64-hex-digit sha256 sums that cover the parameters
+// [0, TotalParams) contiguously, without gaps or overlaps. The error names the field.
+func (m *Manifest) Validate() error {
+	if m == nil {
+		return errors.New("manifest: nil")
+	}
+	if m.FormatVersion != ManifestFormatVersion {
+		return fmt.Errorf("manifest: formatVersion %d: unsupported (want %d)", m.FormatVersion, ManifestFormatVersion)
+	}
+	if m.JobID == "" {
+		return errors.New("manifest: jobId: empty")
+	}
+	if strings.Contains(m.JobID, "/") {
+		return fmt.Errorf("manifest: jobId %q: contains '/'", m.JobID)
+	}
+	if err := ValidateKey(m.JobID); err != nil {
+		return fmt.Errorf("manifest: jobId %q: %w", m.JobID, err)
+	}
+	if m.Step < 0 {
+		return fmt.Errorf("manifest: step %d: negative", m.Step)
+	}
+	if m.Epoch < 0 {
+		return fmt.Errorf("manifest: epoch %d: negative", m.Epoch)
+	}
+	if m.StepInEpoch < 0 {
+		return fmt.Errorf("manifest: stepInEpoch %d: negative", m.StepInEpoch)
+	}
+	if m.TotalParams == 0 {
+		return errors.New("manifest: totalParams: zero")
+	}
+	for name, v := range m.Metrics {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("manifest: metrics[%q]: not finite (%v)", name, v)
+		}
+	}
+	if len(m.Objects) == 0 {
+		return errors.New("manifest: objects: empty")
+	}
+	keys := make(map[string]int, len(m.Objects))
+	order := make([]int, len(m.Objects))
+	for i, o := range m.Objects {
+		order[i] = i
+		if err := ValidateKey(o.Key); err != nil {
+			return fmt.Errorf("manifest: objects[%d].key: %w", i, err)
+		}
+		if j, dup := keys[o.Key]; dup {
+			return fmt.Errorf("manifest: objects[%d].key %q: duplicate of objects[%d]", i, o.Key, j)
+		}
+		keys[o.Key] = i
+		if o.Shard < 0 {
+			return fmt.Errorf("manifest: objects[%d] (%s).shard %d: negative", i, o.Key, o.Shard)
+		}
+		if o.Size <= 0 {
+			return fmt.Errorf("manifest: objects[%d] (%s).size %d: must be positive", i, o.Key, o.Size)
+		}
+		if !isHexSHA256(o.SHA256) {
+			return fmt.Errorf("manifest: objects[%d] (%s).sha256 %q: want 64 lowercase hex digits", i, o.Key, o.SHA256)
+		}
+		if o.Length == 0 {
+			return fmt.Errorf("manifest: objects[%d] (%s).length: zero", i, o.Key)
+		}
+		if o.Offset > math.MaxUint64-o.Length {
+			return fmt.Errorf("manifest: objects[%d] (%s): offset %d + length %d overflows", i, o.Key, o.Offset, o.Length)
+		}
+	}
+	sort.SliceStable(order, func(a, b int) bool { return m.Objects[order[a]].Offset < m.Objects[order[b]].Offset })
+	var next uint64
+	for _, i := range order {
+		o := m.Objects[i]
+		switch {
+		case o.Offset > next:
+			return fmt.Errorf("manifest: objects: parameters [%d, %d) are not covered (objects[%d] (%s) starts at %d)", next, o.Offset, i, o.Key, o.Offset)
+		case o.Offset < next:
+			return fmt.Errorf("manifest: objects[%d] (%s): range [%d, %d) overlaps the parameters before %d", i, o.Key, o.Offset, o.Offset+o.Length, next)
+		}
+		next = o.Offset + o.Length
+	}
+	if next != m.TotalParams {
+		if next < m.TotalParams {
+			return fmt.Errorf("manifest: objects: parameters [%d, %d) are not covered (totalParams %d)", next, m.TotalParams, m.TotalParams)
+		}
+		return fmt.Errorf("manifest: objects: cover [0, %d), beyond totalParams %d", next, m.TotalParams)
+	}
+	return nil
+}
+
+func isHexSHA256(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// WriteManifest validates m and stores it at ManifestKey(m.JobID, m.Step) with
+// PutIfAbsent. Call it only after every object of the checkpoint is stored: the
+// manifest is the commit point. A manifest already at that key is never replaced; the
+// error then wraps ErrExists. A FormatVersion of 0 is written as ManifestFormatVersion
+// (m itself is not modified).
+func WriteManifest(ctx context.Context, b Blob, m *Manifest) (key string, err error) {
+	if m == nil {
+		return "", errors.New("manifest: nil")
+	}
+	c := *m
+	if c.FormatVersion == 0 {
+		c.FormatVersion = ManifestFormatVersion
+	}
+	if err := c.Validate(); err != nil {
+		return "", fmt.Errorf("write manifest: %w", err)
+	}
+	data, err := json.MarshalIndent(&c, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("write manifest for job %q step %d: encode: %w", c.JobID, c.Step, err)
+	}
+	data = append(data, '\n')
+	key = ManifestKey(c.JobID, c.Step)
+	if err := b.PutIfAbsent(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+		return "", fmt.Errorf("write manifest %q: %w", key, err)
+	}
+	slog.Info("checkpoint manifest committed", "key", key, "job", c.JobID, "step", c.Step,
+		"generation", c.Generation, "objects", len(c.Objects), "totalParams", c.TotalParams)
+	return key, nil
+}
+
+// DecodeManifest strictly decodes one JSON manifest from r (unknown fields, trailing
+// data and more than MaxManifestSize bytes are errors) and validates it.
+func DecodeManifest(r io.Reader) (*Manifest, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("manifest: read: %w", err)
+	}
+	if len(data) > MaxManifestSize {
+		return nil, fmt.Errorf("manifest: larger than %d bytes", MaxManifestSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("manifest: decode: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("manifest: decode: trailing data after the JSON object")
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// ReadManifest reads and validates the manifest stored at key. Besides the checks of
+// DecodeManifest, key must be the manifest's own ManifestKey, so a manifest copied or
+// renamed to another checkpoint's place is refused.
+func ReadManifest(ctx context.Context, b Blob, key string) (*Manifest, error) {
+	rc, err := b.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %q: %w", key, err)
+	}
+	defer rc.Close()
+	m, err := DecodeManifest(rc)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %q: %w", key, err)
+	}
+	if want := ManifestKey(m.JobID, m.Step); key != want {
+		return nil, fmt.Errorf("read manifest %q: content is job %q step %d, whose manifest key is %q", key, m.JobID, m.Step, want)
+	}
+	return m, nil
+}
+
+// VerifyManifestObjects checks that every object of m exists with the recorded size
+// and sha256. The error names the first bad object; a missing one wraps ErrNotFound.
+func VerifyManifestObjects(ctx context.Context, b Blob, m *Manifest) error {
+	if m == nil {
+		return errors.New("verify manifest: nil")
+	}
+	for i, o := range m.Objects {
+		if err := verifyObject(ctx, b, o); err != nil {
+			return fmt.Errorf("verify manifest of job %q step %d: objects[%d] (shard %d, %q): %w", m.JobID, m.Step, i, o.Shard, o.Key, err)
+		}
+	}
+	return nil
+}
+
+func verifyObject(ctx context.Context, b Blob, o ManifestObject) error {
+	info, err := b.Stat(ctx, o.Key)
+	if err != nil {
+		return err
+	}
+	if info.Size != o.Size {
+		return fmt.Errorf("size %d, manifest records %d", info.Size, o.Size)
+	}
+	rc, err := b.Get(ctx, o.Key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, rc)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if n != o.Size {
+		return fmt.Errorf("read %d bytes, manifest records %d", n, o.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != o.SHA256 {
+		return fmt.Errorf("sha256 %s, manifest records %s", got, o.SHA256)
+	}
+	return nil
+}
