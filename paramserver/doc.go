@@ -1,0 +1,34 @@
+// Package paramserver implements Cohort's sharded parameter servers: the flat parameter
+// space of a job is split into contiguous ranges (Partition), each range is owned by one
+// shard, workers push gradients to every shard and pull values back, and each shard
+// applies the job's optimizer under the job's consistency mode.
+//
+// # Wire format
+//
+// Tensors travel as raw little-endian float32 bytes in chunks of ChunkBytes (1 MiB by
+// default, at most MaxChunkBytes), so every gRPC message stays far below the message
+// size limits set by ServerOptions. On little-endian hosts the bytes are zero-copy
+// views of the []float32 backing arrays.
+//
+// # Versions and consistency modes
+//
+// A shard's version counts the updates it has completed: 0 after Init, ck.Step after
+// RestoreShard. Every request names the job's membership generation and is refused
+// with FailedPrecondition when it differs from the shard's.
+//
+//   - "sync": Push(step t) is accepted only when t equals the version. The shard sums
+//     n_r*g_r over the ranks 0..Workers-1; once every rank has pushed it applies the
+//     optimizer to the sample-weighted mean sum(n_r*g_r)/sum(n_r) and the version
+//     advances (with no optimizer step when sum(n_r) is 0). A second push of the same
+//     rank for the same step is refused with AlreadyExists, which clients treat as
+//     success. SetGeneration shrinks or grows the barrier at once.
+//   - "async": every push is applied on arrival (the worker's own mean gradient) and
+//     advances the version by one. A push computed against a future version is refused.
+//   - "bounded": like async, but a push of step t is refused (FailedPrecondition) when
+//     t < version - Staleness*Workers, that is when the gradient is more than Staleness
+//     rounds of all workers old. The worker then pulls again and recomputes.
+//
+// Pull(min_step) waits until the version is at least min_step and streams a consistent
+// snapshot of one version. Checkpoint(step) waits for the version to reach step, and
+// writes exactly that version (FailedPrecondition when the shard is already past it).
+package paramserver
