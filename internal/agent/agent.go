@@ -1,0 +1,335 @@
+// Package agent is the node agent shared by worker and parameter-server nodes: it
+// registers the node with the coordinator, keeps its heartbeat, watches the node's
+// assignments (reconnecting after errors such as a leader change) and hands each
+// allocation to a Runner, forwarding the runner's task reports to the coordinator.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// ReportFunc sends one task report to the coordinator. It never blocks for long: reports
+// are queued and delivered in order, with retries.
+type ReportFunc func(*cohortv1.TaskReport)
+
+// Runner runs the allocations of one kind on this node.
+type Runner interface {
+	// Kind is the task kind this runner accepts.
+	Kind() cohortv1.TaskKind
+	// Start begins running an allocation. It must return quickly; the work runs until
+	// ctx is cancelled or it ends on its own, and reports through report. Start is
+	// called once per allocation ID.
+	Start(ctx context.Context, a *cohortv1.Assignment, report ReportFunc)
+	// Stop ends an allocation that is no longer assigned (the coordinator stopped it or
+	// its job ended). Its context is cancelled as well.
+	Stop(allocationID string)
+}
+
+// Config configures an Agent.
+type Config struct {
+	// Conn is a client connection to a coordinator.
+	Conn grpc.ClientConnInterface
+	// Node describes this node; ID may be empty (the coordinator assigns one).
+	Node *cohortv1.Node
+	// Runners run this node's allocations, one per task kind.
+	Runners []Runner
+	// HeartbeatInterval is how often the node heartbeats (default 2s).
+	HeartbeatInterval time.Duration
+	// RetryInterval is the first back-off after a failed call (default 100ms, doubling
+	// up to 2s).
+	RetryInterval time.Duration
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with default intervals.
+func DefaultConfig() Config {
+	return Config{HeartbeatInterval: 2 * time.Second, RetryInterval: 100 * time.Millisecond}
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg     Config
+	jobs    cohortv1.AgentServiceClient
+	log     *slog.Logger
+	runners map[cohortv1.TaskKind]Runner
+
+	mu      sync.Mutex
+	node    *cohortv1.Node
+	running map[string]context.CancelFunc // allocation ID -> cancel
+	runBy   map[string]Runner
+
+	reports chan *cohortv1.TaskReport
+	ready   chan struct{}
+}
+
+// New returns an Agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	d := DefaultConfig()
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = d.RetryInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Conn == nil {
+		return nil, errors.New("agent: Config.Conn is required")
+	}
+	if cfg.Node == nil {
+		return nil, errors.New("agent: Config.Node is required")
+	}
+	a := &Agent{
+		cfg:     cfg,
+		jobs:    cohortv1.NewAgentServiceClient(cfg.Conn),
+		log:     cfg.Logger,
+		runners: map[cohortv1.TaskKind]Runner{},
+		running: map[string]context.CancelFunc{},
+		runBy:   map[string]Runner{},
+		reports: make(chan *cohortv1.TaskReport, 1024),
+		ready:   make(chan struct{}),
+	}
+	for _, r := range cfg.Runners {
+		a.runners[r.Kind()] = r
+	}
+	return a, nil
+}
+
+// Ready is closed once the node has registered.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Node returns the node as the coordinator registered it (nil before registration).
+func (a *Agent) Node() *cohortv1.Node {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.node
+}
+
+// Run registers the node and serves until ctx is cancelled. It returns ctx's error.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	close(a.ready)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); a.reportLoop(ctx) }()
+	go func() { defer wg.Done(); a.watchLoop(ctx) }()
+	wg.Wait()
+	a.stopAll()
+	return ctx.Err()
+}
+
+func (a *Agent) register(ctx context.Context) error {
+	back := a.cfg.RetryInterval
+	for {
+		resp, err := a.jobs.RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: a.cfg.Node})
+		if err == nil {
+			a.mu.Lock()
+			a.node = resp.GetNode()
+			a.mu.Unlock()
+			a.log.Info("node registered", "node_id", resp.GetNode().GetId(),
+				"generation", resp.GetNode().GetRegistrationGeneration())
+			return nil
+		}
+		a.log.Warn("node registration failed; retrying", "err", err, "backoff", back)
+		if werr := wait(ctx, back); werr != nil {
+			return fmt.Errorf("agent: register node: %w", err)
+		}
+		back = min(back*2, 2*time.Second)
+	}
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := a.Node()
+		_, err := a.jobs.Heartbeat(ctx, &cohortv1.HeartbeatRequest{
+			NodeId: n.GetId(), RegistrationGeneration: n.GetRegistrationGeneration(),
+		})
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat failed", "err", err)
+		}
+	}
+}
+
+// report queues a task report for delivery.
+func (a *Agent) report(r *cohortv1.TaskReport) {
+	a.reports <- r
+}
+
+func (a *Agent) reportLoop(ctx context.Context) {
+	for {
+		var batch []*cohortv1.TaskReport
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-a.reports:
+			batch = append(batch, r)
+		}
+	drain:
+		for len(batch) < 64 {
+			select {
+			case r := <-a.reports:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		back := a.cfg.RetryInterval
+		for {
+			_, err := a.jobs.ReportTasks(ctx, &cohortv1.ReportTasksRequest{Reports: batch})
+			if err == nil {
+				break
+			}
+			a.log.Warn("task report failed; retrying", "err", err, "reports", len(batch))
+			if wait(ctx, back) != nil {
+				return
+			}
+			back = min(back*2, 2*time.Second)
+		}
+	}
+}
+
+func (a *Agent) watchLoop(ctx context.Context) {
+	back := a.cfg.RetryInterval
+	for ctx.Err() == nil {
+		err := a.watchOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("assignment stream ended; reconnecting", "err", err, "backoff", back)
+		if wait(ctx, back) != nil {
+			return
+		}
+		back = min(back*2, 2*time.Second)
+	}
+}
+
+func (a *Agent) watchOnce(ctx context.Context) error {
+	stream, err := a.jobs.WatchAssignments(ctx, &cohortv1.WatchAssignmentsRequest{NodeId: a.Node().GetId()})
+	if err != nil {
+		return fmt.Errorf("open assignment stream: %w", err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("receive assignments: %w", err)
+		}
+		a.reconcile(ctx, msg.GetAssignments())
+	}
+}
+
+// reconcile starts allocations that are new and live, and stops the ones that are no
+// longer assigned or that the coordinator has stopped.
+func (a *Agent) reconcile(ctx context.Context, as []*cohortv1.Assignment) {
+	live := map[string]bool{}
+	for _, as := range as {
+		alloc := as.GetAllocation()
+		if !liveTask(alloc.GetState()) || terminalJob(as.GetJob().GetState()) {
+			continue
+		}
+		live[alloc.GetId()] = true
+		a.mu.Lock()
+		_, started := a.running[alloc.GetId()]
+		a.mu.Unlock()
+		if started {
+			continue
+		}
+		r, ok := a.runners[alloc.GetKind()]
+		if !ok {
+			a.report(&cohortv1.TaskReport{
+				AllocationId: alloc.GetId(), JobId: alloc.GetJobId(), State: cohortv1.TaskState_TASK_STATE_FAILED,
+				Message: fmt.Sprintf("node %s cannot run tasks of kind %s", a.Node().GetId(), alloc.GetKind()),
+			})
+			continue
+		}
+		tctx, cancel := context.WithCancel(ctx)
+		a.mu.Lock()
+		a.running[alloc.GetId()] = cancel
+		a.runBy[alloc.GetId()] = r
+		a.mu.Unlock()
+		a.log.Info("starting task", "alloc_id", alloc.GetId(), "job_id", alloc.GetJobId(),
+			"kind", alloc.GetKind().String(), "index", alloc.GetIndex())
+		r.Start(tctx, proto.Clone(as).(*cohortv1.Assignment), a.report)
+	}
+	a.mu.Lock()
+	var stop []string
+	for id := range a.running {
+		if !live[id] {
+			stop = append(stop, id)
+		}
+	}
+	a.mu.Unlock()
+	for _, id := range stop {
+		a.stop(id)
+	}
+}
+
+func (a *Agent) stop(id string) {
+	a.mu.Lock()
+	cancel, r := a.running[id], a.runBy[id]
+	delete(a.running, id)
+	delete(a.runBy, id)
+	a.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	a.log.Info("stopping task", "alloc_id", id)
+	cancel()
+	r.Stop(id)
+}
+
+func (a *Agent) stopAll() {
+	a.mu.Lock()
+	ids := make([]string, 0, len(a.running))
+	for id := range a.running {
+		ids = append(ids, id)
+	}
+	a.mu.Unlock()
+	for _, id := range ids {
+		a.stop(id)
+	}
+}
+
+func liveTask(s cohortv1.TaskState) bool {
+	return s == cohortv1.TaskState_TASK_STATE_PENDING || s == cohortv1.TaskState_TASK_STATE_RUNNING
+}
+
+func terminalJob(s cohortv1.JobState) bool {
+	switch s {
+	case cohortv1.JobState_JOB_STATE_SUCCEEDED, cohortv1.JobState_JOB_STATE_FAILED, cohortv1.JobState_JOB_STATE_CANCELLED:
+		return true
+	}
+	return false
+}
+
+func wait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,488 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/cohort-dev/cohort/export"
+	"github.com/cohort-dev/cohort/jobs"
+	"github.com/cohort-dev/cohort/paramserver"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
+	"github.com/cohort-dev/cohort/worker/data"
+	"github.com/cohort-dev/cohort/worker/metrics"
+	"github.com/cohort-dev/cohort/worker/model"
+)
+
+// TrainerConfig configures one training task.
+type TrainerConfig struct {
+	// Assignment is the worker allocation with its job and the shard addresses.
+	Assignment *cohortv1.Assignment
+	// Store receives checkpoints and exports.
+	Store storage.Blob
+	// DialOptions are used to reach the parameter-server shards.
+	DialOptions []grpc.DialOption
+	// Logger receives structured logs.
+	Logger *slog.Logger
+	// Report sends progress, metrics and checkpoint pointers to the coordinator
+	// (chief only). May be nil.
+	Report func(*cohortv1.TaskReport)
+}
+
+// Result is what a finished training task reports.
+type Result struct {
+	Metrics    map[string]float64
+	Checkpoint string
+	Exports    []string
+	Progress   *cohortv1.JobProgress
+}
+
+// Trainer is one worker's data-parallel training loop. Worker rank 0 is the chief: it
+// evaluates, checkpoints and exports; every rank computes gradients on its data shard.
+type Trainer struct {
+	cfg   TrainerConfig
+	log   *slog.Logger
+	job   *cohortv1.Job
+	spec  *jobs.TrainingJob
+	rank  int
+	world int
+	chief bool
+}
+
+// NewTrainer checks the assignment and returns a Trainer.
+func NewTrainer(cfg TrainerConfig) (*Trainer, error) {
+	a := cfg.Assignment
+	if a == nil || a.GetJob() == nil || a.GetAllocation() == nil {
+		return nil, errors.New("worker: assignment without job or allocation")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("worker: TrainerConfig.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Report == nil {
+		cfg.Report = func(*cohortv1.TaskReport) {}
+	}
+	spec, err := jobs.Parse(a.GetJob().GetSpecYaml())
+	if err != nil {
+		return nil, fmt.Errorf("worker: job spec: %w", err)
+	}
+	world := int(a.GetJob().GetWorkerCount())
+	rank := int(a.GetAllocation().GetIndex())
+	if world < 1 || rank < 0 || rank >= world {
+		return nil, fmt.Errorf("worker: rank %d outside worker count %d", rank, world)
+	}
+	if want := int(a.GetJob().GetShardCount()); len(a.GetShardAddresses()) != want {
+		return nil, fmt.Errorf("worker: %d shard addresses for %d shards", len(a.GetShardAddresses()), want)
+	}
+	return &Trainer{cfg: cfg, log: cfg.Logger, job: a.GetJob(), spec: spec, rank: rank, world: world, chief: rank == 0}, nil
+}
+
+// datasets is the data of one job, preprocessed.
+type datasets struct {
+	train, val, test *data.Dataset
+	pre              *data.Preprocessor
+}
+
+// Run trains to the end and returns the chief's result (metrics, checkpoint, exports);
+// other ranks return an empty result.
+func (t *Trainer) Run(ctx context.Context) (*Result, error) {
+	s := &t.spec.Spec
+	ds, err := loadTabular(s)
+	if err != nil {
+		return nil, err
+	}
+	m, err := buildModel(s, ds.pre, t.rank)
+	if err != nil {
+		return nil, err
+	}
+	client, err := paramserver.NewClient(paramserver.ClientConfig{
+		Addresses:   t.cfg.Assignment.GetShardAddresses(),
+		JobID:       t.job.GetId(),
+		Generation:  t.cfg.Assignment.GetAllocation().GetGeneration(),
+		Rank:        t.rank,
+		TotalParams: uint64(m.NumParams()),
+		LayoutHash:  m.LayoutHash(),
+		Mode:        s.Training.Consistency.Mode,
+		DialOptions: t.cfg.DialOptions,
+		Logger:      t.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: parameter-server client: %w", err)
+	}
+	defer client.Close()
+	if err := client.Init(ctx, m.InitParams(s.Training.Seed)); err != nil {
+		return nil, fmt.Errorf("worker: init parameter shards: %w", err)
+	}
+
+	// Step s of an epoch trains on the global batch perm[s*G, (s+1)*G) with
+	// G = world*batchSize, rank r taking the r-th slice of batchSize rows. The sample-
+	// weighted mean of the ranks' gradients is then exactly the gradient of that global
+	// batch, so N workers follow the same trajectory as one worker with an N-times batch.
+	n, batch := ds.train.N, s.Training.BatchSize
+	global := batch * t.world
+	stepsPerEpoch := int64((n + global - 1) / global)
+	if stepsPerEpoch == 0 {
+		return nil, fmt.Errorf("data.train: no training rows after the validation split")
+	}
+	total := int64(s.Training.Epochs) * stepsPerEpoch
+	t.log.Info("training", "train_rows", n, "val_rows", ds.val.N, "features", ds.pre.Dim,
+		"params", m.NumParams(), "steps_per_epoch", stepsPerEpoch, "total_steps", total)
+
+	loop := &loopState{
+		t: t, m: m, ds: ds, client: client,
+		params:        make([]float32, m.NumParams()),
+		grad:          make([]float32, m.NumParams()),
+		xb:            make([]float32, batch*ds.pre.Dim),
+		yb:            make([]float32, batch),
+		stepsPerEpoch: stepsPerEpoch,
+		total:         total,
+		epochStart:    time.Now(),
+	}
+	return loop.run(ctx)
+}
+
+type loopState struct {
+	t      *Trainer
+	m      model.Model
+	ds     *datasets
+	client *paramserver.Client
+
+	params, grad, xb, yb []float32
+	stepsPerEpoch, total int64
+
+	perm         []int // this epoch's seeded permutation of the training rows
+	epochLoss    float64
+	epochRows    int
+	epochStart   time.Time
+	metrics      map[string]float64
+	progress     *cohortv1.JobProgress
+	lastCkptStep int64
+	checkpoint   string
+}
+
+func (l *loopState) run(ctx context.Context) (*Result, error) {
+	t, s := l.t, &l.t.spec.Spec
+	batch := s.Training.BatchSize
+	dim := l.ds.pre.Dim
+	l.lastCkptStep = -1
+	for step := int64(0); step < l.total; step++ {
+		if _, err := l.client.Pull(ctx, step, l.params); err != nil {
+			return nil, fmt.Errorf("worker: pull parameters for step %d: %w", step, err)
+		}
+		epoch, inEpoch := step/l.stepsPerEpoch, step%l.stepsPerEpoch
+		if inEpoch == 0 {
+			if t.chief && epoch > 0 {
+				if err := l.endEpoch(ctx, int(epoch)); err != nil {
+					return nil, err
+				}
+			}
+			l.perm = data.ShardIndices(l.ds.train.N, 0, 1, int(epoch), s.Training.Seed)
+		}
+		if t.chief && s.Checkpoint.EverySteps > 0 && step > 0 && step%int64(s.Checkpoint.EverySteps) == 0 {
+			if err := l.saveCheckpoint(ctx, step); err != nil {
+				return nil, err
+			}
+		}
+		lo := min(int(inEpoch)*batch*t.world+t.rank*batch, len(l.perm))
+		hi := min(lo+batch, len(l.perm))
+		rows := l.perm[lo:hi]
+		for i, r := range rows {
+			copy(l.xb[i*dim:(i+1)*dim], l.ds.train.X[r*dim:(r+1)*dim])
+			l.yb[i] = l.ds.train.Y[r]
+		}
+		if len(rows) > 0 {
+			loss, err := l.m.Gradient(l.params, l.xb, l.yb, len(rows), l.grad)
+			if err != nil {
+				return nil, fmt.Errorf("worker: gradient at step %d: %w", step, err)
+			}
+			l.epochLoss += loss * float64(len(rows))
+			l.epochRows += len(rows)
+		} else {
+			clear(l.grad)
+		}
+		if err := l.client.Push(ctx, step, l.grad, int64(len(rows))); err != nil {
+			return nil, fmt.Errorf("worker: push gradient for step %d: %w", step, err)
+		}
+	}
+	if !t.chief {
+		return &Result{}, nil
+	}
+	if _, err := l.client.Pull(ctx, l.total, l.params); err != nil {
+		return nil, fmt.Errorf("worker: pull final parameters: %w", err)
+	}
+	if err := l.endEpoch(ctx, s.Training.Epochs); err != nil {
+		return nil, err
+	}
+	final := l.metrics
+	if l.ds.test != nil {
+		tm, err := l.evaluate("test_", l.ds.test)
+		if err != nil {
+			return nil, err
+		}
+		final = mergeMetrics(final, tm)
+		l.metrics = final
+	}
+	if l.lastCkptStep != l.total {
+		if err := l.saveCheckpoint(ctx, l.total); err != nil {
+			return nil, err
+		}
+	}
+	exports, err := l.export(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Metrics: final, Checkpoint: l.checkpoint, Exports: exports, Progress: l.progress}, nil
+}
+
+// endEpoch evaluates the parameters in l.params (those after `epochs` epochs) and
+// reports progress and validation metrics.
+func (l *loopState) endEpoch(_ context.Context, epochs int) error {
+	t := l.t
+	vm, err := l.evaluate("val_", l.ds.val)
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(l.epochStart).Seconds()
+	trainLoss := math.NaN()
+	if l.epochRows > 0 {
+		trainLoss = l.epochLoss / float64(l.epochRows)
+	}
+	l.progress = &cohortv1.JobProgress{
+		Epoch:            int32(epochs),
+		TotalEpochs:      int32(t.spec.Spec.Training.Epochs),
+		Step:             int64(epochs) * l.stepsPerEpoch,
+		TotalSteps:       l.total,
+		SamplesPerSecond: float64(l.ds.train.N) / math.Max(elapsed, 1e-9),
+		Loss:             trainLoss,
+	}
+	l.metrics = vm
+	args := []any{"epoch", epochs, "step", l.progress.Step, "train_loss", round4(trainLoss),
+		"samples_per_s", math.Round(l.progress.SamplesPerSecond)}
+	for _, k := range sortedKeys(vm) {
+		args = append(args, k, round4(vm[k]))
+	}
+	t.log.Info("epoch done", args...)
+	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Progress: l.progress, Metrics: vm})
+	l.epochLoss, l.epochRows, l.epochStart = 0, 0, time.Now()
+	return nil
+}
+
+// evaluate computes the contract's metrics of ds under the current parameters.
+func (l *loopState) evaluate(prefix string, ds *data.Dataset) (map[string]float64, error) {
+	out := make([]float32, ds.N*l.m.OutputSize())
+	if err := l.m.Predict(l.params, ds.X, ds.N, out); err != nil {
+		return nil, fmt.Errorf("worker: evaluate %sset: %w", strings.TrimSuffix(prefix, "_"), err)
+	}
+	res := map[string]float64{}
+	switch l.t.spec.Spec.Task {
+	case jobs.TaskBinary:
+		res["loss"] = metrics.BinaryLogLoss(out, ds.Y)
+		res["accuracy"] = metrics.Accuracy(out, ds.Y, 0.5)
+		res["auc"] = metrics.AUC(out, ds.Y)
+	case jobs.TaskMulticlass:
+		k := l.m.OutputSize()
+		res["loss"] = metrics.CrossEntropy(out, k, ds.Y)
+		res["accuracy"] = metrics.MulticlassAccuracy(out, k, ds.Y)
+	case jobs.TaskRegression:
+		mean, std := l.ds.pre.LabelMean, l.ds.pre.LabelStd
+		if std == 0 {
+			std = 1
+		}
+		var sq float64
+		pred, target := make([]float32, ds.N), make([]float32, ds.N)
+		for i := range ds.N {
+			d := float64(out[i] - ds.Y[i])
+			sq += d * d
+			pred[i] = float32(float64(out[i])*std + mean)
+			target[i] = float32(float64(ds.Y[i])*std + mean)
+		}
+		res["loss"] = sq / math.Max(float64(ds.N), 1)
+		res["rmse"] = metrics.RMSE(pred, target)
+		res["mae"] = metrics.MAE(pred, target)
+		res["mape"] = metrics.MAPE(pred, target)
+	}
+	named := make(map[string]float64, len(res))
+	for k, v := range res {
+		named[prefix+k] = v
+	}
+	return named, nil
+}
+
+// saveCheckpoint has every shard write its slice at exactly `step`, then commits one
+// manifest, written last and create-only, and reports its URI to the coordinator.
+func (l *loopState) saveCheckpoint(ctx context.Context, step int64) error {
+	t := l.t
+	jobID := t.job.GetId()
+	objs, err := l.client.Checkpoint(ctx, step, storage.CheckpointPrefix(jobID, step))
+	if err != nil {
+		return fmt.Errorf("worker: checkpoint step %d: %w", step, err)
+	}
+	man := &storage.Manifest{
+		FormatVersion:   1,
+		JobID:           jobID,
+		Step:            step,
+		Epoch:           int(step / l.stepsPerEpoch),
+		StepInEpoch:     step % l.stepsPerEpoch,
+		Generation:      t.cfg.Assignment.GetAllocation().GetGeneration(),
+		LayoutHash:      l.m.LayoutHash(),
+		TotalParams:     uint64(l.m.NumParams()),
+		Seed:            t.spec.Spec.Training.Seed,
+		Metrics:         l.metrics,
+		CreatedUnixNano: time.Now().UnixNano(),
+	}
+	for _, o := range objs {
+		man.Objects = append(man.Objects, storage.ManifestObject{
+			Shard: o.Shard, Key: o.Key, Size: o.Size, SHA256: o.SHA256, Offset: o.Offset, Length: o.Length,
+		})
+	}
+	key, err := storage.WriteManifest(ctx, t.cfg.Store, man)
+	if err != nil {
+		return fmt.Errorf("worker: commit checkpoint manifest for step %d: %w", step, err)
+	}
+	l.checkpoint = t.cfg.Store.URI(key)
+	l.lastCkptStep = step
+	t.log.Info("checkpoint committed", "step", step, "manifest", l.checkpoint)
+	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: l.checkpoint})
+	return l.retain(ctx, step)
+}
+
+// retain deletes committed checkpoints beyond checkpoint.keep, oldest first; the one
+// just committed (the one the coordinator points at) is never among them.
+func (l *loopState) retain(ctx context.Context, newest int64) error {
+	keep := l.t.spec.Spec.Checkpoint.Keep
+	root := "jobs/" + l.t.job.GetId() + "/checkpoints/"
+	objs, err := l.t.cfg.Store.List(ctx, root)
+	if err != nil {
+		return fmt.Errorf("worker: list checkpoints: %w", err)
+	}
+	byDir := map[string][]string{}
+	var committed []string
+	for _, o := range objs {
+		dir, file, ok := strings.Cut(strings.TrimPrefix(o.Key, root), "/")
+		if !ok {
+			continue
+		}
+		byDir[dir] = append(byDir[dir], o.Key)
+		if file == "manifest.json" {
+			committed = append(committed, dir)
+		}
+	}
+	sort.Strings(committed) // zero-padded step numbers sort by step
+	newestDir := strings.TrimPrefix(storage.CheckpointPrefix(l.t.job.GetId(), newest), root)
+	for i := 0; i < len(committed)-keep; i++ {
+		if committed[i] == newestDir {
+			continue
+		}
+		keys := byDir[committed[i]]
+		// Delete the manifest first so a half-deleted checkpoint is never "committed".
+		sort.Slice(keys, func(a, b int) bool { return strings.HasSuffix(keys[a], "manifest.json") })
+		for _, k := range keys {
+			if err := l.t.cfg.Store.Delete(ctx, k); err != nil {
+				return fmt.Errorf("worker: delete old checkpoint object %s: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
+
+// export writes the final model as safetensors with the fitted preprocessing, next to
+// a model report, and returns the URIs of what it wrote.
+func (l *loopState) export(ctx context.Context) ([]string, error) {
+	t := l.t
+	s := &t.spec.Spec
+	pre, err := json.Marshal(l.ds.pre)
+	if err != nil {
+		return nil, fmt.Errorf("worker: encode preprocessing: %w", err)
+	}
+	modelJSON, err := json.Marshal(s.Model)
+	if err != nil {
+		return nil, fmt.Errorf("worker: encode model spec: %w", err)
+	}
+	var tensors []export.Tensor
+	for _, ti := range l.m.Layout() {
+		tensors = append(tensors, export.Tensor{Name: ti.Name, Shape: ti.Shape, Data: l.params[ti.Offset : ti.Offset+ti.Size]})
+	}
+	meta := map[string]string{
+		"format":               "pt",
+		"cohort.job_id":        t.job.GetId(),
+		"cohort.task":          s.Task,
+		"cohort.model":         string(modelJSON),
+		"cohort.preprocessing": string(pre),
+		"cohort.layout_hash":   l.m.LayoutHash(),
+		"cohort.step":          fmt.Sprint(l.total),
+	}
+	prefix := "jobs/" + t.job.GetId() + "/export/"
+	var uris []string
+	for _, f := range s.Export.Formats {
+		switch f {
+		case "safetensors":
+			var buf bytes.Buffer
+			if err := export.WriteSafetensors(&buf, tensors, meta); err != nil {
+				return nil, fmt.Errorf("worker: export safetensors: %w", err)
+			}
+			key := prefix + "model.safetensors"
+			if err := t.cfg.Store.Put(ctx, key, &buf, int64(buf.Len())); err != nil {
+				return nil, fmt.Errorf("worker: write %s: %w", key, err)
+			}
+			uris = append(uris, t.cfg.Store.URI(key))
+		default:
+			t.log.Warn("export format not supported yet; skipped", "format", f)
+		}
+	}
+	report := map[string]any{
+		"job_id":        t.job.GetId(),
+		"name":          t.job.GetName(),
+		"task":          s.Task,
+		"metrics":       l.metrics,
+		"steps":         l.total,
+		"epochs":        s.Training.Epochs,
+		"checkpoint":    l.checkpoint,
+		"preprocessing": json.RawMessage(pre),
+		"model":         json.RawMessage(modelJSON),
+		"exports":       uris,
+	}
+	for key, v := range map[string]any{"report.json": report, "preprocessing.json": json.RawMessage(pre)} {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("worker: encode %s: %w", key, err)
+		}
+		if err := t.cfg.Store.Put(ctx, prefix+key, bytes.NewReader(b), int64(len(b))); err != nil {
+			return nil, fmt.Errorf("worker: write %s: %w", prefix+key, err)
+		}
+	}
+	return uris, nil
+}
+
+func mergeMetrics(a, b map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+func sortedKeys(m map[string]float64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func round4(v float64) float64 { return math.Round(v*1e4) / 1e4 }
