@@ -1,0 +1,226 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cohort-dev/cohort/coordinator/fsm"
+	"github.com/cohort-dev/cohort/coordinator/state"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// agentService implements cohortv1.AgentServiceServer.
+type agentService struct {
+	cohortv1.UnimplementedAgentServiceServer
+	b      Backend
+	cfg    Config
+	logger *slog.Logger
+}
+
+// NewAgentService returns the AgentService handlers (for node agents) over b.
+func NewAgentService(b Backend, cfg Config) cohortv1.AgentServiceServer {
+	cfg = cfg.withDefaults()
+	return &agentService{b: b, cfg: cfg, logger: cfg.Logger.With("component", "api.agent")}
+}
+
+// nodeIDFromName derives a node ID from its name: lower case, [a-z0-9.-] only.
+func nodeIDFromName(name string) string {
+	id := strings.Trim(jobIDUnsafe.ReplaceAllString(strings.ToLower(name), "-"), "-")
+	if len(id) > 128 {
+		id = id[:128]
+	}
+	return id
+}
+
+// RegisterNode registers (or re-registers) a node and returns it as stored, with its
+// new registration generation. A node without an ID gets one derived from its name.
+func (s *agentService) RegisterNode(ctx context.Context, req *cohortv1.RegisterNodeRequest) (*cohortv1.RegisterNodeResponse, error) {
+	if req.Node == nil {
+		return nil, toStatus(fmt.Errorf("%w: node is required", ErrInvalidArgument))
+	}
+	node := proto.Clone(req.Node).(*cohortv1.Node)
+	if node.Id == "" {
+		node.Id = nodeIDFromName(node.Name)
+	}
+	if node.Id == "" {
+		node.Id = "node-" + randomHex(4)
+	}
+	if node.Name == "" {
+		node.Name = node.Id
+	}
+	if err := checkID("node.id", node.Id); err != nil {
+		return nil, toStatus(err)
+	}
+	if len(node.Roles) == 0 {
+		return nil, toStatus(fmt.Errorf("%w: node.roles is empty", ErrInvalidArgument))
+	}
+	for _, r := range node.Roles {
+		if r != cohortv1.NodeRole_NODE_ROLE_WORKER && r != cohortv1.NodeRole_NODE_ROLE_PARAMSERVER {
+			return nil, toStatus(fmt.Errorf("%w: node.roles has unknown role %v", ErrInvalidArgument, r))
+		}
+	}
+	c := node.Capacity
+	if c == nil || c.CpuMillis < 0 || c.MemoryBytes < 0 || c.Gpus < 0 {
+		return nil, toStatus(fmt.Errorf("%w: node.capacity is missing or negative", ErrInvalidArgument))
+	}
+	if slices.Contains(node.Roles, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER) && node.DataAddress == "" {
+		return nil, toStatus(fmt.Errorf("%w: a paramserver node needs a data_address", ErrInvalidArgument))
+	}
+	out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_RegisterNode{
+		RegisterNode: &cohortv1.RegisterNodeCommand{Node: node},
+	}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	stored, ok := out.(*cohortv1.Node)
+	if !ok {
+		return nil, toStatus(fmt.Errorf("api: register node: unexpected response %T", out))
+	}
+	s.logger.Info("node registered", "node", stored.Id, "generation", stored.RegistrationGeneration)
+	return &cohortv1.RegisterNodeResponse{Node: stored}, nil
+}
+
+// Heartbeat resets the node's heartbeat TTL on the leader.
+func (s *agentService) Heartbeat(_ context.Context, req *cohortv1.HeartbeatRequest) (*cohortv1.HeartbeatResponse, error) {
+	if err := checkID("node_id", req.NodeId); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.b.Heartbeat(req.NodeId, req.RegistrationGeneration); err != nil {
+		return nil, toStatus(err)
+	}
+	return &cohortv1.HeartbeatResponse{}, nil
+}
+
+// ReportTasks proposes the reports as one UpdateTasks command.
+func (s *agentService) ReportTasks(ctx context.Context, req *cohortv1.ReportTasksRequest) (*cohortv1.ReportTasksResponse, error) {
+	switch {
+	case len(req.Reports) == 0:
+		return &cohortv1.ReportTasksResponse{}, nil
+	case len(req.Reports) > maxReportsPerCall:
+		return nil, toStatus(fmt.Errorf("%w: %d reports, limit %d per call", ErrInvalidArgument, len(req.Reports), maxReportsPerCall))
+	}
+	for i, r := range req.Reports {
+		if err := checkID(fmt.Sprintf("reports[%d].allocation_id", i), r.AllocationId); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	_, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_UpdateTasks{
+		UpdateTasks: &cohortv1.UpdateTasksCommand{Reports: req.Reports},
+	}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &cohortv1.ReportTasksResponse{}, nil
+}
+
+// WatchAssignments streams the node's live assignments: every allocation on the node
+// whose job is not terminal (including allocations stopped while their job runs on),
+// each with its job and, for workers, the data addresses of the job's shards. It sends
+// the set now and again whenever it changes; an allocation missing from a later set
+// must be stopped by the agent.
+func (s *agentService) WatchAssignments(req *cohortv1.WatchAssignmentsRequest, stream cohortv1.AgentService_WatchAssignmentsServer) error {
+	if err := checkID("node_id", req.NodeId); err != nil {
+		return toStatus(err)
+	}
+	ctx := stream.Context()
+	var last []string
+	first := true
+	for {
+		ws := memdb.NewWatchSet()
+		// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before the first read.
+		resp, key, err := assignments(s.b.State(), ws, req.NodeId)
+		if err != nil {
+			return toStatus(err)
+		}
+		if first || !slices.Equal(key, last) {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			first, last = false, key
+		}
+		if err := ws.WatchCtx(ctx); err != nil {
+			return toStatus(err)
+		}
+	}
+}
+
+// assignments computes a node's assignment set and a key that changes exactly when
+// something an agent acts on changes (allocation state, job state or generation, shard
+// addresses), so progress reports do not resend the set.
+func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv1.WatchAssignmentsResponse, []string, error) {
+	snap := store.Snapshot()
+	node, err := snap.NodeByID(ws, nodeID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if node == nil {
+		return nil, nil, fmt.Errorf("%w: node %q is not registered", fsm.ErrNotFound, nodeID)
+	}
+	allocs, err := snap.AllocsByNode(ws, nodeID)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp := &cohortv1.WatchAssignmentsResponse{}
+	var key []string
+	shardsOf := map[string][]string{}
+	for _, a := range allocs {
+		job, err := snap.JobByID(ws, a.JobId)
+		if err != nil {
+			return nil, nil, err
+		}
+		if job == nil || state.JobTerminal(job.State) {
+			continue
+		}
+		as := &cohortv1.Assignment{Allocation: a, Job: job}
+		if a.Kind == cohortv1.TaskKind_TASK_KIND_WORKER {
+			addrs, ok := shardsOf[job.Id]
+			if !ok {
+				if addrs, err = shardAddresses(snap, ws, job.Id); err != nil {
+					return nil, nil, err
+				}
+				shardsOf[job.Id] = addrs
+			}
+			as.ShardAddresses = addrs
+		}
+		resp.Assignments = append(resp.Assignments, as)
+		key = append(key, fmt.Sprintf("%s/%d/%s/%d/%s/%s", a.Id, a.ModifyIndex, job.State, job.Generation,
+			job.Checkpoint, strings.Join(as.ShardAddresses, ",")))
+	}
+	return resp, key, nil
+}
+
+// shardAddresses returns the data address of the node of each live PS_SHARD
+// allocation of a job, in shard index order.
+func shardAddresses(snap *state.StateSnapshot, ws memdb.WatchSet, jobID string) ([]string, error) {
+	allocs, err := snap.AllocsByJob(ws, jobID)
+	if err != nil {
+		return nil, err
+	}
+	var shards []*cohortv1.Allocation
+	for _, a := range allocs {
+		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD && !state.TaskTerminal(a.State) {
+			shards = append(shards, a)
+		}
+	}
+	slices.SortFunc(shards, func(a, b *cohortv1.Allocation) int { return cmp.Compare(a.Index, b.Index) })
+	addrs := make([]string, 0, len(shards))
+	for _, a := range shards {
+		n, err := snap.NodeByID(ws, a.NodeId)
+		if err != nil {
+			return nil, err
+		}
+		addr := ""
+		if n != nil {
+			addr = n.DataAddress
+		}
+		addrs = append(addrs, addr)
+	}
+	return addrs, nil
+}

@@ -1,0 +1,125 @@
+// Package api holds the coordinator's gRPC handlers (JobService for users,
+// AgentService for node agents). They are thin: validate the request, convert it,
+// call the Backend, and map errors to status codes through one table.
+//
+// Reads are served from the local state store. That is consistent while the cluster
+// has a single voter; with several voters a follower may serve stale reads (see the
+// TODO(consistent-reads) marks, where a ReadIndex / VerifyLeader barrier belongs).
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohort-dev/cohort/coordinator/fsm"
+	"github.com/cohort-dev/cohort/coordinator/server"
+	"github.com/cohort-dev/cohort/coordinator/state"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// Backend is what the handlers need of a coordinator; *server.Server satisfies it.
+type Backend interface {
+	// Apply proposes a command through Raft and returns the FSM's response value.
+	Apply(ctx context.Context, cmd *cohortv1.Command) (any, error)
+	// State returns the current state store.
+	State() *state.Store
+	// Heartbeat records a node agent's heartbeat.
+	Heartbeat(nodeID string, gen uint64) error
+}
+
+var _ Backend = (*server.Server)(nil)
+
+// Config configures the handlers.
+type Config struct {
+	// ParseSpec parses and validates a job spec (YAML) into a job template with
+	// Namespace, Name, Priority, Queue, WorkerCount, ShardCount, WorkerResources and
+	// ShardResources set. Its error message is returned to the user verbatim. Required
+	// by SubmitJob.
+	ParseSpec func(spec []byte) (*cohortv1.Job, error)
+	// MaxSpecBytes bounds a submitted spec; 0 means DefaultMaxSpecBytes.
+	MaxSpecBytes int
+	// Logger receives handler logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for submit times; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultMaxSpecBytes is the default limit on a submitted spec.
+const DefaultMaxSpecBytes = 1 << 20
+
+// Limits on request fields.
+const (
+	maxIdempotencyKeyLen = 256
+	maxIDLen             = 256
+	maxReportsPerCall    = 1024
+	maxReasonLen         = 1024
+)
+
+func (c Config) withDefaults() Config {
+	if c.MaxSpecBytes <= 0 {
+		c.MaxSpecBytes = DefaultMaxSpecBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// ErrInvalidArgument marks a request the handlers refuse before calling the backend.
+var ErrInvalidArgument = errors.New("invalid argument")
+
+// invalidSpecError carries a spec parse error; its message is the parser's, verbatim.
+type invalidSpecError struct{ err error }
+
+func (e *invalidSpecError) Error() string   { return "invalid job spec:\n" + e.err.Error() }
+func (e *invalidSpecError) Unwrap() []error { return []error{ErrInvalidArgument, e.err} }
+
+// errorCodes is the one table from error to gRPC status code; the first match wins.
+var errorCodes = []struct {
+	target error
+	code   codes.Code
+}{
+	{ErrInvalidArgument, codes.InvalidArgument},
+	{fsm.ErrInvalidCommand, codes.InvalidArgument},
+	{fsm.ErrNotFound, codes.NotFound},
+	{server.ErrNotLeader, codes.Unavailable},
+	{server.ErrShutdown, codes.Unavailable},
+	{fsm.ErrTerminal, codes.FailedPrecondition},
+	{fsm.ErrNotPending, codes.FailedPrecondition},
+	{server.ErrStaleRegistration, codes.FailedPrecondition},
+	{context.Canceled, codes.Canceled},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+}
+
+// toStatus maps an error to a gRPC status error carrying the error's full message.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, e := range errorCodes {
+		if errors.Is(err, e.target) {
+			return status.Error(e.code, err.Error())
+		}
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// randomHex returns n random bytes as hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never returns an error
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,224 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cohort-dev/cohort/coordinator/fsm"
+	"github.com/cohort-dev/cohort/coordinator/state"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// jobService implements cohortv1.JobServiceServer.
+type jobService struct {
+	cohortv1.UnimplementedJobServiceServer
+	b      Backend
+	cfg    Config
+	logger *slog.Logger
+}
+
+// NewJobService returns the user-facing JobService handlers over b.
+func NewJobService(b Backend, cfg Config) cohortv1.JobServiceServer {
+	cfg = cfg.withDefaults()
+	return &jobService{b: b, cfg: cfg, logger: cfg.Logger.With("component", "api.jobs")}
+}
+
+// jobIDUnsafe matches characters a job ID does not keep from the job's name.
+var jobIDUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// newJobID returns "<name>-<8 hex>" with the name reduced to [a-z0-9-].
+func newJobID(name string) string {
+	base := strings.Trim(jobIDUnsafe.ReplaceAllString(strings.ToLower(name), "-"), "-")
+	if base == "" {
+		base = "job"
+	}
+	if len(base) > 63 {
+		base = base[:63]
+	}
+	return base + "-" + randomHex(4)
+}
+
+// SubmitJob parses the spec and proposes the job; a retry with the same idempotency key
+// returns the first job with created=false.
+func (s *jobService) SubmitJob(ctx context.Context, req *cohortv1.SubmitJobRequest) (*cohortv1.SubmitJobResponse, error) {
+	resp, err := s.submitJob(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (s *jobService) submitJob(ctx context.Context, req *cohortv1.SubmitJobRequest) (*cohortv1.SubmitJobResponse, error) {
+	switch {
+	case len(req.SpecYaml) == 0:
+		return nil, fmt.Errorf("%w: spec_yaml is empty", ErrInvalidArgument)
+	case len(req.SpecYaml) > s.cfg.MaxSpecBytes:
+		return nil, fmt.Errorf("%w: spec is %d bytes, limit %d", ErrInvalidArgument, len(req.SpecYaml), s.cfg.MaxSpecBytes)
+	case len(req.IdempotencyKey) > maxIdempotencyKeyLen:
+		return nil, fmt.Errorf("%w: idempotency_key is longer than %d bytes", ErrInvalidArgument, maxIdempotencyKeyLen)
+	case s.cfg.ParseSpec == nil:
+		return nil, fmt.Errorf("api: no spec parser configured")
+	}
+	tmpl, err := s.cfg.ParseSpec(req.SpecYaml)
+	if err != nil {
+		return nil, &invalidSpecError{err: err}
+	}
+	if tmpl == nil || tmpl.Name == "" {
+		return nil, fmt.Errorf("%w: spec has no metadata.name", ErrInvalidArgument)
+	}
+	job := proto.Clone(tmpl).(*cohortv1.Job)
+	if job.Namespace == "" {
+		job.Namespace = "default"
+	}
+	job.Id = newJobID(job.Name)
+	job.SpecYaml = req.SpecYaml
+	job.SubmitTimeUnixNano = s.cfg.Now().UnixNano()
+	job.State = cohortv1.JobState_JOB_STATE_PENDING
+	job.IdempotencyKey = req.IdempotencyKey
+	if job.IdempotencyKey == "" {
+		job.IdempotencyKey = "auto-" + randomHex(16)
+	}
+	out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_SubmitJob{
+		SubmitJob: &cohortv1.SubmitJobCommand{Job: job},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	res, ok := out.(*fsm.SubmitJobResult)
+	if !ok {
+		return nil, fmt.Errorf("api: submit job: unexpected response %T", out)
+	}
+	if res.Created {
+		s.logger.Info("job submitted", "job", res.Job.Id, "namespace", res.Job.Namespace)
+	}
+	return &cohortv1.SubmitJobResponse{Job: res.Job, Created: res.Created}, nil
+}
+
+// GetJob returns a job with its allocations.
+func (s *jobService) GetJob(_ context.Context, req *cohortv1.GetJobRequest) (*cohortv1.GetJobResponse, error) {
+	if err := checkID("id", req.Id); err != nil {
+		return nil, toStatus(err)
+	}
+	// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before reading.
+	store := s.b.State()
+	job, err := lookupJob(store, nil, req.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	allocs, err := store.AllocsByJob(nil, req.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &cohortv1.GetJobResponse{Job: job, Allocations: allocs}, nil
+}
+
+// ListJobs returns the jobs of a namespace (all when empty), oldest first.
+func (s *jobService) ListJobs(_ context.Context, req *cohortv1.ListJobsRequest) (*cohortv1.ListJobsResponse, error) {
+	// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before reading.
+	jobs, err := s.b.State().Jobs(nil)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if req.Namespace != "" {
+		jobs = slices.DeleteFunc(jobs, func(j *cohortv1.Job) bool { return j.Namespace != req.Namespace })
+	}
+	slices.SortFunc(jobs, func(a, b *cohortv1.Job) int {
+		return cmp.Or(cmp.Compare(a.SubmitTimeUnixNano, b.SubmitTimeUnixNano), cmp.Compare(a.Id, b.Id))
+	})
+	return &cohortv1.ListJobsResponse{Jobs: jobs}, nil
+}
+
+// CancelJob cancels a job. Cancelling a cancelled job returns it; cancelling a job that
+// already succeeded or failed is FailedPrecondition.
+func (s *jobService) CancelJob(ctx context.Context, req *cohortv1.CancelJobRequest) (*cohortv1.CancelJobResponse, error) {
+	if err := checkID("id", req.Id); err != nil {
+		return nil, toStatus(err)
+	}
+	if len(req.Reason) > maxReasonLen {
+		return nil, toStatus(fmt.Errorf("%w: reason is longer than %d bytes", ErrInvalidArgument, maxReasonLen))
+	}
+	out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_CancelJob{
+		CancelJob: &cohortv1.CancelJobCommand{JobId: req.Id, Reason: req.Reason},
+	}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	res, ok := out.(*fsm.CancelJobResult)
+	if !ok {
+		return nil, toStatus(fmt.Errorf("api: cancel job: unexpected response %T", out))
+	}
+	if !res.Cancelled && res.Job.State != cohortv1.JobState_JOB_STATE_CANCELLED {
+		return nil, toStatus(fmt.Errorf("%w: job %s already %s", fsm.ErrTerminal, res.Job.Id, jobStateName(res.Job.State)))
+	}
+	return &cohortv1.CancelJobResponse{Job: res.Job}, nil
+}
+
+// WatchJob sends the job now and after every change; it ends after sending a terminal
+// state.
+func (s *jobService) WatchJob(req *cohortv1.WatchJobRequest, stream cohortv1.JobService_WatchJobServer) error {
+	if err := checkID("id", req.Id); err != nil {
+		return toStatus(err)
+	}
+	ctx := stream.Context()
+	var lastIndex uint64
+	for {
+		ws := memdb.NewWatchSet()
+		// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before the first read.
+		job, err := lookupJob(s.b.State(), ws, req.Id)
+		if err != nil {
+			return toStatus(err)
+		}
+		if job.ModifyIndex != lastIndex {
+			if err := stream.Send(&cohortv1.WatchJobResponse{Job: job}); err != nil {
+				return err
+			}
+			lastIndex = job.ModifyIndex
+		}
+		if state.JobTerminal(job.State) {
+			return nil
+		}
+		if err := ws.WatchCtx(ctx); err != nil {
+			return toStatus(err)
+		}
+	}
+}
+
+// ListNodes returns every registered node, ordered by ID.
+func (s *jobService) ListNodes(context.Context, *cohortv1.ListNodesRequest) (*cohortv1.ListNodesResponse, error) {
+	// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before reading.
+	nodes, err := s.b.State().Nodes(nil)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &cohortv1.ListNodesResponse{Nodes: nodes}, nil
+}
+
+func lookupJob(store *state.Store, ws memdb.WatchSet, id string) (*cohortv1.Job, error) {
+	job, err := store.JobByID(ws, id)
+	if err != nil {
+		return nil, err
+	}
+	if job == nil {
+		return nil, fmt.Errorf("%w: job %q", fsm.ErrNotFound, id)
+	}
+	return job, nil
+}
+
+func checkID(field, id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: %s is required", ErrInvalidArgument, field)
+	case len(id) > maxIDLen:
+		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalidArgument, field, maxIDLen)
+	}
+	return nil
+}
+
+func jobStateName(s cohortv1.JobState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
+}

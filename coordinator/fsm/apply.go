@@ -1,0 +1,293 @@
+package fsm
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cohort-dev/cohort/coordinator/state"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// applySubmitJob inserts a pending job, or returns the existing job with the same
+// idempotency key. Response: *SubmitJobResult.
+func applySubmitJob(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	in := cmd.GetSubmitJob().GetJob()
+	if in.GetId() == "" {
+		return nil, fmt.Errorf("submit job: %w: job id is required", ErrInvalidCommand)
+	}
+	if existing, err := txn.JobByIdempotencyKey(nil, in.IdempotencyKey); err != nil {
+		return nil, err
+	} else if existing != nil {
+		return &SubmitJobResult{Job: existing, Created: false}, nil
+	}
+	if existing, err := txn.JobByID(nil, in.Id); err != nil {
+		return nil, err
+	} else if existing != nil {
+		return nil, fmt.Errorf("submit job: %w: job %q already exists", ErrInvalidCommand, in.Id)
+	}
+	job := proto.Clone(in).(*cohortv1.Job)
+	job.State = cohortv1.JobState_JOB_STATE_PENDING
+	job.StartTimeUnixNano, job.EndTimeUnixNano = 0, 0
+	if job.SubmitTimeUnixNano == 0 {
+		job.SubmitTimeUnixNano = cmd.TimeUnixNano
+	}
+	if err := txn.UpsertJob(job); err != nil {
+		return nil, err
+	}
+	return &SubmitJobResult{Job: job, Created: true}, nil
+}
+
+// applyCancelJob cancels a non-terminal job and stops its live allocations. A terminal
+// job is left as it is. Response: *CancelJobResult.
+func applyCancelJob(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	c := cmd.GetCancelJob()
+	stored, err := txn.JobByID(nil, c.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	if stored == nil {
+		return nil, fmt.Errorf("cancel job: %w: job %q", ErrNotFound, c.GetJobId())
+	}
+	if state.JobTerminal(stored.State) {
+		return &CancelJobResult{Job: stored}, nil
+	}
+	msg := "cancelled"
+	if c.Reason != "" {
+		msg = "cancelled: " + c.Reason
+	}
+	job, err := endJob(txn, stored, cohortv1.JobState_JOB_STATE_CANCELLED, msg, cmd.TimeUnixNano, "")
+	if err != nil {
+		return nil, err
+	}
+	return &CancelJobResult{Job: job, Cancelled: true}, nil
+}
+
+// endJob moves a job to a terminal state and stops every live allocation of it except
+// the one with ID keep. It returns the stored job.
+func endJob(txn *state.Txn, stored *cohortv1.Job, to cohortv1.JobState, msg string, at int64, keep string) (*cohortv1.Job, error) {
+	job := proto.Clone(stored).(*cohortv1.Job)
+	job.State = to
+	job.StatusMessage = msg
+	job.EndTimeUnixNano = at
+	job.PendingReasons = nil
+	if err := txn.UpsertJob(job); err != nil {
+		return nil, err
+	}
+	allocs, err := txn.AllocsByJob(nil, job.Id)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range allocs {
+		if a.Id == keep || state.TaskTerminal(a.State) {
+			continue
+		}
+		stopped := proto.Clone(a).(*cohortv1.Allocation)
+		stopped.State = cohortv1.TaskState_TASK_STATE_STOPPED
+		stopped.Message = "job " + strings.TrimPrefix(strings.ToLower(to.String()), "job_state_")
+		if err := txn.UpsertAlloc(stopped); err != nil {
+			return nil, err
+		}
+	}
+	return job, nil
+}
+
+// applyRegisterNode upserts a node as READY with the next registration generation.
+// Response: the stored *cohortv1.Node.
+func applyRegisterNode(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	in := cmd.GetRegisterNode().GetNode()
+	if in.GetId() == "" {
+		return nil, fmt.Errorf("register node: %w: node id is required", ErrInvalidCommand)
+	}
+	prev, err := txn.NodeByID(nil, in.Id)
+	if err != nil {
+		return nil, err
+	}
+	node := proto.Clone(in).(*cohortv1.Node)
+	node.RegistrationGeneration = 1
+	if prev != nil {
+		node.RegistrationGeneration = prev.RegistrationGeneration + 1
+	}
+	node.Status = cohortv1.NodeStatus_NODE_STATUS_READY
+	node.LastHeartbeatUnixNano = cmd.TimeUnixNano
+	if err := txn.UpsertNode(node); err != nil {
+		return nil, err
+	}
+	return node, nil
+}
+
+// applyCommitPlan places a pending job (all of its allocations) or, with no
+// allocations, records why it stays pending. Response: the stored *cohortv1.Job.
+func applyCommitPlan(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	p := cmd.GetCommitPlan()
+	stored, err := txn.JobByID(nil, p.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	if stored == nil {
+		return nil, fmt.Errorf("commit plan: %w: job %q", ErrNotFound, p.GetJobId())
+	}
+	if len(p.Allocations) == 0 {
+		if stored.State != cohortv1.JobState_JOB_STATE_PENDING || slices.Equal(stored.PendingReasons, p.PendingReasons) {
+			return stored, nil
+		}
+		job := proto.Clone(stored).(*cohortv1.Job)
+		job.PendingReasons = slices.Clone(p.PendingReasons)
+		if err := txn.UpsertJob(job); err != nil {
+			return nil, err
+		}
+		return job, nil
+	}
+	if stored.State != cohortv1.JobState_JOB_STATE_PENDING {
+		return nil, fmt.Errorf("commit plan: %w: job %q is %s", ErrNotPending, stored.Id, stored.State)
+	}
+	job := proto.Clone(stored).(*cohortv1.Job)
+	if job.Generation == 0 {
+		job.Generation = 1
+	}
+	seen := map[string]bool{}
+	for _, in := range p.Allocations {
+		if in.GetId() == "" || in.JobId != job.Id || in.NodeId == "" || seen[in.Id] {
+			return nil, fmt.Errorf("commit plan: %w: allocation %q (job %q, node %q) is malformed or repeated",
+				ErrInvalidCommand, in.GetId(), in.GetJobId(), in.GetNodeId())
+		}
+		seen[in.Id] = true
+		if existing, err := txn.AllocByID(nil, in.Id); err != nil {
+			return nil, err
+		} else if existing != nil {
+			return nil, fmt.Errorf("commit plan: %w: allocation %q already exists", ErrInvalidCommand, in.Id)
+		}
+		alloc := proto.Clone(in).(*cohortv1.Allocation)
+		alloc.State = cohortv1.TaskState_TASK_STATE_PENDING
+		if alloc.Generation == 0 {
+			alloc.Generation = job.Generation
+		}
+		if err := txn.UpsertAlloc(alloc); err != nil {
+			return nil, err
+		}
+	}
+	job.State = cohortv1.JobState_JOB_STATE_RUNNING
+	job.StartTimeUnixNano = cmd.TimeUnixNano
+	job.PendingReasons = nil
+	job.StatusMessage = fmt.Sprintf("placed %d allocations", len(p.Allocations))
+	if err := txn.UpsertJob(job); err != nil {
+		return nil, err
+	}
+	return job, nil
+}
+
+// applyUpdateTasks applies a batch of task reports in order. Reports about unknown or
+// terminal allocations are ignored; terminal jobs never change. Response: nil.
+func applyUpdateTasks(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	for _, r := range cmd.GetUpdateTasks().GetReports() {
+		if err := applyTaskReport(txn, r, cmd.TimeUnixNano); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64) error {
+	stored, err := txn.AllocByID(nil, r.GetAllocationId())
+	if err != nil {
+		return err
+	}
+	if stored == nil || state.TaskTerminal(stored.State) || (r.JobId != "" && r.JobId != stored.JobId) {
+		return nil
+	}
+	storedJob, err := txn.JobByID(nil, stored.JobId)
+	if err != nil {
+		return err
+	}
+	if storedJob == nil {
+		return nil
+	}
+
+	if r.State != cohortv1.TaskState_TASK_STATE_UNSPECIFIED || r.Message != "" {
+		alloc := proto.Clone(stored).(*cohortv1.Allocation)
+		if r.State != cohortv1.TaskState_TASK_STATE_UNSPECIFIED {
+			alloc.State = r.State
+		}
+		alloc.Message = r.Message
+		if !proto.Equal(alloc, stored) {
+			if err := txn.UpsertAlloc(alloc); err != nil {
+				return err
+			}
+		}
+	}
+	if state.JobTerminal(storedJob.State) {
+		return nil
+	}
+
+	job := proto.Clone(storedJob).(*cohortv1.Job)
+	if r.Progress != nil {
+		job.Progress = proto.Clone(r.Progress).(*cohortv1.JobProgress)
+	}
+	if len(r.Metrics) > 0 {
+		if job.Metrics == nil {
+			job.Metrics = map[string]float64{}
+		}
+		maps.Copy(job.Metrics, r.Metrics)
+	}
+	if r.Checkpoint != "" {
+		job.Checkpoint = r.Checkpoint
+	}
+	if len(r.Exports) > 0 {
+		job.Exports = slices.Clone(r.Exports)
+	}
+	if !proto.Equal(job, storedJob) {
+		if err := txn.UpsertJob(job); err != nil {
+			return err
+		}
+	}
+
+	switch {
+	case r.State == cohortv1.TaskState_TASK_STATE_SUCCEEDED &&
+		stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER && stored.Index == 0:
+		_, err = endJob(txn, job, cohortv1.JobState_JOB_STATE_SUCCEEDED, "succeeded", at, stored.Id)
+	case r.State == cohortv1.TaskState_TASK_STATE_FAILED &&
+		(stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER || stored.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD):
+		msg := fmt.Sprintf("%s %d failed: %s", taskNoun(stored.Kind), stored.Index, r.Message)
+		_, err = endJob(txn, job, cohortv1.JobState_JOB_STATE_FAILED, msg, at, stored.Id)
+	}
+	return err
+}
+
+// taskNoun names a task kind in messages.
+func taskNoun(k cohortv1.TaskKind) string {
+	if k == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
+		return "parameter-server shard"
+	}
+	return "worker"
+}
+
+// applyNodeStatus sets a node's status and, when given, its heartbeat time.
+// Response: the stored *cohortv1.Node.
+func applyNodeStatus(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	c := cmd.GetNodeStatus()
+	stored, err := txn.NodeByID(nil, c.GetNodeId())
+	if err != nil {
+		return nil, err
+	}
+	if stored == nil {
+		return nil, fmt.Errorf("node status: %w: node %q", ErrNotFound, c.GetNodeId())
+	}
+	if c.Status == cohortv1.NodeStatus_NODE_STATUS_UNSPECIFIED {
+		return nil, fmt.Errorf("node status: %w: status is required", ErrInvalidCommand)
+	}
+	node := proto.Clone(stored).(*cohortv1.Node)
+	node.Status = c.Status
+	if c.HeartbeatUnixNano != 0 {
+		node.LastHeartbeatUnixNano = c.HeartbeatUnixNano
+	}
+	if proto.Equal(node, stored) {
+		return stored, nil
+	}
+	if err := txn.UpsertNode(node); err != nil {
+		return nil, err
+	}
+	return node, nil
+}

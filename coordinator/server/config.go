@@ -1,0 +1,121 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a coordinator Server.
+type Config struct {
+	// NodeID is this voter's Raft server ID; it must be stable across restarts.
+	NodeID string
+	// DataDir holds raft.db (log and stable store) and the snapshots.
+	DataDir string
+	// RaftBindAddr is the TCP address the Raft transport listens on ("127.0.0.1:0"
+	// picks a free port).
+	RaftBindAddr string
+	// RaftAdvertiseAddr is the address peers reach this voter at; empty means the
+	// listener's address (which must then be advertisable, not 0.0.0.0).
+	RaftAdvertiseAddr string
+	// Bootstrap makes this voter bootstrap a single-voter cluster when DataDir holds no
+	// Raft state yet. It is ignored when state exists.
+	Bootstrap bool
+
+	// Logger receives the server's logs (and raft's, at RaftLogLevel and above); nil
+	// means slog.Default().
+	Logger *slog.Logger
+	// RaftLogLevel is the lowest level of raft's own log lines that is passed on.
+	RaftLogLevel slog.Level
+	// Registry, when set, receives the server's Prometheus metrics (cohort_*).
+	Registry prometheus.Registerer
+
+	// HeartbeatTTL is how long the leader waits for a READY node's heartbeat before it
+	// marks the node DOWN.
+	HeartbeatTTL time.Duration
+
+	// Raft timing, tuned for a LAN; see raft.Config for their meaning.
+	RaftHeartbeatTimeout   time.Duration
+	RaftElectionTimeout    time.Duration
+	RaftLeaderLeaseTimeout time.Duration
+	RaftCommitTimeout      time.Duration
+	// SnapshotThreshold is how many log entries since the last snapshot trigger a new
+	// one; SnapshotInterval is how often that is checked.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+
+	// MaxInflightApplies bounds the Raft applies the server keeps in flight at once.
+	MaxInflightApplies int
+	// ApplyEnqueueTimeout bounds how long one apply may wait to enter raft's queue.
+	ApplyEnqueueTimeout time.Duration
+	// SchedulerRetryInterval is how soon the scheduling loop retries after a failed pass
+	// (otherwise it runs only when the state changes).
+	SchedulerRetryInterval time.Duration
+}
+
+// DefaultConfig returns a Config with LAN-tuned defaults; NodeID, DataDir and
+// RaftBindAddr still need to be set.
+func DefaultConfig() Config {
+	return Config{
+		RaftBindAddr:           "127.0.0.1:0",
+		RaftLogLevel:           slog.LevelWarn,
+		HeartbeatTTL:           15 * time.Second,
+		RaftHeartbeatTimeout:   250 * time.Millisecond,
+		RaftElectionTimeout:    250 * time.Millisecond,
+		RaftLeaderLeaseTimeout: 200 * time.Millisecond,
+		RaftCommitTimeout:      20 * time.Millisecond,
+		SnapshotThreshold:      8192,
+		SnapshotInterval:       2 * time.Minute,
+		MaxInflightApplies:     128,
+		ApplyEnqueueTimeout:    5 * time.Second,
+		SchedulerRetryInterval: time.Second,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig and checks the required ones.
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig()
+	if c.NodeID == "" {
+		return c, errors.New("server: config: NodeID is required")
+	}
+	if c.DataDir == "" {
+		return c, errors.New("server: config: DataDir is required")
+	}
+	if c.RaftBindAddr == "" {
+		c.RaftBindAddr = d.RaftBindAddr
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setDur(&c.HeartbeatTTL, d.HeartbeatTTL)
+	setDur(&c.RaftHeartbeatTimeout, d.RaftHeartbeatTimeout)
+	setDur(&c.RaftElectionTimeout, d.RaftElectionTimeout)
+	setDur(&c.RaftLeaderLeaseTimeout, d.RaftLeaderLeaseTimeout)
+	setDur(&c.RaftCommitTimeout, d.RaftCommitTimeout)
+	setDur(&c.SnapshotInterval, d.SnapshotInterval)
+	setDur(&c.ApplyEnqueueTimeout, d.ApplyEnqueueTimeout)
+	setDur(&c.SchedulerRetryInterval, d.SchedulerRetryInterval)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if c.MaxInflightApplies <= 0 {
+		c.MaxInflightApplies = d.MaxInflightApplies
+	}
+	if c.RaftLeaderLeaseTimeout > c.RaftHeartbeatTimeout {
+		return c, fmt.Errorf("server: config: RaftLeaderLeaseTimeout (%s) exceeds RaftHeartbeatTimeout (%s)",
+			c.RaftLeaderLeaseTimeout, c.RaftHeartbeatTimeout)
+	}
+	if c.RaftElectionTimeout < c.RaftHeartbeatTimeout {
+		return c, fmt.Errorf("server: config: RaftElectionTimeout (%s) is below RaftHeartbeatTimeout (%s)",
+			c.RaftElectionTimeout, c.RaftHeartbeatTimeout)
+	}
+	return c, nil
+}

@@ -1,0 +1,254 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/cohort-dev/cohort/coordinator/fsm"
+	"github.com/cohort-dev/cohort/coordinator/scheduler"
+	"github.com/cohort-dev/cohort/coordinator/state"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// monitorLeadership starts the leader machinery when this voter wins leadership and
+// stops it when leadership is lost or the server shuts down.
+func (s *Server) monitorLeadership() {
+	defer s.wg.Done()
+	var term *leaderTerm
+	stop := func() {
+		if term != nil {
+			term.stop()
+			term = nil
+		}
+	}
+	for {
+		select {
+		case isLeader := <-s.leaderNotify:
+			switch {
+			case isLeader && term == nil:
+				term = s.startLeaderTerm()
+			case !isLeader:
+				stop()
+			}
+		case <-s.shutdownCh:
+			stop()
+			return
+		}
+	}
+}
+
+// leaderTerm is one running instance of the leader machinery.
+type leaderTerm struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *Server) startLeaderTerm() *leaderTerm {
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &leaderTerm{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		s.leaderLoop(ctx)
+	}()
+	return t
+}
+
+// stop ends the term and waits until its machinery has stopped.
+func (t *leaderTerm) stop() {
+	t.cancel()
+	<-t.done
+}
+
+// leaderLoop runs the leader machinery for one term of leadership: it establishes it,
+// waits for ctx to end, and revokes it.
+func (s *Server) leaderLoop(ctx context.Context) {
+	s.logger.Info("leadership won; starting leader machinery")
+	stopped, err := s.establishLeadership(ctx)
+	if err != nil {
+		s.logger.Info("leader machinery not started", "err", err)
+		return
+	}
+	<-ctx.Done()
+	s.revokeLeadership(stopped)
+	s.logger.Info("leadership lost; leader machinery stopped")
+}
+
+// establishLeadership waits until every committed entry is applied locally (so the
+// state is current), then starts the heartbeat TTL timers and the scheduling loop. It
+// returns a channel that is closed when the scheduling loop has exited.
+func (s *Server) establishLeadership(ctx context.Context) (<-chan struct{}, error) {
+	for {
+		err := s.waitFuture(ctx, s.raft.Barrier(s.config.ApplyEnqueueTimeout))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrShutdown) {
+			return nil, err
+		}
+		s.logger.Warn("leader barrier failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(s.config.SchedulerRetryInterval):
+		}
+	}
+	nodes, err := s.State().Nodes(nil)
+	if err != nil {
+		return nil, err
+	}
+	var live []string
+	for _, n := range nodes {
+		if n.Status != cohortv1.NodeStatus_NODE_STATUS_DOWN {
+			live = append(live, n.Id)
+		}
+	}
+	s.heartbeats.start(live)
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		s.schedulingLoop(ctx)
+	}()
+	s.metrics.leader.Set(1)
+	return stopped, nil
+}
+
+// revokeLeadership stops everything establishLeadership started.
+func (s *Server) revokeLeadership(schedulerStopped <-chan struct{}) {
+	s.metrics.leader.Set(0)
+	s.heartbeats.stop()
+	<-schedulerStopped
+}
+
+// expireNode marks a node whose heartbeat TTL ran out DOWN.
+func (s *Server) expireNode(nodeID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.shutdownCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	_, err := s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_NodeStatus{NodeStatus: &cohortv1.NodeStatusCommand{
+		NodeId: nodeID, Status: cohortv1.NodeStatus_NODE_STATUS_DOWN,
+	}}})
+	if err != nil {
+		s.logger.Warn("could not mark node down after missed heartbeats", "node", nodeID, "err", err)
+		return
+	}
+	s.metrics.heartbeatExpiries.Inc()
+	s.logger.Warn("node marked down: heartbeat TTL expired", "node", nodeID, "ttl", s.config.HeartbeatTTL)
+}
+
+// schedulingLoop places pending jobs until ctx ends. Each pass reads the pending jobs
+// and watches the jobs, nodes and allocations it depends on; it runs again when any of
+// them changes (or after SchedulerRetryInterval when a pass failed).
+func (s *Server) schedulingLoop(ctx context.Context) {
+	for {
+		ws := memdb.NewWatchSet()
+		failed := s.schedulePass(ctx, ws)
+		if ctx.Err() != nil {
+			return
+		}
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if failed {
+			wctx, cancel = context.WithTimeout(ctx, s.config.SchedulerRetryInterval)
+		}
+		_ = ws.WatchCtx(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// schedulePass runs the scheduler once over every pending job, highest priority
+// first, then oldest. It reports whether any plan failed to commit.
+func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bool) {
+	snap := s.State().Snapshot()
+	pending, err := snap.JobsByState(ws, cohortv1.JobState_JOB_STATE_PENDING)
+	if err == nil {
+		err = errors.Join(snap.WatchTable(ws, state.TableNodes), snap.WatchTable(ws, state.TableAllocations))
+	}
+	if err != nil {
+		s.logger.Error("scheduling pass: read state", "err", err)
+		return true
+	}
+	s.metrics.pendingJobs.Set(float64(len(pending)))
+	slices.SortFunc(pending, func(a, b *cohortv1.Job) int {
+		return cmp.Or(
+			cmp.Compare(b.Priority, a.Priority),
+			cmp.Compare(a.SubmitTimeUnixNano, b.SubmitTimeUnixNano),
+			cmp.Compare(a.Id, b.Id),
+		)
+	})
+	for _, job := range pending {
+		if ctx.Err() != nil {
+			return false
+		}
+		// A fresh snapshot per job, so it sees the plans committed earlier in this pass.
+		plan := scheduler.Place(s.State().Snapshot(), job)
+		if err := s.applyPlan(ctx, job, plan); err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("plan not committed", "job", job.Id, "err", err)
+			}
+			s.metrics.plans.WithLabelValues("error").Inc()
+			failed = true
+		}
+	}
+	return failed
+}
+
+// applyPlan is the plan applier: the only committer of plans. It re-checks a feasible
+// plan against the newest state (the job still pending, every allocation still fitting)
+// and commits it; for an infeasible plan it commits the reasons only when they changed.
+func (s *Server) applyPlan(ctx context.Context, job *cohortv1.Job, plan scheduler.Plan) error {
+	cmd := &cohortv1.CommitPlanCommand{JobId: job.Id}
+	if !plan.Feasible() {
+		if slices.Equal(job.PendingReasons, plan.Reasons) {
+			s.metrics.plans.WithLabelValues("unchanged").Inc()
+			return nil
+		}
+		cmd.PendingReasons = plan.Reasons
+	} else {
+		newest := s.State().Snapshot()
+		cur, err := newest.JobByID(nil, job.Id)
+		if err != nil {
+			return err
+		}
+		if cur == nil || cur.State != cohortv1.JobState_JOB_STATE_PENDING {
+			s.metrics.plans.WithLabelValues("rejected").Inc()
+			return nil
+		}
+		if err := scheduler.Fits(newest, plan); err != nil {
+			// The state moved under the plan; the change wakes the next pass.
+			s.logger.Debug("plan rejected by the plan applier", "job", job.Id, "err", err)
+			s.metrics.plans.WithLabelValues("rejected").Inc()
+			return nil
+		}
+		cmd.Allocations = plan.Allocations
+	}
+	_, err := s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_CommitPlan{CommitPlan: cmd}})
+	switch {
+	case errors.Is(err, fsm.ErrNotPending), errors.Is(err, fsm.ErrNotFound):
+		s.metrics.plans.WithLabelValues("rejected").Inc()
+		return nil
+	case err != nil:
+		return err
+	}
+	if plan.Feasible() {
+		s.metrics.plans.WithLabelValues("placed").Inc()
+		s.logger.Info("job placed", "job", job.Id, "allocations", len(plan.Allocations))
+	} else {
+		s.metrics.plans.WithLabelValues("pending").Inc()
+		s.logger.Info("job pending", "job", job.Id, "reasons", plan.Reasons)
+	}
+	return nil
+}

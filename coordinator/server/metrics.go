@@ -1,0 +1,57 @@
+package server
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the server's Prometheus collectors. They always exist (so code never
+// checks for nil) and are registered only when a Registerer is configured.
+type metrics struct {
+	leader            prometheus.Gauge
+	inflight          prometheus.Gauge
+	applyDuration     *prometheus.HistogramVec
+	plans             *prometheus.CounterVec
+	pendingJobs       prometheus.Gauge
+	heartbeatExpiries prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cohort_coordinator_leader",
+			Help: "1 while this coordinator runs the leader machinery, else 0.",
+		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cohort_raft_applies_inflight",
+			Help: "Raft proposals accepted by raft and not yet applied.",
+		}),
+		applyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cohort_raft_apply_duration_seconds",
+			Help:    "Time from proposing a command to its local apply, by command kind and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"kind", "outcome"}),
+		plans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cohort_scheduler_plans_total",
+			Help: "Placement plans by result: placed, pending (reasons committed), unchanged, rejected (stale), error.",
+		}, []string{"result"}),
+		pendingJobs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cohort_scheduler_pending_jobs",
+			Help: "Pending jobs seen by the last scheduling pass.",
+		}),
+		heartbeatExpiries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cohort_node_heartbeat_expiries_total",
+			Help: "Nodes marked down because their heartbeat TTL expired.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.leader, m.inflight, m.applyDuration, m.plans, m.pendingJobs, m.heartbeatExpiries} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("server: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
