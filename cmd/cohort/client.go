@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// maxMsgBytes bounds every control-plane message.
+const maxMsgBytes = 16 << 20
+
+// dial opens a client connection to a coordinator.
+func dial(address string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(address,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes)))
+	if err != nil {
+		return nil, usageErr("--address %q: %v", address, err)
+	}
+	return conn, nil
+}
+
+// rpcErr turns a gRPC error into a CLI error: InvalidArgument is bad input (exit 2).
+func rpcErr(what string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return &exitError{code: 2, err: fmt.Errorf("%s", st.Message())}
+	case codes.NotFound:
+		return &exitError{code: 2, err: fmt.Errorf("%s: %s", what, st.Message())}
+	case codes.Unavailable:
+		return fmt.Errorf("%s: coordinator unavailable: %s", what, st.Message())
+	}
+	return fmt.Errorf("%s: %s", what, st.Message())
+}
+
+// isArgsError reports whether err is one of cobra's argument or command errors.
+func isArgsError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "invalid argument"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// exactArgs is cobra.ExactArgs with a bad-input exit status.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErr("%s takes %d argument(s), got %d (see --help)", cmd.CommandPath(), n, len(args))
+		}
+		return nil
+	}
+}
+
+// jobResult is the contract's result object of `job submit --wait` and `dev --run`.
+type jobResult struct {
+	JobID      string             `json:"job_id"`
+	Status     string             `json:"status"`
+	Message    string             `json:"message,omitempty"`
+	Metrics    map[string]float64 `json:"metrics"`
+	Checkpoint string             `json:"checkpoint"`
+	Exports    []string           `json:"exports"`
+}
+
+func resultOf(j *cohortv1.Job) jobResult {
+	r := jobResult{
+		JobID: j.GetId(), Status: stateName(j.GetState()), Metrics: j.GetMetrics(),
+		Checkpoint: j.GetCheckpoint(), Exports: j.GetExports(),
+	}
+	if r.Metrics == nil {
+		r.Metrics = map[string]float64{}
+	}
+	if r.Exports == nil {
+		r.Exports = []string{}
+	}
+	if j.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		r.Message = j.GetStatusMessage()
+	}
+	return r
+}
+
+// stateName is the lower-case name of a job state ("pending", "succeeded", ...).
+func stateName(s cohortv1.JobState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
+}
+
+func taskStateName(s cohortv1.TaskState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "TASK_STATE_"))
+}
+
+func terminal(s cohortv1.JobState) bool {
+	switch s {
+	case cohortv1.JobState_JOB_STATE_SUCCEEDED, cohortv1.JobState_JOB_STATE_FAILED, cohortv1.JobState_JOB_STATE_CANCELLED:
+		return true
+	}
+	return false
+}
+
+// watchUntilDone follows a job until it reaches a terminal state, printing per-epoch
+// progress to progress (may be nil), and returns the final job. It reconnects when the
+// stream breaks.
+func watchUntilDone(ctx context.Context, c cohortv1.JobServiceClient, id string, progress io.Writer) (*cohortv1.Job, error) {
+	lastEpoch := int32(-1)
+	lastState := cohortv1.JobState_JOB_STATE_UNSPECIFIED
+	backoff := 100 * time.Millisecond
+	for {
+		stream, err := c.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
+		if err != nil {
+			return nil, rpcErr("watch job", err)
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if st, ok := status.FromError(err); ok && st.Code() == codes.NotFound {
+					return nil, rpcErr("watch job", err)
+				}
+				break
+			}
+			j := resp.GetJob()
+			if progress != nil {
+				if j.GetState() != lastState {
+					fmt.Fprintf(progress, "job %s: %s", j.GetId(), stateName(j.GetState()))
+					if len(j.GetPendingReasons()) > 0 {
+						fmt.Fprintf(progress, " (%s)", strings.Join(j.GetPendingReasons(), "; "))
+					}
+					fmt.Fprintln(progress)
+					lastState = j.GetState()
+				}
+				if p := j.GetProgress(); p != nil && p.GetEpoch() != lastEpoch && p.GetEpoch() > 0 {
+					lastEpoch = p.GetEpoch()
+					fmt.Fprintf(progress, "epoch %d/%d step %d/%d loss %.4f %s %.0f samples/s\n",
+						p.GetEpoch(), p.GetTotalEpochs(), p.GetStep(), p.GetTotalSteps(), p.GetLoss(),
+						formatMetrics(j.GetMetrics()), p.GetSamplesPerSecond())
+				}
+			}
+			if terminal(j.GetState()) {
+				return j, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func formatMetrics(m map[string]float64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s %.4f", k, m[k])
+	}
+	return b.String()
+}
+
+// printJSON writes v as one line of JSON.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+// checkOutput validates the -o flag.
+func checkOutput(g *globalFlags) error {
+	switch g.output {
+	case "table", "json":
+		return nil
+	}
+	return usageErr("-o/--output: %q is not one of table, json", g.output)
+}
+
+var stdout io.Writer = os.Stdout

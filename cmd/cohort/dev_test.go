@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cohort-dev/cohort/export"
+	"github.com/cohort-dev/cohort/jobs"
+	"github.com/cohort-dev/cohort/paramserver"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
+	"github.com/cohort-dev/cohort/worker/data"
+	"github.com/cohort-dev/cohort/worker/metrics"
+	"github.com/cohort-dev/cohort/worker/model"
+)
+
+// repoPath is a path relative to the repository root.
+func repoPath(t *testing.T, rel string) string {
+	t.Helper()
+	abs, err := filepath.Abs(filepath.Join("..", "..", rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// exampleSpec returns the example job with its data path made absolute and the
+// replacements applied (pairs of old, new).
+func exampleSpec(t *testing.T, replacements ...string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(repoPath(t, "jobs/examples/attrition-mlp.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(raw), "file://jobs/data/attrition-sample.csv",
+		"file://"+repoPath(t, "jobs/data/attrition-sample.csv"), 1)
+	for i := 0; i+1 < len(replacements); i += 2 {
+		if !strings.Contains(s, replacements[i]) {
+			t.Fatalf("example spec has no %q", replacements[i])
+		}
+		s = strings.Replace(s, replacements[i], replacements[i+1], 1)
+	}
+	return []byte(s)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// runJob starts a dev cluster, submits spec and waits for the job to end.
+func runJob(t *testing.T, spec []byte, workers, ps int) (*cohortv1.Job, *devCluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	c, err := startDev(ctx, devConfig{
+		DataDir: t.TempDir(), Workers: workers, PS: ps, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Logger: testLogger(t), Ephemeral: true,
+	})
+	if err != nil {
+		t.Fatalf("start dev cluster: %v", err)
+	}
+	t.Cleanup(c.Close)
+	conn, err := dial(c.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := cohortv1.NewJobServiceClient(conn)
+	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: spec, IdempotencyKey: newIdempotencyKey()})
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	final, err := watchUntilDone(ctx, client, resp.GetJob().GetId(), nil)
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	return final, c
+}
+
+// keyOf turns a file:// URI of the dev store back into its storage key.
+func keyOf(t *testing.T, c *devCluster, uri string) string {
+	t.Helper()
+	root := c.Store.URI("")
+	if !strings.HasPrefix(uri, root) {
+		t.Fatalf("URI %s is not under the store %s", uri, root)
+	}
+	return strings.TrimPrefix(strings.TrimPrefix(uri, root), "/")
+}
+
+func readExport(t *testing.T, c *devCluster, uri string) ([]export.Tensor, map[string]string) {
+	t.Helper()
+	rc, err := c.Store.Get(context.Background(), keyOf(t, c, uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	ts, meta, err := export.ReadSafetensors(rc)
+	if err != nil {
+		t.Fatalf("read export: %v", err)
+	}
+	return ts, meta
+}
+
+// TestDevTrainsExampleJob runs the whole embedded cluster over loopback gRPC (raft
+// coordinator, two parameter-server nodes, two workers) on the example job, then checks
+// the metrics, the committed checkpoint, retention, and that the exported model, the
+// checkpointed shards and the reported metrics all describe the same parameters.
+func TestDevTrainsExampleJob(t *testing.T) {
+	spec := exampleSpec(t)
+	job, c := runJob(t, spec, 2, 2)
+	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
+	}
+	m := job.GetMetrics()
+	for _, k := range []string{"val_loss", "val_accuracy", "val_auc"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("metric %s missing: %v", k, m)
+		}
+	}
+	if m["val_auc"] < 0.75 {
+		t.Errorf("val_auc = %.4f, want >= 0.75", m["val_auc"])
+	}
+	parsed, err := jobs.Parse(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := job.GetProgress(); p.GetEpoch() != int32(parsed.Spec.Training.Epochs) || p.GetStep() != p.GetTotalSteps() {
+		t.Errorf("progress %v: want all %d epochs and steps done", p, parsed.Spec.Training.Epochs)
+	}
+
+	ctx := context.Background()
+	man, err := storage.ReadManifest(ctx, c.Store, keyOf(t, c, job.GetCheckpoint()))
+	if err != nil {
+		t.Fatalf("read committed manifest: %v", err)
+	}
+	if err := storage.VerifyManifestObjects(ctx, c.Store, man); err != nil {
+		t.Fatalf("verify checkpoint: %v", err)
+	}
+	if man.Step != job.GetProgress().GetTotalSteps() || len(man.Objects) != 2 {
+		t.Errorf("manifest step %d with %d objects, want step %d and 2 shard objects", man.Step, len(man.Objects), job.GetProgress().GetTotalSteps())
+	}
+	ckParams := make([]float32, man.TotalParams)
+	for _, o := range man.Objects {
+		rc, err := c.Store.Get(ctx, o.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, err := paramserver.ReadShardCheckpoint(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("shard checkpoint %s: %v", o.Key, err)
+		}
+		copy(ckParams[o.Offset:o.Offset+o.Length], ck.Params)
+	}
+	objs, err := c.Store.List(ctx, "jobs/"+job.GetId()+"/checkpoints/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifests := 0
+	for _, o := range objs {
+		if strings.HasSuffix(o.Key, "/manifest.json") {
+			manifests++
+		}
+	}
+	if manifests == 0 || manifests > parsed.Spec.Checkpoint.Keep {
+		t.Errorf("%d committed checkpoints kept, want 1..%d", manifests, parsed.Spec.Checkpoint.Keep)
+	}
+
+	if len(job.GetExports()) != 1 {
+		t.Fatalf("exports %v, want one safetensors file", job.GetExports())
+	}
+	tensors, meta := readExport(t, c, job.GetExports()[0])
+	var flat []float32
+	for _, ts := range tensors {
+		flat = append(flat, ts.Data...)
+	}
+	if len(flat) != len(ckParams) {
+		t.Fatalf("export has %d parameters, checkpoint %d", len(flat), len(ckParams))
+	}
+	for i := range flat {
+		if flat[i] != ckParams[i] {
+			t.Fatalf("parameter %d: export %v != checkpoint %v", i, flat[i], ckParams[i])
+		}
+	}
+
+	// Recompute the validation AUC from the exported parameters and the saved
+	// preprocessing; it must equal what the chief reported.
+	var pre data.Preprocessor
+	if err := jsonUnmarshal([]byte(meta["cohort.preprocessing"]), &pre); err != nil {
+		t.Fatalf("preprocessing metadata: %v", err)
+	}
+	f, err := os.Open(repoPath(t, "jobs/data/attrition-sample.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	v := parsed.Spec.Data.Validation
+	_, val, _, err := data.LoadTabular(f, data.TabularConfig{Label: "Attrition", Positive: "Yes", Task: jobs.TaskBinary}, v.Fraction, v.Seed, v.Stratify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mdl, err := model.NewMLP(model.MLPConfig{Inputs: pre.Dim, Hidden: parsed.Spec.Model.MLP.Hidden,
+		Activation: parsed.Spec.Model.MLP.Activation, Outputs: 1, Task: jobs.TaskBinary, BatchSize: parsed.Spec.Training.BatchSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs := make([]float32, val.N)
+	if err := mdl.Predict(flat, val.X, val.N, probs); err != nil {
+		t.Fatal(err)
+	}
+	if auc := metrics.AUC(probs, val.Y); math.Abs(auc-m["val_auc"]) > 1e-6 {
+		t.Errorf("AUC of the exported model = %.6f, reported val_auc = %.6f", auc, m["val_auc"])
+	}
+}
+
+// TestSyncWorkersMatchOneWorkerWithLargerBatch: in sync mode, two workers with batch B
+// must follow the same trajectory as one worker with batch 2B over the same data order.
+// It fails if a worker trains on parameters other than the shards' current ones, or a
+// shard applies a step before every worker's gradient arrived.
+func TestSyncWorkersMatchOneWorkerWithLargerBatch(t *testing.T) {
+	base := []string{"epochs: 30", "epochs: 2", "hidden: [64, 32]", "hidden: [16]", "everySteps: 200", "everySteps: 20"}
+	two, c2 := runJob(t, exampleSpec(t, append(base, "batchSize: 32", "batchSize: 16")...), 2, 2)
+	one, c1 := runJob(t, exampleSpec(t, append(base, "count: 2", "count: 1")...), 1, 2)
+	for _, j := range []*cohortv1.Job{two, one} {
+		if j.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+			t.Fatalf("job %s %s: %s", j.GetId(), stateName(j.GetState()), j.GetStatusMessage())
+		}
+	}
+	if two.GetProgress().GetTotalSteps() != one.GetProgress().GetTotalSteps() {
+		t.Fatalf("total steps %d vs %d", two.GetProgress().GetTotalSteps(), one.GetProgress().GetTotalSteps())
+	}
+	for _, k := range []string{"val_loss", "val_auc"} {
+		if d := math.Abs(two.GetMetrics()[k] - one.GetMetrics()[k]); d > 1e-4 {
+			t.Errorf("%s: 2 workers %.6f, 1 worker %.6f", k, two.GetMetrics()[k], one.GetMetrics()[k])
+		}
+	}
+	p2, _ := readExport(t, c2, two.GetExports()[0])
+	p1, _ := readExport(t, c1, one.GetExports()[0])
+	var worst float64
+	for i := range p2 {
+		for j := range p2[i].Data {
+			worst = math.Max(worst, math.Abs(float64(p2[i].Data[j]-p1[i].Data[j])))
+		}
+	}
+	if worst > 1e-5 {
+		t.Errorf("final parameters differ by up to %g between 2 workers and 1 worker", worst)
+	}
+	t.Logf("largest parameter difference, 2 workers vs 1 worker with a 2x batch: %g", worst)
+}
+
+func TestMain(m *testing.M) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	os.Exit(m.Run())
+}
+
+// TestDevRunBadInput runs the CLI in-process and checks that bad input exits 2 with a
+// message naming the problem, before any job is submitted.
+func TestDevRunBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, content []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	csvNoLabel := write("nolabel.csv", []byte("Age,Income\n30,1000\n40,2000\n"))
+	csvThree := write("three.csv", []byte("Age,Attrition\n30,Yes\n40,No\n50,Maybe\n31,Yes\n41,No\n"))
+	cases := []struct {
+		name string
+		spec []byte
+		want []string
+	}{
+		{"unknown field", exampleSpec(t, "epochs: 30", "epochs: 30\n    epochz: 3"), []string{"spec.training.epochz", "line"}},
+		{"malformed yaml", []byte("apiVersion: [\n"), []string{"line"}},
+		{"zero and negative sizes", exampleSpec(t, "batchSize: 32", "batchSize: 0", "hidden: [64, 32]", "hidden: [64, -1]"),
+			[]string{"spec.training.batchSize", "spec.model.mlp.hidden"}},
+		{"missing data file", exampleSpec(t, "attrition-sample.csv", "no-such-file.csv"), []string{"spec.data.train", "no-such-file.csv"}},
+		{"label column missing", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+csvNoLabel), []string{"Attrition", "not found"}},
+		{"non-binary label", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+csvThree), []string{"binary", "3"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			specPath := write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.spec)
+			var out bytes.Buffer
+			stdout = &out
+			t.Cleanup(func() { stdout = os.Stdout })
+			root := newRootCmd()
+			root.SetArgs([]string{"dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "-o", "json"})
+			err := root.ExecuteContext(context.Background())
+			var ee *exitError
+			if !errors.As(err, &ee) || ee.code != 2 {
+				t.Fatalf("err = %v, want exit status 2", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("message %q does not mention %q", err.Error(), w)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, "data", "storage", "jobs")); !os.IsNotExist(err) {
+				t.Errorf("bad input wrote job data to storage (stat err %v)", err)
+			}
+		})
+	}
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/cohort-dev/cohort/jobs"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+func newJobCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect and cancel training jobs"}
+	cmd.AddCommand(newJobSubmitCmd(g), newJobListCmd(g), newJobStatusCmd(g), newJobWatchCmd(g), newJobCancelCmd(g))
+	return cmd
+}
+
+// readSpec reads and validates a job spec file; problems are bad input (exit 2).
+func readSpec(path string) ([]byte, *jobs.TrainingJob, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, usageErr("job spec: %v", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, jobs.MaxSpecBytes+1))
+	if err != nil {
+		return nil, nil, usageErr("job spec %s: %v", path, err)
+	}
+	if len(b) > jobs.MaxSpecBytes {
+		return nil, nil, usageErr("job spec %s: larger than %d bytes", path, jobs.MaxSpecBytes)
+	}
+	spec, err := jobs.Parse(b)
+	if err != nil {
+		return nil, nil, usageErr("job spec %s is invalid:\n%v", path, err)
+	}
+	return b, spec, nil
+}
+
+func newIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func newJobSubmitCmd(g *globalFlags) *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "submit FILE",
+		Short: "Submit a TrainingJob spec",
+		Example: `  cohort job submit jobs/examples/attrition-mlp.yaml
+  cohort job submit jobs/examples/attrition-mlp.yaml --wait -o json`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			raw, _, err := readSpec(args[0])
+			if err != nil {
+				return err
+			}
+			conn, err := dial(g.address)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			return submitAndReport(cmd.Context(), cohortv1.NewJobServiceClient(conn), raw, wait, g.output)
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the job to end; exit 0 only if it succeeded")
+	return cmd
+}
+
+// submitAndReport submits a spec (retrying with the same idempotency key while the
+// coordinator is unavailable) and, with wait, follows it to the end and prints the
+// result object.
+func submitAndReport(ctx context.Context, c cohortv1.JobServiceClient, raw []byte, wait bool, output string) error {
+	key := newIdempotencyKey()
+	var resp *cohortv1.SubmitJobResponse
+	var err error
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		resp, err = c.SubmitJob(cctx, &cohortv1.SubmitJobRequest{SpecYaml: raw, IdempotencyKey: key})
+		cancel()
+		if err == nil {
+			break
+		}
+		cerr := rpcErr("submit job", err)
+		var ee *exitError
+		if errors.As(cerr, &ee) || attempt >= 5 || ctx.Err() != nil {
+			return cerr
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
+		}
+	}
+	job := resp.GetJob()
+	if !wait {
+		if output == "json" {
+			return printJSON(stdout, map[string]any{"job_id": job.GetId(), "status": stateName(job.GetState())})
+		}
+		fmt.Fprintf(stdout, "submitted job %s (%s)\n", job.GetId(), stateName(job.GetState()))
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "submitted job %s\n", job.GetId())
+	final, err := watchUntilDone(ctx, c, job.GetId(), os.Stderr)
+	if err != nil {
+		return err
+	}
+	return reportResult(final, output)
+}
+
+// reportResult prints the result object and maps the job's outcome to the exit status.
+func reportResult(j *cohortv1.Job, output string) error {
+	res := resultOf(j)
+	if output == "json" {
+		if err := printJSON(stdout, res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "job %s %s\n", res.JobID, res.Status)
+		if res.Message != "" {
+			fmt.Fprintf(stdout, "  message: %s\n", res.Message)
+		}
+		if len(res.Metrics) > 0 {
+			fmt.Fprintf(stdout, "  metrics: %s\n", formatMetrics(res.Metrics))
+		}
+		if res.Checkpoint != "" {
+			fmt.Fprintf(stdout, "  checkpoint: %s\n", res.Checkpoint)
+		}
+		for _, e := range res.Exports {
+			fmt.Fprintf(stdout, "  export: %s\n", e)
+		}
+	}
+	if j.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		if output == "json" {
+			return &exitError{code: 1, err: errSilentFailure}
+		}
+		return &exitError{code: 1, err: fmt.Errorf("job %s %s: %s", res.JobID, res.Status, res.Message)}
+	}
+	return nil
+}
+
+func newJobListCmd(g *globalFlags) *cobra.Command {
+	var namespace string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List jobs",
+		Example: "  cohort job list\n  cohort job list -o json",
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			conn, err := dial(g.address)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := cohortv1.NewJobServiceClient(conn).ListJobs(cmd.Context(), &cohortv1.ListJobsRequest{Namespace: namespace})
+			if err != nil {
+				return rpcErr("list jobs", err)
+			}
+			if g.output == "json" {
+				out := make([]map[string]any, 0, len(resp.GetJobs()))
+				for _, j := range resp.GetJobs() {
+					out = append(out, jobSummary(j))
+				}
+				return printJSON(stdout, out)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAMESPACE\tSTATE\tEPOCH\tSUBMITTED")
+			for _, j := range resp.GetJobs() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", j.GetId(), j.GetNamespace(), stateName(j.GetState()),
+					j.GetProgress().GetEpoch(), j.GetProgress().GetTotalEpochs(),
+					time.Unix(0, j.GetSubmitTimeUnixNano()).Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "only jobs of this namespace")
+	return cmd
+}
+
+func jobSummary(j *cohortv1.Job) map[string]any {
+	return map[string]any{
+		"job_id": j.GetId(), "name": j.GetName(), "namespace": j.GetNamespace(), "status": stateName(j.GetState()),
+		"epoch": j.GetProgress().GetEpoch(), "total_epochs": j.GetProgress().GetTotalEpochs(),
+		"submitted": time.Unix(0, j.GetSubmitTimeUnixNano()).UTC().Format(time.RFC3339Nano),
+	}
+}
+
+func newJobStatusCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "status JOB_ID",
+		Short:   "Show a job: state, progress, metrics, placement and why it is pending",
+		Example: "  cohort job status attrition-mlp-1a2b3c4d -o json",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			conn, err := dial(g.address)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := cohortv1.NewJobServiceClient(conn).GetJob(cmd.Context(), &cohortv1.GetJobRequest{Id: args[0]})
+			if err != nil {
+				return rpcErr("get job", err)
+			}
+			if g.output == "json" {
+				b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(resp)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(stdout, string(b))
+				return err
+			}
+			j := resp.GetJob()
+			fmt.Fprintf(stdout, "job %s (%s/%s): %s\n", j.GetId(), j.GetNamespace(), j.GetName(), stateName(j.GetState()))
+			if j.GetStatusMessage() != "" {
+				fmt.Fprintf(stdout, "  message: %s\n", j.GetStatusMessage())
+			}
+			for _, r := range j.GetPendingReasons() {
+				fmt.Fprintf(stdout, "  pending: %s\n", r)
+			}
+			if p := j.GetProgress(); p != nil {
+				fmt.Fprintf(stdout, "  progress: epoch %d/%d, step %d/%d, loss %.4f, %.0f samples/s\n",
+					p.GetEpoch(), p.GetTotalEpochs(), p.GetStep(), p.GetTotalSteps(), p.GetLoss(), p.GetSamplesPerSecond())
+			}
+			if len(j.GetMetrics()) > 0 {
+				fmt.Fprintf(stdout, "  metrics: %s\n", formatMetrics(j.GetMetrics()))
+			}
+			if j.GetCheckpoint() != "" {
+				fmt.Fprintf(stdout, "  checkpoint: %s\n", j.GetCheckpoint())
+			}
+			for _, e := range j.GetExports() {
+				fmt.Fprintf(stdout, "  export: %s\n", e)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "  TASK\tKIND\tNODE\tSTATE\tMESSAGE")
+			for _, a := range resp.GetAllocations() {
+				kind := strings.ToLower(strings.TrimPrefix(a.GetKind().String(), "TASK_KIND_"))
+				fmt.Fprintf(tw, "  %s\t%s %d\t%s\t%s\t%s\n", a.GetId(), kind, a.GetIndex(), a.GetNodeId(), taskStateName(a.GetState()), a.GetMessage())
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newJobWatchCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "watch JOB_ID",
+		Short:   "Follow a job's progress until it ends",
+		Example: "  cohort job watch attrition-mlp-1a2b3c4d",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			conn, err := dial(g.address)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			final, err := watchUntilDone(cmd.Context(), cohortv1.NewJobServiceClient(conn), args[0], os.Stderr)
+			if err != nil {
+				return err
+			}
+			return reportResult(final, g.output)
+		},
+	}
+}
+
+func newJobCancelCmd(g *globalFlags) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:     "cancel JOB_ID",
+		Short:   "Cancel a job",
+		Example: "  cohort job cancel attrition-mlp-1a2b3c4d --reason 'wrong data'",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			conn, err := dial(g.address)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := cohortv1.NewJobServiceClient(conn).CancelJob(cmd.Context(), &cohortv1.CancelJobRequest{Id: args[0], Reason: reason})
+			if err != nil {
+				return rpcErr("cancel job", err)
+			}
+			if g.output == "json" {
+				return printJSON(stdout, jobSummary(resp.GetJob()))
+			}
+			fmt.Fprintf(stdout, "job %s %s\n", resp.GetJob().GetId(), stateName(resp.GetJob().GetState()))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "cancelled by user", "why the job is cancelled")
+	return cmd
+}

@@ -1,0 +1,83 @@
+// Command cohort is the single Cohort binary: the embedded dev cluster, the coordinator
+// and node agents, and the user and admin verbs.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitError carries a process exit status: 2 for bad input, 1 for failures.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErr marks err as bad input (exit status 2).
+func usageErr(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+// failed marks err as a failure (exit status 1) whose message was already printed.
+var errSilentFailure = errors.New("")
+
+type globalFlags struct {
+	address string
+	output  string
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:           "cohort",
+		Short:         "Cohort: a distributed training cluster in one binary",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Long: `Cohort schedules data-parallel training jobs onto worker nodes, with sharded
+parameter servers, trusted checkpoints and export for serving.
+
+Start an embedded cluster and train the example job:
+  cohort dev --run jobs/examples/attrition-mlp.yaml -o json`,
+	}
+	defAddr := os.Getenv("COHORT_ADDR")
+	if defAddr == "" {
+		defAddr = "127.0.0.1:7070"
+	}
+	root.PersistentFlags().StringVar(&g.address, "address", defAddr, "coordinator gRPC address (env COHORT_ADDR)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table|json")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
+	root.AddCommand(newDevCmd(g), newJobCmd(g), newNodeCmd(g), newDataCmd(), newVersionCmd(g))
+	return root
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newRootCmd().ExecuteContext(ctx)
+	if err == nil {
+		return
+	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	} else if isArgsError(err) {
+		code = 2
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(os.Stderr, "error:", msg)
+	}
+	os.Exit(code)
+}
