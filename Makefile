@@ -34,13 +34,17 @@ run: build
 deps:
 	$(GO) mod download
 
-## test: install what the tests need and run the whole suite
+RACE_PKGS := ./coordinator/... ./paramserver/... ./internal/... ./storage/... ./cmd/...
+
+## test: install what the tests need and run the whole suite, then the concurrent
+## packages again under the race detector
 test: deps
 	$(GO) test $(TEST_FLAGS) ./...
+	$(GO) test -race $(TEST_FLAGS) $(RACE_PKGS)
 
-## test-race: the concurrent packages under the race detector
+## test-race: only the race-detector pass
 test-race: deps
-	$(GO) test -race $(TEST_FLAGS) ./coordinator/... ./paramserver/... ./internal/... ./storage/...
+	$(GO) test -race $(TEST_FLAGS) $(RACE_PKGS)
 
 ## bench: every Go benchmark (figures go to BENCHMARKS.md)
 bench:

@@ -315,3 +315,111 @@ func TestDevRunBadInput(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// startCluster starts a dev cluster for a test and returns it with a job client.
+func startCluster(t *testing.T, workers, ps int) (*devCluster, cohortv1.JobServiceClient, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	c, err := startDev(ctx, devConfig{
+		DataDir: t.TempDir(), Workers: workers, PS: ps, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Logger: testLogger(t), Ephemeral: true,
+	})
+	if err != nil {
+		t.Fatalf("start dev cluster: %v", err)
+	}
+	t.Cleanup(c.Close)
+	conn, err := dial(c.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return c, cohortv1.NewJobServiceClient(conn), ctx
+}
+
+// TestJobWithBadDataFails: data is read as the job's first step, so a job whose label
+// column does not exist is accepted, then fails with a message naming the problem,
+// and writes no checkpoint or export.
+func TestJobWithBadDataFails(t *testing.T) {
+	c, client, ctx := startCluster(t, 2, 2)
+	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: exampleSpec(t, "label: Attrition", "label: Attritionx")})
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	job, err := watchUntilDone(ctx, client, resp.GetJob().GetId(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.GetState() != cohortv1.JobState_JOB_STATE_FAILED {
+		t.Fatalf("job %s, want failed", stateName(job.GetState()))
+	}
+	for _, want := range []string{"worker", "Attritionx", "not found"} {
+		if !strings.Contains(job.GetStatusMessage(), want) {
+			t.Errorf("status message %q does not mention %q", job.GetStatusMessage(), want)
+		}
+	}
+	if job.GetCheckpoint() != "" || len(job.GetExports()) != 0 {
+		t.Errorf("failed job has checkpoint %q exports %v", job.GetCheckpoint(), job.GetExports())
+	}
+	objs, err := c.Store.List(ctx, "jobs/"+job.GetId()+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 0 {
+		t.Errorf("failed job left %d objects in storage, first %s", len(objs), objs[0].Key)
+	}
+}
+
+// TestCancelRunningJob cancels a job after its first epoch: the job ends cancelled with
+// every allocation stopped, and the cluster goes on serving (a second job succeeds).
+func TestCancelRunningJob(t *testing.T) {
+	_, client, ctx := startCluster(t, 2, 2)
+	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: exampleSpec(t, "epochs: 30", "epochs: 100000")})
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	id := resp.GetJob().GetId()
+	stream, err := client.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		if msg.GetJob().GetProgress().GetEpoch() >= 1 {
+			break
+		}
+	}
+	if _, err := client.CancelJob(ctx, &cohortv1.CancelJobRequest{Id: id, Reason: "test"}); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	job, err := watchUntilDone(ctx, client, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.GetState() != cohortv1.JobState_JOB_STATE_CANCELLED {
+		t.Fatalf("job %s, want cancelled", stateName(job.GetState()))
+	}
+	got, err := client.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range got.GetAllocations() {
+		if a.GetState() == cohortv1.TaskState_TASK_STATE_RUNNING || a.GetState() == cohortv1.TaskState_TASK_STATE_PENDING {
+			t.Errorf("allocation %s still %s after cancel", a.GetId(), taskStateName(a.GetState()))
+		}
+	}
+	resp2, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: exampleSpec(t, "epochs: 30", "epochs: 2")})
+	if err != nil {
+		t.Fatalf("submit after cancel: %v", err)
+	}
+	job2, err := watchUntilDone(ctx, client, resp2.GetJob().GetId(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job2.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("second job %s: %s", stateName(job2.GetState()), job2.GetStatusMessage())
+	}
+}
