@@ -423,3 +423,40 @@ func TestCancelRunningJob(t *testing.T) {
 		t.Fatalf("second job %s: %s", stateName(job2.GetState()), job2.GetStatusMessage())
 	}
 }
+
+// TestDevRunOnAnotherCSV drives the CLI as a user would: generate a different attrition
+// table with `cohort data gen attrition`, point the example spec at it, and `dev --run`
+// it with -o json; the last stdout line is the contract's result object.
+func TestDevRunOnAnotherCSV(t *testing.T) {
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "attrition-7.csv")
+	gen := newRootCmd()
+	gen.SetArgs([]string{"data", "gen", "attrition", "--rows", "2000", "--seed", "7", "--out", csvPath})
+	if err := gen.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("data gen: %v", err)
+	}
+	spec := exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+csvPath, "epochs: 30", "epochs: 8")
+	specPath := filepath.Join(dir, "job.yaml")
+	if err := os.WriteFile(specPath, spec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	stdout = &out
+	t.Cleanup(func() { stdout = os.Stdout })
+	run := newRootCmd()
+	run.SetArgs([]string{"dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "-o", "json", "--log-level", "error"})
+	if err := run.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("dev --run: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var res jobResult
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("last stdout line %q is not the result object: %v", lines[len(lines)-1], err)
+	}
+	if res.Status != "succeeded" || res.JobID == "" || !strings.HasPrefix(res.Checkpoint, "file://") || len(res.Exports) != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	if res.Metrics["val_auc"] < 0.75 {
+		t.Errorf("val_auc %.4f on the generated table, want >= 0.75", res.Metrics["val_auc"])
+	}
+}
