@@ -30,9 +30,15 @@ build:
 run: build
 	$(BIN)/cohort dev --run $(RUN_SPEC) -o json
 
-## deps: install what the tests need (Go modules; system packages through apt when missing)
+## deps: install what the tests need (Go modules; versitygw for the S3 tests; system
+## packages through apt when missing)
 deps:
 	$(GO) mod download
+	@if [ -x scripts/install-versitygw.sh ]; then scripts/install-versitygw.sh; fi
+
+## data: install the real data sets the example jobs use (Fashion-MNIST)
+data:
+	scripts/apt-install.sh dataset-fashion-mnist
 
 RACE_PKGS := ./coordinator/... ./paramserver/... ./internal/... ./storage/... ./cmd/...
 
@@ -73,8 +79,7 @@ $(TOOLS)/protoc-gen-go-grpc:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
 protoc-installed:
-	@command -v protoc >/dev/null || { echo "installing protobuf-compiler"; \
-		(apt-get update -qq && apt-get install -y -qq protobuf-compiler) >/dev/null; }
+	@command -v protoc >/dev/null || scripts/apt-install.sh protobuf-compiler
 	@protoc --version | grep -q "$(PROTOC_VERSION)" || { echo "protoc $(PROTOC_VERSION) required, found $$(protoc --version)"; exit 1; }
 
 ## proto: regenerate proto/cohort/v1/*.pb.go with the pinned generators
