@@ -3,12 +3,41 @@ package worker
 import (
 	"fmt"
 	"io"
+	"path"
+	"strconv"
 
 	"github.com/cohort-dev/cohort/jobs"
 	"github.com/cohort-dev/cohort/storage"
 	"github.com/cohort-dev/cohort/worker/data"
 	"github.com/cohort-dev/cohort/worker/model"
 )
+
+// datasets is the data of one job, preprocessed, with what the model and the export
+// need to know about it.
+type datasets struct {
+	train, val, test *data.Dataset
+	// preprocessing is the fitted transform saved with the model (JSON-serializable):
+	// *data.Preprocessor (csv), imageInfo (idx) or *data.SequenceScaler (sequence_csv).
+	preprocessing any
+	// inputs is the number of features per row; outputs the model's output count.
+	inputs, outputs int
+	// labelMean and labelStd unscale regression targets (std 0: not scaled).
+	labelMean, labelStd float64
+	image           data.ImageShape
+	// baselines are reference metrics reported next to the model's (for example the
+	// seasonal-naive forecast's validation RMSE).
+	baselines map[string]float64
+}
+
+// imageInfo is the preprocessing record of an image model.
+type imageInfo struct {
+	Channels int     `json:"channels"`
+	Height   int     `json:"height"`
+	Width    int     `json:"width"`
+	Scale    float64 `json:"scale"`
+	Classes  int     `json:"classes"`
+	Layout   string  `json:"layout"`
+}
 
 // openData opens a data URI of the spec. field names the spec path for errors.
 func openData(field, uri string) (io.ReadCloser, error) {
@@ -17,7 +46,7 @@ func openData(field, uri string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	switch scheme {
-	case "file":
+	case jobs.SchemeFile:
 		rc, _, err := storage.OpenFileURI(uri)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", field, err)
@@ -28,63 +57,85 @@ func openData(field, uri string) (io.ReadCloser, error) {
 	}
 }
 
-// loadTabular reads and preprocesses the CSV data of a spec: the validation split (by
-// fraction, or a separate file), the optional test set, and the preprocessing fitted on
-// the training rows only.
-func loadTabular(s *jobs.Spec) (*datasets, error) {
-	if s.Data.Format != "csv" {
-		return nil, fmt.Errorf("spec.data.format: %q is not supported by this worker yet", s.Data.Format)
-	}
-	cfg := data.TabularConfig{Label: s.Data.Label, Positive: s.Data.Positive, Task: s.Task, Exclude: s.Data.Exclude}
-	rc, err := openData("spec.data.train", s.Data.Train)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	ds := &datasets{}
-	v := s.Data.Validation
-	if v.URI == "" {
-		ds.train, ds.val, ds.pre, err = data.LoadTabular(rc, cfg, v.Fraction, v.Seed, v.Stratify)
-		if err != nil {
-			return nil, fmt.Errorf("spec.data.train: %w", err)
-		}
-	} else {
-		tbl, err := data.ReadCSV(rc)
-		if err != nil {
-			return nil, fmt.Errorf("spec.data.train: %w", err)
-		}
-		all := make([]int, len(tbl.Rows))
-		for i := range all {
-			all[i] = i
-		}
-		if ds.pre, err = data.FitPreprocessor(tbl, all, cfg); err != nil {
-			return nil, fmt.Errorf("spec.data.train: %w", err)
-		}
-		if ds.train, err = transform(ds.pre, tbl); err != nil {
-			return nil, fmt.Errorf("spec.data.train: %w", err)
-		}
-		if ds.val, err = loadWith(ds.pre, "spec.data.validation.uri", v.URI); err != nil {
-			return nil, err
-		}
-	}
-	if s.Data.Test != "" {
-		if ds.test, err = loadWith(ds.pre, "spec.data.test", s.Data.Test); err != nil {
-			return nil, err
-		}
-	}
-	return ds, nil
-}
-
-// loadWith reads a CSV and applies an already fitted preprocessing.
-func loadWith(p *data.Preprocessor, field, uri string) (*data.Dataset, error) {
+// readTable reads a CSV data URI.
+func readTable(field, uri string) (*data.Table, error) {
 	rc, err := openData(field, uri)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	tbl, err := data.ReadCSV(rc)
+	t, err := data.ReadCSV(rc)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
+		return nil, fmt.Errorf("%s: %s: %w", field, uri, err)
+	}
+	return t, nil
+}
+
+// loadData reads and preprocesses a spec's data in its format.
+func loadData(s *jobs.Spec) (*datasets, error) {
+	switch s.Data.Format {
+	case jobs.FormatCSV:
+		return loadTabular(s)
+	case jobs.FormatIDX:
+		return loadImages(s)
+	case jobs.FormatSequenceCSV:
+		return loadSequences(s)
+	}
+	return nil, fmt.Errorf("spec.data.format: %q is not supported", s.Data.Format)
+}
+
+// loadTabular reads and preprocesses CSV data: the validation split (by fraction, or a
+// separate file), the optional test set, and the preprocessing fitted on the training
+// rows only.
+func loadTabular(s *jobs.Spec) (*datasets, error) {
+	cfg := data.TabularConfig{Label: s.Data.Label, Positive: s.Data.Positive, Task: s.Task, Exclude: s.Data.Exclude}
+	ds := &datasets{}
+	var pre *data.Preprocessor
+	v := s.Data.Validation
+	if v.URI == "" {
+		rc, err := openData("spec.data.train", s.Data.Train)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		ds.train, ds.val, pre, err = data.LoadTabular(rc, cfg, v.Fraction, v.Seed, v.Stratify)
+		if err != nil {
+			return nil, fmt.Errorf("spec.data.train: %w", err)
+		}
+	} else {
+		tbl, err := readTable("spec.data.train", s.Data.Train)
+		if err != nil {
+			return nil, err
+		}
+		if pre, err = data.FitPreprocessor(tbl, allRows(len(tbl.Rows)), cfg); err != nil {
+			return nil, fmt.Errorf("spec.data.train: %w", err)
+		}
+		if ds.train, err = transform(pre, tbl); err != nil {
+			return nil, fmt.Errorf("spec.data.train: %w", err)
+		}
+		if ds.val, err = loadTabularWith(pre, "spec.data.validation.uri", v.URI); err != nil {
+			return nil, err
+		}
+	}
+	if s.Data.Test != "" {
+		var err error
+		if ds.test, err = loadTabularWith(pre, "spec.data.test", s.Data.Test); err != nil {
+			return nil, err
+		}
+	}
+	ds.preprocessing, ds.inputs, ds.outputs = pre, pre.Dim, 1
+	if s.Task == jobs.TaskMulticlass {
+		ds.outputs = len(pre.Classes)
+	}
+	ds.labelMean, ds.labelStd = pre.LabelMean, pre.LabelStd
+	return ds, nil
+}
+
+// loadTabularWith reads a CSV and applies an already fitted preprocessing.
+func loadTabularWith(p *data.Preprocessor, field, uri string) (*data.Dataset, error) {
+	tbl, err := readTable(field, uri)
+	if err != nil {
+		return nil, err
 	}
 	ds, err := transform(p, tbl)
 	if err != nil {
@@ -94,10 +145,7 @@ func loadWith(p *data.Preprocessor, field, uri string) (*data.Dataset, error) {
 }
 
 func transform(p *data.Preprocessor, tbl *data.Table) (*data.Dataset, error) {
-	rows := make([]int, len(tbl.Rows))
-	for i := range rows {
-		rows[i] = i
-	}
+	rows := allRows(len(tbl.Rows))
 	x, err := p.Transform(tbl, rows)
 	if err != nil {
 		return nil, err
@@ -109,39 +157,207 @@ func transform(p *data.Preprocessor, tbl *data.Table) (*data.Dataset, error) {
 	return &data.Dataset{X: x, Y: y, N: len(rows), Dim: p.Dim}, nil
 }
 
-// buildModel builds the spec's model for the preprocessed input width.
-func buildModel(s *jobs.Spec, pre *data.Preprocessor, rank int) (model.Model, error) {
-	if s.Model.MLP == nil {
-		return nil, fmt.Errorf("spec.model: only mlp models are supported by this worker yet")
+func allRows(n int) []int {
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
 	}
-	outputs := 1
-	if s.Task == jobs.TaskMulticlass {
-		outputs = len(pre.Classes)
-	}
-	m, err := model.NewMLP(model.MLPConfig{
-		Inputs:     pre.Dim,
-		Hidden:     s.Model.MLP.Hidden,
-		Activation: s.Model.MLP.Activation,
-		Outputs:    outputs,
-		Task:       s.Task,
-		BatchSize:  s.Training.BatchSize,
-		Dropout:    s.Model.MLP.Dropout,
-		Seed:       s.Training.Seed + int64(rank),
-	})
+	return rows
+}
+
+// loadIDXPair reads an IDX images file and its labels file (named by the MNIST
+// convention: "images" -> "labels", "idx3" -> "idx1" in the file name).
+func loadIDXPair(field, uri string) (*data.Dataset, data.ImageShape, error) {
+	labelsURI, err := data.LabelsPath(uri)
 	if err != nil {
-		return nil, fmt.Errorf("spec.model.mlp: %w", err)
+		return nil, data.ImageShape{}, fmt.Errorf("%s: %w", field, err)
 	}
-	return m, nil
+	img, err := openData(field, uri)
+	if err != nil {
+		return nil, data.ImageShape{}, err
+	}
+	defer img.Close()
+	lab, err := openData(field+" (labels)", labelsURI)
+	if err != nil {
+		return nil, data.ImageShape{}, err
+	}
+	defer lab.Close()
+	ds, shape, err := data.LoadIDX(img, lab, path.Base(uri), path.Base(labelsURI))
+	if err != nil {
+		return nil, data.ImageShape{}, fmt.Errorf("%s: %w", field, err)
+	}
+	return ds, shape, nil
+}
+
+// loadImages reads IDX images and labels, splitting validation off by fraction
+// (stratified by class, seeded) unless a validation file is given.
+func loadImages(s *jobs.Spec) (*datasets, error) {
+	all, shape, err := loadIDXPair("spec.data.train", s.Data.Train)
+	if err != nil {
+		return nil, err
+	}
+	ds := &datasets{image: shape, inputs: all.Dim}
+	v := s.Data.Validation
+	if v.URI == "" {
+		labels := make([]string, all.N)
+		for i, y := range all.Y {
+			labels[i] = strconv.Itoa(int(y))
+		}
+		sp := data.SplitIndices(labels, v.Fraction, v.Seed, v.Stratify)
+		ds.train, ds.val = subset(all, sp.Train), subset(all, sp.Validation)
+	} else {
+		ds.train = all
+		if ds.val, _, err = loadIDXPair("spec.data.validation.uri", v.URI); err != nil {
+			return nil, err
+		}
+	}
+	if s.Data.Test != "" {
+		if ds.test, _, err = loadIDXPair("spec.data.test", s.Data.Test); err != nil {
+			return nil, err
+		}
+	}
+	classes := data.NumClasses(all.Y)
+	for _, other := range []*data.Dataset{ds.val, ds.test} {
+		if other == nil {
+			continue
+		}
+		if other.Dim != all.Dim {
+			return nil, fmt.Errorf("spec.data: images of %d values per row in one file and %d in another", all.Dim, other.Dim)
+		}
+		classes = max(classes, data.NumClasses(other.Y))
+	}
+	switch s.Task {
+	case jobs.TaskMulticlass:
+		ds.outputs = classes
+	case jobs.TaskBinary:
+		if classes > 2 {
+			return nil, fmt.Errorf("spec.task: binary_classification needs labels 0 and 1; the labels go up to %d", classes-1)
+		}
+		ds.outputs = 1
+	default:
+		ds.outputs = 1
+	}
+	ds.preprocessing = imageInfo{Channels: shape.Channels, Height: shape.Height, Width: shape.Width,
+		Scale: 1.0 / 255, Classes: classes, Layout: "NCHW"}
+	return ds, nil
+}
+
+// subset copies the given rows of ds.
+func subset(ds *data.Dataset, rows []int) *data.Dataset {
+	out := &data.Dataset{X: make([]float32, len(rows)*ds.Dim), Y: make([]float32, len(rows)), N: len(rows), Dim: ds.Dim}
+	for i, r := range rows {
+		copy(out.X[i*ds.Dim:(i+1)*ds.Dim], ds.X[r*ds.Dim:(r+1)*ds.Dim])
+		out.Y[i] = ds.Y[r]
+	}
+	return out
+}
+
+// loadSequences turns time-ordered rows into windows, split by time so validation never
+// leaks into training, with scaling fitted on the training windows only.
+func loadSequences(s *jobs.Spec) (*datasets, error) {
+	sc := s.Data.SequenceCSV
+	tbl, err := readTable("spec.data.train", s.Data.Train)
+	if err != nil {
+		return nil, err
+	}
+	cfg := data.SequenceConfig{
+		Lookback: sc.Lookback, Horizon: sc.Horizon, Target: sc.Target, Features: sc.Features,
+		Group: sc.Group, Time: sc.Time, Task: s.Task, ValidationFraction: s.Data.Validation.Fraction,
+	}
+	seq, err := data.LoadSequences(tbl, cfg, s.Data.Train)
+	if err != nil {
+		return nil, fmt.Errorf("spec.data.train: %w", err)
+	}
+	ds := &datasets{train: seq.Train, val: seq.Validation, preprocessing: seq.Scaler, outputs: 1,
+		labelMean: seq.Scaler.TargetMean, labelStd: seq.Scaler.TargetStd}
+	if seq.SeasonalNaiveRMSE > 0 {
+		ds.baselines = map[string]float64{"val_rmse_seasonal_naive": seq.SeasonalNaiveRMSE}
+	}
+	windows := func(field, uri string) (*data.Dataset, error) {
+		t, err := readTable(field, uri)
+		if err != nil {
+			return nil, err
+		}
+		d, err := seq.Scaler.Windows(t, uri)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		return d, nil
+	}
+	if u := s.Data.Validation.URI; u != "" {
+		if ds.val, err = windows("spec.data.validation.uri", u); err != nil {
+			return nil, err
+		}
+	}
+	if s.Data.Test != "" {
+		if ds.test, err = windows("spec.data.test", s.Data.Test); err != nil {
+			return nil, err
+		}
+	}
+	if ds.train == nil || ds.train.N == 0 {
+		return nil, fmt.Errorf("spec.data.train: no training windows")
+	}
+	if ds.val == nil || ds.val.N == 0 {
+		return nil, fmt.Errorf("spec.data.validation: no validation windows (the validation period is too short for lookback %d and horizon %d)", sc.Lookback, sc.Horizon)
+	}
+	ds.inputs = ds.train.Dim
+	return ds, nil
+}
+
+// buildModel builds the spec's model for the data's shape.
+func buildModel(s *jobs.Spec, ds *datasets, rank int) (model.Model, error) {
+	seed := s.Training.Seed + int64(rank) // dropout masks differ per rank
+	switch {
+	case s.Model.MLP != nil:
+		m, err := model.NewMLP(model.MLPConfig{
+			Inputs: ds.inputs, Hidden: s.Model.MLP.Hidden, Activation: s.Model.MLP.Activation,
+			Outputs: ds.outputs, Task: s.Task, BatchSize: s.Training.BatchSize, Dropout: s.Model.MLP.Dropout, Seed: seed,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("spec.model.mlp: %w", err)
+		}
+		return m, nil
+	case s.Model.CNN != nil:
+		c := s.Model.CNN
+		conv := make([]model.ConvLayer, len(c.Conv))
+		for i, l := range c.Conv {
+			conv[i] = model.ConvLayer{Filters: l.Filters, Kernel: l.Kernel, Stride: l.Stride, Padding: l.Padding}
+		}
+		m, err := model.NewCNN(model.CNNConfig{
+			Height: ds.image.Height, Width: ds.image.Width, Channels: ds.image.Channels, Conv: conv, Pool: c.Pool,
+			Dense: c.Dense, Activation: c.Activation, Outputs: ds.outputs, Task: s.Task, BatchSize: s.Training.BatchSize,
+			Dropout: c.Dropout, Seed: seed,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("spec.model.cnn: %w", err)
+		}
+		return m, nil
+	case s.Model.LSTM != nil:
+		sc := s.Data.SequenceCSV
+		l := s.Model.LSTM
+		if sc == nil || sc.Lookback <= 0 || ds.inputs%sc.Lookback != 0 {
+			return nil, fmt.Errorf("spec.model.lstm: needs sequence_csv data with a lookback")
+		}
+		m, err := model.NewLSTM(model.LSTMConfig{
+			Steps: sc.Lookback, Features: ds.inputs / sc.Lookback, Hidden: l.Hidden, Dense: l.Dense,
+			Outputs: ds.outputs, Task: s.Task, BatchSize: s.Training.BatchSize, Dropout: l.Dropout, Seed: seed,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("spec.model.lstm: %w", err)
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("spec.model: no model kind set")
 }
 
 // Preflight loads and checks a job's data exactly as its workers will (columns, label,
-// classes, preprocessing) without training. `cohort dev --run` uses it to refuse bad
-// local data before anything is submitted or written.
+// classes, preprocessing, model shape) without training. `cohort dev --run` uses it to
+// refuse bad local data before anything is submitted or written.
 func Preflight(spec *jobs.TrainingJob) error {
-	ds, err := loadTabular(&spec.Spec)
+	ds, err := loadData(&spec.Spec)
 	if err != nil {
 		return err
 	}
-	_, err = buildModel(&spec.Spec, ds.pre, 0)
+	_, err = buildModel(&spec.Spec, ds, 0)
 	return err
 }

@@ -89,21 +89,16 @@ func NewTrainer(cfg TrainerConfig) (*Trainer, error) {
 	return &Trainer{cfg: cfg, log: cfg.Logger, job: a.GetJob(), spec: spec, rank: rank, world: world, chief: rank == 0}, nil
 }
 
-// datasets is the data of one job, preprocessed.
-type datasets struct {
-	train, val, test *data.Dataset
-	pre              *data.Preprocessor
-}
 
 // Run trains to the end and returns the chief's result (metrics, checkpoint, exports);
 // other ranks return an empty result.
 func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	s := &t.spec.Spec
-	ds, err := loadTabular(s)
+	ds, err := loadData(s)
 	if err != nil {
 		return nil, err
 	}
-	m, err := buildModel(s, ds.pre, t.rank)
+	m, err := buildModel(s, ds, t.rank)
 	if err != nil {
 		return nil, err
 	}
@@ -137,14 +132,14 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("data.train: no training rows after the validation split")
 	}
 	total := int64(s.Training.Epochs) * stepsPerEpoch
-	t.log.Info("training", "train_rows", n, "val_rows", ds.val.N, "features", ds.pre.Dim,
+	t.log.Info("training", "train_rows", n, "val_rows", ds.val.N, "features", ds.inputs,
 		"params", m.NumParams(), "steps_per_epoch", stepsPerEpoch, "total_steps", total)
 
 	loop := &loopState{
 		t: t, m: m, ds: ds, client: client,
 		params:        make([]float32, m.NumParams()),
 		grad:          make([]float32, m.NumParams()),
-		xb:            make([]float32, batch*ds.pre.Dim),
+		xb:            make([]float32, batch*ds.inputs),
 		yb:            make([]float32, batch),
 		stepsPerEpoch: stepsPerEpoch,
 		total:         total,
@@ -175,7 +170,7 @@ type loopState struct {
 func (l *loopState) run(ctx context.Context) (*Result, error) {
 	t, s := l.t, &l.t.spec.Spec
 	batch := s.Training.BatchSize
-	dim := l.ds.pre.Dim
+	dim := l.ds.inputs
 	l.lastCkptStep = -1
 	for step := int64(0); step < l.total; step++ {
 		if _, err := l.client.Pull(ctx, step, l.params); err != nil {
@@ -267,6 +262,9 @@ func (l *loopState) endEpoch(_ context.Context, epochs int) error {
 		SamplesPerSecond: float64(l.ds.train.N) / math.Max(elapsed, 1e-9),
 		Loss:             trainLoss,
 	}
+	for k, v := range l.ds.baselines {
+		vm[k] = v
+	}
 	l.metrics = vm
 	args := []any{"epoch", epochs, "step", l.progress.Step, "train_loss", round4(trainLoss),
 		"samples_per_s", math.Round(l.progress.SamplesPerSecond)}
@@ -296,7 +294,7 @@ func (l *loopState) evaluate(prefix string, ds *data.Dataset) (map[string]float6
 		res["loss"] = metrics.CrossEntropy(out, k, ds.Y)
 		res["accuracy"] = metrics.MulticlassAccuracy(out, k, ds.Y)
 	case jobs.TaskRegression:
-		mean, std := l.ds.pre.LabelMean, l.ds.pre.LabelStd
+		mean, std := l.ds.labelMean, l.ds.labelStd
 		if std == 0 {
 			std = 1
 		}
@@ -402,7 +400,7 @@ func (l *loopState) retain(ctx context.Context, newest int64) error {
 func (l *loopState) export(ctx context.Context) ([]string, error) {
 	t := l.t
 	s := &t.spec.Spec
-	pre, err := json.Marshal(l.ds.pre)
+	pre, err := json.Marshal(l.ds.preprocessing)
 	if err != nil {
 		return nil, fmt.Errorf("worker: encode preprocessing: %w", err)
 	}

@@ -26,33 +26,66 @@ func newDataCmd() *cobra.Command {
 			if rows <= 0 || rows > 100_000_000 {
 				return usageErr("--rows: must be between 1 and 100000000, got %d", rows)
 			}
-			var w io.Writer = os.Stdout
-			var f *os.File
-			if out != "" && out != "-" {
-				var err error
-				if f, err = os.Create(out); err != nil {
-					return usageErr("--out: %v", err)
-				}
-				defer f.Close()
-				w = f
-			}
-			bw := bufio.NewWriter(w)
-			if err := hrdata.GenerateAttrition(bw, hrdata.AttritionConfig{Rows: rows, Seed: seed}); err != nil {
-				return fmt.Errorf("generate attrition data: %w", err)
-			}
-			if err := bw.Flush(); err != nil {
-				return fmt.Errorf("write %s: %w", out, err)
-			}
-			if f != nil {
-				return f.Close()
-			}
-			return nil
+			return writeGenerated(out, func(w io.Writer) error {
+				return hrdata.GenerateAttrition(w, hrdata.AttritionConfig{Rows: rows, Seed: seed})
+			})
 		},
 	}
 	attr.Flags().IntVar(&rows, "rows", 3000, "number of rows")
 	attr.Flags().Int64Var(&seed, "seed", 42, "random seed (the same seed gives the same file)")
 	attr.Flags().StringVar(&out, "out", "-", "output file (- for stdout)")
-	gen.AddCommand(attr)
+	var employees, months int
+	var pseed int64
+	var pout string
+	perf := &cobra.Command{
+		Use:   "performance",
+		Short: "Synthetic monthly work-history table per employee (for LSTM forecasting)",
+		Long: `performance writes one row per employee per month: EmployeeID, Month, HoursWorked,
+OvertimeHours, ProjectsActive, TrainingHours, AbsenceDays, PeerFeedback and
+PerformanceScore, with trend, seasonality and noise. The score three months ahead depends
+on recent training (positively, lagged), sustained overtime (negatively, lagged), absences
+and peer feedback; see the internal/hrdata package documentation for the exact model.`,
+		Example: `  cohort data gen performance --employees 200 --months 48 --seed 42 --out performance.csv`,
+		Args:    exactArgs(0),
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if employees <= 0 || months <= 0 {
+				return usageErr("--employees and --months: must be positive, got %d and %d", employees, months)
+			}
+			return writeGenerated(pout, func(w io.Writer) error {
+				return hrdata.GeneratePerformance(w, hrdata.PerformanceConfig{Employees: employees, Months: months, Seed: pseed})
+			})
+		},
+	}
+	perf.Flags().IntVar(&employees, "employees", 200, "number of employees")
+	perf.Flags().IntVar(&months, "months", 48, "months of history per employee")
+	perf.Flags().Int64Var(&pseed, "seed", 42, "random seed (the same seed gives the same file)")
+	perf.Flags().StringVar(&pout, "out", "-", "output file (- for stdout)")
+	gen.AddCommand(attr, perf)
 	cmd.AddCommand(gen)
 	return cmd
+}
+
+// writeGenerated runs gen into the file out ("-" or "" for stdout).
+func writeGenerated(out string, gen func(io.Writer) error) error {
+	var w io.Writer = os.Stdout
+	var f *os.File
+	if out != "" && out != "-" {
+		var err error
+		if f, err = os.Create(out); err != nil {
+			return usageErr("--out: %v", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	bw := bufio.NewWriter(w)
+	if err := gen(bw); err != nil {
+		return fmt.Errorf("generate data: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	if f != nil {
+		return f.Close()
+	}
+	return nil
 }

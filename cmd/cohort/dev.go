@@ -249,6 +249,8 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 	scfg.Bootstrap = true
 	scfg.Logger = log.With("role", "coordinator")
 	scfg.Registry = reg
+	// A single voter always starts with an election: raft's warnings about it are noise.
+	scfg.RaftLogLevel = slog.LevelError
 	srv, err := server.New(scfg)
 	if err != nil {
 		return c, fmt.Errorf("start coordinator: %w", err)

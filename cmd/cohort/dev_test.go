@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -459,4 +462,112 @@ func TestDevRunOnAnotherCSV(t *testing.T) {
 	if res.Metrics["val_auc"] < 0.75 {
 		t.Errorf("val_auc %.4f on the generated table, want >= 0.75", res.Metrics["val_auc"])
 	}
+}
+
+// writeIDX writes a gzip IDX file of unsigned bytes with the given dimensions.
+func writeIDX(t *testing.T, path string, dims []int, values []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	hdr := []byte{0, 0, 0x08, byte(len(dims))}
+	for _, d := range dims {
+		hdr = binary.BigEndian.AppendUint32(hdr, uint32(d))
+	}
+	if _, err := zw.Write(append(hdr, values...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDevTrainsCNNOnIDX trains a small CNN end to end on IDX images (which quadrant of
+// an 8x8 image is bright, 4 classes) written in the MNIST file layout, with a separate
+// test set, and checks the test metrics the contract names.
+func TestDevTrainsCNNOnIDX(t *testing.T) {
+	dir := t.TempDir()
+	write := func(prefix string, n int, seed uint64) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		imgs := make([]byte, n*64)
+		labels := make([]byte, n)
+		for i := range n {
+			q := rng.IntN(4)
+			labels[i] = byte(q)
+			for y := range 8 {
+				for x := range 8 {
+					v := rng.IntN(60)
+					if (y/4)*2+x/4 == q {
+						v += 120
+					}
+					imgs[i*64+y*8+x] = byte(v)
+				}
+			}
+		}
+		writeIDX(t, filepath.Join(dir, prefix+"-images-idx3-ubyte.gz"), []int{n, 8, 8}, imgs)
+		writeIDX(t, filepath.Join(dir, prefix+"-labels-idx1-ubyte.gz"), []int{n}, labels)
+	}
+	write("train", 600, 1)
+	write("t10k", 200, 2)
+	spec := []byte(`apiVersion: cohort.dev/v1
+kind: TrainingJob
+metadata: {name: quadrants-cnn}
+spec:
+  task: multiclass_classification
+  model:
+    cnn: {conv: [{filters: 4, kernel: 3, padding: 1}], pool: 2, dense: [8]}
+  data:
+    format: idx
+    train: file://` + filepath.Join(dir, "train-images-idx3-ubyte.gz") + `
+    validation: {fraction: 0.2}
+    test: file://` + filepath.Join(dir, "t10k-images-idx3-ubyte.gz") + `
+  training: {epochs: 6, batchSize: 16, optimizer: {name: adam, learningRate: 0.01}}
+  resources:
+    workers: {count: 2}
+    parameterServers: {shards: 2}
+`)
+	job, c := runJob(t, spec, 2, 2)
+	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
+	}
+	m := job.GetMetrics()
+	for _, k := range []string{"val_loss", "val_accuracy", "test_loss", "test_accuracy"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("metric %s missing: %v", k, m)
+		}
+	}
+	if m["test_accuracy"] < 0.9 {
+		t.Errorf("test_accuracy %.3f, want >= 0.9 on a separable task", m["test_accuracy"])
+	}
+	tensors, meta := readExport(t, c, job.GetExports()[0])
+	if tensors[0].Name != "conv0.weight" || !strings.Contains(meta["cohort.preprocessing"], `"height":8`) {
+		t.Errorf("export: first tensor %s, preprocessing %s", tensors[0].Name, meta["cohort.preprocessing"])
+	}
+}
+
+// TestDevTrainsLSTMOnSequences trains the performance-lstm example (shortened) and checks
+// that it beats the seasonal-naive forecast on the validation period.
+func TestDevTrainsLSTMOnSequences(t *testing.T) {
+	raw, err := os.ReadFile(repoPath(t, "jobs/examples/performance-lstm.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := strings.Replace(string(raw), "file://jobs/data/performance-sample.csv",
+		"file://"+repoPath(t, "jobs/data/performance-sample.csv"), 1)
+	spec = strings.Replace(spec, "epochs: 20", "epochs: 8", 1)
+	job, _ := runJob(t, []byte(spec), 2, 2)
+	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
+	}
+	m := job.GetMetrics()
+	naive, ok := m["val_rmse_seasonal_naive"]
+	if !ok || naive <= 0 {
+		t.Fatalf("no seasonal-naive baseline in %v", m)
+	}
+	if m["val_rmse"] >= naive {
+		t.Errorf("val_rmse %.4f does not beat the seasonal-naive forecast %.4f", m["val_rmse"], naive)
+	}
+	t.Logf("val_rmse %.4f, seasonal naive %.4f", m["val_rmse"], naive)
 }
