@@ -23,7 +23,7 @@ type datasets struct {
 	inputs, outputs int
 	// labelMean and labelStd unscale regression targets (std 0: not scaled).
 	labelMean, labelStd float64
-	image           data.ImageShape
+	image               data.ImageShape
 	// baselines are reference metrics reported next to the model's (for example the
 	// seasonal-naive forecast's validation RMSE).
 	baselines map[string]float64

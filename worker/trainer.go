@@ -89,7 +89,6 @@ func NewTrainer(cfg TrainerConfig) (*Trainer, error) {
 	return &Trainer{cfg: cfg, log: cfg.Logger, job: a.GetJob(), spec: spec, rank: rank, world: world, chief: rank == 0}, nil
 }
 
-
 // Run trains to the end and returns the chief's result (metrics, checkpoint, exports);
 // other ranks return an empty result.
 func (t *Trainer) Run(ctx context.Context) (*Result, error) {
