@@ -59,6 +59,7 @@ Start an embedded cluster and train the example job:
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table|json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
 	root.AddCommand(newDevCmd(g), newJobCmd(g), newNodeCmd(g), newDataCmd(), newVersionCmd(g))
+	root.AddCommand(newCoordinatorCmd(g), newOperatorCmd(g), newWorkerCmd(g), newParamserverCmd(g))
 	return root
 }
 

@@ -3,12 +3,15 @@ package api
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
@@ -73,29 +76,37 @@ func (s *agentService) RegisterNode(ctx context.Context, req *cohortv1.RegisterN
 	if slices.Contains(node.Roles, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER) && node.DataAddress == "" {
 		return nil, toStatus(fmt.Errorf("%w: a paramserver node needs a data_address", ErrInvalidArgument))
 	}
-	out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_RegisterNode{
-		RegisterNode: &cohortv1.RegisterNodeCommand{Node: node},
-	}})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	stored, ok := out.(*cohortv1.Node)
-	if !ok {
-		return nil, toStatus(fmt.Errorf("api: register node: unexpected response %T", out))
-	}
-	s.logger.Info("node registered", "node", stored.Id, "generation", stored.RegistrationGeneration)
-	return &cohortv1.RegisterNodeResponse{Node: stored}, nil
+	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.RegisterNodeResponse, error) {
+		out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_RegisterNode{
+			RegisterNode: &cohortv1.RegisterNodeCommand{Node: node},
+		}})
+		if err != nil {
+			return nil, err
+		}
+		stored, ok := out.(*cohortv1.Node)
+		if !ok {
+			return nil, fmt.Errorf("api: register node: unexpected response %T", out)
+		}
+		s.logger.Info("node registered", "node", stored.Id, "generation", stored.RegistrationGeneration)
+		return &cohortv1.RegisterNodeResponse{Node: stored}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.RegisterNodeResponse, error) {
+		return cohortv1.NewAgentServiceClient(c).RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: node})
+	})
 }
 
-// Heartbeat resets the node's heartbeat TTL on the leader.
-func (s *agentService) Heartbeat(_ context.Context, req *cohortv1.HeartbeatRequest) (*cohortv1.HeartbeatResponse, error) {
+// Heartbeat resets the node's heartbeat TTL on the leader (forwarded from a follower).
+func (s *agentService) Heartbeat(ctx context.Context, req *cohortv1.HeartbeatRequest) (*cohortv1.HeartbeatResponse, error) {
 	if err := checkID("node_id", req.NodeId); err != nil {
 		return nil, toStatus(err)
 	}
-	if err := s.b.Heartbeat(req.NodeId, req.RegistrationGeneration); err != nil {
-		return nil, toStatus(err)
-	}
-	return &cohortv1.HeartbeatResponse{}, nil
+	return leaderCall(ctx, s.cfg, func(context.Context) (*cohortv1.HeartbeatResponse, error) {
+		if err := s.b.Heartbeat(req.NodeId, req.RegistrationGeneration); err != nil {
+			return nil, err
+		}
+		return &cohortv1.HeartbeatResponse{}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.HeartbeatResponse, error) {
+		return cohortv1.NewAgentServiceClient(c).Heartbeat(ctx, req)
+	})
 }
 
 // ReportTasks proposes the reports as one UpdateTasks command.
@@ -111,20 +122,26 @@ func (s *agentService) ReportTasks(ctx context.Context, req *cohortv1.ReportTask
 			return nil, toStatus(err)
 		}
 	}
-	_, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_UpdateTasks{
-		UpdateTasks: &cohortv1.UpdateTasksCommand{Reports: req.Reports},
-	}})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &cohortv1.ReportTasksResponse{}, nil
+	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.ReportTasksResponse, error) {
+		_, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_UpdateTasks{
+			UpdateTasks: &cohortv1.UpdateTasksCommand{Reports: req.Reports},
+		}})
+		if err != nil {
+			return nil, err
+		}
+		return &cohortv1.ReportTasksResponse{}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ReportTasksResponse, error) {
+		return cohortv1.NewAgentServiceClient(c).ReportTasks(ctx, req)
+	})
 }
 
 // WatchAssignments streams the node's live assignments: every allocation on the node
 // whose job is not terminal (including allocations stopped while their job runs on),
 // each with its job and, for workers, the data addresses of the job's shards. It sends
 // the set now and again whenever it changes; an allocation missing from a later set
-// must be stopped by the agent.
+// must be stopped by the agent. It is served from this coordinator's local state (any
+// coordinator, so agents keep their stream through a leader change); a node this
+// coordinator has not applied yet is waited for up to Config.FollowerWait.
 func (s *agentService) WatchAssignments(req *cohortv1.WatchAssignmentsRequest, stream cohortv1.AgentService_WatchAssignmentsServer) error {
 	if err := checkID("node_id", req.NodeId); err != nil {
 		return toStatus(err)
@@ -132,10 +149,16 @@ func (s *agentService) WatchAssignments(req *cohortv1.WatchAssignmentsRequest, s
 	ctx := stream.Context()
 	var last []string
 	first := true
+	waitUntil := time.Now().Add(s.cfg.FollowerWait)
 	for {
 		ws := memdb.NewWatchSet()
-		// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before the first read.
 		resp, key, err := assignments(s.b.State(), ws, req.NodeId)
+		if errors.Is(err, fsm.ErrNotFound) && first && time.Now().Before(waitUntil) {
+			if err := waitCatchUp(ctx, ws, waitUntil); err != nil {
+				return toStatus(err)
+			}
+			continue
+		}
 		if err != nil {
 			return toStatus(err)
 		}

@@ -2,9 +2,13 @@
 // AgentService for node agents). They are thin: validate the request, convert it,
 // call the Backend, and map errors to status codes through one table.
 //
-// Reads are served from the local state store. That is consistent while the cluster
-// has a single voter; with several voters a follower may serve stale reads (see the
-// TODO(consistent-reads) marks, where a ReadIndex / VerifyLeader barrier belongs).
+// Any coordinator accepts every call. Writes (and the agent's heartbeats) that reach a
+// follower are forwarded, whole, to the leader through Config.Forwarder. Reads are
+// consistent: the leader confirms its leadership with a quorum and waits until its
+// state holds every committed write before it reads (followers forward the read),
+// unless the caller sets the StaleReadHeader metadata to read a follower's local
+// state. The watch streams are served from any coordinator's local (replicated) state,
+// so node agents do not depend on the leader for them.
 package api
 
 import (
@@ -32,6 +36,9 @@ type Backend interface {
 	State() *state.Store
 	// Heartbeat records a node agent's heartbeat.
 	Heartbeat(nodeID string, gen uint64) error
+	// ConsistentRead returns once the local state holds every write committed before the
+	// call; on a follower it returns an error wrapping server.ErrNotLeader.
+	ConsistentRead(ctx context.Context) error
 }
 
 var _ Backend = (*server.Server)(nil)
@@ -49,6 +56,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for submit times; nil means time.Now.
 	Now func() time.Time
+	// Forwarder, when set, lets a follower forward leader-only calls to the leader;
+	// without it such calls fail with Unavailable on a follower.
+	Forwarder Forwarder
+	// ForwardTimeout bounds how long one call keeps retrying to reach a leader; 0
+	// means DefaultForwardTimeout.
+	ForwardTimeout time.Duration
+	// FollowerWait bounds how long a watch on a follower waits for an object that is
+	// not (yet) in its local state before answering NotFound; 0 means 2s.
+	FollowerWait time.Duration
 }
 
 // DefaultMaxSpecBytes is the default limit on a submitted spec.
@@ -72,6 +88,12 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.ForwardTimeout <= 0 {
+		c.ForwardTimeout = DefaultForwardTimeout
+	}
+	if c.FollowerWait <= 0 {
+		c.FollowerWait = 2 * time.Second
+	}
 	return c
 }
 
@@ -91,6 +113,11 @@ var errorCodes = []struct {
 }{
 	{ErrInvalidArgument, codes.InvalidArgument},
 	{fsm.ErrInvalidCommand, codes.InvalidArgument},
+	{fsm.ErrBadSnapshot, codes.InvalidArgument},
+	{server.ErrInvalidPeer, codes.InvalidArgument},
+	{server.ErrDuplicatePeer, codes.AlreadyExists},
+	{server.ErrUnknownPeer, codes.NotFound},
+	{server.ErrLastVoter, codes.FailedPrecondition},
 	{fsm.ErrNotFound, codes.NotFound},
 	{server.ErrNotLeader, codes.Unavailable},
 	{server.ErrShutdown, codes.Unavailable},

@@ -54,8 +54,9 @@ func (b *fsmBackend) Apply(_ context.Context, cmd *cohortv1.Command) (any, error
 	return resp, nil
 }
 
-func (b *fsmBackend) State() *state.Store            { return b.f.State() }
-func (b *fsmBackend) Heartbeat(string, uint64) error { return b.hbErr }
+func (b *fsmBackend) State() *state.Store                  { return b.f.State() }
+func (b *fsmBackend) Heartbeat(string, uint64) error       { return b.hbErr }
+func (b *fsmBackend) ConsistentRead(context.Context) error { return nil }
 func parseOK(spec []byte) (*cohortv1.Job, error) {
 	return &cohortv1.Job{Name: string(spec), WorkerCount: 1}, nil
 }

@@ -3,13 +3,16 @@ package api
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
@@ -48,9 +51,20 @@ func newJobID(name string) string {
 
 // SubmitJob parses the spec and proposes the job; a retry with the same idempotency key
 // returns the first job with created=false.
+//
+// On a follower the call is forwarded to the leader. A request without a key gets one
+// here, before any forwarding, so a retry after a leadership change cannot create a
+// second job.
 func (s *jobService) SubmitJob(ctx context.Context, req *cohortv1.SubmitJobRequest) (*cohortv1.SubmitJobResponse, error) {
-	resp, err := s.submitJob(ctx, req)
-	return resp, toStatus(err)
+	if req.IdempotencyKey == "" {
+		req = proto.Clone(req).(*cohortv1.SubmitJobRequest)
+		req.IdempotencyKey = "auto-" + randomHex(16)
+	}
+	return leaderCall(ctx, s.cfg,
+		func(ctx context.Context) (*cohortv1.SubmitJobResponse, error) { return s.submitJob(ctx, req) },
+		func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.SubmitJobResponse, error) {
+			return cohortv1.NewJobServiceClient(c).SubmitJob(ctx, req)
+		})
 }
 
 func (s *jobService) submitJob(ctx context.Context, req *cohortv1.SubmitJobRequest) (*cohortv1.SubmitJobResponse, error) {
@@ -99,38 +113,48 @@ func (s *jobService) submitJob(ctx context.Context, req *cohortv1.SubmitJobReque
 	return &cohortv1.SubmitJobResponse{Job: res.Job, Created: res.Created}, nil
 }
 
-// GetJob returns a job with its allocations.
-func (s *jobService) GetJob(_ context.Context, req *cohortv1.GetJobRequest) (*cohortv1.GetJobResponse, error) {
+// GetJob returns a job with its allocations (a consistent read unless stale).
+func (s *jobService) GetJob(ctx context.Context, req *cohortv1.GetJobRequest) (*cohortv1.GetJobResponse, error) {
 	if err := checkID("id", req.Id); err != nil {
 		return nil, toStatus(err)
 	}
-	// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before reading.
-	store := s.b.State()
-	job, err := lookupJob(store, nil, req.Id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	allocs, err := store.AllocsByJob(nil, req.Id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &cohortv1.GetJobResponse{Job: job, Allocations: allocs}, nil
+	return readCall(ctx, s.b, s.cfg, func() (*cohortv1.GetJobResponse, error) {
+		snap := s.b.State().Snapshot()
+		job, err := snap.JobByID(nil, req.Id)
+		if err != nil {
+			return nil, err
+		}
+		if job == nil {
+			return nil, fmt.Errorf("%w: job %q", fsm.ErrNotFound, req.Id)
+		}
+		allocs, err := snap.AllocsByJob(nil, req.Id)
+		if err != nil {
+			return nil, err
+		}
+		return &cohortv1.GetJobResponse{Job: job, Allocations: allocs}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.GetJobResponse, error) {
+		return cohortv1.NewJobServiceClient(c).GetJob(ctx, req)
+	})
 }
 
-// ListJobs returns the jobs of a namespace (all when empty), oldest first.
-func (s *jobService) ListJobs(_ context.Context, req *cohortv1.ListJobsRequest) (*cohortv1.ListJobsResponse, error) {
-	// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before reading.
-	jobs, err := s.b.State().Jobs(nil)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if req.Namespace != "" {
-		jobs = slices.DeleteFunc(jobs, func(j *cohortv1.Job) bool { return j.Namespace != req.Namespace })
-	}
-	slices.SortFunc(jobs, func(a, b *cohortv1.Job) int {
-		return cmp.Or(cmp.Compare(a.SubmitTimeUnixNano, b.SubmitTimeUnixNano), cmp.Compare(a.Id, b.Id))
+// ListJobs returns the jobs of a namespace (all when empty), oldest first (a
+// consistent read unless stale).
+func (s *jobService) ListJobs(ctx context.Context, req *cohortv1.ListJobsRequest) (*cohortv1.ListJobsResponse, error) {
+	return readCall(ctx, s.b, s.cfg, func() (*cohortv1.ListJobsResponse, error) {
+		jobs, err := s.b.State().Jobs(nil)
+		if err != nil {
+			return nil, err
+		}
+		if req.Namespace != "" {
+			jobs = slices.DeleteFunc(jobs, func(j *cohortv1.Job) bool { return j.Namespace != req.Namespace })
+		}
+		slices.SortFunc(jobs, func(a, b *cohortv1.Job) int {
+			return cmp.Or(cmp.Compare(a.SubmitTimeUnixNano, b.SubmitTimeUnixNano), cmp.Compare(a.Id, b.Id))
+		})
+		return &cohortv1.ListJobsResponse{Jobs: jobs}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ListJobsResponse, error) {
+		return cohortv1.NewJobServiceClient(c).ListJobs(ctx, req)
 	})
-	return &cohortv1.ListJobsResponse{Jobs: jobs}, nil
 }
 
 // CancelJob cancels a job. Cancelling a cancelled job returns it; cancelling a job that
@@ -142,34 +166,46 @@ func (s *jobService) CancelJob(ctx context.Context, req *cohortv1.CancelJobReque
 	if len(req.Reason) > maxReasonLen {
 		return nil, toStatus(fmt.Errorf("%w: reason is longer than %d bytes", ErrInvalidArgument, maxReasonLen))
 	}
-	out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_CancelJob{
-		CancelJob: &cohortv1.CancelJobCommand{JobId: req.Id, Reason: req.Reason},
-	}})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	res, ok := out.(*fsm.CancelJobResult)
-	if !ok {
-		return nil, toStatus(fmt.Errorf("api: cancel job: unexpected response %T", out))
-	}
-	if !res.Cancelled && res.Job.State != cohortv1.JobState_JOB_STATE_CANCELLED {
-		return nil, toStatus(fmt.Errorf("%w: job %s already %s", fsm.ErrTerminal, res.Job.Id, jobStateName(res.Job.State)))
-	}
-	return &cohortv1.CancelJobResponse{Job: res.Job}, nil
+	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.CancelJobResponse, error) {
+		out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_CancelJob{
+			CancelJob: &cohortv1.CancelJobCommand{JobId: req.Id, Reason: req.Reason},
+		}})
+		if err != nil {
+			return nil, err
+		}
+		res, ok := out.(*fsm.CancelJobResult)
+		if !ok {
+			return nil, fmt.Errorf("api: cancel job: unexpected response %T", out)
+		}
+		if !res.Cancelled && res.Job.State != cohortv1.JobState_JOB_STATE_CANCELLED {
+			return nil, fmt.Errorf("%w: job %s already %s", fsm.ErrTerminal, res.Job.Id, jobStateName(res.Job.State))
+		}
+		return &cohortv1.CancelJobResponse{Job: res.Job}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.CancelJobResponse, error) {
+		return cohortv1.NewJobServiceClient(c).CancelJob(ctx, req)
+	})
 }
 
 // WatchJob sends the job now and after every change; it ends after sending a terminal
-// state.
+// state. It is served from this coordinator's local state; a job this coordinator has
+// not applied yet (a follower just behind the leader) is waited for up to
+// Config.FollowerWait before the answer is NotFound.
 func (s *jobService) WatchJob(req *cohortv1.WatchJobRequest, stream cohortv1.JobService_WatchJobServer) error {
 	if err := checkID("id", req.Id); err != nil {
 		return toStatus(err)
 	}
 	ctx := stream.Context()
 	var lastIndex uint64
+	waitUntil := time.Now().Add(s.cfg.FollowerWait)
 	for {
 		ws := memdb.NewWatchSet()
-		// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before the first read.
 		job, err := lookupJob(s.b.State(), ws, req.Id)
+		if errors.Is(err, fsm.ErrNotFound) && lastIndex == 0 && time.Now().Before(waitUntil) {
+			if err := waitCatchUp(ctx, ws, waitUntil); err != nil {
+				return toStatus(err)
+			}
+			continue
+		}
 		if err != nil {
 			return toStatus(err)
 		}
@@ -188,14 +224,26 @@ func (s *jobService) WatchJob(req *cohortv1.WatchJobRequest, stream cohortv1.Job
 	}
 }
 
-// ListNodes returns every registered node, ordered by ID.
-func (s *jobService) ListNodes(context.Context, *cohortv1.ListNodesRequest) (*cohortv1.ListNodesResponse, error) {
-	// TODO(consistent-reads): ReadIndex / VerifyLeader barrier before reading.
-	nodes, err := s.b.State().Nodes(nil)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &cohortv1.ListNodesResponse{Nodes: nodes}, nil
+// ListNodes returns every registered node, ordered by ID (a consistent read unless
+// stale).
+func (s *jobService) ListNodes(ctx context.Context, req *cohortv1.ListNodesRequest) (*cohortv1.ListNodesResponse, error) {
+	return readCall(ctx, s.b, s.cfg, func() (*cohortv1.ListNodesResponse, error) {
+		nodes, err := s.b.State().Nodes(nil)
+		if err != nil {
+			return nil, err
+		}
+		return &cohortv1.ListNodesResponse{Nodes: nodes}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ListNodesResponse, error) {
+		return cohortv1.NewJobServiceClient(c).ListNodes(ctx, req)
+	})
+}
+
+// waitCatchUp waits until ws fires, until, or ctx ends; only ctx ending is an error.
+func waitCatchUp(ctx context.Context, ws memdb.WatchSet, until time.Time) error {
+	wctx, cancel := context.WithDeadline(ctx, until)
+	defer cancel()
+	_ = ws.WatchCtx(wctx)
+	return ctx.Err()
 }
 
 func lookupJob(store *state.Store, ws memdb.WatchSet, id string) (*cohortv1.Job, error) {

@@ -291,3 +291,24 @@ func applyNodeStatus(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	}
 	return node, nil
 }
+
+// applyRegisterCoordinator records a coordinator voter's Raft and gRPC addresses. A
+// record equal to the stored one changes nothing.
+func applyRegisterCoordinator(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	c := cmd.GetRegisterCoordinator().GetCoordinator()
+	if c.GetId() == "" || c.GetGrpcAddress() == "" {
+		return nil, fmt.Errorf("register coordinator: %w: id and grpc_address are required", ErrInvalidCommand)
+	}
+	stored, err := txn.CoordinatorByID(nil, c.Id)
+	if err != nil {
+		return nil, err
+	}
+	if stored != nil && proto.Equal(stored, c) {
+		return stored, nil
+	}
+	c = proto.Clone(c).(*cohortv1.Coordinator)
+	if err := txn.UpsertCoordinator(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -61,8 +61,11 @@ type Config struct {
 
 // FSM is the coordinator's raft.FSM.
 type FSM struct {
-	state  atomic.Pointer[state.Store]
-	logger *slog.Logger
+	state atomic.Pointer[state.Store]
+	// applied is the index of the newest command entry applied (0 after a restore until
+	// the next one).
+	applied atomic.Uint64
+	logger  *slog.Logger
 
 	applyDuration *prometheus.HistogramVec
 	restores      prometheus.Counter
@@ -133,6 +136,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot apply raft entry %d: %v", l.Index, err))
 	}
+	defer f.applied.Store(l.Index)
 	return f.applyCommand(l.Index, cmd)
 }
 
@@ -161,6 +165,8 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"commit_plan":   applyCommitPlan,
 	"update_tasks":  applyUpdateTasks,
 	"node_status":   applyNodeStatus,
+
+	"register_coordinator": applyRegisterCoordinator,
 }
 
 // applyCommand applies a decoded command in one transaction at index.
@@ -186,6 +192,12 @@ func (f *FSM) applyCommand(index uint64, cmd *cohortv1.Command) any {
 	return resp
 }
 
+// AppliedIndex returns the Raft index of the newest command entry this FSM has applied.
+// It is 0 after a snapshot restore until the next command: entries of other types
+// (configuration, barriers, no-ops) and restores do not move it, so a reader waiting
+// for index N must fall back to a raft barrier when AppliedIndex stays below N.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
 // Snapshot captures an immutable view of the state; Persist writes it.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{snap: f.State().Snapshot()}, nil
@@ -200,6 +212,7 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	old := f.state.Swap(store)
+	f.applied.Store(0)
 	old.Abandon()
 	f.restores.Inc()
 	f.logger.Info("state restored from snapshot", "index", store.LatestIndex())

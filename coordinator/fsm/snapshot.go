@@ -31,7 +31,10 @@ const (
 	recordJob        byte = 2
 	recordAlloc      byte = 3
 	recordTableIndex byte = 4
-	recordEnd        byte = 0xff
+	// recordCoordinator (added in place, version stays 1): readers older than it refuse
+	// such a snapshot with "unknown record type", which is the safe failure.
+	recordCoordinator byte = 5
+	recordEnd         byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
 	// memory.
@@ -121,11 +124,20 @@ func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 			return err
 		}
 	}
+	coords, err := snap.Coordinators(nil)
+	if err != nil {
+		return err
+	}
+	for _, c := range coords {
+		if err := rw.message(recordCoordinator, c); err != nil {
+			return err
+		}
+	}
 	indexes, err := snap.TableIndexes()
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations} {
+	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators} {
 		idx, ok := indexes[table]
 		if !ok {
 			continue
@@ -218,6 +230,12 @@ func restoreRecord(txn *state.Txn, typ byte, payload []byte) error {
 			return fmt.Errorf("decode allocation: %w", err)
 		}
 		return txn.RestoreAlloc(a)
+	case recordCoordinator:
+		c := &cohortv1.Coordinator{}
+		if err := proto.Unmarshal(payload, c); err != nil {
+			return fmt.Errorf("decode coordinator: %w", err)
+		}
+		return txn.RestoreCoordinator(c)
 	case recordTableIndex:
 		idx, n := binary.Uvarint(payload)
 		if n <= 0 {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -21,6 +22,14 @@ type Config struct {
 	// RaftAdvertiseAddr is the address peers reach this voter at; empty means the
 	// listener's address (which must then be advertisable, not 0.0.0.0).
 	RaftAdvertiseAddr string
+	// GRPCAddr is the address this coordinator's gRPC API is reachable at. The leader
+	// records it in the replicated state, so followers can forward calls to it. Empty
+	// means this voter is never forwarded to (single-voter setups).
+	GRPCAddr string
+	// Transport, when set, replaces the TCP Raft transport (tests use raft's in-memory
+	// transport to partition a cluster); RaftBindAddr and RaftAdvertiseAddr are then
+	// ignored.
+	Transport raft.Transport
 	// Bootstrap makes this voter bootstrap a single-voter cluster when DataDir holds no
 	// Raft state yet. It is ignored when state exists.
 	Bootstrap bool

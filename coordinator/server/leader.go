@@ -108,6 +108,12 @@ func (s *Server) establishLeadership(ctx context.Context) (<-chan struct{}, erro
 		}
 	}
 	s.heartbeats.start(live)
+	s.leaderReady.Store(true)
+	if err := s.registerSelf(ctx); err != nil {
+		// Followers cannot forward to this leader until it is recorded; the next term
+		// (or a later join) retries.
+		s.logger.Warn("could not record this coordinator's gRPC address", "err", err)
+	}
 
 	stopped := make(chan struct{})
 	go func() {
@@ -120,6 +126,7 @@ func (s *Server) establishLeadership(ctx context.Context) (<-chan struct{}, erro
 
 // revokeLeadership stops everything establishLeadership started.
 func (s *Server) revokeLeadership(schedulerStopped <-chan struct{}) {
+	s.leaderReady.Store(false)
 	s.metrics.leader.Set(0)
 	s.heartbeats.stop()
 	<-schedulerStopped

@@ -15,6 +15,8 @@ type metrics struct {
 	plans             *prometheus.CounterVec
 	pendingJobs       prometheus.Gauge
 	heartbeatExpiries prometheus.Counter
+	readIndexDuration prometheus.Histogram
+	readBarriers      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,11 +46,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cohort_node_heartbeat_expiries_total",
 			Help: "Nodes marked down because their heartbeat TTL expired.",
 		}),
+		readIndexDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cohort_consistent_read_duration_seconds",
+			Help:    "Time a consistent read waits for the leader to confirm leadership and catch up.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}),
+		readBarriers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cohort_consistent_read_barriers_total",
+			Help: "Consistent reads that needed a raft barrier to catch the local state up.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.leader, m.inflight, m.applyDuration, m.plans, m.pendingJobs, m.heartbeatExpiries} {
+	for _, c := range []prometheus.Collector{m.leader, m.inflight, m.applyDuration, m.plans, m.pendingJobs, m.heartbeatExpiries,
+		m.readIndexDuration, m.readBarriers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("server: register metrics: %w", err)
 		}

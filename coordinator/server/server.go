@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -44,8 +45,13 @@ type Server struct {
 
 	fsm       *fsm.FSM
 	raft      *raft.Raft
-	transport *raft.NetworkTransport
+	transport raft.Transport
 	boltStore *raftboltdb.BoltStore
+	// hadState is whether DataDir held Raft state when the server started.
+	hadState bool
+	// leaderReady is set while this voter leads and its leader machinery runs (every
+	// entry of earlier terms is applied locally).
+	leaderReady atomic.Bool
 
 	leaderNotify chan bool
 	applyCh      chan *applyRequest
@@ -138,17 +144,21 @@ func (s *Server) setupRaft(hl hclog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("server: snapshot store: %w", err)
 	}
-	var advertise net.Addr
-	if cfg.RaftAdvertiseAddr != "" {
-		a, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertiseAddr)
-		if err != nil {
-			return fmt.Errorf("server: resolve raft advertise address: %w", err)
+	trans := cfg.Transport
+	if trans == nil {
+		var advertise net.Addr
+		if cfg.RaftAdvertiseAddr != "" {
+			a, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertiseAddr)
+			if err != nil {
+				return fmt.Errorf("server: resolve raft advertise address: %w", err)
+			}
+			advertise = a
 		}
-		advertise = a
-	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftBindAddr, advertise, 3, 10*time.Second, hl)
-	if err != nil {
-		return fmt.Errorf("server: raft transport: %w", err)
+		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftBindAddr, advertise, 3, 10*time.Second, hl)
+		if err != nil {
+			return fmt.Errorf("server: raft transport: %w", err)
+		}
+		trans = tcp
 	}
 	s.transport = trans
 
@@ -167,11 +177,12 @@ func (s *Server) setupRaft(hl hclog.Logger) error {
 		return fmt.Errorf("server: raft config: %w", err)
 	}
 
+	has, err := raft.HasExistingState(logs, bolt, snaps)
+	if err != nil {
+		return fmt.Errorf("server: check raft state: %w", err)
+	}
+	s.hadState = has
 	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(logs, bolt, snaps)
-		if err != nil {
-			return fmt.Errorf("server: check raft state: %w", err)
-		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{
 				Suffrage: raft.Voter,
@@ -192,9 +203,17 @@ func (s *Server) setupRaft(hl hclog.Logger) error {
 	return nil
 }
 
+// closeTransport closes the Raft transport when it can be closed (the TCP one can).
+func (s *Server) closeTransport() error {
+	if c, ok := s.transport.(raft.WithClose); ok {
+		return c.Close()
+	}
+	return nil
+}
+
 func (s *Server) closeStores() {
 	if s.transport != nil {
-		_ = s.transport.Close()
+		_ = s.closeTransport()
 	}
 	if s.boltStore != nil {
 		_ = s.boltStore.Close()
@@ -204,6 +223,13 @@ func (s *Server) closeStores() {
 // State returns the current state store (local reads). Re-fetch it when the old
 // store's AbandonCh closes (after a snapshot restore).
 func (s *Server) State() *state.Store { return s.fsm.State() }
+
+// HadState reports whether DataDir already held Raft state when the server started
+// (a restarted voter, as opposed to a new one that must bootstrap or join).
+func (s *Server) HadState() bool { return s.hadState }
+
+// NodeID returns this voter's Raft server ID.
+func (s *Server) NodeID() string { return s.config.NodeID }
 
 // Raft returns the underlying Raft instance (for operator verbs).
 func (s *Server) Raft() *raft.Raft { return s.raft }
@@ -423,7 +449,7 @@ func (s *Server) Shutdown() error {
 			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 		}
 		s.wg.Wait()
-		if err := s.transport.Close(); err != nil {
+		if err := s.closeTransport(); err != nil {
 			errs = append(errs, fmt.Errorf("close transport: %w", err))
 		}
 		if err := s.boltStore.Close(); err != nil {

@@ -13,6 +13,8 @@ const (
 	TableJobs        = "jobs"
 	TableAllocations = "allocations"
 	TableNodes       = "nodes"
+	// TableCoordinators holds the coordinator voters' addresses (Raft and gRPC).
+	TableCoordinators = "coordinators"
 	// TableIndex records, per table, the Raft index of its latest write.
 	TableIndex = "index"
 )
@@ -119,6 +121,18 @@ func schema() *memdb.DBSchema {
 			Name: TableNodes,
 			Indexes: map[string]*memdb.IndexSchema{
 				"id": index("id", true, false, nodeField(func(n *cohortv1.Node) string { return n.GetId() })),
+			},
+		},
+		TableCoordinators: {
+			Name: TableCoordinators,
+			Indexes: map[string]*memdb.IndexSchema{
+				"id": index("id", true, false, func(obj any) (string, bool) {
+					c, ok := obj.(*cohortv1.Coordinator)
+					if !ok {
+						return "", false
+					}
+					return c.GetId(), true
+				}),
 			},
 		},
 		TableIndex: {

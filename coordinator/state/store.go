@@ -108,6 +108,16 @@ func (s *Store) NodeByID(ws memdb.WatchSet, id string) (*cohortv1.Node, error) {
 	return s.reader().NodeByID(ws, id)
 }
 
+// Coordinators returns every registered coordinator, ordered by ID.
+func (s *Store) Coordinators(ws memdb.WatchSet) ([]*cohortv1.Coordinator, error) {
+	return s.reader().Coordinators(ws)
+}
+
+// CoordinatorByID returns the coordinator with the given Raft server ID, or nil.
+func (s *Store) CoordinatorByID(ws memdb.WatchSet, id string) (*cohortv1.Coordinator, error) {
+	return s.reader().CoordinatorByID(ws, id)
+}
+
 // WriteTxn starts the one write transaction of a Raft entry at index. Every object it
 // writes gets modify_index = index (and create_index = index when new). The caller must
 // Commit or Abort it; writes are visible to readers only after Commit.
@@ -257,6 +267,16 @@ func (r Reader) NodeByID(ws memdb.WatchSet, id string) (*cohortv1.Node, error) {
 	return first[*cohortv1.Node](r, ws, TableNodes, "id", id)
 }
 
+// Coordinators returns every registered coordinator, ordered by ID.
+func (r Reader) Coordinators(ws memdb.WatchSet) ([]*cohortv1.Coordinator, error) {
+	return list[*cohortv1.Coordinator](r, ws, TableCoordinators, "id")
+}
+
+// CoordinatorByID returns the coordinator with the given Raft server ID, or nil.
+func (r Reader) CoordinatorByID(ws memdb.WatchSet, id string) (*cohortv1.Coordinator, error) {
+	return first[*cohortv1.Coordinator](r, ws, TableCoordinators, "id", id)
+}
+
 // Txn is a write transaction at one Raft index. Its reads see its own writes.
 type Txn struct {
 	Reader
@@ -329,6 +349,45 @@ func (t *Txn) UpsertNode(node *cohortv1.Node) error {
 	return nil
 }
 
+// UpsertCoordinator inserts or replaces a coordinator record; the store takes ownership
+// of it.
+func (t *Txn) UpsertCoordinator(c *cohortv1.Coordinator) error {
+	if c.GetId() == "" {
+		return fmt.Errorf("state: upsert coordinator: %w: empty id", ErrInvalidObject)
+	}
+	if err := t.txn.Insert(TableCoordinators, c); err != nil {
+		return fmt.Errorf("state: upsert coordinator %q: %w", c.Id, err)
+	}
+	t.touched[TableCoordinators] = true
+	return nil
+}
+
+// ReplaceCoordinators replaces every coordinator record with cs; the store takes
+// ownership of them.
+func (t *Txn) ReplaceCoordinators(cs []*cohortv1.Coordinator) error {
+	if _, err := t.txn.DeleteAll(TableCoordinators, "id"); err != nil {
+		return fmt.Errorf("state: delete coordinators: %w", err)
+	}
+	t.touched[TableCoordinators] = true
+	for _, c := range cs {
+		if err := t.UpsertCoordinator(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RestoreCoordinator inserts a coordinator record as it was persisted.
+func (t *Txn) RestoreCoordinator(c *cohortv1.Coordinator) error {
+	if c.GetId() == "" {
+		return fmt.Errorf("state: restore coordinator: %w: empty id", ErrInvalidObject)
+	}
+	if err := t.txn.Insert(TableCoordinators, c); err != nil {
+		return fmt.Errorf("state: restore coordinator %q: %w", c.Id, err)
+	}
+	return nil
+}
+
 // RestoreJob inserts a job as it was persisted, keeping its indexes (snapshot restore).
 func (t *Txn) RestoreJob(job *cohortv1.Job) error {
 	if job.GetId() == "" {
@@ -365,7 +424,7 @@ func (t *Txn) RestoreNode(node *cohortv1.Node) error {
 // RestoreTableIndex records the newest write index of a table (snapshot restore).
 func (t *Txn) RestoreTableIndex(table string, index uint64) error {
 	switch table {
-	case TableJobs, TableAllocations, TableNodes:
+	case TableJobs, TableAllocations, TableNodes, TableCoordinators:
 	default:
 		return fmt.Errorf("state: restore index: %w: unknown table %q", ErrInvalidObject, table)
 	}

@@ -36,6 +36,7 @@ type Command struct {
 	//	*Command_CommitPlan
 	//	*Command_UpdateTasks
 	//	*Command_NodeStatus
+	//	*Command_RegisterCoordinator
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -139,6 +140,15 @@ func (x *Command) GetNodeStatus() *NodeStatusCommand {
 	return nil
 }
 
+func (x *Command) GetRegisterCoordinator() *RegisterCoordinatorCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RegisterCoordinator); ok {
+			return x.RegisterCoordinator
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -167,6 +177,10 @@ type Command_NodeStatus struct {
 	NodeStatus *NodeStatusCommand `protobuf:"bytes,15,opt,name=node_status,json=nodeStatus,proto3,oneof"`
 }
 
+type Command_RegisterCoordinator struct {
+	RegisterCoordinator *RegisterCoordinatorCommand `protobuf:"bytes,16,opt,name=register_coordinator,json=registerCoordinator,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Kind() {}
 
 func (*Command_CancelJob) isCommand_Kind() {}
@@ -178,6 +192,8 @@ func (*Command_CommitPlan) isCommand_Kind() {}
 func (*Command_UpdateTasks) isCommand_Kind() {}
 
 func (*Command_NodeStatus) isCommand_Kind() {}
+
+func (*Command_RegisterCoordinator) isCommand_Kind() {}
 
 // SubmitJobCommand adds a pending job unless one with the same idempotency key exists.
 type SubmitJobCommand struct {
@@ -592,11 +608,118 @@ func (x *TaskReport) GetExports() []string {
 	return nil
 }
 
+// RegisterCoordinatorCommand records a coordinator voter's addresses, so that any
+// coordinator can forward calls to the leader's gRPC API.
+type RegisterCoordinatorCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Coordinator   *Coordinator           `protobuf:"bytes,1,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterCoordinatorCommand) Reset() {
+	*x = RegisterCoordinatorCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterCoordinatorCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterCoordinatorCommand) ProtoMessage() {}
+
+func (x *RegisterCoordinatorCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterCoordinatorCommand.ProtoReflect.Descriptor instead.
+func (*RegisterCoordinatorCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RegisterCoordinatorCommand) GetCoordinator() *Coordinator {
+	if x != nil {
+		return x.Coordinator
+	}
+	return nil
+}
+
+// Coordinator is one coordinator voter as the replicated state knows it.
+type Coordinator struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // the Raft server ID
+	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Coordinator) Reset() {
+	*x = Coordinator{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Coordinator) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Coordinator) ProtoMessage() {}
+
+func (x *Coordinator) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Coordinator.ProtoReflect.Descriptor instead.
+func (*Coordinator) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Coordinator) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Coordinator) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *Coordinator) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
 var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xc0\x03\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\x9c\x04\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -609,7 +732,8 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"commitPlan\x12B\n" +
 	"\fupdate_tasks\x18\x0e \x01(\v2\x1d.cohort.v1.UpdateTasksCommandH\x00R\vupdateTasks\x12?\n" +
 	"\vnode_status\x18\x0f \x01(\v2\x1c.cohort.v1.NodeStatusCommandH\x00R\n" +
-	"nodeStatusB\x06\n" +
+	"nodeStatus\x12Z\n" +
+	"\x14register_coordinator\x18\x10 \x01(\v2%.cohort.v1.RegisterCoordinatorCommandH\x00R\x13registerCoordinatorB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"A\n" +
@@ -642,7 +766,13 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\aexports\x18\b \x03(\tR\aexports\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01B7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"V\n" +
+	"\x1aRegisterCoordinatorCommand\x128\n" +
+	"\vcoordinator\x18\x01 \x01(\v2\x16.cohort.v1.CoordinatorR\vcoordinator\"c\n" +
+	"\vCoordinator\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
+	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddressB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_raft_proto_rawDescOnce sync.Once
@@ -656,23 +786,25 @@ func file_cohort_v1_raft_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_raft_proto_rawDescData
 }
 
-var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_cohort_v1_raft_proto_goTypes = []any{
-	(*Command)(nil),             // 0: cohort.v1.Command
-	(*SubmitJobCommand)(nil),    // 1: cohort.v1.SubmitJobCommand
-	(*CancelJobCommand)(nil),    // 2: cohort.v1.CancelJobCommand
-	(*RegisterNodeCommand)(nil), // 3: cohort.v1.RegisterNodeCommand
-	(*CommitPlanCommand)(nil),   // 4: cohort.v1.CommitPlanCommand
-	(*UpdateTasksCommand)(nil),  // 5: cohort.v1.UpdateTasksCommand
-	(*NodeStatusCommand)(nil),   // 6: cohort.v1.NodeStatusCommand
-	(*TaskReport)(nil),          // 7: cohort.v1.TaskReport
-	nil,                         // 8: cohort.v1.TaskReport.MetricsEntry
-	(*Job)(nil),                 // 9: cohort.v1.Job
-	(*Node)(nil),                // 10: cohort.v1.Node
-	(*Allocation)(nil),          // 11: cohort.v1.Allocation
-	(NodeStatus)(0),             // 12: cohort.v1.NodeStatus
-	(TaskState)(0),              // 13: cohort.v1.TaskState
-	(*JobProgress)(nil),         // 14: cohort.v1.JobProgress
+	(*Command)(nil),                    // 0: cohort.v1.Command
+	(*SubmitJobCommand)(nil),           // 1: cohort.v1.SubmitJobCommand
+	(*CancelJobCommand)(nil),           // 2: cohort.v1.CancelJobCommand
+	(*RegisterNodeCommand)(nil),        // 3: cohort.v1.RegisterNodeCommand
+	(*CommitPlanCommand)(nil),          // 4: cohort.v1.CommitPlanCommand
+	(*UpdateTasksCommand)(nil),         // 5: cohort.v1.UpdateTasksCommand
+	(*NodeStatusCommand)(nil),          // 6: cohort.v1.NodeStatusCommand
+	(*TaskReport)(nil),                 // 7: cohort.v1.TaskReport
+	(*RegisterCoordinatorCommand)(nil), // 8: cohort.v1.RegisterCoordinatorCommand
+	(*Coordinator)(nil),                // 9: cohort.v1.Coordinator
+	nil,                                // 10: cohort.v1.TaskReport.MetricsEntry
+	(*Job)(nil),                        // 11: cohort.v1.Job
+	(*Node)(nil),                       // 12: cohort.v1.Node
+	(*Allocation)(nil),                 // 13: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 14: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 15: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 16: cohort.v1.JobProgress
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -681,19 +813,21 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	4,  // 3: cohort.v1.Command.commit_plan:type_name -> cohort.v1.CommitPlanCommand
 	5,  // 4: cohort.v1.Command.update_tasks:type_name -> cohort.v1.UpdateTasksCommand
 	6,  // 5: cohort.v1.Command.node_status:type_name -> cohort.v1.NodeStatusCommand
-	9,  // 6: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	10, // 7: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	11, // 8: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 9: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	12, // 10: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	13, // 11: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	14, // 12: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	8,  // 13: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	8,  // 6: cohort.v1.Command.register_coordinator:type_name -> cohort.v1.RegisterCoordinatorCommand
+	11, // 7: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	12, // 8: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	13, // 9: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 10: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	14, // 11: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	15, // 12: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	16, // 13: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	10, // 14: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	9,  // 15: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -709,6 +843,7 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_CommitPlan)(nil),
 		(*Command_UpdateTasks)(nil),
 		(*Command_NodeStatus)(nil),
+		(*Command_RegisterCoordinator)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -716,7 +851,7 @@ func file_cohort_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_raft_proto_rawDesc), len(file_cohort_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohort-dev/cohort/coordinator/api"
+	"github.com/cohort-dev/cohort/coordinator/server"
+	"github.com/cohort-dev/cohort/internal/gossip"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+type coordinatorFlags struct {
+	nodeID     string
+	dataDir    string
+	raftAddr   string
+	grpcAddr   string
+	httpAddr   string
+	bootstrap  bool
+	join       string
+	gossipAddr string
+	gossipJoin string
+	gossipKey  string
+	logLevel   string
+}
+
+func newCoordinatorCmd(_ *globalFlags) *cobra.Command {
+	f := &coordinatorFlags{}
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator: a Raft voter with the gRPC API and /metrics",
+		Long: `coordinator runs one voter of the highly available control plane (3 or 5 voters).
+
+Start the first voter with --bootstrap, then the others with --join naming the gRPC
+address of one or more running coordinators. A restarted voter finds its state in
+--data-dir and needs neither. Any coordinator accepts every call and forwards writes
+to the leader.`,
+		Example: `  cohort coordinator --node-id c1 --data-dir /var/lib/cohort/c1 --raft-addr 10.0.0.1:7000 \
+    --grpc-addr 10.0.0.1:7070 --http-addr 10.0.0.1:7071 --bootstrap
+  cohort coordinator --node-id c2 --data-dir /var/lib/cohort/c2 --raft-addr 10.0.0.2:7000 \
+    --grpc-addr 10.0.0.2:7070 --http-addr 10.0.0.2:7071 --join 10.0.0.1:7070`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runCoordinator(cmd.Context(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.nodeID, "node-id", "", "this voter's stable Raft server ID (required)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, stable store and snapshots (required)")
+	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7000", "Raft TCP address (must be reachable by the other voters)")
+	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:7070", "gRPC API address (must be reachable by clients and the other voters)")
+	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7071", "HTTP address for /metrics and /healthz")
+	fl.BoolVar(&f.bootstrap, "bootstrap", false, "start a new cluster with this voter as its first member")
+	fl.StringVar(&f.join, "join", "", "comma-separated gRPC addresses of running coordinators to join")
+	fl.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist gossip address (empty: no gossip)")
+	fl.StringVar(&f.gossipJoin, "gossip-join", "", "comma-separated gossip addresses of other coordinators")
+	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key of 16, 24 or 32 bytes (env COHORT_GOSSIP_KEY)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	return cmd
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// checkHostPort refuses an address that is not host:port.
+func checkHostPort(flag, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return usageErr("%s %q: not a host:port address: %v", flag, addr, err)
+	}
+	return nil
+}
+
+// newLogger builds the process logger from a --log-level value.
+func newLogger(level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageErr("--log-level: %q is not one of debug, info, warn, error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), nil
+}
+
+// gossipKey decodes a --gossip-key value.
+func gossipKey(v string) ([]byte, error) {
+	if v == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return nil, usageErr("--gossip-key: not base64: %v", err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, usageErr("--gossip-key: %d bytes, want 16, 24 or 32", n)
+	}
+	return key, nil
+}
+
+func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
+	switch {
+	case f.nodeID == "":
+		return usageErr("--node-id is required")
+	case f.dataDir == "":
+		return usageErr("--data-dir is required")
+	case f.bootstrap && f.join != "":
+		return usageErr("--bootstrap and --join are mutually exclusive: bootstrap starts a new cluster, join adds to one")
+	}
+	for flag, addr := range map[string]string{"--raft-addr": f.raftAddr, "--grpc-addr": f.grpcAddr, "--http-addr": f.httpAddr} {
+		if err := checkHostPort(flag, addr); err != nil {
+			return err
+		}
+	}
+	joinAddrs := splitList(f.join)
+	for _, a := range joinAddrs {
+		if err := checkHostPort("--join", a); err != nil {
+			return err
+		}
+	}
+	key, err := gossipKey(f.gossipKey)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(logger)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	glis, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return usageErr("--grpc-addr %s: %v", f.grpcAddr, err)
+	}
+	defer glis.Close()
+	grpcAddr := glis.Addr().String()
+
+	scfg := server.DefaultConfig()
+	scfg.NodeID = f.nodeID
+	scfg.DataDir = f.dataDir
+	scfg.RaftBindAddr = f.raftAddr
+	scfg.GRPCAddr = grpcAddr
+	scfg.Bootstrap = f.bootstrap
+	scfg.Logger = logger.With("role", "coordinator")
+	scfg.Registry = reg
+	srv, err := server.New(scfg)
+	if err != nil {
+		return fmt.Errorf("start coordinator: %w", err)
+	}
+	defer func() { _ = srv.Shutdown() }()
+	if !srv.HadState() && !f.bootstrap && len(joinAddrs) == 0 {
+		return usageErr("%s holds no cluster state: start the first voter with --bootstrap, the others with --join", f.dataDir)
+	}
+
+	dialOpts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes)),
+	}
+	fwd := api.NewLeaderForwarder(srv, dialOpts...)
+	defer fwd.Close()
+	acfg := api.Config{Logger: logger.With("role", "api"), ParseSpec: parseSpecTemplate, Forwarder: fwd}
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes))
+	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
+	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
+	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))
+	go func() { _ = gs.Serve(glis) }()
+	defer gs.Stop()
+
+	hlis, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		return usageErr("--http-addr %s: %v", f.httpAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if srv.LeaderAddr() == "" {
+			http.Error(w, "no leader", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(hlis) }()
+	defer hs.Close()
+
+	if len(joinAddrs) > 0 && !srv.HadState() {
+		// Coordinators started together may not be listening yet: retry unreachable
+		// ones for a minute; a refusal or a non-coordinator ends the attempt at once.
+		jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		var resp *cohortv1.JoinResponse
+		for back := 200 * time.Millisecond; ; back = min(2*back, 2*time.Second) {
+			resp, err = api.JoinCluster(jctx, joinAddrs,
+				&cohortv1.JoinRequest{Id: f.nodeID, RaftAddress: srv.RaftAddr(), GrpcAddress: grpcAddr}, dialOpts...)
+			c := status.Code(err)
+			if err == nil || errors.Is(err, api.ErrNotCoordinator) || c == codes.AlreadyExists || c == codes.InvalidArgument || c == codes.FailedPrecondition {
+				break
+			}
+			logger.Warn("join failed; retrying", "err", err, "backoff", back)
+			select {
+			case <-jctx.Done():
+			case <-time.After(back):
+			}
+			if jctx.Err() != nil {
+				break
+			}
+		}
+		cancel()
+		if err != nil {
+			if c := status.Code(err); errors.Is(err, api.ErrNotCoordinator) || c == codes.AlreadyExists || c == codes.InvalidArgument {
+				return &exitError{code: 2, err: fmt.Errorf("--join %s: %w", f.join, err)}
+			}
+			return fmt.Errorf("--join %s: %w", f.join, err)
+		}
+		logger.Info("joined the cluster", "leader", resp.GetLeaderId())
+	}
+
+	if f.gossipAddr != "" {
+		gcfg := gossip.DefaultConfig()
+		gcfg.Name, gcfg.BindAddr, gcfg.Seeds, gcfg.SecretKey = f.nodeID, f.gossipAddr, splitList(f.gossipJoin), key
+		gcfg.Meta = gossip.Meta{Roles: []string{"coordinator"}, GRPCAddr: grpcAddr, NodeID: f.nodeID}
+		gcfg.Logger, gcfg.Registry = logger, reg
+		g, err := gossip.New(gcfg)
+		if err != nil {
+			return fmt.Errorf("gossip: %w", err)
+		}
+		defer func() { _ = g.Shutdown() }()
+	}
+
+	fmt.Fprintf(os.Stderr, "cohort coordinator %s: raft %s, grpc %s, metrics http://%s/metrics\n",
+		f.nodeID, srv.RaftAddr(), grpcAddr, hlis.Addr())
+	<-ctx.Done()
+	logger.Info("shutting down")
+	if err := srv.Shutdown(); err != nil && !errors.Is(err, server.ErrShutdown) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohort-dev/cohort/coordinator/server"
+)
+
+// Request metadata keys.
+const (
+	// StaleReadHeader, set to "true" in a read's request metadata, lets any coordinator
+	// answer from its local state without confirming leadership (faster, possibly stale).
+	StaleReadHeader = "cohort-stale"
+	// forwardedHeader marks a call a coordinator forwarded to the leader; the receiver
+	// never forwards it again (no forwarding loops while leadership moves).
+	forwardedHeader = "cohort-forwarded"
+)
+
+// DefaultForwardTimeout bounds how long a coordinator keeps retrying to reach a leader
+// for one call (an election with tuned timeouts takes well under a second).
+const DefaultForwardTimeout = 10 * time.Second
+
+// Forwarder gives a follower a connection to the leader's gRPC API.
+type Forwarder interface {
+	// LeaderConn returns a connection to the current leader's API. It fails while no
+	// leader is known, its address is not recorded yet, or this coordinator is the
+	// leader itself.
+	LeaderConn() (grpc.ClientConnInterface, error)
+}
+
+// LeaderLocator says where the leader's gRPC API is; *server.Server satisfies it.
+type LeaderLocator interface {
+	// LeaderGRPCAddr returns the leader's Raft ID and gRPC address.
+	LeaderGRPCAddr() (id, addr string, ok bool)
+	// NodeID returns this coordinator's Raft ID.
+	NodeID() string
+}
+
+var _ LeaderLocator = (*server.Server)(nil)
+
+// errNoLeader is LeaderConn's error while no leader can be forwarded to.
+var errNoLeader = errors.New("no leader to forward to")
+
+// LeaderForwarder is a Forwarder that keeps one client connection per coordinator
+// address it has forwarded to.
+type LeaderForwarder struct {
+	loc  LeaderLocator
+	opts []grpc.DialOption
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+// NewLeaderForwarder returns a Forwarder that dials leaders with opts.
+func NewLeaderForwarder(loc LeaderLocator, opts ...grpc.DialOption) *LeaderForwarder {
+	return &LeaderForwarder{loc: loc, opts: opts, conns: map[string]*grpc.ClientConn{}}
+}
+
+// LeaderConn implements Forwarder.
+func (f *LeaderForwarder) LeaderConn() (grpc.ClientConnInterface, error) {
+	id, addr, ok := f.loc.LeaderGRPCAddr()
+	switch {
+	case id == "":
+		return nil, fmt.Errorf("%w: no leader is known", errNoLeader)
+	case id == f.loc.NodeID():
+		return nil, fmt.Errorf("%w: this coordinator is the leader", errNoLeader)
+	case !ok:
+		return nil, fmt.Errorf("%w: the gRPC address of leader %q is not recorded yet", errNoLeader, id)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, fmt.Errorf("%w: forwarder closed", errNoLeader)
+	}
+	if c, ok := f.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, f.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("api: dial leader %q at %s: %w", id, addr, err)
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+// Close closes every connection.
+func (f *LeaderForwarder) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	var errs []error
+	for addr, c := range f.conns {
+		errs = append(errs, c.Close())
+		delete(f.conns, addr)
+	}
+	return errors.Join(errs...)
+}
+
+// isForwarded reports whether the incoming call was forwarded by another coordinator.
+func isForwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedHeader)) > 0
+}
+
+// isStale reports whether the caller allows a stale local read.
+func isStale(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get(StaleReadHeader) {
+		if v == "true" || v == "1" {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardContext marks ctx's outgoing call as forwarded.
+func forwardContext(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedHeader, "1")
+}
+
+// leaderCall serves a call that only the leader may answer: it runs local here and,
+// when this coordinator is not the leader, runs remote against the leader through
+// cfg.Forwarder. While leadership is moving (no leader known, or the leader answered
+// Unavailable) it retries until ctx ends or cfg.ForwardTimeout passes. Every call it
+// retries must be idempotent: submissions carry an idempotency key by then.
+func leaderCall[T any](ctx context.Context, cfg Config, local func(context.Context) (T, error),
+	remote func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
+	deadline := time.Now().Add(cfg.ForwardTimeout)
+	back := 10 * time.Millisecond
+	for {
+		v, err := local(ctx)
+		if err == nil || !errors.Is(err, server.ErrNotLeader) || cfg.Forwarder == nil || isForwarded(ctx) {
+			return v, toStatus(err)
+		}
+		var serr error = err
+		conn, ferr := cfg.Forwarder.LeaderConn()
+		if ferr == nil {
+			v, rerr := remote(forwardContext(ctx), conn)
+			if rerr == nil || status.Code(rerr) != codes.Unavailable {
+				return v, rerr
+			}
+			serr = rerr
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			var zero T
+			if ferr != nil {
+				return zero, status.Error(codes.Unavailable, fmt.Sprintf("%v (%v)", err, ferr))
+			}
+			return zero, toStatus(serr)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(back):
+		}
+		back = min(back*2, 250*time.Millisecond)
+	}
+}
+
+// readCall serves a read: locally when the caller allows stale reads, otherwise after
+// the leader confirms its leadership (forwarded to the leader from a follower).
+func readCall[T any](ctx context.Context, b Backend, cfg Config, read func() (T, error),
+	remote func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
+	if isStale(ctx) {
+		v, err := read()
+		return v, toStatus(err)
+	}
+	return leaderCall(ctx, cfg, func(ctx context.Context) (T, error) {
+		if err := b.ConsistentRead(ctx); err != nil {
+			var zero T
+			return zero, err
+		}
+		return read()
+	}, remote)
+}

@@ -1,0 +1,281 @@
+// Package clustertest runs a cluster of coordinators inside one test: real Raft over
+// TCP on 127.0.0.1, raft-boltdb in t.TempDir(), and each coordinator's gRPC API
+// (JobService, AgentService, ClusterService, with forwarding to the leader) on its own
+// loopback port. Coordinators after the first join through the real Join path.
+package clustertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cohort-dev/cohort/coordinator/api"
+	"github.com/cohort-dev/cohort/coordinator/server"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// Options tune a test cluster.
+type Options struct {
+	// Mutate, when set, changes each coordinator's server config before it starts.
+	Mutate func(*server.Config)
+	// Logger receives every coordinator's logs (default: discarded unless
+	// COHORT_TEST_LOGS is set with -v).
+	Logger *slog.Logger
+}
+
+// Node is one coordinator of a test cluster.
+type Node struct {
+	ID       string
+	DataDir  string
+	RaftAddr string
+	GRPCAddr string
+
+	t       testing.TB
+	opts    Options
+	mu      sync.Mutex
+	server  *server.Server
+	grpc    *grpc.Server
+	fwd     *api.LeaderForwarder
+	conn    *grpc.ClientConn
+	running bool
+}
+
+// Cluster is a set of coordinators.
+type Cluster struct {
+	Nodes []*Node
+	t     testing.TB
+}
+
+// TestRaftConfig sets short Raft timeouts suited to loopback tests on a loaded machine.
+func TestRaftConfig(c *server.Config) {
+	c.RaftHeartbeatTimeout = 200 * time.Millisecond
+	c.RaftElectionTimeout = 200 * time.Millisecond
+	c.RaftLeaderLeaseTimeout = 100 * time.Millisecond
+	c.RaftCommitTimeout = 5 * time.Millisecond
+	c.SchedulerRetryInterval = 100 * time.Millisecond
+}
+
+// Logger returns the logger tests use: discarded unless -v and COHORT_TEST_LOGS are set.
+func Logger() *slog.Logger {
+	if testing.Verbose() && os.Getenv("COHORT_TEST_LOGS") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// ParseSpec is the injected spec parser: "name: X" gives a 1-worker, 1-shard job.
+func ParseSpec(spec []byte) (*cohortv1.Job, error) {
+	name, ok := strings.CutPrefix(strings.TrimSpace(string(spec)), "name: ")
+	if !ok || name == "" {
+		return nil, errors.New("spec.yaml:1: metadata.name: required")
+	}
+	return &cohortv1.Job{Name: name, Namespace: "default", Priority: 50, WorkerCount: 1, ShardCount: 1,
+		WorkerResources: &cohortv1.Resources{CpuMillis: 100, MemoryBytes: 1 << 20},
+		ShardResources:  &cohortv1.Resources{CpuMillis: 100, MemoryBytes: 1 << 20}}, nil
+}
+
+// DialOptions are the client options the cluster's coordinators and clients use.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+}
+
+// TestCluster starts n coordinators: the first bootstraps, the others join through its
+// ClusterService. It returns once every one is a voter and a leader is known. The
+// cluster is shut down when the test ends.
+func TestCluster(t testing.TB, n int, opts ...Options) *Cluster {
+	t.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Logger == nil {
+		o.Logger = Logger()
+	}
+	c := &Cluster{t: t}
+	for i := range n {
+		node := &Node{ID: fmt.Sprintf("c%d", i+1), DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", t: t, opts: o}
+		if err := node.start(i == 0); err != nil {
+			t.Fatalf("start coordinator %s: %v", node.ID, err)
+		}
+		t.Cleanup(node.Stop)
+		c.Nodes = append(c.Nodes, node)
+		if i == 0 {
+			c.WaitForLeader(t)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := api.JoinCluster(ctx, []string{c.Nodes[0].GRPCAddr},
+			&cohortv1.JoinRequest{Id: node.ID, RaftAddress: node.RaftAddr, GrpcAddress: node.GRPCAddr}, DialOptions()...)
+		cancel()
+		if err != nil {
+			t.Fatalf("join coordinator %s: %v", node.ID, err)
+		}
+	}
+	c.WaitForLeader(t)
+	return c
+}
+
+// start starts (or restarts, on the same directory and addresses) the coordinator.
+func (n *Node) start(bootstrap bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	glis, err := net.Listen("tcp", n.GRPCAddr)
+	if err != nil {
+		return err
+	}
+	n.GRPCAddr = glis.Addr().String()
+	cfg := server.DefaultConfig()
+	TestRaftConfig(&cfg)
+	cfg.NodeID = n.ID
+	cfg.DataDir = n.DataDir
+	cfg.RaftBindAddr = n.RaftAddr
+	cfg.GRPCAddr = n.GRPCAddr
+	cfg.Bootstrap = bootstrap
+	cfg.Logger = n.opts.Logger.With("coordinator", n.ID)
+	cfg.Registry = prometheus.NewRegistry()
+	if n.opts.Mutate != nil {
+		n.opts.Mutate(&cfg)
+	}
+	s, err := server.New(cfg)
+	if err != nil {
+		_ = glis.Close()
+		return err
+	}
+	n.RaftAddr = s.RaftAddr()
+	n.server = s
+	n.fwd = api.NewLeaderForwarder(s, DialOptions()...)
+	acfg := api.Config{ParseSpec: ParseSpec, Logger: cfg.Logger, Forwarder: n.fwd}
+	gs := grpc.NewServer()
+	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(s, acfg))
+	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(s, acfg))
+	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(s, acfg))
+	n.grpc = gs
+	go func() { _ = gs.Serve(glis) }()
+	conn, err := grpc.NewClient(n.GRPCAddr, DialOptions()...)
+	if err != nil {
+		return err
+	}
+	n.conn = conn
+	n.running = true
+	return nil
+}
+
+// Server returns the coordinator's server (nil while stopped).
+func (n *Node) Server() *server.Server {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.server
+}
+
+// Running reports whether the coordinator is running.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.running
+}
+
+// Conn returns a client connection to this coordinator's gRPC API.
+func (n *Node) Conn() *grpc.ClientConn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.conn
+}
+
+// Jobs returns a JobService client of this coordinator.
+func (n *Node) Jobs() cohortv1.JobServiceClient { return cohortv1.NewJobServiceClient(n.Conn()) }
+
+// Agent returns an AgentService client of this coordinator.
+func (n *Node) Agent() cohortv1.AgentServiceClient { return cohortv1.NewAgentServiceClient(n.Conn()) }
+
+// Cluster returns a ClusterService client of this coordinator.
+func (n *Node) Cluster() cohortv1.ClusterServiceClient {
+	return cohortv1.NewClusterServiceClient(n.Conn())
+}
+
+// Stop kills the coordinator abruptly: the gRPC server drops every connection and Raft
+// shuts down (its data directory stays). It is a no-op when stopped.
+func (n *Node) Stop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.running {
+		return
+	}
+	n.running = false
+	n.grpc.Stop()
+	_ = n.conn.Close()
+	_ = n.fwd.Close()
+	_ = n.server.Shutdown()
+}
+
+// Restart starts a stopped coordinator again on its data directory and addresses.
+func (n *Node) Restart() error {
+	if n.Running() {
+		return errors.New("clustertest: coordinator is running")
+	}
+	return n.start(false)
+}
+
+// WaitForLeader waits until every running coordinator knows the same leader and that
+// leader runs its leader machinery with its gRPC address recorded, and returns it.
+func (c *Cluster) WaitForLeader(t testing.TB) *Node {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if l := c.leader(); l != nil {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clustertest: no leader after 30s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
+
+// Leader returns the leading coordinator, or nil.
+func (c *Cluster) Leader() *Node { return c.leader() }
+
+func (c *Cluster) leader() *Node {
+	var leader *Node
+	leaderID := ""
+	for _, n := range c.Nodes {
+		s := n.Server()
+		if s == nil || !n.Running() {
+			continue
+		}
+		id, _, ok := s.LeaderGRPCAddr()
+		if !ok {
+			return nil
+		}
+		if leaderID != "" && id != leaderID {
+			return nil
+		}
+		leaderID = id
+		if n.ID == id && s.IsLeader() {
+			leader = n
+		}
+	}
+	return leader
+}
+
+// Running returns the running coordinators.
+func (c *Cluster) Running() []*Node {
+	var out []*Node
+	for _, n := range c.Nodes {
+		if n.Running() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
