@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path"
@@ -39,27 +40,36 @@ type imageInfo struct {
 	Layout   string  `json:"layout"`
 }
 
-// openData opens a data URI of the spec. field names the spec path for errors.
-func openData(field, uri string) (io.ReadCloser, error) {
+// dataSource opens data URIs: file:// from the local file system, s3:// through the
+// S3 endpoint and credentials the worker was given.
+type dataSource struct {
+	ctx context.Context
+	s3  *storage.S3Config
+}
+
+// open opens a data URI of the spec. field names the spec path for errors.
+func (d dataSource) open(field, uri string) (io.ReadCloser, error) {
 	scheme, _, _, err := jobs.ParseURI(uri)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
-	switch scheme {
-	case jobs.SchemeFile:
-		rc, _, err := storage.OpenFileURI(uri)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		return rc, nil
-	default:
-		return nil, fmt.Errorf("%s: %s:// data is not supported by this worker yet", field, scheme)
+	if scheme == jobs.SchemeS3 && d.s3 == nil {
+		return nil, fmt.Errorf("%s: %s: this worker has no S3 endpoint configured (--s3-endpoint)", field, uri)
 	}
+	var cfg storage.S3Config
+	if d.s3 != nil {
+		cfg = *d.s3
+	}
+	rc, err := storage.OpenURI(d.ctx, uri, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	return rc, nil
 }
 
 // readTable reads a CSV data URI.
-func readTable(field, uri string) (*data.Table, error) {
-	rc, err := openData(field, uri)
+func (d dataSource) readTable(field, uri string) (*data.Table, error) {
+	rc, err := d.open(field, uri)
 	if err != nil {
 		return nil, err
 	}
@@ -72,14 +82,14 @@ func readTable(field, uri string) (*data.Table, error) {
 }
 
 // loadData reads and preprocesses a spec's data in its format.
-func loadData(s *jobs.Spec) (*datasets, error) {
+func (d dataSource) loadData(s *jobs.Spec) (*datasets, error) {
 	switch s.Data.Format {
 	case jobs.FormatCSV:
-		return loadTabular(s)
+		return d.loadTabular(s)
 	case jobs.FormatIDX:
-		return loadImages(s)
+		return d.loadImages(s)
 	case jobs.FormatSequenceCSV:
-		return loadSequences(s)
+		return d.loadSequences(s)
 	}
 	return nil, fmt.Errorf("spec.data.format: %q is not supported", s.Data.Format)
 }
@@ -87,13 +97,13 @@ func loadData(s *jobs.Spec) (*datasets, error) {
 // loadTabular reads and preprocesses CSV data: the validation split (by fraction, or a
 // separate file), the optional test set, and the preprocessing fitted on the training
 // rows only.
-func loadTabular(s *jobs.Spec) (*datasets, error) {
+func (d dataSource) loadTabular(s *jobs.Spec) (*datasets, error) {
 	cfg := data.TabularConfig{Label: s.Data.Label, Positive: s.Data.Positive, Task: s.Task, Exclude: s.Data.Exclude}
 	ds := &datasets{}
 	var pre *data.Preprocessor
 	v := s.Data.Validation
 	if v.URI == "" {
-		rc, err := openData("spec.data.train", s.Data.Train)
+		rc, err := d.open("spec.data.train", s.Data.Train)
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +113,7 @@ func loadTabular(s *jobs.Spec) (*datasets, error) {
 			return nil, fmt.Errorf("spec.data.train: %w", err)
 		}
 	} else {
-		tbl, err := readTable("spec.data.train", s.Data.Train)
+		tbl, err := d.readTable("spec.data.train", s.Data.Train)
 		if err != nil {
 			return nil, err
 		}
@@ -113,13 +123,13 @@ func loadTabular(s *jobs.Spec) (*datasets, error) {
 		if ds.train, err = transform(pre, tbl); err != nil {
 			return nil, fmt.Errorf("spec.data.train: %w", err)
 		}
-		if ds.val, err = loadTabularWith(pre, "spec.data.validation.uri", v.URI); err != nil {
+		if ds.val, err = d.loadTabularWith(pre, "spec.data.validation.uri", v.URI); err != nil {
 			return nil, err
 		}
 	}
 	if s.Data.Test != "" {
 		var err error
-		if ds.test, err = loadTabularWith(pre, "spec.data.test", s.Data.Test); err != nil {
+		if ds.test, err = d.loadTabularWith(pre, "spec.data.test", s.Data.Test); err != nil {
 			return nil, err
 		}
 	}
@@ -132,8 +142,8 @@ func loadTabular(s *jobs.Spec) (*datasets, error) {
 }
 
 // loadTabularWith reads a CSV and applies an already fitted preprocessing.
-func loadTabularWith(p *data.Preprocessor, field, uri string) (*data.Dataset, error) {
-	tbl, err := readTable(field, uri)
+func (d dataSource) loadTabularWith(p *data.Preprocessor, field, uri string) (*data.Dataset, error) {
+	tbl, err := d.readTable(field, uri)
 	if err != nil {
 		return nil, err
 	}
@@ -167,17 +177,17 @@ func allRows(n int) []int {
 
 // loadIDXPair reads an IDX images file and its labels file (named by the MNIST
 // convention: "images" -> "labels", "idx3" -> "idx1" in the file name).
-func loadIDXPair(field, uri string) (*data.Dataset, data.ImageShape, error) {
+func (d dataSource) loadIDXPair(field, uri string) (*data.Dataset, data.ImageShape, error) {
 	labelsURI, err := data.LabelsPath(uri)
 	if err != nil {
 		return nil, data.ImageShape{}, fmt.Errorf("%s: %w", field, err)
 	}
-	img, err := openData(field, uri)
+	img, err := d.open(field, uri)
 	if err != nil {
 		return nil, data.ImageShape{}, err
 	}
 	defer img.Close()
-	lab, err := openData(field+" (labels)", labelsURI)
+	lab, err := d.open(field+" (labels)", labelsURI)
 	if err != nil {
 		return nil, data.ImageShape{}, err
 	}
@@ -191,8 +201,8 @@ func loadIDXPair(field, uri string) (*data.Dataset, data.ImageShape, error) {
 
 // loadImages reads IDX images and labels, splitting validation off by fraction
 // (stratified by class, seeded) unless a validation file is given.
-func loadImages(s *jobs.Spec) (*datasets, error) {
-	all, shape, err := loadIDXPair("spec.data.train", s.Data.Train)
+func (d dataSource) loadImages(s *jobs.Spec) (*datasets, error) {
+	all, shape, err := d.loadIDXPair("spec.data.train", s.Data.Train)
 	if err != nil {
 		return nil, err
 	}
@@ -207,12 +217,12 @@ func loadImages(s *jobs.Spec) (*datasets, error) {
 		ds.train, ds.val = subset(all, sp.Train), subset(all, sp.Validation)
 	} else {
 		ds.train = all
-		if ds.val, _, err = loadIDXPair("spec.data.validation.uri", v.URI); err != nil {
+		if ds.val, _, err = d.loadIDXPair("spec.data.validation.uri", v.URI); err != nil {
 			return nil, err
 		}
 	}
 	if s.Data.Test != "" {
-		if ds.test, _, err = loadIDXPair("spec.data.test", s.Data.Test); err != nil {
+		if ds.test, _, err = d.loadIDXPair("spec.data.test", s.Data.Test); err != nil {
 			return nil, err
 		}
 	}
@@ -254,9 +264,9 @@ func subset(ds *data.Dataset, rows []int) *data.Dataset {
 
 // loadSequences turns time-ordered rows into windows, split by time so validation never
 // leaks into training, with scaling fitted on the training windows only.
-func loadSequences(s *jobs.Spec) (*datasets, error) {
+func (d dataSource) loadSequences(s *jobs.Spec) (*datasets, error) {
 	sc := s.Data.SequenceCSV
-	tbl, err := readTable("spec.data.train", s.Data.Train)
+	tbl, err := d.readTable("spec.data.train", s.Data.Train)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +284,7 @@ func loadSequences(s *jobs.Spec) (*datasets, error) {
 		ds.baselines = map[string]float64{"val_rmse_seasonal_naive": seq.SeasonalNaiveRMSE}
 	}
 	windows := func(field, uri string) (*data.Dataset, error) {
-		t, err := readTable(field, uri)
+		t, err := d.readTable(field, uri)
 		if err != nil {
 			return nil, err
 		}
@@ -353,8 +363,8 @@ func buildModel(s *jobs.Spec, ds *datasets, rank int) (model.Model, error) {
 // Preflight loads and checks a job's data exactly as its workers will (columns, label,
 // classes, preprocessing, model shape) without training. `cohort dev --run` uses it to
 // refuse bad local data before anything is submitted or written.
-func Preflight(spec *jobs.TrainingJob) error {
-	ds, err := loadData(&spec.Spec)
+func Preflight(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Config) error {
+	ds, err := dataSource{ctx: ctx, s3: s3}.loadData(&spec.Spec)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,8 @@ type RunnerConfig struct {
 	Store storage.Blob
 	// DialOptions are used to reach parameter-server shards.
 	DialOptions []grpc.DialOption
+	// S3 is the endpoint and credentials for s3:// data URIs (nil: none).
+	S3 *storage.S3Config
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// Observer, when set, receives every report the runner sends (tests, CLIs).
@@ -76,6 +78,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			Assignment:  a,
 			Store:       r.cfg.Store,
 			DialOptions: r.cfg.DialOptions,
+			S3:          r.cfg.S3,
 			Logger:      r.log.With("job_id", alloc.GetJobId(), "rank", alloc.GetIndex()),
 			Report:      send,
 		})

@@ -32,6 +32,8 @@ type TrainerConfig struct {
 	Store storage.Blob
 	// DialOptions are used to reach the parameter-server shards.
 	DialOptions []grpc.DialOption
+	// S3 is the endpoint and credentials for s3:// data URIs (nil: none).
+	S3 *storage.S3Config
 	// Logger receives structured logs.
 	Logger *slog.Logger
 	// Report sends progress, metrics and checkpoint pointers to the coordinator
@@ -93,7 +95,7 @@ func NewTrainer(cfg TrainerConfig) (*Trainer, error) {
 // other ranks return an empty result.
 func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	s := &t.spec.Spec
-	ds, err := loadData(s)
+	ds, err := dataSource{ctx: ctx, s3: t.cfg.S3}.loadData(s)
 	if err != nil {
 		return nil, err
 	}

@@ -40,6 +40,7 @@ type devFlags struct {
 	httpAddr string
 	run      string
 	logLevel string
+	s3       storage.S3Config
 }
 
 func newDevCmd(g *globalFlags) *cobra.Command {
@@ -65,6 +66,11 @@ the result object as the last line on stdout, and exits 0 only if the job succee
 	cmd.Flags().StringVar(&f.httpAddr, "http-addr", "", "HTTP address for /metrics and /healthz (default 127.0.0.1:7071; with --run a free loopback port)")
 	cmd.Flags().StringVar(&f.run, "run", "", "run this job spec to the end, then exit")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "", "debug|info|warn|error (default warn with --run, info otherwise)")
+	cmd.Flags().StringVar(&f.s3.Endpoint, "s3-endpoint", "", "S3-compatible endpoint (http://host:port or host:port for TLS); with --s3-bucket, all storage goes to S3 (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+	cmd.Flags().StringVar(&f.s3.Bucket, "s3-bucket", "", "S3 bucket for checkpoints, exports and logs (created when missing)")
+	cmd.Flags().StringVar(&f.s3.Region, "s3-region", "", "S3 region (default $AWS_REGION)")
+	cmd.Flags().StringVar(&f.s3.Prefix, "s3-prefix", "", "key prefix inside the bucket")
+	cmd.Flags().BoolVar(&f.s3.PathStyle, "s3-path-style", true, "path-style requests (what self-hosted S3 servers need)")
 	return cmd
 }
 
@@ -92,6 +98,16 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(logger)
 
+	var s3cfg *storage.S3Config
+	if f.s3.Endpoint != "" || f.s3.Bucket != "" {
+		if f.s3.Endpoint == "" || f.s3.Bucket == "" {
+			return usageErr("--s3-endpoint and --s3-bucket go together")
+		}
+		c := storage.DefaultS3Config()
+		c.Endpoint, c.Bucket, c.Region, c.Prefix, c.PathStyle = f.s3.Endpoint, f.s3.Bucket, f.s3.Region, f.s3.Prefix, f.s3.PathStyle
+		c.CreateBucket = true
+		s3cfg = &c
+	}
 	var raw []byte
 	if f.run != "" {
 		var spec *jobs.TrainingJob
@@ -102,13 +118,13 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 		if err := checkLocalInputs(spec); err != nil {
 			return err
 		}
-		if err := preflightLocal(spec); err != nil {
+		if err := worker.Preflight(ctx, spec, s3cfg); err != nil {
 			return usageErr("job spec %s: %v", f.run, err)
 		}
 	}
 	cfg := devConfig{
 		DataDir: f.dataDir, Workers: f.workers, PS: f.ps,
-		GRPCAddr: f.grpcAddr, HTTPAddr: f.httpAddr, Logger: logger, Ephemeral: f.run != "",
+		GRPCAddr: f.grpcAddr, HTTPAddr: f.httpAddr, Logger: logger, Ephemeral: f.run != "", S3: s3cfg,
 	}
 	if cfg.GRPCAddr == "" {
 		cfg.GRPCAddr = "127.0.0.1:7070"
@@ -168,21 +184,6 @@ func checkLocalInputs(spec *jobs.TrainingJob) error {
 	return nil
 }
 
-// preflightLocal reads a job's local data as its workers will and refuses bad data
-// (a missing label column, a label with the wrong number of classes, ...) before
-// anything is submitted. Jobs with remote data are checked by their workers.
-func preflightLocal(spec *jobs.TrainingJob) error {
-	for _, uri := range []string{spec.Spec.Data.Train, spec.Spec.Data.Validation.URI, spec.Spec.Data.Test} {
-		if uri == "" {
-			continue
-		}
-		if scheme, _, _, err := jobs.ParseURI(uri); err != nil || scheme != "file" {
-			return nil
-		}
-	}
-	return worker.Preflight(spec)
-}
-
 // devConfig configures an embedded cluster.
 type devConfig struct {
 	DataDir   string
@@ -194,6 +195,8 @@ type devConfig struct {
 	Ephemeral bool // coordinator state in a temporary directory, removed on Close
 	// Observer receives every task report a worker sends (tests).
 	Observer func(*cohortv1.TaskReport)
+	// S3, when set, puts all storage in that bucket and lets workers read s3:// data.
+	S3 *storage.S3Config
 }
 
 // devCluster is a running embedded cluster.
@@ -221,12 +224,22 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 			c.Close()
 		}
 	}()
-	storageDir := filepath.Join(cfg.DataDir, "storage")
-	store, err := storage.NewLocal(storageDir)
-	if err != nil {
-		return c, usageErr("--data-dir: %v", err)
+	var store storage.Blob
+	if cfg.S3 != nil {
+		s3, err := storage.NewS3(ctx, *cfg.S3)
+		if err != nil {
+			return c, usageErr("--s3-endpoint/--s3-bucket: %v", err)
+		}
+		store, c.StorageDir = s3, s3.URI("")
+	} else {
+		storageDir := filepath.Join(cfg.DataDir, "storage")
+		local, err := storage.NewLocal(storageDir)
+		if err != nil {
+			return c, usageErr("--data-dir: %v", err)
+		}
+		store, c.StorageDir = local, storageDir
 	}
-	c.Store, c.StorageDir = store, storageDir
+	c.Store = store
 
 	raftDir := filepath.Join(cfg.DataDir, "coordinator")
 	if cfg.Ephemeral {
@@ -330,7 +343,7 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 	for i := range cfg.Workers {
 		name := fmt.Sprintf("dev-worker-%d", i)
 		nlog := log.With("role", "worker", "node", name)
-		runner, err := worker.NewRunner(worker.RunnerConfig{Store: store, Logger: nlog, Observer: cfg.Observer})
+		runner, err := worker.NewRunner(worker.RunnerConfig{Store: store, Logger: nlog, Observer: cfg.Observer, S3: cfg.S3})
 		if err != nil {
 			return c, err
 		}
