@@ -233,6 +233,14 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
+// connect validates the output flag and dials the coordinators named by --address.
+func connect(g *globalFlags) (*grpc.ClientConn, error) {
+	if err := checkOutput(g); err != nil {
+		return nil, err
+	}
+	return dial(g.address)
+}
+
 // checkOutput validates the -o flag.
 func checkOutput(g *globalFlags) error {
 	switch g.output {

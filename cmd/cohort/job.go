@@ -160,10 +160,7 @@ func newJobListCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort job list\n  cohort job list -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(g); err != nil {
-				return err
-			}
-			conn, err := dial(g.address)
+			conn, err := connect(g)
 			if err != nil {
 				return err
 			}
@@ -208,10 +205,7 @@ func newJobStatusCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort job status attrition-mlp-1a2b3c4d -o json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(g); err != nil {
-				return err
-			}
-			conn, err := dial(g.address)
+			conn, err := connect(g)
 			if err != nil {
 				return err
 			}
@@ -267,10 +261,7 @@ func newJobWatchCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort job watch attrition-mlp-1a2b3c4d",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(g); err != nil {
-				return err
-			}
-			conn, err := dial(g.address)
+			conn, err := connect(g)
 			if err != nil {
 				return err
 			}
@@ -292,10 +283,7 @@ func newJobCancelCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort job cancel attrition-mlp-1a2b3c4d --reason 'wrong data'",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(g); err != nil {
-				return err
-			}
-			conn, err := dial(g.address)
+			conn, err := connect(g)
 			if err != nil {
 				return err
 			}

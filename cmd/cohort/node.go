@@ -20,10 +20,7 @@ func newNodeCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort node list -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(g); err != nil {
-				return err
-			}
-			conn, err := dial(g.address)
+			conn, err := connect(g)
 			if err != nil {
 				return err
 			}
