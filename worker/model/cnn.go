@@ -196,6 +196,8 @@ type cnn struct {
 //
 // The model is not safe for concurrent use.
 func NewCNN(cfg CNNConfig) (Model, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	shapes, err := cfg.shapes()
 	if err != nil {
 		return nil, err

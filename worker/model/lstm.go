@@ -144,6 +144,8 @@ type lstm struct {
 //
 // The model is not safe for concurrent use.
 func NewLSTM(cfg LSTMConfig) (Model, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

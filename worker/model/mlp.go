@@ -123,6 +123,8 @@ type engine interface {
 //
 // The model is not safe for concurrent use.
 func NewMLP(cfg MLPConfig) (Model, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

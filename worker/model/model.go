@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync"
 )
 
 // Task names, as in the job spec (spec.task).
@@ -85,3 +86,9 @@ func layoutHash(layout []TensorInfo) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// buildMu serialises graph construction: gorgonia v0.9.18 keeps package-level state
+// (encoding groups) that it mutates while nodes are created, so two models built at the
+// same time in one process (two workers of a dev cluster) race. Running built graphs
+// concurrently is safe; only construction is serialised.
+var buildMu sync.Mutex
