@@ -38,6 +38,16 @@ type globalFlags struct {
 	output  string
 }
 
+// commandFactories holds the top-level commands that register themselves from their own
+// file with registerCommand (in an init function), so adding a command group does not
+// touch this file.
+var commandFactories []func(*globalFlags) *cobra.Command
+
+// registerCommand adds a top-level command group to the root command.
+func registerCommand(f func(*globalFlags) *cobra.Command) {
+	commandFactories = append(commandFactories, f)
+}
+
 func newRootCmd() *cobra.Command {
 	g := &globalFlags{}
 	root := &cobra.Command{
@@ -60,6 +70,9 @@ Start an embedded cluster and train the example job:
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
 	root.AddCommand(newDevCmd(g), newJobCmd(g), newNodeCmd(g), newDataCmd(), newVersionCmd(g))
 	root.AddCommand(newCoordinatorCmd(g), newOperatorCmd(g), newWorkerCmd(g), newParamserverCmd(g))
+	for _, f := range commandFactories {
+		root.AddCommand(f(g))
+	}
 	return root
 }
 
