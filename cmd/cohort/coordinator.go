@@ -39,6 +39,12 @@ type coordinatorFlags struct {
 	gossipJoin string
 	gossipKey  string
 	logLevel   string
+
+	raftLogStore    string
+	raftHeartbeat   time.Duration
+	raftElection    time.Duration
+	raftLeaderLease time.Duration
+	heartbeatTTL    time.Duration
 }
 
 func newCoordinatorCmd(_ *globalFlags) *cobra.Command {
@@ -71,6 +77,12 @@ to the leader.`,
 	fl.StringVar(&f.gossipJoin, "gossip-join", "", "comma-separated gossip addresses of other coordinators")
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key of 16, 24 or 32 bytes (env COHORT_GOSSIP_KEY)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	d := server.DefaultConfig()
+	fl.StringVar(&f.raftLogStore, "raft-log-store", "", "Raft log store: wal|boltdb (empty: what --data-dir holds, wal when new)")
+	fl.DurationVar(&f.raftHeartbeat, "raft-heartbeat-timeout", d.RaftHeartbeatTimeout, "Raft heartbeat timeout (LAN default; raise it on slow networks)")
+	fl.DurationVar(&f.raftElection, "raft-election-timeout", d.RaftElectionTimeout, "Raft election timeout (at least the heartbeat timeout)")
+	fl.DurationVar(&f.raftLeaderLease, "raft-leader-lease-timeout", d.RaftLeaderLeaseTimeout, "Raft leader lease (at most the heartbeat timeout)")
+	fl.DurationVar(&f.heartbeatTTL, "node-heartbeat-ttl", d.HeartbeatTTL, "how long the leader waits for a node's heartbeat before marking it down")
 	return cmd
 }
 
@@ -163,6 +175,11 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 	scfg.RaftBindAddr = f.raftAddr
 	scfg.GRPCAddr = grpcAddr
 	scfg.Bootstrap = f.bootstrap
+	scfg.RaftLogStore = f.raftLogStore
+	scfg.RaftHeartbeatTimeout = f.raftHeartbeat
+	scfg.RaftElectionTimeout = f.raftElection
+	scfg.RaftLeaderLeaseTimeout = f.raftLeaderLease
+	scfg.HeartbeatTTL = f.heartbeatTTL
 	scfg.Logger = logger.With("role", "coordinator")
 	scfg.Registry = reg
 	srv, err := server.New(scfg)

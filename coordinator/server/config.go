@@ -14,7 +14,7 @@ import (
 type Config struct {
 	// NodeID is this voter's Raft server ID; it must be stable across restarts.
 	NodeID string
-	// DataDir holds raft.db (log and stable store) and the snapshots.
+	// DataDir holds the Raft log and stable store (raft-wal/ or raft.db) and the snapshots.
 	DataDir string
 	// RaftBindAddr is the TCP address the Raft transport listens on ("127.0.0.1:0"
 	// picks a free port).
@@ -45,6 +45,10 @@ type Config struct {
 	// HeartbeatTTL is how long the leader waits for a READY node's heartbeat before it
 	// marks the node DOWN.
 	HeartbeatTTL time.Duration
+
+	// RaftLogStore is the durable log store: LogStoreWAL or LogStoreBoltDB; empty picks
+	// what DataDir already holds, raft-wal for a new directory.
+	RaftLogStore string
 
 	// Raft timing, tuned for a LAN; see raft.Config for their meaning.
 	RaftHeartbeatTimeout   time.Duration

@@ -1,4 +1,4 @@
-// Package server wires the coordinator together: Raft (raft-boltdb log and stable
+// Package server wires the coordinator together: Raft (raft-wal log and stable
 // store, file snapshots, TCP transport) over the FSM, batched proposals, and the
 // leader-only machinery (scheduling loop with its plan applier, node heartbeat TTLs)
 // that starts when this voter wins leadership and stops when it loses it.
@@ -11,14 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
@@ -46,7 +44,8 @@ type Server struct {
 	fsm       *fsm.FSM
 	raft      *raft.Raft
 	transport raft.Transport
-	boltStore *raftboltdb.BoltStore
+	// store is the durable Raft log and stable store (raft-wal or raft-boltdb).
+	store raftStore
 	// hadState is whether DataDir held Raft state when the server started.
 	hadState bool
 	// leaderReady is set while this voter leads and its leader machinery runs (every
@@ -131,12 +130,13 @@ func New(cfg Config) (*Server, error) {
 
 func (s *Server) setupRaft(hl hclog.Logger) error {
 	cfg := s.config
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	store, kind, err := openRaftStore(cfg.DataDir, cfg.RaftLogStore)
 	if err != nil {
-		return fmt.Errorf("server: open raft.db: %w", err)
+		return err
 	}
-	s.boltStore = bolt
-	logs, err := raft.NewLogCache(512, bolt)
+	s.store = store
+	s.logger.Debug("raft log store opened", "kind", kind)
+	logs, err := raft.NewLogCache(512, store)
 	if err != nil {
 		return fmt.Errorf("server: log cache: %w", err)
 	}
@@ -177,7 +177,7 @@ func (s *Server) setupRaft(hl hclog.Logger) error {
 		return fmt.Errorf("server: raft config: %w", err)
 	}
 
-	has, err := raft.HasExistingState(logs, bolt, snaps)
+	has, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {
 		return fmt.Errorf("server: check raft state: %w", err)
 	}
@@ -189,13 +189,13 @@ func (s *Server) setupRaft(hl hclog.Logger) error {
 				ID:       rc.LocalID,
 				Address:  trans.LocalAddr(),
 			}}}
-			if err := raft.BootstrapCluster(rc, logs, bolt, snaps, trans, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, logs, store, snaps, trans, conf); err != nil {
 				return fmt.Errorf("server: bootstrap raft: %w", err)
 			}
 			s.logger.Info("bootstrapped single-voter cluster", "raft_addr", trans.LocalAddr())
 		}
 	}
-	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, trans)
+	r, err := raft.NewRaft(rc, s.fsm, logs, store, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("server: start raft: %w", err)
 	}
@@ -215,8 +215,8 @@ func (s *Server) closeStores() {
 	if s.transport != nil {
 		_ = s.closeTransport()
 	}
-	if s.boltStore != nil {
-		_ = s.boltStore.Close()
+	if s.store != nil {
+		_ = s.store.Close()
 	}
 }
 
@@ -452,8 +452,8 @@ func (s *Server) Shutdown() error {
 		if err := s.closeTransport(); err != nil {
 			errs = append(errs, fmt.Errorf("close transport: %w", err))
 		}
-		if err := s.boltStore.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close raft.db: %w", err))
+		if err := s.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft log store: %w", err))
 		}
 		s.metrics.leader.Set(0)
 		if len(errs) > 0 {
