@@ -40,7 +40,7 @@ type devFlags struct {
 	httpAddr string
 	run      string
 	logLevel string
-	s3       storage.S3Config
+	s3       s3Flags
 }
 
 func newDevCmd(g *globalFlags) *cobra.Command {
@@ -66,11 +66,7 @@ the result object as the last line on stdout, and exits 0 only if the job succee
 	cmd.Flags().StringVar(&f.httpAddr, "http-addr", "", "HTTP address for /metrics and /healthz (default 127.0.0.1:7071; with --run a free loopback port)")
 	cmd.Flags().StringVar(&f.run, "run", "", "run this job spec to the end, then exit")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "", "debug|info|warn|error (default warn with --run, info otherwise)")
-	cmd.Flags().StringVar(&f.s3.Endpoint, "s3-endpoint", "", "S3-compatible endpoint (http://host:port or host:port for TLS); with --s3-bucket, all storage goes to S3 (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
-	cmd.Flags().StringVar(&f.s3.Bucket, "s3-bucket", "", "S3 bucket for checkpoints, exports and logs (created when missing)")
-	cmd.Flags().StringVar(&f.s3.Region, "s3-region", "", "S3 region (default $AWS_REGION)")
-	cmd.Flags().StringVar(&f.s3.Prefix, "s3-prefix", "", "key prefix inside the bucket")
-	cmd.Flags().BoolVar(&f.s3.PathStyle, "s3-path-style", true, "path-style requests (what self-hosted S3 servers need)")
+	f.s3.register(cmd)
 	return cmd
 }
 
@@ -98,15 +94,9 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(logger)
 
-	var s3cfg *storage.S3Config
-	if f.s3.Endpoint != "" || f.s3.Bucket != "" {
-		if f.s3.Endpoint == "" || f.s3.Bucket == "" {
-			return usageErr("--s3-endpoint and --s3-bucket go together")
-		}
-		c := storage.DefaultS3Config()
-		c.Endpoint, c.Bucket, c.Region, c.Prefix, c.PathStyle = f.s3.Endpoint, f.s3.Bucket, f.s3.Region, f.s3.Prefix, f.s3.PathStyle
-		c.CreateBucket = true
-		s3cfg = &c
+	s3cfg, err := f.s3.config(true)
+	if err != nil {
+		return err
 	}
 	var raw []byte
 	if f.run != "" {

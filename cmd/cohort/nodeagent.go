@@ -30,6 +30,7 @@ type nodeAgentFlags struct {
 	nodeID     string
 	join       string
 	storageDir string
+	s3         s3Flags
 	cpuMillis  int64
 	memory     int64
 	gpus       int
@@ -46,7 +47,8 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	host, _ := os.Hostname()
 	fl.StringVar(&f.nodeID, "node-id", host, "this node's ID")
 	fl.StringVar(&f.join, "join", "", "comma-separated gRPC addresses of the coordinators (required; the agent fails over between them)")
-	fl.StringVar(&f.storageDir, "storage-dir", "cohort-data/storage", "local storage directory for checkpoints and exports (shared with the cluster)")
+	fl.StringVar(&f.storageDir, "storage-dir", "cohort-data/storage", "local storage directory for checkpoints and exports (shared with the cluster; unused with --s3-bucket)")
+	f.s3.register(cmd)
 	fl.Int64Var(&f.cpuMillis, "cpu-millis", int64(runtime.NumCPU())*1000, "CPU capacity offered, in millicores")
 	fl.Int64Var(&f.memory, "memory-bytes", totalMemory(), "memory capacity offered, in bytes")
 	fl.IntVar(&f.gpus, "gpus", 0, "GPUs offered")
@@ -116,8 +118,18 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	store, err := storage.NewLocal(f.storageDir)
+	s3cfg, err := f.s3.config(false)
 	if err != nil {
+		return err
+	}
+	var store storage.Blob
+	if s3cfg != nil {
+		s3, err := storage.NewS3(ctx, *s3cfg)
+		if err != nil {
+			return usageErr("--s3-endpoint/--s3-bucket: %v", err)
+		}
+		store = s3
+	} else if store, err = storage.NewLocal(f.storageDir); err != nil {
 		return usageErr("--storage-dir: %v", err)
 	}
 	node := &cohortv1.Node{
@@ -142,7 +154,7 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 			return err
 		}
 	} else {
-		if runner, err = worker.NewRunner(worker.RunnerConfig{Store: store, Logger: logger}); err != nil {
+		if runner, err = worker.NewRunner(worker.RunnerConfig{Store: store, Logger: logger, S3: s3cfg}); err != nil {
 			return err
 		}
 	}
