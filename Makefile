@@ -30,11 +30,14 @@ build:
 run: build
 	$(BIN)/cohort dev --run $(RUN_SPEC) -o json
 
-## deps: install what the tests need (Go modules; versitygw for the S3 tests; system
-## packages through apt when missing)
+## deps: install what the tests need (Go modules; versitygw for the S3 tests; Debian's
+## chromium for the dashboard E2E test and python3-onnx for the ONNX checker, through apt
+## when missing)
+TEST_APT_PACKAGES := chromium python3-onnx
 deps:
 	$(GO) mod download
 	@if [ -x scripts/install-versitygw.sh ]; then scripts/install-versitygw.sh; fi
+	scripts/apt-install.sh $(TEST_APT_PACKAGES)
 
 ## data: install the real data sets the example jobs use (Fashion-MNIST)
 data:
@@ -45,7 +48,7 @@ RACE_PKGS := ./coordinator/... ./paramserver/... ./internal/... ./storage/... ./
 ## test: install what the tests need and run the whole suite, then the concurrent
 ## packages again under the race detector
 test: deps
-	$(GO) test $(TEST_FLAGS) ./...
+	COHORT_REQUIRE_BROWSER=1 COHORT_REQUIRE_ONNX=1 $(GO) test $(TEST_FLAGS) ./...
 	$(GO) test -race $(TEST_FLAGS) $(RACE_PKGS)
 
 ## test-race: only the race-detector pass
