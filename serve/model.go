@@ -1,0 +1,436 @@
+package serve
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cohort-dev/cohort/export"
+	"github.com/cohort-dev/cohort/worker/data"
+)
+
+// Output names.
+const (
+	// OutputProbability is a binary model's positive-class probability, shape [N].
+	OutputProbability = "probability"
+	// OutputProbabilities are a multiclass model's class probabilities, shape [N, K].
+	OutputProbabilities = "probabilities"
+	// OutputPrediction is a regression model's prediction in target units, shape [N].
+	OutputPrediction = "prediction"
+	// OutputLabel is a classifier's most probable class, shape [N].
+	OutputLabel = "label"
+	// ImageInput is the input of an image (idx) model.
+	ImageInput = "image"
+)
+
+// BadInputError is an inference error caused by the request (HTTP 400).
+type BadInputError struct{ msg string }
+
+func (e *BadInputError) Error() string { return e.msg }
+
+func badInput(format string, args ...any) error {
+	return &BadInputError{msg: fmt.Sprintf(format, args...)}
+}
+
+// imageInfo is the preprocessing record of an image model (worker's imageInfo).
+type imageInfo struct {
+	Channels int     `json:"channels"`
+	Height   int     `json:"height"`
+	Width    int     `json:"width"`
+	Scale    float64 `json:"scale"`
+	Classes  int     `json:"classes"`
+	Layout   string  `json:"layout"`
+}
+
+// featurizer turns a request's tensors into model features.
+type featurizer interface {
+	// inputs describes the expected input tensors.
+	inputs() []TensorMetadata
+	// rows checks the tensors (by name; every expected one present, no other) and
+	// returns the batch size.
+	rows(byName map[string]*Tensor) (int, error)
+	// row writes the features of row r into dst.
+	row(byName map[string]*Tensor, r int, dst []float32) error
+}
+
+// Model is a loaded model with its preprocessing; it is safe for concurrent use.
+type Model struct {
+	name    string
+	arch    export.Architecture
+	weights export.Weights
+	feat    featurizer
+	classes []string
+	meta    map[string]string
+}
+
+// NewModel prepares an exported model for serving: it decodes the preprocessing in
+// its metadata (cohort.data_format, cohort.preprocessing) and checks that it produces
+// the features the network takes.
+func NewModel(m *export.Model) (*Model, error) {
+	sm := &Model{name: m.Name, arch: m.Arch, weights: m.Weights, meta: m.Metadata}
+	raw := m.Metadata[export.MetaPreprocessing]
+	strict := func(v any) error {
+		dec := json.NewDecoder(strings.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v); err != nil {
+			return fmt.Errorf("model %s: metadata %s: %w", m.Name, export.MetaPreprocessing, err)
+		}
+		return nil
+	}
+	a := &m.Arch
+	switch format := m.Metadata[export.MetaDataFormat]; format {
+	case "csv":
+		var p data.Preprocessor
+		if err := strict(&p); err != nil {
+			return nil, err
+		}
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.Name, err)
+		}
+		if p.Dim != a.Inputs || a.Kind != export.KindMLP {
+			return nil, fmt.Errorf("model %s: the preprocessing makes %d features, the %s takes %d", m.Name, p.Dim, a.Kind, a.Inputs)
+		}
+		sm.feat = &tabular{p: &p}
+		sm.classes = p.Classes
+	case "idx":
+		var info imageInfo
+		if err := strict(&info); err != nil {
+			return nil, err
+		}
+		if info.Channels != a.Channels || info.Height != a.Height || info.Width != a.Width || a.Kind != export.KindCNN {
+			return nil, fmt.Errorf("model %s: images of %dx%dx%d, the %s takes %dx%dx%d", m.Name, info.Channels, info.Height, info.Width, a.Kind, a.Channels, a.Height, a.Width)
+		}
+		if !(info.Scale > 0) || math.IsInf(info.Scale, 0) {
+			return nil, fmt.Errorf("model %s: image scale %v: want a positive number", m.Name, info.Scale)
+		}
+		sm.feat = &images{info: info, div: float32(1 / info.Scale)}
+	case "sequence_csv":
+		var s data.SequenceScaler
+		if err := strict(&s); err != nil {
+			return nil, err
+		}
+		if len(s.Features) == 0 || len(s.Mean) != len(s.Features) || len(s.Std) != len(s.Features) || s.Lookback != a.Steps || len(s.Features) != a.Features || a.Kind != export.KindLSTM {
+			return nil, fmt.Errorf("model %s: the sequence preprocessing (%d features, lookback %d) does not fit the %s (%d features, %d steps)", m.Name, len(s.Features), s.Lookback, a.Kind, a.Features, a.Steps)
+		}
+		for i, std := range s.Std {
+			if !(std > 0) || math.IsInf(std, 0) || math.IsNaN(s.Mean[i]) || math.IsInf(s.Mean[i], 0) {
+				return nil, fmt.Errorf("model %s: feature %q: mean %v, std %v", m.Name, s.Features[i], s.Mean[i], std)
+			}
+		}
+		sm.feat = &sequences{s: &s}
+	default:
+		return nil, fmt.Errorf("model %s: metadata %s: %q is not one of csv, idx, sequence_csv", m.Name, export.MetaDataFormat, format)
+	}
+	if len(sm.classes) == 0 && a.Task != export.TaskRegression {
+		k := max(a.Outputs, 2)
+		for i := range k {
+			sm.classes = append(sm.classes, strconv.Itoa(i))
+		}
+	}
+	if a.Task == export.TaskMulticlass && len(sm.classes) != a.Outputs {
+		return nil, fmt.Errorf("model %s: %d class names for %d outputs", m.Name, len(sm.classes), a.Outputs)
+	}
+	if a.Task == export.TaskBinary && len(sm.classes) != 2 {
+		return nil, fmt.Errorf("model %s: a binary model needs 2 class names, has %d", m.Name, len(sm.classes))
+	}
+	return sm, nil
+}
+
+// Name returns the model name.
+func (m *Model) Name() string { return m.name }
+
+// Metadata returns the model metadata of the protocol.
+func (m *Model) Metadata() ModelMetadata {
+	md := ModelMetadata{Name: m.name, Versions: []string{"1"}, Platform: "cohort_go", Inputs: m.feat.inputs(),
+		Parameters: map[string]string{"task": m.arch.Task, "kind": m.arch.Kind}}
+	switch m.arch.Task {
+	case export.TaskBinary:
+		md.Outputs = []TensorMetadata{{OutputProbability, TypeFP64, []int64{-1}}, {OutputLabel, TypeBytes, []int64{-1}}}
+	case export.TaskMulticlass:
+		md.Outputs = []TensorMetadata{{OutputProbabilities, TypeFP64, []int64{-1, int64(m.arch.Outputs)}}, {OutputLabel, TypeBytes, []int64{-1}}}
+	default:
+		md.Outputs = []TensorMetadata{{OutputPrediction, TypeFP64, []int64{-1}}}
+	}
+	return md
+}
+
+// Infer answers one request: its tensors, decoded, and the outputs it asks for (all
+// when empty). Errors caused by the request are *BadInputError; maxRows bounds the
+// batch.
+func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]ResponseOutput, int, error) {
+	byName := make(map[string]*Tensor, len(tensors))
+	for i := range tensors {
+		byName[tensors[i].Name] = &tensors[i]
+	}
+	n, err := m.feat.rows(byName)
+	if err != nil {
+		return nil, 0, err
+	}
+	if n > maxRows {
+		return nil, n, badInput("batch of %d rows exceeds the limit of %d", n, maxRows)
+	}
+	x := make([]float32, n*m.arch.Inputs)
+	for r := range n {
+		if err := m.feat.row(byName, r, x[r*m.arch.Inputs:(r+1)*m.arch.Inputs]); err != nil {
+			return nil, n, err
+		}
+	}
+	out := make([]float32, n*m.arch.Outputs)
+	if err := m.arch.Predict(m.weights, x, n, out); err != nil {
+		return nil, n, fmt.Errorf("predict: %w", err)
+	}
+	var outs []ResponseOutput
+	switch m.arch.Task {
+	case export.TaskRegression:
+		vals := make([]float64, n)
+		for i := range vals {
+			vals[i] = m.arch.Unscale(float64(out[i]))
+		}
+		outs = append(outs, ResponseOutput{Name: OutputPrediction, Shape: []int{n}, Datatype: TypeFP64, Data: vals})
+	case export.TaskBinary:
+		vals, labels := make([]float64, n), make([]string, n)
+		for i := range vals {
+			vals[i] = float64(out[i])
+			labels[i] = m.classes[0]
+			if out[i] >= 0.5 {
+				labels[i] = m.classes[1]
+			}
+		}
+		outs = append(outs, ResponseOutput{Name: OutputProbability, Shape: []int{n}, Datatype: TypeFP64, Data: vals},
+			ResponseOutput{Name: OutputLabel, Shape: []int{n}, Datatype: TypeBytes, Data: labels})
+	default:
+		k := m.arch.Outputs
+		vals, labels := make([]float64, n*k), make([]string, n)
+		for i := range n {
+			best := 0
+			for j := range k {
+				vals[i*k+j] = float64(out[i*k+j])
+				if out[i*k+j] > out[i*k+best] {
+					best = j
+				}
+			}
+			labels[i] = m.classes[best]
+		}
+		outs = append(outs, ResponseOutput{Name: OutputProbabilities, Shape: []int{n, k}, Datatype: TypeFP64, Data: vals},
+			ResponseOutput{Name: OutputLabel, Shape: []int{n}, Datatype: TypeBytes, Data: labels})
+	}
+	if len(wanted) == 0 {
+		return outs, n, nil
+	}
+	var sel []ResponseOutput
+	for _, w := range wanted {
+		i := slices.IndexFunc(outs, func(o ResponseOutput) bool { return o.Name == w.Name })
+		if i < 0 {
+			return nil, n, badInput("output %q: not an output of model %s (outputs: %s)", w.Name, m.name, outputNames(outs))
+		}
+		sel = append(sel, outs[i])
+	}
+	return sel, n, nil
+}
+
+func outputNames(outs []ResponseOutput) string {
+	names := make([]string, len(outs))
+	for i, o := range outs {
+		names[i] = o.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// checkNames refuses a tensor that is not an expected input and returns the first
+// expected input's tensor, or an error naming a missing one.
+func checkNames(byName map[string]*Tensor, expected []TensorMetadata) error {
+	names := make([]string, len(expected))
+	for i, e := range expected {
+		names[i] = e.Name
+	}
+	for name := range byName {
+		if !slices.Contains(names, name) {
+			return badInput("input %q: not an input of this model (inputs: %s)", name, strings.Join(names, ", "))
+		}
+	}
+	for _, e := range expected {
+		if byName[e.Name] == nil {
+			return badInput("input %q: missing (inputs: %s)", e.Name, strings.Join(names, ", "))
+		}
+	}
+	return nil
+}
+
+// batchOf checks that every tensor has the expected rank and trailing dimensions, and
+// one batch size, which it returns.
+func batchOf(byName map[string]*Tensor, expected []TensorMetadata) (int, error) {
+	n := -1
+	first := ""
+	for _, e := range expected {
+		t := byName[e.Name]
+		if len(t.Shape) != len(e.Shape) {
+			return 0, badInput("input %q: shape %v: want %s", e.Name, t.Shape, shapeString(e.Shape))
+		}
+		for i := 1; i < len(e.Shape); i++ {
+			if t.Shape[i] != int(e.Shape[i]) {
+				return 0, badInput("input %q: shape %v: want %s", e.Name, t.Shape, shapeString(e.Shape))
+			}
+		}
+		if n >= 0 && t.Shape[0] != n {
+			return 0, badInput("input %q: %d rows, but input %q has %d", e.Name, t.Shape[0], first, n)
+		}
+		n, first = t.Shape[0], e.Name
+	}
+	if n == 0 {
+		return 0, badInput("input %q: no rows", first)
+	}
+	return n, nil
+}
+
+func shapeString(shape []int64) string {
+	s := make([]string, len(shape))
+	for i, d := range shape {
+		if d < 0 {
+			s[i] = "N"
+		} else {
+			s[i] = strconv.FormatInt(d, 10)
+		}
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+// tabular applies a csv model's Preprocessor to one column tensor per feature column.
+type tabular struct{ p *data.Preprocessor }
+
+func (f *tabular) inputs() []TensorMetadata {
+	out := make([]TensorMetadata, len(f.p.Columns))
+	for i, c := range f.p.Columns {
+		dt := TypeFP64
+		if c.Kind == data.KindCategorical {
+			dt = TypeBytes
+		}
+		out[i] = TensorMetadata{Name: c.Name, Datatype: dt, Shape: []int64{-1}}
+	}
+	return out
+}
+
+func (f *tabular) rows(byName map[string]*Tensor) (int, error) {
+	exp := f.inputs()
+	if err := checkNames(byName, exp); err != nil {
+		return 0, err
+	}
+	for i, c := range f.p.Columns {
+		if t := byName[c.Name]; c.Kind == data.KindCategorical && t.Datatype != TypeBytes {
+			return 0, badInput("input %q: a categorical column needs datatype BYTES, got %s", c.Name, t.Datatype)
+		} else if t.Datatype == TypeUINT8 {
+			return 0, badInput("input %q: datatype %s: want %s, FP32, INT64 or BYTES", c.Name, t.Datatype, exp[i].Datatype)
+		}
+	}
+	return batchOf(byName, exp)
+}
+
+func (f *tabular) row(byName map[string]*Tensor, r int, dst []float32) error {
+	get := func(col string) (string, bool) {
+		t := byName[col]
+		if t == nil {
+			return "", false
+		}
+		if t.Strings != nil {
+			return t.Strings[r], true
+		}
+		return strconv.FormatFloat(t.Numbers[r], 'g', -1, 64), true
+	}
+	if err := f.p.TransformRow(get, dst); err != nil {
+		return badInput("row %d: %s", r, strings.TrimPrefix(err.Error(), "data: "))
+	}
+	return nil
+}
+
+// images scales an image model's pixels as training did.
+type images struct {
+	info imageInfo
+	div  float32
+}
+
+func (f *images) expected(rank int) []TensorMetadata {
+	i := f.info
+	if rank == 3 && i.Channels == 1 {
+		return []TensorMetadata{{ImageInput, TypeUINT8, []int64{-1, int64(i.Height), int64(i.Width)}}}
+	}
+	return []TensorMetadata{{ImageInput, TypeUINT8, []int64{-1, int64(i.Channels), int64(i.Height), int64(i.Width)}}}
+}
+
+func (f *images) inputs() []TensorMetadata { return f.expected(4) }
+
+func (f *images) rows(byName map[string]*Tensor) (int, error) {
+	if err := checkNames(byName, f.inputs()); err != nil {
+		return 0, err
+	}
+	t := byName[ImageInput]
+	if t.Datatype == TypeBytes {
+		return 0, badInput("input %q: datatype BYTES: want UINT8, INT32, INT64, FP32 or FP64 pixel values", ImageInput)
+	}
+	return batchOf(byName, f.expected(len(t.Shape)))
+}
+
+func (f *images) row(byName map[string]*Tensor, r int, dst []float32) error {
+	t := byName[ImageInput]
+	vals := t.Numbers[r*len(dst) : (r+1)*len(dst)]
+	for i, v := range vals {
+		if !(v >= 0 && v <= 255) {
+			return badInput("input %q: row %d value %d is %v: pixels must be in [0, 255]", ImageInput, r, i, v)
+		}
+		dst[i] = float32(v) / f.div
+	}
+	return nil
+}
+
+// sequences scales an LSTM model's windows: one [N, lookback] tensor per feature.
+type sequences struct{ s *data.SequenceScaler }
+
+func (f *sequences) inputs() []TensorMetadata {
+	out := make([]TensorMetadata, len(f.s.Features))
+	for i, name := range f.s.Features {
+		out[i] = TensorMetadata{Name: name, Datatype: TypeFP64, Shape: []int64{-1, int64(f.s.Lookback)}}
+	}
+	return out
+}
+
+func (f *sequences) rows(byName map[string]*Tensor) (int, error) {
+	if err := checkNames(byName, f.inputs()); err != nil {
+		return 0, err
+	}
+	return batchOf(byName, f.inputs())
+}
+
+func (f *sequences) row(byName map[string]*Tensor, r int, dst []float32) error {
+	nf, lb := len(f.s.Features), f.s.Lookback
+	for j, name := range f.s.Features {
+		t := byName[name]
+		for step := range lb {
+			k := r*lb + step
+			var v float64
+			if t.Strings != nil {
+				s := strings.TrimSpace(t.Strings[k])
+				if data.IsMissing(s) {
+					dst[step*nf+j] = 0 // the training mean
+					continue
+				}
+				var err error
+				if v, err = strconv.ParseFloat(s, 64); err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+					return badInput("input %q: row %d step %d: %q is not a finite number", name, r, step, s)
+				}
+			} else {
+				v = t.Numbers[k]
+			}
+			z := (v - f.s.Mean[j]) / f.s.Std[j]
+			if !(math.Abs(z) <= math.MaxFloat32) {
+				return badInput("input %q: row %d step %d: %v is out of range after scaling", name, r, step, v)
+			}
+			dst[step*nf+j] = float32(z)
+		}
+	}
+	return nil
+}
+
+// errNoModel is returned by Load for a location without a model.
+var errNoModel = errors.New("no model.safetensors")

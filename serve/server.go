@@ -1,0 +1,239 @@
+// Package serve is Cohort's inference server: the Open Inference Protocol (KServe v2)
+// REST endpoints over a model exported by Cohort (model.safetensors with its
+// architecture and fitted preprocessing), evaluated in pure Go. A request carries the
+// raw columns of the training data, one tensor each; the server applies the saved
+// preprocessing, runs the network and answers probabilities, class labels or
+// predictions in target units.
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cohort-dev/cohort/export"
+	"github.com/cohort-dev/cohort/storage"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Model is the model to serve.
+	Model *Model
+	// MaxRequestBytes bounds a request body; larger requests get 413.
+	MaxRequestBytes int64
+	// MaxBatchRows bounds the rows of one request.
+	MaxBatchRows int
+	// Logger receives one log line per request (default slog.Default()).
+	Logger *slog.Logger
+	// Registerer receives the metrics (nil: not registered).
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns a configuration with 16 MiB requests of up to 65536 rows.
+func DefaultConfig() Config {
+	return Config{MaxRequestBytes: 16 << 20, MaxBatchRows: 1 << 16}
+}
+
+// Server answers the Open Inference Protocol for one model.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	requests *prometheus.CounterVec
+	duration prometheus.Histogram
+	rows     prometheus.Counter
+	mux      *http.ServeMux
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Model == nil {
+		return nil, errors.New("serve: Config.Model is required")
+	}
+	if cfg.MaxRequestBytes <= 0 || cfg.MaxBatchRows <= 0 {
+		return nil, fmt.Errorf("serve: MaxRequestBytes %d and MaxBatchRows %d must be positive", cfg.MaxRequestBytes, cfg.MaxBatchRows)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cohort_serve_requests_total", Help: "Inference-server HTTP requests by status code.",
+		}, []string{"code"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "cohort_serve_request_duration_seconds", Help: "Inference-server request latency.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		rows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cohort_serve_inferred_rows_total", Help: "Rows answered by successful inference requests.",
+		}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.requests, s.duration, s.rows} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("serve: register metrics: %w", err)
+			}
+		}
+	}
+	m := http.NewServeMux()
+	m.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"live": true})
+	})
+	m.HandleFunc("GET /v2/health/ready", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
+	})
+	m.HandleFunc("GET /v2", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"name": "cohort", "version": "1", "extensions": []string{}})
+	})
+	m.HandleFunc("GET /v2/models/{name}", s.withModel(s.metadata))
+	m.HandleFunc("GET /v2/models/{name}/versions/{version}", s.withModel(s.metadata))
+	m.HandleFunc("GET /v2/models/{name}/ready", s.withModel(s.ready))
+	m.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", s.withModel(s.ready))
+	m.HandleFunc("POST /v2/models/{name}/infer", s.withModel(s.infer))
+	m.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", s.withModel(s.infer))
+	s.mux = m
+	return s, nil
+}
+
+// statusWriter records the status code of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// ServeHTTP implements http.Handler: it routes the request and records its metrics
+// and log line.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	s.mux.ServeHTTP(sw, r)
+	d := time.Since(start)
+	s.requests.WithLabelValues(strconv.Itoa(sw.code)).Inc()
+	s.duration.Observe(d.Seconds())
+	level := slog.LevelDebug
+	if sw.code >= 400 {
+		level = slog.LevelInfo
+	}
+	s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "code", sw.code,
+		"duration_ms", float64(d.Microseconds())/1000, "remote", r.RemoteAddr)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, ErrorResponse{Error: fmt.Sprintf(format, args...)})
+}
+
+// withModel answers 404 for another model name or a version other than 1.
+func (s *Server) withModel(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if name := r.PathValue("name"); name != s.cfg.Model.Name() {
+			writeError(w, http.StatusNotFound, "model %q not found (this server serves %q)", name, s.cfg.Model.Name())
+			return
+		}
+		if v := r.PathValue("version"); v != "" && v != "1" {
+			writeError(w, http.StatusNotFound, "model %q has no version %q (only 1)", s.cfg.Model.Name(), v)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) metadata(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.cfg.Model.Metadata())
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"name": s.cfg.Model.Name(), "ready": true})
+}
+
+func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes", s.cfg.MaxRequestBytes)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "read request body: %v", err)
+		return
+	}
+	m := s.cfg.Model
+	maxElements := s.cfg.MaxBatchRows * max(m.arch.Inputs, 1)
+	req, tensors, err := DecodeRequest(body, maxElements)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	outs, n, err := m.Infer(tensors, req.Outputs, s.cfg.MaxBatchRows)
+	if err != nil {
+		var bad *BadInputError
+		if errors.As(err, &bad) {
+			writeError(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		s.log.Error("inference failed", "model", m.Name(), "err", err)
+		writeError(w, http.StatusInternalServerError, "inference failed: %v", err)
+		return
+	}
+	s.rows.Add(float64(n))
+	writeJSON(w, http.StatusOK, InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: outs})
+}
+
+// Load reads an exported model: a directory holding model.safetensors (the export
+// directory of `cohort export` or of a job), a .safetensors file, or a file:// or
+// s3:// URI of either (an s3:// prefix is read as <prefix>/model.safetensors, with s3's
+// endpoint and credentials).
+func Load(ctx context.Context, location string, s3 storage.S3Config) (*Model, error) {
+	var rc io.ReadCloser
+	var err error
+	where := location
+	switch {
+	case strings.HasPrefix(location, "s3://"), strings.HasPrefix(location, "file://"):
+		if !strings.HasSuffix(location, ".safetensors") {
+			where = strings.TrimSuffix(location, "/") + "/" + export.SafetensorsFile
+		}
+		rc, err = storage.OpenURI(ctx, where, s3)
+	default:
+		if fi, statErr := os.Stat(location); statErr == nil && fi.IsDir() {
+			where = filepath.Join(location, export.SafetensorsFile)
+		}
+		rc, err = os.Open(where)
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("%w (%v)", errNoModel, err)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("serve: load model %s: %w", location, err)
+	}
+	defer rc.Close()
+	em, err := export.ReadModel(rc)
+	if err != nil {
+		return nil, fmt.Errorf("serve: load model %s: %w", where, err)
+	}
+	m, err := NewModel(em)
+	if err != nil {
+		return nil, fmt.Errorf("serve: load model %s: %w", where, err)
+	}
+	return m, nil
+}
