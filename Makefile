@@ -18,13 +18,23 @@ PROTOC_VERSION := 3.21.12
 TEST_FLAGS ?= -count=1 -timeout 20m
 RUN_SPEC ?= jobs/examples/attrition-mlp.yaml
 
-.PHONY: all build run test test-race deps check fmt vet lint proto proto-check imports bench chaos data clean
+.PHONY: all build build-static gpu-artifacts static run test test-race deps check fmt vet lint proto proto-check imports bench chaos data clean
 
 all: build
 
-## build: the static cohort binary in bin/cohort (CGO_ENABLED=0)
+## build: bin/cohort, built without cgo; it links only glibc's dynamic loader, which
+## loads the NVIDIA libraries at run time where they exist
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cohort ./cmd/cohort
+
+## build-static: a fully static bin/cohort-static without GPU support (-tags nogpu)
+build-static:
+	CGO_ENABLED=0 $(GO) build -tags nogpu -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cohort-static ./cmd/cohort
+
+## gpu-artifacts: the prebuilt files scripts/gpu-check.sh runs on a GPU machine without Go
+gpu-artifacts: build
+	CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags '-s -w' -o $(BIN)/gpu.test ./internal/gpu
+	CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags '-s -w' -o $(BIN)/gpu-gorgoniaops.test ./internal/gpu/gorgoniaops
 
 ## run: build, then train the example job on the embedded cluster and print its result
 run: build
@@ -60,7 +70,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
 
 ## check: formatting, vet, lint, generated code current, import rules
-check: fmt vet lint proto-check imports
+check: fmt vet lint proto-check imports static
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
@@ -101,6 +111,10 @@ proto-check: protoc-installed $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 		proto/cohort/v1/*.proto; \
 	diff -r $$tmp/proto/cohort/v1 proto/cohort/v1 -x '*.proto' >/dev/null || \
 		{ echo "generated protobuf code is stale: run 'make proto'"; exit 1; }
+
+## static: the -tags nogpu build must stay a fully static binary (no ELF interpreter)
+static: build-static
+	@if readelf -l $(BIN)/cohort-static | grep -q INTERP; then echo "bin/cohort-static is not static"; exit 1; fi
 
 ## imports: the architecture's import rules
 imports:

@@ -1,0 +1,249 @@
+package gpu
+
+import (
+	"errors"
+	"fmt"
+)
+
+// MLP is a multilayer perceptron whose parameters, activations and gradients live on
+// the device across steps: Step moves only the batch in (and the per-row losses out),
+// Grads moves the gradients out. Layer l computes h_{l+1} = act(h_l·W_l + b_l) with W_l
+// stored row-major as in×out; the last layer's output are the logits of a softmax
+// cross-entropy loss averaged over the batch.
+type MLP struct {
+	d        *Device
+	sizes    []int
+	act      Activation
+	maxBatch int
+	w, b     []*Buffer // parameters
+	dw, db   []*Buffer // gradients of the last Step
+	h        []*Buffer // h[0] the input batch, h[l+1] the output of layer l
+	dz       []*Buffer // gradient with respect to layer l's pre-activation (reused for dh)
+	tgt      *Buffer
+	probs    *Buffer
+	loss     *Buffer
+}
+
+// NewMLP allocates an MLP with layer widths sizes (input first, classes last) for
+// batches of up to maxBatch rows. Parameters start at zero; see SetParams.
+func NewMLP(d *Device, sizes []int, act Activation, maxBatch int) (*MLP, error) {
+	if len(sizes) < 2 || maxBatch <= 0 {
+		return nil, fmt.Errorf("gpu: mlp needs at least 2 sizes and a positive batch, got %v and %d", sizes, maxBatch)
+	}
+	if _, _, err := act.kernels(); err != nil {
+		return nil, err
+	}
+	m := &MLP{d: d, sizes: append([]int(nil), sizes...), act: act, maxBatch: maxBatch}
+	var err error
+	allocInto := func(dst *[]*Buffer, n int) {
+		if err != nil {
+			return
+		}
+		var buf *Buffer
+		buf, err = d.Alloc(n)
+		*dst = append(*dst, buf)
+	}
+	allocInto(&m.h, maxBatch*sizes[0])
+	for l := range len(sizes) - 1 {
+		in, out := sizes[l], sizes[l+1]
+		allocInto(&m.w, in*out)
+		allocInto(&m.b, out)
+		allocInto(&m.dw, in*out)
+		allocInto(&m.db, out)
+		allocInto(&m.h, maxBatch*out)
+		allocInto(&m.dz, maxBatch*max(in, out))
+	}
+	classes := sizes[len(sizes)-1]
+	for _, p := range []**Buffer{&m.tgt, &m.probs} {
+		if err == nil {
+			*p, err = d.Alloc(maxBatch * classes)
+		}
+	}
+	if err == nil {
+		m.loss, err = d.Alloc(maxBatch)
+	}
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("gpu: allocate mlp %v: %w", sizes, err)
+	}
+	return m, nil
+}
+
+// Layers is the number of weight layers.
+func (m *MLP) Layers() int { return len(m.sizes) - 1 }
+
+// SetParams uploads the parameters, ordered W0, b0, W1, b1, ….
+func (m *MLP) SetParams(params [][]float32) error {
+	if len(params) != 2*m.Layers() {
+		return fmt.Errorf("gpu: mlp has %d parameter tensors, got %d", 2*m.Layers(), len(params))
+	}
+	for l := range m.Layers() {
+		if err := m.w[l].Write(params[2*l]); err != nil {
+			return fmt.Errorf("gpu: mlp W%d: %w", l, err)
+		}
+		if err := m.b[l].Write(params[2*l+1]); err != nil {
+			return fmt.Errorf("gpu: mlp b%d: %w", l, err)
+		}
+	}
+	return nil
+}
+
+// Params downloads the parameters in SetParams order.
+func (m *MLP) Params() ([][]float32, error) { return readAll(m.w, m.b) }
+
+// Grads downloads the last Step's gradients in SetParams order.
+func (m *MLP) Grads() ([][]float32, error) { return readAll(m.dw, m.db) }
+
+func readAll(ws, bs []*Buffer) ([][]float32, error) {
+	out := make([][]float32, 0, 2*len(ws))
+	for l := range ws {
+		w, err := ws[l].ReadAll()
+		if err != nil {
+			return nil, err
+		}
+		b, err := bs[l].ReadAll()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, w, b)
+	}
+	return out, nil
+}
+
+// Step runs forward and backward on a batch of rows (x rows×in, targets rows×classes)
+// and returns the mean loss; the gradients stay on the device.
+func (m *MLP) Step(x, targets []float32, rows int) (float32, error) {
+	in, classes := m.sizes[0], m.sizes[len(m.sizes)-1]
+	if rows <= 0 || rows > m.maxBatch || len(x) != rows*in || len(targets) != rows*classes {
+		return 0, fmt.Errorf("gpu: mlp step: %d rows (max %d), x %d values (want %d), targets %d (want %d)",
+			rows, m.maxBatch, len(x), rows*in, len(targets), rows*classes)
+	}
+	d := m.d
+	if err := m.h[0].Slice(0, rows*in).Write(x); err != nil {
+		return 0, err
+	}
+	tgt := m.tgt.Slice(0, rows*classes)
+	if err := tgt.Write(targets); err != nil {
+		return 0, err
+	}
+	last := m.Layers() - 1
+	for l := range m.Layers() {
+		in, out := m.sizes[l], m.sizes[l+1]
+		z := m.h[l+1].Slice(0, rows*out)
+		if err := d.Gemm(false, false, rows, out, in, 1, m.h[l], m.w[l], 0, z); err != nil {
+			return 0, fmt.Errorf("gpu: mlp layer %d: %w", l, err)
+		}
+		if err := d.AddBiasRows(z, m.b[l], rows, out); err != nil {
+			return 0, err
+		}
+		if l < last {
+			if err := d.Activate(m.act, z, z, rows*out); err != nil {
+				return 0, err
+			}
+		}
+	}
+	logits := m.h[last+1].Slice(0, rows*classes)
+	probs, loss := m.probs.Slice(0, rows*classes), m.loss.Slice(0, rows)
+	if err := d.SoftmaxCrossEntropy(probs, loss, logits, tgt, rows, classes); err != nil {
+		return 0, err
+	}
+	dz := m.dz[last].Slice(0, rows*classes)
+	if err := d.SoftmaxCrossEntropyGrad(dz, probs, tgt, rows, classes, 1/float32(rows)); err != nil {
+		return 0, err
+	}
+	for l := last; l >= 0; l-- {
+		in, out := m.sizes[l], m.sizes[l+1]
+		dz := m.dz[l].Slice(0, rows*out)
+		if err := d.Gemm(true, false, in, out, rows, 1, m.h[l], dz, 0, m.dw[l]); err != nil {
+			return 0, fmt.Errorf("gpu: mlp dW%d: %w", l, err)
+		}
+		if err := d.BiasRowsGrad(m.db[l], dz, rows, out); err != nil {
+			return 0, err
+		}
+		if l == 0 {
+			break
+		}
+		// dh_l = dz_l·W_lᵀ, then through the activation that produced h_l into dz_{l-1}.
+		dh := m.dz[l-1].Slice(0, rows*in)
+		if err := d.Gemm(false, true, rows, in, out, 1, dz, m.w[l], 0, dh); err != nil {
+			return 0, fmt.Errorf("gpu: mlp dh%d: %w", l, err)
+		}
+		if err := d.ActivateGrad(m.act, dh, dh, m.h[l], rows*in); err != nil {
+			return 0, err
+		}
+	}
+	losses, err := loss.ReadAll()
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, v := range losses {
+		sum += float64(v)
+	}
+	return float32(sum / float64(rows)), nil
+}
+
+// SGD applies params -= lr·grads on the device.
+func (m *MLP) SGD(lr float32) error {
+	for l := range m.Layers() {
+		if err := m.d.Axpy(m.w[l], m.dw[l], -lr, m.w[l].Len()); err != nil {
+			return err
+		}
+		if err := m.d.Axpy(m.b[l], m.db[l], -lr, m.b[l].Len()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close frees the device memory.
+func (m *MLP) Close() error {
+	var errs []error
+	for _, group := range [][]*Buffer{m.w, m.b, m.dw, m.db, m.h, m.dz, {m.tgt, m.probs, m.loss}} {
+		for _, b := range group {
+			if b != nil {
+				errs = append(errs, b.Free())
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CPUMLPStep is MLP.Step on the CPU: it returns the mean loss and the gradients in
+// SetParams order.
+func CPUMLPStep(sizes []int, act Activation, params [][]float32, x, targets []float32, rows int) (float32, [][]float32) {
+	layers := len(sizes) - 1
+	h := [][]float32{x}
+	for l := range layers {
+		z := make([]float32, rows*sizes[l+1])
+		CPUGemm(false, false, rows, sizes[l+1], sizes[l], 1, h[l], params[2*l], 0, z)
+		CPUAddBiasRows(z, params[2*l+1], rows, sizes[l+1])
+		if l < layers-1 {
+			CPUActivate(act, z, z)
+		}
+		h = append(h, z)
+	}
+	classes := sizes[layers]
+	probs, losses := make([]float32, rows*classes), make([]float32, rows)
+	CPUSoftmaxCrossEntropy(probs, losses, h[layers], targets, rows, classes)
+	dz := make([]float32, rows*classes)
+	CPUSoftmaxCrossEntropyGrad(dz, probs, targets, rows, classes, 1/float32(rows))
+	grads := make([][]float32, 2*layers)
+	for l := layers - 1; l >= 0; l-- {
+		in, out := sizes[l], sizes[l+1]
+		grads[2*l], grads[2*l+1] = make([]float32, in*out), make([]float32, out)
+		CPUGemm(true, false, in, out, rows, 1, h[l], dz, 0, grads[2*l])
+		CPUBiasRowsGrad(grads[2*l+1], dz, rows, out)
+		if l > 0 {
+			dh := make([]float32, rows*in)
+			CPUGemm(false, true, rows, in, out, 1, dz, params[2*l], 0, dh)
+			CPUActivateGrad(act, dh, dh, h[l])
+			dz = dh
+		}
+	}
+	var sum float64
+	for _, v := range losses {
+		sum += float64(v)
+	}
+	return float32(sum / float64(rows)), grads
+}
