@@ -29,6 +29,11 @@
 //     rounds of all workers old. The worker then pulls again and recomputes.
 //
 // Pull(min_step) waits until the version is at least min_step and streams a consistent
-// snapshot of one version. Checkpoint(step) waits for the version to reach step, and
-// writes exactly that version (FailedPrecondition when the shard is already past it).
+// snapshot of one version. Checkpoint(step) waits for the version to reach step; in sync
+// mode it writes exactly that version (FailedPrecondition when the shard is already
+// past it), in the other modes the version reached, which it returns.
+//
+// In async and bounded modes a worker pushes the gradient it computed with the step
+// set to the version it pulled; a bounded push refused as too stale (IsTooStale) is
+// recomputed from a fresh pull.
 package paramserver

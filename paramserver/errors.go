@@ -69,6 +69,16 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
+// IsTooStale reports whether a Push error says the gradient was computed against a
+// version more than the bounded mode's staleness old: the worker should pull again and
+// recompute it.
+func IsTooStale(err error) bool {
+	return err != nil && status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), tooStaleText)
+}
+
+// tooStaleText is in the message of every too-stale refusal.
+const tooStaleText = "is too stale"
+
 // isNotInitialised reports whether a status error from a server says the shard has not
 // been initialised yet (FailedPrecondition whose message names ErrNotInitialised).
 func isNotInitialised(err error) bool {

@@ -413,8 +413,10 @@ func (s *Server) Pull(req *cohortv1.PullRequest, stream cohortv1.ParameterServic
 	return nil
 }
 
-// Checkpoint writes the shard's values and optimizer state at exactly req.step to the
-// shard's Store as <key_prefix>/shard-NNN.ckpt.
+// Checkpoint writes the shard's values and optimizer state to the shard's Store as
+// <key_prefix>/shard-NNN.ckpt: at exactly req.step in sync mode, at the version reached
+// (at least req.step) in async and bounded modes. The response's step is the version
+// written.
 func (s *Server) Checkpoint(ctx context.Context, req *cohortv1.CheckpointRequest) (*cohortv1.CheckpointResponse, error) {
 	sh, err := s.lookupRef(req.GetRef())
 	if err != nil {
@@ -425,7 +427,7 @@ func (s *Server) Checkpoint(ctx context.Context, req *cohortv1.CheckpointRequest
 	}
 	prefix := strings.Trim(req.GetKeyPrefix(), "/")
 	start := time.Now()
-	data, store, err := sh.encodeCheckpoint(ctx, req.GetRef().GetGeneration(), req.GetStep())
+	data, store, version, err := sh.encodeCheckpoint(ctx, req.GetRef().GetGeneration(), req.GetStep())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -437,8 +439,8 @@ func (s *Server) Checkpoint(ctx context.Context, req *cohortv1.CheckpointRequest
 	sum := sha256.Sum256(data)
 	s.m.checkpointSecond.Observe(time.Since(start).Seconds())
 	s.m.checkpointBytes.Add(float64(len(data)))
-	sh.log.Info("checkpoint written", "key", key, "step", req.GetStep(), "bytes", len(data))
-	return &cohortv1.CheckpointResponse{Key: key, Size: int64(len(data)), Sha256: hex.EncodeToString(sum[:]), Step: req.GetStep()}, nil
+	sh.log.Info("checkpoint written", "key", key, "step", req.GetStep(), "version", version, "bytes", len(data))
+	return &cohortv1.CheckpointResponse{Key: key, Size: int64(len(data)), Sha256: hex.EncodeToString(sum[:]), Step: version}, nil
 }
 
 // CheckpointKey returns the storage key of a shard's checkpoint object under prefix.

@@ -311,7 +311,7 @@ func (s *shard) admitPush(gen uint64, rank int, step, samples int64) error {
 	}
 	if s.cfg.Mode == ModeBounded {
 		if limit := s.version - int64(s.cfg.Staleness)*int64(s.cfg.Workers); step < limit {
-			return fmt.Errorf("%w: job %s shard %d: gradient of step %d is too stale (shard at step %d, oldest accepted %d)", ErrWrongStep, s.key.job, s.key.shard, step, s.version, limit)
+			return fmt.Errorf("%w: job %s shard %d: gradient of step %d %s (shard at step %d, oldest accepted %d)", ErrWrongStep, s.key.job, s.key.shard, step, tooStaleText, s.version, limit)
 		}
 	}
 	return nil
@@ -457,17 +457,19 @@ func (s *shard) unref(sn *snapshot) {
 }
 
 // encodeCheckpoint waits for the version to reach step and encodes the shard's values
-// and optimizer state at exactly that version.
-func (s *shard) encodeCheckpoint(ctx context.Context, gen uint64, step int64) ([]byte, storage.Blob, error) {
+// and optimizer state at exactly that version (sync mode) or at the version it reached
+// (async and bounded modes, whose version counts every rank's pushes), and returns the
+// version written.
+func (s *shard) encodeCheckpoint(ctx context.Context, gen uint64, step int64) ([]byte, storage.Blob, int64, error) {
 	if err := s.wait(ctx, gen, func() bool { return s.version >= step }); err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	defer s.mu.Unlock()
-	if s.version > step {
-		return nil, nil, fmt.Errorf("%w: job %s shard %d: checkpoint of step %d requested, shard is already at step %d", ErrWrongStep, s.key.job, s.key.shard, step, s.version)
+	if s.version > step && s.cfg.Mode == ModeSync {
+		return nil, nil, 0, fmt.Errorf("%w: job %s shard %d: checkpoint of step %d requested, shard is already at step %d", ErrWrongStep, s.key.job, s.key.shard, step, s.version)
 	}
 	if s.cfg.Store == nil {
-		return nil, nil, fmt.Errorf("%w: job %s shard %d", ErrNoStore, s.key.job, s.key.shard)
+		return nil, nil, 0, fmt.Errorf("%w: job %s shard %d", ErrNoStore, s.key.job, s.key.shard)
 	}
 	data, err := encodeShardCheckpoint(&ShardCheckpoint{
 		JobID: s.key.job, Shard: s.key.shard, Step: s.version, Range: s.rng,
@@ -475,5 +477,5 @@ func (s *shard) encodeCheckpoint(ctx context.Context, gen uint64, step int64) ([
 		Optimizer: s.opt.Name(), OptimizerStep: s.opt.Step(),
 		Params: s.params, State: s.opt.State(),
 	})
-	return data, s.cfg.Store, err
+	return data, s.cfg.Store, s.version, err
 }

@@ -48,6 +48,37 @@ type Manifest struct {
 	Objects         []ManifestObject   `json:"objects"`
 	Metrics         map[string]float64 `json:"metrics,omitempty"`
 	CreatedUnixNano int64              `json:"createdUnixNano"`
+
+	// Workers and BatchSize are the world size and per-worker batch size of the run
+	// that wrote the checkpoint (0: not recorded).
+	Workers   int `json:"workers,omitempty"`
+	BatchSize int `json:"batchSize,omitempty"`
+	// DataPosition is how many rows of epoch Epoch's seeded permutation were trained
+	// on before Step: a resumed run continues with the row after them.
+	DataPosition int64 `json:"dataPosition,omitempty"`
+	// TrainLossSum and TrainRows are the chief's running sum of row losses and row
+	// count in the current epoch, so the resumed epoch reports the same training loss.
+	TrainLossSum float64 `json:"trainLossSum,omitempty"`
+	TrainRows    int64   `json:"trainRows,omitempty"`
+	// RNG is the position of the random streams that are not a pure function of
+	// (seed, epoch); nil when none was recorded.
+	RNG *RNGState `json:"rng,omitempty"`
+	// Consistency is the job's consistency mode: "" or "sync" (every object holds the
+	// parameters at exactly Step), "async" or "bounded" (each shard's object holds the
+	// version that shard had reached, at least Step: those versions count every
+	// worker's pushes).
+	Consistency string `json:"consistency,omitempty"`
+}
+
+// MaxManifestWorkers bounds len(RNGState.DropoutCalls).
+const MaxManifestWorkers = 1 << 16
+
+// RNGState records the random streams of a checkpoint. The data order needs nothing:
+// every epoch's permutation is drawn from a PCG seeded with (seed, epoch).
+type RNGState struct {
+	// DropoutCalls[r] is how many gradient computations worker rank r had made: its
+	// dropout masks of the k-th computation come from a PCG seeded with (seed+r, k).
+	DropoutCalls []uint64 `json:"dropoutCalls,omitempty"`
 }
 
 // CheckpointPrefix is the key prefix of one checkpoint:
@@ -92,6 +123,22 @@ func (m *Manifest) Validate() error {
 	}
 	if m.TotalParams == 0 {
 		return errors.New("manifest: totalParams: zero")
+	}
+	switch {
+	case m.Workers < 0:
+		return fmt.Errorf("manifest: workers %d: negative", m.Workers)
+	case m.BatchSize < 0:
+		return fmt.Errorf("manifest: batchSize %d: negative", m.BatchSize)
+	case m.DataPosition < 0:
+		return fmt.Errorf("manifest: dataPosition %d: negative", m.DataPosition)
+	case m.TrainRows < 0:
+		return fmt.Errorf("manifest: trainRows %d: negative", m.TrainRows)
+	case math.IsNaN(m.TrainLossSum) || math.IsInf(m.TrainLossSum, 0):
+		return fmt.Errorf("manifest: trainLossSum: not finite (%v)", m.TrainLossSum)
+	case m.Consistency != "" && m.Consistency != "sync" && m.Consistency != "async" && m.Consistency != "bounded":
+		return fmt.Errorf("manifest: consistency %q: want sync, async or bounded", m.Consistency)
+	case m.RNG != nil && len(m.RNG.DropoutCalls) > MaxManifestWorkers:
+		return fmt.Errorf("manifest: rng.dropoutCalls: %d entries, at most %d", len(m.RNG.DropoutCalls), MaxManifestWorkers)
 	}
 	for name, v := range m.Metrics {
 		if math.IsNaN(v) || math.IsInf(v, 0) {

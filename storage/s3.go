@@ -686,6 +686,15 @@ func (s *S3) URI(key string) string {
 // until aborted) and returns how many it aborted. It goes on after a failed abort and
 // returns the errors joined.
 func (s *S3) AbortStaleUploads(ctx context.Context, olderThan time.Duration) (int, error) {
+	return s.AbortStaleUploadsUnder(ctx, "", olderThan)
+}
+
+// AbortStaleUploadsUnder is AbortStaleUploads limited to the uploads of keys that start
+// with keyPrefix (a key prefix inside the store, as for List).
+func (s *S3) AbortStaleUploadsUnder(ctx context.Context, keyPrefix string, olderThan time.Duration) (int, error) {
+	if err := validatePrefix(keyPrefix); err != nil {
+		return 0, err
+	}
 	if olderThan < 0 {
 		return 0, fmt.Errorf("storage: s3 abort stale uploads in bucket %q: negative age %v", s.bucket, olderThan)
 	}
@@ -695,7 +704,7 @@ func (s *S3) AbortStaleUploads(ctx context.Context, olderThan time.Duration) (in
 	core := minio.Core{Client: s.client}
 	var errs []error
 	aborted := 0
-	for up := range s.client.ListIncompleteUploads(ctx, s.bucket, s.prefix, true) {
+	for up := range s.client.ListIncompleteUploads(ctx, s.bucket, s.prefix+keyPrefix, true) {
 		if up.Err != nil {
 			errs = append(errs, fmt.Errorf("storage: s3 list uploads in bucket %q: %w", s.bucket, up.Err))
 			break

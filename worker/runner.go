@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -29,6 +30,11 @@ type RunnerConfig struct {
 	Logger *slog.Logger
 	// Observer, when set, receives every report the runner sends (tests, CLIs).
 	Observer func(*cohortv1.TaskReport)
+	// Metrics receives the training tasks' Prometheus metrics (nil: none); create it
+	// once per registry with NewMetrics.
+	Metrics *Metrics
+	// CheckpointGrace is TrainerConfig.CheckpointGrace (0: DefaultCheckpointGrace).
+	CheckpointGrace time.Duration
 }
 
 // Runner runs TASK_KIND_WORKER allocations: one training loop per allocation.
@@ -81,6 +87,9 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			S3:          r.cfg.S3,
 			Logger:      r.log.With("job_id", alloc.GetJobId(), "rank", alloc.GetIndex()),
 			Report:      send,
+			Metrics:     r.cfg.Metrics,
+
+			CheckpointGrace: r.cfg.CheckpointGrace,
 		})
 		if err == nil {
 			var res *Result

@@ -1,9 +1,7 @@
 package worker
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +12,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/jobs"
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -39,7 +36,15 @@ type TrainerConfig struct {
 	// Report sends progress, metrics and checkpoint pointers to the coordinator
 	// (chief only). May be nil.
 	Report func(*cohortv1.TaskReport)
+	// Metrics receives the worker's Prometheus metrics (nil: none).
+	Metrics *Metrics
+	// CheckpointGrace is the age after which checkpoint objects without a committed
+	// manifest are collected (0: DefaultCheckpointGrace).
+	CheckpointGrace time.Duration
 }
+
+// DefaultCheckpointGrace is the default TrainerConfig.CheckpointGrace.
+const DefaultCheckpointGrace = 10 * time.Minute
 
 // Result is what a finished training task reports.
 type Result struct {
@@ -132,9 +137,14 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	if stepsPerEpoch == 0 {
 		return nil, fmt.Errorf("data.train: no training rows after the validation split")
 	}
-	total := int64(s.Training.Epochs) * stepsPerEpoch
+	start, err := t.startPoint(ctx, client, m, n, global)
+	if err != nil {
+		return nil, err
+	}
+	total := start.step + remainingSteps(n, global, s.Training.Epochs, start.epoch, start.pos)
 	t.log.Info("training", "train_rows", n, "val_rows", ds.val.N, "features", ds.inputs,
-		"params", m.NumParams(), "steps_per_epoch", stepsPerEpoch, "total_steps", total)
+		"params", m.NumParams(), "steps_per_epoch", stepsPerEpoch, "total_steps", total,
+		"start_step", start.step, "start_epoch", start.epoch, "start_row", start.pos)
 
 	loop := &loopState{
 		t: t, m: m, ds: ds, client: client,
@@ -145,7 +155,9 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		stepsPerEpoch: stepsPerEpoch,
 		total:         total,
 		epochStart:    time.Now(),
+		start:         start,
 	}
+	defer loop.closeTelemetry()
 	return loop.run(ctx)
 }
 
@@ -166,6 +178,17 @@ type loopState struct {
 	progress     *cohortv1.JobProgress
 	lastCkptStep int64
 	checkpoint   string
+
+	// start is where this run began; epoch and pos are the data position of the next
+	// step (the epoch and the rows of its permutation already trained on), calls the
+	// gradient computations of every rank so far (their dropout stream positions).
+	start       resumePoint
+	epoch       int
+	pos         int64
+	calls       []uint64
+	curStep     int64
+	prevCkptKey string
+	telemetry   *jobTelemetry
 }
 
 func (l *loopState) run(ctx context.Context) (*Result, error) {
@@ -173,45 +196,66 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 	batch := s.Training.BatchSize
 	dim := l.ds.inputs
 	l.lastCkptStep = -1
-	for step := int64(0); step < l.total; step++ {
-		if _, err := l.client.Pull(ctx, step, l.params); err != nil {
-			return nil, fmt.Errorf("worker: pull parameters for step %d: %w", step, err)
-		}
-		epoch, inEpoch := step/l.stepsPerEpoch, step%l.stepsPerEpoch
-		if inEpoch == 0 {
-			if t.chief && epoch > 0 {
-				if err := l.endEpoch(ctx, int(epoch)); err != nil {
+	if l.start.resumed {
+		// The checkpoint resumed from is committed: never write it again.
+		l.lastCkptStep, l.checkpoint, l.metrics = l.start.step, l.start.uri, l.start.metrics
+		l.epochLoss, l.epochRows = l.start.lossSum, int(l.start.rows)
+	}
+	if err := l.openTelemetry(ctx); err != nil {
+		return nil, err
+	}
+	n, global := int64(l.ds.train.N), int64(batch*t.world)
+	l.calls = append(make([]uint64, 0, t.world), l.start.calls...)
+	l.calls = append(l.calls, make([]uint64, max(0, t.world-len(l.calls)))...)[:t.world]
+	if setter, ok := l.m.(gradientCallSetter); ok {
+		setter.SetGradientCalls(l.calls[t.rank])
+	} else if l.start.resumed && l.calls[t.rank] > 0 && usesDropout(s) {
+		t.log.Warn("resumed with dropout, but the model cannot restore its dropout stream: masks differ from an uninterrupted run")
+	}
+	step := l.start.step
+	for l.epoch, l.pos = l.start.epoch, l.start.pos; l.epoch < s.Training.Epochs; l.epoch, l.pos = l.epoch+1, 0 {
+		l.perm = data.ShardIndices(l.ds.train.N, 0, 1, l.epoch, s.Training.Seed)
+		for ; l.pos < n; l.pos, step = l.pos+global, step+1 {
+			stepStart := time.Now()
+			l.curStep = step
+			version, err := l.client.Pull(ctx, step, l.params)
+			if err != nil {
+				return nil, fmt.Errorf("worker: pull parameters for step %d: %w", step, err)
+			}
+			// Evaluate the previous epoch (unless this run resumed right here, after it
+			// was evaluated and checkpointed).
+			if t.chief && l.pos == 0 && l.epoch > 0 && !(l.start.resumed && step == l.start.step) {
+				if err := l.endEpoch(ctx, l.epoch); err != nil {
 					return nil, err
 				}
 			}
-			l.perm = data.ShardIndices(l.ds.train.N, 0, 1, int(epoch), s.Training.Seed)
-		}
-		if t.chief && s.Checkpoint.EverySteps > 0 && step > 0 && step%int64(s.Checkpoint.EverySteps) == 0 {
-			if err := l.saveCheckpoint(ctx, step); err != nil {
+			if t.chief && s.Checkpoint.EverySteps > 0 && step > 0 && step%int64(s.Checkpoint.EverySteps) == 0 && step != l.lastCkptStep {
+				if err := l.saveCheckpoint(ctx, step); err != nil {
+					return nil, err
+				}
+			}
+			for r := range l.calls {
+				if l.pos+int64(r*batch) < n {
+					l.calls[r]++
+				}
+			}
+			lo := min(int(l.pos)+t.rank*batch, len(l.perm))
+			hi := min(lo+batch, len(l.perm))
+			rows := l.perm[lo:hi]
+			for i, r := range rows {
+				copy(l.xb[i*dim:(i+1)*dim], l.ds.train.X[r*dim:(r+1)*dim])
+				l.yb[i] = l.ds.train.Y[r]
+			}
+			if err := l.trainStep(ctx, step, version, rows); err != nil {
 				return nil, err
 			}
-		}
-		lo := min(int(inEpoch)*batch*t.world+t.rank*batch, len(l.perm))
-		hi := min(lo+batch, len(l.perm))
-		rows := l.perm[lo:hi]
-		for i, r := range rows {
-			copy(l.xb[i*dim:(i+1)*dim], l.ds.train.X[r*dim:(r+1)*dim])
-			l.yb[i] = l.ds.train.Y[r]
-		}
-		if len(rows) > 0 {
-			loss, err := l.m.Gradient(l.params, l.xb, l.yb, len(rows), l.grad)
-			if err != nil {
-				return nil, fmt.Errorf("worker: gradient at step %d: %w", step, err)
-			}
-			l.epochLoss += loss * float64(len(rows))
-			l.epochRows += len(rows)
-		} else {
-			clear(l.grad)
-		}
-		if err := l.client.Push(ctx, step, l.grad, int64(len(rows))); err != nil {
-			return nil, fmt.Errorf("worker: push gradient for step %d: %w", step, err)
+			l.observeStep(time.Since(stepStart), len(rows))
 		}
 	}
+	if step != l.total {
+		return nil, fmt.Errorf("worker: internal error: trained to step %d, expected %d", step, l.total)
+	}
+	l.curStep = l.total
 	if !t.chief {
 		return &Result{}, nil
 	}
@@ -242,9 +286,44 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 	return &Result{Metrics: final, Checkpoint: l.checkpoint, Exports: exports, Progress: l.progress}, nil
 }
 
+// trainStep computes the gradient of rows under l.params (pulled at version) and pushes
+// it. In sync mode the push is for the global step; in async and bounded modes for the
+// version it was computed against, and a bounded push refused as too stale is
+// recomputed from a fresh pull.
+func (l *loopState) trainStep(ctx context.Context, step, version int64, rows []int) error {
+	mode := l.t.spec.Spec.Training.Consistency.Mode
+	pushStep := step
+	if mode == paramserver.ModeAsync || mode == paramserver.ModeBounded {
+		pushStep = version
+	}
+	for {
+		loss := 0.0
+		if len(rows) > 0 {
+			var err error
+			if loss, err = l.m.Gradient(l.params, l.xb, l.yb, len(rows), l.grad); err != nil {
+				return fmt.Errorf("worker: gradient at step %d: %w", step, err)
+			}
+		} else {
+			clear(l.grad)
+		}
+		err := l.client.Push(ctx, pushStep, l.grad, int64(len(rows)))
+		if err == nil {
+			l.epochLoss += loss * float64(len(rows))
+			l.epochRows += len(rows)
+			return nil
+		}
+		if !paramserver.IsTooStale(err) {
+			return fmt.Errorf("worker: push gradient for step %d: %w", step, err)
+		}
+		if pushStep, err = l.client.Pull(ctx, 0, l.params); err != nil {
+			return fmt.Errorf("worker: pull parameters again for step %d: %w", step, err)
+		}
+	}
+}
+
 // endEpoch evaluates the parameters in l.params (those after `epochs` epochs) and
 // reports progress and validation metrics.
-func (l *loopState) endEpoch(_ context.Context, epochs int) error {
+func (l *loopState) endEpoch(ctx context.Context, epochs int) error {
 	t := l.t
 	vm, err := l.evaluate("val_", l.ds.val)
 	if err != nil {
@@ -258,7 +337,7 @@ func (l *loopState) endEpoch(_ context.Context, epochs int) error {
 	l.progress = &cohortv1.JobProgress{
 		Epoch:            int32(epochs),
 		TotalEpochs:      int32(t.spec.Spec.Training.Epochs),
-		Step:             int64(epochs) * l.stepsPerEpoch,
+		Step:             l.curStep,
 		TotalSteps:       l.total,
 		SamplesPerSecond: float64(l.ds.train.N) / math.Max(elapsed, 1e-9),
 		Loss:             trainLoss,
@@ -273,6 +352,9 @@ func (l *loopState) endEpoch(_ context.Context, epochs int) error {
 		args = append(args, k, round4(vm[k]))
 	}
 	t.log.Info("epoch done", args...)
+	if err := l.recordEpoch(ctx, trainLoss, vm); err != nil {
+		return err
+	}
 	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Progress: l.progress, Metrics: vm})
 	l.epochLoss, l.epochRows, l.epochStart = 0, 0, time.Now()
 	return nil
@@ -324,6 +406,9 @@ func (l *loopState) evaluate(prefix string, ds *data.Dataset) (map[string]float6
 func (l *loopState) saveCheckpoint(ctx context.Context, step int64) error {
 	t := l.t
 	jobID := t.job.GetId()
+	if err := l.saveModelCard(ctx); err != nil {
+		return err
+	}
 	objs, err := l.client.Checkpoint(ctx, step, storage.CheckpointPrefix(jobID, step))
 	if err != nil {
 		return fmt.Errorf("worker: checkpoint step %d: %w", step, err)
@@ -332,14 +417,21 @@ func (l *loopState) saveCheckpoint(ctx context.Context, step int64) error {
 		FormatVersion:   1,
 		JobID:           jobID,
 		Step:            step,
-		Epoch:           int(step / l.stepsPerEpoch),
-		StepInEpoch:     step % l.stepsPerEpoch,
+		Epoch:           l.epoch,
+		StepInEpoch:     l.pos / int64(t.spec.Spec.Training.BatchSize*t.world),
 		Generation:      t.cfg.Assignment.GetAllocation().GetGeneration(),
 		LayoutHash:      l.m.LayoutHash(),
 		TotalParams:     uint64(l.m.NumParams()),
 		Seed:            t.spec.Spec.Training.Seed,
 		Metrics:         l.metrics,
 		CreatedUnixNano: time.Now().UnixNano(),
+		Workers:         t.world,
+		BatchSize:       t.spec.Spec.Training.BatchSize,
+		DataPosition:    l.pos,
+		TrainLossSum:    l.epochLoss,
+		TrainRows:       int64(l.epochRows),
+		RNG:             &storage.RNGState{DropoutCalls: append([]uint64(nil), l.calls...)},
+		Consistency:     t.spec.Spec.Training.Consistency.Mode,
 	}
 	for _, o := range objs {
 		man.Objects = append(man.Objects, storage.ManifestObject{
@@ -357,111 +449,42 @@ func (l *loopState) saveCheckpoint(ctx context.Context, step int64) error {
 	return l.retain(ctx, step)
 }
 
-// retain deletes committed checkpoints beyond checkpoint.keep, oldest first; the one
-// just committed (the one the coordinator points at) is never among them.
+// retain applies checkpoint retention (storage.CollectCheckpoints): it keeps
+// checkpoint.keep committed checkpoints and never deletes the one just committed, the
+// one the job record pointed at when this run started, nor the one committed before
+// the newest (the record may still point at it until the coordinator applies the
+// report). A failed collection is logged, not fatal: it only costs space.
 func (l *loopState) retain(ctx context.Context, newest int64) error {
-	keep := l.t.spec.Spec.Checkpoint.Keep
-	root := "jobs/" + l.t.job.GetId() + "/checkpoints/"
-	objs, err := l.t.cfg.Store.List(ctx, root)
+	t := l.t
+	jobID := t.job.GetId()
+	protect := []string{storage.ManifestKey(jobID, newest)}
+	if l.prevCkptKey != "" {
+		protect = append(protect, l.prevCkptKey)
+	}
+	if uri := t.job.GetCheckpoint(); uri != "" {
+		if key, err := storage.KeyOfURI(t.cfg.Store, uri); err == nil {
+			protect = append(protect, key)
+		}
+	}
+	l.prevCkptKey = storage.ManifestKey(jobID, newest)
+	grace := t.cfg.CheckpointGrace
+	if grace == 0 {
+		grace = DefaultCheckpointGrace
+	}
+	res, err := storage.CollectCheckpoints(ctx, t.cfg.Store, storage.GCConfig{
+		JobID: jobID, Keep: t.spec.Spec.Checkpoint.Keep, Protect: protect, Grace: grace, Logger: t.log,
+	})
 	if err != nil {
-		return fmt.Errorf("worker: list checkpoints: %w", err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("worker: checkpoint retention: %w", err)
+		}
+		t.log.Warn("checkpoint retention incomplete", "err", err)
 	}
-	byDir := map[string][]string{}
-	var committed []string
-	for _, o := range objs {
-		dir, file, ok := strings.Cut(strings.TrimPrefix(o.Key, root), "/")
-		if !ok {
-			continue
-		}
-		byDir[dir] = append(byDir[dir], o.Key)
-		if file == "manifest.json" {
-			committed = append(committed, dir)
-		}
-	}
-	sort.Strings(committed) // zero-padded step numbers sort by step
-	newestDir := strings.TrimPrefix(storage.CheckpointPrefix(l.t.job.GetId(), newest), root)
-	for i := 0; i < len(committed)-keep; i++ {
-		if committed[i] == newestDir {
-			continue
-		}
-		keys := byDir[committed[i]]
-		// Delete the manifest first so a half-deleted checkpoint is never "committed".
-		sort.Slice(keys, func(a, b int) bool { return strings.HasSuffix(keys[a], "manifest.json") })
-		for _, k := range keys {
-			if err := l.t.cfg.Store.Delete(ctx, k); err != nil {
-				return fmt.Errorf("worker: delete old checkpoint object %s: %w", k, err)
-			}
-		}
+	if len(res.Deleted)+res.Orphans+res.AbortedUploads > 0 {
+		t.log.Info("checkpoint retention", "kept", len(res.Kept), "deleted", len(res.Deleted),
+			"orphans", res.Orphans, "aborted_uploads", res.AbortedUploads)
 	}
 	return nil
-}
-
-// export writes the final model as safetensors with the fitted preprocessing, next to
-// a model report, and returns the URIs of what it wrote.
-func (l *loopState) export(ctx context.Context) ([]string, error) {
-	t := l.t
-	s := &t.spec.Spec
-	pre, err := json.Marshal(l.ds.preprocessing)
-	if err != nil {
-		return nil, fmt.Errorf("worker: encode preprocessing: %w", err)
-	}
-	modelJSON, err := json.Marshal(s.Model)
-	if err != nil {
-		return nil, fmt.Errorf("worker: encode model spec: %w", err)
-	}
-	var tensors []export.Tensor
-	for _, ti := range l.m.Layout() {
-		tensors = append(tensors, export.Tensor{Name: ti.Name, Shape: ti.Shape, Data: l.params[ti.Offset : ti.Offset+ti.Size]})
-	}
-	meta := map[string]string{
-		"format":               "pt",
-		"cohort.job_id":        t.job.GetId(),
-		"cohort.task":          s.Task,
-		"cohort.model":         string(modelJSON),
-		"cohort.preprocessing": string(pre),
-		"cohort.layout_hash":   l.m.LayoutHash(),
-		"cohort.step":          fmt.Sprint(l.total),
-	}
-	prefix := "jobs/" + t.job.GetId() + "/export/"
-	var uris []string
-	for _, f := range s.Export.Formats {
-		switch f {
-		case "safetensors":
-			var buf bytes.Buffer
-			if err := export.WriteSafetensors(&buf, tensors, meta); err != nil {
-				return nil, fmt.Errorf("worker: export safetensors: %w", err)
-			}
-			key := prefix + "model.safetensors"
-			if err := t.cfg.Store.Put(ctx, key, &buf, int64(buf.Len())); err != nil {
-				return nil, fmt.Errorf("worker: write %s: %w", key, err)
-			}
-			uris = append(uris, t.cfg.Store.URI(key))
-		default:
-			t.log.Warn("export format not supported yet; skipped", "format", f)
-		}
-	}
-	report := map[string]any{
-		"job_id":        t.job.GetId(),
-		"name":          t.job.GetName(),
-		"task":          s.Task,
-		"metrics":       l.metrics,
-		"steps":         l.total,
-		"epochs":        s.Training.Epochs,
-		"checkpoint":    l.checkpoint,
-		"preprocessing": json.RawMessage(pre),
-		"model":         json.RawMessage(modelJSON),
-		"exports":       uris,
-	}
-	for key, v := range map[string]any{"report.json": report, "preprocessing.json": json.RawMessage(pre)} {
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return nil, fmt.Errorf("worker: encode %s: %w", key, err)
-		}
-		if err := t.cfg.Store.Put(ctx, prefix+key, bytes.NewReader(b), int64(len(b))); err != nil {
-			return nil, fmt.Errorf("worker: write %s: %w", prefix+key, err)
-		}
-	}
-	return uris, nil
 }
 
 func mergeMetrics(a, b map[string]float64) map[string]float64 {

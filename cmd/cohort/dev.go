@@ -333,7 +333,11 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 	for i := range cfg.Workers {
 		name := fmt.Sprintf("dev-worker-%d", i)
 		nlog := log.With("role", "worker", "node", name)
-		runner, err := worker.NewRunner(worker.RunnerConfig{Store: store, Logger: nlog, Observer: cfg.Observer, S3: cfg.S3})
+		wm, err := worker.NewMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"node": name}, reg))
+		if err != nil {
+			return c, err
+		}
+		runner, err := worker.NewRunner(worker.RunnerConfig{Store: store, Logger: nlog, Observer: cfg.Observer, S3: cfg.S3, Metrics: wm})
 		if err != nil {
 			return c, err
 		}

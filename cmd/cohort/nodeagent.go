@@ -154,7 +154,11 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 			return err
 		}
 	} else {
-		if runner, err = worker.NewRunner(worker.RunnerConfig{Store: store, Logger: logger, S3: s3cfg}); err != nil {
+		wm, err := worker.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
+		if runner, err = worker.NewRunner(worker.RunnerConfig{Store: store, Logger: logger, S3: s3cfg, Metrics: wm}); err != nil {
 			return err
 		}
 	}

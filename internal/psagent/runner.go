@@ -56,25 +56,88 @@ func New(cfg Config) (*Runner, error) {
 func (r *Runner) Kind() cohortv1.TaskKind { return cohortv1.TaskKind_TASK_KIND_PS_SHARD }
 
 // Start implements agent.Runner: it creates the shard and reports it running. The shard
-// serves until the allocation is stopped.
-func (r *Runner) Start(_ context.Context, a *cohortv1.Assignment, report agent.ReportFunc) {
+// serves until the allocation is stopped. When the job record points at a committed
+// checkpoint (a job placed again after a stop, a preemption or a lost shard), the shard
+// is restored from it, parameters and optimizer state, in the background; workers
+// retry until it exists. A checkpoint that cannot be read or verified fails the task.
+func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent.ReportFunc) {
 	alloc, job := a.GetAllocation(), a.GetJob()
 	rep := &cohortv1.TaskReport{AllocationId: alloc.GetId(), JobId: alloc.GetJobId()}
-	cfg, err := ShardConfig(a, r.cfg.Store)
-	if err == nil {
-		err = r.cfg.Server.AddShard(cfg)
-	}
-	if err != nil {
-		r.cfg.Logger.Error("parameter shard failed to start", "alloc_id", alloc.GetId(), "err", err)
+	fail := func(err error) {
+		r.cfg.Logger.Error("parameter shard failed to start", "alloc_id", alloc.GetId(), "job_id", job.GetId(), "shard", alloc.GetIndex(), "err", err)
 		rep.State, rep.Message = cohortv1.TaskState_TASK_STATE_FAILED, err.Error()
+		report(rep)
+	}
+	cfg, err := ShardConfig(a, r.cfg.Store)
+	if err != nil {
+		fail(err)
+		return
+	}
+	key := shardKey{job: job.GetId(), shard: int(alloc.GetIndex())}
+	if job.GetCheckpoint() == "" {
+		if err := r.cfg.Server.AddShard(cfg); err != nil {
+			fail(err)
+			return
+		}
+		r.mu.Lock()
+		r.shards[alloc.GetId()] = key
+		r.mu.Unlock()
+		rep.State = cohortv1.TaskState_TASK_STATE_RUNNING
 		report(rep)
 		return
 	}
 	r.mu.Lock()
-	r.shards[alloc.GetId()] = shardKey{job: job.GetId(), shard: int(alloc.GetIndex())}
+	r.shards[alloc.GetId()] = key
 	r.mu.Unlock()
-	rep.State = cohortv1.TaskState_TASK_STATE_RUNNING
-	report(rep)
+	go func() {
+		err := RestoreShard(ctx, r.cfg.Server, cfg, r.cfg.Store, job.GetCheckpoint(), int(job.GetShardCount()))
+		if ctx.Err() != nil {
+			// Stopped meanwhile: Stop may have run before the shard existed.
+			r.cfg.Server.RemoveShard(key.job, key.shard)
+			return
+		}
+		if err != nil {
+			r.mu.Lock()
+			delete(r.shards, alloc.GetId()) // nothing of it is installed
+			r.mu.Unlock()
+			fail(err)
+			return
+		}
+		r.cfg.Logger.Info("parameter shard restored from checkpoint", "alloc_id", alloc.GetId(), "job_id", job.GetId(),
+			"shard", alloc.GetIndex(), "checkpoint", job.GetCheckpoint())
+		rep.State = cohortv1.TaskState_TASK_STATE_RUNNING
+		report(rep)
+	}()
+}
+
+// RestoreShard reads the committed checkpoint manifest at manifestURI (a URI of store),
+// assembles the slice of shard cfg.Shard of shards (parameters and optimizer state,
+// every object checked against the manifest's size and sha256) and installs it in srv
+// at the checkpoint's step. Nothing is installed when any check fails.
+func RestoreShard(ctx context.Context, srv *paramserver.Server, cfg paramserver.ShardConfig, store storage.Blob, manifestURI string, shards int) error {
+	if shards < 1 || cfg.Shard >= shards {
+		return fmt.Errorf("psagent: restore job %s shard %d: shard count %d", cfg.JobID, cfg.Shard, shards)
+	}
+	key, err := storage.KeyOfURI(store, manifestURI)
+	if err != nil {
+		return fmt.Errorf("psagent: restore job %s shard %d: checkpoint: %w", cfg.JobID, cfg.Shard, err)
+	}
+	man, err := storage.ReadManifest(ctx, store, key)
+	if err != nil {
+		return fmt.Errorf("psagent: restore job %s shard %d: %w", cfg.JobID, cfg.Shard, err)
+	}
+	if man.JobID != cfg.JobID {
+		return fmt.Errorf("psagent: restore job %s shard %d: checkpoint %s belongs to job %s", cfg.JobID, cfg.Shard, manifestURI, man.JobID)
+	}
+	rng := paramserver.Partition(man.TotalParams, shards)[cfg.Shard]
+	ck, err := paramserver.LoadShardRange(ctx, store, man, cfg.Shard, rng)
+	if err != nil {
+		return fmt.Errorf("psagent: restore job %s shard %d from %s: %w", cfg.JobID, cfg.Shard, manifestURI, err)
+	}
+	if err := srv.RestoreShard(ctx, cfg, ck); err != nil {
+		return fmt.Errorf("psagent: restore job %s shard %d from %s: %w", cfg.JobID, cfg.Shard, manifestURI, err)
+	}
+	return nil
 }
 
 // Stop implements agent.Runner: it drops the shard.

@@ -1,0 +1,160 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cohort-dev/cohort/internal/tfevents"
+)
+
+// Metrics are a worker node's Prometheus metrics, shared by all its training tasks.
+// A nil *Metrics records nothing.
+type Metrics struct {
+	stepSeconds      prometheus.Histogram
+	samples          prometheus.Counter
+	loss             *prometheus.GaugeVec
+	samplesPerSecond *prometheus.GaugeVec
+}
+
+// NewMetrics creates the worker metrics and registers them on reg (nil: unregistered):
+//
+//	cohort_worker_step_seconds        histogram of one training step (pull, gradient, push)
+//	cohort_worker_samples_total       training rows this node has computed gradients on
+//	cohort_job_loss{job}              the chief's mean training loss of the last epoch
+//	cohort_job_samples_per_second{job} the chief's training rows per second of the last epoch
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		stepSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cohort_worker_step_seconds",
+			Help:    "Duration of one training step on this worker: pull parameters, forward and backward pass, push gradient.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		samples: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cohort_worker_samples_total",
+			Help: "Training rows this worker node has computed gradients on.",
+		}),
+		loss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cohort_job_loss",
+			Help: "Mean training loss of the job's last completed epoch (reported by its chief worker).",
+		}, []string{"job"}),
+		samplesPerSecond: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cohort_job_samples_per_second",
+			Help: "Training rows per second of the job's last completed epoch (reported by its chief worker).",
+		}, []string{"job"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("worker: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) observeStep(d time.Duration, rows int) {
+	if m == nil {
+		return
+	}
+	m.stepSeconds.Observe(d.Seconds())
+	m.samples.Add(float64(rows))
+}
+
+func (m *Metrics) observeEpoch(job string, loss, samplesPerSecond float64) {
+	if m == nil {
+		return
+	}
+	m.loss.WithLabelValues(job).Set(loss)
+	m.samplesPerSecond.WithLabelValues(job).Set(samplesPerSecond)
+}
+
+// forgetJob drops a job's series once its chief has finished.
+func (m *Metrics) forgetJob(job string) {
+	if m == nil {
+		return
+	}
+	m.loss.DeleteLabelValues(job)
+	m.samplesPerSecond.DeleteLabelValues(job)
+}
+
+// TensorBoardPrefix is the key prefix of a job's TensorBoard event files:
+// "jobs/<jobID>/tensorboard/". Point `tensorboard --logdir` at it.
+func TensorBoardPrefix(jobID string) string { return "jobs/" + jobID + "/tensorboard/" }
+
+// jobTelemetry is the chief's TensorBoard event file: one per run of a job (a resumed
+// run starts a new file, which TensorBoard merges with the earlier ones), rewritten
+// whole after every epoch so readers always see a complete file.
+type jobTelemetry struct {
+	key string
+	buf bytes.Buffer
+	w   *tfevents.Writer
+}
+
+// openTelemetry starts the chief's event file.
+func (l *loopState) openTelemetry(context.Context) error {
+	if !l.t.chief {
+		return nil
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	now := time.Now()
+	tel := &jobTelemetry{key: TensorBoardPrefix(l.t.job.GetId()) + tfevents.FileName(now, host+"."+l.t.cfg.Assignment.GetAllocation().GetId())}
+	if tel.w, err = tfevents.NewWriter(&tel.buf, nil); err != nil {
+		return fmt.Errorf("worker: tensorboard events: %w", err)
+	}
+	l.telemetry = tel
+	return nil
+}
+
+// recordEpoch writes an epoch's scalars (training loss, validation metrics, learning
+// rate, samples per second) at step = the epoch number, stores the event file, and
+// updates the job gauges.
+func (l *loopState) recordEpoch(ctx context.Context, trainLoss float64, vm map[string]float64) error {
+	t := l.t
+	t.cfg.Metrics.observeEpoch(t.job.GetId(), trainLoss, l.progress.GetSamplesPerSecond())
+	tel := l.telemetry
+	if tel == nil {
+		return nil
+	}
+	step := int64(l.progress.GetEpoch())
+	scalars := map[string]float64{
+		"loss":               trainLoss,
+		"learning_rate":      t.spec.Spec.Training.Optimizer.LearningRate,
+		"samples_per_second": l.progress.GetSamplesPerSecond(),
+		"global_step":        float64(l.progress.GetStep()),
+	}
+	for k, v := range vm {
+		scalars[k] = v
+	}
+	for _, k := range sortedKeys(scalars) {
+		if err := tel.w.Scalar(k, step, scalars[k]); err != nil {
+			return fmt.Errorf("worker: tensorboard events: %w", err)
+		}
+	}
+	if err := tel.w.Flush(); err != nil {
+		return fmt.Errorf("worker: tensorboard events: %w", err)
+	}
+	if err := t.cfg.Store.Put(ctx, tel.key, bytes.NewReader(tel.buf.Bytes()), int64(tel.buf.Len())); err != nil {
+		return fmt.Errorf("worker: store tensorboard events %s: %w", tel.key, err)
+	}
+	return nil
+}
+
+// observeStep records one training step.
+func (l *loopState) observeStep(d time.Duration, rows int) {
+	l.t.cfg.Metrics.observeStep(d, rows)
+}
+
+// closeTelemetry drops the job's gauges when the chief's run ends.
+func (l *loopState) closeTelemetry() {
+	if l.t.chief {
+		l.t.cfg.Metrics.forgetJob(l.t.job.GetId())
+	}
+}
