@@ -152,7 +152,7 @@ func TestAttritionExampleMatchesContract(t *testing.T) {
 		{"workers", s.Resources.Workers, WorkerResources{Count: 2, Min: 1, Max: 4, CPU: "1", Memory: "1Gi"}},
 		{"shards", s.Resources.ParameterServers.Shards, 2},
 		{"checkpoint", s.Checkpoint, Checkpoint{EverySteps: 200, Keep: 3}},
-		{"export", s.Export.Formats, []string{ExportSafetensors}},
+		{"export", s.Export.Formats, []string{ExportONNX, ExportSafetensors}},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {

@@ -180,8 +180,9 @@ func TestDevTrainsExampleJob(t *testing.T) {
 		t.Errorf("%d committed checkpoints kept, want 1..%d", manifests, parsed.Spec.Checkpoint.Keep)
 	}
 
-	if len(job.GetExports()) != 1 {
-		t.Fatalf("exports %v, want one safetensors file", job.GetExports())
+	if len(job.GetExports()) != 2 || !strings.HasSuffix(job.GetExports()[0], "/model.safetensors") ||
+		!strings.HasSuffix(job.GetExports()[1], "/1/model.onnx") {
+		t.Fatalf("exports %v, want model.safetensors and the Triton model.onnx", job.GetExports())
 	}
 	tensors, meta := readExport(t, c, job.GetExports()[0])
 	var flat []float32
@@ -457,7 +458,7 @@ func TestDevRunOnAnotherCSV(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 		t.Fatalf("last stdout line %q is not the result object: %v", lines[len(lines)-1], err)
 	}
-	if res.Status != "succeeded" || res.JobID == "" || !strings.HasPrefix(res.Checkpoint, "file://") || len(res.Exports) != 1 {
+	if res.Status != "succeeded" || res.JobID == "" || !strings.HasPrefix(res.Checkpoint, "file://") || len(res.Exports) != 2 {
 		t.Fatalf("result %+v", res)
 	}
 	if res.Metrics["val_auc"] < 0.75 {
@@ -618,7 +619,7 @@ func TestDevTrainsOnS3(t *testing.T) {
 	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
 	}
-	if !strings.HasPrefix(job.GetCheckpoint(), "s3://") || len(job.GetExports()) != 1 || !strings.HasPrefix(job.GetExports()[0], "s3://") {
+	if !strings.HasPrefix(job.GetCheckpoint(), "s3://") || len(job.GetExports()) != 2 || !strings.HasPrefix(job.GetExports()[0], "s3://") {
 		t.Fatalf("checkpoint %s exports %v: want s3:// URIs", job.GetCheckpoint(), job.GetExports())
 	}
 	man, err := storage.ReadManifest(ctx, c.Store, keyOf(t, c, job.GetCheckpoint()))

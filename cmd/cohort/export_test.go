@@ -38,7 +38,7 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 // `cohort export` in both formats and checks that the files carry the same weights as
 // the chief's export and that the ONNX graph computes what serve answers.
 func TestExportCommand(t *testing.T) {
-	spec := exampleSpec(t, "epochs: 30", "epochs: 2", "formats: [safetensors]", "formats: [onnx, safetensors]")
+	spec := exampleSpec(t, "epochs: 30", "epochs: 2")
 	job, c := runJob(t, spec, 2, 2)
 	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
@@ -251,7 +251,6 @@ spec:
 	}
 	lstmSpec := strings.Replace(string(raw), "file://jobs/data/performance-sample.csv", "file://"+repoPath(t, "jobs/data/performance-sample.csv"), 1)
 	lstmSpec = strings.Replace(lstmSpec, "epochs: 20", "epochs: 1", 1)
-	lstmSpec = strings.Replace(lstmSpec, "formats: [safetensors]", "formats: [onnx, safetensors]", 1)
 
 	for _, tc := range []struct {
 		name string
@@ -372,7 +371,7 @@ func TestExportAndServeOnS3(t *testing.T) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	client := cohortv1.NewJobServiceClient(conn)
-	spec := exampleSpec(t, "epochs: 30", "epochs: 1", "formats: [safetensors]", "formats: [onnx, safetensors]")
+	spec := exampleSpec(t, "epochs: 30", "epochs: 1")
 	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: spec, IdempotencyKey: newIdempotencyKey()})
 	if err != nil {
 		t.Fatal(err)
