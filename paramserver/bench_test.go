@@ -35,12 +35,18 @@ func BenchmarkSGDMomentumApply(b *testing.B) {
 // 4 MiB gradient to 2 shards, then pull the next version's 4 MiB of values (bytes =
 // both directions).
 func BenchmarkPushPull(b *testing.B) {
-	const n = 1 << 20
+	benchPushPull(b, 1<<20, 0)
+}
+
+// benchPushPull runs sync steps of one worker against 2 shards over real loopback gRPC:
+// push an n-value gradient, pull the next version's n values, with chunk bytes per
+// message (0: the default).
+func benchPushPull(b *testing.B, n int, chunk int) {
 	ctx := context.Background()
 	s0, a0 := startServer(b, 0)
 	s1, a1 := startServer(b, 0)
 	addShards(b, []*Server{s0, s1}, ShardConfig{JobID: "bench", Generation: 1, Workers: 1, Optimizer: OptimizerConfig{Name: "sgd", LearningRate: 1e-6}})
-	c := newTestClient(b, ClientConfig{Addresses: []string{a0, a1}, JobID: "bench", Generation: 1, TotalParams: n})
+	c := newTestClient(b, ClientConfig{Addresses: []string{a0, a1}, JobID: "bench", Generation: 1, TotalParams: uint64(n), ChunkBytes: chunk})
 	p := initialValues(n)
 	if err := c.Init(ctx, p); err != nil {
 		b.Fatal(err)
@@ -48,7 +54,7 @@ func BenchmarkPushPull(b *testing.B) {
 	g := make([]float32, n)
 	workerGrad(0, p, g)
 	var step int64
-	b.SetBytes(2 * 4 * n)
+	b.SetBytes(int64(2 * 4 * n))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {

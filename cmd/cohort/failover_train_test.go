@@ -71,34 +71,7 @@ func TestLeaderKilledWhileJobTrains(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	procs := make([]*coordProc, 3)
-	for i := range procs {
-		procs[i] = &coordProc{id: fmt.Sprintf("c%d", i+1), dir: filepath.Join(dir, fmt.Sprintf("c%d", i+1)),
-			raft: freePort(t), grpc: freePort(t), http: freePort(t)}
-	}
-	t.Cleanup(func() {
-		for _, p := range procs {
-			p.kill()
-		}
-	})
-	procs[0].start(t, bin, "--bootstrap")
-	procs[1].start(t, bin, "--join", procs[0].grpc)
-	procs[2].start(t, bin, "--join", procs[0].grpc+","+procs[1].grpc)
-	var grpcAddrs []string
-	for _, p := range procs {
-		grpcAddrs = append(grpcAddrs, p.grpc)
-	}
-	addrs := strings.Join(grpcAddrs, ",")
-	waitFor(t, "3 voters with a leader", 60*time.Second, func() error {
-		ps, err := peers(bin, addrs)
-		if err != nil {
-			return err
-		}
-		if len(ps) != 3 || !slices.ContainsFunc(ps, func(p peer) bool { return p.Leader }) {
-			return fmt.Errorf("peers %+v", ps)
-		}
-		return nil
-	})
+	procs, addrs := startCoordinatorProcs(t, bin, dir)
 
 	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_REGION=" + s3test.Region}
 	s3args := []string{"--s3-endpoint", srv.Endpoint, "--s3-bucket", srv.Bucket, "--join", addrs,

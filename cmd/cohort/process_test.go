@@ -116,14 +116,12 @@ func peers(bin, addrs string) ([]peer, error) {
 	return ps, nil
 }
 
-// TestChaosCoordinatorLeaderKill runs three real `cohort coordinator`
-// processes, submits jobs through the CLI with every address, SIGKILLs the leader, and
-// checks that the survivors elect a new leader, accept submissions, and lost none of the
-// acknowledged ones. With COHORT_CHAOS=1 (make chaos) it repeats the kill 20 times,
-// restarting the killed voter each time, and reports failover times.
-func TestChaosCoordinatorLeaderKill(t *testing.T) {
-	bin := buildBinary(t)
-	dir := t.TempDir()
+// startCoordinatorProcs starts three `cohort coordinator` processes in dir (the first
+// bootstraps, the others join), waits until they form a cluster with a leader, and
+// returns them with their gRPC addresses joined by commas. They are killed when the
+// test ends.
+func startCoordinatorProcs(t *testing.T, bin, dir string) ([]*coordProc, string) {
+	t.Helper()
 	procs := make([]*coordProc, 3)
 	for i := range procs {
 		procs[i] = &coordProc{id: fmt.Sprintf("c%d", i+1), dir: filepath.Join(dir, fmt.Sprintf("c%d", i+1)),
@@ -152,6 +150,18 @@ func TestChaosCoordinatorLeaderKill(t *testing.T) {
 		}
 		return nil
 	})
+	return procs, addrs
+}
+
+// TestChaosCoordinatorLeaderKill runs three real `cohort coordinator`
+// processes, submits jobs through the CLI with every address, SIGKILLs the leader, and
+// checks that the survivors elect a new leader, accept submissions, and lost none of the
+// acknowledged ones. With COHORT_CHAOS=1 (make chaos) it repeats the kill 20 times,
+// restarting the killed voter each time, and reports failover times.
+func TestChaosCoordinatorLeaderKill(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	procs, addrs := startCoordinatorProcs(t, bin, dir)
 
 	specPath := filepath.Join(dir, "job.yaml")
 	spec := `apiVersion: cohort.dev/v1
