@@ -244,6 +244,11 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	sm, err := storage.NewMetrics(reg)
+	if err != nil {
+		return c, err
+	}
+	store = storage.Instrument(store, sm) // the roles' storage traffic shows on /metrics
 
 	scfg := server.DefaultConfig()
 	scfg.NodeID = "dev-coordinator"

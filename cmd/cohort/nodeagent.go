@@ -132,6 +132,11 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 	} else if store, err = storage.NewLocal(f.storageDir); err != nil {
 		return usageErr("--storage-dir: %v", err)
 	}
+	sm, err := storage.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	store = storage.Instrument(store, sm)
 	node := &cohortv1.Node{
 		Id: f.nodeID, Name: f.nodeID, Roles: []cohortv1.NodeRole{role},
 		Capacity: &cohortv1.Resources{CpuMillis: f.cpuMillis, MemoryBytes: f.memory, Gpus: int32(f.gpus)},
