@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -223,16 +222,6 @@ func formatMetrics(m map[string]float64) string {
 	return b.String()
 }
 
-// printJSON writes v as one line of JSON.
-func printJSON(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(b))
-	return err
-}
-
 // connect validates the output flag and dials the coordinators named by --address.
 func connect(g *globalFlags) (*grpc.ClientConn, error) {
 	if err := checkOutput(g); err != nil {
@@ -241,13 +230,7 @@ func connect(g *globalFlags) (*grpc.ClientConn, error) {
 	return dial(g.address)
 }
 
-// checkOutput validates the -o flag.
-func checkOutput(g *globalFlags) error {
-	switch g.output {
-	case "table", "json":
-		return nil
-	}
-	return usageErr("-o/--output: %q is not one of table, json", g.output)
-}
+// checkOutput validates the -o flag (table, json or yaml; see normalizeOutput).
+func checkOutput(g *globalFlags) error { return normalizeOutput(g) }
 
 var stdout io.Writer = os.Stdout

@@ -66,7 +66,8 @@ Start an embedded cluster and train the example job:
 		defAddr = "127.0.0.1:7070"
 	}
 	root.PersistentFlags().StringVar(&g.address, "address", defAddr, "coordinator gRPC address (env COHORT_ADDR)")
-	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table|json")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table|json|yaml")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return normalizeOutput(g) }
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
 	root.AddCommand(newDevCmd(g), newJobCmd(g), newNodeCmd(g), newDataCmd(), newVersionCmd(g))
 	root.AddCommand(newCoordinatorCmd(g), newOperatorCmd(g), newWorkerCmd(g), newParamserverCmd(g))

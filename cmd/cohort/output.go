@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"gopkg.in/yaml.v3"
+)
+
+// yamlOutput is set by -o yaml. Every verb prints structured output through printJSON
+// and checks for "json"; -o yaml is normalised to "json" before a verb runs and
+// printJSON then writes YAML, so each verb supports it without its own branch.
+var yamlOutput bool
+
+// normalizeOutput validates -o and turns yaml into json plus yamlOutput.
+func normalizeOutput(g *globalFlags) error {
+	switch g.output {
+	case "table", "json":
+	case "yaml":
+		yamlOutput, g.output = true, "json"
+	default:
+		return usageErr("-o/--output: %q is not one of table, json, yaml", g.output)
+	}
+	return nil
+}
+
+// printJSON writes v as one line of JSON, or as a YAML document with -o yaml (keys in
+// the JSON order).
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if !yamlOutput {
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	}
+	out, err := jsonToYAML(b)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprint(w, "---\n"+string(out))
+	return err
+}
+
+// jsonToYAML re-encodes a JSON document as block-style YAML. JSON is YAML, so the
+// parser keeps the key order; only the flow style it records has to be cleared.
+func jsonToYAML(b []byte) ([]byte, error) {
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		return nil, fmt.Errorf("output: %w", err)
+	}
+	var clear func(*yaml.Node)
+	clear = func(n *yaml.Node) {
+		n.Style &^= yaml.FlowStyle
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
+			n.Style &^= yaml.DoubleQuotedStyle
+		}
+		for _, c := range n.Content {
+			clear(c)
+		}
+	}
+	clear(&n)
+	return yaml.Marshal(&n)
+}
