@@ -49,8 +49,8 @@ func TestGPUInfo(t *testing.T) {
 			t.Fatal("gpu info --require succeeded without a usable GPU")
 		}
 	}
-	if _, err := runGPU("-o", "yaml"); err == nil {
-		t.Fatal("gpu info -o yaml accepted")
+	if _, err := runGPU("-o", "xml"); err == nil {
+		t.Fatal("gpu info -o xml accepted")
 	}
 }
 

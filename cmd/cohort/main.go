@@ -36,6 +36,7 @@ var errSilentFailure = errors.New("")
 type globalFlags struct {
 	address string
 	output  string
+	yaml    bool // -o yaml, normalised to output "json" (see normalizeOutput)
 }
 
 // commandFactories holds the top-level commands that register themselves from their own

@@ -14,14 +14,16 @@ import (
 var yamlOutput bool
 
 // normalizeOutput validates -o and turns yaml into json plus yamlOutput.
+// It is idempotent: g remembers that yaml was asked for.
 func normalizeOutput(g *globalFlags) error {
 	switch g.output {
 	case "table", "json":
 	case "yaml":
-		yamlOutput, g.output = true, "json"
+		g.yaml, g.output = true, "json"
 	default:
 		return usageErr("-o/--output: %q is not one of table, json, yaml", g.output)
 	}
+	yamlOutput = g.yaml
 	return nil
 }
 

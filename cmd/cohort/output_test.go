@@ -74,6 +74,12 @@ func TestNormalizeOutput(t *testing.T) {
 		if !tc.bad && (g.output != tc.want || yamlOutput != tc.yaml) {
 			t.Errorf("%s: output %q yaml %v", tc.in, g.output, yamlOutput)
 		}
+		// A second call (a verb's own check after the root's) changes nothing.
+		if !tc.bad {
+			if err := normalizeOutput(g); err != nil || g.output != tc.want || yamlOutput != tc.yaml {
+				t.Errorf("%s: second normalisation: %v, output %q yaml %v", tc.in, err, g.output, yamlOutput)
+			}
+		}
 	}
 	yamlOutput = false
 }
