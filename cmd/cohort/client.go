@@ -153,12 +153,12 @@ func terminal(s cohortv1.JobState) bool {
 	return false
 }
 
-// watchUntilDone follows a job until it reaches a terminal state, printing per-epoch
-// progress to progress (may be nil), and returns the final job. It reconnects when the
+// watchUntilDone follows a job until it reaches a terminal state, printing its progress
+// to progress (may be nil; a live bar on a terminal, a line per epoch elsewhere), and
+// returns the final job. It reconnects when the
 // stream breaks.
 func watchUntilDone(ctx context.Context, c cohortv1.JobServiceClient, id string, progress io.Writer) (*cohortv1.Job, error) {
-	lastEpoch := int32(-1)
-	lastState := cohortv1.JobState_JOB_STATE_UNSPECIFIED
+	pp := newProgressPrinter(progress)
 	backoff := 100 * time.Millisecond
 	for {
 		stream, err := c.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
@@ -178,20 +178,7 @@ func watchUntilDone(ctx context.Context, c cohortv1.JobServiceClient, id string,
 			}
 			j := resp.GetJob()
 			if progress != nil {
-				if j.GetState() != lastState {
-					fmt.Fprintf(progress, "job %s: %s", j.GetId(), stateName(j.GetState()))
-					if len(j.GetPendingReasons()) > 0 {
-						fmt.Fprintf(progress, " (%s)", strings.Join(j.GetPendingReasons(), "; "))
-					}
-					fmt.Fprintln(progress)
-					lastState = j.GetState()
-				}
-				if p := j.GetProgress(); p != nil && p.GetEpoch() != lastEpoch && p.GetEpoch() > 0 {
-					lastEpoch = p.GetEpoch()
-					fmt.Fprintf(progress, "epoch %d/%d step %d/%d loss %.4f %s %.0f samples/s\n",
-						p.GetEpoch(), p.GetTotalEpochs(), p.GetStep(), p.GetTotalSteps(), p.GetLoss(),
-						formatMetrics(j.GetMetrics()), p.GetSamplesPerSecond())
-				}
+				pp.update(j)
 			}
 			if terminal(j.GetState()) {
 				return j, nil
