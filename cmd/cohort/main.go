@@ -60,15 +60,22 @@ func newRootCmd() *cobra.Command {
 parameter servers, trusted checkpoints and export for serving.
 
 Start an embedded cluster and train the example job:
-  cohort dev --run jobs/examples/attrition-mlp.yaml -o json`,
+  cohort dev --run jobs/examples/attrition-mlp.yaml -o json
+
+The coordinator address and output format default from COHORT_ADDR / COHORT_OUTPUT,
+then from the config file ($COHORT_CONFIG, else ~/.config/cohort/config.yaml):
+  address: 10.0.0.1:7070,10.0.0.2:7070
+  output: table`,
 	}
-	defAddr := os.Getenv("COHORT_ADDR")
-	if defAddr == "" {
-		defAddr = "127.0.0.1:7070"
+	defAddr, defOutput, cfgErr := globalDefaults()
+	root.PersistentFlags().StringVar(&g.address, "address", defAddr, "coordinator gRPC address(es), comma-separated (env COHORT_ADDR, config file address)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", defOutput, "output format: table|json|yaml (env COHORT_OUTPUT, config file output)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if cfgErr != nil {
+			return &exitError{code: 2, err: cfgErr}
+		}
+		return normalizeOutput(g)
 	}
-	root.PersistentFlags().StringVar(&g.address, "address", defAddr, "coordinator gRPC address (env COHORT_ADDR)")
-	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table|json|yaml")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return normalizeOutput(g) }
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
 	root.AddCommand(newDevCmd(g), newJobCmd(g), newNodeCmd(g), newDataCmd(), newVersionCmd(g))
 	root.AddCommand(newCoordinatorCmd(g), newOperatorCmd(g), newWorkerCmd(g), newParamserverCmd(g))

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"gopkg.in/yaml.v3"
+)
+
+// cliConfig is the optional client configuration file: defaults for the global flags,
+// below the flags themselves and the environment (COHORT_ADDR, COHORT_OUTPUT).
+//
+//	# ~/.config/cohort/config.yaml
+//	address: 10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070
+//	output: table
+type cliConfig struct {
+	Address string `yaml:"address"`
+	Output  string `yaml:"output"`
+}
+
+// configPath is $COHORT_CONFIG, else $XDG_CONFIG_HOME/cohort/config.yaml, else
+// ~/.config/cohort/config.yaml. explicit says whether the file was named.
+func configPath() (path string, explicit bool) {
+	if p := os.Getenv("COHORT_CONFIG"); p != "" {
+		return p, true
+	}
+	dir := os.Getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", false
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	return filepath.Join(dir, "cohort", "config.yaml"), false
+}
+
+// loadCLIConfig reads the configuration file. A missing default file is no error; a
+// missing COHORT_CONFIG file, an unknown field or a bad value is, naming the file.
+func loadCLIConfig() (cliConfig, error) {
+	var c cliConfig
+	path, explicit := configPath()
+	if path == "" {
+		return c, nil
+	}
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return parseCLIConfig(path, raw)
+}
+
+// parseCLIConfig decodes a configuration file strictly; errors name path.
+func parseCLIConfig(path string, raw []byte) (cliConfig, error) {
+	var c cliConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	switch c.Output {
+	case "", "table", "json", "yaml":
+	default:
+		return c, fmt.Errorf("config %s: output: %q is not one of table, json, yaml", path, c.Output)
+	}
+	return c, nil
+}
+
+// globalDefaults resolves the defaults of --address and --output: environment, then
+// the configuration file, then the built-in values.
+func globalDefaults() (address, output string, err error) {
+	c, err := loadCLIConfig()
+	address, output = "127.0.0.1:7070", "table"
+	if c.Address != "" {
+		address = c.Address
+	}
+	if c.Output != "" {
+		output = c.Output
+	}
+	if v := os.Getenv("COHORT_ADDR"); v != "" {
+		address = v
+	}
+	if v := os.Getenv("COHORT_OUTPUT"); v != "" {
+		output = v
+	}
+	return address, output, err
+}
