@@ -26,10 +26,13 @@
 //     advances the version by one. A push computed against a future version is refused.
 //   - "bounded": like async, but a push of step t is refused (FailedPrecondition) when
 //     t < version - Staleness*Workers, that is when the gradient is more than Staleness
-//     rounds of all workers old. The worker then pulls again and recomputes.
+//     rounds of all workers old. The worker then pulls again and recomputes. Pulls
+//     are stale synchronous parallel: min_step is the pulling worker's own step c (its
+//     clock), and the pull waits until every other worker has pulled for at least
+//     c-Staleness, so no worker runs more than Staleness steps ahead of the slowest.
 //
-// Pull(min_step) waits until the version is at least min_step and streams a consistent
-// snapshot of one version. Checkpoint(step) waits for the version to reach step; in sync
+// Pull(min_step) waits until the version is at least min_step (bounded mode: see above)
+// and streams a consistent snapshot of one version. Checkpoint(step) waits for the version to reach step; in sync
 // mode it writes exactly that version (FailedPrecondition when the shard is already
 // past it), in the other modes the version reached, which it returns.
 //

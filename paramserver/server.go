@@ -389,7 +389,7 @@ func (s *Server) Pull(req *cohortv1.PullRequest, stream cohortv1.ParameterServic
 	if err != nil {
 		return toStatus(err)
 	}
-	snap, err := sh.acquireSnapshot(stream.Context(), req.GetRef().GetGeneration(), req.GetMinStep())
+	snap, err := sh.acquireSnapshot(stream.Context(), req.GetRef().GetGeneration(), int(req.GetWorkerRank()), req.GetMinStep())
 	if err != nil {
 		return toStatus(err)
 	}

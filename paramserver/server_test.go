@@ -9,10 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -661,9 +663,70 @@ func TestBoundedStaleness(t *testing.T) {
 		t.Fatalf("push within the bound: %v", err)
 	}
 	p := make([]float32, 1)
-	if v, err := w1.Pull(ctx, 4, p); err != nil || v != 4 || p[0] != -4 {
+	if v, err := w1.Pull(ctx, 0, p); err != nil || v != 4 || p[0] != -4 {
 		t.Fatalf("pull: version %d value %v, %v", v, p, err)
 	}
+}
+
+// TestBoundedPullsKeepWorkersWithinStaleness: in bounded mode a worker's pull for its
+// step c returns only once every other worker has pulled for at least c-s, so under
+// random delays no worker ever runs more than s steps ahead of the slowest.
+func TestBoundedPullsKeepWorkersWithinStaleness(t *testing.T) {
+	const workers, steps, staleness = 3, 40, 2
+	ctx := testCtx(t)
+	srv, addr := startServer(t, 0)
+	if err := srv.AddShard(ShardConfig{JobID: "ssp", Generation: 1, Workers: workers, Mode: ModeBounded, Staleness: staleness, Optimizer: OptimizerConfig{Name: "sgd", LearningRate: 0.01}}); err != nil {
+		t.Fatal(err)
+	}
+	clients := make([]*Client, workers)
+	for r := range clients {
+		clients[r] = newTestClient(t, ClientConfig{Addresses: []string{addr}, JobID: "ssp", Generation: 1, Rank: r, TotalParams: 4, Mode: ModeBounded})
+	}
+	if err := clients[0].Init(ctx, make([]float32, 4)); err != nil {
+		t.Fatal(err)
+	}
+	var pulledFor [workers]atomic.Int64 // set before each pull is sent
+	var maxLead atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for r := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(r), 7))
+			p, g := make([]float32, 4), []float32{1, 1, 1, 1}
+			for c := int64(0); c < steps; c++ {
+				pulledFor[r].Store(c)
+				v, err := clients[r].Pull(ctx, c, p)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for o := range workers {
+					if lead := c - pulledFor[o].Load(); o != r && lead > maxLead.Load() {
+						maxLead.Store(lead)
+					}
+				}
+				// Worker 0 runs flat out; the others take random time per step.
+				if r > 0 {
+					time.Sleep(time.Duration(rng.IntN(1500)) * time.Microsecond) // simulated compute time, not synchronisation
+				}
+				if err := clients[r].Push(ctx, v, g, 1); err != nil && !IsTooStale(err) {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := maxLead.Load(); got > staleness {
+		t.Fatalf("a worker ran %d steps ahead of another, bound %d", got, staleness)
+	}
+	t.Logf("largest lead observed: %d steps (bound %d)", maxLead.Load(), staleness)
 }
 
 // TestSetGenerationShrinksBarrier: a pending sync step completes as soon as the

@@ -107,6 +107,9 @@ type shard struct {
 	accSamples int64         // sum of n_r
 	pushed     map[int]bool  // ranks that pushed at the current version
 	lastPush   map[int]int64 // async/bounded: rank -> last accepted step
+	// clocks is bounded mode's rank -> the highest local step it pulled for: a worker
+	// pulling for step c has finished steps 0..c-1. A rank not seen yet counts as 0.
+	clocks map[int]int64
 
 	snap      *snapshot
 	freeSnaps [][]float32
@@ -123,6 +126,7 @@ func newShard(cfg ShardConfig, m *metrics, log *slog.Logger, onWait func()) *sha
 		changed:  make(chan struct{}),
 		pushed:   make(map[int]bool),
 		lastPush: make(map[int]int64),
+		clocks:   make(map[int]int64),
 	}
 }
 
@@ -415,11 +419,25 @@ func (s *shard) advance() {
 	s.broadcast()
 }
 
-// acquireSnapshot waits until the version reaches minStep and returns a snapshot of the
-// current version; release it with releaseSnapshot.
-func (s *shard) acquireSnapshot(ctx context.Context, gen uint64, minStep int64) (*snapshot, error) {
+// acquireSnapshot waits until the shard may serve rank's pull for minStep and returns a
+// snapshot of the current version; release it with releaseSnapshot. In sync and async
+// mode it waits for the version to reach minStep. In bounded mode minStep is the
+// worker's own step (its clock): the pull waits until every other rank has pulled for
+// at least minStep-Staleness, so no worker runs more than Staleness steps ahead of the
+// slowest (stale synchronous parallel).
+func (s *shard) acquireSnapshot(ctx context.Context, gen uint64, rank int, minStep int64) (*snapshot, error) {
 	start := time.Now()
-	if err := s.wait(ctx, gen, func() bool { return s.version >= minStep }); err != nil {
+	ready := func() bool { return s.version >= minStep }
+	if s.cfg.Mode == ModeBounded {
+		s.mu.Lock()
+		if rank >= 0 && rank < s.cfg.Workers && minStep > s.clocks[rank] {
+			s.clocks[rank] = minStep
+			s.broadcast()
+		}
+		s.mu.Unlock()
+		ready = func() bool { return s.boundedReady(rank, minStep) }
+	}
+	if err := s.wait(ctx, gen, ready); err != nil {
 		return nil, err
 	}
 	defer s.mu.Unlock()
@@ -440,6 +458,18 @@ func (s *shard) acquireSnapshot(ctx context.Context, gen uint64, minStep int64) 
 	}
 	s.snap.refs++
 	return s.snap, nil
+}
+
+// boundedReady reports whether every rank but rank has pulled for at least
+// step-Staleness; mu must be held.
+func (s *shard) boundedReady(rank int, step int64) bool {
+	floor := step - int64(s.cfg.Staleness)
+	for r := 0; r < s.cfg.Workers; r++ {
+		if r != rank && s.clocks[r] < floor {
+			return false
+		}
+	}
+	return true
 }
 
 // releaseSnapshot drops a reference taken by acquireSnapshot.

@@ -256,10 +256,24 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("worker: internal error: trained to step %d, expected %d", step, l.total)
 	}
 	l.curStep = l.total
+	// In bounded mode a pull carries the worker's own step (its clock). A worker that
+	// is done says so with a pull for the total, and the chief's final pull, for
+	// total+staleness, returns only once every worker has said so: the final model
+	// holds every worker's last gradient.
+	bounded := s.Training.Consistency.Mode == paramserver.ModeBounded
 	if !t.chief {
+		if bounded {
+			if _, err := l.client.Pull(ctx, l.total, l.params); err != nil {
+				return nil, fmt.Errorf("worker: report the last step: %w", err)
+			}
+		}
 		return &Result{}, nil
 	}
-	if _, err := l.client.Pull(ctx, l.total, l.params); err != nil {
+	finalStep := l.total
+	if bounded {
+		finalStep += int64(s.Training.Consistency.Staleness)
+	}
+	if _, err := l.client.Pull(ctx, finalStep, l.params); err != nil {
 		return nil, fmt.Errorf("worker: pull final parameters: %w", err)
 	}
 	if err := l.endEpoch(ctx, s.Training.Epochs); err != nil {
