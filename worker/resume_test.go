@@ -115,6 +115,8 @@ type runOpts struct {
 	ctx context.Context
 	// metrics are given to the trainers.
 	metrics *Metrics
+	// configure, when set, adjusts each trainer's configuration.
+	configure func(*TrainerConfig)
 }
 
 // run starts the job's shards (restored when job.Checkpoint is set) and workers at the
@@ -156,7 +158,7 @@ func (c *testCluster) run(job *cohortv1.Job, o runOpts) (*Result, error) {
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for r := range workers {
-		tr, err := NewTrainer(TrainerConfig{
+		cfg := TrainerConfig{
 			Assignment: &cohortv1.Assignment{Job: job, ShardAddresses: addrs, Allocation: &cohortv1.Allocation{
 				Id: fmt.Sprintf("%s-w%d-g%d", job.GetId(), r, gen), JobId: job.GetId(), Kind: cohortv1.TaskKind_TASK_KIND_WORKER,
 				Index: int32(r), Generation: gen}},
@@ -168,7 +170,11 @@ func (c *testCluster) run(job *cohortv1.Job, o runOpts) (*Result, error) {
 					o.onReport(rep, func() { cancel(errStopped) })
 				}
 			},
-		})
+		}
+		if o.configure != nil {
+			o.configure(&cfg)
+		}
+		tr, err := NewTrainer(cfg)
 		if err != nil {
 			return nil, err
 		}

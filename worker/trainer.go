@@ -41,10 +41,20 @@ type TrainerConfig struct {
 	// CheckpointGrace is the age after which checkpoint objects without a committed
 	// manifest are collected (0: DefaultCheckpointGrace).
 	CheckpointGrace time.Duration
+	// StoragePause bounds how long the chief pauses the job, retrying, when a
+	// checkpoint cannot be written because storage is unavailable (0:
+	// DefaultStoragePause); the job fails after it.
+	StoragePause time.Duration
+	// StorageRetryBackoff is the first wait between checkpoint attempts; it doubles up
+	// to 30 s (0: one second).
+	StorageRetryBackoff time.Duration
 }
 
 // DefaultCheckpointGrace is the default TrainerConfig.CheckpointGrace.
 const DefaultCheckpointGrace = 10 * time.Minute
+
+// DefaultStoragePause is the default TrainerConfig.StoragePause.
+const DefaultStoragePause = 15 * time.Minute
 
 // Result is what a finished training task reports.
 type Result struct {
@@ -417,7 +427,68 @@ func (l *loopState) evaluate(prefix string, ds *data.Dataset) (map[string]float6
 
 // saveCheckpoint has every shard write its slice at exactly `step`, then commits one
 // manifest, written last and create-only, and reports its URI to the coordinator.
+// saveCheckpoint commits a checkpoint of step. When storage is unavailable (S3 down or
+// throttling past the client's own retries) the job pauses here, retrying with
+// backoff, for up to StoragePause: in sync mode no worker can pass this step meanwhile,
+// and nothing is ever committed half-written (objects first, the create-only manifest
+// last). The coordinator sees the pause in the task's message.
 func (l *loopState) saveCheckpoint(ctx context.Context, step int64) error {
+	t := l.t
+	pause := t.cfg.StoragePause
+	if pause == 0 {
+		pause = DefaultStoragePause
+	}
+	backoff := t.cfg.StorageRetryBackoff
+	if backoff == 0 {
+		backoff = time.Second
+	}
+	deadline := time.Now().Add(pause)
+	for attempt := 1; ; attempt++ {
+		err := l.trySaveCheckpoint(ctx, step)
+		if err == nil {
+			if attempt > 1 {
+				t.log.Info("storage is back: checkpoint committed, job resumes", "step", step, "attempts", attempt)
+				l.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING})
+			}
+			return nil
+		}
+		if ctx.Err() != nil || !retryableStorageError(err) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		msg := fmt.Sprintf("paused at step %d: checkpoint storage unavailable (attempt %d, retrying in %s): %v", step, attempt, backoff, err)
+		t.log.Warn("checkpoint failed; job paused until storage is back", "step", step, "attempt", attempt, "retry_in", backoff, "err", err)
+		l.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Message: msg})
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("worker: checkpoint step %d: %w", step, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// report sends r to the coordinator when the trainer has a reporter.
+func (l *loopState) report(r *cohortv1.TaskReport) {
+	if l.t.cfg.Report != nil {
+		l.t.cfg.Report(r)
+	}
+}
+
+// retryableStorageError reports whether a failed checkpoint may succeed when tried
+// again: anything but a verified-content problem (a corrupt object, a layout or
+// generation mismatch) or a cancelled job.
+func retryableStorageError(err error) bool {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	case errors.Is(err, paramserver.ErrStaleGeneration), errors.Is(err, paramserver.ErrLayoutMismatch):
+		return false
+	}
+	return true
+}
+
+// trySaveCheckpoint is one attempt of saveCheckpoint.
+func (l *loopState) trySaveCheckpoint(ctx context.Context, step int64) error {
 	t := l.t
 	jobID := t.job.GetId()
 	if err := l.saveModelCard(ctx); err != nil {
@@ -453,6 +524,19 @@ func (l *loopState) saveCheckpoint(ctx context.Context, step int64) error {
 		})
 	}
 	key, err := storage.WriteManifest(ctx, t.cfg.Store, man)
+	if errors.Is(err, storage.ErrExists) {
+		// An earlier attempt's create-only write went through but its answer was lost.
+		// That manifest is this checkpoint if it is for this step and every object it
+		// names verifies (the objects were just rewritten with the same content).
+		key = storage.ManifestKey(jobID, step)
+		prev, rerr := storage.ReadManifest(ctx, t.cfg.Store, key)
+		if rerr == nil && prev.Step == step && prev.LayoutHash == man.LayoutHash {
+			rerr = storage.VerifyManifestObjects(ctx, t.cfg.Store, prev)
+		} else if rerr == nil {
+			rerr = fmt.Errorf("manifest %s exists for step %d, layout %s", key, prev.Step, prev.LayoutHash)
+		}
+		err = rerr
+	}
 	if err != nil {
 		return fmt.Errorf("worker: commit checkpoint manifest for step %d: %w", step, err)
 	}
