@@ -173,6 +173,36 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value, nullable boo
 			return
 		}
 		d.mapping(path, n, v)
+	case reflect.Map:
+		// Only string-keyed maps (spec.placement.nodeSelector); keys are any scalar text.
+		if n.Kind != yaml.MappingNode || n.ShortTag() != "!!map" || v.Type().Key().Kind() != reflect.String {
+			d.wrongType(path, n, v.Type())
+			return
+		}
+		if len(n.Content) == 0 {
+			v.SetZero()
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		seen := make(map[string]int, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode || !plainScalarTag(k.ShortTag()) {
+				d.fail(path, k.Line, "keys must be strings, got %s", describe(k))
+				continue
+			}
+			child := joinPath(path, k.Value)
+			if first, dup := seen[k.Value]; dup {
+				d.fail(child, k.Line, "duplicate key %q (first set on line %d)", k.Value, first)
+				continue
+			}
+			seen[k.Value] = k.Line
+			d.lines[child] = k.Line
+			ev := reflect.New(v.Type().Elem()).Elem()
+			d.value(child, val, ev, false)
+			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), ev)
+		}
+		v.Set(m)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode || n.ShortTag() != "!!seq" {
 			d.wrongType(path, n, v.Type())
@@ -360,6 +390,8 @@ func expected(t reflect.Type) string {
 	switch t.Kind() {
 	case reflect.Pointer, reflect.Struct:
 		return "a mapping"
+	case reflect.Map:
+		return "a mapping of " + strings.TrimPrefix(strings.TrimPrefix(expected(t.Elem()), "a "), "an ") + "s"
 	case reflect.Slice:
 		return "a list of " + strings.TrimPrefix(strings.TrimPrefix(expected(t.Elem()), "a "), "an ") + "s"
 	case reflect.String:

@@ -1,13 +1,17 @@
 package jobs
 
 import (
+	"maps"
+
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
 // JobTemplate returns the coordinator's record for j: Namespace, Name, Priority, Queue,
-// WorkerCount (workers.count), ShardCount and the per-task WorkerResources and
-// ShardResources. ID, SpecYaml, State and the other server-side fields are left for the
-// caller to set. j must be valid (Validate's error is returned otherwise).
+// WorkerCount (workers.count), ShardCount, the per-task WorkerResources and
+// ShardResources, NodeSelector and Spread (spec.placement), and MaxRestarts
+// (spec.restartPolicy, DefaultMaxRestarts when absent). ID, SpecYaml, State
+// and the other server-side fields are left for the caller to set. j must be valid
+// (Validate's error is returned otherwise).
 func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
 	if err := j.Validate(); err != nil {
 		return nil, err
@@ -19,6 +23,21 @@ func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
 	wMem, _ := ParseMemory(w.Memory)
 	sCPU, _ := ParseCPU(ps.CPU)
 	sMem, _ := ParseMemory(ps.Memory)
+	wr := &cohortv1.Resources{CpuMillis: wCPU, MemoryBytes: wMem, Gpus: int32(w.GPUs)}
+	if w.GPUs > 0 {
+		wr.GpuModel = w.GPUModel
+		if w.GPUMemory != "" {
+			wr.GpuMemoryBytes, _ = ParseMemory(w.GPUMemory)
+		}
+	}
+	var selector map[string]string
+	if len(j.Spec.Placement.NodeSelector) > 0 {
+		selector = maps.Clone(j.Spec.Placement.NodeSelector)
+	}
+	maxRestarts := DefaultMaxRestarts
+	if rp := j.Spec.RestartPolicy; rp != nil {
+		maxRestarts = rp.MaxRestarts
+	}
 	return &cohortv1.Job{
 		Namespace:       j.Metadata.Namespace,
 		Name:            j.Metadata.Name,
@@ -26,7 +45,10 @@ func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
 		Queue:           j.Spec.Queue,
 		WorkerCount:     int32(w.Count),
 		ShardCount:      int32(ps.Shards),
-		WorkerResources: &cohortv1.Resources{CpuMillis: wCPU, MemoryBytes: wMem, Gpus: int32(w.GPUs)},
+		WorkerResources: wr,
 		ShardResources:  &cohortv1.Resources{CpuMillis: sCPU, MemoryBytes: sMem},
+		NodeSelector:    selector,
+		Spread:          j.Spec.Placement.Spread,
+		MaxRestarts:     int32(maxRestarts),
 	}, nil
 }

@@ -20,12 +20,14 @@ func TestJobTemplate(t *testing.T) {
 			WorkerCount: 2, ShardCount: 2,
 			WorkerResources: &cohortv1.Resources{CpuMillis: 1000, MemoryBytes: 1 << 30},
 			ShardResources:  &cohortv1.Resources{CpuMillis: 500, MemoryBytes: 512 << 20},
+			MaxRestarts:     DefaultMaxRestarts,
 		}},
 		{"document-cnn.yaml", &cohortv1.Job{
 			Namespace: "default", Name: "hr-forms-cnn", Priority: 0, Queue: "default",
 			WorkerCount: 2, ShardCount: 4,
 			WorkerResources: &cohortv1.Resources{CpuMillis: 4000, MemoryBytes: 8 << 30, Gpus: 1},
 			ShardResources:  &cohortv1.Resources{CpuMillis: 500, MemoryBytes: 512 << 20},
+			MaxRestarts:     DefaultMaxRestarts,
 		}},
 	}
 	for _, tt := range tests {

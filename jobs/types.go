@@ -130,7 +130,39 @@ type Spec struct {
 	Checkpoint Checkpoint `yaml:"checkpoint" json:"checkpoint"`
 	// Export lists the serving formats written when the job succeeds.
 	Export Export `yaml:"export" json:"export"`
+	// Placement constrains where the scheduler may put the job's tasks; optional.
+	Placement Placement `yaml:"placement,omitempty" json:"placement,omitzero"`
+	// RestartPolicy bounds how often the job is placed again after losing a node;
+	// absent means DefaultMaxRestarts.
+	RestartPolicy *RestartPolicy `yaml:"restartPolicy,omitempty" json:"restartPolicy,omitempty"`
 }
+
+// RestartPolicy is a job's restart budget.
+type RestartPolicy struct {
+	// MaxRestarts is how many times the job is placed again (from its last checkpoint)
+	// after a node running one of its tasks goes down, 0..MaxRestartsLimit; once spent,
+	// the next loss fails the job. Preemption and drains do not spend it.
+	MaxRestarts int `yaml:"maxRestarts" json:"maxRestarts"`
+}
+
+// DefaultMaxRestarts is the restart budget of a job without spec.restartPolicy.
+const DefaultMaxRestarts = 3
+
+// MaxRestartsLimit bounds spec.restartPolicy.maxRestarts.
+const MaxRestartsLimit = 100
+
+// Placement constrains where a job's tasks run.
+type Placement struct {
+	// NodeSelector lists node labels a node must carry, every pair, to run the job's
+	// workers and shards; at most MaxNodeSelectorLabels pairs.
+	NodeSelector map[string]string `yaml:"nodeSelector,omitempty" json:"nodeSelector,omitempty"`
+	// Spread places the tasks on as many nodes as possible instead of bin-packing them
+	// onto the fullest nodes that fit; default false.
+	Spread bool `yaml:"spread,omitempty" json:"spread,omitempty"`
+}
+
+// MaxNodeSelectorLabels bounds spec.placement.nodeSelector.
+const MaxNodeSelectorLabels = 32
 
 // Model is the network to train. Exactly one of MLP, CNN and LSTM is set.
 type Model struct {
@@ -314,6 +346,12 @@ type WorkerResources struct {
 	CPU string `yaml:"cpu" json:"cpu"`
 	// Memory per worker as ParseMemory reads it; default "1Gi".
 	Memory string `yaml:"memory" json:"memory"`
+	// GPUModel, when set with gpus > 0, requires nodes whose GPU model is this name
+	// (case-insensitive, e.g. "NVIDIA H100 80GB HBM3"); optional.
+	GPUModel string `yaml:"gpuModel,omitempty" json:"gpuModel,omitempty"`
+	// GPUMemory, when set with gpus > 0, is the least memory per GPU a node must have,
+	// as ParseMemory reads it; optional.
+	GPUMemory string `yaml:"gpuMemory,omitempty" json:"gpuMemory,omitempty"`
 }
 
 // PSResources is the number of parameter-server shards and what each one needs.

@@ -411,12 +411,58 @@ func (v *validator) resources() {
 	v.intRange(wp+".gpus", w.GPUs, 0, MaxGPUsPerWorker)
 	v.cpu(wp+".cpu", w.CPU)
 	v.memory(wp+".memory", w.Memory)
+	if w.GPUModel != "" || w.GPUMemory != "" {
+		if w.GPUs == 0 {
+			v.add(wp+".gpus", "must be at least 1 when gpuModel or gpuMemory is set")
+		}
+		if len(w.GPUModel) > 128 {
+			v.add(wp+".gpuModel", "must be at most 128 bytes, got %d", len(w.GPUModel))
+		}
+		if w.GPUMemory != "" {
+			v.memory(wp+".gpuMemory", w.GPUMemory)
+		}
+	}
+	v.placement()
+	v.restartPolicy()
 
 	const pp = "spec.resources.parameterServers"
 	ps := &r.ParameterServers
 	v.intRange(pp+".shards", ps.Shards, 1, MaxShards)
 	v.cpu(pp+".cpu", ps.CPU)
 	v.memory(pp+".memory", ps.Memory)
+}
+
+// labelKey and labelValue are the forms of a node-selector pair (Kubernetes-like).
+var (
+	labelKey   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$`)
+	labelValue = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$`)
+)
+
+func (v *validator) restartPolicy() {
+	if rp := v.j.Spec.RestartPolicy; rp != nil {
+		v.intRange("spec.restartPolicy.maxRestarts", rp.MaxRestarts, 0, MaxRestartsLimit)
+	}
+}
+
+func (v *validator) placement() {
+	const pp = "spec.placement.nodeSelector"
+	sel := v.j.Spec.Placement.NodeSelector
+	if len(sel) > MaxNodeSelectorLabels {
+		v.add(pp, "must have at most %d labels, got %d", MaxNodeSelectorLabels, len(sel))
+	}
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if !labelKey.MatchString(k) {
+			v.add(pp, "label key %q must be 1-253 characters of letters, digits, '.', '_', '-', '/', starting and ending with a letter or digit", k)
+		}
+		if !labelValue.MatchString(sel[k]) {
+			v.add(pp+"."+k, "label value %q must be at most 63 characters of letters, digits, '.', '_', '-', starting and ending with a letter or digit", sel[k])
+		}
+	}
 }
 
 func (v *validator) cpu(path, s string) {

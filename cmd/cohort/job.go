@@ -21,7 +21,7 @@ import (
 
 func newJobCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect and cancel training jobs"}
-	cmd.AddCommand(newJobSubmitCmd(g), newJobListCmd(g), newJobStatusCmd(g), newJobWatchCmd(g), newJobCancelCmd(g))
+	cmd.AddCommand(newJobSubmitCmd(g), newJobPlanCmd(g), newJobListCmd(g), newJobStatusCmd(g), newJobWatchCmd(g), newJobCancelCmd(g))
 	return cmd
 }
 
@@ -53,7 +53,7 @@ func newIdempotencyKey() string {
 }
 
 func newJobSubmitCmd(g *globalFlags) *cobra.Command {
-	var wait bool
+	var wait, waitForCapacity bool
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
 		Short: "Submit a TrainingJob spec",
@@ -73,10 +73,12 @@ func newJobSubmitCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			defer conn.Close()
-			return submitAndReport(cmd.Context(), cohortv1.NewJobServiceClient(conn), raw, wait, g.output)
+			return submitWithOptions(cmd.Context(), cohortv1.NewJobServiceClient(conn), raw, wait, waitForCapacity, g.output)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the job to end; exit 0 only if it succeeded")
+	cmd.Flags().BoolVar(&waitForCapacity, "wait-for-capacity", false,
+		"accept a job larger than the registered nodes (it waits for more nodes) instead of refusing it")
 	return cmd
 }
 
@@ -84,12 +86,18 @@ func newJobSubmitCmd(g *globalFlags) *cobra.Command {
 // coordinator is unavailable) and, with wait, follows it to the end and prints the
 // result object.
 func submitAndReport(ctx context.Context, c cohortv1.JobServiceClient, raw []byte, wait bool, output string) error {
+	return submitWithOptions(ctx, c, raw, wait, false, output)
+}
+
+// submitWithOptions is submitAndReport; waitForCapacity accepts a job larger than the
+// registered nodes instead of having it refused.
+func submitWithOptions(ctx context.Context, c cohortv1.JobServiceClient, raw []byte, wait, waitForCapacity bool, output string) error {
 	key := newIdempotencyKey()
 	var resp *cohortv1.SubmitJobResponse
 	var err error
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		resp, err = c.SubmitJob(cctx, &cohortv1.SubmitJobRequest{SpecYaml: raw, IdempotencyKey: key})
+		resp, err = c.SubmitJob(cctx, &cohortv1.SubmitJobRequest{SpecYaml: raw, IdempotencyKey: key, WaitForCapacity: waitForCapacity})
 		cancel()
 		if err == nil {
 			break
@@ -198,6 +206,87 @@ func jobSummary(j *cohortv1.Job) map[string]any {
 	}
 }
 
+// planTaskJSON is one placement of `job plan -o json`.
+type planTaskJSON struct {
+	Task      string `json:"task"`
+	Node      string `json:"node"`
+	CPUMillis int64  `json:"cpu_millis"`
+	Memory    int64  `json:"memory_bytes"`
+	GPUs      int32  `json:"gpus"`
+}
+
+// planJSON is the contract shape of `job plan -o json`.
+type planJSON struct {
+	Feasible    bool           `json:"feasible"`
+	Placements  []planTaskJSON `json:"placements"`
+	Reasons     []string       `json:"reasons"`
+	Preemptions []string       `json:"preemptions"`
+	NeverFits   bool           `json:"never_fits"`
+}
+
+func newJobPlanCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "plan FILE",
+		Short: "Dry-run the scheduler for a spec: where it would run now, or why not",
+		Example: `  cohort job plan jobs/examples/attrition-mlp.yaml
+  cohort job plan jobs/examples/attrition-mlp.yaml -o json`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			raw, _, err := readSpec(args[0])
+			if err != nil {
+				return err
+			}
+			conn, err := connect(g)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := cohortv1.NewJobServiceClient(conn).PlanJob(cmd.Context(), &cohortv1.PlanJobRequest{SpecYaml: raw})
+			if err != nil {
+				return rpcErr("plan job", err)
+			}
+			out := planJSON{Feasible: resp.GetFeasible(), Placements: []planTaskJSON{}, Reasons: resp.GetReasons(),
+				Preemptions: resp.GetPreemptions(), NeverFits: resp.GetNeverFits()}
+			if out.Reasons == nil {
+				out.Reasons = []string{}
+			}
+			if out.Preemptions == nil {
+				out.Preemptions = []string{}
+			}
+			for _, p := range resp.GetPlacements() {
+				r := p.GetResources()
+				out.Placements = append(out.Placements, planTaskJSON{Task: p.GetTask(), Node: p.GetNodeId(),
+					CPUMillis: r.GetCpuMillis(), Memory: r.GetMemoryBytes(), GPUs: r.GetGpus()})
+			}
+			if g.output == "json" || g.output == "yaml" {
+				return printJSON(stdout, out)
+			}
+			if out.Feasible {
+				fmt.Fprintln(stdout, "feasible: the job would be placed now")
+			} else {
+				fmt.Fprintln(stdout, "not feasible now")
+			}
+			if out.NeverFits {
+				fmt.Fprintln(stdout, "  the job can never fit the registered nodes; submit would refuse it without --wait-for-capacity")
+			}
+			for _, r := range out.Reasons {
+				fmt.Fprintf(stdout, "  reason: %s\n", r)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			if len(out.Placements) > 0 {
+				fmt.Fprintln(tw, "  TASK\tNODE\tCPU\tMEMORY\tGPUS")
+			}
+			for _, p := range out.Placements {
+				fmt.Fprintf(tw, "  %s\t%s\t%dm\t%d\t%d\n", p.Task, p.Node, p.CPUMillis, p.Memory, p.GPUs)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
 func newJobStatusCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:     "status JOB_ID",
@@ -229,6 +318,9 @@ func newJobStatusCmd(g *globalFlags) *cobra.Command {
 			}
 			for _, r := range j.GetPendingReasons() {
 				fmt.Fprintf(stdout, "  pending: %s\n", r)
+			}
+			if j.GetGeneration() > 1 || j.GetRestarts() > 0 {
+				fmt.Fprintf(stdout, "  generation: %d, restarts: %d of %d\n", j.GetGeneration(), j.GetRestarts(), j.GetMaxRestarts())
 			}
 			if p := j.GetProgress(); p != nil {
 				fmt.Fprintf(stdout, "  progress: epoch %d/%d, step %d/%d, loss %.4f, %.0f samples/s\n",

@@ -13,7 +13,7 @@ import (
 )
 
 func newNodeCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "node", Short: "Inspect cluster nodes"}
+	cmd := &cobra.Command{Use: "node", Short: "Inspect, drain and cordon cluster nodes"}
 	cmd.AddCommand(&cobra.Command{
 		Use:     "list",
 		Short:   "List registered nodes with their roles, resources and last heartbeat",
@@ -45,13 +45,119 @@ func newNodeCmd(g *globalFlags) *cobra.Command {
 					roles = append(roles, strings.ToLower(strings.TrimPrefix(r.String(), "NODE_ROLE_")))
 				}
 				c := n.GetCapacity()
+				st := nodeStatusName(n.GetStatus())
+				if n.GetSchedulingIneligible() {
+					st += ",ineligible"
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%dm\t%dMi\t%d\t%s\t%s\n", n.GetId(), strings.Join(roles, ","),
-					strings.ToLower(strings.TrimPrefix(n.GetStatus().String(), "NODE_STATUS_")),
+					st,
 					c.GetCpuMillis(), c.GetMemoryBytes()>>20, c.GetGpus(), n.GetDataAddress(),
 					time.Unix(0, n.GetLastHeartbeatUnixNano()).Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},
 	})
+	cmd.AddCommand(newNodeDrainCmd(g), newNodeEligibilityCmd(g))
+	return cmd
+}
+
+func newNodeDrainCmd(g *globalFlags) *cobra.Command {
+	var deadline time.Duration
+	var cancel bool
+	cmd := &cobra.Command{
+		Use:   "drain NODE_ID [--deadline D]",
+		Short: "Stop placing tasks on a node and move its jobs elsewhere (they resume from their last checkpoint)",
+		Long: `Drain marks the node draining: no new task is placed there. Its jobs keep running
+until the deadline (at once without one), then go back to pending with a new generation
+and resume elsewhere from their last checkpoint. --cancel ends the drain.`,
+		Example: `  cohort node drain dev-worker-1
+  cohort node drain gpu-07 --deadline 30m
+  cohort node drain gpu-07 --cancel`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if deadline < 0 {
+				return usageErr("--deadline must not be negative, got %s", deadline)
+			}
+			if deadline > 0 && deadline < time.Second {
+				return usageErr("--deadline must be 0 or at least 1s, got %s", deadline)
+			}
+			conn, err := connect(g)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := cohortv1.NewJobServiceClient(conn).DrainNode(cmd.Context(), &cohortv1.DrainNodeRequest{
+				NodeId: args[0], DeadlineSeconds: int64(deadline / time.Second), Cancel: cancel})
+			if err != nil {
+				return rpcErr("drain node", err)
+			}
+			n := resp.GetNode()
+			if g.output == "json" {
+				return printJSON(stdout, map[string]any{"node_id": n.GetId(), "status": nodeStatusName(n.GetStatus()),
+					"drain_deadline": drainDeadline(n)})
+			}
+			switch {
+			case cancel:
+				fmt.Fprintf(stdout, "node %s: drain cancelled (%s)\n", n.GetId(), nodeStatusName(n.GetStatus()))
+			case n.GetDrainDeadlineUnixNano() == 0:
+				fmt.Fprintf(stdout, "node %s: draining; its jobs were moved off\n", n.GetId())
+			default:
+				fmt.Fprintf(stdout, "node %s: draining; its jobs move off at %s\n", n.GetId(), drainDeadline(n))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&deadline, "deadline", 0, "how long the node's jobs may keep running before they are moved (0: at once)")
+	cmd.Flags().BoolVar(&cancel, "cancel", false, "end the drain: the node takes new tasks again")
+	return cmd
+}
+
+func drainDeadline(n *cohortv1.Node) string {
+	if n.GetDrainDeadlineUnixNano() == 0 {
+		return ""
+	}
+	return time.Unix(0, n.GetDrainDeadlineUnixNano()).UTC().Format(time.RFC3339)
+}
+
+func nodeStatusName(s cohortv1.NodeStatus) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "NODE_STATUS_"))
+}
+
+func newNodeEligibilityCmd(g *globalFlags) *cobra.Command {
+	var enable, disable bool
+	cmd := &cobra.Command{
+		Use:   "eligibility NODE_ID --enable|--disable",
+		Short: "Allow or stop new tasks on a node (what runs there stays)",
+		Example: `  cohort node eligibility gpu-07 --disable
+  cohort node eligibility gpu-07 --enable`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if enable == disable {
+				return usageErr("give exactly one of --enable and --disable")
+			}
+			conn, err := connect(g)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := cohortv1.NewJobServiceClient(conn).SetNodeEligibility(cmd.Context(), &cohortv1.SetNodeEligibilityRequest{
+				NodeId: args[0], Eligible: enable})
+			if err != nil {
+				return rpcErr("set node eligibility", err)
+			}
+			n := resp.GetNode()
+			if g.output == "json" {
+				return printJSON(stdout, map[string]any{"node_id": n.GetId(), "eligible": !n.GetSchedulingIneligible()})
+			}
+			state := "eligible"
+			if n.GetSchedulingIneligible() {
+				state = "ineligible"
+			}
+			fmt.Fprintf(stdout, "node %s: %s for new tasks\n", n.GetId(), state)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&enable, "enable", false, "allow new tasks on the node")
+	cmd.Flags().BoolVar(&disable, "disable", false, "keep new tasks off the node")
 	return cmd
 }

@@ -70,8 +70,11 @@ func (s *agentService) RegisterNode(ctx context.Context, req *cohortv1.RegisterN
 		}
 	}
 	c := node.Capacity
-	if c == nil || c.CpuMillis < 0 || c.MemoryBytes < 0 || c.Gpus < 0 {
+	if c == nil || c.CpuMillis < 0 || c.MemoryBytes < 0 || c.Gpus < 0 || c.GpuMemoryBytes < 0 {
 		return nil, toStatus(fmt.Errorf("%w: node.capacity is missing or negative", ErrInvalidArgument))
+	}
+	if c.Gpus == 0 && (c.GpuModel != "" || c.GpuMemoryBytes != 0) {
+		return nil, toStatus(fmt.Errorf("%w: node.capacity names a GPU model or GPU memory but has no GPUs", ErrInvalidArgument))
 	}
 	if slices.Contains(node.Roles, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER) && node.DataAddress == "" {
 		return nil, toStatus(fmt.Errorf("%w: a paramserver node needs a data_address", ErrInvalidArgument))

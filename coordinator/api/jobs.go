@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
+	"github.com/cohort-dev/cohort/coordinator/scheduler"
 	"github.com/cohort-dev/cohort/coordinator/state"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -67,18 +68,17 @@ func (s *jobService) SubmitJob(ctx context.Context, req *cohortv1.SubmitJobReque
 		})
 }
 
-func (s *jobService) submitJob(ctx context.Context, req *cohortv1.SubmitJobRequest) (*cohortv1.SubmitJobResponse, error) {
+// parseJob checks and parses a submitted spec into a fresh job template.
+func (s *jobService) parseJob(spec []byte) (*cohortv1.Job, error) {
 	switch {
-	case len(req.SpecYaml) == 0:
+	case len(spec) == 0:
 		return nil, fmt.Errorf("%w: spec_yaml is empty", ErrInvalidArgument)
-	case len(req.SpecYaml) > s.cfg.MaxSpecBytes:
-		return nil, fmt.Errorf("%w: spec is %d bytes, limit %d", ErrInvalidArgument, len(req.SpecYaml), s.cfg.MaxSpecBytes)
-	case len(req.IdempotencyKey) > maxIdempotencyKeyLen:
-		return nil, fmt.Errorf("%w: idempotency_key is longer than %d bytes", ErrInvalidArgument, maxIdempotencyKeyLen)
+	case len(spec) > s.cfg.MaxSpecBytes:
+		return nil, fmt.Errorf("%w: spec is %d bytes, limit %d", ErrInvalidArgument, len(spec), s.cfg.MaxSpecBytes)
 	case s.cfg.ParseSpec == nil:
 		return nil, fmt.Errorf("api: no spec parser configured")
 	}
-	tmpl, err := s.cfg.ParseSpec(req.SpecYaml)
+	tmpl, err := s.cfg.ParseSpec(spec)
 	if err != nil {
 		return nil, &invalidSpecError{err: err}
 	}
@@ -88,6 +88,37 @@ func (s *jobService) submitJob(ctx context.Context, req *cohortv1.SubmitJobReque
 	job := proto.Clone(tmpl).(*cohortv1.Job)
 	if job.Namespace == "" {
 		job.Namespace = "default"
+	}
+	return job, nil
+}
+
+func (s *jobService) submitJob(ctx context.Context, req *cohortv1.SubmitJobRequest) (*cohortv1.SubmitJobResponse, error) {
+	if len(req.IdempotencyKey) > maxIdempotencyKeyLen {
+		return nil, fmt.Errorf("%w: idempotency_key is longer than %d bytes", ErrInvalidArgument, maxIdempotencyKeyLen)
+	}
+	job, err := s.parseJob(req.SpecYaml)
+	if err != nil {
+		return nil, err
+	}
+	snap := s.b.State().Snapshot()
+	quota, err := scheduler.ExceedsQuota(snap, job)
+	if err != nil {
+		return nil, err
+	}
+	if len(quota) > 0 {
+		s.logger.Info("job refused: it exceeds its namespace's quota on its own", "job", job.Name, "namespace", job.Namespace, "reasons", quota)
+		return nil, fmt.Errorf("%w: job %q can never run: %s", ErrInvalidArgument, job.Name, strings.Join(quota, "; "))
+	}
+	if !req.WaitForCapacity {
+		reasons, err := scheduler.NeverFits(snap, job)
+		if err != nil {
+			return nil, err
+		}
+		if len(reasons) > 0 {
+			s.logger.Info("job refused: it can never fit the registered nodes", "job", job.Name, "namespace", job.Namespace, "reasons", reasons)
+			return nil, fmt.Errorf("%w: job %q can never fit the registered nodes: %s (submit with --wait-for-capacity to wait for more nodes)",
+				ErrInvalidArgument, job.Name, strings.Join(reasons, "; "))
+		}
 	}
 	job.Id = newJobID(job.Name)
 	job.SpecYaml = req.SpecYaml
@@ -236,6 +267,58 @@ func (s *jobService) ListNodes(ctx context.Context, req *cohortv1.ListNodesReque
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ListNodesResponse, error) {
 		return cohortv1.NewJobServiceClient(c).ListNodes(ctx, req)
 	})
+}
+
+// PlanJob dry-runs the scheduler for a spec against the current state (a consistent
+// read unless stale). It commits nothing.
+func (s *jobService) PlanJob(ctx context.Context, req *cohortv1.PlanJobRequest) (*cohortv1.PlanJobResponse, error) {
+	job, err := s.parseJob(req.SpecYaml)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	job.Id = "plan-" + jobIDUnsafe.ReplaceAllString(strings.ToLower(job.Name), "-")
+	return readCall(ctx, s.b, s.cfg, func() (*cohortv1.PlanJobResponse, error) {
+		return planJob(s.b.State().Snapshot(), job)
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.PlanJobResponse, error) {
+		return cohortv1.NewJobServiceClient(c).PlanJob(ctx, req)
+	})
+}
+
+// planJob answers a dry run of job on snap.
+func planJob(snap *state.StateSnapshot, job *cohortv1.Job) (*cohortv1.PlanJobResponse, error) {
+	never, err := scheduler.NeverFits(snap, job)
+	if err != nil {
+		return nil, err
+	}
+	quota, err := scheduler.ExceedsQuota(snap, job)
+	if err != nil {
+		return nil, err
+	}
+	never = append(quota, never...)
+	cluster := scheduler.NewCluster(snap)
+	plan := cluster.Place(job)
+	out := &cohortv1.PlanJobResponse{Feasible: plan.Feasible(), NeverFits: len(never) > 0, Preemptions: []string{}}
+	out.Reasons = append(slices.Clone(never), plan.Reasons...)
+	if !plan.Feasible() && len(never) == 0 {
+		running, err := scheduler.RunningJobs(snap)
+		if err != nil {
+			return nil, err
+		}
+		if victims, p, ok := cluster.Preempt(job, running); ok {
+			// Placeable by evicting lower-priority gangs: the reasons say what is short
+			// without eviction, the placements are those after it.
+			out.Feasible, out.Preemptions, plan = true, victims, p
+		}
+	}
+	for _, a := range plan.Allocations {
+		task := "worker"
+		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
+			task = "ps"
+		}
+		out.Placements = append(out.Placements, &cohortv1.PlannedTask{
+			Task: fmt.Sprintf("%s %d", task, a.Index), NodeId: a.NodeId, Resources: a.Resources})
+	}
+	return out, nil
 }
 
 // waitCatchUp waits until ws fires, until, or ctx ends; only ctx ending is an error.

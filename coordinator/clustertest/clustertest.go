@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -76,14 +77,45 @@ func Logger() *slog.Logger {
 }
 
 // ParseSpec is the injected spec parser: "name: X" gives a 1-worker, 1-shard job.
+// Further lines "workers: N", "gpus: N" (per worker), "shards: N", "priority: N" and
+// "selector: k=v" change it.
 func ParseSpec(spec []byte) (*cohortv1.Job, error) {
-	name, ok := strings.CutPrefix(strings.TrimSpace(string(spec)), "name: ")
+	lines := strings.Split(strings.TrimSpace(string(spec)), "\n")
+	name, ok := strings.CutPrefix(strings.TrimSpace(lines[0]), "name: ")
 	if !ok || name == "" {
 		return nil, errors.New("spec.yaml:1: metadata.name: required")
 	}
-	return &cohortv1.Job{Name: name, Namespace: "default", Priority: 50, WorkerCount: 1, ShardCount: 1,
+	job := &cohortv1.Job{Name: name, Namespace: "default", Priority: 50, WorkerCount: 1, ShardCount: 1,
 		WorkerResources: &cohortv1.Resources{CpuMillis: 100, MemoryBytes: 1 << 20},
-		ShardResources:  &cohortv1.Resources{CpuMillis: 100, MemoryBytes: 1 << 20}}, nil
+		ShardResources:  &cohortv1.Resources{CpuMillis: 100, MemoryBytes: 1 << 20}}
+	for i, l := range lines[1:] {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), ": ")
+		if !ok {
+			return nil, fmt.Errorf("spec.yaml:%d: want \"key: value\"", i+2)
+		}
+		if k == "selector" {
+			lk, lv, _ := strings.Cut(v, "=")
+			job.NodeSelector = map[string]string{lk: lv}
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, fmt.Errorf("spec.yaml:%d: %s: %w", i+2, k, err)
+		}
+		switch k {
+		case "workers":
+			job.WorkerCount = int32(n)
+		case "gpus":
+			job.WorkerResources.Gpus = int32(n)
+		case "shards":
+			job.ShardCount = int32(n)
+		case "priority":
+			job.Priority = int32(n)
+		default:
+			return nil, fmt.Errorf("spec.yaml:%d: unknown field %q", i+2, k)
+		}
+	}
+	return job, nil
 }
 
 // DialOptions are the client options the cluster's coordinators and clients use.

@@ -112,6 +112,13 @@ func applyRegisterNode(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 		node.RegistrationGeneration = prev.RegistrationGeneration + 1
 	}
 	node.Status = cohortv1.NodeStatus_NODE_STATUS_READY
+	if prev != nil {
+		// An admin's drain and eligibility outlive a re-registration.
+		node.SchedulingIneligible = prev.SchedulingIneligible
+		if prev.Status == cohortv1.NodeStatus_NODE_STATUS_DRAINING {
+			node.Status, node.DrainDeadlineUnixNano = prev.Status, prev.DrainDeadlineUnixNano
+		}
+	}
 	node.LastHeartbeatUnixNano = cmd.TimeUnixNano
 	if err := txn.UpsertNode(node); err != nil {
 		return nil, err
@@ -280,6 +287,9 @@ func applyNodeStatus(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	}
 	node := proto.Clone(stored).(*cohortv1.Node)
 	node.Status = c.Status
+	if stored.Status == cohortv1.NodeStatus_NODE_STATUS_DRAINING && c.Status == cohortv1.NodeStatus_NODE_STATUS_READY {
+		node.Status = stored.Status // a heartbeat does not end a drain
+	}
 	if c.HeartbeatUnixNano != 0 {
 		node.LastHeartbeatUnixNano = c.HeartbeatUnixNano
 	}
@@ -288,6 +298,13 @@ func applyNodeStatus(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	}
 	if err := txn.UpsertNode(node); err != nil {
 		return nil, err
+	}
+	if node.Status == cohortv1.NodeStatus_NODE_STATUS_DOWN && stored.Status != cohortv1.NodeStatus_NODE_STATUS_DOWN {
+		// The node's tasks are lost: their jobs are placed again from their last
+		// checkpoint, within their restart budget.
+		if err := requeueJobsOnNode(txn, node.Id, "node "+node.Id+" went down", true, cmd.TimeUnixNano); err != nil {
+			return nil, err
+		}
 	}
 	return node, nil
 }

@@ -167,6 +167,11 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"node_status":   applyNodeStatus,
 
 	"register_coordinator": applyRegisterCoordinator,
+	"set_quota":            applySetQuota,
+	"set_queue":            applySetQueue,
+	"preempt_jobs":         applyPreemptJobs,
+	"drain_node":           applyDrainNode,
+	"set_node_eligibility": applySetNodeEligibility,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

@@ -196,10 +196,10 @@ func TestCommitPlan(t *testing.T) {
 		{name: "refuses an unknown job", cmd: planCmd("nope", w0), wantErr: ErrNotFound},
 		{name: "refuses an allocation of another job", cmd: planCmd("j1", alloc("j2", cohortv1.TaskKind_TASK_KIND_WORKER, 0, "n1")),
 			wantErr: ErrInvalidCommand},
-		{name: "records pending reasons", cmd: reasonsCmd("j1", "no ready node with role worker"),
+		{name: "records pending reasons", cmd: reasonsCmd("j1", "no ready, eligible node with role worker"),
 			wantState: cohortv1.JobState_JOB_STATE_PENDING,
 			check: func(t *testing.T, h *harness) {
-				if got := h.job("j1").PendingReasons; len(got) != 1 || got[0] != "no ready node with role worker" {
+				if got := h.job("j1").PendingReasons; len(got) != 1 || got[0] != "no ready, eligible node with role worker" {
 					t.Fatalf("reasons %q", got)
 				}
 			}},

@@ -29,6 +29,13 @@ func FuzzApplyCommand(f *testing.F) {
 		{Kind: &cohortv1.Command_RegisterNode{RegisterNode: &cohortv1.RegisterNodeCommand{Node: &cohortv1.Node{Id: "n1"}}}},
 		{Kind: &cohortv1.Command_NodeStatus{NodeStatus: &cohortv1.NodeStatusCommand{NodeId: "n1", Status: 2}}},
 		{Kind: &cohortv1.Command_UpdateTasks{}},
+		quotaCmd("default", 4, false),
+		quotaCmd("default", 0, true),
+		queueCmd("research", 3, false),
+		drainCmd("n1", 0, false),
+		nodeDownCmd("n1"),
+		{Kind: &cohortv1.Command_PreemptJobs{PreemptJobs: &cohortv1.PreemptJobsCommand{VictimJobIds: []string{"j1"}}}},
+		{Kind: &cohortv1.Command_SetNodeEligibility{SetNodeEligibility: &cohortv1.SetNodeEligibilityCommand{NodeId: "n1"}}},
 	}
 	for _, c := range seeds {
 		f.Add(mustMarshal(f, c))

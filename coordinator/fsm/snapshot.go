@@ -34,7 +34,10 @@ const (
 	// recordCoordinator (added in place, version stays 1): readers older than it refuse
 	// such a snapshot with "unknown record type", which is the safe failure.
 	recordCoordinator byte = 5
-	recordEnd         byte = 0xff
+	// recordQuota and recordQueue (added in place, like recordCoordinator).
+	recordQuota byte = 6
+	recordQueue byte = 7
+	recordEnd   byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
 	// memory.
@@ -87,7 +90,8 @@ func (rw *recordWriter) message(typ byte, m proto.Message) error {
 	return rw.record(typ, payload)
 }
 
-// WriteSnapshot writes every node, job, allocation and table index of snap to w in the
+// WriteSnapshot writes every node, job, allocation, coordinator, quota, queue and table
+// index of snap to w in the
 // snapshot stream format.
 func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 	rw := &recordWriter{w: bufio.NewWriterSize(w, 64<<10)}
@@ -133,11 +137,29 @@ func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 			return err
 		}
 	}
+	quotas, err := snap.Quotas(nil)
+	if err != nil {
+		return err
+	}
+	for _, q := range quotas {
+		if err := rw.message(recordQuota, q); err != nil {
+			return err
+		}
+	}
+	queues, err := snap.Queues(nil)
+	if err != nil {
+		return err
+	}
+	for _, q := range queues {
+		if err := rw.message(recordQueue, q); err != nil {
+			return err
+		}
+	}
 	indexes, err := snap.TableIndexes()
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators} {
+	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues} {
 		idx, ok := indexes[table]
 		if !ok {
 			continue
@@ -236,6 +258,18 @@ func restoreRecord(txn *state.Txn, typ byte, payload []byte) error {
 			return fmt.Errorf("decode coordinator: %w", err)
 		}
 		return txn.RestoreCoordinator(c)
+	case recordQuota:
+		q := &cohortv1.Quota{}
+		if err := proto.Unmarshal(payload, q); err != nil {
+			return fmt.Errorf("decode quota: %w", err)
+		}
+		return txn.RestoreQuota(q)
+	case recordQueue:
+		q := &cohortv1.Queue{}
+		if err := proto.Unmarshal(payload, q); err != nil {
+			return fmt.Errorf("decode queue: %w", err)
+		}
+		return txn.RestoreQueue(q)
 	case recordTableIndex:
 		idx, n := binary.Uvarint(payload)
 		if n <= 0 {

@@ -1,9 +1,9 @@
 package server
 
 import (
-	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -161,12 +161,16 @@ func (s *Server) schedulingLoop(ctx context.Context) {
 	for {
 		ws := memdb.NewWatchSet()
 		failed := s.schedulePass(ctx, ws)
+		next, drainFailed := s.enforceDrainDeadlines(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		wctx, cancel := ctx, context.CancelFunc(func() {})
-		if failed {
+		switch {
+		case failed || drainFailed:
 			wctx, cancel = context.WithTimeout(ctx, s.config.SchedulerRetryInterval)
+		case !next.IsZero():
+			wctx, cancel = context.WithDeadline(ctx, next)
 		}
 		_ = ws.WatchCtx(wctx)
 		cancel()
@@ -176,41 +180,128 @@ func (s *Server) schedulingLoop(ctx context.Context) {
 	}
 }
 
-// schedulePass runs the scheduler once over every pending job, highest priority
-// first, then oldest. It reports whether any plan failed to commit.
+// schedulePass runs the scheduler once over every pending job, in the order
+// scheduler.Cluster.Order gives (queues by weighted fair share; in a queue, highest
+// priority first, then oldest). It reports whether any plan failed to commit.
 func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bool) {
 	snap := s.State().Snapshot()
 	pending, err := snap.JobsByState(ws, cohortv1.JobState_JOB_STATE_PENDING)
 	if err == nil {
-		err = errors.Join(snap.WatchTable(ws, state.TableNodes), snap.WatchTable(ws, state.TableAllocations))
+		err = errors.Join(snap.WatchTable(ws, state.TableNodes), snap.WatchTable(ws, state.TableAllocations),
+			snap.WatchTable(ws, state.TableQuotas), snap.WatchTable(ws, state.TableQueues))
 	}
 	if err != nil {
 		s.logger.Error("scheduling pass: read state", "err", err)
 		return true
 	}
 	s.metrics.pendingJobs.Set(float64(len(pending)))
-	slices.SortFunc(pending, func(a, b *cohortv1.Job) int {
-		return cmp.Or(
-			cmp.Compare(b.Priority, a.Priority),
-			cmp.Compare(a.SubmitTimeUnixNano, b.SubmitTimeUnixNano),
-			cmp.Compare(a.Id, b.Id),
-		)
-	})
-	for _, job := range pending {
+	// One working view per pass: each placed plan reserves its capacity in it, so later
+	// jobs of the pass see it taken even before the plan is committed. A plan the
+	// applier rejects leaves its reservation behind until the next pass, which errs on
+	// the side of placing less.
+	cluster := scheduler.NewCluster(snap)
+	var running []scheduler.Running
+	runningRead := false
+	for _, job := range cluster.Order(pending) {
 		if ctx.Err() != nil {
 			return false
 		}
-		// A fresh snapshot per job, so it sees the plans committed earlier in this pass.
-		plan := scheduler.Place(s.State().Snapshot(), job)
+		plan := cluster.Place(job)
+		if !plan.Feasible() {
+			if !runningRead {
+				running, err = scheduler.RunningJobs(snap)
+				if err != nil {
+					s.logger.Error("scheduling pass: read running jobs", "err", err)
+					return true
+				}
+				runningRead = true
+			}
+			if victims, _, ok := cluster.Preempt(job, running); ok {
+				// Evict, then place the preemptor at once on the newest state, before
+				// any other job can take the freed capacity. The next pass (woken by
+				// these writes) goes on with the rest.
+				if err := s.preempt(ctx, job, victims); err != nil {
+					if ctx.Err() == nil {
+						s.logger.Warn("preemption not committed", "job", job.Id, "err", err)
+					}
+					return true
+				}
+				plan = scheduler.NewCluster(s.State().Snapshot()).Place(job)
+				if err := s.applyPlan(ctx, job, plan); err != nil {
+					s.metrics.plans.WithLabelValues("error").Inc()
+					return true
+				}
+				return false
+			}
+		}
 		if err := s.applyPlan(ctx, job, plan); err != nil {
 			if ctx.Err() == nil {
 				s.logger.Warn("plan not committed", "job", job.Id, "err", err)
 			}
 			s.metrics.plans.WithLabelValues("error").Inc()
 			failed = true
+		} else if plan.Feasible() && runningRead {
+			// Jobs placed earlier in the pass are preemption candidates too.
+			running = append(running, scheduler.Running{Job: job, Allocs: plan.Allocations})
 		}
 	}
 	return failed
+}
+
+// enforceDrainDeadlines moves the jobs off every draining node whose deadline has
+// passed and that still runs tasks. It returns the next deadline still to come (zero
+// when none) and whether a command failed.
+func (s *Server) enforceDrainDeadlines(ctx context.Context) (next time.Time, failed bool) {
+	snap := s.State().Snapshot()
+	nodes, err := snap.Nodes(nil)
+	if err != nil {
+		return time.Time{}, true
+	}
+	now := time.Now()
+	for _, n := range nodes {
+		if n.Status != cohortv1.NodeStatus_NODE_STATUS_DRAINING || n.DrainDeadlineUnixNano == 0 {
+			continue
+		}
+		allocs, err := snap.AllocsByNode(nil, n.Id)
+		if err != nil {
+			return time.Time{}, true
+		}
+		if !slices.ContainsFunc(allocs, func(a *cohortv1.Allocation) bool { return !state.TaskTerminal(a.State) }) {
+			continue
+		}
+		deadline := time.Unix(0, n.DrainDeadlineUnixNano)
+		if deadline.After(now) {
+			if next.IsZero() || deadline.Before(next) {
+				next = deadline
+			}
+			continue
+		}
+		_, err = s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_DrainNode{DrainNode: &cohortv1.DrainNodeCommand{
+			NodeId: n.Id, DeadlineUnixNano: n.DrainDeadlineUnixNano}}})
+		if err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("drain deadline: could not move jobs off the node", "node", n.Id, "err", err)
+			}
+			failed = true
+			continue
+		}
+		s.logger.Info("drain deadline reached: jobs moved off the node", "node", n.Id)
+	}
+	return next, failed
+}
+
+// preempt commits the eviction of victims (whole gangs) for job.
+func (s *Server) preempt(ctx context.Context, job *cohortv1.Job, victims []string) error {
+	reason := fmt.Sprintf("preempted by job %s (priority %d)", job.Id, job.Priority)
+	_, err := s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_PreemptJobs{PreemptJobs: &cohortv1.PreemptJobsCommand{
+		PreemptorJobId: job.Id, VictimJobIds: victims, Reason: reason,
+	}}})
+	if err != nil {
+		return err
+	}
+	s.metrics.preemptedJobs.Add(float64(len(victims)))
+	s.logger.Info("jobs preempted", "for", job.Id, "priority", job.Priority, "victims", victims)
+	return nil
 }
 
 // applyPlan is the plan applier: the only committer of plans. It re-checks a feasible

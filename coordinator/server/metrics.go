@@ -13,6 +13,7 @@ type metrics struct {
 	inflight          prometheus.Gauge
 	applyDuration     *prometheus.HistogramVec
 	plans             *prometheus.CounterVec
+	preemptedJobs     prometheus.Counter
 	pendingJobs       prometheus.Gauge
 	heartbeatExpiries prometheus.Counter
 	readIndexDuration prometheus.Histogram
@@ -38,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cohort_scheduler_plans_total",
 			Help: "Placement plans by result: placed, pending (reasons committed), unchanged, rejected (stale), error.",
 		}, []string{"result"}),
+		preemptedJobs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cohort_scheduler_preempted_jobs_total",
+			Help: "Running jobs evicted (sent back to pending) for a higher-priority job.",
+		}),
 		pendingJobs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cohort_scheduler_pending_jobs",
 			Help: "Pending jobs seen by the last scheduling pass.",
@@ -59,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.leader, m.inflight, m.applyDuration, m.plans, m.pendingJobs, m.heartbeatExpiries,
+	for _, c := range []prometheus.Collector{m.leader, m.inflight, m.applyDuration, m.plans, m.preemptedJobs, m.pendingJobs, m.heartbeatExpiries,
 		m.readIndexDuration, m.readBarriers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("server: register metrics: %w", err)

@@ -159,7 +159,7 @@ func TestJobLifecycle(t *testing.T) {
 		return r
 	}
 	waitFor(t, "pending reasons", func() bool {
-		return slices.Contains(getJob().Job.PendingReasons, "no ready node with role worker")
+		return slices.Contains(getJob().Job.PendingReasons, "no ready, eligible node with role worker")
 	}, 10*time.Second)
 
 	// Watch the job from here on.

@@ -97,6 +97,14 @@ func index(name string, unique, allowMissing bool, of func(any) (string, bool)) 
 
 // schema returns the memdb schema of the state store.
 func schema() *memdb.DBSchema {
+	s := baseSchema()
+	for name, t := range policyTables() {
+		s.Tables[name] = t
+	}
+	return s
+}
+
+func baseSchema() *memdb.DBSchema {
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		TableJobs: {
 			Name: TableJobs,

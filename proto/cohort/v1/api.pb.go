@@ -27,8 +27,11 @@ type SubmitJobRequest struct {
 	// idempotency_key makes retries safe: a second submit with the same key returns the
 	// first job. The CLI generates one per invocation.
 	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// wait_for_capacity accepts a job larger than the registered capacity (it waits for
+	// nodes to join) instead of refusing it.
+	WaitForCapacity bool `protobuf:"varint,3,opt,name=wait_for_capacity,json=waitForCapacity,proto3" json:"wait_for_capacity,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubmitJobRequest) Reset() {
@@ -73,6 +76,13 @@ func (x *SubmitJobRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *SubmitJobRequest) GetWaitForCapacity() bool {
+	if x != nil {
+		return x.WaitForCapacity
+	}
+	return false
 }
 
 type SubmitJobResponse struct {
@@ -982,14 +992,754 @@ func (*ReportTasksResponse) Descriptor() ([]byte, []int) {
 	return file_cohort_v1_api_proto_rawDescGZIP(), []int{20}
 }
 
+type PlanJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpecYaml      []byte                 `protobuf:"bytes,1,opt,name=spec_yaml,json=specYaml,proto3" json:"spec_yaml,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanJobRequest) Reset() {
+	*x = PlanJobRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanJobRequest) ProtoMessage() {}
+
+func (x *PlanJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanJobRequest.ProtoReflect.Descriptor instead.
+func (*PlanJobRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PlanJobRequest) GetSpecYaml() []byte {
+	if x != nil {
+		return x.SpecYaml
+	}
+	return nil
+}
+
+// PlannedTask is one task of a dry-run plan.
+type PlannedTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"` // "worker 0", "ps 1"
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Resources     *Resources             `protobuf:"bytes,3,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlannedTask) Reset() {
+	*x = PlannedTask{}
+	mi := &file_cohort_v1_api_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlannedTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlannedTask) ProtoMessage() {}
+
+func (x *PlannedTask) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlannedTask.ProtoReflect.Descriptor instead.
+func (*PlannedTask) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PlannedTask) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *PlannedTask) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PlannedTask) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type PlanJobResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Feasible   bool                   `protobuf:"varint,1,opt,name=feasible,proto3" json:"feasible,omitempty"`
+	Placements []*PlannedTask         `protobuf:"bytes,2,rep,name=placements,proto3" json:"placements,omitempty"`
+	// reasons says why the job cannot be placed now (or can never be, see never_fits).
+	Reasons []string `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// preemptions lists the jobs that would have to be evicted; empty in this version.
+	Preemptions []string `protobuf:"bytes,4,rep,name=preemptions,proto3" json:"preemptions,omitempty"`
+	// never_fits is true when the job exceeds what any node or the whole cluster has, so
+	// a submit would be refused without wait_for_capacity.
+	NeverFits     bool `protobuf:"varint,5,opt,name=never_fits,json=neverFits,proto3" json:"never_fits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanJobResponse) Reset() {
+	*x = PlanJobResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanJobResponse) ProtoMessage() {}
+
+func (x *PlanJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanJobResponse.ProtoReflect.Descriptor instead.
+func (*PlanJobResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PlanJobResponse) GetFeasible() bool {
+	if x != nil {
+		return x.Feasible
+	}
+	return false
+}
+
+func (x *PlanJobResponse) GetPlacements() []*PlannedTask {
+	if x != nil {
+		return x.Placements
+	}
+	return nil
+}
+
+func (x *PlanJobResponse) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *PlanJobResponse) GetPreemptions() []string {
+	if x != nil {
+		return x.Preemptions
+	}
+	return nil
+}
+
+func (x *PlanJobResponse) GetNeverFits() bool {
+	if x != nil {
+		return x.NeverFits
+	}
+	return false
+}
+
+type SetQuotaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quota         *Quota                 `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	Delete        bool                   `protobuf:"varint,2,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuotaRequest) Reset() {
+	*x = SetQuotaRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuotaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuotaRequest) ProtoMessage() {}
+
+func (x *SetQuotaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuotaRequest.ProtoReflect.Descriptor instead.
+func (*SetQuotaRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SetQuotaRequest) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *SetQuotaRequest) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+type SetQuotaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quota         *Quota                 `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuotaResponse) Reset() {
+	*x = SetQuotaResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuotaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuotaResponse) ProtoMessage() {}
+
+func (x *SetQuotaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuotaResponse.ProtoReflect.Descriptor instead.
+func (*SetQuotaResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SetQuotaResponse) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+type ListQuotasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuotasRequest) Reset() {
+	*x = ListQuotasRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuotasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuotasRequest) ProtoMessage() {}
+
+func (x *ListQuotasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuotasRequest.ProtoReflect.Descriptor instead.
+func (*ListQuotasRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{26}
+}
+
+type ListQuotasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quotas        []*Quota               `protobuf:"bytes,1,rep,name=quotas,proto3" json:"quotas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuotasResponse) Reset() {
+	*x = ListQuotasResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuotasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuotasResponse) ProtoMessage() {}
+
+func (x *ListQuotasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuotasResponse.ProtoReflect.Descriptor instead.
+func (*ListQuotasResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListQuotasResponse) GetQuotas() []*Quota {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
+type SetQueueRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         *Queue                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Delete        bool                   `protobuf:"varint,2,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQueueRequest) Reset() {
+	*x = SetQueueRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQueueRequest) ProtoMessage() {}
+
+func (x *SetQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQueueRequest.ProtoReflect.Descriptor instead.
+func (*SetQueueRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SetQueueRequest) GetQueue() *Queue {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
+func (x *SetQueueRequest) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+type SetQueueResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         *Queue                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQueueResponse) Reset() {
+	*x = SetQueueResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQueueResponse) ProtoMessage() {}
+
+func (x *SetQueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQueueResponse.ProtoReflect.Descriptor instead.
+func (*SetQueueResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SetQueueResponse) GetQueue() *Queue {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
+type ListQueuesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQueuesRequest) Reset() {
+	*x = ListQueuesRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQueuesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQueuesRequest) ProtoMessage() {}
+
+func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
+func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{30}
+}
+
+type ListQueuesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queues        []*Queue               `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQueuesResponse) Reset() {
+	*x = ListQueuesResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQueuesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQueuesResponse) ProtoMessage() {}
+
+func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
+func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListQueuesResponse) GetQueues() []*Queue {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+type DrainNodeRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// deadline_seconds is how long the node's jobs may keep running before they are
+	// moved; 0 moves them at once.
+	DeadlineSeconds int64 `protobuf:"varint,2,opt,name=deadline_seconds,json=deadlineSeconds,proto3" json:"deadline_seconds,omitempty"`
+	Cancel          bool  `protobuf:"varint,3,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DrainNodeRequest) Reset() {
+	*x = DrainNodeRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeRequest) ProtoMessage() {}
+
+func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
+func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DrainNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DrainNodeRequest) GetDeadlineSeconds() int64 {
+	if x != nil {
+		return x.DeadlineSeconds
+	}
+	return 0
+}
+
+func (x *DrainNodeRequest) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+type DrainNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeResponse) Reset() {
+	*x = DrainNodeResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeResponse) ProtoMessage() {}
+
+func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
+func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DrainNodeResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type SetNodeEligibilityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Eligible      bool                   `protobuf:"varint,2,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeEligibilityRequest) Reset() {
+	*x = SetNodeEligibilityRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeEligibilityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeEligibilityRequest) ProtoMessage() {}
+
+func (x *SetNodeEligibilityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeEligibilityRequest.ProtoReflect.Descriptor instead.
+func (*SetNodeEligibilityRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SetNodeEligibilityRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *SetNodeEligibilityRequest) GetEligible() bool {
+	if x != nil {
+		return x.Eligible
+	}
+	return false
+}
+
+type SetNodeEligibilityResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeEligibilityResponse) Reset() {
+	*x = SetNodeEligibilityResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeEligibilityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeEligibilityResponse) ProtoMessage() {}
+
+func (x *SetNodeEligibilityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeEligibilityResponse.ProtoReflect.Descriptor instead.
+func (*SetNodeEligibilityResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SetNodeEligibilityResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
 var File_cohort_v1_api_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x13cohort/v1/api.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\x1a\x14cohort/v1/raft.proto\"X\n" +
+	"\x13cohort/v1/api.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\x1a\x14cohort/v1/raft.proto\"\x84\x01\n" +
 	"\x10SubmitJobRequest\x12\x1b\n" +
 	"\tspec_yaml\x18\x01 \x01(\fR\bspecYaml\x12'\n" +
-	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\"O\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12*\n" +
+	"\x11wait_for_capacity\x18\x03 \x01(\bR\x0fwaitForCapacity\"O\n" +
 	"\x11SubmitJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"\x1f\n" +
@@ -1035,7 +1785,49 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\vassignments\x18\x01 \x03(\v2\x15.cohort.v1.AssignmentR\vassignments\"E\n" +
 	"\x12ReportTasksRequest\x12/\n" +
 	"\areports\x18\x01 \x03(\v2\x15.cohort.v1.TaskReportR\areports\"\x15\n" +
-	"\x13ReportTasksResponse2\xaf\x03\n" +
+	"\x13ReportTasksResponse\"-\n" +
+	"\x0ePlanJobRequest\x12\x1b\n" +
+	"\tspec_yaml\x18\x01 \x01(\fR\bspecYaml\"n\n" +
+	"\vPlannedTask\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x122\n" +
+	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\xc0\x01\n" +
+	"\x0fPlanJobResponse\x12\x1a\n" +
+	"\bfeasible\x18\x01 \x01(\bR\bfeasible\x126\n" +
+	"\n" +
+	"placements\x18\x02 \x03(\v2\x16.cohort.v1.PlannedTaskR\n" +
+	"placements\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\x12 \n" +
+	"\vpreemptions\x18\x04 \x03(\tR\vpreemptions\x12\x1d\n" +
+	"\n" +
+	"never_fits\x18\x05 \x01(\bR\tneverFits\"Q\n" +
+	"\x0fSetQuotaRequest\x12&\n" +
+	"\x05quota\x18\x01 \x01(\v2\x10.cohort.v1.QuotaR\x05quota\x12\x16\n" +
+	"\x06delete\x18\x02 \x01(\bR\x06delete\":\n" +
+	"\x10SetQuotaResponse\x12&\n" +
+	"\x05quota\x18\x01 \x01(\v2\x10.cohort.v1.QuotaR\x05quota\"\x13\n" +
+	"\x11ListQuotasRequest\">\n" +
+	"\x12ListQuotasResponse\x12(\n" +
+	"\x06quotas\x18\x01 \x03(\v2\x10.cohort.v1.QuotaR\x06quotas\"Q\n" +
+	"\x0fSetQueueRequest\x12&\n" +
+	"\x05queue\x18\x01 \x01(\v2\x10.cohort.v1.QueueR\x05queue\x12\x16\n" +
+	"\x06delete\x18\x02 \x01(\bR\x06delete\":\n" +
+	"\x10SetQueueResponse\x12&\n" +
+	"\x05queue\x18\x01 \x01(\v2\x10.cohort.v1.QueueR\x05queue\"\x13\n" +
+	"\x11ListQueuesRequest\">\n" +
+	"\x12ListQueuesResponse\x12(\n" +
+	"\x06queues\x18\x01 \x03(\v2\x10.cohort.v1.QueueR\x06queues\"n\n" +
+	"\x10DrainNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12)\n" +
+	"\x10deadline_seconds\x18\x02 \x01(\x03R\x0fdeadlineSeconds\x12\x16\n" +
+	"\x06cancel\x18\x03 \x01(\bR\x06cancel\"8\n" +
+	"\x11DrainNodeResponse\x12#\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\"P\n" +
+	"\x19SetNodeEligibilityRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
+	"\beligible\x18\x02 \x01(\bR\beligible\"A\n" +
+	"\x1aSetNodeEligibilityResponse\x12#\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node2\xbc\a\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.cohort.v1.SubmitJobRequest\x1a\x1c.cohort.v1.SubmitJobResponse\x12=\n" +
@@ -1043,7 +1835,16 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\bListJobs\x12\x1a.cohort.v1.ListJobsRequest\x1a\x1b.cohort.v1.ListJobsResponse\x12F\n" +
 	"\tCancelJob\x12\x1b.cohort.v1.CancelJobRequest\x1a\x1c.cohort.v1.CancelJobResponse\x12E\n" +
 	"\bWatchJob\x12\x1a.cohort.v1.WatchJobRequest\x1a\x1b.cohort.v1.WatchJobResponse0\x01\x12F\n" +
-	"\tListNodes\x12\x1b.cohort.v1.ListNodesRequest\x1a\x1c.cohort.v1.ListNodesResponse2\xd4\x02\n" +
+	"\tListNodes\x12\x1b.cohort.v1.ListNodesRequest\x1a\x1c.cohort.v1.ListNodesResponse\x12@\n" +
+	"\aPlanJob\x12\x19.cohort.v1.PlanJobRequest\x1a\x1a.cohort.v1.PlanJobResponse\x12C\n" +
+	"\bSetQuota\x12\x1a.cohort.v1.SetQuotaRequest\x1a\x1b.cohort.v1.SetQuotaResponse\x12I\n" +
+	"\n" +
+	"ListQuotas\x12\x1c.cohort.v1.ListQuotasRequest\x1a\x1d.cohort.v1.ListQuotasResponse\x12C\n" +
+	"\bSetQueue\x12\x1a.cohort.v1.SetQueueRequest\x1a\x1b.cohort.v1.SetQueueResponse\x12I\n" +
+	"\n" +
+	"ListQueues\x12\x1c.cohort.v1.ListQueuesRequest\x1a\x1d.cohort.v1.ListQueuesResponse\x12F\n" +
+	"\tDrainNode\x12\x1b.cohort.v1.DrainNodeRequest\x1a\x1c.cohort.v1.DrainNodeResponse\x12a\n" +
+	"\x12SetNodeEligibility\x12$.cohort.v1.SetNodeEligibilityRequest\x1a%.cohort.v1.SetNodeEligibilityResponse2\xd4\x02\n" +
 	"\fAgentService\x12O\n" +
 	"\fRegisterNode\x12\x1e.cohort.v1.RegisterNodeRequest\x1a\x1f.cohort.v1.RegisterNodeResponse\x12F\n" +
 	"\tHeartbeat\x12\x1b.cohort.v1.HeartbeatRequest\x1a\x1c.cohort.v1.HeartbeatResponse\x12]\n" +
@@ -1062,73 +1863,115 @@ func file_cohort_v1_api_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_api_proto_rawDescData
 }
 
-var file_cohort_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_cohort_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_cohort_v1_api_proto_goTypes = []any{
-	(*SubmitJobRequest)(nil),         // 0: cohort.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),        // 1: cohort.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),            // 2: cohort.v1.GetJobRequest
-	(*GetJobResponse)(nil),           // 3: cohort.v1.GetJobResponse
-	(*ListJobsRequest)(nil),          // 4: cohort.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 5: cohort.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),         // 6: cohort.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),        // 7: cohort.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),          // 8: cohort.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),         // 9: cohort.v1.WatchJobResponse
-	(*ListNodesRequest)(nil),         // 10: cohort.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 11: cohort.v1.ListNodesResponse
-	(*RegisterNodeRequest)(nil),      // 12: cohort.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),     // 13: cohort.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),         // 14: cohort.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 15: cohort.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),  // 16: cohort.v1.WatchAssignmentsRequest
-	(*Assignment)(nil),               // 17: cohort.v1.Assignment
-	(*WatchAssignmentsResponse)(nil), // 18: cohort.v1.WatchAssignmentsResponse
-	(*ReportTasksRequest)(nil),       // 19: cohort.v1.ReportTasksRequest
-	(*ReportTasksResponse)(nil),      // 20: cohort.v1.ReportTasksResponse
-	(*Job)(nil),                      // 21: cohort.v1.Job
-	(*Allocation)(nil),               // 22: cohort.v1.Allocation
-	(*Node)(nil),                     // 23: cohort.v1.Node
-	(*TaskReport)(nil),               // 24: cohort.v1.TaskReport
+	(*SubmitJobRequest)(nil),           // 0: cohort.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),          // 1: cohort.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),              // 2: cohort.v1.GetJobRequest
+	(*GetJobResponse)(nil),             // 3: cohort.v1.GetJobResponse
+	(*ListJobsRequest)(nil),            // 4: cohort.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),           // 5: cohort.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),           // 6: cohort.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),          // 7: cohort.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),            // 8: cohort.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),           // 9: cohort.v1.WatchJobResponse
+	(*ListNodesRequest)(nil),           // 10: cohort.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 11: cohort.v1.ListNodesResponse
+	(*RegisterNodeRequest)(nil),        // 12: cohort.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),       // 13: cohort.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),           // 14: cohort.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 15: cohort.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),    // 16: cohort.v1.WatchAssignmentsRequest
+	(*Assignment)(nil),                 // 17: cohort.v1.Assignment
+	(*WatchAssignmentsResponse)(nil),   // 18: cohort.v1.WatchAssignmentsResponse
+	(*ReportTasksRequest)(nil),         // 19: cohort.v1.ReportTasksRequest
+	(*ReportTasksResponse)(nil),        // 20: cohort.v1.ReportTasksResponse
+	(*PlanJobRequest)(nil),             // 21: cohort.v1.PlanJobRequest
+	(*PlannedTask)(nil),                // 22: cohort.v1.PlannedTask
+	(*PlanJobResponse)(nil),            // 23: cohort.v1.PlanJobResponse
+	(*SetQuotaRequest)(nil),            // 24: cohort.v1.SetQuotaRequest
+	(*SetQuotaResponse)(nil),           // 25: cohort.v1.SetQuotaResponse
+	(*ListQuotasRequest)(nil),          // 26: cohort.v1.ListQuotasRequest
+	(*ListQuotasResponse)(nil),         // 27: cohort.v1.ListQuotasResponse
+	(*SetQueueRequest)(nil),            // 28: cohort.v1.SetQueueRequest
+	(*SetQueueResponse)(nil),           // 29: cohort.v1.SetQueueResponse
+	(*ListQueuesRequest)(nil),          // 30: cohort.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),         // 31: cohort.v1.ListQueuesResponse
+	(*DrainNodeRequest)(nil),           // 32: cohort.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),          // 33: cohort.v1.DrainNodeResponse
+	(*SetNodeEligibilityRequest)(nil),  // 34: cohort.v1.SetNodeEligibilityRequest
+	(*SetNodeEligibilityResponse)(nil), // 35: cohort.v1.SetNodeEligibilityResponse
+	(*Job)(nil),                        // 36: cohort.v1.Job
+	(*Allocation)(nil),                 // 37: cohort.v1.Allocation
+	(*Node)(nil),                       // 38: cohort.v1.Node
+	(*TaskReport)(nil),                 // 39: cohort.v1.TaskReport
+	(*Resources)(nil),                  // 40: cohort.v1.Resources
+	(*Quota)(nil),                      // 41: cohort.v1.Quota
+	(*Queue)(nil),                      // 42: cohort.v1.Queue
 }
 var file_cohort_v1_api_proto_depIdxs = []int32{
-	21, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	21, // 1: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	22, // 2: cohort.v1.GetJobResponse.allocations:type_name -> cohort.v1.Allocation
-	21, // 3: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	21, // 4: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	21, // 5: cohort.v1.WatchJobResponse.job:type_name -> cohort.v1.Job
-	23, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
-	23, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
-	23, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
-	22, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
-	21, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
+	36, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	36, // 1: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	37, // 2: cohort.v1.GetJobResponse.allocations:type_name -> cohort.v1.Allocation
+	36, // 3: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	36, // 4: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	36, // 5: cohort.v1.WatchJobResponse.job:type_name -> cohort.v1.Job
+	38, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
+	38, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
+	38, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
+	37, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
+	36, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
 	17, // 11: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
-	24, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
-	0,  // 13: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	2,  // 14: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
-	4,  // 15: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	6,  // 16: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	8,  // 17: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	10, // 18: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
-	12, // 19: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
-	14, // 20: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
-	16, // 21: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
-	19, // 22: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
-	1,  // 23: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	3,  // 24: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
-	5,  // 25: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	7,  // 26: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	9,  // 27: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
-	11, // 28: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
-	13, // 29: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
-	15, // 30: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
-	18, // 31: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
-	20, // 32: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
-	23, // [23:33] is the sub-list for method output_type
-	13, // [13:23] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	39, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
+	40, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
+	22, // 14: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
+	41, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
+	41, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
+	41, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
+	42, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
+	42, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
+	42, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
+	38, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
+	38, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
+	0,  // 23: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	2,  // 24: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
+	4,  // 25: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	6,  // 26: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	8,  // 27: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	10, // 28: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
+	21, // 29: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
+	24, // 30: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
+	26, // 31: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
+	28, // 32: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
+	30, // 33: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
+	32, // 34: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
+	34, // 35: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
+	12, // 36: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
+	14, // 37: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
+	16, // 38: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
+	19, // 39: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
+	1,  // 40: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	3,  // 41: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
+	5,  // 42: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	7,  // 43: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	9,  // 44: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
+	11, // 45: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
+	23, // 46: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
+	25, // 47: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
+	27, // 48: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
+	29, // 49: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
+	31, // 50: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
+	33, // 51: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
+	35, // 52: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
+	13, // 53: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
+	15, // 54: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
+	18, // 55: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
+	20, // 56: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
+	40, // [40:57] is the sub-list for method output_type
+	23, // [23:40] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_api_proto_init() }
@@ -1144,7 +1987,7 @@ func file_cohort_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_api_proto_rawDesc), len(file_cohort_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -19,12 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobService_SubmitJob_FullMethodName = "/cohort.v1.JobService/SubmitJob"
-	JobService_GetJob_FullMethodName    = "/cohort.v1.JobService/GetJob"
-	JobService_ListJobs_FullMethodName  = "/cohort.v1.JobService/ListJobs"
-	JobService_CancelJob_FullMethodName = "/cohort.v1.JobService/CancelJob"
-	JobService_WatchJob_FullMethodName  = "/cohort.v1.JobService/WatchJob"
-	JobService_ListNodes_FullMethodName = "/cohort.v1.JobService/ListNodes"
+	JobService_SubmitJob_FullMethodName          = "/cohort.v1.JobService/SubmitJob"
+	JobService_GetJob_FullMethodName             = "/cohort.v1.JobService/GetJob"
+	JobService_ListJobs_FullMethodName           = "/cohort.v1.JobService/ListJobs"
+	JobService_CancelJob_FullMethodName          = "/cohort.v1.JobService/CancelJob"
+	JobService_WatchJob_FullMethodName           = "/cohort.v1.JobService/WatchJob"
+	JobService_ListNodes_FullMethodName          = "/cohort.v1.JobService/ListNodes"
+	JobService_PlanJob_FullMethodName            = "/cohort.v1.JobService/PlanJob"
+	JobService_SetQuota_FullMethodName           = "/cohort.v1.JobService/SetQuota"
+	JobService_ListQuotas_FullMethodName         = "/cohort.v1.JobService/ListQuotas"
+	JobService_SetQueue_FullMethodName           = "/cohort.v1.JobService/SetQueue"
+	JobService_ListQueues_FullMethodName         = "/cohort.v1.JobService/ListQueues"
+	JobService_DrainNode_FullMethodName          = "/cohort.v1.JobService/DrainNode"
+	JobService_SetNodeEligibility_FullMethodName = "/cohort.v1.JobService/SetNodeEligibility"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -41,6 +48,19 @@ type JobServiceClient interface {
 	// WatchJob sends the job now and after every change, and ends after a terminal state.
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobResponse], error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// PlanJob dry-runs the scheduler for a spec against the current state: it commits
+	// nothing and says whether and where the job would be placed now, and why not.
+	PlanJob(ctx context.Context, in *PlanJobRequest, opts ...grpc.CallOption) (*PlanJobResponse, error)
+	// SetQuota sets or deletes a namespace's quota (admin).
+	SetQuota(ctx context.Context, in *SetQuotaRequest, opts ...grpc.CallOption) (*SetQuotaResponse, error)
+	ListQuotas(ctx context.Context, in *ListQuotasRequest, opts ...grpc.CallOption) (*ListQuotasResponse, error)
+	// SetQueue sets or deletes a queue's fair-share weight (admin).
+	SetQueue(ctx context.Context, in *SetQueueRequest, opts ...grpc.CallOption) (*SetQueueResponse, error)
+	ListQueues(ctx context.Context, in *ListQueuesRequest, opts ...grpc.CallOption) (*ListQueuesResponse, error)
+	// DrainNode moves work off a node (admin); see DrainNodeCommand.
+	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
+	// SetNodeEligibility keeps new tasks off a node, or allows them again (admin).
+	SetNodeEligibility(ctx context.Context, in *SetNodeEligibilityRequest, opts ...grpc.CallOption) (*SetNodeEligibilityResponse, error)
 }
 
 type jobServiceClient struct {
@@ -120,6 +140,76 @@ func (c *jobServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, 
 	return out, nil
 }
 
+func (c *jobServiceClient) PlanJob(ctx context.Context, in *PlanJobRequest, opts ...grpc.CallOption) (*PlanJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanJobResponse)
+	err := c.cc.Invoke(ctx, JobService_PlanJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) SetQuota(ctx context.Context, in *SetQuotaRequest, opts ...grpc.CallOption) (*SetQuotaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetQuotaResponse)
+	err := c.cc.Invoke(ctx, JobService_SetQuota_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ListQuotas(ctx context.Context, in *ListQuotasRequest, opts ...grpc.CallOption) (*ListQuotasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListQuotasResponse)
+	err := c.cc.Invoke(ctx, JobService_ListQuotas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) SetQueue(ctx context.Context, in *SetQueueRequest, opts ...grpc.CallOption) (*SetQueueResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetQueueResponse)
+	err := c.cc.Invoke(ctx, JobService_SetQueue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ListQueues(ctx context.Context, in *ListQueuesRequest, opts ...grpc.CallOption) (*ListQueuesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListQueuesResponse)
+	err := c.cc.Invoke(ctx, JobService_ListQueues_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainNodeResponse)
+	err := c.cc.Invoke(ctx, JobService_DrainNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) SetNodeEligibility(ctx context.Context, in *SetNodeEligibilityRequest, opts ...grpc.CallOption) (*SetNodeEligibilityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetNodeEligibilityResponse)
+	err := c.cc.Invoke(ctx, JobService_SetNodeEligibility_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -134,6 +224,19 @@ type JobServiceServer interface {
 	// WatchJob sends the job now and after every change, and ends after a terminal state.
 	WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[WatchJobResponse]) error
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// PlanJob dry-runs the scheduler for a spec against the current state: it commits
+	// nothing and says whether and where the job would be placed now, and why not.
+	PlanJob(context.Context, *PlanJobRequest) (*PlanJobResponse, error)
+	// SetQuota sets or deletes a namespace's quota (admin).
+	SetQuota(context.Context, *SetQuotaRequest) (*SetQuotaResponse, error)
+	ListQuotas(context.Context, *ListQuotasRequest) (*ListQuotasResponse, error)
+	// SetQueue sets or deletes a queue's fair-share weight (admin).
+	SetQueue(context.Context, *SetQueueRequest) (*SetQueueResponse, error)
+	ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error)
+	// DrainNode moves work off a node (admin); see DrainNodeCommand.
+	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
+	// SetNodeEligibility keeps new tasks off a node, or allows them again (admin).
+	SetNodeEligibility(context.Context, *SetNodeEligibilityRequest) (*SetNodeEligibilityResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -161,6 +264,27 @@ func (UnimplementedJobServiceServer) WatchJob(*WatchJobRequest, grpc.ServerStrea
 }
 func (UnimplementedJobServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedJobServiceServer) PlanJob(context.Context, *PlanJobRequest) (*PlanJobResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PlanJob not implemented")
+}
+func (UnimplementedJobServiceServer) SetQuota(context.Context, *SetQuotaRequest) (*SetQuotaResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetQuota not implemented")
+}
+func (UnimplementedJobServiceServer) ListQuotas(context.Context, *ListQuotasRequest) (*ListQuotasResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListQuotas not implemented")
+}
+func (UnimplementedJobServiceServer) SetQueue(context.Context, *SetQueueRequest) (*SetQueueResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetQueue not implemented")
+}
+func (UnimplementedJobServiceServer) ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListQueues not implemented")
+}
+func (UnimplementedJobServiceServer) DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DrainNode not implemented")
+}
+func (UnimplementedJobServiceServer) SetNodeEligibility(context.Context, *SetNodeEligibilityRequest) (*SetNodeEligibilityResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetNodeEligibility not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -284,6 +408,132 @@ func _JobService_ListNodes_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_PlanJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).PlanJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_PlanJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).PlanJob(ctx, req.(*PlanJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_SetQuota_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetQuotaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).SetQuota(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_SetQuota_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).SetQuota(ctx, req.(*SetQuotaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ListQuotas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListQuotasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListQuotas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ListQuotas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListQuotas(ctx, req.(*ListQuotasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_SetQueue_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetQueueRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).SetQueue(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_SetQueue_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).SetQueue(ctx, req.(*SetQueueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ListQueues_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListQueuesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListQueues(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ListQueues_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListQueues(ctx, req.(*ListQueuesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_DrainNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).DrainNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_DrainNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).DrainNode(ctx, req.(*DrainNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_SetNodeEligibility_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetNodeEligibilityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).SetNodeEligibility(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_SetNodeEligibility_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).SetNodeEligibility(ctx, req.(*SetNodeEligibilityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -310,6 +560,34 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _JobService_ListNodes_Handler,
+		},
+		{
+			MethodName: "PlanJob",
+			Handler:    _JobService_PlanJob_Handler,
+		},
+		{
+			MethodName: "SetQuota",
+			Handler:    _JobService_SetQuota_Handler,
+		},
+		{
+			MethodName: "ListQuotas",
+			Handler:    _JobService_ListQuotas_Handler,
+		},
+		{
+			MethodName: "SetQueue",
+			Handler:    _JobService_SetQueue_Handler,
+		},
+		{
+			MethodName: "ListQueues",
+			Handler:    _JobService_ListQueues_Handler,
+		},
+		{
+			MethodName: "DrainNode",
+			Handler:    _JobService_DrainNode_Handler,
+		},
+		{
+			MethodName: "SetNodeEligibility",
+			Handler:    _JobService_SetNodeEligibility_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -37,6 +37,11 @@ type Command struct {
 	//	*Command_UpdateTasks
 	//	*Command_NodeStatus
 	//	*Command_RegisterCoordinator
+	//	*Command_SetQuota
+	//	*Command_SetQueue
+	//	*Command_PreemptJobs
+	//	*Command_DrainNode
+	//	*Command_SetNodeEligibility
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -149,6 +154,51 @@ func (x *Command) GetRegisterCoordinator() *RegisterCoordinatorCommand {
 	return nil
 }
 
+func (x *Command) GetSetQuota() *SetQuotaCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetQuota); ok {
+			return x.SetQuota
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetQueue() *SetQueueCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetQueue); ok {
+			return x.SetQueue
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPreemptJobs() *PreemptJobsCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_PreemptJobs); ok {
+			return x.PreemptJobs
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDrainNode() *DrainNodeCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DrainNode); ok {
+			return x.DrainNode
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetNodeEligibility() *SetNodeEligibilityCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetNodeEligibility); ok {
+			return x.SetNodeEligibility
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -181,6 +231,26 @@ type Command_RegisterCoordinator struct {
 	RegisterCoordinator *RegisterCoordinatorCommand `protobuf:"bytes,16,opt,name=register_coordinator,json=registerCoordinator,proto3,oneof"`
 }
 
+type Command_SetQuota struct {
+	SetQuota *SetQuotaCommand `protobuf:"bytes,17,opt,name=set_quota,json=setQuota,proto3,oneof"`
+}
+
+type Command_SetQueue struct {
+	SetQueue *SetQueueCommand `protobuf:"bytes,18,opt,name=set_queue,json=setQueue,proto3,oneof"`
+}
+
+type Command_PreemptJobs struct {
+	PreemptJobs *PreemptJobsCommand `protobuf:"bytes,19,opt,name=preempt_jobs,json=preemptJobs,proto3,oneof"`
+}
+
+type Command_DrainNode struct {
+	DrainNode *DrainNodeCommand `protobuf:"bytes,20,opt,name=drain_node,json=drainNode,proto3,oneof"`
+}
+
+type Command_SetNodeEligibility struct {
+	SetNodeEligibility *SetNodeEligibilityCommand `protobuf:"bytes,21,opt,name=set_node_eligibility,json=setNodeEligibility,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Kind() {}
 
 func (*Command_CancelJob) isCommand_Kind() {}
@@ -194,6 +264,16 @@ func (*Command_UpdateTasks) isCommand_Kind() {}
 func (*Command_NodeStatus) isCommand_Kind() {}
 
 func (*Command_RegisterCoordinator) isCommand_Kind() {}
+
+func (*Command_SetQuota) isCommand_Kind() {}
+
+func (*Command_SetQueue) isCommand_Kind() {}
+
+func (*Command_PreemptJobs) isCommand_Kind() {}
+
+func (*Command_DrainNode) isCommand_Kind() {}
+
+func (*Command_SetNodeEligibility) isCommand_Kind() {}
 
 // SubmitJobCommand adds a pending job unless one with the same idempotency key exists.
 type SubmitJobCommand struct {
@@ -715,11 +795,297 @@ func (x *Coordinator) GetGrpcAddress() string {
 	return ""
 }
 
+// SetQuotaCommand sets (or, with delete, removes) a namespace's quota.
+type SetQuotaCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quota         *Quota                 `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	Delete        bool                   `protobuf:"varint,2,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuotaCommand) Reset() {
+	*x = SetQuotaCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuotaCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuotaCommand) ProtoMessage() {}
+
+func (x *SetQuotaCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuotaCommand.ProtoReflect.Descriptor instead.
+func (*SetQuotaCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetQuotaCommand) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *SetQuotaCommand) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+// SetQueueCommand sets (or, with delete, removes) a queue's weight.
+type SetQueueCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         *Queue                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Delete        bool                   `protobuf:"varint,2,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQueueCommand) Reset() {
+	*x = SetQueueCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQueueCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQueueCommand) ProtoMessage() {}
+
+func (x *SetQueueCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQueueCommand.ProtoReflect.Descriptor instead.
+func (*SetQueueCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetQueueCommand) GetQueue() *Queue {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
+func (x *SetQueueCommand) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+// PreemptJobsCommand evicts whole running gangs so that a higher-priority job can be
+// placed: each victim goes back to pending with its generation bumped and its
+// checkpoint kept, and its live allocations are stopped.
+type PreemptJobsCommand struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PreemptorJobId string                 `protobuf:"bytes,1,opt,name=preemptor_job_id,json=preemptorJobId,proto3" json:"preemptor_job_id,omitempty"`
+	VictimJobIds   []string               `protobuf:"bytes,2,rep,name=victim_job_ids,json=victimJobIds,proto3" json:"victim_job_ids,omitempty"`
+	Reason         string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PreemptJobsCommand) Reset() {
+	*x = PreemptJobsCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreemptJobsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreemptJobsCommand) ProtoMessage() {}
+
+func (x *PreemptJobsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreemptJobsCommand.ProtoReflect.Descriptor instead.
+func (*PreemptJobsCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PreemptJobsCommand) GetPreemptorJobId() string {
+	if x != nil {
+		return x.PreemptorJobId
+	}
+	return ""
+}
+
+func (x *PreemptJobsCommand) GetVictimJobIds() []string {
+	if x != nil {
+		return x.VictimJobIds
+	}
+	return nil
+}
+
+func (x *PreemptJobsCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// DrainNodeCommand starts (or, with cancel, ends) a node's drain: no new tasks are placed
+// there, and the jobs with live tasks on it go back to pending (generation bumped,
+// checkpoint kept; no restart spent) once deadline_unix_nano is reached (0: at once),
+// to resume elsewhere.
+type DrainNodeCommand struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	NodeId           string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Cancel           bool                   `protobuf:"varint,2,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	DeadlineUnixNano int64                  `protobuf:"varint,3,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DrainNodeCommand) Reset() {
+	*x = DrainNodeCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeCommand) ProtoMessage() {}
+
+func (x *DrainNodeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeCommand.ProtoReflect.Descriptor instead.
+func (*DrainNodeCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DrainNodeCommand) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DrainNodeCommand) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+func (x *DrainNodeCommand) GetDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DeadlineUnixNano
+	}
+	return 0
+}
+
+// SetNodeEligibilityCommand marks a node eligible or ineligible for new tasks.
+type SetNodeEligibilityCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Eligible      bool                   `protobuf:"varint,2,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeEligibilityCommand) Reset() {
+	*x = SetNodeEligibilityCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeEligibilityCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeEligibilityCommand) ProtoMessage() {}
+
+func (x *SetNodeEligibilityCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeEligibilityCommand.ProtoReflect.Descriptor instead.
+func (*SetNodeEligibilityCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SetNodeEligibilityCommand) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *SetNodeEligibilityCommand) GetEligible() bool {
+	if x != nil {
+		return x.Eligible
+	}
+	return false
+}
+
 var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\x9c\x04\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xee\x06\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -733,7 +1099,13 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\fupdate_tasks\x18\x0e \x01(\v2\x1d.cohort.v1.UpdateTasksCommandH\x00R\vupdateTasks\x12?\n" +
 	"\vnode_status\x18\x0f \x01(\v2\x1c.cohort.v1.NodeStatusCommandH\x00R\n" +
 	"nodeStatus\x12Z\n" +
-	"\x14register_coordinator\x18\x10 \x01(\v2%.cohort.v1.RegisterCoordinatorCommandH\x00R\x13registerCoordinatorB\x06\n" +
+	"\x14register_coordinator\x18\x10 \x01(\v2%.cohort.v1.RegisterCoordinatorCommandH\x00R\x13registerCoordinator\x129\n" +
+	"\tset_quota\x18\x11 \x01(\v2\x1a.cohort.v1.SetQuotaCommandH\x00R\bsetQuota\x129\n" +
+	"\tset_queue\x18\x12 \x01(\v2\x1a.cohort.v1.SetQueueCommandH\x00R\bsetQueue\x12B\n" +
+	"\fpreempt_jobs\x18\x13 \x01(\v2\x1d.cohort.v1.PreemptJobsCommandH\x00R\vpreemptJobs\x12<\n" +
+	"\n" +
+	"drain_node\x18\x14 \x01(\v2\x1b.cohort.v1.DrainNodeCommandH\x00R\tdrainNode\x12X\n" +
+	"\x14set_node_eligibility\x18\x15 \x01(\v2$.cohort.v1.SetNodeEligibilityCommandH\x00R\x12setNodeEligibilityB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"A\n" +
@@ -772,7 +1144,24 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\vCoordinator\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
-	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddressB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\"Q\n" +
+	"\x0fSetQuotaCommand\x12&\n" +
+	"\x05quota\x18\x01 \x01(\v2\x10.cohort.v1.QuotaR\x05quota\x12\x16\n" +
+	"\x06delete\x18\x02 \x01(\bR\x06delete\"Q\n" +
+	"\x0fSetQueueCommand\x12&\n" +
+	"\x05queue\x18\x01 \x01(\v2\x10.cohort.v1.QueueR\x05queue\x12\x16\n" +
+	"\x06delete\x18\x02 \x01(\bR\x06delete\"|\n" +
+	"\x12PreemptJobsCommand\x12(\n" +
+	"\x10preemptor_job_id\x18\x01 \x01(\tR\x0epreemptorJobId\x12$\n" +
+	"\x0evictim_job_ids\x18\x02 \x03(\tR\fvictimJobIds\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"q\n" +
+	"\x10DrainNodeCommand\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06cancel\x18\x02 \x01(\bR\x06cancel\x12,\n" +
+	"\x12deadline_unix_nano\x18\x03 \x01(\x03R\x10deadlineUnixNano\"P\n" +
+	"\x19SetNodeEligibilityCommand\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
+	"\beligible\x18\x02 \x01(\bR\beligibleB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_raft_proto_rawDescOnce sync.Once
@@ -786,7 +1175,7 @@ func file_cohort_v1_raft_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_raft_proto_rawDescData
 }
 
-var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_cohort_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                    // 0: cohort.v1.Command
 	(*SubmitJobCommand)(nil),           // 1: cohort.v1.SubmitJobCommand
@@ -798,13 +1187,20 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(*TaskReport)(nil),                 // 7: cohort.v1.TaskReport
 	(*RegisterCoordinatorCommand)(nil), // 8: cohort.v1.RegisterCoordinatorCommand
 	(*Coordinator)(nil),                // 9: cohort.v1.Coordinator
-	nil,                                // 10: cohort.v1.TaskReport.MetricsEntry
-	(*Job)(nil),                        // 11: cohort.v1.Job
-	(*Node)(nil),                       // 12: cohort.v1.Node
-	(*Allocation)(nil),                 // 13: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 14: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 15: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 16: cohort.v1.JobProgress
+	(*SetQuotaCommand)(nil),            // 10: cohort.v1.SetQuotaCommand
+	(*SetQueueCommand)(nil),            // 11: cohort.v1.SetQueueCommand
+	(*PreemptJobsCommand)(nil),         // 12: cohort.v1.PreemptJobsCommand
+	(*DrainNodeCommand)(nil),           // 13: cohort.v1.DrainNodeCommand
+	(*SetNodeEligibilityCommand)(nil),  // 14: cohort.v1.SetNodeEligibilityCommand
+	nil,                                // 15: cohort.v1.TaskReport.MetricsEntry
+	(*Job)(nil),                        // 16: cohort.v1.Job
+	(*Node)(nil),                       // 17: cohort.v1.Node
+	(*Allocation)(nil),                 // 18: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 19: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 20: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 21: cohort.v1.JobProgress
+	(*Quota)(nil),                      // 22: cohort.v1.Quota
+	(*Queue)(nil),                      // 23: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -814,20 +1210,27 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	5,  // 4: cohort.v1.Command.update_tasks:type_name -> cohort.v1.UpdateTasksCommand
 	6,  // 5: cohort.v1.Command.node_status:type_name -> cohort.v1.NodeStatusCommand
 	8,  // 6: cohort.v1.Command.register_coordinator:type_name -> cohort.v1.RegisterCoordinatorCommand
-	11, // 7: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	12, // 8: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	13, // 9: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 10: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	14, // 11: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	15, // 12: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	16, // 13: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	10, // 14: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	9,  // 15: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	10, // 7: cohort.v1.Command.set_quota:type_name -> cohort.v1.SetQuotaCommand
+	11, // 8: cohort.v1.Command.set_queue:type_name -> cohort.v1.SetQueueCommand
+	12, // 9: cohort.v1.Command.preempt_jobs:type_name -> cohort.v1.PreemptJobsCommand
+	13, // 10: cohort.v1.Command.drain_node:type_name -> cohort.v1.DrainNodeCommand
+	14, // 11: cohort.v1.Command.set_node_eligibility:type_name -> cohort.v1.SetNodeEligibilityCommand
+	16, // 12: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	17, // 13: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	18, // 14: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 15: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	19, // 16: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	20, // 17: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	21, // 18: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	15, // 19: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	9,  // 20: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	22, // 21: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	23, // 22: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -844,6 +1247,11 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_UpdateTasks)(nil),
 		(*Command_NodeStatus)(nil),
 		(*Command_RegisterCoordinator)(nil),
+		(*Command_SetQuota)(nil),
+		(*Command_SetQueue)(nil),
+		(*Command_PreemptJobs)(nil),
+		(*Command_DrainNode)(nil),
+		(*Command_SetNodeEligibility)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -851,7 +1259,7 @@ func file_cohort_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_raft_proto_rawDesc), len(file_cohort_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -294,12 +294,17 @@ func (NodeStatus) EnumDescriptor() ([]byte, []int) {
 
 // Resources is an amount of compute: CPU in millicores, memory in bytes, whole GPUs.
 type Resources struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CpuMillis     int64                  `protobuf:"varint,1,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
-	MemoryBytes   int64                  `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	Gpus          int32                  `protobuf:"varint,3,opt,name=gpus,proto3" json:"gpus,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	CpuMillis   int64                  `protobuf:"varint,1,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryBytes int64                  `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Gpus        int32                  `protobuf:"varint,3,opt,name=gpus,proto3" json:"gpus,omitempty"`
+	// gpu_model names the node's GPU model (from NVML, e.g. "NVIDIA H200"); empty when
+	// the node has no GPU or a task does not care.
+	GpuModel string `protobuf:"bytes,4,opt,name=gpu_model,json=gpuModel,proto3" json:"gpu_model,omitempty"`
+	// gpu_memory_bytes is the memory of one GPU; for a task, the least it needs.
+	GpuMemoryBytes int64 `protobuf:"varint,5,opt,name=gpu_memory_bytes,json=gpuMemoryBytes,proto3" json:"gpu_memory_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Resources) Reset() {
@@ -353,6 +358,20 @@ func (x *Resources) GetGpus() int32 {
 	return 0
 }
 
+func (x *Resources) GetGpuModel() string {
+	if x != nil {
+		return x.GpuModel
+	}
+	return ""
+}
+
+func (x *Resources) GetGpuMemoryBytes() int64 {
+	if x != nil {
+		return x.GpuMemoryBytes
+	}
+	return 0
+}
+
 // Node is a registered node agent.
 type Node struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -369,8 +388,13 @@ type Node struct {
 	Labels                 map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CreateIndex            uint64            `protobuf:"varint,10,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex            uint64            `protobuf:"varint,11,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// scheduling_ineligible keeps new tasks off the node; what runs there stays.
+	SchedulingIneligible bool `protobuf:"varint,12,opt,name=scheduling_ineligible,json=schedulingIneligible,proto3" json:"scheduling_ineligible,omitempty"`
+	// drain_deadline_unix_nano is when a DRAINING node's remaining jobs are moved off
+	// (0 with DRAINING: moved at once).
+	DrainDeadlineUnixNano int64 `protobuf:"varint,13,opt,name=drain_deadline_unix_nano,json=drainDeadlineUnixNano,proto3" json:"drain_deadline_unix_nano,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -476,6 +500,20 @@ func (x *Node) GetCreateIndex() uint64 {
 func (x *Node) GetModifyIndex() uint64 {
 	if x != nil {
 		return x.ModifyIndex
+	}
+	return 0
+}
+
+func (x *Node) GetSchedulingIneligible() bool {
+	if x != nil {
+		return x.SchedulingIneligible
+	}
+	return false
+}
+
+func (x *Node) GetDrainDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DrainDeadlineUnixNano
 	}
 	return 0
 }
@@ -597,8 +635,17 @@ type Job struct {
 	PendingReasons []string `protobuf:"bytes,22,rep,name=pending_reasons,json=pendingReasons,proto3" json:"pending_reasons,omitempty"`
 	CreateIndex    uint64   `protobuf:"varint,23,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex    uint64   `protobuf:"varint,24,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// node_selector restricts placement to nodes whose labels hold every pair.
+	NodeSelector map[string]string `protobuf:"bytes,25,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// spread places the job's tasks on as many nodes as possible instead of bin-packing.
+	Spread bool `protobuf:"varint,26,opt,name=spread,proto3" json:"spread,omitempty"`
+	// max_restarts is the restart budget (spec.restartPolicy.maxRestarts): how many times
+	// the job is placed again after losing a node; beyond it the job fails.
+	MaxRestarts int32 `protobuf:"varint,27,opt,name=max_restarts,json=maxRestarts,proto3" json:"max_restarts,omitempty"`
+	// restarts counts the restarts spent (node lost); preemption and drains do not count.
+	Restarts      int32 `protobuf:"varint,28,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -799,6 +846,34 @@ func (x *Job) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Job) GetNodeSelector() map[string]string {
+	if x != nil {
+		return x.NodeSelector
+	}
+	return nil
+}
+
+func (x *Job) GetSpread() bool {
+	if x != nil {
+		return x.Spread
+	}
+	return false
+}
+
+func (x *Job) GetMaxRestarts() int32 {
+	if x != nil {
+		return x.MaxRestarts
+	}
+	return 0
+}
+
+func (x *Job) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
 // Allocation is one task of a job placed on one node.
 type Allocation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -924,16 +999,158 @@ func (x *Allocation) GetModifyIndex() uint64 {
 	return 0
 }
 
+// Quota limits what the live tasks of one namespace may hold together. A zero field of
+// limit means no limit on that resource.
+type Quota struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Limit         *Resources             `protobuf:"bytes,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	CreateIndex   uint64                 `protobuf:"varint,3,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64                 `protobuf:"varint,4,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Quota) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Quota) GetLimit() *Resources {
+	if x != nil {
+		return x.Limit
+	}
+	return nil
+}
+
+func (x *Quota) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *Quota) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// Queue is a scheduling queue. Queues share the cluster by weight (weighted fair share
+// of each queue's dominant resource); inside a queue, higher priority first, then FIFO.
+type Queue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Weight        int32                  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"` // >= 1; a queue without a record has weight 1
+	CreateIndex   uint64                 `protobuf:"varint,3,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex   uint64                 `protobuf:"varint,4,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Queue) Reset() {
+	*x = Queue{}
+	mi := &file_cohort_v1_types_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Queue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Queue) ProtoMessage() {}
+
+func (x *Queue) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_types_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Queue.ProtoReflect.Descriptor instead.
+func (*Queue) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Queue) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Queue) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *Queue) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *Queue) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
 var File_cohort_v1_types_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x15cohort/v1/types.proto\x12\tcohort.v1\"a\n" +
+	"\x15cohort/v1/types.proto\x12\tcohort.v1\"\xa8\x01\n" +
 	"\tResources\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x12\n" +
-	"\x04gpus\x18\x03 \x01(\x05R\x04gpus\"\x81\x04\n" +
+	"\x04gpus\x18\x03 \x01(\x05R\x04gpus\x12\x1b\n" +
+	"\tgpu_model\x18\x04 \x01(\tR\bgpuModel\x12(\n" +
+	"\x10gpu_memory_bytes\x18\x05 \x01(\x03R\x0egpuMemoryBytes\"\xef\x04\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
@@ -946,7 +1163,9 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\x06labels\x18\t \x03(\v2\x1b.cohort.v1.Node.LabelsEntryR\x06labels\x12!\n" +
 	"\fcreate_index\x18\n" +
 	" \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex\x1a9\n" +
+	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex\x123\n" +
+	"\x15scheduling_ineligible\x18\f \x01(\bR\x14schedulingIneligible\x127\n" +
+	"\x18drain_deadline_unix_nano\x18\r \x01(\x03R\x15drainDeadlineUnixNano\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x01\n" +
@@ -957,7 +1176,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\vtotal_steps\x18\x04 \x01(\x03R\n" +
 	"totalSteps\x12,\n" +
 	"\x12samples_per_second\x18\x05 \x01(\x01R\x10samplesPerSecond\x12\x12\n" +
-	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\xd6\a\n" +
+	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\xb5\t\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -988,10 +1207,17 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\aexports\x18\x15 \x03(\tR\aexports\x12'\n" +
 	"\x0fpending_reasons\x18\x16 \x03(\tR\x0ependingReasons\x12!\n" +
 	"\fcreate_index\x18\x17 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x18 \x01(\x04R\vmodifyIndex\x1a:\n" +
+	"\fmodify_index\x18\x18 \x01(\x04R\vmodifyIndex\x12E\n" +
+	"\rnode_selector\x18\x19 \x03(\v2 .cohort.v1.Job.NodeSelectorEntryR\fnodeSelector\x12\x16\n" +
+	"\x06spread\x18\x1a \x01(\bR\x06spread\x12!\n" +
+	"\fmax_restarts\x18\x1b \x01(\x05R\vmaxRestarts\x12\x1a\n" +
+	"\brestarts\x18\x1c \x01(\x05R\brestarts\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xeb\x02\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a?\n" +
+	"\x11NodeSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x02\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
@@ -1007,7 +1233,17 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\tresources\x18\t \x01(\v2\x14.cohort.v1.ResourcesR\tresources\x12!\n" +
 	"\fcreate_index\x18\n" +
 	" \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex*\x9b\x01\n" +
+	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex\"\x97\x01\n" +
+	"\x05Quota\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12*\n" +
+	"\x05limit\x18\x02 \x01(\v2\x14.cohort.v1.ResourcesR\x05limit\x12!\n" +
+	"\fcreate_index\x18\x03 \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x04 \x01(\x04R\vmodifyIndex\"y\n" +
+	"\x05Queue\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12!\n" +
+	"\fcreate_index\x18\x03 \x01(\x04R\vcreateIndex\x12!\n" +
+	"\fmodify_index\x18\x04 \x01(\x04R\vmodifyIndex*\x9b\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x15\n" +
@@ -1050,7 +1286,7 @@ func file_cohort_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_cohort_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_cohort_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_cohort_v1_types_proto_goTypes = []any{
 	(JobState)(0),       // 0: cohort.v1.JobState
 	(TaskKind)(0),       // 1: cohort.v1.TaskKind
@@ -1062,27 +1298,32 @@ var file_cohort_v1_types_proto_goTypes = []any{
 	(*JobProgress)(nil), // 7: cohort.v1.JobProgress
 	(*Job)(nil),         // 8: cohort.v1.Job
 	(*Allocation)(nil),  // 9: cohort.v1.Allocation
-	nil,                 // 10: cohort.v1.Node.LabelsEntry
-	nil,                 // 11: cohort.v1.Job.MetricsEntry
+	(*Quota)(nil),       // 10: cohort.v1.Quota
+	(*Queue)(nil),       // 11: cohort.v1.Queue
+	nil,                 // 12: cohort.v1.Node.LabelsEntry
+	nil,                 // 13: cohort.v1.Job.MetricsEntry
+	nil,                 // 14: cohort.v1.Job.NodeSelectorEntry
 }
 var file_cohort_v1_types_proto_depIdxs = []int32{
 	3,  // 0: cohort.v1.Node.roles:type_name -> cohort.v1.NodeRole
 	5,  // 1: cohort.v1.Node.capacity:type_name -> cohort.v1.Resources
 	4,  // 2: cohort.v1.Node.status:type_name -> cohort.v1.NodeStatus
-	10, // 3: cohort.v1.Node.labels:type_name -> cohort.v1.Node.LabelsEntry
+	12, // 3: cohort.v1.Node.labels:type_name -> cohort.v1.Node.LabelsEntry
 	5,  // 4: cohort.v1.Job.worker_resources:type_name -> cohort.v1.Resources
 	5,  // 5: cohort.v1.Job.shard_resources:type_name -> cohort.v1.Resources
 	0,  // 6: cohort.v1.Job.state:type_name -> cohort.v1.JobState
 	7,  // 7: cohort.v1.Job.progress:type_name -> cohort.v1.JobProgress
-	11, // 8: cohort.v1.Job.metrics:type_name -> cohort.v1.Job.MetricsEntry
-	1,  // 9: cohort.v1.Allocation.kind:type_name -> cohort.v1.TaskKind
-	2,  // 10: cohort.v1.Allocation.state:type_name -> cohort.v1.TaskState
-	5,  // 11: cohort.v1.Allocation.resources:type_name -> cohort.v1.Resources
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	13, // 8: cohort.v1.Job.metrics:type_name -> cohort.v1.Job.MetricsEntry
+	14, // 9: cohort.v1.Job.node_selector:type_name -> cohort.v1.Job.NodeSelectorEntry
+	1,  // 10: cohort.v1.Allocation.kind:type_name -> cohort.v1.TaskKind
+	2,  // 11: cohort.v1.Allocation.state:type_name -> cohort.v1.TaskState
+	5,  // 12: cohort.v1.Allocation.resources:type_name -> cohort.v1.Resources
+	5,  // 13: cohort.v1.Quota.limit:type_name -> cohort.v1.Resources
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_types_proto_init() }
@@ -1096,7 +1337,7 @@ func file_cohort_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_types_proto_rawDesc), len(file_cohort_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
