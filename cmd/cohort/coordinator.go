@@ -23,6 +23,7 @@ import (
 
 	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/coordinator/server"
+	"github.com/cohort-dev/cohort/internal/agent"
 	"github.com/cohort-dev/cohort/internal/gossip"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -129,6 +130,9 @@ func gossipKey(v string) ([]byte, error) {
 	return key, nil
 }
 
+// minNodeHeartbeatTTL is three heartbeat intervals of the node agents.
+var minNodeHeartbeatTTL = 3 * agent.DefaultConfig().HeartbeatInterval
+
 func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 	switch {
 	case f.nodeID == "":
@@ -137,6 +141,10 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 		return usageErr("--data-dir is required")
 	case f.bootstrap && f.join != "":
 		return usageErr("--bootstrap and --join are mutually exclusive: bootstrap starts a new cluster, join adds to one")
+	case f.heartbeatTTL < minNodeHeartbeatTTL:
+		// Node agents heartbeat every 2 s by default: a TTL under three intervals marks live
+		// nodes down (and restarts their jobs) whenever one heartbeat is late.
+		return usageErr("--node-heartbeat-ttl %s: must be at least %s (three node-agent heartbeat intervals)", f.heartbeatTTL, minNodeHeartbeatTTL)
 	}
 	for flag, addr := range map[string]string{"--raft-addr": f.raftAddr, "--grpc-addr": f.grpcAddr, "--http-addr": f.httpAddr} {
 		if err := checkHostPort(flag, addr); err != nil {
