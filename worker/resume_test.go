@@ -358,14 +358,14 @@ func testCrashAtEachCheckpointPhase(t *testing.T, base storage.Blob) {
 			step8 := storage.CheckpointPrefix(job.GetId(), 8) + "/"
 			ctx, crash := context.WithCancelCause(context.Background())
 			var once sync.Once
-			fault.BeforeWrite = func(op, key string) error {
+			fault.SetBeforeWrite(func(op, key string) error {
 				if tc.op == op && key == step8+tc.file {
 					once.Do(func() { crash(errCrash) })
 					return errCrash
 				}
 				return nil
-			}
-			defer func() { fault.BeforeWrite = nil }()
+			})
+			defer fault.SetBeforeWrite(nil)
 			var pointer string
 			_, err := c.run(job, runOpts{ctx: ctx, onReport: func(rep *cohortv1.TaskReport, _ func()) {
 				if uri := rep.GetCheckpoint(); uri != "" {
@@ -379,7 +379,7 @@ func testCrashAtEachCheckpointPhase(t *testing.T, base storage.Blob) {
 			if err == nil {
 				t.Fatal("crashed run succeeded")
 			}
-			fault.BeforeWrite = nil
+			fault.SetBeforeWrite(nil)
 			if got := checkpointStep(t, pointer); got != 4 {
 				t.Fatalf("job record points at step %d, want 4", got)
 			}

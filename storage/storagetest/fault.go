@@ -3,6 +3,7 @@ package storagetest
 import (
 	"context"
 	"io"
+	"sync"
 
 	"github.com/cohort-dev/cohort/storage"
 )
@@ -14,23 +15,37 @@ const (
 	OpDelete      = "delete"
 )
 
-// FaultBlob wraps a Blob for fault-injection tests: BeforeWrite is called before every
+// FaultBlob wraps a Blob for fault-injection tests: a hook is called before every
 // write, and an error it returns fails that write without touching the store (a
 // process that died just before it). Reads pass through.
+//
+// Set the hook with SetBeforeWrite: writes of a stopped run may still be in flight
+// when a test changes it.
 type FaultBlob struct {
 	storage.Blob
-	// BeforeWrite, when set, is called with the operation (OpPut, OpPutIfAbsent or
-	// OpDelete) and the key.
-	BeforeWrite func(op, key string) error
+
+	mu          sync.Mutex
+	beforeWrite func(op, key string) error
 }
 
 var _ storage.Blob = (*FaultBlob)(nil)
 
+// SetBeforeWrite sets the hook called with the operation (OpPut, OpPutIfAbsent or
+// OpDelete) and the key before every write; nil removes it.
+func (f *FaultBlob) SetBeforeWrite(hook func(op, key string) error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.beforeWrite = hook
+}
+
 func (f *FaultBlob) check(op, key string) error {
-	if f.BeforeWrite == nil {
+	f.mu.Lock()
+	hook := f.beforeWrite
+	f.mu.Unlock()
+	if hook == nil {
 		return nil
 	}
-	return f.BeforeWrite(op, key)
+	return hook(op, key)
 }
 
 // Put implements storage.Blob.
