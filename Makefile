@@ -42,7 +42,7 @@ run: build
 
 ## deps: install what the tests need (Go modules; versitygw for the S3 tests; Debian's
 ## python3-onnx for the ONNX checker, through apt when missing)
-TEST_APT_PACKAGES := python3-onnx
+TEST_APT_PACKAGES := python3-onnx chromium
 deps:
 	$(GO) mod download
 	@if [ -x scripts/install-versitygw.sh ]; then scripts/install-versitygw.sh; fi
@@ -52,12 +52,12 @@ deps:
 data:
 	scripts/apt-install.sh dataset-fashion-mnist
 
-RACE_PKGS := ./coordinator/... ./paramserver/... ./internal/... ./storage/... ./serve/... ./worker/ ./cmd/...
+RACE_PKGS := ./coordinator/... ./paramserver/... ./internal/... ./storage/... ./serve/... ./web/... ./worker/ ./cmd/...
 
 ## test: install what the tests need and run the whole suite, then the concurrent
 ## packages again under the race detector
 test: deps
-	COHORT_REQUIRE_ONNX=1 $(GO) test $(TEST_FLAGS) ./...
+	COHORT_REQUIRE_ONNX=1 COHORT_REQUIRE_BROWSER=1 $(GO) test $(TEST_FLAGS) ./...
 	$(GO) test -race $(TEST_FLAGS) $(RACE_PKGS)
 
 ## test-race: only the race-detector pass

@@ -26,6 +26,7 @@ import (
 	"github.com/cohort-dev/cohort/internal/agent"
 	"github.com/cohort-dev/cohort/internal/gossip"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/web"
 )
 
 type coordinatorFlags struct {
@@ -226,6 +227,13 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	// The dashboard reads the cluster through this coordinator's own gRPC API.
+	webConn, err := dial(grpcAddr)
+	if err != nil {
+		return fmt.Errorf("dashboard: %w", err)
+	}
+	defer webConn.Close()
+	mux.Handle("/", web.New(web.Config{Source: newWebSource(webConn, nil), Logger: logger.With("role", "web"), Context: ctx}))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(hlis) }()
 	defer hs.Close()

@@ -29,6 +29,7 @@ import (
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
+	"github.com/cohort-dev/cohort/web"
 	"github.com/cohort-dev/cohort/worker"
 )
 
@@ -299,6 +300,14 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	// The dashboard reads the cluster through the gRPC API; the dev coordinator serves
+	// no cluster API, so the Raft peers come from the server itself.
+	webConn, err := dial(c.GRPCAddr)
+	if err != nil {
+		return c, fmt.Errorf("dashboard: %w", err)
+	}
+	c.closers = append(c.closers, func() { _ = webConn.Close() })
+	mux.Handle("/", web.New(web.Config{Source: newWebSource(webConn, srv.Peers), Logger: log.With("role", "web"), Context: ctx}))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); _ = hs.Serve(hl) }()

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohort-dev/cohort/coordinator/server"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/web"
+)
+
+// webSource backs the dashboard with the coordinator's gRPC API, like any other API
+// client: whichever coordinator serves the dashboard forwards to the leader as needed.
+type webSource struct {
+	jobs    cohortv1.JobServiceClient
+	cluster cohortv1.ClusterServiceClient
+	// localPeers, when set, answers Peers where the coordinator does not serve the
+	// cluster API (the dev cluster's single voter).
+	localPeers func() ([]server.Peer, error)
+}
+
+var _ web.Source = (*webSource)(nil)
+
+// newWebSource returns a dashboard Source over conn. localPeers may be nil.
+func newWebSource(conn grpc.ClientConnInterface, localPeers func() ([]server.Peer, error)) *webSource {
+	return &webSource{
+		jobs: cohortv1.NewJobServiceClient(conn), cluster: cohortv1.NewClusterServiceClient(conn),
+		localPeers: localPeers,
+	}
+}
+
+// ListJobs implements web.Source.
+func (s *webSource) ListJobs(ctx context.Context) ([]*cohortv1.Job, error) {
+	resp, err := s.jobs.ListJobs(ctx, &cohortv1.ListJobsRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return resp.GetJobs(), nil
+}
+
+// GetJob implements web.Source; an unknown job is web.ErrNotFound.
+func (s *webSource) GetJob(ctx context.Context, id string) (*cohortv1.Job, error) {
+	resp, err := s.jobs.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
+	if err != nil {
+		switch status.Code(err) {
+		case codes.NotFound:
+			return nil, web.ErrNotFound // the caller names the job
+		case codes.InvalidArgument: // not a job ID
+			return nil, fmt.Errorf("%s: %w", status.Convert(err).Message(), web.ErrNotFound)
+		}
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return resp.GetJob(), nil
+}
+
+// ListNodes implements web.Source.
+func (s *webSource) ListNodes(ctx context.Context) ([]*cohortv1.Node, error) {
+	resp, err := s.jobs.ListNodes(ctx, &cohortv1.ListNodesRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return resp.GetNodes(), nil
+}
+
+// Peers implements web.Source.
+func (s *webSource) Peers(ctx context.Context) ([]*cohortv1.Peer, error) {
+	resp, err := s.cluster.ListPeers(ctx, &cohortv1.ListPeersRequest{})
+	if err == nil {
+		return resp.GetPeers(), nil
+	}
+	if status.Code(err) != codes.Unimplemented || s.localPeers == nil {
+		return nil, fmt.Errorf("list peers: %w", err)
+	}
+	local, lerr := s.localPeers()
+	if lerr != nil {
+		return nil, fmt.Errorf("list peers: %w", lerr)
+	}
+	out := make([]*cohortv1.Peer, 0, len(local))
+	for _, p := range local {
+		out = append(out, &cohortv1.Peer{Id: p.ID, Address: p.RaftAddress, GrpcAddress: p.GRPCAddress, Leader: p.Leader, Voter: p.Voter})
+	}
+	return out, nil
+}
