@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 )
 
@@ -40,11 +41,11 @@ func configPath() (path string, explicit bool) {
 	return filepath.Join(dir, "cohort", "config.yaml"), false
 }
 
-// loadCLIConfig reads the configuration file. A missing default file is no error; a
-// missing COHORT_CONFIG file, an unknown field or a bad value is, naming the file.
-func loadCLIConfig() (cliConfig, error) {
+// loadCLIConfigFrom reads the configuration file at path; explicit says whether the user
+// named it (--config or COHORT_CONFIG). A missing default file is no error; a missing
+// named file, an unknown field or a bad value is, naming the file.
+func loadCLIConfigFrom(path string, explicit bool) (cliConfig, error) {
 	var c cliConfig
-	path, explicit := configPath()
 	if path == "" {
 		return c, nil
 	}
@@ -77,7 +78,13 @@ func parseCLIConfig(path string, raw []byte) (cliConfig, error) {
 // globalDefaults resolves the defaults of --address and --output: environment, then
 // the configuration file, then the built-in values.
 func globalDefaults() (address, output string, err error) {
-	c, err := loadCLIConfig()
+	path, explicit := configPath()
+	return globalDefaultsFrom(path, explicit)
+}
+
+// globalDefaultsFrom is globalDefaults with the configuration file at path.
+func globalDefaultsFrom(path string, explicit bool) (address, output string, err error) {
+	c, err := loadCLIConfigFrom(path, explicit)
 	address, output = "127.0.0.1:7070", "table"
 	if c.Address != "" {
 		address = c.Address
@@ -92,4 +99,25 @@ func globalDefaults() (address, output string, err error) {
 		output = v
 	}
 	return address, output, err
+}
+
+// applyConfigFlag honours --config FILE: the global flags not given on the command line
+// take their defaults from FILE instead of the default file (the environment still
+// wins over the file). A missing or invalid FILE is bad input (exit 2).
+func applyConfigFlag(root *cobra.Command, g *globalFlags) error {
+	if g.config == "" {
+		return nil
+	}
+	address, output, err := globalDefaultsFrom(g.config, true)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("--config: %w", err)}
+	}
+	fl := root.PersistentFlags()
+	if !fl.Changed("address") {
+		g.address = address
+	}
+	if !fl.Changed("output") {
+		g.output = output
+	}
+	return nil
 }

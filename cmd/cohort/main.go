@@ -37,6 +37,7 @@ type globalFlags struct {
 	address string
 	output  string
 	yaml    bool // -o yaml, normalised to output "json" (see normalizeOutput)
+	config  string
 }
 
 // commandFactories holds the top-level commands that register themselves from their own
@@ -63,15 +64,20 @@ Start an embedded cluster and train the example job:
   cohort dev --run jobs/examples/attrition-mlp.yaml -o json
 
 The coordinator address and output format default from COHORT_ADDR / COHORT_OUTPUT,
-then from the config file ($COHORT_CONFIG, else ~/.config/cohort/config.yaml):
+then from the config file (--config, else $COHORT_CONFIG, else ~/.config/cohort/config.yaml):
   address: 10.0.0.1:7070,10.0.0.2:7070
   output: table`,
 	}
 	defAddr, defOutput, cfgErr := globalDefaults()
 	root.PersistentFlags().StringVar(&g.address, "address", defAddr, "coordinator gRPC address(es), comma-separated (env COHORT_ADDR, config file address)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", defOutput, "output format: table|json|yaml (env COHORT_OUTPUT, config file output)")
+	root.PersistentFlags().StringVar(&g.config, "config", "", "client config file (default $COHORT_CONFIG, else ~/.config/cohort/config.yaml)")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
-		if cfgErr != nil {
+		if g.config != "" { // the named file replaces the default one, and its error
+			if err := applyConfigFlag(root, g); err != nil {
+				return err
+			}
+		} else if cfgErr != nil {
 			return &exitError{code: 2, err: cfgErr}
 		}
 		return normalizeOutput(g)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +56,7 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	if ps {
 		fl.StringVar(&f.dataAddr, "data-addr", "127.0.0.1:7080", "address the parameter-server shards are served on (reachable by workers)")
 	}
-	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP address for /metrics (empty: none)")
+	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP address for /metrics, /healthz and /readyz (empty: none)")
 	fl.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist gossip address (empty: no gossip)")
 	fl.StringVar(&f.gossipJoin, "gossip-join", "", "comma-separated gossip addresses of the coordinators (seeds)")
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key (env COHORT_GOSSIP_KEY)")
@@ -168,14 +169,25 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 		}
 	}
 
+	var started atomic.Pointer[agent.Agent] // set once the agent exists; /readyz reads it
 	if f.httpAddr != "" {
 		hl, err := net.Listen("tcp", f.httpAddr)
 		if err != nil {
 			return usageErr("--http-addr %s: %v", f.httpAddr, err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		ready := func() bool {
+			a := started.Load()
+			if a == nil || ctx.Err() != nil {
+				return false
+			}
+			select {
+			case <-a.Ready():
+				return true
+			default:
+				return false
+			}
+		}
+		hs := &http.Server{Handler: nodeAgentMux(reg, ready), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = hs.Serve(hl) }()
 		defer hs.Close()
 	}
@@ -205,9 +217,29 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 	if err != nil {
 		return err
 	}
+	started.Store(a)
 	logger.Info("node agent starting", "coordinators", f.join, "data_addr", node.DataAddress)
 	if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("node agent: %w", err)
 	}
 	return nil
+}
+
+// nodeAgentMux serves a node agent's HTTP endpoints: /metrics; /healthz, 200 while the
+// process serves HTTP (a liveness probe); /readyz, 200 once the node has registered with
+// a coordinator and 503 before that or while shutting down (a readiness probe).
+func nodeAgentMux(reg *prometheus.Registry, ready func() bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not registered with a coordinator", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
 }
