@@ -314,14 +314,14 @@ func newCNNEngine[T float](m *cnn) (*cnnEngine[T], error) {
 // large that a convolution's activations could overflow. x has been checked finite.
 func (e *cnnEngine[T]) check(params, x []float32) error {
 	maxAbs := func(v []float32) float64 {
-		var m float64
+		var m float32
 		for _, f := range v {
-			m = math.Max(m, math.Abs(float64(f)))
+			m = max(m, math.Float32frombits(math.Float32bits(f)&^(1<<31)))
 		}
-		return m
+		return float64(m)
 	}
 	for i, v := range params {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		if v-v != 0 { // NaN or ±Inf
 			return fmt.Errorf("params[%d] (%s): %w (%v)", i, paramTensor(e.m.layout, i), errNotFinite, v)
 		}
 	}
@@ -362,12 +362,18 @@ func (e *cnnEngine[T]) gradient(params, x, y []float32, n int, grad []float32) (
 	return e.ge.gradient(params, x, y, n, grad)
 }
 
+func (e *cnnEngine[T]) setCalls(k uint64) { e.ge.setCalls(k) }
+
 func (e *cnnEngine[T]) predict(params, x []float32, n int, out []float32) error {
 	if err := e.check(params, x[:n*e.m.cfg.Inputs]); err != nil {
 		return err
 	}
 	return e.ge.predict(params, x, n, out)
 }
+
+// legacyConv builds convolutions with gorgonia's Conv2d and BroadcastAdd instead of
+// conv2dOp; tests set it (under no concurrency) to compare the two.
+var legacyConv = false
 
 // boundTensor creates an input node of any rank bound to a tensor backed by buf.
 func boundTensor[T float](g *G.ExprGraph, name string, buf []T, shape ...int) *G.Node {
@@ -379,94 +385,55 @@ func boundTensor[T float](g *G.ExprGraph, name string, buf []T, shape ...int) *G
 // buildNet so that graphEngine's gradient and predict drive it unchanged.
 func buildCNNNet[T float](m *cnn, train bool) (*net[T], error) {
 	cfg := &m.cfg
-	b, k := cfg.BatchSize, cfg.Outputs
+	b := cfg.BatchSize
 	n := &net[T]{g: G.NewGraph(), x: make([]T, b*cfg.Inputs), params: make([]T, m.params)}
 	g := n.g
-	learnables := make(G.Nodes, len(m.layout))
-	for i, t := range m.layout {
-		learnables[i] = boundTensor(g, t.Name, n.params[t.Offset:t.Offset+t.Size], t.Shape...)
-	}
+	learnables := n.bindParams(m.layout, boundTensor[T])
 
 	h := boundTensor(g, "x", n.x, b, m.conv.Channels, m.conv.Height, m.conv.Width)
 	var err error
 	for i, s := range m.shapes {
 		wt, bias := learnables[2*i], learnables[2*i+1]
-		if h, err = G.Conv2d(h, wt, tensor.Shape{s.k, s.k}, []int{s.pad, s.pad}, []int{s.stride, s.stride}, []int{1, 1}); err != nil {
+		if legacyConv {
+			if h, err = G.Conv2d(h, wt, tensor.Shape{s.k, s.k}, []int{s.pad, s.pad}, []int{s.stride, s.stride}, []int{1, 1}); err != nil {
+				return nil, fmt.Errorf("%s: %w", m.layout[2*i].Name, err)
+			}
+			if h, err = G.BroadcastAdd(h, bias, nil, []byte{0, 2, 3}); err != nil {
+				return nil, fmt.Errorf("%s: %w", m.layout[2*i+1].Name, err)
+			}
+			if h, err = activate(h, cfg.Activation); err != nil {
+				return nil, fmt.Errorf("conv%d activation: %w", i, err)
+			}
+			if p := m.conv.Pool; p > 1 {
+				if h, err = G.MaxPool2D(h, tensor.Shape{p, p}, []int{0, 0}, []int{p, p}); err != nil {
+					return nil, fmt.Errorf("conv%d pool: %w", i, err)
+				}
+			}
+			continue
+		}
+		// Every activation is non-decreasing, so pooling before it computes the same
+		// values as pooling after, on a quarter of the elements.
+		if h, err = conv2dLayer[T](h, wt, bias, b, s, i > 0); err != nil {
 			return nil, fmt.Errorf("%s: %w", m.layout[2*i].Name, err)
 		}
-		if h, err = G.BroadcastAdd(h, bias, nil, []byte{0, 2, 3}); err != nil {
-			return nil, fmt.Errorf("%s: %w", m.layout[2*i+1].Name, err)
+		if p := m.conv.Pool; p > 1 {
+			if h, err = maxPool[T](h, b, p, s); err != nil {
+				return nil, fmt.Errorf("conv%d pool: %w", i, err)
+			}
 		}
 		if h, err = activate(h, cfg.Activation); err != nil {
 			return nil, fmt.Errorf("conv%d activation: %w", i, err)
 		}
-		if p := m.conv.Pool; p > 1 {
-			if h, err = G.MaxPool2D(h, tensor.Shape{p, p}, []int{0, 0}, []int{p, p}); err != nil {
-				return nil, fmt.Errorf("conv%d pool: %w", i, err)
-			}
-		}
 	}
-	last := m.shapes[len(m.shapes)-1]
-	if h, err = G.Reshape(h, tensor.Shape{b, last.outC * last.poolH * last.poolW}); err != nil {
-		return nil, fmt.Errorf("flatten: %w", err)
-	}
-
-	dense := learnables[2*len(m.shapes):]
-	names := m.layout[2*len(m.shapes):]
-	layers := len(dense) / 2
-	for l := range layers {
-		z, err := G.Mul(h, dense[2*l])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", names[2*l].Name, err)
-		}
-		if z, err = G.BroadcastAdd(z, dense[2*l+1], nil, []byte{0}); err != nil {
-			return nil, fmt.Errorf("%s: %w", names[2*l+1].Name, err)
-		}
-		if l == layers-1 {
-			h = z
-			break
-		}
-		if h, err = activate(z, cfg.Activation); err != nil {
-			return nil, fmt.Errorf("%s activation: %w", names[2*l].Name, err)
-		}
-		if train && cfg.Dropout > 0 {
-			width := names[2*l].Shape[1]
-			mask := make([]T, b*width)
-			n.masks = append(n.masks, mask)
-			if h, err = G.HadamardProd(h, boundNode(g, fmt.Sprintf("dropout%d.mask", l), mask, b, width)); err != nil {
-				return nil, fmt.Errorf("dropout%d: %w", l, err)
-			}
-		}
-	}
-	logits := h
-
-	if !train {
-		out, err := predictionOf(logits, cfg.Task)
-		if err != nil {
-			return nil, fmt.Errorf("output: %w", err)
-		}
-		n.outBuf = make([]T, b*k)
-		var into G.Value = tensor.New(tensor.WithShape(b, k), tensor.WithBacking(n.outBuf))
-		G.Read(out, &into)
-		n.vm = G.NewTapeMachine(g)
-		return n, nil
-	}
-
-	cost, err := n.lossOf(logits, cfg)
+	// The dense layers flatten the last feature map per row, in NCHW order as PyTorch's
+	// flatten does, and end in the logits.
+	convs := 2 * len(m.shapes)
+	logits, err := n.denseLayers(h, learnables[convs:], m.layout[convs:], cfg.Activation, cfg.Dropout, train, true)
 	if err != nil {
-		return nil, fmt.Errorf("loss: %w", err)
+		return nil, err
 	}
-	grads, err := G.Grad(cost, learnables...)
-	if err != nil {
-		return nil, fmt.Errorf("gradients: %w", err)
+	if err := n.compile(logits, learnables, m.layout, cfg, train); err != nil {
+		return nil, err
 	}
-	n.gradBuf = make([]T, m.params)
-	for i, t := range m.layout {
-		into := new(G.Value)
-		*into = tensor.New(tensor.WithShape(grads[i].Shape()...), tensor.WithBacking(n.gradBuf[t.Offset:t.Offset+t.Size]))
-		G.Read(grads[i], into)
-	}
-	G.Read(cost, &n.cost)
-	n.vm = G.NewTapeMachine(g)
 	return n, nil
 }

@@ -3,6 +3,9 @@ package model
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
+	"strings"
+	"unsafe"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -28,8 +31,9 @@ type graphEngine[T float] struct {
 // slices below; a call fills the slices and runs the machine. Outputs are copied by
 // G.Read nodes into preallocated tensors backed by outBuf and gradBuf.
 type net[T float] struct {
-	g  *G.ExprGraph
-	vm G.VM
+	g    *G.ExprGraph
+	vm   G.VM
+	tape tapeRunner // runs vm on the calling goroutine (see newTapeRunner)
 
 	x      []T   // BatchSize*Inputs features, zero-padded
 	y      []T   // binary, regression: BatchSize targets; multiclass: BatchSize*K one-hot scaled by the row weight
@@ -75,64 +79,86 @@ func boundNode[T float](g *G.ExprGraph, name string, buf []T, shape ...int) *G.N
 // buildNet builds and compiles one graph: the training graph (loss and gradients) when
 // train is set, else the prediction graph.
 func buildNet[T float](cfg *MLPConfig, layout []TensorInfo, numParams int, train bool) (*net[T], error) {
-	b, k := cfg.BatchSize, cfg.Outputs
-	n := &net[T]{g: G.NewGraph(), x: make([]T, b*cfg.Inputs), params: make([]T, numParams)}
-	g := n.g
-	x := boundNode(g, "x", n.x, b, cfg.Inputs)
+	n := &net[T]{g: G.NewGraph(), x: make([]T, cfg.BatchSize*cfg.Inputs), params: make([]T, numParams)}
+	x := boundNode(n.g, "x", n.x, cfg.BatchSize, cfg.Inputs)
+	learnables := n.bindParams(layout, boundNode[T])
+	logits, err := n.denseLayers(x, learnables, layout, cfg.Activation, cfg.Dropout, train, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.compile(logits, learnables, layout, cfg, train); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// bindParams creates one input node per layout tensor, bound to its slice of n.params.
+func (n *net[T]) bindParams(layout []TensorInfo, bind func(*G.ExprGraph, string, []T, ...int) *G.Node) G.Nodes {
 	learnables := make(G.Nodes, len(layout))
 	for i, t := range layout {
-		learnables[i] = boundNode(g, t.Name, n.params[t.Offset:t.Offset+t.Size], t.Shape...)
+		learnables[i] = bind(n.g, t.Name, n.params[t.Offset:t.Offset+t.Size], t.Shape...)
 	}
+	return learnables
+}
 
-	h := x
-	layers := len(layout) / 2
+// denseLayers applies the dense layers whose (weight, bias) pairs are params (with
+// their layout entries) to h: each hidden layer is one fused op with the activation,
+// followed in training graphs by inverted dropout (a mask per layer in n.masks, which
+// the engine refills before every run); the last pair is the output layer, without
+// activation, and its result the logits. A dense layer flattens a feature map per
+// row. needDX tells whether h needs a gradient (false when h is the model's input).
+func (n *net[T]) denseLayers(h *G.Node, params G.Nodes, layout []TensorInfo, act string, dropout float64, train, needDX bool) (*G.Node, error) {
+	layers := len(params) / 2
 	for l := range layers {
-		z, err := G.Mul(h, learnables[2*l])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", layout[2*l].Name, err)
-		}
-		if z, err = G.BroadcastAdd(z, learnables[2*l+1], nil, []byte{0}); err != nil {
-			return nil, fmt.Errorf("%s: %w", layout[2*l+1].Name, err)
-		}
+		w := layout[2*l]
+		a := act
 		if l == layers-1 {
-			h = z
-			break
+			a = identity
 		}
-		if h, err = activate(z, cfg.Activation); err != nil {
-			return nil, fmt.Errorf("%s activation: %w", layout[2*l].Name, err)
+		var err error
+		if h, err = dense[T](w.Name, h, params[2*l], params[2*l+1], a, needDX || l > 0); err != nil {
+			return nil, err
 		}
-		if train && cfg.Dropout > 0 {
-			width := layout[2*l].Shape[1]
-			mask := make([]T, b*width)
-			n.masks = append(n.masks, mask)
-			if h, err = G.HadamardProd(h, boundNode(g, fmt.Sprintf("dropout%d.mask", l), mask, b, width)); err != nil {
-				return nil, fmt.Errorf("dropout%d: %w", l, err)
-			}
+		if l == layers-1 || !train || dropout == 0 {
+			continue
+		}
+		b, width := h.Shape()[0], w.Shape[1]
+		mask := make([]T, b*width)
+		n.masks = append(n.masks, mask)
+		name := strings.TrimSuffix(w.Name, ".weight") + ".dropout"
+		if h, err = G.HadamardProd(h, boundNode(n.g, name, mask, b, width)); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	logits := h
+	return h, nil
+}
 
+// compile finishes a graph from its logits (BatchSize, Outputs): in a training graph
+// the loss, its gradients with respect to learnables (read into gradBuf in layout
+// order) and the loss value (read into cost); in a prediction graph Predict's outputs
+// (read into outBuf). Then it builds the tape machine.
+func (n *net[T]) compile(logits *G.Node, learnables G.Nodes, layout []TensorInfo, cfg *MLPConfig, train bool) error {
 	if !train {
 		out, err := predictionOf(logits, cfg.Task)
 		if err != nil {
-			return nil, fmt.Errorf("output: %w", err)
+			return fmt.Errorf("output: %w", err)
 		}
-		n.outBuf = make([]T, b*k)
-		var into G.Value = tensor.New(tensor.WithShape(b, k), tensor.WithBacking(n.outBuf))
+		n.outBuf = make([]T, cfg.BatchSize*cfg.Outputs)
+		var into G.Value = tensor.New(tensor.WithShape(cfg.BatchSize, cfg.Outputs), tensor.WithBacking(n.outBuf))
 		G.Read(out, &into)
-		n.vm = G.NewTapeMachine(g)
-		return n, nil
+		n.vm = G.NewTapeMachine(n.g)
+		n.tape = newTapeRunner(n.vm)
+		return nil
 	}
-
 	cost, err := n.lossOf(logits, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("loss: %w", err)
+		return fmt.Errorf("loss: %w", err)
 	}
 	grads, err := G.Grad(cost, learnables...)
 	if err != nil {
-		return nil, fmt.Errorf("gradients: %w", err)
+		return fmt.Errorf("gradients: %w", err)
 	}
-	n.gradBuf = make([]T, numParams)
+	n.gradBuf = make([]T, len(n.params))
 	for i, t := range layout {
 		// Each Read copies into its own tensor over a slice of gradBuf; the pointer
 		// must stay valid for the graph's life, so each gets its own variable.
@@ -141,23 +167,17 @@ func buildNet[T float](cfg *MLPConfig, layout []TensorInfo, numParams int, train
 		G.Read(grads[i], into)
 	}
 	G.Read(cost, &n.cost)
-	n.vm = G.NewTapeMachine(g)
-	return n, nil
+	n.vm = G.NewTapeMachine(n.g)
+	n.tape = newTapeRunner(n.vm)
+	return nil
 }
 
-// activate applies a hidden layer's activation.
+// activate applies a hidden layer's activation as one fused op (see activation).
 func activate(z *G.Node, name string) (*G.Node, error) {
-	switch name {
-	case ActivationReLU:
-		return G.Rectify(z)
-	case ActivationTanh:
-		return G.Tanh(z)
-	case ActivationSigmoid:
-		return G.Sigmoid(z)
-	case ActivationLeakyReLU:
-		return G.LeakyRelu(z, LeakyReLUSlope)
+	if z.Dtype() == tensor.Float64 {
+		return activation[float64]("act", z, name)
 	}
-	return nil, fmt.Errorf("unknown activation %q", name)
+	return activation[float32]("act", z, name)
 }
 
 // logSoftmax computes z - logsumexp(z) along axis 1, shifting each row by its maximum
@@ -204,60 +224,21 @@ func predictionOf(logits *G.Node, task string) (*G.Node, error) {
 	}
 }
 
-// lossOf builds the scalar mean loss over the valid rows and the label inputs it needs.
+// lossOf builds the scalar mean loss over the valid rows (the fused loss op, see
+// lossop.go) and binds the label inputs it needs.
 func (n *net[T]) lossOf(logits *G.Node, cfg *MLPConfig) (*G.Node, error) {
 	g, b, k := n.g, cfg.BatchSize, cfg.Outputs
 	if cfg.Task == TaskMulticlass {
 		// y holds one-hot rows scaled by the row weight, so the loss is -Σ y ⊙ log p.
 		n.y = make([]T, b*k)
-		y := boundNode(g, "y", n.y, b, k)
-		ls, err := logSoftmax(logits)
-		if err != nil {
-			return nil, err
-		}
-		prod, err := G.HadamardProd(y, ls)
-		if err != nil {
-			return nil, err
-		}
-		s, err := G.Sum(prod)
-		if err != nil {
-			return nil, err
-		}
-		return G.Neg(s)
+		return lossNode[T](cfg.Task, logits, boundNode(g, "y", n.y, b, k))
 	}
 	n.y, n.w = make([]T, b), make([]T, b)
-	y := boundNode(g, "y", n.y, b, 1)
-	w := boundNode(g, "row_weight", n.w, b, 1)
-	var per *G.Node
-	var err error
-	switch cfg.Task {
-	case TaskBinary:
-		// softplus(z) - y·z is -[y log σ(z) + (1-y) log(1-σ(z))] without overflow.
-		var sp, yz *G.Node
-		if sp, err = G.Softplus(logits); err != nil {
-			return nil, err
-		}
-		if yz, err = G.HadamardProd(y, logits); err != nil {
-			return nil, err
-		}
-		if per, err = G.Sub(sp, yz); err != nil {
-			return nil, err
-		}
-	default:
-		var d *G.Node
-		if d, err = G.Sub(logits, y); err != nil {
-			return nil, err
-		}
-		if per, err = G.Square(d); err != nil {
-			return nil, err
-		}
-	}
-	weighted, err := G.HadamardProd(per, w)
-	if err != nil {
-		return nil, err
-	}
-	return G.Sum(weighted)
+	return lossNode[T](cfg.Task, logits, boundNode(g, "y", n.y, b, 1), boundNode(g, "row_weight", n.w, b, 1))
 }
+
+// setCalls makes the next gradient call the k-th.
+func (e *graphEngine[T]) setCalls(k uint64) { e.calls = k }
 
 // gradient implements Model.Gradient on validated arguments.
 func (e *graphEngine[T]) gradient(params, x, y []float32, rows int, grad []float32) (float64, error) {
@@ -299,8 +280,7 @@ func (e *graphEngine[T]) gradient(params, x, y []float32, rows int, grad []float
 	}
 	e.calls++
 	n.cost = nil
-	n.vm.Reset()
-	if err := n.vm.RunAll(); err != nil {
+	if err := n.run(); err != nil {
 		return 0, err
 	}
 	for i, v := range n.gradBuf {
@@ -322,12 +302,59 @@ func (e *graphEngine[T]) predict(params, x []float32, rows int, out []float32) e
 	convert(n.params, params)
 	convert(n.x[:rows*cfg.Inputs], x[:rows*cfg.Inputs])
 	clear(n.x[rows*cfg.Inputs:])
-	n.vm.Reset()
-	if err := n.vm.RunAll(); err != nil {
+	if err := n.run(); err != nil {
 		return err
 	}
 	for i := range rows * cfg.Outputs {
 		out[i] = float32(n.outBuf[i])
+	}
+	return nil
+}
+
+// run executes the compiled graph once.
+func (n *net[T]) run() error {
+	n.vm.Reset()
+	if n.tape.run.IsValid() && n.tape.vm == n.vm {
+		return n.tape.runAll()
+	}
+	return n.vm.RunAll()
+}
+
+// tapeRunner executes a tape machine's program on the calling goroutine.
+//
+// gorgonia's TapeMachine.RunAll locks the calling goroutine to its OS thread and runs
+// the program on a second goroutine, which costs two thread hand-offs per run: about
+// 10 µs on an idle machine and 100 µs or more when other processes compete for the
+// cores, more than a whole MLP step. TapeMachine.Run executes a fragment of the program
+// on the caller instead, but its parameter type is unexported, so the runner takes the
+// program's instruction list by reflection, once. If that fails (another gorgonia
+// version), run is left invalid and net.run falls back to RunAll.
+type tapeRunner struct {
+	vm   G.VM
+	run  reflect.Value   // vm.Run
+	args []reflect.Value // the whole program, as Run's fragment argument
+}
+
+func newTapeRunner(vm G.VM) (r tapeRunner) {
+	defer func() {
+		if recover() != nil {
+			r = tapeRunner{}
+		}
+	}()
+	v := reflect.ValueOf(vm)
+	instrs := v.Elem().FieldByName("p").Elem().FieldByName("instructions")
+	frag := reflect.NewAt(instrs.Type(), unsafe.Pointer(instrs.UnsafeAddr())).Elem()
+	run := v.MethodByName("Run")
+	if !run.IsValid() || run.Type().NumIn() != 1 || run.Type().In(0) != frag.Type() {
+		return tapeRunner{}
+	}
+	return tapeRunner{vm: vm, run: run, args: []reflect.Value{frag}}
+}
+
+// runAll runs the whole program once (after the machine's Reset).
+func (r *tapeRunner) runAll() error {
+	if err, _ := r.run.Call(r.args)[0].Interface().(error); err != nil {
+		return err
 	}
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	G "gorgonia.org/gorgonia"
-	"gorgonia.org/tensor"
 )
 
 // LSTMConfig configures a stacked LSTM sequence model (see NewLSTM).
@@ -242,107 +241,45 @@ type lstmBuilder[T float] struct {
 	train bool
 }
 
-// dropout multiplies h (BatchSize, width) by a new bound mask in training graphs with
-// dropout; the engine refills the masks before every run.
-func (lb *lstmBuilder[T]) dropout(h *G.Node, name string, width int) (*G.Node, error) {
-	if !lb.train || lb.cfg.Dropout == 0 {
-		return h, nil
-	}
-	b := lb.cfg.BatchSize
-	mask := make([]T, b*width)
-	lb.n.masks = append(lb.n.masks, mask)
-	out, err := G.HadamardProd(h, boundNode(lb.n.g, name+".dropout", mask, b, width))
-	if err != nil {
-		return nil, fmt.Errorf("%s dropout: %w", name, err)
-	}
-	return out, nil
-}
-
 // layer unrolls LSTM layer l over the inputs xs (one (BatchSize, in) node per step) and
 // returns its hidden states, one per step.
-func (lb *lstmBuilder[T]) layer(l int, xs []*G.Node, w, bias *G.Node, in, hidden int) ([]*G.Node, error) {
+func (lb *lstmBuilder[T]) layer(l int, xs []*G.Node, w, bias *G.Node, hidden int) ([]*G.Node, error) {
 	fail := func(t int, what string, err error) ([]*G.Node, error) {
 		return nil, fmt.Errorf("lstm%d step %d %s: %w", l, t, what, err)
 	}
-	// At step 0 the previous state is zero, so only the input rows of W take part.
-	wx, err := G.Slice(w, G.S(0, in))
-	if err != nil {
-		return fail(0, "input weights", err)
-	}
 	hs := make([]*G.Node, len(xs))
 	var h, c *G.Node
+	name := fmt.Sprintf("lstm%d", l)
 	for t, x := range xs {
+		// z = [x_t, h_{t-1}]·W + b as one fused op over both inputs; at step 0 the
+		// previous state is zero, so only the input rows of W take part.
 		var z *G.Node
+		var err error
 		if t == 0 {
-			z, err = G.Mul(x, wx)
+			z, err = denseMulti[T](name, []*G.Node{x}, w, bias, identity, []bool{l > 0})
 		} else {
-			var xh *G.Node
-			if xh, err = G.Concat(1, x, h); err != nil {
-				return fail(t, "concat", err)
-			}
-			z, err = G.Mul(xh, w)
+			z, err = denseMulti[T](name, []*G.Node{x, h}, w, bias, identity, []bool{l > 0, true})
 		}
 		if err != nil {
-			return fail(t, "matmul", err)
+			return fail(t, "gates", err)
 		}
-		if z, err = G.BroadcastAdd(z, bias, nil, []byte{0}); err != nil {
-			return fail(t, "bias", err)
-		}
-		var gates [4]*G.Node
-		for k := range gates {
-			if gates[k], err = G.Slice(z, nil, G.S(k*hidden, (k+1)*hidden)); err != nil {
-				return fail(t, "gate slice", err)
-			}
-			if k == 2 {
-				gates[k], err = G.Tanh(gates[k])
-			} else {
-				gates[k], err = G.Sigmoid(gates[k])
-			}
-			if err != nil {
-				return fail(t, "gate", err)
-			}
-		}
-		ig, f, g, o := gates[0], gates[1], gates[2], gates[3]
-		if c, err = lstmCell(ig, f, g, c); err != nil {
+		if c, h, err = lstmCellNodes[T](name, z, c, hidden); err != nil {
 			return fail(t, "cell", err)
-		}
-		tc, err := G.Tanh(c)
-		if err != nil {
-			return fail(t, "tanh", err)
-		}
-		if h, err = G.HadamardProd(o, tc); err != nil {
-			return fail(t, "hidden", err)
 		}
 		hs[t] = h
 	}
 	return hs, nil
 }
 
-// lstmCell returns f ⊙ prev + i ⊙ g, or i ⊙ g when prev is nil (the first step).
-func lstmCell(i, f, g, prev *G.Node) (*G.Node, error) {
-	ig, err := G.HadamardProd(i, g)
-	if err != nil || prev == nil {
-		return ig, err
-	}
-	fc, err := G.HadamardProd(f, prev)
-	if err != nil {
-		return nil, err
-	}
-	return G.Add(fc, ig)
-}
-
 // buildLSTMNet builds and compiles one unrolled graph: the training graph (loss and
 // gradients) when train is set, else the prediction graph.
 func buildLSTMNet[T float](cfg *LSTMConfig, shim *MLPConfig, layout []TensorInfo, numParams int, train bool) (*net[T], error) {
-	b, k, feat := cfg.BatchSize, cfg.Outputs, cfg.Features
+	b, feat := cfg.BatchSize, cfg.Features
 	n := &net[T]{g: G.NewGraph(), x: make([]T, b*shim.Inputs), params: make([]T, numParams)}
 	g := n.g
 	lb := &lstmBuilder[T]{n: n, cfg: cfg, train: train}
 	x := boundNode(g, "x", n.x, b, shim.Inputs)
-	learnables := make(G.Nodes, len(layout))
-	for i, t := range layout {
-		learnables[i] = boundNode(g, t.Name, n.params[t.Offset:t.Offset+t.Size], t.Shape...)
-	}
+	learnables := n.bindParams(layout, boundNode[T])
 
 	xs := make([]*G.Node, cfg.Steps)
 	for t := range xs {
@@ -351,9 +288,8 @@ func buildLSTMNet[T float](cfg *LSTMConfig, shim *MLPConfig, layout []TensorInfo
 			return nil, fmt.Errorf("x step %d: %w", t, err)
 		}
 	}
-	in := feat
 	for l, hidden := range cfg.Hidden {
-		hs, err := lb.layer(l, xs, learnables[2*l], learnables[2*l+1], in, hidden)
+		hs, err := lb.layer(l, xs, learnables[2*l], learnables[2*l+1], hidden)
 		if err != nil {
 			return nil, err
 		}
@@ -373,61 +309,16 @@ func buildLSTMNet[T float](cfg *LSTMConfig, shim *MLPConfig, layout []TensorInfo
 				}
 			}
 		}
-		xs, in = hs, hidden
+		xs = hs
 	}
-	h := xs[0]
+	// The head: the optional ReLU dense layers and the output layer, as in an MLP.
 	base := 2 * len(cfg.Hidden)
-	for i, width := range cfg.Dense {
-		z, err := G.Mul(h, learnables[base+2*i])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", layout[base+2*i].Name, err)
-		}
-		if z, err = G.BroadcastAdd(z, learnables[base+2*i+1], nil, []byte{0}); err != nil {
-			return nil, fmt.Errorf("%s: %w", layout[base+2*i+1].Name, err)
-		}
-		if h, err = G.Rectify(z); err != nil {
-			return nil, fmt.Errorf("dense%d activation: %w", i, err)
-		}
-		if h, err = lb.dropout(h, fmt.Sprintf("dense%d", i), width); err != nil {
-			return nil, err
-		}
-	}
-	last := len(layout) - 2
-	logits, err := G.Mul(h, learnables[last])
+	logits, err := n.denseLayers(xs[0], learnables[base:], layout[base:], ActivationReLU, cfg.Dropout, train, true)
 	if err != nil {
-		return nil, fmt.Errorf("out.weight: %w", err)
+		return nil, err
 	}
-	if logits, err = G.BroadcastAdd(logits, learnables[last+1], nil, []byte{0}); err != nil {
-		return nil, fmt.Errorf("out.bias: %w", err)
+	if err := n.compile(logits, learnables, layout, shim, train); err != nil {
+		return nil, err
 	}
-
-	if !train {
-		out, err := predictionOf(logits, cfg.Task)
-		if err != nil {
-			return nil, fmt.Errorf("output: %w", err)
-		}
-		n.outBuf = make([]T, b*k)
-		var into G.Value = tensor.New(tensor.WithShape(b, k), tensor.WithBacking(n.outBuf))
-		G.Read(out, &into)
-		n.vm = G.NewTapeMachine(g)
-		return n, nil
-	}
-
-	cost, err := n.lossOf(logits, shim)
-	if err != nil {
-		return nil, fmt.Errorf("loss: %w", err)
-	}
-	grads, err := G.Grad(cost, learnables...)
-	if err != nil {
-		return nil, fmt.Errorf("gradients: %w", err)
-	}
-	n.gradBuf = make([]T, numParams)
-	for i, t := range layout {
-		into := new(G.Value)
-		*into = tensor.New(tensor.WithShape(grads[i].Shape()...), tensor.WithBacking(n.gradBuf[t.Offset:t.Offset+t.Size]))
-		G.Read(grads[i], into)
-	}
-	G.Read(cost, &n.cost)
-	n.vm = G.NewTapeMachine(g)
 	return n, nil
 }

@@ -107,6 +107,8 @@ type mlp struct {
 type engine interface {
 	gradient(params, x, y []float32, n int, grad []float32) (float64, error)
 	predict(params, x []float32, n int, out []float32) error
+	// setCalls makes the next gradient call the k-th (see SetGradientCalls).
+	setCalls(k uint64)
 }
 
 // NewMLP builds a multilayer perceptron with its gorgonia graphs (one for Gradient at
@@ -187,6 +189,13 @@ func (m *mlp) InitParams(seed int64) []float32 {
 	}
 	return p
 }
+
+// SetGradientCalls makes the next Gradient call the k-th (counting from 0), so that it
+// draws its dropout masks from PCG(Seed, k) exactly as the k-th call of a fresh model
+// would. A worker resuming from a checkpoint calls it with the number of gradient calls
+// made before, so masks continue the uninterrupted run's stream. CNN and LSTM models
+// get it through the embedded MLP.
+func (m *mlp) SetGradientCalls(k uint64) { m.eng.setCalls(k) }
 
 func (m *mlp) Gradient(params, x, y []float32, n int, grad []float32) (float64, error) {
 	b := m.cfg.BatchSize

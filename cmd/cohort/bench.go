@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cohort-dev/cohort/worker"
+)
+
+func init() { registerCommand(newBenchCmd) }
+
+// benchResult is the output of `cohort bench compute`.
+type benchResult struct {
+	Model             string  `json:"model"`
+	Batch             int     `json:"batch"`
+	Steps             int     `json:"steps"`
+	SamplesPerS       float64 `json:"samples_per_s"`
+	StepMsP50         float64 `json:"step_ms_p50"`
+	AllocBytesPerStep float64 `json:"alloc_bytes_per_step"`
+}
+
+func newBenchCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the speed of this machine's training computation",
+	}
+	var file string
+	var steps, warmup int
+	compute := &cobra.Command{
+		Use:   "compute --job FILE --steps N",
+		Short: "Time forward+backward steps of a job's model on its data, without a cluster",
+		Long: `Loads the job's training data and builds its model exactly as a worker does, then
+runs --steps gradient computations of one batch each (after --warmup untimed ones) in
+this process on one goroutine, and prints the throughput, the median step time and the
+bytes allocated per step.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return usageErr("--job: required")
+			}
+			if steps < 1 {
+				return usageErr("--steps: must be >= 1, got %d", steps)
+			}
+			if warmup < 0 {
+				return usageErr("--warmup: must be >= 0, got %d", warmup)
+			}
+			_, spec, err := readSpec(file)
+			if err != nil {
+				return err
+			}
+			bd, err := worker.LoadBench(cmd.Context(), spec, nil)
+			if err != nil {
+				return usageErr("job spec %s: %v", file, err)
+			}
+			res, err := runComputeBench(bd, steps, warmup)
+			if err != nil {
+				return err
+			}
+			res.Model = spec.Metadata.Name
+			if g.output == "json" {
+				return printJSON(stdout, res)
+			}
+			_, err = fmt.Fprintf(stdout, "model %s  batch %d  steps %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B\n",
+				res.Model, res.Batch, res.Steps, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep)
+			return err
+		},
+	}
+	compute.Flags().StringVar(&file, "job", "", "job spec file (YAML)")
+	compute.Flags().IntVar(&steps, "steps", 20, "timed steps")
+	compute.Flags().IntVar(&warmup, "warmup", 2, "untimed steps first")
+	cmd.AddCommand(compute)
+	return cmd
+}
+
+// runComputeBench runs warmup then steps gradient computations over consecutive
+// batches of the training data (wrapping around).
+func runComputeBench(bd *worker.BenchData, steps, warmup int) (benchResult, error) {
+	m := bd.Model
+	batch := m.BatchSize()
+	params := m.InitParams(1)
+	grad := make([]float32, m.NumParams())
+	pos := 0
+	step := func() error {
+		n := min(batch, bd.N-pos)
+		if _, err := m.Gradient(params, bd.X[pos*bd.Dim:(pos+n)*bd.Dim], bd.Y[pos:pos+n], n, grad); err != nil {
+			return err
+		}
+		if pos += n; pos >= bd.N {
+			pos = 0
+		}
+		return nil
+	}
+	for range warmup {
+		if err := step(); err != nil {
+			return benchResult{}, err
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	times := make([]time.Duration, steps)
+	samples := 0
+	start := time.Now()
+	for i := range times {
+		t0 := time.Now()
+		samples += min(batch, bd.N-pos)
+		if err := step(); err != nil {
+			return benchResult{}, err
+		}
+		times[i] = time.Since(t0)
+	}
+	total := time.Since(start)
+	runtime.ReadMemStats(&after)
+	slices.Sort(times)
+	return benchResult{
+		Batch:             batch,
+		Steps:             steps,
+		SamplesPerS:       float64(samples) / total.Seconds(),
+		StepMsP50:         float64(times[steps/2].Nanoseconds()) / 1e6,
+		AllocBytesPerStep: float64(after.TotalAlloc-before.TotalAlloc) / float64(steps),
+	}, nil
+}

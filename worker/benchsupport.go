@@ -1,0 +1,37 @@
+package worker
+
+import (
+	"context"
+
+	"github.com/cohort-dev/cohort/jobs"
+	"github.com/cohort-dev/cohort/storage"
+	"github.com/cohort-dev/cohort/worker/model"
+)
+
+// BenchData is what `cohort bench compute` needs to time a job's model without a
+// cluster: the model a rank-0 worker builds and the preprocessed training rows it
+// trains on.
+type BenchData struct {
+	// Model is the job's model, built exactly as a worker of rank 0 builds it.
+	Model model.Model
+	// X holds N rows of Dim preprocessed features, row-major; Y the N labels.
+	X, Y []float32
+	// N is the number of training rows, Dim the number of features per row.
+	N, Dim int
+}
+
+// LoadBench reads and preprocesses a job's training data the way its workers do (same
+// loaders, same preprocessing) and builds its model. s3 may be nil when the data is
+// local.
+func LoadBench(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Config) (*BenchData, error) {
+	ds, err := dataSource{ctx: ctx, s3: s3}.loadData(&spec.Spec)
+	if err != nil {
+		return nil, err
+	}
+	m, err := buildModel(&spec.Spec, ds, 0)
+	if err != nil {
+		return nil, err
+	}
+	t := ds.train
+	return &BenchData{Model: m, X: t.X, Y: t.Y, N: t.N, Dim: t.Dim}, nil
+}

@@ -1,0 +1,626 @@
+package model
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"runtime"
+	"sync"
+
+	"github.com/chewxy/hm"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// This file holds a 2-D convolution with bias as gorgonia ops, replacing G.Conv2d plus
+// a BroadcastAdd: per image, im2col into a buffer reused across steps and one GEMM
+// W (F, C·K·K) x col (C·K·K, OH·OW) written straight into the NCHW output, so no
+// transposes. Its gradient is three more ops (data, filter, bias). Outputs and scratch
+// buffers belong to the op and are reused by every run of the graph; images are split
+// over GOMAXPROCS goroutines.
+
+// convGeom is one convolution's geometry at a fixed batch size.
+type convGeom struct {
+	b          int // images
+	c, h, w    int // input channels, height, width
+	f, k       int // filters, kernel size
+	stride     int
+	pad        int
+	oh, ow     int // output height, width
+	ckk, plane int // C·K·K (GEMM depth), OH·OW (output positions)
+}
+
+func newConvGeom(b int, s convShape) convGeom {
+	return convGeom{b: b, c: s.inC, h: s.inH, w: s.inW, f: s.outC, k: s.k, stride: s.stride, pad: s.pad,
+		oh: s.outH, ow: s.outW, ckk: s.inC * s.k * s.k, plane: s.outH * s.outW}
+}
+
+// convIm2col fills col (ckk x plane, row-major) from one image (c x h x w).
+func convIm2col[T float](g *convGeom, img, col []T) {
+	for c := range g.c {
+		for ki := range g.k {
+			for kj := range g.k {
+				row := col[((c*g.k+ki)*g.k+kj)*g.plane:][:g.plane]
+				// Output columns [lo, hi) read inside the image (stride 1: a copy).
+				lo, hi := convValid(g, kj)
+				for oy := range g.oh {
+					y := oy*g.stride - g.pad + ki
+					dst := row[oy*g.ow : (oy+1)*g.ow]
+					if y < 0 || y >= g.h {
+						clear(dst)
+						continue
+					}
+					src := img[(c*g.h+y)*g.w : (c*g.h+y+1)*g.w]
+					clear(dst[:lo])
+					clear(dst[hi:])
+					if g.stride == 1 {
+						copy(dst[lo:hi], src[lo-g.pad+kj:])
+						continue
+					}
+					for ox := lo; ox < hi; ox++ {
+						dst[ox] = src[ox*g.stride-g.pad+kj]
+					}
+				}
+			}
+		}
+	}
+}
+
+// convValid returns the output columns [lo, hi) whose kernel column kj falls inside
+// the image (the others read padding).
+func convValid(g *convGeom, kj int) (lo, hi int) {
+	// x = ox*stride - pad + kj must lie in [0, w).
+	lo = max(0, (g.pad-kj+g.stride-1)/g.stride)
+	hi = min(g.ow, (g.w-1+g.pad-kj)/g.stride+1)
+	if g.w-1+g.pad-kj < 0 {
+		hi = 0
+	}
+	return lo, max(lo, hi)
+}
+
+// convCol2im adds col (ckk x plane) into one image's gradient (c x h x w).
+func convCol2im[T float](g *convGeom, col, img []T) {
+	for c := range g.c {
+		for ki := range g.k {
+			for kj := range g.k {
+				row := col[((c*g.k+ki)*g.k+kj)*g.plane:][:g.plane]
+				lo, hi := convValid(g, kj)
+				for oy := range g.oh {
+					y := oy*g.stride - g.pad + ki
+					if y < 0 || y >= g.h {
+						continue
+					}
+					dst := img[(c*g.h+y)*g.w : (c*g.h+y+1)*g.w]
+					src := row[oy*g.ow+lo : oy*g.ow+hi]
+					if g.stride == 1 {
+						d := dst[lo-g.pad+kj:][:len(src)]
+						for i, v := range src {
+							d[i] += v
+						}
+						continue
+					}
+					for i, v := range src {
+						dst[(lo+i)*g.stride-g.pad+kj] += v
+					}
+				}
+			}
+		}
+	}
+}
+
+// convGemm computes c = a·b + beta·c on row-major matrices (a m x k, b k x n, c m x n),
+// transposing a or b when asked (then lda, ldb are their stored row lengths): float32
+// with packedSgemm, float64 with gonum's Dgemm.
+func convGemm[T float](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	ta, tb := blas.NoTrans, blas.NoTrans
+	if tA {
+		ta = blas.Trans
+	}
+	if tB {
+		tb = blas.Trans
+	}
+	switch a := any(a).(type) {
+	case []float32:
+		packedSgemm(tA, tB, m, n, k, a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+	case []float64:
+		gonum.Implementation{}.Dgemm(ta, tb, m, n, k, 1, a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+	}
+}
+
+// convParallel runs fn(worker, lo, hi) over contiguous ranges of the b images on up
+// to GOMAXPROCS goroutines and returns the number of workers used.
+func convParallel(b int, fn func(worker, lo, hi int)) int {
+	workers := max(1, min(runtime.GOMAXPROCS(0), b))
+	if workers == 1 {
+		fn(0, 0, b)
+		return 1
+	}
+	var wg sync.WaitGroup
+	for i := range workers {
+		lo, hi := i*b/workers, (i+1)*b/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i, lo, hi)
+		}()
+	}
+	wg.Wait()
+	return workers
+}
+
+// convScratch returns per-worker buffers of n values each, reusing the previous ones.
+func convScratch[T float](bufs *[][]T, workers, n int) [][]T {
+	for len(*bufs) < workers {
+		*bufs = append(*bufs, make([]T, n))
+	}
+	return *bufs
+}
+
+// convBase holds what the four ops share: the geometry, a reused output and scratch.
+type convBase[T float] struct {
+	g    convGeom
+	name string
+	out  []T        // reused output backing
+	col  [][]T      // per-worker im2col buffers
+	lhs  gemmLHS[T] // the filters, packed once per run for the per-image products
+}
+
+// output returns a fresh tensor header over the op's reused output buffer (a header
+// per run, so that a later op reshaping its input in place cannot affect the next run).
+func (o *convBase[T]) output(shape ...int) (*tensor.Dense, []T) {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	if len(o.out) != n {
+		o.out = make([]T, n)
+	}
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(o.out)), o.out
+}
+
+func (o *convBase[T]) ReturnsPtr() bool     { return false }
+func (o *convBase[T]) CallsExtern() bool    { return false }
+func (o *convBase[T]) OverwritesInput() int { return -1 }
+func (o *convBase[T]) String() string {
+	return fmt.Sprintf("%s<%dx%d s%d p%d>", o.name, o.g.k, o.g.k, o.g.stride, o.g.pad)
+}
+
+// WriteHash includes the op's address: each op owns buffers, so two must never be merged.
+func (o *convBase[T]) WriteHash(h hash.Hash) { fmt.Fprintf(h, "%s%p", o.name, o) }
+func (o *convBase[T]) Hashcode() uint32 {
+	h := fnv.New32a()
+	o.WriteHash(h)
+	return h.Sum32()
+}
+
+// convData returns the values of v, of the op's dtype, in row-major order.
+func convData[T float](v G.Value) ([]T, error) {
+	if t, ok := v.(tensor.Tensor); ok && t.RequiresIterator() {
+		if d, ok := t.(*tensor.Dense); ok {
+			v = d.Materialize().(*tensor.Dense)
+		} else {
+			return nil, fmt.Errorf("conv: cannot read a %T view", v)
+		}
+	}
+	d, ok := v.Data().([]T)
+	if !ok {
+		return nil, fmt.Errorf("conv: value of type %T, want %T", v.Data(), d)
+	}
+	return d, nil
+}
+
+func convTensorType(dims int) G.TensorType { return G.TensorType{Dims: dims, Of: hm.TypeVariable('a')} }
+
+// conv2dOp computes y = conv2d(x, w) + b: inputs x (B,C,H,W), w (F,C,K,K), b (F);
+// output (B,F,OH,OW).
+type conv2dOp[T float] struct {
+	convBase[T]
+	cols   []T  // every image's im2col (B, ckk, plane), kept for the filter gradient
+	needDX bool // whether x needs a gradient (not when it is the model's input)
+}
+
+func (o *conv2dOp[T]) Arity() int { return 3 }
+func (o *conv2dOp[T]) Type() hm.Type {
+	return hm.NewFnType(convTensorType(4), convTensorType(4), convTensorType(1), convTensorType(4))
+}
+func (o *conv2dOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{o.g.b, o.g.f, o.g.oh, o.g.ow}, nil
+}
+
+func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
+	if len(inputs) != 3 {
+		return nil, fmt.Errorf("conv: %d inputs, want 3", len(inputs))
+	}
+	x, err := convData[T](inputs[0])
+	if err != nil {
+		return nil, err
+	}
+	w, err := convData[T](inputs[1])
+	if err != nil {
+		return nil, err
+	}
+	bias, err := convData[T](inputs[2])
+	if err != nil {
+		return nil, err
+	}
+	g := &o.g
+	out, y := o.output(g.b, g.f, g.oh, g.ow)
+	if n := g.b * g.ckk * g.plane; len(o.cols) != n {
+		o.cols = make([]T, n)
+	}
+	o.lhs.set(false, g.f, g.ckk, w, g.ckk)
+	convParallel(g.b, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			col := o.cols[i*g.ckk*g.plane : (i+1)*g.ckk*g.plane]
+			convIm2col(g, x[i*g.c*g.h*g.w:(i+1)*g.c*g.h*g.w], col)
+			yi := y[i*g.f*g.plane : (i+1)*g.f*g.plane]
+			for f := range g.f {
+				row := yi[f*g.plane : (f+1)*g.plane]
+				for p := range row {
+					row[p] = bias[f]
+				}
+			}
+			o.lhs.mul(false, g.plane, col, g.plane, 1, yi, g.plane)
+		}
+	})
+	return out, nil
+}
+
+func (o *conv2dOp[T]) DiffWRT(int) []bool { return []bool{o.needDX, true, true} }
+
+func (o *conv2dOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 3 {
+		return nil, fmt.Errorf("conv: %d inputs, want 3", len(inputs))
+	}
+	var dx *G.Node
+	var err error
+	if o.needDX {
+		if dx, err = G.ApplyOp(&convDataGradOp[T]{convBase[T]{g: o.g, name: "conv2d_dx"}}, inputs[1], grad); err != nil {
+			return nil, err
+		}
+	}
+	dw, err := G.ApplyOp(&convFilterGradOp[T]{convBase: convBase[T]{g: o.g, name: "conv2d_dw"}, fwd: o}, inputs[0], grad)
+	if err != nil {
+		return nil, err
+	}
+	db, err := G.ApplyOp(&convBiasGradOp[T]{convBase[T]{g: o.g, name: "conv2d_db"}}, grad)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dx, dw, db}, nil
+}
+
+// convDataGradOp computes dx (B,C,H,W) from w (F,C,K,K) and dy (B,F,OH,OW).
+type convDataGradOp[T float] struct{ convBase[T] }
+
+func (o *convDataGradOp[T]) Arity() int { return 2 }
+func (o *convDataGradOp[T]) Type() hm.Type {
+	return hm.NewFnType(convTensorType(4), convTensorType(4), convTensorType(4))
+}
+func (o *convDataGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{o.g.b, o.g.c, o.g.h, o.g.w}, nil
+}
+
+func (o *convDataGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
+	if len(inputs) != 2 {
+		return nil, fmt.Errorf("conv dx: %d inputs, want 2", len(inputs))
+	}
+	w, err := convData[T](inputs[0])
+	if err != nil {
+		return nil, err
+	}
+	dy, err := convData[T](inputs[1])
+	if err != nil {
+		return nil, err
+	}
+	g := &o.g
+	out, dx := o.output(g.b, g.c, g.h, g.w)
+	cols := convScratch(&o.col, min(runtime.GOMAXPROCS(0), g.b), g.ckk*g.plane)
+	img := g.c * g.h * g.w
+	o.lhs.set(true, g.ckk, g.f, w, g.ckk)
+	convParallel(g.b, func(worker, lo, hi int) {
+		col := cols[worker]
+		for i := lo; i < hi; i++ {
+			// dcol (ckk, plane) = Wᵀ (ckk, F) · dy_i (F, plane)
+			o.lhs.mul(false, g.plane, dy[i*g.f*g.plane:(i+1)*g.f*g.plane], g.plane, 0, col, g.plane)
+			di := dx[i*img : (i+1)*img]
+			clear(di)
+			convCol2im(g, col, di)
+		}
+	})
+	return out, nil
+}
+
+// convFilterGradOp computes dw (F,C,K,K) from x (B,C,H,W) and dy (B,F,OH,OW).
+type convFilterGradOp[T float] struct {
+	convBase[T]
+	fwd *conv2dOp[T] // its forward op, whose im2col of x this run reuses
+}
+
+func (o *convFilterGradOp[T]) Arity() int { return 2 }
+func (o *convFilterGradOp[T]) Type() hm.Type {
+	return hm.NewFnType(convTensorType(4), convTensorType(4), convTensorType(4))
+}
+func (o *convFilterGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{o.g.f, o.g.c, o.g.k, o.g.k}, nil
+}
+
+func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
+	if len(inputs) != 2 {
+		return nil, fmt.Errorf("conv dw: %d inputs, want 2", len(inputs))
+	}
+	// x (inputs[0]) orders this op after the forward one; its im2col is fwd.cols.
+	dy, err := convData[T](inputs[1])
+	if err != nil {
+		return nil, err
+	}
+	g := &o.g
+	out, dw := o.output(g.f, g.c, g.k, g.k)
+	cols := o.fwd.cols
+	if len(cols) != g.b*g.ckk*g.plane {
+		return nil, fmt.Errorf("conv dw: the forward convolution has not run")
+	}
+	if g.ckk < kernel.nr && g.ckk < g.f {
+		// Few values per filter (a first layer on one channel: ckk 9): a product with
+		// ckk columns would leave most of each micro-kernel tile empty, so compute
+		// dwᵀ (ckk, F) = Σ_i col_i (ckk, plane) · dy_iᵀ (plane, F) and transpose it.
+		if len(o.col) == 0 {
+			o.col = [][]T{make([]T, g.ckk*g.f)}
+		}
+		dwt := o.col[0]
+		for i := range g.b {
+			var beta T
+			if i > 0 {
+				beta = 1
+			}
+			convGemm(false, true, g.ckk, g.f, g.plane, cols[i*g.ckk*g.plane:(i+1)*g.ckk*g.plane], g.plane,
+				dy[i*g.f*g.plane:(i+1)*g.f*g.plane], g.plane, beta, dwt, g.f)
+		}
+		for q := range g.ckk {
+			for f, v := range dwt[q*g.f : (q+1)*g.f] {
+				dw[f*g.ckk+q] = v
+			}
+		}
+		return out, nil
+	}
+	// Each worker owns a block of filters (rows of dw) and sums over every image in
+	// order, so the result does not depend on the number of workers.
+	convParallelRows(g.f, func(f0, f1 int) {
+		for i := range g.b {
+			// dw[f0:f1] (.., ckk) += dy_i[f0:f1] (.., plane) · col_iᵀ (plane, ckk)
+			var beta T
+			if i > 0 {
+				beta = 1
+			}
+			convGemm(false, true, f1-f0, g.ckk, g.plane, dy[(i*g.f+f0)*g.plane:(i*g.f+f1)*g.plane], g.plane,
+				cols[i*g.ckk*g.plane:(i+1)*g.ckk*g.plane], g.plane, beta, dw[f0*g.ckk:f1*g.ckk], g.ckk)
+		}
+	})
+	return out, nil
+}
+
+// convParallelRows runs fn over contiguous blocks of n rows (whole micro-kernel tiles)
+// on up to GOMAXPROCS goroutines.
+func convParallelRows(n int, fn func(lo, hi int)) {
+	tiles := (n + kernel.mr - 1) / kernel.mr
+	workers := max(1, min(runtime.GOMAXPROCS(0), tiles))
+	if workers == 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range workers {
+		lo, hi := i*tiles/workers*kernel.mr, min(n, (i+1)*tiles/workers*kernel.mr)
+		if lo >= hi {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// convBiasGradOp computes db (F) from dy (B,F,OH,OW): the sum over images and positions.
+type convBiasGradOp[T float] struct{ convBase[T] }
+
+func (o *convBiasGradOp[T]) Arity() int { return 1 }
+func (o *convBiasGradOp[T]) Type() hm.Type {
+	return hm.NewFnType(convTensorType(4), convTensorType(1))
+}
+func (o *convBiasGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{o.g.f}, nil
+}
+
+func (o *convBiasGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("conv db: %d inputs, want 1", len(inputs))
+	}
+	dy, err := convData[T](inputs[0])
+	if err != nil {
+		return nil, err
+	}
+	g := &o.g
+	out, db := o.output(g.f)
+	clear(db)
+	for i := range g.b {
+		for f := range g.f {
+			db[f] += sum4(dy[(i*g.f+f)*g.plane : (i*g.f+f+1)*g.plane])
+		}
+	}
+	return out, nil
+}
+
+// sum4 is the sum of v over four running sums (four times the throughput of one
+// dependent chain of additions).
+func sum4[T float](v []T) T {
+	var s0, s1, s2, s3 T
+	i := 0
+	for ; i+4 <= len(v); i += 4 {
+		w := v[i : i+4 : i+4]
+		s0 += w[0]
+		s1 += w[1]
+		s2 += w[2]
+		s3 += w[3]
+	}
+	for _, x := range v[i:] {
+		s0 += x
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// conv2d applies the convolution with bias of layer s to h (B,C,H,W).
+func conv2d[T float](h, w, bias *G.Node, batch int, s convShape) (*G.Node, error) {
+	return conv2dLayer[T](h, w, bias, batch, s, true)
+}
+
+// conv2dLayer is conv2d whose input needs a gradient only when needDX is set (not for
+// the first layer, whose input is the data).
+func conv2dLayer[T float](h, w, bias *G.Node, batch int, s convShape, needDX bool) (*G.Node, error) {
+	op := &conv2dOp[T]{convBase: convBase[T]{g: newConvGeom(batch, s), name: "conv2d"}, needDX: needDX}
+	return G.ApplyOp(op, h, w, bias)
+}
+
+// maxPoolOp is a p x p max-pool with stride p (windows that do not fit are dropped):
+// input (B,C,H,W), output (B,C,H/p,W/p). It records each window's first maximum for
+// its gradient op in a buffer reused across runs. g.c, g.h, g.w describe the input,
+// g.k the pool size, g.oh, g.ow the output.
+type maxPoolOp[T float] struct {
+	convBase[T]
+	arg []int32 // per output value, the index of its window's maximum in the input
+}
+
+func (o *maxPoolOp[T]) Arity() int { return 1 }
+func (o *maxPoolOp[T]) Type() hm.Type {
+	return hm.NewFnType(convTensorType(4), convTensorType(4))
+}
+func (o *maxPoolOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{o.g.b, o.g.c, o.g.oh, o.g.ow}, nil
+}
+
+func (o *maxPoolOp[T]) Do(inputs ...G.Value) (G.Value, error) {
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("maxpool: %d inputs, want 1", len(inputs))
+	}
+	z, err := convData[T](inputs[0])
+	if err != nil {
+		return nil, err
+	}
+	g := &o.g
+	out, y := o.output(g.b, g.c, g.oh, g.ow)
+	if len(o.arg) != len(y) {
+		o.arg = make([]int32, len(y))
+	}
+	p := g.k
+	for plane := range g.b * g.c {
+		in := z[plane*g.h*g.w : (plane+1)*g.h*g.w]
+		base := plane * g.oh * g.ow
+		if p == 2 {
+			pool2(in, y[base:base+g.oh*g.ow], o.arg[base:base+g.oh*g.ow], g.w, g.oh, g.ow, int32(plane*g.h*g.w))
+			continue
+		}
+		for py := range g.oh {
+			for px := range g.ow {
+				at := py*p*g.w + px*p
+				best := in[at]
+				for dy := range p {
+					row := (py*p+dy)*g.w + px*p
+					for dx, v := range in[row : row+p] {
+						if v > best {
+							best, at = v, row+dx
+						}
+					}
+				}
+				y[base+py*g.ow+px] = best
+				o.arg[base+py*g.ow+px] = int32(plane*g.h*g.w + at)
+			}
+		}
+	}
+	return out, nil
+}
+
+// pool2 is the 2x2 case of maxPoolOp.Do for one plane of width w: the first maximum
+// of each window, in row-major window order, as the general loop picks it.
+func pool2[T float](in, y []T, arg []int32, w, oh, ow int, off int32) {
+	for py := range oh {
+		r0 := in[2*py*w : 2*py*w+2*ow]
+		r1 := in[(2*py+1)*w : (2*py+1)*w+2*ow]
+		yr, ar := y[py*ow:(py+1)*ow], arg[py*ow:(py+1)*ow]
+		at0 := int32(2*py*w) + off
+		for px := range yr {
+			// Branch-free (the comparisons of random data mispredict half the time):
+			// the first maximum in row-major window order, as the general loop.
+			a, b, c, d := r0[2*px], r0[2*px+1], r1[2*px], r1[2*px+1]
+			top, bottom := max(a, b), max(c, d)
+			it, ib := int32(2*px), int32(w+2*px)
+			if b > a {
+				it++
+			}
+			if d > c {
+				ib++
+			}
+			if bottom > top {
+				it = ib
+			}
+			yr[px], ar[px] = max(top, bottom), at0+it
+		}
+	}
+}
+
+func (o *maxPoolOp[T]) DiffWRT(int) []bool { return []bool{true} }
+
+func (o *maxPoolOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("maxpool: %d inputs, want 1", len(inputs))
+	}
+	dz, err := G.ApplyOp(&maxPoolGradOp[T]{convBase: convBase[T]{g: o.g, name: "maxpool_dz"}, fwd: o}, grad)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dz}, nil
+}
+
+// maxPoolGradOp routes the pooled gradient (B,C,H/p,W/p) to each window's maximum
+// recorded by the forward op of the same run; everything else gets 0.
+type maxPoolGradOp[T float] struct {
+	convBase[T]
+	fwd *maxPoolOp[T]
+}
+
+func (o *maxPoolGradOp[T]) Arity() int { return 1 }
+func (o *maxPoolGradOp[T]) Type() hm.Type {
+	return hm.NewFnType(convTensorType(4), convTensorType(4))
+}
+func (o *maxPoolGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{o.g.b, o.g.c, o.g.h, o.g.w}, nil
+}
+
+func (o *maxPoolGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("maxpool dz: %d inputs, want 1", len(inputs))
+	}
+	dy, err := convData[T](inputs[0])
+	if err != nil {
+		return nil, err
+	}
+	if len(o.fwd.arg) != len(dy) {
+		return nil, fmt.Errorf("maxpool dz: the forward pool has not run")
+	}
+	g := &o.g
+	out, dz := o.output(g.b, g.c, g.h, g.w)
+	clear(dz)
+	for i, v := range dy {
+		dz[o.fwd.arg[i]] += v
+	}
+	return out, nil
+}
+
+// maxPool applies a p x p max-pool with stride p to h (B,C,H,W) of layer s's output.
+func maxPool[T float](h *G.Node, batch, p int, s convShape) (*G.Node, error) {
+	g := convGeom{b: batch, c: s.outC, h: s.outH, w: s.outW, k: p, stride: p, oh: s.poolH, ow: s.poolW}
+	return G.ApplyOp(&maxPoolOp[T]{convBase: convBase[T]{g: g, name: "maxpool"}}, h)
+}

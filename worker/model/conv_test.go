@@ -1,0 +1,287 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// convCase is one convolution geometry for the op tests.
+var convCases = []struct {
+	name string
+	s    convShape
+}{
+	{"3x3 pad1", convShape{inC: 2, inH: 5, inW: 6, k: 3, stride: 1, pad: 1, outC: 3}},
+	{"2x2 stride2", convShape{inC: 3, inH: 7, inW: 5, k: 2, stride: 2, pad: 0, outC: 2}},
+	{"3x3 stride2 pad2", convShape{inC: 1, inH: 6, inW: 6, k: 3, stride: 2, pad: 2, outC: 4}},
+	{"2x2 one channel, more filters than ckk", convShape{inC: 1, inH: 6, inW: 7, k: 2, stride: 1, pad: 0, outC: 6}},
+	{"3x3 one channel, 40 filters", convShape{inC: 1, inH: 8, inW: 9, k: 3, stride: 1, pad: 1, outC: 40}},
+}
+
+func init() {
+	for i := range convCases {
+		s := &convCases[i].s
+		s.outH = (s.inH+2*s.pad-s.k)/s.stride + 1
+		s.outW = (s.inW+2*s.pad-s.k)/s.stride + 1
+	}
+}
+
+// convLoss builds loss = Σ r ⊙ (conv2d(x, w) + b) over float64 inputs bound to xs, ws,
+// bs, with the new op or gorgonia's Conv2d + BroadcastAdd, and returns a function that
+// runs it and returns the loss, the output and the gradients wrt x, w and b.
+func convLoss(t *testing.T, legacy bool, batch int, s convShape, xs, ws, bs, rs []float64) func() (float64, []float64, [3][]float64) {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	g := G.NewGraph()
+	x := boundTensor(g, "x", xs, batch, s.inC, s.inH, s.inW)
+	w := boundTensor(g, "w", ws, s.outC, s.inC, s.k, s.k)
+	b := boundTensor(g, "b", bs, s.outC)
+	r := boundTensor(g, "r", rs, batch, s.outC, s.outH, s.outW)
+	var y *G.Node
+	var err error
+	if legacy {
+		if y, err = G.Conv2d(x, w, tensor.Shape{s.k, s.k}, []int{s.pad, s.pad}, []int{s.stride, s.stride}, []int{1, 1}); err == nil {
+			y, err = G.BroadcastAdd(y, b, nil, []byte{0, 2, 3})
+		}
+	} else {
+		y, err = conv2d[float64](x, w, b, batch, s)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod, err := G.HadamardProd(y, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost, err := G.Sum(prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grads, err := G.Grad(cost, x, w, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var costV, yV G.Value
+	G.Read(cost, &costV)
+	G.Read(y, &yV)
+	gv := make([]G.Value, 3)
+	for i := range grads {
+		G.Read(grads[i], &gv[i])
+	}
+	vm := G.NewTapeMachine(g)
+	t.Cleanup(func() { vm.Close() })
+	return func() (float64, []float64, [3][]float64) {
+		vm.Reset()
+		if err := vm.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		var out [3][]float64
+		for i, v := range gv {
+			out[i] = append([]float64(nil), v.Data().([]float64)...)
+		}
+		return costV.Data().(float64), append([]float64(nil), yV.Data().([]float64)...), out
+	}
+}
+
+func randomFloats(rng *rand.Rand, n int) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = rng.NormFloat64()
+	}
+	return v
+}
+
+// TestConvOpMatchesGorgonia checks the conv2d op's output and its three gradient ops
+// against gorgonia's Conv2d + BroadcastAdd, within 1e-5, run twice (reused buffers).
+func TestConvOpMatchesGorgonia(t *testing.T) {
+	const batch = 3
+	for _, tc := range convCases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.s
+			rng := rand.New(rand.NewPCG(1, 2))
+			xs := randomFloats(rng, batch*s.inC*s.inH*s.inW)
+			ws := randomFloats(rng, s.outC*s.inC*s.k*s.k)
+			bs := randomFloats(rng, s.outC)
+			rs := randomFloats(rng, batch*s.outC*s.outH*s.outW)
+			runNew := convLoss(t, false, batch, s, xs, ws, bs, rs)
+			runOld := convLoss(t, true, batch, s, xs, ws, bs, rs)
+			for run := range 2 {
+				lossN, yN, gN := runNew()
+				lossO, yO, gO := runOld()
+				if math.Abs(lossN-lossO) > 1e-5*math.Max(1, math.Abs(lossO)) {
+					t.Fatalf("run %d: loss %v, gorgonia %v", run, lossN, lossO)
+				}
+				closeAll(t, "output", yN, yO)
+				for i, name := range []string{"dx", "dw", "db"} {
+					closeAll(t, name, gN[i], gO[i])
+				}
+				xs[0] += 0.5 // the second run sees new input values
+			}
+		})
+	}
+}
+
+func closeAll(t *testing.T, what string, got, want []float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if math.Abs(got[i]-want[i]) > 1e-5*math.Max(1, math.Abs(want[i])) {
+			t.Fatalf("%s[%d] = %v, gorgonia %v", what, i, got[i], want[i])
+		}
+	}
+}
+
+// TestConvOpFiniteDifferences checks the conv2d op's gradients wrt x, w and b against
+// central differences of the float64 loss.
+func TestConvOpFiniteDifferences(t *testing.T) {
+	const batch = 3
+	for _, tc := range convCases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.s
+			rng := rand.New(rand.NewPCG(3, 4))
+			in := [3][]float64{
+				randomFloats(rng, batch*s.inC*s.inH*s.inW),
+				randomFloats(rng, s.outC*s.inC*s.k*s.k),
+				randomFloats(rng, s.outC),
+			}
+			rs := randomFloats(rng, batch*s.outC*s.outH*s.outW)
+			run := convLoss(t, false, batch, s, in[0], in[1], in[2], rs)
+			_, _, grads := run()
+			const eps = 1e-6
+			for k, name := range []string{"x", "w", "b"} {
+				for i := range in[k] {
+					v := in[k][i]
+					in[k][i] = v + eps
+					up, _, _ := run()
+					in[k][i] = v - eps
+					down, _, _ := run()
+					in[k][i] = v
+					fd := (up - down) / (2 * eps)
+					if d := math.Abs(fd - grads[k][i]); d > 1e-6*math.Max(1, math.Abs(fd)) {
+						t.Errorf("d%s[%d] = %v, finite difference %v", name, i, grads[k][i], fd)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCNNConvOpMatchesLegacy checks whole float64 CNN gradients and predictions built
+// with the conv2d op against the same networks built with gorgonia's Conv2d.
+func TestCNNConvOpMatchesLegacy(t *testing.T) {
+	for _, cfg := range []CNNConfig{
+		testCNNConfig(TaskMulticlass, ActivationReLU, 4, true),
+		testCNNConfig(TaskBinary, ActivationTanh, 4, true),
+		testCNNConfig(TaskRegression, ActivationSigmoid, 4, true),
+		testCNNConfig(TaskMulticlass, ActivationLeakyReLU, 4, true),
+		testCNNDeepConfig(TaskRegression, ActivationTanh, 4, true),
+	} {
+		m := mustCNN(t, cfg)
+		legacyConv = true
+		old := mustCNN(t, cfg)
+		legacyConv = false
+		p := randomParams(m, 5)
+		x, y := randomBatch(6, 4, cnnInputs(cfg), m.OutputSize(), cfg.Task)
+		for _, n := range []int{4, 3} {
+			g, loss := gradient(t, m, p, x, y, n)
+			gOld, lossOld := gradient(t, old, p, x, y, n)
+			if math.Abs(loss-lossOld) > 1e-5*math.Max(1, math.Abs(lossOld)) {
+				t.Fatalf("loss %v, legacy %v", loss, lossOld)
+			}
+			closeAll(t, "gradient", toF64(g), toF64(gOld))
+		}
+		out, outOld := make([]float32, 4*m.OutputSize()), make([]float32, 4*m.OutputSize())
+		if err := m.Predict(p, x, 4, out); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Predict(p, x, 4, outOld); err != nil {
+			t.Fatal(err)
+		}
+		closeAll(t, "prediction", toF64(out), toF64(outOld))
+	}
+}
+
+func toF64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, f := range v {
+		out[i] = float64(f)
+	}
+	return out
+}
+
+// TestMaxPoolOp checks the max-pool op and its gradient op in float64 against finite
+// differences and gorgonia's MaxPool2D, on a map whose sizes do not divide by the pool.
+func TestMaxPoolOp(t *testing.T) {
+	const batch, p = 2, 2
+	s := convShape{outC: 3, outH: 5, outW: 7, poolH: 2, poolW: 3}
+	rng := rand.New(rand.NewPCG(7, 8))
+	zs := randomFloats(rng, batch*s.outC*s.outH*s.outW)
+	rs := randomFloats(rng, batch*s.outC*s.poolH*s.poolW)
+	build := func(legacy bool) func() (float64, []float64, []float64) {
+		buildMu.Lock()
+		defer buildMu.Unlock()
+		g := G.NewGraph()
+		z := boundTensor(g, "z", zs, batch, s.outC, s.outH, s.outW)
+		r := boundTensor(g, "r", rs, batch, s.outC, s.poolH, s.poolW)
+		var y *G.Node
+		var err error
+		if legacy {
+			y, err = G.MaxPool2D(z, tensor.Shape{p, p}, []int{0, 0}, []int{p, p})
+		} else {
+			y, err = maxPool[float64](z, batch, p, s)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		prod, err := G.HadamardProd(y, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cost, err := G.Sum(prod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grads, err := G.Grad(cost, z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var costV, yV, gV G.Value
+		G.Read(cost, &costV)
+		G.Read(y, &yV)
+		G.Read(grads[0], &gV)
+		vm := G.NewTapeMachine(g)
+		t.Cleanup(func() { vm.Close() })
+		return func() (float64, []float64, []float64) {
+			vm.Reset()
+			if err := vm.RunAll(); err != nil {
+				t.Fatal(err)
+			}
+			return costV.Data().(float64), append([]float64(nil), yV.Data().([]float64)...), append([]float64(nil), gV.Data().([]float64)...)
+		}
+	}
+	run, old := build(false), build(true)
+	loss, y, g := run()
+	lossOld, yOld, gOld := old()
+	if math.Abs(loss-lossOld) > 1e-9 {
+		t.Fatalf("loss %v, gorgonia %v", loss, lossOld)
+	}
+	closeAll(t, "output", y, yOld)
+	closeAll(t, "gradient", g, gOld)
+	const eps = 1e-6
+	for i, v := range zs {
+		zs[i] = v + eps
+		up, _, _ := run()
+		zs[i] = v - eps
+		down, _, _ := run()
+		zs[i] = v
+		if fd := (up - down) / (2 * eps); math.Abs(fd-g[i]) > 1e-6*math.Max(1, math.Abs(fd)) {
+			t.Errorf("dz[%d] = %v, finite difference %v", i, g[i], fd)
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// This file holds an LSTM cell as gorgonia ops over the gate pre-activations z
+// (rows, 4*hidden; gates in order i, f, g, o, as the fused product of lstm.go yields
+// them): one op for the cell state, one for the hidden state, and four gradient ops.
+// Each replaces about ten composed ops (slices, sigmoids, products, sums) and their
+// gradients, and reuses its buffers across runs.
+
+// lstmCellKind selects what an lstmCellOp computes.
+type lstmCellKind int
+
+const (
+	// cellState: c = σ(z_f) ⊙ c_prev + σ(z_i) ⊙ tanh(z_g); inputs z [, c_prev].
+	cellState lstmCellKind = iota
+	// cellHidden: h = σ(z_o) ⊙ tanh(c); inputs z, c.
+	cellHidden
+	// cellStateDZ: the gradient of z (blocks i, f, g; o is 0) from dc; inputs z
+	// [, c_prev], dc.
+	cellStateDZ
+	// cellStateDPrev: dc_prev = dc ⊙ σ(z_f); inputs z, dc.
+	cellStateDPrev
+	// cellHiddenDZ: the gradient of z (block o; the rest 0) from dh; inputs z, c, dh.
+	cellHiddenDZ
+	// cellHiddenDC: dc = dh ⊙ σ(z_o) ⊙ (1 - tanh²(c)); inputs z, c, dh.
+	cellHiddenDC
+)
+
+var cellKindNames = [...]string{"lstm_c", "lstm_h", "lstm_c.dz", "lstm_c.dprev", "lstm_h.dz", "lstm_h.dc"}
+
+// lstmCellOp is one of the cell's ops; g.rows and g.out give (rows, hidden).
+type lstmCellOp[T float] struct {
+	denseBase[T]
+	kind  lstmCellKind
+	first bool // the first step: no previous cell state
+}
+
+func (o *lstmCellOp[T]) Arity() int {
+	switch o.kind {
+	case cellState:
+		if o.first {
+			return 1
+		}
+		return 2
+	case cellStateDZ:
+		if o.first {
+			return 2
+		}
+		return 3
+	case cellHidden, cellStateDPrev:
+		return 2
+	}
+	return 3
+}
+
+func (o *lstmCellOp[T]) Type() hm.Type {
+	ts := make([]hm.Type, o.Arity()+1)
+	for i := range ts {
+		ts[i] = denseType(2)
+	}
+	return hm.NewFnType(ts...)
+}
+
+func (o *lstmCellOp[T]) outShape() tensor.Shape {
+	if o.kind == cellStateDZ || o.kind == cellHiddenDZ {
+		return tensor.Shape{o.g.rows, 4 * o.g.out}
+	}
+	return tensor.Shape{o.g.rows, o.g.out}
+}
+
+func (o *lstmCellOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) { return o.outShape(), nil }
+
+func sigm[T float](v T) float64 { return sigmoid(float64(v)) }
+func tanh[T float](v T) float64 { return math.Tanh(float64(v)) }
+
+func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
+	in, err := denseInputs[T](o.name, o.Arity(), inputs)
+	if err != nil {
+		return nil, err
+	}
+	rows, h := o.g.rows, o.g.out
+	t, out := o.output(o.outShape())
+	z := in[0]
+	for r := range rows {
+		zr := z[r*4*h : (r+1)*4*h]
+		zi, zf, zg, zo := zr[:h], zr[h:2*h], zr[2*h:3*h], zr[3*h:]
+		switch o.kind {
+		case cellState:
+			c := out[r*h : (r+1)*h]
+			for j := range c {
+				v := sigm(zi[j]) * tanh(zg[j])
+				if !o.first {
+					v += sigm(zf[j]) * float64(in[1][r*h+j])
+				}
+				c[j] = T(v)
+			}
+		case cellHidden:
+			hr, c := out[r*h:(r+1)*h], in[1][r*h:(r+1)*h]
+			for j := range hr {
+				hr[j] = T(sigm(zo[j]) * tanh(c[j]))
+			}
+		case cellStateDZ:
+			dc := in[len(in)-1][r*h : (r+1)*h]
+			d := out[r*4*h : (r+1)*4*h]
+			for j, g := range dc {
+				i, gg := sigm(zi[j]), tanh(zg[j])
+				d[j] = T(float64(g) * gg * i * (1 - i))
+				d[2*h+j] = T(float64(g) * i * (1 - gg*gg))
+				d[3*h+j] = 0
+				if o.first {
+					d[h+j] = 0
+				} else {
+					f := sigm(zf[j])
+					d[h+j] = T(float64(g) * float64(in[1][r*h+j]) * f * (1 - f))
+				}
+			}
+		case cellStateDPrev:
+			dc, d := in[1][r*h:(r+1)*h], out[r*h:(r+1)*h]
+			for j, g := range dc {
+				d[j] = T(float64(g) * sigm(zf[j]))
+			}
+		case cellHiddenDZ:
+			c, dh := in[1][r*h:(r+1)*h], in[2][r*h:(r+1)*h]
+			d := out[r*4*h : (r+1)*4*h]
+			clear(d[:3*h])
+			for j, g := range dh {
+				ov := sigm(zo[j])
+				d[3*h+j] = T(float64(g) * tanh(c[j]) * ov * (1 - ov))
+			}
+		case cellHiddenDC:
+			c, dh, d := in[1][r*h:(r+1)*h], in[2][r*h:(r+1)*h], out[r*h:(r+1)*h]
+			for j, g := range dh {
+				tc := tanh(c[j])
+				d[j] = T(float64(g) * sigm(zo[j]) * (1 - tc*tc))
+			}
+		}
+	}
+	return t, nil
+}
+
+func (o *lstmCellOp[T]) DiffWRT(n int) []bool {
+	d := make([]bool, n)
+	for i := range d {
+		d[i] = o.kind == cellState || o.kind == cellHidden
+	}
+	return d
+}
+
+func (o *lstmCellOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != o.Arity() {
+		return nil, fmt.Errorf("%s: %d inputs, want %d", o.name, len(inputs), o.Arity())
+	}
+	op := func(kind lstmCellKind, args ...*G.Node) (*G.Node, error) {
+		return G.ApplyOp(&lstmCellOp[T]{denseBase: denseBase[T]{g: o.g, name: o.name + "." + cellKindNames[kind]}, kind: kind, first: o.first}, args...)
+	}
+	switch o.kind {
+	case cellState:
+		dz, err := op(cellStateDZ, append(append(G.Nodes(nil), inputs...), grad)...)
+		if err != nil || o.first {
+			return G.Nodes{dz}, err
+		}
+		dprev, err := op(cellStateDPrev, inputs[0], grad)
+		return G.Nodes{dz, dprev}, err
+	case cellHidden:
+		dz, err := op(cellHiddenDZ, inputs[0], inputs[1], grad)
+		if err != nil {
+			return nil, err
+		}
+		dc, err := op(cellHiddenDC, inputs[0], inputs[1], grad)
+		return G.Nodes{dz, dc}, err
+	}
+	return nil, fmt.Errorf("%s: gradient ops have no gradient", o.name)
+}
+
+// lstmCellNodes applies one LSTM step to the gate pre-activations z (rows, 4*hidden)
+// and the previous cell state prev (nil at the first step), returning the new cell and
+// hidden states.
+func lstmCellNodes[T float](name string, z, prev *G.Node, hidden int) (c, h *G.Node, err error) {
+	s := z.Shape()
+	if len(s) != 2 || s[1] != 4*hidden {
+		return nil, nil, fmt.Errorf("%s: gates of shape %v, want (rows, %d)", name, s, 4*hidden)
+	}
+	g := denseGeom{rows: s[0], out: hidden}
+	args := G.Nodes{z}
+	if prev != nil {
+		args = append(args, prev)
+	}
+	cop := &lstmCellOp[T]{denseBase: denseBase[T]{g: g, name: name + ".c"}, kind: cellState, first: prev == nil}
+	if c, err = G.ApplyOp(cop, args...); err != nil {
+		return nil, nil, err
+	}
+	hop := &lstmCellOp[T]{denseBase: denseBase[T]{g: g, name: name + ".h"}, kind: cellHidden}
+	if h, err = G.ApplyOp(hop, z, c); err != nil {
+		return nil, nil, err
+	}
+	return c, h, nil
+}
