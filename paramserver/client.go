@@ -89,7 +89,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(
-		grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes),
+		grpc.ForceCodecV2(chunkCodec{})),
 		grpc.WithInitialWindowSize(8 << 20), grpc.WithInitialConnWindowSize(32 << 20),
 		grpc.WithWriteBufferSize(1 << 20), grpc.WithReadBufferSize(1 << 20),
 	}
@@ -296,7 +297,9 @@ func (c *Client) pullShard(ctx context.Context, i int, step int64, dst []float32
 		return 0, err
 	}
 	asm := assembler{dst: dst}
-	var resp cohortv1.PullResponse
+	// resp is reused across chunks: chunkCodec decodes into its chunk's capacity.
+	resp := cohortv1.PullResponse{Chunk: getChunk()}
+	defer func() { putChunk(resp.GetChunk()) }()
 	version := int64(-1)
 	for {
 		if err := stream.RecvMsg(&resp); err != nil {

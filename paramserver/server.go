@@ -72,6 +72,7 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.InitialConnWindowSize(32 << 20),
 		grpc.WriteBufferSize(1 << 20),
 		grpc.ReadBufferSize(1 << 20),
+		grpc.ForceServerCodecV2(chunkCodec{}),
 	}
 }
 
@@ -287,9 +288,11 @@ func (s *Server) Init(stream cohortv1.ParameterService_InitServer) error {
 		return stream.SendAndClose(&cohortv1.InitResponse{AcceptedValues: false, Step: version})
 	}
 	values := make([]float32, rng.Length)
+	// m is reused across chunks: chunkCodec decodes into its chunk's capacity.
+	m := cohortv1.InitRequest{Part: &cohortv1.InitRequest_Chunk{Chunk: getChunk()}}
+	defer func() { putChunk(m.GetChunk()) }()
 	if err := s.receive(stream.Context(), "init", values, func() (*cohortv1.Chunk, error) {
-		m, err := stream.Recv()
-		if err != nil {
+		if err := stream.RecvMsg(&m); err != nil {
 			return nil, err
 		}
 		if m.GetChunk() == nil {
@@ -353,7 +356,9 @@ func (s *Server) Push(stream cohortv1.ParameterService_PushServer) error {
 		return s.pushRefused(sh, err)
 	}
 	defer sh.releaseGrad(grad)
-	var msg cohortv1.PushRequest
+	// msg is reused across chunks: chunkCodec decodes into its chunk's capacity.
+	msg := cohortv1.PushRequest{Part: &cohortv1.PushRequest_Chunk{Chunk: getChunk()}}
+	defer func() { putChunk(msg.GetChunk()) }()
 	if err := s.receive(stream.Context(), "push", grad, func() (*cohortv1.Chunk, error) {
 		if err := stream.RecvMsg(&msg); err != nil {
 			return nil, err
