@@ -294,7 +294,7 @@ func TestCompose(t *testing.T) {
 			if err != nil {
 				t.Fatalf("--http-addr %q: %v", inv.flags["http-addr"], err)
 			}
-			path := "/metrics" // node agents serve no /healthz yet
+			path := "/readyz" // node agents: registered with the coordinators
 			if inv.role == "coordinator" {
 				path = "/healthz"
 			}
@@ -719,6 +719,15 @@ func TestKubernetes(t *testing.T) {
 			}
 			if c.LivenessProbe == nil {
 				t.Error("no liveness probe")
+			}
+			// Node agents: ready once registered, alive while the process runs.
+			if inv.role != "coordinator" {
+				if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
+					t.Error("node agent readiness probe: want httpGet /readyz")
+				}
+				if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" {
+					t.Error("node agent liveness probe: want httpGet /healthz")
+				}
 			}
 
 			// Volumes: claims exist, storage is where the flags say.
