@@ -19,6 +19,7 @@ import (
 
 	"github.com/cohort-dev/cohort/internal/agent"
 	"github.com/cohort-dev/cohort/internal/gossip"
+	"github.com/cohort-dev/cohort/internal/gpu"
 	"github.com/cohort-dev/cohort/internal/psagent"
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -35,6 +36,7 @@ type nodeAgentFlags struct {
 	cpuMillis  int64
 	memory     int64
 	gpus       int
+	labels     []string
 	dataAddr   string
 	httpAddr   string
 	gossipAddr string
@@ -52,7 +54,8 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	f.s3.register(cmd)
 	fl.Int64Var(&f.cpuMillis, "cpu-millis", int64(runtime.NumCPU())*1000, "CPU capacity offered, in millicores")
 	fl.Int64Var(&f.memory, "memory-bytes", totalMemory(), "memory capacity offered, in bytes")
-	fl.IntVar(&f.gpus, "gpus", 0, "GPUs offered")
+	fl.IntVar(&f.gpus, "gpus", gpusAuto, "GPUs offered (default: every usable GPU NVML finds; 0: none)")
+	fl.StringArrayVar(&f.labels, "label", nil, "node label KEY=VALUE for spec.placement.nodeSelector (repeatable)")
 	if ps {
 		fl.StringVar(&f.dataAddr, "data-addr", "127.0.0.1:7080", "address the parameter-server shards are served on (reachable by workers)")
 	}
@@ -68,7 +71,9 @@ func newWorkerCmd(_ *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "worker",
 		Short:   "Run a worker node agent: registers with the coordinators and runs training tasks",
-		Example: "  cohort worker --node-id w1 --join 10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070",
+		Example: `  cohort worker --node-id w1 --join 10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070
+  # a CPU-only node in a labelled pool (jobs select it with spec.placement.nodeSelector)
+  cohort worker --node-id w2 --join 10.0.0.1:7070 --gpus 0 --label pool=tabular --label zone=eu-1`,
 		Args:    exactArgs(0),
 		RunE:    func(cmd *cobra.Command, _ []string) error { return runNodeAgent(cmd.Context(), f, false) },
 	}
@@ -95,8 +100,12 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 		return usageErr("--join is required: the gRPC addresses of the coordinators")
 	case f.nodeID == "":
 		return usageErr("--node-id is required")
-	case f.cpuMillis <= 0 || f.memory <= 0 || f.gpus < 0:
+	case f.cpuMillis <= 0 || f.memory <= 0 || f.gpus < gpusAuto:
 		return usageErr("--cpu-millis and --memory-bytes must be positive, --gpus not negative")
+	}
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return usageErr("%v", err)
 	}
 	for _, a := range splitList(f.join) {
 		if err := checkHostPort("--join", a); err != nil {
@@ -138,9 +147,11 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 		return err
 	}
 	store = storage.Instrument(store, sm)
+	capacity := nodeGPUs(f.gpus, gpu.Discover, logger)
+	capacity.CpuMillis, capacity.MemoryBytes = f.cpuMillis, f.memory
 	node := &cohortv1.Node{
 		Id: f.nodeID, Name: f.nodeID, Roles: []cohortv1.NodeRole{role},
-		Capacity: &cohortv1.Resources{CpuMillis: f.cpuMillis, MemoryBytes: f.memory, Gpus: int32(f.gpus)},
+		Capacity: capacity, Labels: labels,
 	}
 	var runner agent.Runner
 	if ps {
