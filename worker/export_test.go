@@ -24,7 +24,7 @@ import (
 )
 
 // exampleSpec parses a job example with its file:// data URIs made absolute.
-func exampleSpec(t *testing.T, name string) *jobs.TrainingJob {
+func exampleSpec(t testing.TB, name string) *jobs.TrainingJob {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", "jobs", "examples", name))
 	if err != nil {
