@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -94,7 +95,11 @@ then from the config file (--config, else $COHORT_CONFIG, else ~/.config/cohort/
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := newRootCmd().ExecuteContext(ctx)
+	root := newRootCmd()
+	err := unknownSubcommand(root, os.Args[1:])
+	if err == nil {
+		err = root.ExecuteContext(ctx)
+	}
 	if err == nil {
 		return
 	}
@@ -109,4 +114,47 @@ func main() {
 		fmt.Fprintln(os.Stderr, "error:", msg)
 	}
 	os.Exit(code)
+}
+
+// unknownSubcommand reports a bad-input error when args name a command group (such as
+// `cohort job`) followed by a word that is none of its subcommands. Cobra rejects that
+// only at the root; below it, it prints the group's help and exits 0, so a mistyped
+// `cohort job lisst` in a script would look like success.
+func unknownSubcommand(root *cobra.Command, args []string) error {
+	c, rest, err := root.Find(args)
+	if err != nil || c == root || !c.HasSubCommands() || c.Runnable() {
+		return nil
+	}
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" || a == "-h" || a == "--help" {
+			return nil
+		}
+		if strings.HasPrefix(a, "-") { // skip a flag, and its value when it takes one
+			name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			f := c.Flags().Lookup(name)
+			if f == nil && len(name) == 1 {
+				f = c.Flags().ShorthandLookup(name)
+			}
+			if f == nil {
+				f = c.InheritedFlags().Lookup(name)
+			}
+			if f == nil && len(name) == 1 {
+				f = c.InheritedFlags().ShorthandLookup(name)
+			}
+			if f != nil && !hasValue && f.NoOptDefVal == "" {
+				i++
+			}
+			continue
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", a, c.CommandPath())
+		if c.SuggestionsMinimumDistance <= 0 {
+			c.SuggestionsMinimumDistance = 2 // cobra's default, set only when it suggests itself
+		}
+		if s := c.SuggestionsFor(a); len(s) > 0 {
+			msg += fmt.Sprintf("; did you mean %q?", s[0])
+		}
+		return usageErr("%s (see %s --help)", msg, c.CommandPath())
+	}
+	return nil
 }
