@@ -40,6 +40,9 @@ type ClientConfig struct {
 	Mode string
 	// ChunkBytes is the Init and Push chunk size (0: DefaultChunkBytes).
 	ChunkBytes int
+	// NoSessions makes every push and pull its own RPC instead of an operation on the
+	// shard's long-lived Session stream (tests, and comparisons in benchmarks).
+	NoSessions bool
 	// DialOptions replace the default insecure transport credentials when non-empty;
 	// message size limits are always added.
 	DialOptions []grpc.DialOption
@@ -70,6 +73,10 @@ type Client struct {
 	chunk  int // values per chunk
 	gen    atomic.Uint64
 	rank   atomic.Int32
+
+	sessions []*session         // one per shard, see session.go
+	base     context.Context    // bounds the sessions' streams; ended by Close
+	stop     context.CancelFunc // ends base
 }
 
 // NewClient creates connections to all shards (connections are established lazily) and
@@ -106,6 +113,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c.gen.Store(cfg.Generation)
 	c.rank.Store(int32(cfg.Rank))
+	c.base, c.stop = context.WithCancel(context.Background())
 	for i, addr := range cfg.Addresses {
 		cc, err := grpc.NewClient(addr, opts...)
 		if err != nil {
@@ -114,6 +122,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 		c.conns = append(c.conns, cc)
 		c.stubs = append(c.stubs, cohortv1.NewParameterServiceClient(cc))
+		c.sessions = append(c.sessions, &session{off: cfg.NoSessions})
 	}
 	return c, nil
 }
@@ -128,8 +137,11 @@ func (c *Client) SetMembership(generation uint64, rank int) {
 	c.rank.Store(int32(rank))
 }
 
-// Close closes all connections.
+// Close ends the sessions and closes all connections.
 func (c *Client) Close() error {
+	if c.stop != nil {
+		c.stop()
+	}
 	var errs []error
 	for _, cc := range c.conns {
 		errs = append(errs, cc.Close())
@@ -290,6 +302,21 @@ func (c *Client) Pull(ctx context.Context, step int64, dst []float32) (int64, er
 }
 
 func (c *Client) pullShard(ctx context.Context, i int, step int64, dst []float32) (int64, error) {
+	if ss := c.sessions[i]; ss.mu.TryLock() {
+		var version int64
+		err := errNoSession
+		if !ss.off {
+			req := &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load()}
+			err = ss.do(ctx, c.base, c.stubs[i], func() (err error) {
+				version, err = ss.pull(req, dst)
+				return err
+			})
+		}
+		ss.mu.Unlock()
+		if !errors.Is(err, errNoSession) {
+			return version, err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.stubs[i].Pull(ctx, &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load()})
@@ -349,6 +376,20 @@ func (c *Client) Push(ctx context.Context, step int64, grad []float32, numSample
 }
 
 func (c *Client) pushShard(ctx context.Context, i int, step int64, grad []float32, numSamples int64) error {
+	if ss := c.sessions[i]; ss.mu.TryLock() {
+		err := errNoSession
+		if !ss.off {
+			h := &cohortv1.PushHeader{Ref: c.ref(i), Step: step, WorkerRank: c.rank.Load(), NumSamples: numSamples}
+			err = ss.do(ctx, c.base, c.stubs[i], func() error {
+				_, err := ss.push(h, grad, c.chunk)
+				return err
+			})
+		}
+		ss.mu.Unlock()
+		if !errors.Is(err, errNoSession) {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.stubs[i].Push(ctx)

@@ -14,7 +14,8 @@ import (
 
 // chunkCodec is the gRPC codec of the parameter service. It marshals like gRPC's proto
 // codec (into pooled buffers) and unmarshals every message like proto.Unmarshal, except
-// the tensor-carrying ones (PullResponse, PushRequest, InitRequest): their chunk bytes
+// the tensor-carrying ones (PullResponse, PushRequest, InitRequest and the session
+// messages): their chunk bytes
 // are decoded into the capacity the target message already holds instead of a fresh
 // slice. Receivers that reuse one message across RecvMsg calls (Client.pullShard,
 // Server.Push, Server.Init) therefore allocate nothing per chunk in steady state, where
@@ -40,7 +41,8 @@ func (chunkCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Ma
 
 func (chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
-	case *cohortv1.PullResponse, *cohortv1.PushRequest, *cohortv1.InitRequest:
+	case *cohortv1.PullResponse, *cohortv1.PushRequest, *cohortv1.InitRequest,
+		*cohortv1.SessionRequest, *cohortv1.SessionResponse:
 		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 		defer buf.Free()
 		return unmarshalChunkMessage(buf.ReadOnlyData(), m.(proto.Message))
@@ -60,8 +62,10 @@ func unmarshalChunkMessage(b []byte, m proto.Message) error {
 		if !isChunk {
 			part = &cohortv1.PushRequest_Chunk{}
 		}
-		if part.Chunk, ok = decodeChunkOneof(b, part.Chunk); ok {
+		var got *cohortv1.Chunk // part.Chunk survives a message of another shape
+		if got, ok = decodeChunkOneof(b, part.Chunk); ok {
 			proto.Reset(m)
+			part.Chunk = got
 			m.Part = part // the oneof wrapper is reused too
 		}
 	case *cohortv1.InitRequest:
@@ -69,9 +73,35 @@ func unmarshalChunkMessage(b []byte, m proto.Message) error {
 		if !isChunk {
 			part = &cohortv1.InitRequest_Chunk{}
 		}
-		if part.Chunk, ok = decodeChunkOneof(b, part.Chunk); ok {
+		var got *cohortv1.Chunk // part.Chunk survives a message of another shape
+		if got, ok = decodeChunkOneof(b, part.Chunk); ok {
 			proto.Reset(m)
+			part.Chunk = got
 			m.Part = part // the oneof wrapper is reused too
+		}
+	case *cohortv1.SessionRequest:
+		part, isChunk := m.GetPart().(*cohortv1.SessionRequest_Chunk)
+		if !isChunk {
+			part = &cohortv1.SessionRequest_Chunk{}
+		}
+		var got *cohortv1.Chunk // part.Chunk survives a message of another shape
+		if got, ok = decodeChunkOneof(b, part.Chunk); ok {
+			proto.Reset(m)
+			part.Chunk = got
+			m.Part = part
+		}
+	case *cohortv1.SessionResponse:
+		part, isValues := m.GetPart().(*cohortv1.SessionResponse_Values)
+		if !isValues {
+			part = &cohortv1.SessionResponse_Values{}
+		}
+		if part.Values == nil {
+			part.Values = &cohortv1.PullResponse{}
+		}
+		if body, isOneof := oneofBody(b, 2); isOneof && decodePullResponse(body, part.Values) {
+			ok = true
+			proto.Reset(m)
+			m.Part = part
 		}
 	}
 	if ok {
@@ -127,16 +157,25 @@ func decodePullResponse(b []byte, m *cohortv1.PullResponse) bool {
 	return true
 }
 
+// oneofBody returns the body of b when b is exactly one length-delimited field num.
+func oneofBody(b []byte, num protowire.Number) ([]byte, bool) {
+	n, typ, tagLen := protowire.ConsumeTag(b)
+	if tagLen < 0 || n != num || typ != protowire.BytesType {
+		return nil, false
+	}
+	body, m := protowire.ConsumeBytes(b[tagLen:])
+	if m < 0 || tagLen+m != len(b) {
+		return nil, false
+	}
+	return body, true
+}
+
 // decodeChunkOneof decodes a PushRequest or InitRequest holding exactly one chunk
 // (field 2), reusing reuse when it is not nil. It reports false for any other shape,
 // headers included (they come once per stream and go through proto.Unmarshal).
 func decodeChunkOneof(b []byte, reuse *cohortv1.Chunk) (*cohortv1.Chunk, bool) {
-	num, typ, n := protowire.ConsumeTag(b)
-	if n < 0 || num != 2 || typ != protowire.BytesType {
-		return nil, false
-	}
-	body, m := protowire.ConsumeBytes(b[n:])
-	if m < 0 || n+m != len(b) {
+	body, ok := oneofBody(b, 2)
+	if !ok {
 		return nil, false
 	}
 	return decodeChunk(body, reuse)

@@ -10,7 +10,10 @@
 // size limits set by ServerOptions. On little-endian hosts the bytes are zero-copy
 // views of the []float32 backing arrays. Receivers decode chunks with chunkCodec into
 // pooled chunk buffers they reuse across messages and streams, so a push or pull
-// allocates almost nothing once warm (BENCHMARKS.md has the figures).
+// allocates almost nothing once warm (BENCHMARKS.md has the figures). A Client sends
+// its pushes and pulls to each shard over one long-lived Session stream (session.go),
+// so a step opens no streams; it falls back to the per-call Push and Pull RPCs when the
+// session is busy or the server predates sessions.
 //
 // # Versions and consistency modes
 //
@@ -23,7 +26,11 @@
 //     optimizer to the sample-weighted mean sum(n_r*g_r)/sum(n_r) and the version
 //     advances (with no optimizer step when sum(n_r) is 0). A second push of the same
 //     rank for the same step is refused with AlreadyExists, which clients treat as
-//     success. SetGeneration shrinks or grows the barrier at once.
+//     success. SetGeneration shrinks or grows the barrier at once: ranks are renumbered
+//     by a membership change, so the gradients already pushed for the step in progress
+//     are discarded and the new membership pushes that step again; a push of the step
+//     the shard completed just before the change is answered AlreadyExists (another
+//     shard may still need it).
 //   - "async": every push is applied on arrival (the worker's own mean gradient) and
 //     advances the version by one. A push computed against a future version is refused.
 //   - "bounded": like async, but a push of step t is refused (FailedPrecondition) when

@@ -346,20 +346,10 @@ func (s *Server) Push(stream cohortv1.ParameterService_PushServer) error {
 	if h == nil {
 		return toStatus(fmt.Errorf("%w: push stream must start with a header", ErrInvalidArgument))
 	}
-	sh, err := s.lookupRef(h.GetRef())
-	if err != nil {
-		return toStatus(err)
-	}
-	gen, rank, step, samples := h.GetRef().GetGeneration(), int(h.GetWorkerRank()), h.GetStep(), h.GetNumSamples()
-	grad, err := sh.beginPush(gen, rank, step, samples)
-	if err != nil {
-		return s.pushRefused(sh, err)
-	}
-	defer sh.releaseGrad(grad)
 	// msg is reused across chunks: chunkCodec decodes into its chunk's capacity.
 	msg := cohortv1.PushRequest{Part: &cohortv1.PushRequest_Chunk{Chunk: getChunk()}}
 	defer func() { putChunk(msg.GetChunk()) }()
-	if err := s.receive(stream.Context(), "push", grad, func() (*cohortv1.Chunk, error) {
+	version, err := s.push(stream.Context(), h, func() (*cohortv1.Chunk, error) {
 		if err := stream.RecvMsg(&msg); err != nil {
 			return nil, err
 		}
@@ -367,15 +357,37 @@ func (s *Server) Push(stream cohortv1.ParameterService_PushServer) error {
 			return nil, fmt.Errorf("%w: push: second header in stream", ErrInvalidArgument)
 		}
 		return msg.GetChunk(), nil
-	}); err != nil {
-		return s.pushRefused(sh, err)
+	})
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&cohortv1.PushResponse{Step: version})
+}
+
+// push applies one push with header h: it admits it, assembles the chunks next yields
+// (until io.EOF) into the shard's gradient buffer and commits it, returning the shard's
+// version after the push. Errors are gRPC status errors. A push refused before its
+// body was read leaves the body unread.
+func (s *Server) push(ctx context.Context, h *cohortv1.PushHeader, next func() (*cohortv1.Chunk, error)) (int64, error) {
+	sh, err := s.lookupRef(h.GetRef())
+	if err != nil {
+		return 0, toStatus(err)
+	}
+	gen, rank, step, samples := h.GetRef().GetGeneration(), int(h.GetWorkerRank()), h.GetStep(), h.GetNumSamples()
+	grad, err := sh.beginPush(gen, rank, step, samples)
+	if err != nil {
+		return 0, s.pushRefused(sh, err)
+	}
+	defer sh.releaseGrad(grad)
+	if err := s.receive(ctx, "push", grad, next); err != nil {
+		return 0, s.pushRefused(sh, err)
 	}
 	version, err := sh.commitPush(gen, rank, step, samples, grad)
 	if err != nil {
-		return s.pushRefused(sh, err)
+		return 0, s.pushRefused(sh, err)
 	}
 	s.m.pushes.WithLabelValues("accepted").Inc()
-	return stream.SendAndClose(&cohortv1.PushResponse{Step: version})
+	return version, nil
 }
 
 func (s *Server) pushRefused(sh *shard, err error) error {
@@ -390,11 +402,18 @@ func (s *Server) pushRefused(sh *shard, err error) error {
 
 // Pull streams the shard's values once its version is at least min_step.
 func (s *Server) Pull(req *cohortv1.PullRequest, stream cohortv1.ParameterService_PullServer) error {
+	return s.pull(stream.Context(), req, stream.Send)
+}
+
+// pull waits until the shard's version is at least req.min_step and sends one
+// consistent snapshot of its values through send, in chunks. Refusals are gRPC status
+// errors; an error from send is returned as it is.
+func (s *Server) pull(ctx context.Context, req *cohortv1.PullRequest, send func(*cohortv1.PullResponse) error) error {
 	sh, err := s.lookupRef(req.GetRef())
 	if err != nil {
 		return toStatus(err)
 	}
-	snap, err := sh.acquireSnapshot(stream.Context(), req.GetRef().GetGeneration(), int(req.GetWorkerRank()), req.GetMinStep())
+	snap, err := sh.acquireSnapshot(ctx, req.GetRef().GetGeneration(), int(req.GetWorkerRank()), req.GetMinStep())
 	if err != nil {
 		return toStatus(err)
 	}
@@ -407,7 +426,7 @@ func (s *Server) Pull(req *cohortv1.PullRequest, stream cohortv1.ParameterServic
 		end := min(off+per, len(vals))
 		resp.Chunk.Offset = uint64(off)
 		resp.Chunk.Data = float32Bytes(vals[off:end], &scratch)
-		if err := stream.Send(resp); err != nil {
+		if err := send(resp); err != nil {
 			return err
 		}
 		s.m.bytesSent.Add(float64(len(resp.Chunk.Data)))

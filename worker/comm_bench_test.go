@@ -35,12 +35,16 @@ func BenchmarkStepCommunication(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			benchStepCommunication(b, bd.Model.NumParams())
+			n := bd.Model.NumParams()
+			b.Run("session", func(b *testing.B) { benchStepCommunication(b, n, false) })
+			b.Run("per-call", func(b *testing.B) { benchStepCommunication(b, n, true) })
 		})
 	}
 }
 
-func benchStepCommunication(b *testing.B, n int) {
+// benchStepCommunication runs the steps over the shards' Session streams, or with
+// noSessions over one Push and one Pull RPC per shard and step.
+func benchStepCommunication(b *testing.B, n int, noSessions bool) {
 	const workers, shards = 2, 2
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -67,7 +71,7 @@ func benchStepCommunication(b *testing.B, n int) {
 	params := make([][]float32, workers)
 	grads := make([][]float32, workers)
 	for r := range workers {
-		c, err := paramserver.NewClient(paramserver.ClientConfig{Addresses: addrs, JobID: "bench", Generation: 1, Rank: r, TotalParams: uint64(n), Logger: quiet})
+		c, err := paramserver.NewClient(paramserver.ClientConfig{Addresses: addrs, JobID: "bench", Generation: 1, Rank: r, TotalParams: uint64(n), Logger: quiet, NoSessions: noSessions})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -788,6 +788,325 @@ func (x *CheckpointResponse) GetStep() int64 {
 	return 0
 }
 
+type SessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*SessionRequest_Push
+	//	*SessionRequest_Chunk
+	//	*SessionRequest_End
+	//	*SessionRequest_Pull
+	Part          isSessionRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRequest) Reset() {
+	*x = SessionRequest{}
+	mi := &file_cohort_v1_ps_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRequest) ProtoMessage() {}
+
+func (x *SessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_ps_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
+func (*SessionRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_ps_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SessionRequest) GetPart() isSessionRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetPush() *PushHeader {
+	if x != nil {
+		if x, ok := x.Part.(*SessionRequest_Push); ok {
+			return x.Push
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetChunk() *Chunk {
+	if x != nil {
+		if x, ok := x.Part.(*SessionRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetEnd() *SessionEnd {
+	if x != nil {
+		if x, ok := x.Part.(*SessionRequest_End); ok {
+			return x.End
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetPull() *PullRequest {
+	if x != nil {
+		if x, ok := x.Part.(*SessionRequest_Pull); ok {
+			return x.Pull
+		}
+	}
+	return nil
+}
+
+type isSessionRequest_Part interface {
+	isSessionRequest_Part()
+}
+
+type SessionRequest_Push struct {
+	Push *PushHeader `protobuf:"bytes,1,opt,name=push,proto3,oneof"`
+}
+
+type SessionRequest_Chunk struct {
+	Chunk *Chunk `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+type SessionRequest_End struct {
+	End *SessionEnd `protobuf:"bytes,3,opt,name=end,proto3,oneof"`
+}
+
+type SessionRequest_Pull struct {
+	Pull *PullRequest `protobuf:"bytes,4,opt,name=pull,proto3,oneof"`
+}
+
+func (*SessionRequest_Push) isSessionRequest_Part() {}
+
+func (*SessionRequest_Chunk) isSessionRequest_Part() {}
+
+func (*SessionRequest_End) isSessionRequest_Part() {}
+
+func (*SessionRequest_Pull) isSessionRequest_Part() {}
+
+// SessionEnd ends the chunks of a push (request) or the values of a pull (response).
+type SessionEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionEnd) Reset() {
+	*x = SessionEnd{}
+	mi := &file_cohort_v1_ps_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionEnd) ProtoMessage() {}
+
+func (x *SessionEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_ps_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionEnd.ProtoReflect.Descriptor instead.
+func (*SessionEnd) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_ps_proto_rawDescGZIP(), []int{13}
+}
+
+// SessionFailure is the status of a refused session operation (a google.rpc.Code and
+// its message), as a unary call would have returned it.
+type SessionFailure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionFailure) Reset() {
+	*x = SessionFailure{}
+	mi := &file_cohort_v1_ps_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionFailure) ProtoMessage() {}
+
+func (x *SessionFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_ps_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionFailure.ProtoReflect.Descriptor instead.
+func (*SessionFailure) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_ps_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SessionFailure) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SessionFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type SessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*SessionResponse_Pushed
+	//	*SessionResponse_Values
+	//	*SessionResponse_Pulled
+	//	*SessionResponse_Failed
+	Part          isSessionResponse_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResponse) Reset() {
+	*x = SessionResponse{}
+	mi := &file_cohort_v1_ps_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResponse) ProtoMessage() {}
+
+func (x *SessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_ps_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
+func (*SessionResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_ps_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SessionResponse) GetPart() isSessionResponse_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetPushed() *PushResponse {
+	if x != nil {
+		if x, ok := x.Part.(*SessionResponse_Pushed); ok {
+			return x.Pushed
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetValues() *PullResponse {
+	if x != nil {
+		if x, ok := x.Part.(*SessionResponse_Values); ok {
+			return x.Values
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetPulled() *SessionEnd {
+	if x != nil {
+		if x, ok := x.Part.(*SessionResponse_Pulled); ok {
+			return x.Pulled
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetFailed() *SessionFailure {
+	if x != nil {
+		if x, ok := x.Part.(*SessionResponse_Failed); ok {
+			return x.Failed
+		}
+	}
+	return nil
+}
+
+type isSessionResponse_Part interface {
+	isSessionResponse_Part()
+}
+
+type SessionResponse_Pushed struct {
+	Pushed *PushResponse `protobuf:"bytes,1,opt,name=pushed,proto3,oneof"`
+}
+
+type SessionResponse_Values struct {
+	Values *PullResponse `protobuf:"bytes,2,opt,name=values,proto3,oneof"`
+}
+
+type SessionResponse_Pulled struct {
+	Pulled *SessionEnd `protobuf:"bytes,3,opt,name=pulled,proto3,oneof"`
+}
+
+type SessionResponse_Failed struct {
+	Failed *SessionFailure `protobuf:"bytes,4,opt,name=failed,proto3,oneof"`
+}
+
+func (*SessionResponse_Pushed) isSessionResponse_Part() {}
+
+func (*SessionResponse_Values) isSessionResponse_Part() {}
+
+func (*SessionResponse_Pulled) isSessionResponse_Part() {}
+
+func (*SessionResponse_Failed) isSessionResponse_Part() {}
+
 var File_cohort_v1_ps_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_ps_proto_rawDesc = "" +
@@ -850,13 +1169,31 @@ const file_cohort_v1_ps_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x12\n" +
-	"\x04step\x18\x04 \x01(\x03R\x04step2\x8e\x02\n" +
+	"\x04step\x18\x04 \x01(\x03R\x04step\"\xc8\x01\n" +
+	"\x0eSessionRequest\x12+\n" +
+	"\x04push\x18\x01 \x01(\v2\x15.cohort.v1.PushHeaderH\x00R\x04push\x12(\n" +
+	"\x05chunk\x18\x02 \x01(\v2\x10.cohort.v1.ChunkH\x00R\x05chunk\x12)\n" +
+	"\x03end\x18\x03 \x01(\v2\x15.cohort.v1.SessionEndH\x00R\x03end\x12,\n" +
+	"\x04pull\x18\x04 \x01(\v2\x16.cohort.v1.PullRequestH\x00R\x04pullB\x06\n" +
+	"\x04part\"\f\n" +
+	"\n" +
+	"SessionEnd\">\n" +
+	"\x0eSessionFailure\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xe5\x01\n" +
+	"\x0fSessionResponse\x121\n" +
+	"\x06pushed\x18\x01 \x01(\v2\x17.cohort.v1.PushResponseH\x00R\x06pushed\x121\n" +
+	"\x06values\x18\x02 \x01(\v2\x17.cohort.v1.PullResponseH\x00R\x06values\x12/\n" +
+	"\x06pulled\x18\x03 \x01(\v2\x15.cohort.v1.SessionEndH\x00R\x06pulled\x123\n" +
+	"\x06failed\x18\x04 \x01(\v2\x19.cohort.v1.SessionFailureH\x00R\x06failedB\x06\n" +
+	"\x04part2\xd4\x02\n" +
 	"\x10ParameterService\x129\n" +
 	"\x04Init\x12\x16.cohort.v1.InitRequest\x1a\x17.cohort.v1.InitResponse(\x01\x129\n" +
 	"\x04Pull\x12\x16.cohort.v1.PullRequest\x1a\x17.cohort.v1.PullResponse0\x01\x129\n" +
 	"\x04Push\x12\x16.cohort.v1.PushRequest\x1a\x17.cohort.v1.PushResponse(\x01\x12I\n" +
 	"\n" +
-	"Checkpoint\x12\x1c.cohort.v1.CheckpointRequest\x1a\x1d.cohort.v1.CheckpointResponseB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"Checkpoint\x12\x1c.cohort.v1.CheckpointRequest\x1a\x1d.cohort.v1.CheckpointResponse\x12D\n" +
+	"\aSession\x12\x19.cohort.v1.SessionRequest\x1a\x1a.cohort.v1.SessionResponse(\x010\x01B7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_ps_proto_rawDescOnce sync.Once
@@ -870,7 +1207,7 @@ func file_cohort_v1_ps_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_ps_proto_rawDescData
 }
 
-var file_cohort_v1_ps_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_cohort_v1_ps_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_cohort_v1_ps_proto_goTypes = []any{
 	(*ShardRef)(nil),           // 0: cohort.v1.ShardRef
 	(*Chunk)(nil),              // 1: cohort.v1.Chunk
@@ -884,6 +1221,10 @@ var file_cohort_v1_ps_proto_goTypes = []any{
 	(*PushResponse)(nil),       // 9: cohort.v1.PushResponse
 	(*CheckpointRequest)(nil),  // 10: cohort.v1.CheckpointRequest
 	(*CheckpointResponse)(nil), // 11: cohort.v1.CheckpointResponse
+	(*SessionRequest)(nil),     // 12: cohort.v1.SessionRequest
+	(*SessionEnd)(nil),         // 13: cohort.v1.SessionEnd
+	(*SessionFailure)(nil),     // 14: cohort.v1.SessionFailure
+	(*SessionResponse)(nil),    // 15: cohort.v1.SessionResponse
 }
 var file_cohort_v1_ps_proto_depIdxs = []int32{
 	0,  // 0: cohort.v1.InitHeader.ref:type_name -> cohort.v1.ShardRef
@@ -895,19 +1236,29 @@ var file_cohort_v1_ps_proto_depIdxs = []int32{
 	7,  // 6: cohort.v1.PushRequest.header:type_name -> cohort.v1.PushHeader
 	1,  // 7: cohort.v1.PushRequest.chunk:type_name -> cohort.v1.Chunk
 	0,  // 8: cohort.v1.CheckpointRequest.ref:type_name -> cohort.v1.ShardRef
-	3,  // 9: cohort.v1.ParameterService.Init:input_type -> cohort.v1.InitRequest
-	5,  // 10: cohort.v1.ParameterService.Pull:input_type -> cohort.v1.PullRequest
-	8,  // 11: cohort.v1.ParameterService.Push:input_type -> cohort.v1.PushRequest
-	10, // 12: cohort.v1.ParameterService.Checkpoint:input_type -> cohort.v1.CheckpointRequest
-	4,  // 13: cohort.v1.ParameterService.Init:output_type -> cohort.v1.InitResponse
-	6,  // 14: cohort.v1.ParameterService.Pull:output_type -> cohort.v1.PullResponse
-	9,  // 15: cohort.v1.ParameterService.Push:output_type -> cohort.v1.PushResponse
-	11, // 16: cohort.v1.ParameterService.Checkpoint:output_type -> cohort.v1.CheckpointResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	7,  // 9: cohort.v1.SessionRequest.push:type_name -> cohort.v1.PushHeader
+	1,  // 10: cohort.v1.SessionRequest.chunk:type_name -> cohort.v1.Chunk
+	13, // 11: cohort.v1.SessionRequest.end:type_name -> cohort.v1.SessionEnd
+	5,  // 12: cohort.v1.SessionRequest.pull:type_name -> cohort.v1.PullRequest
+	9,  // 13: cohort.v1.SessionResponse.pushed:type_name -> cohort.v1.PushResponse
+	6,  // 14: cohort.v1.SessionResponse.values:type_name -> cohort.v1.PullResponse
+	13, // 15: cohort.v1.SessionResponse.pulled:type_name -> cohort.v1.SessionEnd
+	14, // 16: cohort.v1.SessionResponse.failed:type_name -> cohort.v1.SessionFailure
+	3,  // 17: cohort.v1.ParameterService.Init:input_type -> cohort.v1.InitRequest
+	5,  // 18: cohort.v1.ParameterService.Pull:input_type -> cohort.v1.PullRequest
+	8,  // 19: cohort.v1.ParameterService.Push:input_type -> cohort.v1.PushRequest
+	10, // 20: cohort.v1.ParameterService.Checkpoint:input_type -> cohort.v1.CheckpointRequest
+	12, // 21: cohort.v1.ParameterService.Session:input_type -> cohort.v1.SessionRequest
+	4,  // 22: cohort.v1.ParameterService.Init:output_type -> cohort.v1.InitResponse
+	6,  // 23: cohort.v1.ParameterService.Pull:output_type -> cohort.v1.PullResponse
+	9,  // 24: cohort.v1.ParameterService.Push:output_type -> cohort.v1.PushResponse
+	11, // 25: cohort.v1.ParameterService.Checkpoint:output_type -> cohort.v1.CheckpointResponse
+	15, // 26: cohort.v1.ParameterService.Session:output_type -> cohort.v1.SessionResponse
+	22, // [22:27] is the sub-list for method output_type
+	17, // [17:22] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_ps_proto_init() }
@@ -923,13 +1274,25 @@ func file_cohort_v1_ps_proto_init() {
 		(*PushRequest_Header)(nil),
 		(*PushRequest_Chunk)(nil),
 	}
+	file_cohort_v1_ps_proto_msgTypes[12].OneofWrappers = []any{
+		(*SessionRequest_Push)(nil),
+		(*SessionRequest_Chunk)(nil),
+		(*SessionRequest_End)(nil),
+		(*SessionRequest_Pull)(nil),
+	}
+	file_cohort_v1_ps_proto_msgTypes[15].OneofWrappers = []any{
+		(*SessionResponse_Pushed)(nil),
+		(*SessionResponse_Values)(nil),
+		(*SessionResponse_Pulled)(nil),
+		(*SessionResponse_Failed)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_ps_proto_rawDesc), len(file_cohort_v1_ps_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	ParameterService_Pull_FullMethodName       = "/cohort.v1.ParameterService/Pull"
 	ParameterService_Push_FullMethodName       = "/cohort.v1.ParameterService/Push"
 	ParameterService_Checkpoint_FullMethodName = "/cohort.v1.ParameterService/Checkpoint"
+	ParameterService_Session_FullMethodName    = "/cohort.v1.ParameterService/Session"
 )
 
 // ParameterServiceClient is the client API for ParameterService service.
@@ -42,6 +43,13 @@ type ParameterServiceClient interface {
 	Push(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushRequest, PushResponse], error)
 	// Checkpoint writes the shard's values and optimizer state at exactly `step` to storage.
 	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error)
+	// Session carries one worker's pushes and pulls to one shard over one long-lived
+	// stream, one operation at a time, so that a training step pays no stream set-up.
+	// A push is `push`, its chunks and `end`, answered by `pushed` or `failed`; a pull is
+	// `pull`, answered by its `values` chunks and `pulled`, or by `failed`. A refused
+	// operation (stale generation, wrong step, ...) is answered with `failed` and the
+	// session goes on; a malformed sequence ends the stream with InvalidArgument.
+	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 }
 
 type parameterServiceClient struct {
@@ -107,6 +115,19 @@ func (c *parameterServiceClient) Checkpoint(ctx context.Context, in *CheckpointR
 	return out, nil
 }
 
+func (c *parameterServiceClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ParameterService_ServiceDesc.Streams[3], ParameterService_Session_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, SessionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ParameterService_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
+
 // ParameterServiceServer is the server API for ParameterService service.
 // All implementations must embed UnimplementedParameterServiceServer
 // for forward compatibility.
@@ -124,6 +145,13 @@ type ParameterServiceServer interface {
 	Push(grpc.ClientStreamingServer[PushRequest, PushResponse]) error
 	// Checkpoint writes the shard's values and optimizer state at exactly `step` to storage.
 	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error)
+	// Session carries one worker's pushes and pulls to one shard over one long-lived
+	// stream, one operation at a time, so that a training step pays no stream set-up.
+	// A push is `push`, its chunks and `end`, answered by `pushed` or `failed`; a pull is
+	// `pull`, answered by its `values` chunks and `pulled`, or by `failed`. A refused
+	// operation (stale generation, wrong step, ...) is answered with `failed` and the
+	// session goes on; a malformed sequence ends the stream with InvalidArgument.
+	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	mustEmbedUnimplementedParameterServiceServer()
 }
 
@@ -145,6 +173,9 @@ func (UnimplementedParameterServiceServer) Push(grpc.ClientStreamingServer[PushR
 }
 func (UnimplementedParameterServiceServer) Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Checkpoint not implemented")
+}
+func (UnimplementedParameterServiceServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Session not implemented")
 }
 func (UnimplementedParameterServiceServer) mustEmbedUnimplementedParameterServiceServer() {}
 func (UnimplementedParameterServiceServer) testEmbeddedByValue()                          {}
@@ -210,6 +241,13 @@ func _ParameterService_Checkpoint_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ParameterService_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ParameterServiceServer).Session(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ParameterService_SessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
+
 // ParameterService_ServiceDesc is the grpc.ServiceDesc for ParameterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -236,6 +274,12 @@ var ParameterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Push",
 			Handler:       _ParameterService_Push_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Session",
+			Handler:       _ParameterService_Session_Handler,
+			ServerStreams: true,
 			ClientStreams: true,
 		},
 	},

@@ -1,0 +1,306 @@
+package paramserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// Sessions
+//
+// Opening a gRPC stream costs a round of HTTP/2 frames, a server goroutine and a few
+// hundred allocations; a step of a small model (the attrition MLP has 5,249 parameters)
+// spent most of its communication time on the four streams a worker opened per step.
+// A Session is one long-lived stream per worker and shard that carries the worker's
+// pushes and pulls one at a time. Clients fall back to the per-call Push and Pull RPCs
+// when a session is busy (a concurrent call on the same Client) or the server has no
+// Session method (an older server during a rolling upgrade).
+
+// Session implements the session protocol (see cohortv1.ParameterServiceServer).
+func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
+	ctx := stream.Context()
+	// req is reused: before each receive it holds the pooled chunk again, so chunkCodec
+	// decodes chunks into its capacity whatever the previous message was.
+	chunk := &cohortv1.SessionRequest_Chunk{Chunk: getChunk()}
+	defer func() { putChunk(chunk.Chunk) }()
+	req := &cohortv1.SessionRequest{}
+	recv := func() error {
+		req.Part = chunk
+		return stream.RecvMsg(req)
+	}
+	resp := &cohortv1.SessionResponse{}
+	values := &cohortv1.SessionResponse_Values{}
+	failed := func(err error) error {
+		st := status.Convert(err)
+		resp.Part = &cohortv1.SessionResponse_Failed{Failed: &cohortv1.SessionFailure{Code: int32(st.Code()), Message: st.Message()}}
+		return stream.Send(resp)
+	}
+	for {
+		if err := recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		switch p := req.GetPart().(type) {
+		case *cohortv1.SessionRequest_Push:
+			h := p.Push
+			ended, violated := false, false
+			next := func() (*cohortv1.Chunk, error) {
+				if err := recv(); err != nil {
+					if errors.Is(err, io.EOF) { // the client closed mid-push
+						return nil, fmt.Errorf("%w: session: stream closed inside a push", ErrInvalidArgument)
+					}
+					return nil, err
+				}
+				switch q := req.GetPart().(type) {
+				case *cohortv1.SessionRequest_Chunk:
+					return q.Chunk, nil
+				case *cohortv1.SessionRequest_End:
+					ended = true
+					return nil, io.EOF
+				}
+				violated = true
+				return nil, errSessionSequence
+			}
+			version, err := s.push(ctx, h, next)
+			if err != nil {
+				// Consume the rest of the push, so the next operation starts in step.
+				for !ended && !violated {
+					if _, derr := next(); derr != nil && !ended {
+						return sessionBroken(derr)
+					}
+				}
+				if violated {
+					return sessionBroken(errSessionSequence)
+				}
+				if err := failed(err); err != nil {
+					return err
+				}
+				continue
+			}
+			resp.Part = &cohortv1.SessionResponse_Pushed{Pushed: &cohortv1.PushResponse{Step: version}}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		case *cohortv1.SessionRequest_Pull:
+			var sendErr error
+			err := s.pull(ctx, p.Pull, func(r *cohortv1.PullResponse) error {
+				values.Values = r
+				resp.Part = values
+				sendErr = stream.Send(resp)
+				return sendErr
+			})
+			switch {
+			case sendErr != nil:
+				return sendErr
+			case err != nil:
+				if err := failed(err); err != nil {
+					return err
+				}
+				continue
+			}
+			resp.Part = &cohortv1.SessionResponse_Pulled{Pulled: &cohortv1.SessionEnd{}}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		default:
+			return sessionBroken(errSessionSequence)
+		}
+	}
+}
+
+// errSessionSequence: a session message arrived where the protocol has no place for it.
+var errSessionSequence = fmt.Errorf("%w: session: expected a push or a pull, then a push's chunks and its end", ErrInvalidArgument)
+
+// sessionBroken ends a session whose stream cannot continue in step.
+func sessionBroken(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return toStatus(err)
+}
+
+// errNoSession: the server does not implement Session; use the per-call RPCs.
+var errNoSession = errors.New("paramserver: server has no session support")
+
+// session is a Client's long-lived Session stream to one shard. Its mutex is held for
+// the whole of an operation; callers that find it held use the per-call RPCs instead.
+type session struct {
+	mu     sync.Mutex
+	stream grpc.BidiStreamingClient[cohortv1.SessionRequest, cohortv1.SessionResponse]
+	cancel context.CancelFunc
+	off    bool // the server has no Session method
+
+	req    cohortv1.SessionRequest
+	values cohortv1.SessionResponse_Values // reused, holding a pooled chunk
+	resp   cohortv1.SessionResponse
+}
+
+// open starts the stream if there is none; base bounds its life (the Client's).
+func (ss *session) open(base context.Context, stub cohortv1.ParameterServiceClient) error {
+	if ss.stream != nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(base)
+	stream, err := stub.Session(ctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	ss.stream, ss.cancel = stream, cancel
+	if ss.values.Values == nil {
+		ss.values.Values = &cohortv1.PullResponse{Chunk: getChunk()}
+	}
+	return nil
+}
+
+// close ends the stream; the next operation opens a new one.
+func (ss *session) close() {
+	if ss.cancel != nil {
+		ss.cancel()
+	}
+	ss.stream, ss.cancel = nil, nil
+}
+
+// do runs op on the open stream, ending the stream when ctx ends first or op fails
+// other than by a refusal. A stream the server does not implement turns sessions off.
+func (ss *session) do(ctx context.Context, base context.Context, stub cohortv1.ParameterServiceClient, op func() error) error {
+	if err := ss.open(base, stub); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, ss.cancel)
+	err := op()
+	if !stop() { // ctx ended during op: the stream was cancelled under it
+		ss.close()
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+	}
+	var refused *sessionRefusal
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &refused):
+		return refused.err // the stream stays usable
+	case status.Code(err) == codes.Unimplemented:
+		ss.close()
+		ss.off = true
+		return errNoSession
+	}
+	ss.close()
+	return err
+}
+
+// sessionRefusal carries an operation's `failed` answer: a status error as the per-call
+// RPC would have returned it, on a stream that stays in step.
+type sessionRefusal struct{ err error }
+
+func (r *sessionRefusal) Error() string { return r.err.Error() }
+
+// recv receives the next response; a `failed` answer becomes a *sessionRefusal.
+func (ss *session) recv() (*cohortv1.SessionResponse, error) {
+	ss.resp.Part = &ss.values
+	if err := ss.stream.RecvMsg(&ss.resp); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, status.Error(codes.Unavailable, "paramserver: session ended by the server")
+		}
+		return nil, err
+	}
+	if f := ss.resp.GetFailed(); f != nil {
+		return nil, &sessionRefusal{err: status.Error(codes.Code(f.GetCode()), f.GetMessage())}
+	}
+	return &ss.resp, nil
+}
+
+// send sends one request; io.EOF (the server ended the stream) becomes the status the
+// stream ended with.
+func (ss *session) send(m *cohortv1.SessionRequest) error {
+	if err := ss.stream.Send(m); err != nil {
+		if errors.Is(err, io.EOF) {
+			_, err = ss.stream.Recv()
+			if err == nil || errors.Is(err, io.EOF) {
+				err = status.Error(codes.Unavailable, "paramserver: session ended by the server")
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+// push sends one push (header, chunks, end) and waits for its answer.
+func (ss *session) push(h *cohortv1.PushHeader, grad []float32, per int) (int64, error) {
+	ss.req.Part = &cohortv1.SessionRequest_Push{Push: h}
+	if err := ss.send(&ss.req); err != nil {
+		return 0, err
+	}
+	var scratch []byte
+	chunk := &cohortv1.Chunk{}
+	ss.req.Part = &cohortv1.SessionRequest_Chunk{Chunk: chunk}
+	for off := 0; off < len(grad); off += per {
+		end := min(off+per, len(grad))
+		chunk.Offset = uint64(off)
+		chunk.Data = float32Bytes(grad[off:end], &scratch)
+		if err := ss.send(&ss.req); err != nil {
+			return 0, err
+		}
+	}
+	ss.req.Part = &cohortv1.SessionRequest_End{End: &cohortv1.SessionEnd{}}
+	if err := ss.send(&ss.req); err != nil {
+		return 0, err
+	}
+	resp, err := ss.recv()
+	if err != nil {
+		return 0, err
+	}
+	pushed := resp.GetPushed()
+	if pushed == nil {
+		return 0, fmt.Errorf("%w: session: push answered with %T", ErrInvalidArgument, resp.GetPart())
+	}
+	return pushed.GetStep(), nil
+}
+
+// pull sends one pull and assembles its values into dst, returning their version.
+func (ss *session) pull(req *cohortv1.PullRequest, dst []float32) (int64, error) {
+	ss.req.Part = &cohortv1.SessionRequest_Pull{Pull: req}
+	if err := ss.send(&ss.req); err != nil {
+		return 0, err
+	}
+	asm := assembler{dst: dst}
+	version := int64(-1)
+	for {
+		resp, err := ss.recv()
+		if err != nil {
+			return 0, err
+		}
+		if resp.GetPulled() != nil {
+			break
+		}
+		v := resp.GetValues()
+		if v == nil {
+			return 0, fmt.Errorf("%w: session: pull answered with %T", ErrInvalidArgument, resp.GetPart())
+		}
+		if version >= 0 && v.GetStep() != version {
+			return 0, fmt.Errorf("%w: pull stream changed version from %d to %d", ErrInvalidArgument, version, v.GetStep())
+		}
+		version = v.GetStep()
+		if err := asm.add(v.GetChunk().GetOffset(), v.GetChunk().GetData()); err != nil {
+			return 0, err
+		}
+	}
+	if version < 0 {
+		return 0, fmt.Errorf("%w: empty pull stream", ErrInvalidArgument)
+	}
+	if err := asm.done(); err != nil {
+		return 0, err
+	}
+	return version, nil
+}
