@@ -69,13 +69,13 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 func newWorkerCmd(_ *globalFlags) *cobra.Command {
 	f := &nodeAgentFlags{}
 	cmd := &cobra.Command{
-		Use:     "worker",
-		Short:   "Run a worker node agent: registers with the coordinators and runs training tasks",
+		Use:   "worker",
+		Short: "Run a worker node agent: registers with the coordinators and runs training tasks",
 		Example: `  cohort worker --node-id w1 --join 10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070
   # a CPU-only node in a labelled pool (jobs select it with spec.placement.nodeSelector)
   cohort worker --node-id w2 --join 10.0.0.1:7070 --gpus 0 --label pool=tabular --label zone=eu-1`,
-		Args:    exactArgs(0),
-		RunE:    func(cmd *cobra.Command, _ []string) error { return runNodeAgent(cmd.Context(), f, false) },
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runNodeAgent(cmd.Context(), f, false) },
 	}
 	f.register(cmd, false)
 	return cmd
