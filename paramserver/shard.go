@@ -110,6 +110,9 @@ type shard struct {
 	// clocks is bounded mode's rank -> the highest local step it pulled for: a worker
 	// pulling for step c has finished steps 0..c-1. A rank not seen yet counts as 0.
 	clocks map[int]int64
+	// genBase is the version at which the current generation was installed by a
+	// membership change (-1: the shard's first generation). See setMembership.
+	genBase int64
 
 	snap      *snapshot
 	freeSnaps [][]float32
@@ -127,6 +130,7 @@ func newShard(cfg ShardConfig, m *metrics, log *slog.Logger, onWait func()) *sha
 		pushed:   make(map[int]bool),
 		lastPush: make(map[int]int64),
 		clocks:   make(map[int]int64),
+		genBase:  -1,
 	}
 }
 
@@ -195,7 +199,18 @@ func (s *shard) remove() {
 }
 
 // setMembership installs a newer generation (or repeats the current one with the same
-// worker count) and completes a pending sync step the new membership allows.
+// worker count). The new barrier applies at once. Ranks are renumbered by a membership
+// change, so what the old ranks did is not carried over: in sync mode the gradients
+// already pushed for the step in progress (the version v the shard is at) are
+// discarded and the new membership pushes step v again; in async and bounded modes the
+// per-rank push and pull records start afresh.
+//
+// With several shards a change can find one shard with step v complete (every old rank
+// had pushed to it) and another still waiting for v. A push of the step just before
+// the generation's first version (v-1, the step the old membership completed here) is
+// then answered AlreadyExists, which clients treat as success: the workers finish v-1
+// on the shards still at it, and every shard reaches v+1 the same way. The workers
+// (package worker) tell the two cases apart by the shards' versions.
 func (s *shard) setMembership(gen uint64, workers int, store storage.Blob) error {
 	if workers < 1 {
 		return fmt.Errorf("%w: workers %d must be at least 1", ErrInvalidConfig, workers)
@@ -219,9 +234,14 @@ func (s *shard) setMembership(gen uint64, workers int, store storage.Blob) error
 	}
 	s.log.Info("membership changed", "generation", gen, "previous_generation", s.cfg.Generation, "workers", workers, "previous_workers", s.cfg.Workers)
 	s.cfg.Generation, s.cfg.Workers = gen, workers
-	if s.cfg.Mode == ModeSync && s.initialised && s.accPushes > 0 && s.barrierComplete() {
-		s.completeSyncStep()
+	s.genBase = s.version
+	if s.accPushes > 0 {
+		s.log.Info("gradients of the step in progress discarded: the new membership pushes it again", "step", s.version, "pushes", s.accPushes)
 	}
+	s.accPushes, s.accSamples = 0, 0
+	clear(s.pushed)
+	clear(s.lastPush)
+	clear(s.clocks)
 	s.broadcast()
 	return nil
 }
@@ -294,6 +314,11 @@ func (s *shard) admitPush(gen uint64, rank int, step, samples int64) error {
 		return fmt.Errorf("%w: negative num_samples %d", ErrInvalidArgument, samples)
 	}
 	if s.cfg.Mode == ModeSync {
+		if s.genBase >= 0 && step < s.version && step >= s.genBase-1 {
+			// Completed here since (or just before) the membership change: see
+			// setMembership.
+			return fmt.Errorf("%w: job %s shard %d: step %d is complete (shard at step %d)", ErrDuplicatePush, s.key.job, s.key.shard, step, s.version)
+		}
 		if step != s.version {
 			return fmt.Errorf("%w: job %s shard %d: push for step %d, shard is at step %d", ErrWrongStep, s.key.job, s.key.shard, step, s.version)
 		}

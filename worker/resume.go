@@ -105,9 +105,9 @@ func (t *Trainer) startPoint(ctx context.Context, client *paramserver.Client, m 
 	sync := s.Training.Consistency.Mode == "" || s.Training.Consistency.Mode == paramserver.ModeSync
 	if uri == "" {
 		if version == 0 || !sync {
-			return resumePoint{calls: make([]uint64, t.world)}, t.discardUncommitted(ctx, -1)
+			return resumePoint{calls: make([]uint64, t.base)}, t.discardUncommitted(ctx, -1)
 		}
-		epoch, pos, calls := positionOf(version, n, global, batch, t.world)
+		epoch, pos, calls := positionOf(version, n, global, batch, t.base)
 		t.log.Info("joining a running job", "step", version, "epoch", epoch)
 		return resumePoint{step: version, epoch: epoch, pos: pos, calls: calls}, nil
 	}
@@ -128,20 +128,20 @@ func (t *Trainer) startPoint(ctx context.Context, client *paramserver.Client, m 
 	case version < man.Step:
 		return resumePoint{}, fmt.Errorf("worker: parameter shards are at step %d, behind the job's checkpoint at step %d (%s): they were not restored from it", version, man.Step, uri)
 	case version > man.Step && sync:
-		epoch, pos, calls := positionOf(version, n, global, batch, t.world)
+		epoch, pos, calls := positionOf(version, n, global, batch, t.base)
 		t.log.Info("joining a running job", "step", version, "epoch", epoch, "checkpoint_step", man.Step)
 		return resumePoint{step: version, epoch: epoch, pos: pos, calls: calls}, nil
 	}
 	rp := resumePoint{resumed: true, uri: uri, step: man.Step, epoch: man.Epoch, lossSum: man.TrainLossSum, rows: man.TrainRows, metrics: man.Metrics}
 	switch {
-	case man.Workers == t.world && man.BatchSize == batch:
+	case man.Workers == t.base && man.BatchSize == batch:
 		rp.pos = man.DataPosition
 		if man.RNG != nil {
 			rp.calls = append([]uint64(nil), man.RNG.DropoutCalls...)
 		}
 	case man.Workers == 0 && man.BatchSize == 0:
 		// A manifest without a data position: written with the current world size.
-		rp.epoch, rp.pos, rp.calls = positionOf(man.Step, n, global, batch, t.world)
+		rp.epoch, rp.pos, rp.calls = positionOf(man.Step, n, global, batch, t.base)
 	default:
 		// Another world size: the same rows of the epoch are done; the new ranks'
 		// dropout streams continue from the old ranks' where they exist.
@@ -149,7 +149,7 @@ func (t *Trainer) startPoint(ctx context.Context, client *paramserver.Client, m 
 		if man.RNG != nil {
 			rp.calls = append([]uint64(nil), man.RNG.DropoutCalls...)
 		}
-		t.log.Info("resuming with another world size", "checkpoint_workers", man.Workers, "workers", t.world,
+		t.log.Info("resuming with another world size", "checkpoint_workers", man.Workers, "workers", t.base,
 			"checkpoint_batch", man.BatchSize, "batch", batch)
 	}
 	if rp.epoch > s.Training.Epochs || rp.pos < 0 || rp.pos >= int64(max(n, 1)) {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/cohort-dev/cohort/internal/agent"
+	"github.com/cohort-dev/cohort/internal/tasklog"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
 )
@@ -35,6 +36,9 @@ type RunnerConfig struct {
 	Metrics *Metrics
 	// CheckpointGrace is TrainerConfig.CheckpointGrace (0: DefaultCheckpointGrace).
 	CheckpointGrace time.Duration
+	// TaskLogs, when set, writes each task's log lines to storage as well (`cohort job
+	// logs`); nil: the node's log only.
+	TaskLogs *tasklog.Config
 }
 
 // Runner runs TASK_KIND_WORKER allocations: one training loop per allocation.
@@ -42,11 +46,15 @@ type Runner struct {
 	cfg RunnerConfig
 	log *slog.Logger
 
-	mu   sync.Mutex
-	done map[string]chan struct{}
+	mu      sync.Mutex
+	done    map[string]chan struct{}
+	members map[string]*MembershipWatch // allocation ID -> its trainer's membership
 }
 
-var _ agent.Runner = (*Runner)(nil)
+var (
+	_ agent.Runner  = (*Runner)(nil)
+	_ agent.Updater = (*Runner)(nil)
+)
 
 // NewRunner returns a worker Runner.
 func NewRunner(cfg RunnerConfig) (*Runner, error) {
@@ -56,7 +64,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger, done: map[string]chan struct{}{}}, nil
+	return &Runner{cfg: cfg, log: cfg.Logger, done: map[string]chan struct{}{}, members: map[string]*MembershipWatch{}}, nil
 }
 
 // Kind implements agent.Runner.
@@ -74,20 +82,25 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 		report(rep)
 	}
 	done := make(chan struct{})
+	members := NewMembershipWatch(MembershipOf(a))
 	r.mu.Lock()
 	r.done[alloc.GetId()] = done
+	r.members[alloc.GetId()] = members
 	r.mu.Unlock()
 	go func() {
 		defer close(done)
+		log, closeLog := r.taskLogger(a)
+		defer closeLog()
 		send(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING})
 		t, err := NewTrainer(TrainerConfig{
 			Assignment:  a,
 			Store:       r.cfg.Store,
 			DialOptions: r.cfg.DialOptions,
 			S3:          r.cfg.S3,
-			Logger:      r.log.With("job_id", alloc.GetJobId(), "rank", alloc.GetIndex()),
+			Logger:      log.With("job_id", alloc.GetJobId(), "rank", alloc.GetIndex()),
 			Report:      send,
 			Metrics:     r.cfg.Metrics,
+			Membership:  members,
 
 			CheckpointGrace: r.cfg.CheckpointGrace,
 		})
@@ -107,12 +120,28 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 		}
 		if ctx.Err() != nil {
 			// Stopped by the coordinator: nothing to report.
-			r.log.Info("training task stopped", "alloc_id", alloc.GetId())
+			log.Info("training task stopped", "alloc_id", alloc.GetId())
 			return
 		}
-		r.log.Error("training task failed", "alloc_id", alloc.GetId(), "err", err)
+		log.Error("training task failed", "alloc_id", alloc.GetId(), "err", err)
 		send(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_FAILED, Message: err.Error()})
 	}()
+}
+
+// Update implements agent.Updater: a running task's job changed its membership (a
+// newer generation, with this worker's new rank and the new world size); the training
+// loop follows it without a restart.
+func (r *Runner) Update(a *cohortv1.Assignment) {
+	r.mu.Lock()
+	w := r.members[a.GetAllocation().GetId()]
+	r.mu.Unlock()
+	if w == nil {
+		return
+	}
+	if m := MembershipOf(a); w.Set(m) {
+		r.log.Info("training task membership changed", "alloc_id", a.GetAllocation().GetId(), "job_id", a.GetJob().GetId(),
+			"generation", m.Generation, "rank", m.Rank, "workers", m.World)
+	}
 }
 
 // Stop implements agent.Runner: the task's context is already cancelled; Stop waits for
@@ -121,6 +150,7 @@ func (r *Runner) Stop(allocationID string) {
 	r.mu.Lock()
 	done := r.done[allocationID]
 	delete(r.done, allocationID)
+	delete(r.members, allocationID)
 	r.mu.Unlock()
 	if done != nil {
 		<-done

@@ -19,6 +19,9 @@ type Metrics struct {
 	samples          prometheus.Counter
 	loss             *prometheus.GaugeVec
 	samplesPerSecond *prometheus.GaugeVec
+	// membershipChanges counts the membership generations training tasks moved to
+	// without a restart.
+	membershipChanges prometheus.Counter
 }
 
 // NewMetrics creates the worker metrics and registers them on reg (nil: unregistered):
@@ -27,6 +30,7 @@ type Metrics struct {
 //	cohort_worker_samples_total       training rows this node has computed gradients on
 //	cohort_job_loss{job}              the chief's mean training loss of the last epoch
 //	cohort_job_samples_per_second{job} the chief's training rows per second of the last epoch
+//	cohort_worker_membership_changes_total membership generations a running task moved to
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		stepSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -46,9 +50,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "cohort_job_samples_per_second",
 			Help: "Training rows per second of the job's last completed epoch (reported by its chief worker).",
 		}, []string{"job"}),
+		membershipChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cohort_worker_membership_changes_total",
+			Help: "Membership generations this node's training tasks moved to without a restart (a worker lost, added or removed).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond} {
+		for _, c := range []prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond, m.membershipChanges} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("worker: register metrics: %w", err)
 			}

@@ -48,6 +48,9 @@ type TrainerConfig struct {
 	// StorageRetryBackoff is the first wait between checkpoint attempts; it doubles up
 	// to 30 s (0: one second).
 	StorageRetryBackoff time.Duration
+	// Membership delivers the task's membership changes (elastic jobs; see elastic.go).
+	// Nil: a shard refusing the task's generation ends the run with an error.
+	Membership *MembershipWatch
 }
 
 // DefaultCheckpointGrace is the default TrainerConfig.CheckpointGrace.
@@ -66,11 +69,16 @@ type Result struct {
 
 // Trainer is one worker's data-parallel training loop. Worker rank 0 is the chief: it
 // evaluates, checkpoints and exports; every rank computes gradients on its data shard.
+// Rank, world size and generation change when the job's membership does (elastic.go).
 type Trainer struct {
-	cfg   TrainerConfig
-	log   *slog.Logger
-	job   *cohortv1.Job
-	spec  *jobs.TrainingJob
+	cfg  TrainerConfig
+	log  *slog.Logger
+	job  *cohortv1.Job
+	spec *jobs.TrainingJob
+	// base is workers.count: the global batch is base*batchSize rows whatever the
+	// membership.
+	base  int
+	gen   uint64
 	rank  int
 	world int
 	chief bool
@@ -95,15 +103,16 @@ func NewTrainer(cfg TrainerConfig) (*Trainer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: job spec: %w", err)
 	}
-	world := int(a.GetJob().GetWorkerCount())
-	rank := int(a.GetAllocation().GetIndex())
-	if world < 1 || rank < 0 || rank >= world {
-		return nil, fmt.Errorf("worker: rank %d outside worker count %d", rank, world)
+	base := int(a.GetJob().GetWorkerCount())
+	m := MembershipOf(a)
+	if base < 1 || m.World < 1 || m.Rank < 0 || m.Rank >= m.World {
+		return nil, fmt.Errorf("worker: rank %d outside worker count %d", m.Rank, m.World)
 	}
 	if want := int(a.GetJob().GetShardCount()); len(a.GetShardAddresses()) != want {
 		return nil, fmt.Errorf("worker: %d shard addresses for %d shards", len(a.GetShardAddresses()), want)
 	}
-	return &Trainer{cfg: cfg, log: cfg.Logger, job: a.GetJob(), spec: spec, rank: rank, world: world, chief: rank == 0}, nil
+	return &Trainer{cfg: cfg, log: cfg.Logger, job: a.GetJob(), spec: spec, base: base,
+		gen: m.Generation, rank: m.Rank, world: m.World, chief: m.Rank == 0}, nil
 }
 
 // Run trains to the end and returns the chief's result (metrics, checkpoint, exports);
@@ -121,7 +130,7 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	client, err := paramserver.NewClient(paramserver.ClientConfig{
 		Addresses:   t.cfg.Assignment.GetShardAddresses(),
 		JobID:       t.job.GetId(),
-		Generation:  t.cfg.Assignment.GetAllocation().GetGeneration(),
+		Generation:  t.gen,
 		Rank:        t.rank,
 		TotalParams: uint64(m.NumParams()),
 		LayoutHash:  m.LayoutHash(),
@@ -133,21 +142,39 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("worker: parameter-server client: %w", err)
 	}
 	defer client.Close()
-	if err := client.Init(ctx, m.InitParams(s.Training.Seed)); err != nil {
+	initial := m.InitParams(s.Training.Seed)
+	if err := t.withStaleRetry(ctx, client, func() error { return client.Init(ctx, initial) }); err != nil {
 		return nil, fmt.Errorf("worker: init parameter shards: %w", err)
 	}
+	probe, err := newVersionProbe(t.job.GetId(), t.cfg.Assignment.GetShardAddresses(), t.cfg.DialOptions)
+	if err != nil {
+		return nil, err
+	}
+	defer probe.close()
 
 	// Step s of an epoch trains on the global batch perm[s*G, (s+1)*G) with
-	// G = world*batchSize, rank r taking the r-th slice of batchSize rows. The sample-
+	// G = workers.count*batchSize, rank r of the w current ranks taking the r-th of w
+	// even slices (batchSize rows each when all workers.count ranks run). The sample-
 	// weighted mean of the ranks' gradients is then exactly the gradient of that global
-	// batch, so N workers follow the same trajectory as one worker with an N-times batch.
+	// batch, so N workers follow the same trajectory as one worker with an N-times
+	// batch, and a membership change does not move the data order (elastic.go).
 	n, batch := ds.train.N, s.Training.BatchSize
-	global := batch * t.world
+	global := batch * t.base
 	stepsPerEpoch := int64((n + global - 1) / global)
 	if stepsPerEpoch == 0 {
 		return nil, fmt.Errorf("data.train: no training rows after the validation split")
 	}
-	start, err := t.startPoint(ctx, client, m, n, global)
+	if syncMode(s) && t.cfg.Membership != nil {
+		if err := t.settleJoin(ctx, client, probe, m.NumParams()); err != nil {
+			return nil, err
+		}
+	}
+	var start resumePoint
+	err = t.withStaleRetry(ctx, client, func() error {
+		var err error
+		start, err = t.startPoint(ctx, client, m, n, global)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +184,7 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		"start_step", start.step, "start_epoch", start.epoch, "start_row", start.pos)
 
 	loop := &loopState{
-		t: t, m: m, ds: ds, client: client,
+		t: t, m: m, ds: ds, client: client, probe: probe,
 		params:        make([]float32, m.NumParams()),
 		grad:          make([]float32, m.NumParams()),
 		xb:            make([]float32, batch*ds.inputs),
@@ -176,6 +203,7 @@ type loopState struct {
 	m      model.Model
 	ds     *datasets
 	client *paramserver.Client
+	probe  *versionProbe
 
 	params, grad, xb, yb []float32
 	stepsPerEpoch, total int64
@@ -199,13 +227,32 @@ type loopState struct {
 	curStep     int64
 	prevCkptKey string
 	telemetry   *jobTelemetry
+
+	// permEpoch is the epoch perm was drawn for; evaluatedStep the step at whose start
+	// the chief last evaluated (a step trained again after a membership change is not
+	// evaluated twice).
+	permEpoch     int
+	evaluatedStep int64
+	// gradStep is the step whose gradient grad holds (-1: none), over gradSamples rows;
+	// gradPart is the scratch of a slice computed in several pieces.
+	gradStep    int64
+	gradSamples int64
+	gradPart    []float32
+	// lossStep is the last step whose loss (lossSum over lossRows rows) is counted in
+	// the epoch's training loss: a step trained again replaces it.
+	lossStep int64
+	lossSum  float64
+	lossRows int
+}
+
+// syncMode reports whether the spec's consistency mode is sync.
+func syncMode(s *jobs.Spec) bool {
+	return s.Training.Consistency.Mode == "" || s.Training.Consistency.Mode == paramserver.ModeSync
 }
 
 func (l *loopState) run(ctx context.Context) (*Result, error) {
 	t, s := l.t, &l.t.spec.Spec
-	batch := s.Training.BatchSize
-	dim := l.ds.inputs
-	l.lastCkptStep = -1
+	l.lastCkptStep, l.evaluatedStep, l.gradStep, l.permEpoch, l.lossStep = -1, -1, -1, -1, -1
 	if l.start.resumed {
 		// The checkpoint resumed from is committed: never write it again.
 		l.lastCkptStep, l.checkpoint, l.metrics = l.start.step, l.start.uri, l.start.metrics
@@ -214,77 +261,74 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 	if err := l.openTelemetry(ctx); err != nil {
 		return nil, err
 	}
-	n, global := int64(l.ds.train.N), int64(batch*t.world)
-	l.calls = append(make([]uint64, 0, t.world), l.start.calls...)
-	l.calls = append(l.calls, make([]uint64, max(0, t.world-len(l.calls)))...)[:t.world]
+	l.calls = append(make([]uint64, 0, t.base), l.start.calls...)
+	l.calls = append(l.calls, make([]uint64, max(0, t.base-len(l.calls)))...)[:t.base]
 	if setter, ok := l.m.(gradientCallSetter); ok {
-		setter.SetGradientCalls(l.calls[t.rank])
-	} else if l.start.resumed && l.calls[t.rank] > 0 && usesDropout(s) {
+		if t.rank < len(l.calls) {
+			setter.SetGradientCalls(l.calls[t.rank])
+		}
+	} else if l.start.resumed && t.rank < len(l.calls) && l.calls[t.rank] > 0 && usesDropout(s) {
 		t.log.Warn("resumed with dropout, but the model cannot restore its dropout stream: masks differ from an uninterrupted run")
 	}
+	sync := syncMode(s)
 	step := l.start.step
-	for l.epoch, l.pos = l.start.epoch, l.start.pos; l.epoch < s.Training.Epochs; l.epoch, l.pos = l.epoch+1, 0 {
-		l.perm = data.ShardIndices(l.ds.train.N, 0, 1, l.epoch, s.Training.Seed)
-		for ; l.pos < n; l.pos, step = l.pos+global, step+1 {
-			stepStart := time.Now()
-			l.curStep = step
-			version, err := l.client.Pull(ctx, step, l.params)
-			if err != nil {
-				return nil, fmt.Errorf("worker: pull parameters for step %d: %w", step, err)
+	for {
+		for step < l.total {
+			l.seek(step)
+			err := l.runStep(ctx, step)
+			if err == nil {
+				step++
+				continue
 			}
-			// Evaluate the previous epoch (unless this run resumed right here, after it
-			// was evaluated and checkpointed).
-			if t.chief && l.pos == 0 && l.epoch > 0 && !(l.start.resumed && step == l.start.step) {
-				if err := l.endEpoch(ctx, l.epoch); err != nil {
-					return nil, err
-				}
-			}
-			if t.chief && s.Checkpoint.EverySteps > 0 && step > 0 && step%int64(s.Checkpoint.EverySteps) == 0 && step != l.lastCkptStep {
-				if err := l.saveCheckpoint(ctx, step); err != nil {
-					return nil, err
-				}
-			}
-			for r := range l.calls {
-				if l.pos+int64(r*batch) < n {
-					l.calls[r]++
-				}
-			}
-			lo := min(int(l.pos)+t.rank*batch, len(l.perm))
-			hi := min(lo+batch, len(l.perm))
-			rows := l.perm[lo:hi]
-			for i, r := range rows {
-				copy(l.xb[i*dim:(i+1)*dim], l.ds.train.X[r*dim:(r+1)*dim])
-				l.yb[i] = l.ds.train.Y[r]
-			}
-			if err := l.trainStep(ctx, step, version, rows); err != nil {
+			if step, err = l.recover(ctx, step, err); err != nil {
 				return nil, err
 			}
-			l.observeStep(time.Since(stepStart), len(rows))
+		}
+		if !sync {
+			break
+		}
+		// Every rank waits until the last step is complete on every shard: until then a
+		// membership change may still ask it to train that step again.
+		l.seek(l.total)
+		l.curStep = l.total
+		_, err := l.client.Pull(ctx, l.total, l.params)
+		if err == nil {
+			break
+		}
+		if step, err = l.recover(ctx, l.total, fmt.Errorf("worker: pull final parameters: %w", err)); err != nil {
+			return nil, err
 		}
 	}
-	if step != l.total {
-		return nil, fmt.Errorf("worker: internal error: trained to step %d, expected %d", step, l.total)
-	}
+	l.seek(l.total)
 	l.curStep = l.total
 	// In bounded mode a pull carries the worker's own step (its clock). A worker that
 	// is done says so with a pull for the total, and the chief's final pull, for
 	// total+staleness, returns only once every worker has said so: the final model
 	// holds every worker's last gradient.
 	bounded := s.Training.Consistency.Mode == paramserver.ModeBounded
+	// (A membership change now only renames the generation these calls carry.)
+	pull := func(step int64) error {
+		return t.withStaleRetry(ctx, l.client, func() error {
+			_, err := l.client.Pull(ctx, step, l.params)
+			return err
+		})
+	}
 	if !t.chief {
 		if bounded {
-			if _, err := l.client.Pull(ctx, l.total, l.params); err != nil {
+			if err := pull(l.total); err != nil {
 				return nil, fmt.Errorf("worker: report the last step: %w", err)
 			}
 		}
 		return &Result{}, nil
 	}
-	finalStep := l.total
-	if bounded {
-		finalStep += int64(s.Training.Consistency.Staleness)
-	}
-	if _, err := l.client.Pull(ctx, finalStep, l.params); err != nil {
-		return nil, fmt.Errorf("worker: pull final parameters: %w", err)
+	if !sync {
+		finalStep := l.total
+		if bounded {
+			finalStep += int64(s.Training.Consistency.Staleness)
+		}
+		if err := pull(finalStep); err != nil {
+			return nil, fmt.Errorf("worker: pull final parameters: %w", err)
+		}
 	}
 	if err := l.endEpoch(ctx, s.Training.Epochs); err != nil {
 		return nil, err
@@ -299,7 +343,8 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 		l.metrics = final
 	}
 	if l.lastCkptStep != l.total {
-		if err := l.saveCheckpoint(ctx, l.total); err != nil {
+		err := t.withStaleRetry(ctx, l.client, func() error { return l.saveCheckpoint(ctx, l.total) })
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -308,6 +353,96 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Metrics: final, Checkpoint: l.checkpoint, Exports: exports, Progress: l.progress}, nil
+}
+
+// seek sets the data position (epoch, pos) of global step k: steps advance global rows
+// through each epoch's permutation from the run's start point.
+func (l *loopState) seek(k int64) {
+	n, global := int64(l.ds.train.N), int64(l.t.spec.Spec.Training.BatchSize*l.t.base)
+	first := (n - l.start.pos + global - 1) / global // steps left in the start epoch
+	d := k - l.start.step
+	if d < first {
+		l.epoch, l.pos = l.start.epoch, l.start.pos+d*global
+		return
+	}
+	d -= first
+	l.epoch, l.pos = l.start.epoch+1+int(d/l.stepsPerEpoch), (d%l.stepsPerEpoch)*global
+}
+
+// runStep trains global step k at the data position seek set: pull, the chief's
+// evaluation at an epoch's start and its periodic checkpoint, gradient, push.
+func (l *loopState) runStep(ctx context.Context, k int64) error {
+	t, s := l.t, &l.t.spec.Spec
+	if l.perm == nil || l.permEpoch != l.epoch {
+		l.perm = data.ShardIndices(l.ds.train.N, 0, 1, l.epoch, s.Training.Seed)
+		l.permEpoch = l.epoch
+	}
+	batch := s.Training.BatchSize
+	n, global := int64(l.ds.train.N), int64(batch*t.base)
+	stepStart := time.Now()
+	l.curStep = k
+	version, err := l.client.Pull(ctx, k, l.params)
+	if err != nil {
+		return fmt.Errorf("worker: pull parameters for step %d: %w", k, err)
+	}
+	// Evaluate the previous epoch (unless this run resumed right here, after it was
+	// evaluated and checkpointed, or this step is trained again after a membership
+	// change).
+	if t.chief && l.pos == 0 && l.epoch > 0 && !(l.start.resumed && k == l.start.step) && k != l.evaluatedStep {
+		if err := l.endEpoch(ctx, l.epoch); err != nil {
+			return err
+		}
+		l.evaluatedStep = k
+	}
+	if t.chief && s.Checkpoint.EverySteps > 0 && k > 0 && k%int64(s.Checkpoint.EverySteps) == 0 && k != l.lastCkptStep {
+		if err := l.saveCheckpoint(ctx, k); err != nil {
+			return err
+		}
+	}
+	lo, hi := sliceOf(l.pos, global, n, t.rank, t.world)
+	rows := l.perm[lo:hi]
+	if err := l.trainStep(ctx, k, version, rows); err != nil {
+		return err
+	}
+	for r := range l.calls {
+		if l.pos+int64(r*batch) < n {
+			l.calls[r]++
+		}
+	}
+	l.observeStep(time.Since(stepStart), len(rows))
+	return nil
+}
+
+// recover handles a failed step: a refusal for a stale generation is a membership
+// change, which the trainer follows (settle, in sync mode; in the other modes it
+// adopts the new membership and goes on with the same step); any other error ends the
+// run. It returns the step to go on with.
+func (l *loopState) recover(ctx context.Context, k int64, cause error) (int64, error) {
+	t := l.t
+	if !isStaleGeneration(cause) {
+		return 0, cause
+	}
+	if t.cfg.Membership == nil {
+		return 0, fmt.Errorf("%w: %w", errNoMembership, cause)
+	}
+	next := k
+	if syncMode(&t.spec.Spec) {
+		var err error
+		if next, err = l.settle(ctx); err != nil {
+			return 0, fmt.Errorf("%w (while following: %w)", err, cause)
+		}
+	} else if err := t.adopt(ctx, l.client, 50*time.Millisecond); err != nil {
+		return 0, fmt.Errorf("%w (while following: %w)", err, cause)
+	}
+	if t.chief && l.telemetry == nil {
+		if err := l.openTelemetry(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if next < l.start.step || next > l.total {
+		return 0, fmt.Errorf("worker: after the membership change the shards are at step %d, outside this run's steps %d..%d", next, l.start.step, l.total)
+	}
+	return next, nil
 }
 
 // trainStep computes the gradient of rows under l.params (pulled at version) and pushes
@@ -321,19 +456,20 @@ func (l *loopState) trainStep(ctx context.Context, step, version int64, rows []i
 		pushStep = version
 	}
 	for {
-		loss := 0.0
-		if len(rows) > 0 {
-			var err error
-			if loss, err = l.m.Gradient(l.params, l.xb, l.yb, len(rows), l.grad); err != nil {
-				return fmt.Errorf("worker: gradient at step %d: %w", step, err)
-			}
-		} else {
-			clear(l.grad)
+		loss, err := l.gradient(step, rows)
+		if err != nil {
+			return err
 		}
-		err := l.client.Push(ctx, pushStep, l.grad, int64(len(rows)))
+		l.gradStep, l.gradSamples = pushStep, int64(len(rows))
+		err = l.client.Push(ctx, pushStep, l.grad, int64(len(rows)))
 		if err == nil {
-			l.epochLoss += loss * float64(len(rows))
-			l.epochRows += len(rows)
+			if step == l.lossStep {
+				l.epochLoss -= l.lossSum
+				l.epochRows -= l.lossRows
+			}
+			l.lossStep, l.lossSum, l.lossRows = step, loss*float64(len(rows)), len(rows)
+			l.epochLoss += l.lossSum
+			l.epochRows += l.lossRows
 			return nil
 		}
 		if !paramserver.IsTooStale(err) {
@@ -343,6 +479,45 @@ func (l *loopState) trainStep(ctx context.Context, step, version int64, rows []i
 			return fmt.Errorf("worker: pull parameters again for step %d: %w", step, err)
 		}
 	}
+}
+
+// gradient fills l.grad with the mean gradient of rows under l.params, computed in
+// pieces of at most batchSize rows (the model's batch) weighted by their rows, and
+// returns the mean loss.
+func (l *loopState) gradient(step int64, rows []int) (float64, error) {
+	if len(rows) == 0 {
+		clear(l.grad)
+		return 0, nil
+	}
+	batch, dim := l.t.spec.Spec.Training.BatchSize, l.ds.inputs
+	var lossSum float64
+	for off := 0; off < len(rows); off += batch {
+		part := rows[off:min(off+batch, len(rows))]
+		for i, r := range part {
+			copy(l.xb[i*dim:(i+1)*dim], l.ds.train.X[r*dim:(r+1)*dim])
+			l.yb[i] = l.ds.train.Y[r]
+		}
+		dst := l.grad
+		if off > 0 {
+			if l.gradPart == nil {
+				l.gradPart = make([]float32, len(l.grad))
+			}
+			dst = l.gradPart
+		}
+		loss, err := l.m.Gradient(l.params, l.xb, l.yb, len(part), dst)
+		if err != nil {
+			return 0, fmt.Errorf("worker: gradient at step %d: %w", step, err)
+		}
+		if off > 0 {
+			total := float32(off + len(part))
+			a, b := float32(off)/total, float32(len(part))/total
+			for i, g := range dst {
+				l.grad[i] = a*l.grad[i] + b*g
+			}
+		}
+		lossSum += loss * float64(len(part))
+	}
+	return lossSum / float64(len(rows)), nil
 }
 
 // endEpoch evaluates the parameters in l.params (those after `epochs` epochs) and
@@ -503,14 +678,14 @@ func (l *loopState) trySaveCheckpoint(ctx context.Context, step int64) error {
 		JobID:           jobID,
 		Step:            step,
 		Epoch:           l.epoch,
-		StepInEpoch:     l.pos / int64(t.spec.Spec.Training.BatchSize*t.world),
-		Generation:      t.cfg.Assignment.GetAllocation().GetGeneration(),
+		StepInEpoch:     l.pos / int64(t.spec.Spec.Training.BatchSize*t.base),
+		Generation:      t.gen,
 		LayoutHash:      l.m.LayoutHash(),
 		TotalParams:     uint64(l.m.NumParams()),
 		Seed:            t.spec.Spec.Training.Seed,
 		Metrics:         l.metrics,
 		CreatedUnixNano: time.Now().UnixNano(),
-		Workers:         t.world,
+		Workers:         t.base,
 		BatchSize:       t.spec.Spec.Training.BatchSize,
 		DataPosition:    l.pos,
 		TrainLossSum:    l.epochLoss,
@@ -543,7 +718,7 @@ func (l *loopState) trySaveCheckpoint(ctx context.Context, step int64) error {
 	l.checkpoint = t.cfg.Store.URI(key)
 	l.lastCkptStep = step
 	t.log.Info("checkpoint committed", "step", step, "manifest", l.checkpoint)
-	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: l.checkpoint})
+	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: l.checkpoint, Generation: t.gen})
 	return l.retain(ctx, step)
 }
 

@@ -37,6 +37,8 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 runs --steps gradient computations of one batch each (after --warmup untimed ones) in
 this process on one goroutine, and prints the throughput, the median step time and the
 bytes allocated per step.`,
+		Example: `  cohort bench compute --job jobs/examples/attrition-mlp.yaml --steps 50
+  cohort bench compute --job jobs/examples/fashion-cnn.yaml --steps 20 --warmup 5 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {

@@ -55,14 +55,9 @@ with --s3-endpoint and the AWS_* credentials.`,
   AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… cohort checkpoint list JOB --s3-endpoint http://127.0.0.1:7070`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: args[0]})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).GetJob(cmd.Context(), &cohortv1.GetJobRequest{Id: args[0]})
-			if err != nil {
-				return rpcErr("get job", err)
 			}
 			job := resp.GetJob()
 			rows := []checkpointRow{}

@@ -38,7 +38,8 @@ const retryServiceConfig = `{
 // dial opens a client connection to a coordinator. address may list several
 // coordinators, comma-separated: the connection uses the first one that answers and
 // moves to another when it fails, and calls retry while no coordinator is available.
-func dial(address string) (*grpc.ClientConn, error) {
+// extra adds dial options (an ACL token: tokenDialOptions).
+func dial(address string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	var addrs []string
 	for _, a := range strings.Split(address, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -53,6 +54,7 @@ func dial(address string) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes)),
 		grpc.WithDefaultServiceConfig(retryServiceConfig),
 	}
+	opts = append(opts, extra...)
 	target := addrs[0]
 	if len(addrs) > 1 {
 		r := manual.NewBuilderWithScheme("cohort")
@@ -209,12 +211,13 @@ func formatMetrics(m map[string]float64) string {
 	return b.String()
 }
 
-// connect validates the output flag and dials the coordinators named by --address.
+// connect validates the output flag and dials the coordinators named by --address,
+// sending the ACL token of --token / COHORT_TOKEN / the config file.
 func connect(g *globalFlags) (*grpc.ClientConn, error) {
 	if err := checkOutput(g); err != nil {
 		return nil, err
 	}
-	return dial(g.address)
+	return dial(g.address, tokenDialOptions(g.token)...)
 }
 
 // checkOutput validates the -o flag (table, json or yaml; see normalizeOutput).

@@ -14,14 +14,17 @@ import (
 )
 
 // cliConfig is the optional client configuration file: defaults for the global flags,
-// below the flags themselves and the environment (COHORT_ADDR, COHORT_OUTPUT).
+// below the flags themselves and the environment (COHORT_ADDR, COHORT_OUTPUT,
+// COHORT_TOKEN).
 //
 //	# ~/.config/cohort/config.yaml
 //	address: 10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070
 //	output: table
+//	token: 3f1c...   # ACL token (keep the file chmod 600)
 type cliConfig struct {
 	Address string `yaml:"address"`
 	Output  string `yaml:"output"`
+	Token   string `yaml:"token"`
 }
 
 // configPath is $COHORT_CONFIG, else $XDG_CONFIG_HOME/cohort/config.yaml, else

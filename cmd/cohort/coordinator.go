@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,9 +48,13 @@ type coordinatorFlags struct {
 	raftElection    time.Duration
 	raftLeaderLease time.Duration
 	heartbeatTTL    time.Duration
+	logs            logStoreFlags // where task logs are read from
+
+	aclTokensFile string
+	token         string // the global --token: sent with Join (needs an admin token when ACLs are on)
 }
 
-func newCoordinatorCmd(_ *globalFlags) *cobra.Command {
+func newCoordinatorCmd(g *globalFlags) *cobra.Command {
 	f := &coordinatorFlags{}
 	cmd := &cobra.Command{
 		Use:   "coordinator",
@@ -59,13 +64,21 @@ func newCoordinatorCmd(_ *globalFlags) *cobra.Command {
 Start the first voter with --bootstrap, then the others with --join naming the gRPC
 address of one or more running coordinators. A restarted voter finds its state in
 --data-dir and needs neither. Any coordinator accepts every call and forwards writes
-to the leader.`,
+to the leader.
+
+With --acl-tokens-file every gRPC call needs a token (role read, submit, admin or
+agent) and the dashboard asks for one; give every coordinator the same file, and a
+joining coordinator an admin token (--token or COHORT_TOKEN). kill -HUP reloads the
+file. /metrics and /healthz stay open.`,
 		Example: `  cohort coordinator --node-id c1 --data-dir /var/lib/cohort/c1 --raft-addr 10.0.0.1:7000 \
     --grpc-addr 10.0.0.1:7070 --http-addr 10.0.0.1:7071 --bootstrap
   cohort coordinator --node-id c2 --data-dir /var/lib/cohort/c2 --raft-addr 10.0.0.2:7000 \
     --grpc-addr 10.0.0.2:7070 --http-addr 10.0.0.2:7071 --join 10.0.0.1:7070`,
 		Args: exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error { return runCoordinator(cmd.Context(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.token = g.token
+			return runCoordinator(cmd.Context(), f)
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.nodeID, "node-id", "", "this voter's stable Raft server ID (required)")
@@ -79,6 +92,8 @@ to the leader.`,
 	fl.StringVar(&f.gossipJoin, "gossip-join", "", "comma-separated gossip addresses of other coordinators")
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key of 16, 24 or 32 bytes (env COHORT_GOSSIP_KEY)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	fl.StringVar(&f.aclTokensFile, "acl-tokens-file", "", "YAML list of ACL tokens (name, secret or secret_sha256, role read|submit|admin|agent, namespaces); every call then needs a token, reloaded on SIGHUP (empty: ACLs off)")
+	f.logs.register(cmd)
 	d := server.DefaultConfig()
 	fl.StringVar(&f.raftLogStore, "raft-log-store", "", "Raft log store: wal|boltdb (empty: what --data-dir holds, wal when new)")
 	fl.DurationVar(&f.raftHeartbeat, "raft-heartbeat-timeout", d.RaftHeartbeatTimeout, "Raft heartbeat timeout (LAN default; raise it on slow networks)")
@@ -167,6 +182,12 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 		return err
 	}
 	slog.SetDefault(logger)
+	var tokens []api.Token
+	if f.aclTokensFile != "" {
+		if tokens, err = loadTokensFile(f.aclTokensFile); err != nil {
+			return &exitError{code: 2, err: err}
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -204,10 +225,18 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes)),
 	}
+	// The forwarder carries no token of its own: a forwarded call carries its caller's.
 	fwd := api.NewLeaderForwarder(srv, dialOpts...)
 	defer fwd.Close()
 	acfg := api.Config{Logger: logger.With("role", "api"), ParseSpec: parseSpecTemplate, Forwarder: fwd}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes))
+	if logs, err := f.logs.open(ctx); err != nil {
+		return err
+	} else if logs != nil {
+		acfg.Logs = logs
+	}
+	acl := newCoordinatorACL(f.aclTokensFile, tokens, srv.State, logger.With("role", "acl"))
+	acl.reloadOnSIGHUP(ctx)
+	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes)}, acl.serverOptions()...)...)
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
 	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))
@@ -228,12 +257,14 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 		fmt.Fprintln(w, "ok")
 	})
 	// The dashboard reads the cluster through this coordinator's own gRPC API.
-	webConn, err := dial(grpcAddr)
+	webConn, err := dial(grpcAddr, tokenDialOptions(acl.dashboardToken(f.nodeID))...)
 	if err != nil {
 		return fmt.Errorf("dashboard: %w", err)
 	}
 	defer webConn.Close()
-	mux.Handle("/", web.New(web.Config{Source: newWebSource(webConn, nil), Logger: logger.With("role", "web"), Context: ctx}))
+	webSrc := newWebSource(webConn, nil)
+	webSrc.stale = acl != nil // its minted token is valid on this coordinator only
+	mux.Handle("/", acl.protect(web.New(web.Config{Source: webSrc, Logger: logger.With("role", "web"), Context: ctx})))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(hlis) }()
 	defer hs.Close()
@@ -245,7 +276,7 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 		var resp *cohortv1.JoinResponse
 		for back := 200 * time.Millisecond; ; back = min(2*back, 2*time.Second) {
 			resp, err = api.JoinCluster(jctx, joinAddrs,
-				&cohortv1.JoinRequest{Id: f.nodeID, RaftAddress: srv.RaftAddr(), GrpcAddress: grpcAddr}, dialOpts...)
+				&cohortv1.JoinRequest{Id: f.nodeID, RaftAddress: srv.RaftAddr(), GrpcAddress: grpcAddr}, slices.Concat(dialOpts, tokenDialOptions(f.token))...)
 			c := status.Code(err)
 			if err == nil || errors.Is(err, api.ErrNotCoordinator) || c == codes.AlreadyExists || c == codes.InvalidArgument || c == codes.FailedPrecondition {
 				break

@@ -25,6 +25,7 @@ import (
 	"github.com/cohort-dev/cohort/coordinator/server"
 	"github.com/cohort-dev/cohort/internal/agent"
 	"github.com/cohort-dev/cohort/internal/psagent"
+	"github.com/cohort-dev/cohort/internal/tasklog"
 	"github.com/cohort-dev/cohort/jobs"
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -282,6 +283,7 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 	var apiCfg api.Config
 	apiCfg.Logger = log.With("role", "api")
 	apiCfg.ParseSpec = parseSpecTemplate
+	apiCfg.Logs = store // the node agents' task logs
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, apiCfg))
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, apiCfg))
 	c.serveGRPC(gs, lis)
@@ -316,11 +318,13 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 	var agents []*agent.Agent
 	ncpu := int64(runtime.NumCPU())
 	mem := totalMemory()
+	taskLogs := tasklog.Config{Store: store, Logger: log.With("role", "tasklog")}
 	for i := range cfg.PS {
 		name := fmt.Sprintf("dev-ps-%d", i)
 		nlog := log.With("role", "paramserver", "node", name)
 		pcfg := paramserver.DefaultServerConfig()
-		pcfg.Logger = nlog
+		router := tasklog.NewRouter(nlog.Handler(), taskLogs) // shard logs also go to their task logs
+		pcfg.Logger = slog.New(router)
 		pcfg.Registry = prometheus.WrapRegistererWith(prometheus.Labels{"node": name}, reg)
 		ps := paramserver.NewServer(pcfg)
 		pl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -330,7 +334,7 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 		pgs := grpc.NewServer(paramserver.ServerOptions()...)
 		ps.Register(pgs)
 		c.serveGRPC(pgs, pl)
-		runner, err := psagent.New(psagent.Config{Server: ps, Store: store, Logger: nlog})
+		runner, err := psagent.New(psagent.Config{Server: ps, Store: store, Logger: nlog, TaskLogs: router})
 		if err != nil {
 			return c, err
 		}
@@ -351,7 +355,8 @@ func startDev(parent context.Context, cfg devConfig) (c *devCluster, err error) 
 		if err != nil {
 			return c, err
 		}
-		runner, err := worker.NewRunner(worker.RunnerConfig{Store: store, Logger: nlog, Observer: cfg.Observer, S3: cfg.S3, Metrics: wm})
+		runner, err := worker.NewRunner(worker.RunnerConfig{Store: store, Logger: nlog, Observer: cfg.Observer, S3: cfg.S3, Metrics: wm,
+			TaskLogs: &taskLogs})
 		if err != nil {
 			return c, err
 		}

@@ -13,11 +13,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohort-dev/cohort/export"
+	"github.com/cohort-dev/cohort/internal/tasklog"
 	"github.com/cohort-dev/cohort/jobs"
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -370,6 +372,8 @@ func TestJobWithBadDataFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Only the tasks' logs, which say why.
+	objs = slices.DeleteFunc(objs, func(o storage.ObjectInfo) bool { return strings.HasPrefix(o.Key, tasklog.Prefix(job.GetId())) })
 	if len(objs) != 0 {
 		t.Errorf("failed job left %d objects in storage, first %s", len(objs), objs[0].Key)
 	}
@@ -633,4 +637,10 @@ func TestDevTrainsOnS3(t *testing.T) {
 	if len(tensors) == 0 {
 		t.Fatal("empty export")
 	}
+	// The tasks' logs are segment objects in the bucket, read through the coordinator.
+	segs, err := tasklog.List(ctx, c.Store, job.GetId(), "")
+	if err != nil || len(segs) < 4 {
+		t.Fatalf("log segments in the bucket: %d, %v", len(segs), err)
+	}
+	checkFinishedJobLogs(t, c.GRPCAddr, job.GetId(), 4)
 }

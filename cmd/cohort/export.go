@@ -44,6 +44,8 @@ preprocessing into DIR:
 DIR is then a Triton model repository, and what "cohort serve --model DIR" serves.
 Checkpoints on S3 are read with --s3-endpoint and the AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY environment variables.`,
+		Example: `  cohort export attrition-mlp-1a2b3c4d --format onnx --out models/
+  cohort export attrition-mlp-1a2b3c4d --format safetensors --out models/ --s3-endpoint http://127.0.0.1:9000`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch format {
@@ -54,14 +56,9 @@ AWS_SECRET_ACCESS_KEY environment variables.`,
 			if out == "" {
 				return usageErr("--out: an output directory is required")
 			}
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: args[0]})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).GetJob(cmd.Context(), &cohortv1.GetJobRequest{Id: args[0]})
-			if err != nil {
-				return rpcErr("get job", err)
 			}
 			job := resp.GetJob()
 			ckpt := job.GetCheckpoint()

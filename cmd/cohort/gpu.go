@@ -41,6 +41,9 @@ $COHORT_CUDA_LIBRARY_PATH are searched before the system's.
 
 --probe also opens one GPU: it retains its primary context and compiles Cohort's
 kernels with NVRTC for it.`,
+		Example: `  cohort gpu info
+  cohort gpu info --probe --device 1 -o json
+  cohort gpu info --require   # exit 1 when this node would offer no GPU`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(g); err != nil {

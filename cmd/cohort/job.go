@@ -21,7 +21,7 @@ import (
 
 func newJobCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect and cancel training jobs"}
-	cmd.AddCommand(newJobSubmitCmd(g), newJobPlanCmd(g), newJobListCmd(g), newJobStatusCmd(g), newJobWatchCmd(g), newJobCancelCmd(g))
+	cmd.AddCommand(newJobSubmitCmd(g), newJobPlanCmd(g), newJobListCmd(g), newJobStatusCmd(g), newJobWatchCmd(g), newJobCancelCmd(g), newJobResumeCmd(g), newJobLogsCmd(g))
 	return cmd
 }
 
@@ -68,7 +68,7 @@ func newJobSubmitCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			conn, err := dial(g.address)
+			conn, err := connect(g)
 			if err != nil {
 				return err
 			}
@@ -168,14 +168,9 @@ func newJobListCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort job list\n  cohort job list -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "list jobs", cohortv1.JobServiceClient.ListJobs, &cohortv1.ListJobsRequest{Namespace: namespace})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).ListJobs(cmd.Context(), &cohortv1.ListJobsRequest{Namespace: namespace})
-			if err != nil {
-				return rpcErr("list jobs", err)
 			}
 			if g.output == "json" {
 				out := make([]map[string]any, 0, len(resp.GetJobs()))
@@ -239,14 +234,9 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "plan job", cohortv1.JobServiceClient.PlanJob, &cohortv1.PlanJobRequest{SpecYaml: raw})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).PlanJob(cmd.Context(), &cohortv1.PlanJobRequest{SpecYaml: raw})
-			if err != nil {
-				return rpcErr("plan job", err)
 			}
 			out := planJSON{Feasible: resp.GetFeasible(), Placements: []planTaskJSON{}, Reasons: resp.GetReasons(),
 				Preemptions: resp.GetPreemptions(), NeverFits: resp.GetNeverFits()}
@@ -294,14 +284,9 @@ func newJobStatusCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort job status attrition-mlp-1a2b3c4d -o json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: args[0]})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).GetJob(cmd.Context(), &cohortv1.GetJobRequest{Id: args[0]})
-			if err != nil {
-				return rpcErr("get job", err)
 			}
 			if g.output == "json" {
 				b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(resp)
@@ -375,14 +360,9 @@ func newJobCancelCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort job cancel attrition-mlp-1a2b3c4d --reason 'wrong data'",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "cancel job", cohortv1.JobServiceClient.CancelJob, &cohortv1.CancelJobRequest{Id: args[0], Reason: reason})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).CancelJob(cmd.Context(), &cohortv1.CancelJobRequest{Id: args[0], Reason: reason})
-			if err != nil {
-				return rpcErr("cancel job", err)
 			}
 			if g.output == "json" {
 				return printJSON(stdout, jobSummary(resp.GetJob()))

@@ -39,6 +39,7 @@ type globalFlags struct {
 	output  string
 	yaml    bool // -o yaml, normalised to output "json" (see normalizeOutput)
 	config  string
+	token   string // ACL token (see resolveToken)
 }
 
 // commandFactories holds the top-level commands that register themselves from their own
@@ -64,15 +65,18 @@ parameter servers, trusted checkpoints and export for serving.
 Start an embedded cluster and train the example job:
   cohort dev --run jobs/examples/attrition-mlp.yaml -o json
 
-The coordinator address and output format default from COHORT_ADDR / COHORT_OUTPUT,
-then from the config file (--config, else $COHORT_CONFIG, else ~/.config/cohort/config.yaml):
+The coordinator address, output format and ACL token default from COHORT_ADDR /
+COHORT_OUTPUT / COHORT_TOKEN, then from the config file (--config, else $COHORT_CONFIG,
+else ~/.config/cohort/config.yaml):
   address: 10.0.0.1:7070,10.0.0.2:7070
-  output: table`,
+  output: table
+  token: 3f1c...`,
 	}
 	defAddr, defOutput, cfgErr := globalDefaults()
 	root.PersistentFlags().StringVar(&g.address, "address", defAddr, "coordinator gRPC address(es), comma-separated (env COHORT_ADDR, config file address)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", defOutput, "output format: table|json|yaml (env COHORT_OUTPUT, config file output)")
 	root.PersistentFlags().StringVar(&g.config, "config", "", "client config file (default $COHORT_CONFIG, else ~/.config/cohort/config.yaml)")
+	root.PersistentFlags().StringVar(&g.token, "token", "", tokenFlagUsage)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if g.config != "" { // the named file replaces the default one, and its error
 			if err := applyConfigFlag(root, g); err != nil {
@@ -80,6 +84,9 @@ then from the config file (--config, else $COHORT_CONFIG, else ~/.config/cohort/
 			}
 		} else if cfgErr != nil {
 			return &exitError{code: 2, err: cfgErr}
+		}
+		if err := resolveToken(root, g); err != nil {
+			return err
 		}
 		return normalizeOutput(g)
 	}

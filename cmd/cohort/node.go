@@ -20,14 +20,9 @@ func newNodeCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort node list -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "list nodes", cohortv1.JobServiceClient.ListNodes, &cohortv1.ListNodesRequest{})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).ListNodes(cmd.Context(), &cohortv1.ListNodesRequest{})
-			if err != nil {
-				return rpcErr("list nodes", err)
 			}
 			if g.output == "json" {
 				b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(resp)
@@ -81,15 +76,10 @@ and resume elsewhere from their last checkpoint. --cancel ends the drain.`,
 			if deadline > 0 && deadline < time.Second {
 				return usageErr("--deadline must be 0 or at least 1s, got %s", deadline)
 			}
-			conn, err := connect(g)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).DrainNode(cmd.Context(), &cohortv1.DrainNodeRequest{
+			resp, err := jobCall(cmd.Context(), g, "drain node", cohortv1.JobServiceClient.DrainNode, &cohortv1.DrainNodeRequest{
 				NodeId: args[0], DeadlineSeconds: int64(deadline / time.Second), Cancel: cancel})
 			if err != nil {
-				return rpcErr("drain node", err)
+				return err
 			}
 			n := resp.GetNode()
 			if g.output == "json" {
@@ -135,15 +125,10 @@ func newNodeEligibilityCmd(g *globalFlags) *cobra.Command {
 			if enable == disable {
 				return usageErr("give exactly one of --enable and --disable")
 			}
-			conn, err := connect(g)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).SetNodeEligibility(cmd.Context(), &cohortv1.SetNodeEligibilityRequest{
+			resp, err := jobCall(cmd.Context(), g, "set node eligibility", cohortv1.JobServiceClient.SetNodeEligibility, &cohortv1.SetNodeEligibilityRequest{
 				NodeId: args[0], Eligible: enable})
 			if err != nil {
-				return rpcErr("set node eligibility", err)
+				return err
 			}
 			n := resp.GetNode()
 			if g.output == "json" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/cohort-dev/cohort/internal/gossip"
 	"github.com/cohort-dev/cohort/internal/gpu"
 	"github.com/cohort-dev/cohort/internal/psagent"
+	"github.com/cohort-dev/cohort/internal/tasklog"
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
@@ -43,6 +45,7 @@ type nodeAgentFlags struct {
 	gossipJoin string
 	gossipKey  string
 	logLevel   string
+	token      string // the global --token (an agent or admin token when ACLs are on)
 }
 
 func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
@@ -66,7 +69,7 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 }
 
-func newWorkerCmd(_ *globalFlags) *cobra.Command {
+func newWorkerCmd(g *globalFlags) *cobra.Command {
 	f := &nodeAgentFlags{}
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -75,20 +78,26 @@ func newWorkerCmd(_ *globalFlags) *cobra.Command {
   # a CPU-only node in a labelled pool (jobs select it with spec.placement.nodeSelector)
   cohort worker --node-id w2 --join 10.0.0.1:7070 --gpus 0 --label pool=tabular --label zone=eu-1`,
 		Args: exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error { return runNodeAgent(cmd.Context(), f, false) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.token = g.token
+			return runNodeAgent(cmd.Context(), f, false)
+		},
 	}
 	f.register(cmd, false)
 	return cmd
 }
 
-func newParamserverCmd(_ *globalFlags) *cobra.Command {
+func newParamserverCmd(g *globalFlags) *cobra.Command {
 	f := &nodeAgentFlags{}
 	cmd := &cobra.Command{
 		Use:     "paramserver",
 		Short:   "Run a parameter-server node agent: registers with the coordinators and hosts shards",
 		Example: "  cohort paramserver --node-id ps1 --data-addr 10.0.0.5:7080 --join 10.0.0.1:7070,10.0.0.2:7070",
 		Args:    exactArgs(0),
-		RunE:    func(cmd *cobra.Command, _ []string) error { return runNodeAgent(cmd.Context(), f, true) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.token = g.token
+			return runNodeAgent(cmd.Context(), f, true)
+		},
 	}
 	f.register(cmd, true)
 	return cmd
@@ -154,9 +163,11 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 		Capacity: capacity, Labels: labels,
 	}
 	var runner agent.Runner
+	taskLogs := tasklog.Config{Store: store, Logger: logger.With("component", "tasklog")} // `cohort job logs`
 	if ps {
 		pcfg := paramserver.DefaultServerConfig()
-		pcfg.Logger, pcfg.Registry = logger, reg
+		router := tasklog.NewRouter(logger.Handler(), taskLogs) // shard logs also go to their task logs
+		pcfg.Logger, pcfg.Registry = slog.New(router), reg
 		srv := paramserver.NewServer(pcfg)
 		lis, err := net.Listen("tcp", f.dataAddr)
 		if err != nil {
@@ -167,7 +178,7 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 		go func() { _ = gs.Serve(lis) }()
 		defer gs.Stop()
 		node.DataAddress = lis.Addr().String()
-		if runner, err = psagent.New(psagent.Config{Server: srv, Store: store, Logger: logger}); err != nil {
+		if runner, err = psagent.New(psagent.Config{Server: srv, Store: store, Logger: logger, TaskLogs: router}); err != nil {
 			return err
 		}
 	} else {
@@ -175,7 +186,7 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 		if err != nil {
 			return err
 		}
-		if runner, err = worker.NewRunner(worker.RunnerConfig{Store: store, Logger: logger, S3: s3cfg, Metrics: wm}); err != nil {
+		if runner, err = worker.NewRunner(worker.RunnerConfig{Store: store, Logger: logger, S3: s3cfg, Metrics: wm, TaskLogs: &taskLogs}); err != nil {
 			return err
 		}
 	}
@@ -217,7 +228,7 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 
 	// One connection over every coordinator: it fails over between them, and any
 	// coordinator serves the agent (writes are forwarded to the leader).
-	conn, err := dial(f.join)
+	conn, err := dial(f.join, tokenDialOptions(f.token)...)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func newOperatorCmd(g *globalFlags) *cobra.Command {
 
 // clusterClient dials --address and returns a ClusterService client.
 func clusterClient(g *globalFlags) (cohortv1.ClusterServiceClient, func(), error) {
-	conn, err := dial(g.address)
+	conn, err := connect(g)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -116,9 +116,10 @@ func newAddVoterCmd(g *globalFlags) *cobra.Command {
 
 func newRemovePeerCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "remove-peer ID",
-		Short: "Remove a peer from the Raft configuration (the last voter cannot be removed)",
-		Args:  exactArgs(1),
+		Use:     "remove-peer ID",
+		Short:   "Remove a peer from the Raft configuration (the last voter cannot be removed)",
+		Example: "  cohort operator raft remove-peer c3",
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, closeFn, err := clusterClient(g)
 			if err != nil {
@@ -140,7 +141,9 @@ func newTransferLeadershipCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "transfer-leadership [ID]",
 		Short: "Hand leadership to a voter (any up-to-date voter without ID)",
-		Args:  cobra.MaximumNArgs(1),
+		Example: `  cohort operator raft transfer-leadership
+  cohort operator raft transfer-leadership c2`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := ""
 			if len(args) == 1 {
@@ -220,9 +223,10 @@ func newSnapshotSaveCmd(g *globalFlags) *cobra.Command {
 
 func newSnapshotRestoreCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "restore FILE",
-		Short: "Replace the whole coordinator state with a saved snapshot (for disaster recovery onto a fresh cluster)",
-		Args:  exactArgs(1),
+		Use:     "restore FILE",
+		Short:   "Replace the whole coordinator state with a saved snapshot (for disaster recovery onto a fresh cluster)",
+		Example: "  cohort operator snapshot restore backup.snap --address 127.0.0.1:7370",
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in, err := os.Open(args[0])
 			if err != nil {

@@ -53,15 +53,10 @@ func newQuotaSetCmd(g *globalFlags) *cobra.Command {
 				}
 				limit.MemoryBytes = b
 			}
-			conn, err := connect(g)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).SetQuota(cmd.Context(), &cohortv1.SetQuotaRequest{
+			resp, err := jobCall(cmd.Context(), g, "set quota", cohortv1.JobServiceClient.SetQuota, &cohortv1.SetQuotaRequest{
 				Quota: &cohortv1.Quota{Namespace: args[0], Limit: limit}})
 			if err != nil {
-				return rpcErr("set quota", err)
+				return err
 			}
 			if g.output == "json" {
 				return printJSON(stdout, quotaJSON(resp.GetQuota()))
@@ -78,19 +73,15 @@ func newQuotaSetCmd(g *globalFlags) *cobra.Command {
 
 func newQuotaDeleteCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "delete NAMESPACE",
-		Short: "Remove a namespace's quota",
-		Args:  exactArgs(1),
+		Use:     "delete NAMESPACE",
+		Short:   "Remove a namespace's quota",
+		Example: "  cohort quota delete research",
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := connect(g)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			_, err = cohortv1.NewJobServiceClient(conn).SetQuota(cmd.Context(), &cohortv1.SetQuotaRequest{
+			_, err := jobCall(cmd.Context(), g, "delete quota", cohortv1.JobServiceClient.SetQuota, &cohortv1.SetQuotaRequest{
 				Quota: &cohortv1.Quota{Namespace: args[0]}, Delete: true})
 			if err != nil {
-				return rpcErr("delete quota", err)
+				return err
 			}
 			fmt.Fprintf(stdout, "quota of namespace %s removed\n", args[0])
 			return nil
@@ -100,21 +91,14 @@ func newQuotaDeleteCmd(g *globalFlags) *cobra.Command {
 
 func newQuotaListCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "list",
-		Short: "List namespace quotas",
-		Args:  exactArgs(0),
+		Use:     "list",
+		Short:   "List namespace quotas",
+		Example: "  cohort quota list\n  cohort quota list -o json",
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(g); err != nil {
-				return err
-			}
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "list quotas", cohortv1.JobServiceClient.ListQuotas, &cohortv1.ListQuotasRequest{})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).ListQuotas(cmd.Context(), &cohortv1.ListQuotasRequest{})
-			if err != nil {
-				return rpcErr("list quotas", err)
 			}
 			if g.output == "json" {
 				out := []map[string]any{}
@@ -157,14 +141,9 @@ func newQueueCmd(g *globalFlags) *cobra.Command {
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, _ := cmd.Flags().GetInt32("weight")
-			conn, err := connect(g)
+			_, err := jobCall(cmd.Context(), g, "set queue", cohortv1.JobServiceClient.SetQueue, &cohortv1.SetQueueRequest{Queue: &cohortv1.Queue{Name: args[0], Weight: w}})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			_, err = cohortv1.NewJobServiceClient(conn).SetQueue(cmd.Context(), &cohortv1.SetQueueRequest{Queue: &cohortv1.Queue{Name: args[0], Weight: w}})
-			if err != nil {
-				return rpcErr("set queue", err)
 			}
 			fmt.Fprintf(stdout, "queue %s: weight %d\n", args[0], w)
 			return nil
@@ -172,21 +151,14 @@ func newQueueCmd(g *globalFlags) *cobra.Command {
 	}
 	set.Flags().Int32("weight", 1, "fair-share weight, 1..1000")
 	list := &cobra.Command{
-		Use:   "list",
-		Short: "List queues with a weight (others have weight 1)",
-		Args:  exactArgs(0),
+		Use:     "list",
+		Short:   "List queues with a weight (others have weight 1)",
+		Example: "  cohort queue list\n  cohort queue list -o yaml",
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(g); err != nil {
-				return err
-			}
-			conn, err := connect(g)
+			resp, err := jobCall(cmd.Context(), g, "list queues", cohortv1.JobServiceClient.ListQueues, &cohortv1.ListQueuesRequest{})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			resp, err := cohortv1.NewJobServiceClient(conn).ListQueues(cmd.Context(), &cohortv1.ListQueuesRequest{})
-			if err != nil {
-				return rpcErr("list queues", err)
 			}
 			if g.output == "json" {
 				out := []map[string]any{}

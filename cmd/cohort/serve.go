@@ -46,6 +46,8 @@ as in the data (BYTES for text, FP32/FP64/INT64 for numbers, shape [N]); image m
 take "image" [N, C, H, W] pixels 0..255, sequence models one [N, lookback] tensor per
 feature. The saved preprocessing is applied and outputs[0] holds one probability
 (binary), class probabilities (multiclass) or value (regression) per row.`,
+		Example: `  cohort serve --model models/ --addr 127.0.0.1:8080
+  cohort serve --model s3://cohort/jobs/attrition-mlp-1a2b3c4d/export/model.safetensors --s3-endpoint http://127.0.0.1:9000`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if model == "" {

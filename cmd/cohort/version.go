@@ -9,9 +9,10 @@ import (
 
 func newVersionCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  exactArgs(0),
+		Use:     "version",
+		Short:   "Print the version",
+		Example: "  cohort version\n  cohort version -o json",
+		Args:    exactArgs(0),
 		RunE: func(_ *cobra.Command, _ []string) error {
 			if g.output == "json" {
 				return printJSON(stdout, map[string]string{"version": version, "go": runtime.Version()})

@@ -6,8 +6,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/coordinator/server"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/web"
@@ -21,6 +23,17 @@ type webSource struct {
 	// localPeers, when set, answers Peers where the coordinator does not serve the
 	// cluster API (the dev cluster's single voter).
 	localPeers func() ([]server.Peer, error)
+	// stale makes every read a local read of the coordinator's replicated state
+	// (api.StaleReadHeader), never forwarded to the leader.
+	stale bool
+}
+
+// callCtx marks ctx's calls as stale reads when s.stale is set.
+func (s *webSource) callCtx(ctx context.Context) context.Context {
+	if !s.stale {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, api.StaleReadHeader, "true")
 }
 
 var _ web.Source = (*webSource)(nil)
@@ -35,7 +48,7 @@ func newWebSource(conn grpc.ClientConnInterface, localPeers func() ([]server.Pee
 
 // ListJobs implements web.Source.
 func (s *webSource) ListJobs(ctx context.Context) ([]*cohortv1.Job, error) {
-	resp, err := s.jobs.ListJobs(ctx, &cohortv1.ListJobsRequest{})
+	resp, err := s.jobs.ListJobs(s.callCtx(ctx), &cohortv1.ListJobsRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -44,7 +57,7 @@ func (s *webSource) ListJobs(ctx context.Context) ([]*cohortv1.Job, error) {
 
 // GetJob implements web.Source; an unknown job is web.ErrNotFound.
 func (s *webSource) GetJob(ctx context.Context, id string) (*cohortv1.Job, error) {
-	resp, err := s.jobs.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
+	resp, err := s.jobs.GetJob(s.callCtx(ctx), &cohortv1.GetJobRequest{Id: id})
 	if err != nil {
 		switch status.Code(err) {
 		case codes.NotFound:
@@ -59,7 +72,7 @@ func (s *webSource) GetJob(ctx context.Context, id string) (*cohortv1.Job, error
 
 // ListNodes implements web.Source.
 func (s *webSource) ListNodes(ctx context.Context) ([]*cohortv1.Node, error) {
-	resp, err := s.jobs.ListNodes(ctx, &cohortv1.ListNodesRequest{})
+	resp, err := s.jobs.ListNodes(s.callCtx(ctx), &cohortv1.ListNodesRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -68,7 +81,7 @@ func (s *webSource) ListNodes(ctx context.Context) ([]*cohortv1.Node, error) {
 
 // Peers implements web.Source.
 func (s *webSource) Peers(ctx context.Context) ([]*cohortv1.Peer, error) {
-	resp, err := s.cluster.ListPeers(ctx, &cohortv1.ListPeersRequest{})
+	resp, err := s.cluster.ListPeers(s.callCtx(ctx), &cohortv1.ListPeersRequest{})
 	if err == nil {
 		return resp.GetPeers(), nil
 	}

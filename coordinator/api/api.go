@@ -25,6 +25,7 @@ import (
 	"github.com/cohort-dev/cohort/coordinator/fsm"
 	"github.com/cohort-dev/cohort/coordinator/server"
 	"github.com/cohort-dev/cohort/coordinator/state"
+	"github.com/cohort-dev/cohort/internal/tasklog"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -65,6 +66,14 @@ type Config struct {
 	// FollowerWait bounds how long a watch on a follower waits for an object that is
 	// not (yet) in its local state before answering NotFound; 0 means 2s.
 	FollowerWait time.Duration
+	// Logs is the store the node agents write task logs to (see internal/tasklog);
+	// without it JobLogs is FailedPrecondition.
+	Logs tasklog.Store
+	// LogPollInterval is how often a followed JobLogs lists new segments; 0 means 1s.
+	LogPollInterval time.Duration
+	// LogFollowGrace bounds how long a followed JobLogs waits, after the job ended, for
+	// the final segments of its tasks; 0 means 15s.
+	LogFollowGrace time.Duration
 }
 
 // DefaultMaxSpecBytes is the default limit on a submitted spec.
@@ -93,6 +102,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FollowerWait <= 0 {
 		c.FollowerWait = 2 * time.Second
+	}
+	if c.LogPollInterval <= 0 {
+		c.LogPollInterval = time.Second
+	}
+	if c.LogFollowGrace <= 0 {
+		c.LogFollowGrace = 15 * time.Second
 	}
 	return c
 }
@@ -123,6 +138,9 @@ var errorCodes = []struct {
 	{server.ErrShutdown, codes.Unavailable},
 	{fsm.ErrTerminal, codes.FailedPrecondition},
 	{fsm.ErrNotPending, codes.FailedPrecondition},
+	{fsm.ErrNotResumable, codes.FailedPrecondition},
+	{fsm.ErrNoCheckpoint, codes.FailedPrecondition},
+	{errNoLogStore, codes.FailedPrecondition},
 	{server.ErrStaleRegistration, codes.FailedPrecondition},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},

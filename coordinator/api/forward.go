@@ -123,9 +123,10 @@ func isStale(ctx context.Context) bool {
 	return false
 }
 
-// forwardContext marks ctx's outgoing call as forwarded.
+// forwardContext marks ctx's outgoing call as forwarded and passes the caller's ACL
+// token on (see forwardedAuth).
 func forwardContext(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, forwardedHeader, "1")
+	return metadata.AppendToOutgoingContext(forwardedAuth(ctx), forwardedHeader, "1")
 }
 
 // leaderCall serves a call that only the leader may answer: it runs local here and,

@@ -304,10 +304,14 @@ func planJob(snap *state.StateSnapshot, job *cohortv1.Job) (*cohortv1.PlanJobRes
 		if err != nil {
 			return nil, err
 		}
-		if victims, p, ok := cluster.Preempt(job, running); ok {
-			// Placeable by evicting lower-priority gangs: the reasons say what is short
-			// without eviction, the placements are those after it.
-			out.Feasible, out.Preemptions, plan = true, victims, p
+		if shrinks, victims, p, ok := cluster.PreemptElastic(job, running); ok {
+			// Placeable by shrinking lower-priority elastic jobs or evicting gangs: the
+			// reasons say what is short without them, the placements are those after.
+			out.Feasible, plan = true, p
+			out.Preemptions = append(out.Preemptions, victims...)
+			for _, rs := range shrinks {
+				out.Shrinks = append(out.Shrinks, fmt.Sprintf("%s: %d workers", rs.JobID, len(rs.Remove)))
+			}
 		}
 	}
 	for _, a := range plan.Allocations {

@@ -34,6 +34,12 @@ type Options struct {
 	// Logger receives every coordinator's logs (default: discarded unless
 	// COHORT_TEST_LOGS is set with -v).
 	Logger *slog.Logger
+	// ServerOptions, when set, gives extra gRPC server options for each coordinator's
+	// API (an ACL's interceptors).
+	ServerOptions func(*server.Server) []grpc.ServerOption
+	// ClientOptions are added to the dial options of the joins and of Node.Conn (an
+	// ACL token).
+	ClientOptions []grpc.DialOption
 }
 
 // Node is one coordinator of a test cluster.
@@ -77,8 +83,9 @@ func Logger() *slog.Logger {
 }
 
 // ParseSpec is the injected spec parser: "name: X" gives a 1-worker, 1-shard job.
-// Further lines "workers: N", "gpus: N" (per worker), "shards: N", "priority: N" and
-// "selector: k=v" change it.
+// Further lines "workers: N", "gpus: N" (per worker), "shards: N", "priority: N",
+// "min: N" and "max: N" (workers.min and .max), "selector: k=v" and "namespace: NS"
+// change it.
 func ParseSpec(spec []byte) (*cohortv1.Job, error) {
 	lines := strings.Split(strings.TrimSpace(string(spec)), "\n")
 	name, ok := strings.CutPrefix(strings.TrimSpace(lines[0]), "name: ")
@@ -92,6 +99,10 @@ func ParseSpec(spec []byte) (*cohortv1.Job, error) {
 		k, v, ok := strings.Cut(strings.TrimSpace(l), ": ")
 		if !ok {
 			return nil, fmt.Errorf("spec.yaml:%d: want \"key: value\"", i+2)
+		}
+		if k == "namespace" {
+			job.Namespace = v
+			continue
 		}
 		if k == "selector" {
 			lk, lv, _ := strings.Cut(v, "=")
@@ -111,6 +122,10 @@ func ParseSpec(spec []byte) (*cohortv1.Job, error) {
 			job.ShardCount = int32(n)
 		case "priority":
 			job.Priority = int32(n)
+		case "min":
+			job.MinWorkers = int32(n)
+		case "max":
+			job.MaxWorkers = int32(n)
 		default:
 			return nil, fmt.Errorf("spec.yaml:%d: unknown field %q", i+2, k)
 		}
@@ -149,7 +164,7 @@ func TestCluster(t testing.TB, n int, opts ...Options) *Cluster {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := api.JoinCluster(ctx, []string{c.Nodes[0].GRPCAddr},
-			&cohortv1.JoinRequest{Id: node.ID, RaftAddress: node.RaftAddr, GrpcAddress: node.GRPCAddr}, DialOptions()...)
+			&cohortv1.JoinRequest{Id: node.ID, RaftAddress: node.RaftAddr, GrpcAddress: node.GRPCAddr}, append(DialOptions(), o.ClientOptions...)...)
 		cancel()
 		if err != nil {
 			t.Fatalf("join coordinator %s: %v", node.ID, err)
@@ -189,13 +204,17 @@ func (n *Node) start(bootstrap bool) error {
 	n.server = s
 	n.fwd = api.NewLeaderForwarder(s, DialOptions()...)
 	acfg := api.Config{ParseSpec: ParseSpec, Logger: cfg.Logger, Forwarder: n.fwd}
-	gs := grpc.NewServer()
+	var sopts []grpc.ServerOption
+	if n.opts.ServerOptions != nil {
+		sopts = n.opts.ServerOptions(s)
+	}
+	gs := grpc.NewServer(sopts...)
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(s, acfg))
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(s, acfg))
 	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(s, acfg))
 	n.grpc = gs
 	go func() { _ = gs.Serve(glis) }()
-	conn, err := grpc.NewClient(n.GRPCAddr, DialOptions()...)
+	conn, err := grpc.NewClient(n.GRPCAddr, append(DialOptions(), n.opts.ClientOptions...)...)
 	if err != nil {
 		return err
 	}

@@ -177,6 +177,7 @@ func applyCommitPlan(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 		}
 	}
 	job.State = cohortv1.JobState_JOB_STATE_RUNNING
+	job.ActiveWorkers = 0 // every worker of the spec is placed
 	job.StartTimeUnixNano = cmd.TimeUnixNano
 	job.PendingReasons = nil
 	job.StatusMessage = fmt.Sprintf("placed %d allocations", len(p.Allocations))
@@ -187,17 +188,20 @@ func applyCommitPlan(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 }
 
 // applyUpdateTasks applies a batch of task reports in order. Reports about unknown or
-// terminal allocations are ignored; terminal jobs never change. Response: nil.
+// terminal allocations are ignored; terminal jobs never change; a checkpoint pointer
+// reported from another generation than the job's is refused (the rest of its report
+// applies). Response: *UpdateTasksResult.
 func applyUpdateTasks(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	res := &UpdateTasksResult{}
 	for _, r := range cmd.GetUpdateTasks().GetReports() {
-		if err := applyTaskReport(txn, r, cmd.TimeUnixNano); err != nil {
+		if err := applyTaskReport(txn, r, cmd.TimeUnixNano, res); err != nil {
 			return nil, err
 		}
 	}
-	return nil, nil
+	return res, nil
 }
 
-func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64) error {
+func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *UpdateTasksResult) error {
 	stored, err := txn.AllocByID(nil, r.GetAllocationId())
 	if err != nil {
 		return err
@@ -240,7 +244,15 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64) error {
 		maps.Copy(job.Metrics, r.Metrics)
 	}
 	if r.Checkpoint != "" {
-		job.Checkpoint = r.Checkpoint
+		// Only the current generation moves the checkpoint pointer: a task of an older
+		// membership (its report delayed past a change) must not. A report that does not
+		// say its generation (0, an older agent) is taken as current.
+		if r.Generation != 0 && r.Generation != job.Generation {
+			res.StaleCheckpoints = append(res.StaleCheckpoints, StaleCheckpoint{JobID: job.Id, AllocationID: stored.Id,
+				Generation: r.Generation, JobGeneration: job.Generation, Checkpoint: r.Checkpoint})
+		} else {
+			job.Checkpoint = r.Checkpoint
+		}
 	}
 	if len(r.Exports) > 0 {
 		job.Exports = slices.Clone(r.Exports)
@@ -255,6 +267,11 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64) error {
 	case r.State == cohortv1.TaskState_TASK_STATE_SUCCEEDED &&
 		stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER && stored.Index == 0:
 		_, err = endJob(txn, job, cohortv1.JobState_JOB_STATE_SUCCEEDED, "succeeded", at, stored.Id)
+	case r.State == cohortv1.TaskState_TASK_STATE_FAILED && stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER &&
+		job.State == cohortv1.JobState_JOB_STATE_RUNNING && canShrinkWithout(txn, job, stored.Id):
+		// An elastic job goes on with the other workers.
+		msg := fmt.Sprintf("worker %d failed: %s", stored.Index, r.Message)
+		_, err = resizeJob(txn, job, map[string]bool{stored.Id: true}, nil, msg)
 	case r.State == cohortv1.TaskState_TASK_STATE_FAILED &&
 		(stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER || stored.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD):
 		msg := fmt.Sprintf("%s %d failed: %s", taskNoun(stored.Kind), stored.Index, r.Message)

@@ -32,6 +32,9 @@ var (
 	ErrNotPending = errors.New("job is not pending")
 	// ErrTerminal marks a change requested of a job in a terminal state.
 	ErrTerminal = errors.New("job is in a terminal state")
+	// ErrStaleGeneration marks a membership change planned against an older generation
+	// of the job than the stored one.
+	ErrStaleGeneration = errors.New("stale job generation")
 )
 
 // SubmitJobResult is the response value of a SubmitJob command.
@@ -49,6 +52,21 @@ type CancelJobResult struct {
 	// Cancelled is true when this command moved the job to CANCELLED; false when the job
 	// was already terminal.
 	Cancelled bool
+}
+
+// UpdateTasksResult is the response value of an UpdateTasks command.
+type UpdateTasksResult struct {
+	// StaleCheckpoints lists the checkpoint pointers refused because their report came
+	// from another membership generation than the job's current one.
+	StaleCheckpoints []StaleCheckpoint
+}
+
+// StaleCheckpoint is one refused checkpoint report.
+type StaleCheckpoint struct {
+	JobID, AllocationID string
+	// Generation is the report's, JobGeneration the job's.
+	Generation, JobGeneration uint64
+	Checkpoint                string
 }
 
 // Config configures an FSM.
@@ -172,6 +190,8 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"preempt_jobs":         applyPreemptJobs,
 	"drain_node":           applyDrainNode,
 	"set_node_eligibility": applySetNodeEligibility,
+	"resize_job":           applyResizeJob,
+	"resume_job":           applyResumeJob,
 }
 
 // applyCommand applies a decoded command in one transaction at index.
@@ -193,6 +213,13 @@ func (f *FSM) applyCommand(index uint64, cmd *cohortv1.Command) any {
 	}
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("fsm: commit %s at %d: %w", kind, index, err)
+	}
+	if r, ok := resp.(*UpdateTasksResult); ok {
+		for _, ref := range r.StaleCheckpoints {
+			f.logger.Warn("checkpoint report from a stale generation refused: the job keeps its checkpoint",
+				"index", index, "job_id", ref.JobID, "allocation_id", ref.AllocationID,
+				"report_generation", ref.Generation, "job_generation", ref.JobGeneration, "checkpoint", ref.Checkpoint)
+		}
 	}
 	return resp
 }

@@ -36,6 +36,11 @@ func FuzzApplyCommand(f *testing.F) {
 		nodeDownCmd("n1"),
 		{Kind: &cohortv1.Command_PreemptJobs{PreemptJobs: &cohortv1.PreemptJobsCommand{VictimJobIds: []string{"j1"}}}},
 		{Kind: &cohortv1.Command_SetNodeEligibility{SetNodeEligibility: &cohortv1.SetNodeEligibilityCommand{NodeId: "n1"}}},
+		resizeCmd("j1", 1, nil, "j1-w1"),
+		resizeCmd("j1", 1, []*cohortv1.Allocation{{Id: "j1-w2-g2", JobId: "j1", NodeId: "n3", Kind: cohortv1.TaskKind_TASK_KIND_WORKER}}),
+		reportCmd(&cohortv1.TaskReport{AllocationId: "j1-w0", Checkpoint: "s3://b/m", Generation: 7}),
+		resumeCmd("j3"),
+		resumeCmd("j1"),
 	}
 	for _, c := range seeds {
 		f.Add(mustMarshal(f, c))

@@ -56,6 +56,7 @@ func requeueJob(txn *state.Txn, stored *cohortv1.Job, reason string, restart boo
 	job := proto.Clone(stored).(*cohortv1.Job)
 	job.State = cohortv1.JobState_JOB_STATE_PENDING
 	job.Generation = max(job.Generation, 1) + 1
+	job.ActiveWorkers = 0 // placed again with workers.count workers
 	job.StatusMessage = reason
 	job.PendingReasons = []string{reason}
 	if restart {
@@ -82,26 +83,41 @@ func requeueJob(txn *state.Txn, stored *cohortv1.Job, reason string, restart boo
 	return job, nil
 }
 
-// requeueJobsOnNode requeues every running job with a live allocation on node.
-func requeueJobsOnNode(txn *state.Txn, nodeID, reason string, restart bool, at int64) error {
+// requeueJobsOnNode requeues every running job with a live allocation on node. With
+// lost set (the node went down) an elastic job that keeps enough workers and all of
+// its shards goes on with its survivors instead (loseTasks), and a requeued job spends
+// a restart.
+func requeueJobsOnNode(txn *state.Txn, nodeID, reason string, lost bool, at int64) error {
 	allocs, err := txn.AllocsByNode(nil, nodeID)
 	if err != nil {
 		return err
 	}
-	seen := map[string]bool{}
+	onNode := map[string]map[string]bool{} // job ID -> live allocation IDs on the node
+	var order []string
 	for _, a := range allocs {
-		if state.TaskTerminal(a.State) || seen[a.JobId] {
+		if state.TaskTerminal(a.State) {
 			continue
 		}
-		seen[a.JobId] = true
-		job, err := txn.JobByID(nil, a.JobId)
+		if onNode[a.JobId] == nil {
+			onNode[a.JobId] = map[string]bool{}
+			order = append(order, a.JobId)
+		}
+		onNode[a.JobId][a.Id] = true
+	}
+	for _, id := range order {
+		job, err := txn.JobByID(nil, id)
 		if err != nil {
 			return err
 		}
 		if job == nil || job.State != cohortv1.JobState_JOB_STATE_RUNNING {
 			continue
 		}
-		if _, err := requeueJob(txn, job, reason, restart, at); err != nil {
+		if lost {
+			_, err = loseTasks(txn, job, onNode[id], reason, true, at)
+		} else {
+			_, err = requeueJob(txn, job, reason, false, at)
+		}
+		if err != nil {
 			return err
 		}
 	}

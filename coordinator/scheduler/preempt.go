@@ -13,6 +13,10 @@ import (
 type Running struct {
 	Job    *cohortv1.Job
 	Allocs []*cohortv1.Allocation
+	// FailedOn holds the nodes where a worker of the job failed; Grow places no new
+	// worker there (a replacement that fails at once would otherwise be placed again
+	// and again).
+	FailedOn map[string]bool
 }
 
 // RunningJobs reads every running job with its live allocations from snap.
@@ -28,7 +32,16 @@ func RunningJobs(snap PolicySnapshot) ([]Running, error) {
 			return nil, fmt.Errorf("scheduler: read allocations of job %q: %w", j.GetId(), err)
 		}
 		live := slices.DeleteFunc(slices.Clone(allocs), func(a *cohortv1.Allocation) bool { return taskTerminal(a.GetState()) })
-		out = append(out, Running{Job: j, Allocs: live})
+		var failed map[string]bool
+		for _, a := range allocs {
+			if a.GetKind() == cohortv1.TaskKind_TASK_KIND_WORKER && a.GetState() == cohortv1.TaskState_TASK_STATE_FAILED {
+				if failed == nil {
+					failed = map[string]bool{}
+				}
+				failed[a.GetNodeId()] = true
+			}
+		}
+		out = append(out, Running{Job: j, Allocs: live, FailedOn: failed})
 	}
 	return out, nil
 }

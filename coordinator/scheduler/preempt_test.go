@@ -61,6 +61,7 @@ func (s *sim) commit(j *cohortv1.Job, p Plan) {
 	s.write(func(txn *state.Txn) error {
 		r := proto.Clone(j).(*cohortv1.Job)
 		r.State = cohortv1.JobState_JOB_STATE_RUNNING
+		r.ActiveWorkers = 0 // placed with all of its workers, as the FSM's commit_plan does
 		if err := txn.UpsertJob(r); err != nil {
 			return err
 		}

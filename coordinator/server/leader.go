@@ -1,9 +1,11 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -202,6 +204,9 @@ func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bo
 	cluster := scheduler.NewCluster(snap)
 	var running []scheduler.Running
 	runningRead := false
+	// waiting is the highest priority of a pending job left unplaced by this pass: no
+	// running job of that priority or lower grows into capacity it waits for.
+	waiting := int32(math.MinInt32)
 	for _, job := range cluster.Order(pending) {
 		if ctx.Err() != nil {
 			return false
@@ -216,15 +221,26 @@ func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bo
 				}
 				runningRead = true
 			}
-			if victims, _, ok := cluster.Preempt(job, running); ok {
-				// Evict, then place the preemptor at once on the newest state, before
+			if shrinks, victims, _, ok := cluster.PreemptElastic(job, running); ok {
+				// Shrink elastic jobs (or, when that cannot make room, evict whole
+				// gangs), then place the preemptor at once on the newest state, before
 				// any other job can take the freed capacity. The next pass (woken by
 				// these writes) goes on with the rest.
-				if err := s.preempt(ctx, job, victims); err != nil {
-					if ctx.Err() == nil {
-						s.logger.Warn("preemption not committed", "job", job.Id, "err", err)
+				for _, rs := range shrinks {
+					if err := s.applyResize(ctx, rs, fmt.Sprintf("shrunk for job %s (priority %d)", job.Id, job.Priority)); err != nil {
+						if ctx.Err() == nil {
+							s.logger.Warn("shrink not committed", "job", rs.JobID, "for", job.Id, "err", err)
+						}
+						return true
 					}
-					return true
+				}
+				if len(victims) > 0 {
+					if err := s.preempt(ctx, job, victims); err != nil {
+						if ctx.Err() == nil {
+							s.logger.Warn("preemption not committed", "job", job.Id, "err", err)
+						}
+						return true
+					}
 				}
 				plan = scheduler.NewCluster(s.State().Snapshot()).Place(job)
 				if err := s.applyPlan(ctx, job, plan); err != nil {
@@ -233,6 +249,9 @@ func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bo
 				}
 				return false
 			}
+		}
+		if !plan.Feasible() {
+			waiting = max(waiting, job.Priority)
 		}
 		if err := s.applyPlan(ctx, job, plan); err != nil {
 			if ctx.Err() == nil {
@@ -245,7 +264,82 @@ func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bo
 			running = append(running, scheduler.Running{Job: job, Allocs: plan.Allocations})
 		}
 	}
+	if failed || ctx.Err() != nil {
+		return failed
+	}
+	return s.growPass(ctx, snap, cluster, waiting)
+}
+
+// growPass grows running elastic jobs toward workers.max into the capacity this pass
+// left free (a lost worker's replacement is such growth), the highest priority first;
+// a job grows only when no pending job of its priority or higher is left waiting. It
+// reports whether a change failed to commit.
+func (s *Server) growPass(ctx context.Context, snap *state.StateSnapshot, cluster *scheduler.Cluster, waiting int32) (failed bool) {
+	running, err := scheduler.RunningJobs(snap)
+	if err != nil {
+		s.logger.Error("scheduling pass: read running jobs", "err", err)
+		return true
+	}
+	slices.SortFunc(running, func(a, b scheduler.Running) int {
+		return cmp.Or(cmp.Compare(b.Job.Priority, a.Job.Priority), cmp.Compare(a.Job.Id, b.Job.Id))
+	})
+	for _, r := range running {
+		if r.Job.Priority <= waiting {
+			continue
+		}
+		rs, ok := cluster.Grow(r)
+		if !ok {
+			continue
+		}
+		if err := s.applyResize(ctx, rs, fmt.Sprintf("grew by %d workers", len(rs.Add))); err != nil {
+			if ctx.Err() == nil {
+				s.logger.Warn("growth not committed", "job", rs.JobID, "err", err)
+			}
+			failed = true
+		}
+	}
 	return failed
+}
+
+// applyResize is the plan applier for membership changes: it re-checks rs against the
+// newest state (the job still running at the generation planned against, new workers
+// still fitting) and commits it. A change the state moved under is dropped (the next
+// pass plans again) without error.
+func (s *Server) applyResize(ctx context.Context, rs scheduler.Resize, reason string) error {
+	kind := "grow"
+	if len(rs.Remove) > 0 {
+		kind = "shrink"
+	}
+	newest := s.State().Snapshot()
+	cur, err := newest.JobByID(nil, rs.JobID)
+	if err != nil {
+		return err
+	}
+	if cur == nil || cur.State != cohortv1.JobState_JOB_STATE_RUNNING || cur.Generation != rs.Generation {
+		s.metrics.plans.WithLabelValues("rejected").Inc()
+		return nil
+	}
+	if len(rs.Add) > 0 {
+		if err := scheduler.Fits(newest, rs.Plan()); err != nil {
+			s.logger.Debug("membership change rejected by the plan applier", "job", rs.JobID, "err", err)
+			s.metrics.plans.WithLabelValues("rejected").Inc()
+			return nil
+		}
+	}
+	_, err = s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_ResizeJob{ResizeJob: &cohortv1.ResizeJobCommand{
+		JobId: rs.JobID, Generation: rs.Generation, Add: rs.Add, RemoveAllocationIds: rs.Remove, Reason: reason,
+	}}})
+	switch {
+	case errors.Is(err, fsm.ErrStaleGeneration), errors.Is(err, fsm.ErrNotFound), errors.Is(err, fsm.ErrInvalidCommand):
+		s.logger.Debug("membership change refused", "job", rs.JobID, "err", err)
+		s.metrics.plans.WithLabelValues("rejected").Inc()
+		return nil
+	case err != nil:
+		return err
+	}
+	s.metrics.resizes.WithLabelValues(kind).Inc()
+	s.logger.Info("job membership changed", "job", rs.JobID, "kind", kind, "added", len(rs.Add), "removed", len(rs.Remove), "reason", reason)
+	return nil
 }
 
 // enforceDrainDeadlines moves the jobs off every draining node whose deadline has

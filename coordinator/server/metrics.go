@@ -14,6 +14,7 @@ type metrics struct {
 	applyDuration     *prometheus.HistogramVec
 	plans             *prometheus.CounterVec
 	preemptedJobs     prometheus.Counter
+	resizes           *prometheus.CounterVec
 	pendingJobs       prometheus.Gauge
 	heartbeatExpiries prometheus.Counter
 	readIndexDuration prometheus.Histogram
@@ -43,6 +44,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cohort_scheduler_preempted_jobs_total",
 			Help: "Running jobs evicted (sent back to pending) for a higher-priority job.",
 		}),
+		resizes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cohort_scheduler_job_resizes_total",
+			Help: "Membership changes of running elastic jobs committed by the scheduler, by kind: grow (into free capacity) or shrink (to make room for a higher-priority job).",
+		}, []string{"kind"}),
 		pendingJobs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cohort_scheduler_pending_jobs",
 			Help: "Pending jobs seen by the last scheduling pass.",
@@ -64,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.leader, m.inflight, m.applyDuration, m.plans, m.preemptedJobs, m.pendingJobs, m.heartbeatExpiries,
+	for _, c := range []prometheus.Collector{m.leader, m.inflight, m.applyDuration, m.plans, m.preemptedJobs, m.resizes, m.pendingJobs, m.heartbeatExpiries,
 		m.readIndexDuration, m.readBarriers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("server: register metrics: %w", err)

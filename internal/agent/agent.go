@@ -35,6 +35,15 @@ type Runner interface {
 	Stop(allocationID string)
 }
 
+// Updater is implemented by a Runner whose running allocations follow changes of their
+// assignment without a restart (an elastic job's membership: a newer generation, a new
+// worker rank or world size).
+type Updater interface {
+	// Update hands a running allocation its changed assignment. It must return quickly
+	// and ignore assignments that are not newer than what the allocation runs under.
+	Update(a *cohortv1.Assignment)
+}
+
 // Config configures an Agent.
 type Config struct {
 	// Conn is a client connection to a coordinator.
@@ -68,6 +77,7 @@ type Agent struct {
 	node    *cohortv1.Node
 	running map[string]context.CancelFunc // allocation ID -> cancel
 	runBy   map[string]Runner
+	seen    map[string]uint64 // allocation ID -> the allocation's modify index last handed over
 
 	reports chan *cohortv1.TaskReport
 	ready   chan struct{}
@@ -98,6 +108,7 @@ func New(cfg Config) (*Agent, error) {
 		runners: map[cohortv1.TaskKind]Runner{},
 		running: map[string]context.CancelFunc{},
 		runBy:   map[string]Runner{},
+		seen:    map[string]uint64{},
 		reports: make(chan *cohortv1.TaskReport, 1024),
 		ready:   make(chan struct{}),
 	}
@@ -251,8 +262,13 @@ func (a *Agent) reconcile(ctx context.Context, as []*cohortv1.Assignment) {
 		live[alloc.GetId()] = true
 		a.mu.Lock()
 		_, started := a.running[alloc.GetId()]
+		r, changed := a.runBy[alloc.GetId()], a.seen[alloc.GetId()] != alloc.GetModifyIndex()
+		a.seen[alloc.GetId()] = alloc.GetModifyIndex()
 		a.mu.Unlock()
 		if started {
+			if u, ok := r.(Updater); ok && changed {
+				u.Update(proto.Clone(as).(*cohortv1.Assignment))
+			}
 			continue
 		}
 		r, ok := a.runners[alloc.GetKind()]
@@ -290,6 +306,7 @@ func (a *Agent) stop(id string) {
 	cancel, r := a.running[id], a.runBy[id]
 	delete(a.running, id)
 	delete(a.runBy, id)
+	delete(a.seen, id)
 	a.mu.Unlock()
 	if cancel == nil {
 		return

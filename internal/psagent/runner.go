@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/cohort-dev/cohort/internal/agent"
+	"github.com/cohort-dev/cohort/internal/tasklog"
 	"github.com/cohort-dev/cohort/jobs"
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -24,6 +25,10 @@ type Config struct {
 	Store storage.Blob
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
+	// TaskLogs, when set, writes each shard's log lines to storage as well (`cohort
+	// job logs`): the runner's own and, when Server logs through this Router, the
+	// shard's. nil: the node's log only.
+	TaskLogs *tasklog.Router
 }
 
 // Runner runs TASK_KIND_PS_SHARD allocations.
@@ -32,6 +37,15 @@ type Runner struct {
 
 	mu     sync.Mutex
 	shards map[string]shardKey // allocation ID -> shard
+	// members holds the newest membership (generation, workers) each allocation was
+	// given; a shard restoring in the background installs it once it exists.
+	members map[string]membership
+	logs    sync.Map // allocation ID -> its open *tasklog.Writer
+}
+
+type membership struct {
+	gen     uint64
+	workers int
 }
 
 type shardKey struct {
@@ -39,7 +53,10 @@ type shardKey struct {
 	shard int
 }
 
-var _ agent.Runner = (*Runner)(nil)
+var (
+	_ agent.Runner  = (*Runner)(nil)
+	_ agent.Updater = (*Runner)(nil)
+)
 
 // New returns a Runner.
 func New(cfg Config) (*Runner, error) {
@@ -49,7 +66,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, shards: map[string]shardKey{}}, nil
+	return &Runner{cfg: cfg, shards: map[string]shardKey{}, members: map[string]membership{}}, nil
 }
 
 // Kind implements agent.Runner.
@@ -63,9 +80,11 @@ func (r *Runner) Kind() cohortv1.TaskKind { return cohortv1.TaskKind_TASK_KIND_P
 func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent.ReportFunc) {
 	alloc, job := a.GetAllocation(), a.GetJob()
 	rep := &cohortv1.TaskReport{AllocationId: alloc.GetId(), JobId: alloc.GetJobId()}
+	log := r.openTaskLog(a)
 	fail := func(err error) {
-		r.cfg.Logger.Error("parameter shard failed to start", "alloc_id", alloc.GetId(), "job_id", job.GetId(), "shard", alloc.GetIndex(), "err", err)
+		log.Error("parameter shard failed to start", "alloc_id", alloc.GetId(), "job_id", job.GetId(), "shard", alloc.GetIndex(), "err", err)
 		rep.State, rep.Message = cohortv1.TaskState_TASK_STATE_FAILED, err.Error()
+		r.closeTaskLog(alloc.GetId())
 		report(rep)
 	}
 	cfg, err := ShardConfig(a, r.cfg.Store)
@@ -74,6 +93,9 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 		return
 	}
 	key := shardKey{job: job.GetId(), shard: int(alloc.GetIndex())}
+	r.mu.Lock()
+	r.members[alloc.GetId()] = membership{gen: cfg.Generation, workers: cfg.Workers}
+	r.mu.Unlock()
 	if job.GetCheckpoint() == "" {
 		if err := r.cfg.Server.AddShard(cfg); err != nil {
 			fail(err)
@@ -103,8 +125,15 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			fail(err)
 			return
 		}
-		r.cfg.Logger.Info("parameter shard restored from checkpoint", "alloc_id", alloc.GetId(), "job_id", job.GetId(),
+		log.Info("parameter shard restored from checkpoint", "alloc_id", alloc.GetId(), "job_id", job.GetId(),
 			"shard", alloc.GetIndex(), "checkpoint", job.GetCheckpoint())
+		// A membership change that came while the shard was restoring.
+		r.mu.Lock()
+		m, changed := r.members[alloc.GetId()]
+		r.mu.Unlock()
+		if changed && m.gen > cfg.Generation {
+			r.setGeneration(alloc.GetId(), key, m)
+		}
 		rep.State = cohortv1.TaskState_TASK_STATE_RUNNING
 		report(rep)
 	}()
@@ -140,15 +169,55 @@ func RestoreShard(ctx context.Context, srv *paramserver.Server, cfg paramserver.
 	return nil
 }
 
+// Update implements agent.Updater: the job's membership changed, and the shard installs
+// the new generation and worker count (its sync barrier shrinks or grows at once). A
+// shard still restoring installs it when the restore is done.
+func (r *Runner) Update(a *cohortv1.Assignment) {
+	alloc, job := a.GetAllocation(), a.GetJob()
+	workers := int(job.GetActiveWorkers())
+	if workers <= 0 {
+		workers = int(job.GetWorkerCount())
+	}
+	m := membership{gen: alloc.GetGeneration(), workers: workers}
+	r.mu.Lock()
+	prev := r.members[alloc.GetId()]
+	if m.gen <= prev.gen {
+		r.mu.Unlock()
+		return
+	}
+	r.members[alloc.GetId()] = m
+	key, ok := r.shards[alloc.GetId()]
+	r.mu.Unlock()
+	if ok {
+		r.setGeneration(alloc.GetId(), key, m)
+	}
+}
+
+func (r *Runner) setGeneration(allocID string, key shardKey, m membership) {
+	err := r.cfg.Server.SetGeneration(key.job, key.shard, m.gen, m.workers)
+	switch {
+	case err == nil:
+		r.cfg.Logger.Info("parameter shard membership changed", "alloc_id", allocID, "job_id", key.job, "shard", key.shard,
+			"generation", m.gen, "workers", m.workers)
+	case errors.Is(err, paramserver.ErrUnknownShard):
+		// Still restoring: Start installs the newest membership when it is done.
+	default:
+		r.cfg.Logger.Warn("parameter shard membership change not installed", "alloc_id", allocID, "job_id", key.job,
+			"shard", key.shard, "generation", m.gen, "workers", m.workers, "err", err)
+	}
+}
+
 // Stop implements agent.Runner: it drops the shard.
 func (r *Runner) Stop(allocationID string) {
 	r.mu.Lock()
 	k, ok := r.shards[allocationID]
 	delete(r.shards, allocationID)
+	delete(r.members, allocationID)
 	r.mu.Unlock()
 	if ok {
 		r.cfg.Server.RemoveShard(k.job, k.shard)
 	}
+	r.closeTaskLog(allocationID)
 }
 
 // ShardConfig derives a shard's configuration from its assignment.
@@ -159,11 +228,15 @@ func ShardConfig(a *cohortv1.Assignment, store storage.Blob) (paramserver.ShardC
 		return paramserver.ShardConfig{}, fmt.Errorf("psagent: job spec: %w", err)
 	}
 	tr := spec.Spec.Training
+	workers := int(job.GetActiveWorkers())
+	if workers <= 0 {
+		workers = int(job.GetWorkerCount())
+	}
 	return paramserver.ShardConfig{
 		JobID:      job.GetId(),
 		Shard:      int(alloc.GetIndex()),
 		Generation: alloc.GetGeneration(),
-		Workers:    int(job.GetWorkerCount()),
+		Workers:    workers,
 		Optimizer: paramserver.OptimizerConfig{
 			Name:         tr.Optimizer.Name,
 			LearningRate: tr.Optimizer.LearningRate,

@@ -1103,11 +1103,14 @@ type PlanJobResponse struct {
 	Placements []*PlannedTask         `protobuf:"bytes,2,rep,name=placements,proto3" json:"placements,omitempty"`
 	// reasons says why the job cannot be placed now (or can never be, see never_fits).
 	Reasons []string `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
-	// preemptions lists the jobs that would have to be evicted; empty in this version.
+	// preemptions lists the jobs that would have to be evicted.
 	Preemptions []string `protobuf:"bytes,4,rep,name=preemptions,proto3" json:"preemptions,omitempty"`
 	// never_fits is true when the job exceeds what any node or the whole cluster has, so
 	// a submit would be refused without wait_for_capacity.
-	NeverFits     bool `protobuf:"varint,5,opt,name=never_fits,json=neverFits,proto3" json:"never_fits,omitempty"`
+	NeverFits bool `protobuf:"varint,5,opt,name=never_fits,json=neverFits,proto3" json:"never_fits,omitempty"`
+	// shrinks lists the running elastic jobs that would give up workers to make room
+	// (tried before any eviction), as "JOB_ID: N workers".
+	Shrinks       []string `protobuf:"bytes,20,rep,name=shrinks,proto3" json:"shrinks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1175,6 +1178,13 @@ func (x *PlanJobResponse) GetNeverFits() bool {
 		return x.NeverFits
 	}
 	return false
+}
+
+func (x *PlanJobResponse) GetShrinks() []string {
+	if x != nil {
+		return x.Shrinks
+	}
+	return nil
 }
 
 type SetQuotaRequest struct {
@@ -1731,6 +1741,277 @@ func (x *SetNodeEligibilityResponse) GetNode() *Node {
 	return nil
 }
 
+type ResumeJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobRequest) Reset() {
+	*x = ResumeJobRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobRequest) ProtoMessage() {}
+
+func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
+func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ResumeJobRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ResumeJobRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ResumeJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobResponse) Reset() {
+	*x = ResumeJobResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobResponse) ProtoMessage() {}
+
+func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
+func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ResumeJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type JobLogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// task limits the lines to one task ("worker-0", "ps-1"); empty: every task.
+	Task string `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	// tail, when positive, sends only the last tail lines of each task before following.
+	Tail          int32 `protobuf:"varint,3,opt,name=tail,proto3" json:"tail,omitempty"`
+	Follow        bool  `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobLogsRequest) Reset() {
+	*x = JobLogsRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobLogsRequest) ProtoMessage() {}
+
+func (x *JobLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobLogsRequest.ProtoReflect.Descriptor instead.
+func (*JobLogsRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *JobLogsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JobLogsRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *JobLogsRequest) GetTail() int32 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+func (x *JobLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+// LogLine is one line a task wrote (without its newline).
+type LogLine struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"` // "worker-0", "ps-1"
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogLine) Reset() {
+	*x = LogLine{}
+	mi := &file_cohort_v1_api_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogLine) ProtoMessage() {}
+
+func (x *LogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
+func (*LogLine) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *LogLine) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *LogLine) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *LogLine) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type JobLogsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lines         []*LogLine             `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobLogsResponse) Reset() {
+	*x = JobLogsResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobLogsResponse) ProtoMessage() {}
+
+func (x *JobLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobLogsResponse.ProtoReflect.Descriptor instead.
+func (*JobLogsResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *JobLogsResponse) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
 var File_cohort_v1_api_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_api_proto_rawDesc = "" +
@@ -1791,7 +2072,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\vPlannedTask\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x122\n" +
-	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\xc0\x01\n" +
+	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\xda\x01\n" +
 	"\x0fPlanJobResponse\x12\x1a\n" +
 	"\bfeasible\x18\x01 \x01(\bR\bfeasible\x126\n" +
 	"\n" +
@@ -1800,7 +2081,8 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\areasons\x18\x03 \x03(\tR\areasons\x12 \n" +
 	"\vpreemptions\x18\x04 \x03(\tR\vpreemptions\x12\x1d\n" +
 	"\n" +
-	"never_fits\x18\x05 \x01(\bR\tneverFits\"Q\n" +
+	"never_fits\x18\x05 \x01(\bR\tneverFits\x12\x18\n" +
+	"\ashrinks\x18\x14 \x03(\tR\ashrinks\"Q\n" +
 	"\x0fSetQuotaRequest\x12&\n" +
 	"\x05quota\x18\x01 \x01(\v2\x10.cohort.v1.QuotaR\x05quota\x12\x16\n" +
 	"\x06delete\x18\x02 \x01(\bR\x06delete\":\n" +
@@ -1827,7 +2109,25 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\beligible\x18\x02 \x01(\bR\beligible\"A\n" +
 	"\x1aSetNodeEligibilityResponse\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node2\xbc\a\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\":\n" +
+	"\x10ResumeJobRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"5\n" +
+	"\x11ResumeJobResponse\x12 \n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"`\n" +
+	"\x0eJobLogsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04task\x18\x02 \x01(\tR\x04task\x12\x12\n" +
+	"\x04tail\x18\x03 \x01(\x05R\x04tail\x12\x16\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\"Q\n" +
+	"\aLogLine\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\";\n" +
+	"\x0fJobLogsResponse\x12(\n" +
+	"\x05lines\x18\x01 \x03(\v2\x12.cohort.v1.LogLineR\x05lines2\xc8\b\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.cohort.v1.SubmitJobRequest\x1a\x1c.cohort.v1.SubmitJobResponse\x12=\n" +
@@ -1844,7 +2144,9 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"ListQueues\x12\x1c.cohort.v1.ListQueuesRequest\x1a\x1d.cohort.v1.ListQueuesResponse\x12F\n" +
 	"\tDrainNode\x12\x1b.cohort.v1.DrainNodeRequest\x1a\x1c.cohort.v1.DrainNodeResponse\x12a\n" +
-	"\x12SetNodeEligibility\x12$.cohort.v1.SetNodeEligibilityRequest\x1a%.cohort.v1.SetNodeEligibilityResponse2\xd4\x02\n" +
+	"\x12SetNodeEligibility\x12$.cohort.v1.SetNodeEligibilityRequest\x1a%.cohort.v1.SetNodeEligibilityResponse\x12F\n" +
+	"\tResumeJob\x12\x1b.cohort.v1.ResumeJobRequest\x1a\x1c.cohort.v1.ResumeJobResponse\x12B\n" +
+	"\aJobLogs\x12\x19.cohort.v1.JobLogsRequest\x1a\x1a.cohort.v1.JobLogsResponse0\x012\xd4\x02\n" +
 	"\fAgentService\x12O\n" +
 	"\fRegisterNode\x12\x1e.cohort.v1.RegisterNodeRequest\x1a\x1f.cohort.v1.RegisterNodeResponse\x12F\n" +
 	"\tHeartbeat\x12\x1b.cohort.v1.HeartbeatRequest\x1a\x1c.cohort.v1.HeartbeatResponse\x12]\n" +
@@ -1863,7 +2165,7 @@ func file_cohort_v1_api_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_api_proto_rawDescData
 }
 
-var file_cohort_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_cohort_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_cohort_v1_api_proto_goTypes = []any{
 	(*SubmitJobRequest)(nil),           // 0: cohort.v1.SubmitJobRequest
 	(*SubmitJobResponse)(nil),          // 1: cohort.v1.SubmitJobResponse
@@ -1901,77 +2203,88 @@ var file_cohort_v1_api_proto_goTypes = []any{
 	(*DrainNodeResponse)(nil),          // 33: cohort.v1.DrainNodeResponse
 	(*SetNodeEligibilityRequest)(nil),  // 34: cohort.v1.SetNodeEligibilityRequest
 	(*SetNodeEligibilityResponse)(nil), // 35: cohort.v1.SetNodeEligibilityResponse
-	(*Job)(nil),                        // 36: cohort.v1.Job
-	(*Allocation)(nil),                 // 37: cohort.v1.Allocation
-	(*Node)(nil),                       // 38: cohort.v1.Node
-	(*TaskReport)(nil),                 // 39: cohort.v1.TaskReport
-	(*Resources)(nil),                  // 40: cohort.v1.Resources
-	(*Quota)(nil),                      // 41: cohort.v1.Quota
-	(*Queue)(nil),                      // 42: cohort.v1.Queue
+	(*ResumeJobRequest)(nil),           // 36: cohort.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),          // 37: cohort.v1.ResumeJobResponse
+	(*JobLogsRequest)(nil),             // 38: cohort.v1.JobLogsRequest
+	(*LogLine)(nil),                    // 39: cohort.v1.LogLine
+	(*JobLogsResponse)(nil),            // 40: cohort.v1.JobLogsResponse
+	(*Job)(nil),                        // 41: cohort.v1.Job
+	(*Allocation)(nil),                 // 42: cohort.v1.Allocation
+	(*Node)(nil),                       // 43: cohort.v1.Node
+	(*TaskReport)(nil),                 // 44: cohort.v1.TaskReport
+	(*Resources)(nil),                  // 45: cohort.v1.Resources
+	(*Quota)(nil),                      // 46: cohort.v1.Quota
+	(*Queue)(nil),                      // 47: cohort.v1.Queue
 }
 var file_cohort_v1_api_proto_depIdxs = []int32{
-	36, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	36, // 1: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	37, // 2: cohort.v1.GetJobResponse.allocations:type_name -> cohort.v1.Allocation
-	36, // 3: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	36, // 4: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	36, // 5: cohort.v1.WatchJobResponse.job:type_name -> cohort.v1.Job
-	38, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
-	38, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
-	38, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
-	37, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
-	36, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
+	41, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	41, // 1: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	42, // 2: cohort.v1.GetJobResponse.allocations:type_name -> cohort.v1.Allocation
+	41, // 3: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	41, // 4: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	41, // 5: cohort.v1.WatchJobResponse.job:type_name -> cohort.v1.Job
+	43, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
+	43, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
+	43, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
+	42, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
+	41, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
 	17, // 11: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
-	39, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
-	40, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
+	44, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
+	45, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
 	22, // 14: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
-	41, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
-	41, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
-	41, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
-	42, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
-	42, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
-	42, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
-	38, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
-	38, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
-	0,  // 23: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	2,  // 24: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
-	4,  // 25: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	6,  // 26: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	8,  // 27: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	10, // 28: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
-	21, // 29: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
-	24, // 30: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
-	26, // 31: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
-	28, // 32: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
-	30, // 33: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
-	32, // 34: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
-	34, // 35: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
-	12, // 36: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
-	14, // 37: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
-	16, // 38: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
-	19, // 39: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
-	1,  // 40: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	3,  // 41: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
-	5,  // 42: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	7,  // 43: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	9,  // 44: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
-	11, // 45: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
-	23, // 46: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
-	25, // 47: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
-	27, // 48: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
-	29, // 49: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
-	31, // 50: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
-	33, // 51: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
-	35, // 52: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
-	13, // 53: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
-	15, // 54: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
-	18, // 55: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
-	20, // 56: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
-	40, // [40:57] is the sub-list for method output_type
-	23, // [23:40] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	46, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
+	46, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
+	46, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
+	47, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
+	47, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
+	47, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
+	43, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
+	43, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
+	41, // 23: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
+	39, // 24: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
+	0,  // 25: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	2,  // 26: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
+	4,  // 27: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	6,  // 28: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	8,  // 29: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	10, // 30: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
+	21, // 31: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
+	24, // 32: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
+	26, // 33: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
+	28, // 34: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
+	30, // 35: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
+	32, // 36: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
+	34, // 37: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
+	36, // 38: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
+	38, // 39: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
+	12, // 40: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
+	14, // 41: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
+	16, // 42: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
+	19, // 43: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
+	1,  // 44: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	3,  // 45: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
+	5,  // 46: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	7,  // 47: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	9,  // 48: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
+	11, // 49: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
+	23, // 50: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
+	25, // 51: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
+	27, // 52: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
+	29, // 53: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
+	31, // 54: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
+	33, // 55: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
+	35, // 56: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
+	37, // 57: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
+	40, // 58: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
+	13, // 59: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
+	15, // 60: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
+	18, // 61: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
+	20, // 62: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
+	44, // [44:63] is the sub-list for method output_type
+	25, // [25:44] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_api_proto_init() }
@@ -1987,7 +2300,7 @@ func file_cohort_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_api_proto_rawDesc), len(file_cohort_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -32,6 +32,8 @@ const (
 	JobService_ListQueues_FullMethodName         = "/cohort.v1.JobService/ListQueues"
 	JobService_DrainNode_FullMethodName          = "/cohort.v1.JobService/DrainNode"
 	JobService_SetNodeEligibility_FullMethodName = "/cohort.v1.JobService/SetNodeEligibility"
+	JobService_ResumeJob_FullMethodName          = "/cohort.v1.JobService/ResumeJob"
+	JobService_JobLogs_FullMethodName            = "/cohort.v1.JobService/JobLogs"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -61,6 +63,13 @@ type JobServiceClient interface {
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
 	// SetNodeEligibility keeps new tasks off a node, or allows them again (admin).
 	SetNodeEligibility(ctx context.Context, in *SetNodeEligibilityRequest, opts ...grpc.CallOption) (*SetNodeEligibilityResponse, error)
+	// ResumeJob sends a cancelled or failed job back to pending; once placed it continues
+	// from its last committed checkpoint at a new generation (see ResumeJobCommand).
+	ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error)
+	// JobLogs streams the log lines the job's tasks wrote to storage, oldest first; with
+	// follow it goes on sending new lines until the job is terminal and every task's
+	// last segment has been sent.
+	JobLogs(ctx context.Context, in *JobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JobLogsResponse], error)
 }
 
 type jobServiceClient struct {
@@ -210,6 +219,35 @@ func (c *jobServiceClient) SetNodeEligibility(ctx context.Context, in *SetNodeEl
 	return out, nil
 }
 
+func (c *jobServiceClient) ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeJobResponse)
+	err := c.cc.Invoke(ctx, JobService_ResumeJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) JobLogs(ctx context.Context, in *JobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JobLogsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &JobService_ServiceDesc.Streams[1], JobService_JobLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[JobLogsRequest, JobLogsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobService_JobLogsClient = grpc.ServerStreamingClient[JobLogsResponse]
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -237,6 +275,13 @@ type JobServiceServer interface {
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
 	// SetNodeEligibility keeps new tasks off a node, or allows them again (admin).
 	SetNodeEligibility(context.Context, *SetNodeEligibilityRequest) (*SetNodeEligibilityResponse, error)
+	// ResumeJob sends a cancelled or failed job back to pending; once placed it continues
+	// from its last committed checkpoint at a new generation (see ResumeJobCommand).
+	ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error)
+	// JobLogs streams the log lines the job's tasks wrote to storage, oldest first; with
+	// follow it goes on sending new lines until the job is terminal and every task's
+	// last segment has been sent.
+	JobLogs(*JobLogsRequest, grpc.ServerStreamingServer[JobLogsResponse]) error
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -285,6 +330,12 @@ func (UnimplementedJobServiceServer) DrainNode(context.Context, *DrainNodeReques
 }
 func (UnimplementedJobServiceServer) SetNodeEligibility(context.Context, *SetNodeEligibilityRequest) (*SetNodeEligibilityResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetNodeEligibility not implemented")
+}
+func (UnimplementedJobServiceServer) ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ResumeJob not implemented")
+}
+func (UnimplementedJobServiceServer) JobLogs(*JobLogsRequest, grpc.ServerStreamingServer[JobLogsResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method JobLogs not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -534,6 +585,35 @@ func _JobService_SetNodeEligibility_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_ResumeJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ResumeJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ResumeJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ResumeJob(ctx, req.(*ResumeJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_JobLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(JobLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(JobServiceServer).JobLogs(m, &grpc.GenericServerStream[JobLogsRequest, JobLogsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobService_JobLogsServer = grpc.ServerStreamingServer[JobLogsResponse]
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -589,11 +669,20 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "SetNodeEligibility",
 			Handler:    _JobService_SetNodeEligibility_Handler,
 		},
+		{
+			MethodName: "ResumeJob",
+			Handler:    _JobService_ResumeJob_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "WatchJob",
 			Handler:       _JobService_WatchJob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "JobLogs",
+			Handler:       _JobService_JobLogs_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -42,6 +42,8 @@ type Command struct {
 	//	*Command_PreemptJobs
 	//	*Command_DrainNode
 	//	*Command_SetNodeEligibility
+	//	*Command_ResumeJob
+	//	*Command_ResizeJob
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -199,6 +201,24 @@ func (x *Command) GetSetNodeEligibility() *SetNodeEligibilityCommand {
 	return nil
 }
 
+func (x *Command) GetResumeJob() *ResumeJobCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ResumeJob); ok {
+			return x.ResumeJob
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetResizeJob() *ResizeJobCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ResizeJob); ok {
+			return x.ResizeJob
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -251,6 +271,14 @@ type Command_SetNodeEligibility struct {
 	SetNodeEligibility *SetNodeEligibilityCommand `protobuf:"bytes,21,opt,name=set_node_eligibility,json=setNodeEligibility,proto3,oneof"`
 }
 
+type Command_ResumeJob struct {
+	ResumeJob *ResumeJobCommand `protobuf:"bytes,22,opt,name=resume_job,json=resumeJob,proto3,oneof"`
+}
+
+type Command_ResizeJob struct {
+	ResizeJob *ResizeJobCommand `protobuf:"bytes,30,opt,name=resize_job,json=resizeJob,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Kind() {}
 
 func (*Command_CancelJob) isCommand_Kind() {}
@@ -274,6 +302,10 @@ func (*Command_PreemptJobs) isCommand_Kind() {}
 func (*Command_DrainNode) isCommand_Kind() {}
 
 func (*Command_SetNodeEligibility) isCommand_Kind() {}
+
+func (*Command_ResumeJob) isCommand_Kind() {}
+
+func (*Command_ResizeJob) isCommand_Kind() {}
 
 // SubmitJobCommand adds a pending job unless one with the same idempotency key exists.
 type SubmitJobCommand struct {
@@ -594,10 +626,14 @@ type TaskReport struct {
 	State        TaskState              `protobuf:"varint,3,opt,name=state,proto3,enum=cohort.v1.TaskState" json:"state,omitempty"`
 	Message      string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	// The fields below are set by the chief worker (rank 0) only.
-	Progress      *JobProgress       `protobuf:"bytes,5,opt,name=progress,proto3" json:"progress,omitempty"`
-	Metrics       map[string]float64 `protobuf:"bytes,6,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	Checkpoint    string             `protobuf:"bytes,7,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"` // URI of a newly committed checkpoint manifest
-	Exports       []string           `protobuf:"bytes,8,rep,name=exports,proto3" json:"exports,omitempty"`
+	Progress   *JobProgress       `protobuf:"bytes,5,opt,name=progress,proto3" json:"progress,omitempty"`
+	Metrics    map[string]float64 `protobuf:"bytes,6,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Checkpoint string             `protobuf:"bytes,7,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"` // URI of a newly committed checkpoint manifest
+	Exports    []string           `protobuf:"bytes,8,rep,name=exports,proto3" json:"exports,omitempty"`
+	// generation is the membership generation the task ran under when it sent the report
+	// (0: not said). A checkpoint pointer from another generation than the job's current
+	// one is refused: a stale task must not move the job's checkpoint.
+	Generation    uint64 `protobuf:"varint,20,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -686,6 +722,13 @@ func (x *TaskReport) GetExports() []string {
 		return x.Exports
 	}
 	return nil
+}
+
+func (x *TaskReport) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 // RegisterCoordinatorCommand records a coordinator voter's addresses, so that any
@@ -1081,11 +1124,151 @@ func (x *SetNodeEligibilityCommand) GetEligible() bool {
 	return false
 }
 
+// ResizeJobCommand changes the worker membership of a running elastic job without
+// restarting its surviving tasks: the allocations in remove are stopped, those in add
+// are placed (new worker ranks), the job's generation is bumped, the live workers are
+// renumbered 0..n-1 in their previous rank order (new ones last) and every live
+// allocation moves to the new generation. It is refused when generation is set and is
+// not the job's current one (the plan applier's re-check), or when the result would
+// leave fewer than min_workers or more than max_workers workers.
+type ResizeJobCommand struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	JobId               string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Generation          uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Add                 []*Allocation          `protobuf:"bytes,3,rep,name=add,proto3" json:"add,omitempty"`
+	RemoveAllocationIds []string               `protobuf:"bytes,4,rep,name=remove_allocation_ids,json=removeAllocationIds,proto3" json:"remove_allocation_ids,omitempty"`
+	Reason              string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ResizeJobCommand) Reset() {
+	*x = ResizeJobCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeJobCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeJobCommand) ProtoMessage() {}
+
+func (x *ResizeJobCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeJobCommand.ProtoReflect.Descriptor instead.
+func (*ResizeJobCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ResizeJobCommand) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ResizeJobCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ResizeJobCommand) GetAdd() []*Allocation {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *ResizeJobCommand) GetRemoveAllocationIds() []string {
+	if x != nil {
+		return x.RemoveAllocationIds
+	}
+	return nil
+}
+
+func (x *ResizeJobCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ResumeJobCommand sends a cancelled or failed job that has a committed checkpoint back
+// to pending: its generation is bumped, its checkpoint pointer is kept (so it continues
+// from there once placed), its end time, exports and pending reasons are cleared and its
+// restart budget is granted again. A job that is pending, running or succeeded, or that
+// has no checkpoint, is refused.
+type ResumeJobCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobCommand) Reset() {
+	*x = ResumeJobCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobCommand) ProtoMessage() {}
+
+func (x *ResumeJobCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobCommand.ProtoReflect.Descriptor instead.
+func (*ResumeJobCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ResumeJobCommand) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ResumeJobCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xee\x06\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xea\a\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1105,7 +1288,11 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\fpreempt_jobs\x18\x13 \x01(\v2\x1d.cohort.v1.PreemptJobsCommandH\x00R\vpreemptJobs\x12<\n" +
 	"\n" +
 	"drain_node\x18\x14 \x01(\v2\x1b.cohort.v1.DrainNodeCommandH\x00R\tdrainNode\x12X\n" +
-	"\x14set_node_eligibility\x18\x15 \x01(\v2$.cohort.v1.SetNodeEligibilityCommandH\x00R\x12setNodeEligibilityB\x06\n" +
+	"\x14set_node_eligibility\x18\x15 \x01(\v2$.cohort.v1.SetNodeEligibilityCommandH\x00R\x12setNodeEligibility\x12<\n" +
+	"\n" +
+	"resume_job\x18\x16 \x01(\v2\x1b.cohort.v1.ResumeJobCommandH\x00R\tresumeJob\x12<\n" +
+	"\n" +
+	"resize_job\x18\x1e \x01(\v2\x1b.cohort.v1.ResizeJobCommandH\x00R\tresizeJobB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"A\n" +
@@ -1123,7 +1310,7 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\x11NodeStatusCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.cohort.v1.NodeStatusR\x06status\x12.\n" +
-	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\xf6\x02\n" +
+	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\x96\x03\n" +
 	"\n" +
 	"TaskReport\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
@@ -1135,7 +1322,10 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\a \x01(\tR\n" +
 	"checkpoint\x12\x18\n" +
-	"\aexports\x18\b \x03(\tR\aexports\x1a:\n" +
+	"\aexports\x18\b \x03(\tR\aexports\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x14 \x01(\x04R\n" +
+	"generation\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"V\n" +
@@ -1161,7 +1351,18 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\x12deadline_unix_nano\x18\x03 \x01(\x03R\x10deadlineUnixNano\"P\n" +
 	"\x19SetNodeEligibilityCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
-	"\beligible\x18\x02 \x01(\bR\beligibleB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\beligible\x18\x02 \x01(\bR\beligible\"\xbe\x01\n" +
+	"\x10ResizeJobCommand\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12'\n" +
+	"\x03add\x18\x03 \x03(\v2\x15.cohort.v1.AllocationR\x03add\x122\n" +
+	"\x15remove_allocation_ids\x18\x04 \x03(\tR\x13removeAllocationIds\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"A\n" +
+	"\x10ResumeJobCommand\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reasonB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_raft_proto_rawDescOnce sync.Once
@@ -1175,7 +1376,7 @@ func file_cohort_v1_raft_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_raft_proto_rawDescData
 }
 
-var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_cohort_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                    // 0: cohort.v1.Command
 	(*SubmitJobCommand)(nil),           // 1: cohort.v1.SubmitJobCommand
@@ -1192,15 +1393,17 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(*PreemptJobsCommand)(nil),         // 12: cohort.v1.PreemptJobsCommand
 	(*DrainNodeCommand)(nil),           // 13: cohort.v1.DrainNodeCommand
 	(*SetNodeEligibilityCommand)(nil),  // 14: cohort.v1.SetNodeEligibilityCommand
-	nil,                                // 15: cohort.v1.TaskReport.MetricsEntry
-	(*Job)(nil),                        // 16: cohort.v1.Job
-	(*Node)(nil),                       // 17: cohort.v1.Node
-	(*Allocation)(nil),                 // 18: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 19: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 20: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 21: cohort.v1.JobProgress
-	(*Quota)(nil),                      // 22: cohort.v1.Quota
-	(*Queue)(nil),                      // 23: cohort.v1.Queue
+	(*ResizeJobCommand)(nil),           // 15: cohort.v1.ResizeJobCommand
+	(*ResumeJobCommand)(nil),           // 16: cohort.v1.ResumeJobCommand
+	nil,                                // 17: cohort.v1.TaskReport.MetricsEntry
+	(*Job)(nil),                        // 18: cohort.v1.Job
+	(*Node)(nil),                       // 19: cohort.v1.Node
+	(*Allocation)(nil),                 // 20: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 21: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 22: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 23: cohort.v1.JobProgress
+	(*Quota)(nil),                      // 24: cohort.v1.Quota
+	(*Queue)(nil),                      // 25: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1215,22 +1418,25 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	12, // 9: cohort.v1.Command.preempt_jobs:type_name -> cohort.v1.PreemptJobsCommand
 	13, // 10: cohort.v1.Command.drain_node:type_name -> cohort.v1.DrainNodeCommand
 	14, // 11: cohort.v1.Command.set_node_eligibility:type_name -> cohort.v1.SetNodeEligibilityCommand
-	16, // 12: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	17, // 13: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	18, // 14: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 15: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	19, // 16: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	20, // 17: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	21, // 18: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	15, // 19: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	9,  // 20: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	22, // 21: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	23, // 22: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	16, // 12: cohort.v1.Command.resume_job:type_name -> cohort.v1.ResumeJobCommand
+	15, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
+	18, // 14: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	19, // 15: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	20, // 16: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 17: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	21, // 18: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	22, // 19: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	23, // 20: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	17, // 21: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	9,  // 22: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	24, // 23: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	25, // 24: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	20, // 25: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -1252,6 +1458,8 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_PreemptJobs)(nil),
 		(*Command_DrainNode)(nil),
 		(*Command_SetNodeEligibility)(nil),
+		(*Command_ResumeJob)(nil),
+		(*Command_ResizeJob)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1259,7 +1467,7 @@ func file_cohort_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_raft_proto_rawDesc), len(file_cohort_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

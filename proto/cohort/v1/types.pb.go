@@ -643,7 +643,15 @@ type Job struct {
 	// the job is placed again after losing a node; beyond it the job fails.
 	MaxRestarts int32 `protobuf:"varint,27,opt,name=max_restarts,json=maxRestarts,proto3" json:"max_restarts,omitempty"`
 	// restarts counts the restarts spent (node lost); preemption and drains do not count.
-	Restarts      int32 `protobuf:"varint,28,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	Restarts int32 `protobuf:"varint,28,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// active_workers is the number of worker ranks (0..active_workers-1) in the current
+	// membership generation of a running job; 0 means worker_count. An elastic job
+	// (min_workers < worker_count or max_workers > worker_count) changes it without a
+	// restart: shrinking when a worker is lost or preempted, growing when capacity frees.
+	ActiveWorkers int32 `protobuf:"varint,40,opt,name=active_workers,json=activeWorkers,proto3" json:"active_workers,omitempty"`
+	// min_workers and max_workers are spec.resources.workers.min and .max (0: worker_count).
+	MinWorkers    int32 `protobuf:"varint,41,opt,name=min_workers,json=minWorkers,proto3" json:"min_workers,omitempty"`
+	MaxWorkers    int32 `protobuf:"varint,42,opt,name=max_workers,json=maxWorkers,proto3" json:"max_workers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -870,6 +878,27 @@ func (x *Job) GetMaxRestarts() int32 {
 func (x *Job) GetRestarts() int32 {
 	if x != nil {
 		return x.Restarts
+	}
+	return 0
+}
+
+func (x *Job) GetActiveWorkers() int32 {
+	if x != nil {
+		return x.ActiveWorkers
+	}
+	return 0
+}
+
+func (x *Job) GetMinWorkers() int32 {
+	if x != nil {
+		return x.MinWorkers
+	}
+	return 0
+}
+
+func (x *Job) GetMaxWorkers() int32 {
+	if x != nil {
+		return x.MaxWorkers
 	}
 	return 0
 }
@@ -1176,7 +1205,8 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\vtotal_steps\x18\x04 \x01(\x03R\n" +
 	"totalSteps\x12,\n" +
 	"\x12samples_per_second\x18\x05 \x01(\x01R\x10samplesPerSecond\x12\x12\n" +
-	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\xb5\t\n" +
+	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\x9e\n" +
+	"\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1211,7 +1241,12 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\rnode_selector\x18\x19 \x03(\v2 .cohort.v1.Job.NodeSelectorEntryR\fnodeSelector\x12\x16\n" +
 	"\x06spread\x18\x1a \x01(\bR\x06spread\x12!\n" +
 	"\fmax_restarts\x18\x1b \x01(\x05R\vmaxRestarts\x12\x1a\n" +
-	"\brestarts\x18\x1c \x01(\x05R\brestarts\x1a:\n" +
+	"\brestarts\x18\x1c \x01(\x05R\brestarts\x12%\n" +
+	"\x0eactive_workers\x18( \x01(\x05R\ractiveWorkers\x12\x1f\n" +
+	"\vmin_workers\x18) \x01(\x05R\n" +
+	"minWorkers\x12\x1f\n" +
+	"\vmax_workers\x18* \x01(\x05R\n" +
+	"maxWorkers\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a?\n" +

@@ -1,0 +1,414 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohort-dev/cohort/coordinator/state"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// AuthorizationHeader is the request metadata key that carries the caller's token, as
+// "Bearer <secret>".
+const AuthorizationHeader = "authorization"
+
+// Role is what an ACL token may do.
+type Role int
+
+// Roles. Read < Submit < Admin; Agent is a separate line for node agents (Admin holds
+// it too).
+const (
+	// RoleRead may call the read-only RPCs: get, list, watch, status, plan, peers.
+	RoleRead Role = iota + 1
+	// RoleSubmit may also submit and cancel jobs, in its namespaces.
+	RoleSubmit
+	// RoleAdmin may call every RPC: quotas, queues, drains, eligibility, Raft peers,
+	// snapshots, and the agent RPCs.
+	RoleAdmin
+	// RoleAgent may call only the node agents' RPCs (register, heartbeat, watch
+	// assignments, report tasks).
+	RoleAgent
+)
+
+var roleNames = map[Role]string{RoleRead: "read", RoleSubmit: "submit", RoleAdmin: "admin", RoleAgent: "agent"}
+
+// String returns the role's name as the tokens file spells it.
+func (r Role) String() string {
+	if n, ok := roleNames[r]; ok {
+		return n
+	}
+	return fmt.Sprintf("Role(%d)", int(r))
+}
+
+// ParseRole parses a role name (read, submit, admin, agent).
+func ParseRole(s string) (Role, error) {
+	for r, n := range roleNames {
+		if n == s {
+			return r, nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not one of read, submit, admin, agent", s)
+}
+
+// grants reports whether a token of role r may call an RPC that needs role need.
+func (r Role) grants(need Role) bool {
+	switch need {
+	case RoleRead:
+		return r == RoleRead || r == RoleSubmit || r == RoleAdmin
+	case RoleSubmit:
+		return r == RoleSubmit || r == RoleAdmin
+	case RoleAdmin:
+		return r == RoleAdmin
+	case RoleAgent:
+		return r == RoleAgent || r == RoleAdmin
+	}
+	return false
+}
+
+// holders names the roles that grant need, for error messages ("a submit or admin
+// token").
+func holders(need Role) string {
+	var names []string
+	for _, r := range []Role{RoleRead, RoleSubmit, RoleAdmin, RoleAgent} {
+		if r.grants(need) {
+			names = append(names, r.String())
+		}
+	}
+	return strings.Join(names, " or ")
+}
+
+// Token is one ACL token. Only a hash of its secret is kept.
+type Token struct {
+	// Name identifies the token in logs and errors; never secret.
+	Name string
+	// Role is what the token may do.
+	Role Role
+	// Namespaces, when not empty, are the only namespaces a submit token may submit
+	// and cancel jobs in. Reads are not limited by namespace.
+	Namespaces []string
+	// hash is the SHA-256 of the secret.
+	hash [sha256.Size]byte
+}
+
+// NewToken returns a token for secret.
+func NewToken(name string, role Role, secret string, namespaces ...string) Token {
+	return Token{Name: name, Role: role, Namespaces: namespaces, hash: sha256.Sum256([]byte(secret))}
+}
+
+// allowsNamespace reports whether the token may write jobs in ns.
+func (t *Token) allowsNamespace(ns string) bool {
+	return len(t.Namespaces) == 0 || slices.Contains(t.Namespaces, ns)
+}
+
+// rule is what one RPC needs.
+type rule struct {
+	need Role
+	// namespace, when set, returns the namespace a job-writing request acts in; ok is
+	// false when it cannot tell (an invalid spec, a job this coordinator does not know),
+	// and the handler, or the leader the call is forwarded to, decides. Unary RPCs only.
+	namespace func(a *ACL, req any) (ns string, ok bool)
+}
+
+// methodRules maps every RPC the coordinator serves to the role it needs. An RPC
+// without a rule is refused (TestEveryRPCHasAnACLRule keeps this table complete).
+var methodRules = map[string]rule{
+	// JobService: users.
+	cohortv1.JobService_SubmitJob_FullMethodName:          {need: RoleSubmit, namespace: submitNamespace},
+	cohortv1.JobService_GetJob_FullMethodName:             {need: RoleRead},
+	cohortv1.JobService_ListJobs_FullMethodName:           {need: RoleRead},
+	cohortv1.JobService_CancelJob_FullMethodName:          {need: RoleSubmit, namespace: cancelNamespace},
+	cohortv1.JobService_WatchJob_FullMethodName:           {need: RoleRead},
+	cohortv1.JobService_ListNodes_FullMethodName:          {need: RoleRead},
+	cohortv1.JobService_PlanJob_FullMethodName:            {need: RoleRead},
+	cohortv1.JobService_SetQuota_FullMethodName:           {need: RoleAdmin},
+	cohortv1.JobService_ListQuotas_FullMethodName:         {need: RoleRead},
+	cohortv1.JobService_SetQueue_FullMethodName:           {need: RoleAdmin},
+	cohortv1.JobService_ListQueues_FullMethodName:         {need: RoleRead},
+	cohortv1.JobService_DrainNode_FullMethodName:          {need: RoleAdmin},
+	cohortv1.JobService_SetNodeEligibility_FullMethodName: {need: RoleAdmin},
+	cohortv1.JobService_ResumeJob_FullMethodName:          {need: RoleSubmit, namespace: resumeNamespace},
+	cohortv1.JobService_JobLogs_FullMethodName:            {need: RoleRead},
+	// AgentService: node agents.
+	cohortv1.AgentService_RegisterNode_FullMethodName:     {need: RoleAgent},
+	cohortv1.AgentService_Heartbeat_FullMethodName:        {need: RoleAgent},
+	cohortv1.AgentService_WatchAssignments_FullMethodName: {need: RoleAgent},
+	cohortv1.AgentService_ReportTasks_FullMethodName:      {need: RoleAgent},
+	// ClusterService: operators and joining coordinators.
+	cohortv1.ClusterService_Join_FullMethodName:               {need: RoleAdmin},
+	cohortv1.ClusterService_ListPeers_FullMethodName:          {need: RoleRead},
+	cohortv1.ClusterService_AddVoter_FullMethodName:           {need: RoleAdmin},
+	cohortv1.ClusterService_RemovePeer_FullMethodName:         {need: RoleAdmin},
+	cohortv1.ClusterService_TransferLeadership_FullMethodName: {need: RoleAdmin},
+	cohortv1.ClusterService_SnapshotSave_FullMethodName:       {need: RoleAdmin},
+	cohortv1.ClusterService_SnapshotRestore_FullMethodName:    {need: RoleAdmin},
+}
+
+// submitNamespace is the namespace a submitted spec names ("default" when none). A spec
+// that does not parse is left to the handler, which refuses it with the parser's
+// message (the same parser). Without a parser no namespace is known: a token limited
+// to namespaces is refused.
+func submitNamespace(a *ACL, req any) (string, bool) {
+	r, ok := req.(*cohortv1.SubmitJobRequest)
+	if !ok || a.cfg.ParseSpec == nil {
+		return "", true
+	}
+	if len(r.SpecYaml) == 0 {
+		return "", false // the handler refuses an empty spec
+	}
+	tmpl, err := a.cfg.ParseSpec(r.SpecYaml)
+	if err != nil || tmpl == nil {
+		return "", false // the handler refuses the spec with its own message
+	}
+	if tmpl.Namespace == "" {
+		return "default", true
+	}
+	return tmpl.Namespace, true
+}
+
+// cancelNamespace is the namespace of the job a cancel names, from local state.
+func cancelNamespace(a *ACL, req any) (string, bool) {
+	r, ok := req.(*cohortv1.CancelJobRequest)
+	if !ok {
+		return "", false
+	}
+	return a.jobNamespace(r.Id)
+}
+
+// jobNamespace is the namespace of job id in this coordinator's local state; ok is false
+// for a job it does not know (yet): the handler answers NotFound, or forwards the call
+// to the leader, whose interceptor checks it again. Without a state store no namespace
+// is known: a token limited to namespaces is refused.
+func (a *ACL) jobNamespace(id string) (string, bool) {
+	if a.cfg.State == nil {
+		return "", true
+	}
+	store := a.cfg.State()
+	if store == nil {
+		return "", true
+	}
+	job, err := store.JobByID(nil, id)
+	if err != nil || job == nil {
+		return "", false
+	}
+	return job.Namespace, true
+}
+
+// ACLConfig configures an ACL.
+type ACLConfig struct {
+	// Tokens are the tokens accepted (see ParseTokens); SetTokens replaces them.
+	Tokens []Token
+	// ParseSpec finds the namespace of a submitted spec (the same parser as Config's).
+	// Without it, submit tokens limited to namespaces cannot submit.
+	ParseSpec func(spec []byte) (*cohortv1.Job, error)
+	// State finds the namespace of a job being cancelled. Without it, submit tokens
+	// limited to namespaces cannot cancel.
+	State func() *state.Store
+	// Logger receives refused calls (a known token beyond its rights at info level, a
+	// missing or unknown one at debug level); nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// ACL authenticates the bearer token of every call and checks it against the RPC's
+// rule. It is safe for concurrent use; SetTokens swaps the token set atomically.
+type ACL struct {
+	cfg    ACLConfig
+	log    *slog.Logger
+	tokens atomic.Pointer[[]Token]
+
+	mu     sync.Mutex
+	minted []Token // in-memory tokens, kept across SetTokens
+	file   []Token
+}
+
+// NewACL returns an ACL accepting cfg.Tokens.
+func NewACL(cfg ACLConfig) *ACL {
+	a := &ACL{cfg: cfg, log: cfg.Logger}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	a.SetTokens(cfg.Tokens)
+	return a
+}
+
+// SetTokens replaces the tokens (a reloaded tokens file); minted tokens stay.
+func (a *ACL) SetTokens(tokens []Token) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.file = slices.Clone(tokens)
+	a.publish()
+}
+
+// Mint adds an in-memory token of role for this process's own use (the dashboard's
+// client) and returns its random secret. It is never written anywhere, and other
+// coordinators do not accept it.
+func (a *ACL) Mint(name string, role Role) string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+	secret := hex.EncodeToString(b[:])
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.minted = append(a.minted, NewToken(name, role, secret))
+	a.publish()
+	return secret
+}
+
+func (a *ACL) publish() {
+	all := append(slices.Clone(a.file), a.minted...)
+	a.tokens.Store(&all)
+}
+
+// Authenticate returns the token whose secret is secret. Every token's hash is
+// compared in constant time, so the time taken does not tell how much of a secret
+// matched, or which token it was.
+func (a *ACL) Authenticate(secret string) (*Token, bool) {
+	h := sha256.Sum256([]byte(secret))
+	var found *Token
+	tokens := *a.tokens.Load()
+	for i := range tokens {
+		if subtle.ConstantTimeCompare(h[:], tokens[i].hash[:]) == 1 && found == nil {
+			found = &tokens[i]
+		}
+	}
+	return found, found != nil && secret != ""
+}
+
+// Check authenticates secret and checks that its token holds role need; the error is
+// a gRPC status (Unauthenticated or PermissionDenied) naming what is missing.
+func (a *ACL) Check(secret string, need Role) (*Token, error) {
+	if secret == "" {
+		return nil, status.Error(codes.Unauthenticated, "this cluster requires an ACL token: set --token, COHORT_TOKEN or token: in the CLI config file")
+	}
+	tok, ok := a.Authenticate(secret)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "the ACL token is not valid on this coordinator")
+	}
+	if !tok.Role.grants(need) {
+		return tok, status.Errorf(codes.PermissionDenied, "token %q has role %s; this needs a %s token", tok.Name, tok.Role, holders(need))
+	}
+	return tok, nil
+}
+
+// bearer extracts the secret of the "authorization: Bearer <secret>" metadata.
+func bearer(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get(AuthorizationHeader) {
+		scheme, secret, ok := strings.Cut(strings.TrimSpace(v), " ")
+		if ok && strings.EqualFold(scheme, "bearer") {
+			return strings.TrimSpace(secret)
+		}
+	}
+	return ""
+}
+
+// authorize checks the call's token against method's rule; req is nil for streams.
+func (a *ACL) authorize(ctx context.Context, method string, req any) error {
+	r, ok := methodRules[method]
+	if !ok {
+		a.log.Error("acl: refused an RPC that has no ACL rule", "method", method)
+		return status.Errorf(codes.PermissionDenied, "%s has no ACL rule; it is refused", method)
+	}
+	tok, err := a.Check(bearer(ctx), r.need)
+	if err != nil {
+		st := status.Convert(err)
+		if st.Code() == codes.PermissionDenied { // a known token beyond its role: worth an audit line
+			a.log.Info("acl: call refused", "method", method, "token", tokenName(tok), "role", tok.Role)
+			return status.Errorf(codes.PermissionDenied, "permission denied: %s: %s", method, st.Message())
+		}
+		a.log.Debug("acl: call refused", "method", method, "code", st.Code())
+		return status.Errorf(codes.Unauthenticated, "%s: %s", method, st.Message())
+	}
+	if r.namespace != nil && len(tok.Namespaces) > 0 {
+		ns, known := r.namespace(a, req)
+		if known && !tok.allowsNamespace(ns) {
+			a.log.Info("acl: call refused by namespace", "method", method, "token", tok.Name, "namespace", ns)
+			if ns == "" {
+				return status.Errorf(codes.PermissionDenied, "permission denied: %s: token %q may act in namespaces %s only, and this coordinator cannot tell the job's namespace",
+					method, tok.Name, strings.Join(tok.Namespaces, ", "))
+			}
+			return status.Errorf(codes.PermissionDenied, "permission denied: %s: token %q may act in namespaces %s only, not %q",
+				method, tok.Name, strings.Join(tok.Namespaces, ", "), ns)
+		}
+	}
+	return nil
+}
+
+func tokenName(t *Token) string {
+	if t == nil {
+		return ""
+	}
+	return t.Name
+}
+
+// UnaryServerInterceptor checks every unary call.
+func (a *ACL) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := a.authorize(ctx, info.FullMethod, req); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor checks every streaming call before its handler runs.
+func (a *ACL) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := a.authorize(ss.Context(), info.FullMethod, nil); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+// ServerOptions are the gRPC server options that enforce the ACL.
+func (a *ACL) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(a.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(a.StreamServerInterceptor()),
+	}
+}
+
+// forwardedAuth passes the caller's authorization metadata on to the leader a call is
+// forwarded to, so the leader checks the caller's own token: a follower vouches for
+// nobody. Every coordinator must therefore load the same tokens file.
+func forwardedAuth(ctx context.Context) context.Context {
+	in, _ := metadata.FromIncomingContext(ctx)
+	vals := in.Get(AuthorizationHeader)
+	if len(vals) == 0 {
+		return ctx
+	}
+	if out, _ := metadata.FromOutgoingContext(ctx); len(out.Get(AuthorizationHeader)) > 0 {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, AuthorizationHeader, vals[0])
+}
+
+// BearerToken returns per-RPC credentials that send secret as
+// "authorization: Bearer <secret>" on every call. They do not require transport
+// security: the control plane has no TLS yet, so on an untrusted network the token is
+// as visible as the rest of the traffic.
+func BearerToken(secret string) credentials.PerRPCCredentials { return bearerToken(secret) }
+
+type bearerToken string
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{AuthorizationHeader: "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials.
+func (bearerToken) RequireTransportSecurity() bool { return false }
