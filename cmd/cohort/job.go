@@ -216,7 +216,10 @@ type planJSON struct {
 	Placements  []planTaskJSON `json:"placements"`
 	Reasons     []string       `json:"reasons"`
 	Preemptions []string       `json:"preemptions"`
-	NeverFits   bool           `json:"never_fits"`
+	// Shrinks are the running elastic jobs that would give up workers ("JOB: N
+	// workers"), tried before any preemption.
+	Shrinks   []string `json:"shrinks"`
+	NeverFits bool     `json:"never_fits"`
 }
 
 func newJobPlanCmd(g *globalFlags) *cobra.Command {
@@ -239,12 +242,15 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			out := planJSON{Feasible: resp.GetFeasible(), Placements: []planTaskJSON{}, Reasons: resp.GetReasons(),
-				Preemptions: resp.GetPreemptions(), NeverFits: resp.GetNeverFits()}
+				Preemptions: resp.GetPreemptions(), Shrinks: resp.GetShrinks(), NeverFits: resp.GetNeverFits()}
 			if out.Reasons == nil {
 				out.Reasons = []string{}
 			}
 			if out.Preemptions == nil {
 				out.Preemptions = []string{}
+			}
+			if out.Shrinks == nil {
+				out.Shrinks = []string{}
 			}
 			for _, p := range resp.GetPlacements() {
 				r := p.GetResources()
@@ -264,6 +270,12 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 			}
 			for _, r := range out.Reasons {
 				fmt.Fprintf(stdout, "  reason: %s\n", r)
+			}
+			for _, j := range out.Shrinks {
+				fmt.Fprintf(stdout, "  would shrink: %s\n", j)
+			}
+			for _, j := range out.Preemptions {
+				fmt.Fprintf(stdout, "  would preempt: %s\n", j)
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			if len(out.Placements) > 0 {

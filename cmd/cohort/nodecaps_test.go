@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +164,35 @@ func TestNodeAgentLabelsSteerPlacement(t *testing.T) {
 			t.Errorf("%s placed on %s, outside pool=tabular", p.GetTask(), p.GetNodeId())
 		}
 	}
+
+	// The CLI's contract shape: every key present, the same placements.
+	specFile := filepath.Join(t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(specFile, selecting("tabular"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "--address", c.GRPCAddr, "job", "plan", specFile, "-o", "json")
+	if err != nil {
+		t.Fatalf("job plan -o json: %v", err)
+	}
+	var shape map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &shape); err != nil {
+		t.Fatalf("job plan -o json printed %q: %v", out, err)
+	}
+	for _, k := range []string{"feasible", "placements", "reasons", "preemptions", "shrinks", "never_fits"} {
+		if _, ok := shape[k]; !ok {
+			t.Errorf("job plan -o json has no %q: %s", k, out)
+		}
+	}
+	var placements []struct{ Node string }
+	if err := json.Unmarshal(shape["placements"], &placements); err != nil || len(placements) != len(plan.GetPlacements()) {
+		t.Errorf("job plan -o json placements %s (err %v), want the %d the API planned", shape["placements"], err, len(plan.GetPlacements()))
+	}
+	for _, p := range placements {
+		if !strings.HasPrefix(p.Node, "tabular-") {
+			t.Errorf("job plan -o json places a task on %s", p.Node)
+		}
+	}
+
 	plan, err = client.PlanJob(ctx, &cohortv1.PlanJobRequest{SpecYaml: selecting("vision")})
 	if err != nil {
 		t.Fatal(err)
