@@ -87,6 +87,11 @@ func TestElasticWorkerLoss(t *testing.T) {
 			lose: func(h *harness) { h.mustApply(nodeDownCmd("n2")) }, want: "requeue"},
 		{name: "shard lost: requeued from the checkpoint", workers: 2, min: 1,
 			lose: func(h *harness) { h.mustApply(nodeDownCmd("p1")) }, want: "requeue"},
+		{name: "node drained: survivors go on", workers: 3, min: 1,
+			lose: func(h *harness) { h.mustApply(drainCmd("n2", 0, false)) },
+			want: "shrink", survivors: map[string]int32{"j-w0": 0, "j-w2": 1}},
+		{name: "node drained below min: requeued without spending a restart", workers: 2, min: 2,
+			lose: func(h *harness) { h.mustApply(drainCmd("n2", 0, false)) }, want: "requeue-free"},
 		{name: "failed task below min fails the job", workers: 2, min: 2,
 			lose: func(h *harness) {
 				h.mustApply(reportCmd(&cohortv1.TaskReport{AllocationId: "j-w1", State: cohortv1.TaskState_TASK_STATE_FAILED, Message: "bad data"}))
@@ -122,6 +127,10 @@ func TestElasticWorkerLoss(t *testing.T) {
 				j = requeued(t, h, "j", 2, "s3://b/m1")
 				if j.Restarts != 1 || j.ActiveWorkers != 0 {
 					t.Fatalf("requeued job: %v", j)
+				}
+			case "requeue-free":
+				if j = requeued(t, h, "j", 2, "s3://b/m1"); j.Restarts != 0 {
+					t.Fatalf("drained job spent a restart: %v", j)
 				}
 			case "fail":
 				if j.State != cohortv1.JobState_JOB_STATE_FAILED {

@@ -83,10 +83,10 @@ func requeueJob(txn *state.Txn, stored *cohortv1.Job, reason string, restart boo
 	return job, nil
 }
 
-// requeueJobsOnNode requeues every running job with a live allocation on node. With
-// lost set (the node went down) an elastic job that keeps enough workers and all of
-// its shards goes on with its survivors instead (loseTasks), and a requeued job spends
-// a restart.
+// requeueJobsOnNode moves every running job off node: an elastic job that keeps enough
+// workers and all of its shards goes on with its survivors (loseTasks), any other job
+// is requeued from its checkpoint. With lost set (the node went down) a requeued job
+// spends a restart; a drain (lost false) spends none.
 func requeueJobsOnNode(txn *state.Txn, nodeID, reason string, lost bool, at int64) error {
 	allocs, err := txn.AllocsByNode(nil, nodeID)
 	if err != nil {
@@ -112,12 +112,10 @@ func requeueJobsOnNode(txn *state.Txn, nodeID, reason string, lost bool, at int6
 		if job == nil || job.State != cohortv1.JobState_JOB_STATE_RUNNING {
 			continue
 		}
-		if lost {
-			_, err = loseTasks(txn, job, onNode[id], reason, true, at)
-		} else {
-			_, err = requeueJob(txn, job, reason, false, at)
-		}
-		if err != nil {
+		// A drain (lost false) moves work off as a loss does, without spending a restart:
+		// an elastic job that keeps enough workers and its shards goes on without the
+		// node's workers (and may grow again on other nodes); others are requeued.
+		if _, err = loseTasks(txn, job, onNode[id], reason, lost, at); err != nil {
 			return err
 		}
 	}
