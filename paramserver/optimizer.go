@@ -220,13 +220,25 @@ func (o *momentum) SetState(step int64, state [][]float32) error {
 func (o *momentum) Apply(params, grad []float32) {
 	checkLens(len(o.v), params, grad)
 	o.step++
-	lr, wd, mu := o.lr, o.wd, o.mu
 	v := o.v[:len(params)]
 	grad = grad[:len(params)]
+	k := momentumConsts{mu: o.mu, wd: o.wd, lr: o.lr}
+	done := momentumVector(params, grad, v, &k)
+	momentumScalar(params[done:], grad[done:], v[done:], &k)
+}
+
+// momentumConsts are one momentum step's scalars, laid out as adam_amd64.s reads them.
+type momentumConsts struct{ mu, wd, lr float32 }
+
+// momentumScalar is the momentum step one value at a time: the reference the vector
+// version follows operation by operation.
+func momentumScalar(params, grad, v []float32, k *momentumConsts) {
+	v = v[:len(params)]
+	grad = grad[:len(params)]
 	for i, g := range grad {
-		vi := mu*v[i] + g + wd*params[i]
+		vi := k.mu*v[i] + g + k.wd*params[i]
 		v[i] = vi
-		params[i] -= lr * vi
+		params[i] -= k.lr * vi
 	}
 }
 
@@ -264,10 +276,25 @@ func (o *adam) Apply(params, grad []float32) {
 	eps := o.eps
 	m, v := o.m[:len(params)], o.v[:len(params)]
 	grad = grad[:len(params)]
+	k := adamConsts{b1: b1, ob1: ob1, b2: b2, ob2: ob2, decay: decay, a: a, c: c, eps: eps}
+	done := adamVector(params, grad, m, v, &k)
+	adamScalar(params[done:], grad[done:], m[done:], v[done:], &k)
+}
+
+// adamConsts are one Adam step's scalars, laid out as adam_amd64.s reads them.
+type adamConsts struct {
+	b1, ob1, b2, ob2, decay, a, c, eps float32
+}
+
+// adamScalar is the Adam step one value at a time: the reference the vector version
+// follows operation by operation.
+func adamScalar(params, grad, m, v []float32, k *adamConsts) {
+	m, v = m[:len(params)], v[:len(params)]
+	grad = grad[:len(params)]
 	for i, g := range grad {
-		mi := b1*m[i] + ob1*g
-		vi := b2*v[i] + ob2*g*g
+		mi := k.b1*m[i] + k.ob1*g
+		vi := k.b2*v[i] + k.ob2*g*g
 		m[i], v[i] = mi, vi
-		params[i] = params[i]*decay - a*mi/(float32(math.Sqrt(float64(vi)))*c+eps)
+		params[i] = params[i]*k.decay - k.a*mi/(float32(math.Sqrt(float64(vi)))*k.c+k.eps)
 	}
 }
