@@ -323,33 +323,52 @@ func (c *Client) pullShard(ctx context.Context, i int, step int64, dst []float32
 	if err != nil {
 		return 0, err
 	}
-	asm := assembler{dst: dst}
+	pa := newPullAssembler(dst)
 	// resp is reused across chunks: chunkCodec decodes into its chunk's capacity.
 	resp := cohortv1.PullResponse{Chunk: getChunk()}
 	defer func() { putChunk(resp.GetChunk()) }()
-	version := int64(-1)
 	for {
 		if err := stream.RecvMsg(&resp); err != nil {
 			if errors.Is(err, io.EOF) {
-				break
+				return pa.done()
 			}
 			return 0, err
 		}
-		if version >= 0 && resp.GetStep() != version {
-			return 0, fmt.Errorf("%w: pull stream changed version from %d to %d", ErrInvalidArgument, version, resp.GetStep())
-		}
-		version = resp.GetStep()
-		if err := asm.add(resp.GetChunk().GetOffset(), resp.GetChunk().GetData()); err != nil {
+		if err := pa.add(&resp); err != nil {
 			return 0, err
 		}
 	}
-	if version < 0 {
+}
+
+// pullAssembler assembles the value chunks of one pull into place and checks that they
+// all belong to one version.
+type pullAssembler struct {
+	asm     assembler
+	version int64 // -1 until the first chunk
+}
+
+func newPullAssembler(dst []float32) *pullAssembler {
+	return &pullAssembler{asm: assembler{dst: dst}, version: -1}
+}
+
+// add places one chunk.
+func (p *pullAssembler) add(r *cohortv1.PullResponse) error {
+	if p.version >= 0 && r.GetStep() != p.version {
+		return fmt.Errorf("%w: pull stream changed version from %d to %d", ErrInvalidArgument, p.version, r.GetStep())
+	}
+	p.version = r.GetStep()
+	return p.asm.add(r.GetChunk().GetOffset(), r.GetChunk().GetData())
+}
+
+// done returns the pull's version once every value has arrived.
+func (p *pullAssembler) done() (int64, error) {
+	if p.version < 0 {
 		return 0, fmt.Errorf("%w: empty pull stream", ErrInvalidArgument)
 	}
-	if err := asm.done(); err != nil {
+	if err := p.asm.done(); err != nil {
 		return 0, err
 	}
-	return version, nil
+	return p.version, nil
 }
 
 // Push sends grad (TotalParams values, computed against version step, the mean over

@@ -274,33 +274,21 @@ func (ss *session) pull(req *cohortv1.PullRequest, dst []float32) (int64, error)
 	if err := ss.send(&ss.req); err != nil {
 		return 0, err
 	}
-	asm := assembler{dst: dst}
-	version := int64(-1)
+	pa := newPullAssembler(dst)
 	for {
 		resp, err := ss.recv()
 		if err != nil {
 			return 0, err
 		}
 		if resp.GetPulled() != nil {
-			break
+			return pa.done()
 		}
 		v := resp.GetValues()
 		if v == nil {
 			return 0, fmt.Errorf("%w: session: pull answered with %T", ErrInvalidArgument, resp.GetPart())
 		}
-		if version >= 0 && v.GetStep() != version {
-			return 0, fmt.Errorf("%w: pull stream changed version from %d to %d", ErrInvalidArgument, version, v.GetStep())
-		}
-		version = v.GetStep()
-		if err := asm.add(v.GetChunk().GetOffset(), v.GetChunk().GetData()); err != nil {
+		if err := pa.add(v); err != nil {
 			return 0, err
 		}
 	}
-	if version < 0 {
-		return 0, fmt.Errorf("%w: empty pull stream", ErrInvalidArgument)
-	}
-	if err := asm.done(); err != nil {
-		return 0, err
-	}
-	return version, nil
 }
