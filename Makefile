@@ -52,7 +52,7 @@ deps:
 data:
 	scripts/apt-install.sh dataset-fashion-mnist
 
-RACE_PKGS := ./coordinator/... ./paramserver/... ./internal/... ./storage/... ./serve/... ./web/... ./worker/ ./cmd/...
+RACE_PKGS := ./coordinator/... ./paramserver/... ./internal/... ./storage/... ./serve/... ./web/... ./worker/ ./worker/model/ ./cmd/...
 
 ## test: install what the tests need and run the whole suite, then the concurrent
 ## packages again under the race detector

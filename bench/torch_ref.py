@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `cohort bench compute`: the same networks, one thread.
+"""PyTorch reference for `cohort bench compute`: the same networks, --threads threads (1).
 
   torch_ref.py cnn --steps N   fashion-cnn.yaml's CNN (conv 32-3, pool 2, conv 64-3, pool 2,
                                dense 128, 10 classes, batch 64) on Fashion-MNIST
@@ -8,7 +8,8 @@
 
 Each step is forward + backward (gradients zeroed, no optimizer update), like a Cohort
 worker's Gradient call. Prints one JSON line with the fields of `cohort bench compute`.
-Set OMP_NUM_THREADS=1 and OMP_WAIT_POLICY=PASSIVE in the environment (compare.sh does).
+Set OMP_NUM_THREADS to --threads and OMP_WAIT_POLICY=PASSIVE in the environment
+(compare.sh does).
 """
 import argparse
 import gzip
@@ -55,8 +56,9 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--mlp-inputs", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     if a.model == "cnn":
         net, batch = CNN(), 64

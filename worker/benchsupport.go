@@ -32,6 +32,17 @@ func LoadBench(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Config
 	if err != nil {
 		return nil, err
 	}
+	model.SetThreads(m, WorkerThreads(&spec.Spec))
 	t := ds.train
 	return &BenchData{Model: m, X: t.X, Y: t.Y, N: t.N, Dim: t.Dim}, nil
+}
+
+// WorkerThreads is how many goroutines a worker of the job splits each step over: its
+// CPU request (spec.resources.workers.cpu) rounded up to whole cores, at least 1.
+func WorkerThreads(s *jobs.Spec) int {
+	millis, err := jobs.ParseCPU(s.Resources.Workers.CPU)
+	if err != nil || millis <= 0 {
+		return 1
+	}
+	return int((millis + 999) / 1000)
 }

@@ -127,6 +127,7 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	model.SetThreads(m, WorkerThreads(s))
 	client, err := paramserver.NewClient(paramserver.ClientConfig{
 		Addresses:   t.cfg.Assignment.GetShardAddresses(),
 		JobID:       t.job.GetId(),

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cohort-dev/cohort/worker"
+	"github.com/cohort-dev/cohort/worker/model"
 )
 
 func init() { registerCommand(newBenchCmd) }
@@ -21,6 +22,7 @@ type benchResult struct {
 	SamplesPerS       float64 `json:"samples_per_s"`
 	StepMsP50         float64 `json:"step_ms_p50"`
 	AllocBytesPerStep float64 `json:"alloc_bytes_per_step"`
+	Threads           int     `json:"threads"`
 }
 
 func newBenchCmd(g *globalFlags) *cobra.Command {
@@ -29,16 +31,18 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 		Short: "Measure the speed of this machine's training computation",
 	}
 	var file string
-	var steps, warmup int
+	var steps, warmup, threads int
 	compute := &cobra.Command{
 		Use:   "compute --job FILE --steps N",
 		Short: "Time forward+backward steps of a job's model on its data, without a cluster",
 		Long: `Loads the job's training data and builds its model exactly as a worker does, then
 runs --steps gradient computations of one batch each (after --warmup untimed ones) in
-this process on one goroutine, and prints the throughput, the median step time and the
-bytes allocated per step.`,
+this process, and prints the throughput, the median step time and the bytes allocated
+per step. Each step runs on the job's worker share of cores (spec.resources.workers.cpu,
+rounded up) unless --threads says otherwise; GOMAXPROCS caps it.`,
 		Example: `  cohort bench compute --job jobs/examples/attrition-mlp.yaml --steps 50
-  cohort bench compute --job jobs/examples/fashion-cnn.yaml --steps 20 --warmup 5 -o json`,
+  cohort bench compute --job jobs/examples/fashion-cnn.yaml --steps 20 --warmup 5 -o json
+  GOMAXPROCS=2 cohort bench compute --job jobs/examples/fashion-cnn.yaml --threads 2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -50,6 +54,9 @@ bytes allocated per step.`,
 			if warmup < 0 {
 				return usageErr("--warmup: must be >= 0, got %d", warmup)
 			}
+			if threads < 0 {
+				return usageErr("--threads: must be >= 0, got %d", threads)
+			}
 			_, spec, err := readSpec(file)
 			if err != nil {
 				return err
@@ -58,22 +65,29 @@ bytes allocated per step.`,
 			if err != nil {
 				return usageErr("job spec %s: %v", file, err)
 			}
+			if threads > 0 {
+				model.SetThreads(bd.Model, threads)
+			} else {
+				threads = worker.WorkerThreads(&spec.Spec)
+			}
 			res, err := runComputeBench(bd, steps, warmup)
 			if err != nil {
 				return err
 			}
 			res.Model = spec.Metadata.Name
+			res.Threads = min(threads, runtime.GOMAXPROCS(0))
 			if g.output == "json" {
 				return printJSON(stdout, res)
 			}
-			_, err = fmt.Fprintf(stdout, "model %s  batch %d  steps %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B\n",
-				res.Model, res.Batch, res.Steps, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep)
+			_, err = fmt.Fprintf(stdout, "model %s  batch %d  steps %d  threads %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B\n",
+				res.Model, res.Batch, res.Steps, res.Threads, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep)
 			return err
 		},
 	}
 	compute.Flags().StringVar(&file, "job", "", "job spec file (YAML)")
 	compute.Flags().IntVar(&steps, "steps", 20, "timed steps")
 	compute.Flags().IntVar(&warmup, "warmup", 2, "untimed steps first")
+	compute.Flags().IntVar(&threads, "threads", 0, "goroutines per step (0: the job's worker CPU request)")
 	cmd.AddCommand(compute)
 	return cmd
 }

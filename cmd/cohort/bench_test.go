@@ -22,7 +22,7 @@ func TestBenchCompute(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, out)
 	}
-	for _, k := range []string{"model", "batch", "steps", "samples_per_s", "step_ms_p50", "alloc_bytes_per_step"} {
+	for _, k := range []string{"model", "batch", "steps", "samples_per_s", "step_ms_p50", "alloc_bytes_per_step", "threads"} {
 		if _, ok := res[k]; !ok {
 			t.Errorf("output has no %q: %s", k, out)
 		}
@@ -35,7 +35,17 @@ func TestBenchCompute(t *testing.T) {
 			t.Errorf("%s = %v, want > 0", k, res[k])
 		}
 	}
+	if v, _ := res["threads"].(float64); v != 1 {
+		t.Errorf("threads = %v, want 1 (the example's worker CPU request)", res["threads"])
+	}
 	if _, err := runCLI(t, "bench", "compute", "--job", spec, "--steps", "0"); err == nil {
 		t.Error("--steps 0 accepted")
+	}
+	if _, err := runCLI(t, "bench", "compute", "--job", spec, "--steps", "1", "--threads", "-1"); err == nil {
+		t.Error("--threads -1 accepted")
+	}
+	out, err = runCLI(t, "bench", "compute", "--job", spec, "--steps", "2", "--threads", "2", "-o", "json")
+	if err != nil {
+		t.Fatalf("bench compute --threads 2: %v\n%s", err, out)
 	}
 }

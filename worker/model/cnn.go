@@ -213,6 +213,9 @@ func NewCNN(cfg CNNConfig) (Model, error) {
 	}
 	cfg.Dense = append([]int(nil), cfg.Dense...)
 	m := &cnn{conv: cfg, shapes: shapes}
+	m.par = new(intraOp)
+	buildPar = m.par
+	defer func() { buildPar = nil }()
 	m.cfg = MLPConfig{
 		Inputs: cfg.Channels * cfg.Height * cfg.Width, Activation: cfg.Activation,
 		Outputs: cfg.Outputs, Task: cfg.Task, BatchSize: cfg.BatchSize,
@@ -320,9 +323,11 @@ func (e *cnnEngine[T]) check(params, x []float32) error {
 		}
 		return float64(m)
 	}
-	for i, v := range params {
-		if v-v != 0 { // NaN or ±Inf
-			return fmt.Errorf("params[%d] (%s): %w (%v)", i, paramTensor(e.m.layout, i), errNotFinite, v)
+	if !allFinite(params) {
+		for i, v := range params {
+			if v-v != 0 { // NaN or ±Inf
+				return fmt.Errorf("params[%d] (%s): %w (%v)", i, paramTensor(e.m.layout, i), errNotFinite, v)
+			}
 		}
 	}
 	if !e.pooled {
@@ -417,11 +422,12 @@ func buildCNNNet[T float](m *cnn, train bool) (*net[T], error) {
 			return nil, fmt.Errorf("%s: %w", m.layout[2*i].Name, err)
 		}
 		if p := m.conv.Pool; p > 1 {
-			if h, err = maxPool[T](h, b, p, s); err != nil {
+			// The pool applies the activation to its outputs (and its gradient op the
+			// activation's derivative), saving a pass over the pooled maps.
+			if h, err = maxPool[T](h, b, p, s, cfg.Activation); err != nil {
 				return nil, fmt.Errorf("conv%d pool: %w", i, err)
 			}
-		}
-		if h, err = activate(h, cfg.Activation); err != nil {
+		} else if h, err = activate(h, cfg.Activation); err != nil {
 			return nil, fmt.Errorf("conv%d activation: %w", i, err)
 		}
 	}

@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"hash"
 	"hash/fnv"
-	"runtime"
-	"sync"
+	"math"
 
 	"github.com/chewxy/hm"
 	"gonum.org/v1/gonum/blas"
@@ -18,8 +17,9 @@ import (
 // a BroadcastAdd: per image, im2col into a buffer reused across steps and one GEMM
 // W (F, C·K·K) x col (C·K·K, OH·OW) written straight into the NCHW output, so no
 // transposes. Its gradient is three more ops (data, filter, bias). Outputs and scratch
-// buffers belong to the op and are reused by every run of the graph; images are split
-// over GOMAXPROCS goroutines.
+// buffers belong to the op and are reused by every run of the graph; images (and pooled
+// planes) are split over the model's threads (parallel.go). A max-pool applies the
+// layer's activation to its outputs, on a quarter of the values.
 
 // convGeom is one convolution's geometry at a fixed batch size.
 type convGeom struct {
@@ -53,10 +53,12 @@ func convIm2col[T float](g *convGeom, img, col []T) {
 						continue
 					}
 					src := img[(c*g.h+y)*g.w : (c*g.h+y+1)*g.w]
-					clear(dst[:lo])
-					clear(dst[hi:])
+					if lo > 0 || hi < g.ow {
+						clear(dst[:lo])
+						clear(dst[hi:])
+					}
 					if g.stride == 1 {
-						copy(dst[lo:hi], src[lo-g.pad+kj:])
+						copyShort(dst[lo:hi], src[lo-g.pad+kj:])
 						continue
 					}
 					for ox := lo; ox < hi; ox++ {
@@ -65,6 +67,38 @@ func convIm2col[T float](g *convGeom, img, col []T) {
 				}
 			}
 		}
+	}
+}
+
+// copyShort is copy for the short rows of im2col, where a call to memmove costs more
+// than the copy: up to 16 values as two overlapping fixed-size moves.
+func copyShort[T float](dst, src []T) {
+	n := len(dst)
+	switch {
+	case n > 16:
+		copy(dst, src)
+	case n >= 8:
+		*(*[8]T)(dst) = *(*[8]T)(src)
+		*(*[8]T)(dst[n-8:]) = *(*[8]T)(src[n-8 : n])
+	case n >= 4:
+		*(*[4]T)(dst) = *(*[4]T)(src)
+		*(*[4]T)(dst[n-4:]) = *(*[4]T)(src[n-4 : n])
+	default:
+		for i := range dst {
+			dst[i] = src[i]
+		}
+	}
+}
+
+// fill sets every value of s to v, doubling copied runs (memmove) rather than storing
+// one value at a time.
+func fill[T float](s []T, v T) {
+	if len(s) == 0 {
+		return
+	}
+	s[0] = v
+	for n := 1; n < len(s); n *= 2 {
+		copy(s[n:], s[:n])
 	}
 }
 
@@ -82,6 +116,10 @@ func convValid(g *convGeom, kj int) (lo, hi int) {
 
 // convCol2im adds col (ckk x plane) into one image's gradient (c x h x w).
 func convCol2im[T float](g *convGeom, col, img []T) {
+	if g.k == 3 && g.stride == 1 && g.pad == 0 && g.ow >= 2 {
+		convCol2im3(g, col, img)
+		return
+	}
 	for c := range g.c {
 		for ki := range g.k {
 			for kj := range g.k {
@@ -110,6 +148,35 @@ func convCol2im[T float](g *convGeom, col, img []T) {
 	}
 }
 
+// convCol2im3 is convCol2im for 3x3 kernels, stride 1, no padding: the three kernel
+// columns of a row add into the image row in one pass (one load and store of each
+// image value instead of three).
+func convCol2im3[T float](g *convGeom, col, img []T) {
+	ow := g.ow
+	for c := range g.c {
+		for ki := range 3 {
+			base := (c*3 + ki) * 3 * g.plane
+			k0 := col[base : base+g.plane]
+			k1 := col[base+g.plane : base+2*g.plane]
+			k2 := col[base+2*g.plane : base+3*g.plane]
+			for oy := range g.oh {
+				y := oy + ki
+				d := img[(c*g.h+y)*g.w:][:ow+2]
+				r0 := k0[oy*ow : (oy+1)*ow]
+				r1 := k1[oy*ow:][:len(r0)]
+				r2 := k2[oy*ow:][:len(r0)]
+				d[0] += r0[0]
+				d[1] += r0[1] + r1[0]
+				for x := 2; x < len(r0); x++ {
+					d[x] += r0[x] + r1[x-1] + r2[x-2]
+				}
+				d[ow] += r1[ow-1] + r2[ow-2]
+				d[ow+1] += r2[ow-1]
+			}
+		}
+	}
+}
+
 // convGemm computes c = a·b + beta·c on row-major matrices (a m x k, b k x n, c m x n),
 // transposing a or b when asked (then lda, ldb are their stored row lengths): float32
 // with packedSgemm, float64 with gonum's Dgemm.
@@ -129,27 +196,6 @@ func convGemm[T float](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int,
 	}
 }
 
-// convParallel runs fn(worker, lo, hi) over contiguous ranges of the b images on up
-// to GOMAXPROCS goroutines and returns the number of workers used.
-func convParallel(b int, fn func(worker, lo, hi int)) int {
-	workers := max(1, min(runtime.GOMAXPROCS(0), b))
-	if workers == 1 {
-		fn(0, 0, b)
-		return 1
-	}
-	var wg sync.WaitGroup
-	for i := range workers {
-		lo, hi := i*b/workers, (i+1)*b/workers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(i, lo, hi)
-		}()
-	}
-	wg.Wait()
-	return workers
-}
-
 // convScratch returns per-worker buffers of n values each, reusing the previous ones.
 func convScratch[T float](bufs *[][]T, workers, n int) [][]T {
 	for len(*bufs) < workers {
@@ -160,6 +206,7 @@ func convScratch[T float](bufs *[][]T, workers, n int) [][]T {
 
 // convBase holds what the four ops share: the geometry, a reused output and scratch.
 type convBase[T float] struct {
+	par  *intraOp // the model's intra-op split
 	g    convGeom
 	name string
 	out  []T        // reused output backing
@@ -251,16 +298,13 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		o.cols = make([]T, n)
 	}
 	o.lhs.set(false, g.f, g.ckk, w, g.ckk)
-	convParallel(g.b, func(_, lo, hi int) {
+	o.par.forRanges(g.b, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			col := o.cols[i*g.ckk*g.plane : (i+1)*g.ckk*g.plane]
 			convIm2col(g, x[i*g.c*g.h*g.w:(i+1)*g.c*g.h*g.w], col)
 			yi := y[i*g.f*g.plane : (i+1)*g.f*g.plane]
 			for f := range g.f {
-				row := yi[f*g.plane : (f+1)*g.plane]
-				for p := range row {
-					row[p] = bias[f]
-				}
+				fill(yi[f*g.plane:(f+1)*g.plane], bias[f])
 			}
 			o.lhs.mul(false, g.plane, col, g.plane, 1, yi, g.plane)
 		}
@@ -277,15 +321,15 @@ func (o *conv2dOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) 
 	var dx *G.Node
 	var err error
 	if o.needDX {
-		if dx, err = G.ApplyOp(&convDataGradOp[T]{convBase[T]{g: o.g, name: "conv2d_dx"}}, inputs[1], grad); err != nil {
+		if dx, err = G.ApplyOp(&convDataGradOp[T]{convBase[T]{par: buildPar, g: o.g, name: "conv2d_dx"}}, inputs[1], grad); err != nil {
 			return nil, err
 		}
 	}
-	dw, err := G.ApplyOp(&convFilterGradOp[T]{convBase: convBase[T]{g: o.g, name: "conv2d_dw"}, fwd: o}, inputs[0], grad)
+	dw, err := G.ApplyOp(&convFilterGradOp[T]{convBase: convBase[T]{par: buildPar, g: o.g, name: "conv2d_dw"}, fwd: o}, inputs[0], grad)
 	if err != nil {
 		return nil, err
 	}
-	db, err := G.ApplyOp(&convBiasGradOp[T]{convBase[T]{g: o.g, name: "conv2d_db"}}, grad)
+	db, err := G.ApplyOp(&convBiasGradOp[T]{convBase[T]{par: buildPar, g: o.g, name: "conv2d_db"}}, grad)
 	if err != nil {
 		return nil, err
 	}
@@ -317,10 +361,10 @@ func (o *convDataGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	g := &o.g
 	out, dx := o.output(g.b, g.c, g.h, g.w)
-	cols := convScratch(&o.col, min(runtime.GOMAXPROCS(0), g.b), g.ckk*g.plane)
+	cols := convScratch(&o.col, o.par.workers(g.b), g.ckk*g.plane)
 	img := g.c * g.h * g.w
 	o.lhs.set(true, g.ckk, g.f, w, g.ckk)
-	convParallel(g.b, func(worker, lo, hi int) {
+	o.par.forRanges(g.b, func(worker, lo, hi int) {
 		col := cols[worker]
 		for i := lo; i < hi; i++ {
 			// dcol (ckk, plane) = Wᵀ (ckk, F) · dy_i (F, plane)
@@ -387,7 +431,7 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	// Each worker owns a block of filters (rows of dw) and sums over every image in
 	// order, so the result does not depend on the number of workers.
-	convParallelRows(g.f, func(f0, f1 int) {
+	o.convParallelRows(g.f, func(f0, f1 int) {
 		for i := range g.b {
 			// dw[f0:f1] (.., ckk) += dy_i[f0:f1] (.., plane) · col_iᵀ (plane, ckk)
 			var beta T
@@ -402,27 +446,20 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 }
 
 // convParallelRows runs fn over contiguous blocks of n rows (whole micro-kernel tiles)
-// on up to GOMAXPROCS goroutines.
-func convParallelRows(n int, fn func(lo, hi int)) {
+// on up to the model's threads.
+func (o *convBase[T]) convParallelRows(n int, fn func(lo, hi int)) {
 	tiles := (n + kernel.mr - 1) / kernel.mr
-	workers := max(1, min(runtime.GOMAXPROCS(0), tiles))
+	workers := o.par.workers(tiles)
 	if workers == 1 {
 		fn(0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	for i := range workers {
+	o.par.run(workers, func(i int) {
 		lo, hi := i*tiles/workers*kernel.mr, min(n, (i+1)*tiles/workers*kernel.mr)
-		if lo >= hi {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		if lo < hi {
 			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
+		}
+	})
 }
 
 // convBiasGradOp computes db (F) from dy (B,F,OH,OW): the sum over images and positions.
@@ -446,12 +483,16 @@ func (o *convBiasGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	g := &o.g
 	out, db := o.output(g.f)
-	clear(db)
-	for i := range g.b {
-		for f := range g.f {
-			db[f] += sum4(dy[(i*g.f+f)*g.plane : (i*g.f+f+1)*g.plane])
+	// Each filter's sum runs over the images in order, whoever computes it.
+	o.par.forRanges(g.f, func(_, lo, hi int) {
+		for f := lo; f < hi; f++ {
+			var sum T
+			for i := range g.b {
+				sum += sum4(dy[(i*g.f+f)*g.plane : (i*g.f+f+1)*g.plane])
+			}
+			db[f] = sum
 		}
-	}
+	})
 	return out, nil
 }
 
@@ -481,7 +522,7 @@ func conv2d[T float](h, w, bias *G.Node, batch int, s convShape) (*G.Node, error
 // conv2dLayer is conv2d whose input needs a gradient only when needDX is set (not for
 // the first layer, whose input is the data).
 func conv2dLayer[T float](h, w, bias *G.Node, batch int, s convShape, needDX bool) (*G.Node, error) {
-	op := &conv2dOp[T]{convBase: convBase[T]{g: newConvGeom(batch, s), name: "conv2d"}, needDX: needDX}
+	op := &conv2dOp[T]{convBase: convBase[T]{par: buildPar, g: newConvGeom(batch, s), name: "conv2d"}, needDX: needDX}
 	return G.ApplyOp(op, h, w, bias)
 }
 
@@ -492,6 +533,7 @@ func conv2dLayer[T float](h, w, bias *G.Node, batch int, s convShape, needDX boo
 type maxPoolOp[T float] struct {
 	convBase[T]
 	arg []int32 // per output value, the index of its window's maximum in the input
+	act string  // activation applied to the pooled values (identity: none)
 }
 
 func (o *maxPoolOp[T]) Arity() int { return 1 }
@@ -515,8 +557,15 @@ func (o *maxPoolOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	if len(o.arg) != len(y) {
 		o.arg = make([]int32, len(y))
 	}
+	o.par.forRanges(g.b*g.c, func(_, lo, hi int) { o.pool(z, y, lo, hi) })
+	return out, nil
+}
+
+// pool computes planes [lo, hi) of the output y from z, with the activation.
+func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
+	g := &o.g
 	p := g.k
-	for plane := range g.b * g.c {
+	for plane := lo; plane < hi; plane++ {
 		in := z[plane*g.h*g.w : (plane+1)*g.h*g.w]
 		base := plane * g.oh * g.ow
 		if p == 2 {
@@ -540,7 +589,8 @@ func (o *maxPoolOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			}
 		}
 	}
-	return out, nil
+	pw := g.oh * g.ow
+	activateInPlace(y[lo*pw:hi*pw], o.act)
 }
 
 // pool2 is the 2x2 case of maxPoolOp.Do for one plane of width w: the first maximum
@@ -577,7 +627,7 @@ func (o *maxPoolOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error)
 	if len(inputs) != 1 {
 		return nil, fmt.Errorf("maxpool: %d inputs, want 1", len(inputs))
 	}
-	dz, err := G.ApplyOp(&maxPoolGradOp[T]{convBase: convBase[T]{g: o.g, name: "maxpool_dz"}, fwd: o}, grad)
+	dz, err := G.ApplyOp(&maxPoolGradOp[T]{convBase: convBase[T]{par: buildPar, g: o.g, name: "maxpool_dz"}, fwd: o}, grad)
 	if err != nil {
 		return nil, err
 	}
@@ -589,6 +639,7 @@ func (o *maxPoolOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error)
 type maxPoolGradOp[T float] struct {
 	convBase[T]
 	fwd *maxPoolOp[T]
+	dp  []T // the pooled gradient through the activation
 }
 
 func (o *maxPoolGradOp[T]) Arity() int { return 1 }
@@ -612,15 +663,63 @@ func (o *maxPoolGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	g := &o.g
 	out, dz := o.output(g.b, g.c, g.h, g.w)
-	clear(dz)
-	for i, v := range dy {
-		dz[o.fwd.arg[i]] += v
+	if o.fwd.act != identity && o.fwd.act != ActivationReLU {
+		if len(o.dp) != len(dy) {
+			o.dp = make([]T, len(dy))
+		}
+		activationGrad(o.dp, o.fwd.out, dy, o.fwd.act)
+		dy = o.dp
 	}
+	o.par.forRanges(g.b*g.c, func(_, lo, hi int) { o.route(dz, dy, lo, hi) })
 	return out, nil
 }
 
-// maxPool applies a p x p max-pool with stride p to h (B,C,H,W) of layer s's output.
-func maxPool[T float](h *G.Node, batch, p int, s convShape) (*G.Node, error) {
+// route writes planes [lo, hi) of dz: each pooled gradient to its window's maximum
+// (through relu's derivative when the forward applied relu), 0 elsewhere. Windows do
+// not overlap (stride p), so each input gets at most one value.
+func (o *maxPoolGradOp[T]) route(dz, dy []T, lo, hi int) {
+	g := &o.g
+	hw, pw := g.h*g.w, g.oh*g.ow
+	clear(dz[lo*hw : hi*hw])
+	arg := o.fwd.arg[lo*pw : hi*pw]
+	dy = dy[lo*pw : hi*pw]
+	if o.fwd.act == ActivationReLU {
+		y := o.fwd.out[lo*pw : hi*pw]
+		if y32, ok := any(y).([]float32); ok {
+			// Branch-free in float32: keep v's bits where y > 0.
+			dz32, dy32 := any(dz).([]float32), any(dy).([]float32)
+			y32 = y32[:len(dy32)]
+			for i, v := range dy32 {
+				var keep uint32
+				if y32[i] > 0 {
+					keep = ^uint32(0)
+				}
+				dz32[arg[i]] = math.Float32frombits(math.Float32bits(v) & keep)
+			}
+			return
+		}
+		y = y[:len(dy)]
+		for i, v := range dy {
+			if y[i] > 0 {
+				dz[arg[i]] = v
+			}
+		}
+		return
+	}
+	for i, v := range dy {
+		dz[arg[i]] = v
+	}
+}
+
+// maxPool applies a p x p max-pool with stride p to h (B,C,H,W) of layer s's output,
+// then the activation act (identity: none); act must be non-decreasing, so that it
+// commutes with the maximum.
+func maxPool[T float](h *G.Node, batch, p int, s convShape, act string) (*G.Node, error) {
+	switch act {
+	case identity, ActivationReLU, ActivationTanh, ActivationSigmoid, ActivationLeakyReLU:
+	default:
+		return nil, fmt.Errorf("maxpool: unknown activation %q", act)
+	}
 	g := convGeom{b: batch, c: s.outC, h: s.outH, w: s.outW, k: p, stride: p, oh: s.poolH, ow: s.poolW}
-	return G.ApplyOp(&maxPoolOp[T]{convBase: convBase[T]{g: g, name: "maxpool"}}, h)
+	return G.ApplyOp(&maxPoolOp[T]{convBase: convBase[T]{par: buildPar, g: g, name: "maxpool"}, act: act}, h)
 }

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -19,6 +20,12 @@ var convCases = []struct {
 	{"3x3 stride2 pad2", convShape{inC: 1, inH: 6, inW: 6, k: 3, stride: 2, pad: 2, outC: 4}},
 	{"2x2 one channel, more filters than ckk", convShape{inC: 1, inH: 6, inW: 7, k: 2, stride: 1, pad: 0, outC: 6}},
 	{"3x3 one channel, 40 filters", convShape{inC: 1, inH: 8, inW: 9, k: 3, stride: 1, pad: 1, outC: 40}},
+	// 3x3, stride 1, no padding (the fused col2im): output rows of 2, 5, 11 and 19 values
+	// (each path of the short-row im2col copy).
+	{"3x3 pad0 narrow", convShape{inC: 2, inH: 5, inW: 4, k: 3, stride: 1, pad: 0, outC: 3}},
+	{"3x3 pad0", convShape{inC: 2, inH: 6, inW: 7, k: 3, stride: 1, pad: 0, outC: 5}},
+	{"3x3 pad0 row 11", convShape{inC: 3, inH: 4, inW: 13, k: 3, stride: 1, pad: 0, outC: 13}},
+	{"3x3 pad0 row 19", convShape{inC: 1, inH: 3, inW: 21, k: 3, stride: 1, pad: 0, outC: 2}},
 }
 
 func init() {
@@ -215,12 +222,22 @@ func toF64(v []float32) []float64 {
 	return out
 }
 
-// TestMaxPoolOp checks the max-pool op and its gradient op in float64 against finite
-// differences and gorgonia's MaxPool2D, on a map whose sizes do not divide by the pool.
+// TestMaxPoolOp checks the max-pool op with its fused activation and its gradient op in
+// float64 against finite differences and gorgonia's MaxPool2D followed by the
+// activation, on maps whose sizes do not divide by the pool.
 func TestMaxPoolOp(t *testing.T) {
-	const batch, p = 2, 2
-	s := convShape{outC: 3, outH: 5, outW: 7, poolH: 2, poolW: 3}
-	rng := rand.New(rand.NewPCG(7, 8))
+	for _, p := range []int{2, 3} {
+		for _, act := range []string{identity, ActivationReLU, ActivationTanh, ActivationLeakyReLU} {
+			t.Run(fmt.Sprintf("pool%d/%s", p, act), func(t *testing.T) { testMaxPoolOp(t, p, act) })
+		}
+	}
+}
+
+func testMaxPoolOp(t *testing.T, p int, act string) {
+	const batch = 2
+	s := convShape{outC: 3, outH: 5, outW: 7}
+	s.poolH, s.poolW = s.outH/p, s.outW/p
+	rng := rand.New(rand.NewPCG(7, uint64(8+p)))
 	zs := randomFloats(rng, batch*s.outC*s.outH*s.outW)
 	rs := randomFloats(rng, batch*s.outC*s.poolH*s.poolW)
 	build := func(legacy bool) func() (float64, []float64, []float64) {
@@ -232,9 +249,11 @@ func TestMaxPoolOp(t *testing.T) {
 		var y *G.Node
 		var err error
 		if legacy {
-			y, err = G.MaxPool2D(z, tensor.Shape{p, p}, []int{0, 0}, []int{p, p})
+			if y, err = G.MaxPool2D(z, tensor.Shape{p, p}, []int{0, 0}, []int{p, p}); err == nil {
+				y, err = activation[float64]("act", y, act)
+			}
 		} else {
-			y, err = maxPool[float64](z, batch, p, s)
+			y, err = maxPool[float64](z, batch, p, s, act)
 		}
 		if err != nil {
 			t.Fatal(err)

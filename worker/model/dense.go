@@ -41,6 +41,7 @@ type denseInput struct {
 
 // denseBase holds what the dense ops share.
 type denseBase[T float] struct {
+	par  *intraOp // the model's intra-op split
 	g    denseGeom
 	name string
 	buf  []T // reused output backing
@@ -130,7 +131,7 @@ func (o *denseOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		copy(y[r*g.out:(r+1)*g.out], b)
 	}
 	for i, x := range g.xs {
-		parallelGemm(false, false, g.rows, g.out, x.width, in[i], x.width, w[x.off*g.out:], g.out, 1, y, g.out)
+		parallelGemm(o.par, false, false, g.rows, g.out, x.width, in[i], x.width, w[x.off*g.out:], g.out, 1, y, g.out)
 	}
 	activateInPlace(y, g.act)
 	return t, nil
@@ -148,7 +149,7 @@ func (o *denseOp[T]) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, err
 	var err error
 	if g.act != identity {
 		ag := denseGeom{xShape: tensor.Shape{g.rows, g.out}, act: g.act}
-		if dz, err = G.ApplyOp(&activationGradOp[T]{denseBase[T]{g: ag, name: o.name + ".dz"}}, output, grad); err != nil {
+		if dz, err = G.ApplyOp(&activationGradOp[T]{denseBase[T]{par: buildPar, g: ag, name: o.name + ".dz"}}, output, grad); err != nil {
 			return nil, err
 		}
 	}
@@ -157,15 +158,15 @@ func (o *denseOp[T]) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, err
 		if !o.needDX[i] {
 			continue
 		}
-		op := &denseDXOp[T]{denseBase: denseBase[T]{g: g, name: fmt.Sprintf("%s.dx%d", o.name, i)}, input: i}
+		op := &denseDXOp[T]{denseBase: denseBase[T]{par: buildPar, g: g, name: fmt.Sprintf("%s.dx%d", o.name, i)}, input: i}
 		if grads[i], err = G.ApplyOp(op, dz, inputs[n]); err != nil {
 			return nil, err
 		}
 	}
-	if grads[n], err = G.ApplyOp(&denseDWOp[T]{denseBase[T]{g: g, name: o.name + ".dw"}}, append(append(G.Nodes(nil), inputs[:n]...), dz)...); err != nil {
+	if grads[n], err = G.ApplyOp(&denseDWOp[T]{denseBase[T]{par: buildPar, g: g, name: o.name + ".dw"}}, append(append(G.Nodes(nil), inputs[:n]...), dz)...); err != nil {
 		return nil, err
 	}
-	if grads[n+1], err = G.ApplyOp(&denseDBOp[T]{denseBase[T]{g: g, name: o.name + ".db"}}, dz); err != nil {
+	if grads[n+1], err = G.ApplyOp(&denseDBOp[T]{denseBase[T]{par: buildPar, g: g, name: o.name + ".db"}}, dz); err != nil {
 		return nil, err
 	}
 	return grads, nil
@@ -196,7 +197,7 @@ func (o *activationOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 func (o *activationOp[T]) DiffWRT(int) []bool { return []bool{true} }
 
 func (o *activationOp[T]) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dz, err := G.ApplyOp(&activationGradOp[T]{denseBase[T]{g: o.g, name: o.name + ".dz"}}, output, grad)
+	dz, err := G.ApplyOp(&activationGradOp[T]{denseBase[T]{par: buildPar, g: o.g, name: o.name + ".dz"}}, output, grad)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +250,7 @@ func (o *denseDXOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	g := &o.g
 	x := g.xs[o.input]
 	t, dx := o.output(x.shape)
-	parallelGemm(false, true, g.rows, x.width, g.out, in[0], g.out, in[1][x.off*g.out:], g.out, 0, dx, x.width)
+	parallelGemm(o.par, false, true, g.rows, x.width, g.out, in[0], g.out, in[1][x.off*g.out:], g.out, 0, dx, x.width)
 	return t, nil
 }
 
@@ -279,7 +280,7 @@ func (o *denseDWOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	t, dw := o.output(tensor.Shape{g.wRows, g.out})
 	covered := 0
 	for i, x := range g.xs {
-		parallelGemm(true, false, x.width, g.out, g.rows, in[i], x.width, dz, g.out, 0, dw[x.off*g.out:], g.out)
+		parallelGemm(o.par, true, false, x.width, g.out, g.rows, in[i], x.width, dz, g.out, 0, dw[x.off*g.out:], g.out)
 		covered += x.width
 	}
 	if covered < g.wRows {
@@ -353,7 +354,7 @@ func denseMulti[T float](name string, xs []*G.Node, w, b *G.Node, act string, ne
 		return nil, fmt.Errorf("%s: inputs of %d values per row do not match weights of shape %v", name, off, ws)
 	}
 	args := append(append(G.Nodes(nil), xs...), w, b)
-	return G.ApplyOp(&denseOp[T]{denseBase: denseBase[T]{g: g, name: name}, needDX: needDX}, args...)
+	return G.ApplyOp(&denseOp[T]{denseBase: denseBase[T]{par: buildPar, g: g, name: name}, needDX: needDX}, args...)
 }
 
 // activation applies a fused activation op (act(z) with its gradient computed from the
@@ -367,17 +368,17 @@ func activation[T float](name string, h *G.Node, act string) (*G.Node, error) {
 		return nil, fmt.Errorf("%s: unknown activation %q", name, act)
 	}
 	g := denseGeom{xShape: h.Shape().Clone(), act: act}
-	return G.ApplyOp(&activationOp[T]{denseBase[T]{g: g, name: name}}, h)
+	return G.ApplyOp(&activationOp[T]{denseBase[T]{par: buildPar, g: g, name: name}}, h)
 }
 
 // activateInPlace applies the activation to every value of z.
 func activateInPlace[T float](z []T, act string) {
 	switch act {
 	case ActivationReLU:
+		// max compiles without a branch, which random signs would mispredict half
+		// the time (relu of NaN stays NaN; inputs and parameters are checked finite).
 		for i, v := range z {
-			if !(v > 0) {
-				z[i] = 0
-			}
+			z[i] = max(v, 0)
 		}
 	case ActivationLeakyReLU:
 		for i, v := range z {

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"runtime"
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
@@ -26,6 +25,10 @@ type gemmKernel struct {
 	name   string
 	mr, nr int
 	run    func(kb int, a, b, c []float32, ldc int)
+	// quad, when set, adds the product of 4 rows of an A panel (starting at a, mr
+	// values per k) and a B panel into the 4 x nr block at c: the rows of a partial
+	// tile in multiples of 4, computed in place instead of through the edge tile.
+	quad func(kb int, a, b, c []float32, ldc int)
 }
 
 // goKernel is the portable micro-kernel.
@@ -185,17 +188,17 @@ func (l *gemmLHS[T]) mul(tB bool, n int, b []T, ldb int, beta T, c []T, ldc int)
 		l.packed.mul(tB, n, b32, ldb, float32(beta), any(c).([]float32), ldc)
 		return
 	}
-	parallelGemm(l.tA, tB, l.m, n, l.k, l.a, l.lda, b, ldb, beta, c, ldc)
+	parallelGemm(nil, l.tA, tB, l.m, n, l.k, l.a, l.lda, b, ldb, beta, c, ldc)
 }
 
 // parallelGemm is packedSgemm for either dtype (float64, used by gradient checks, goes
-// to gonum's Dgemm). A float32 product large enough to repay a goroutine hand-off is
-// split into row or column blocks over GOMAXPROCS goroutines; the split does not change
-// the result (see packedSgemm).
-func parallelGemm[T float](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+// to gonum's Dgemm). A float32 product large enough to repay a hand-off is split into
+// row or column blocks over p's threads (the model's; nil: GOMAXPROCS); the split does
+// not change the result (see packedSgemm).
+func parallelGemm[T float](p *intraOp, tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
 	switch a := any(a).(type) {
 	case []float32:
-		parallelSgemm(tA, tB, m, n, k, a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+		p.sgemm(tA, tB, m, n, k, a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
 	case []float64:
 		if m <= 0 || n <= 0 {
 			return
@@ -211,11 +214,12 @@ func parallelGemm[T float](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb 
 	}
 }
 
-// minParallelFlops is the smallest product (2·m·n·k) parallelSgemm splits.
+// minParallelFlops is the smallest product (2·m·n·k) intraOp.sgemm splits.
 const minParallelFlops = 1 << 21
 
-func parallelSgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	workers := runtime.GOMAXPROCS(0)
+// sgemm is parallelGemm for float32.
+func (p *intraOp) sgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	workers := p.workers(m * n)
 	if workers == 1 || 2*m*n*k < minParallelFlops {
 		packedSgemm(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc)
 		return
@@ -228,31 +232,25 @@ func parallelSgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []float32, 
 	}
 	tiles := (size + tile - 1) / tile
 	workers = min(workers, tiles)
-	var wg sync.WaitGroup
-	for i := range workers {
+	p.run(workers, func(i int) {
 		lo, hi := i*tiles/workers*tile, min(size, (i+1)*tiles/workers*tile)
 		if lo >= hi {
-			continue
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if byRows {
-				ai := lo * lda
-				if tA {
-					ai = lo
-				}
-				packedSgemm(tA, tB, hi-lo, n, k, a[ai:], lda, b, ldb, beta, c[lo*ldc:], ldc)
-				return
+		if byRows {
+			ai := lo * lda
+			if tA {
+				ai = lo
 			}
-			bi := lo
-			if tB {
-				bi = lo * ldb
-			}
-			packedSgemm(tA, tB, m, hi-lo, k, a, lda, b[bi:], ldb, beta, c[lo:], ldc)
-		}()
-	}
-	wg.Wait()
+			packedSgemm(tA, tB, hi-lo, n, k, a[ai:], lda, b, ldb, beta, c[lo*ldc:], ldc)
+			return
+		}
+		bi := lo
+		if tB {
+			bi = lo * ldb
+		}
+		packedSgemm(tA, tB, m, hi-lo, k, a, lda, b[bi:], ldb, beta, c[lo:], ldc)
+	})
 }
 
 // macroKernel runs the micro-kernel over one packed A block a (mb x kb) and B panel
@@ -268,6 +266,25 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 			rows := min(mr, mb-ir)
 			if rows == mr && cols == nr {
 				kn.run(kb, ap, bp, c[ir*ldc+jr:], ldc)
+				continue
+			}
+			if kn.quad != nil && cols == nr && rows >= 4 {
+				r := 0
+				for ; r+4 <= rows; r += 4 {
+					kn.quad(kb, ap[r:], bp, c[(ir+r)*ldc+jr:], ldc)
+				}
+				if r == rows {
+					continue
+				}
+				// The last rows%4 rows: the whole tile, of which only they are added.
+				clear(tile)
+				kn.run(kb, ap, bp, tile, nr)
+				for r2 := r; r2 < rows; r2++ {
+					dst := c[(ir+r2)*ldc+jr:][:cols]
+					for j, v := range tile[r2*nr:][:cols] {
+						dst[j] += v
+					}
+				}
 				continue
 			}
 			// Edge tile: compute into a full tile, then add the valid part.
@@ -304,17 +321,46 @@ func packA(dst []float32, mr int, tA bool, a []float32, lda, ic, pc, mb, kb int)
 }
 
 // transposeInto writes rows x kb values of src (row stride lds) into dst transposed,
-// with row stride ld: dst[q*ld+r] = src[r*lds+q]. Four source rows at a time, so that
-// each destination row is written in runs and each source row read in order.
+// with row stride ld: dst[q*ld+r] = src[r*lds+q]. With AVX2, eight rows at a time in
+// assembly; otherwise (and for the last rows) it moves 4x4 blocks (four source rows
+// read in order, four destination runs of four written), so that each value costs one
+// load and one store, with the bounds checks per block.
 func transposeInto(dst []float32, ld int, src []float32, lds, rows, kb int) {
 	r := 0
+	if hasTranspose8 && kb >= 8 {
+		// Eight rows at a time in assembly (8x8 blocks in AVX registers), the last
+		// kb%8 values of those rows here.
+		for ; r+8 <= rows; r += 8 {
+			for q := transpose8(dst[r:], ld, src[r*lds:], lds, kb); q < kb; q++ {
+				d := dst[q*ld+r:][:8:8]
+				for i := range d {
+					d[i] = src[(r+i)*lds+q]
+				}
+			}
+		}
+	}
 	for ; r+4 <= rows; r += 4 {
 		s0 := src[r*lds:][:kb]
-		s1 := src[(r+1)*lds:][:len(s0)]
-		s2 := src[(r+2)*lds:][:len(s0)]
-		s3 := src[(r+3)*lds:][:len(s0)]
-		for q := range s0 {
-			d := dst[q*ld+r:][:4]
+		s1 := src[(r+1)*lds:][:kb]
+		s2 := src[(r+2)*lds:][:kb]
+		s3 := src[(r+3)*lds:][:kb]
+		q := 0
+		for ; q+4 <= kb; q += 4 {
+			a := s0[q : q+4 : q+4]
+			b := s1[q : q+4 : q+4]
+			c := s2[q : q+4 : q+4]
+			d := s3[q : q+4 : q+4]
+			d0 := dst[q*ld+r:][:4:4]
+			d1 := dst[(q+1)*ld+r:][:4:4]
+			d2 := dst[(q+2)*ld+r:][:4:4]
+			d3 := dst[(q+3)*ld+r:][:4:4]
+			d0[0], d0[1], d0[2], d0[3] = a[0], b[0], c[0], d[0]
+			d1[0], d1[1], d1[2], d1[3] = a[1], b[1], c[1], d[1]
+			d2[0], d2[1], d2[2], d2[3] = a[2], b[2], c[2], d[2]
+			d3[0], d3[1], d3[2], d3[3] = a[3], b[3], c[3], d[3]
+		}
+		for ; q < kb; q++ {
+			d := dst[q*ld+r:][:4:4]
 			d[0], d[1], d[2], d[3] = s0[q], s1[q], s2[q], s3[q]
 		}
 	}

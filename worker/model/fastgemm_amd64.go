@@ -12,6 +12,12 @@ func microKernelAVX2(kb int, a, b, c *float32, ldc int)
 //go:noescape
 func microKernelAVX512(kb int, a, b, c *float32, ldc int)
 
+// microKernelAVX512x4 is the 4-row part of the 12x32 kernel: 4 rows of a 12-row A
+// panel times a 32-column B panel.
+//
+//go:noescape
+func microKernelAVX512x4(kb int, a, b, c *float32, ldc int)
+
 // asmKernel wraps an assembly micro-kernel with the bounds checks of what it reads and
 // writes.
 func asmKernel(name string, mr, nr int, f func(kb int, a, b, c *float32, ldc int)) gemmKernel {
@@ -30,10 +36,43 @@ func asmKernel(name string, mr, nr int, f func(kb int, a, b, c *float32, ldc int
 func gemmKernels() []gemmKernel {
 	var ks []gemmKernel
 	if cpu.X86.HasAVX512F {
-		ks = append(ks, asmKernel("avx512", 12, 32, microKernelAVX512))
+		k := asmKernel("avx512", 12, 32, microKernelAVX512)
+		k.quad = func(kb int, a, b, c []float32, ldc int) {
+			if kb == 0 {
+				return
+			}
+			_ = a[(kb-1)*12+3]
+			_ = b[kb*32-1]
+			_ = c[3*ldc+31]
+			microKernelAVX512x4(kb, &a[0], &b[0], &c[0], ldc)
+		}
+		ks = append(ks, k)
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		ks = append(ks, asmKernel("avx2", 6, 16, microKernelAVX2))
 	}
 	return append(ks, goKernel)
+}
+
+// transpose8x8AVX2 transposes blocks 8x8 blocks side by side (fastgemm_amd64.s):
+// dst[(8b+q)*ld + r] = src[r*lds + 8b+q].
+//
+//go:noescape
+func transpose8x8AVX2(src *float32, lds int, dst *float32, ld int, blocks int)
+
+// hasTranspose8 tells whether transpose8 runs the assembly (tests switch it off).
+var hasTranspose8 = cpu.X86.HasAVX2
+
+// transpose8 transposes 8 rows of src (row stride lds) over their first 8·⌊kb/8⌋
+// values into dst (row stride ld), dst[q*ld+r] = src[r*lds+q], and returns how many
+// values of each row it moved (0 without AVX2).
+func transpose8(dst []float32, ld int, src []float32, lds, kb int) int {
+	blocks := kb / 8
+	if !hasTranspose8 || blocks == 0 {
+		return 0
+	}
+	_ = src[7*lds+8*blocks-1]
+	_ = dst[(8*blocks-1)*ld+7]
+	transpose8x8AVX2(&src[0], lds, &dst[0], ld, blocks)
+	return 8 * blocks
 }

@@ -233,3 +233,145 @@ store512:
 	VMOVUPS Z23, 64(DX)
 	VZEROUPPER
 	RET
+
+// func transpose8x8AVX2(src *float32, lds int, dst *float32, ld int, blocks int)
+//
+// Transposes blocks 8x8 blocks side by side: for b < blocks, r, q < 8,
+// dst[(8b+q)*ld + r] = src[r*lds + 8b+q]. lds and ld are row strides in elements.
+TEXT ·transpose8x8AVX2(SB), NOSPLIT, $0-40
+	MOVQ src+0(FP), SI
+	MOVQ lds+8(FP), R8
+	MOVQ dst+16(FP), DI
+	MOVQ ld+24(FP), R11
+	MOVQ blocks+32(FP), CX
+	SHLQ $2, R8
+	SHLQ $2, R11
+	LEAQ (R8)(R8*2), R9   // 3 rows of src
+	LEAQ (R11)(R11*2), R12 // 3 rows of dst
+	TESTQ CX, CX
+	JE    tdone
+
+tloop:
+	LEAQ    (SI)(R8*4), R10
+	VMOVUPS (SI), Y0
+	VMOVUPS (SI)(R8*1), Y1
+	VMOVUPS (SI)(R8*2), Y2
+	VMOVUPS (SI)(R9*1), Y3
+	VMOVUPS (R10), Y4
+	VMOVUPS (R10)(R8*1), Y5
+	VMOVUPS (R10)(R8*2), Y6
+	VMOVUPS (R10)(R9*1), Y7
+
+	VUNPCKLPS Y1, Y0, Y8  // t0
+	VUNPCKHPS Y1, Y0, Y9  // t1
+	VUNPCKLPS Y3, Y2, Y10 // t2
+	VUNPCKHPS Y3, Y2, Y11 // t3
+	VUNPCKLPS Y5, Y4, Y12 // t4
+	VUNPCKHPS Y5, Y4, Y13 // t5
+	VUNPCKLPS Y7, Y6, Y14 // t6
+	VUNPCKHPS Y7, Y6, Y15 // t7
+
+	VSHUFPS $0x44, Y10, Y8, Y0  // u0
+	VSHUFPS $0xEE, Y10, Y8, Y1  // u1
+	VSHUFPS $0x44, Y11, Y9, Y2  // u2
+	VSHUFPS $0xEE, Y11, Y9, Y3  // u3
+	VSHUFPS $0x44, Y14, Y12, Y4 // u4
+	VSHUFPS $0xEE, Y14, Y12, Y5 // u5
+	VSHUFPS $0x44, Y15, Y13, Y6 // u6
+	VSHUFPS $0xEE, Y15, Y13, Y7 // u7
+
+	VPERM2F128 $0x20, Y4, Y0, Y8  // column 0
+	VPERM2F128 $0x20, Y5, Y1, Y9  // column 1
+	VPERM2F128 $0x20, Y6, Y2, Y10 // column 2
+	VPERM2F128 $0x20, Y7, Y3, Y11 // column 3
+	VPERM2F128 $0x31, Y4, Y0, Y12 // column 4
+	VPERM2F128 $0x31, Y5, Y1, Y13 // column 5
+	VPERM2F128 $0x31, Y6, Y2, Y14 // column 6
+	VPERM2F128 $0x31, Y7, Y3, Y15 // column 7
+
+	LEAQ    (DI)(R11*4), R13
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, (DI)(R11*1)
+	VMOVUPS Y10, (DI)(R11*2)
+	VMOVUPS Y11, (DI)(R12*1)
+	VMOVUPS Y12, (R13)
+	VMOVUPS Y13, (R13)(R11*1)
+	VMOVUPS Y14, (R13)(R11*2)
+	VMOVUPS Y15, (R13)(R12*1)
+
+	ADDQ $32, SI
+	LEAQ (R13)(R11*4), DI
+	DECQ CX
+	JNE  tloop
+
+tdone:
+	VZEROUPPER
+	RET
+
+// func microKernelAVX512x4(kb int, a, b, c *float32, ldc int)
+//
+// C[4x32] += A·B for 4 rows of a 12-row A panel (kb x 12, k-major: the 4 rows start at
+// a, each k 12 values further) and a B panel (kb x 32, k-major): the rows of a panel
+// that a partial 12-row tile leaves, without the edge tile's detour.
+TEXT ·microKernelAVX512x4(SB), NOSPLIT, $0-40
+	MOVQ kb+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+
+	TESTQ CX, CX
+	JE    store4
+
+loop4:
+	VMOVUPS      (DI), Z24
+	VMOVUPS      64(DI), Z25
+	VBROADCASTSS 0(SI), Z26
+	VBROADCASTSS 4(SI), Z27
+	VFMADD231PS  Z24, Z26, Z0
+	VFMADD231PS  Z25, Z26, Z1
+	VFMADD231PS  Z24, Z27, Z2
+	VFMADD231PS  Z25, Z27, Z3
+	VBROADCASTSS 8(SI), Z26
+	VBROADCASTSS 12(SI), Z27
+	VFMADD231PS  Z24, Z26, Z4
+	VFMADD231PS  Z25, Z26, Z5
+	VFMADD231PS  Z24, Z27, Z6
+	VFMADD231PS  Z25, Z27, Z7
+	ADDQ         $48, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JNE          loop4
+
+store4:
+	VADDPS  (DX), Z0, Z0
+	VADDPS  64(DX), Z1, Z1
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	ADDQ    R8, DX
+	VADDPS  (DX), Z2, Z2
+	VADDPS  64(DX), Z3, Z3
+	VMOVUPS Z2, (DX)
+	VMOVUPS Z3, 64(DX)
+	ADDQ    R8, DX
+	VADDPS  (DX), Z4, Z4
+	VADDPS  64(DX), Z5, Z5
+	VMOVUPS Z4, (DX)
+	VMOVUPS Z5, 64(DX)
+	ADDQ    R8, DX
+	VADDPS  (DX), Z6, Z6
+	VADDPS  64(DX), Z7, Z7
+	VMOVUPS Z6, (DX)
+	VMOVUPS Z7, 64(DX)
+	VZEROUPPER
+	RET

@@ -4,3 +4,10 @@ package model
 
 // gemmKernels lists the micro-kernels this CPU runs, fastest first.
 func gemmKernels() []gemmKernel { return []gemmKernel{goKernel} }
+
+// hasTranspose8 tells whether transpose8 has an assembly version: not on this
+// architecture.
+var hasTranspose8 = false
+
+// transpose8 is the assembly 8-row transpose of amd64; here it moves nothing.
+func transpose8([]float32, int, []float32, int, int) int { return 0 }

@@ -66,6 +66,8 @@ func testPackedSgemm(t *testing.T, kn gemmKernel) {
 	shapes := [][3]int{
 		{1, 1, 1}, {6, 16, 1}, {5, 15, 7}, {7, 17, 3}, {13, 33, 300}, {64, 121, 288},
 		{20*kn.mr + 7, 40, 20}, {9, 64*kn.nr + 5, 30}, {12, 32, kcBlock}, {3, 2, 0},
+		// partial row panels of 4, 8 and 5 rows over whole column panels (the 4-row kernel)
+		{4, 2 * kn.nr, 33}, {8, kn.nr, 17}, {kn.mr + 5, kn.nr, 9},
 	}
 	for _, sh := range shapes {
 		m, n, k := sh[0], sh[1], sh[2]

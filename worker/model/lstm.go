@@ -160,7 +160,9 @@ func NewLSTM(cfg LSTMConfig) (Model, error) {
 		Dropout:    cfg.Dropout,
 		Seed:       cfg.Seed,
 		Float64:    cfg.Float64,
-	}}}
+	}, par: new(intraOp)}}
+	buildPar = m.par
+	defer func() { buildPar = nil }()
 	add := func(name string, shape ...int) {
 		size := 1
 		for _, d := range shape {

@@ -159,7 +159,7 @@ func (o *lstmCellOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error
 		return nil, fmt.Errorf("%s: %d inputs, want %d", o.name, len(inputs), o.Arity())
 	}
 	op := func(kind lstmCellKind, args ...*G.Node) (*G.Node, error) {
-		return G.ApplyOp(&lstmCellOp[T]{denseBase: denseBase[T]{g: o.g, name: o.name + "." + cellKindNames[kind]}, kind: kind, first: o.first}, args...)
+		return G.ApplyOp(&lstmCellOp[T]{denseBase: denseBase[T]{par: buildPar, g: o.g, name: o.name + "." + cellKindNames[kind]}, kind: kind, first: o.first}, args...)
 	}
 	switch o.kind {
 	case cellState:
@@ -193,11 +193,11 @@ func lstmCellNodes[T float](name string, z, prev *G.Node, hidden int) (c, h *G.N
 	if prev != nil {
 		args = append(args, prev)
 	}
-	cop := &lstmCellOp[T]{denseBase: denseBase[T]{g: g, name: name + ".c"}, kind: cellState, first: prev == nil}
+	cop := &lstmCellOp[T]{denseBase: denseBase[T]{par: buildPar, g: g, name: name + ".c"}, kind: cellState, first: prev == nil}
 	if c, err = G.ApplyOp(cop, args...); err != nil {
 		return nil, nil, err
 	}
-	hop := &lstmCellOp[T]{denseBase: denseBase[T]{g: g, name: name + ".h"}, kind: cellHidden}
+	hop := &lstmCellOp[T]{denseBase: denseBase[T]{par: buildPar, g: g, name: name + ".h"}, kind: cellHidden}
 	if h, err = G.ApplyOp(hop, z, c); err != nil {
 		return nil, nil, err
 	}

@@ -101,7 +101,10 @@ type mlp struct {
 	params int
 	hash   string
 	eng    engine
+	par    *intraOp // the intra-op split of every op of its graphs (see SetThreads)
 }
+
+func (m *mlp) intra() *intraOp { return m.par }
 
 // engine runs the gorgonia graphs of one dtype.
 type engine interface {
@@ -131,7 +134,9 @@ func NewMLP(cfg MLPConfig) (Model, error) {
 		return nil, err
 	}
 	cfg.Hidden = append([]int(nil), cfg.Hidden...)
-	m := &mlp{cfg: cfg}
+	m := &mlp{cfg: cfg, par: new(intraOp)}
+	buildPar = m.par
+	defer func() { buildPar = nil }()
 	in := cfg.Inputs
 	add := func(name string, shape ...int) {
 		size := 1
@@ -258,12 +263,34 @@ var errNotFinite = errors.New("value is not finite")
 
 // checkInputs refuses NaN and infinite features, naming the first one's row and column.
 func (m *mlp) checkInputs(x []float32, firstRow int) error {
+	if allFinite(x) {
+		return nil
+	}
 	for i, v := range x {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("model: x row %d input %d: %w (%v)", firstRow+i/m.cfg.Inputs, i%m.cfg.Inputs, errNotFinite, v)
 		}
 	}
 	return nil
+}
+
+// allFinite tells whether no value of x is NaN or ±Inf, without a branch per value: a
+// value's exponent bits plus one exponent step carry into the sign bit only when they
+// are all ones.
+func allFinite(x []float32) bool {
+	var acc0, acc1, acc2, acc3 uint32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		v := x[i : i+4 : i+4]
+		acc0 |= math.Float32bits(v[0])&0x7f800000 + 0x00800000
+		acc1 |= math.Float32bits(v[1])&0x7f800000 + 0x00800000
+		acc2 |= math.Float32bits(v[2])&0x7f800000 + 0x00800000
+		acc3 |= math.Float32bits(v[3])&0x7f800000 + 0x00800000
+	}
+	for _, v := range x[i:] {
+		acc0 |= math.Float32bits(v)&0x7f800000 + 0x00800000
+	}
+	return (acc0|acc1|acc2|acc3)&0x80000000 == 0
 }
 
 // checkLabel refuses a label the task cannot use.

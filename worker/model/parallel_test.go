@@ -1,0 +1,106 @@
+package model
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TestIntraOpRun checks that run calls every part once, also when called from several
+// goroutines at once and from inside a part (busy helpers: the caller does the work).
+func TestIntraOpRun(t *testing.T) {
+	var p intraOp
+	for _, parts := range []int{0, 1, 2, 3, 8} {
+		hits := make([]atomic.Int32, parts)
+		p.run(parts, func(i int) { hits[i].Add(1) })
+		for i := range hits {
+			if n := hits[i].Load(); n != 1 {
+				t.Fatalf("%d parts: part %d ran %d times", parts, i, n)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	var total atomic.Int64
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				p.run(3, func(int) {
+					p.run(2, func(int) { total.Add(1) })
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	if got := total.Load(); got != 4*100*3*2 {
+		t.Fatalf("nested runs made %d calls, want %d", got, 4*100*3*2)
+	}
+}
+
+// TestSetThreadsSameGradient checks that a CNN's and an MLP's gradients are bit-identical
+// at 1 and 2 threads (each worker computes whole rows or tiles of every product, summed
+// in the same order); with OpenBLAS, equal to rounding.
+func TestSetThreadsSameGradient(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	}
+	cfg := CNNConfig{
+		Height: 12, Width: 12, Channels: 2,
+		Conv: []ConvLayer{{Filters: 8, Kernel: 3}, {Filters: 16, Kernel: 3}}, Pool: 2,
+		Dense: []int{40}, Outputs: 5, Task: TaskMulticlass, BatchSize: 16,
+	}
+	cnn := mustCNN(t, cfg)
+	mlp := mustMLP(t, MLPConfig{Inputs: 300, Hidden: []int{200, 96}, Activation: ActivationReLU, Outputs: 1, Task: TaskBinary, BatchSize: 64})
+	for _, c := range []struct {
+		m       Model
+		in, out int
+		task    string
+	}{{cnn, cnnInputs(cfg), 5, TaskMulticlass}, {mlp, 300, 1, TaskBinary}} {
+		p := c.m.InitParams(3)
+		x, y := randomBatch(4, c.m.BatchSize(), c.in, c.out, c.task)
+		grads := make([][]float32, 2)
+		for i, threads := range []int{1, 2} {
+			SetThreads(c.m, threads)
+			grads[i] = make([]float32, c.m.NumParams())
+			if _, err := c.m.Gradient(p, x, y, c.m.BatchSize(), grads[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for j := range grads[0] {
+			a, b := float64(grads[0][j]), float64(grads[1][j])
+			// OpenBLAS blocks a product by its shape, so only the Go kernels are exact.
+			if a != b && (gemmBackend == "go" || math.Abs(a-b) > 1e-5*math.Max(1e-3, math.Abs(a))) {
+				t.Fatalf("%T: grad[%d] = %v at 1 thread, %v at 2", c.m, j, a, b)
+			}
+		}
+	}
+}
+
+// TestAllFinite compares allFinite with math.IsNaN/IsInf on special values at every
+// position of slices of odd lengths.
+func TestAllFinite(t *testing.T) {
+	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))}
+	fine := []float32{0, float32(math.Copysign(0, -1)), 1, -1, math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, 1e-40}
+	for n := range 11 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = fine[i%len(fine)]
+		}
+		if !allFinite(x) {
+			t.Fatalf("len %d: finite values reported not finite", n)
+		}
+		for i := range x {
+			for _, s := range specials {
+				old := x[i]
+				x[i] = s
+				if allFinite(x) {
+					t.Fatalf("len %d: %v at %d not found", n, s, i)
+				}
+				x[i] = old
+			}
+		}
+	}
+}
