@@ -92,26 +92,7 @@ func TestJobResumeContinuesFromCheckpoint(t *testing.T) {
 	_, err = cli("job", "resume", id)
 	wantExit2(t, "resume of a live job", err, id, "only a cancelled or failed job")
 
-	stream, err := client.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		msg, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("watch: %v", err)
-		}
-		if msg.GetJob().GetCheckpoint() != "" {
-			break
-		}
-	}
-	if _, err := client.CancelJob(ctx, &cohortv1.CancelJobRequest{Id: id, Reason: "resume test"}); err != nil {
-		t.Fatal(err)
-	}
-	cancelled, err := watchUntilDone(ctx, client, id, nil)
-	if err != nil || cancelled.GetState() != cohortv1.JobState_JOB_STATE_CANCELLED {
-		t.Fatalf("cancelled job: %v %s", err, stateName(cancelled.GetState()))
-	}
+	cancelled := cancelAfterFirstCheckpoint(ctx, t, client, id)
 	saved, err := storage.ReadManifest(ctx, c.Store, keyOf(t, c, cancelled.GetCheckpoint()))
 	if err != nil {
 		t.Fatal(err)

@@ -66,26 +66,7 @@ func TestDevJobResumesExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := resp.GetJob().GetId()
-	stream, err := client.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		msg, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("watch: %v", err)
-		}
-		if msg.GetJob().GetCheckpoint() != "" {
-			break
-		}
-	}
-	if _, err := client.CancelJob(ctx, &cohortv1.CancelJobRequest{Id: id, Reason: "resume test"}); err != nil {
-		t.Fatal(err)
-	}
-	cancelled, err := watchUntilDone(ctx, client, id, nil)
-	if err != nil || cancelled.GetState() != cohortv1.JobState_JOB_STATE_CANCELLED {
-		t.Fatalf("cancelled job: %v %s", err, stateName(cancelled.GetState()))
-	}
+	cancelled := cancelAfterFirstCheckpoint(ctx, t, client, id)
 	pointer := cancelled.GetCheckpoint()
 	pointerKey := keyOf(t, c, pointer)
 	man, err := storage.ReadManifest(ctx, c.Store, pointerKey)
@@ -196,4 +177,31 @@ func TestDevJobResumesExactly(t *testing.T) {
 	for r := range int(job.GetWorkerCount()) {
 		wr.Stop(id + "-resume-w" + string(rune('0'+r)))
 	}
+}
+
+// cancelAfterFirstCheckpoint waits until job id has a committed checkpoint, cancels it,
+// and returns the job once it is cancelled.
+func cancelAfterFirstCheckpoint(ctx context.Context, t *testing.T, client cohortv1.JobServiceClient, id string) *cohortv1.Job {
+	t.Helper()
+	stream, err := client.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		if msg.GetJob().GetCheckpoint() != "" {
+			break
+		}
+	}
+	if _, err := client.CancelJob(ctx, &cohortv1.CancelJobRequest{Id: id, Reason: "resume test"}); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, err := watchUntilDone(ctx, client, id, nil)
+	if err != nil || cancelled.GetState() != cohortv1.JobState_JOB_STATE_CANCELLED {
+		t.Fatalf("cancelled job: %v %s", err, stateName(cancelled.GetState()))
+	}
+	return cancelled
 }

@@ -1,12 +1,9 @@
 package api_test
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/cohort-dev/cohort/coordinator/clustertest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -14,34 +11,7 @@ import (
 // elastic job by shrinking it (one worker fewer, a new generation, no restart, nothing
 // evicted), as the plan predicts; when the preemptor ends, the elastic job grows back.
 func TestElasticPreemptionOverGRPC(t *testing.T) {
-	c := clustertest.TestCluster(t, 1)
-	leader := c.WaitForLeader(t)
-	jobs := leader.Jobs()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err := leader.Agent().RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: &cohortv1.Node{
-		Id: "n1", Roles: []cohortv1.NodeRole{cohortv1.NodeRole_NODE_ROLE_WORKER, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER},
-		DataAddress: "127.0.0.1:1", Capacity: &cohortv1.Resources{CpuMillis: 8000, MemoryBytes: 8 << 30, Gpus: 8},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor := func(id string, ok func(*cohortv1.Job) bool) *cohortv1.Job {
-		t.Helper()
-		stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				t.Fatalf("watch %s: %v", id, err)
-			}
-			if ok(resp.Job) {
-				return resp.Job
-			}
-		}
-	}
+	_, jobs, ctx, waitFor := oneNodeLeader(t, 8)
 	low, err := jobs.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte("name: low\nworkers: 4\ngpus: 2\npriority: 10\nmin: 1")})
 	if err != nil {
 		t.Fatal(err)

@@ -144,34 +144,7 @@ func TestQuotasAndQueuesOverGRPC(t *testing.T) {
 // coordinator; the victim goes back to pending with its generation bumped and its
 // checkpoint kept, and the preemptor runs.
 func TestPreemptionOverGRPC(t *testing.T) {
-	c := clustertest.TestCluster(t, 1)
-	leader := c.WaitForLeader(t)
-	jobs := leader.Jobs()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err := leader.Agent().RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: &cohortv1.Node{
-		Id: "n1", Roles: []cohortv1.NodeRole{cohortv1.NodeRole_NODE_ROLE_WORKER, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER},
-		DataAddress: "127.0.0.1:1", Capacity: &cohortv1.Resources{CpuMillis: 8000, MemoryBytes: 8 << 30, Gpus: 4},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor := func(id string, ok func(*cohortv1.Job) bool) *cohortv1.Job {
-		t.Helper()
-		stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				t.Fatalf("watch %s: %v", id, err)
-			}
-			if ok(resp.Job) {
-				return resp.Job
-			}
-		}
-	}
+	leader, jobs, ctx, waitFor := oneNodeLeader(t, 4)
 	isRunning := func(j *cohortv1.Job) bool { return j.State == cohortv1.JobState_JOB_STATE_RUNNING }
 
 	low, err := jobs.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte("name: low\nworkers: 2\ngpus: 2\npriority: 10")})
@@ -336,4 +309,40 @@ func TestDrainAndEligibilityOverGRPC(t *testing.T) {
 	if got.Job.State != cohortv1.JobState_JOB_STATE_PENDING || time.Since(start) < 900*time.Millisecond {
 		t.Fatalf("after the drain deadline: %v after %v", got.Job.State, time.Since(start))
 	}
+}
+
+// oneNodeLeader starts a one-voter coordinator with one worker and parameter-server node
+// of gpus GPUs (8 CPUs, 8 GiB), and returns its JobService client, a context bounding the
+// test, and waitFor, which follows a job until ok holds.
+func oneNodeLeader(t *testing.T, gpus int32) (*clustertest.Node, cohortv1.JobServiceClient, context.Context, func(id string, ok func(*cohortv1.Job) bool) *cohortv1.Job) {
+	t.Helper()
+	c := clustertest.TestCluster(t, 1)
+	leader := c.WaitForLeader(t)
+	jobs := leader.Jobs()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	_, err := leader.Agent().RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: &cohortv1.Node{
+		Id: "n1", Roles: []cohortv1.NodeRole{cohortv1.NodeRole_NODE_ROLE_WORKER, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER},
+		DataAddress: "127.0.0.1:1", Capacity: &cohortv1.Resources{CpuMillis: 8000, MemoryBytes: 8 << 30, Gpus: gpus},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(id string, ok func(*cohortv1.Job) bool) *cohortv1.Job {
+		t.Helper()
+		stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("watch %s: %v", id, err)
+			}
+			if ok(resp.Job) {
+				return resp.Job
+			}
+		}
+	}
+	return leader, jobs, ctx, waitFor
 }
