@@ -242,22 +242,6 @@ func (o *convBase[T]) Hashcode() uint32 {
 	return h.Sum32()
 }
 
-// convData returns the values of v, of the op's dtype, in row-major order.
-func convData[T float](v G.Value) ([]T, error) {
-	if t, ok := v.(tensor.Tensor); ok && t.RequiresIterator() {
-		if d, ok := t.(*tensor.Dense); ok {
-			v = d.Materialize().(*tensor.Dense)
-		} else {
-			return nil, fmt.Errorf("conv: cannot read a %T view", v)
-		}
-	}
-	d, ok := v.Data().([]T)
-	if !ok {
-		return nil, fmt.Errorf("conv: value of type %T, want %T", v.Data(), d)
-	}
-	return d, nil
-}
-
 func convTensorType(dims int) G.TensorType { return G.TensorType{Dims: dims, Of: hm.TypeVariable('a')} }
 
 // conv2dOp computes y = conv2d(x, w) + b: inputs x (B,C,H,W), w (F,C,K,K), b (F);
@@ -277,21 +261,11 @@ func (o *conv2dOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
-	if len(inputs) != 3 {
-		return nil, fmt.Errorf("conv: %d inputs, want 3", len(inputs))
-	}
-	x, err := convData[T](inputs[0])
+	in, err := opInputs[T](o.name, inputs, 3)
 	if err != nil {
 		return nil, err
 	}
-	w, err := convData[T](inputs[1])
-	if err != nil {
-		return nil, err
-	}
-	bias, err := convData[T](inputs[2])
-	if err != nil {
-		return nil, err
-	}
+	x, w, bias := in[0], in[1], in[2]
 	g := &o.g
 	out, y := o.output(g.b, g.f, g.oh, g.ow)
 	if n := g.b * g.ckk * g.plane; len(o.cols) != n {
@@ -348,17 +322,11 @@ func (o *convDataGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *convDataGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
-	if len(inputs) != 2 {
-		return nil, fmt.Errorf("conv dx: %d inputs, want 2", len(inputs))
-	}
-	w, err := convData[T](inputs[0])
+	in, err := opInputs[T](o.name, inputs, 2)
 	if err != nil {
 		return nil, err
 	}
-	dy, err := convData[T](inputs[1])
-	if err != nil {
-		return nil, err
-	}
+	w, dy := in[0], in[1]
 	g := &o.g
 	out, dx := o.output(g.b, g.c, g.h, g.w)
 	cols := convScratch(&o.col, o.par.workers(g.b), g.ckk*g.plane)
@@ -392,11 +360,11 @@ func (o *convFilterGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
-	if len(inputs) != 2 {
-		return nil, fmt.Errorf("conv dw: %d inputs, want 2", len(inputs))
-	}
 	// x (inputs[0]) orders this op after the forward one; its im2col is fwd.cols.
-	dy, err := convData[T](inputs[1])
+	if len(inputs) != 2 {
+		return nil, fmt.Errorf("%s: %d inputs, want 2", o.name, len(inputs))
+	}
+	dy, err := opData[T](o.name, 1, inputs[1])
 	if err != nil {
 		return nil, err
 	}
@@ -474,13 +442,11 @@ func (o *convBiasGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *convBiasGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
-	if len(inputs) != 1 {
-		return nil, fmt.Errorf("conv db: %d inputs, want 1", len(inputs))
-	}
-	dy, err := convData[T](inputs[0])
+	in, err := opInputs[T](o.name, inputs, 1)
 	if err != nil {
 		return nil, err
 	}
+	dy := in[0]
 	g := &o.g
 	out, db := o.output(g.f)
 	// Each filter's sum runs over the images in order, whoever computes it.
@@ -545,13 +511,11 @@ func (o *maxPoolOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *maxPoolOp[T]) Do(inputs ...G.Value) (G.Value, error) {
-	if len(inputs) != 1 {
-		return nil, fmt.Errorf("maxpool: %d inputs, want 1", len(inputs))
-	}
-	z, err := convData[T](inputs[0])
+	in, err := opInputs[T](o.name, inputs, 1)
 	if err != nil {
 		return nil, err
 	}
+	z := in[0]
 	g := &o.g
 	out, y := o.output(g.b, g.c, g.oh, g.ow)
 	if len(o.arg) != len(y) {
@@ -651,13 +615,11 @@ func (o *maxPoolGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *maxPoolGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
-	if len(inputs) != 1 {
-		return nil, fmt.Errorf("maxpool dz: %d inputs, want 1", len(inputs))
-	}
-	dy, err := convData[T](inputs[0])
+	in, err := opInputs[T](o.name, inputs, 1)
 	if err != nil {
 		return nil, err
 	}
+	dy := in[0]
 	if len(o.fwd.arg) != len(dy) {
 		return nil, fmt.Errorf("maxpool dz: the forward pool has not run")
 	}

@@ -79,20 +79,47 @@ func denseInputs[T float](name string, want int, inputs []G.Value) ([][]T, error
 	}
 	out := make([][]T, len(inputs))
 	for i, v := range inputs {
-		t, ok := v.(*tensor.Dense)
-		if !ok {
-			return nil, fmt.Errorf("%s: input %d is a %T, want *tensor.Dense", name, i, v)
-		}
-		if t.RequiresIterator() {
-			t = t.Materialize().(*tensor.Dense)
-		}
-		d, ok := t.Data().([]T)
-		if !ok {
-			return nil, fmt.Errorf("%s: input %d holds %T, want %T", name, i, t.Data(), d)
+		d, err := opData[T](name, i, v)
+		if err != nil {
+			return nil, err
 		}
 		out[i] = d
 	}
 	return out, nil
+}
+
+// maxOpInputs bounds the inputs opInputs decodes.
+const maxOpInputs = 4
+
+// opInputs checks that an op got n inputs (at most maxOpInputs) and returns their
+// row-major values, in an array so that the ops that run every step allocate nothing.
+func opInputs[T float](name string, inputs []G.Value, n int) (vals [maxOpInputs][]T, err error) {
+	if len(inputs) != n || n > maxOpInputs {
+		return vals, fmt.Errorf("%s: %d inputs, want %d", name, len(inputs), n)
+	}
+	for i, v := range inputs {
+		if vals[i], err = opData[T](name, i, v); err != nil {
+			return vals, err
+		}
+	}
+	return vals, nil
+}
+
+// opData returns the row-major values of an op's input i, of the op's dtype; a strided
+// view is materialised first.
+func opData[T float](name string, i int, v G.Value) ([]T, error) {
+	if t, ok := v.(tensor.Tensor); ok && t.RequiresIterator() {
+		d, ok := t.(*tensor.Dense)
+		if !ok {
+			return nil, fmt.Errorf("%s: input %d is a %T view, which cannot be read", name, i, v)
+		}
+		v = d.Materialize().(*tensor.Dense)
+	}
+	d, ok := v.Data().([]T)
+	if !ok {
+		return nil, fmt.Errorf("%s: input %d holds %T, want %T", name, i, v.Data(), d)
+	}
+	return d, nil
 }
 
 func denseType(dims int) G.TensorType { return G.TensorType{Dims: dims, Of: hm.TypeVariable('a')} }
