@@ -19,6 +19,20 @@ const (
 	DefaultShardMemory        = "512Mi"
 	DefaultCheckpointKeep     = 3
 	DefaultExportFormat       = ExportSafetensors
+	// DefaultMinGroupFraction is spec.audit.minGroupFraction (the 2% of NYC Local Law 144).
+	DefaultMinGroupFraction = 0.02
+	// DefaultAuditThreshold is spec.audit.threshold.
+	DefaultAuditThreshold = 0.5
+	// DefaultBootstrapResamples is spec.audit.bootstrap.resamples.
+	DefaultBootstrapResamples = 1000
+	// DefaultPermutationRepeats is spec.explain.permutation.repeats.
+	DefaultPermutationRepeats = 5
+	// DefaultPermutationSeed is spec.explain.permutation.seed.
+	DefaultPermutationSeed = 1
+	// DefaultIntegratedGradientsSteps is spec.explain.integratedGradients.steps.
+	DefaultIntegratedGradientsSteps = 32
+	// DefaultSamplesPerClass is spec.explain.integratedGradients.samplesPerClass.
+	DefaultSamplesPerClass = 8
 )
 
 // SetDefaults fills in the defaults of a job built in Go code, where a zero value means
@@ -126,6 +140,25 @@ func (j *TrainingJob) applyDefaults(has func(path string) bool) {
 	setInt("spec.checkpoint.keep", &s.Checkpoint.Keep, DefaultCheckpointKeep)
 	if unset("spec.export.formats", len(s.Export.Formats) == 0) {
 		s.Export.Formats = []string{DefaultExportFormat}
+	}
+
+	if a := s.Audit; a != nil {
+		setFloat("spec.audit.minGroupFraction", &a.MinGroupFraction, DefaultMinGroupFraction)
+		setFloat("spec.audit.threshold", &a.Threshold, DefaultAuditThreshold)
+		setInt("spec.audit.bootstrap.resamples", &a.Bootstrap.Resamples, DefaultBootstrapResamples)
+		if unset("spec.audit.bootstrap.seed", a.Bootstrap.Seed == 0) {
+			a.Bootstrap.Seed = DefaultSeed
+		}
+	}
+	e := &s.Explain
+	setInt("spec.explain.permutation.repeats", &e.Permutation.Repeats, DefaultPermutationRepeats)
+	if unset("spec.explain.permutation.seed", e.Permutation.Seed == 0) {
+		e.Permutation.Seed = DefaultPermutationSeed
+	}
+	if s.Model.CNN != nil {
+		ig := &e.IntegratedGradients
+		setInt("spec.explain.integratedGradients.steps", &ig.Steps, DefaultIntegratedGradientsSteps)
+		setInt("spec.explain.integratedGradients.samplesPerClass", &ig.SamplesPerClass, DefaultSamplesPerClass)
 	}
 }
 

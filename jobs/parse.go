@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -160,11 +162,17 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value, nullable boo
 	}
 	switch v.Kind() {
 	case reflect.Pointer:
+		elem := reflect.New(v.Type().Elem())
+		if v.Type().Elem().Kind() != reflect.Struct {
+			// An optional scalar (spec.audit.gate.minAUC): set only when given.
+			d.value(path, n, elem.Elem(), false)
+			v.Set(elem)
+			return
+		}
 		if n.Kind != yaml.MappingNode || n.ShortTag() != "!!map" {
 			d.wrongType(path, n, v.Type())
 			return
 		}
-		elem := reflect.New(v.Type().Elem())
 		v.Set(elem)
 		d.mapping(path, n, elem.Elem())
 	case reflect.Struct:
@@ -341,17 +349,23 @@ func structFields(t reflect.Type) map[string]fieldInfo {
 
 // suggest returns ` (did you mean "x"?)` for the known field closest to name, or "".
 func suggest(name string, fields map[string]fieldInfo) string {
+	return DidYouMean(name, slices.Collect(maps.Keys(fields)))
+}
+
+// DidYouMean returns ` (did you mean "x"?)` for the option closest to name (ignoring
+// case, '_' and '-'; at most 2 edits, and at most half of name), or "".
+func DidYouMean(name string, options []string) string {
 	best, bestDist := "", 3
 	norm := func(s string) string {
 		return strings.ToLower(strings.ReplaceAll(strings.ReplaceAll(s, "_", ""), "-", ""))
 	}
-	for f := range fields {
+	for _, f := range options {
 		dist := editDistance(norm(name), norm(f))
 		if dist < bestDist || (dist == bestDist && best != "" && f < best) {
 			best, bestDist = f, dist
 		}
 	}
-	if best == "" || bestDist > len(name)/2 {
+	if best == "" || (bestDist > len(name)/2 && bestDist > 0) {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
@@ -388,9 +402,17 @@ func (d *decoder) wrongType(path string, n *yaml.Node, t reflect.Type) {
 // expected names the YAML shape a Go type is read from.
 func expected(t reflect.Type) string {
 	switch t.Kind() {
-	case reflect.Pointer, reflect.Struct:
+	case reflect.Pointer:
+		if t.Elem().Kind() != reflect.Struct {
+			return expected(t.Elem())
+		}
+		return "a mapping"
+	case reflect.Struct:
 		return "a mapping"
 	case reflect.Map:
+		if t.Elem().Kind() == reflect.Slice {
+			return "a mapping of lists of " + strings.TrimPrefix(expected(t.Elem()), "a list of ")
+		}
 		return "a mapping of " + strings.TrimPrefix(strings.TrimPrefix(expected(t.Elem()), "a "), "an ") + "s"
 	case reflect.Slice:
 		return "a list of " + strings.TrimPrefix(strings.TrimPrefix(expected(t.Elem()), "a "), "an ") + "s"

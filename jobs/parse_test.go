@@ -216,6 +216,7 @@ spec:
 			},
 			Checkpoint: Checkpoint{Keep: 3},
 			Export:     Export{Formats: []string{"safetensors"}},
+			Explain:    Explain{Permutation: Permutation{Repeats: 5, Seed: 1}},
 		},
 	}
 	got := *j
@@ -410,17 +411,23 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			spec := editSpec(t, tt.edits...)
-			_, err := Parse([]byte(spec))
-			errs := specErrors(t, err)
-			if len(errs) != 1 {
-				t.Errorf("got %d problems, want 1:\n%v", len(errs), err)
-			}
-			fe := errs[0]
-			if fe.Path != tt.wantPath || fe.Line != tt.wantLine || !strings.Contains(fe.Message, tt.wantMsg) {
-				t.Fatalf("got  %s\nwant %s (line %d): ...%s...\nspec:\n%s", fe.Error(), tt.wantPath, tt.wantLine, tt.wantMsg, spec)
-			}
+			assertOneProblem(t, editSpec(t, tt.edits...), tt.wantPath, tt.wantLine, tt.wantMsg)
 		})
+	}
+}
+
+// assertOneProblem parses spec and checks that it has exactly one problem, at path and
+// line, whose message contains msg.
+func assertOneProblem(t *testing.T, spec, path string, line int, msg string) {
+	t.Helper()
+	_, err := Parse([]byte(spec))
+	errs := specErrors(t, err)
+	if len(errs) != 1 {
+		t.Errorf("got %d problems, want 1:\n%v", len(errs), err)
+	}
+	fe := errs[0]
+	if fe.Path != path || fe.Line != line || !strings.Contains(fe.Message, msg) {
+		t.Fatalf("got  %s\nwant %s (line %d): ...%s...\nspec:\n%s", fe.Error(), path, line, msg, spec)
 	}
 }
 

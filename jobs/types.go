@@ -135,6 +135,92 @@ type Spec struct {
 	// RestartPolicy bounds how often the job is placed again after losing a node;
 	// absent means DefaultMaxRestarts.
 	RestartPolicy *RestartPolicy `yaml:"restartPolicy,omitempty" json:"restartPolicy,omitempty"`
+	// Audit asks for a fairness audit of the exported model by sensitive group, and an
+	// export gate; optional (format csv only).
+	Audit *Audit `yaml:"audit,omitempty" json:"audit,omitempty"`
+	// Explain configures the explanations computed for the exported model (permutation
+	// importance; integrated gradients for a CNN). Every job computes them; the defaults
+	// apply when it is omitted.
+	Explain Explain `yaml:"explain,omitempty" json:"explain,omitzero"`
+}
+
+// Audit is spec.audit: which columns to audit the model's decisions by, and the gate an
+// export must pass.
+type Audit struct {
+	// Sensitive lists the audited columns (at least one). They are not model inputs
+	// unless UseAsFeatures is set.
+	Sensitive []string `yaml:"sensitive" json:"sensitive"`
+	// UseAsFeatures keeps the sensitive columns among the model's inputs.
+	UseAsFeatures bool `yaml:"useAsFeatures" json:"useAsFeatures"`
+	// Intersectional also audits every combination of two or more sensitive columns.
+	Intersectional bool `yaml:"intersectional" json:"intersectional"`
+	// MinGroupFraction is the share of the evaluated rows under which a group is
+	// reported but left out of the impact ratios; default DefaultMinGroupFraction.
+	MinGroupFraction float64 `yaml:"minGroupFraction" json:"minGroupFraction"`
+	// Threshold is the decision threshold on the positive-class probability for
+	// selection rates (binary tasks); default DefaultAuditThreshold.
+	Threshold float64 `yaml:"threshold" json:"threshold"`
+	// Bins groups a numeric sensitive column by these strictly increasing edges
+	// ("<e0", "[e0,e1)", ..., ">=en"); a column of more than MaxAuditCategories
+	// distinct values needs them.
+	Bins map[string][]float64 `yaml:"bins,omitempty" json:"bins,omitempty"`
+	// Bootstrap sets the resampling of the metrics' confidence intervals.
+	Bootstrap Bootstrap `yaml:"bootstrap,omitempty" json:"bootstrap,omitzero"`
+	// Gate, when set, blocks the export of a model that fails it.
+	Gate *Gate `yaml:"gate,omitempty" json:"gate,omitempty"`
+}
+
+// Bootstrap configures the percentile bootstrap of the report's 95% confidence intervals.
+type Bootstrap struct {
+	// Resamples is the number of resamples, 0..MaxBootstrapResamples (0: no intervals);
+	// default DefaultBootstrapResamples.
+	Resamples int `yaml:"resamples" json:"resamples"`
+	// Seed seeds the resampling; default DefaultSeed.
+	Seed int64 `yaml:"seed" json:"seed"`
+}
+
+// Gate is spec.audit.gate: the figures an exported model must reach. Each field is
+// optional; an absent one is not checked.
+type Gate struct {
+	// MinImpactRatio is the lowest impact ratio any eligible group may have (0.8 is the
+	// four-fifths rule): selection rates for binary tasks, scoring rates for regression.
+	MinImpactRatio *float64 `yaml:"minImpactRatio,omitempty" json:"minImpactRatio,omitempty"`
+	// MinAUC is the lowest AUC on the evaluated split (binary tasks).
+	MinAUC *float64 `yaml:"minAUC,omitempty" json:"minAUC,omitempty"`
+	// MinAccuracy is the lowest accuracy on the evaluated split (classification).
+	MinAccuracy *float64 `yaml:"minAccuracy,omitempty" json:"minAccuracy,omitempty"`
+	// MaxRMSE is the highest RMSE, in target units, on the evaluated split (regression).
+	MaxRMSE *float64 `yaml:"maxRMSE,omitempty" json:"maxRMSE,omitempty"`
+}
+
+// Explain is spec.explain.
+type Explain struct {
+	// Permutation configures permutation importance per raw input column.
+	Permutation Permutation `yaml:"permutation,omitempty" json:"permutation,omitzero"`
+	// IntegratedGradients configures the CNN's pixel attributions.
+	IntegratedGradients IntegratedGradients `yaml:"integratedGradients,omitempty" json:"integratedGradients,omitzero"`
+}
+
+// Permutation configures permutation importance: each input column (for an LSTM, each
+// feature and each lag) is shuffled Repeats times and the drop of the model's score is
+// averaged.
+type Permutation struct {
+	// Repeats is 0..MaxPermutationRepeats (0: no importance); default
+	// DefaultPermutationRepeats.
+	Repeats int `yaml:"repeats" json:"repeats"`
+	// Seed seeds the shuffles; default 1.
+	Seed int64 `yaml:"seed" json:"seed"`
+}
+
+// IntegratedGradients configures a CNN's integrated-gradients attributions: the mean
+// absolute attribution image of up to SamplesPerClass evaluated images per class.
+type IntegratedGradients struct {
+	// Steps is the number of points on the path from the all-zero image, 1..1024;
+	// default DefaultIntegratedGradientsSteps.
+	Steps int `yaml:"steps" json:"steps"`
+	// SamplesPerClass is 0..MaxSamplesPerClass (0: none); default
+	// DefaultSamplesPerClass.
+	SamplesPerClass int `yaml:"samplesPerClass" json:"samplesPerClass"`
 }
 
 // RestartPolicy is a job's restart budget.

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -23,6 +24,21 @@ const (
 	MaxGPUsPerWorker  = 64
 	MaxShards         = 256
 	MaxCheckpointKeep = 1000
+	// MaxSensitive bounds spec.audit.sensitive (intersections grow as 2^n).
+	MaxSensitive = 6
+	// MaxAuditCategories is the most distinct values a sensitive column may have
+	// without spec.audit.bins.
+	MaxAuditCategories = 50
+	// MaxBinEdges bounds each list of spec.audit.bins.
+	MaxBinEdges = 100
+	// MaxBootstrapResamples bounds spec.audit.bootstrap.resamples.
+	MaxBootstrapResamples = 100000
+	// MaxPermutationRepeats bounds spec.explain.permutation.repeats.
+	MaxPermutationRepeats = 100
+	// MaxIntegratedGradientsSteps bounds spec.explain.integratedGradients.steps.
+	MaxIntegratedGradientsSteps = 1024
+	// MaxSamplesPerClass bounds spec.explain.integratedGradients.samplesPerClass.
+	MaxSamplesPerClass = 1000
 	// MaxCPUMillis bounds the CPU of one task (1024 cores), so that sums over a job stay far
 	// from overflow.
 	MaxCPUMillis = 1024 * 1000
@@ -182,7 +198,118 @@ func (j *TrainingJob) validate() errorList {
 			v.add(fmt.Sprintf("spec.export.formats[%d]", i), "%q is not one of %s", f, strings.Join(ExportFormats, ", "))
 		}
 	}
+	v.audit(model)
+	v.explain(model)
 	return v.errs
+}
+
+// audit checks spec.audit; the columns themselves are checked against the data when
+// it is read (worker.Preflight and the job's first step).
+func (v *validator) audit(model string) {
+	a := v.j.Spec.Audit
+	if a == nil {
+		return
+	}
+	s := &v.j.Spec
+	const p = "spec.audit"
+	if model != "" && model != "mlp" {
+		v.add(p, "applies only to tabular (csv) jobs with an mlp model, not %s: image and sequence data have no per-row sensitive columns", model)
+		return
+	}
+	switch {
+	case len(a.Sensitive) == 0:
+		v.add(p+".sensitive", "must list at least one column to audit by")
+	case len(a.Sensitive) > MaxSensitive:
+		v.add(p+".sensitive", "at most %d columns, got %d", MaxSensitive, len(a.Sensitive))
+	}
+	v.names(p+".sensitive", a.Sensitive)
+	for i, c := range a.Sensitive {
+		if c != "" && c == s.Data.Label {
+			v.add(fmt.Sprintf("%s.sensitive[%d]", p, i), "%q is the label column: a model cannot be audited by what it predicts", c)
+		}
+	}
+	if a.MinGroupFraction < 0 || a.MinGroupFraction >= 0.5 {
+		v.add(p+".minGroupFraction", "must be in [0, 0.5), got %g", a.MinGroupFraction)
+	}
+	if a.Threshold <= 0 || a.Threshold >= 1 {
+		v.add(p+".threshold", "must be between 0 and 1 (exclusive), got %g", a.Threshold)
+	} else if a.Threshold != DefaultAuditThreshold && s.Task != TaskBinary && s.Task != "" {
+		v.add(p+".threshold", "applies only to task %s, not %s", TaskBinary, s.Task)
+	}
+	for _, col := range slices.Sorted(maps.Keys(a.Bins)) {
+		edges := a.Bins[col]
+		bp := p + ".bins." + col
+		if !slices.Contains(a.Sensitive, col) {
+			v.add(bp, "%q is not one of spec.audit.sensitive (%s)", col, strings.Join(a.Sensitive, ", "))
+		}
+		switch {
+		case len(edges) == 0:
+			v.add(bp, "must list at least one edge")
+		case len(edges) > MaxBinEdges:
+			v.add(bp, "at most %d edges, got %d", MaxBinEdges, len(edges))
+		}
+		for i := 1; i < len(edges); i++ {
+			if edges[i] <= edges[i-1] {
+				v.add(fmt.Sprintf("%s[%d]", bp, i), "edges must be strictly increasing: %g follows %g", edges[i], edges[i-1])
+				break
+			}
+		}
+	}
+	v.intRange(p+".bootstrap.resamples", a.Bootstrap.Resamples, 0, MaxBootstrapResamples)
+	if g := a.Gate; g != nil {
+		gp := p + ".gate"
+		if g.MinImpactRatio == nil && g.MinAUC == nil && g.MinAccuracy == nil && g.MaxRMSE == nil {
+			v.add(gp, "sets no figure: give at least one of minImpactRatio, minAUC, minAccuracy, maxRMSE (or remove the gate)")
+		}
+		if r := g.MinImpactRatio; r != nil {
+			if *r <= 0 || *r > 1 {
+				v.add(gp+".minImpactRatio", "must be greater than 0 and at most 1, got %g", *r)
+			}
+			if s.Task == TaskMulticlass {
+				v.add(gp+".minImpactRatio", "applies to tasks %s and %s (selection or scoring rates), not %s", TaskBinary, TaskRegression, s.Task)
+			}
+		}
+		if r := g.MinAUC; r != nil {
+			if *r < 0 || *r > 1 {
+				v.add(gp+".minAUC", "must be in [0, 1], got %g", *r)
+			}
+			if s.Task != TaskBinary && s.Task != "" {
+				v.add(gp+".minAUC", "applies only to task %s, not %s", TaskBinary, s.Task)
+			}
+		}
+		if r := g.MinAccuracy; r != nil {
+			if *r < 0 || *r > 1 {
+				v.add(gp+".minAccuracy", "must be in [0, 1], got %g", *r)
+			}
+			if s.Task == TaskRegression {
+				v.add(gp+".minAccuracy", "applies only to classification tasks, not %s", s.Task)
+			}
+		}
+		if r := g.MaxRMSE; r != nil {
+			if *r <= 0 {
+				v.add(gp+".maxRMSE", "must be greater than 0, got %g", *r)
+			}
+			if s.Task != TaskRegression && s.Task != "" {
+				v.add(gp+".maxRMSE", "applies only to task %s, not %s", TaskRegression, s.Task)
+			}
+		}
+	}
+}
+
+// explain checks spec.explain.
+func (v *validator) explain(model string) {
+	e := &v.j.Spec.Explain
+	const p = "spec.explain"
+	v.intRange(p+".permutation.repeats", e.Permutation.Repeats, 0, MaxPermutationRepeats)
+	ig := &e.IntegratedGradients
+	if model != "cnn" {
+		if model != "" && *ig != (IntegratedGradients{}) {
+			v.add(p+".integratedGradients", "applies only to a cnn model, not %s (tabular and sequence models get permutation importance)", model)
+		}
+		return
+	}
+	v.intRange(p+".integratedGradients.steps", ig.Steps, 1, MaxIntegratedGradientsSteps)
+	v.intRange(p+".integratedGradients.samplesPerClass", ig.SamplesPerClass, 0, MaxSamplesPerClass)
 }
 
 // model checks spec.model and returns the kind set ("mlp", "cnn", "lstm"), or "" when not
