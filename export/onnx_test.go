@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cohort-dev/cohort/internal/testenv"
 	"github.com/cohort-dev/cohort/worker/model"
 )
 
@@ -193,46 +194,11 @@ func TestONNXMatchesGorgonia(t *testing.T) {
 	}
 }
 
-// onnxPython returns a python interpreter that imports onnx, or the reason none does:
-// $COHORT_PYTHON when set, else the first of python3 on PATH and /usr/bin/python3
-// (Debian's, where python3-onnx installs) that imports onnx.
-func onnxPython() (string, string) {
-	var tried []string
-	candidates := []string{"python3", "/usr/bin/python3"}
-	if py := os.Getenv("COHORT_PYTHON"); py != "" {
-		candidates = []string{py}
-	}
-	for _, py := range candidates {
-		path, err := exec.LookPath(py)
-		if err != nil {
-			tried = append(tried, py+": not found")
-			continue
-		}
-		out, err := exec.Command(path, "-c", "import onnx; print(onnx.__version__)").CombinedOutput()
-		if err == nil {
-			return path, strings.TrimSpace(string(out))
-		}
-		tried = append(tried, fmt.Sprintf("%s: %s", path, lastLine(string(out))))
-	}
-	return "", "python3 with the onnx module not found (" + strings.Join(tried, "; ") + "); install it with scripts/apt-install.sh python3-onnx"
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
-}
-
 // TestONNXChecker runs onnx.checker.check_model(full_check=True) from python3-onnx on an
 // export of every test model. It skips (with the reason) when python3 cannot import
 // onnx, unless COHORT_REQUIRE_ONNX=1, when it fails.
 func TestONNXChecker(t *testing.T) {
-	py, info := onnxPython()
-	if py == "" {
-		if os.Getenv("COHORT_REQUIRE_ONNX") == "1" {
-			t.Fatalf("COHORT_REQUIRE_ONNX=1: %s", info)
-		}
-		t.Skip(info)
-	}
+	py, info := testenv.Python(t, "onnx", "python3-onnx", "COHORT_REQUIRE_ONNX")
 	t.Logf("python %s, onnx %s", py, info)
 	_, self, _, _ := runtime.Caller(0)
 	script := filepath.Join(filepath.Dir(self), "..", "scripts", "onnx-check.py")
@@ -286,13 +252,7 @@ func TestONNXChecker(t *testing.T) {
 // TestONNXCheckerRejectsBrokenModel makes sure the checker run above can fail: a model
 // whose node reads an undefined value must be refused.
 func TestONNXCheckerRejectsBrokenModel(t *testing.T) {
-	py, info := onnxPython()
-	if py == "" {
-		if os.Getenv("COHORT_REQUIRE_ONNX") == "1" {
-			t.Fatalf("COHORT_REQUIRE_ONNX=1: %s", info)
-		}
-		t.Skip(info)
-	}
+	py, _ := testenv.Python(t, "onnx", "python3-onnx", "COHORT_REQUIRE_ONNX")
 	c := testCases(t)[0]
 	w, err := c.arch.CheckWeights(c.tensors(c.params(1)))
 	if err != nil {

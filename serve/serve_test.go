@@ -285,29 +285,11 @@ func TestServeMatchesTrainingForwardPass(t *testing.T) {
 	})
 
 	t.Run("lstm", func(t *testing.T) {
-		var csv strings.Builder
-		csv.WriteString("Month,Hours,Absence,Score\n")
-		rng := rand.New(rand.NewPCG(5, 5))
-		for m := 1; m <= 30; m++ {
-			fmt.Fprintf(&csv, "%d,%.2f,%d,%.3f\n", m, 150+20*rng.NormFloat64(), rng.IntN(4), 3+rng.NormFloat64()*0.5)
-		}
-		tbl, err := data.ReadCSV(strings.NewReader(csv.String()))
+		f, tbl, scaler := lstmFixture(t)
+		ds, err := scaler.Windows(tbl, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
-		seq, err := data.LoadSequences(tbl, data.SequenceConfig{Lookback: 4, Horizon: 1, Target: "Score",
-			Features: []string{"Hours", "Absence", "Score"}, Time: "Month", Task: data.TaskRegression, ValidationFraction: 0.2}, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ds, err := seq.Scaler.Windows(tbl, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := model.NewLSTM(model.LSTMConfig{Steps: 4, Features: 3, Hidden: []int{5, 4}, Dense: []int{3}, Outputs: 1, Task: model.TaskRegression, BatchSize: 4})
-		arch := export.Architecture{Kind: export.KindLSTM, Task: export.TaskRegression, Inputs: 12, Outputs: 1, Hidden: []int{5, 4}, Dense: []int{3},
-			Steps: 4, Features: 3, LabelMean: seq.Scaler.TargetMean, LabelStd: seq.Scaler.TargetStd}
-		f := newFixture(t, m, err, arch, "sequence_csv", seq.Scaler)
 		// Window i holds rows i..i+3 of the single series, in time order.
 		if ds.N != 30-4 {
 			t.Fatalf("%d windows, want 26", ds.N)
@@ -328,6 +310,31 @@ func TestServeMatchesTrainingForwardPass(t *testing.T) {
 		}
 		assertClose(t, f.infer(t, inputs), f.expected(t, ds.X, ds.N))
 	})
+}
+
+// lstmFixture serves a two-layer LSTM regression (lookback 4, features Hours, Absence
+// and Score) fitted on a 30-month series, which it returns with its scaler.
+func lstmFixture(t *testing.T) (*fixture, *data.Table, *data.SequenceScaler) {
+	t.Helper()
+	var csv strings.Builder
+	csv.WriteString("Month,Hours,Absence,Score\n")
+	rng := rand.New(rand.NewPCG(5, 5))
+	for m := 1; m <= 30; m++ {
+		fmt.Fprintf(&csv, "%d,%.2f,%d,%.3f\n", m, 150+20*rng.NormFloat64(), rng.IntN(4), 3+rng.NormFloat64()*0.5)
+	}
+	tbl, err := data.ReadCSV(strings.NewReader(csv.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := data.LoadSequences(tbl, data.SequenceConfig{Lookback: 4, Horizon: 1, Target: "Score",
+		Features: []string{"Hours", "Absence", "Score"}, Time: "Month", Task: data.TaskRegression, ValidationFraction: 0.2}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.NewLSTM(model.LSTMConfig{Steps: 4, Features: 3, Hidden: []int{5, 4}, Dense: []int{3}, Outputs: 1, Task: model.TaskRegression, BatchSize: 4})
+	arch := export.Architecture{Kind: export.KindLSTM, Task: export.TaskRegression, Inputs: 12, Outputs: 1, Hidden: []int{5, 4}, Dense: []int{3},
+		Steps: 4, Features: 3, LabelMean: seq.Scaler.TargetMean, LabelStd: seq.Scaler.TargetStd}
+	return newFixture(t, m, err, arch, "sequence_csv", seq.Scaler), tbl, seq.Scaler
 }
 
 // TestServeBadInput checks that malformed requests get 4xx answers whose message names

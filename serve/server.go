@@ -4,6 +4,14 @@
 // raw columns of the training data, one tensor each; the server applies the saved
 // preprocessing, runs the network and answers probabilities, class labels or
 // predictions in target units.
+//
+// POST /v2/models/{name}/explain takes the same body and answers infer's outputs plus
+// integrated-gradients attributions (see Model.Explain): one FP64
+// attribution_<input> tensor per input, shaped as that input, with the explained
+// output and its value at an all-zero-feature baseline (explained_output,
+// baseline_output), and "parameters": {"method", "baseline", "steps", "output",
+// "completeness_gap"}. The request parameter "target_class" picks a classifier's
+// explained class by label.
 package serve
 
 import (
@@ -102,6 +110,8 @@ func New(cfg Config) (*Server, error) {
 	m.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", s.withModel(s.ready))
 	m.HandleFunc("POST /v2/models/{name}/infer", s.withModel(s.infer))
 	m.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", s.withModel(s.infer))
+	m.HandleFunc("POST /v2/models/{name}/explain", s.withModel(s.explain))
+	m.HandleFunc("POST /v2/models/{name}/versions/{version}/explain", s.withModel(s.explain))
 	s.mux = m
 	return s, nil
 }
@@ -167,24 +177,33 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"name": s.cfg.Model.Name(), "ready": true})
 }
 
-func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+// decodeBody reads and decodes an infer (or explain) request body of at most
+// MaxRequestBytes, answering 413 or 400 itself when it cannot.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (*InferRequest, []Tensor, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes", s.cfg.MaxRequestBytes)
-			return
+			return nil, nil, false
 		}
 		writeError(w, http.StatusBadRequest, "read request body: %v", err)
+		return nil, nil, false
+	}
+	req, tensors, err := DecodeRequest(body, s.cfg.MaxBatchRows*max(s.cfg.Model.arch.Inputs, 1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return nil, nil, false
+	}
+	return req, tensors, true
+}
+
+func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+	req, tensors, ok := s.decodeBody(w, r)
+	if !ok {
 		return
 	}
 	m := s.cfg.Model
-	maxElements := s.cfg.MaxBatchRows * max(m.arch.Inputs, 1)
-	req, tensors, err := DecodeRequest(body, maxElements)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
 	outs, n, err := m.Infer(tensors, req.Outputs, s.cfg.MaxBatchRows)
 	if err != nil {
 		var bad *BadInputError
