@@ -143,6 +143,9 @@ var methodRules = map[string]rule{
 	cohortv1.JobService_SetNodeEligibility_FullMethodName: {need: RoleAdmin},
 	cohortv1.JobService_ResumeJob_FullMethodName:          {need: RoleSubmit, namespace: resumeNamespace},
 	cohortv1.JobService_JobLogs_FullMethodName:            {need: RoleRead},
+	cohortv1.JobService_GetJobReport_FullMethodName:       {need: RoleRead},
+	// Exporting a model that failed its fairness gate is a governance decision.
+	cohortv1.JobService_OverrideGate_FullMethodName: {need: RoleAdmin},
 	// AgentService: node agents.
 	cohortv1.AgentService_RegisterNode_FullMethodName:     {need: RoleAgent},
 	cohortv1.AgentService_Heartbeat_FullMethodName:        {need: RoleAgent},
@@ -315,6 +318,28 @@ func bearer(ctx context.Context) string {
 	return ""
 }
 
+// callerKey is the context key of the *Token an authorized call was made with.
+type callerKey struct{}
+
+// Caller returns the name of the ACL token the call in ctx was authorized with, or ""
+// on a coordinator without ACLs.
+func Caller(ctx context.Context) string {
+	tok, _ := ctx.Value(callerKey{}).(*Token)
+	return tokenName(tok)
+}
+
+// authorizeCall checks the call's token against method's rule and returns ctx carrying
+// the token (see Caller); req is nil for streams.
+func (a *ACL) authorizeCall(ctx context.Context, method string, req any) (context.Context, error) {
+	if err := a.authorize(ctx, method, req); err != nil {
+		return ctx, err
+	}
+	if tok, ok := a.Authenticate(bearer(ctx)); ok {
+		ctx = context.WithValue(ctx, callerKey{}, tok)
+	}
+	return ctx, nil
+}
+
 // authorize checks the call's token against method's rule; req is nil for streams.
 func (a *ACL) authorize(ctx context.Context, method string, req any) error {
 	r, ok := methodRules[method]
@@ -357,7 +382,8 @@ func tokenName(t *Token) string {
 // UnaryServerInterceptor checks every unary call.
 func (a *ACL) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if err := a.authorize(ctx, info.FullMethod, req); err != nil {
+		ctx, err := a.authorizeCall(ctx, info.FullMethod, req)
+		if err != nil {
 			return nil, err
 		}
 		return handler(ctx, req)

@@ -155,6 +155,8 @@ func TestACLRuleTable(t *testing.T) {
 		{cohortv1.JobService_ResumeJob_FullMethodName, &cohortv1.ResumeJobRequest{Id: "job-b"}, want{unauth, deny, ok, deny, ok, deny}},
 		{cohortv1.JobService_ResumeJob_FullMethodName, &cohortv1.ResumeJobRequest{Id: "nope"}, want{unauth, deny, ok, ok, ok, deny}},
 		{cohortv1.JobService_JobLogs_FullMethodName, nil, want{unauth, ok, ok, ok, ok, deny}},
+		{cohortv1.JobService_GetJobReport_FullMethodName, &cohortv1.GetJobReportRequest{Id: "job-b"}, want{unauth, ok, ok, ok, ok, deny}},
+		{cohortv1.JobService_OverrideGate_FullMethodName, &cohortv1.OverrideGateRequest{Id: "job-b"}, want{unauth, deny, deny, deny, ok, deny}},
 		{cohortv1.JobService_SetQuota_FullMethodName, &cohortv1.SetQuotaRequest{}, want{unauth, deny, deny, deny, ok, deny}},
 		{cohortv1.JobService_SetQueue_FullMethodName, &cohortv1.SetQueueRequest{}, want{unauth, deny, deny, deny, ok, deny}},
 		{cohortv1.JobService_DrainNode_FullMethodName, &cohortv1.DrainNodeRequest{}, want{unauth, deny, deny, deny, ok, deny}},

@@ -115,6 +115,10 @@ func (c Config) withDefaults() Config {
 // ErrInvalidArgument marks a request the handlers refuse before calling the backend.
 var ErrInvalidArgument = errors.New("invalid argument")
 
+// ErrFailedPrecondition marks a request the cluster's state cannot answer yet (a job
+// without a report).
+var ErrFailedPrecondition = errors.New("failed precondition")
+
 // invalidSpecError carries a spec parse error; its message is the parser's, verbatim.
 type invalidSpecError struct{ err error }
 
@@ -140,7 +144,10 @@ var errorCodes = []struct {
 	{fsm.ErrNotPending, codes.FailedPrecondition},
 	{fsm.ErrNotResumable, codes.FailedPrecondition},
 	{fsm.ErrNoCheckpoint, codes.FailedPrecondition},
+	{fsm.ErrGateNotOverridable, codes.FailedPrecondition},
 	{errNoLogStore, codes.FailedPrecondition},
+	{errNoReportStore, codes.FailedPrecondition},
+	{ErrFailedPrecondition, codes.FailedPrecondition},
 	{server.ErrStaleRegistration, codes.FailedPrecondition},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},

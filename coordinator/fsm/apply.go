@@ -257,6 +257,12 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 	if len(r.Exports) > 0 {
 		job.Exports = slices.Clone(r.Exports)
 	}
+	if r.Report != "" {
+		job.Report = r.Report
+	}
+	if r.Gate != nil {
+		job.Gate = proto.Clone(r.Gate).(*cohortv1.GateResult)
+	}
 	if !proto.Equal(job, storedJob) {
 		if err := txn.UpsertJob(job); err != nil {
 			return err
@@ -266,7 +272,7 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 	switch {
 	case r.State == cohortv1.TaskState_TASK_STATE_SUCCEEDED &&
 		stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER && stored.Index == 0:
-		_, err = endJob(txn, job, cohortv1.JobState_JOB_STATE_SUCCEEDED, "succeeded", at, stored.Id)
+		_, err = endJob(txn, job, cohortv1.JobState_JOB_STATE_SUCCEEDED, succeededMessage(job), at, stored.Id)
 	case r.State == cohortv1.TaskState_TASK_STATE_FAILED && stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER &&
 		job.State == cohortv1.JobState_JOB_STATE_RUNNING && canShrinkWithout(txn, job, stored.Id):
 		// An elastic job goes on with the other workers.
@@ -278,6 +284,52 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 		_, err = endJob(txn, job, cohortv1.JobState_JOB_STATE_FAILED, msg, at, stored.Id)
 	}
 	return err
+}
+
+// succeededMessage is a succeeded job's status: "succeeded", or with a failed export
+// gate "succeeded; export blocked: <each failing figure>".
+func succeededMessage(job *cohortv1.Job) string {
+	g := job.GetGate()
+	if g == nil || g.Passed {
+		return "succeeded"
+	}
+	return "succeeded; export blocked: " + strings.Join(g.Reasons, "; ")
+}
+
+// applyOverrideGate records an export of a succeeded job whose gate failed: who, why
+// and when (the proposer's time). Response: the stored *cohortv1.Job.
+func applyOverrideGate(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	c := cmd.GetOverrideGate()
+	o := c.GetOverride()
+	switch {
+	case c.GetJobId() == "":
+		return nil, fmt.Errorf("override gate: %w: job id is required", ErrInvalidCommand)
+	case o == nil || o.Reason == "" || o.By == "":
+		return nil, fmt.Errorf("override gate: %w: an override needs who and why", ErrInvalidCommand)
+	}
+	stored, err := txn.JobByID(nil, c.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	if stored == nil {
+		return nil, fmt.Errorf("override gate: %w: job %q", ErrNotFound, c.GetJobId())
+	}
+	switch {
+	case stored.State != cohortv1.JobState_JOB_STATE_SUCCEEDED:
+		return nil, fmt.Errorf("override gate: %w: job %q is %s; only a succeeded job's gate can be overridden",
+			ErrGateNotOverridable, stored.Id, jobStateWord(stored.State))
+	case stored.Gate == nil || stored.Gate.Passed:
+		return nil, fmt.Errorf("override gate: %w: job %q has no failed export gate to override",
+			ErrGateNotOverridable, stored.Id)
+	}
+	job := proto.Clone(stored).(*cohortv1.Job)
+	rec := proto.Clone(o).(*cohortv1.GateOverride)
+	rec.TimeUnixNano = cmd.GetTimeUnixNano()
+	job.Gate.Overrides = append(job.Gate.Overrides, rec)
+	if err := txn.UpsertJob(job); err != nil {
+		return nil, err
+	}
+	return job, nil
 }
 
 // taskNoun names a task kind in messages.

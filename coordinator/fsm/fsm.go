@@ -192,6 +192,7 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"set_node_eligibility": applySetNodeEligibility,
 	"resize_job":           applyResizeJob,
 	"resume_job":           applyResumeJob,
+	"override_gate":        applyOverrideGate,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

@@ -19,6 +19,9 @@ var (
 	// ErrNoCheckpoint marks a resume of a job that never committed a checkpoint: there is
 	// nothing to continue from.
 	ErrNoCheckpoint = errors.New("job has no committed checkpoint")
+	// ErrGateNotOverridable marks an override of a job that has not succeeded or whose
+	// export gate did not fail.
+	ErrGateNotOverridable = errors.New("job's export gate cannot be overridden")
 )
 
 // applyResumeJob sends a cancelled or failed job back to pending so that it is placed
@@ -60,6 +63,7 @@ func applyResumeJob(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	job.ActiveWorkers = 0
 	job.EndTimeUnixNano = 0
 	job.Exports = nil
+	job.Report, job.Gate = "", nil
 	job.Restarts = 0
 	job.StatusMessage = reason
 	job.PendingReasons = []string{reason}

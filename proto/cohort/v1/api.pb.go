@@ -1837,6 +1837,211 @@ func (x *ResumeJobResponse) GetJob() *Job {
 	return nil
 }
 
+type GetJobReportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobReportRequest) Reset() {
+	*x = GetJobReportRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobReportRequest) ProtoMessage() {}
+
+func (x *GetJobReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobReportRequest.ProtoReflect.Descriptor instead.
+func (*GetJobReportRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GetJobReportRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetJobReportResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// report_json is report.json (see the audit package), with the job's gate override.
+	ReportJson []byte `protobuf:"bytes,1,opt,name=report_json,json=reportJson,proto3" json:"report_json,omitempty"`
+	// uri is where the report is stored.
+	Uri           string `protobuf:"bytes,2,opt,name=uri,proto3" json:"uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobReportResponse) Reset() {
+	*x = GetJobReportResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobReportResponse) ProtoMessage() {}
+
+func (x *GetJobReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobReportResponse.ProtoReflect.Descriptor instead.
+func (*GetJobReportResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetJobReportResponse) GetReportJson() []byte {
+	if x != nil {
+		return x.ReportJson
+	}
+	return nil
+}
+
+func (x *GetJobReportResponse) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+type OverrideGateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason is required: why the model is exported although its gate failed.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// requested_by names the caller when the cluster runs without ACL tokens (unverified;
+	// recorded as such). With ACLs the token's name is recorded instead.
+	RequestedBy   string `protobuf:"bytes,3,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OverrideGateRequest) Reset() {
+	*x = OverrideGateRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OverrideGateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OverrideGateRequest) ProtoMessage() {}
+
+func (x *OverrideGateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OverrideGateRequest.ProtoReflect.Descriptor instead.
+func (*OverrideGateRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *OverrideGateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *OverrideGateRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *OverrideGateRequest) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+type OverrideGateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OverrideGateResponse) Reset() {
+	*x = OverrideGateResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OverrideGateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OverrideGateResponse) ProtoMessage() {}
+
+func (x *OverrideGateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OverrideGateResponse.ProtoReflect.Descriptor instead.
+func (*OverrideGateResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *OverrideGateResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 type JobLogsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1851,7 +2056,7 @@ type JobLogsRequest struct {
 
 func (x *JobLogsRequest) Reset() {
 	*x = JobLogsRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[38]
+	mi := &file_cohort_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +2068,7 @@ func (x *JobLogsRequest) String() string {
 func (*JobLogsRequest) ProtoMessage() {}
 
 func (x *JobLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[38]
+	mi := &file_cohort_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +2081,7 @@ func (x *JobLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobLogsRequest.ProtoReflect.Descriptor instead.
 func (*JobLogsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *JobLogsRequest) GetId() string {
@@ -1919,7 +2124,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_cohort_v1_api_proto_msgTypes[39]
+	mi := &file_cohort_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2136,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[39]
+	mi := &file_cohort_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2149,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LogLine) GetTask() string {
@@ -1977,7 +2182,7 @@ type JobLogsResponse struct {
 
 func (x *JobLogsResponse) Reset() {
 	*x = JobLogsResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[40]
+	mi := &file_cohort_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2194,7 @@ func (x *JobLogsResponse) String() string {
 func (*JobLogsResponse) ProtoMessage() {}
 
 func (x *JobLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[40]
+	mi := &file_cohort_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2207,7 @@ func (x *JobLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobLogsResponse.ProtoReflect.Descriptor instead.
 func (*JobLogsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *JobLogsResponse) GetLines() []*LogLine {
@@ -2114,6 +2319,18 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"5\n" +
 	"\x11ResumeJobResponse\x12 \n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"%\n" +
+	"\x13GetJobReportRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x14GetJobReportResponse\x12\x1f\n" +
+	"\vreport_json\x18\x01 \x01(\fR\n" +
+	"reportJson\x12\x10\n" +
+	"\x03uri\x18\x02 \x01(\tR\x03uri\"`\n" +
+	"\x13OverrideGateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12!\n" +
+	"\frequested_by\x18\x03 \x01(\tR\vrequestedBy\"8\n" +
+	"\x14OverrideGateResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"`\n" +
 	"\x0eJobLogsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2127,7 +2344,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\";\n" +
 	"\x0fJobLogsResponse\x12(\n" +
-	"\x05lines\x18\x01 \x03(\v2\x12.cohort.v1.LogLineR\x05lines2\xc8\b\n" +
+	"\x05lines\x18\x01 \x03(\v2\x12.cohort.v1.LogLineR\x05lines2\xea\t\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.cohort.v1.SubmitJobRequest\x1a\x1c.cohort.v1.SubmitJobResponse\x12=\n" +
@@ -2146,7 +2363,9 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\tDrainNode\x12\x1b.cohort.v1.DrainNodeRequest\x1a\x1c.cohort.v1.DrainNodeResponse\x12a\n" +
 	"\x12SetNodeEligibility\x12$.cohort.v1.SetNodeEligibilityRequest\x1a%.cohort.v1.SetNodeEligibilityResponse\x12F\n" +
 	"\tResumeJob\x12\x1b.cohort.v1.ResumeJobRequest\x1a\x1c.cohort.v1.ResumeJobResponse\x12B\n" +
-	"\aJobLogs\x12\x19.cohort.v1.JobLogsRequest\x1a\x1a.cohort.v1.JobLogsResponse0\x012\xd4\x02\n" +
+	"\aJobLogs\x12\x19.cohort.v1.JobLogsRequest\x1a\x1a.cohort.v1.JobLogsResponse0\x01\x12O\n" +
+	"\fGetJobReport\x12\x1e.cohort.v1.GetJobReportRequest\x1a\x1f.cohort.v1.GetJobReportResponse\x12O\n" +
+	"\fOverrideGate\x12\x1e.cohort.v1.OverrideGateRequest\x1a\x1f.cohort.v1.OverrideGateResponse2\xd4\x02\n" +
 	"\fAgentService\x12O\n" +
 	"\fRegisterNode\x12\x1e.cohort.v1.RegisterNodeRequest\x1a\x1f.cohort.v1.RegisterNodeResponse\x12F\n" +
 	"\tHeartbeat\x12\x1b.cohort.v1.HeartbeatRequest\x1a\x1c.cohort.v1.HeartbeatResponse\x12]\n" +
@@ -2165,7 +2384,7 @@ func file_cohort_v1_api_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_api_proto_rawDescData
 }
 
-var file_cohort_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_cohort_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_cohort_v1_api_proto_goTypes = []any{
 	(*SubmitJobRequest)(nil),           // 0: cohort.v1.SubmitJobRequest
 	(*SubmitJobResponse)(nil),          // 1: cohort.v1.SubmitJobResponse
@@ -2205,86 +2424,95 @@ var file_cohort_v1_api_proto_goTypes = []any{
 	(*SetNodeEligibilityResponse)(nil), // 35: cohort.v1.SetNodeEligibilityResponse
 	(*ResumeJobRequest)(nil),           // 36: cohort.v1.ResumeJobRequest
 	(*ResumeJobResponse)(nil),          // 37: cohort.v1.ResumeJobResponse
-	(*JobLogsRequest)(nil),             // 38: cohort.v1.JobLogsRequest
-	(*LogLine)(nil),                    // 39: cohort.v1.LogLine
-	(*JobLogsResponse)(nil),            // 40: cohort.v1.JobLogsResponse
-	(*Job)(nil),                        // 41: cohort.v1.Job
-	(*Allocation)(nil),                 // 42: cohort.v1.Allocation
-	(*Node)(nil),                       // 43: cohort.v1.Node
-	(*TaskReport)(nil),                 // 44: cohort.v1.TaskReport
-	(*Resources)(nil),                  // 45: cohort.v1.Resources
-	(*Quota)(nil),                      // 46: cohort.v1.Quota
-	(*Queue)(nil),                      // 47: cohort.v1.Queue
+	(*GetJobReportRequest)(nil),        // 38: cohort.v1.GetJobReportRequest
+	(*GetJobReportResponse)(nil),       // 39: cohort.v1.GetJobReportResponse
+	(*OverrideGateRequest)(nil),        // 40: cohort.v1.OverrideGateRequest
+	(*OverrideGateResponse)(nil),       // 41: cohort.v1.OverrideGateResponse
+	(*JobLogsRequest)(nil),             // 42: cohort.v1.JobLogsRequest
+	(*LogLine)(nil),                    // 43: cohort.v1.LogLine
+	(*JobLogsResponse)(nil),            // 44: cohort.v1.JobLogsResponse
+	(*Job)(nil),                        // 45: cohort.v1.Job
+	(*Allocation)(nil),                 // 46: cohort.v1.Allocation
+	(*Node)(nil),                       // 47: cohort.v1.Node
+	(*TaskReport)(nil),                 // 48: cohort.v1.TaskReport
+	(*Resources)(nil),                  // 49: cohort.v1.Resources
+	(*Quota)(nil),                      // 50: cohort.v1.Quota
+	(*Queue)(nil),                      // 51: cohort.v1.Queue
 }
 var file_cohort_v1_api_proto_depIdxs = []int32{
-	41, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	41, // 1: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	42, // 2: cohort.v1.GetJobResponse.allocations:type_name -> cohort.v1.Allocation
-	41, // 3: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	41, // 4: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	41, // 5: cohort.v1.WatchJobResponse.job:type_name -> cohort.v1.Job
-	43, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
-	43, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
-	43, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
-	42, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
-	41, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
+	45, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	45, // 1: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	46, // 2: cohort.v1.GetJobResponse.allocations:type_name -> cohort.v1.Allocation
+	45, // 3: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	45, // 4: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	45, // 5: cohort.v1.WatchJobResponse.job:type_name -> cohort.v1.Job
+	47, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
+	47, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
+	47, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
+	46, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
+	45, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
 	17, // 11: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
-	44, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
-	45, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
+	48, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
+	49, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
 	22, // 14: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
-	46, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
-	46, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
-	46, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
-	47, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
-	47, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
-	47, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
-	43, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
-	43, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
-	41, // 23: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
-	39, // 24: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
-	0,  // 25: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	2,  // 26: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
-	4,  // 27: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	6,  // 28: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	8,  // 29: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	10, // 30: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
-	21, // 31: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
-	24, // 32: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
-	26, // 33: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
-	28, // 34: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
-	30, // 35: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
-	32, // 36: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
-	34, // 37: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
-	36, // 38: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
-	38, // 39: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
-	12, // 40: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
-	14, // 41: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
-	16, // 42: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
-	19, // 43: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
-	1,  // 44: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	3,  // 45: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
-	5,  // 46: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	7,  // 47: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	9,  // 48: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
-	11, // 49: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
-	23, // 50: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
-	25, // 51: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
-	27, // 52: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
-	29, // 53: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
-	31, // 54: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
-	33, // 55: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
-	35, // 56: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
-	37, // 57: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
-	40, // 58: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
-	13, // 59: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
-	15, // 60: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
-	18, // 61: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
-	20, // 62: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
-	44, // [44:63] is the sub-list for method output_type
-	25, // [25:44] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	50, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
+	50, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
+	50, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
+	51, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
+	51, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
+	51, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
+	47, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
+	47, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
+	45, // 23: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
+	45, // 24: cohort.v1.OverrideGateResponse.job:type_name -> cohort.v1.Job
+	43, // 25: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
+	0,  // 26: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	2,  // 27: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
+	4,  // 28: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	6,  // 29: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	8,  // 30: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	10, // 31: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
+	21, // 32: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
+	24, // 33: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
+	26, // 34: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
+	28, // 35: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
+	30, // 36: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
+	32, // 37: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
+	34, // 38: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
+	36, // 39: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
+	42, // 40: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
+	38, // 41: cohort.v1.JobService.GetJobReport:input_type -> cohort.v1.GetJobReportRequest
+	40, // 42: cohort.v1.JobService.OverrideGate:input_type -> cohort.v1.OverrideGateRequest
+	12, // 43: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
+	14, // 44: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
+	16, // 45: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
+	19, // 46: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
+	1,  // 47: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	3,  // 48: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
+	5,  // 49: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	7,  // 50: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	9,  // 51: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
+	11, // 52: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
+	23, // 53: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
+	25, // 54: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
+	27, // 55: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
+	29, // 56: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
+	31, // 57: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
+	33, // 58: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
+	35, // 59: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
+	37, // 60: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
+	44, // 61: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
+	39, // 62: cohort.v1.JobService.GetJobReport:output_type -> cohort.v1.GetJobReportResponse
+	41, // 63: cohort.v1.JobService.OverrideGate:output_type -> cohort.v1.OverrideGateResponse
+	13, // 64: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
+	15, // 65: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
+	18, // 66: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
+	20, // 67: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
+	47, // [47:68] is the sub-list for method output_type
+	26, // [26:47] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_api_proto_init() }
@@ -2300,7 +2528,7 @@ func file_cohort_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_api_proto_rawDesc), len(file_cohort_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

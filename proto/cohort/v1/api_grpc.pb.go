@@ -34,6 +34,8 @@ const (
 	JobService_SetNodeEligibility_FullMethodName = "/cohort.v1.JobService/SetNodeEligibility"
 	JobService_ResumeJob_FullMethodName          = "/cohort.v1.JobService/ResumeJob"
 	JobService_JobLogs_FullMethodName            = "/cohort.v1.JobService/JobLogs"
+	JobService_GetJobReport_FullMethodName       = "/cohort.v1.JobService/GetJobReport"
+	JobService_OverrideGate_FullMethodName       = "/cohort.v1.JobService/OverrideGate"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -70,6 +72,13 @@ type JobServiceClient interface {
 	// follow it goes on sending new lines until the job is terminal and every task's
 	// last segment has been sent.
 	JobLogs(ctx context.Context, in *JobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JobLogsResponse], error)
+	// GetJobReport returns the audit and explanation report the job's chief wrote for the
+	// model it exported (or whose export its gate blocked), with the job record's gate
+	// override merged in.
+	GetJobReport(ctx context.Context, in *GetJobReportRequest, opts ...grpc.CallOption) (*GetJobReportResponse, error)
+	// OverrideGate records that a job whose export gate failed is exported anyway, by
+	// whom (the caller's ACL token name, else the name the request gives) and why (admin).
+	OverrideGate(ctx context.Context, in *OverrideGateRequest, opts ...grpc.CallOption) (*OverrideGateResponse, error)
 }
 
 type jobServiceClient struct {
@@ -248,6 +257,26 @@ func (c *jobServiceClient) JobLogs(ctx context.Context, in *JobLogsRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobService_JobLogsClient = grpc.ServerStreamingClient[JobLogsResponse]
 
+func (c *jobServiceClient) GetJobReport(ctx context.Context, in *GetJobReportRequest, opts ...grpc.CallOption) (*GetJobReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetJobReportResponse)
+	err := c.cc.Invoke(ctx, JobService_GetJobReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) OverrideGate(ctx context.Context, in *OverrideGateRequest, opts ...grpc.CallOption) (*OverrideGateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OverrideGateResponse)
+	err := c.cc.Invoke(ctx, JobService_OverrideGate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -282,6 +311,13 @@ type JobServiceServer interface {
 	// follow it goes on sending new lines until the job is terminal and every task's
 	// last segment has been sent.
 	JobLogs(*JobLogsRequest, grpc.ServerStreamingServer[JobLogsResponse]) error
+	// GetJobReport returns the audit and explanation report the job's chief wrote for the
+	// model it exported (or whose export its gate blocked), with the job record's gate
+	// override merged in.
+	GetJobReport(context.Context, *GetJobReportRequest) (*GetJobReportResponse, error)
+	// OverrideGate records that a job whose export gate failed is exported anyway, by
+	// whom (the caller's ACL token name, else the name the request gives) and why (admin).
+	OverrideGate(context.Context, *OverrideGateRequest) (*OverrideGateResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -336,6 +372,12 @@ func (UnimplementedJobServiceServer) ResumeJob(context.Context, *ResumeJobReques
 }
 func (UnimplementedJobServiceServer) JobLogs(*JobLogsRequest, grpc.ServerStreamingServer[JobLogsResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method JobLogs not implemented")
+}
+func (UnimplementedJobServiceServer) GetJobReport(context.Context, *GetJobReportRequest) (*GetJobReportResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetJobReport not implemented")
+}
+func (UnimplementedJobServiceServer) OverrideGate(context.Context, *OverrideGateRequest) (*OverrideGateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method OverrideGate not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -614,6 +656,42 @@ func _JobService_JobLogs_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type JobService_JobLogsServer = grpc.ServerStreamingServer[JobLogsResponse]
 
+func _JobService_GetJobReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetJobReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).GetJobReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_GetJobReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).GetJobReport(ctx, req.(*GetJobReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_OverrideGate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OverrideGateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).OverrideGate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_OverrideGate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).OverrideGate(ctx, req.(*OverrideGateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -672,6 +750,14 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResumeJob",
 			Handler:    _JobService_ResumeJob_Handler,
+		},
+		{
+			MethodName: "GetJobReport",
+			Handler:    _JobService_GetJobReport_Handler,
+		},
+		{
+			MethodName: "OverrideGate",
+			Handler:    _JobService_OverrideGate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -44,6 +44,7 @@ type Command struct {
 	//	*Command_SetNodeEligibility
 	//	*Command_ResumeJob
 	//	*Command_ResizeJob
+	//	*Command_OverrideGate
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -219,6 +220,15 @@ func (x *Command) GetResizeJob() *ResizeJobCommand {
 	return nil
 }
 
+func (x *Command) GetOverrideGate() *OverrideGateCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_OverrideGate); ok {
+			return x.OverrideGate
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -279,6 +289,10 @@ type Command_ResizeJob struct {
 	ResizeJob *ResizeJobCommand `protobuf:"bytes,30,opt,name=resize_job,json=resizeJob,proto3,oneof"`
 }
 
+type Command_OverrideGate struct {
+	OverrideGate *OverrideGateCommand `protobuf:"bytes,31,opt,name=override_gate,json=overrideGate,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Kind() {}
 
 func (*Command_CancelJob) isCommand_Kind() {}
@@ -306,6 +320,8 @@ func (*Command_SetNodeEligibility) isCommand_Kind() {}
 func (*Command_ResumeJob) isCommand_Kind() {}
 
 func (*Command_ResizeJob) isCommand_Kind() {}
+
+func (*Command_OverrideGate) isCommand_Kind() {}
 
 // SubmitJobCommand adds a pending job unless one with the same idempotency key exists.
 type SubmitJobCommand struct {
@@ -633,7 +649,11 @@ type TaskReport struct {
 	// generation is the membership generation the task ran under when it sent the report
 	// (0: not said). A checkpoint pointer from another generation than the job's current
 	// one is refused: a stale task must not move the job's checkpoint.
-	Generation    uint64 `protobuf:"varint,20,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation uint64 `protobuf:"varint,20,opt,name=generation,proto3" json:"generation,omitempty"`
+	// report is the URI of the chief's report.json; gate the outcome of the job's export
+	// gate (set with the final SUCCEEDED report).
+	Report        string      `protobuf:"bytes,9,opt,name=report,proto3" json:"report,omitempty"`
+	Gate          *GateResult `protobuf:"bytes,10,opt,name=gate,proto3" json:"gate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,6 +751,73 @@ func (x *TaskReport) GetGeneration() uint64 {
 	return 0
 }
 
+func (x *TaskReport) GetReport() string {
+	if x != nil {
+		return x.Report
+	}
+	return ""
+}
+
+func (x *TaskReport) GetGate() *GateResult {
+	if x != nil {
+		return x.Gate
+	}
+	return nil
+}
+
+// OverrideGateCommand records an export of a succeeded job whose gate failed.
+type OverrideGateCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Override      *GateOverride          `protobuf:"bytes,2,opt,name=override,proto3" json:"override,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OverrideGateCommand) Reset() {
+	*x = OverrideGateCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OverrideGateCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OverrideGateCommand) ProtoMessage() {}
+
+func (x *OverrideGateCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OverrideGateCommand.ProtoReflect.Descriptor instead.
+func (*OverrideGateCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OverrideGateCommand) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *OverrideGateCommand) GetOverride() *GateOverride {
+	if x != nil {
+		return x.Override
+	}
+	return nil
+}
+
 // RegisterCoordinatorCommand records a coordinator voter's addresses, so that any
 // coordinator can forward calls to the leader's gRPC API.
 type RegisterCoordinatorCommand struct {
@@ -742,7 +829,7 @@ type RegisterCoordinatorCommand struct {
 
 func (x *RegisterCoordinatorCommand) Reset() {
 	*x = RegisterCoordinatorCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[8]
+	mi := &file_cohort_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +841,7 @@ func (x *RegisterCoordinatorCommand) String() string {
 func (*RegisterCoordinatorCommand) ProtoMessage() {}
 
 func (x *RegisterCoordinatorCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[8]
+	mi := &file_cohort_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +854,7 @@ func (x *RegisterCoordinatorCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCoordinatorCommand.ProtoReflect.Descriptor instead.
 func (*RegisterCoordinatorCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RegisterCoordinatorCommand) GetCoordinator() *Coordinator {
@@ -789,7 +876,7 @@ type Coordinator struct {
 
 func (x *Coordinator) Reset() {
 	*x = Coordinator{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[9]
+	mi := &file_cohort_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +888,7 @@ func (x *Coordinator) String() string {
 func (*Coordinator) ProtoMessage() {}
 
 func (x *Coordinator) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[9]
+	mi := &file_cohort_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +901,7 @@ func (x *Coordinator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Coordinator.ProtoReflect.Descriptor instead.
 func (*Coordinator) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Coordinator) GetId() string {
@@ -849,7 +936,7 @@ type SetQuotaCommand struct {
 
 func (x *SetQuotaCommand) Reset() {
 	*x = SetQuotaCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[10]
+	mi := &file_cohort_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +948,7 @@ func (x *SetQuotaCommand) String() string {
 func (*SetQuotaCommand) ProtoMessage() {}
 
 func (x *SetQuotaCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[10]
+	mi := &file_cohort_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +961,7 @@ func (x *SetQuotaCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQuotaCommand.ProtoReflect.Descriptor instead.
 func (*SetQuotaCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetQuotaCommand) GetQuota() *Quota {
@@ -902,7 +989,7 @@ type SetQueueCommand struct {
 
 func (x *SetQueueCommand) Reset() {
 	*x = SetQueueCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[11]
+	mi := &file_cohort_v1_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1001,7 @@ func (x *SetQueueCommand) String() string {
 func (*SetQueueCommand) ProtoMessage() {}
 
 func (x *SetQueueCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[11]
+	mi := &file_cohort_v1_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1014,7 @@ func (x *SetQueueCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueCommand.ProtoReflect.Descriptor instead.
 func (*SetQueueCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetQueueCommand) GetQueue() *Queue {
@@ -958,7 +1045,7 @@ type PreemptJobsCommand struct {
 
 func (x *PreemptJobsCommand) Reset() {
 	*x = PreemptJobsCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[12]
+	mi := &file_cohort_v1_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1057,7 @@ func (x *PreemptJobsCommand) String() string {
 func (*PreemptJobsCommand) ProtoMessage() {}
 
 func (x *PreemptJobsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[12]
+	mi := &file_cohort_v1_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1070,7 @@ func (x *PreemptJobsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreemptJobsCommand.ProtoReflect.Descriptor instead.
 func (*PreemptJobsCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{12}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PreemptJobsCommand) GetPreemptorJobId() string {
@@ -1022,7 +1109,7 @@ type DrainNodeCommand struct {
 
 func (x *DrainNodeCommand) Reset() {
 	*x = DrainNodeCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[13]
+	mi := &file_cohort_v1_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1121,7 @@ func (x *DrainNodeCommand) String() string {
 func (*DrainNodeCommand) ProtoMessage() {}
 
 func (x *DrainNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[13]
+	mi := &file_cohort_v1_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1134,7 @@ func (x *DrainNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeCommand.ProtoReflect.Descriptor instead.
 func (*DrainNodeCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{13}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DrainNodeCommand) GetNodeId() string {
@@ -1082,7 +1169,7 @@ type SetNodeEligibilityCommand struct {
 
 func (x *SetNodeEligibilityCommand) Reset() {
 	*x = SetNodeEligibilityCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[14]
+	mi := &file_cohort_v1_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1181,7 @@ func (x *SetNodeEligibilityCommand) String() string {
 func (*SetNodeEligibilityCommand) ProtoMessage() {}
 
 func (x *SetNodeEligibilityCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[14]
+	mi := &file_cohort_v1_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1194,7 @@ func (x *SetNodeEligibilityCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeEligibilityCommand.ProtoReflect.Descriptor instead.
 func (*SetNodeEligibilityCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{14}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetNodeEligibilityCommand) GetNodeId() string {
@@ -1144,7 +1231,7 @@ type ResizeJobCommand struct {
 
 func (x *ResizeJobCommand) Reset() {
 	*x = ResizeJobCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[15]
+	mi := &file_cohort_v1_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1243,7 @@ func (x *ResizeJobCommand) String() string {
 func (*ResizeJobCommand) ProtoMessage() {}
 
 func (x *ResizeJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[15]
+	mi := &file_cohort_v1_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1256,7 @@ func (x *ResizeJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeJobCommand.ProtoReflect.Descriptor instead.
 func (*ResizeJobCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{15}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResizeJobCommand) GetJobId() string {
@@ -1222,7 +1309,7 @@ type ResumeJobCommand struct {
 
 func (x *ResumeJobCommand) Reset() {
 	*x = ResumeJobCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[16]
+	mi := &file_cohort_v1_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1321,7 @@ func (x *ResumeJobCommand) String() string {
 func (*ResumeJobCommand) ProtoMessage() {}
 
 func (x *ResumeJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[16]
+	mi := &file_cohort_v1_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1334,7 @@ func (x *ResumeJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobCommand.ProtoReflect.Descriptor instead.
 func (*ResumeJobCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{16}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResumeJobCommand) GetJobId() string {
@@ -1268,7 +1355,7 @@ var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xea\a\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xb1\b\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1292,7 +1379,8 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"resume_job\x18\x16 \x01(\v2\x1b.cohort.v1.ResumeJobCommandH\x00R\tresumeJob\x12<\n" +
 	"\n" +
-	"resize_job\x18\x1e \x01(\v2\x1b.cohort.v1.ResizeJobCommandH\x00R\tresizeJobB\x06\n" +
+	"resize_job\x18\x1e \x01(\v2\x1b.cohort.v1.ResizeJobCommandH\x00R\tresizeJob\x12E\n" +
+	"\roverride_gate\x18\x1f \x01(\v2\x1e.cohort.v1.OverrideGateCommandH\x00R\foverrideGateB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"A\n" +
@@ -1310,7 +1398,7 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\x11NodeStatusCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.cohort.v1.NodeStatusR\x06status\x12.\n" +
-	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\x96\x03\n" +
+	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\xd9\x03\n" +
 	"\n" +
 	"TaskReport\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
@@ -1325,10 +1413,16 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\aexports\x18\b \x03(\tR\aexports\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x14 \x01(\x04R\n" +
-	"generation\x1a:\n" +
+	"generation\x12\x16\n" +
+	"\x06report\x18\t \x01(\tR\x06report\x12)\n" +
+	"\x04gate\x18\n" +
+	" \x01(\v2\x15.cohort.v1.GateResultR\x04gate\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"V\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"a\n" +
+	"\x13OverrideGateCommand\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x123\n" +
+	"\boverride\x18\x02 \x01(\v2\x17.cohort.v1.GateOverrideR\boverride\"V\n" +
 	"\x1aRegisterCoordinatorCommand\x128\n" +
 	"\vcoordinator\x18\x01 \x01(\v2\x16.cohort.v1.CoordinatorR\vcoordinator\"c\n" +
 	"\vCoordinator\x12\x0e\n" +
@@ -1376,7 +1470,7 @@ func file_cohort_v1_raft_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_raft_proto_rawDescData
 }
 
-var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_cohort_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                    // 0: cohort.v1.Command
 	(*SubmitJobCommand)(nil),           // 1: cohort.v1.SubmitJobCommand
@@ -1386,24 +1480,27 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(*UpdateTasksCommand)(nil),         // 5: cohort.v1.UpdateTasksCommand
 	(*NodeStatusCommand)(nil),          // 6: cohort.v1.NodeStatusCommand
 	(*TaskReport)(nil),                 // 7: cohort.v1.TaskReport
-	(*RegisterCoordinatorCommand)(nil), // 8: cohort.v1.RegisterCoordinatorCommand
-	(*Coordinator)(nil),                // 9: cohort.v1.Coordinator
-	(*SetQuotaCommand)(nil),            // 10: cohort.v1.SetQuotaCommand
-	(*SetQueueCommand)(nil),            // 11: cohort.v1.SetQueueCommand
-	(*PreemptJobsCommand)(nil),         // 12: cohort.v1.PreemptJobsCommand
-	(*DrainNodeCommand)(nil),           // 13: cohort.v1.DrainNodeCommand
-	(*SetNodeEligibilityCommand)(nil),  // 14: cohort.v1.SetNodeEligibilityCommand
-	(*ResizeJobCommand)(nil),           // 15: cohort.v1.ResizeJobCommand
-	(*ResumeJobCommand)(nil),           // 16: cohort.v1.ResumeJobCommand
-	nil,                                // 17: cohort.v1.TaskReport.MetricsEntry
-	(*Job)(nil),                        // 18: cohort.v1.Job
-	(*Node)(nil),                       // 19: cohort.v1.Node
-	(*Allocation)(nil),                 // 20: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 21: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 22: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 23: cohort.v1.JobProgress
-	(*Quota)(nil),                      // 24: cohort.v1.Quota
-	(*Queue)(nil),                      // 25: cohort.v1.Queue
+	(*OverrideGateCommand)(nil),        // 8: cohort.v1.OverrideGateCommand
+	(*RegisterCoordinatorCommand)(nil), // 9: cohort.v1.RegisterCoordinatorCommand
+	(*Coordinator)(nil),                // 10: cohort.v1.Coordinator
+	(*SetQuotaCommand)(nil),            // 11: cohort.v1.SetQuotaCommand
+	(*SetQueueCommand)(nil),            // 12: cohort.v1.SetQueueCommand
+	(*PreemptJobsCommand)(nil),         // 13: cohort.v1.PreemptJobsCommand
+	(*DrainNodeCommand)(nil),           // 14: cohort.v1.DrainNodeCommand
+	(*SetNodeEligibilityCommand)(nil),  // 15: cohort.v1.SetNodeEligibilityCommand
+	(*ResizeJobCommand)(nil),           // 16: cohort.v1.ResizeJobCommand
+	(*ResumeJobCommand)(nil),           // 17: cohort.v1.ResumeJobCommand
+	nil,                                // 18: cohort.v1.TaskReport.MetricsEntry
+	(*Job)(nil),                        // 19: cohort.v1.Job
+	(*Node)(nil),                       // 20: cohort.v1.Node
+	(*Allocation)(nil),                 // 21: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 22: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 23: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 24: cohort.v1.JobProgress
+	(*GateResult)(nil),                 // 25: cohort.v1.GateResult
+	(*GateOverride)(nil),               // 26: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 27: cohort.v1.Quota
+	(*Queue)(nil),                      // 28: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1412,31 +1509,34 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	4,  // 3: cohort.v1.Command.commit_plan:type_name -> cohort.v1.CommitPlanCommand
 	5,  // 4: cohort.v1.Command.update_tasks:type_name -> cohort.v1.UpdateTasksCommand
 	6,  // 5: cohort.v1.Command.node_status:type_name -> cohort.v1.NodeStatusCommand
-	8,  // 6: cohort.v1.Command.register_coordinator:type_name -> cohort.v1.RegisterCoordinatorCommand
-	10, // 7: cohort.v1.Command.set_quota:type_name -> cohort.v1.SetQuotaCommand
-	11, // 8: cohort.v1.Command.set_queue:type_name -> cohort.v1.SetQueueCommand
-	12, // 9: cohort.v1.Command.preempt_jobs:type_name -> cohort.v1.PreemptJobsCommand
-	13, // 10: cohort.v1.Command.drain_node:type_name -> cohort.v1.DrainNodeCommand
-	14, // 11: cohort.v1.Command.set_node_eligibility:type_name -> cohort.v1.SetNodeEligibilityCommand
-	16, // 12: cohort.v1.Command.resume_job:type_name -> cohort.v1.ResumeJobCommand
-	15, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
-	18, // 14: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	19, // 15: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	20, // 16: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 17: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	21, // 18: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	22, // 19: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	23, // 20: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	17, // 21: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	9,  // 22: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	24, // 23: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	25, // 24: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	20, // 25: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	9,  // 6: cohort.v1.Command.register_coordinator:type_name -> cohort.v1.RegisterCoordinatorCommand
+	11, // 7: cohort.v1.Command.set_quota:type_name -> cohort.v1.SetQuotaCommand
+	12, // 8: cohort.v1.Command.set_queue:type_name -> cohort.v1.SetQueueCommand
+	13, // 9: cohort.v1.Command.preempt_jobs:type_name -> cohort.v1.PreemptJobsCommand
+	14, // 10: cohort.v1.Command.drain_node:type_name -> cohort.v1.DrainNodeCommand
+	15, // 11: cohort.v1.Command.set_node_eligibility:type_name -> cohort.v1.SetNodeEligibilityCommand
+	17, // 12: cohort.v1.Command.resume_job:type_name -> cohort.v1.ResumeJobCommand
+	16, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
+	8,  // 14: cohort.v1.Command.override_gate:type_name -> cohort.v1.OverrideGateCommand
+	19, // 15: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	20, // 16: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	21, // 17: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 18: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	22, // 19: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	23, // 20: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	24, // 21: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	18, // 22: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	25, // 23: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
+	26, // 24: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	10, // 25: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	27, // 26: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	28, // 27: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	21, // 28: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -1460,6 +1560,7 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_SetNodeEligibility)(nil),
 		(*Command_ResumeJob)(nil),
 		(*Command_ResizeJob)(nil),
+		(*Command_OverrideGate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1467,7 +1568,7 @@ func file_cohort_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_raft_proto_rawDesc), len(file_cohort_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

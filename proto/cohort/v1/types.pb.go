@@ -650,8 +650,14 @@ type Job struct {
 	// restart: shrinking when a worker is lost or preempted, growing when capacity frees.
 	ActiveWorkers int32 `protobuf:"varint,40,opt,name=active_workers,json=activeWorkers,proto3" json:"active_workers,omitempty"`
 	// min_workers and max_workers are spec.resources.workers.min and .max (0: worker_count).
-	MinWorkers    int32 `protobuf:"varint,41,opt,name=min_workers,json=minWorkers,proto3" json:"min_workers,omitempty"`
-	MaxWorkers    int32 `protobuf:"varint,42,opt,name=max_workers,json=maxWorkers,proto3" json:"max_workers,omitempty"`
+	MinWorkers int32 `protobuf:"varint,41,opt,name=min_workers,json=minWorkers,proto3" json:"min_workers,omitempty"`
+	MaxWorkers int32 `protobuf:"varint,42,opt,name=max_workers,json=maxWorkers,proto3" json:"max_workers,omitempty"`
+	// report is the URI of the job's audit and explanation report (report.json), written
+	// by the chief when training ends.
+	Report string `protobuf:"bytes,43,opt,name=report,proto3" json:"report,omitempty"`
+	// gate is the outcome of spec.audit.gate for the model the job trained (unset: the
+	// spec asks for no gate). A failed gate leaves exports empty unless overridden.
+	Gate          *GateResult `protobuf:"bytes,44,opt,name=gate,proto3" json:"gate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -903,6 +909,145 @@ func (x *Job) GetMaxWorkers() int32 {
 	return 0
 }
 
+func (x *Job) GetReport() string {
+	if x != nil {
+		return x.Report
+	}
+	return ""
+}
+
+func (x *Job) GetGate() *GateResult {
+	if x != nil {
+		return x.Gate
+	}
+	return nil
+}
+
+// GateResult is the outcome of a job's export gate.
+type GateResult struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Passed bool                   `protobuf:"varint,1,opt,name=passed,proto3" json:"passed,omitempty"`
+	// reasons name each failing figure ("impact ratio 0.71 for Gender=Female < 0.8").
+	Reasons []string `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// overrides record every export made although the gate failed.
+	Overrides     []*GateOverride `protobuf:"bytes,3,rep,name=overrides,proto3" json:"overrides,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GateResult) Reset() {
+	*x = GateResult{}
+	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GateResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GateResult) ProtoMessage() {}
+
+func (x *GateResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GateResult.ProtoReflect.Descriptor instead.
+func (*GateResult) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GateResult) GetPassed() bool {
+	if x != nil {
+		return x.Passed
+	}
+	return false
+}
+
+func (x *GateResult) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *GateResult) GetOverrides() []*GateOverride {
+	if x != nil {
+		return x.Overrides
+	}
+	return nil
+}
+
+// GateOverride is one export of a model whose gate failed.
+type GateOverride struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// by is the ACL token name of the caller, or "unverified:<name>" without ACLs.
+	By            string `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	TimeUnixNano  int64  `protobuf:"varint,3,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GateOverride) Reset() {
+	*x = GateOverride{}
+	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GateOverride) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GateOverride) ProtoMessage() {}
+
+func (x *GateOverride) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GateOverride.ProtoReflect.Descriptor instead.
+func (*GateOverride) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GateOverride) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *GateOverride) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *GateOverride) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
 // Allocation is one task of a job placed on one node.
 type Allocation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -923,7 +1068,7 @@ type Allocation struct {
 
 func (x *Allocation) Reset() {
 	*x = Allocation{}
-	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	mi := &file_cohort_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1080,7 @@ func (x *Allocation) String() string {
 func (*Allocation) ProtoMessage() {}
 
 func (x *Allocation) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	mi := &file_cohort_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1093,7 @@ func (x *Allocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Allocation.ProtoReflect.Descriptor instead.
 func (*Allocation) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Allocation) GetId() string {
@@ -1042,7 +1187,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	mi := &file_cohort_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1199,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	mi := &file_cohort_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1212,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Quota) GetNamespace() string {
@@ -1112,7 +1257,7 @@ type Queue struct {
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_cohort_v1_types_proto_msgTypes[6]
+	mi := &file_cohort_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1269,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[6]
+	mi := &file_cohort_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1282,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Queue) GetName() string {
@@ -1205,7 +1350,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\vtotal_steps\x18\x04 \x01(\x03R\n" +
 	"totalSteps\x12,\n" +
 	"\x12samples_per_second\x18\x05 \x01(\x01R\x10samplesPerSecond\x12\x12\n" +
-	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\x9e\n" +
+	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\xe1\n" +
 	"\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
@@ -1246,13 +1391,24 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\vmin_workers\x18) \x01(\x05R\n" +
 	"minWorkers\x12\x1f\n" +
 	"\vmax_workers\x18* \x01(\x05R\n" +
-	"maxWorkers\x1a:\n" +
+	"maxWorkers\x12\x16\n" +
+	"\x06report\x18+ \x01(\tR\x06report\x12)\n" +
+	"\x04gate\x18, \x01(\v2\x15.cohort.v1.GateResultR\x04gate\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a?\n" +
 	"\x11NodeSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
+	"\n" +
+	"GateResult\x12\x16\n" +
+	"\x06passed\x18\x01 \x01(\bR\x06passed\x12\x18\n" +
+	"\areasons\x18\x02 \x03(\tR\areasons\x125\n" +
+	"\toverrides\x18\x03 \x03(\v2\x17.cohort.v1.GateOverrideR\toverrides\"\\\n" +
+	"\fGateOverride\x12\x0e\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12$\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\xeb\x02\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
@@ -1321,44 +1477,48 @@ func file_cohort_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_cohort_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_cohort_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_cohort_v1_types_proto_goTypes = []any{
-	(JobState)(0),       // 0: cohort.v1.JobState
-	(TaskKind)(0),       // 1: cohort.v1.TaskKind
-	(TaskState)(0),      // 2: cohort.v1.TaskState
-	(NodeRole)(0),       // 3: cohort.v1.NodeRole
-	(NodeStatus)(0),     // 4: cohort.v1.NodeStatus
-	(*Resources)(nil),   // 5: cohort.v1.Resources
-	(*Node)(nil),        // 6: cohort.v1.Node
-	(*JobProgress)(nil), // 7: cohort.v1.JobProgress
-	(*Job)(nil),         // 8: cohort.v1.Job
-	(*Allocation)(nil),  // 9: cohort.v1.Allocation
-	(*Quota)(nil),       // 10: cohort.v1.Quota
-	(*Queue)(nil),       // 11: cohort.v1.Queue
-	nil,                 // 12: cohort.v1.Node.LabelsEntry
-	nil,                 // 13: cohort.v1.Job.MetricsEntry
-	nil,                 // 14: cohort.v1.Job.NodeSelectorEntry
+	(JobState)(0),        // 0: cohort.v1.JobState
+	(TaskKind)(0),        // 1: cohort.v1.TaskKind
+	(TaskState)(0),       // 2: cohort.v1.TaskState
+	(NodeRole)(0),        // 3: cohort.v1.NodeRole
+	(NodeStatus)(0),      // 4: cohort.v1.NodeStatus
+	(*Resources)(nil),    // 5: cohort.v1.Resources
+	(*Node)(nil),         // 6: cohort.v1.Node
+	(*JobProgress)(nil),  // 7: cohort.v1.JobProgress
+	(*Job)(nil),          // 8: cohort.v1.Job
+	(*GateResult)(nil),   // 9: cohort.v1.GateResult
+	(*GateOverride)(nil), // 10: cohort.v1.GateOverride
+	(*Allocation)(nil),   // 11: cohort.v1.Allocation
+	(*Quota)(nil),        // 12: cohort.v1.Quota
+	(*Queue)(nil),        // 13: cohort.v1.Queue
+	nil,                  // 14: cohort.v1.Node.LabelsEntry
+	nil,                  // 15: cohort.v1.Job.MetricsEntry
+	nil,                  // 16: cohort.v1.Job.NodeSelectorEntry
 }
 var file_cohort_v1_types_proto_depIdxs = []int32{
 	3,  // 0: cohort.v1.Node.roles:type_name -> cohort.v1.NodeRole
 	5,  // 1: cohort.v1.Node.capacity:type_name -> cohort.v1.Resources
 	4,  // 2: cohort.v1.Node.status:type_name -> cohort.v1.NodeStatus
-	12, // 3: cohort.v1.Node.labels:type_name -> cohort.v1.Node.LabelsEntry
+	14, // 3: cohort.v1.Node.labels:type_name -> cohort.v1.Node.LabelsEntry
 	5,  // 4: cohort.v1.Job.worker_resources:type_name -> cohort.v1.Resources
 	5,  // 5: cohort.v1.Job.shard_resources:type_name -> cohort.v1.Resources
 	0,  // 6: cohort.v1.Job.state:type_name -> cohort.v1.JobState
 	7,  // 7: cohort.v1.Job.progress:type_name -> cohort.v1.JobProgress
-	13, // 8: cohort.v1.Job.metrics:type_name -> cohort.v1.Job.MetricsEntry
-	14, // 9: cohort.v1.Job.node_selector:type_name -> cohort.v1.Job.NodeSelectorEntry
-	1,  // 10: cohort.v1.Allocation.kind:type_name -> cohort.v1.TaskKind
-	2,  // 11: cohort.v1.Allocation.state:type_name -> cohort.v1.TaskState
-	5,  // 12: cohort.v1.Allocation.resources:type_name -> cohort.v1.Resources
-	5,  // 13: cohort.v1.Quota.limit:type_name -> cohort.v1.Resources
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	15, // 8: cohort.v1.Job.metrics:type_name -> cohort.v1.Job.MetricsEntry
+	16, // 9: cohort.v1.Job.node_selector:type_name -> cohort.v1.Job.NodeSelectorEntry
+	9,  // 10: cohort.v1.Job.gate:type_name -> cohort.v1.GateResult
+	10, // 11: cohort.v1.GateResult.overrides:type_name -> cohort.v1.GateOverride
+	1,  // 12: cohort.v1.Allocation.kind:type_name -> cohort.v1.TaskKind
+	2,  // 13: cohort.v1.Allocation.state:type_name -> cohort.v1.TaskState
+	5,  // 14: cohort.v1.Allocation.resources:type_name -> cohort.v1.Resources
+	5,  // 15: cohort.v1.Quota.limit:type_name -> cohort.v1.Resources
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_types_proto_init() }
@@ -1372,7 +1532,7 @@ func file_cohort_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_types_proto_rawDesc), len(file_cohort_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
