@@ -11,16 +11,20 @@
 //
 //	GET /                        cluster overview: nodes, Raft peers, job counts by state
 //	GET /jobs                    jobs list: state, progress, pending reasons
-//	GET /jobs/{id}               one job: live curves, progress, metrics, checkpoint, exports
+//	GET /jobs/{id}               one job: live curves, progress, metrics, checkpoint, exports,
+//	                             and once it has ended its model report
 //	GET /api/nodes               {"nodes": [...]}
 //	GET /api/peers               {"peers": [...]}
 //	GET /api/jobs                {"jobs": [...], "counts": {"running": n, ...}}
 //	GET /api/jobs/{id}           {"job": {...}, "points": [...]}
 //	GET /api/jobs/{id}/events    text/event-stream of {"job": {...}, "points": [...]}
+//	GET /api/jobs/{id}/report    the job's report.json (metrics with CIs, fairness audit,
+//	                             importances, attributions), when the Source is a ReportSource
 //	GET /static/...              embedded assets
 package web
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
@@ -50,6 +54,13 @@ type Source interface {
 	ListNodes(ctx context.Context) ([]*cohortv1.Node, error)
 	// Peers returns the coordinators' Raft configuration.
 	Peers(ctx context.Context) ([]*cohortv1.Peer, error)
+}
+
+// ReportSource is a Source that can also read a job's report (report.json).
+type ReportSource interface {
+	// JobReport returns the job's report.json bytes, or an error wrapping ErrNotFound
+	// when the job has none (yet).
+	JobReport(ctx context.Context, id string) ([]byte, error)
 }
 
 // Config configures the dashboard handler.
@@ -82,6 +93,8 @@ const (
 	keepAliveInterval = 15 * time.Second
 	// requestTimeout bounds each Source call made for a request.
 	requestTimeout = 10 * time.Second
+	// maxReportBytes bounds the report.json the dashboard passes on to a browser.
+	maxReportBytes = 16 << 20
 )
 
 // contentSecurityPolicy allows only the dashboard's own origin: no inline scripts,
@@ -149,6 +162,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/jobs", h.apiJobs)
 	mux.HandleFunc("GET /api/jobs/{id}", h.apiJob)
 	mux.HandleFunc("GET /api/jobs/{id}/events", h.jobEvents)
+	mux.HandleFunc("GET /api/jobs/{id}/report", h.apiJobReport)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", noCache(http.FileServerFS(assets))))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
@@ -399,6 +413,45 @@ func (h *handler) apiJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, jobEvent{Job: j, Points: h.hist.since(id, 0)})
+}
+
+// apiJobReport answers a job's report.json as the Source stores it, after checking
+// that it is JSON of a bounded size. The JSON is passed on, not decoded: the dashboard
+// does not depend on the report's Go types, and a newer report version reaches the
+// page unchanged. Only <, > and & in its strings are escaped (as \u003c etc.), as in
+// every other JSON response.
+func (h *handler) apiJobReport(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	rs, ok := h.src.(ReportSource)
+	if !ok {
+		writeJSONError(w, http.StatusNotFound, "job reports are not available from this dashboard's source")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	data, err := rs.JobReport(ctx, id)
+	if err != nil {
+		writeJSONError(w, h.sourceError(r, "JobReport", err), fmt.Sprintf("report of job %s: %v", id, err))
+		return
+	}
+	if len(data) > maxReportBytes {
+		h.log.Warn("dashboard: job report too large", "job", id, "bytes", len(data))
+		writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("report of job %s: %d bytes, more than the %d the dashboard serves", id, len(data), maxReportBytes))
+		return
+	}
+	if !json.Valid(data) {
+		h.log.Warn("dashboard: job report is not valid JSON", "job", id, "bytes", len(data))
+		writeJSONError(w, http.StatusBadGateway, "report of job "+id+" is not valid JSON")
+		return
+	}
+	var b bytes.Buffer
+	b.Grow(len(data) + 1)
+	json.HTMLEscape(&b, data)
+	b.WriteByte('\n')
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b.Bytes())
 }
 
 // jobEvent is the payload of /api/jobs/{id} and of each server-sent event: the job and

@@ -10,6 +10,8 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -20,19 +22,41 @@ import (
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
-// fakeSource is an in-memory Source.
+// fakeSource is an in-memory Source and ReportSource.
 type fakeSource struct {
-	mu    sync.Mutex
-	jobs  map[string]*cohortv1.Job
-	nodes []*cohortv1.Node
-	peers []*cohortv1.Peer
+	mu      sync.Mutex
+	jobs    map[string]*cohortv1.Job
+	reports map[string][]byte
+	nodes   []*cohortv1.Node
+	peers   []*cohortv1.Peer
 	// listed, when set, receives a value as each ListJobs call starts (before it reads
 	// the jobs), unless ctx ends.
 	listed chan struct{}
 	ctx    context.Context
 }
 
-func newFake() *fakeSource { return &fakeSource{jobs: map[string]*cohortv1.Job{}} }
+func newFake() *fakeSource {
+	return &fakeSource{jobs: map[string]*cohortv1.Job{}, reports: map[string][]byte{}}
+}
+
+func (f *fakeSource) putReport(id string, report []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reports[id] = report
+}
+
+func (f *fakeSource) JobReport(_ context.Context, id string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.jobs[id]; !ok {
+		return nil, fmt.Errorf("job %q: %w", id, ErrNotFound)
+	}
+	r, ok := f.reports[id]
+	if !ok {
+		return nil, fmt.Errorf("job %q has no report: %w", id, ErrNotFound)
+	}
+	return r, nil
+}
 
 func (f *fakeSource) put(j *cohortv1.Job) {
 	f.mu.Lock()
@@ -88,6 +112,14 @@ func runningJob(id string, epoch int32, loss float64) *cohortv1.Job {
 		Progress: &cohortv1.JobProgress{Epoch: epoch, TotalEpochs: 10, Step: int64(epoch) * 100, TotalSteps: 1000, Loss: loss},
 		Metrics:  map[string]float64{"val_loss": loss + 0.1, "val_accuracy": 0.5},
 	}
+}
+
+// finishedJob is a job that succeeded after 10 epochs.
+func finishedJob(id, name string) *cohortv1.Job {
+	j := runningJob(id, 10, 0.3)
+	j.Name, j.State, j.ModifyIndex = name, cohortv1.JobState_JOB_STATE_SUCCEEDED, 100
+	j.Checkpoint = "file:///ckpt/" + id
+	return j
 }
 
 func newServer(t *testing.T, src Source) *httptest.Server {
@@ -401,5 +433,72 @@ func TestRecorderKeepsEpochsNobodyWatched(t *testing.T) {
 	}
 	if fmt.Sprint(epochs) != "[1 2 3]" {
 		t.Errorf("curve epochs = %v, want [1 2 3] (1 and 2 recorded with no page open)", epochs)
+	}
+}
+
+func TestJobReport(t *testing.T) {
+	fixture, err := os.ReadFile("testdata/report_binary.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake()
+	f.put(finishedJob("done", "attrition-mlp"))
+	f.putReport("done", fixture)
+	f.put(finishedJob("noreport", "mlp"))
+	f.put(finishedJob("broken", "mlp"))
+	f.putReport("broken", []byte(`{"format_version": 1, "metrics": {`))
+	f.put(finishedJob("huge", "mlp"))
+	f.putReport("huge", []byte(`"`+strings.Repeat("x", maxReportBytes)+`"`))
+	srv := newServer(t, f)
+	plain := newServer(t, struct{ Source }{f}) // a Source that cannot read reports
+
+	for _, tc := range []struct {
+		name, url string
+		code      int
+	}{
+		{"found", srv.URL + "/api/jobs/done/report", http.StatusOK},
+		{"job without a report", srv.URL + "/api/jobs/noreport/report", http.StatusNotFound},
+		{"no such job", srv.URL + "/api/jobs/nope/report", http.StatusNotFound},
+		{"invalid JSON", srv.URL + "/api/jobs/broken/report", http.StatusBadGateway},
+		{"too large", srv.URL + "/api/jobs/huge/report", http.StatusBadGateway},
+		{"not a ReportSource", plain.URL + "/api/jobs/done/report", http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, hd, body := get(t, tc.url)
+			if code != tc.code {
+				t.Fatalf("status %d, want %d: %.200s", code, tc.code, body)
+			}
+			if ct := hd.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("content type %q", ct)
+			}
+			if !json.Valid([]byte(body)) {
+				t.Fatalf("body is not JSON: %.200s", body)
+			}
+			if code != http.StatusOK {
+				var e struct{ Error string }
+				if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
+					t.Errorf("error body %.200s, want {\"error\": ...}", body)
+				}
+				return
+			}
+			// The report comes through as the Source stores it, up to JSON's own
+			// escaping of <, > and &, which decodes to the same strings.
+			var got, want any
+			if err := json.Unmarshal([]byte(body), &got); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(fixture, &want); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("decoded report differs from the fixture:\n%s", body)
+			}
+			if strings.ContainsAny(body, "<>") {
+				t.Errorf("report JSON holds a raw angle bracket")
+			}
+			if !strings.Contains(body, `\u003cimg src=x onerror=alert(1)\u003e`) {
+				t.Errorf("the hostile category is not in the report")
+			}
+		})
 	}
 }

@@ -69,9 +69,397 @@
     });
   }
 
+  // ---- Model report (GET /api/jobs/{id}/report; schema: report.json format_version 1) ----
+
+  const REPORT_FORMAT = 1;
+  const FOUR_FIFTHS = 0.8; // impact ratios below this are highlighted (the four-fifths rule)
+  const TOP_IMPORTANCES = 20;
+
+  function finite(v) { return v !== null && v !== undefined && v !== "" && Number.isFinite(Number(v)); }
+  function fx(v, digits) { return finite(v) ? Number(v).toFixed(digits) : "—"; }
+  function share(v) { return finite(v) ? (100 * Number(v)).toFixed(1) + "%" : "—"; }
+  function count(v) { return finite(v) ? String(Math.round(Number(v))) : "—"; }
+  function utc(s) {
+    const d = new Date(s);
+    return isNaN(d.getTime()) ? String(s) : d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  }
+  function h3(text) { return el("h3", {}, text); }
+  function note(text) { return el("p", { class: "muted" }, text); }
+  function headRow(cells) {
+    const tr = el("tr");
+    for (const c of cells) tr.appendChild(typeof c === "string" ? el("th", {}, c) : c);
+    const thead = el("thead"); thead.appendChild(tr);
+    return thead;
+  }
+
+  function reportSummary(rep) {
+    const t = el("table", { class: "kv", id: "report-summary" });
+    const row = (k, v) => { const tr = el("tr"); tr.append(el("th", {}, k), el("td", {}, v)); t.appendChild(tr); };
+    const m = rep.model || {};
+    row("Task", String(rep.task || "").replace(/_/g, " "));
+    row("Model", (m.kind || "?") + (m.step !== undefined ? " at step " + m.step : ""));
+    if (m.checkpoint) row("Checkpoint", m.checkpoint);
+    row("Evaluated on", (rep.split || "?") + " split, " + count(rep.rows) + " rows");
+    if (Array.isArray(rep.classes) && rep.classes.length > 0) row("Classes", rep.classes.join(", "));
+    if (rep.format_version !== REPORT_FORMAT) row("Report format", String(rep.format_version) + " (this dashboard knows " + REPORT_FORMAT + ")");
+    return t;
+  }
+
+  // reportGate is the export gate's banner: the verdict, each reason, the override.
+  function reportGate(gate) {
+    const passed = !!gate.passed;
+    const box = el("div", { id: "report-gate", class: "gate " + (passed ? "gate-passed" : "gate-blocked") + (gate.override ? " gate-overridden" : "") });
+    box.appendChild(el("strong", { class: "gate-verdict" }, passed ? "PASSED" : "EXPORT BLOCKED"));
+    if ((gate.reasons || []).length > 0) {
+      const ul = el("ul", { class: "gate-reasons" });
+      for (const r of gate.reasons) ul.appendChild(el("li", {}, r));
+      box.appendChild(ul);
+    }
+    const o = gate.override;
+    if (o) {
+      const p = el("p", { class: "gate-override" });
+      p.append(el("strong", {}, "Overridden"), " by " + (o.by || "?") + (o.time ? " on " + utc(o.time) : "") + ": " + (o.reason || ""));
+      box.appendChild(p);
+    }
+    return box;
+  }
+
+  function reportMetrics(rep) {
+    const t = el("table", { class: "grid", id: "report-metrics" });
+    t.appendChild(headRow(["Metric", el("th", { class: "n" }, "Value"), el("th", { class: "n" }, "95% CI")]));
+    const body = el("tbody");
+    for (const name of Object.keys(rep.metrics || {}).sort()) {
+      const m = rep.metrics[name] || {};
+      const ci = Array.isArray(m.ci95) && m.ci95.length === 2 ? "[" + fx(m.ci95[0], 4) + ", " + fx(m.ci95[1], 4) + "]" : "—";
+      const tr = el("tr");
+      tr.append(el("th", {}, name), el("td", { class: "n" }, fx(m.value, 4)), el("td", { class: "n" }, ci));
+      body.appendChild(tr);
+    }
+    t.appendChild(body);
+    return t;
+  }
+
+  // GROUP_COLUMNS are the fairness table's figure columns. One is shown when the
+  // report's task has it, or when a group of the report has its key (Go omits a
+  // figure that does not apply, so presence alone could hide a column).
+  const BIN = "binary_classification", MULTI = "multiclass_classification", REG = "regression";
+  const rate = (v) => fx(v, 3);
+  const GROUP_COLUMNS = [
+    { key: "count", head: "Count", fmt: count, tasks: [BIN, MULTI, REG] },
+    { key: "fraction", head: "Fraction", fmt: share, tasks: [BIN, MULTI, REG] },
+    { key: "base_rate", head: "Base rate", fmt: rate, tasks: [BIN] },
+    { key: "mean_label", head: "Mean label", fmt: rate, tasks: [REG] },
+    { key: "mean_prediction", head: "Mean prediction", fmt: rate, tasks: [REG] },
+    { key: "accuracy", head: "Accuracy", fmt: rate, tasks: [MULTI] },
+    { key: "selection_rate", head: "Selection rate", fmt: rate, tasks: [BIN] },
+    { key: "impact_ratio", head: "Impact ratio", fmt: rate, tasks: [BIN], ratio: true },
+    { key: "tpr", head: "TPR", fmt: rate, tasks: [BIN] },
+    { key: "fpr", head: "FPR", fmt: rate, tasks: [BIN] },
+    { key: "score_rate", head: "Scoring rate", fmt: rate, tasks: [BIN, REG] },
+    { key: "score_impact_ratio", head: "Scoring impact ratio", fmt: rate, tasks: [BIN, REG], ratio: true },
+  ];
+
+  function reportFairness(audit, task) {
+    const groups = audit.groups || [];
+    const cols = GROUP_COLUMNS.filter((c) => c.tasks.includes(task) || groups.some((g) => c.key in g));
+    const t = el("table", { class: "grid", id: "report-fairness" });
+    t.appendChild(headRow(["Attribute", "Category", ...cols.map((c) => el("th", { class: "n" }, c.head)), "Excluded"]));
+    const body = el("tbody");
+    let last = null;
+    for (const g of groups) {
+      const tr = el("tr", { "data-attribute": g.attribute || "", "data-category": g.category || "" });
+      const classes = [];
+      if (g.attribute !== last) { classes.push("first"); last = g.attribute; }
+      if (g.excluded) classes.push("excluded");
+      if (classes.length) tr.setAttribute("class", classes.join(" "));
+      tr.appendChild(el("td", {}, g.attribute || ""));
+      tr.appendChild(g.missing ? el("td", { class: "muted" }, "(missing)") : el("td", {}, g.category === "" ? "(empty)" : String(g.category)));
+      for (const c of cols) {
+        const v = g[c.key];
+        const low = c.ratio && finite(v) && Number(v) < FOUR_FIFTHS;
+        tr.appendChild(el("td", { class: "n" + (low ? " low-ratio" : ""), "data-key": c.key }, c.fmt(v)));
+      }
+      tr.appendChild(el("td", { class: "reason" }, g.excluded ? "yes: " + (g.reason || "no reason given") : "no"));
+      body.appendChild(tr);
+    }
+    t.appendChild(body);
+    const wrap = el("div", { class: "scroll" });
+    wrap.appendChild(t);
+    return wrap;
+  }
+
+  // drawBars draws a horizontal bar chart of importances (mean, std as an error bar),
+  // the largest first; data-bars is the number of bars.
+  function drawBars(chart, items, axisLabel) {
+    const W = 640, L = 216, R = 64, T = 8, B = 34, ROW = 20;
+    const rows = items.filter((it) => finite(it.mean));
+    const H = T + Math.max(1, rows.length) * ROW + B;
+    chart.setAttribute("viewBox", "0 0 " + W + " " + H);
+    chart.replaceChildren();
+    chart.setAttribute("data-bars", String(rows.length));
+    if (rows.length === 0) { chart.appendChild(svg("text", { x: L, y: T + 14 }, "no importances")); return; }
+    const sd = (it) => finite(it.std) ? Math.abs(Number(it.std)) : 0;
+    let lo = 0, hi = 0;
+    for (const it of rows) { lo = Math.min(lo, it.mean - sd(it)); hi = Math.max(hi, it.mean + sd(it)); }
+    if (hi === lo) hi = lo + 1;
+    const sx = (v) => L + (v - lo) / (hi - lo) * (W - L - R);
+    const bottom = T + rows.length * ROW;
+    rows.forEach((it, i) => {
+      const y = T + i * ROW, mid = y + ROW / 2;
+      const name = String(it.feature);
+      const label = svg("text", { x: L - 6, y: mid + 4, "text-anchor": "end", class: "bar-label" }, name.length > 28 ? name.slice(0, 27) + "…" : name);
+      label.appendChild(svg("title", {}, name));
+      const x0 = sx(0), x1 = sx(it.mean);
+      const bar = svg("rect", { class: "imp-bar" + (it.mean < 0 ? " neg" : ""), x: Math.min(x0, x1).toFixed(1), y: y + 3, width: Math.max(0.5, Math.abs(x1 - x0)).toFixed(1), height: ROW - 6, "data-feature": name });
+      bar.appendChild(svg("title", {}, name + ": " + fx(it.mean, 4) + " ± " + fx(it.std, 4)));
+      chart.append(label, bar);
+      const s = sd(it);
+      if (s > 0) {
+        const a = sx(it.mean - s).toFixed(1), b = sx(it.mean + s).toFixed(1);
+        chart.append(svg("line", { class: "imp-err", x1: a, y1: mid, x2: b, y2: mid }),
+          svg("line", { class: "imp-err", x1: a, y1: mid - 4, x2: a, y2: mid + 4 }),
+          svg("line", { class: "imp-err", x1: b, y1: mid - 4, x2: b, y2: mid + 4 }));
+      }
+      chart.appendChild(svg("text", { x: (sx(Math.max(0, it.mean + s)) + 4).toFixed(1), y: mid + 4, class: "bar-value" }, fx(it.mean, 4)));
+    });
+    chart.appendChild(svg("line", { class: "axis", x1: sx(0).toFixed(1), y1: T, x2: sx(0).toFixed(1), y2: bottom }));
+    chart.appendChild(svg("line", { class: "axis", x1: L, y1: bottom, x2: W - R, y2: bottom }));
+    const ticks = lo < 0 ? [lo, 0, hi] : [0, hi / 2, hi];
+    for (const v of ticks) {
+      chart.appendChild(svg("line", { class: "axis", x1: sx(v).toFixed(1), y1: bottom, x2: sx(v).toFixed(1), y2: bottom + 4 }));
+      chart.appendChild(svg("text", { x: sx(v).toFixed(1), y: bottom + 15, "text-anchor": "middle" }, Number(v.toPrecision(3)).toString()));
+    }
+    chart.appendChild(svg("text", { x: ((L + W - R) / 2).toFixed(1), y: H - 4, "text-anchor": "middle", class: "axis-label" }, axisLabel));
+  }
+
+  function importanceSection(rep) {
+    const out = [];
+    const metric = rep.importance_metric || "score";
+    const change = metric === "rmse" ? "rise in RMSE" : "drop in " + (metric === "auc" ? "AUC" : metric);
+    const perm = (rep.explain || {}).permutation || {};
+    const how = perm.repeats ? " (mean ± std over " + perm.repeats + " shuffles)" : " (mean ± std)";
+    const all = (rep.importance || []).slice().sort((a, b) => b.mean - a.mean);
+    if (all.length > 0) {
+      out.push(h3("Permutation importance"));
+      out.push(note("The " + change + " when one feature's column is shuffled" + how +
+        (all.length > TOP_IMPORTANCES ? "; the top " + TOP_IMPORTANCES + " of " + all.length + " features." : ".")));
+      const c = svg("svg", { id: "importance-chart", class: "chart bars", role: "img", "aria-label": "permutation importance by feature" });
+      drawBars(c, all.slice(0, TOP_IMPORTANCES), change);
+      out.push(c);
+    }
+    const lags = rep.importance_by_lag || [];
+    if (lags.length > 0) {
+      out.push(h3("Importance by lag"));
+      out.push(note("The " + change + " when one time step of the input window is shuffled" + how + "; lag 1 is the most recent step."));
+      const c = svg("svg", { id: "importance-lag-chart", class: "chart bars", role: "img", "aria-label": "permutation importance by lag" });
+      drawBars(c, lags, change);
+      out.push(c);
+    }
+    return out;
+  }
+
+  // drawCalibration draws the reliability diagram: per non-empty bin the mean predicted
+  // probability against the observed positive fraction, the point's area by its count.
+  function drawCalibration(chart, cal) {
+    const W = 340, H = 320, L = 46, R = 12, T = 12, B = 40;
+    chart.setAttribute("viewBox", "0 0 " + W + " " + H);
+    chart.replaceChildren();
+    const sx = (v) => L + v * (W - L - R), sy = (v) => H - B - v * (H - T - B);
+    for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+      chart.appendChild(svg("line", { class: "grid", x1: sx(v), y1: sy(0), x2: sx(v), y2: sy(1) }));
+      chart.appendChild(svg("line", { class: "grid", x1: sx(0), y1: sy(v), x2: sx(1), y2: sy(v) }));
+      chart.appendChild(svg("text", { x: sx(v), y: sy(0) + 14, "text-anchor": "middle" }, String(v)));
+      chart.appendChild(svg("text", { x: sx(0) - 5, y: sy(v) + 4, "text-anchor": "end" }, String(v)));
+    }
+    chart.appendChild(svg("line", { class: "axis", x1: sx(0), y1: sy(0), x2: sx(1), y2: sy(0) }));
+    chart.appendChild(svg("line", { class: "axis", x1: sx(0), y1: sy(0), x2: sx(0), y2: sy(1) }));
+    chart.appendChild(svg("line", { class: "cal-diag", x1: sx(0), y1: sy(0), x2: sx(1), y2: sy(1) }));
+    chart.appendChild(svg("text", { x: (sx(0) + sx(1)) / 2, y: H - 6, "text-anchor": "middle", class: "axis-label" }, "mean predicted probability"));
+    const yl = svg("text", { x: 0, y: 0, "text-anchor": "middle", class: "axis-label", transform: "translate(12 " + (sy(0) + sy(1)) / 2 + ") rotate(-90)" }, "fraction positive");
+    chart.appendChild(yl);
+    const bins = (cal.bins || []).filter((b) => b.count > 0 && finite(b.mean_predicted) && finite(b.fraction_positive))
+      .sort((a, b) => a.mean_predicted - b.mean_predicted);
+    chart.setAttribute("data-points", String(bins.length));
+    if (bins.length === 0) return;
+    const most = Math.max(...bins.map((b) => b.count));
+    chart.appendChild(svg("polyline", { class: "cal-line", points: bins.map((b) => sx(b.mean_predicted).toFixed(1) + "," + sy(b.fraction_positive).toFixed(1)).join(" ") }));
+    for (const b of bins) {
+      const cx = sx(b.mean_predicted), cy = sy(b.fraction_positive);
+      const dot = svg("circle", { class: "cal-point", cx: cx.toFixed(1), cy: cy.toFixed(1), r: (2.5 + 6 * Math.sqrt(b.count / most)).toFixed(1), "data-count": String(b.count) });
+      dot.appendChild(svg("title", {}, "scores " + fx(b.lower, 2) + "–" + fx(b.upper, 2) + ": " + b.count + " rows, mean predicted " + fx(b.mean_predicted, 3) + ", fraction positive " + fx(b.fraction_positive, 3)));
+      chart.appendChild(dot);
+      chart.appendChild(svg("text", { class: "cal-count", x: (cx + 8).toFixed(1), y: (cy - 7).toFixed(1) }, String(b.count)));
+    }
+  }
+
+  function calibrationFigure(cal) {
+    const fig = el("figure", { class: "report-figure" });
+    const c = svg("svg", { id: "calibration-chart", class: "chart calibration", role: "img", "aria-label": "reliability diagram" });
+    drawCalibration(c, cal);
+    fig.appendChild(c);
+    fig.appendChild(el("figcaption", { id: "calibration-caption" }, "ECE " + fx(cal.ece, 3) +
+      " (expected calibration error). Each point is a score bin, labelled and sized by its rows; the dashed diagonal is perfect calibration."));
+    return fig;
+  }
+
+  function confusionFigure(conf) {
+    const fig = el("figure", { class: "report-figure" });
+    const labels = conf.labels || [];
+    const m = conf.matrix || [];
+    const t = el("table", { class: "grid confusion", id: "report-confusion" });
+    t.appendChild(headRow([el("th", { class: "corner" }, "true ↓  predicted →"), ...labels.map((l) => el("th", { class: "n" }, String(l)))]));
+    const body = el("tbody");
+    m.forEach((row, i) => {
+      const tr = el("tr");
+      tr.appendChild(el("th", {}, String(labels[i] !== undefined ? labels[i] : i)));
+      const total = row.reduce((a, b) => a + b, 0);
+      row.forEach((v, j) => {
+        const td = el("td", { class: "n" + (i === j ? " diag" : "") }, count(v));
+        const a = total > 0 ? v / total : 0;
+        td.style.backgroundColor = "rgba(" + (i === j ? "43, 138, 62" : "201, 42, 42") + ", " + (0.08 + 0.5 * a).toFixed(2) + ")";
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    t.appendChild(body);
+    fig.appendChild(t);
+    fig.appendChild(el("figcaption", {}, "Rows: true class; columns: predicted class" +
+      (finite(conf.threshold) ? " (positive when the score is at least " + fx(conf.threshold, 2) + ")." : " (the most likely one).")));
+    return fig;
+  }
+
+  // drawAttribution draws one class's mean |attribution| (channels averaged) as a
+  // heatmap on a canvas, scaled to its own maximum.
+  function drawAttribution(canvas, values, C, H, W) {
+    canvas.width = W; canvas.height = H;
+    const ctx = canvas.getContext("2d");
+    if (!ctx) return;
+    const px = new Float64Array(H * W);
+    let most = 0;
+    for (let i = 0; i < H * W; i++) {
+      let s = 0;
+      for (let c = 0; c < C; c++) { const v = Number(values[c * H * W + i]); if (Number.isFinite(v)) s += Math.abs(v); }
+      px[i] = s / C;
+      most = Math.max(most, px[i]);
+    }
+    const img = ctx.createImageData(W, H);
+    for (let i = 0; i < H * W; i++) {
+      const a = most > 0 ? px[i] / most : 0; // white → dark red
+      img.data[4 * i] = Math.round(255 - a * (255 - 120));
+      img.data[4 * i + 1] = Math.round(255 - a * 255);
+      img.data[4 * i + 2] = Math.round(255 - a * (255 - 20));
+      img.data[4 * i + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    canvas.setAttribute("data-max", String(most));
+  }
+
+  function attributionSection(a) {
+    const C = Number(a.channels) || 1, H = Number(a.height) || 0, W = Number(a.width) || 0;
+    const out = [h3("Attribution")];
+    out.push(note("Mean absolute " + String(a.method || "attribution").replace(/_/g, " ") +
+      (a.baseline ? " against an " + a.baseline : "") + (a.steps ? ", " + a.steps + " steps" : "") +
+      ", per class over its validation images; each map scaled to its own maximum (dark = most attributed)."));
+    const grid = el("div", { class: "attr-grid", id: "report-attribution" });
+    for (const k of a.classes || []) {
+      const fig = el("figure", { class: "attr-class", "data-class": String(k.class) });
+      const values = k.mean_abs || [];
+      if (H <= 0 || W <= 0 || values.length !== C * H * W) {
+        fig.appendChild(el("p", { class: "error" }, "class " + k.class + ": " + values.length + " values, want " + C * H * W));
+      } else {
+        const cv = el("canvas", { class: "attr-map", "data-class": String(k.class), role: "img", "aria-label": "attribution of class " + (k.label || k.class) });
+        drawAttribution(cv, values, C, H, W);
+        cv.style.width = (W * 4) + "px"; cv.style.height = (H * 4) + "px";
+        fig.appendChild(cv);
+      }
+      fig.appendChild(el("figcaption", {}, String(k.label !== undefined ? k.label : k.class) + " · " + count(k.images) + " images"));
+      grid.appendChild(fig);
+    }
+    out.push(grid);
+    return out;
+  }
+
+  // renderReport replaces the report section's body with the report.
+  function renderReport(body, rep) {
+    const parts = [reportSummary(rep)];
+    const audit = rep.audit;
+    if (audit && audit.gate) parts.push(reportGate(audit.gate));
+    if (rep.metrics && Object.keys(rep.metrics).length > 0) {
+      parts.push(h3("Metrics"));
+      const b = rep.bootstrap || {};
+      parts.push(note("95% confidence intervals from " + (b.resamples ? b.resamples + " bootstrap resamples" : "the bootstrap") +
+        " of the " + (rep.split || "evaluation") + " split."));
+      parts.push(reportMetrics(rep));
+    }
+    parts.push(h3("Fairness audit"));
+    if (audit) {
+      parts.push(note("Sensitive attributes: " + (audit.sensitive || []).join(", ") + ". " +
+        (finite(audit.threshold) ? "Selected: score ≥ " + fx(audit.threshold, 2) + ". " : "") +
+        "Impact ratio: the group's rate over the attribute's highest; below " + FOUR_FIFTHS + " is highlighted. " +
+        "Groups under " + share(audit.min_group_fraction) + " of rows, and unknown categories, are shown but excluded from the ratios."));
+      parts.push(reportFairness(audit, rep.task));
+      if ((audit.notes || []).length > 0) {
+        const ul = el("ul", { class: "notes", id: "report-notes" });
+        for (const n of audit.notes) ul.appendChild(el("li", {}, n));
+        parts.push(ul);
+      }
+    } else {
+      parts.push(note("No fairness audit: the job names no sensitive attributes."));
+    }
+    parts.push(...importanceSection(rep));
+    const figs = [];
+    if (rep.calibration) figs.push([h3("Calibration"), calibrationFigure(rep.calibration)]);
+    if (rep.confusion) figs.push([h3("Confusion matrix"), confusionFigure(rep.confusion)]);
+    if (figs.length > 0) {
+      const row = el("div", { class: "report-row" });
+      for (const f of figs) { const col = el("div"); col.append(...f); row.appendChild(col); }
+      parts.push(row);
+    }
+    if (rep.attribution) parts.push(...attributionSection(rep.attribution));
+    body.replaceChildren(...parts);
+  }
+
+  // loadReport fetches and renders the job's report. retries is how many more times a
+  // 404 is retried (the report of a job that just ended may still be on its way).
+  async function loadReport(id, retries) {
+    const section = document.getElementById("report");
+    const status = document.getElementById("report-status");
+    const set = (state, text) => { section.setAttribute("data-state", state); status.textContent = text; status.hidden = text === ""; };
+    set("loading", "Loading the report…");
+    try {
+      const r = await fetch("/api/jobs/" + encodeURIComponent(id) + "/report", { headers: { Accept: "application/json" } });
+      if (r.status === 404) {
+        if (retries > 0) { setTimeout(() => loadReport(id, retries - 1), 2000); return; }
+        set("none", "This job has no report.");
+        return;
+      }
+      if (!r.ok) {
+        let msg = String(r.status);
+        try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
+        set("error", "Cannot read the report: " + msg);
+        return;
+      }
+      renderReport(document.getElementById("report-body"), await r.json());
+      set("rendered", "");
+    } catch (e) {
+      console.error("dashboard report:", e);
+      set("error", "Cannot show the report: " + e.message);
+    }
+  }
+
   function jobPage(root) {
     const id = root.getAttribute("data-job-id");
     const points = new Map(); // seq -> point
+    let reportAsked = false;
+    // askReport loads the report once, when the job has ended; live is true when it
+    // ended while the page was open.
+    function askReport(live) {
+      if (reportAsked) return;
+      reportAsked = true;
+      loadReport(id, live ? 3 : 0);
+    }
+    const endedOnLoad = root.getAttribute("data-terminal") === "true";
+    if (endedOnLoad) askReport(false);
     function redraw() {
       const sorted = [...points.values()].sort((a, b) => a.seq - b.seq);
       const loss = { loss: [] }, metrics = {};
@@ -113,6 +501,7 @@
       for (const p of msg.points || []) points.set(p.seq, p);
       update(msg.job);
       redraw();
+      if (msg.job.terminal) askReport(!endedOnLoad);
     });
     es.addEventListener("end", () => es.close());
   }
