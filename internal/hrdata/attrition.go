@@ -33,6 +33,15 @@
 // EducationField, PercentSalaryHike, PerformanceRating and TrainingTimesLastYear carry
 // no signal, as distractors.
 //
+// # A controllable disparity
+//
+// AttritionConfig.Disparity (0..1) makes Gender matter through a proxy, as it does in
+// real data: each Female employee who would not work overtime does so with probability
+// Disparity (drawn from a second stream, so Disparity 0 leaves the table byte-identical).
+// OverTime is the strongest attrition driver, so a model that never sees Gender still
+// flags women more often: the selection rate of men falls below women's and the audit's
+// impact ratio drops (about 0.45 at Disparity 0.6 on the default table, near 1 at 0).
+//
 // Output is deterministic: the same AttritionConfig gives byte-identical CSV (PCG
 // seeded from Seed; only Float64 draws, no version-dependent samplers).
 package hrdata
@@ -69,6 +78,9 @@ type AttritionConfig struct {
 	Rows int
 	// Seed selects the pseudo-random stream; equal seeds give identical output.
 	Seed int64
+	// Disparity, 0..1, is the probability that a Female employee without overtime is
+	// given overtime (see the package comment); 0 adds no disparity.
+	Disparity float64
 }
 
 // DefaultAttritionConfig returns the size of the original IBM table (1470 rows), seed 42.
@@ -139,7 +151,14 @@ func GenerateAttrition(w io.Writer, cfg AttritionConfig) error {
 	if err := cw.Write(AttritionColumns); err != nil {
 		return fmt.Errorf("hrdata: write header: %w", err)
 	}
+	if !(cfg.Disparity >= 0 && cfg.Disparity <= 1) {
+		return fmt.Errorf("hrdata: Disparity %v: want 0..1", cfg.Disparity)
+	}
 	g := newGenerator(cfg.Seed)
+	if cfg.Disparity > 0 {
+		g.disparity = cfg.Disparity
+		g.proxy = rand.New(rand.NewPCG(uint64(cfg.Seed), 0x5851f42d4c957f2d))
+	}
 	for i := 0; i < cfg.Rows; i++ {
 		e, _ := g.next()
 		if err := cw.Write(e.record()); err != nil {
@@ -156,6 +175,9 @@ func GenerateAttrition(w io.Writer, cfg AttritionConfig) error {
 // generator draws employees from one PCG stream.
 type generator struct {
 	rng *rand.Rand
+	// disparity and proxy (its own stream) give women overtime more often.
+	disparity float64
+	proxy     *rand.Rand
 }
 
 func newGenerator(seed int64) *generator {
@@ -281,6 +303,10 @@ func (g *generator) next() (employee, float64) {
 		e.StockOptionLevel = 0
 	} else {
 		e.StockOptionLevel = g.pick(30, 48, 14, 8)
+	}
+
+	if g.proxy != nil && e.Gender == "Female" && !e.OverTime && g.proxy.Float64() < g.disparity {
+		e.OverTime = true
 	}
 
 	logit := attritionLogit(&e)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -485,4 +486,67 @@ func TestAttritionFewFeatureModel(t *testing.T) {
 	if got < 0.75 {
 		t.Fatalf("few-feature score AUC = %.3f, want >= 0.75", got)
 	}
+}
+
+// TestAttritionDisparity checks that Disparity moves women into overtime (and so into
+// attrition) by about the documented amount, leaves men alone, and leaves the table
+// byte-identical at 0.
+func TestAttritionDisparity(t *testing.T) {
+	var plain bytes.Buffer
+	if err := GenerateAttrition(&plain, AttritionConfig{Rows: 4000, Seed: 3, Disparity: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(plain.Bytes(), generate(t, 4000, 3)) {
+		t.Fatal("Disparity 0 changed the table")
+	}
+	rates := func(d float64) (overF, overM, leaveF, leaveM float64) {
+		var buf bytes.Buffer
+		if err := GenerateAttrition(&buf, AttritionConfig{Rows: 20000, Seed: 3, Disparity: d}); err != nil {
+			t.Fatal(err)
+		}
+		recs, err := csv.NewReader(&buf).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		col := map[string]int{}
+		for i, c := range recs[0] {
+			col[c] = i
+		}
+		var nF, nM float64
+		for _, r := range recs[1:] {
+			f := r[col["Gender"]] == "Female"
+			ot, yes := r[col["OverTime"]] == "Yes", r[col["Attrition"]] == "Yes"
+			if f {
+				nF++
+				overF += b2f(ot)
+				leaveF += b2f(yes)
+			} else {
+				nM++
+				overM += b2f(ot)
+				leaveM += b2f(yes)
+			}
+		}
+		return overF / nF, overM / nM, leaveF / nF, leaveM / nM
+	}
+	of0, om0, lf0, lm0 := rates(0)
+	of, om, lf, lm := rates(0.6)
+	// Overtime: 0.28 for everyone at 0; women 0.28 + 0.72*0.6 = 0.712 at 0.6.
+	if math.Abs(of0-0.28) > 0.02 || math.Abs(om0-0.28) > 0.02 || math.Abs(of-0.712) > 0.02 || om != om0 {
+		t.Errorf("overtime: women %.3f -> %.3f, men %.3f -> %.3f", of0, of, om0, om)
+	}
+	if lm != lm0 || lf < 1.3*lf0 || math.Abs(lf0-lm0) > 0.03 {
+		t.Errorf("attrition: women %.3f -> %.3f, men %.3f -> %.3f", lf0, lf, lm0, lm)
+	}
+	for _, d := range []float64{-0.1, 1.5, math.NaN()} {
+		if err := GenerateAttrition(io.Discard, AttritionConfig{Rows: 1, Disparity: d}); err == nil {
+			t.Errorf("Disparity %v accepted", d)
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
