@@ -152,9 +152,9 @@ func (c *ModelCard) bundle(params []float32) (*export.Bundle, error) {
 
 // export writes the final model in the spec's export.formats under ExportPrefix (the
 // Triton model repository for onnx, model.safetensors always), with the fitted
-// preprocessing in the files' metadata, next to a model report, and returns the URIs
-// of the model files it wrote.
-func (l *loopState) export(ctx context.Context) ([]string, error) {
+// preprocessing in the files' metadata, next to the model's report.json and model card
+// and preprocessing.json, and returns the URIs of the model files it wrote.
+func (l *loopState) export(ctx context.Context, report, modelCard []byte) ([]string, error) {
 	t := l.t
 	s := &t.spec.Spec
 	card, err := l.modelCard()
@@ -170,6 +170,10 @@ func (l *loopState) export(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: spec.export.formats: %w", err)
 	}
+	pre, err := json.MarshalIndent(card.Preprocessing, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("worker: encode preprocessing.json: %w", err)
+	}
 	prefix := ExportPrefix(t.job.GetId())
 	var uris []string
 	for _, f := range files {
@@ -181,28 +185,12 @@ func (l *loopState) export(ctx context.Context) ([]string, error) {
 			uris = append(uris, t.cfg.Store.URI(key))
 		}
 	}
+	for _, f := range []export.File{{Path: ReportFile, Data: report}, {Path: ModelCardFile, Data: modelCard}, {Path: "preprocessing.json", Data: pre}} {
+		if err := t.cfg.Store.Put(ctx, prefix+f.Path, bytes.NewReader(f.Data), int64(len(f.Data))); err != nil {
+			return nil, fmt.Errorf("worker: write %s: %w", prefix+f.Path, err)
+		}
+	}
 	t.log.Info("model exported", "formats", s.Export.Formats, "name", b.Name, "files", len(files))
-	report := map[string]any{
-		"job_id":        t.job.GetId(),
-		"name":          t.job.GetName(),
-		"task":          s.Task,
-		"metrics":       l.metrics,
-		"steps":         l.total,
-		"epochs":        s.Training.Epochs,
-		"checkpoint":    l.checkpoint,
-		"preprocessing": card.Preprocessing,
-		"architecture":  card.Architecture,
-		"exports":       uris,
-	}
-	for key, v := range map[string]any{"report.json": report, "preprocessing.json": card.Preprocessing} {
-		data, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return nil, fmt.Errorf("worker: encode %s: %w", key, err)
-		}
-		if err := t.cfg.Store.Put(ctx, prefix+key, bytes.NewReader(data), int64(len(data))); err != nil {
-			return nil, fmt.Errorf("worker: write %s: %w", prefix+key, err)
-		}
-	}
 	return uris, nil
 }
 

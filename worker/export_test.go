@@ -44,7 +44,7 @@ func exampleSpec(t testing.TB, name string) *jobs.TrainingJob {
 
 // loopFor builds the chief's loop state for a spec with the given datasets, random
 // parameters and a local store.
-func loopFor(t *testing.T, spec *jobs.TrainingJob, ds *datasets, store storage.Blob) *loopState {
+func loopFor(t testing.TB, spec *jobs.TrainingJob, ds *datasets, store storage.Blob) *loopState {
 	t.Helper()
 	m, err := buildModel(&spec.Spec, ds, 0)
 	if err != nil {
@@ -150,7 +150,7 @@ func TestExportAndCheckpointBundle(t *testing.T) {
 	if err := l.saveModelCard(ctx); err != nil { // a second checkpoint keeps the card
 		t.Fatalf("second saveModelCard: %v", err)
 	}
-	uris, err := l.export(ctx)
+	uris, err := l.export(ctx, []byte(`{"format_version": 1}`), []byte("# card"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestExportAndCheckpointBundle(t *testing.T) {
 	if strings.Join(uris, " ") != strings.Join(wantURIs, " ") {
 		t.Fatalf("exports %v, want %v", uris, wantURIs)
 	}
-	for _, key := range []string{"attrition-mlp/config.pbtxt", "report.json", "preprocessing.json"} {
+	for _, key := range []string{"attrition-mlp/config.pbtxt", "report.json", "model_card.md", "preprocessing.json"} {
 		if _, err := store.Stat(ctx, ExportPrefix(jobID)+key); err != nil {
 			t.Fatalf("export file %s: %v", key, err)
 		}

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/cohort-dev/cohort/audit"
 	"github.com/cohort-dev/cohort/jobs"
 	"github.com/cohort-dev/cohort/storage"
 	"github.com/cohort-dev/cohort/worker/data"
@@ -28,6 +31,14 @@ type datasets struct {
 	// baselines are reference metrics reported next to the model's (for example the
 	// seasonal-naive forecast's validation RMSE).
 	baselines map[string]float64
+	// classes are a classifier's label values (tabular), index = class id.
+	classes []string
+	// columns are the raw input columns of a tabular model and the feature indices each
+	// owns (permutation importance shuffles them together).
+	columns []audit.FeatureGroup
+	// sensitive holds spec.audit's columns for the evaluated rows (the test set, else
+	// the validation split), binned as spec.audit.bins says; nil without spec.audit.
+	sensitive map[string][]string
 }
 
 // imageInfo is the preprocessing record of an image model.
@@ -96,62 +107,137 @@ func (d dataSource) loadData(s *jobs.Spec) (*datasets, error) {
 
 // loadTabular reads and preprocesses CSV data: the validation split (by fraction, or a
 // separate file), the optional test set, and the preprocessing fitted on the training
-// rows only.
+// rows only. With spec.audit it also keeps the sensitive columns of the evaluated rows
+// (test set, else validation) and, unless audit.useAsFeatures, leaves them out of the
+// model's inputs.
 func (d dataSource) loadTabular(s *jobs.Spec) (*datasets, error) {
 	cfg := data.TabularConfig{Label: s.Data.Label, Positive: s.Data.Positive, Task: s.Task, Exclude: s.Data.Exclude}
 	ds := &datasets{}
 	var pre *data.Preprocessor
 	v := s.Data.Validation
-	if v.URI == "" {
-		rc, err := d.open("spec.data.train", s.Data.Train)
-		if err != nil {
-			return nil, err
+	tbl, err := d.readTable("spec.data.train", s.Data.Train)
+	if err != nil {
+		return nil, err
+	}
+	if a := s.Audit; a != nil && !a.UseAsFeatures {
+		// A sensitive column the table lacks is reported below, after the label's checks.
+		cfg.Exclude = slices.Clone(cfg.Exclude)
+		for _, c := range a.Sensitive {
+			if !slices.Contains(cfg.Exclude, c) && tbl.ColumnIndex(c) >= 0 {
+				cfg.Exclude = append(cfg.Exclude, c)
+			}
 		}
-		defer rc.Close()
-		ds.train, ds.val, pre, err = data.LoadTabular(rc, cfg, v.Fraction, v.Seed, v.Stratify)
+	}
+	evalTbl, evalRows := tbl, []int(nil)
+	if v.URI == "" {
+		ds.train, ds.val, pre, evalRows, err = data.SplitTable(tbl, cfg, v.Fraction, v.Seed, v.Stratify)
 		if err != nil {
 			return nil, fmt.Errorf("spec.data.train: %w", err)
 		}
 	} else {
-		tbl, err := d.readTable("spec.data.train", s.Data.Train)
-		if err != nil {
-			return nil, err
-		}
 		if pre, err = data.FitPreprocessor(tbl, allRows(len(tbl.Rows)), cfg); err != nil {
 			return nil, fmt.Errorf("spec.data.train: %w", err)
 		}
 		if ds.train, err = transform(pre, tbl); err != nil {
 			return nil, fmt.Errorf("spec.data.train: %w", err)
 		}
-		if ds.val, err = d.loadTabularWith(pre, "spec.data.validation.uri", v.URI); err != nil {
+		if ds.val, evalTbl, err = d.loadTabularWith(pre, "spec.data.validation.uri", v.URI); err != nil {
 			return nil, err
 		}
+		evalRows = allRows(len(evalTbl.Rows))
 	}
 	if s.Data.Test != "" {
-		var err error
-		if ds.test, err = d.loadTabularWith(pre, "spec.data.test", s.Data.Test); err != nil {
+		if ds.test, evalTbl, err = d.loadTabularWith(pre, "spec.data.test", s.Data.Test); err != nil {
 			return nil, err
 		}
+		evalRows = allRows(len(evalTbl.Rows))
+	}
+	if err := checkSensitiveColumns(s, tbl, "spec.data.train"); err != nil {
+		return nil, err
 	}
 	ds.preprocessing, ds.inputs, ds.outputs = pre, pre.Dim, 1
 	if s.Task == jobs.TaskMulticlass {
 		ds.outputs = len(pre.Classes)
 	}
 	ds.labelMean, ds.labelStd = pre.LabelMean, pre.LabelStd
+	ds.classes = pre.Classes
+	off := 0
+	for _, c := range pre.Columns {
+		n := 1
+		if c.Kind == data.KindCategorical {
+			n = len(c.Categories)
+		}
+		g := audit.FeatureGroup{Name: c.Name, Index: make([]int, n)}
+		for i := range n {
+			g.Index[i] = off + i
+		}
+		ds.columns = append(ds.columns, g)
+		off += n
+	}
+	if s.Audit != nil {
+		field := "spec.data.train"
+		if s.Data.Test != "" {
+			field = "spec.data.test"
+		} else if v.URI != "" {
+			field = "spec.data.validation.uri"
+		}
+		if ds.sensitive, err = sensitiveValues(s.Audit, evalTbl, evalRows, field); err != nil {
+			return nil, err
+		}
+	}
 	return ds, nil
 }
 
-// loadTabularWith reads a CSV and applies an already fitted preprocessing.
-func (d dataSource) loadTabularWith(p *data.Preprocessor, field, uri string) (*data.Dataset, error) {
+// checkSensitiveColumns checks that every spec.audit.sensitive column is in tbl and,
+// binned where spec.audit.bins says, has few enough categories to audit by.
+func checkSensitiveColumns(s *jobs.Spec, tbl *data.Table, field string) error {
+	if s.Audit == nil {
+		return nil
+	}
+	_, err := sensitiveValues(s.Audit, tbl, allRows(len(tbl.Rows)), field)
+	return err
+}
+
+// sensitiveValues returns the raw value of each sensitive column for the given rows of
+// tbl, binned where spec.audit.bins says, and refuses a column with too many distinct
+// values to audit by.
+func sensitiveValues(a *jobs.Audit, tbl *data.Table, rows []int, field string) (map[string][]string, error) {
+	out := make(map[string][]string, len(a.Sensitive))
+	for i, c := range a.Sensitive {
+		ci := tbl.ColumnIndex(c)
+		if ci < 0 {
+			return nil, fmt.Errorf("spec.audit.sensitive[%d]: column %q not found in %s%s", i, c, field, jobs.DidYouMean(c, tbl.Columns))
+		}
+		vals := make([]string, len(rows))
+		for k, r := range rows {
+			vals[k] = strings.TrimSpace(tbl.Rows[r][ci])
+		}
+		if edges, ok := a.Bins[c]; ok {
+			binned, err := audit.Bin(vals, edges)
+			if err != nil {
+				return nil, fmt.Errorf("spec.audit.bins.%s: %s: %w", c, field, err)
+			}
+			vals = binned
+		} else if err := audit.CheckSensitive(c, vals); err != nil {
+			return nil, fmt.Errorf("spec.audit.sensitive[%d]: %s: %w", i, field, err)
+		}
+		out[c] = vals
+	}
+	return out, nil
+}
+
+// loadTabularWith reads a CSV and applies an already fitted preprocessing; it returns
+// the table too.
+func (d dataSource) loadTabularWith(p *data.Preprocessor, field, uri string) (*data.Dataset, *data.Table, error) {
 	tbl, err := d.readTable(field, uri)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ds, err := transform(p, tbl)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
+		return nil, nil, fmt.Errorf("%s: %w", field, err)
 	}
-	return ds, nil
+	return ds, tbl, nil
 }
 
 func transform(p *data.Preprocessor, tbl *data.Table) (*data.Dataset, error) {

@@ -114,6 +114,8 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 					Checkpoint: res.Checkpoint,
 					Exports:    res.Exports,
 					Progress:   res.Progress,
+					Report:     res.Report,
+					Gate:       res.Gate,
 				})
 				return
 			}

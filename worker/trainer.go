@@ -65,6 +65,10 @@ type Result struct {
 	Checkpoint string
 	Exports    []string
 	Progress   *cohortv1.JobProgress
+	// Report is the URI of the model's report.json; Gate the outcome of its export gate
+	// (nil when the spec asks for none). A failed gate leaves Exports empty.
+	Report string
+	Gate   *cohortv1.GateResult
 }
 
 // Trainer is one worker's data-parallel training loop. Worker rank 0 is the chief: it
@@ -349,11 +353,31 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	exports, err := l.export(ctx)
+	started := time.Now()
+	report, err := l.buildReport()
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Metrics: final, Checkpoint: l.checkpoint, Exports: exports, Progress: l.progress}, nil
+	reportJSON, card, err := l.reportFiles(report)
+	if err != nil {
+		return nil, err
+	}
+	reportURI, err := l.writeReport(ctx, reportJSON, card)
+	if err != nil {
+		return nil, err
+	}
+	gate := gateResult(s, report)
+	t.log.Info("model report written", "uri", reportURI, "split", report.Split, "rows", report.Rows,
+		"gate", gate != nil, "gate_passed", gate == nil || gate.Passed, "seconds", round4(time.Since(started).Seconds()))
+	var exports []string
+	if gate == nil || gate.Passed {
+		if exports, err = l.export(ctx, reportJSON, card); err != nil {
+			return nil, err
+		}
+	} else {
+		t.log.Warn("export blocked by the audit gate", "reasons", gate.Reasons)
+	}
+	return &Result{Metrics: final, Checkpoint: l.checkpoint, Exports: exports, Progress: l.progress, Report: reportURI, Gate: gate}, nil
 }
 
 // seek sets the data position (epoch, pos) of global step k: steps advance global rows

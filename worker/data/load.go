@@ -25,12 +25,19 @@ func LoadTabular(r io.Reader, cfg TabularConfig, fraction float64, seed int64, s
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	train, val, p, _, err = SplitTable(t, cfg, fraction, seed, stratify)
+	return train, val, p, err
+}
+
+// SplitTable is LoadTabular on a table already read; it also returns the table rows of
+// the validation split, in the order of val's rows (the audit reads their raw columns).
+func SplitTable(t *Table, cfg TabularConfig, fraction float64, seed int64, stratify bool) (train, val *Dataset, p *Preprocessor, valRows []int, err error) {
 	li, err := labelColumn(t, cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if len(t.Rows) == 0 {
-		return nil, nil, nil, fmt.Errorf("data: the CSV has a header but no data rows")
+		return nil, nil, nil, nil, fmt.Errorf("data: the CSV has a header but no data rows")
 	}
 	all := make([]int, len(t.Rows))
 	for i := range all {
@@ -38,7 +45,7 @@ func LoadTabular(r io.Reader, cfg TabularConfig, fraction float64, seed int64, s
 	}
 	// Checks the labels of every row, so that the messages are about the whole file.
 	if err := fitLabel(&Preprocessor{}, t, all, li, cfg); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	labels := make([]string, len(t.Rows))
 	for i, row := range t.Rows {
@@ -46,18 +53,18 @@ func LoadTabular(r io.Reader, cfg TabularConfig, fraction float64, seed int64, s
 	}
 	split := SplitIndices(labels, fraction, seed, stratify && cfg.Task != TaskRegression)
 	if len(split.Train) == 0 {
-		return nil, nil, nil, fmt.Errorf("data: no training rows after the validation split (%d rows, validation fraction %v)", len(t.Rows), fraction)
+		return nil, nil, nil, nil, fmt.Errorf("data: no training rows after the validation split (%d rows, validation fraction %v)", len(t.Rows), fraction)
 	}
 	if p, err = FitPreprocessor(t, split.Train, cfg); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if train, err = p.dataset(t, split.Train); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if val, err = p.dataset(t, split.Validation); err != nil {
-		return nil, nil, nil, fmt.Errorf("validation rows: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("validation rows: %w", err)
 	}
-	return train, val, p, nil
+	return train, val, p, split.Validation, nil
 }
 
 // dataset transforms the rows of t into a Dataset.
