@@ -119,12 +119,43 @@ type jobResult struct {
 	Metrics    map[string]float64 `json:"metrics"`
 	Checkpoint string             `json:"checkpoint"`
 	Exports    []string           `json:"exports"`
+	// Report is the URI of the model's report.json (audit and explanations).
+	Report string `json:"report,omitempty"`
+	// Gate is the outcome of spec.audit.gate; absent when the spec asks for none.
+	Gate *gateJSON `json:"gate,omitempty"`
+}
+
+// gateJSON is a job's export gate in the CLI's JSON output.
+type gateJSON struct {
+	Passed    bool           `json:"passed"`
+	Reasons   []string       `json:"reasons"`
+	Overrides []overrideJSON `json:"overrides,omitempty"`
+}
+
+// overrideJSON is one recorded gate override.
+type overrideJSON struct {
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+	Time   string `json:"time"`
+}
+
+// gateOf converts a job's gate for JSON output (nil: none).
+func gateOf(g *cohortv1.GateResult) *gateJSON {
+	if g == nil {
+		return nil
+	}
+	out := &gateJSON{Passed: g.GetPassed(), Reasons: append([]string{}, g.GetReasons()...)}
+	for _, o := range g.GetOverrides() {
+		out.Overrides = append(out.Overrides, overrideJSON{By: o.GetBy(), Reason: o.GetReason(),
+			Time: time.Unix(0, o.GetTimeUnixNano()).UTC().Format(time.RFC3339)})
+	}
+	return out
 }
 
 func resultOf(j *cohortv1.Job) jobResult {
 	r := jobResult{
 		JobID: j.GetId(), Status: stateName(j.GetState()), Metrics: j.GetMetrics(),
-		Checkpoint: j.GetCheckpoint(), Exports: j.GetExports(),
+		Checkpoint: j.GetCheckpoint(), Exports: j.GetExports(), Report: j.GetReport(), Gate: gateOf(j.GetGate()),
 	}
 	if r.Metrics == nil {
 		r.Metrics = map[string]float64{}
@@ -132,7 +163,7 @@ func resultOf(j *cohortv1.Job) jobResult {
 	if r.Exports == nil {
 		r.Exports = []string{}
 	}
-	if j.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+	if j.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED || (r.Gate != nil && !r.Gate.Passed) {
 		r.Message = j.GetStatusMessage()
 	}
 	return r

@@ -17,21 +17,33 @@ func newDataCmd() *cobra.Command {
 	var rows int
 	var seed int64
 	var out string
+	var disparity float64
 	attr := &cobra.Command{
-		Use:     "attrition",
-		Short:   "Synthetic HR attrition table (the IBM HR Analytics columns)",
-		Example: `  cohort data gen attrition --rows 5000 --seed 7 --out attrition.csv`,
-		Args:    exactArgs(0),
+		Use:   "attrition",
+		Short: "Synthetic HR attrition table (the IBM HR Analytics columns)",
+		Long: `attrition writes employees with the IBM HR Analytics columns and an Attrition label
+drawn from a documented logistic model (see the internal/hrdata package documentation).
+Gender carries no signal unless --disparity D (0..1) is given: then each woman without
+overtime gets overtime with probability D, so a model that never sees Gender still
+flags women more often through that proxy. Use it to drive a job's spec.audit gate to
+fail (--disparity 0.6) and to pass (--disparity 0).`,
+		Example: `  cohort data gen attrition --rows 5000 --seed 7 --out attrition.csv
+  cohort data gen attrition --rows 3000 --disparity 0.6 --out biased.csv`,
+		Args: exactArgs(0),
 		RunE: func(_ *cobra.Command, _ []string) error {
-			if rows <= 0 || rows > 100_000_000 {
-				return usageErr("--rows: must be between 1 and 100000000, got %d", rows)
+			if rows <= 0 || rows > hrdata.MaxAttritionRows {
+				return usageErr("--rows: must be between 1 and %d, got %d", hrdata.MaxAttritionRows, rows)
+			}
+			if !(disparity >= 0 && disparity <= 1) {
+				return usageErr("--disparity: must be between 0 and 1, got %v", disparity)
 			}
 			return writeGenerated(out, func(w io.Writer) error {
-				return hrdata.GenerateAttrition(w, hrdata.AttritionConfig{Rows: rows, Seed: seed})
+				return hrdata.GenerateAttrition(w, hrdata.AttritionConfig{Rows: rows, Seed: seed, Disparity: disparity})
 			})
 		},
 	}
 	attr.Flags().IntVar(&rows, "rows", 3000, "number of rows")
+	attr.Flags().Float64Var(&disparity, "disparity", 0, "0..1: how much more often women work overtime (a proxy the model learns; see --help)")
 	attr.Flags().Int64Var(&seed, "seed", 42, "random seed (the same seed gives the same file)")
 	attr.Flags().StringVar(&out, "out", "-", "output file (- for stdout)")
 	var employees, months int

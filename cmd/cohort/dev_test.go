@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohort-dev/cohort/audit"
 	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/internal/tasklog"
 	"github.com/cohort-dev/cohort/jobs"
@@ -31,7 +32,7 @@ import (
 )
 
 // repoPath is a path relative to the repository root.
-func repoPath(t *testing.T, rel string) string {
+func repoPath(t testing.TB, rel string) string {
 	t.Helper()
 	abs, err := filepath.Abs(filepath.Join("..", "..", rel))
 	if err != nil {
@@ -212,7 +213,8 @@ func TestDevTrainsExampleJob(t *testing.T) {
 	}
 	defer f.Close()
 	v := parsed.Spec.Data.Validation
-	_, val, _, err := data.LoadTabular(f, data.TabularConfig{Label: "Attrition", Positive: "Yes", Task: jobs.TaskBinary}, v.Fraction, v.Seed, v.Stratify)
+	_, val, _, err := data.LoadTabular(f, data.TabularConfig{Label: "Attrition", Positive: "Yes", Task: jobs.TaskBinary,
+		Exclude: parsed.Spec.Audit.Sensitive}, v.Fraction, v.Seed, v.Stratify)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +230,65 @@ func TestDevTrainsExampleJob(t *testing.T) {
 	if auc := metrics.AUC(probs, val.Y); math.Abs(auc-m["val_auc"]) > 1e-6 {
 		t.Errorf("AUC of the exported model = %.6f, reported val_auc = %.6f", auc, m["val_auc"])
 	}
+
+	// The report of the exported model: the audited columns are no inputs, the
+	// importance ranks the attrition model's drivers (internal/hrdata) above its
+	// distractors, no gate was asked for, and the export carries the report.
+	r := readReport(t, c, job)
+	if r.Metrics["val_auc"].Value != m["val_auc"] || job.GetGate() != nil {
+		t.Errorf("report val_auc %v (job %v), gate %v", r.Metrics["val_auc"], m["val_auc"], job.GetGate())
+	}
+	drivers := []string{"OverTime", "StockOptionLevel", "YearsWithCurrManager", "JobSatisfaction", "EnvironmentSatisfaction",
+		"JobInvolvement", "WorkLifeBalance", "BusinessTravel", "JobRole", "MonthlyIncome", "JobLevel", "Age", "NumCompaniesWorked",
+		"DistanceFromHome", "TotalWorkingYears"}
+	distractors := []string{"RelationshipSatisfaction", "Education", "EducationField", "PercentSalaryHike", "TrainingTimesLastYear"}
+	if len(r.Importance) < 3 {
+		t.Fatalf("importance %v", r.Importance)
+	}
+	for i, im := range r.Importance {
+		switch {
+		case im.Feature == "Gender" || im.Feature == "MaritalStatus":
+			t.Errorf("sensitive column %s is a model input", im.Feature)
+		case i < 3 && !slices.Contains(drivers, im.Feature):
+			t.Errorf("importance rank %d is %s, not one of the model's drivers", i+1, im.Feature)
+		case slices.Contains(distractors, im.Feature) && im.Mean > r.Importance[0].Mean/2:
+			t.Errorf("distractor %s has importance %.4f, top is %s %.4f", im.Feature, im.Mean, r.Importance[0].Feature, r.Importance[0].Mean)
+		}
+	}
+	attrs := map[string]int{}
+	for _, g := range r.Audit.Groups {
+		attrs[g.Attribute] += g.Count
+	}
+	for _, a := range []string{"Gender", "MaritalStatus", "Gender,MaritalStatus"} {
+		if attrs[a] != r.Rows {
+			t.Errorf("groups of %s count %d rows, want all %d", a, attrs[a], r.Rows)
+		}
+	}
+	for _, f := range []string{"report.json", "model_card.md"} {
+		key := strings.TrimSuffix(keyOf(t, c, job.GetExports()[0]), "model.safetensors") + f
+		if _, err := c.Store.Stat(ctx, key); err != nil {
+			t.Errorf("export lacks %s: %v", f, err)
+		}
+	}
+}
+
+// readReport reads and strictly decodes a finished job's report.json from the dev
+// cluster's storage.
+func readReport(t *testing.T, c *devCluster, job *cohortv1.Job) *audit.Report {
+	t.Helper()
+	if job.GetReport() == "" {
+		t.Fatalf("job %s has no report", job.GetId())
+	}
+	rc, err := c.Store.Get(context.Background(), keyOf(t, c, job.GetReport()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	r, err := audit.DecodeReport(rc)
+	if err != nil {
+		t.Fatalf("%s: %v", job.GetReport(), err)
+	}
+	return r
 }
 
 // TestSyncWorkersMatchOneWorkerWithLargerBatch: in sync mode, two workers with batch B
@@ -550,6 +611,25 @@ spec:
 	tensors, meta := readExport(t, c, job.GetExports()[0])
 	if tensors[0].Name != "conv0.weight" || !strings.Contains(meta["cohort.preprocessing"], `"height":8`) {
 		t.Errorf("export: first tensor %s, preprocessing %s", tensors[0].Name, meta["cohort.preprocessing"])
+	}
+
+	// Integrated gradients of the trained model look where the class is: each class's
+	// mean |attribution| is largest in its own bright quadrant.
+	r := readReport(t, c, job)
+	if r.Split != "test" || r.Attribution == nil || len(r.Attribution.Classes) != 4 {
+		t.Fatalf("report on %s with attribution %+v", r.Split, r.Attribution)
+	}
+	for _, ca := range r.Attribution.Classes {
+		var mass [4]float64
+		for p, v := range ca.MeanAbs {
+			y, x := p/8, p%8
+			mass[(y/4)*2+x/4] += v
+		}
+		for q := range 4 {
+			if q != ca.Class && mass[q] >= mass[ca.Class] {
+				t.Errorf("class %d: attribution mass by quadrant %.4f: quadrant %d outweighs its own", ca.Class, mass, q)
+			}
+		}
 	}
 }
 

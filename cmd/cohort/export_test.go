@@ -61,7 +61,7 @@ func TestExportCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("output %q: %v", out, err)
 	}
-	want := []string{"model.safetensors", "attrition-mlp/config.pbtxt", "attrition-mlp/1/model.onnx"}
+	want := []string{"model.safetensors", "attrition-mlp/config.pbtxt", "attrition-mlp/1/model.onnx", "report.json", "model_card.md"}
 	if len(res.Files) != len(want) || res.Checkpoint != job.GetCheckpoint() || res.Name != "attrition-mlp" {
 		t.Fatalf("result %+v, want files %v from checkpoint %s", res, want, job.GetCheckpoint())
 	}
@@ -130,9 +130,13 @@ func TestExportCommand(t *testing.T) {
 	if _, err := runCLI(t, "--address", c.GRPCAddr, "export", job.GetId(), "--format", "safetensors", "--out", dir2); err != nil {
 		t.Fatalf("cohort export --format safetensors: %v", err)
 	}
+	var names []string
 	entries, _ := os.ReadDir(dir2)
-	if len(entries) != 1 || entries[0].Name() != "model.safetensors" {
-		t.Fatalf("safetensors export wrote %v", entries)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, " ") != "model.safetensors model_card.md report.json" {
+		t.Fatalf("safetensors export wrote %v", names)
 	}
 }
 

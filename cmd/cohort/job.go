@@ -21,7 +21,7 @@ import (
 
 func newJobCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect and cancel training jobs"}
-	cmd.AddCommand(newJobSubmitCmd(g), newJobPlanCmd(g), newJobListCmd(g), newJobStatusCmd(g), newJobWatchCmd(g), newJobCancelCmd(g), newJobResumeCmd(g), newJobLogsCmd(g))
+	cmd.AddCommand(newJobSubmitCmd(g), newJobPlanCmd(g), newJobListCmd(g), newJobStatusCmd(g), newJobWatchCmd(g), newJobCancelCmd(g), newJobResumeCmd(g), newJobLogsCmd(g), newJobReportCmd(g))
 	return cmd
 }
 
@@ -149,6 +149,12 @@ func reportResult(j *cohortv1.Job, output string) error {
 		}
 		for _, e := range res.Exports {
 			fmt.Fprintf(stdout, "  export: %s\n", e)
+		}
+		if res.Report != "" {
+			fmt.Fprintf(stdout, "  report: %s (cohort job report %s)\n", res.Report, res.JobID)
+		}
+		if g := res.Gate; g != nil {
+			printGate(stdout, g)
 		}
 	}
 	if j.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
@@ -331,6 +337,12 @@ func newJobStatusCmd(g *globalFlags) *cobra.Command {
 			}
 			for _, e := range j.GetExports() {
 				fmt.Fprintf(stdout, "  export: %s\n", e)
+			}
+			if j.GetReport() != "" {
+				fmt.Fprintf(stdout, "  report: %s (cohort job report %s)\n", j.GetReport(), j.GetId())
+			}
+			if gt := gateOf(j.GetGate()); gt != nil {
+				printGate(stdout, gt)
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "  TASK\tKIND\tNODE\tSTATE\tMESSAGE")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,12 +31,15 @@ func normalizeOutput(g *globalFlags) error {
 // printJSON writes v as one line of JSON, or as a YAML document with -o yaml (keys in
 // the JSON order).
 func printJSON(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // a terminal or a script reads it, not a browser: keep "<" as is
+	if err := enc.Encode(v); err != nil {
 		return err
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if !yamlOutput {
-		_, err = fmt.Fprintln(w, string(b))
+		_, err := fmt.Fprintln(w, string(b))
 		return err
 	}
 	out, err := jsonToYAML(b)

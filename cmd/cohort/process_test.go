@@ -17,7 +17,7 @@ import (
 )
 
 // buildBinary builds cmd/cohort once per test binary run.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	built.once.Do(func() {
 		// One build per test process, shared by the tests that run the binary; the

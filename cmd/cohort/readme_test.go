@@ -2,14 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +136,22 @@ func (sh *readmeShell) run(raw string) {
 	}
 }
 
+// runBlock runs every line of the README block under heading but comments and blank
+// lines, and fails when fewer than least ran (a truncated block).
+func (sh *readmeShell) runBlock(heading string, least int) {
+	sh.t.Helper()
+	ran := 0
+	for _, raw := range readmeBlock(sh.t, heading) {
+		if line := strings.TrimSpace(raw); line != "" && !strings.HasPrefix(line, "#") {
+			sh.run(line)
+			ran++
+		}
+	}
+	if ran < least {
+		sh.t.Fatalf("ran %d README lines; the block looks truncated", ran)
+	}
+}
+
 // background starts a long-running process and waits until it is ready: /readyz for a
 // node agent, /healthz for a coordinator or dev cluster, /v2/health/ready for serve.
 func (sh *readmeShell) background(cmdline string) {
@@ -243,16 +263,7 @@ func TestREADMEForClusterAdmins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	sh := newReadmeShell(t, ctx)
-	ran := 0
-	for _, raw := range readmeBlock(t, "## For cluster admins") {
-		if line := strings.TrimSpace(raw); line != "" && !strings.HasPrefix(line, "#") {
-			sh.run(line)
-			ran++
-		}
-	}
-	if ran < 15 {
-		t.Fatalf("ran %d README lines; the block looks truncated", ran)
-	}
+	sh.runBlock("## For cluster admins", 15)
 	if sh.jobID == "" {
 		t.Fatal("the walkthrough submitted no job")
 	}
@@ -288,9 +299,171 @@ func submittedID(t *testing.T, out []byte) string {
 			return v.ID
 		}
 	}
-	if m := regexp.MustCompile(`\b(attrition-mlp-[0-9a-f]+)\b`).FindStringSubmatch(s); m != nil {
+	if m := regexp.MustCompile(`\b([a-z][a-z0-9-]*-[0-9a-f]{8})\b`).FindStringSubmatch(s); m != nil {
 		return m[1]
 	}
 	t.Fatalf("job submit printed no job id: %s", out)
 	return ""
+}
+
+// TestREADMEAuditWalkthrough runs the audit walkthrough in README.md line by line: a
+// model trained on biased data fails its fairness gate, export refuses it, an override
+// exports it, and the served model explains a row. Then it checks what the lines claim.
+func TestREADMEAuditWalkthrough(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	sh := newReadmeShell(t, ctx)
+	sh.runBlock("## Explain and audit a model", 7)
+	addr := sh.addr("127.0.0.1:7470")
+
+	// The job succeeded, its gate failed on Gender, and the override is on record.
+	out, err := cli(sh.bin, "job", "status", sh.jobID, "-o", "json", "--address", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Job struct {
+			State         string `json:"state"`
+			StatusMessage string `json:"status_message"`
+			Report        string `json:"report"`
+			Gate          struct {
+				Passed    bool     `json:"passed"`
+				Reasons   []string `json:"reasons"`
+				Overrides []struct {
+					By, Reason string
+				} `json:"overrides"`
+			} `json:"gate"`
+		} `json:"job"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("job status -o json: %v\n%s", err, out)
+	}
+	j := st.Job
+	if j.State != "JOB_STATE_SUCCEEDED" || j.Gate.Passed || len(j.Gate.Reasons) == 0 ||
+		!strings.Contains(j.Gate.Reasons[0], "impact ratio") || !strings.Contains(j.Gate.Reasons[0], "Gender=") ||
+		!strings.Contains(j.StatusMessage, "export blocked: impact ratio") {
+		t.Errorf("job %s %q, gate %+v", j.State, j.StatusMessage, j.Gate)
+	}
+	if len(j.Gate.Overrides) != 1 || !strings.HasPrefix(j.Gate.Overrides[0].By, "unverified:") ||
+		j.Gate.Overrides[0].Reason != "reviewed with HR legal, ticket 42" {
+		t.Errorf("overrides %+v", j.Gate.Overrides)
+	}
+
+	// Without the override, export is refused with exit status 2 and the reasons.
+	cmd := exec.CommandContext(ctx, sh.bin, "export", sh.jobID, "--format", "onnx", "--out", filepath.Join(sh.dir, "again"), "--address", addr)
+	stderr, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(stderr), "impact ratio") {
+		t.Errorf("export without override: %v\n%s", err, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(sh.dir, "again")); !os.IsNotExist(err) {
+		t.Errorf("a refused export wrote %s (%v)", filepath.Join(sh.dir, "again"), err)
+	}
+
+	// The exported report and model card carry the override.
+	raw, err := os.ReadFile(filepath.Join(sh.dir, "models", "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Audit struct {
+			Gate struct {
+				Passed   bool
+				Override *struct{ By, Reason, Time string }
+			}
+		}
+		Importance []struct{ Feature string }
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if o := rep.Audit.Gate.Override; rep.Audit.Gate.Passed || o == nil || o.Reason != "reviewed with HR legal, ticket 42" || o.Time == "" {
+		t.Errorf("exported report's gate %+v", rep.Audit.Gate)
+	}
+	card, err := os.ReadFile(filepath.Join(sh.dir, "models", "model_card.md"))
+	if err != nil || !strings.Contains(string(card), "reviewed with HR legal, ticket 42") {
+		t.Errorf("model card lacks the override (%v):\n%s", err, card)
+	}
+	for _, im := range rep.Importance {
+		if im.Feature == "Gender" {
+			t.Error("Gender, the audited column, is a model input")
+		}
+	}
+
+	// The served model explains a row: one attribution per input, completing the
+	// difference between the explained output and the baseline's.
+	serveAddr := sh.addr("127.0.0.1:8480")
+	resp, err := http.Get("http://" + serveAddr + "/v2/models/attrition-fairness-gate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		Inputs []struct{ Name, Datatype string } `json:"inputs"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&meta)
+	resp.Body.Close()
+	if err != nil || len(meta.Inputs) == 0 {
+		t.Fatalf("metadata: %v %+v", err, meta)
+	}
+	row := map[string]string{}
+	f, err := os.Open(filepath.Join(sh.dir, "attrition-biased.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range recs[0] {
+		row[c] = recs[1][i]
+	}
+	var inputs []map[string]any
+	for _, in := range meta.Inputs {
+		v := any(row[in.Name])
+		if in.Datatype != "BYTES" {
+			x, err := strconv.ParseFloat(row[in.Name], 64)
+			if err != nil {
+				t.Fatalf("%s: %v", in.Name, err)
+			}
+			v = x
+		}
+		inputs = append(inputs, map[string]any{"name": in.Name, "datatype": in.Datatype, "shape": []int{1}, "data": []any{v}})
+	}
+	body, _ := json.Marshal(map[string]any{"inputs": inputs})
+	resp, err = http.Post("http://"+serveAddr+"/v2/models/attrition-fairness-gate/explain", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ex struct {
+		Outputs []struct {
+			Name string            `json:"name"`
+			Data []json.RawMessage `json:"data"`
+		} `json:"outputs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ex); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("explain: status %d: %v", resp.StatusCode, err)
+	}
+	vals := map[string]float64{}
+	var sum float64
+	attributions := 0
+	for _, o := range ex.Outputs {
+		var v float64
+		if len(o.Data) != 1 || json.Unmarshal(o.Data[0], &v) != nil {
+			continue // the label output is text
+		}
+		vals[o.Name] = v
+		if strings.HasPrefix(o.Name, "attribution_") {
+			sum += v
+			attributions++
+		}
+	}
+	if attributions != len(meta.Inputs) {
+		t.Errorf("%d attribution tensors for %d inputs", attributions, len(meta.Inputs))
+	}
+	if diff := vals["explained_output"] - vals["baseline_output"]; math.Abs(sum-diff) > 1e-3 || math.Abs(vals["explained_output"]-vals["probability"]) > 1e-6 {
+		t.Errorf("attributions sum to %.6f, output %.6f - baseline %.6f = %.6f (probability %.6f)",
+			sum, vals["explained_output"], vals["baseline_output"], diff, vals["probability"])
+	}
+	t.Logf("explain: P(Yes) %.4f, baseline %.4f, %d attributions", vals["explained_output"], vals["baseline_output"], attributions)
 }

@@ -5,29 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/cohort-dev/cohort/internal/testenv"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
-
-// chromiumPath is where Debian's chromium package installs the browser.
-const chromiumPath = "/usr/bin/chromium"
 
 // TestWebDashboardLiveCurve opens a training job's page in headless Chromium while a
 // dev cluster trains it, and checks that the loss curve, fed by server-sent events,
 // draws points and then gains more.
 func TestWebDashboardLiveCurve(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("COHORT_REQUIRE_BROWSER") == "1" {
-			t.Fatalf("COHORT_REQUIRE_BROWSER=1 but no browser: %v", err)
-		}
-		t.Skipf("no headless browser at %s (install the Debian package chromium): %v", chromiumPath, err)
-	}
+	testenv.RequireBrowser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	c, err := startDev(ctx, devConfig{
@@ -80,13 +72,7 @@ func TestWebDashboardLiveCurve(t *testing.T) {
 		t.Errorf("/api/nodes = %+v, want 4 ready nodes", nodes.Nodes)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU)
-	// The browser lives as long as the context of its first Run: no timeout on it.
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelBrowser)
+	bctx := testenv.Browser(t)
 
 	url := "http://" + c.HTTPAddr + "/jobs/" + id
 	if err := chromedp.Do(bctx,

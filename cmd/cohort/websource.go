@@ -98,3 +98,18 @@ func (s *webSource) Peers(ctx context.Context) ([]*cohortv1.Peer, error) {
 	}
 	return out, nil
 }
+
+var _ web.ReportSource = (*webSource)(nil)
+
+// JobReport implements web.ReportSource: the job's report.json through GetJobReport; a
+// job without a report (or an unknown one) is web.ErrNotFound.
+func (s *webSource) JobReport(ctx context.Context, id string) ([]byte, error) {
+	resp, err := s.jobs.GetJobReport(s.callCtx(ctx), &cohortv1.GetJobReportRequest{Id: id})
+	if err != nil {
+		if c := status.Code(err); c == codes.NotFound || c == codes.FailedPrecondition {
+			return nil, fmt.Errorf("job %q report: %s: %w", id, status.Convert(err).Message(), web.ErrNotFound)
+		}
+		return nil, fmt.Errorf("job %q report: %w", id, err)
+	}
+	return resp.GetReportJson(), nil
+}
