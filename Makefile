@@ -41,8 +41,9 @@ run: build
 	$(BIN)/cohort dev --run $(RUN_SPEC) -o json
 
 ## deps: install what the tests need (Go modules; versitygw for the S3 tests; Debian's
-## python3-onnx for the ONNX checker, through apt when missing)
-TEST_APT_PACKAGES := python3-onnx chromium
+## python3-onnx for the ONNX checker, python3-sklearn as the audit's reference, chromium for
+## the dashboard; through apt when missing)
+TEST_APT_PACKAGES := python3-onnx python3-sklearn chromium
 deps:
 	$(GO) mod download
 	@if [ -x scripts/install-versitygw.sh ]; then scripts/install-versitygw.sh; fi
@@ -57,7 +58,7 @@ RACE_PKGS := ./coordinator/... ./paramserver/... ./internal/... ./storage/... ./
 ## test: install what the tests need and run the whole suite, then the concurrent
 ## packages again under the race detector
 test: deps
-	COHORT_REQUIRE_ONNX=1 COHORT_REQUIRE_BROWSER=1 $(GO) test $(TEST_FLAGS) ./...
+	COHORT_REQUIRE_ONNX=1 COHORT_REQUIRE_SKLEARN=1 COHORT_REQUIRE_BROWSER=1 $(GO) test $(TEST_FLAGS) ./...
 	$(GO) test -race $(TEST_FLAGS) $(RACE_PKGS)
 
 ## test-race: only the race-detector pass
