@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/cohort-dev/cohort/jobs"
 )
 
 // Model kinds of an Architecture.
@@ -18,14 +20,14 @@ const (
 	KindLSTM = "lstm"
 )
 
-// Tasks, as in the job spec (spec.task).
+// Tasks, as in the job spec (spec.task); jobs defines them.
 const (
 	// TaskBinary outputs the probability of the positive class.
-	TaskBinary = "binary_classification"
+	TaskBinary = jobs.TaskBinary
 	// TaskMulticlass outputs one probability per class.
-	TaskMulticlass = "multiclass_classification"
+	TaskMulticlass = jobs.TaskMulticlass
 	// TaskRegression outputs the prediction in target units.
-	TaskRegression = "regression"
+	TaskRegression = jobs.TaskRegression
 )
 
 // Activations of hidden layers.

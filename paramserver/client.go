@@ -62,8 +62,9 @@ type ShardObject struct {
 
 // Client is a worker's connection to all shards of its job. Its methods are safe for
 // concurrent use, and each contacts all shards in parallel. Transient failures
-// (Unavailable, NotFound, and "not initialised") are retried with backoff until the
-// context ends.
+// (Unavailable, NotFound, and ErrNotInitialised) are retried with backoff until the
+// context ends. A server's refusals come back decoded (FromStatus): errors.Is matches
+// their kind (ErrStaleGeneration, ErrTooStale, ...).
 type Client struct {
 	cfg    ClientConfig
 	log    *slog.Logger
@@ -178,21 +179,22 @@ func (c *Client) parallel(ctx context.Context, fn func(ctx context.Context, shar
 	return errors.Join(errs...)
 }
 
-// retryable reports whether an RPC error is transient.
+// retryable reports whether an RPC error (decoded by FromStatus) is transient.
 func retryable(err error) bool {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.NotFound:
 		return true
 	}
-	return isNotInitialised(err)
+	return errors.Is(err, ErrNotInitialised)
 }
 
 // retry calls op until it succeeds, fails permanently or ctx ends, backing off
-// exponentially (10 ms to 1 s, with jitter) between transient failures.
+// exponentially (10 ms to 1 s, with jitter) between transient failures. Its errors are
+// decoded by FromStatus.
 func (c *Client) retry(ctx context.Context, what string, shard int, op func() error) error {
 	backoff := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := op()
+		err := FromStatus(op())
 		if err == nil || !retryable(err) {
 			return err
 		}

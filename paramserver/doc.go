@@ -48,4 +48,13 @@
 // In async and bounded modes a worker pushes the gradient it computed with the step
 // set to the version it pulled; a bounded push refused as too stale (IsTooStale) is
 // recomputed from a fresh pull.
+//
+// # Errors
+//
+// A refused call's status carries, besides its code and human-readable message, an
+// errdetails.ErrorInfo (Domain ErrorDomain) whose Reason names the error kind, from
+// the one table in errors.go; a Session's `failed` answer carries the same details.
+// The Client decodes them (FromStatus), so errors.Is(err, ErrStaleGeneration) and the
+// like hold on the worker as in the server. Statuses from servers that send no
+// ErrorInfo are recognised by their code, or by the kind's text where a code is shared.
 package paramserver

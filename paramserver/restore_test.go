@@ -138,15 +138,3 @@ func TestAsyncCheckpointAtReachedVersion(t *testing.T) {
 		}
 	}
 }
-
-func TestIsTooStale(t *testing.T) {
-	stale := fmt.Errorf("push: %w", toStatus(fmt.Errorf("%w: gradient of step 1 %s", ErrWrongStep, tooStaleText)))
-	if !IsTooStale(stale) {
-		t.Errorf("IsTooStale(%v) = false", stale)
-	}
-	for _, err := range []error{nil, toStatus(fmt.Errorf("%w: push for step 4", ErrWrongStep)), fmt.Errorf("plain %s", tooStaleText)} {
-		if IsTooStale(err) {
-			t.Errorf("IsTooStale(%v) = true", err)
-		}
-	}
-}

@@ -7,9 +7,11 @@ import (
 	"io"
 	"sync"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -39,8 +41,7 @@ func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
 	resp := &cohortv1.SessionResponse{}
 	values := &cohortv1.SessionResponse_Values{}
 	failed := func(err error) error {
-		st := status.Convert(err)
-		resp.Part = &cohortv1.SessionResponse_Failed{Failed: &cohortv1.SessionFailure{Code: int32(st.Code()), Message: st.Message()}}
+		resp.Part = &cohortv1.SessionResponse_Failed{Failed: sessionFailure(status.Convert(err))}
 		return stream.Send(resp)
 	}
 	for {
@@ -127,6 +128,35 @@ func sessionBroken(err error) error {
 		return err
 	}
 	return toStatus(err)
+}
+
+// sessionFailure is the `failed` answer of st, details included. SessionFailure
+// declares google.rpc.Status's fields 1 (code) and 2 (message) and not yet its field 3
+// (details), so the details (the error kind's ErrorInfo) travel as that field among
+// the message's unknown fields: a peer that does not know them ignores them, and
+// failureStatus reads them back. Declaring `repeated google.protobuf.Any details = 3`
+// in SessionFailure later keeps the wire format.
+func sessionFailure(st *status.Status) *cohortv1.SessionFailure {
+	f := &cohortv1.SessionFailure{Code: int32(st.Code()), Message: st.Message()}
+	if details := st.Proto().GetDetails(); len(details) > 0 {
+		if b, err := proto.Marshal(&spb.Status{Details: details}); err == nil {
+			f.ProtoReflect().SetUnknown(b)
+		}
+	}
+	return f
+}
+
+// failureStatus is the status of a `failed` answer, with the details sessionFailure
+// put among its unknown fields (none from a server that sends none).
+func failureStatus(f *cohortv1.SessionFailure) *status.Status {
+	p := &spb.Status{}
+	if u := f.ProtoReflect().GetUnknown(); len(u) > 0 {
+		if err := proto.Unmarshal(u, p); err != nil {
+			p = &spb.Status{}
+		}
+	}
+	p.Code, p.Message = f.GetCode(), f.GetMessage()
+	return status.FromProto(p)
 }
 
 // errNoSession: the server does not implement Session; use the per-call RPCs.
@@ -216,7 +246,7 @@ func (ss *session) recv() (*cohortv1.SessionResponse, error) {
 		return nil, err
 	}
 	if f := ss.resp.GetFailed(); f != nil {
-		return nil, &sessionRefusal{err: status.Error(codes.Code(f.GetCode()), f.GetMessage())}
+		return nil, &sessionRefusal{err: failureStatus(f).Err()}
 	}
 	return &ss.resp, nil
 }

@@ -340,7 +340,7 @@ func (s *shard) admitPush(gen uint64, rank int, step, samples int64) error {
 	}
 	if s.cfg.Mode == ModeBounded {
 		if limit := s.version - int64(s.cfg.Staleness)*int64(s.cfg.Workers); step < limit {
-			return fmt.Errorf("%w: job %s shard %d: gradient of step %d %s (shard at step %d, oldest accepted %d)", ErrWrongStep, s.key.job, s.key.shard, step, tooStaleText, s.version, limit)
+			return fmt.Errorf("%w: job %s shard %d: gradient of step %d is %w (shard at step %d, oldest accepted %d)", ErrWrongStep, s.key.job, s.key.shard, step, ErrTooStale, s.version, limit)
 		}
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -99,12 +98,9 @@ func (w *MembershipWatch) Get() (Membership, <-chan struct{}) {
 
 // isStaleGeneration reports whether err says a shard refused a call for its
 // generation: the membership changed (or the shard has not heard of the change yet).
+// Errors of the Client and of versionProbe are decoded (paramserver.FromStatus).
 func isStaleGeneration(err error) bool {
-	if err == nil {
-		return false
-	}
-	// Refusals arrive as gRPC statuses whose message names the error.
-	return errors.Is(err, paramserver.ErrStaleGeneration) || strings.Contains(err.Error(), paramserver.ErrStaleGeneration.Error())
+	return errors.Is(err, paramserver.ErrStaleGeneration)
 }
 
 // errNoMembership is returned when a shard refuses the worker's generation and the
@@ -233,11 +229,11 @@ func (p *versionProbe) version(ctx context.Context, stub cohortv1.ParameterServi
 		MinStep: 0, WorkerRank: int32(rank),
 	})
 	if err != nil {
-		return 0, err
+		return 0, paramserver.FromStatus(err)
 	}
 	resp, err := stream.Recv()
 	if err != nil {
-		return 0, err
+		return 0, paramserver.FromStatus(err)
 	}
 	return resp.GetStep(), nil
 }
@@ -269,11 +265,11 @@ func (l *loopState) settle(ctx context.Context) (int64, error) {
 			t.log.Info("settled after the membership change: training the shards' step with the new membership", "step", lo, "generation", t.gen)
 			return lo, nil
 		case hi == lo+1:
-			grad, samples := l.grad, l.gradSamples
-			if l.gradStep != lo {
+			grad, samples := l.grad.values, l.grad.samples
+			if l.grad.step != lo {
 				// A newcomer, or a worker that had not computed step lo: it still has a
 				// place in the shards' barrier of lo, and fills it with an empty gradient.
-				clear(l.grad)
+				clear(grad)
 				samples = 0
 			}
 			err := l.client.Push(ctx, lo, grad, samples)

@@ -247,9 +247,9 @@ func TestSettleAfterMembershipChange(t *testing.T) {
 			defer probe.close()
 			watch := NewMembershipWatch(Membership{Generation: 1, Rank: 0, World: 2})
 			tr := &Trainer{cfg: TrainerConfig{Membership: watch}, log: slog.New(slog.DiscardHandler), base: 2, gen: 1, world: 2}
-			l := &loopState{t: tr, client: client, probe: probe, grad: []float32{1, 1, 1, 1}, gradStep: 0, gradSamples: 1}
+			l := &loopState{t: tr, client: client, probe: probe, grad: gradientState{values: []float32{1, 1, 1, 1}, step: 0, samples: 1}}
 			if tc.newcomer {
-				l.gradStep = -1
+				l.grad.step = -1
 			}
 			go watch.Set(Membership{Generation: 2, Rank: 0, World: 1})
 			step, err := l.settle(ctx)

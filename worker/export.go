@@ -84,17 +84,17 @@ func architectureOf(s *jobs.Spec, ds *datasets) (export.Architecture, error) {
 
 // modelCard builds the job's model card and checks that it describes the model being
 // trained (same layout hash).
-func (l *loopState) modelCard() (*ModelCard, error) {
-	t := l.t
+func (c *chief) modelCard() (*ModelCard, error) {
+	t := c.t
 	s := &t.spec.Spec
-	arch, err := architectureOf(s, l.ds)
+	arch, err := architectureOf(s, c.ds)
 	if err != nil {
 		return nil, fmt.Errorf("worker: export: %w", err)
 	}
-	if got, want := arch.LayoutHash(), l.m.LayoutHash(); got != want {
+	if got, want := arch.LayoutHash(), c.m.LayoutHash(); got != want {
 		return nil, fmt.Errorf("worker: export: the %s architecture's layout hash %s differs from the model's %s", arch.Kind, got, want)
 	}
-	pre, err := json.Marshal(l.ds.preprocessing)
+	pre, err := json.Marshal(c.ds.preprocessing)
 	if err != nil {
 		return nil, fmt.Errorf("worker: encode preprocessing: %w", err)
 	}
@@ -106,8 +106,8 @@ func (l *loopState) modelCard() (*ModelCard, error) {
 
 // saveModelCard stores the model card create-only; one already there (an earlier
 // checkpoint, or a run before a restart) is kept.
-func (l *loopState) saveModelCard(ctx context.Context) error {
-	card, err := l.modelCard()
+func (c *chief) saveModelCard(ctx context.Context) error {
+	card, err := c.modelCard()
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (l *loopState) saveModelCard(ctx context.Context) error {
 		return fmt.Errorf("worker: encode model card: %w", err)
 	}
 	key := ModelCardKey(card.JobID)
-	if err := l.t.cfg.Store.PutIfAbsent(ctx, key, bytes.NewReader(b), int64(len(b))); err != nil && !errors.Is(err, storage.ErrExists) {
+	if err := c.t.cfg.Store.PutIfAbsent(ctx, key, bytes.NewReader(b), int64(len(b))); err != nil && !errors.Is(err, storage.ErrExists) {
 		return fmt.Errorf("worker: write model card %s: %w", key, err)
 	}
 	return nil
@@ -154,18 +154,18 @@ func (c *ModelCard) bundle(params []float32) (*export.Bundle, error) {
 // Triton model repository for onnx, model.safetensors always), with the fitted
 // preprocessing in the files' metadata, next to the model's report.json and model card
 // and preprocessing.json, and returns the URIs of the model files it wrote.
-func (l *loopState) export(ctx context.Context, report, modelCard []byte) ([]string, error) {
-	t := l.t
+func (c *chief) export(ctx context.Context, report, modelCard []byte) ([]string, error) {
+	t := c.t
 	s := &t.spec.Spec
-	card, err := l.modelCard()
+	card, err := c.modelCard()
 	if err != nil {
 		return nil, err
 	}
-	b, err := card.bundle(l.params)
+	b, err := card.bundle(c.params)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	b.Metadata["cohort.step"] = fmt.Sprint(l.total)
+	b.Metadata["cohort.step"] = fmt.Sprint(c.total)
 	files, err := b.Files(s.Export.Formats)
 	if err != nil {
 		return nil, fmt.Errorf("worker: spec.export.formats: %w", err)

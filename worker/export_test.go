@@ -42,9 +42,9 @@ func exampleSpec(t testing.TB, name string) *jobs.TrainingJob {
 	return spec
 }
 
-// loopFor builds the chief's loop state for a spec with the given datasets, random
-// parameters and a local store.
-func loopFor(t testing.TB, spec *jobs.TrainingJob, ds *datasets, store storage.Blob) *loopState {
+// chiefFor builds a chief for a spec with the given datasets, random parameters and a
+// local store, at step 7.
+func chiefFor(t testing.TB, spec *jobs.TrainingJob, ds *datasets, store storage.Blob) *chief {
 	t.Helper()
 	m, err := buildModel(&spec.Spec, ds, 0)
 	if err != nil {
@@ -57,7 +57,7 @@ func loopFor(t testing.TB, spec *jobs.TrainingJob, ds *datasets, store storage.B
 	}
 	tr := &Trainer{cfg: TrainerConfig{Store: store}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), spec: spec, chief: true, world: 1,
 		job: &cohortv1.Job{Id: "job-" + strings.ReplaceAll(spec.Metadata.Name, "-", ""), Name: spec.Metadata.Name}}
-	return &loopState{t: tr, m: m, ds: ds, params: p, total: 7}
+	return &chief{t: tr, m: m, ds: ds, params: p, total: 7}
 }
 
 // TestArchitectureMatchesModel checks that the exported architecture of every example
@@ -104,15 +104,15 @@ func shardObject(jobID string, shard int, step int64, off uint64, params []float
 
 // writeCheckpoint stores params as two shard objects and a manifest, as the chief and
 // the parameter servers do, and returns the manifest URI.
-func writeCheckpoint(t *testing.T, l *loopState, store *storage.Local, step int64) string {
+func writeCheckpoint(t *testing.T, c *chief, store *storage.Local, step int64) string {
 	t.Helper()
 	ctx := context.Background()
-	jobID := l.t.job.GetId()
-	n := uint64(len(l.params))
-	man := &storage.Manifest{JobID: jobID, Step: step, LayoutHash: l.m.LayoutHash(), TotalParams: n}
+	jobID := c.t.job.GetId()
+	n := uint64(len(c.params))
+	man := &storage.Manifest{JobID: jobID, Step: step, LayoutHash: c.m.LayoutHash(), TotalParams: n}
 	cut := n / 2
 	for shard, r := range [][2]uint64{{0, cut}, {cut, n}} {
-		obj := shardObject(jobID, shard, step, r[0], l.params[r[0]:r[1]], n)
+		obj := shardObject(jobID, shard, step, r[0], c.params[r[0]:r[1]], n)
 		key := storage.CheckpointPrefix(jobID, step) + "/shard-" + string(rune('0'+shard)) + ".ckpt"
 		if err := store.Put(ctx, key, bytes.NewReader(obj), int64(len(obj))); err != nil {
 			t.Fatal(err)
@@ -143,18 +143,18 @@ func TestExportAndCheckpointBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := loopFor(t, spec, ds, store)
-	if err := l.saveModelCard(ctx); err != nil {
+	c := chiefFor(t, spec, ds, store)
+	if err := c.saveModelCard(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.saveModelCard(ctx); err != nil { // a second checkpoint keeps the card
+	if err := c.saveModelCard(ctx); err != nil { // a second checkpoint keeps the card
 		t.Fatalf("second saveModelCard: %v", err)
 	}
-	uris, err := l.export(ctx, []byte(`{"format_version": 1}`), []byte("# card"))
+	uris, err := c.export(ctx, []byte(`{"format_version": 1}`), []byte("# card"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobID := l.t.job.GetId()
+	jobID := c.t.job.GetId()
 	wantURIs := []string{
 		store.URI(ExportPrefix(jobID) + "model.safetensors"),
 		store.URI(ExportPrefix(jobID) + "attrition-mlp/1/model.onnx"),
@@ -181,7 +181,7 @@ func TestExportAndCheckpointBundle(t *testing.T) {
 		t.Fatalf("preprocessing metadata %.80q: %v", exported.Metadata[export.MetaPreprocessing], err)
 	}
 
-	manifestURI := writeCheckpoint(t, l, store, 7)
+	manifestURI := writeCheckpoint(t, c, store, 7)
 	b, man, err := CheckpointBundle(ctx, manifestURI, storage.S3Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -192,8 +192,8 @@ func TestExportAndCheckpointBundle(t *testing.T) {
 	off := 0
 	for _, ts := range b.Tensors {
 		for i, v := range ts.Data {
-			if v != l.params[off+i] {
-				t.Fatalf("tensor %s value %d = %v, want %v", ts.Name, i, v, l.params[off+i])
+			if v != c.params[off+i] {
+				t.Fatalf("tensor %s value %d = %v, want %v", ts.Name, i, v, c.params[off+i])
 			}
 		}
 		off += len(ts.Data)

@@ -32,29 +32,29 @@ func AuditPrefix(jobID string) string { return "jobs/" + jobID + "/audit/" }
 
 // evalSplit returns the split the report evaluates: the test set when the job has one,
 // else the validation split, with its name and metric prefix.
-func (l *loopState) evalSplit() (*data.Dataset, string, string) {
-	if l.ds.test != nil {
-		return l.ds.test, audit.SplitTest, audit.PrefixTest
+func (c *chief) evalSplit() (*data.Dataset, string, string) {
+	if c.ds.test != nil {
+		return c.ds.test, audit.SplitTest, audit.PrefixTest
 	}
-	return l.ds.val, audit.SplitValidation, audit.PrefixValidation
+	return c.ds.val, audit.SplitValidation, audit.PrefixValidation
 }
 
 // classNames returns a classifier's label values (the preprocessing's, or "0".."K-1"
 // for images), or nil for regression.
-func (l *loopState) classNames() []string {
-	switch l.t.spec.Spec.Task {
+func (c *chief) classNames() []string {
+	switch c.t.spec.Spec.Task {
 	case jobs.TaskRegression:
 		return nil
 	case jobs.TaskBinary:
-		if len(l.ds.classes) == 2 {
-			return l.ds.classes
+		if len(c.ds.classes) == 2 {
+			return c.ds.classes
 		}
 		return []string{"0", "1"}
 	}
-	if len(l.ds.classes) == l.m.OutputSize() {
-		return l.ds.classes
+	if len(c.ds.classes) == c.m.OutputSize() {
+		return c.ds.classes
 	}
-	names := make([]string, l.m.OutputSize())
+	names := make([]string, c.m.OutputSize())
 	for i := range names {
 		names[i] = strconv.Itoa(i)
 	}
@@ -62,31 +62,31 @@ func (l *loopState) classNames() []string {
 }
 
 // unscale maps standardized regression values to target units in place.
-func (l *loopState) unscale(v []float64) {
-	std := l.ds.labelStd
+func (c *chief) unscale(v []float64) {
+	std := c.ds.labelStd
 	if std == 0 {
 		std = 1
 	}
 	for i := range v {
-		v[i] = v[i]*std + l.ds.labelMean
+		v[i] = v[i]*std + c.ds.labelMean
 	}
 }
 
 // predictor is the model under the final parameters as audit.Predictor; regression
 // outputs are in target units.
-func (l *loopState) predictor() audit.Predictor {
-	regression := l.t.spec.Spec.Task == jobs.TaskRegression
+func (c *chief) predictor() audit.Predictor {
+	regression := c.t.spec.Spec.Task == jobs.TaskRegression
 	return func(x []float32, n int, out []float32) error {
-		if err := l.m.Predict(l.params, x, n, out); err != nil {
+		if err := c.m.Predict(c.params, x, n, out); err != nil {
 			return err
 		}
 		if regression {
-			std := l.ds.labelStd
+			std := c.ds.labelStd
 			if std == 0 {
 				std = 1
 			}
 			for i := range out[:n] {
-				out[i] = float32(float64(out[i])*std + l.ds.labelMean)
+				out[i] = float32(float64(out[i])*std + c.ds.labelMean)
 			}
 		}
 		return nil
@@ -115,15 +115,15 @@ func auditConfig(s *jobs.Spec, split, prefix string) audit.Config {
 // metrics with bootstrap confidence intervals, calibration, confusion matrix, the
 // fairness audit and gate of spec.audit, permutation importance (tabular and sequence
 // models) and integrated-gradients attributions (CNN).
-func (l *loopState) buildReport() (*audit.Report, error) {
-	s := &l.t.spec.Spec
-	ds, split, prefix := l.evalSplit()
-	k := l.m.OutputSize()
+func (c *chief) buildReport() (*audit.Report, error) {
+	s := &c.t.spec.Spec
+	ds, split, prefix := c.evalSplit()
+	k := c.m.OutputSize()
 	out := make([]float32, ds.N*k)
-	if err := l.m.Predict(l.params, ds.X, ds.N, out); err != nil {
+	if err := c.m.Predict(c.params, ds.X, ds.N, out); err != nil {
 		return nil, fmt.Errorf("worker: report: predict the %s split: %w", split, err)
 	}
-	in := audit.Input{Scores: make([]float64, len(out)), Labels: make([]float64, ds.N), Classes: l.classNames(), Groups: l.ds.sensitive}
+	in := audit.Input{Scores: make([]float64, len(out)), Labels: make([]float64, ds.N), Classes: c.classNames(), Groups: c.ds.sensitive}
 	for i, v := range out {
 		in.Scores[i] = float64(v)
 	}
@@ -131,43 +131,43 @@ func (l *loopState) buildReport() (*audit.Report, error) {
 		in.Labels[i] = float64(v)
 	}
 	if s.Task == jobs.TaskRegression {
-		l.unscale(in.Scores)
-		l.unscale(in.Labels)
+		c.unscale(in.Scores)
+		c.unscale(in.Labels)
 	}
 	r, err := audit.Evaluate(auditConfig(s, split, prefix), in)
 	if err != nil {
 		return nil, fmt.Errorf("worker: report: %w", err)
 	}
-	r.JobID, r.Name = l.t.job.GetId(), l.t.job.GetName()
-	r.Model = audit.ModelInfo{Kind: modelKind(s), Step: l.total, Checkpoint: l.checkpoint}
-	r.Training = &audit.TrainingInfo{Data: s.Data.Train, Rows: l.ds.train.N, Date: time.Now().UTC().Format(time.DateOnly)}
-	for _, c := range l.ds.columns {
-		r.Training.Features = append(r.Training.Features, c.Name)
+	r.JobID, r.Name = c.t.job.GetId(), c.t.job.GetName()
+	r.Model = audit.ModelInfo{Kind: modelKind(s), Step: c.total, Checkpoint: c.checkpoint}
+	r.Training = &audit.TrainingInfo{Data: s.Data.Train, Rows: c.ds.train.N, Date: time.Now().UTC().Format(time.DateOnly)}
+	for _, col := range c.ds.columns {
+		r.Training.Features = append(r.Training.Features, col.Name)
 	}
 	if sc := s.Data.SequenceCSV; sc != nil {
-		if scaler, ok := l.ds.preprocessing.(*data.SequenceScaler); ok {
+		if scaler, ok := c.ds.preprocessing.(*data.SequenceScaler); ok {
 			r.Training.Features = slices.Clone(scaler.Features)
 		}
 	}
 
 	if p := s.Explain.Permutation; p.Repeats > 0 && s.Model.CNN == nil {
-		groups, lags := l.ds.columns, []audit.FeatureGroup(nil)
+		groups, lags := c.ds.columns, []audit.FeatureGroup(nil)
 		if s.Model.LSTM != nil {
-			groups, lags = l.sequenceGroups()
+			groups, lags = c.sequenceGroups()
 		}
-		r.ImportanceMetric, r.Importance, err = audit.PermutationImportance(l.predictor(), ds.X, ds.N, ds.Dim, k, in.Labels, s.Task, groups, p.Repeats, p.Seed)
+		r.ImportanceMetric, r.Importance, err = audit.PermutationImportance(c.predictor(), ds.X, ds.N, ds.Dim, k, in.Labels, s.Task, groups, p.Repeats, p.Seed)
 		if err != nil {
 			return nil, fmt.Errorf("worker: report: permutation importance: %w", err)
 		}
 		if len(lags) > 0 {
-			if _, r.ImportanceByLag, err = audit.PermutationImportance(l.predictor(), ds.X, ds.N, ds.Dim, k, in.Labels, s.Task, lags, p.Repeats, p.Seed); err != nil {
+			if _, r.ImportanceByLag, err = audit.PermutationImportance(c.predictor(), ds.X, ds.N, ds.Dim, k, in.Labels, s.Task, lags, p.Repeats, p.Seed); err != nil {
 				return nil, fmt.Errorf("worker: report: permutation importance by lag: %w", err)
 			}
 		}
 		r.Explain = &audit.Explain{Permutation: &audit.PermutationInfo{Repeats: p.Repeats, Seed: p.Seed}}
 	}
 	if ig := s.Explain.IntegratedGradients; s.Model.CNN != nil && ig.SamplesPerClass > 0 {
-		if r.Attribution, err = l.attributions(ds, ig); err != nil {
+		if r.Attribution, err = c.attributions(ds, ig); err != nil {
 			return nil, err
 		}
 	}
@@ -189,12 +189,12 @@ func modelKind(s *jobs.Spec) string {
 // at every step of the window) and one per lag (every feature at one step; "lag 1" is
 // the most recent step). Windows are time-major: step t's features are
 // x[t*F : (t+1)*F].
-func (l *loopState) sequenceGroups() (features, lags []audit.FeatureGroup) {
-	sc := l.t.spec.Spec.Data.SequenceCSV
+func (c *chief) sequenceGroups() (features, lags []audit.FeatureGroup) {
+	sc := c.t.spec.Spec.Data.SequenceCSV
 	steps := sc.Lookback
-	f := l.ds.inputs / steps
+	f := c.ds.inputs / steps
 	names := make([]string, f)
-	if scaler, ok := l.ds.preprocessing.(*data.SequenceScaler); ok && len(scaler.Features) == f {
+	if scaler, ok := c.ds.preprocessing.(*data.SequenceScaler); ok && len(scaler.Features) == f {
 		copy(names, scaler.Features)
 	}
 	for i := range names {
@@ -222,12 +222,12 @@ func (l *loopState) sequenceGroups() (features, lags []audit.FeatureGroup) {
 // attributions returns a CNN's mean absolute integrated-gradients attribution image per
 // class, over the first SamplesPerClass evaluated images of each true class, explaining
 // the probability of that class against the all-zero image.
-func (l *loopState) attributions(ds *data.Dataset, cfg jobs.IntegratedGradients) (*audit.Attribution, error) {
-	card, err := l.modelCard()
+func (c *chief) attributions(ds *data.Dataset, cfg jobs.IntegratedGradients) (*audit.Attribution, error) {
+	card, err := c.modelCard()
 	if err != nil {
 		return nil, err
 	}
-	b, err := card.bundle(l.params)
+	b, err := card.bundle(c.params)
 	if err != nil {
 		return nil, fmt.Errorf("worker: report: %w", err)
 	}
@@ -236,7 +236,7 @@ func (l *loopState) attributions(ds *data.Dataset, cfg jobs.IntegratedGradients)
 	if err != nil {
 		return nil, fmt.Errorf("worker: report: %w", err)
 	}
-	classes := l.classNames()
+	classes := c.classNames()
 	att := &audit.Attribution{Method: "integrated_gradients", Baseline: "all-zero image", Steps: cfg.Steps,
 		Channels: arch.Channels, Height: arch.Height, Width: arch.Width}
 	// The first SamplesPerClass rows of each true class, explained in parallel on the
@@ -245,16 +245,16 @@ func (l *loopState) attributions(ds *data.Dataset, cfg jobs.IntegratedGradients)
 	var rows []int
 	counts := make([]int, len(classes))
 	for row := 0; row < ds.N; row++ {
-		if c := int(ds.Y[row]); c >= 0 && c < len(classes) && counts[c] < cfg.SamplesPerClass {
+		if class := int(ds.Y[row]); class >= 0 && class < len(classes) && counts[class] < cfg.SamplesPerClass {
 			rows = append(rows, row)
-			counts[c]++
+			counts[class]++
 		}
 	}
 	attrs := make([][]float64, len(rows))
 	errs := make([]error, len(rows))
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range max(1, WorkerThreads(&l.t.spec.Spec)) {
+	for range max(1, WorkerThreads(&c.t.spec.Spec)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -283,22 +283,22 @@ func (l *loopState) attributions(ds *data.Dataset, cfg jobs.IntegratedGradients)
 		if errs[k] != nil {
 			return nil, fmt.Errorf("worker: report: integrated gradients of row %d: %w", row, errs[k])
 		}
-		c := int(ds.Y[row])
-		if sums[c] == nil {
-			sums[c] = make([]float64, ds.Dim)
+		class := int(ds.Y[row])
+		if sums[class] == nil {
+			sums[class] = make([]float64, ds.Dim)
 		}
 		for i, v := range attrs[k] {
-			sums[c][i] += math.Abs(v)
+			sums[class][i] += math.Abs(v)
 		}
 	}
-	for c, name := range classes {
-		if counts[c] == 0 {
+	for class, name := range classes {
+		if counts[class] == 0 {
 			continue
 		}
-		for i := range sums[c] {
-			sums[c][i] /= float64(counts[c])
+		for i := range sums[class] {
+			sums[class][i] /= float64(counts[class])
 		}
-		att.Classes = append(att.Classes, audit.ClassAttribution{Class: c, Label: name, Images: counts[c], MeanAbs: sums[c]})
+		att.Classes = append(att.Classes, audit.ClassAttribution{Class: class, Label: name, Images: counts[class], MeanAbs: sums[class]})
 	}
 	return att, nil
 }
@@ -312,7 +312,7 @@ func gateResult(s *jobs.Spec, r *audit.Report) *cohortv1.GateResult {
 }
 
 // reportFiles renders report.json and the model card.
-func (l *loopState) reportFiles(r *audit.Report) (report, card []byte, err error) {
+func (c *chief) reportFiles(r *audit.Report) (report, card []byte, err error) {
 	var buf bytes.Buffer
 	if err := audit.EncodeReport(&buf, r); err != nil {
 		return nil, nil, fmt.Errorf("worker: encode %s: %w", ReportFile, err)
@@ -323,12 +323,12 @@ func (l *loopState) reportFiles(r *audit.Report) (report, card []byte, err error
 
 // writeReport stores report.json and model_card.md under AuditPrefix and returns the
 // report's URI.
-func (l *loopState) writeReport(ctx context.Context, report, card []byte) (string, error) {
-	prefix := AuditPrefix(l.t.job.GetId())
+func (c *chief) writeReport(ctx context.Context, report, card []byte) (string, error) {
+	prefix := AuditPrefix(c.t.job.GetId())
 	for name, b := range map[string][]byte{ReportFile: report, ModelCardFile: card} {
-		if err := l.t.cfg.Store.Put(ctx, prefix+name, bytes.NewReader(b), int64(len(b))); err != nil {
+		if err := c.t.cfg.Store.Put(ctx, prefix+name, bytes.NewReader(b), int64(len(b))); err != nil {
 			return "", fmt.Errorf("worker: write %s: %w", prefix+name, err)
 		}
 	}
-	return l.t.cfg.Store.URI(prefix + ReportFile), nil
+	return c.t.cfg.Store.URI(prefix + ReportFile), nil
 }

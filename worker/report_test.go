@@ -94,12 +94,12 @@ func TestReportTabular(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := loopFor(t, spec, ds, store)
-	r, err := l.buildReport()
+	c := chiefFor(t, spec, ds, store)
+	r, err := c.buildReport()
 	if err != nil {
 		t.Fatal(err)
 	}
-	own, err := l.evaluate("val_", ds.val)
+	own, err := c.evaluate("val_", ds.val)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestReportTabular(t *testing.T) {
 			t.Errorf("%s: report %+v, loop's evaluation %v", k, m, own[k])
 		}
 	}
-	if r.Split != audit.SplitValidation || r.Rows != ds.val.N || r.Model.Step != l.total || r.JobID != l.t.job.GetId() {
+	if r.Split != audit.SplitValidation || r.Rows != ds.val.N || r.Model.Step != c.total || r.JobID != c.t.job.GetId() {
 		t.Errorf("report header: split %s rows %d step %d job %s", r.Split, r.Rows, r.Model.Step, r.JobID)
 	}
 	attrs := map[string]bool{}
@@ -138,18 +138,18 @@ func TestReportTabular(t *testing.T) {
 		t.Errorf("training section %+v", r.Training)
 	}
 
-	report, card, err := l.reportFiles(r)
+	report, card, err := c.reportFiles(r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	uri, err := l.writeReport(context.Background(), report, card)
+	uri, err := c.writeReport(context.Background(), report, card)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if uri != store.URI(AuditPrefix(l.t.job.GetId())+ReportFile) {
+	if uri != store.URI(AuditPrefix(c.t.job.GetId())+ReportFile) {
 		t.Errorf("report URI %s", uri)
 	}
-	rc, err := store.Get(context.Background(), AuditPrefix(l.t.job.GetId())+ReportFile)
+	rc, err := store.Get(context.Background(), AuditPrefix(c.t.job.GetId())+ReportFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,8 +210,8 @@ func TestReportSequenceImportance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := loopFor(t, spec, ds, nil)
-	r, err := l.buildReport()
+	c := chiefFor(t, spec, ds, nil)
+	r, err := c.buildReport()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestReportSequenceImportance(t *testing.T) {
 	if len(r.Importance) != len(scaler.Features) || len(r.ImportanceByLag) != steps || r.ImportanceMetric != "rmse" {
 		t.Fatalf("%d feature and %d lag importances (%s), want %d and %d", len(r.Importance), len(r.ImportanceByLag), r.ImportanceMetric, len(scaler.Features), steps)
 	}
-	features, lags := l.sequenceGroups()
+	features, lags := c.sequenceGroups()
 	f := len(scaler.Features)
 	if lags[0].Name != "lag 1" || lags[0].Index[0] != (steps-1)*f || features[0].Index[1] != f {
 		t.Errorf("groups: %+v / %+v", lags[0], features[0])
@@ -259,8 +259,8 @@ spec:
 	ds := &datasets{train: val, val: val, inputs: side * side, outputs: classes,
 		image:         data.ImageShape{Channels: 1, Height: side, Width: side},
 		preprocessing: imageInfo{Channels: 1, Height: side, Width: side, Scale: 1.0 / 255, Classes: classes, Layout: "NCHW"}}
-	l := loopFor(t, spec, ds, nil)
-	r, err := l.buildReport()
+	c := chiefFor(t, spec, ds, nil)
+	r, err := c.buildReport()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,9 +309,9 @@ func BenchmarkBuildReport(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			l := loopFor(b, spec, ds, nil)
+			c := chiefFor(b, spec, ds, nil)
 			for b.Loop() {
-				if _, err := l.buildReport(); err != nil {
+				if _, err := c.buildReport(); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -337,9 +337,9 @@ func BenchmarkBuildReportCNN(b *testing.B) {
 	ds := &datasets{train: test, val: test, test: test, inputs: side * side, outputs: classes,
 		image:         data.ImageShape{Channels: 1, Height: side, Width: side},
 		preprocessing: imageInfo{Channels: 1, Height: side, Width: side, Scale: 1.0 / 255, Classes: classes, Layout: "NCHW"}}
-	l := loopFor(b, spec, ds, nil)
+	c := chiefFor(b, spec, ds, nil)
 	for b.Loop() {
-		if _, err := l.buildReport(); err != nil {
+		if _, err := c.buildReport(); err != nil {
 			b.Fatal(err)
 		}
 	}

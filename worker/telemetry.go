@@ -65,6 +65,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// observeStep records one training step of any rank.
 func (m *Metrics) observeStep(d time.Duration, rows int) {
 	if m == nil {
 		return
@@ -103,9 +104,9 @@ type jobTelemetry struct {
 	w   *tfevents.Writer
 }
 
-// openTelemetry starts the chief's event file.
-func (l *loopState) openTelemetry(context.Context) error {
-	if !l.t.chief {
+// openTelemetry starts the chief's event file, once the trainer is rank 0.
+func (c *chief) openTelemetry(context.Context) error {
+	if !c.t.chief || c.telemetry != nil {
 		return nil
 	}
 	host, err := os.Hostname()
@@ -113,30 +114,30 @@ func (l *loopState) openTelemetry(context.Context) error {
 		host = "worker"
 	}
 	now := time.Now()
-	tel := &jobTelemetry{key: TensorBoardPrefix(l.t.job.GetId()) + tfevents.FileName(now, host+"."+l.t.cfg.Assignment.GetAllocation().GetId())}
+	tel := &jobTelemetry{key: TensorBoardPrefix(c.t.job.GetId()) + tfevents.FileName(now, host+"."+c.t.cfg.Assignment.GetAllocation().GetId())}
 	if tel.w, err = tfevents.NewWriter(&tel.buf, nil); err != nil {
 		return fmt.Errorf("worker: tensorboard events: %w", err)
 	}
-	l.telemetry = tel
+	c.telemetry = tel
 	return nil
 }
 
 // recordEpoch writes an epoch's scalars (training loss, validation metrics, learning
 // rate, samples per second) at step = the epoch number, stores the event file, and
 // updates the job gauges.
-func (l *loopState) recordEpoch(ctx context.Context, trainLoss float64, vm map[string]float64) error {
-	t := l.t
-	t.cfg.Metrics.observeEpoch(t.job.GetId(), trainLoss, l.progress.GetSamplesPerSecond())
-	tel := l.telemetry
+func (c *chief) recordEpoch(ctx context.Context, trainLoss float64, vm map[string]float64) error {
+	t := c.t
+	t.cfg.Metrics.observeEpoch(t.job.GetId(), trainLoss, c.progress.GetSamplesPerSecond())
+	tel := c.telemetry
 	if tel == nil {
 		return nil
 	}
-	step := int64(l.progress.GetEpoch())
+	step := int64(c.progress.GetEpoch())
 	scalars := map[string]float64{
 		"loss":               trainLoss,
 		"learning_rate":      t.spec.Spec.Training.Optimizer.LearningRate,
-		"samples_per_second": l.progress.GetSamplesPerSecond(),
-		"global_step":        float64(l.progress.GetStep()),
+		"samples_per_second": c.progress.GetSamplesPerSecond(),
+		"global_step":        float64(c.progress.GetStep()),
 	}
 	for k, v := range vm {
 		scalars[k] = v
@@ -155,14 +156,9 @@ func (l *loopState) recordEpoch(ctx context.Context, trainLoss float64, vm map[s
 	return nil
 }
 
-// observeStep records one training step.
-func (l *loopState) observeStep(d time.Duration, rows int) {
-	l.t.cfg.Metrics.observeStep(d, rows)
-}
-
 // closeTelemetry drops the job's gauges when the chief's run ends.
-func (l *loopState) closeTelemetry() {
-	if l.t.chief {
-		l.t.cfg.Metrics.forgetJob(l.t.job.GetId())
+func (c *chief) closeTelemetry() {
+	if c.t.chief {
+		c.t.cfg.Metrics.forgetJob(c.t.job.GetId())
 	}
 }

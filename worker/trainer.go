@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"sort"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,7 +16,6 @@ import (
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
 	"github.com/cohort-dev/cohort/worker/data"
-	"github.com/cohort-dev/cohort/worker/metrics"
 	"github.com/cohort-dev/cohort/worker/model"
 )
 
@@ -188,66 +186,175 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		"params", m.NumParams(), "steps_per_epoch", stepsPerEpoch, "total_steps", total,
 		"start_step", start.step, "start_epoch", start.epoch, "start_row", start.pos)
 
-	loop := &loopState{
-		t: t, m: m, ds: ds, client: client, probe: probe,
-		params:        make([]float32, m.NumParams()),
-		grad:          make([]float32, m.NumParams()),
-		xb:            make([]float32, batch*ds.inputs),
-		yb:            make([]float32, batch),
-		stepsPerEpoch: stepsPerEpoch,
-		total:         total,
-		epochStart:    time.Now(),
-		start:         start,
-	}
-	defer loop.closeTelemetry()
+	loop := newLoop(t, m, ds, client, probe, start, stepsPerEpoch, total)
+	defer loop.chief.closeTelemetry()
 	return loop.run(ctx)
 }
 
+// loopState is one run of the training loop, on every rank: the schedule of the
+// steps, the gradient computation and its buffers, the epoch's training loss, the
+// following of membership changes (elastic.go), and rank 0's duties, which the loop
+// hands to its chief.
 type loopState struct {
 	t      *Trainer
 	m      model.Model
 	ds     *datasets
 	client *paramserver.Client
 	probe  *versionProbe
+	// params holds the parameters pulled for the step in progress (the chief
+	// evaluates, checkpoints and exports them).
+	params []float32
 
-	params, grad, xb, yb []float32
-	stepsPerEpoch, total int64
+	sched schedule
+	grad  gradientState
+	loss  epochLoss
+	// chief does rank 0's duties (chief.go). Every rank keeps one: the rank that becomes
+	// rank 0 after a membership change takes over with it.
+	chief *chief
+}
 
-	perm         []int // this epoch's seeded permutation of the training rows
-	epochLoss    float64
-	epochRows    int
-	epochStart   time.Time
-	metrics      map[string]float64
-	progress     *cohortv1.JobProgress
-	lastCkptStep int64
-	checkpoint   string
+// newLoop prepares the loop of a run that starts at start and trains to step total.
+func newLoop(t *Trainer, m model.Model, ds *datasets, client *paramserver.Client, probe *versionProbe, start resumePoint, stepsPerEpoch, total int64) *loopState {
+	batch := t.spec.Spec.Training.BatchSize
+	params := make([]float32, m.NumParams())
+	l := &loopState{
+		t: t, m: m, ds: ds, client: client, probe: probe,
+		params: params,
+		sched: schedule{
+			n: int64(ds.train.N), global: int64(batch * t.base), batch: batch,
+			stepsPerEpoch: stepsPerEpoch, total: total, start: start, permEpoch: -1,
+		},
+		grad: gradientState{
+			values: make([]float32, m.NumParams()),
+			xb:     make([]float32, batch*ds.inputs),
+			yb:     make([]float32, batch),
+			step:   -1,
+		},
+		loss:  epochLoss{started: time.Now(), lastStep: -1},
+		chief: newChief(t, m, ds, client, params, total, start),
+	}
+	if start.resumed {
+		l.loss.sum, l.loss.rows = start.lossSum, int(start.rows)
+	}
+	return l
+}
 
-	// start is where this run began; epoch and pos are the data position of the next
-	// step (the epoch and the rows of its permutation already trained on), calls the
-	// gradient computations of every rank so far (their dropout stream positions).
-	start       resumePoint
-	epoch       int
-	pos         int64
-	calls       []uint64
-	curStep     int64
-	prevCkptKey string
-	telemetry   *jobTelemetry
+// schedule places the global steps in the data. Step s of an epoch trains on the
+// global batch perm[s*global, (s+1)*global) of the epoch's seeded permutation (see
+// Run); steps advance through the epochs from the run's start point.
+type schedule struct {
+	n, global     int64 // training rows; rows of one global step (batchSize * workers.count)
+	batch         int   // batchSize
+	stepsPerEpoch int64
+	total         int64 // the run's last step: training ends when the shards reach it
+	// start is where this run began.
+	start resumePoint
+	// position is that of the next step.
+	position
+	// step is the step in progress (total once every step is trained).
+	step int64
+	// perm is the epoch permEpoch's permutation of the training rows.
+	perm      []int
+	permEpoch int
+}
 
-	// permEpoch is the epoch perm was drawn for; evaluatedStep the step at whose start
-	// the chief last evaluated (a step trained again after a membership change is not
-	// evaluated twice).
-	permEpoch     int
-	evaluatedStep int64
-	// gradStep is the step whose gradient grad holds (-1: none), over gradSamples rows;
-	// gradPart is the scratch of a slice computed in several pieces.
-	gradStep    int64
-	gradSamples int64
-	gradPart    []float32
-	// lossStep is the last step whose loss (lossSum over lossRows rows) is counted in
-	// the epoch's training loss: a step trained again replaces it.
-	lossStep int64
-	lossSum  float64
-	lossRows int
+// position is where training stands in the data: the epoch and the rows of its
+// permutation already trained on, and the gradient computations of every rank so far
+// (their dropout streams' positions). A checkpoint records it.
+type position struct {
+	epoch int
+	pos   int64
+	calls []uint64
+}
+
+// seek sets the position of global step k.
+func (s *schedule) seek(k int64) {
+	first := (s.n - s.start.pos + s.global - 1) / s.global // steps left in the start epoch
+	d := k - s.start.step
+	if d < first {
+		s.epoch, s.pos = s.start.epoch, s.start.pos+d*s.global
+		return
+	}
+	d -= first
+	s.epoch, s.pos = s.start.epoch+1+int(d/s.stepsPerEpoch), (d%s.stepsPerEpoch)*s.global
+}
+
+// permutation returns the current epoch's permutation of the training rows.
+func (s *schedule) permutation(seed int64) []int {
+	if s.perm == nil || s.permEpoch != s.epoch {
+		s.perm = data.ShardIndices(int(s.n), 0, 1, s.epoch, seed)
+		s.permEpoch = s.epoch
+	}
+	return s.perm
+}
+
+// epochEnded reports whether an epoch ended just before step k, at the current
+// position: k is the first step of an epoch after the first, and not the step this run
+// resumed at (the checkpoint it resumed from was taken after that epoch's evaluation).
+func (s *schedule) epochEnded(k int64) bool {
+	return s.pos == 0 && s.epoch > 0 && !(s.start.resumed && k == s.start.step)
+}
+
+// countGradients counts the step's gradient computation of every rank that has rows
+// in it.
+func (s *schedule) countGradients() {
+	for r := range s.calls {
+		if s.pos+int64(r*s.batch) < s.n {
+			s.calls[r]++
+		}
+	}
+}
+
+// gradientState is the gradient this rank pushed last and the scratch it is computed
+// in.
+type gradientState struct {
+	// values is the gradient of step (-1: none), over samples rows; settle pushes it
+	// again when a membership change leaves a shard without it.
+	values  []float32
+	step    int64
+	samples int64
+	// xb and yb hold one piece of at most batchSize rows; part the gradient of a piece
+	// after the first.
+	xb, yb []float32
+	part   []float32
+}
+
+// epochLoss is this rank's running training loss of the epoch: the sum of its steps'
+// losses weighted by their rows, and those rows. A step trained again (after a
+// membership change) replaces its earlier count.
+type epochLoss struct {
+	sum  float64
+	rows int
+	// started is when the epoch began (the chief reports its samples per second).
+	started time.Time
+	// lastStep is the step counted last, with its sum and rows.
+	lastStep int64
+	lastSum  float64
+	lastRows int
+}
+
+// count adds the mean loss of step over rows rows, replacing the step's earlier count.
+func (e *epochLoss) count(step int64, loss float64, rows int) {
+	if step == e.lastStep {
+		e.sum -= e.lastSum
+		e.rows -= e.lastRows
+	}
+	e.lastStep, e.lastSum, e.lastRows = step, loss*float64(rows), rows
+	e.sum += e.lastSum
+	e.rows += e.lastRows
+}
+
+// mean is the epoch's mean training loss (NaN before any row).
+func (e *epochLoss) mean() float64 {
+	if e.rows > 0 {
+		return e.sum / float64(e.rows)
+	}
+	return math.NaN()
+}
+
+// reset starts the next epoch.
+func (e *epochLoss) reset() {
+	e.sum, e.rows, e.started = 0, 0, time.Now()
 }
 
 // syncMode reports whether the spec's consistency mode is sync.
@@ -257,29 +364,25 @@ func syncMode(s *jobs.Spec) bool {
 
 func (l *loopState) run(ctx context.Context) (*Result, error) {
 	t, s := l.t, &l.t.spec.Spec
-	l.lastCkptStep, l.evaluatedStep, l.gradStep, l.permEpoch, l.lossStep = -1, -1, -1, -1, -1
-	if l.start.resumed {
-		// The checkpoint resumed from is committed: never write it again.
-		l.lastCkptStep, l.checkpoint, l.metrics = l.start.step, l.start.uri, l.start.metrics
-		l.epochLoss, l.epochRows = l.start.lossSum, int(l.start.rows)
-	}
-	if err := l.openTelemetry(ctx); err != nil {
+	start := l.sched.start
+	if err := l.chief.openTelemetry(ctx); err != nil {
 		return nil, err
 	}
-	l.calls = append(make([]uint64, 0, t.base), l.start.calls...)
-	l.calls = append(l.calls, make([]uint64, max(0, t.base-len(l.calls)))...)[:t.base]
+	calls := append(make([]uint64, 0, t.base), start.calls...)
+	l.sched.calls = append(calls, make([]uint64, max(0, t.base-len(calls)))...)[:t.base]
 	if setter, ok := l.m.(gradientCallSetter); ok {
-		if t.rank < len(l.calls) {
-			setter.SetGradientCalls(l.calls[t.rank])
+		if t.rank < len(l.sched.calls) {
+			setter.SetGradientCalls(l.sched.calls[t.rank])
 		}
-	} else if l.start.resumed && t.rank < len(l.calls) && l.calls[t.rank] > 0 && usesDropout(s) {
+	} else if start.resumed && t.rank < len(l.sched.calls) && l.sched.calls[t.rank] > 0 && usesDropout(s) {
 		t.log.Warn("resumed with dropout, but the model cannot restore its dropout stream: masks differ from an uninterrupted run")
 	}
 	sync := syncMode(s)
-	step := l.start.step
+	total := l.sched.total
+	step := start.step
 	for {
-		for step < l.total {
-			l.seek(step)
+		for step < total {
+			l.sched.seek(step)
 			err := l.runStep(ctx, step)
 			if err == nil {
 				step++
@@ -294,18 +397,18 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 		}
 		// Every rank waits until the last step is complete on every shard: until then a
 		// membership change may still ask it to train that step again.
-		l.seek(l.total)
-		l.curStep = l.total
-		_, err := l.client.Pull(ctx, l.total, l.params)
+		l.sched.seek(total)
+		l.sched.step = total
+		_, err := l.client.Pull(ctx, total, l.params)
 		if err == nil {
 			break
 		}
-		if step, err = l.recover(ctx, l.total, fmt.Errorf("worker: pull final parameters: %w", err)); err != nil {
+		if step, err = l.recover(ctx, total, fmt.Errorf("worker: pull final parameters: %w", err)); err != nil {
 			return nil, err
 		}
 	}
-	l.seek(l.total)
-	l.curStep = l.total
+	l.sched.seek(total)
+	l.sched.step = total
 	// In bounded mode a pull carries the worker's own step (its clock). A worker that
 	// is done says so with a pull for the total, and the chief's final pull, for
 	// total+staleness, returns only once every worker has said so: the final model
@@ -320,14 +423,14 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 	}
 	if !t.chief {
 		if bounded {
-			if err := pull(l.total); err != nil {
+			if err := pull(total); err != nil {
 				return nil, fmt.Errorf("worker: report the last step: %w", err)
 			}
 		}
 		return &Result{}, nil
 	}
 	if !sync {
-		finalStep := l.total
+		finalStep := total
 		if bounded {
 			finalStep += int64(s.Training.Consistency.Staleness)
 		}
@@ -335,106 +438,37 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("worker: pull final parameters: %w", err)
 		}
 	}
-	if err := l.endEpoch(ctx, s.Training.Epochs); err != nil {
-		return nil, err
-	}
-	final := l.metrics
-	if l.ds.test != nil {
-		tm, err := l.evaluate("test_", l.ds.test)
-		if err != nil {
-			return nil, err
-		}
-		final = mergeMetrics(final, tm)
-		l.metrics = final
-	}
-	if l.lastCkptStep != l.total {
-		err := t.withStaleRetry(ctx, l.client, func() error { return l.saveCheckpoint(ctx, l.total) })
-		if err != nil {
-			return nil, err
-		}
-	}
-	started := time.Now()
-	report, err := l.buildReport()
-	if err != nil {
-		return nil, err
-	}
-	reportJSON, card, err := l.reportFiles(report)
-	if err != nil {
-		return nil, err
-	}
-	reportURI, err := l.writeReport(ctx, reportJSON, card)
-	if err != nil {
-		return nil, err
-	}
-	gate := gateResult(s, report)
-	t.log.Info("model report written", "uri", reportURI, "split", report.Split, "rows", report.Rows,
-		"gate", gate != nil, "gate_passed", gate == nil || gate.Passed, "seconds", round4(time.Since(started).Seconds()))
-	var exports []string
-	if gate == nil || gate.Passed {
-		if exports, err = l.export(ctx, reportJSON, card); err != nil {
-			return nil, err
-		}
-	} else {
-		t.log.Warn("export blocked by the audit gate", "reasons", gate.Reasons)
-	}
-	return &Result{Metrics: final, Checkpoint: l.checkpoint, Exports: exports, Progress: l.progress, Report: reportURI, Gate: gate}, nil
+	return l.chief.finish(ctx, l.sched.position, &l.loss)
 }
 
-// seek sets the data position (epoch, pos) of global step k: steps advance global rows
-// through each epoch's permutation from the run's start point.
-func (l *loopState) seek(k int64) {
-	n, global := int64(l.ds.train.N), int64(l.t.spec.Spec.Training.BatchSize*l.t.base)
-	first := (n - l.start.pos + global - 1) / global // steps left in the start epoch
-	d := k - l.start.step
-	if d < first {
-		l.epoch, l.pos = l.start.epoch, l.start.pos+d*global
-		return
-	}
-	d -= first
-	l.epoch, l.pos = l.start.epoch+1+int(d/l.stepsPerEpoch), (d%l.stepsPerEpoch)*global
-}
-
-// runStep trains global step k at the data position seek set: pull, the chief's
-// evaluation at an epoch's start and its periodic checkpoint, gradient, push.
+// runStep trains global step k at the position seek set: pull, the chief's duties
+// (the evaluation of the epoch that ended, the periodic checkpoint), gradient, push.
 func (l *loopState) runStep(ctx context.Context, k int64) error {
 	t, s := l.t, &l.t.spec.Spec
-	if l.perm == nil || l.permEpoch != l.epoch {
-		l.perm = data.ShardIndices(l.ds.train.N, 0, 1, l.epoch, s.Training.Seed)
-		l.permEpoch = l.epoch
-	}
-	batch := s.Training.BatchSize
-	n, global := int64(l.ds.train.N), int64(batch*t.base)
+	perm := l.sched.permutation(s.Training.Seed)
 	stepStart := time.Now()
-	l.curStep = k
+	l.sched.step = k
 	version, err := l.client.Pull(ctx, k, l.params)
 	if err != nil {
 		return fmt.Errorf("worker: pull parameters for step %d: %w", k, err)
 	}
-	// Evaluate the previous epoch (unless this run resumed right here, after it was
-	// evaluated and checkpointed, or this step is trained again after a membership
-	// change).
-	if t.chief && l.pos == 0 && l.epoch > 0 && !(l.start.resumed && k == l.start.step) && k != l.evaluatedStep {
-		if err := l.endEpoch(ctx, l.epoch); err != nil {
-			return err
-		}
-		l.evaluatedStep = k
-	}
-	if t.chief && s.Checkpoint.EverySteps > 0 && k > 0 && k%int64(s.Checkpoint.EverySteps) == 0 && k != l.lastCkptStep {
-		if err := l.saveCheckpoint(ctx, k); err != nil {
+	if t.chief && l.sched.epochEnded(k) {
+		if err := l.chief.evaluateEpoch(ctx, l.sched.epoch, k, &l.loss); err != nil {
 			return err
 		}
 	}
-	lo, hi := sliceOf(l.pos, global, n, t.rank, t.world)
-	rows := l.perm[lo:hi]
+	if t.chief {
+		if err := l.chief.periodicCheckpoint(ctx, k, l.sched.position, &l.loss); err != nil {
+			return err
+		}
+	}
+	lo, hi := sliceOf(l.sched.pos, l.sched.global, l.sched.n, t.rank, t.world)
+	rows := perm[lo:hi]
 	if err := l.trainStep(ctx, k, version, rows); err != nil {
 		return err
 	}
-	for r := range l.calls {
-		if l.pos+int64(r*batch) < n {
-			l.calls[r]++
-		}
-	}
-	l.observeStep(time.Since(stepStart), len(rows))
+	l.sched.countGradients()
+	t.cfg.Metrics.observeStep(time.Since(stepStart), len(rows))
 	return nil
 }
 
@@ -459,13 +493,12 @@ func (l *loopState) recover(ctx context.Context, k int64, cause error) (int64, e
 	} else if err := t.adopt(ctx, l.client, 50*time.Millisecond); err != nil {
 		return 0, fmt.Errorf("%w (while following: %w)", err, cause)
 	}
-	if t.chief && l.telemetry == nil {
-		if err := l.openTelemetry(ctx); err != nil {
-			return 0, err
-		}
+	// A rank that became the chief starts its event file.
+	if err := l.chief.openTelemetry(ctx); err != nil {
+		return 0, err
 	}
-	if next < l.start.step || next > l.total {
-		return 0, fmt.Errorf("worker: after the membership change the shards are at step %d, outside this run's steps %d..%d", next, l.start.step, l.total)
+	if next < l.sched.start.step || next > l.sched.total {
+		return 0, fmt.Errorf("worker: after the membership change the shards are at step %d, outside this run's steps %d..%d", next, l.sched.start.step, l.sched.total)
 	}
 	return next, nil
 }
@@ -485,16 +518,10 @@ func (l *loopState) trainStep(ctx context.Context, step, version int64, rows []i
 		if err != nil {
 			return err
 		}
-		l.gradStep, l.gradSamples = pushStep, int64(len(rows))
-		err = l.client.Push(ctx, pushStep, l.grad, int64(len(rows)))
+		l.grad.step, l.grad.samples = pushStep, int64(len(rows))
+		err = l.client.Push(ctx, pushStep, l.grad.values, int64(len(rows)))
 		if err == nil {
-			if step == l.lossStep {
-				l.epochLoss -= l.lossSum
-				l.epochRows -= l.lossRows
-			}
-			l.lossStep, l.lossSum, l.lossRows = step, loss*float64(len(rows)), len(rows)
-			l.epochLoss += l.lossSum
-			l.epochRows += l.lossRows
+			l.loss.count(step, loss, len(rows))
 			return nil
 		}
 		if !paramserver.IsTooStale(err) {
@@ -506,12 +533,13 @@ func (l *loopState) trainStep(ctx context.Context, step, version int64, rows []i
 	}
 }
 
-// gradient fills l.grad with the mean gradient of rows under l.params, computed in
-// pieces of at most batchSize rows (the model's batch) weighted by their rows, and
+// gradient fills l.grad.values with the mean gradient of rows under l.params, computed
+// in pieces of at most batchSize rows (the model's batch) weighted by their rows, and
 // returns the mean loss.
 func (l *loopState) gradient(step int64, rows []int) (float64, error) {
+	g := &l.grad
 	if len(rows) == 0 {
-		clear(l.grad)
+		clear(g.values)
 		return 0, nil
 	}
 	batch, dim := l.t.spec.Spec.Training.BatchSize, l.ds.inputs
@@ -519,270 +547,30 @@ func (l *loopState) gradient(step int64, rows []int) (float64, error) {
 	for off := 0; off < len(rows); off += batch {
 		part := rows[off:min(off+batch, len(rows))]
 		for i, r := range part {
-			copy(l.xb[i*dim:(i+1)*dim], l.ds.train.X[r*dim:(r+1)*dim])
-			l.yb[i] = l.ds.train.Y[r]
+			copy(g.xb[i*dim:(i+1)*dim], l.ds.train.X[r*dim:(r+1)*dim])
+			g.yb[i] = l.ds.train.Y[r]
 		}
-		dst := l.grad
+		dst := g.values
 		if off > 0 {
-			if l.gradPart == nil {
-				l.gradPart = make([]float32, len(l.grad))
+			if g.part == nil {
+				g.part = make([]float32, len(g.values))
 			}
-			dst = l.gradPart
+			dst = g.part
 		}
-		loss, err := l.m.Gradient(l.params, l.xb, l.yb, len(part), dst)
+		loss, err := l.m.Gradient(l.params, g.xb, g.yb, len(part), dst)
 		if err != nil {
 			return 0, fmt.Errorf("worker: gradient at step %d: %w", step, err)
 		}
 		if off > 0 {
 			total := float32(off + len(part))
 			a, b := float32(off)/total, float32(len(part))/total
-			for i, g := range dst {
-				l.grad[i] = a*l.grad[i] + b*g
+			for i, v := range dst {
+				g.values[i] = a*g.values[i] + b*v
 			}
 		}
 		lossSum += loss * float64(len(part))
 	}
 	return lossSum / float64(len(rows)), nil
-}
-
-// endEpoch evaluates the parameters in l.params (those after `epochs` epochs) and
-// reports progress and validation metrics.
-func (l *loopState) endEpoch(ctx context.Context, epochs int) error {
-	t := l.t
-	vm, err := l.evaluate("val_", l.ds.val)
-	if err != nil {
-		return err
-	}
-	elapsed := time.Since(l.epochStart).Seconds()
-	trainLoss := math.NaN()
-	if l.epochRows > 0 {
-		trainLoss = l.epochLoss / float64(l.epochRows)
-	}
-	l.progress = &cohortv1.JobProgress{
-		Epoch:            int32(epochs),
-		TotalEpochs:      int32(t.spec.Spec.Training.Epochs),
-		Step:             l.curStep,
-		TotalSteps:       l.total,
-		SamplesPerSecond: float64(l.ds.train.N) / math.Max(elapsed, 1e-9),
-		Loss:             trainLoss,
-	}
-	for k, v := range l.ds.baselines {
-		vm[k] = v
-	}
-	l.metrics = vm
-	args := []any{"epoch", epochs, "step", l.progress.Step, "train_loss", round4(trainLoss),
-		"samples_per_s", math.Round(l.progress.SamplesPerSecond)}
-	for _, k := range sortedKeys(vm) {
-		args = append(args, k, round4(vm[k]))
-	}
-	t.log.Info("epoch done", args...)
-	if err := l.recordEpoch(ctx, trainLoss, vm); err != nil {
-		return err
-	}
-	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Progress: l.progress, Metrics: vm})
-	l.epochLoss, l.epochRows, l.epochStart = 0, 0, time.Now()
-	return nil
-}
-
-// evaluate computes the contract's metrics of ds under the current parameters.
-func (l *loopState) evaluate(prefix string, ds *data.Dataset) (map[string]float64, error) {
-	out := make([]float32, ds.N*l.m.OutputSize())
-	if err := l.m.Predict(l.params, ds.X, ds.N, out); err != nil {
-		return nil, fmt.Errorf("worker: evaluate %sset: %w", strings.TrimSuffix(prefix, "_"), err)
-	}
-	res := map[string]float64{}
-	switch l.t.spec.Spec.Task {
-	case jobs.TaskBinary:
-		res["loss"] = metrics.BinaryLogLoss(out, ds.Y)
-		res["accuracy"] = metrics.Accuracy(out, ds.Y, 0.5)
-		res["auc"] = metrics.AUC(out, ds.Y)
-	case jobs.TaskMulticlass:
-		k := l.m.OutputSize()
-		res["loss"] = metrics.CrossEntropy(out, k, ds.Y)
-		res["accuracy"] = metrics.MulticlassAccuracy(out, k, ds.Y)
-	case jobs.TaskRegression:
-		mean, std := l.ds.labelMean, l.ds.labelStd
-		if std == 0 {
-			std = 1
-		}
-		var sq float64
-		pred, target := make([]float32, ds.N), make([]float32, ds.N)
-		for i := range ds.N {
-			d := float64(out[i] - ds.Y[i])
-			sq += d * d
-			pred[i] = float32(float64(out[i])*std + mean)
-			target[i] = float32(float64(ds.Y[i])*std + mean)
-		}
-		res["loss"] = sq / math.Max(float64(ds.N), 1)
-		res["rmse"] = metrics.RMSE(pred, target)
-		res["mae"] = metrics.MAE(pred, target)
-		res["mape"] = metrics.MAPE(pred, target)
-	}
-	named := make(map[string]float64, len(res))
-	for k, v := range res {
-		named[prefix+k] = v
-	}
-	return named, nil
-}
-
-// saveCheckpoint has every shard write its slice at exactly `step`, then commits one
-// manifest, written last and create-only, and reports its URI to the coordinator.
-// saveCheckpoint commits a checkpoint of step. When storage is unavailable (S3 down or
-// throttling past the client's own retries) the job pauses here, retrying with
-// backoff, for up to StoragePause: in sync mode no worker can pass this step meanwhile,
-// and nothing is ever committed half-written (objects first, the create-only manifest
-// last). The coordinator sees the pause in the task's message.
-func (l *loopState) saveCheckpoint(ctx context.Context, step int64) error {
-	t := l.t
-	pause := t.cfg.StoragePause
-	if pause == 0 {
-		pause = DefaultStoragePause
-	}
-	backoff := t.cfg.StorageRetryBackoff
-	if backoff == 0 {
-		backoff = time.Second
-	}
-	deadline := time.Now().Add(pause)
-	for attempt := 1; ; attempt++ {
-		err := l.trySaveCheckpoint(ctx, step)
-		if err == nil {
-			if attempt > 1 {
-				t.log.Info("storage is back: checkpoint committed, job resumes", "step", step, "attempts", attempt)
-				l.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING})
-			}
-			return nil
-		}
-		if ctx.Err() != nil || !retryableStorageError(err) || time.Now().Add(backoff).After(deadline) {
-			return err
-		}
-		msg := fmt.Sprintf("paused at step %d: checkpoint storage unavailable (attempt %d, retrying in %s): %v", step, attempt, backoff, err)
-		t.log.Warn("checkpoint failed; job paused until storage is back", "step", step, "attempt", attempt, "retry_in", backoff, "err", err)
-		l.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Message: msg})
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("worker: checkpoint step %d: %w", step, ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-	}
-}
-
-// report sends r to the coordinator when the trainer has a reporter.
-func (l *loopState) report(r *cohortv1.TaskReport) {
-	if l.t.cfg.Report != nil {
-		l.t.cfg.Report(r)
-	}
-}
-
-// retryableStorageError reports whether a failed checkpoint may succeed when tried
-// again: anything but a verified-content problem (a corrupt object, a layout or
-// generation mismatch) or a cancelled job.
-func retryableStorageError(err error) bool {
-	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return false
-	case errors.Is(err, paramserver.ErrStaleGeneration), errors.Is(err, paramserver.ErrLayoutMismatch):
-		return false
-	}
-	return true
-}
-
-// trySaveCheckpoint is one attempt of saveCheckpoint.
-func (l *loopState) trySaveCheckpoint(ctx context.Context, step int64) error {
-	t := l.t
-	jobID := t.job.GetId()
-	if err := l.saveModelCard(ctx); err != nil {
-		return err
-	}
-	objs, err := l.client.Checkpoint(ctx, step, storage.CheckpointPrefix(jobID, step))
-	if err != nil {
-		return fmt.Errorf("worker: checkpoint step %d: %w", step, err)
-	}
-	man := &storage.Manifest{
-		FormatVersion:   1,
-		JobID:           jobID,
-		Step:            step,
-		Epoch:           l.epoch,
-		StepInEpoch:     l.pos / int64(t.spec.Spec.Training.BatchSize*t.base),
-		Generation:      t.gen,
-		LayoutHash:      l.m.LayoutHash(),
-		TotalParams:     uint64(l.m.NumParams()),
-		Seed:            t.spec.Spec.Training.Seed,
-		Metrics:         l.metrics,
-		CreatedUnixNano: time.Now().UnixNano(),
-		Workers:         t.base,
-		BatchSize:       t.spec.Spec.Training.BatchSize,
-		DataPosition:    l.pos,
-		TrainLossSum:    l.epochLoss,
-		TrainRows:       int64(l.epochRows),
-		RNG:             &storage.RNGState{DropoutCalls: append([]uint64(nil), l.calls...)},
-		Consistency:     t.spec.Spec.Training.Consistency.Mode,
-	}
-	for _, o := range objs {
-		man.Objects = append(man.Objects, storage.ManifestObject{
-			Shard: o.Shard, Key: o.Key, Size: o.Size, SHA256: o.SHA256, Offset: o.Offset, Length: o.Length,
-		})
-	}
-	key, err := storage.WriteManifest(ctx, t.cfg.Store, man)
-	if errors.Is(err, storage.ErrExists) {
-		// An earlier attempt's create-only write went through but its answer was lost.
-		// That manifest is this checkpoint if it is for this step and every object it
-		// names verifies (the objects were just rewritten with the same content).
-		key = storage.ManifestKey(jobID, step)
-		prev, rerr := storage.ReadManifest(ctx, t.cfg.Store, key)
-		if rerr == nil && prev.Step == step && prev.LayoutHash == man.LayoutHash {
-			rerr = storage.VerifyManifestObjects(ctx, t.cfg.Store, prev)
-		} else if rerr == nil {
-			rerr = fmt.Errorf("manifest %s exists for step %d, layout %s", key, prev.Step, prev.LayoutHash)
-		}
-		err = rerr
-	}
-	if err != nil {
-		return fmt.Errorf("worker: commit checkpoint manifest for step %d: %w", step, err)
-	}
-	l.checkpoint = t.cfg.Store.URI(key)
-	l.lastCkptStep = step
-	t.log.Info("checkpoint committed", "step", step, "manifest", l.checkpoint)
-	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: l.checkpoint, Generation: t.gen})
-	return l.retain(ctx, step)
-}
-
-// retain applies checkpoint retention (storage.CollectCheckpoints): it keeps
-// checkpoint.keep committed checkpoints and never deletes the one just committed, the
-// one the job record pointed at when this run started, nor the one committed before
-// the newest (the record may still point at it until the coordinator applies the
-// report). A failed collection is logged, not fatal: it only costs space.
-func (l *loopState) retain(ctx context.Context, newest int64) error {
-	t := l.t
-	jobID := t.job.GetId()
-	protect := []string{storage.ManifestKey(jobID, newest)}
-	if l.prevCkptKey != "" {
-		protect = append(protect, l.prevCkptKey)
-	}
-	if uri := t.job.GetCheckpoint(); uri != "" {
-		if key, err := storage.KeyOfURI(t.cfg.Store, uri); err == nil {
-			protect = append(protect, key)
-		}
-	}
-	l.prevCkptKey = storage.ManifestKey(jobID, newest)
-	grace := t.cfg.CheckpointGrace
-	if grace == 0 {
-		grace = DefaultCheckpointGrace
-	}
-	res, err := storage.CollectCheckpoints(ctx, t.cfg.Store, storage.GCConfig{
-		JobID: jobID, Keep: t.spec.Spec.Checkpoint.Keep, Protect: protect, Grace: grace, Logger: t.log,
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("worker: checkpoint retention: %w", err)
-		}
-		t.log.Warn("checkpoint retention incomplete", "err", err)
-	}
-	if len(res.Deleted)+res.Orphans+res.AbortedUploads > 0 {
-		t.log.Info("checkpoint retention", "kept", len(res.Kept), "deleted", len(res.Deleted),
-			"orphans", res.Orphans, "aborted_uploads", res.AbortedUploads)
-	}
-	return nil
 }
 
 func mergeMetrics(a, b map[string]float64) map[string]float64 {

@@ -2,7 +2,6 @@ package tasklog
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -42,7 +41,7 @@ func NewRouter(base slog.Handler, cfg Config) *Router {
 // OpenShard opens the task log of shard of job jobID in generation gen and routes the
 // shard's records to it until the writer is closed.
 func (r *Router) OpenShard(jobID string, shard int, gen uint64) (*Writer, error) {
-	w, err := r.cfg.Open(jobID, fmt.Sprintf("ps-%d", shard), gen)
+	w, err := r.cfg.Open(jobID, taskName(psTask, shard), gen)
 	if err != nil {
 		return nil, err
 	}

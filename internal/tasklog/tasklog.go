@@ -38,8 +38,14 @@ const (
 // ErrBadKey marks a key that is not a task log segment's.
 var ErrBadKey = errors.New("tasklog: not a task log segment key")
 
+// The kinds of task names: a name is the kind, "-" and the task's index.
+const (
+	workerTask = "worker" // "worker-<rank>"
+	psTask     = "ps"     // "ps-<shard>"
+)
+
 // taskRE is a task name: the task kind and its index.
-var taskRE = regexp.MustCompile(`^(worker|ps)-(0|[1-9][0-9]{0,5})$`)
+var taskRE = regexp.MustCompile(`^(` + workerTask + `|` + psTask + `)-(0|[1-9][0-9]{0,5})$`)
 
 // ValidTask reports whether task is a task name ("worker-0", "ps-3").
 func ValidTask(task string) bool { return taskRE.MatchString(task) }
@@ -47,10 +53,13 @@ func ValidTask(task string) bool { return taskRE.MatchString(task) }
 // TaskName is the name of an allocation's task in logs: "worker-<rank>" or "ps-<shard>".
 func TaskName(kind cohortv1.TaskKind, index int32) string {
 	if kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
-		return fmt.Sprintf("ps-%d", index)
+		return taskName(psTask, int(index))
 	}
-	return fmt.Sprintf("worker-%d", index)
+	return taskName(workerTask, int(index))
 }
+
+// taskName is the one format of task names.
+func taskName(kind string, index int) string { return kind + "-" + strconv.Itoa(index) }
 
 // Prefix is the key prefix of every log segment of a job: "jobs/<job>/logs/".
 func Prefix(jobID string) string { return "jobs/" + jobID + "/logs/" }

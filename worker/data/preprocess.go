@@ -7,16 +7,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/cohort-dev/cohort/jobs"
 )
 
-// Task names, as in the job spec (spec.task).
+// Task names, as in the job spec (spec.task); jobs defines them.
 const (
 	// TaskBinary is binary classification.
-	TaskBinary = "binary_classification"
+	TaskBinary = jobs.TaskBinary
 	// TaskMulticlass is multiclass classification.
-	TaskMulticlass = "multiclass_classification"
+	TaskMulticlass = jobs.TaskMulticlass
 	// TaskRegression is regression.
-	TaskRegression = "regression"
+	TaskRegression = jobs.TaskRegression
 )
 
 // Column kinds of a ColumnTransform.

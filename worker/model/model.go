@@ -8,16 +8,18 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+
+	"github.com/cohort-dev/cohort/jobs"
 )
 
-// Task names, as in the job spec (spec.task).
+// Task names, as in the job spec (spec.task); jobs defines them.
 const (
 	// TaskBinary is binary classification: one logit per row, sigmoid + binary cross-entropy.
-	TaskBinary = "binary_classification"
+	TaskBinary = jobs.TaskBinary
 	// TaskMulticlass is multiclass classification: K logits per row, log-softmax + NLL.
-	TaskMulticlass = "multiclass_classification"
+	TaskMulticlass = jobs.TaskMulticlass
 	// TaskRegression is regression of one standardized target: mean squared error.
-	TaskRegression = "regression"
+	TaskRegression = jobs.TaskRegression
 )
 
 // Activation names, as in the job spec (spec.model.mlp.activation).

@@ -1,0 +1,376 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/cohort-dev/cohort/jobs"
+	"github.com/cohort-dev/cohort/paramserver"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
+	"github.com/cohort-dev/cohort/worker/data"
+	"github.com/cohort-dev/cohort/worker/metrics"
+	"github.com/cohort-dev/cohort/worker/model"
+)
+
+// chief does the duties of worker rank 0 that the training loop hands it: it evaluates
+// every epoch and reports progress and metrics, commits checkpoints and applies their
+// retention, keeps the TensorBoard events and the job's gauges (telemetry.go), and at
+// the end writes the model report (report.go) and exports the model (export.go).
+//
+// Every rank's loop keeps a chief, which records what the job's record holds (the
+// committed checkpoint, the last metrics) from the run's start point on, but only the
+// trainer that is rank 0 (Trainer.chief) calls its duties: the rank that becomes rank 0
+// after a membership change takes over with that record.
+type chief struct {
+	t      *Trainer
+	m      model.Model
+	ds     *datasets
+	client *paramserver.Client
+	// params is the loop's parameter vector, pulled in place for every step.
+	params []float32
+	// total is the run's last step.
+	total int64
+
+	// metrics and progress are the last evaluation's; evaluatedStep the step at whose
+	// start the chief last evaluated (a step trained again after a membership change
+	// is not evaluated twice).
+	metrics       map[string]float64
+	progress      *cohortv1.JobProgress
+	evaluatedStep int64
+	// checkpoint is the URI of the last committed checkpoint's manifest, of step
+	// lastCkptStep (-1: none); prevCkptKey the manifest key committed before it in this
+	// run, which retention keeps until the coordinator has the newer one.
+	checkpoint   string
+	lastCkptStep int64
+	prevCkptKey  string
+	// telemetry is the TensorBoard event file, opened once the trainer is rank 0.
+	telemetry *jobTelemetry
+}
+
+// newChief returns the chief of a run that starts at start; a run that resumes from
+// the job's checkpoint starts with its step, URI and metrics, and never writes it again.
+func newChief(t *Trainer, m model.Model, ds *datasets, client *paramserver.Client, params []float32, total int64, start resumePoint) *chief {
+	c := &chief{t: t, m: m, ds: ds, client: client, params: params, total: total, evaluatedStep: -1, lastCkptStep: -1}
+	if start.resumed {
+		c.lastCkptStep, c.checkpoint, c.metrics = start.step, start.uri, start.metrics
+	}
+	return c
+}
+
+// evaluateEpoch evaluates and reports the epoch that ended before step k (epochs
+// epochs done), unless the chief already did at k, and starts loss's next epoch.
+func (c *chief) evaluateEpoch(ctx context.Context, epochs int, k int64, loss *epochLoss) error {
+	if k == c.evaluatedStep {
+		return nil
+	}
+	if err := c.endEpoch(ctx, epochs, k, loss); err != nil {
+		return err
+	}
+	c.evaluatedStep = k
+	return nil
+}
+
+// endEpoch evaluates the parameters (those after `epochs` epochs, pulled for step),
+// reports progress, the epoch's training loss and the validation metrics, and starts
+// loss's next epoch.
+func (c *chief) endEpoch(ctx context.Context, epochs int, step int64, loss *epochLoss) error {
+	t := c.t
+	vm, err := c.evaluate("val_", c.ds.val)
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(loss.started).Seconds()
+	trainLoss := loss.mean()
+	c.progress = &cohortv1.JobProgress{
+		Epoch:            int32(epochs),
+		TotalEpochs:      int32(t.spec.Spec.Training.Epochs),
+		Step:             step,
+		TotalSteps:       c.total,
+		SamplesPerSecond: float64(c.ds.train.N) / math.Max(elapsed, 1e-9),
+		Loss:             trainLoss,
+	}
+	for k, v := range c.ds.baselines {
+		vm[k] = v
+	}
+	c.metrics = vm
+	args := []any{"epoch", epochs, "step", c.progress.Step, "train_loss", round4(trainLoss),
+		"samples_per_s", math.Round(c.progress.SamplesPerSecond)}
+	for _, k := range sortedKeys(vm) {
+		args = append(args, k, round4(vm[k]))
+	}
+	t.log.Info("epoch done", args...)
+	if err := c.recordEpoch(ctx, trainLoss, vm); err != nil {
+		return err
+	}
+	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Progress: c.progress, Metrics: vm})
+	loss.reset()
+	return nil
+}
+
+// evaluate computes the contract's metrics of ds under the current parameters.
+func (c *chief) evaluate(prefix string, ds *data.Dataset) (map[string]float64, error) {
+	out := make([]float32, ds.N*c.m.OutputSize())
+	if err := c.m.Predict(c.params, ds.X, ds.N, out); err != nil {
+		return nil, fmt.Errorf("worker: evaluate %sset: %w", strings.TrimSuffix(prefix, "_"), err)
+	}
+	res := map[string]float64{}
+	switch c.t.spec.Spec.Task {
+	case jobs.TaskBinary:
+		res["loss"] = metrics.BinaryLogLoss(out, ds.Y)
+		res["accuracy"] = metrics.Accuracy(out, ds.Y, 0.5)
+		res["auc"] = metrics.AUC(out, ds.Y)
+	case jobs.TaskMulticlass:
+		k := c.m.OutputSize()
+		res["loss"] = metrics.CrossEntropy(out, k, ds.Y)
+		res["accuracy"] = metrics.MulticlassAccuracy(out, k, ds.Y)
+	case jobs.TaskRegression:
+		mean, std := c.ds.labelMean, c.ds.labelStd
+		if std == 0 {
+			std = 1
+		}
+		var sq float64
+		pred, target := make([]float32, ds.N), make([]float32, ds.N)
+		for i := range ds.N {
+			d := float64(out[i] - ds.Y[i])
+			sq += d * d
+			pred[i] = float32(float64(out[i])*std + mean)
+			target[i] = float32(float64(ds.Y[i])*std + mean)
+		}
+		res["loss"] = sq / math.Max(float64(ds.N), 1)
+		res["rmse"] = metrics.RMSE(pred, target)
+		res["mae"] = metrics.MAE(pred, target)
+		res["mape"] = metrics.MAPE(pred, target)
+	}
+	named := make(map[string]float64, len(res))
+	for k, v := range res {
+		named[prefix+k] = v
+	}
+	return named, nil
+}
+
+// periodicCheckpoint commits the checkpoint of step k when checkpoint.everySteps asks
+// for one there and it is not committed yet; at is the position of k, loss the epoch's
+// running training loss.
+func (c *chief) periodicCheckpoint(ctx context.Context, k int64, at position, loss *epochLoss) error {
+	every := int64(c.t.spec.Spec.Checkpoint.EverySteps)
+	if every <= 0 || k <= 0 || k%every != 0 || k == c.lastCkptStep {
+		return nil
+	}
+	return c.saveCheckpoint(ctx, k, at, loss)
+}
+
+// saveCheckpoint commits a checkpoint of step (at position at, with the epoch's
+// running training loss): every shard writes its slice at exactly step, then one
+// manifest is written last, create-only, and its URI is reported to the coordinator.
+// When storage is unavailable (S3 down or throttling past the client's own retries)
+// the job pauses here, retrying with backoff, for up to StoragePause: in sync mode no
+// worker can pass this step meanwhile, and nothing is ever committed half-written. The
+// coordinator sees the pause in the task's message.
+func (c *chief) saveCheckpoint(ctx context.Context, step int64, at position, loss *epochLoss) error {
+	t := c.t
+	pause := t.cfg.StoragePause
+	if pause == 0 {
+		pause = DefaultStoragePause
+	}
+	backoff := t.cfg.StorageRetryBackoff
+	if backoff == 0 {
+		backoff = time.Second
+	}
+	deadline := time.Now().Add(pause)
+	for attempt := 1; ; attempt++ {
+		err := c.trySaveCheckpoint(ctx, step, at, loss)
+		if err == nil {
+			if attempt > 1 {
+				t.log.Info("storage is back: checkpoint committed, job resumes", "step", step, "attempts", attempt)
+				c.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING})
+			}
+			return nil
+		}
+		if ctx.Err() != nil || !retryableStorageError(err) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		msg := fmt.Sprintf("paused at step %d: checkpoint storage unavailable (attempt %d, retrying in %s): %v", step, attempt, backoff, err)
+		t.log.Warn("checkpoint failed; job paused until storage is back", "step", step, "attempt", attempt, "retry_in", backoff, "err", err)
+		c.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Message: msg})
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("worker: checkpoint step %d: %w", step, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// report sends r to the coordinator when the trainer has a reporter.
+func (c *chief) report(r *cohortv1.TaskReport) {
+	if c.t.cfg.Report != nil {
+		c.t.cfg.Report(r)
+	}
+}
+
+// retryableStorageError reports whether a failed checkpoint may succeed when tried
+// again: anything but a verified-content problem (a corrupt object, a layout or
+// generation mismatch) or a cancelled job.
+func retryableStorageError(err error) bool {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	case errors.Is(err, paramserver.ErrStaleGeneration), errors.Is(err, paramserver.ErrLayoutMismatch):
+		return false
+	}
+	return true
+}
+
+// trySaveCheckpoint is one attempt of saveCheckpoint.
+func (c *chief) trySaveCheckpoint(ctx context.Context, step int64, at position, loss *epochLoss) error {
+	t := c.t
+	jobID := t.job.GetId()
+	if err := c.saveModelCard(ctx); err != nil {
+		return err
+	}
+	objs, err := c.client.Checkpoint(ctx, step, storage.CheckpointPrefix(jobID, step))
+	if err != nil {
+		return fmt.Errorf("worker: checkpoint step %d: %w", step, err)
+	}
+	man := &storage.Manifest{
+		FormatVersion:   1,
+		JobID:           jobID,
+		Step:            step,
+		Epoch:           at.epoch,
+		StepInEpoch:     at.pos / int64(t.spec.Spec.Training.BatchSize*t.base),
+		Generation:      t.gen,
+		LayoutHash:      c.m.LayoutHash(),
+		TotalParams:     uint64(c.m.NumParams()),
+		Seed:            t.spec.Spec.Training.Seed,
+		Metrics:         c.metrics,
+		CreatedUnixNano: time.Now().UnixNano(),
+		Workers:         t.base,
+		BatchSize:       t.spec.Spec.Training.BatchSize,
+		DataPosition:    at.pos,
+		TrainLossSum:    loss.sum,
+		TrainRows:       int64(loss.rows),
+		RNG:             &storage.RNGState{DropoutCalls: append([]uint64(nil), at.calls...)},
+		Consistency:     t.spec.Spec.Training.Consistency.Mode,
+	}
+	for _, o := range objs {
+		man.Objects = append(man.Objects, storage.ManifestObject{
+			Shard: o.Shard, Key: o.Key, Size: o.Size, SHA256: o.SHA256, Offset: o.Offset, Length: o.Length,
+		})
+	}
+	key, err := storage.WriteManifest(ctx, t.cfg.Store, man)
+	if errors.Is(err, storage.ErrExists) {
+		// An earlier attempt's create-only write went through but its answer was lost.
+		// That manifest is this checkpoint if it is for this step and every object it
+		// names verifies (the objects were just rewritten with the same content).
+		key = storage.ManifestKey(jobID, step)
+		prev, rerr := storage.ReadManifest(ctx, t.cfg.Store, key)
+		if rerr == nil && prev.Step == step && prev.LayoutHash == man.LayoutHash {
+			rerr = storage.VerifyManifestObjects(ctx, t.cfg.Store, prev)
+		} else if rerr == nil {
+			rerr = fmt.Errorf("manifest %s exists for step %d, layout %s", key, prev.Step, prev.LayoutHash)
+		}
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("worker: commit checkpoint manifest for step %d: %w", step, err)
+	}
+	c.checkpoint = t.cfg.Store.URI(key)
+	c.lastCkptStep = step
+	t.log.Info("checkpoint committed", "step", step, "manifest", c.checkpoint)
+	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: c.checkpoint, Generation: t.gen})
+	return c.retain(ctx, step)
+}
+
+// retain applies checkpoint retention (storage.CollectCheckpoints): it keeps
+// checkpoint.keep committed checkpoints and never deletes the one just committed, the
+// one the job record pointed at when this run started, nor the one committed before
+// the newest (the record may still point at it until the coordinator applies the
+// report). A failed collection is logged, not fatal: it only costs space.
+func (c *chief) retain(ctx context.Context, newest int64) error {
+	t := c.t
+	jobID := t.job.GetId()
+	protect := []string{storage.ManifestKey(jobID, newest)}
+	if c.prevCkptKey != "" {
+		protect = append(protect, c.prevCkptKey)
+	}
+	if uri := t.job.GetCheckpoint(); uri != "" {
+		if key, err := storage.KeyOfURI(t.cfg.Store, uri); err == nil {
+			protect = append(protect, key)
+		}
+	}
+	c.prevCkptKey = storage.ManifestKey(jobID, newest)
+	grace := t.cfg.CheckpointGrace
+	if grace == 0 {
+		grace = DefaultCheckpointGrace
+	}
+	res, err := storage.CollectCheckpoints(ctx, t.cfg.Store, storage.GCConfig{
+		JobID: jobID, Keep: t.spec.Spec.Checkpoint.Keep, Protect: protect, Grace: grace, Logger: t.log,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("worker: checkpoint retention: %w", err)
+		}
+		t.log.Warn("checkpoint retention incomplete", "err", err)
+	}
+	if len(res.Deleted)+res.Orphans+res.AbortedUploads > 0 {
+		t.log.Info("checkpoint retention", "kept", len(res.Kept), "deleted", len(res.Deleted),
+			"orphans", res.Orphans, "aborted_uploads", res.AbortedUploads)
+	}
+	return nil
+}
+
+// finish does the chief's duties once every step is trained and the final parameters
+// are pulled (at is the position after the last step, loss the last epoch's training
+// loss): the last epoch's evaluation, the test split's metrics, the final checkpoint,
+// the model report and, when its gate lets it, the export. It returns the run's result.
+func (c *chief) finish(ctx context.Context, at position, loss *epochLoss) (*Result, error) {
+	t, s := c.t, &c.t.spec.Spec
+	if err := c.endEpoch(ctx, s.Training.Epochs, c.total, loss); err != nil {
+		return nil, err
+	}
+	final := c.metrics
+	if c.ds.test != nil {
+		tm, err := c.evaluate("test_", c.ds.test)
+		if err != nil {
+			return nil, err
+		}
+		final = mergeMetrics(final, tm)
+		c.metrics = final
+	}
+	if c.lastCkptStep != c.total {
+		err := t.withStaleRetry(ctx, c.client, func() error { return c.saveCheckpoint(ctx, c.total, at, loss) })
+		if err != nil {
+			return nil, err
+		}
+	}
+	started := time.Now()
+	report, err := c.buildReport()
+	if err != nil {
+		return nil, err
+	}
+	reportJSON, card, err := c.reportFiles(report)
+	if err != nil {
+		return nil, err
+	}
+	reportURI, err := c.writeReport(ctx, reportJSON, card)
+	if err != nil {
+		return nil, err
+	}
+	gate := gateResult(s, report)
+	t.log.Info("model report written", "uri", reportURI, "split", report.Split, "rows", report.Rows,
+		"gate", gate != nil, "gate_passed", gate == nil || gate.Passed, "seconds", round4(time.Since(started).Seconds()))
+	var exports []string
+	if gate == nil || gate.Passed {
+		if exports, err = c.export(ctx, reportJSON, card); err != nil {
+			return nil, err
+		}
+	} else {
+		t.log.Warn("export blocked by the audit gate", "reasons", gate.Reasons)
+	}
+	return &Result{Metrics: final, Checkpoint: c.checkpoint, Exports: exports, Progress: c.progress, Report: reportURI, Gate: gate}, nil
+}
