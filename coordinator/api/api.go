@@ -55,7 +55,8 @@ type Config struct {
 	MaxSpecBytes int
 	// Logger receives handler logs; nil means slog.Default().
 	Logger *slog.Logger
-	// Now is the clock for submit times; nil means time.Now.
+	// Now is the clock for submit times and drain deadlines; nil means the backend's
+	// clock when it has one (a *server.Server: its Config.Clock), else time.Now.
 	Now func() time.Time
 	// Forwarder, when set, lets a follower forward leader-only calls to the leader;
 	// without it such calls fail with Unavailable on a follower.
@@ -86,6 +87,15 @@ const (
 	maxReportsPerCall    = 1024
 	maxReasonLen         = 1024
 )
+
+// withBackendClock sets Now from b's clock when Now is unset and b has one, so the
+// deadlines the handlers compute run on the coordinator's clock.
+func (c Config) withBackendClock(b any) Config {
+	if clock, ok := b.(interface{ Now() time.Time }); ok && c.Now == nil {
+		c.Now = clock.Now
+	}
+	return c
+}
 
 func (c Config) withDefaults() Config {
 	if c.MaxSpecBytes <= 0 {

@@ -31,7 +31,7 @@ type jobService struct {
 
 // NewJobService returns the user-facing JobService handlers over b.
 func NewJobService(b Backend, cfg Config) cohortv1.JobServiceServer {
-	cfg = cfg.withDefaults()
+	cfg = cfg.withBackendClock(b).withDefaults()
 	return &jobService{b: b, cfg: cfg, logger: cfg.Logger.With("component", "api.jobs")}
 }
 

@@ -129,7 +129,14 @@ func applyRegisterNode(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 // applyCommitPlan places a pending job (all of its allocations) or, with no
 // allocations, records why it stays pending. Response: the stored *cohortv1.Job.
 func applyCommitPlan(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
-	p := cmd.GetCommitPlan()
+	return commitPlacement(txn, cmd.GetCommitPlan(), cmd.TimeUnixNano, false)
+}
+
+// commitPlacement applies one placement (a CommitPlanCommand, alone or in a plan) and
+// returns the job as stored. With checkGeneration (apply_plan only: commit_plan entries
+// in existing logs must apply as they always did), an allocation planned for another
+// generation than the job's is refused.
+func commitPlacement(txn *state.Txn, p *cohortv1.CommitPlanCommand, at int64, checkGeneration bool) (*cohortv1.Job, error) {
 	stored, err := txn.JobByID(nil, p.GetJobId())
 	if err != nil {
 		return nil, err
@@ -161,6 +168,10 @@ func applyCommitPlan(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 			return nil, fmt.Errorf("commit plan: %w: allocation %q (job %q, node %q) is malformed or repeated",
 				ErrInvalidCommand, in.GetId(), in.GetJobId(), in.GetNodeId())
 		}
+		if checkGeneration && in.Generation != 0 && in.Generation != job.Generation {
+			return nil, fmt.Errorf("commit plan: %w: allocation %q was planned for generation %d, job %q is at %d",
+				ErrStaleGeneration, in.Id, in.Generation, job.Id, job.Generation)
+		}
 		seen[in.Id] = true
 		if existing, err := txn.AllocByID(nil, in.Id); err != nil {
 			return nil, err
@@ -178,7 +189,7 @@ func applyCommitPlan(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	}
 	job.State = cohortv1.JobState_JOB_STATE_RUNNING
 	job.ActiveWorkers = 0 // every worker of the spec is placed
-	job.StartTimeUnixNano = cmd.TimeUnixNano
+	job.StartTimeUnixNano = at
 	job.PendingReasons = nil
 	job.StatusMessage = fmt.Sprintf("placed %d allocations", len(p.Allocations))
 	if err := txn.UpsertJob(job); err != nil {

@@ -188,7 +188,12 @@ func loseTasks(txn *state.Txn, job *cohortv1.Job, lost map[string]bool, reason s
 // capacity, or a shrink that makes room for a higher-priority job). Response: the
 // job as stored.
 func applyResizeJob(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
-	c := cmd.GetResizeJob()
+	return resizeFromCommand(txn, cmd.GetResizeJob())
+}
+
+// resizeFromCommand applies one ResizeJobCommand (alone or in a plan) and returns the
+// job as stored.
+func resizeFromCommand(txn *state.Txn, c *cohortv1.ResizeJobCommand) (*cohortv1.Job, error) {
 	stored, err := txn.JobByID(nil, c.GetJobId())
 	if err != nil {
 		return nil, err

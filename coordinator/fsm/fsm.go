@@ -193,6 +193,7 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"resize_job":           applyResizeJob,
 	"resume_job":           applyResumeJob,
 	"override_gate":        applyOverrideGate,
+	"apply_plan":           applyApplyPlan,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

@@ -41,6 +41,13 @@ func FuzzApplyCommand(f *testing.F) {
 		reportCmd(&cohortv1.TaskReport{AllocationId: "j1-w0", Checkpoint: "s3://b/m", Generation: 7}),
 		resumeCmd("j3"),
 		resumeCmd("j1"),
+		applyPlanCmd(&cohortv1.ApplyPlanCommand{PreemptorJobId: "j2",
+			Evictions:  []*cohortv1.PlanEviction{{JobId: "j1", Generation: 1}},
+			Placements: []*cohortv1.CommitPlanCommand{{JobId: "j2", Allocations: []*cohortv1.Allocation{alloc("j2", cohortv1.TaskKind_TASK_KIND_WORKER, 0, "n1")}}}}),
+		applyPlanCmd(&cohortv1.ApplyPlanCommand{
+			Evictions:  []*cohortv1.PlanEviction{{JobId: "j1"}},
+			Placements: []*cohortv1.CommitPlanCommand{{JobId: "j2", Allocations: []*cohortv1.Allocation{alloc("j2", cohortv1.TaskKind_TASK_KIND_WORKER, 0, "n1")}}},
+			Growth:     []*cohortv1.ResizeJobCommand{{JobId: "j1", Generation: 1, Add: []*cohortv1.Allocation{{Id: "j1-w2-g2", JobId: "j1", NodeId: "n3", Kind: cohortv1.TaskKind_TASK_KIND_WORKER}}}}}),
 	}
 	for _, c := range seeds {
 		f.Add(mustMarshal(f, c))

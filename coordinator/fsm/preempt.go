@@ -24,23 +24,33 @@ func applyPreemptJobs(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	}
 	var out []*cohortv1.Job
 	for _, id := range c.GetVictimJobIds() {
-		stored, err := txn.JobByID(nil, id)
-		if err != nil {
-			return nil, err
-		}
-		if stored == nil {
-			return nil, fmt.Errorf("preempt jobs: %w: job %q", ErrNotFound, id)
-		}
-		if stored.State != cohortv1.JobState_JOB_STATE_RUNNING {
-			return nil, fmt.Errorf("preempt jobs: %w: job %q is %s, not running", ErrInvalidCommand, id, stored.State)
-		}
-		job, err := requeueJob(txn, stored, reason, false, cmd.TimeUnixNano)
+		job, err := evictJob(txn, id, 0, reason, cmd.TimeUnixNano)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, job)
 	}
 	return out, nil
+}
+
+// evictJob sends running job id back to pending (requeueJob, spending no restart) and
+// returns it as stored. With gen set, a job at another generation is refused.
+func evictJob(txn *state.Txn, id string, gen uint64, reason string, at int64) (*cohortv1.Job, error) {
+	stored, err := txn.JobByID(nil, id)
+	if err != nil {
+		return nil, err
+	}
+	if stored == nil {
+		return nil, fmt.Errorf("preempt jobs: %w: job %q", ErrNotFound, id)
+	}
+	if stored.State != cohortv1.JobState_JOB_STATE_RUNNING {
+		return nil, fmt.Errorf("preempt jobs: %w: job %q is %s, not running", ErrInvalidCommand, id, stored.State)
+	}
+	if gen != 0 && stored.Generation != gen {
+		return nil, fmt.Errorf("preempt jobs: %w: job %q is at generation %d, the eviction was planned at %d",
+			ErrStaleGeneration, id, stored.Generation, gen)
+	}
+	return requeueJob(txn, stored, reason, false, at)
 }
 
 // requeueJob sends a running job back to pending to be placed again: every live

@@ -269,8 +269,9 @@ func TestElasticProperties(t *testing.T) {
 	}
 }
 
-// elasticPass is the leader's scheduling pass (coordinator/server schedulePass): it
-// returns the jobs placed.
+// elasticPass is the leader's scheduling pass (coordinator/server schedulePass): each
+// decision is one PlanResult, re-checked (Recheck) and applied whole; it returns the
+// jobs placed.
 func (s *sim) elasticPass(seed uint64) (placed []string) {
 	s.t.Helper()
 	for {
@@ -281,30 +282,27 @@ func (s *sim) elasticPass(seed uint64) (placed []string) {
 		preempted := false
 		waiting := int32(-1)
 		for _, j := range cl.Order(pending) {
-			p := cl.Place(j)
-			if !p.Feasible() {
-				shrinks, victims, _, ok := cl.PreemptElastic(j, running)
-				if !ok {
-					waiting = max(waiting, j.Priority)
-					continue
+			pr, err := cl.Schedule(j, func() ([]Running, error) { return running, nil })
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			if !pr.Placement.Feasible() {
+				waiting = max(waiting, j.Priority)
+				continue
+			}
+			if pr.Preempts() {
+				if len(pr.Evictions) > 0 && s.shrinkWouldDo(j, running) {
+					s.t.Fatalf("seed %d: job %s evicted %v although shrinking elastic jobs would make room", seed, j.Id, pr.Evictions)
 				}
-				if len(victims) > 0 && s.shrinkWouldDo(j, running) {
-					s.t.Fatalf("seed %d: job %s evicted %v although shrinking elastic jobs would make room", seed, j.Id, victims)
-				}
-				for _, rs := range shrinks {
+				for _, rs := range pr.Shrinks {
 					if rs.Generation != s.generation(rs.JobID) {
 						s.t.Fatalf("seed %d: shrink planned at a stale generation", seed)
 					}
-					s.resize(rs)
-				}
-				s.evict(victims)
-				if p = NewCluster(s.store.Snapshot()).Place(j); !p.Feasible() {
-					s.t.Fatalf("seed %d: job %s does not fit after shrinking %v and evicting %v: %v", seed, j.Id, shrinks, victims, p.Reasons)
 				}
 				preempted = true
 			}
-			s.commit(j, p)
-			running = append(running, Running{Job: j, Allocs: p.Allocations})
+			s.apply(j, pr)
+			running = append(running, Running{Job: j, Allocs: pr.Placement.Allocations})
 			placed = append(placed, j.Id)
 			if preempted {
 				break
@@ -314,19 +312,16 @@ func (s *sim) elasticPass(seed uint64) (placed []string) {
 			continue
 		}
 		// Growth, the highest priority first, into what the pass left free.
-		slices.SortFunc(running, func(a, b Running) int { return int(b.Job.Priority - a.Job.Priority) })
 		snap = s.store.Snapshot()
 		running, _ = RunningJobs(snap)
+		slices.SortFunc(running, func(a, b Running) int { return int(b.Job.Priority - a.Job.Priority) })
 		gcl := NewCluster(snap)
 		for _, r := range running {
 			if r.Job.Priority <= waiting {
 				continue
 			}
-			if rs, ok := gcl.Grow(r); ok {
-				if err := Fits(s.store.Snapshot(), rs.Plan()); err != nil {
-					s.t.Fatalf("seed %d: growth of %s does not fit: %v", seed, r.Job.Id, err)
-				}
-				s.resize(rs)
+			if pr, ok := gcl.GrowPlan(r); ok {
+				s.apply(r.Job, pr)
 			}
 		}
 		return placed

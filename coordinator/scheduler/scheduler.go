@@ -12,8 +12,11 @@
 // A Cluster is the working view of one scheduling pass: Order sorts the pending jobs
 // (queues by weighted fair share, then priority, then FIFO), Place reserves each
 // placed gang, Preempt finds the fewest, lowest-priority running gangs whose eviction
-// lets a job in. NeverFits and ExceedsQuota say why a job could never run, for
-// refusal at submit. Fits is the plan applier's re-check against newer state.
+// lets a job in. Schedule and GrowPlan return each decision as one PlanResult
+// (placement, shrinks, evictions, growth together), which the leader's plan applier
+// re-checks against newer state with Recheck (Fits for a single placement) and commits
+// in one Raft entry. NeverFits and ExceedsQuota say why a job could never run, for
+// refusal at submit.
 package scheduler
 
 import (
@@ -515,30 +518,84 @@ func formatBytes(b int64) string {
 // Fits re-checks a plan against a (newer) snapshot: every allocation's node must be
 // READY, have the role its task needs, match the job's node selector and have the free
 // capacity for it, counting the plan's other allocations; and, when snap is a
-// PolicySnapshot, the job must still fit its namespace's quota. The error wraps ErrDoesNotFit and says which allocation
-// failed.
+// PolicySnapshot, the job must still fit its namespace's quota. The error wraps
+// ErrDoesNotFit and says which allocation failed.
 func Fits(snap Snapshot, plan Plan) error {
+	return fitsAll(snap, []Plan{plan}, nil)
+}
+
+// fitsAll is Fits for the placements and growth of one PlanResult together: their
+// allocations are checked against the same free capacity, each counting the others,
+// and (when snap is a PolicySnapshot) each placed job and each grown job must fit its
+// namespace's quota, counting the earlier ones.
+func fitsAll(snap Snapshot, plans []Plan, growth []Resize) error {
 	cands, err := freeCapacity(snap)
 	if err != nil {
 		return err
 	}
-	if ps, ok := snap.(PolicySnapshot); ok && plan.job != nil {
+	if ps, ok := snap.(PolicySnapshot); ok {
 		p := newPolicy()
-		if err := p.load(ps); err != nil {
-			return err
+		loaded := false
+		load := func() error {
+			if loaded {
+				return nil
+			}
+			loaded = true
+			return p.load(ps)
 		}
-		if r := p.quotaReason(plan.job); r != "" {
-			return fmt.Errorf("%w: %s", ErrDoesNotFit, r)
+		for _, plan := range plans {
+			if plan.job == nil {
+				continue
+			}
+			if err := load(); err != nil {
+				return err
+			}
+			if r := p.quotaReason(plan.job); r != "" {
+				return fmt.Errorf("%w: %s", ErrDoesNotFit, r)
+			}
+			p.charge(plan.job, demand(plan.job))
+		}
+		for _, rs := range growth {
+			if rs.job == nil {
+				continue
+			}
+			if err := load(); err != nil {
+				return err
+			}
+			var need resources
+			for _, a := range rs.Add {
+				need = need.add(toResources(a.GetResources()))
+			}
+			if p.quotaOver(rs.job, need) {
+				return fmt.Errorf("%w: growth of job %s by %d workers exceeds namespace %q quota",
+					ErrDoesNotFit, rs.JobID, len(rs.Add), namespaceOf(rs.job))
+			}
+			p.charge(rs.job, need)
 		}
 	}
 	byID := make(map[string]*candidate, len(cands))
 	for _, c := range cands {
 		byID[c.node.GetId()] = c
 	}
+	type task struct {
+		a        *cohortv1.Allocation
+		selector map[string]string
+	}
+	var tasks []task
+	for _, plan := range plans {
+		for _, a := range plan.Allocations {
+			tasks = append(tasks, task{a, plan.Selector})
+		}
+	}
+	for _, rs := range growth {
+		for _, a := range rs.Add {
+			tasks = append(tasks, task{a, rs.Selector})
+		}
+	}
 	// Check in a fixed order so the reported allocation is deterministic.
-	allocs := slices.Clone(plan.Allocations)
-	slices.SortFunc(allocs, func(a, b *cohortv1.Allocation) int { return cmp.Compare(a.GetId(), b.GetId()) })
-	for _, a := range allocs {
+	slices.SortFunc(tasks, func(a, b task) int { return cmp.Compare(a.a.GetId(), b.a.GetId()) })
+	for _, t := range tasks {
+		a := t.a
 		c, ok := byID[a.GetNodeId()]
 		if !ok {
 			return fmt.Errorf("%w: allocation %s: node %q is not ready", ErrDoesNotFit, a.GetId(), a.GetNodeId())
@@ -550,7 +607,7 @@ func Fits(snap Snapshot, plan Plan) error {
 		if !hasRole(c.node, role) {
 			return fmt.Errorf("%w: allocation %s: node %q lacks role %s", ErrDoesNotFit, a.GetId(), a.GetNodeId(), roleName(role))
 		}
-		if !matches(c.node, role, plan.Selector, a.GetResources()) {
+		if !matches(c.node, role, t.selector, a.GetResources()) {
 			return fmt.Errorf("%w: allocation %s: node %q no longer matches the job's node selector or GPU model", ErrDoesNotFit, a.GetId(), a.GetNodeId())
 		}
 		need := toResources(a.GetResources())

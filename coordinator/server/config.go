@@ -46,6 +46,11 @@ type Config struct {
 	// marks the node DOWN.
 	HeartbeatTTL time.Duration
 
+	// Clock is the time source of the leader's deadlines (heartbeat TTLs, drain
+	// deadlines) and of the time stamped on proposed commands; nil means RealClock.
+	// Raft's own timeouts always run on real time. Tests set a FakeClock.
+	Clock Clock
+
 	// RaftLogStore is the durable log store: LogStoreWAL or LogStoreBoltDB; empty picks
 	// what DataDir already holds, raft-wal for a new directory.
 	RaftLogStore string
@@ -102,6 +107,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = RealClock{}
 	}
 	setDur := func(v *time.Duration, def time.Duration) {
 		if *v <= 0 {

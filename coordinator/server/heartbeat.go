@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// heartbeats holds the leader's per-node TTL timers. It is active only while this
+// heartbeats holds the leader's per-node TTL timers, on the server's Clock. It is active only while this
 // voter runs the leader machinery; outside of that every call is a no-op.
 type heartbeats struct {
+	clock  Clock
 	ttl    time.Duration
 	expire func(nodeID string)
 
@@ -16,10 +17,10 @@ type heartbeats struct {
 	timers map[string]*heartbeatTimer
 }
 
-type heartbeatTimer struct{ t *time.Timer }
+type heartbeatTimer struct{ t Timer }
 
-func newHeartbeats(ttl time.Duration, expire func(nodeID string)) *heartbeats {
-	return &heartbeats{ttl: ttl, expire: expire, timers: map[string]*heartbeatTimer{}}
+func newHeartbeats(clock Clock, ttl time.Duration, expire func(nodeID string)) *heartbeats {
+	return &heartbeats{clock: clock, ttl: ttl, expire: expire, timers: map[string]*heartbeatTimer{}}
 }
 
 // start activates the timers and gives every listed node a fresh, full TTL.
@@ -59,8 +60,8 @@ func (h *heartbeats) resetLocked(nodeID string) {
 		old.t.Stop()
 	}
 	ht := &heartbeatTimer{}
-	ht.t = time.AfterFunc(h.ttl, func() { h.fire(nodeID, ht) })
 	h.timers[nodeID] = ht
+	ht.t = h.clock.AfterFunc(h.ttl, func() { h.fire(nodeID, ht) })
 }
 
 // clear drops a node's timer (it is down or gone).

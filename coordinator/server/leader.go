@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
 	"github.com/cohort-dev/cohort/coordinator/scheduler"
@@ -158,7 +159,8 @@ func (s *Server) expireNode(nodeID string) {
 
 // schedulingLoop places pending jobs until ctx ends. Each pass reads the pending jobs
 // and watches the jobs, nodes and allocations it depends on; it runs again when any of
-// them changes (or after SchedulerRetryInterval when a pass failed).
+// them changes, when the next drain deadline comes (on the server's Clock), or after
+// SchedulerRetryInterval (real time) when a pass failed.
 func (s *Server) schedulingLoop(ctx context.Context) {
 	for {
 		ws := memdb.NewWatchSet()
@@ -167,15 +169,26 @@ func (s *Server) schedulingLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		wctx, cancel := ctx, context.CancelFunc(func() {})
+		var (
+			wake <-chan time.Time
+			stop = func() bool { return false }
+		)
 		switch {
 		case failed || drainFailed:
-			wctx, cancel = context.WithTimeout(ctx, s.config.SchedulerRetryInterval)
+			t := time.NewTimer(s.config.SchedulerRetryInterval)
+			wake, stop = t.C, t.Stop
 		case !next.IsZero():
-			wctx, cancel = context.WithDeadline(ctx, next)
+			t := s.config.Clock.NewTimer(next.Sub(s.Now()))
+			wake, stop = t.C(), t.Stop
 		}
-		_ = ws.WatchCtx(wctx)
+		wctx, cancel := context.WithCancel(ctx)
+		select {
+		case <-ws.WatchCh(wctx):
+		case <-wake:
+		case <-ctx.Done():
+		}
 		cancel()
+		stop()
 		if ctx.Err() != nil {
 			return
 		}
@@ -184,7 +197,8 @@ func (s *Server) schedulingLoop(ctx context.Context) {
 
 // schedulePass runs the scheduler once over every pending job, in the order
 // scheduler.Cluster.Order gives (queues by weighted fair share; in a queue, highest
-// priority first, then oldest). It reports whether any plan failed to commit.
+// priority first, then oldest). Each decision is one scheduler.PlanResult, committed
+// by the plan applier in one Raft entry. It reports whether any plan failed to commit.
 func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bool) {
 	snap := s.State().Snapshot()
 	pending, err := snap.JobsByState(ws, cohortv1.JobState_JOB_STATE_PENDING)
@@ -202,8 +216,19 @@ func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bo
 	// applier rejects leaves its reservation behind until the next pass, which errs on
 	// the side of placing less.
 	cluster := scheduler.NewCluster(snap)
+	// The running jobs (preemption candidates) are read only when a job does not fit.
 	var running []scheduler.Running
 	runningRead := false
+	readRunning := func() ([]scheduler.Running, error) {
+		if !runningRead {
+			rs, err := scheduler.RunningJobs(snap)
+			if err != nil {
+				return nil, err
+			}
+			running, runningRead = rs, true
+		}
+		return running, nil
+	}
 	// waiting is the highest priority of a pending job left unplaced by this pass: no
 	// running job of that priority or lower grows into capacity it waits for.
 	waiting := int32(math.MinInt32)
@@ -211,57 +236,46 @@ func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bo
 		if ctx.Err() != nil {
 			return false
 		}
-		plan := cluster.Place(job)
-		if !plan.Feasible() {
-			if !runningRead {
-				running, err = scheduler.RunningJobs(snap)
-				if err != nil {
-					s.logger.Error("scheduling pass: read running jobs", "err", err)
-					return true
+		pr, err := cluster.Schedule(job, readRunning)
+		if err != nil {
+			s.logger.Error("scheduling pass: read running jobs", "err", err)
+			return true
+		}
+		if pr.Preempts() {
+			// Shrinks or evictions and the preemptor's placement commit together, on the
+			// newest state, before any other job can take the freed capacity. The next
+			// pass (woken by the write) goes on with the rest. A plan the applier
+			// rejects changes nothing: the job waits, and this pass goes on.
+			committed, err := s.applyPlanResult(ctx, job, pr)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.logger.Warn("preemption plan not committed", "job", job.Id, "err", err)
 				}
-				runningRead = true
+				s.metrics.plans.WithLabelValues("error").Inc()
+				return true
 			}
-			if shrinks, victims, _, ok := cluster.PreemptElastic(job, running); ok {
-				// Shrink elastic jobs (or, when that cannot make room, evict whole
-				// gangs), then place the preemptor at once on the newest state, before
-				// any other job can take the freed capacity. The next pass (woken by
-				// these writes) goes on with the rest.
-				for _, rs := range shrinks {
-					if err := s.applyResize(ctx, rs, fmt.Sprintf("shrunk for job %s (priority %d)", job.Id, job.Priority)); err != nil {
-						if ctx.Err() == nil {
-							s.logger.Warn("shrink not committed", "job", rs.JobID, "for", job.Id, "err", err)
-						}
-						return true
-					}
-				}
-				if len(victims) > 0 {
-					if err := s.preempt(ctx, job, victims); err != nil {
-						if ctx.Err() == nil {
-							s.logger.Warn("preemption not committed", "job", job.Id, "err", err)
-						}
-						return true
-					}
-				}
-				plan = scheduler.NewCluster(s.State().Snapshot()).Place(job)
-				if err := s.applyPlan(ctx, job, plan); err != nil {
-					s.metrics.plans.WithLabelValues("error").Inc()
-					return true
-				}
+			if committed {
 				return false
 			}
+			waiting = max(waiting, job.Priority)
+			continue
 		}
-		if !plan.Feasible() {
+		placement := pr.Placement
+		if !placement.Feasible() {
 			waiting = max(waiting, job.Priority)
 		}
-		if err := s.applyPlan(ctx, job, plan); err != nil {
+		if _, err := s.applyPlanResult(ctx, job, pr); err != nil {
 			if ctx.Err() == nil {
 				s.logger.Warn("plan not committed", "job", job.Id, "err", err)
 			}
 			s.metrics.plans.WithLabelValues("error").Inc()
 			failed = true
-		} else if plan.Feasible() && runningRead {
-			// Jobs placed earlier in the pass are preemption candidates too.
-			running = append(running, scheduler.Running{Job: job, Allocs: plan.Allocations})
+		} else if placement.Feasible() && runningRead {
+			// Jobs placed earlier in the pass are preemption candidates too, as the
+			// FSM stores them once placed.
+			placed := proto.Clone(job).(*cohortv1.Job)
+			placed.State, placed.Generation, placed.ActiveWorkers = cohortv1.JobState_JOB_STATE_RUNNING, max(placed.Generation, 1), 0
+			running = append(running, scheduler.Running{Job: placed, Allocs: placement.Allocations})
 		}
 	}
 	if failed || ctx.Err() != nil {
@@ -287,13 +301,13 @@ func (s *Server) growPass(ctx context.Context, snap *state.StateSnapshot, cluste
 		if r.Job.Priority <= waiting {
 			continue
 		}
-		rs, ok := cluster.Grow(r)
+		pr, ok := cluster.GrowPlan(r)
 		if !ok {
 			continue
 		}
-		if err := s.applyResize(ctx, rs, fmt.Sprintf("grew by %d workers", len(rs.Add))); err != nil {
+		if _, err := s.applyPlanResult(ctx, nil, pr); err != nil {
 			if ctx.Err() == nil {
-				s.logger.Warn("growth not committed", "job", rs.JobID, "err", err)
+				s.logger.Warn("growth not committed", "job", r.Job.Id, "err", err)
 			}
 			failed = true
 		}
@@ -301,45 +315,113 @@ func (s *Server) growPass(ctx context.Context, snap *state.StateSnapshot, cluste
 	return failed
 }
 
-// applyResize is the plan applier for membership changes: it re-checks rs against the
-// newest state (the job still running at the generation planned against, new workers
-// still fitting) and commits it. A change the state moved under is dropped (the next
-// pass plans again) without error.
-func (s *Server) applyResize(ctx context.Context, rs scheduler.Resize, reason string) error {
-	kind := "grow"
-	if len(rs.Remove) > 0 {
-		kind = "shrink"
-	}
-	newest := s.State().Snapshot()
-	cur, err := newest.JobByID(nil, rs.JobID)
-	if err != nil {
-		return err
-	}
-	if cur == nil || cur.State != cohortv1.JobState_JOB_STATE_RUNNING || cur.Generation != rs.Generation {
-		s.metrics.plans.WithLabelValues("rejected").Inc()
-		return nil
-	}
-	if len(rs.Add) > 0 {
-		if err := scheduler.Fits(newest, rs.Plan()); err != nil {
-			s.logger.Debug("membership change rejected by the plan applier", "job", rs.JobID, "err", err)
+// applyPlanResult is the plan applier, the only committer of scheduling decisions
+// (nomad's plan_apply): it re-checks pr against the newest state (scheduler.Recheck:
+// every shrunk, evicted or grown job still running at the generation planned against,
+// the placed job still pending, every new allocation fitting once the shrinks and
+// evictions have freed their capacity) and commits the whole decision as one
+// ApplyPlanCommand, which the FSM applies all or nothing. job is the job the placement
+// (and any preemption) is for; nil for growth. An infeasible placement commits its
+// reasons only when they changed. A plan the state moved under, or that the FSM
+// refuses, changes nothing and is dropped without error (the next pass plans again).
+// committed reports whether the plan was committed.
+func (s *Server) applyPlanResult(ctx context.Context, job *cohortv1.Job, pr scheduler.PlanResult) (committed bool, err error) {
+	placement := pr.Placement
+	reasonsOnly := !placement.Feasible() && !pr.Preempts() && len(pr.Growth) == 0
+	switch {
+	case pr.Empty():
+		return false, nil
+	case reasonsOnly && job != nil && slices.Equal(job.PendingReasons, placement.Reasons):
+		s.metrics.plans.WithLabelValues("unchanged").Inc()
+		return false, nil
+	case !reasonsOnly:
+		if err := scheduler.Recheck(s.State().Snapshot(), pr); err != nil {
+			if !errors.Is(err, scheduler.ErrStalePlan) && !errors.Is(err, scheduler.ErrDoesNotFit) {
+				return false, err
+			}
+			// The state moved under the plan; the change wakes the next pass.
+			s.logger.Debug("plan rejected by the plan applier", "job", planSubject(job, pr), "err", err)
 			s.metrics.plans.WithLabelValues("rejected").Inc()
-			return nil
+			return false, nil
 		}
 	}
-	_, err = s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_ResizeJob{ResizeJob: &cohortv1.ResizeJobCommand{
-		JobId: rs.JobID, Generation: rs.Generation, Add: rs.Add, RemoveAllocationIds: rs.Remove, Reason: reason,
-	}}})
+	cmd := planCommand(job, pr)
+	_, err = s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_ApplyPlan{ApplyPlan: cmd}})
 	switch {
-	case errors.Is(err, fsm.ErrStaleGeneration), errors.Is(err, fsm.ErrNotFound), errors.Is(err, fsm.ErrInvalidCommand):
-		s.logger.Debug("membership change refused", "job", rs.JobID, "err", err)
+	case errors.Is(err, fsm.ErrStaleGeneration), errors.Is(err, fsm.ErrNotFound),
+		errors.Is(err, fsm.ErrNotPending), errors.Is(err, fsm.ErrInvalidCommand):
+		s.logger.Debug("plan refused", "job", planSubject(job, pr), "err", err)
 		s.metrics.plans.WithLabelValues("rejected").Inc()
-		return nil
+		return false, nil
 	case err != nil:
-		return err
+		return false, err
 	}
-	s.metrics.resizes.WithLabelValues(kind).Inc()
-	s.logger.Info("job membership changed", "job", rs.JobID, "kind", kind, "added", len(rs.Add), "removed", len(rs.Remove), "reason", reason)
-	return nil
+	for _, rs := range cmd.Shrinks {
+		s.metrics.resizes.WithLabelValues("shrink").Inc()
+		s.logger.Info("job membership changed", "job", rs.JobId, "kind", "shrink", "added", 0, "removed", len(rs.RemoveAllocationIds), "reason", rs.Reason)
+	}
+	if len(cmd.Evictions) > 0 {
+		victims := make([]string, len(cmd.Evictions))
+		for i, ev := range cmd.Evictions {
+			victims[i] = ev.JobId
+		}
+		s.metrics.preemptedJobs.Add(float64(len(victims)))
+		s.logger.Info("jobs preempted", "for", job.GetId(), "priority", job.GetPriority(), "victims", victims)
+	}
+	switch {
+	case placement.Feasible():
+		s.metrics.plans.WithLabelValues("placed").Inc()
+		s.logger.Info("job placed", "job", placement.JobID, "allocations", len(placement.Allocations))
+	case placement.JobID != "":
+		s.metrics.plans.WithLabelValues("pending").Inc()
+		s.logger.Info("job pending", "job", placement.JobID, "reasons", placement.Reasons)
+	}
+	for _, rs := range cmd.Growth {
+		s.metrics.resizes.WithLabelValues("grow").Inc()
+		s.logger.Info("job membership changed", "job", rs.JobId, "kind", "grow", "added", len(rs.Add), "removed", 0, "reason", rs.Reason)
+	}
+	return true, nil
+}
+
+// planCommand is the Raft command of a decision; job is the job placed (nil for growth).
+func planCommand(job *cohortv1.Job, pr scheduler.PlanResult) *cohortv1.ApplyPlanCommand {
+	cmd := &cohortv1.ApplyPlanCommand{}
+	if pr.Preempts() {
+		cmd.PreemptorJobId = job.GetId()
+	}
+	for _, rs := range pr.Shrinks {
+		cmd.Shrinks = append(cmd.Shrinks, &cohortv1.ResizeJobCommand{JobId: rs.JobID, Generation: rs.Generation,
+			RemoveAllocationIds: rs.Remove, Reason: fmt.Sprintf("shrunk for job %s (priority %d)", job.GetId(), job.GetPriority())})
+	}
+	for _, ev := range pr.Evictions {
+		cmd.Evictions = append(cmd.Evictions, &cohortv1.PlanEviction{JobId: ev.JobID, Generation: ev.Generation,
+			Reason: fmt.Sprintf("preempted by job %s (priority %d)", job.GetId(), job.GetPriority())})
+	}
+	if p := pr.Placement; p.JobID != "" {
+		c := &cohortv1.CommitPlanCommand{JobId: p.JobID}
+		if p.Feasible() {
+			c.Allocations = p.Allocations
+		} else {
+			c.PendingReasons = p.Reasons
+		}
+		cmd.Placements = append(cmd.Placements, c)
+	}
+	for _, rs := range pr.Growth {
+		cmd.Growth = append(cmd.Growth, &cohortv1.ResizeJobCommand{JobId: rs.JobID, Generation: rs.Generation,
+			Add: rs.Add, Reason: fmt.Sprintf("grew by %d workers", len(rs.Add))})
+	}
+	return cmd
+}
+
+// planSubject names the job a decision is about, for logs.
+func planSubject(job *cohortv1.Job, pr scheduler.PlanResult) string {
+	if job != nil {
+		return job.Id
+	}
+	if len(pr.Growth) > 0 {
+		return pr.Growth[0].JobID
+	}
+	return ""
 }
 
 // enforceDrainDeadlines moves the jobs off every draining node whose deadline has
@@ -351,7 +433,7 @@ func (s *Server) enforceDrainDeadlines(ctx context.Context) (next time.Time, fai
 	if err != nil {
 		return time.Time{}, true
 	}
-	now := time.Now()
+	now := s.Now()
 	for _, n := range nodes {
 		if n.Status != cohortv1.NodeStatus_NODE_STATUS_DRAINING || n.DrainDeadlineUnixNano == 0 {
 			continue
@@ -382,65 +464,4 @@ func (s *Server) enforceDrainDeadlines(ctx context.Context) (next time.Time, fai
 		s.logger.Info("drain deadline reached: jobs moved off the node", "node", n.Id)
 	}
 	return next, failed
-}
-
-// preempt commits the eviction of victims (whole gangs) for job.
-func (s *Server) preempt(ctx context.Context, job *cohortv1.Job, victims []string) error {
-	reason := fmt.Sprintf("preempted by job %s (priority %d)", job.Id, job.Priority)
-	_, err := s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_PreemptJobs{PreemptJobs: &cohortv1.PreemptJobsCommand{
-		PreemptorJobId: job.Id, VictimJobIds: victims, Reason: reason,
-	}}})
-	if err != nil {
-		return err
-	}
-	s.metrics.preemptedJobs.Add(float64(len(victims)))
-	s.logger.Info("jobs preempted", "for", job.Id, "priority", job.Priority, "victims", victims)
-	return nil
-}
-
-// applyPlan is the plan applier: the only committer of plans. It re-checks a feasible
-// plan against the newest state (the job still pending, every allocation still fitting)
-// and commits it; for an infeasible plan it commits the reasons only when they changed.
-func (s *Server) applyPlan(ctx context.Context, job *cohortv1.Job, plan scheduler.Plan) error {
-	cmd := &cohortv1.CommitPlanCommand{JobId: job.Id}
-	if !plan.Feasible() {
-		if slices.Equal(job.PendingReasons, plan.Reasons) {
-			s.metrics.plans.WithLabelValues("unchanged").Inc()
-			return nil
-		}
-		cmd.PendingReasons = plan.Reasons
-	} else {
-		newest := s.State().Snapshot()
-		cur, err := newest.JobByID(nil, job.Id)
-		if err != nil {
-			return err
-		}
-		if cur == nil || cur.State != cohortv1.JobState_JOB_STATE_PENDING {
-			s.metrics.plans.WithLabelValues("rejected").Inc()
-			return nil
-		}
-		if err := scheduler.Fits(newest, plan); err != nil {
-			// The state moved under the plan; the change wakes the next pass.
-			s.logger.Debug("plan rejected by the plan applier", "job", job.Id, "err", err)
-			s.metrics.plans.WithLabelValues("rejected").Inc()
-			return nil
-		}
-		cmd.Allocations = plan.Allocations
-	}
-	_, err := s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_CommitPlan{CommitPlan: cmd}})
-	switch {
-	case errors.Is(err, fsm.ErrNotPending), errors.Is(err, fsm.ErrNotFound):
-		s.metrics.plans.WithLabelValues("rejected").Inc()
-		return nil
-	case err != nil:
-		return err
-	}
-	if plan.Feasible() {
-		s.metrics.plans.WithLabelValues("placed").Inc()
-		s.logger.Info("job placed", "job", job.Id, "allocations", len(plan.Allocations))
-	} else {
-		s.metrics.plans.WithLabelValues("pending").Inc()
-		s.logger.Info("job pending", "job", job.Id, "reasons", plan.Reasons)
-	}
-	return nil
 }

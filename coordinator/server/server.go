@@ -116,7 +116,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:      m,
 		shutdownCh:   make(chan struct{}),
 	}
-	s.heartbeats = newHeartbeats(cfg.HeartbeatTTL, s.expireNode)
+	s.heartbeats = newHeartbeats(cfg.Clock, cfg.HeartbeatTTL, s.expireNode)
 
 	if err := s.setupRaft(raftLogger); err != nil {
 		s.closeStores()
@@ -276,8 +276,12 @@ func (s *Server) notLeaderError() error {
 	return fmt.Errorf("%w; no leader is known", ErrNotLeader)
 }
 
+// Now returns the time on this coordinator's Clock (Config.Clock): the time its
+// commands are stamped with and its deadlines are measured by.
+func (s *Server) Now() time.Time { return s.config.Clock.Now() }
+
 // Apply proposes cmd through Raft and returns the FSM's response value once it is
-// applied locally. It stamps cmd.TimeUnixNano with this leader's clock. On a follower
+// applied locally. It stamps cmd.TimeUnixNano with this leader's Clock. On a follower
 // it returns ErrNotLeader (wrapped, naming the leader). A response value that is an
 // error is returned as the error. If ctx ends first, Apply returns ctx's error, but the
 // command may still be committed.
@@ -292,7 +296,7 @@ func (s *Server) Apply(ctx context.Context, cmd *cohortv1.Command) (any, error) 
 	if kind == "" {
 		return nil, fmt.Errorf("server: apply: %w: command has no kind", fsm.ErrInvalidCommand)
 	}
-	cmd.TimeUnixNano = time.Now().UnixNano()
+	cmd.TimeUnixNano = s.Now().UnixNano()
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("server: marshal %s command: %w", kind, err)
@@ -424,7 +428,7 @@ func (s *Server) Heartbeat(nodeID string, gen uint64) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_, err := s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_NodeStatus{NodeStatus: &cohortv1.NodeStatusCommand{
-			NodeId: nodeID, Status: cohortv1.NodeStatus_NODE_STATUS_READY, HeartbeatUnixNano: time.Now().UnixNano(),
+			NodeId: nodeID, Status: cohortv1.NodeStatus_NODE_STATUS_READY, HeartbeatUnixNano: s.Now().UnixNano(),
 		}}})
 		if err != nil {
 			return fmt.Errorf("server: mark node %q ready: %w", nodeID, err)

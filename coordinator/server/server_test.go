@@ -283,7 +283,9 @@ func TestJobLifecycle(t *testing.T) {
 }
 
 func TestHeartbeatTTL(t *testing.T) {
-	s := startServer(t, t.TempDir(), func(c *server.Config) { c.HeartbeatTTL = 300 * time.Millisecond })
+	const ttl = 300 * time.Millisecond
+	clock := server.NewFakeClock(time.Unix(1_700_000_000, 0))
+	s := startServer(t, t.TempDir(), func(c *server.Config) { c.HeartbeatTTL, c.Clock = ttl, clock })
 	c := serveGRPC(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -312,8 +314,17 @@ func TestHeartbeatTTL(t *testing.T) {
 			}
 		})
 	}
-	// Without heartbeats the node goes down; a heartbeat brings it back.
-	waitFor(t, "node down", func() bool { return nodeStatus() == cohortv1.NodeStatus_NODE_STATUS_DOWN }, 10*time.Second)
+	// Without heartbeats the node goes down once its TTL has passed on the leader's
+	// clock; a heartbeat brings it back.
+	clock.Advance(ttl - time.Millisecond)
+	if got := nodeStatus(); got != cohortv1.NodeStatus_NODE_STATUS_READY {
+		t.Fatalf("before the TTL: %v", got)
+	}
+	clock.Advance(time.Millisecond)
+	waitNode(t, ctx, s, n.Id, func(n *cohortv1.Node) bool { return n.Status == cohortv1.NodeStatus_NODE_STATUS_DOWN })
+	if got := nodeStatus(); got != cohortv1.NodeStatus_NODE_STATUS_DOWN {
+		t.Fatalf("after the TTL: %v", got)
+	}
 	if _, err := c.agent.Heartbeat(ctx, &cohortv1.HeartbeatRequest{NodeId: n.Id, RegistrationGeneration: n.RegistrationGeneration}); err != nil {
 		t.Fatal(err)
 	}

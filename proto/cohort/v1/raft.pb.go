@@ -45,6 +45,7 @@ type Command struct {
 	//	*Command_ResumeJob
 	//	*Command_ResizeJob
 	//	*Command_OverrideGate
+	//	*Command_ApplyPlan
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -229,6 +230,15 @@ func (x *Command) GetOverrideGate() *OverrideGateCommand {
 	return nil
 }
 
+func (x *Command) GetApplyPlan() *ApplyPlanCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ApplyPlan); ok {
+			return x.ApplyPlan
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -293,6 +303,12 @@ type Command_OverrideGate struct {
 	OverrideGate *OverrideGateCommand `protobuf:"bytes,31,opt,name=override_gate,json=overrideGate,proto3,oneof"`
 }
 
+type Command_ApplyPlan struct {
+	// apply_plan supersedes commit_plan, preempt_jobs and resize_job for the leader's
+	// scheduling decisions; those kinds stay applicable for existing logs and snapshots.
+	ApplyPlan *ApplyPlanCommand `protobuf:"bytes,32,opt,name=apply_plan,json=applyPlan,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Kind() {}
 
 func (*Command_CancelJob) isCommand_Kind() {}
@@ -322,6 +338,8 @@ func (*Command_ResumeJob) isCommand_Kind() {}
 func (*Command_ResizeJob) isCommand_Kind() {}
 
 func (*Command_OverrideGate) isCommand_Kind() {}
+
+func (*Command_ApplyPlan) isCommand_Kind() {}
 
 // SubmitJobCommand adds a pending job unless one with the same idempotency key exists.
 type SubmitJobCommand struct {
@@ -1351,11 +1369,168 @@ func (x *ResumeJobCommand) GetReason() string {
 	return ""
 }
 
+// ApplyPlanCommand is one scheduling decision of the leader, applied in one state-store
+// transaction, all or nothing: first the shrinks, then the evictions, then the
+// placements, then the growth. When any part is refused (a job no longer in the state
+// or at the generation it was planned against, an allocation that exists, a membership
+// outside workers.min..max), nothing of the plan is applied.
+type ApplyPlanCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// preemptor_job_id names the job the shrinks and evictions make room for ("" when
+	// there are none).
+	PreemptorJobId string `protobuf:"bytes,1,opt,name=preemptor_job_id,json=preemptorJobId,proto3" json:"preemptor_job_id,omitempty"`
+	// shrinks stop workers of running elastic jobs (remove_allocation_ids only), each as
+	// ResizeJobCommand does.
+	Shrinks []*ResizeJobCommand `protobuf:"bytes,2,rep,name=shrinks,proto3" json:"shrinks,omitempty"`
+	// evictions send whole running gangs back to pending, as PreemptJobsCommand does.
+	Evictions []*PlanEviction `protobuf:"bytes,3,rep,name=evictions,proto3" json:"evictions,omitempty"`
+	// placements place pending jobs (all of a job's allocations) or, with no
+	// allocations, record why a job stays pending, as CommitPlanCommand does; a
+	// placement of a job that is no longer pending refuses the plan.
+	Placements []*CommitPlanCommand `protobuf:"bytes,4,rep,name=placements,proto3" json:"placements,omitempty"`
+	// growth adds workers to running elastic jobs (add only), each as ResizeJobCommand
+	// does.
+	Growth        []*ResizeJobCommand `protobuf:"bytes,5,rep,name=growth,proto3" json:"growth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPlanCommand) Reset() {
+	*x = ApplyPlanCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPlanCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPlanCommand) ProtoMessage() {}
+
+func (x *ApplyPlanCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPlanCommand.ProtoReflect.Descriptor instead.
+func (*ApplyPlanCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ApplyPlanCommand) GetPreemptorJobId() string {
+	if x != nil {
+		return x.PreemptorJobId
+	}
+	return ""
+}
+
+func (x *ApplyPlanCommand) GetShrinks() []*ResizeJobCommand {
+	if x != nil {
+		return x.Shrinks
+	}
+	return nil
+}
+
+func (x *ApplyPlanCommand) GetEvictions() []*PlanEviction {
+	if x != nil {
+		return x.Evictions
+	}
+	return nil
+}
+
+func (x *ApplyPlanCommand) GetPlacements() []*CommitPlanCommand {
+	if x != nil {
+		return x.Placements
+	}
+	return nil
+}
+
+func (x *ApplyPlanCommand) GetGrowth() []*ResizeJobCommand {
+	if x != nil {
+		return x.Growth
+	}
+	return nil
+}
+
+// PlanEviction is one whole gang an ApplyPlanCommand evicts: the job goes back to
+// pending with its generation bumped and its checkpoint kept, its live allocations are
+// stopped, and no restart is spent.
+type PlanEviction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// generation is the job's generation the eviction was planned against (0: not
+	// checked); the plan is refused when the job has moved on.
+	Generation uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// reason becomes the evicted job's status message and pending reason.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanEviction) Reset() {
+	*x = PlanEviction{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanEviction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanEviction) ProtoMessage() {}
+
+func (x *PlanEviction) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanEviction.ProtoReflect.Descriptor instead.
+func (*PlanEviction) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PlanEviction) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *PlanEviction) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *PlanEviction) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xb1\b\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xef\b\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1380,7 +1555,9 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"resume_job\x18\x16 \x01(\v2\x1b.cohort.v1.ResumeJobCommandH\x00R\tresumeJob\x12<\n" +
 	"\n" +
 	"resize_job\x18\x1e \x01(\v2\x1b.cohort.v1.ResizeJobCommandH\x00R\tresizeJob\x12E\n" +
-	"\roverride_gate\x18\x1f \x01(\v2\x1e.cohort.v1.OverrideGateCommandH\x00R\foverrideGateB\x06\n" +
+	"\roverride_gate\x18\x1f \x01(\v2\x1e.cohort.v1.OverrideGateCommandH\x00R\foverrideGate\x12<\n" +
+	"\n" +
+	"apply_plan\x18  \x01(\v2\x1b.cohort.v1.ApplyPlanCommandH\x00R\tapplyPlanB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"A\n" +
@@ -1456,7 +1633,21 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\"A\n" +
 	"\x10ResumeJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reasonB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9d\x02\n" +
+	"\x10ApplyPlanCommand\x12(\n" +
+	"\x10preemptor_job_id\x18\x01 \x01(\tR\x0epreemptorJobId\x125\n" +
+	"\ashrinks\x18\x02 \x03(\v2\x1b.cohort.v1.ResizeJobCommandR\ashrinks\x125\n" +
+	"\tevictions\x18\x03 \x03(\v2\x17.cohort.v1.PlanEvictionR\tevictions\x12<\n" +
+	"\n" +
+	"placements\x18\x04 \x03(\v2\x1c.cohort.v1.CommitPlanCommandR\n" +
+	"placements\x123\n" +
+	"\x06growth\x18\x05 \x03(\v2\x1b.cohort.v1.ResizeJobCommandR\x06growth\"]\n" +
+	"\fPlanEviction\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reasonB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_raft_proto_rawDescOnce sync.Once
@@ -1470,7 +1661,7 @@ func file_cohort_v1_raft_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_raft_proto_rawDescData
 }
 
-var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_cohort_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                    // 0: cohort.v1.Command
 	(*SubmitJobCommand)(nil),           // 1: cohort.v1.SubmitJobCommand
@@ -1490,17 +1681,19 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(*SetNodeEligibilityCommand)(nil),  // 15: cohort.v1.SetNodeEligibilityCommand
 	(*ResizeJobCommand)(nil),           // 16: cohort.v1.ResizeJobCommand
 	(*ResumeJobCommand)(nil),           // 17: cohort.v1.ResumeJobCommand
-	nil,                                // 18: cohort.v1.TaskReport.MetricsEntry
-	(*Job)(nil),                        // 19: cohort.v1.Job
-	(*Node)(nil),                       // 20: cohort.v1.Node
-	(*Allocation)(nil),                 // 21: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 22: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 23: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 24: cohort.v1.JobProgress
-	(*GateResult)(nil),                 // 25: cohort.v1.GateResult
-	(*GateOverride)(nil),               // 26: cohort.v1.GateOverride
-	(*Quota)(nil),                      // 27: cohort.v1.Quota
-	(*Queue)(nil),                      // 28: cohort.v1.Queue
+	(*ApplyPlanCommand)(nil),           // 18: cohort.v1.ApplyPlanCommand
+	(*PlanEviction)(nil),               // 19: cohort.v1.PlanEviction
+	nil,                                // 20: cohort.v1.TaskReport.MetricsEntry
+	(*Job)(nil),                        // 21: cohort.v1.Job
+	(*Node)(nil),                       // 22: cohort.v1.Node
+	(*Allocation)(nil),                 // 23: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 24: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 25: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 26: cohort.v1.JobProgress
+	(*GateResult)(nil),                 // 27: cohort.v1.GateResult
+	(*GateOverride)(nil),               // 28: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 29: cohort.v1.Quota
+	(*Queue)(nil),                      // 30: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1518,25 +1711,30 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	17, // 12: cohort.v1.Command.resume_job:type_name -> cohort.v1.ResumeJobCommand
 	16, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
 	8,  // 14: cohort.v1.Command.override_gate:type_name -> cohort.v1.OverrideGateCommand
-	19, // 15: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	20, // 16: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	21, // 17: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 18: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	22, // 19: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	23, // 20: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	24, // 21: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	18, // 22: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	25, // 23: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
-	26, // 24: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
-	10, // 25: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	27, // 26: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	28, // 27: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	21, // 28: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	18, // 15: cohort.v1.Command.apply_plan:type_name -> cohort.v1.ApplyPlanCommand
+	21, // 16: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	22, // 17: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	23, // 18: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 19: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	24, // 20: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	25, // 21: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	26, // 22: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	20, // 23: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	27, // 24: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
+	28, // 25: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	10, // 26: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	29, // 27: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	30, // 28: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	23, // 29: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	16, // 30: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
+	19, // 31: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
+	4,  // 32: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
+	16, // 33: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -1561,6 +1759,7 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_ResumeJob)(nil),
 		(*Command_ResizeJob)(nil),
 		(*Command_OverrideGate)(nil),
+		(*Command_ApplyPlan)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1568,7 +1767,7 @@ func file_cohort_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_raft_proto_rawDesc), len(file_cohort_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
