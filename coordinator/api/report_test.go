@@ -135,3 +135,37 @@ func TestGetJobReportAndOverride(t *testing.T) {
 	_, err = NewJobService(b, Config{ParseSpec: parseOK}).GetJobReport(ctx, &cohortv1.GetJobReportRequest{Id: id})
 	wantCode(t, "no storage", err, codes.FailedPrecondition)
 }
+
+// FuzzMergeOverride: whatever bytes storage holds, merging a job's overrides into them
+// never panics, refuses what is not one JSON object, and gives back valid JSON that
+// carries the latest override.
+func FuzzMergeOverride(f *testing.F) {
+	f.Add([]byte(`{"audit": {"gate": {"passed": false, "reasons": ["x"]}}}`))
+	f.Add([]byte(`{"audit": {}}`))
+	f.Add([]byte(`{"audit": null, "x": 1e999}`))
+	f.Add([]byte(`[1, 2]`))
+	f.Add([]byte(`{"a": 1} {"b": 2}`))
+	gate := &cohortv1.GateResult{Reasons: []string{"r"}, Overrides: []*cohortv1.GateOverride{{By: "alice", Reason: "why", TimeUnixNano: 1}}}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, err := mergeOverride(data, gate)
+		if err != nil {
+			return
+		}
+		var v struct {
+			Audit struct {
+				Gate struct {
+					Override struct{ By string }
+				}
+			}
+		}
+		if err := json.Unmarshal(out, &v); err != nil {
+			t.Fatalf("merged report is not JSON: %v\n%s", err, out)
+		}
+		if v.Audit.Gate.Override.By != "alice" {
+			t.Fatalf("override lost: %s", out)
+		}
+		if _, err := mergeOverride(data, nil); err != nil {
+			t.Fatalf("no overrides: %v", err)
+		}
+	})
+}
