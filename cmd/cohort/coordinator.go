@@ -7,27 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
-	"github.com/cohort-dev/cohort/coordinator/api"
-	"github.com/cohort-dev/cohort/coordinator/server"
-	"github.com/cohort-dev/cohort/internal/agent"
-	"github.com/cohort-dev/cohort/internal/gossip"
-	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
-	"github.com/cohort-dev/cohort/web"
+	"github.com/cohort-dev/cohort/node"
 )
 
 type coordinatorFlags struct {
@@ -94,7 +80,7 @@ file. /metrics and /healthz stay open.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	fl.StringVar(&f.aclTokensFile, "acl-tokens-file", "", "YAML list of ACL tokens (name, secret or secret_sha256, role read|submit|admin|agent, namespaces); every call then needs a token, reloaded on SIGHUP (empty: ACLs off)")
 	f.logs.register(cmd)
-	d := server.DefaultConfig()
+	d := node.DefaultCoordinatorConfig()
 	fl.StringVar(&f.raftLogStore, "raft-log-store", "", "Raft log store: wal|boltdb (empty: what --data-dir holds, wal when new)")
 	fl.DurationVar(&f.raftHeartbeat, "raft-heartbeat-timeout", d.RaftHeartbeatTimeout, "Raft heartbeat timeout (LAN default; raise it on slow networks)")
 	fl.DurationVar(&f.raftElection, "raft-election-timeout", d.RaftElectionTimeout, "Raft election timeout (at least the heartbeat timeout)")
@@ -147,7 +133,7 @@ func gossipKey(v string) ([]byte, error) {
 }
 
 // minNodeHeartbeatTTL is three heartbeat intervals of the node agents.
-var minNodeHeartbeatTTL = 3 * agent.DefaultConfig().HeartbeatInterval
+var minNodeHeartbeatTTL = 3 * node.DefaultHeartbeatInterval
 
 func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 	switch {
@@ -182,142 +168,72 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 		return err
 	}
 	slog.SetDefault(logger)
-	var tokens []api.Token
-	if f.aclTokensFile != "" {
-		if tokens, err = loadTokensFile(f.aclTokensFile); err != nil {
-			return &exitError{code: 2, err: err}
-		}
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	glis, err := net.Listen("tcp", f.grpcAddr)
+	logs, err := f.logs.config()
 	if err != nil {
-		return usageErr("--grpc-addr %s: %v", f.grpcAddr, err)
-	}
-	defer glis.Close()
-	grpcAddr := glis.Addr().String()
-
-	scfg := server.DefaultConfig()
-	scfg.NodeID = f.nodeID
-	scfg.DataDir = f.dataDir
-	scfg.RaftBindAddr = f.raftAddr
-	scfg.GRPCAddr = grpcAddr
-	scfg.Bootstrap = f.bootstrap
-	scfg.RaftLogStore = f.raftLogStore
-	scfg.RaftHeartbeatTimeout = f.raftHeartbeat
-	scfg.RaftElectionTimeout = f.raftElection
-	scfg.RaftLeaderLeaseTimeout = f.raftLeaderLease
-	scfg.HeartbeatTTL = f.heartbeatTTL
-	scfg.Logger = logger.With("role", "coordinator")
-	scfg.Registry = reg
-	srv, err := server.New(scfg)
-	if err != nil {
-		return fmt.Errorf("start coordinator: %w", err)
-	}
-	defer func() { _ = srv.Shutdown() }()
-	if !srv.HadState() && !f.bootstrap && len(joinAddrs) == 0 {
-		return usageErr("%s holds no cluster state: start the first voter with --bootstrap, the others with --join", f.dataDir)
-	}
-
-	dialOpts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes)),
-	}
-	// The forwarder carries no token of its own: a forwarded call carries its caller's.
-	fwd := api.NewLeaderForwarder(srv, dialOpts...)
-	defer fwd.Close()
-	acfg := api.Config{Logger: logger.With("role", "api"), ParseSpec: parseSpecTemplate, Forwarder: fwd}
-	if logs, err := f.logs.open(ctx); err != nil {
 		return err
-	} else if logs != nil {
-		acfg.Logs = logs
-	}
-	acl := newCoordinatorACL(f.aclTokensFile, tokens, srv.State, logger.With("role", "acl"))
-	acl.reloadOnSIGHUP(ctx)
-	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes)}, acl.serverOptions()...)...)
-	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
-	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
-	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))
-	go func() { _ = gs.Serve(glis) }()
-	defer gs.Stop()
-
-	hlis, err := net.Listen("tcp", f.httpAddr)
-	if err != nil {
-		return usageErr("--http-addr %s: %v", f.httpAddr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if srv.LeaderAddr() == "" {
-			http.Error(w, "no leader", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	// The dashboard reads the cluster through this coordinator's own gRPC API.
-	webConn, err := dial(grpcAddr, tokenDialOptions(acl.dashboardToken(f.nodeID))...)
-	if err != nil {
-		return fmt.Errorf("dashboard: %w", err)
-	}
-	defer webConn.Close()
-	webSrc := newWebSource(webConn, nil)
-	webSrc.stale = acl != nil // its minted token is valid on this coordinator only
-	mux.Handle("/", acl.protect(web.New(web.Config{Source: webSrc, Logger: logger.With("role", "web"), Context: ctx})))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(hlis) }()
-	defer hs.Close()
-
-	if len(joinAddrs) > 0 && !srv.HadState() {
-		// Coordinators started together may not be listening yet: retry unreachable
-		// ones for a minute; a refusal or a non-coordinator ends the attempt at once.
-		jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		var resp *cohortv1.JoinResponse
-		for back := 200 * time.Millisecond; ; back = min(2*back, 2*time.Second) {
-			resp, err = api.JoinCluster(jctx, joinAddrs,
-				&cohortv1.JoinRequest{Id: f.nodeID, RaftAddress: srv.RaftAddr(), GrpcAddress: grpcAddr}, slices.Concat(dialOpts, tokenDialOptions(f.token))...)
-			c := status.Code(err)
-			if err == nil || errors.Is(err, api.ErrNotCoordinator) || c == codes.AlreadyExists || c == codes.InvalidArgument || c == codes.FailedPrecondition {
-				break
-			}
-			logger.Warn("join failed; retrying", "err", err, "backoff", back)
-			select {
-			case <-jctx.Done():
-			case <-time.After(back):
-			}
-			if jctx.Err() != nil {
-				break
-			}
-		}
-		cancel()
-		if err != nil {
-			if c := status.Code(err); errors.Is(err, api.ErrNotCoordinator) || c == codes.AlreadyExists || c == codes.InvalidArgument {
-				return &exitError{code: 2, err: fmt.Errorf("--join %s: %w", f.join, err)}
-			}
-			return fmt.Errorf("--join %s: %w", f.join, err)
-		}
-		logger.Info("joined the cluster", "leader", resp.GetLeaderId())
 	}
 
-	if f.gossipAddr != "" {
-		gcfg := gossip.DefaultConfig()
-		gcfg.Name, gcfg.BindAddr, gcfg.Seeds, gcfg.SecretKey = f.nodeID, f.gossipAddr, splitList(f.gossipJoin), key
-		gcfg.Meta = gossip.Meta{Roles: []string{"coordinator"}, GRPCAddr: grpcAddr, NodeID: f.nodeID}
-		gcfg.Logger, gcfg.Registry = logger, reg
-		g, err := gossip.New(gcfg)
-		if err != nil {
-			return fmt.Errorf("gossip: %w", err)
-		}
-		defer func() { _ = g.Shutdown() }()
+	cfg := node.DefaultConfig()
+	co := node.DefaultCoordinatorConfig()
+	co.NodeID, co.DataDir, co.Bootstrap, co.Join = f.nodeID, f.dataDir, f.bootstrap, joinAddrs
+	co.RaftAddr, co.GRPCAddr = f.raftAddr, f.grpcAddr
+	co.RaftLogStore, co.HeartbeatTTL = f.raftLogStore, f.heartbeatTTL
+	co.RaftHeartbeatTimeout, co.RaftElectionTimeout, co.RaftLeaderLeaseTimeout = f.raftHeartbeat, f.raftElection, f.raftLeaderLease
+	co.ACLTokensFile = f.aclTokensFile
+	cfg.Coordinator, cfg.HTTPAddr, cfg.Storage, cfg.Logger, cfg.Token = &co, f.httpAddr, logs, logger, f.token
+	cfg.Gossip = node.GossipConfig{BindAddr: f.gossipAddr, Seeds: splitList(f.gossipJoin), Key: key}
+	if f.aclTokensFile == "" {
+		logger.With("role", "acl").Warn("ACLs are off: anyone who reaches the gRPC API may submit, cancel and administer; " +
+			"start every coordinator with --acl-tokens-file to require tokens")
 	}
-
+	n, err := startNode(ctx, cfg, coordinatorFlagOf)
+	var je *node.JoinError
+	switch {
+	case errors.Is(err, node.ErrNoClusterState):
+		return usageErr("%s holds no cluster state: start the first voter with --bootstrap, the others with --join", f.dataDir)
+	case errors.As(err, &je) && je.Refused:
+		return &exitError{code: 2, err: fmt.Errorf("--join %s: %w", f.join, je.Err)}
+	case errors.As(err, &je):
+		return fmt.Errorf("--join %s: %w", f.join, je.Err)
+	case err != nil:
+		return err
+	}
+	defer func() { _ = n.Shutdown(context.Background()) }()
+	if f.aclTokensFile != "" {
+		reloadACLOnSIGHUP(ctx, n)
+	}
 	fmt.Fprintf(os.Stderr, "cohort coordinator %s: raft %s, grpc %s, metrics http://%s/metrics\n",
-		f.nodeID, srv.RaftAddr(), grpcAddr, hlis.Addr())
+		f.nodeID, n.RaftAddr(), n.GRPCAddr(), n.HTTPAddr())
 	<-ctx.Done()
 	logger.Info("shutting down")
-	if err := srv.Shutdown(); err != nil && !errors.Is(err, server.ErrShutdown) {
-		return err
+	return n.Shutdown(context.Background())
+}
+
+// coordinatorFlagOf names the coordinator flag that sets a node.Config field.
+var coordinatorFlagOf = map[string]string{
+	"Coordinator.GRPCAddr": "--grpc-addr", "HTTPAddr": "--http-addr", "Coordinator.DataDir": "--data-dir",
+	"Coordinator.ACLTokensFile": "--acl-tokens-file", "Coordinator.HeartbeatTTL": "--node-heartbeat-ttl",
+	"Storage.Dir": "--storage-dir", "Storage.S3": "--s3-endpoint/--s3-bucket",
+}
+
+// startNode builds a node from cfg and starts it. An error about a Config field is bad
+// input (exit 2) naming the flag (flagOf) that set the field.
+func startNode(ctx context.Context, cfg node.Config, flagOf map[string]string) (*node.Node, error) {
+	n, err := node.New(cfg)
+	if err == nil {
+		err = n.Start(ctx)
 	}
-	return nil
+	if err == nil {
+		return n, nil
+	}
+	var ce *node.ConfigError
+	switch {
+	case !errors.As(err, &ce):
+		return nil, err
+	case flagOf[ce.Field] == "":
+		return nil, usageErr("%v", err)
+	case ce.Value != "":
+		return nil, usageErr("%s %s: %v", flagOf[ce.Field], ce.Value, ce.Err)
+	}
+	return nil, usageErr("%s: %v", flagOf[ce.Field], ce.Err)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/internal/tasklog"
 	"github.com/cohort-dev/cohort/jobs"
+	"github.com/cohort-dev/cohort/node/nodetest"
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
@@ -65,18 +66,11 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // runJob starts a dev cluster, submits spec and waits for the job to end.
-func runJob(t *testing.T, spec []byte, workers, ps int) (*cohortv1.Job, *devCluster) {
+func runJob(t *testing.T, spec []byte, workers, ps int) (*cohortv1.Job, *nodetest.Cluster) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	c, err := startDev(ctx, devConfig{
-		DataDir: t.TempDir(), Workers: workers, PS: ps, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Logger: testLogger(t), Ephemeral: true,
-	})
-	if err != nil {
-		t.Fatalf("start dev cluster: %v", err)
-	}
-	t.Cleanup(c.Close)
+	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: workers, PS: ps, Logger: testLogger(t)})
 	conn, err := dial(c.GRPCAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +89,7 @@ func runJob(t *testing.T, spec []byte, workers, ps int) (*cohortv1.Job, *devClus
 }
 
 // keyOf turns a file:// URI of the dev store back into its storage key.
-func keyOf(t *testing.T, c *devCluster, uri string) string {
+func keyOf(t *testing.T, c *nodetest.Cluster, uri string) string {
 	t.Helper()
 	root := c.Store.URI("")
 	if !strings.HasPrefix(uri, root) {
@@ -104,7 +98,7 @@ func keyOf(t *testing.T, c *devCluster, uri string) string {
 	return strings.TrimPrefix(strings.TrimPrefix(uri, root), "/")
 }
 
-func readExport(t *testing.T, c *devCluster, uri string) ([]export.Tensor, map[string]string) {
+func readExport(t *testing.T, c *nodetest.Cluster, uri string) ([]export.Tensor, map[string]string) {
 	t.Helper()
 	rc, err := c.Store.Get(context.Background(), keyOf(t, c, uri))
 	if err != nil {
@@ -274,7 +268,7 @@ func TestDevTrainsExampleJob(t *testing.T) {
 
 // readReport reads and strictly decodes a finished job's report.json from the dev
 // cluster's storage.
-func readReport(t *testing.T, c *devCluster, job *cohortv1.Job) *audit.Report {
+func readReport(t *testing.T, c *nodetest.Cluster, job *cohortv1.Job) *audit.Report {
 	t.Helper()
 	if job.GetReport() == "" {
 		t.Fatalf("job %s has no report", job.GetId())
@@ -385,18 +379,11 @@ func TestDevRunBadInput(t *testing.T) {
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // startCluster starts a dev cluster for a test and returns it with a job client.
-func startCluster(t *testing.T, workers, ps int) (*devCluster, cohortv1.JobServiceClient, context.Context) {
+func startCluster(t *testing.T, workers, ps int) (*nodetest.Cluster, cohortv1.JobServiceClient, context.Context) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	c, err := startDev(ctx, devConfig{
-		DataDir: t.TempDir(), Workers: workers, PS: ps, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Logger: testLogger(t), Ephemeral: true,
-	})
-	if err != nil {
-		t.Fatalf("start dev cluster: %v", err)
-	}
-	t.Cleanup(c.Close)
+	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: workers, PS: ps, Logger: testLogger(t)})
 	conn, err := dial(c.GRPCAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -666,14 +653,7 @@ func TestDevTrainsOnS3(t *testing.T) {
 	cfg := srv.Config()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	c, err := startDev(ctx, devConfig{
-		DataDir: t.TempDir(), Workers: 2, PS: 2, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Logger: testLogger(t), Ephemeral: true, S3: &cfg,
-	})
-	if err != nil {
-		t.Fatalf("start dev cluster on S3: %v", err)
-	}
-	t.Cleanup(c.Close)
+	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 2, PS: 2, Logger: testLogger(t), S3: &cfg})
 	csv, err := os.ReadFile(repoPath(t, "jobs/data/attrition-sample.csv"))
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -14,14 +13,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 
-	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/coordinator/clustertest"
 	"github.com/cohort-dev/cohort/coordinator/server"
 	"github.com/cohort-dev/cohort/internal/agent"
-	"github.com/cohort-dev/cohort/internal/psagent"
-	"github.com/cohort-dev/cohort/paramserver"
+	"github.com/cohort-dev/cohort/node"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
 	"github.com/cohort-dev/cohort/worker"
@@ -72,64 +68,34 @@ func startElasticCluster(t *testing.T, ctx context.Context, shards int, observe 
 	if os.Getenv("COHORT_TEST_LOGS") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	store, err := storage.NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg := server.DefaultConfig()
-	clustertest.TestRaftConfig(&scfg)
-	scfg.NodeID, scfg.DataDir, scfg.Bootstrap = "c1", t.TempDir(), true
-	scfg.HeartbeatTTL = elasticHeartbeatTTL
-	scfg.Logger = log.With("role", "coordinator")
-	scfg.RaftLogLevel = slog.LevelError
-	srv, err := server.New(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer wcancel()
-	if err := srv.WaitForLeader(wctx); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes))
-	acfg := api.Config{Logger: log.With("role", "api"), ParseSpec: parseSpecTemplate}
-	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
-	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
+	coordinators := clustertest.TestCluster(t, 1, clustertest.Options{
+		Logger: log, ParseSpec: node.ParseJobSpec,
+		Mutate: func(c *server.Config) { c.HeartbeatTTL, c.RaftLogLevel = elasticHeartbeatTTL, slog.LevelError },
+	})
+	grpcAddr := coordinators.Nodes[0].GRPCAddr
 
-	c := &elasticCluster{t: t, ctx: ctx, grpcAddr: lis.Addr().String(), store: store, log: log, observe: observe,
+	// The parameter-server nodes: one process's node agents, as `cohort paramserver` runs them.
+	cfg := node.DefaultConfig()
+	cfg.Storage.Dir, cfg.Logger, cfg.HeartbeatInterval = t.TempDir(), log, elasticHeartbeatTTL/10
+	for i := range shards {
+		cfg.ParameterServers = append(cfg.ParameterServers, node.ParameterServerConfig{DataAddr: "127.0.0.1:0",
+			AgentConfig: node.AgentConfig{NodeID: fmt.Sprintf("ps-%d", i), Join: []string{grpcAddr}, CPUMillis: 1000, MemoryBytes: 1 << 30}})
+	}
+	ps, err := node.New(cfg)
+	if err == nil {
+		err = ps.Start(ctx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ps.Shutdown(context.Background()) })
+	if err := ps.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	c := &elasticCluster{t: t, ctx: ctx, grpcAddr: grpcAddr, store: ps.Store(), log: log, observe: observe,
 		workers: map[string]*elasticWorker{}}
 	t.Cleanup(c.wg.Wait)
-	for i := range shards {
-		name := fmt.Sprintf("ps-%d", i)
-		nlog := log.With("role", "paramserver", "node", name)
-		pcfg := paramserver.DefaultServerConfig()
-		pcfg.Logger = nlog
-		ps := paramserver.NewServer(pcfg)
-		pl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pgs := grpc.NewServer(paramserver.ServerOptions()...)
-		ps.Register(pgs)
-		go func() { _ = pgs.Serve(pl) }()
-		t.Cleanup(pgs.Stop)
-		runner, err := psagent.New(psagent.Config{Server: ps, Store: store, Logger: nlog})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.startAgent(ctx, &cohortv1.Node{
-			Id: name, Name: name, Roles: []cohortv1.NodeRole{cohortv1.NodeRole_NODE_ROLE_PARAMSERVER},
-			Capacity:    &cohortv1.Resources{CpuMillis: 1000, MemoryBytes: 1 << 30},
-			DataAddress: pl.Addr().String(),
-		}, nlog, runner)
-	}
 	return c
 }
 

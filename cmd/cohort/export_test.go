@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cohort-dev/cohort/export"
+	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/serve"
 	"github.com/cohort-dev/cohort/storage"
@@ -361,14 +362,7 @@ func TestExportAndServeOnS3(t *testing.T) {
 	cfg := srv.Config()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	c, err := startDev(ctx, devConfig{
-		DataDir: t.TempDir(), Workers: 1, PS: 1, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Logger: testLogger(t), Ephemeral: true, S3: &cfg,
-	})
-	if err != nil {
-		t.Fatalf("start dev cluster on S3: %v", err)
-	}
-	t.Cleanup(c.Close)
+	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 1, PS: 1, Logger: testLogger(t), S3: &cfg})
 	conn, err := dial(c.GRPCAddr)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
 )
@@ -65,14 +66,7 @@ func TestJobResumeContinuesFromCheckpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	reports := &reportLog{}
-	c, err := startDev(ctx, devConfig{
-		DataDir: t.TempDir(), Workers: 2, PS: 2, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Logger: testLogger(t), Ephemeral: true, Observer: reports.add,
-	})
-	if err != nil {
-		t.Fatalf("start dev cluster: %v", err)
-	}
-	t.Cleanup(c.Close)
+	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 2, PS: 2, Logger: testLogger(t), Observer: reports.add})
 	conn, err := dial(c.GRPCAddr)
 	if err != nil {
 		t.Fatal(err)

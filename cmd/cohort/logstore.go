@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
-
 	"github.com/spf13/cobra"
 
-	"github.com/cohort-dev/cohort/storage"
+	"github.com/cohort-dev/cohort/node"
 )
 
 // logStoreFlags name the storage a coordinator reads task logs from (`cohort job
@@ -20,25 +18,14 @@ func (f *logStoreFlags) register(cmd *cobra.Command) {
 	f.s3.register(cmd)
 }
 
-// open returns the store the flags name, or nil when they name none.
-func (f *logStoreFlags) open(ctx context.Context) (storage.Blob, error) {
+// config returns the storage the flags name (none when they name none).
+func (f *logStoreFlags) config() (node.StorageConfig, error) {
 	s3cfg, err := f.s3.config(false)
 	if err != nil {
-		return nil, err
+		return node.StorageConfig{}, err
 	}
-	switch {
-	case s3cfg != nil:
-		s3, err := storage.NewS3(ctx, *s3cfg)
-		if err != nil {
-			return nil, usageErr("--s3-endpoint/--s3-bucket: %v", err)
-		}
-		return s3, nil
-	case f.dir != "":
-		local, err := storage.NewLocal(f.dir)
-		if err != nil {
-			return nil, usageErr("--storage-dir: %v", err)
-		}
-		return local, nil
+	if s3cfg != nil {
+		return node.StorageConfig{S3: s3cfg}, nil
 	}
-	return nil, nil
+	return node.StorageConfig{Dir: f.dir}, nil
 }

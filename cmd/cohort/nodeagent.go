@@ -2,31 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"runtime"
-	"sync/atomic"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
-	"github.com/cohort-dev/cohort/internal/agent"
-	"github.com/cohort-dev/cohort/internal/gossip"
-	"github.com/cohort-dev/cohort/internal/gpu"
-	"github.com/cohort-dev/cohort/internal/psagent"
-	"github.com/cohort-dev/cohort/internal/tasklog"
-	"github.com/cohort-dev/cohort/paramserver"
-	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
-	"github.com/cohort-dev/cohort/storage"
-	"github.com/cohort-dev/cohort/worker"
+	"github.com/cohort-dev/cohort/node"
 )
 
 // nodeAgentFlags are the flags shared by `cohort worker` and `cohort paramserver`.
@@ -56,8 +37,8 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	fl.StringVar(&f.storageDir, "storage-dir", "cohort-data/storage", "local storage directory for checkpoints and exports (shared with the cluster; unused with --s3-bucket)")
 	f.s3.register(cmd)
 	fl.Int64Var(&f.cpuMillis, "cpu-millis", int64(runtime.NumCPU())*1000, "CPU capacity offered, in millicores")
-	fl.Int64Var(&f.memory, "memory-bytes", totalMemory(), "memory capacity offered, in bytes")
-	fl.IntVar(&f.gpus, "gpus", gpusAuto, "GPUs offered (default: every usable GPU NVML finds; 0: none)")
+	fl.Int64Var(&f.memory, "memory-bytes", node.TotalMemory(), "memory capacity offered, in bytes")
+	fl.IntVar(&f.gpus, "gpus", node.GPUsAuto, "GPUs offered (default: every usable GPU NVML finds; 0: none)")
 	fl.StringArrayVar(&f.labels, "label", nil, "node label KEY=VALUE for spec.placement.nodeSelector (repeatable)")
 	if ps {
 		fl.StringVar(&f.dataAddr, "data-addr", "127.0.0.1:7080", "address the parameter-server shards are served on (reachable by workers)")
@@ -109,14 +90,15 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 		return usageErr("--join is required: the gRPC addresses of the coordinators")
 	case f.nodeID == "":
 		return usageErr("--node-id is required")
-	case f.cpuMillis <= 0 || f.memory <= 0 || f.gpus < gpusAuto:
+	case f.cpuMillis <= 0 || f.memory <= 0 || f.gpus < node.GPUsAuto:
 		return usageErr("--cpu-millis and --memory-bytes must be positive, --gpus not negative")
 	}
 	labels, err := parseLabels(f.labels)
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	for _, a := range splitList(f.join) {
+	join := splitList(f.join)
+	for _, a := range join {
 		if err := checkHostPort("--join", a); err != nil {
 			return err
 		}
@@ -129,139 +111,31 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 	if err != nil {
 		return err
 	}
-	role, roleName := cohortv1.NodeRole_NODE_ROLE_WORKER, "worker"
-	if ps {
-		role, roleName = cohortv1.NodeRole_NODE_ROLE_PARAMSERVER, "paramserver"
-	}
-	logger = logger.With("role", roleName, "node", f.nodeID)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
 	s3cfg, err := f.s3.config(false)
 	if err != nil {
 		return err
 	}
-	var store storage.Blob
-	if s3cfg != nil {
-		s3, err := storage.NewS3(ctx, *s3cfg)
-		if err != nil {
-			return usageErr("--s3-endpoint/--s3-bucket: %v", err)
-		}
-		store = s3
-	} else if store, err = storage.NewLocal(f.storageDir); err != nil {
-		return usageErr("--storage-dir: %v", err)
-	}
-	sm, err := storage.NewMetrics(reg)
-	if err != nil {
-		return err
-	}
-	store = storage.Instrument(store, sm)
-	capacity := nodeGPUs(f.gpus, gpu.Discover, logger)
-	capacity.CpuMillis, capacity.MemoryBytes = f.cpuMillis, f.memory
-	node := &cohortv1.Node{
-		Id: f.nodeID, Name: f.nodeID, Roles: []cohortv1.NodeRole{role},
-		Capacity: capacity, Labels: labels,
-	}
-	var runner agent.Runner
-	taskLogs := tasklog.Config{Store: store, Logger: logger.With("component", "tasklog")} // `cohort job logs`
+
+	cfg := node.DefaultConfig()
+	a := node.AgentConfig{NodeID: f.nodeID, Join: join, CPUMillis: f.cpuMillis, MemoryBytes: f.memory, GPUs: f.gpus, Labels: labels}
 	if ps {
-		pcfg := paramserver.DefaultServerConfig()
-		router := tasklog.NewRouter(logger.Handler(), taskLogs) // shard logs also go to their task logs
-		pcfg.Logger, pcfg.Registry = slog.New(router), reg
-		srv := paramserver.NewServer(pcfg)
-		lis, err := net.Listen("tcp", f.dataAddr)
-		if err != nil {
-			return usageErr("--data-addr %s: %v", f.dataAddr, err)
-		}
-		gs := grpc.NewServer(paramserver.ServerOptions()...)
-		srv.Register(gs)
-		go func() { _ = gs.Serve(lis) }()
-		defer gs.Stop()
-		node.DataAddress = lis.Addr().String()
-		if runner, err = psagent.New(psagent.Config{Server: srv, Store: store, Logger: logger, TaskLogs: router}); err != nil {
-			return err
-		}
+		cfg.ParameterServers = []node.ParameterServerConfig{{AgentConfig: a, DataAddr: f.dataAddr}}
 	} else {
-		wm, err := worker.NewMetrics(reg)
-		if err != nil {
-			return err
-		}
-		if runner, err = worker.NewRunner(worker.RunnerConfig{Store: store, Logger: logger, S3: s3cfg, Metrics: wm, TaskLogs: &taskLogs}); err != nil {
-			return err
-		}
+		cfg.Workers = []node.WorkerConfig{{AgentConfig: a}}
 	}
-
-	var started atomic.Pointer[agent.Agent] // set once the agent exists; /readyz reads it
-	if f.httpAddr != "" {
-		hl, err := net.Listen("tcp", f.httpAddr)
-		if err != nil {
-			return usageErr("--http-addr %s: %v", f.httpAddr, err)
-		}
-		ready := func() bool {
-			a := started.Load()
-			if a == nil || ctx.Err() != nil {
-				return false
-			}
-			select {
-			case <-a.Ready():
-				return true
-			default:
-				return false
-			}
-		}
-		hs := &http.Server{Handler: nodeAgentMux(reg, ready), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = hs.Serve(hl) }()
-		defer hs.Close()
-	}
-
-	if f.gossipAddr != "" {
-		gcfg := gossip.DefaultConfig()
-		gcfg.Name, gcfg.BindAddr, gcfg.Seeds, gcfg.SecretKey = f.nodeID, f.gossipAddr, splitList(f.gossipJoin), key
-		gcfg.Meta = gossip.Meta{Roles: []string{roleName}, GRPCAddr: node.DataAddress, NodeID: f.nodeID}
-		gcfg.Logger, gcfg.Registry = logger, reg
-		g, err := gossip.New(gcfg)
-		if err != nil {
-			return fmt.Errorf("gossip: %w", err)
-		}
-		defer func() { _ = g.Shutdown() }()
-	}
-
-	// One connection over every coordinator: it fails over between them, and any
-	// coordinator serves the agent (writes are forwarded to the leader).
-	conn, err := dial(f.join, tokenDialOptions(f.token)...)
+	cfg.Storage = node.StorageConfig{Dir: f.storageDir, S3: s3cfg}
+	cfg.HTTPAddr, cfg.Logger, cfg.Token = f.httpAddr, logger, f.token
+	cfg.Gossip = node.GossipConfig{BindAddr: f.gossipAddr, Seeds: splitList(f.gossipJoin), Key: key}
+	n, err := startNode(ctx, cfg, nodeAgentFlagOf)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	acfg := agent.DefaultConfig()
-	acfg.Conn, acfg.Node, acfg.Logger, acfg.Runners = conn, node, logger, []agent.Runner{runner}
-	a, err := agent.New(acfg)
-	if err != nil {
-		return err
-	}
-	started.Store(a)
-	logger.Info("node agent starting", "coordinators", f.join, "data_addr", node.DataAddress)
-	if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("node agent: %w", err)
-	}
-	return nil
+	<-ctx.Done()
+	return n.Shutdown(context.Background())
 }
 
-// nodeAgentMux serves a node agent's HTTP endpoints: /metrics; /healthz, 200 while the
-// process serves HTTP (a liveness probe); /readyz, 200 once the node has registered with
-// a coordinator and 503 before that or while shutting down (a readiness probe).
-func nodeAgentMux(reg *prometheus.Registry, ready func() bool) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not registered with a coordinator", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	return mux
+// nodeAgentFlagOf names the worker and paramserver flag that sets a node.Config field.
+var nodeAgentFlagOf = map[string]string{
+	"ParameterServers.DataAddr": "--data-addr", "HTTPAddr": "--http-addr",
+	"Storage.Dir": "--storage-dir", "Storage.S3": "--s3-endpoint/--s3-bucket",
 }

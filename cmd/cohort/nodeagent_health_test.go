@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cohort-dev/cohort/node/nodetest"
 )
 
 // healthFreeAddr returns a loopback address that was free a moment ago (the agent binds it
@@ -82,14 +84,7 @@ func startHealthAgent(t *testing.T, join string, ps, cleanExit bool) string {
 func TestNodeAgentHealthEndpoints(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := startDev(ctx, devConfig{
-		DataDir: t.TempDir(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Logger: testLogger(t), Ephemeral: true,
-	})
-	if err != nil {
-		t.Fatalf("start dev cluster: %v", err)
-	}
-	t.Cleanup(c.Close)
+	c := nodetest.Dev(t, ctx, nodetest.Options{Logger: testLogger(t)})
 
 	for _, ps := range []bool{false, true} {
 		name := map[bool]string{false: "worker", true: "paramserver"}[ps]

@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/cohort-dev/cohort/internal/testenv"
+	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -22,14 +23,7 @@ func TestWebDashboardLiveCurve(t *testing.T) {
 	testenv.RequireBrowser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	c, err := startDev(ctx, devConfig{
-		DataDir: t.TempDir(), Workers: 2, PS: 2, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Logger: testLogger(t), Ephemeral: true,
-	})
-	if err != nil {
-		t.Fatalf("start dev cluster: %v", err)
-	}
-	t.Cleanup(c.Close)
+	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 2, PS: 2, Logger: testLogger(t)})
 	conn, err := dial(c.GRPCAddr)
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,9 @@ type Options struct {
 	// ClientOptions are added to the dial options of the joins and of Node.Conn (an
 	// ACL token).
 	ClientOptions []grpc.DialOption
+	// ParseSpec, when set, replaces the fake spec parser ParseSpec (a test that submits
+	// real job specs passes node.ParseJobSpec).
+	ParseSpec func(spec []byte) (*cohortv1.Job, error)
 }
 
 // Node is one coordinator of a test cluster.
@@ -204,6 +207,9 @@ func (n *Node) start(bootstrap bool) error {
 	n.server = s
 	n.fwd = api.NewLeaderForwarder(s, DialOptions()...)
 	acfg := api.Config{ParseSpec: ParseSpec, Logger: cfg.Logger, Forwarder: n.fwd}
+	if n.opts.ParseSpec != nil {
+		acfg.ParseSpec = n.opts.ParseSpec
+	}
 	var sopts []grpc.ServerOption
 	if n.opts.ServerOptions != nil {
 		sopts = n.opts.ServerOptions(s)

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cohort-dev/cohort/coordinator/api"
-	"github.com/cohort-dev/cohort/coordinator/server"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/web"
 )
@@ -20,9 +19,6 @@ import (
 type webSource struct {
 	jobs    cohortv1.JobServiceClient
 	cluster cohortv1.ClusterServiceClient
-	// localPeers, when set, answers Peers where the coordinator does not serve the
-	// cluster API (the dev cluster's single voter).
-	localPeers func() ([]server.Peer, error)
 	// stale makes every read a local read of the coordinator's replicated state
 	// (api.StaleReadHeader), never forwarded to the leader.
 	stale bool
@@ -38,12 +34,9 @@ func (s *webSource) callCtx(ctx context.Context) context.Context {
 
 var _ web.Source = (*webSource)(nil)
 
-// newWebSource returns a dashboard Source over conn. localPeers may be nil.
-func newWebSource(conn grpc.ClientConnInterface, localPeers func() ([]server.Peer, error)) *webSource {
-	return &webSource{
-		jobs: cohortv1.NewJobServiceClient(conn), cluster: cohortv1.NewClusterServiceClient(conn),
-		localPeers: localPeers,
-	}
+// newWebSource returns a dashboard Source over conn.
+func newWebSource(conn grpc.ClientConnInterface) *webSource {
+	return &webSource{jobs: cohortv1.NewJobServiceClient(conn), cluster: cohortv1.NewClusterServiceClient(conn)}
 }
 
 // ListJobs implements web.Source.
@@ -82,21 +75,10 @@ func (s *webSource) ListNodes(ctx context.Context) ([]*cohortv1.Node, error) {
 // Peers implements web.Source.
 func (s *webSource) Peers(ctx context.Context) ([]*cohortv1.Peer, error) {
 	resp, err := s.cluster.ListPeers(s.callCtx(ctx), &cohortv1.ListPeersRequest{})
-	if err == nil {
-		return resp.GetPeers(), nil
-	}
-	if status.Code(err) != codes.Unimplemented || s.localPeers == nil {
+	if err != nil {
 		return nil, fmt.Errorf("list peers: %w", err)
 	}
-	local, lerr := s.localPeers()
-	if lerr != nil {
-		return nil, fmt.Errorf("list peers: %w", lerr)
-	}
-	out := make([]*cohortv1.Peer, 0, len(local))
-	for _, p := range local {
-		out = append(out, &cohortv1.Peer{Id: p.ID, Address: p.RaftAddress, GrpcAddress: p.GRPCAddress, Leader: p.Leader, Voter: p.Voter})
-	}
-	return out, nil
+	return resp.GetPeers(), nil
 }
 
 var _ web.ReportSource = (*webSource)(nil)

@@ -1,0 +1,140 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/cohort-dev/cohort/internal/agent"
+	"github.com/cohort-dev/cohort/internal/gpu"
+	"github.com/cohort-dev/cohort/internal/psagent"
+	"github.com/cohort-dev/cohort/internal/tasklog"
+	"github.com/cohort-dev/cohort/paramserver"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/worker"
+)
+
+// startAgents starts the parameter-server agents (each serving its shards on its data
+// address), then the worker agents. Each registers in the background.
+func (n *Node) startAgents() error {
+	for _, p := range n.cfg.ParameterServers {
+		if err := n.startParameterServer(p); err != nil {
+			return err
+		}
+	}
+	for _, w := range n.cfg.Workers {
+		if err := n.startWorker(w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) startParameterServer(p ParameterServerConfig) error {
+	log := n.log.With("role", "paramserver", "node", p.NodeID)
+	pcfg := paramserver.DefaultServerConfig()
+	router := tasklog.NewRouter(log.Handler(), n.taskLogs(log)) // shard logs also go to their task logs
+	pcfg.Logger, pcfg.Registry = slog.New(router), n.agentRegisterer(p.NodeID)
+	ps := paramserver.NewServer(pcfg)
+	lis, err := net.Listen("tcp", p.DataAddr)
+	if err != nil {
+		return configErr("ParameterServers.DataAddr", p.DataAddr, err)
+	}
+	gs := grpc.NewServer(paramserver.ServerOptions()...)
+	ps.Register(gs)
+	n.serve(gs, lis)
+	runner, err := psagent.New(psagent.Config{Server: ps, Store: n.store, Logger: log, TaskLogs: router})
+	if err != nil {
+		return err
+	}
+	node := agentNode(p.AgentConfig, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER, log)
+	node.DataAddress = lis.Addr().String()
+	n.data = append(n.data, node.DataAddress)
+	return n.startAgent(node, p.Join, log, runner)
+}
+
+func (n *Node) startWorker(w WorkerConfig) error {
+	log := n.log.With("role", "worker", "node", w.NodeID)
+	wm, err := worker.NewMetrics(n.agentRegisterer(w.NodeID))
+	if err != nil {
+		return err
+	}
+	taskLogs := n.taskLogs(log)
+	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
+		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs})
+	if err != nil {
+		return err
+	}
+	return n.startAgent(agentNode(w.AgentConfig, cohortv1.NodeRole_NODE_ROLE_WORKER, log), w.Join, log, runner)
+}
+
+// taskLogs writes the tasks' logs to storage (`cohort job logs`).
+func (n *Node) taskLogs(log *slog.Logger) tasklog.Config {
+	return tasklog.Config{Store: n.store, Logger: log.With("component", "tasklog")}
+}
+
+// agentRegisterer is where an agent's metrics go: the node's registry, with a node label
+// when the process runs more than one agent (cohort dev).
+func (n *Node) agentRegisterer(nodeID string) prometheus.Registerer {
+	if n.agentCount() > 1 {
+		return prometheus.WrapRegistererWith(prometheus.Labels{"node": nodeID}, n.reg)
+	}
+	return n.reg
+}
+
+// agentNode is the node record an agent registers.
+func agentNode(a AgentConfig, role cohortv1.NodeRole, log *slog.Logger) *cohortv1.Node {
+	capacity := nodeGPUs(a.GPUs, gpu.Discover, log)
+	capacity.CpuMillis, capacity.MemoryBytes = a.CPUMillis, a.MemoryBytes
+	return &cohortv1.Node{Id: a.NodeID, Name: a.NodeID, Roles: []cohortv1.NodeRole{role}, Capacity: capacity, Labels: a.Labels}
+}
+
+// startAgent runs a node agent until Shutdown: one connection over every coordinator
+// of join, failing over between them; any coordinator serves the agent (writes are
+// forwarded to the leader). With join empty it is this node's own coordinator, and
+// without Config.Token the agent presents a token minted by that coordinator's ACL.
+func (n *Node) startAgent(node *cohortv1.Node, join []string, log *slog.Logger, runner agent.Runner) error {
+	token := n.cfg.Token
+	if len(join) == 0 {
+		join = []string{n.grpcAddr}
+		if token == "" {
+			token = n.acl.agentToken(node.GetId()) // this coordinator's ACL, when on
+		}
+	}
+	conn, err := dial(join, token)
+	if err != nil {
+		return err
+	}
+	n.onStop(conn.Close)
+	acfg := agent.DefaultConfig()
+	acfg.Conn, acfg.Node, acfg.Logger, acfg.Runners = conn, node, log, []agent.Runner{runner}
+	if n.cfg.HeartbeatInterval > 0 {
+		acfg.HeartbeatInterval = n.cfg.HeartbeatInterval
+	}
+	a, err := agent.New(acfg)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.agents = append(n.agents, a)
+	n.mu.Unlock()
+	log.Info("node agent starting", "coordinators", strings.Join(join, ","), "data_addr", node.DataAddress)
+	n.agentWG.Add(1)
+	go func() {
+		defer n.agentWG.Done()
+		// Run returns at Shutdown: an error other than the cancellation is one of an
+		// agent that never registered.
+		if err := a.Run(n.runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			n.mu.Lock()
+			n.agentErrs = append(n.agentErrs, fmt.Errorf("node agent %s: %w", node.GetId(), err))
+			n.mu.Unlock()
+		}
+	}()
+	return nil
+}

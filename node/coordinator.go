@@ -1,0 +1,143 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cohort-dev/cohort/coordinator/api"
+	"github.com/cohort-dev/cohort/coordinator/server"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// joinTimeout bounds a joining coordinator's retries: coordinators started together
+// may not be listening yet.
+const joinTimeout = 60 * time.Second
+
+// startCoordinator starts the Raft voter and serves its gRPC API: JobService,
+// AgentService and ClusterService, with forwarding to the leader and the ACL when
+// configured.
+func (n *Node) startCoordinator() error {
+	co := n.cfg.Coordinator
+	log := n.log
+	dataDir := co.DataDir
+	if co.Ephemeral {
+		if err := os.MkdirAll(co.DataDir, 0o755); err != nil {
+			return configErr("Coordinator.DataDir", "", err)
+		}
+		dir, err := os.MkdirTemp(co.DataDir, "coordinator-run-")
+		if err != nil {
+			return fmt.Errorf("coordinator state directory: %w", err)
+		}
+		n.onStop(func() error { _ = os.RemoveAll(dir); return nil })
+		dataDir = dir
+	}
+	glis, err := net.Listen("tcp", co.GRPCAddr)
+	if err != nil {
+		return configErr("Coordinator.GRPCAddr", co.GRPCAddr, err)
+	}
+	n.onStop(func() error { _ = glis.Close(); return nil }) // when Start fails before serving it
+	n.grpcAddr = glis.Addr().String()
+
+	scfg := server.DefaultConfig()
+	scfg.NodeID = co.NodeID
+	scfg.DataDir = dataDir
+	scfg.RaftBindAddr = co.RaftAddr
+	scfg.GRPCAddr = n.grpcAddr
+	scfg.Bootstrap = co.Bootstrap
+	scfg.RaftLogStore = co.RaftLogStore
+	scfg.RaftHeartbeatTimeout = co.RaftHeartbeatTimeout
+	scfg.RaftElectionTimeout = co.RaftElectionTimeout
+	scfg.RaftLeaderLeaseTimeout = co.RaftLeaderLeaseTimeout
+	scfg.RaftLogLevel = co.RaftLogLevel
+	scfg.HeartbeatTTL = co.HeartbeatTTL
+	scfg.Logger = log.With("role", "coordinator")
+	scfg.Registry = n.reg
+	if co.Mutate != nil {
+		co.Mutate(&scfg)
+	}
+	srv, err := server.New(scfg)
+	if err != nil {
+		return fmt.Errorf("start coordinator: %w", err)
+	}
+	n.srv = srv
+	n.onStop(func() error {
+		if err := srv.Shutdown(); err != nil && !errors.Is(err, server.ErrShutdown) {
+			return err
+		}
+		return nil
+	})
+	if !srv.HadState() && !co.Bootstrap && len(co.Join) == 0 {
+		return fmt.Errorf("coordinator data directory %s %w", co.DataDir, ErrNoClusterState)
+	}
+
+	// The forwarder carries no token of its own: a forwarded call carries its caller's.
+	fwd := api.NewLeaderForwarder(srv, clientOptions("")...)
+	n.onStop(fwd.Close)
+	parse := co.ParseSpec
+	if parse == nil {
+		parse = ParseJobSpec
+	}
+	acfg := api.Config{Logger: log.With("role", "api"), ParseSpec: parse, Forwarder: fwd}
+	if n.store != nil {
+		acfg.Logs = n.store // the node agents' task logs
+	}
+	if co.ACLTokensFile != "" {
+		n.acl = newNodeACL(co.ACLTokensFile, n.tokens, parse, srv.State, log.With("role", "acl"))
+	}
+	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes)},
+		n.acl.serverOptions()...)...)
+	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
+	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
+	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))
+	n.serve(gs, glis)
+	return nil
+}
+
+// join adds a new voter to the cluster of Coordinator.Join; a voter with state (a
+// restart) does not join again. Unreachable coordinators are retried for a minute; a
+// refusal or a non-coordinator ends the attempt at once.
+func (n *Node) join(ctx context.Context) error {
+	co := n.cfg.Coordinator
+	if len(co.Join) == 0 || n.srv.HadState() {
+		return nil
+	}
+	jctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	defer cancel()
+	req := &cohortv1.JoinRequest{Id: co.NodeID, RaftAddress: n.srv.RaftAddr(), GrpcAddress: n.grpcAddr}
+	var resp *cohortv1.JoinResponse
+	var err error
+	for back := 200 * time.Millisecond; ; back = min(2*back, 2*time.Second) {
+		resp, err = api.JoinCluster(jctx, co.Join, req, clientOptions(n.cfg.Token)...)
+		if err == nil || refusedJoin(err) || status.Code(err) == codes.FailedPrecondition {
+			break
+		}
+		n.log.Warn("join failed; retrying", "err", err, "backoff", back)
+		select {
+		case <-jctx.Done():
+		case <-time.After(back):
+		}
+		if jctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return &JoinError{Addrs: co.Join, Refused: refusedJoin(err), Err: err}
+	}
+	n.log.Info("joined the cluster", "leader", resp.GetLeaderId())
+	return nil
+}
+
+// refusedJoin reports whether a join failed because the cluster refused it (bad
+// input), not because no coordinator could be reached.
+func refusedJoin(err error) bool {
+	c := status.Code(err)
+	return errors.Is(err, api.ErrNotCoordinator) || c == codes.AlreadyExists || c == codes.InvalidArgument
+}
