@@ -44,6 +44,17 @@ const (
 	MaxCPUMillis = 1024 * 1000
 	// MaxMemoryBytes bounds the memory of one task (64 TiB).
 	MaxMemoryBytes = 64 << 40
+	// MaxParams is the most parameters a model may have: 128 Mi (512 MiB of float32
+	// weights, and as much again for each optimizer slot), the workers' limit
+	// (worker/model.MaxParams). Validate refuses a model that has more whatever its
+	// data: it counts what the spec fixes (the hidden, convolution and dense layers,
+	// the lookback) and takes the widths only the data tells (inputs, image size and
+	// channels, outputs) as small as they can be.
+	MaxParams = 1 << 27
+	// MaxActivations bounds spec.training.batchSize times the widest layer (for an
+	// LSTM, the activations of the unrolled graph): 64 Mi, the workers' limit
+	// (worker/model.MaxActivations), checked as MaxParams is.
+	MaxActivations = 1 << 26
 )
 
 var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -182,6 +193,7 @@ func (j *TrainingJob) validate() errorList {
 	model := v.model()
 	v.data(model)
 	v.training()
+	v.modelSize(model)
 	v.resources()
 
 	if s.Checkpoint.EverySteps < 0 {

@@ -67,7 +67,7 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	}
 	taskLogs := n.taskLogs(log)
 	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
-		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs})
+		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots})
 	if err != nil {
 		return err
 	}

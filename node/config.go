@@ -117,6 +117,10 @@ type AgentConfig struct {
 // WorkerConfig is a worker node agent: it runs training tasks.
 type WorkerConfig struct {
 	AgentConfig
+	// DataRoots are the directories jobs' file:// data may name; a path outside them
+	// (after resolving symlinks and "..") is refused before anything is opened. Empty:
+	// the process's working directory (worker.DefaultDataRoots).
+	DataRoots []string
 	// Observer, when set, receives every task report the worker sends (tests).
 	Observer func(*cohortv1.TaskReport)
 }

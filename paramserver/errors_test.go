@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
 )
 
 // overSession sends st as a session's `failed` answer through the codec and returns
@@ -159,7 +160,7 @@ func TestClientReturnsErrorKinds(t *testing.T) {
 			if _, err := w1.Pull(ctx, 0, make([]float32, 1)); !errors.Is(err, ErrStaleGeneration) {
 				t.Errorf("stale generation pull: %v", err)
 			}
-			if _, err := w0.Checkpoint(ctx, 3, "k"); !errors.Is(err, ErrNoStore) {
+			if _, err := w0.Checkpoint(ctx, 3, storage.CheckpointPrefix("b", 3)); !errors.Is(err, ErrNoStore) {
 				t.Errorf("checkpoint without a store: %v", err)
 			}
 		})

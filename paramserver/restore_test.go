@@ -124,7 +124,7 @@ func TestAsyncCheckpointAtReachedVersion(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		resp, err := srv.Checkpoint(ctx, &cohortv1.CheckpointRequest{Ref: &cohortv1.ShardRef{JobId: mode, Generation: 1}, Step: 1, KeyPrefix: "ck/" + mode})
+		resp, err := srv.Checkpoint(ctx, &cohortv1.CheckpointRequest{Ref: &cohortv1.ShardRef{JobId: mode, Generation: 1}, Step: 1, KeyPrefix: storage.CheckpointPrefix(mode, 1)})
 		if mode == ModeSync {
 			wantCode(t, err, codes.FailedPrecondition, "already at step 3")
 			continue

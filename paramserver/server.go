@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
 )
 
 // Chunk and message size limits.
@@ -440,7 +441,8 @@ func (s *Server) pull(ctx context.Context, req *cohortv1.PullRequest, send func(
 // Checkpoint writes the shard's values and optimizer state to the shard's Store as
 // <key_prefix>/shard-NNN.ckpt: at exactly req.step in sync mode, at the version reached
 // (at least req.step) in async and bounded modes. The response's step is the version
-// written.
+// written. key_prefix must lie below the shard's own job's checkpoints (see
+// checkpointPrefix); any other is InvalidArgument and nothing is written.
 func (s *Server) Checkpoint(ctx context.Context, req *cohortv1.CheckpointRequest) (*cohortv1.CheckpointResponse, error) {
 	sh, err := s.lookupRef(req.GetRef())
 	if err != nil {
@@ -449,7 +451,10 @@ func (s *Server) Checkpoint(ctx context.Context, req *cohortv1.CheckpointRequest
 	if req.GetStep() < 0 {
 		return nil, toStatus(fmt.Errorf("%w: negative checkpoint step %d", ErrInvalidArgument, req.GetStep()))
 	}
-	prefix := strings.Trim(req.GetKeyPrefix(), "/")
+	prefix, err := checkpointPrefix(sh.key.job, req.GetKeyPrefix())
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	start := time.Now()
 	data, store, version, err := sh.encodeCheckpoint(ctx, req.GetRef().GetGeneration(), req.GetStep())
 	if err != nil {
@@ -465,6 +470,28 @@ func (s *Server) Checkpoint(ctx context.Context, req *cohortv1.CheckpointRequest
 	s.m.checkpointBytes.Add(float64(len(data)))
 	sh.log.Info("checkpoint written", "key", key, "step", req.GetStep(), "version", version, "bytes", len(data))
 	return &cohortv1.CheckpointResponse{Key: key, Size: int64(len(data)), Sha256: hex.EncodeToString(sum[:]), Step: version}, nil
+}
+
+// checkpointPrefix checks the key prefix of a Checkpoint request against the shard's
+// job and returns it without its trailing '/': it must lie below the job's own
+// checkpoints, storage.CheckpointsRoot(jobID) ("jobs/<job id>/checkpoints/"), as
+// storage.CheckpointPrefix makes it, and be a valid key there (not absolute, no empty,
+// "." or ".." segment). Anything else, such as another job's prefix, is refused with
+// ErrInvalidArgument before anything is written.
+func checkpointPrefix(jobID, prefix string) (string, error) {
+	root := storage.CheckpointsRoot(jobID)
+	p := strings.TrimSuffix(prefix, "/")
+	rest, under := strings.CutPrefix(p, root)
+	switch {
+	case jobID == "" || strings.ContainsAny(jobID, "/\\") || storage.ValidateKey(root+"x") != nil:
+		return "", fmt.Errorf("%w: job id %.64q cannot name a checkpoint key", ErrInvalidArgument, jobID)
+	case !under || rest == "":
+		return "", fmt.Errorf("%w: checkpoint key prefix %.128q is not below the job's checkpoints %q", ErrInvalidArgument, prefix, root)
+	}
+	if err := storage.ValidateKey(p); err != nil {
+		return "", fmt.Errorf("%w: checkpoint key prefix: %w", ErrInvalidArgument, err)
+	}
+	return p, nil
 }
 
 // CheckpointKey returns the storage key of a shard's checkpoint object under prefix.

@@ -399,7 +399,7 @@ func TestRequestValidation(t *testing.T) {
 		{"long gradient", func() error { _, err := pushRaw(ctx, stub, ref(3), 0, 0, 1, []float32{1, 2, 3, 4, 5}); return err }, codes.InvalidArgument, "exceeds"},
 		{"bad init range", func() error { _, err := initRaw(ctx, stub, ref(3), Range{3, 4}, 4, "L", nil); return err }, codes.InvalidArgument, "outside total"},
 		{"checkpoint without store", func() error {
-			_, err := stub.Checkpoint(ctx, &cohortv1.CheckpointRequest{Ref: ref(3), Step: 0, KeyPrefix: "x"})
+			_, err := stub.Checkpoint(ctx, &cohortv1.CheckpointRequest{Ref: ref(3), Step: 0, KeyPrefix: storage.CheckpointPrefix("j", 0)})
 			return err
 		}, codes.FailedPrecondition, "no checkpoint store"},
 	}
@@ -513,11 +513,11 @@ func TestCheckpointRoundTripAndRestore(t *testing.T) {
 		}
 	}
 	run(c, 0, k1)
-	objs, err := c.Checkpoint(ctx, k1, "jobs/ck/step-4/")
+	objs, err := c.Checkpoint(ctx, k1, "jobs/ck/checkpoints/step-4/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Checkpoint(ctx, k1-1, "old"); status.Code(err) != codes.FailedPrecondition {
+	if _, err := c.Checkpoint(ctx, k1-1, "jobs/ck/checkpoints/old"); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("checkpoint of a past step: %v, want FailedPrecondition", err)
 	}
 	run(c, k1, k1+k2)
@@ -530,7 +530,7 @@ func TestCheckpointRoundTripAndRestore(t *testing.T) {
 	r0, b0 := startServer(t, 0)
 	r1, b1 := startServer(t, 0)
 	for i, o := range objs {
-		if o.Key != fmt.Sprintf("jobs/ck/step-4/shard-%03d.ckpt", i) || o.Shard != i || o.Length != Partition(n, 2)[i].Length {
+		if o.Key != fmt.Sprintf("jobs/ck/checkpoints/step-4/shard-%03d.ckpt", i) || o.Shard != i || o.Length != Partition(n, 2)[i].Length {
 			t.Fatalf("object %d = %+v", i, o)
 		}
 		rc, err := store.Get(ctx, o.Key)

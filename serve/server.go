@@ -222,7 +222,8 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 // Load reads an exported model: a directory holding model.safetensors (the export
 // directory of `cohort export` or of a job), a .safetensors file, or a file:// or
 // s3:// URI of either (an s3:// prefix is read as <prefix>/model.safetensors, with s3's
-// endpoint and credentials).
+// endpoint and credentials). A local model that is not a regular file (a FIFO, a
+// device) is refused after a stat, without being opened.
 func Load(ctx context.Context, location string, s3 storage.S3Config) (*Model, error) {
 	var rc io.ReadCloser
 	var err error
@@ -237,8 +238,10 @@ func Load(ctx context.Context, location string, s3 storage.S3Config) (*Model, er
 		if fi, statErr := os.Stat(location); statErr == nil && fi.IsDir() {
 			where = filepath.Join(location, export.SafetensorsFile)
 		}
-		rc, err = os.Open(where)
-		if errors.Is(err, os.ErrNotExist) {
+		// Stat before open: a FIFO or device is refused, never opened (an open of a
+		// FIFO blocks until a writer comes, and ignored SIGTERM).
+		rc, _, err = storage.OpenRegularFile(where)
+		if errors.Is(err, storage.ErrNotFound) {
 			err = fmt.Errorf("%w (%v)", errNoModel, err)
 		}
 	}

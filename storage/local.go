@@ -125,7 +125,23 @@ func (l *Local) path(key string) (string, error) {
 	if err := ValidateKey(key); err != nil {
 		return "", err
 	}
-	return filepath.Join(l.root, filepath.FromSlash(key)), nil
+	return joinUnder(l.root, key)
+}
+
+// joinUnder maps key to its file below root, refusing a key that is absolute or whose
+// cleaned path is root itself or outside it. It is defence in depth: ValidateKey
+// already refuses such keys, and whatever a future change lets through, no key can
+// name a file outside the storage directory.
+func joinUnder(root, key string) (string, error) {
+	rel := filepath.FromSlash(key)
+	if filepath.IsAbs(rel) || strings.HasPrefix(key, "/") || filepath.VolumeName(rel) != "" {
+		return "", fmt.Errorf("storage: invalid key %q: absolute", key)
+	}
+	p := filepath.Join(root, rel)
+	if r, err := filepath.Rel(root, p); err != nil || r == "." || !filepath.IsLocal(r) {
+		return "", fmt.Errorf("storage: invalid key %q: outside the storage directory", key)
+	}
+	return p, nil
 }
 
 // Put implements Blob.
@@ -414,36 +430,21 @@ func (l *Local) URI(key string) string {
 // size. "file:///abs/path" is absolute; "file://rel/path" (as in job specs, e.g.
 // file://jobs/data/x.csv) is relative to the working directory. The path is used as
 // written, without percent-decoding. A missing file gives an error wrapping
-// ErrNotFound that names the URI.
+// ErrNotFound that names the URI; a directory, FIFO or device is refused after a stat,
+// without being opened. OpenFileURI reads anywhere the process can: paths that a job
+// spec names go through OpenFileURIWithin instead.
 func OpenFileURI(uri string) (io.ReadCloser, int64, error) {
-	rest, ok := strings.CutPrefix(uri, "file://")
-	if !ok {
-		return nil, 0, fmt.Errorf("storage: open %q: not a file:// URI", uri)
-	}
-	if rest == "" {
-		return nil, 0, fmt.Errorf("storage: open %q: empty path", uri)
-	}
-	if strings.ContainsRune(rest, 0) {
-		return nil, 0, fmt.Errorf("storage: open %q: path contains NUL", uri)
-	}
-	p := filepath.FromSlash(rest)
-	f, err := os.Open(p)
+	p, err := fileURIPath(uri)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil, 0, fmt.Errorf("storage: open %q: %w", uri, ErrNotFound)
-		}
-		return nil, 0, fmt.Errorf("storage: open %q: %w", uri, err)
+		return nil, 0, err
 	}
-	fi, err := f.Stat()
+	f, size, err := openRegular(uri, p, os.Stat, func(name string) (*os.File, error) {
+		return os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	})
 	if err != nil {
-		_ = f.Close()
-		return nil, 0, fmt.Errorf("storage: open %q: %w", uri, err)
+		return nil, 0, err
 	}
-	if !fi.Mode().IsRegular() {
-		_ = f.Close()
-		return nil, 0, fmt.Errorf("storage: open %q: not a regular file", uri)
-	}
-	return f, fi.Size(), nil
+	return f, size, nil
 }
 
 // ctxReader stops a copy once its context is done.

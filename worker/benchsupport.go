@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"path/filepath"
 
 	"github.com/cohort-dev/cohort/jobs"
 	"github.com/cohort-dev/cohort/storage"
@@ -23,8 +24,11 @@ type BenchData struct {
 // LoadBench reads and preprocesses a job's training data the way its workers do (same
 // loaders, same preprocessing) and builds its model. s3 may be nil when the data is
 // local.
+//
+// It runs as the user who runs `cohort bench`, on their files: file:// data is not
+// confined to data roots (a node agent's training tasks are; see TrainerConfig).
 func LoadBench(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Config) (*BenchData, error) {
-	ds, err := dataSource{ctx: ctx, s3: s3}.loadData(&spec.Spec)
+	ds, err := dataSource{ctx: ctx, s3: s3, roots: []string{string(filepath.Separator)}}.loadData(&spec.Spec)
 	if err != nil {
 		return nil, err
 	}

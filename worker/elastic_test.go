@@ -95,7 +95,7 @@ func runElastic(t *testing.T, c *testCluster, job *cohortv1.Job) *Result {
 			Id: fmt.Sprintf("%s-w%d-g%d", job.GetId(), rank, gen), JobId: job.GetId(), Kind: cohortv1.TaskKind_TASK_KIND_WORKER,
 			Index: int32(rank), Generation: gen}}
 		tk.done, tk.watch = make(chan struct{}), NewMembershipWatch(MembershipOf(a))
-		tr, err := NewTrainer(TrainerConfig{Assignment: a, Store: c.store, CheckpointGrace: time.Nanosecond,
+		tr, err := NewTrainer(TrainerConfig{Assignment: a, Store: c.store, CheckpointGrace: time.Nanosecond, DataRoots: testDataRoots(),
 			Report: report, Membership: tk.watch})
 		if err != nil {
 			t.Fatal(err)

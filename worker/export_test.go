@@ -135,7 +135,7 @@ func TestExportAndCheckpointBundle(t *testing.T) {
 	ctx := context.Background()
 	spec := exampleSpec(t, "attrition-mlp.yaml")
 	spec.Spec.Export.Formats = []string{"onnx", "safetensors"}
-	ds, err := dataSource{ctx: ctx}.loadData(&spec.Spec)
+	ds, err := dataSource{ctx: ctx, roots: testDataRoots()}.loadData(&spec.Spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -51,11 +52,25 @@ type imageInfo struct {
 	Layout   string  `json:"layout"`
 }
 
-// dataSource opens data URIs: file:// from the local file system, s3:// through the
-// S3 endpoint and credentials the worker was given.
+// dataSource opens data URIs: file:// from the local file system, confined to the data
+// roots, s3:// through the S3 endpoint and credentials the worker was given.
 type dataSource struct {
 	ctx context.Context
 	s3  *storage.S3Config
+	// roots are the directories file:// URIs may name (nil: DefaultDataRoots).
+	roots []string
+}
+
+// DefaultDataRoots returns the data roots of a worker configured with none: the
+// process's working directory, so that the examples' relative URIs
+// (file://jobs/data/attrition-sample.csv, run from the repository) keep working and
+// nothing else on the machine is readable.
+func DefaultDataRoots() []string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil // no roots: every file:// URI is refused
+	}
+	return []string{wd}
 }
 
 // open opens a data URI of the spec. field names the spec path for errors.
@@ -64,14 +79,23 @@ func (d dataSource) open(field, uri string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
-	if scheme == jobs.SchemeS3 && d.s3 == nil {
+	if scheme == jobs.SchemeFile {
+		roots := d.roots
+		if len(roots) == 0 {
+			roots = DefaultDataRoots()
+		}
+		// ParseURI accepts the scheme in any case; the file system reader wants it
+		// in lower case.
+		rc, _, err := storage.OpenFileURIWithin(jobs.SchemeFile+"://"+uri[len("file://"):], roots)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		return rc, nil
+	}
+	if d.s3 == nil {
 		return nil, fmt.Errorf("%s: %s: this worker has no S3 endpoint configured (--s3-endpoint)", field, uri)
 	}
-	var cfg storage.S3Config
-	if d.s3 != nil {
-		cfg = *d.s3
-	}
-	rc, err := storage.OpenURI(d.ctx, uri, cfg)
+	rc, err := storage.OpenURI(d.ctx, uri, *d.s3)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
@@ -447,10 +471,17 @@ func buildModel(s *jobs.Spec, ds *datasets, rank int) (model.Model, error) {
 }
 
 // Preflight loads and checks a job's data exactly as its workers will (columns, label,
-// classes, preprocessing, model shape) without training. `cohort dev --run` uses it to
-// refuse bad local data before anything is submitted or written.
+// classes, preprocessing, model shape) without training, with file:// data confined to
+// DefaultDataRoots. `cohort dev --run` uses it to refuse bad local data before anything
+// is submitted or written.
 func Preflight(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Config) error {
-	ds, err := dataSource{ctx: ctx, s3: s3}.loadData(&spec.Spec)
+	return PreflightWithRoots(ctx, spec, s3, nil)
+}
+
+// PreflightWithRoots is Preflight with file:// data confined to roots (nil:
+// DefaultDataRoots), as TrainerConfig.DataRoots confines a worker's.
+func PreflightWithRoots(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Config, roots []string) error {
+	ds, err := dataSource{ctx: ctx, s3: s3, roots: roots}.loadData(&spec.Spec)
 	if err != nil {
 		return err
 	}

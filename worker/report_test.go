@@ -54,7 +54,7 @@ func attritionCSV(t *testing.T, rows int, disparity float64) string {
 
 func load(t *testing.T, spec *jobs.TrainingJob) (*datasets, error) {
 	t.Helper()
-	return dataSource{ctx: context.Background()}.loadData(&spec.Spec)
+	return dataSource{ctx: context.Background(), roots: testDataRoots()}.loadData(&spec.Spec)
 }
 
 // TestReportTabular builds the report of a tabular model: the sensitive columns are
@@ -190,7 +190,7 @@ func TestReportSensitiveErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
-			if err := Preflight(context.Background(), auditSpec(t, path, tc.extra), nil); err == nil {
+			if err := PreflightWithRoots(context.Background(), auditSpec(t, path, tc.extra), nil, testDataRoots()); err == nil {
 				t.Error("Preflight accepted it")
 			}
 		})
@@ -305,7 +305,7 @@ func BenchmarkBuildReport(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			spec := exampleSpec(b, "attrition-mlp.yaml")
 			tc.edit(&spec.Spec)
-			ds, err := dataSource{ctx: context.Background()}.loadData(&spec.Spec)
+			ds, err := dataSource{ctx: context.Background(), roots: testDataRoots()}.loadData(&spec.Spec)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -163,6 +163,7 @@ func (c *testCluster) run(job *cohortv1.Job, o runOpts) (*Result, error) {
 				Id: fmt.Sprintf("%s-w%d-g%d", job.GetId(), r, gen), JobId: job.GetId(), Kind: cohortv1.TaskKind_TASK_KIND_WORKER,
 				Index: int32(r), Generation: gen}},
 			Store:           c.store,
+			DataRoots:       testDataRoots(),
 			Metrics:         o.metrics,
 			CheckpointGrace: time.Nanosecond,
 			Report: func(rep *cohortv1.TaskReport) {

@@ -39,6 +39,9 @@ type RunnerConfig struct {
 	// TaskLogs, when set, writes each task's log lines to storage as well (`cohort job
 	// logs`); nil: the node's log only.
 	TaskLogs *tasklog.Config
+	// DataRoots is TrainerConfig.DataRoots: the directories jobs' file:// data may name
+	// (empty: DefaultDataRoots, the working directory).
+	DataRoots []string
 }
 
 // Runner runs TASK_KIND_WORKER allocations: one training loop per allocation.
@@ -101,6 +104,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			Report:      send,
 			Metrics:     r.cfg.Metrics,
 			Membership:  members,
+			DataRoots:   r.cfg.DataRoots,
 
 			CheckpointGrace: r.cfg.CheckpointGrace,
 		})

@@ -29,6 +29,11 @@ type TrainerConfig struct {
 	DialOptions []grpc.DialOption
 	// S3 is the endpoint and credentials for s3:// data URIs (nil: none).
 	S3 *storage.S3Config
+	// DataRoots are the directories a job's file:// data URIs may name (the node
+	// agent's --data-root flags); a URI outside them, by ".." or by a symbolic link,
+	// is refused before anything is opened. Empty: DefaultDataRoots (the working
+	// directory).
+	DataRoots []string
 	// Logger receives structured logs.
 	Logger *slog.Logger
 	// Report sends progress, metrics and checkpoint pointers to the coordinator
@@ -121,7 +126,7 @@ func NewTrainer(cfg TrainerConfig) (*Trainer, error) {
 // other ranks return an empty result.
 func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	s := &t.spec.Spec
-	ds, err := dataSource{ctx: ctx, s3: t.cfg.S3}.loadData(s)
+	ds, err := dataSource{ctx: ctx, s3: t.cfg.S3, roots: t.cfg.DataRoots}.loadData(s)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,7 @@ func BenchmarkAuditOverhead(b *testing.B) {
 	}
 	run := func(name string) time.Duration {
 		start := time.Now()
-		cmd := exec.Command(bin, "dev", "--data-dir", b.TempDir(), "--run", filepath.Join(dir, name+".yaml"), "-o", "json")
+		cmd := exec.Command(bin, "dev", "--data-dir", b.TempDir(), "--data-root", repoPath(b, "jobs"), "--run", filepath.Join(dir, name+".yaml"), "-o", "json")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("dev --run %s: %v\n%s", name, err, out)
 		}

@@ -25,6 +25,8 @@ type devFlags struct {
 	run      string
 	logLevel string
 	s3       s3Flags
+	// dataRoots are the directories jobs' file:// data may be read from.
+	dataRoots []string
 }
 
 func newDevCmd(g *globalFlags) *cobra.Command {
@@ -50,6 +52,7 @@ the result object as the last line on stdout, and exits 0 only if the job succee
 	cmd.Flags().StringVar(&f.httpAddr, "http-addr", "", "HTTP address for /metrics and /healthz (default 127.0.0.1:7071; with --run a free loopback port)")
 	cmd.Flags().StringVar(&f.run, "run", "", "run this job spec to the end, then exit")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "", "debug|info|warn|error (default warn with --run, info otherwise)")
+	cmd.Flags().StringArrayVar(&f.dataRoots, "data-root", nil, "directory jobs' file:// data may be read from (repeatable; default: the working directory); anything outside is refused")
 	f.s3.register(cmd)
 	return cmd
 }
@@ -92,12 +95,15 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 		if err := checkLocalInputs(spec); err != nil {
 			return err
 		}
-		if err := worker.Preflight(ctx, spec, s3cfg); err != nil {
+		if err := worker.PreflightWithRoots(ctx, spec, s3cfg, f.dataRoots); err != nil {
 			return usageErr("job spec %s: %v", f.run, err)
 		}
 	}
 	cfg := node.DevConfig(f.workers, f.ps, f.dataDir)
 	cfg.Logger, cfg.Storage.S3 = logger, s3cfg
+	for i := range cfg.Workers {
+		cfg.Workers[i].DataRoots = f.dataRoots
+	}
 	cfg.Coordinator.GRPCAddr = cmp.Or(f.grpcAddr, cfg.Coordinator.GRPCAddr)
 	cfg.HTTPAddr = cmp.Or(f.httpAddr, cfg.HTTPAddr)
 	if f.run != "" { // one job: state in a temporary directory, free loopback ports

@@ -350,6 +350,12 @@ func TestDevRunBadInput(t *testing.T) {
 		{"missing data file", exampleSpec(t, "attrition-sample.csv", "no-such-file.csv"), []string{"spec.data.train", "no-such-file.csv"}},
 		{"label column missing", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+csvNoLabel), []string{"Attrition", "not found"}},
 		{"non-binary label", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+csvThree), []string{"binary", "3"}},
+		// Data is read only inside the data roots (--data-root): no secrets from the
+		// process's environment, no escapes with "..".
+		{"data outside the roots", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file:///proc/self/environ"),
+			[]string{"spec.data.train", "outside the data roots"}},
+		{"escape from the roots", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+dir+"/"+strings.Repeat("../", 12)+"etc/passwd"),
+			[]string{"spec.data.train", "outside the data roots"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -358,7 +364,7 @@ func TestDevRunBadInput(t *testing.T) {
 			stdout = &out
 			t.Cleanup(func() { stdout = os.Stdout })
 			root := newRootCmd()
-			root.SetArgs([]string{"dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "-o", "json"})
+			root.SetArgs([]string{"dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "--data-root", dir, "-o", "json"})
 			err := root.ExecuteContext(context.Background())
 			var ee *exitError
 			if !errors.As(err, &ee) || ee.code != 2 {
@@ -368,6 +374,9 @@ func TestDevRunBadInput(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("message %q does not mention %q", err.Error(), w)
 				}
+			}
+			if strings.Contains(err.Error(), "PATH=") || strings.Contains(err.Error(), "root:") {
+				t.Errorf("message %q shows a file's contents", err.Error())
 			}
 			if _, err := os.Stat(filepath.Join(dir, "data", "storage", "jobs")); !os.IsNotExist(err) {
 				t.Errorf("bad input wrote job data to storage (stat err %v)", err)
@@ -501,7 +510,7 @@ func TestDevRunOnAnotherCSV(t *testing.T) {
 	stdout = &out
 	t.Cleanup(func() { stdout = os.Stdout })
 	run := newRootCmd()
-	run.SetArgs([]string{"dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "-o", "json", "--log-level", "error"})
+	run.SetArgs([]string{"dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "--data-root", dir, "-o", "json", "--log-level", "error"})
 	if err := run.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("dev --run: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/cohort-dev/cohort/coordinator/server"
 	"github.com/cohort-dev/cohort/internal/agent"
 	"github.com/cohort-dev/cohort/node"
+	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
 	"github.com/cohort-dev/cohort/worker"
@@ -146,7 +147,7 @@ func (c *elasticCluster) addWorkerNode(name string, cpuMillis int64) *elasticWor
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	r, err := worker.NewRunner(worker.RunnerConfig{Store: c.store, Logger: nlog, Metrics: wm,
+	r, err := worker.NewRunner(worker.RunnerConfig{Store: c.store, Logger: nlog, Metrics: wm, DataRoots: nodetest.TestDataRoots(),
 		Observer: func(rep *cohortv1.TaskReport) { c.observe(name, rep) }})
 	if err != nil {
 		c.t.Fatal(err)

@@ -20,6 +20,7 @@ type nodeAgentFlags struct {
 	memory     int64
 	gpus       int
 	labels     []string
+	dataRoots  []string
 	dataAddr   string
 	httpAddr   string
 	gossipAddr string
@@ -42,6 +43,8 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	fl.StringArrayVar(&f.labels, "label", nil, "node label KEY=VALUE for spec.placement.nodeSelector (repeatable)")
 	if ps {
 		fl.StringVar(&f.dataAddr, "data-addr", "127.0.0.1:7080", "address the parameter-server shards are served on (reachable by workers)")
+	} else {
+		fl.StringArrayVar(&f.dataRoots, "data-root", nil, "directory jobs' file:// data may be read from (repeatable; default: the working directory); anything outside is refused")
 	}
 	fl.StringVar(&f.httpAddr, "http-addr", "", "HTTP address for /metrics, /healthz and /readyz (empty: none)")
 	fl.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist gossip address (empty: no gossip)")
@@ -121,7 +124,7 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 	if ps {
 		cfg.ParameterServers = []node.ParameterServerConfig{{AgentConfig: a, DataAddr: f.dataAddr}}
 	} else {
-		cfg.Workers = []node.WorkerConfig{{AgentConfig: a}}
+		cfg.Workers = []node.WorkerConfig{{AgentConfig: a, DataRoots: f.dataRoots}}
 	}
 	cfg.Storage = node.StorageConfig{Dir: f.storageDir, S3: s3cfg}
 	cfg.HTTPAddr, cfg.Logger, cfg.Token = f.httpAddr, logger, f.token

@@ -69,10 +69,13 @@ func newReadmeShell(t *testing.T, ctx context.Context) *readmeShell {
 	if err := os.Mkdir(filepath.Join(sh.dir, "bin"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for link, target := range map[string]string{"bin/cohort": sh.bin, "jobs": repoPath(t, "jobs")} {
-		if err := os.Symlink(target, filepath.Join(sh.dir, link)); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.Symlink(sh.bin, filepath.Join(sh.dir, "bin", "cohort")); err != nil {
+		t.Fatal(err)
+	}
+	// A copy, not a link: workers read file:// data only inside their data roots (by
+	// default the working directory), and a link would resolve outside it.
+	if err := os.CopyFS(filepath.Join(sh.dir, "jobs"), os.DirFS(repoPath(t, "jobs"))); err != nil {
+		t.Fatal(err)
 	}
 	return sh
 }

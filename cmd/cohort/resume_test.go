@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/internal/psagent"
+	"github.com/cohort-dev/cohort/node/nodetest"
 	"github.com/cohort-dev/cohort/paramserver"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
@@ -120,7 +121,7 @@ func TestDevJobResumesExactly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wr, err := worker.NewRunner(worker.RunnerConfig{Store: c.Store, Logger: testLogger(t)})
+	wr, err := worker.NewRunner(worker.RunnerConfig{Store: c.Store, Logger: testLogger(t), DataRoots: nodetest.TestDataRoots()})
 	if err != nil {
 		t.Fatal(err)
 	}

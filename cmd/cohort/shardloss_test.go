@@ -35,7 +35,7 @@ func TestShardNodeKilledJobResumesFromCheckpoint(t *testing.T) {
 		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
 			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
 	}
-	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1"}, common...)...)
+	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
 
 	spec := fmt.Sprintf(`apiVersion: cohort.dev/v1
 kind: TrainingJob

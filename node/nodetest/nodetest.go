@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/cohort-dev/cohort/node"
@@ -25,8 +27,18 @@ type Options struct {
 	Observer func(*cohortv1.TaskReport)
 	// Logger receives the cluster's logs (default: Logger()).
 	Logger *slog.Logger
+	// DataRoots are the workers' data roots (nil: the repository and the temporary
+	// directory, where tests keep their data).
+	DataRoots []string
 	// Mutate, when set, changes the Config last.
 	Mutate func(*node.Config)
+}
+
+// TestDataRoots are the data roots of test clusters: the repository (its jobs/ data)
+// and the temporary directory (t.TempDir()).
+func TestDataRoots() []string {
+	_, self, _, _ := runtime.Caller(0)
+	return []string{filepath.Join(filepath.Dir(self), "..", ".."), os.TempDir()}
 }
 
 // Cluster is a running dev cluster.
@@ -62,8 +74,13 @@ func Dev(t testing.TB, ctx context.Context, o Options) *Cluster {
 	if cfg.Logger == nil {
 		cfg.Logger = Logger()
 	}
+	roots := o.DataRoots
+	if roots == nil {
+		roots = TestDataRoots()
+	}
 	for i := range cfg.Workers {
 		cfg.Workers[i].Observer = o.Observer
+		cfg.Workers[i].DataRoots = roots
 	}
 	if o.Mutate != nil {
 		o.Mutate(&cfg)

@@ -70,6 +70,12 @@ func FuzzReadCSV(f *testing.F) {
 		"a,\"b\nc\",d\n1,\"2\"\"\",3\n",
 		" a ; b \n",
 		"a\n\n\n1\n",
+		// The limits: a line just over MaxLineBytes, a quoted field over MaxFieldBytes
+		// across lines, a long duplicate column name (quoted only as an excerpt).
+		"a\n1\n" + strings.Repeat("x", MaxLineBytes+1) + "\n",
+		"a,b\n1,\"" + strings.Repeat("y\n", MaxFieldBytes/2+1) + "\"\n",
+		strings.Repeat("n", 100) + "," + strings.Repeat("n", 100) + "\n1,2\n",
+		"x,y\nInf,1\n1e999,2\nNaN,3\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -78,6 +84,9 @@ func FuzzReadCSV(f *testing.F) {
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "data: ") {
 				t.Fatalf("error without the package prefix: %v", err)
+			}
+			if len(err.Error()) > 256 {
+				t.Fatalf("error of %d bytes: it quotes more than an excerpt of the file", len(err.Error()))
 			}
 			return
 		}

@@ -1,12 +1,14 @@
 package data
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cohort-dev/cohort/jobs"
 )
@@ -107,10 +109,27 @@ type Preprocessor struct {
 // columnList names a table's columns for messages, shortened for wide tables.
 func columnList(cols []string) string {
 	const show = 30
-	if len(cols) <= show {
-		return strings.Join(cols, ", ")
+	names := make([]string, 0, show)
+	for _, c := range cols[:min(len(cols), show)] {
+		names = append(names, shortName(c))
 	}
-	return fmt.Sprintf("%s, ... (%d more)", strings.Join(cols[:show], ", "), len(cols)-show)
+	if len(cols) <= show {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s, ... (%d more)", strings.Join(names, ", "), len(cols)-show)
+}
+
+// shortName is a column name for a list in a message: cut to a short prefix (see
+// Excerpt), unquoted.
+func shortName(c string) string {
+	if len(c) <= maxExcerpt {
+		return c
+	}
+	cut := maxExcerpt
+	for cut > 0 && !utf8.RuneStart(c[cut]) {
+		cut--
+	}
+	return c[:cut] + "..."
 }
 
 // valueList names up to 5 distinct values for messages.
@@ -121,7 +140,7 @@ func valueList(vals []string) string {
 			q = append(q, fmt.Sprintf("... (%d more)", len(vals)-5))
 			break
 		}
-		q = append(q, strconv.Quote(v))
+		q = append(q, Excerpt(v))
 	}
 	return strings.Join(q, ", ")
 }
@@ -170,7 +189,7 @@ func labelValues(t *Table, rows []int, li int, label string) ([]string, error) {
 	for _, r := range rows {
 		v := t.Rows[r][li]
 		if IsMissing(v) {
-			return nil, fmt.Errorf("data.label: column %q has a missing value (%q) on line %d", label, v, t.Line(r))
+			return nil, fmt.Errorf("data.label: column %q has a missing value (%s) on line %d", label, Excerpt(v), t.Line(r))
 		}
 		seen[v] = struct{}{}
 	}
@@ -219,7 +238,7 @@ func fitLabel(p *Preprocessor, t *Table, rows []int, li int, cfg TabularConfig) 
 		for i, r := range rows {
 			v, ok := parseNumber(t.Rows[r][li])
 			if !ok {
-				return fmt.Errorf("data.label: regression needs numbers, but column %q has %q on line %d", cfg.Label, t.Rows[r][li], t.Line(r))
+				return fmt.Errorf("data.label: regression needs numbers, but column %q has %s on line %d", cfg.Label, Excerpt(t.Rows[r][li]), t.Line(r))
 			}
 			xs[i] = v
 		}
@@ -238,6 +257,59 @@ func parseNumber(v string) (float64, bool) {
 		return 0, false
 	}
 	return f, true
+}
+
+// nonFinite reports whether v is a number that is not finite: "Inf", "+Inf", "-Inf",
+// "Infinity" (any case), or one outside the float64 range such as "1e999". ("NaN" is
+// a missing value, see IsMissing.)
+func nonFinite(v string) bool {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		var ne *strconv.NumError
+		return errors.As(err, &ne) && ne.Err == strconv.ErrRange && math.IsInf(f, 0)
+	}
+	return math.IsInf(f, 0) || math.IsNaN(f)
+}
+
+// nonFiniteCells counts the non-finite numbers of a column whose other values are
+// all numbers or missing.
+type nonFiniteCells struct {
+	count int
+	first string // the first one's value
+	line  int    // and line
+}
+
+// add records value v of the given line: it reports false when v is neither a finite
+// number, a non-finite one nor missing (the column is not numeric).
+func (n *nonFiniteCells) add(v string, line int) bool {
+	if IsMissing(v) {
+		return true
+	}
+	if _, ok := parseNumber(v); ok {
+		return true
+	}
+	if !nonFinite(v) {
+		return false
+	}
+	if n.count == 0 {
+		n.first, n.line = v, line
+	}
+	n.count++
+	return true
+}
+
+// err refuses the column's non-finite numbers (nil when it has none), naming the
+// column, their count and the first one's line.
+func (n *nonFiniteCells) err(column string) error {
+	if n.count == 0 {
+		return nil
+	}
+	what := "numbers that are not finite (the first,"
+	if n.count == 1 {
+		what = "number that is not finite (it is"
+	}
+	return fmt.Errorf("column %s has %d %s %s, on line %d): write finite numbers, or leave a cell empty (or NaN, NA) for a missing value",
+		Excerpt(column), n.count, what, Excerpt(n.first), n.line)
 }
 
 // meanStd returns the mean and population standard deviation (two passes).
@@ -288,7 +360,10 @@ func FitPreprocessor(t *Table, rows []int, cfg TabularConfig) (*Preprocessor, er
 		if ci == li || slices.Contains(cfg.Exclude, name) {
 			continue
 		}
-		ct, ok := fitColumn(t, rows, ci)
+		ct, ok, err := fitColumn(t, rows, ci)
+		if err != nil {
+			return nil, err
+		}
 		if !ok {
 			continue
 		}
@@ -305,11 +380,13 @@ func FitPreprocessor(t *Table, rows []int, cfg TabularConfig) (*Preprocessor, er
 	return p, nil
 }
 
-// fitColumn fits one feature column, or reports that it is dropped.
-func fitColumn(t *Table, rows []int, ci int) (ColumnTransform, bool) {
+// fitColumn fits one feature column, or reports that it is dropped. A column of
+// numbers that holds non-finite ones (Inf, 1e999) is an error.
+func fitColumn(t *Table, rows []int, ci int) (ColumnTransform, bool, error) {
 	name := t.Columns[ci]
 	numeric := true
 	var nums []float64
+	var bad nonFiniteCells
 	present := 0
 	for _, r := range rows {
 		v := t.Rows[r][ci]
@@ -320,22 +397,25 @@ func fitColumn(t *Table, rows []int, ci int) (ColumnTransform, bool) {
 		if numeric {
 			if f, ok := parseNumber(v); ok {
 				nums = append(nums, f)
-			} else {
+			} else if !bad.add(v, t.Line(r)) {
 				numeric, nums = false, nil
 			}
 		}
 	}
 	if present == 0 {
 		slog.Debug("data: dropped feature column with no values", "column", name)
-		return ColumnTransform{}, false
+		return ColumnTransform{}, false, nil
 	}
 	if numeric {
+		if err := bad.err(name); err != nil {
+			return ColumnTransform{}, false, fmt.Errorf("data: %w", err)
+		}
 		mean, std := meanStd(nums)
 		if std == 0 {
 			slog.Debug("data: dropped constant numeric column", "column", name, "value", mean)
-			return ColumnTransform{}, false
+			return ColumnTransform{}, false, nil
 		}
-		return ColumnTransform{Name: name, Kind: KindNumeric, Mean: mean, Std: std}, true
+		return ColumnTransform{Name: name, Kind: KindNumeric, Mean: mean, Std: std}, true, nil
 	}
 	seen := map[string]struct{}{}
 	for _, r := range rows {
@@ -343,24 +423,24 @@ func fitColumn(t *Table, rows []int, ci int) (ColumnTransform, bool) {
 			seen[v] = struct{}{}
 			if len(seen) > MaxCategories {
 				slog.Debug("data: dropped categorical column with too many values", "column", name, "limit", MaxCategories)
-				return ColumnTransform{}, false
+				return ColumnTransform{}, false, nil
 			}
 		}
 	}
 	switch {
 	case len(seen) == 1 && present == len(rows):
 		slog.Debug("data: dropped constant categorical column", "column", name)
-		return ColumnTransform{}, false
+		return ColumnTransform{}, false, nil
 	case present >= 2 && len(seen) == present:
 		slog.Debug("data: dropped ID-like categorical column (every value distinct)", "column", name, "values", present)
-		return ColumnTransform{}, false
+		return ColumnTransform{}, false, nil
 	}
 	cats := make([]string, 0, len(seen))
 	for v := range seen {
 		cats = append(cats, v)
 	}
 	slices.Sort(cats)
-	return ColumnTransform{Name: name, Kind: KindCategorical, Categories: cats}, true
+	return ColumnTransform{Name: name, Kind: KindCategorical, Categories: cats}, true, nil
 }
 
 // Validate checks a Preprocessor's consistency (for one decoded from JSON).
@@ -370,16 +450,16 @@ func (p *Preprocessor) Validate() error {
 		switch c.Kind {
 		case KindNumeric:
 			if !(c.Std > 0) || math.IsInf(c.Std, 0) || math.IsNaN(c.Mean) || math.IsInf(c.Mean, 0) {
-				return fmt.Errorf("data: preprocessing columns[%d] (%q): numeric needs a finite mean and std > 0, got mean %v std %v", i, c.Name, c.Mean, c.Std)
+				return fmt.Errorf("data: preprocessing columns[%d] (%s): numeric needs a finite mean and std > 0, got mean %v std %v", i, Excerpt(c.Name), c.Mean, c.Std)
 			}
 			dim++
 		case KindCategorical:
 			if len(c.Categories) == 0 || !slices.IsSorted(c.Categories) || len(slices.Compact(slices.Clone(c.Categories))) != len(c.Categories) {
-				return fmt.Errorf("data: preprocessing columns[%d] (%q): categories must be non-empty, sorted and unique", i, c.Name)
+				return fmt.Errorf("data: preprocessing columns[%d] (%s): categories must be non-empty, sorted and unique", i, Excerpt(c.Name))
 			}
 			dim += len(c.Categories)
 		default:
-			return fmt.Errorf("data: preprocessing columns[%d] (%q): kind %q is not numeric or categorical", i, c.Name, c.Kind)
+			return fmt.Errorf("data: preprocessing columns[%d] (%s): kind %s is not numeric or categorical", i, Excerpt(c.Name), Excerpt(c.Kind))
 		}
 	}
 	if dim != p.Dim {
@@ -400,7 +480,7 @@ func (p *Preprocessor) TransformRow(get func(column string) (string, bool), dst 
 	for _, c := range p.Columns {
 		v, ok := get(c.Name)
 		if !ok {
-			return fmt.Errorf("data: column %q is missing from the row", c.Name)
+			return fmt.Errorf("data: column %s is missing from the row", Excerpt(c.Name))
 		}
 		n, err := c.write(strings.TrimSpace(v), dst[off:])
 		if err != nil {
@@ -428,11 +508,11 @@ func (c *ColumnTransform) write(v string, dst []float32) (int, error) {
 		}
 		f, ok := parseNumber(v)
 		if !ok {
-			return 0, fmt.Errorf("data: column %q is numeric, but the value %q is not a finite number", c.Name, v)
+			return 0, fmt.Errorf("data: column %s is numeric, but the value %s is not a finite number", Excerpt(c.Name), Excerpt(v))
 		}
 		z := (f - c.Mean) / c.Std
 		if math.IsInf(z, 0) || math.IsNaN(z) || math.Abs(z) > math.MaxFloat32 {
-			return 0, fmt.Errorf("data: column %q: value %q standardizes to %v (std %v)", c.Name, v, z, c.Std)
+			return 0, fmt.Errorf("data: column %s: value %s standardizes to %v (std %v)", Excerpt(c.Name), Excerpt(v), z, c.Std)
 		}
 		dst[0] = float32(z)
 		return 1, nil
@@ -449,7 +529,7 @@ func (c *ColumnTransform) write(v string, dst []float32) (int, error) {
 		}
 		return k, nil
 	}
-	return 0, fmt.Errorf("data: column %q has unknown kind %q", c.Name, c.Kind)
+	return 0, fmt.Errorf("data: column %s has unknown kind %s", Excerpt(c.Name), Excerpt(c.Kind))
 }
 
 // Transform returns the features of the given rows of t, row-major, len(rows)*Dim.
@@ -461,7 +541,7 @@ func (p *Preprocessor) Transform(t *Table, rows []int) ([]float32, error) {
 	idx := make([]int, len(p.Columns))
 	for i, c := range p.Columns {
 		if idx[i] = t.ColumnIndex(c.Name); idx[i] < 0 {
-			return nil, fmt.Errorf("data: feature column %q not found in the CSV (columns: %s)", c.Name, columnList(t.Columns))
+			return nil, fmt.Errorf("data: feature column %s not found in the CSV (columns: %s)", Excerpt(c.Name), columnList(t.Columns))
 		}
 	}
 	x := make([]float32, len(rows)*p.Dim)
@@ -498,7 +578,7 @@ func (p *Preprocessor) Labels(t *Table, rows []int) ([]float32, error) {
 	for i, r := range rows {
 		v := t.Rows[r][li]
 		if IsMissing(v) {
-			return nil, fmt.Errorf("data.label: column %q has a missing value (%q) on line %d", p.Label, v, t.Line(r))
+			return nil, fmt.Errorf("data.label: column %q has a missing value (%s) on line %d", p.Label, Excerpt(v), t.Line(r))
 		}
 		switch p.Task {
 		case TaskBinary:
@@ -508,18 +588,18 @@ func (p *Preprocessor) Labels(t *Table, rows []int) ([]float32, error) {
 			case len(p.Classes) == 0 || slices.Contains(p.Classes, v):
 				y[i] = 0
 			default:
-				return nil, fmt.Errorf("data.label: value %q on line %d is not one of the training classes %s", v, t.Line(r), valueList(p.Classes))
+				return nil, fmt.Errorf("data.label: value %s on line %d is not one of the training classes %s", Excerpt(v), t.Line(r), valueList(p.Classes))
 			}
 		case TaskMulticlass:
 			k, found := slices.BinarySearch(p.Classes, v)
 			if !found {
-				return nil, fmt.Errorf("data.label: value %q on line %d is not one of the training classes %s", v, t.Line(r), valueList(p.Classes))
+				return nil, fmt.Errorf("data.label: value %s on line %d is not one of the training classes %s", Excerpt(v), t.Line(r), valueList(p.Classes))
 			}
 			y[i] = float32(k)
 		case TaskRegression:
 			f, ok := parseNumber(v)
 			if !ok {
-				return nil, fmt.Errorf("data.label: regression needs numbers, but column %q has %q on line %d", p.Label, v, t.Line(r))
+				return nil, fmt.Errorf("data.label: regression needs numbers, but column %q has %s on line %d", p.Label, Excerpt(v), t.Line(r))
 			}
 			std := p.LabelStd
 			if std == 0 {
@@ -527,7 +607,7 @@ func (p *Preprocessor) Labels(t *Table, rows []int) ([]float32, error) {
 			}
 			z := (f - p.LabelMean) / std
 			if math.IsNaN(z) || math.Abs(z) > math.MaxFloat32 {
-				return nil, fmt.Errorf("data.label: regression target %q on line %d standardizes to %v, outside float32 range", v, t.Line(r), z)
+				return nil, fmt.Errorf("data.label: regression target %s on line %d standardizes to %v, outside float32 range", Excerpt(v), t.Line(r), z)
 			}
 			y[i] = float32(z)
 		default:

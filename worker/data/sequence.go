@@ -273,14 +273,20 @@ func numericColumns(t *Table, cfg SequenceConfig, source string) ([]string, erro
 			continue
 		}
 		numeric, present := true, false
-		for _, row := range t.Rows {
+		var bad nonFiniteCells
+		for r, row := range t.Rows {
 			if IsMissing(row[ci]) {
 				continue
 			}
 			present = true
-			if _, ok := parseNumber(row[ci]); !ok {
+			if !bad.add(row[ci], t.Line(r)) {
 				numeric = false
 				break
+			}
+		}
+		if numeric {
+			if err := bad.err(name); err != nil {
+				return nil, fmt.Errorf("data: %s: %w", source, err)
 			}
 		}
 		if numeric && present {
@@ -348,9 +354,9 @@ func (s *SequenceScaler) resolve(t *Table, source string) (*seqTable, error) {
 		if v := st.targets[r]; !math.IsNaN(v) {
 			switch {
 			case s.Task == TaskBinary && v != 0 && v != 1:
-				return nil, fmt.Errorf("data: %s: line %d, column %s: binary_classification needs a target of 0 or 1, got %q", source, t.Line(r), s.Target, row[st.target])
+				return nil, fmt.Errorf("data: %s: line %d, column %s: binary_classification needs a target of 0 or 1, got %s", source, t.Line(r), s.Target, Excerpt(row[st.target]))
 			case s.Task == TaskMulticlass && (v < 0 || v != math.Trunc(v) || v >= MaxClasses):
-				return nil, fmt.Errorf("data: %s: line %d, column %s: multiclass_classification needs a class index 0..%d, got %q", source, t.Line(r), s.Target, MaxClasses-1, row[st.target])
+				return nil, fmt.Errorf("data: %s: line %d, column %s: multiclass_classification needs a class index 0..%d, got %s", source, t.Line(r), s.Target, MaxClasses-1, Excerpt(row[st.target]))
 			}
 		}
 	}
@@ -379,7 +385,7 @@ func (st *seqTable) number(r, ci int) (float64, error) {
 	}
 	f, ok := parseNumber(v)
 	if !ok {
-		return 0, fmt.Errorf("data: %s: line %d, column %s: %q is not a number", st.source, st.t.Line(r), st.t.Columns[ci], v)
+		return 0, fmt.Errorf("data: %s: line %d, column %s: %s is not a number", st.source, st.t.Line(r), shortName(st.t.Columns[ci]), Excerpt(v))
 	}
 	return f, nil
 }
