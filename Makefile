@@ -44,10 +44,13 @@ run: build
 ## python3-onnx for the ONNX checker, python3-sklearn as the audit's reference, chromium for
 ## the dashboard; through apt when missing)
 TEST_APT_PACKAGES := python3-onnx python3-sklearn chromium
+## The three installs run side by side (network, CPU and disk bound in turn); each must
+## succeed.
 deps:
-	$(GO) mod download
-	@if [ -x scripts/install-versitygw.sh ]; then scripts/install-versitygw.sh; fi
-	scripts/apt-install.sh $(TEST_APT_PACKAGES)
+	@$(GO) mod download & mod=$$!; \
+	scripts/install-versitygw.sh & gw=$$!; \
+	scripts/apt-install.sh $(TEST_APT_PACKAGES) & apt=$$!; \
+	fail=0; for p in $$mod $$gw $$apt; do wait $$p || fail=1; done; exit $$fail
 
 ## data: install the real data sets the example jobs use (Fashion-MNIST)
 data:

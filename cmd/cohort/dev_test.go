@@ -117,6 +117,7 @@ func readExport(t *testing.T, c *nodetest.Cluster, uri string) ([]export.Tensor,
 // the metrics, the committed checkpoint, retention, and that the exported model, the
 // checkpointed shards and the reported metrics all describe the same parameters.
 func TestDevTrainsExampleJob(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	spec := exampleSpec(t)
 	job, c := runJob(t, spec, 2, 2)
 	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
@@ -551,6 +552,7 @@ func writeIDX(t *testing.T, path string, dims []int, values []byte) {
 // an 8x8 image is bright, 4 classes) written in the MNIST file layout, with a separate
 // test set, and checks the test metrics the contract names.
 func TestDevTrainsCNNOnIDX(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	dir := t.TempDir()
 	write := func(prefix string, n int, seed uint64) {
 		rng := rand.New(rand.NewPCG(seed, 1))
@@ -632,6 +634,7 @@ spec:
 // TestDevTrainsLSTMOnSequences trains the performance-lstm example (shortened) and checks
 // that it beats the seasonal-naive forecast on the validation period.
 func TestDevTrainsLSTMOnSequences(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	raw, err := os.ReadFile(repoPath(t, "jobs/examples/performance-lstm.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -658,6 +661,7 @@ func TestDevTrainsLSTMOnSequences(t *testing.T) {
 // (versitygw on 127.0.0.1): the training data is read from s3://, and the committed
 // checkpoint and the export land in the bucket and verify.
 func TestDevTrainsOnS3(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	srv := s3test.Start(t)
 	cfg := srv.Config()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

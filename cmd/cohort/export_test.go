@@ -218,6 +218,7 @@ func mustRead(t *testing.T, p string) []byte {
 // storage: the CNN's answers on raw pixels equal the exported ONNX graph's on the
 // scaled pixels, and the LSTM answers one finite prediction per window.
 func TestJobExportsServeEveryKind(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	dir := t.TempDir()
 	const n = 200
 	imgs, labels := make([]byte, n*64), make([]byte, n)

@@ -53,6 +53,7 @@ func startAgentProc(t *testing.T, bin, logPath string, env []string, args ...str
 // process never restarted), reach the end, and commit its checkpoint to S3 through
 // the new leader.
 func TestLeaderKilledWhileJobTrains(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	bin := buildBinary(t)
 	srv := s3test.Start(t)
 	s3cfg := srv.Config()

@@ -180,6 +180,7 @@ func startCoordinatorProcs(t *testing.T, bin, dir string) ([]*coordProc, string)
 // acknowledged ones. With COHORT_CHAOS=1 (make chaos) it repeats the kill 20 times,
 // restarting the killed voter each time, and reports failover times.
 func TestChaosCoordinatorLeaderKill(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	procs, addrs := startCoordinatorProcs(t, bin, dir)

@@ -217,6 +217,7 @@ func (sh *readmeShell) background(cmdline string) {
 // looking for the event files it would read. A line that exits non-zero fails the test, so the README cannot drift
 // from the CLI.
 func TestREADMEForMLEngineers(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	sh := newReadmeShell(t, ctx)
@@ -263,6 +264,7 @@ func TestREADMEForMLEngineers(t *testing.T) {
 // quotas and queues, a drain, a backup restored onto a fresh coordinator. Then it
 // checks what the lines claim: the restored cluster lists the job that succeeded.
 func TestREADMEForClusterAdmins(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	sh := newReadmeShell(t, ctx)
@@ -313,6 +315,7 @@ func submittedID(t *testing.T, out []byte) string {
 // model trained on biased data fails its fairness gate, export refuses it, an override
 // exports it, and the served model explains a row. Then it checks what the lines claim.
 func TestREADMEAuditWalkthrough(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	sh := newReadmeShell(t, ctx)

@@ -22,6 +22,7 @@ import (
 // that checkpoint and finishes: the bound on lost work is the steps since the last
 // checkpoint.
 func TestShardNodeKilledJobResumesFromCheckpoint(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	storeDir := filepath.Join(dir, "storage")

@@ -20,6 +20,7 @@ import (
 // dev cluster trains it, and checks that the loss curve, fed by server-sent events,
 // draws points and then gains more.
 func TestWebDashboardLiveCurve(t *testing.T) {
+	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	testenv.RequireBrowser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
