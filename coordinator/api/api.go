@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"regexp"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -78,7 +79,7 @@ type Config struct {
 }
 
 // DefaultMaxSpecBytes is the default limit on a submitted spec.
-const DefaultMaxSpecBytes = 1 << 20
+const DefaultMaxSpecBytes = server.DefaultMaxSpecBytes
 
 // Limits on request fields.
 const (
@@ -129,18 +130,13 @@ var ErrInvalidArgument = errors.New("invalid argument")
 // without a report).
 var ErrFailedPrecondition = errors.New("failed precondition")
 
-// invalidSpecError carries a spec parse error; its message is the parser's, verbatim.
-type invalidSpecError struct{ err error }
-
-func (e *invalidSpecError) Error() string   { return "invalid job spec:\n" + e.err.Error() }
-func (e *invalidSpecError) Unwrap() []error { return []error{ErrInvalidArgument, e.err} }
-
 // errorCodes is the one table from error to gRPC status code; the first match wins.
 var errorCodes = []struct {
 	target error
 	code   codes.Code
 }{
 	{ErrInvalidArgument, codes.InvalidArgument},
+	{server.ErrRefused, codes.InvalidArgument},
 	{fsm.ErrInvalidCommand, codes.InvalidArgument},
 	{fsm.ErrBadSnapshot, codes.InvalidArgument},
 	{server.ErrInvalidPeer, codes.InvalidArgument},
@@ -178,6 +174,9 @@ func toStatus(err error) error {
 	}
 	return status.Error(codes.Internal, err.Error())
 }
+
+// jobIDUnsafe matches characters an ID derived from a name does not keep.
+var jobIDUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // randomHex returns n random bytes as hex.
 func randomHex(n int) string {

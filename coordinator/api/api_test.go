@@ -71,7 +71,9 @@ func TestToStatus(t *testing.T) {
 		want codes.Code
 	}{
 		{fmt.Errorf("x: %w", ErrInvalidArgument), codes.InvalidArgument},
-		{&invalidSpecError{err: errors.New("bad")}, codes.InvalidArgument},
+		{&server.SpecError{Err: errors.New("bad")}, codes.InvalidArgument},
+		{&server.AdmissionError{Step: "quota", Err: fmt.Errorf("%w: over", server.ErrRefused)}, codes.InvalidArgument},
+		{&server.AdmissionError{Step: "parse", Err: errors.New("no parser")}, codes.Internal},
 		{fmt.Errorf("x: %w", fsm.ErrNotFound), codes.NotFound},
 		{fmt.Errorf("%w; leader is at 10.0.0.1:7000", server.ErrNotLeader), codes.Unavailable},
 		{fmt.Errorf("x: %w", fsm.ErrTerminal), codes.FailedPrecondition},

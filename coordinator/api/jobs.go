@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
 	"github.com/cohort-dev/cohort/coordinator/scheduler"
+	"github.com/cohort-dev/cohort/coordinator/server"
 	"github.com/cohort-dev/cohort/coordinator/state"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -26,108 +26,45 @@ type jobService struct {
 	cohortv1.UnimplementedJobServiceServer
 	b      Backend
 	cfg    Config
+	adm    *server.Admission
 	logger *slog.Logger
 }
 
 // NewJobService returns the user-facing JobService handlers over b.
 func NewJobService(b Backend, cfg Config) cohortv1.JobServiceServer {
 	cfg = cfg.withBackendClock(b).withDefaults()
-	return &jobService{b: b, cfg: cfg, logger: cfg.Logger.With("component", "api.jobs")}
+	logger := cfg.Logger.With("component", "api.jobs")
+	adm := server.NewAdmission(server.AdmissionConfig{ParseSpec: cfg.ParseSpec, MaxSpecBytes: cfg.MaxSpecBytes, Now: cfg.Now, Logger: logger})
+	return &jobService{b: b, cfg: cfg, adm: adm, logger: logger}
 }
 
-// jobIDUnsafe matches characters a job ID does not keep from the job's name.
-var jobIDUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// newJobID returns "<name>-<8 hex>" with the name reduced to [a-z0-9-].
-func newJobID(name string) string {
-	base := strings.Trim(jobIDUnsafe.ReplaceAllString(strings.ToLower(name), "-"), "-")
-	if base == "" {
-		base = "job"
-	}
-	if len(base) > 63 {
-		base = base[:63]
-	}
-	return base + "-" + randomHex(4)
-}
-
-// SubmitJob parses the spec and proposes the job; a retry with the same idempotency key
-// returns the first job with created=false.
+// SubmitJob admits the spec (server.Admission) and proposes the job; a retry with the
+// same idempotency key returns the first job with created=false.
 //
-// On a follower the call is forwarded to the leader. A request without a key gets one
-// here, before any forwarding, so a retry after a leadership change cannot create a
-// second job.
+// On a follower the call is forwarded to the leader with the submission's key: the
+// caller's, or the one admission minted here, so a retry after a leadership change
+// cannot create a second job.
 func (s *jobService) SubmitJob(ctx context.Context, req *cohortv1.SubmitJobRequest) (*cohortv1.SubmitJobResponse, error) {
-	if req.IdempotencyKey == "" {
-		req = proto.Clone(req).(*cohortv1.SubmitJobRequest)
-		req.IdempotencyKey = "auto-" + randomHex(16)
-	}
-	return leaderCall(ctx, s.cfg,
-		func(ctx context.Context) (*cohortv1.SubmitJobResponse, error) { return s.submitJob(ctx, req) },
-		func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.SubmitJobResponse, error) {
-			return cohortv1.NewJobServiceClient(c).SubmitJob(ctx, req)
-		})
-}
-
-// parseJob checks and parses a submitted spec into a fresh job template.
-func (s *jobService) parseJob(spec []byte) (*cohortv1.Job, error) {
-	switch {
-	case len(spec) == 0:
-		return nil, fmt.Errorf("%w: spec_yaml is empty", ErrInvalidArgument)
-	case len(spec) > s.cfg.MaxSpecBytes:
-		return nil, fmt.Errorf("%w: spec is %d bytes, limit %d", ErrInvalidArgument, len(spec), s.cfg.MaxSpecBytes)
-	case s.cfg.ParseSpec == nil:
-		return nil, fmt.Errorf("api: no spec parser configured")
-	}
-	tmpl, err := s.cfg.ParseSpec(spec)
-	if err != nil {
-		return nil, &invalidSpecError{err: err}
-	}
-	if tmpl == nil || tmpl.Name == "" {
-		return nil, fmt.Errorf("%w: spec has no metadata.name", ErrInvalidArgument)
-	}
-	job := proto.Clone(tmpl).(*cohortv1.Job)
-	if job.Namespace == "" {
-		job.Namespace = "default"
-	}
-	return job, nil
-}
-
-func (s *jobService) submitJob(ctx context.Context, req *cohortv1.SubmitJobRequest) (*cohortv1.SubmitJobResponse, error) {
 	if len(req.IdempotencyKey) > maxIdempotencyKeyLen {
-		return nil, fmt.Errorf("%w: idempotency_key is longer than %d bytes", ErrInvalidArgument, maxIdempotencyKeyLen)
+		return nil, toStatus(fmt.Errorf("%w: idempotency_key is longer than %d bytes", ErrInvalidArgument, maxIdempotencyKeyLen))
 	}
-	job, err := s.parseJob(req.SpecYaml)
-	if err != nil {
-		return nil, err
-	}
-	snap := s.b.State().Snapshot()
-	quota, err := scheduler.ExceedsQuota(snap, job)
-	if err != nil {
-		return nil, err
-	}
-	if len(quota) > 0 {
-		s.logger.Info("job refused: it exceeds its namespace's quota on its own", "job", job.Name, "namespace", job.Namespace, "reasons", quota)
-		return nil, fmt.Errorf("%w: job %q can never run: %s", ErrInvalidArgument, job.Name, strings.Join(quota, "; "))
-	}
-	if !req.WaitForCapacity {
-		reasons, err := scheduler.NeverFits(snap, job)
+	sub := &server.Submission{Spec: req.SpecYaml, IdempotencyKey: req.IdempotencyKey, WaitForCapacity: req.WaitForCapacity}
+	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.SubmitJobResponse, error) {
+		job, err := s.adm.Admit(s.b.State().Snapshot(), sub)
 		if err != nil {
 			return nil, err
 		}
-		if len(reasons) > 0 {
-			s.logger.Info("job refused: it can never fit the registered nodes", "job", job.Name, "namespace", job.Namespace, "reasons", reasons)
-			return nil, fmt.Errorf("%w: job %q can never fit the registered nodes: %s (submit with --wait-for-capacity to wait for more nodes)",
-				ErrInvalidArgument, job.Name, strings.Join(reasons, "; "))
-		}
-	}
-	job.Id = newJobID(job.Name)
-	job.SpecYaml = req.SpecYaml
-	job.SubmitTimeUnixNano = s.cfg.Now().UnixNano()
-	job.State = cohortv1.JobState_JOB_STATE_PENDING
-	job.IdempotencyKey = req.IdempotencyKey
-	if job.IdempotencyKey == "" {
-		job.IdempotencyKey = "auto-" + randomHex(16)
-	}
+		return s.propose(ctx, job)
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.SubmitJobResponse, error) {
+		// Only a proposal finds no leader, so admission has filled the key in by now.
+		fwd := proto.Clone(req).(*cohortv1.SubmitJobRequest)
+		fwd.IdempotencyKey = sub.IdempotencyKey
+		return cohortv1.NewJobServiceClient(c).SubmitJob(ctx, fwd)
+	})
+}
+
+// propose applies an admitted job's SubmitJob command.
+func (s *jobService) propose(ctx context.Context, job *cohortv1.Job) (*cohortv1.SubmitJobResponse, error) {
 	out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_SubmitJob{
 		SubmitJob: &cohortv1.SubmitJobCommand{Job: job},
 	}})
@@ -270,31 +207,27 @@ func (s *jobService) ListNodes(ctx context.Context, req *cohortv1.ListNodesReque
 }
 
 // PlanJob dry-runs the scheduler for a spec against the current state (a consistent
-// read unless stale). It commits nothing.
+// read unless stale). It commits nothing. The spec is checked by admission's spec
+// steps, and the never-run reasons are those of its quota and capacity steps.
 func (s *jobService) PlanJob(ctx context.Context, req *cohortv1.PlanJobRequest) (*cohortv1.PlanJobResponse, error) {
-	job, err := s.parseJob(req.SpecYaml)
+	job, err := s.adm.PlanJob(req.SpecYaml)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	job.Id = "plan-" + jobIDUnsafe.ReplaceAllString(strings.ToLower(job.Name), "-")
 	return readCall(ctx, s.b, s.cfg, func() (*cohortv1.PlanJobResponse, error) {
-		return planJob(s.b.State().Snapshot(), job)
+		snap := s.b.State().Snapshot()
+		never, err := s.adm.NeverRuns(snap, job)
+		if err != nil {
+			return nil, err
+		}
+		return planJob(snap, job, never)
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.PlanJobResponse, error) {
 		return cohortv1.NewJobServiceClient(c).PlanJob(ctx, req)
 	})
 }
 
-// planJob answers a dry run of job on snap.
-func planJob(snap *state.StateSnapshot, job *cohortv1.Job) (*cohortv1.PlanJobResponse, error) {
-	never, err := scheduler.NeverFits(snap, job)
-	if err != nil {
-		return nil, err
-	}
-	quota, err := scheduler.ExceedsQuota(snap, job)
-	if err != nil {
-		return nil, err
-	}
-	never = append(quota, never...)
+// planJob answers a dry run of job on snap; never says why the job can never run.
+func planJob(snap *state.StateSnapshot, job *cohortv1.Job, never []string) (*cohortv1.PlanJobResponse, error) {
 	cluster := scheduler.NewCluster(snap)
 	plan := cluster.Place(job)
 	out := &cohortv1.PlanJobResponse{Feasible: plan.Feasible(), NeverFits: len(never) > 0, Preemptions: []string{}}

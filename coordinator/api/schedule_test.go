@@ -355,3 +355,48 @@ func oneNodeLeader(t *testing.T, gpus int32) (*clustertest.Node, cohortv1.JobSer
 	}
 	return leader, jobs, ctx, waitFor
 }
+
+// TestForwardedSubmitKeepsKeyOverGRPC: on a three-voter cluster a follower forwards a
+// submission with the caller's key, or with the one key it minted for a keyless call;
+// a retry with that key through another coordinator returns the first job; a spec the
+// follower refuses gets the same code and message as on the leader.
+func TestForwardedSubmitKeepsKeyOverGRPC(t *testing.T) {
+	c := clustertest.TestCluster(t, 3)
+	leader := c.WaitForLeader(t)
+	var fs []*clustertest.Node
+	for _, n := range c.Running() {
+		if n != leader {
+			fs = append(fs, n)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	for _, key := range []string{"k-caller", ""} {
+		sub, err := fs[0].Jobs().SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte("name: fwd"), IdempotencyKey: key})
+		if err != nil || !sub.Created {
+			t.Fatalf("submit with key %q through a follower: %v %v", key, sub, err)
+		}
+		got := sub.Job.IdempotencyKey
+		if (key != "" && got != key) || (key == "" && (!strings.HasPrefix(got, "auto-") || len(got) != len("auto-")+32)) {
+			t.Fatalf("stored key %q for caller's key %q", got, key)
+		}
+		for _, n := range []*clustertest.Node{fs[1], leader} {
+			again, err := n.Jobs().SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte("name: fwd"), IdempotencyKey: got})
+			if err != nil || again.Created || again.Job.Id != sub.Job.Id {
+				t.Fatalf("retry through %s: %v %v, want the first job %s", n.ID, again, err, sub.Job.Id)
+			}
+		}
+	}
+	const want = "invalid job spec:\nspec.yaml:1: metadata.name: required"
+	for _, n := range []*clustertest.Node{fs[0], leader} {
+		_, err := n.Jobs().SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte("bad")})
+		if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != want {
+			t.Fatalf("bad spec through %s: %v, want %q", n.ID, err, want)
+		}
+	}
+	list, err := leader.Jobs().ListJobs(ctx, &cohortv1.ListJobsRequest{})
+	if err != nil || len(list.Jobs) != 2 {
+		t.Fatalf("jobs stored: %v %v, want 2", list, err)
+	}
+}
