@@ -92,7 +92,7 @@ func (n *Node) startCoordinator() error {
 	if co.ACLTokensFile != "" {
 		n.acl = newNodeACL(co.ACLTokensFile, n.tokens, parse, srv.State, log.With("role", "acl"))
 	}
-	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes)},
+	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)},
 		n.acl.serverOptions()...)...)
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))

@@ -28,7 +28,7 @@ const retryServiceConfig = `{
 func clientOptions(token string) []grpc.DialOption {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
 	}
 	if token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(api.BearerToken(token)))
@@ -36,14 +36,25 @@ func clientOptions(token string) []grpc.DialOption {
 	return opts
 }
 
-// dial opens one connection over the coordinators at addrs: it uses the first one that
-// answers and moves to another when it fails, and calls retry while no coordinator is
-// available.
+// dial opens one connection over the coordinators at addrs (DialCoordinators) with the
+// node's token.
 func dial(addrs []string, token string) (*grpc.ClientConn, error) {
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("node: no coordinator address")
+	conn, err := DialCoordinators(addrs, clientOptions(token)...)
+	if err != nil {
+		return nil, fmt.Errorf("node: dial %v: %w", addrs, err)
 	}
-	opts := append(clientOptions(token), grpc.WithDefaultServiceConfig(retryServiceConfig))
+	return conn, nil
+}
+
+// DialCoordinators opens one client connection over the coordinators at addrs, as every
+// role and the CLI do: it uses the first one that answers and moves to another when it
+// fails, calls retry while no coordinator is available (retryServiceConfig), and
+// messages are bounded by MaxMessageBytes. extra adds dial options (an ACL token).
+func DialCoordinators(addrs []string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("no coordinator address")
+	}
+	opts := append(append(clientOptions(""), grpc.WithDefaultServiceConfig(retryServiceConfig)), extra...)
 	target := addrs[0]
 	if len(addrs) > 1 {
 		r := manual.NewBuilderWithScheme("cohort")
@@ -55,9 +66,5 @@ func dial(addrs []string, token string) (*grpc.ClientConn, error) {
 		opts = append(opts, grpc.WithResolvers(r))
 		target = "cohort:///coordinators"
 	}
-	conn, err := grpc.NewClient(target, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("node: dial %v: %w", addrs, err)
-	}
-	return conn, nil
+	return grpc.NewClient(target, opts...)
 }

@@ -30,8 +30,8 @@ import (
 	"github.com/cohort-dev/cohort/storage"
 )
 
-// maxMsgBytes bounds every control-plane message (the CLI uses the same bound).
-const maxMsgBytes = 16 << 20
+// MaxMessageBytes bounds every control-plane message (the CLI's too).
+const MaxMessageBytes = 16 << 20
 
 // leaderWait bounds how long Start waits for a leader before it starts local agents.
 const leaderWait = 30 * time.Second

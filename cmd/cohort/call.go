@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -14,6 +16,25 @@ import (
 // through rpcErr, which names what.
 func jobCall[Req, Resp any](ctx context.Context, g *globalFlags, what string,
 	rpc func(cohortv1.JobServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	return callJobService(ctx, g, rpc, req, func(err error) error { return rpcErr(what, err) })
+}
+
+// jobCallPrecondition is jobCall where a FailedPrecondition answer (a job without a
+// report, a gate that cannot be overridden) is bad input: exit status 2 with the
+// coordinator's message.
+func jobCallPrecondition[Req, Resp any](ctx context.Context, g *globalFlags, what string,
+	rpc func(cohortv1.JobServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	return callJobService(ctx, g, rpc, req, func(err error) error {
+		if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
+			return usageErr("%s", st.Message())
+		}
+		return rpcErr(what, err)
+	})
+}
+
+// callJobService dials, makes the call, closes the connection and maps a call error.
+func callJobService[Req, Resp any](ctx context.Context, g *globalFlags,
+	rpc func(cohortv1.JobServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req, mapErr func(error) error) (Resp, error) {
 	var zero Resp
 	conn, err := connect(g)
 	if err != nil {
@@ -22,7 +43,7 @@ func jobCall[Req, Resp any](ctx context.Context, g *globalFlags, what string,
 	defer conn.Close()
 	resp, err := rpc(cohortv1.NewJobServiceClient(conn), ctx, req)
 	if err != nil {
-		return zero, rpcErr(what, err)
+		return zero, mapErr(err)
 	}
 	return resp, nil
 }

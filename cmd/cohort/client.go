@@ -12,28 +12,11 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
+	"github.com/cohort-dev/cohort/node"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
-
-// maxMsgBytes bounds every control-plane message.
-const maxMsgBytes = 16 << 20
-
-// retryServiceConfig makes every coordinator call retry while the coordinator it
-// reached is unavailable (down, or without a leader during an election). Retries are
-// safe: submissions carry an idempotency key and the other writes are idempotent.
-const retryServiceConfig = `{
-  "loadBalancingConfig": [{"pick_first": {}}],
-  "methodConfig": [{
-    "name": [{"service": "cohort.v1.JobService"}, {"service": "cohort.v1.AgentService"}, {"service": "cohort.v1.ClusterService"}],
-    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s", "backoffMultiplier": 2,
-      "retryableStatusCodes": ["UNAVAILABLE"]}
-  }]
-}`
 
 // dial opens a client connection to a coordinator. address may list several
 // coordinators, comma-separated: the connection uses the first one that answers and
@@ -49,24 +32,7 @@ func dial(address string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if len(addrs) == 0 {
 		return nil, usageErr("--address: no coordinator address given")
 	}
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgBytes), grpc.MaxCallSendMsgSize(maxMsgBytes)),
-		grpc.WithDefaultServiceConfig(retryServiceConfig),
-	}
-	opts = append(opts, extra...)
-	target := addrs[0]
-	if len(addrs) > 1 {
-		r := manual.NewBuilderWithScheme("cohort")
-		state := resolver.State{}
-		for _, a := range addrs {
-			state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
-		}
-		r.InitialState(state)
-		opts = append(opts, grpc.WithResolvers(r))
-		target = "cohort:///coordinators"
-	}
-	conn, err := grpc.NewClient(target, opts...)
+	conn, err := node.DialCoordinators(addrs, extra...)
 	if err != nil {
 		return nil, usageErr("--address %q: %v", address, err)
 	}

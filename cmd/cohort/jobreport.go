@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,9 +10,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/cohort-dev/cohort/audit"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -62,27 +58,6 @@ fields.`,
 	}
 	cmd.Flags().IntVar(&top, "top", 10, "how many importances to print")
 	return cmd
-}
-
-// jobCallPrecondition is jobCall where a FailedPrecondition answer (a job without a
-// report, a gate that cannot be overridden) is bad input: exit status 2 with the
-// coordinator's message.
-func jobCallPrecondition[Req, Resp any](ctx context.Context, g *globalFlags, what string,
-	rpc func(cohortv1.JobServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
-	var zero Resp
-	conn, err := connect(g)
-	if err != nil {
-		return zero, err
-	}
-	defer conn.Close()
-	resp, err := rpc(cohortv1.NewJobServiceClient(conn), ctx, req)
-	if err != nil {
-		if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
-			return zero, usageErr("%s", st.Message())
-		}
-		return zero, rpcErr(what, err)
-	}
-	return resp, nil
 }
 
 // printGate prints a job's gate outcome.
