@@ -52,7 +52,8 @@ type interval struct {
 	undefined int // resamples where the stat was undefined, left out of ci
 }
 
-// bootstrapCI resamples n rows with replacement resamples times and returns the 95%
+// bootstrapCI resamples n rows with replacement resamples times (each resample calls the
+// stats in order, with the same weights) and returns the 95%
 // percentile interval of each stat (linear interpolation between order statistics, as
 // numpy's default percentile), over the resamples where the stat is defined. point is
 // each stat's value on all rows; it is the interval's both ends when no resample is

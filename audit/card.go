@@ -224,17 +224,17 @@ func writeGroupTable(b *strings.Builder, task string, groups []Group, attr strin
 		cols = append(cols,
 			column{"Base rate", func(g Group) string { return numPtr(g.BaseRate) }},
 			column{"Selection rate", func(g Group) string { return numPtr(g.SelectionRate) }},
-			column{"Impact ratio", func(g Group) string { return numPtr(g.ImpactRatio) }},
+			column{"Impact ratio [95% CI]", func(g Group) string { return withCI(g.ImpactRatio, g.ImpactRatioCI95) }},
 			column{"TPR", func(g Group) string { return numPtr(g.TPR) }},
 			column{"FPR", func(g Group) string { return numPtr(g.FPR) }},
 			column{"Score rate", func(g Group) string { return numPtr(g.ScoreRate) }},
-			column{"Scoring impact ratio", func(g Group) string { return numPtr(g.ScoreImpactRatio) }})
+			column{"Scoring impact ratio [95% CI]", func(g Group) string { return withCI(g.ScoreImpactRatio, g.ScoreImpactRatioCI95) }})
 	case TaskRegression:
 		cols = append(cols,
 			column{"Mean label", func(g Group) string { return numPtr(g.MeanLabel) }},
 			column{"Mean prediction", func(g Group) string { return numPtr(g.MeanPrediction) }},
 			column{"Score rate", func(g Group) string { return numPtr(g.ScoreRate) }},
-			column{"Scoring impact ratio", func(g Group) string { return numPtr(g.ScoreImpactRatio) }})
+			column{"Scoring impact ratio [95% CI]", func(g Group) string { return withCI(g.ScoreImpactRatio, g.ScoreImpactRatioCI95) }})
 	case TaskMulticlass:
 		cols = append(cols, column{"Accuracy", func(g Group) string { return numPtr(g.Accuracy) }})
 	}
@@ -324,4 +324,12 @@ func mdText(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// withCI formats an optional ratio with its optional interval: "0.75 [0.52, 1.02]".
+func withCI(v *float64, ci *[2]float64) string {
+	if v == nil || ci == nil {
+		return numPtr(v)
+	}
+	return fmt.Sprintf("%s [%s, %s]", numPtr(v), num(ci[0]), num(ci[1]))
 }

@@ -586,3 +586,56 @@ func TestWeightedAUC(t *testing.T) {
 		t.Errorf("weighted AUC %v, expanded %v, want 0.85", got, want)
 	}
 }
+
+// TestImpactRatioIntervals: every impact ratio gets a bootstrap interval that contains
+// it, is deterministic per seed, is narrow for a large sample and wide for a small one,
+// and covers 1 where the groups' true rates are equal.
+func TestImpactRatioIntervals(t *testing.T) {
+	build := func(n int) Input {
+		in := Input{Scores: make([]float64, n), Labels: make([]float64, n), Groups: map[string][]string{"G": make([]string, n)}}
+		for i := range n {
+			in.Groups["G"][i] = []string{"a", "b"}[i%2]
+			// Both groups: 30% selected (score 0.9), the rest 0.1; labels alternate.
+			if (i/2)%10 < 3 {
+				in.Scores[i] = 0.9
+			} else {
+				in.Scores[i] = 0.1 + float64(i%7)/100
+			}
+			in.Labels[i] = float64((i / 3) % 2)
+		}
+		return in
+	}
+	cfg := DefaultConfig()
+	cfg.Sensitive = []string{"G"}
+	width := func(n int) float64 {
+		r, err := Evaluate(cfg, build(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, _ := Evaluate(cfg, build(n))
+		var w float64
+		for i, g := range r.Audit.Groups {
+			ci := g.ImpactRatioCI95
+			if g.ImpactRatio == nil || ci == nil || ci[0] > *g.ImpactRatio || ci[1] < *g.ImpactRatio {
+				t.Fatalf("n=%d %s: ratio %v, ci %v", n, g.Category, g.ImpactRatio, ci)
+			}
+			if g.ScoreImpactRatioCI95 == nil || *again.Audit.Groups[i].ImpactRatioCI95 != *ci {
+				t.Fatalf("n=%d %s: score ci %v, not deterministic", n, g.Category, g.ScoreImpactRatioCI95)
+			}
+			if ci[0] > 1 || ci[1] < 0.999 {
+				t.Errorf("n=%d %s: equal true rates, but ci %v excludes 1", n, g.Category, ci)
+			}
+			w = max(w, ci[1]-ci[0])
+		}
+		return w
+	}
+	small, large := width(200), width(20000)
+	if !(large < small/4) || large > 0.1 {
+		t.Errorf("interval widths: %.3f at 200 rows, %.3f at 20000", small, large)
+	}
+	cfg.Resamples = 0
+	r, err := Evaluate(cfg, build(200))
+	if err != nil || r.Audit.Groups[0].ImpactRatioCI95 != nil {
+		t.Errorf("no bootstrap: ci %v (%v)", r.Audit.Groups[0].ImpactRatioCI95, err)
+	}
+}

@@ -131,6 +131,7 @@ func Bin(values []string, edges []float64) ([]string, error) {
 type attribute struct {
 	name     string
 	groups   []int   // indices into AuditSection.Groups
+	rowGroup []int32 // per row, the index into groups of the row's group
 	eligible int     // groups in the ratios
 	maxSel   float64 // highest selection rate of the eligible groups (binary)
 	maxScore float64 // highest score rate of the eligible groups
@@ -177,6 +178,7 @@ func auditGroups(cfg Config, in Input, n int, ranked *rankedBinary) (*AuditSecti
 		}
 		accs := make(map[string]*groupAcc)
 		key := make([]string, len(cols))
+		rowAcc := make([]*groupAcc, n)
 		for row := range n {
 			missing := false
 			for i, c := range cols {
@@ -198,6 +200,7 @@ func auditGroups(cfg Config, in Input, n int, ranked *rankedBinary) (*AuditSecti
 				accs[k] = a
 			}
 			addRow(a, cfg, in, row, median)
+			rowAcc[row] = a
 		}
 		list := make([]*groupAcc, 0, len(accs))
 		for _, a := range accs {
@@ -212,15 +215,106 @@ func auditGroups(cfg Config, in Input, n int, ranked *rankedBinary) (*AuditSecti
 			}
 			return slices.CompareFunc(a.tuple, b.tuple, compareCategories)
 		})
-		attr := attribute{name: strings.Join(names, ",")}
-		for _, a := range list {
+		attr := attribute{name: strings.Join(names, ","), rowGroup: make([]int32, n)}
+		index := make(map[*groupAcc]int32, len(list))
+		for k, a := range list {
+			index[a] = int32(k)
 			attr.groups = append(attr.groups, len(sec.Groups))
 			sec.Groups = append(sec.Groups, makeGroup(cfg, attr.name, a, n))
+		}
+		for row, a := range rowAcc {
+			attr.rowGroup[row] = index[a]
 		}
 		sec.Notes = append(sec.Notes, setRatios(cfg, sec.Groups, list, &attr)...)
 		attrs = append(attrs, attr)
 	}
+	setRatioIntervals(cfg, in, n, median, sec.Groups, attrs)
 	return sec, attrs
+}
+
+// setRatioIntervals sets the 95% bootstrap interval of every impact ratio (selection
+// and scoring) with the metrics' resampling (same seed, so the same resamples): in each
+// resample a group's weighted rate over the highest weighted rate of the attribute's
+// eligible groups; a resample where the group has no row, or every eligible rate is 0,
+// is left out.
+func setRatioIntervals(cfg Config, in Input, n int, median float64, groups []Group, attrs []attribute) {
+	if cfg.Resamples == 0 || cfg.Task == TaskMulticlass {
+		return
+	}
+	selected, above := make([]bool, n), make([]bool, n)
+	for row := range n {
+		s := in.Scores[row]
+		selected[row] = cfg.Task == TaskBinary && s >= cfg.Threshold
+		above[row] = s > median
+	}
+	// bootstrapCI calls the stats in order with each resample's weights, so the first
+	// stat of an attribute counts that attribute's groups for the resample and the
+	// others read the counts.
+	type counts struct{ rows, selected, above []float64 }
+	var stats []rowStat
+	var point []float64
+	var dsts []**[2]float64
+	for a := range attrs {
+		attr := &attrs[a]
+		m := len(attr.groups)
+		c := &counts{rows: make([]float64, m), selected: make([]float64, m), above: make([]float64, m)}
+		eligible := make([]bool, m)
+		for k, i := range attr.groups {
+			eligible[k] = !groups[i].Excluded
+		}
+		first := true
+		for k, i := range attr.groups {
+			g := &groups[i]
+			for _, r := range []struct {
+				ratio *float64
+				dst   **[2]float64
+				hits  []float64
+			}{{g.ImpactRatio, &g.ImpactRatioCI95, c.selected}, {g.ScoreImpactRatio, &g.ScoreImpactRatioCI95, c.above}} {
+				if r.ratio == nil {
+					continue
+				}
+				count := first
+				first = false
+				hits := r.hits
+				stats = append(stats, func(w []int32) (float64, bool) {
+					if count {
+						clear(c.rows)
+						clear(c.selected)
+						clear(c.above)
+						for row, gk := range attr.rowGroup {
+							wt := float64(w[row])
+							c.rows[gk] += wt
+							if selected[row] {
+								c.selected[gk] += wt
+							}
+							if above[row] {
+								c.above[gk] += wt
+							}
+						}
+					}
+					best := 0.0
+					for j, ok := range eligible {
+						if ok && c.rows[j] > 0 {
+							best = max(best, hits[j]/c.rows[j])
+						}
+					}
+					if c.rows[k] == 0 || best == 0 {
+						return 0, false
+					}
+					return hits[k] / c.rows[k] / best, true
+				})
+				point = append(point, *r.ratio)
+				dsts = append(dsts, r.dst)
+			}
+		}
+	}
+	if len(stats) == 0 {
+		return
+	}
+	for t, iv := range bootstrapCI(n, cfg.Resamples, cfg.Seed, point, stats) {
+		ci := iv.ci
+		*dsts[t] = &ci
+	}
 }
 
 // addRow adds one row to a group.

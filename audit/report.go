@@ -182,6 +182,10 @@ type Group struct {
 	// ImpactRatio is SelectionRate over the attribute's highest selection rate among
 	// eligible groups (binary, eligible groups only).
 	ImpactRatio *float64 `json:"impact_ratio,omitempty"`
+	// ImpactRatioCI95 is the 95% percentile-bootstrap interval of ImpactRatio (rows
+	// resampled as for the metrics, the eligible groups kept fixed); absent without
+	// ImpactRatio or bootstrap.
+	ImpactRatioCI95 *[2]float64 `json:"impact_ratio_ci95,omitempty"`
 	// TPR is the true-positive rate at the threshold; absent without positives.
 	TPR *float64 `json:"tpr,omitempty"`
 	// FPR is the false-positive rate at the threshold; absent without negatives.
@@ -192,6 +196,8 @@ type Group struct {
 	// ScoreImpactRatio is ScoreRate over the attribute's highest score rate among
 	// eligible groups (eligible groups only).
 	ScoreImpactRatio *float64 `json:"score_impact_ratio,omitempty"`
+	// ScoreImpactRatioCI95 is the 95% bootstrap interval of ScoreImpactRatio.
+	ScoreImpactRatioCI95 *[2]float64 `json:"score_impact_ratio_ci95,omitempty"`
 	// MeanLabel is the group's mean target (regression).
 	MeanLabel *float64 `json:"mean_label,omitempty"`
 	// MeanPrediction is the group's mean prediction (regression).

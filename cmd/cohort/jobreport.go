@@ -83,6 +83,14 @@ func fmtRate(v *float64) string {
 	return fmt.Sprintf("%.3f", *v)
 }
 
+// fmtRatio prints an optional ratio with its optional interval.
+func fmtRatio(v *float64, ci *[2]float64) string {
+	if v == nil || ci == nil {
+		return fmtRate(v)
+	}
+	return fmt.Sprintf("%.3f [%.2f, %.2f]", *v, ci[0], ci[1])
+}
+
 // printReport prints r as tables.
 func printReport(w io.Writer, r *audit.Report, top int) {
 	fmt.Fprintf(w, "job %s (%s): %s model at step %d, evaluated on the %s split (%d rows)\n",
@@ -136,7 +144,7 @@ func printReport(w io.Writer, r *audit.Report, top int) {
 		head += fmt.Sprintf("; groups under %g%% of rows excluded from the ratios)", 100*a.MinGroupFraction)
 		fmt.Fprintf(w, "\n%s:\n", head)
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ATTRIBUTE\tCATEGORY\tCOUNT\tBASE RATE\tSELECTION\tIMPACT RATIO\tTPR\tFPR\tSCORING RATE\tSCORING RATIO\tNOTE")
+		fmt.Fprintln(tw, "  ATTRIBUTE\tCATEGORY\tCOUNT\tBASE RATE\tSELECTION\tIMPACT RATIO [95% CI]\tTPR\tFPR\tSCORING RATE\tSCORING RATIO [95% CI]\tNOTE")
 		for _, gr := range a.Groups {
 			cat := gr.Category
 			if gr.Missing {
@@ -150,8 +158,8 @@ func printReport(w io.Writer, r *audit.Report, top int) {
 				note = strings.TrimPrefix(note+"; below four-fifths", "; ")
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", gr.Attribute, cat, gr.Count,
-				fmtRate(gr.BaseRate), fmtRate(gr.SelectionRate), fmtRate(gr.ImpactRatio), fmtRate(gr.TPR), fmtRate(gr.FPR),
-				fmtRate(gr.ScoreRate), fmtRate(gr.ScoreImpactRatio), note)
+				fmtRate(gr.BaseRate), fmtRate(gr.SelectionRate), fmtRatio(gr.ImpactRatio, gr.ImpactRatioCI95), fmtRate(gr.TPR), fmtRate(gr.FPR),
+				fmtRate(gr.ScoreRate), fmtRatio(gr.ScoreImpactRatio, gr.ScoreImpactRatioCI95), note)
 		}
 		tw.Flush()
 		for _, n := range a.Notes {

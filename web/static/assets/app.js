@@ -177,7 +177,10 @@
       for (const c of cols) {
         const v = g[c.key];
         const low = c.ratio && finite(v) && Number(v) < FOUR_FIFTHS;
-        tr.appendChild(el("td", { class: "n" + (low ? " low-ratio" : ""), "data-key": c.key }, c.fmt(v)));
+        const attrs = { class: "n" + (low ? " low-ratio" : ""), "data-key": c.key };
+        const ci = g[c.key + "_ci95"];
+        if (c.ratio && Array.isArray(ci) && ci.length === 2) attrs.title = "95% CI [" + fx(ci[0], 3) + ", " + fx(ci[1], 3) + "]";
+        tr.appendChild(el("td", attrs, c.fmt(v)));
       }
       tr.appendChild(el("td", { class: "reason" }, g.excluded ? "yes: " + (g.reason || "no reason given") : "no"));
       body.appendChild(tr);
