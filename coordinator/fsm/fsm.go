@@ -87,6 +87,10 @@ type FSM struct {
 
 	applyDuration *prometheus.HistogramVec
 	restores      prometheus.Counter
+	// skipped counts the entries that could not be decoded (see Apply); lastSkipped is
+	// the index of the newest one (0: none).
+	skipped     prometheus.Counter
+	lastSkipped atomic.Uint64
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -112,10 +116,14 @@ func New(cfg Config) (*FSM, error) {
 			Name: "cohort_fsm_restores_total",
 			Help: "Snapshot restores applied to the state store.",
 		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cohort_fsm_undecodable_entries_total",
+			Help: "Committed Raft entries that could not be decoded and were skipped, the same on every replica.",
+		}),
 	}
 	f.state.Store(store)
 	if cfg.Registry != nil {
-		for _, c := range []prometheus.Collector{f.applyDuration, f.restores} {
+		for _, c := range []prometheus.Collector{f.applyDuration, f.restores, f.skipped} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("fsm: register metrics: %w", err)
 			}
@@ -134,7 +142,7 @@ func (f *FSM) State() *state.Store { return f.state.Load() }
 func DecodeCommand(data []byte) (*cohortv1.Command, error) {
 	cmd := &cohortv1.Command{}
 	if err := proto.Unmarshal(data, cmd); err != nil {
-		return nil, fmt.Errorf("fsm: decode command: %w", err)
+		return nil, fmt.Errorf("fsm: decode command: %w: %w", ErrInvalidCommand, err)
 	}
 	if cmd.Kind == nil {
 		return nil, fmt.Errorf("fsm: decode command: %w: unknown or missing kind", ErrInvalidCommand)
@@ -144,19 +152,35 @@ func DecodeCommand(data []byte) (*cohortv1.Command, error) {
 
 // Apply applies one committed log entry. Its response value is a result (see the
 // applyX functions), nil, or an error when the command could not be applied (state
-// unchanged). An entry that cannot be decoded panics: applying nothing would let this
-// replica diverge from the ones that understood it (for example, after a downgrade).
+// unchanged).
+//
+// An entry that cannot be decoded (garbage, or a command kind this version does not
+// know) is skipped with an error log, counted in cohort_fsm_undecodable_entries_total
+// and remembered (LastUndecodable), and Apply answers ErrInvalidCommand. It used to
+// panic, and since a committed entry is applied again at every start, one forged or
+// corrupt entry bricked the voter for good (security issue #16). Skipping is the same
+// on every replica of this version, so they stay in agreement; a replica older than a
+// command's kind skips what newer ones apply, which the error log and the metric make
+// loud: upgrade every voter before using a new kind, as before.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	defer f.applied.Store(l.Index)
 	cmd, err := DecodeCommand(l.Data)
 	if err != nil {
-		panic(fmt.Sprintf("fsm: cannot apply raft entry %d: %v", l.Index, err))
+		f.skipped.Inc()
+		f.lastSkipped.Store(l.Index)
+		f.logger.Error("committed raft entry cannot be decoded: skipped, the state is unchanged (a forged or corrupt entry, or a command of a newer version)",
+			"index", l.Index, "term", l.Term, "bytes", len(l.Data), "err", err)
+		return fmt.Errorf("fsm: raft entry %d skipped: %w", l.Index, err)
 	}
-	defer f.applied.Store(l.Index)
 	return f.applyCommand(l.Index, cmd)
 }
+
+// LastUndecodable returns the index of the newest committed entry Apply skipped because
+// it could not be decoded, or 0.
+func (f *FSM) LastUndecodable() uint64 { return f.lastSkipped.Load() }
 
 // applyFunc applies one command kind inside txn.
 type applyFunc func(txn *state.Txn, cmd *cohortv1.Command) (any, error)

@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/state"
@@ -433,19 +436,43 @@ func TestNodes(t *testing.T) {
 	})
 }
 
-func TestApplyPanicsOnUndecodableEntry(t *testing.T) {
+// TestApplySkipsUndecodableEntry is the regression test of security issue #16: a forged
+// or corrupt committed entry made Apply panic, at every restart again. Now it is
+// skipped loudly: an ErrInvalidCommand answer, the state unchanged, the index
+// remembered and counted, and the next entries apply.
+func TestApplySkipsUndecodableEntry(t *testing.T) {
+	unknownField := protowire.AppendTag(nil, 999, protowire.BytesType)
+	unknownField = protowire.AppendBytes(unknownField, []byte("forged"))
 	for name, data := range map[string][]byte{
-		"garbage":      {0xff, 0xff, 0xff},
-		"unknown kind": mustMarshal(t, &cohortv1.Command{TimeUnixNano: 1}),
+		"garbage":       {0xff, 0xff, 0xff},
+		"no kind":       mustMarshal(t, &cohortv1.Command{TimeUnixNano: 1}),
+		"unknown field": unknownField,
 	} {
 		t.Run(name, func(t *testing.T) {
-			h := newHarness(t)
-			defer func() {
-				if recover() == nil {
-					t.Fatal("Apply did not panic")
-				}
-			}()
-			h.f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
+			reg := prometheus.NewRegistry()
+			f, err := New(Config{Registry: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := &harness{t: t, f: f}
+			h.mustApply(submitCmd("j1", "k1"))
+			before := h.f.State().LatestIndex()
+			h.index++
+			resp := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data})
+			if err, ok := resp.(error); !ok || !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("Apply answered %v, want ErrInvalidCommand", resp)
+			}
+			if h.f.State().LatestIndex() != before || h.f.LastUndecodable() != h.index || h.f.AppliedIndex() != h.index {
+				t.Fatalf("state index %d (was %d), last undecodable %d, applied %d at entry %d",
+					h.f.State().LatestIndex(), before, h.f.LastUndecodable(), h.f.AppliedIndex(), h.index)
+			}
+			if got := testutil.ToFloat64(f.skipped); got != 1 {
+				t.Fatalf("cohort_fsm_undecodable_entries_total = %v", got)
+			}
+			h.mustApply(submitCmd("j2", "k2"))
+			if h.job("j2") == nil {
+				t.Fatal("the entry after the skipped one was not applied")
+			}
 		})
 	}
 }

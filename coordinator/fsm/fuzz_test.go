@@ -13,7 +13,7 @@ import (
 )
 
 // FuzzApplyCommand feeds arbitrary entry data to the FSM. Data that does not decode
-// must make DecodeCommand fail (and Apply panic, see TestApplyPanicsOnUndecodableEntry);
+// must make DecodeCommand fail (and Apply skip it, see TestApplySkipsUndecodableEntry);
 // data that decodes must apply without panicking, and a refused command must leave the
 // state untouched and terminal jobs must stay terminal.
 func FuzzApplyCommand(f *testing.F) {
