@@ -129,17 +129,13 @@ func (c *chief) evaluate(prefix string, ds *data.Dataset) (map[string]float64, e
 		res["loss"] = metrics.CrossEntropy(out, k, ds.Y)
 		res["accuracy"] = metrics.MulticlassAccuracy(out, k, ds.Y)
 	case jobs.TaskRegression:
-		mean, std := c.ds.labelMean, c.ds.labelStd
-		if std == 0 {
-			std = 1
-		}
 		var sq float64
 		pred, target := make([]float32, ds.N), make([]float32, ds.N)
 		for i := range ds.N {
 			d := float64(out[i] - ds.Y[i])
 			sq += d * d
-			pred[i] = float32(float64(out[i])*std + mean)
-			target[i] = float32(float64(ds.Y[i])*std + mean)
+			pred[i] = float32(c.ds.unscale(float64(out[i])))
+			target[i] = float32(c.ds.unscale(float64(ds.Y[i])))
 		}
 		res["loss"] = sq / math.Max(float64(ds.N), 1)
 		res["rmse"] = metrics.RMSE(pred, target)

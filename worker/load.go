@@ -42,6 +42,15 @@ type datasets struct {
 	sensitive map[string][]string
 }
 
+// unscale maps a standardized regression value to target units.
+func (ds *datasets) unscale(z float64) float64 {
+	std := ds.labelStd
+	if std == 0 {
+		std = 1
+	}
+	return z*std + ds.labelMean
+}
+
 // imageInfo is the preprocessing record of an image model.
 type imageInfo struct {
 	Channels int     `json:"channels"`

@@ -61,17 +61,6 @@ func (c *chief) classNames() []string {
 	return names
 }
 
-// unscale maps standardized regression values to target units in place.
-func (c *chief) unscale(v []float64) {
-	std := c.ds.labelStd
-	if std == 0 {
-		std = 1
-	}
-	for i := range v {
-		v[i] = v[i]*std + c.ds.labelMean
-	}
-}
-
 // predictor is the model under the final parameters as audit.Predictor; regression
 // outputs are in target units.
 func (c *chief) predictor() audit.Predictor {
@@ -81,12 +70,8 @@ func (c *chief) predictor() audit.Predictor {
 			return err
 		}
 		if regression {
-			std := c.ds.labelStd
-			if std == 0 {
-				std = 1
-			}
 			for i := range out[:n] {
-				out[i] = float32(float64(out[i])*std + c.ds.labelMean)
+				out[i] = float32(c.ds.unscale(float64(out[i])))
 			}
 		}
 		return nil
@@ -120,7 +105,7 @@ func (c *chief) buildReport() (*audit.Report, error) {
 	ds, split, prefix := c.evalSplit()
 	k := c.m.OutputSize()
 	out := make([]float32, ds.N*k)
-	if err := c.m.Predict(c.params, ds.X, ds.N, out); err != nil {
+	if err := c.predictor()(ds.X, ds.N, out); err != nil {
 		return nil, fmt.Errorf("worker: report: predict the %s split: %w", split, err)
 	}
 	in := audit.Input{Scores: make([]float64, len(out)), Labels: make([]float64, ds.N), Classes: c.classNames(), Groups: c.ds.sensitive}
@@ -129,10 +114,9 @@ func (c *chief) buildReport() (*audit.Report, error) {
 	}
 	for i, v := range ds.Y[:ds.N] {
 		in.Labels[i] = float64(v)
-	}
-	if s.Task == jobs.TaskRegression {
-		c.unscale(in.Scores)
-		c.unscale(in.Labels)
+		if s.Task == jobs.TaskRegression {
+			in.Labels[i] = c.ds.unscale(in.Labels[i])
+		}
 	}
 	r, err := audit.Evaluate(auditConfig(s, split, prefix), in)
 	if err != nil {
