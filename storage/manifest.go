@@ -92,6 +92,22 @@ func ManifestKey(jobID string, step int64) string {
 	return CheckpointPrefix(jobID, step) + "/manifest.json"
 }
 
+// File names of a job's audit and explanation report, which the chief writes under
+// AuditPrefix whether or not the gate lets the model be exported (the coordinator reads
+// ReportKey), and copies into the export.
+const (
+	// ReportFile is the report (report.json, see package audit).
+	ReportFile = "report.json"
+	// ModelCardFile is the Markdown model card.
+	ModelCardFile = "model_card.md"
+)
+
+// AuditPrefix is the key prefix of a job's report: "jobs/<jobID>/audit/".
+func AuditPrefix(jobID string) string { return "jobs/" + jobID + "/audit/" }
+
+// ReportKey is the key of a job's report.json: AuditPrefix + ReportFile.
+func ReportKey(jobID string) string { return AuditPrefix(jobID) + ReportFile }
+
 // Validate checks the manifest's own consistency: a known format version, a job ID
 // usable as one key segment, non-negative counters, finite metrics, and objects with
 // valid keys, positive sizes and 64-hex-digit sha256 sums that cover the parameters

@@ -185,7 +185,7 @@ func (c *chief) export(ctx context.Context, report, modelCard []byte) ([]string,
 			uris = append(uris, t.cfg.Store.URI(key))
 		}
 	}
-	for _, f := range []export.File{{Path: ReportFile, Data: report}, {Path: ModelCardFile, Data: modelCard}, {Path: "preprocessing.json", Data: pre}} {
+	for _, f := range []export.File{{Path: storage.ReportFile, Data: report}, {Path: storage.ModelCardFile, Data: modelCard}, {Path: "preprocessing.json", Data: pre}} {
 		if err := t.cfg.Store.Put(ctx, prefix+f.Path, bytes.NewReader(f.Data), int64(len(f.Data))); err != nil {
 			return nil, fmt.Errorf("worker: write %s: %w", prefix+f.Path, err)
 		}

@@ -14,21 +14,9 @@ import (
 	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/jobs"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
 	"github.com/cohort-dev/cohort/worker/data"
 )
-
-// Storage keys of a job's audit and explanation report, written by the chief when
-// training ends whether or not the gate lets the model be exported (the coordinator's
-// GetJobReport reads ReportKey). An export carries copies of both files.
-const (
-	// ReportFile is the report's file name (report.json, see package audit).
-	ReportFile = "report.json"
-	// ModelCardFile is the Markdown model card's file name.
-	ModelCardFile = "model_card.md"
-)
-
-// AuditPrefix is the key prefix of a job's report: "jobs/<jobID>/audit/".
-func AuditPrefix(jobID string) string { return "jobs/" + jobID + "/audit/" }
 
 // evalSplit returns the split the report evaluates: the test set when the job has one,
 // else the validation split, with its name and metric prefix.
@@ -299,20 +287,20 @@ func gateResult(s *jobs.Spec, r *audit.Report) *cohortv1.GateResult {
 func (c *chief) reportFiles(r *audit.Report) (report, card []byte, err error) {
 	var buf bytes.Buffer
 	if err := audit.EncodeReport(&buf, r); err != nil {
-		return nil, nil, fmt.Errorf("worker: encode %s: %w", ReportFile, err)
+		return nil, nil, fmt.Errorf("worker: encode %s: %w", storage.ReportFile, err)
 	}
 	report = buf.Bytes()
 	return report, []byte(audit.ModelCard(r, audit.CardInfo{})), nil
 }
 
-// writeReport stores report.json and model_card.md under AuditPrefix and returns the
+// writeReport stores report.json and model_card.md under storage.AuditPrefix and returns the
 // report's URI.
 func (c *chief) writeReport(ctx context.Context, report, card []byte) (string, error) {
-	prefix := AuditPrefix(c.t.job.GetId())
-	for name, b := range map[string][]byte{ReportFile: report, ModelCardFile: card} {
+	prefix := storage.AuditPrefix(c.t.job.GetId())
+	for name, b := range map[string][]byte{storage.ReportFile: report, storage.ModelCardFile: card} {
 		if err := c.t.cfg.Store.Put(ctx, prefix+name, bytes.NewReader(b), int64(len(b))); err != nil {
 			return "", fmt.Errorf("worker: write %s: %w", prefix+name, err)
 		}
 	}
-	return c.t.cfg.Store.URI(prefix + ReportFile), nil
+	return c.t.cfg.Store.URI(storage.ReportKey(c.t.job.GetId())), nil
 }

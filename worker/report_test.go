@@ -146,10 +146,10 @@ func TestReportTabular(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if uri != store.URI(AuditPrefix(c.t.job.GetId())+ReportFile) {
+	if uri != store.URI(storage.ReportKey(c.t.job.GetId())) {
 		t.Errorf("report URI %s", uri)
 	}
-	rc, err := store.Get(context.Background(), AuditPrefix(c.t.job.GetId())+ReportFile)
+	rc, err := store.Get(context.Background(), storage.ReportKey(c.t.job.GetId()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -158,8 +158,8 @@ func reportExportFiles(ctx context.Context, g *globalFlags, jobID string) ([]exp
 		return nil, fmt.Errorf("export job %s: %s: %w", jobID, resp.GetUri(), err)
 	}
 	return []export.File{
-		{Path: worker.ReportFile, Data: resp.GetReportJson()},
-		{Path: worker.ModelCardFile, Data: []byte(audit.ModelCard(r, audit.CardInfo{}))},
+		{Path: storage.ReportFile, Data: resp.GetReportJson()},
+		{Path: storage.ModelCardFile, Data: []byte(audit.ModelCard(r, audit.CardInfo{}))},
 	}, nil
 }
 

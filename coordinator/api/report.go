@@ -19,10 +19,6 @@ import (
 // maxReportBytes bounds the report.json GetJobReport reads from storage.
 const maxReportBytes = 16 << 20
 
-// ReportKey is the storage key of a job's audit and explanation report; the chief
-// writes it when training ends, whether or not its gate lets the model be exported.
-func ReportKey(jobID string) string { return "jobs/" + jobID + "/audit/report.json" }
-
 // errNoReportStore is GetJobReport's error on a coordinator started without storage.
 var errNoReportStore = errors.New("this coordinator has no storage to read job reports from (start it with --storage-dir, or --s3-endpoint and --s3-bucket, naming the node agents' storage)")
 
@@ -44,7 +40,7 @@ func (s *jobService) GetJobReport(ctx context.Context, req *cohortv1.GetJobRepor
 		return nil, toStatus(fmt.Errorf("%w: job %s is %s and has no report yet: its chief writes one when training ends",
 			ErrFailedPrecondition, job.Id, strings.ToLower(strings.TrimPrefix(job.State.String(), "JOB_STATE_"))))
 	}
-	key := ReportKey(job.Id)
+	key := storage.ReportKey(job.Id)
 	rc, err := s.cfg.Logs.Get(ctx, key)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {

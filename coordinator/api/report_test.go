@@ -29,7 +29,7 @@ func finishedJob(t *testing.T, b *fsmBackend, s cohortv1.JobServiceServer, gate 
 		{Kind: &cohortv1.Command_CommitPlan{CommitPlan: &cohortv1.CommitPlanCommand{JobId: id, Allocations: []*cohortv1.Allocation{
 			{Id: id + "-w0", JobId: id, NodeId: "n1", Kind: cohortv1.TaskKind_TASK_KIND_WORKER}}}}},
 		{Kind: &cohortv1.Command_UpdateTasks{UpdateTasks: &cohortv1.UpdateTasksCommand{Reports: []*cohortv1.TaskReport{{
-			AllocationId: id + "-w0", State: cohortv1.TaskState_TASK_STATE_SUCCEEDED, Report: "file:///r/" + ReportKey(id), Gate: gate}}}}},
+			AllocationId: id + "-w0", State: cohortv1.TaskState_TASK_STATE_SUCCEEDED, Report: "file:///r/" + storage.ReportKey(id), Gate: gate}}}}},
 	} {
 		if _, err := b.Apply(ctx, cmd); err != nil {
 			t.Fatal(err)
@@ -56,14 +56,14 @@ func TestGetJobReportAndOverride(t *testing.T) {
 	wantCode(t, "report not in storage", err, codes.FailedPrecondition)
 	report := `{"format_version": 1, "metrics": {"val_auc": {"value": 0.8123456789012345, "ci95": [0.7, 0.9]}},
 	  "audit": {"gate": {"passed": false, "reasons": ["impact ratio 0.5 for Gender=Male < 0.8"]}}}`
-	if err := store.Put(ctx, ReportKey(id), strings.NewReader(report), int64(len(report))); err != nil {
+	if err := store.Put(ctx, storage.ReportKey(id), strings.NewReader(report), int64(len(report))); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.GetJobReport(ctx, &cohortv1.GetJobReportRequest{Id: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got.GetReportJson(), []byte(report)) || got.GetUri() != "file:///r/"+ReportKey(id) {
+	if !bytes.Equal(got.GetReportJson(), []byte(report)) || got.GetUri() != "file:///r/"+storage.ReportKey(id) {
 		t.Errorf("report without override changed: %s", got.GetReportJson())
 	}
 
