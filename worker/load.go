@@ -185,8 +185,13 @@ func (d dataSource) loadTabular(s *jobs.Spec) (*datasets, error) {
 		}
 		evalRows = allRows(len(evalTbl.Rows))
 	}
-	if err := checkSensitiveColumns(s, tbl, "spec.data.train"); err != nil {
-		return nil, err
+	// The sensitive columns of the whole training table (its columns must exist and be
+	// auditable), then those of the evaluated rows.
+	var trainSensitive map[string][]string
+	if s.Audit != nil {
+		if trainSensitive, err = sensitiveValues(s.Audit, tbl, allRows(len(tbl.Rows)), "spec.data.train"); err != nil {
+			return nil, err
+		}
 	}
 	ds.preprocessing, ds.inputs, ds.outputs = pre, pre.Dim, 1
 	if s.Task == jobs.TaskMulticlass {
@@ -207,28 +212,26 @@ func (d dataSource) loadTabular(s *jobs.Spec) (*datasets, error) {
 		ds.columns = append(ds.columns, g)
 		off += n
 	}
-	if s.Audit != nil {
-		field := "spec.data.train"
+	switch {
+	case s.Audit == nil:
+	case evalTbl == tbl: // the validation split of the training table
+		ds.sensitive = make(map[string][]string, len(trainSensitive))
+		for c, vals := range trainSensitive {
+			ds.sensitive[c] = make([]string, len(evalRows))
+			for k, r := range evalRows {
+				ds.sensitive[c][k] = vals[r]
+			}
+		}
+	default:
+		field := "spec.data.validation.uri"
 		if s.Data.Test != "" {
 			field = "spec.data.test"
-		} else if v.URI != "" {
-			field = "spec.data.validation.uri"
 		}
 		if ds.sensitive, err = sensitiveValues(s.Audit, evalTbl, evalRows, field); err != nil {
 			return nil, err
 		}
 	}
 	return ds, nil
-}
-
-// checkSensitiveColumns checks that every spec.audit.sensitive column is in tbl and,
-// binned where spec.audit.bins says, has few enough categories to audit by.
-func checkSensitiveColumns(s *jobs.Spec, tbl *data.Table, field string) error {
-	if s.Audit == nil {
-		return nil
-	}
-	_, err := sensitiveValues(s.Audit, tbl, allRows(len(tbl.Rows)), field)
-	return err
 }
 
 // sensitiveValues returns the raw value of each sensitive column for the given rows of
