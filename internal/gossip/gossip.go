@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
@@ -197,11 +198,21 @@ func (g *Gossip) Join(addrs []string) error {
 	return nil
 }
 
+// leaveTimeout bounds how long Shutdown waits for its leave message to go out.
+// memberlist's Leave(0) waits for ever, and it never returns when every peer it still
+// believes alive leaves at the same moment (its broadcast then has nobody to go to):
+// a node agent that stops with its cluster would hang its process.
+const leaveTimeout = 3 * time.Second
+
 // Shutdown leaves the pool gracefully (so others see a leave, not a failure) and stops.
+// When the leave message cannot go out within leaveTimeout (no peer is left to take
+// it), Shutdown stops anyway; peers then see a failure instead of a leave.
 func (g *Gossip) Shutdown() error {
 	var err error
 	g.once.Do(func() {
-		_ = g.list.Leave(0)
+		if lerr := g.list.Leave(leaveTimeout); lerr != nil {
+			g.logger.Warn("gossip leave was not broadcast; peers will see a failure instead", "err", lerr)
+		}
 		err = g.list.Shutdown()
 	})
 	return err

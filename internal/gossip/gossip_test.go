@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -35,7 +36,10 @@ func names(g *Gossip) []string {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+	// A join's alive broadcast is retransmitted only a few times, so a member can miss
+	// it and learn of the newcomer at its next push-pull (every 15 s in memberlist's
+	// loopback timing): the deadline leaves room for one.
+	for deadline := time.Now().Add(40 * time.Second); !cond(); {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
@@ -95,5 +99,37 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 	}
 	if got := names(seed); !slices.Equal(got, []string{"coord-1"}) {
 		t.Fatalf("seed sees %v", got)
+	}
+}
+
+// Every member of a pool stopping at once must not hang: memberlist's Leave without a
+// timeout waits for ever for a broadcast that no peer is left to take (seen in CI as a
+// 20-minute hang of this package).
+func TestWholePoolShutsDownAtOnce(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	for round := range 3 {
+		seed := start(t, fmt.Sprintf("coord-%d", round), nil, key, nil)
+		pool := []*Gossip{seed}
+		for _, n := range []string{"worker-a", "worker-b", "worker-c"} {
+			pool = append(pool, start(t, fmt.Sprintf("%s-%d", n, round), []string{seed.LocalAddr()}, key, nil))
+		}
+		for _, g := range pool {
+			waitFor(t, "full membership", func() bool { return len(g.Members()) == len(pool) })
+		}
+		done := make(chan error, len(pool))
+		for _, g := range pool {
+			go func() { done <- g.Shutdown() }()
+		}
+		deadline := time.After(4 * leaveTimeout)
+		for range pool {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-deadline:
+				t.Fatalf("round %d: Shutdown of a pool whose members all leave at once did not return", round)
+			}
+		}
 	}
 }
