@@ -35,6 +35,7 @@ build-static:
 gpu-artifacts: build
 	CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags '-s -w' -o $(BIN)/gpu.test ./internal/gpu
 	CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags '-s -w' -o $(BIN)/gpu-gorgoniaops.test ./internal/gpu/gorgoniaops
+	CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags '-s -w' -o $(BIN)/worker.test ./worker
 
 ## run: build, then train the example job on the embedded cluster and print its result
 run: build

@@ -66,12 +66,17 @@ func (n *Node) startWorker(w WorkerConfig) error {
 		return err
 	}
 	taskLogs := n.taskLogs(log)
+	node := agentNode(w.AgentConfig, cohortv1.NodeRole_NODE_ROLE_WORKER, log)
+	var gpus *worker.GPUSet
+	if c := int(node.GetCapacity().GetGpus()); c > 0 {
+		gpus = worker.NewGPUSet(gpu.DefaultLoadConfig(), c)
+	}
 	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
-		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots})
+		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus})
 	if err != nil {
 		return err
 	}
-	return n.startAgent(agentNode(w.AgentConfig, cohortv1.NodeRole_NODE_ROLE_WORKER, log), w.Join, log, runner)
+	return n.startAgent(node, w.Join, log, runner)
 }
 
 // taskLogs writes the tasks' logs to storage (`cohort job logs`).

@@ -5,12 +5,17 @@
 #   make build                                                   # bin/cohort
 #   CGO_ENABLED=0 go test -c -trimpath -ldflags '-s -w' -o bin/gpu.test ./internal/gpu
 #   CGO_ENABLED=0 go test -c -trimpath -ldflags '-s -w' -o bin/gpu-gorgoniaops.test ./internal/gpu/gorgoniaops
+#   CGO_ENABLED=0 go test -c -trimpath -ldflags '-s -w' -o bin/worker.test ./worker
 #
 # (the Makefile's gpu-artifacts target) and writes everything into $OUT:
 #   env.txt          nvidia-smi, library locations, versions
 #   gpu-info.json    bin/cohort gpu info --probe -o json
 #   gpu-test.txt     bin/gpu.test -test.v with COHORT_REQUIRE_GPU=1 (skips become failures)
 #   gorgoniaops-test.txt  the same for bin/gpu-gorgoniaops.test, when it was built
+#   worker-gpu-test.txt  the worker's training step on the GPU against its CPU model
+#                    (bin/worker.test, TestGPUModelMatchesCPU/gpu), when it was built
+#   train-step.json  bin/cohort bench compute on the attrition example, --device gpu and
+#                    --device cpu (a whole training step: parameters up, gradients back)
 #   gpu-bench.txt    the Go GPU benchmarks (GEMM, fashion-cnn convolutions, an MLP step)
 #   torch-bench.txt  PyTorch on the same shapes and GPU, FP32 without TF32
 #   summary.txt      each step's exit status
@@ -101,6 +106,24 @@ if [ -x "$BIN/gpu-gorgoniaops.test" ]; then
 	grep -E '^(--- FAIL|FAIL|ok|PASS)' "$OUT/gorgoniaops-test.txt"
 fi
 
+if [ -x "$BIN/worker.test" ]; then
+	(cd worker && COHORT_REQUIRE_GPU=1 "$BIN/worker.test" -test.run 'TestGPUModelMatchesCPU/gpu' -test.v -test.count=1 -test.timeout=5m) \
+		>"$OUT/worker-gpu-test.txt" 2>&1
+	step "worker.test training step on the GPU (COHORT_REQUIRE_GPU=1)" $?
+	grep -E '^(--- FAIL|FAIL|ok|PASS)|--- (PASS|SKIP|FAIL): TestGPUModelMatchesCPU/gpu' "$OUT/worker-gpu-test.txt"
+fi
+
+# A whole training step as a worker placed with a GPU runs it, then on the CPU, on the
+# attrition example (batch 32); torch-bench.txt has PyTorch's step on the same shapes.
+{
+	"$BIN/cohort" bench compute --job jobs/examples/attrition-mlp.yaml --device gpu --steps 500 --warmup 20 -o json
+	gstatus=$?
+	"$BIN/cohort" bench compute --job jobs/examples/attrition-mlp.yaml --device cpu --steps 500 --warmup 20 -o json
+	exit $(( gstatus || $? ))
+} >"$OUT/train-step.json" 2>"$OUT/train-step.stderr"
+step "cohort bench compute --device gpu|cpu (attrition-mlp)" $?
+cat "$OUT/train-step.json"
+
 (cd internal/gpu && "$BIN/gpu.test" -test.run '^$' -test.bench 'GPU' -test.benchtime=2s -test.timeout=5m) \
 	>"$OUT/gpu-bench.txt" 2>&1
 step "gpu.test benchmarks" $?
@@ -158,6 +181,28 @@ def mlp_step():
     torch.autograd.grad(loss, [p for l in layers for p in l.parameters()])
     return loss.item()
 bench("MLPStep", mlp_step, 0)
+
+# The attrition example's step: 43 features, hidden [64, 32] relu, one logit with
+# binary cross-entropy, batch 32; the batch goes in and the gradients come out every step,
+# as in a Cohort worker (parameters also go up there: add them with the .to below).
+asizes, arows = [43, 64, 32, 1], 32
+alayers = [torch.nn.Linear(asizes[i], asizes[i + 1]).to(dev) for i in range(3)]
+ax, ay = torch.randn(arows, 43), torch.randint(0, 2, (arows, 1)).float()
+aparams_host = [p.detach().cpu() for l in alayers for p in l.parameters()]
+def attrition_step():
+    with torch.no_grad():
+        for p, h in zip([p for l in alayers for p in l.parameters()], aparams_host):
+            p.copy_(h.to(dev, non_blocking=False))
+    x, y = ax.to(dev), ay.to(dev)
+    h = x
+    for i, l in enumerate(alayers):
+        h = l(h)
+        if i < 2:
+            h = torch.relu(h)
+    loss = F.binary_cross_entropy_with_logits(h, y)
+    grads = torch.autograd.grad(loss, [p for l in alayers for p in l.parameters()])
+    return [g.cpu() for g in grads]
+bench("AttritionStep-batch32", attrition_step, 0)
 PY
 step "pytorch reference" $?
 cat "$OUT/torch-bench.txt"

@@ -42,6 +42,8 @@ type RunnerConfig struct {
 	// DataRoots is TrainerConfig.DataRoots: the directories jobs' file:// data may name
 	// (empty: DefaultDataRoots, the working directory).
 	DataRoots []string
+	// GPUs is TrainerConfig.GPUs: the node's GPUs (nil: none).
+	GPUs *GPUSet
 }
 
 // Runner runs TASK_KIND_WORKER allocations: one training loop per allocation.
@@ -105,6 +107,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			Metrics:     r.cfg.Metrics,
 			Membership:  members,
 			DataRoots:   r.cfg.DataRoots,
+			GPUs:        r.cfg.GPUs,
 
 			CheckpointGrace: r.cfg.CheckpointGrace,
 		})

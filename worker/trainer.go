@@ -54,6 +54,10 @@ type TrainerConfig struct {
 	// Membership delivers the task's membership changes (elastic jobs; see elastic.go).
 	// Nil: a shard refusing the task's generation ends the run with an error.
 	Membership *MembershipWatch
+	// GPUs are the node's GPUs: a task placed with GPUs (spec.resources.workers.gpus)
+	// computes on one of them (device.go). Nil: such a task trains on the CPU, with a
+	// warning.
+	GPUs *GPUSet
 }
 
 // DefaultCheckpointGrace is the default TrainerConfig.CheckpointGrace.
@@ -135,6 +139,11 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	model.SetThreads(m, WorkerThreads(s))
+	dev, m, err := t.placeModel(s, ds, m)
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
 	client, err := paramserver.NewClient(paramserver.ClientConfig{
 		Addresses:   t.cfg.Assignment.GetShardAddresses(),
 		JobID:       t.job.GetId(),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cohort-dev/cohort/internal/gpu"
 	"github.com/cohort-dev/cohort/worker"
 	"github.com/cohort-dev/cohort/worker/model"
 )
@@ -23,6 +25,8 @@ type benchResult struct {
 	StepMsP50         float64 `json:"step_ms_p50"`
 	AllocBytesPerStep float64 `json:"alloc_bytes_per_step"`
 	Threads           int     `json:"threads"`
+	// Device is where the steps ran: "cpu", or "gpu N (name)".
+	Device string `json:"device"`
 }
 
 func newBenchCmd(g *globalFlags) *cobra.Command {
@@ -31,7 +35,8 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 		Short: "Measure the speed of this machine's training computation",
 	}
 	var file string
-	var steps, warmup, threads int
+	var steps, warmup, threads, gpuOrdinal int
+	var device string
 	compute := &cobra.Command{
 		Use:   "compute --job FILE --steps N",
 		Short: "Time forward+backward steps of a job's model on its data, without a cluster",
@@ -39,10 +44,16 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 runs --steps gradient computations of one batch each (after --warmup untimed ones) in
 this process, and prints the throughput, the median step time and the bytes allocated
 per step. Each step runs on the job's worker share of cores (spec.resources.workers.cpu,
-rounded up) unless --threads says otherwise; GOMAXPROCS caps it.`,
+rounded up) unless --threads says otherwise; GOMAXPROCS caps it.
+
+With --device gpu the steps run on GPU --gpu as a worker placed with GPUs runs them
+(the model's parameters go up and its gradients come back each step, as in training);
+the CUDA libraries are found as by 'cohort gpu info' ($COHORT_CUDA_LIBRARY_PATH, then
+the system). A model the GPU path cannot run is an error.`,
 		Example: `  cohort bench compute --job jobs/examples/attrition-mlp.yaml --steps 50
   cohort bench compute --job jobs/examples/fashion-cnn.yaml --steps 20 --warmup 5 -o json
-  GOMAXPROCS=2 cohort bench compute --job jobs/examples/fashion-cnn.yaml --threads 2`,
+  GOMAXPROCS=2 cohort bench compute --job jobs/examples/fashion-cnn.yaml --threads 2
+  cohort bench compute --job jobs/examples/attrition-mlp.yaml --device gpu --gpu 0 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -57,11 +68,30 @@ rounded up) unless --threads says otherwise; GOMAXPROCS caps it.`,
 			if threads < 0 {
 				return usageErr("--threads: must be >= 0, got %d", threads)
 			}
+			if gpuOrdinal < 0 {
+				return usageErr("--gpu: must be >= 0, got %d", gpuOrdinal)
+			}
+			dev := worker.CPU()
+			switch device {
+			case worker.DeviceCPU:
+			case worker.DeviceGPU:
+				d, err := worker.OpenGPU(gpu.DefaultLoadConfig(), gpuOrdinal)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				dev = d
+			default:
+				return usageErr("--device: %q is not one of cpu, gpu", device)
+			}
 			_, spec, err := readSpec(file)
 			if err != nil {
 				return err
 			}
-			bd, err := worker.LoadBench(cmd.Context(), spec, nil)
+			bd, err := worker.LoadBenchOn(cmd.Context(), spec, nil, dev)
+			if errors.Is(err, worker.ErrDeviceUnsupported) {
+				return usageErr("--device %s: %v", device, err)
+			}
 			if err != nil {
 				return usageErr("job spec %s: %v", file, err)
 			}
@@ -76,11 +106,12 @@ rounded up) unless --threads says otherwise; GOMAXPROCS caps it.`,
 			}
 			res.Model = spec.Metadata.Name
 			res.Threads = min(threads, runtime.GOMAXPROCS(0))
+			res.Device = dev.String()
 			if g.output == "json" {
 				return printJSON(stdout, res)
 			}
-			_, err = fmt.Fprintf(stdout, "model %s  batch %d  steps %d  threads %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B\n",
-				res.Model, res.Batch, res.Steps, res.Threads, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep)
+			_, err = fmt.Fprintf(stdout, "model %s  device %s  batch %d  steps %d  threads %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B\n",
+				res.Model, res.Device, res.Batch, res.Steps, res.Threads, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep)
 			return err
 		},
 	}
@@ -88,6 +119,8 @@ rounded up) unless --threads says otherwise; GOMAXPROCS caps it.`,
 	compute.Flags().IntVar(&steps, "steps", 20, "timed steps")
 	compute.Flags().IntVar(&warmup, "warmup", 2, "untimed steps first")
 	compute.Flags().IntVar(&threads, "threads", 0, "goroutines per step (0: the job's worker CPU request)")
+	compute.Flags().StringVar(&device, "device", worker.DeviceCPU, "where the steps run: cpu or gpu")
+	compute.Flags().IntVar(&gpuOrdinal, "gpu", 0, "which GPU with --device gpu")
 	cmd.AddCommand(compute)
 	return cmd
 }

@@ -78,6 +78,12 @@ func CPUActivate(act Activation, y, x []float32) {
 			y[i] = sigmoid32(v)
 		case Tanh:
 			y[i] = float32(math.Tanh(float64(v)))
+		case LeakyReLU:
+			if v > 0 {
+				y[i] = v
+			} else {
+				y[i] = LeakyReLUSlope * v
+			}
 		}
 	}
 }
@@ -96,6 +102,12 @@ func CPUActivateGrad(act Activation, dx, dy, y []float32) {
 			dx[i] = dy[i] * y[i] * (1 - y[i])
 		case Tanh:
 			dx[i] = dy[i] * (1 - y[i]*y[i])
+		case LeakyReLU:
+			if y[i] > 0 {
+				dx[i] = dy[i]
+			} else {
+				dx[i] = LeakyReLUSlope * dy[i]
+			}
 		}
 	}
 }

@@ -60,7 +60,7 @@ func TestCPUGradientsMatchFiniteDifferences(t *testing.T) {
 				x[i] = 0.5 // keep ReLU's kink out of the finite differences
 			}
 		}
-		for _, act := range []Activation{ReLU, Sigmoid, Tanh} {
+		for _, act := range []Activation{ReLU, Sigmoid, Tanh, LeakyReLU} {
 			y, dx := make([]float32, n), make([]float32, n)
 			CPUActivate(act, y, x)
 			CPUActivateGrad(act, dx, dy, y)

@@ -4,6 +4,7 @@ package gpu
 var kernelNames = []string{
 	"bias_rows", "bias_rows_grad", "bias_chan", "bias_chan_grad",
 	"relu_fwd", "relu_bwd", "sigmoid_fwd", "sigmoid_bwd", "tanh_fwd", "tanh_bwd",
+	"leaky_relu_fwd", "leaky_relu_bwd",
 	"softmax_xent_fwd", "softmax_xent_bwd",
 	"im2col", "col2im",
 	"maxpool_fwd", "maxpool_bwd",
@@ -68,6 +69,13 @@ __global__ void tanh_fwd(float* y, const float* x, int n) {
 }
 __global__ void tanh_bwd(float* dx, const float* dy, const float* y, int n) {
 	GRID_LOOP(i, n) { float t = y[i]; dx[i] = dy[i] * (1.0f - t * t); }
+}
+// Slope 0.01 (LeakyReLUSlope); y > 0 exactly where x > 0.
+__global__ void leaky_relu_fwd(float* y, const float* x, int n) {
+	GRID_LOOP(i, n) { float v = x[i]; y[i] = v > 0.0f ? v : 0.01f * v; }
+}
+__global__ void leaky_relu_bwd(float* dx, const float* dy, const float* y, int n) {
+	GRID_LOOP(i, n) { dx[i] = y[i] > 0.0f ? dy[i] : 0.01f * dy[i]; }
 }
 
 // Row-wise softmax of logits into probs and loss[r] = -sum_c t[r][c] * log p[r][c].

@@ -111,7 +111,7 @@ func readAll(ws, bs []*Buffer) ([][]float32, error) {
 }
 
 // Step runs forward and backward on a batch of rows (x rows×in, targets rows×classes)
-// and returns the mean loss; the gradients stay on the device.
+// and returns the mean softmax cross-entropy; the gradients stay on the device.
 func (m *MLP) Step(x, targets []float32, rows int) (float32, error) {
 	in, classes := m.sizes[0], m.sizes[len(m.sizes)-1]
 	if rows <= 0 || rows > m.maxBatch || len(x) != rows*in || len(targets) != rows*classes {
@@ -119,7 +119,7 @@ func (m *MLP) Step(x, targets []float32, rows int) (float32, error) {
 			rows, m.maxBatch, len(x), rows*in, len(targets), rows*classes)
 	}
 	d := m.d
-	if err := m.h[0].Slice(0, rows*in).Write(x); err != nil {
+	if err := m.forward(x, rows); err != nil {
 		return 0, err
 	}
 	tgt := m.tgt.Slice(0, rows*classes)
@@ -127,21 +127,6 @@ func (m *MLP) Step(x, targets []float32, rows int) (float32, error) {
 		return 0, err
 	}
 	last := m.Layers() - 1
-	for l := range m.Layers() {
-		in, out := m.sizes[l], m.sizes[l+1]
-		z := m.h[l+1].Slice(0, rows*out)
-		if err := d.Gemm(false, false, rows, out, in, 1, m.h[l], m.w[l], 0, z); err != nil {
-			return 0, fmt.Errorf("gpu: mlp layer %d: %w", l, err)
-		}
-		if err := d.AddBiasRows(z, m.b[l], rows, out); err != nil {
-			return 0, err
-		}
-		if l < last {
-			if err := d.Activate(m.act, z, z, rows*out); err != nil {
-				return 0, err
-			}
-		}
-	}
 	logits := m.h[last+1].Slice(0, rows*classes)
 	probs, loss := m.probs.Slice(0, rows*classes), m.loss.Slice(0, rows)
 	if err := d.SoftmaxCrossEntropy(probs, loss, logits, tgt, rows, classes); err != nil {
@@ -151,26 +136,8 @@ func (m *MLP) Step(x, targets []float32, rows int) (float32, error) {
 	if err := d.SoftmaxCrossEntropyGrad(dz, probs, tgt, rows, classes, 1/float32(rows)); err != nil {
 		return 0, err
 	}
-	for l := last; l >= 0; l-- {
-		in, out := m.sizes[l], m.sizes[l+1]
-		dz := m.dz[l].Slice(0, rows*out)
-		if err := d.Gemm(true, false, in, out, rows, 1, m.h[l], dz, 0, m.dw[l]); err != nil {
-			return 0, fmt.Errorf("gpu: mlp dW%d: %w", l, err)
-		}
-		if err := d.BiasRowsGrad(m.db[l], dz, rows, out); err != nil {
-			return 0, err
-		}
-		if l == 0 {
-			break
-		}
-		// dh_l = dz_l·W_lᵀ, then through the activation that produced h_l into dz_{l-1}.
-		dh := m.dz[l-1].Slice(0, rows*in)
-		if err := d.Gemm(false, true, rows, in, out, 1, dz, m.w[l], 0, dh); err != nil {
-			return 0, fmt.Errorf("gpu: mlp dh%d: %w", l, err)
-		}
-		if err := d.ActivateGrad(m.act, dh, dh, m.h[l], rows*in); err != nil {
-			return 0, err
-		}
+	if err := m.backward(rows); err != nil {
+		return 0, err
 	}
 	losses, err := loss.ReadAll()
 	if err != nil {
@@ -181,6 +148,130 @@ func (m *MLP) Step(x, targets []float32, rows int) (float32, error) {
 		sum += float64(v)
 	}
 	return float32(sum / float64(rows)), nil
+}
+
+// Forward runs the network on rows rows of x (rows×in) and writes the last layer's
+// values before any loss (rows×out logits) into logits. The activations stay on the
+// device for a Backward of the same batch.
+func (m *MLP) Forward(x []float32, rows int, logits []float32) error {
+	in, out := m.sizes[0], m.sizes[len(m.sizes)-1]
+	if rows <= 0 || rows > m.maxBatch || len(x) != rows*in || len(logits) != rows*out {
+		return fmt.Errorf("gpu: mlp forward: %d rows (max %d), x %d values (want %d), logits %d (want %d)",
+			rows, m.maxBatch, len(x), rows*in, len(logits), rows*out)
+	}
+	if err := m.forward(x, rows); err != nil {
+		return err
+	}
+	return m.h[m.Layers()].Slice(0, rows*out).Read(logits)
+}
+
+// Backward takes the gradient of the loss with respect to the logits of the last
+// Forward (rows×out, same rows) and leaves the parameters' gradients on the device
+// (see Grads and GradsInto). A loss computed on the host this way costs two transfers
+// of rows×out values, so any task's loss can use the resident network.
+func (m *MLP) Backward(dlogits []float32, rows int) error {
+	out := m.sizes[len(m.sizes)-1]
+	if rows <= 0 || rows > m.maxBatch || len(dlogits) != rows*out {
+		return fmt.Errorf("gpu: mlp backward: %d rows (max %d), dlogits %d values (want %d)", rows, m.maxBatch, len(dlogits), rows*out)
+	}
+	if err := m.dz[m.Layers()-1].Slice(0, rows*out).Write(dlogits); err != nil {
+		return err
+	}
+	return m.backward(rows)
+}
+
+// GradsInto downloads the last step's gradients into dst, one flat vector in
+// SetParams order (W0, b0, W1, b1, …), without allocating.
+func (m *MLP) GradsInto(dst []float32) error {
+	off := 0
+	for l := range m.Layers() {
+		for _, b := range []*Buffer{m.dw[l], m.db[l]} {
+			if off+b.Len() > len(dst) {
+				return fmt.Errorf("gpu: mlp gradients need more than the %d values of dst", len(dst))
+			}
+			if err := b.Read(dst[off : off+b.Len()]); err != nil {
+				return err
+			}
+			off += b.Len()
+		}
+	}
+	if off != len(dst) {
+		return fmt.Errorf("gpu: mlp gradients are %d values, dst has %d", off, len(dst))
+	}
+	return nil
+}
+
+// SetParamsFlat uploads the parameters from one flat vector in SetParams order.
+func (m *MLP) SetParamsFlat(src []float32) error {
+	off := 0
+	for l := range m.Layers() {
+		for _, b := range []*Buffer{m.w[l], m.b[l]} {
+			if off+b.Len() > len(src) {
+				return fmt.Errorf("gpu: mlp parameters need more than the %d values given", len(src))
+			}
+			if err := b.Write(src[off : off+b.Len()]); err != nil {
+				return err
+			}
+			off += b.Len()
+		}
+	}
+	if off != len(src) {
+		return fmt.Errorf("gpu: mlp parameters are %d values, %d given", off, len(src))
+	}
+	return nil
+}
+
+// forward uploads x and runs every layer; h[last+1] holds the logits.
+func (m *MLP) forward(x []float32, rows int) error {
+	d := m.d
+	if err := m.h[0].Slice(0, rows*m.sizes[0]).Write(x); err != nil {
+		return err
+	}
+	last := m.Layers() - 1
+	for l := range m.Layers() {
+		in, out := m.sizes[l], m.sizes[l+1]
+		z := m.h[l+1].Slice(0, rows*out)
+		if err := d.Gemm(false, false, rows, out, in, 1, m.h[l], m.w[l], 0, z); err != nil {
+			return fmt.Errorf("gpu: mlp layer %d: %w", l, err)
+		}
+		if err := d.AddBiasRows(z, m.b[l], rows, out); err != nil {
+			return err
+		}
+		if l < last {
+			if err := d.Activate(m.act, z, z, rows*out); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// backward propagates dz[last] (the gradient at the logits) down to every layer's
+// parameter gradients.
+func (m *MLP) backward(rows int) error {
+	d := m.d
+	for l := m.Layers() - 1; l >= 0; l-- {
+		in, out := m.sizes[l], m.sizes[l+1]
+		dz := m.dz[l].Slice(0, rows*out)
+		if err := d.Gemm(true, false, in, out, rows, 1, m.h[l], dz, 0, m.dw[l]); err != nil {
+			return fmt.Errorf("gpu: mlp dW%d: %w", l, err)
+		}
+		if err := d.BiasRowsGrad(m.db[l], dz, rows, out); err != nil {
+			return err
+		}
+		if l == 0 {
+			break
+		}
+		// dh_l = dz_l·W_lᵀ, then through the activation that produced h_l into dz_{l-1}.
+		dh := m.dz[l-1].Slice(0, rows*in)
+		if err := d.Gemm(false, true, rows, in, out, 1, dz, m.w[l], 0, dh); err != nil {
+			return fmt.Errorf("gpu: mlp dh%d: %w", l, err)
+		}
+		if err := d.ActivateGrad(m.act, dh, dh, m.h[l], rows*in); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SGD applies params -= lr·grads on the device.

@@ -12,7 +12,12 @@ const (
 	ReLU Activation = iota
 	Sigmoid
 	Tanh
+	// LeakyReLU is x for x > 0 and LeakyReLUSlope·x below (worker/model's leaky_relu).
+	LeakyReLU
 )
+
+// LeakyReLUSlope is LeakyReLU's negative-side slope; the kernels hard-code it.
+const LeakyReLUSlope = 0.01
 
 func (a Activation) String() string {
 	switch a {
@@ -22,6 +27,8 @@ func (a Activation) String() string {
 		return "sigmoid"
 	case Tanh:
 		return "tanh"
+	case LeakyReLU:
+		return "leaky_relu"
 	}
 	return fmt.Sprintf("Activation(%d)", int(a))
 }
@@ -34,6 +41,8 @@ func (a Activation) kernels() (fwd, bwd string, err error) {
 		return "sigmoid_fwd", "sigmoid_bwd", nil
 	case Tanh:
 		return "tanh_fwd", "tanh_bwd", nil
+	case LeakyReLU:
+		return "leaky_relu_fwd", "leaky_relu_bwd", nil
 	}
 	return "", "", fmt.Errorf("gpu: unknown activation %d", int(a))
 }

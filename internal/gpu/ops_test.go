@@ -81,7 +81,7 @@ func TestActivationsMatchCPU(t *testing.T) {
 		r := rand.New(rand.NewPCG(7, 8))
 		n := 1000
 		x, dy := randSlice(r, n), randSlice(r, n)
-		for _, act := range []Activation{ReLU, Sigmoid, Tanh} {
+		for _, act := range []Activation{ReLU, Sigmoid, Tanh, LeakyReLU} {
 			t.Run(act.String(), func(t *testing.T) {
 				wantY, wantDX := make([]float32, n), make([]float32, n)
 				CPUActivate(act, wantY, x)

@@ -1,0 +1,321 @@
+package worker
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cohort-dev/cohort/export"
+	"github.com/cohort-dev/cohort/internal/gpu"
+	"github.com/cohort-dev/cohort/internal/gpu/gpuemu"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
+	"github.com/cohort-dev/cohort/worker/model"
+)
+
+// The GPU path runs here on gpuemu's emulated device: the real kernel source compiled
+// for the CPU behind fake CUDA libraries. It checks everything between the trainer and
+// the C ABI; scripts/gpu-check.sh runs the same path on a real GPU.
+
+var emuGPU struct {
+	once sync.Once
+	dir  string
+	load gpu.LoadConfig
+	err  error
+}
+
+// emulatedGPUs builds the emulated stack once per test binary.
+func emulatedGPUs(t *testing.T) gpu.LoadConfig {
+	t.Helper()
+	if err := gpuemu.Available(); err != nil {
+		t.Fatalf("the GPU path's tests need gcc and g++ (make deps installs them): %v", err)
+	}
+	emuGPU.once.Do(func() {
+		if emuGPU.dir, emuGPU.err = os.MkdirTemp("", "cohort-worker-gpuemu-"); emuGPU.err == nil {
+			emuGPU.load, emuGPU.err = gpu.BuildEmulated(emuGPU.dir)
+		}
+	})
+	if emuGPU.err != nil {
+		t.Fatalf("emulated GPU: %v", emuGPU.err)
+	}
+	return emuGPU.load
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if emuGPU.dir != "" {
+		_ = os.RemoveAll(emuGPU.dir)
+	}
+	os.Exit(code)
+}
+
+func openEmulatedGPU(t *testing.T) Device {
+	t.Helper()
+	dev, err := OpenGPU(emulatedGPUs(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dev.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return dev
+}
+
+// syncBuffer is a bytes.Buffer for loggers of several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func closeTo(got, want, abs, rel float64) bool {
+	return math.Abs(got-want) <= abs+rel*math.Abs(want)
+}
+
+// realGPU opens GPU 0 of this machine; without one the subtest is skipped with the
+// reason, or fails under COHORT_REQUIRE_GPU=1 (scripts/gpu-check.sh).
+func realGPU(t *testing.T) Device {
+	t.Helper()
+	dev, err := OpenGPU(gpu.DefaultLoadConfig(), 0)
+	if err != nil {
+		if os.Getenv("COHORT_REQUIRE_GPU") == "1" {
+			t.Fatalf("COHORT_REQUIRE_GPU=1 but no usable GPU: %v", err)
+		}
+		t.Skipf("no GPU on this machine: %v", err)
+	}
+	t.Cleanup(func() { _ = dev.Close() })
+	return dev
+}
+
+// TestGPUModelMatchesCPU checks the GPU MLP's losses, gradients and predictions against
+// worker/model's CPU MLP, for every task and hidden activation, on full and partial
+// batches: on the emulated GPU, and on a real one where there is one.
+func TestGPUModelMatchesCPU(t *testing.T) {
+	t.Run("emulated", func(t *testing.T) { gpuMatchesCPU(t, openEmulatedGPU(t)) })
+	t.Run("gpu", func(t *testing.T) { gpuMatchesCPU(t, realGPU(t)) })
+}
+
+func gpuMatchesCPU(t *testing.T, dev Device) {
+	const in, batch = 7, 12
+	for _, task := range []string{export.TaskBinary, export.TaskMulticlass, export.TaskRegression} {
+		for _, act := range []string{export.ActReLU, export.ActTanh, export.ActSigmoid, export.ActLeakyReLU} {
+			t.Run(task+"/"+act, func(t *testing.T) {
+				outputs := 1
+				if task == export.TaskMulticlass {
+					outputs = 3
+				}
+				hidden := []int{9, 5}
+				cpu, err := model.NewMLP(model.MLPConfig{Inputs: in, Hidden: hidden, Activation: act, Outputs: outputs, Task: task, BatchSize: batch})
+				if err != nil {
+					t.Fatal(err)
+				}
+				arch := export.Architecture{Kind: export.KindMLP, Task: task, Inputs: in, Outputs: outputs, Hidden: hidden, Activation: act}
+				g, err := dev.Place(cpu, arch, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if g.LayoutHash() != cpu.LayoutHash() || g.NumParams() != cpu.NumParams() || g.BatchSize() != batch || g.OutputSize() != outputs {
+					t.Fatal("the GPU model does not keep the CPU model's definition")
+				}
+				r := rand.New(rand.NewPCG(5, uint64(len(task)+len(act))))
+				params := cpu.InitParams(3)
+				for i := range params {
+					params[i] += float32(0.05 * r.NormFloat64()) // biases too
+				}
+				x := make([]float32, 2*batch*in)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				y := make([]float32, 2*batch)
+				for i := range y {
+					switch task {
+					case export.TaskBinary:
+						y[i] = float32(r.IntN(2))
+					case export.TaskMulticlass:
+						y[i] = float32(r.IntN(outputs))
+					default:
+						y[i] = float32(r.NormFloat64())
+					}
+				}
+				for _, n := range []int{batch, 5} {
+					gc, gg := make([]float32, cpu.NumParams()), make([]float32, cpu.NumParams())
+					lc, err := cpu.Gradient(params, x, y, n, gc)
+					if err != nil {
+						t.Fatal(err)
+					}
+					lg, err := g.Gradient(params, x, y, n, gg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !closeTo(lg, lc, 1e-5, 1e-4) {
+						t.Errorf("n=%d: loss %v on the GPU, %v on the CPU", n, lg, lc)
+					}
+					for i := range gc {
+						if !closeTo(float64(gg[i]), float64(gc[i]), 1e-5, 1e-3) {
+							t.Fatalf("n=%d: grad[%d] = %v on the GPU, %v on the CPU", n, i, gg[i], gc[i])
+						}
+					}
+				}
+				rows := 2*batch - 3 // more than one batch, the last partial
+				pc, pg := make([]float32, rows*outputs), make([]float32, rows*outputs)
+				if err := cpu.Predict(params, x, rows, pc); err != nil {
+					t.Fatal(err)
+				}
+				if err := g.Predict(params, x, rows, pg); err != nil {
+					t.Fatal(err)
+				}
+				for i := range pc {
+					if !closeTo(float64(pg[i]), float64(pc[i]), 1e-5, 1e-4) {
+						t.Fatalf("predict[%d] = %v on the GPU, %v on the CPU", i, pg[i], pc[i])
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestGPUModelRefusesBadInput(t *testing.T) {
+	dev := openEmulatedGPU(t)
+	cpu, err := model.NewMLP(model.MLPConfig{Inputs: 2, Activation: export.ActReLU, Outputs: 3, Task: export.TaskMulticlass, BatchSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := dev.Place(cpu, export.Architecture{Kind: export.KindMLP, Task: export.TaskMulticlass, Inputs: 2, Outputs: 3, Activation: export.ActReLU}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, grad := cpu.InitParams(1), make([]float32, cpu.NumParams())
+	for name, c := range map[string]struct {
+		x, y []float32
+		n    int
+		want string
+	}{
+		"class out of range": {x: []float32{1, 2}, y: []float32{3}, n: 1, want: "class index 3"},
+		"NaN feature":        {x: []float32{1, float32(math.NaN())}, y: []float32{0}, n: 1, want: "row 0 input 1"},
+		"too many rows":      {x: make([]float32, 10), y: make([]float32, 5), n: 5, want: "outside [1, 4]"},
+	} {
+		if _, err := g.Gradient(p, c.x, c.y, c.n, grad); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", name, err, c.want)
+		}
+	}
+}
+
+func TestGPUPlaceRefusesWhatItCannotRun(t *testing.T) {
+	dev := openEmulatedGPU(t)
+	cpu, err := model.NewMLP(model.MLPConfig{Inputs: 2, Activation: export.ActReLU, Outputs: 1, Task: export.TaskBinary, BatchSize: 4, Dropout: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mlp := export.Architecture{Kind: export.KindMLP, Task: export.TaskBinary, Inputs: 2, Outputs: 1, Activation: export.ActReLU}
+	if _, err := dev.Place(cpu, mlp, 0.5); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "dropout") {
+		t.Errorf("dropout: %v", err)
+	}
+	cnn := mlp
+	cnn.Kind = export.KindCNN
+	if _, err := dev.Place(cpu, cnn, 0); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "cnn") {
+		t.Errorf("cnn: %v", err)
+	}
+	other := mlp
+	other.Hidden = []int{3}
+	if _, err := dev.Place(cpu, other, 0); err == nil || errors.Is(err, ErrDeviceUnsupported) {
+		t.Errorf("an architecture that is not the model's: %v", err)
+	}
+}
+
+func TestGPUSetHandsOutEachGPUOnce(t *testing.T) {
+	set := NewGPUSet(emulatedGPUs(t), 2)
+	a, err := set.Open(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := set.Open(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.String() == b.String() || !strings.HasPrefix(a.String(), "gpu 0") || !strings.HasPrefix(b.String(), "gpu 1") {
+		t.Fatalf("devices %q and %q", a, b)
+	}
+	if _, err := set.Open(1); err == nil || !strings.Contains(err.Error(), "0 free") {
+		t.Fatalf("a third task on a 2-GPU node: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil || set.Free() != 1 { // Close is idempotent
+		t.Fatalf("after closing one: err %v, %d free", err, set.Free())
+	}
+	if err := b.Close(); err != nil || set.Free() != 2 {
+		t.Fatalf("after closing both: err %v, %d free", err, set.Free())
+	}
+}
+
+// TestTrainOnEmulatedGPUMatchesCPU trains the same two-worker job placed with one GPU
+// per worker and without, and checks that both runs follow the same trajectory: the
+// GPU path computes the function the model definition describes.
+func TestTrainOnEmulatedGPUMatchesCPU(t *testing.T) {
+	load := emulatedGPUs(t)
+	train := func(gpus bool) (*Result, *cohortv1.Job, storage.Blob) {
+		store := mustLocal(t)
+		c := newTestCluster(t, store)
+		if gpus {
+			c.spec = bytes.Replace(c.spec, []byte("workers: {count: 2}"), []byte("workers: {count: 2, gpus: 1}"), 1)
+		}
+		set := NewGPUSet(load, 2)
+		job := c.job("gpu-vs-cpu")
+		var logs syncBuffer
+		res, err := c.run(job, runOpts{configure: func(cfg *TrainerConfig) {
+			cfg.GPUs = set
+			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if set.Free() != 2 {
+			t.Fatalf("%d of 2 GPUs free after the run", set.Free())
+		}
+		want := 0
+		if gpus {
+			want = 2 // one per worker
+		}
+		if got := strings.Count(logs.String(), "training on the GPU"); got != want {
+			t.Fatalf("%d workers trained on the GPU, want %d; logs:\n%s", got, want, logs.String())
+		}
+		return res, job, store
+	}
+	onCPU, _, cpuStore := train(false)
+	onGPU, _, gpuStore := train(true)
+	for _, k := range []string{"val_loss", "val_auc", "val_accuracy"} {
+		c, g := onCPU.Metrics[k], onGPU.Metrics[k]
+		if math.IsNaN(g) || !closeTo(g, c, 2e-4, 1e-3) {
+			t.Errorf("%s: %v trained on the emulated GPU, %v on the CPU", k, g, c)
+		}
+	}
+	pc, pg := finalState(t, cpuStore, onCPU.Checkpoint), finalState(t, gpuStore, onGPU.Checkpoint)
+	if len(pc.Params) != len(pg.Params) {
+		t.Fatalf("%d parameters on the CPU, %d on the GPU", len(pc.Params), len(pg.Params))
+	}
+	for i := range pc.Params {
+		if !closeTo(float64(pg.Params[i]), float64(pc.Params[i]), 1e-3, 1e-2) {
+			t.Fatalf("param %d: %v trained on the emulated GPU, %v on the CPU", i, pg.Params[i], pc.Params[i])
+		}
+	}
+}
