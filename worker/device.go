@@ -130,7 +130,7 @@ type gpuDevice struct {
 	d       *gpu.Device
 	release func()
 	once    sync.Once
-	models  []*gpuMLP
+	models  []*gpuModel
 }
 
 func (g *gpuDevice) Kind() string { return DeviceGPU }
@@ -158,14 +158,14 @@ var gpuActivation = map[string]gpu.Activation{
 	export.ActReLU: gpu.ReLU, export.ActTanh: gpu.Tanh, export.ActSigmoid: gpu.Sigmoid, export.ActLeakyReLU: gpu.LeakyReLU,
 }
 
-// Place runs MLPs without dropout on the GPU; CNNs, LSTMs and dropout are not on the
-// GPU path yet (ErrDeviceUnsupported).
+// Place runs MLPs and CNNs without dropout on the GPU; LSTMs and dropout are not on
+// the GPU path yet (ErrDeviceUnsupported).
 func (g *gpuDevice) Place(cpu model.Model, arch export.Architecture, dropout float64) (model.Model, error) {
-	switch {
-	case arch.Kind != export.KindMLP:
-		return nil, fmt.Errorf("%w: the GPU path runs MLPs, not %s models", ErrDeviceUnsupported, arch.Kind)
-	case dropout > 0:
-		return nil, fmt.Errorf("%w: the GPU path has no dropout (spec.model.mlp.dropout %g)", ErrDeviceUnsupported, dropout)
+	if arch.Kind != export.KindMLP && arch.Kind != export.KindCNN {
+		return nil, fmt.Errorf("%w: the GPU path runs MLPs and CNNs, not %s models", ErrDeviceUnsupported, arch.Kind)
+	}
+	if dropout > 0 {
+		return nil, fmt.Errorf("%w: the GPU path has no dropout (the spec's model dropout is %g)", ErrDeviceUnsupported, dropout)
 	}
 	act, ok := gpuActivation[arch.Activation]
 	if !ok {
@@ -174,12 +174,25 @@ func (g *gpuDevice) Place(cpu model.Model, arch export.Architecture, dropout flo
 	if got, want := arch.LayoutHash(), cpu.LayoutHash(); got != want {
 		return nil, fmt.Errorf("worker: gpu: the architecture's layout hash %s differs from the model's %s", got, want)
 	}
-	sizes := append(append([]int{arch.Inputs}, arch.Hidden...), arch.Outputs)
-	net, err := gpu.NewMLP(g.d, sizes, act, cpu.BatchSize())
+	var net gpu.Net
+	var err error
+	switch arch.Kind {
+	case export.KindMLP:
+		net, err = gpu.NewMLP(g.d, append(append([]int{arch.Inputs}, arch.Hidden...), arch.Outputs), act, cpu.BatchSize())
+	case export.KindCNN:
+		cfg := gpu.CNNConfig{Channels: arch.Channels, Height: arch.Height, Width: arch.Width, Pool: arch.Pool,
+			Dense: arch.Dense, Outputs: arch.Outputs, Act: act, MaxBatch: cpu.BatchSize()}
+		for _, c := range arch.Conv {
+			cfg.Conv = append(cfg.Conv, gpu.ConvLayer{Filters: c.Filters, Kernel: c.Kernel, Stride: c.Stride, Padding: c.Padding})
+		}
+		net, err = gpu.NewCNN(g.d, cfg)
+	default:
+		return nil, fmt.Errorf("%w: the GPU path runs MLPs and CNNs, not %s models", ErrDeviceUnsupported, arch.Kind)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("worker: gpu: %w", err)
 	}
-	m := &gpuMLP{
+	m := &gpuModel{
 		def: cpu, net: net, task: arch.Task, in: arch.Inputs, k: arch.Outputs,
 		logits: make([]float32, cpu.BatchSize()*arch.Outputs), dlogits: make([]float32, cpu.BatchSize()*arch.Outputs),
 	}
@@ -187,34 +200,34 @@ func (g *gpuDevice) Place(cpu model.Model, arch export.Architecture, dropout flo
 	return m, nil
 }
 
-// gpuMLP is an MLP whose forward and backward passes run on a GPU. Its definition
+// gpuModel is a model whose forward and backward passes run on a GPU. Its definition
 // (layout, initialisation, hash, batch size) is the CPU model's; the parameters are
 // uploaded at each call (they come from the parameter servers each step), the logits
 // come back to the host for the task's loss (the same losses as worker/model's, in
 // float64), and their gradient goes down for the backward pass.
-type gpuMLP struct {
+type gpuModel struct {
 	def             model.Model
-	net             *gpu.MLP
+	net             gpu.Net
 	task            string
 	in, k           int
 	logits, dlogits []float32
 }
 
-var _ model.Model = (*gpuMLP)(nil)
+var _ model.Model = (*gpuModel)(nil)
 
-func (m *gpuMLP) Layout() []model.TensorInfo { return m.def.Layout() }
-func (m *gpuMLP) NumParams() int             { return m.def.NumParams() }
-func (m *gpuMLP) LayoutHash() string         { return m.def.LayoutHash() }
-func (m *gpuMLP) InitParams(seed int64) []float32 {
+func (m *gpuModel) Layout() []model.TensorInfo { return m.def.Layout() }
+func (m *gpuModel) NumParams() int             { return m.def.NumParams() }
+func (m *gpuModel) LayoutHash() string         { return m.def.LayoutHash() }
+func (m *gpuModel) InitParams(seed int64) []float32 {
 	return m.def.InitParams(seed)
 }
-func (m *gpuMLP) BatchSize() int  { return m.def.BatchSize() }
-func (m *gpuMLP) OutputSize() int { return m.k }
+func (m *gpuModel) BatchSize() int  { return m.def.BatchSize() }
+func (m *gpuModel) OutputSize() int { return m.k }
 
 // Gradient computes the mean loss over n rows and its gradient, as the CPU model's
 // Gradient (the losses are worker/model's: binary cross-entropy on the logit in its
 // softplus form, the negative log-likelihood of the softmax, the squared error).
-func (m *gpuMLP) Gradient(params, x, y []float32, n int, grad []float32) (float64, error) {
+func (m *gpuModel) Gradient(params, x, y []float32, n int, grad []float32) (float64, error) {
 	b, p := m.BatchSize(), m.NumParams()
 	switch {
 	case len(params) != p:
@@ -253,7 +266,7 @@ func (m *gpuMLP) Gradient(params, x, y []float32, n int, grad []float32) (float6
 
 // Predict writes the task's outputs for n rows: the positive-class probability, the
 // class probabilities, or the prediction.
-func (m *gpuMLP) Predict(params, x []float32, n int, out []float32) error {
+func (m *gpuModel) Predict(params, x []float32, n int, out []float32) error {
 	switch {
 	case len(params) != m.NumParams():
 		return fmt.Errorf("model: params has %d values, the layout needs %d", len(params), m.NumParams())

@@ -114,82 +114,117 @@ func TestGPUModelMatchesCPU(t *testing.T) {
 	t.Run("gpu", func(t *testing.T) { gpuMatchesCPU(t, realGPU(t)) })
 }
 
-func gpuMatchesCPU(t *testing.T, dev Device) {
-	const in, batch = 7, 12
-	for _, task := range []string{export.TaskBinary, export.TaskMulticlass, export.TaskRegression} {
-		for _, act := range []string{export.ActReLU, export.ActTanh, export.ActSigmoid, export.ActLeakyReLU} {
-			t.Run(task+"/"+act, func(t *testing.T) {
-				outputs := 1
-				if task == export.TaskMulticlass {
-					outputs = 3
-				}
-				hidden := []int{9, 5}
-				cpu, err := model.NewMLP(model.MLPConfig{Inputs: in, Hidden: hidden, Activation: act, Outputs: outputs, Task: task, BatchSize: batch})
-				if err != nil {
-					t.Fatal(err)
-				}
-				arch := export.Architecture{Kind: export.KindMLP, Task: task, Inputs: in, Outputs: outputs, Hidden: hidden, Activation: act}
-				g, err := dev.Place(cpu, arch, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if g.LayoutHash() != cpu.LayoutHash() || g.NumParams() != cpu.NumParams() || g.BatchSize() != batch || g.OutputSize() != outputs {
-					t.Fatal("the GPU model does not keep the CPU model's definition")
-				}
-				r := rand.New(rand.NewPCG(5, uint64(len(task)+len(act))))
-				params := cpu.InitParams(3)
-				for i := range params {
-					params[i] += float32(0.05 * r.NormFloat64()) // biases too
-				}
-				x := make([]float32, 2*batch*in)
-				for i := range x {
-					x[i] = float32(r.NormFloat64())
-				}
-				y := make([]float32, 2*batch)
-				for i := range y {
-					switch task {
-					case export.TaskBinary:
-						y[i] = float32(r.IntN(2))
-					case export.TaskMulticlass:
-						y[i] = float32(r.IntN(outputs))
-					default:
-						y[i] = float32(r.NormFloat64())
-					}
-				}
-				for _, n := range []int{batch, 5} {
-					gc, gg := make([]float32, cpu.NumParams()), make([]float32, cpu.NumParams())
-					lc, err := cpu.Gradient(params, x, y, n, gc)
-					if err != nil {
-						t.Fatal(err)
-					}
-					lg, err := g.Gradient(params, x, y, n, gg)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if !closeTo(lg, lc, 1e-5, 1e-4) {
-						t.Errorf("n=%d: loss %v on the GPU, %v on the CPU", n, lg, lc)
-					}
-					for i := range gc {
-						if !closeTo(float64(gg[i]), float64(gc[i]), 1e-5, 1e-3) {
-							t.Fatalf("n=%d: grad[%d] = %v on the GPU, %v on the CPU", n, i, gg[i], gc[i])
-						}
-					}
-				}
-				rows := 2*batch - 3 // more than one batch, the last partial
-				pc, pg := make([]float32, rows*outputs), make([]float32, rows*outputs)
-				if err := cpu.Predict(params, x, rows, pc); err != nil {
-					t.Fatal(err)
-				}
-				if err := g.Predict(params, x, rows, pg); err != nil {
-					t.Fatal(err)
-				}
-				for i := range pc {
-					if !closeTo(float64(pg[i]), float64(pc[i]), 1e-5, 1e-4) {
-						t.Fatalf("predict[%d] = %v on the GPU, %v on the CPU", i, pg[i], pc[i])
-					}
-				}
-			})
+// cpuModelFor builds worker/model's CPU model for an MLP or CNN architecture.
+func cpuModelFor(t *testing.T, a export.Architecture, batch int) model.Model {
+	t.Helper()
+	var m model.Model
+	var err error
+	switch a.Kind {
+	case export.KindMLP:
+		m, err = model.NewMLP(model.MLPConfig{Inputs: a.Inputs, Hidden: a.Hidden, Activation: a.Activation, Outputs: a.Outputs, Task: a.Task, BatchSize: batch})
+	case export.KindCNN:
+		var conv []model.ConvLayer
+		for _, c := range a.Conv {
+			conv = append(conv, model.ConvLayer{Filters: c.Filters, Kernel: c.Kernel, Stride: c.Stride, Padding: c.Padding})
 		}
+		m, err = model.NewCNN(model.CNNConfig{Height: a.Height, Width: a.Width, Channels: a.Channels, Conv: conv, Pool: a.Pool,
+			Dense: a.Dense, Activation: a.Activation, Outputs: a.Outputs, Task: a.Task, BatchSize: batch})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// gpuCases are the architectures the GPU path must compute exactly as the CPU does:
+// MLPs for every task and activation, and CNNs with and without pooling, stride and
+// padding.
+func gpuCases() map[string]export.Architecture {
+	cases := map[string]export.Architecture{}
+	for _, task := range []string{export.TaskBinary, export.TaskMulticlass, export.TaskRegression} {
+		outputs := 1
+		if task == export.TaskMulticlass {
+			outputs = 3
+		}
+		for _, act := range []string{export.ActReLU, export.ActTanh, export.ActSigmoid, export.ActLeakyReLU} {
+			cases["mlp/"+task+"/"+act] = export.Architecture{Kind: export.KindMLP, Task: task, Inputs: 7, Outputs: outputs, Hidden: []int{9, 5}, Activation: act}
+		}
+		cases["cnn-pool/"+task] = export.Architecture{Kind: export.KindCNN, Task: task, Inputs: 2 * 9 * 9, Outputs: outputs,
+			Channels: 2, Height: 9, Width: 9, Activation: export.ActReLU, Pool: 2, Dense: []int{6},
+			Conv: []export.Conv{{Filters: 4, Kernel: 3, Stride: 1, Padding: 1}, {Filters: 5, Kernel: 2, Stride: 1}}}
+	}
+	cases["cnn-stride/multiclass/tanh"] = export.Architecture{Kind: export.KindCNN, Task: export.TaskMulticlass, Inputs: 1 * 8 * 7, Outputs: 4,
+		Channels: 1, Height: 8, Width: 7, Activation: export.ActTanh,
+		Conv: []export.Conv{{Filters: 3, Kernel: 3, Stride: 2, Padding: 1}, {Filters: 2, Kernel: 2, Stride: 1}}}
+	return cases
+}
+
+func gpuMatchesCPU(t *testing.T, dev Device) {
+	const batch = 12
+	for name, arch := range gpuCases() {
+		t.Run(name, func(t *testing.T) {
+			task, in, outputs := arch.Task, arch.Inputs, arch.Outputs
+			cpu := cpuModelFor(t, arch, batch)
+			g, err := dev.Place(cpu, arch, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.LayoutHash() != cpu.LayoutHash() || g.NumParams() != cpu.NumParams() || g.BatchSize() != batch || g.OutputSize() != outputs {
+				t.Fatal("the GPU model does not keep the CPU model's definition")
+			}
+			r := rand.New(rand.NewPCG(5, uint64(len(name))))
+			params := cpu.InitParams(3)
+			for i := range params {
+				params[i] += float32(0.05 * r.NormFloat64()) // biases too
+			}
+			x := make([]float32, 2*batch*in)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			y := make([]float32, 2*batch)
+			for i := range y {
+				switch task {
+				case export.TaskBinary:
+					y[i] = float32(r.IntN(2))
+				case export.TaskMulticlass:
+					y[i] = float32(r.IntN(outputs))
+				default:
+					y[i] = float32(r.NormFloat64())
+				}
+			}
+			for _, n := range []int{batch, 5} {
+				gc, gg := make([]float32, cpu.NumParams()), make([]float32, cpu.NumParams())
+				lc, err := cpu.Gradient(params, x, y, n, gc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lg, err := g.Gradient(params, x, y, n, gg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !closeTo(lg, lc, 1e-5, 1e-4) {
+					t.Errorf("n=%d: loss %v on the GPU, %v on the CPU", n, lg, lc)
+				}
+				for i := range gc {
+					if !closeTo(float64(gg[i]), float64(gc[i]), 1e-5, 1e-3) {
+						t.Fatalf("n=%d: grad[%d] = %v on the GPU, %v on the CPU", n, i, gg[i], gc[i])
+					}
+				}
+			}
+			rows := 2*batch - 3 // more than one batch, the last partial
+			pc, pg := make([]float32, rows*outputs), make([]float32, rows*outputs)
+			if err := cpu.Predict(params, x, rows, pc); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Predict(params, x, rows, pg); err != nil {
+				t.Fatal(err)
+			}
+			for i := range pc {
+				if !closeTo(float64(pg[i]), float64(pc[i]), 1e-5, 1e-4) {
+					t.Fatalf("predict[%d] = %v on the GPU, %v on the CPU", i, pg[i], pc[i])
+				}
+			}
+		})
 	}
 }
 
@@ -229,10 +264,10 @@ func TestGPUPlaceRefusesWhatItCannotRun(t *testing.T) {
 	if _, err := dev.Place(cpu, mlp, 0.5); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "dropout") {
 		t.Errorf("dropout: %v", err)
 	}
-	cnn := mlp
-	cnn.Kind = export.KindCNN
-	if _, err := dev.Place(cpu, cnn, 0); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "cnn") {
-		t.Errorf("cnn: %v", err)
+	lstm := mlp
+	lstm.Kind = export.KindLSTM
+	if _, err := dev.Place(cpu, lstm, 0); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "lstm") {
+		t.Errorf("lstm: %v", err)
 	}
 	other := mlp
 	other.Hidden = []int{3}

@@ -22,11 +22,18 @@ type MLP struct {
 	tgt      *Buffer
 	probs    *Buffer
 	loss     *Buffer
+	dx       *Buffer // gradient with respect to the input batch, when asked for (newMLP)
 }
 
 // NewMLP allocates an MLP with layer widths sizes (input first, classes last) for
 // batches of up to maxBatch rows. Parameters start at zero; see SetParams.
 func NewMLP(d *Device, sizes []int, act Activation, maxBatch int) (*MLP, error) {
+	return newMLP(d, sizes, act, maxBatch, false)
+}
+
+// newMLP is NewMLP; with inputGrad, Backward also leaves the gradient with respect to
+// the input batch in m.dx (the dense head of a CNN passes it down to the convolutions).
+func newMLP(d *Device, sizes []int, act Activation, maxBatch int, inputGrad bool) (*MLP, error) {
 	if len(sizes) < 2 || maxBatch <= 0 {
 		return nil, fmt.Errorf("gpu: mlp needs at least 2 sizes and a positive batch, got %v and %d", sizes, maxBatch)
 	}
@@ -61,6 +68,9 @@ func NewMLP(d *Device, sizes []int, act Activation, maxBatch int) (*MLP, error) 
 	}
 	if err == nil {
 		m.loss, err = d.Alloc(maxBatch)
+	}
+	if err == nil && inputGrad {
+		m.dx, err = d.Alloc(maxBatch * sizes[0])
 	}
 	if err != nil {
 		m.Close()
@@ -183,50 +193,33 @@ func (m *MLP) Backward(dlogits []float32, rows int) error {
 // GradsInto downloads the last step's gradients into dst, one flat vector in
 // SetParams order (W0, b0, W1, b1, …), without allocating.
 func (m *MLP) GradsInto(dst []float32) error {
-	off := 0
-	for l := range m.Layers() {
-		for _, b := range []*Buffer{m.dw[l], m.db[l]} {
-			if off+b.Len() > len(dst) {
-				return fmt.Errorf("gpu: mlp gradients need more than the %d values of dst", len(dst))
-			}
-			if err := b.Read(dst[off : off+b.Len()]); err != nil {
-				return err
-			}
-			off += b.Len()
-		}
+	off, err := eachBuffer(m.dw, m.db, len(dst), func(b *Buffer, at int) error { return b.Read(dst[at : at+b.Len()]) })
+	if err == nil && off != len(dst) {
+		err = fmt.Errorf("gpu: mlp gradients are %d values, dst has %d", off, len(dst))
 	}
-	if off != len(dst) {
-		return fmt.Errorf("gpu: mlp gradients are %d values, dst has %d", off, len(dst))
-	}
-	return nil
+	return err
 }
 
 // SetParamsFlat uploads the parameters from one flat vector in SetParams order.
 func (m *MLP) SetParamsFlat(src []float32) error {
-	off := 0
-	for l := range m.Layers() {
-		for _, b := range []*Buffer{m.w[l], m.b[l]} {
-			if off+b.Len() > len(src) {
-				return fmt.Errorf("gpu: mlp parameters need more than the %d values given", len(src))
-			}
-			if err := b.Write(src[off : off+b.Len()]); err != nil {
-				return err
-			}
-			off += b.Len()
-		}
+	off, err := eachBuffer(m.w, m.b, len(src), func(b *Buffer, at int) error { return b.Write(src[at : at+b.Len()]) })
+	if err == nil && off != len(src) {
+		err = fmt.Errorf("gpu: mlp parameters are %d values, %d given", off, len(src))
 	}
-	if off != len(src) {
-		return fmt.Errorf("gpu: mlp parameters are %d values, %d given", off, len(src))
-	}
-	return nil
+	return err
 }
 
 // forward uploads x and runs every layer; h[last+1] holds the logits.
 func (m *MLP) forward(x []float32, rows int) error {
-	d := m.d
 	if err := m.h[0].Slice(0, rows*m.sizes[0]).Write(x); err != nil {
 		return err
 	}
+	return m.layers(rows)
+}
+
+// layers runs every layer on the batch in h[0].
+func (m *MLP) layers(rows int) error {
+	d := m.d
 	last := m.Layers() - 1
 	for l := range m.Layers() {
 		in, out := m.sizes[l], m.sizes[l+1]
@@ -260,6 +253,11 @@ func (m *MLP) backward(rows int) error {
 			return err
 		}
 		if l == 0 {
+			if m.dx != nil { // dx = dz_0·W_0ᵀ: the input has no activation
+				if err := d.Gemm(false, true, rows, in, out, 1, dz, m.w[0], 0, m.dx.Slice(0, rows*in)); err != nil {
+					return fmt.Errorf("gpu: mlp dx: %w", err)
+				}
+			}
 			break
 		}
 		// dh_l = dz_l·W_lᵀ, then through the activation that produced h_l into dz_{l-1}.
@@ -290,7 +288,7 @@ func (m *MLP) SGD(lr float32) error {
 // Close frees the device memory.
 func (m *MLP) Close() error {
 	var errs []error
-	for _, group := range [][]*Buffer{m.w, m.b, m.dw, m.db, m.h, m.dz, {m.tgt, m.probs, m.loss}} {
+	for _, group := range [][]*Buffer{m.w, m.b, m.dw, m.db, m.h, m.dz, {m.tgt, m.probs, m.loss, m.dx}} {
 		for _, b := range group {
 			if b != nil {
 				errs = append(errs, b.Free())
