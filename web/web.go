@@ -168,7 +168,7 @@ func New(cfg Config) http.Handler {
 		writeJSONError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.errorPage(w, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
+		h.errorPage(w, r, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
 	})
 	return securityHeaders(mux)
 }
@@ -316,12 +316,12 @@ func (h *handler) overviewPage(w http.ResponseWriter, r *http.Request) {
 	var s snapshot
 	var err error
 	if s.Nodes, err = h.listNodes(ctx); err != nil {
-		h.errorPage(w, h.sourceError(r, "ListNodes", err), "Cannot read the nodes: "+err.Error())
+		h.errorPage(w, r, h.sourceError(r, "ListNodes", err), "Cannot read the nodes: "+err.Error())
 		return
 	}
 	jobs, err := h.listJobs(ctx)
 	if err != nil {
-		h.errorPage(w, h.sourceError(r, "ListJobs", err), "Cannot read the jobs: "+err.Error())
+		h.errorPage(w, r, h.sourceError(r, "ListJobs", err), "Cannot read the jobs: "+err.Error())
 		return
 	}
 	s.Counts, s.States = countByState(jobs), jobStates
@@ -334,7 +334,7 @@ func (h *handler) overviewPage(w http.ResponseWriter, r *http.Request) {
 			s.Leader = p.ID
 		}
 	}
-	h.render(w, "overview", s)
+	h.render(w, r, "overview", s)
 }
 
 func (h *handler) jobsPage(w http.ResponseWriter, r *http.Request) {
@@ -342,10 +342,10 @@ func (h *handler) jobsPage(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	jobs, err := h.listJobs(ctx)
 	if err != nil {
-		h.errorPage(w, h.sourceError(r, "ListJobs", err), "Cannot read the jobs: "+err.Error())
+		h.errorPage(w, r, h.sourceError(r, "ListJobs", err), "Cannot read the jobs: "+err.Error())
 		return
 	}
-	h.render(w, "jobs", snapshot{Jobs: jobs, Counts: countByState(jobs), States: jobStates})
+	h.render(w, r, "jobs", snapshot{Jobs: jobs, Counts: countByState(jobs), States: jobStates})
 }
 
 // getJob reads one job and records its curve point.
@@ -364,10 +364,10 @@ func (h *handler) jobPage(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	j, err := h.getJob(ctx, id)
 	if err != nil {
-		h.errorPage(w, h.sourceError(r, "GetJob", err), "Cannot read job "+id+": "+err.Error())
+		h.errorPage(w, r, h.sourceError(r, "GetJob", err), "Cannot read job "+id+": "+err.Error())
 		return
 	}
-	h.render(w, "job", j)
+	h.render(w, r, "job", j)
 }
 
 func (h *handler) apiNodes(w http.ResponseWriter, r *http.Request) {
@@ -583,15 +583,24 @@ func parsePages() (map[string]*template.Template, error) {
 	return pages, nil
 }
 
-// render executes a page into a buffer first, so that a template error becomes a 500
-// instead of half a page.
-func (h *handler) render(w http.ResponseWriter, page string, data any) {
-	h.renderCode(w, http.StatusOK, page, data)
+// layoutData is what the shared layout executes with: the page's own data (the dot of
+// its "title" and "content" templates) and the session's CSRF token, which the layout
+// puts in a csrf-token meta tag and the Log out form when the dashboard requires a
+// login.
+type layoutData struct {
+	Page any
+	CSRF string
 }
 
-func (h *handler) renderCode(w http.ResponseWriter, code int, page string, data any) {
+// render executes a page into a buffer first, so that a template error becomes a 500
+// instead of half a page.
+func (h *handler) render(w http.ResponseWriter, r *http.Request, page string, data any) {
+	h.renderCode(w, r, http.StatusOK, page, data)
+}
+
+func (h *handler) renderCode(w http.ResponseWriter, r *http.Request, code int, page string, data any) {
 	var b strings.Builder
-	if err := h.pages[page].Execute(&b, data); err != nil {
+	if err := h.pages[page].Execute(&b, layoutData{Page: data, CSRF: csrfToken(r.Context())}); err != nil {
 		h.log.Error("dashboard: render page", "page", page, "err", err)
 		http.Error(w, "render page: "+err.Error(), http.StatusInternalServerError)
 		return
@@ -602,8 +611,8 @@ func (h *handler) renderCode(w http.ResponseWriter, code int, page string, data 
 	_, _ = fmt.Fprint(w, b.String())
 }
 
-func (h *handler) errorPage(w http.ResponseWriter, code int, msg string) {
-	h.renderCode(w, code, "error", struct {
+func (h *handler) errorPage(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	h.renderCode(w, r, code, "error", struct {
 		Code    int
 		Status  string
 		Message string

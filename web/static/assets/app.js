@@ -26,6 +26,20 @@
     if (!e) return;
     e.replaceChildren(...(items || []).map((s) => el("div", {}, s)));
   }
+  // csrfToken is the session's CSRF token, from the page's csrf-token meta tag ("" when
+  // the dashboard requires no login). The server checks it on every state-changing
+  // request; api sends it on every request, so that a state-changing call added later
+  // carries it too.
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const csrfToken = csrfMeta ? csrfMeta.getAttribute("content") : "";
+  function api(url, init) {
+    const opts = Object.assign({ credentials: "same-origin" }, init || {});
+    const headers = new Headers(opts.headers || {});
+    if (!headers.has("Accept")) headers.set("Accept", "application/json");
+    if (csrfToken) headers.set("X-CSRF-Token", csrfToken);
+    opts.headers = headers;
+    return fetch(url, opts);
+  }
   function stateBadge(state) { return el("span", { class: "state state-" + state }, state); }
 
   // drawChart draws one polyline per series into the SVG element; series maps a name
@@ -430,7 +444,7 @@
     const set = (state, text) => { section.setAttribute("data-state", state); status.textContent = text; status.hidden = text === ""; };
     set("loading", "Loading the report…");
     try {
-      const r = await fetch("/api/jobs/" + encodeURIComponent(id) + "/report", { headers: { Accept: "application/json" } });
+      const r = await api("/api/jobs/" + encodeURIComponent(id) + "/report");
       if (r.status === 404) {
         if (retries > 0) { setTimeout(() => loadReport(id, retries - 1), 2000); return; }
         set("none", "This job has no report.");
@@ -510,7 +524,7 @@
   }
 
   async function getJSON(url) {
-    const r = await fetch(url, { headers: { Accept: "application/json" } });
+    const r = await api(url);
     if (!r.ok) throw new Error(url + ": " + r.status);
     return r.json();
   }
