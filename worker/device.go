@@ -158,17 +158,17 @@ var gpuActivation = map[string]gpu.Activation{
 	export.ActReLU: gpu.ReLU, export.ActTanh: gpu.Tanh, export.ActSigmoid: gpu.Sigmoid, export.ActLeakyReLU: gpu.LeakyReLU,
 }
 
-// Place runs MLPs and CNNs without dropout on the GPU; LSTMs and dropout are not on
-// the GPU path yet (ErrDeviceUnsupported).
+// Place runs MLPs, CNNs and LSTMs without dropout on the GPU; dropout is not on the
+// GPU path yet (ErrDeviceUnsupported).
 func (g *gpuDevice) Place(cpu model.Model, arch export.Architecture, dropout float64) (model.Model, error) {
-	if arch.Kind != export.KindMLP && arch.Kind != export.KindCNN {
-		return nil, fmt.Errorf("%w: the GPU path runs MLPs and CNNs, not %s models", ErrDeviceUnsupported, arch.Kind)
+	if arch.Kind != export.KindMLP && arch.Kind != export.KindCNN && arch.Kind != export.KindLSTM {
+		return nil, fmt.Errorf("%w: the GPU path has no %q models", ErrDeviceUnsupported, arch.Kind)
 	}
 	if dropout > 0 {
 		return nil, fmt.Errorf("%w: the GPU path has no dropout (the spec's model dropout is %g)", ErrDeviceUnsupported, dropout)
 	}
 	act, ok := gpuActivation[arch.Activation]
-	if !ok {
+	if !ok && arch.Kind != export.KindLSTM { // an LSTM's dense layers are always ReLU
 		return nil, fmt.Errorf("%w: activation %q", ErrDeviceUnsupported, arch.Activation)
 	}
 	if got, want := arch.LayoutHash(), cpu.LayoutHash(); got != want {
@@ -186,8 +186,9 @@ func (g *gpuDevice) Place(cpu model.Model, arch export.Architecture, dropout flo
 			cfg.Conv = append(cfg.Conv, gpu.ConvLayer{Filters: c.Filters, Kernel: c.Kernel, Stride: c.Stride, Padding: c.Padding})
 		}
 		net, err = gpu.NewCNN(g.d, cfg)
-	default:
-		return nil, fmt.Errorf("%w: the GPU path runs MLPs and CNNs, not %s models", ErrDeviceUnsupported, arch.Kind)
+	case export.KindLSTM:
+		net, err = gpu.NewLSTM(g.d, gpu.LSTMConfig{Steps: arch.Steps, Features: arch.Features, Hidden: arch.Hidden,
+			Dense: arch.Dense, Outputs: arch.Outputs, MaxBatch: cpu.BatchSize()})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("worker: gpu: %w", err)

@@ -114,7 +114,7 @@ func TestGPUModelMatchesCPU(t *testing.T) {
 	t.Run("gpu", func(t *testing.T) { gpuMatchesCPU(t, realGPU(t)) })
 }
 
-// cpuModelFor builds worker/model's CPU model for an MLP or CNN architecture.
+// cpuModelFor builds worker/model's CPU model for an architecture.
 func cpuModelFor(t *testing.T, a export.Architecture, batch int) model.Model {
 	t.Helper()
 	var m model.Model
@@ -122,6 +122,9 @@ func cpuModelFor(t *testing.T, a export.Architecture, batch int) model.Model {
 	switch a.Kind {
 	case export.KindMLP:
 		m, err = model.NewMLP(model.MLPConfig{Inputs: a.Inputs, Hidden: a.Hidden, Activation: a.Activation, Outputs: a.Outputs, Task: a.Task, BatchSize: batch})
+	case export.KindLSTM:
+		m, err = model.NewLSTM(model.LSTMConfig{Steps: a.Steps, Features: a.Features, Hidden: a.Hidden, Dense: a.Dense,
+			Outputs: a.Outputs, Task: a.Task, BatchSize: batch})
 	case export.KindCNN:
 		var conv []model.ConvLayer
 		for _, c := range a.Conv {
@@ -137,8 +140,8 @@ func cpuModelFor(t *testing.T, a export.Architecture, batch int) model.Model {
 }
 
 // gpuCases are the architectures the GPU path must compute exactly as the CPU does:
-// MLPs for every task and activation, and CNNs with and without pooling, stride and
-// padding.
+// MLPs for every task and activation, CNNs with and without pooling, stride and
+// padding, and one- and two-layer LSTMs with and without a dense layer.
 func gpuCases() map[string]export.Architecture {
 	cases := map[string]export.Architecture{}
 	for _, task := range []string{export.TaskBinary, export.TaskMulticlass, export.TaskRegression} {
@@ -153,6 +156,10 @@ func gpuCases() map[string]export.Architecture {
 			Channels: 2, Height: 9, Width: 9, Activation: export.ActReLU, Pool: 2, Dense: []int{6},
 			Conv: []export.Conv{{Filters: 4, Kernel: 3, Stride: 1, Padding: 1}, {Filters: 5, Kernel: 2, Stride: 1}}}
 	}
+	cases["lstm-2-layers/regression"] = export.Architecture{Kind: export.KindLSTM, Task: export.TaskRegression, Inputs: 5 * 3, Outputs: 1,
+		Steps: 5, Features: 3, Hidden: []int{6, 4}, Dense: []int{5}}
+	cases["lstm/binary"] = export.Architecture{Kind: export.KindLSTM, Task: export.TaskBinary, Inputs: 4 * 2, Outputs: 1,
+		Steps: 4, Features: 2, Hidden: []int{7}}
 	cases["cnn-stride/multiclass/tanh"] = export.Architecture{Kind: export.KindCNN, Task: export.TaskMulticlass, Inputs: 1 * 8 * 7, Outputs: 4,
 		Channels: 1, Height: 8, Width: 7, Activation: export.ActTanh,
 		Conv: []export.Conv{{Filters: 3, Kernel: 3, Stride: 2, Padding: 1}, {Filters: 2, Kernel: 2, Stride: 1}}}
@@ -264,10 +271,10 @@ func TestGPUPlaceRefusesWhatItCannotRun(t *testing.T) {
 	if _, err := dev.Place(cpu, mlp, 0.5); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "dropout") {
 		t.Errorf("dropout: %v", err)
 	}
-	lstm := mlp
-	lstm.Kind = export.KindLSTM
-	if _, err := dev.Place(cpu, lstm, 0); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "lstm") {
-		t.Errorf("lstm: %v", err)
+	odd := mlp
+	odd.Kind = "transformer"
+	if _, err := dev.Place(cpu, odd, 0); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "transformer") {
+		t.Errorf("an unknown kind: %v", err)
 	}
 	other := mlp
 	other.Hidden = []int{3}
