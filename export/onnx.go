@@ -25,18 +25,6 @@ const (
 	ONNXOutput = "output"
 )
 
-// ONNXInputShape returns the graph input's shape without the batch dimension: [Inputs]
-// for an MLP, [Channels, Height, Width] for a CNN, [Steps, Features] for an LSTM.
-func (a *Architecture) ONNXInputShape() []int {
-	switch a.Kind {
-	case KindCNN:
-		return []int{a.Channels, a.Height, a.Width}
-	case KindLSTM:
-		return []int{a.Steps, a.Features}
-	}
-	return []int{a.Inputs}
-}
-
 // onnxGraph accumulates nodes and initializers with unique value names.
 type onnxGraph struct {
 	g     *onnx.GraphProto
@@ -138,7 +126,7 @@ func (b *onnxGraph) dense(h, prefix string) string {
 // BuildONNX returns the ONNX model of the architecture with the given weights (from
 // CheckWeights) and metadata (recorded as metadata_props, sorted by key).
 //
-// The graph takes "input", float32 [batch, ONNXInputShape()...], holding the features
+// The graph takes "input", float32 [batch, InputShape()...], holding the features
 // after preprocessing, and returns "output", float32 [batch, Outputs]: the positive-class
 // probability (Sigmoid), the class probabilities (Softmax) or the regression value in
 // target units (the model's standardized output times LabelStd plus LabelMean). Dense
@@ -167,7 +155,7 @@ func BuildONNX(a *Architecture, w Weights, name string, metadata map[string]stri
 		}
 		b.initF32(ts.Name, ts.Shape, data)
 	}
-	b.g.Input = []*onnx.ValueInfoProto{valueInfo(ONNXInput, a.ONNXInputShape())}
+	b.g.Input = []*onnx.ValueInfoProto{valueInfo(ONNXInput, a.InputShape())}
 
 	h := ONNXInput
 	switch a.Kind {
@@ -176,15 +164,11 @@ func BuildONNX(a *Architecture, w Weights, name string, metadata map[string]stri
 			h = b.activation(b.dense(h, fmt.Sprintf("dense%d", i)), a.Activation)
 		}
 	case KindCNN:
-		gs, err := a.geometry()
-		if err != nil {
-			return nil, err
-		}
-		for i, g := range gs {
-			p := int64(g.pad)
+		for i, l := range a.Conv {
+			p, k, st := int64(l.Padding), int64(l.Kernel), int64(l.Stride)
 			h = b.node("Conv", []string{h, fmt.Sprintf("conv%d.weight", i), fmt.Sprintf("conv%d.bias", i)},
-				attrInts("kernel_shape", int64(g.k), int64(g.k)), attrInts("pads", p, p, p, p),
-				attrInts("strides", int64(g.stride), int64(g.stride)), attrInts("dilations", 1, 1))
+				attrInts("kernel_shape", k, k), attrInts("pads", p, p, p, p),
+				attrInts("strides", st, st), attrInts("dilations", 1, 1))
 			h = b.activation(h, a.Activation)
 			if a.Pool > 1 {
 				pp := int64(a.Pool)

@@ -53,11 +53,11 @@ func testCases(t testing.TB) []testCase {
 	cs = append(cs, testCase{"cnn-pool-multiclass",
 		mustModel(model.NewCNN(model.CNNConfig{Height: 7, Width: 6, Channels: 2, Conv: conv, Pool: 2, Dense: []int{5}, Activation: ActReLU, Outputs: 3, Task: TaskMulticlass, BatchSize: 4})),
 		Architecture{Kind: KindCNN, Task: TaskMulticlass, Inputs: 84, Outputs: 3, Activation: ActReLU, Dense: []int{5},
-			Channels: 2, Height: 7, Width: 6, Pool: 2, Conv: []Conv{{3, 3, 1, 1}, {4, 2, 1, 0}}}})
+			Channels: 2, Height: 7, Width: 6, Pool: 2, Conv: []Conv{{Filters: 3, Kernel: 3, Stride: 1, Padding: 1}, {Filters: 4, Kernel: 2, Stride: 1}}}})
 	cs = append(cs, testCase{"cnn-stride-binary",
 		mustModel(model.NewCNN(model.CNNConfig{Height: 8, Width: 8, Channels: 1, Conv: []model.ConvLayer{{Filters: 2, Kernel: 3, Stride: 2, Padding: 1}}, Activation: ActTanh, Outputs: 1, Task: TaskBinary, BatchSize: 3})),
 		Architecture{Kind: KindCNN, Task: TaskBinary, Inputs: 64, Outputs: 1, Activation: ActTanh,
-			Channels: 1, Height: 8, Width: 8, Conv: []Conv{{2, 3, 2, 1}}}})
+			Channels: 1, Height: 8, Width: 8, Conv: []Conv{{Filters: 2, Kernel: 3, Stride: 2, Padding: 1}}}})
 	cs = append(cs, testCase{"lstm-regression",
 		mustModel(model.NewLSTM(model.LSTMConfig{Steps: 4, Features: 3, Hidden: []int{5, 3}, Dense: []int{4}, Outputs: 1, Task: TaskRegression, BatchSize: 4})),
 		Architecture{Kind: KindLSTM, Task: TaskRegression, Inputs: 12, Outputs: 1, Hidden: []int{5, 3}, Dense: []int{4}, Steps: 4, Features: 3, LabelMean: -2, LabelStd: 0.5}})
@@ -182,7 +182,7 @@ func TestONNXMatchesGorgonia(t *testing.T) {
 			}
 			const n = 6
 			x := randomRows(n, c.arch.Inputs, 8)
-			got, shape, err := EvalONNX(m, x, append([]int{n}, c.arch.ONNXInputShape()...))
+			got, shape, err := EvalONNX(m, x, append([]int{n}, c.arch.InputShape()...))
 			if err != nil {
 				t.Fatal(err)
 			}

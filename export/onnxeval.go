@@ -183,7 +183,7 @@ func evalNode(n *onnx.NodeProto, args []*onnxValue) ([]*onnxValue, error) {
 	case "Tanh":
 		return unary(args, math.Tanh)
 	case "Sigmoid":
-		return unary(args, sigmoid)
+		return unary(args, func(v float64) float64 { return 1 / (1 + math.Exp(-v)) })
 	case "LeakyRelu":
 		alpha := 0.01
 		if a := at["alpha"]; a != nil {
@@ -234,7 +234,7 @@ func evalNode(n *onnx.NodeProto, args []*onnxValue) ([]*onnxValue, error) {
 		x := args[0]
 		out := &onnxValue{shape: x.shape, f: append([]float64(nil), x.f...)}
 		for r := range x.shape[0] {
-			softmax(out.f[r*x.shape[1] : (r+1)*x.shape[1]])
+			onnxSoftmax(out.f[r*x.shape[1] : (r+1)*x.shape[1]])
 		}
 		return []*onnxValue{out}, nil
 	case "Flatten":
@@ -480,4 +480,21 @@ func maxPool(args []*onnxValue, at map[string]*onnx.AttributeProto) ([]*onnxValu
 		}
 	}
 	return []*onnxValue{out}, nil
+}
+
+// onnxSoftmax is ONNX's Softmax over one row, in place. The evaluator keeps its own
+// (shifted by the row's maximum) rather than modeldef's forward pass, which it checks.
+func onnxSoftmax(z []float64) {
+	mx := math.Inf(-1)
+	for _, v := range z {
+		mx = math.Max(mx, v)
+	}
+	var s float64
+	for i, v := range z {
+		z[i] = math.Exp(v - mx)
+		s += z[i]
+	}
+	for i := range z {
+		z[i] /= s
+	}
 }

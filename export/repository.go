@@ -186,7 +186,7 @@ parameters [
     value: { string_value: %q }
   }
 ]
-`, name, MaxTritonBatch, ONNXInput, dims(a.ONNXInputShape()), ONNXOutput, dims([]int{a.Outputs}), a.Task)
+`, name, MaxTritonBatch, ONNXInput, dims(a.InputShape()), ONNXOutput, dims([]int{a.Outputs}), a.Task)
 }
 
 // Model is a model read back from model.safetensors.

@@ -20,6 +20,8 @@ import (
 	"math"
 	"sort"
 	"strconv"
+
+	"github.com/cohort-dev/cohort/modeldef"
 )
 
 // MaxSafetensorsHeader is the largest JSON header ReadSafetensors accepts (100 MiB).
@@ -31,12 +33,9 @@ const metadataKey = "__metadata__"
 // dtypeF32 is the only dtype this package writes and reads.
 const dtypeF32 = "F32"
 
-// Tensor is a named float32 tensor in row-major order.
-type Tensor struct {
-	Name  string
-	Shape []int
-	Data  []float32
-}
+// Tensor is a named float32 tensor in row-major order (modeldef.Tensor, which
+// CheckWeights takes).
+type Tensor = modeldef.Tensor
 
 // numElements returns the product of shape, or an error for a negative dimension or an
 // overflowing product.

@@ -3,7 +3,9 @@
 #  - coordinator/ never imports worker/, paramserver/ or gorgonia (directly or not);
 #  - coordinator/scheduler imports no I/O package;
 #  - only the node package (and cmd/, through it) wires roles together: no package
-#    outside node/ and cmd/ imports both the coordinator and a node role.
+#    outside node/ and cmd/ imports both the coordinator and a node role;
+#  - modeldef, the one definition of a network, is a leaf: it imports jobs and the
+#    standard library only (no gorgonia, worker, export or serve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
@@ -40,5 +42,14 @@ while read -r pkg imports; do
     echo "import rule: $pkg wires the coordinator to a node role (only node/ and cmd/ may)"; fail=1
   fi
 done < <(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./...)
+
+while read -r pkg imports; do
+  for d in $imports; do
+    case "$d" in
+      "$mod/jobs") ;;
+      *.*/*) echo "import rule: $pkg imports $d (modeldef imports only jobs and the standard library)"; fail=1;;
+    esac
+  done
+done < <(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./modeldef/...)
 
 exit $fail

@@ -427,16 +427,7 @@ func placeOn(dev Device, s *jobs.Spec, ds *datasets, cpu model.Model) (model.Mod
 	if err != nil {
 		return nil, err
 	}
-	var dropout float64
-	switch {
-	case s.Model.MLP != nil:
-		dropout = s.Model.MLP.Dropout
-	case s.Model.CNN != nil:
-		dropout = s.Model.CNN.Dropout
-	case s.Model.LSTM != nil:
-		dropout = s.Model.LSTM.Dropout
-	}
-	return dev.Place(cpu, arch, dropout)
+	return dev.Place(cpu, arch, specDropout(s))
 }
 
 // LoadBenchOn is LoadBench with the model placed on dev; a model the device cannot run

@@ -117,22 +117,7 @@ func TestGPUModelMatchesCPU(t *testing.T) {
 // cpuModelFor builds worker/model's CPU model for an architecture.
 func cpuModelFor(t *testing.T, a export.Architecture, batch int) model.Model {
 	t.Helper()
-	var m model.Model
-	var err error
-	switch a.Kind {
-	case export.KindMLP:
-		m, err = model.NewMLP(model.MLPConfig{Inputs: a.Inputs, Hidden: a.Hidden, Activation: a.Activation, Outputs: a.Outputs, Task: a.Task, BatchSize: batch})
-	case export.KindLSTM:
-		m, err = model.NewLSTM(model.LSTMConfig{Steps: a.Steps, Features: a.Features, Hidden: a.Hidden, Dense: a.Dense,
-			Outputs: a.Outputs, Task: a.Task, BatchSize: batch})
-	case export.KindCNN:
-		var conv []model.ConvLayer
-		for _, c := range a.Conv {
-			conv = append(conv, model.ConvLayer{Filters: c.Filters, Kernel: c.Kernel, Stride: c.Stride, Padding: c.Padding})
-		}
-		m, err = model.NewCNN(model.CNNConfig{Height: a.Height, Width: a.Width, Channels: a.Channels, Conv: conv, Pool: a.Pool,
-			Dense: a.Dense, Activation: a.Activation, Outputs: a.Outputs, Task: a.Task, BatchSize: batch})
-	}
+	m, err := model.New(a, model.Options{BatchSize: batch})
 	if err != nil {
 		t.Fatal(err)
 	}

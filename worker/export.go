@@ -13,6 +13,7 @@ import (
 
 	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/jobs"
+	"github.com/cohort-dev/cohort/modeldef"
 	"github.com/cohort-dev/cohort/paramserver"
 	"github.com/cohort-dev/cohort/storage"
 )
@@ -44,42 +45,14 @@ func ModelCardKey(jobID string) string { return "jobs/" + jobID + "/model.json" 
 // ExportPrefix is the key prefix of a job's final export: "jobs/<jobID>/export/".
 func ExportPrefix(jobID string) string { return "jobs/" + jobID + "/export/" }
 
-// architectureOf describes the network buildModel builds for the spec and data.
+// architectureOf describes the network buildModel builds for the spec and data:
+// modeldef.FromSpec with the data's shape.
 func architectureOf(s *jobs.Spec, ds *datasets) (export.Architecture, error) {
-	a := export.Architecture{Task: s.Task, Inputs: ds.inputs, Outputs: ds.outputs}
-	if s.Task == jobs.TaskRegression {
-		a.LabelMean, a.LabelStd = ds.labelMean, ds.labelStd
-	}
-	orRelu := func(act string) string {
-		if act == "" {
-			return export.ActReLU
-		}
-		return act
-	}
-	switch {
-	case s.Model.MLP != nil:
-		a.Kind, a.Activation = export.KindMLP, orRelu(s.Model.MLP.Activation)
-		a.Hidden = append([]int(nil), s.Model.MLP.Hidden...)
-	case s.Model.CNN != nil:
-		c := s.Model.CNN
-		a.Kind, a.Activation, a.Pool = export.KindCNN, orRelu(c.Activation), c.Pool
-		a.Channels, a.Height, a.Width = ds.image.Channels, ds.image.Height, ds.image.Width
-		a.Dense = append([]int(nil), c.Dense...)
-		for _, l := range c.Conv {
-			a.Conv = append(a.Conv, export.Conv{Filters: l.Filters, Kernel: l.Kernel, Stride: max(l.Stride, 1), Padding: l.Padding})
-		}
-	case s.Model.LSTM != nil:
-		sc := s.Data.SequenceCSV
-		if sc == nil || sc.Lookback <= 0 {
-			return a, errors.New("spec.model.lstm: needs sequence_csv data with a lookback")
-		}
-		a.Kind, a.Steps, a.Features = export.KindLSTM, sc.Lookback, ds.inputs/sc.Lookback
-		a.Hidden = append([]int(nil), s.Model.LSTM.Hidden...)
-		a.Dense = append([]int(nil), s.Model.LSTM.Dense...)
-	default:
-		return a, errors.New("spec.model: no model kind set")
-	}
-	return a, a.Validate()
+	return modeldef.FromSpec(s, modeldef.DataShape{
+		Inputs: ds.inputs, Outputs: ds.outputs,
+		Channels: ds.image.Channels, Height: ds.image.Height, Width: ds.image.Width,
+		LabelMean: ds.labelMean, LabelStd: ds.labelStd,
+	})
 }
 
 // modelCard builds the job's model card and checks that it describes the model being

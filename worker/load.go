@@ -436,50 +436,34 @@ func (d dataSource) loadSequences(s *jobs.Spec) (*datasets, error) {
 	return ds, nil
 }
 
-// buildModel builds the spec's model for the data's shape.
+// buildModel builds the spec's model for the data's shape: the architecture
+// modeldef.FromSpec describes (architectureOf), with the spec's training settings.
 func buildModel(s *jobs.Spec, ds *datasets, rank int) (model.Model, error) {
-	seed := s.Training.Seed + int64(rank) // dropout masks differ per rank
-	switch {
-	case s.Model.MLP != nil:
-		m, err := model.NewMLP(model.MLPConfig{
-			Inputs: ds.inputs, Hidden: s.Model.MLP.Hidden, Activation: s.Model.MLP.Activation,
-			Outputs: ds.outputs, Task: s.Task, BatchSize: s.Training.BatchSize, Dropout: s.Model.MLP.Dropout, Seed: seed,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("spec.model.mlp: %w", err)
-		}
-		return m, nil
-	case s.Model.CNN != nil:
-		c := s.Model.CNN
-		conv := make([]model.ConvLayer, len(c.Conv))
-		for i, l := range c.Conv {
-			conv[i] = model.ConvLayer{Filters: l.Filters, Kernel: l.Kernel, Stride: l.Stride, Padding: l.Padding}
-		}
-		m, err := model.NewCNN(model.CNNConfig{
-			Height: ds.image.Height, Width: ds.image.Width, Channels: ds.image.Channels, Conv: conv, Pool: c.Pool,
-			Dense: c.Dense, Activation: c.Activation, Outputs: ds.outputs, Task: s.Task, BatchSize: s.Training.BatchSize,
-			Dropout: c.Dropout, Seed: seed,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("spec.model.cnn: %w", err)
-		}
-		return m, nil
-	case s.Model.LSTM != nil:
-		sc := s.Data.SequenceCSV
-		l := s.Model.LSTM
-		if sc == nil || sc.Lookback <= 0 || ds.inputs%sc.Lookback != 0 {
-			return nil, fmt.Errorf("spec.model.lstm: needs sequence_csv data with a lookback")
-		}
-		m, err := model.NewLSTM(model.LSTMConfig{
-			Steps: sc.Lookback, Features: ds.inputs / sc.Lookback, Hidden: l.Hidden, Dense: l.Dense,
-			Outputs: ds.outputs, Task: s.Task, BatchSize: s.Training.BatchSize, Dropout: l.Dropout, Seed: seed,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("spec.model.lstm: %w", err)
-		}
-		return m, nil
+	a, err := architectureOf(s, ds)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("spec.model: no model kind set")
+	m, err := model.New(a, model.Options{
+		BatchSize: s.Training.BatchSize, Dropout: specDropout(s),
+		Seed: s.Training.Seed + int64(rank), // dropout masks differ per rank
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spec.model.%s: %w", a.Kind, err)
+	}
+	return m, nil
+}
+
+// specDropout is the dropout rate of the spec's model kind.
+func specDropout(s *jobs.Spec) float64 {
+	switch m := &s.Model; {
+	case m.MLP != nil:
+		return m.MLP.Dropout
+	case m.CNN != nil:
+		return m.CNN.Dropout
+	case m.LSTM != nil:
+		return m.LSTM.Dropout
+	}
+	return 0
 }
 
 // Preflight loads and checks a job's data exactly as its workers will (columns, label,

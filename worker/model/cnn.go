@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/cohort-dev/cohort/modeldef"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -62,6 +63,21 @@ type CNNConfig struct {
 	// Float64 builds the graph in float64 (for gradient checks); parameters, inputs and
 	// gradients stay float32 at the API.
 	Float64 bool
+}
+
+// architecture returns the network the configuration describes (with its defaults,
+// activation relu and stride 1, applied).
+func (c CNNConfig) architecture() modeldef.Architecture {
+	a := modeldef.Architecture{Kind: modeldef.KindCNN, Task: c.Task, Inputs: c.Channels * c.Height * c.Width,
+		Outputs: c.Outputs, Activation: c.Activation, Dense: c.Dense,
+		Channels: c.Channels, Height: c.Height, Width: c.Width, Pool: c.Pool}
+	if a.Activation == "" {
+		a.Activation = ActivationReLU
+	}
+	for _, l := range c.Conv {
+		a.Conv = append(a.Conv, modeldef.Conv{Filters: l.Filters, Kernel: l.Kernel, Stride: max(l.Stride, 1), Padding: l.Padding})
+	}
+	return a
 }
 
 // convShape is the geometry of one convolution layer, as validated.
@@ -189,10 +205,10 @@ type cnn struct {
 // dense layers exactly like an MLP's (see NewMLP, including its losses and Predict
 // outputs).
 //
-// Layout: for each convolution i, "conv<i>.weight" with shape [filters, inChannels,
-// kernel, kernel] (PyTorch's Conv2d layout) and "conv<i>.bias" [filters]; for each dense
-// layer i, "dense<i>.weight" [in, out] and "dense<i>.bias" [out]; then "out.weight" and
-// "out.bias".
+// Layout (modeldef.Architecture.Tensors): for each convolution i, "conv<i>.weight" with
+// shape [filters, inChannels, kernel, kernel] (PyTorch's Conv2d layout) and
+// "conv<i>.bias" [filters]; for each dense layer i, "dense<i>.weight" [in, out] and
+// "dense<i>.bias" [out]; then "out.weight" and "out.bias".
 //
 // The model is not safe for concurrent use.
 func NewCNN(cfg CNNConfig) (Model, error) {
@@ -221,28 +237,9 @@ func NewCNN(cfg CNNConfig) (Model, error) {
 		Outputs: cfg.Outputs, Task: cfg.Task, BatchSize: cfg.BatchSize,
 		Dropout: cfg.Dropout, Seed: cfg.Seed, Float64: cfg.Float64,
 	}
-	add := func(name string, shape ...int) {
-		size := 1
-		for _, d := range shape {
-			size *= d
-		}
-		m.layout = append(m.layout, TensorInfo{Name: name, Shape: shape, Offset: m.params, Size: size})
-		m.params += size
+	if err := m.setLayout(cfg.architecture()); err != nil {
+		return nil, err
 	}
-	for i, s := range shapes {
-		add(fmt.Sprintf("conv%d.weight", i), s.outC, s.inC, s.k, s.k)
-		add(fmt.Sprintf("conv%d.bias", i), s.outC)
-	}
-	last := shapes[len(shapes)-1]
-	in := last.outC * last.poolH * last.poolW
-	for i, h := range cfg.Dense {
-		add(fmt.Sprintf("dense%d.weight", i), in, h)
-		add(fmt.Sprintf("dense%d.bias", i), h)
-		in = h
-	}
-	add("out.weight", in, cfg.Outputs)
-	add("out.bias", cfg.Outputs)
-	m.hash = layoutHash(m.layout)
 	if cfg.Float64 {
 		m.eng, err = newCNNEngine[float64](m)
 	} else {

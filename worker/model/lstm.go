@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
+	"github.com/cohort-dev/cohort/modeldef"
 	G "gorgonia.org/gorgonia"
 )
 
@@ -113,6 +114,12 @@ func (c LSTMConfig) Validate() error {
 	return nil
 }
 
+// architecture returns the network the configuration describes.
+func (c LSTMConfig) architecture() modeldef.Architecture {
+	return modeldef.Architecture{Kind: modeldef.KindLSTM, Task: c.Task, Inputs: c.Steps * c.Features, Outputs: c.Outputs,
+		Hidden: c.Hidden, Dense: c.Dense, Steps: c.Steps, Features: c.Features}
+}
+
 // lstm is a stacked LSTM with a dense head. It shares the MLP's machinery: the Model
 // methods, input checks, losses and the engine that runs the compiled graphs; only the
 // graph and the initialisation differ.
@@ -136,10 +143,10 @@ type lstm struct {
 // the top layer's h at the last step, passes it through the optional ReLU dense layers
 // and the output layer; the losses are the MLP's (see NewMLP).
 //
-// Layout: "lstm<l>.weight" [in+hidden, 4*hidden] (rows for the input first, then for
-// the previous hidden state) and "lstm<l>.bias" [4*hidden] per LSTM layer, then
-// "dense<i>.weight" [in, out] and "dense<i>.bias" [out] per dense layer, then
-// "out.weight" and "out.bias".
+// Layout (modeldef.Architecture.Tensors): "lstm<l>.weight" [in+hidden, 4*hidden] (rows
+// for the input first, then for the previous hidden state) and "lstm<l>.bias"
+// [4*hidden] per LSTM layer, then "dense<i>.weight" [in, out] and "dense<i>.bias" [out]
+// per dense layer, then "out.weight" and "out.bias".
 //
 // The model is not safe for concurrent use.
 func NewLSTM(cfg LSTMConfig) (Model, error) {
@@ -163,28 +170,9 @@ func NewLSTM(cfg LSTMConfig) (Model, error) {
 	}, par: new(intraOp)}}
 	buildPar = m.par
 	defer func() { buildPar = nil }()
-	add := func(name string, shape ...int) {
-		size := 1
-		for _, d := range shape {
-			size *= d
-		}
-		m.layout = append(m.layout, TensorInfo{Name: name, Shape: shape, Offset: m.params, Size: size})
-		m.params += size
+	if err := m.setLayout(cfg.architecture()); err != nil {
+		return nil, err
 	}
-	in := cfg.Features
-	for l, h := range cfg.Hidden {
-		add(fmt.Sprintf("lstm%d.weight", l), in+h, 4*h)
-		add(fmt.Sprintf("lstm%d.bias", l), 4*h)
-		in = h
-	}
-	for i, d := range cfg.Dense {
-		add(fmt.Sprintf("dense%d.weight", i), in, d)
-		add(fmt.Sprintf("dense%d.bias", i), d)
-		in = d
-	}
-	add("out.weight", in, cfg.Outputs)
-	add("out.bias", cfg.Outputs)
-	m.hash = layoutHash(m.layout)
 	var err error
 	if cfg.Float64 {
 		m.eng, err = newLSTMEngine[float64](&m.lcfg, &m.mlp.cfg, m.layout, m.params)

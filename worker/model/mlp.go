@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+
+	"github.com/cohort-dev/cohort/modeldef"
 )
 
 // Limits on an MLP's size, so that a bad spec fails with an error instead of exhausting
@@ -93,6 +95,12 @@ func (c MLPConfig) Validate() error {
 	return nil
 }
 
+// architecture returns the network the configuration describes.
+func (c MLPConfig) architecture() modeldef.Architecture {
+	return modeldef.Architecture{Kind: modeldef.KindMLP, Task: c.Task, Inputs: c.Inputs, Outputs: c.Outputs,
+		Activation: c.Activation, Hidden: c.Hidden}
+}
+
 // mlp is a multilayer perceptron: dense layers y = x·W + b with the configured
 // activation between them, and a task-specific loss on the last layer's logits.
 type mlp struct {
@@ -117,9 +125,10 @@ type engine interface {
 // NewMLP builds a multilayer perceptron with its gorgonia graphs (one for Gradient at
 // BatchSize rows, one forward-only for Predict).
 //
-// Layout: for each hidden layer i, "dense<i>.weight" with shape [in, out] (row-major,
-// so a layer computes x·W + b — the transpose of PyTorch's nn.Linear weight) and
-// "dense<i>.bias" [out]; then "out.weight" and "out.bias".
+// Layout (modeldef.Architecture.Tensors): for each hidden layer i, "dense<i>.weight"
+// with shape [in, out] (row-major, so a layer computes x·W + b — the transpose of
+// PyTorch's nn.Linear weight) and "dense<i>.bias" [out]; then "out.weight" and
+// "out.bias".
 //
 // Losses, each a mean over the valid rows: binary classification is binary
 // cross-entropy on the logit z in its stable softplus form, softplus(z) - y·z;
@@ -137,23 +146,9 @@ func NewMLP(cfg MLPConfig) (Model, error) {
 	m := &mlp{cfg: cfg, par: new(intraOp)}
 	buildPar = m.par
 	defer func() { buildPar = nil }()
-	in := cfg.Inputs
-	add := func(name string, shape ...int) {
-		size := 1
-		for _, d := range shape {
-			size *= d
-		}
-		m.layout = append(m.layout, TensorInfo{Name: name, Shape: shape, Offset: m.params, Size: size})
-		m.params += size
+	if err := m.setLayout(cfg.architecture()); err != nil {
+		return nil, err
 	}
-	for i, h := range cfg.Hidden {
-		add(fmt.Sprintf("dense%d.weight", i), in, h)
-		add(fmt.Sprintf("dense%d.bias", i), h)
-		in = h
-	}
-	add("out.weight", in, cfg.Outputs)
-	add("out.bias", cfg.Outputs)
-	m.hash = layoutHash(m.layout)
 	var err error
 	if cfg.Float64 {
 		m.eng, err = newGraphEngine[float64](&m.cfg, m.layout, m.params)

@@ -4,38 +4,36 @@
 package model
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sync"
 
-	"github.com/cohort-dev/cohort/jobs"
+	"github.com/cohort-dev/cohort/modeldef"
 )
 
-// Task names, as in the job spec (spec.task); jobs defines them.
+// Task names, as in the job spec (spec.task): modeldef's.
 const (
 	// TaskBinary is binary classification: one logit per row, sigmoid + binary cross-entropy.
-	TaskBinary = jobs.TaskBinary
+	TaskBinary = modeldef.TaskBinary
 	// TaskMulticlass is multiclass classification: K logits per row, log-softmax + NLL.
-	TaskMulticlass = jobs.TaskMulticlass
+	TaskMulticlass = modeldef.TaskMulticlass
 	// TaskRegression is regression of one standardized target: mean squared error.
-	TaskRegression = jobs.TaskRegression
+	TaskRegression = modeldef.TaskRegression
 )
 
-// Activation names, as in the job spec (spec.model.mlp.activation).
+// Activation names, as in the job spec (spec.model.mlp.activation): modeldef's.
 const (
 	// ActivationReLU is max(x, 0).
-	ActivationReLU = "relu"
+	ActivationReLU = modeldef.ActReLU
 	// ActivationTanh is the hyperbolic tangent.
-	ActivationTanh = "tanh"
+	ActivationTanh = modeldef.ActTanh
 	// ActivationSigmoid is the logistic function.
-	ActivationSigmoid = "sigmoid"
+	ActivationSigmoid = modeldef.ActSigmoid
 	// ActivationLeakyReLU is x for x >= 0 and LeakyReLUSlope*x below.
-	ActivationLeakyReLU = "leaky_relu"
+	ActivationLeakyReLU = modeldef.ActLeakyReLU
 )
 
-// LeakyReLUSlope is the negative-side slope of ActivationLeakyReLU.
-const LeakyReLUSlope = 0.01
+// LeakyReLUSlope is the negative-side slope of ActivationLeakyReLU: modeldef's.
+const LeakyReLUSlope = modeldef.LeakyReLUSlope
 
 // TensorInfo describes one named tensor inside the flat parameter vector: its values
 // are params[Offset : Offset+Size], row-major with the given Shape.
@@ -80,13 +78,78 @@ type Model interface {
 	OutputSize() int
 }
 
-// layoutHash is the hex SHA-256 over the layout's names and shapes, in order.
-func layoutHash(layout []TensorInfo) string {
-	h := sha256.New()
-	for _, t := range layout {
-		fmt.Fprintf(h, "%s%v;", t.Name, t.Shape)
+// Options are a model's training settings, which its architecture does not fix.
+type Options struct {
+	// BatchSize is the fixed number of rows of one Gradient call (>= 1).
+	BatchSize int
+	// Dropout is the inverted-dropout rate in [0, 1) of Gradient (where each kind
+	// applies it: see MLPConfig, CNNConfig, LSTMConfig); Predict never drops.
+	Dropout float64
+	// Seed seeds the dropout masks: the k-th Gradient call draws its masks from a PCG
+	// seeded with (Seed, k).
+	Seed int64
+	// Float64 builds the graph in float64 (for gradient checks); parameters, inputs and
+	// gradients stay float32 at the API.
+	Float64 bool
+}
+
+// New builds the network a describes (see NewMLP, NewCNN, NewLSTM), whose Layout is
+// a.Tensors() and LayoutHash a.LayoutHash(). Errors name the field, as the configs'
+// Validate methods do.
+func New(a modeldef.Architecture, o Options) (Model, error) {
+	if err := a.Validate(); err != nil {
+		return nil, err
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	var m Model
+	var err error
+	switch a.Kind {
+	case modeldef.KindMLP:
+		m, err = NewMLP(MLPConfig{
+			Inputs: a.Inputs, Hidden: a.Hidden, Activation: a.Activation, Outputs: a.Outputs, Task: a.Task,
+			BatchSize: o.BatchSize, Dropout: o.Dropout, Seed: o.Seed, Float64: o.Float64,
+		})
+	case modeldef.KindCNN:
+		conv := make([]ConvLayer, len(a.Conv))
+		for i, l := range a.Conv {
+			conv[i] = ConvLayer{Filters: l.Filters, Kernel: l.Kernel, Stride: l.Stride, Padding: l.Padding}
+		}
+		m, err = NewCNN(CNNConfig{
+			Height: a.Height, Width: a.Width, Channels: a.Channels, Conv: conv, Pool: a.Pool, Dense: a.Dense,
+			Activation: a.Activation, Outputs: a.Outputs, Task: a.Task,
+			BatchSize: o.BatchSize, Dropout: o.Dropout, Seed: o.Seed, Float64: o.Float64,
+		})
+	case modeldef.KindLSTM:
+		m, err = NewLSTM(LSTMConfig{
+			Steps: a.Steps, Features: a.Features, Hidden: a.Hidden, Dense: a.Dense, Outputs: a.Outputs, Task: a.Task,
+			BatchSize: o.BatchSize, Dropout: o.Dropout, Seed: o.Seed, Float64: o.Float64,
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	if got, want := m.LayoutHash(), a.LayoutHash(); got != want {
+		return nil, fmt.Errorf("model: the %s model's layout hash %s differs from its architecture's %s", a.Kind, got, want)
+	}
+	return m, nil
+}
+
+// setLayout makes the architecture's tensors (modeldef's layout, the one definition)
+// the model's flat parameter layout, one after the other from offset 0.
+func (m *mlp) setLayout(a modeldef.Architecture) error {
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	m.layout, m.params = nil, 0
+	for _, t := range a.Tensors() {
+		size := 1
+		for _, d := range t.Shape {
+			size *= d
+		}
+		m.layout = append(m.layout, TensorInfo{Name: t.Name, Shape: t.Shape, Offset: m.params, Size: size})
+		m.params += size
+	}
+	m.hash = a.LayoutHash()
+	return nil
 }
 
 // buildMu serialises graph construction: gorgonia v0.9.18 keeps package-level state

@@ -1,4 +1,4 @@
-package export
+package modeldef
 
 import (
 	"fmt"
@@ -241,7 +241,11 @@ func (a *Architecture) checkRow(x []float64, output int) ([]convGeom, error) {
 	if a.Kind != KindCNN {
 		return nil, nil
 	}
-	return a.geometry()
+	gs, err := a.geometry()
+	if err != nil {
+		return nil, fmt.Errorf("architecture: %w", err)
+	}
+	return gs, nil
 }
 
 // value returns output number output of the network for one row.

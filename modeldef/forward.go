@@ -1,4 +1,4 @@
-package export
+package modeldef
 
 import (
 	"fmt"
@@ -23,7 +23,7 @@ func (a *Architecture) Predict(w Weights, x []float32, n int, out []float32) err
 	if a.Kind == KindCNN {
 		var err error
 		if gs, err = a.geometry(); err != nil {
-			return err
+			return fmt.Errorf("architecture: %w", err)
 		}
 	}
 	row := make([]float64, a.Inputs)
