@@ -34,10 +34,10 @@ type Device interface {
 	// String names the device for logs and reports, e.g. "gpu 0 (NVIDIA H100 80GB HBM3)".
 	String() string
 	// Place returns the model to train with: cpu itself, or a model that computes the
-	// same function on this device with the same layout. arch describes cpu; dropout
-	// is the spec's dropout rate. A device that cannot run the model returns an error
-	// wrapping ErrDeviceUnsupported.
-	Place(cpu model.Model, arch export.Architecture, dropout float64) (model.Model, error)
+	// same function on this device with the same layout. arch describes cpu, and o
+	// holds the options cpu was built with (batch size, dropout and its seed). A device
+	// that cannot run the model returns an error wrapping ErrDeviceUnsupported.
+	Place(cpu model.Model, arch export.Architecture, o model.Options) (model.Model, error)
 	// Close releases the device (and its GPUs back to their GPUSet).
 	Close() error
 }
@@ -56,7 +56,7 @@ type cpuDevice struct{}
 func (cpuDevice) Kind() string   { return DeviceCPU }
 func (cpuDevice) String() string { return DeviceCPU }
 func (cpuDevice) Close() error   { return nil }
-func (cpuDevice) Place(cpu model.Model, _ export.Architecture, _ float64) (model.Model, error) {
+func (cpuDevice) Place(cpu model.Model, _ export.Architecture, _ model.Options) (model.Model, error) {
 	return cpu, nil
 }
 
@@ -158,14 +158,10 @@ var gpuActivation = map[string]gpu.Activation{
 	export.ActReLU: gpu.ReLU, export.ActTanh: gpu.Tanh, export.ActSigmoid: gpu.Sigmoid, export.ActLeakyReLU: gpu.LeakyReLU,
 }
 
-// Place runs MLPs, CNNs and LSTMs without dropout on the GPU; dropout is not on the
-// GPU path yet (ErrDeviceUnsupported).
-func (g *gpuDevice) Place(cpu model.Model, arch export.Architecture, dropout float64) (model.Model, error) {
+// Place runs MLPs, CNNs and LSTMs on the GPU, with their dropout.
+func (g *gpuDevice) Place(cpu model.Model, arch export.Architecture, o model.Options) (model.Model, error) {
 	if arch.Kind != export.KindMLP && arch.Kind != export.KindCNN && arch.Kind != export.KindLSTM {
 		return nil, fmt.Errorf("%w: the GPU path has no %q models", ErrDeviceUnsupported, arch.Kind)
-	}
-	if dropout > 0 {
-		return nil, fmt.Errorf("%w: the GPU path has no dropout (the spec's model dropout is %g)", ErrDeviceUnsupported, dropout)
 	}
 	act, ok := gpuActivation[arch.Activation]
 	if !ok && arch.Kind != export.KindLSTM { // an LSTM's dense layers are always ReLU
@@ -198,6 +194,15 @@ func (g *gpuDevice) Place(cpu model.Model, arch export.Architecture, dropout flo
 		logits: make([]float32, cpu.BatchSize()*arch.Outputs), dlogits: make([]float32, cpu.BatchSize()*arch.Outputs),
 	}
 	g.models = append(g.models, m)
+	if o.Dropout > 0 {
+		if err := net.EnableDropout(); err != nil {
+			return nil, fmt.Errorf("worker: gpu: %w", err)
+		}
+		m.rate, m.seed, m.drops = o.Dropout, o.Seed, model.NewDropoutStream()
+		for _, w := range model.DropoutWidths(arch) {
+			m.masks = append(m.masks, make([]float32, cpu.BatchSize()*w))
+		}
+	}
 	return m, nil
 }
 
@@ -212,7 +217,19 @@ type gpuModel struct {
 	task            string
 	in, k           int
 	logits, dlogits []float32
+
+	// Dropout: the masks of the k-th Gradient call come from the same stream as the
+	// CPU model's (model.DropoutStream), so both train the same.
+	rate  float64
+	seed  int64
+	calls uint64
+	drops *model.DropoutStream
+	masks [][]float32
 }
+
+// SetGradientCalls makes the next Gradient call the k-th (a resumed worker continues the
+// uninterrupted run's dropout masks).
+func (m *gpuModel) SetGradientCalls(k uint64) { m.calls = k }
 
 var _ model.Model = (*gpuModel)(nil)
 
@@ -249,6 +266,13 @@ func (m *gpuModel) Gradient(params, x, y []float32, n int, grad []float32) (floa
 		return 0, fmt.Errorf("model: gpu: %w", err)
 	}
 	z, dz := m.logits[:n*m.k], m.dlogits[:n*m.k]
+	if m.drops != nil {
+		m.drops.Fill(m.masks, m.seed, m.calls, m.rate)
+		if err := m.net.SetMasks(m.masks, n); err != nil {
+			return 0, fmt.Errorf("model: gpu: %w", err)
+		}
+	}
+	m.calls++
 	if err := m.net.Forward(x[:n*m.in], n, z); err != nil {
 		return 0, fmt.Errorf("model: gpu: %w", err)
 	}
@@ -408,7 +432,7 @@ func (t *Trainer) placeModel(s *jobs.Spec, ds *datasets, cpu model.Model) (Devic
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := placeOn(dev, s, ds, cpu)
+	m, err := placeOn(dev, s, ds, cpu, t.rank)
 	if errors.Is(err, ErrDeviceUnsupported) {
 		t.log.Warn("training on the CPU: "+err.Error(), "device", dev.String())
 		return CPU(), cpu, dev.Close()
@@ -421,13 +445,13 @@ func (t *Trainer) placeModel(s *jobs.Spec, ds *datasets, cpu model.Model) (Devic
 	return dev, m, nil
 }
 
-// placeOn places the spec's model, built on the CPU as cpu, on dev.
-func placeOn(dev Device, s *jobs.Spec, ds *datasets, cpu model.Model) (model.Model, error) {
+// placeOn places the spec's model, built on the CPU as cpu for rank, on dev.
+func placeOn(dev Device, s *jobs.Spec, ds *datasets, cpu model.Model, rank int) (model.Model, error) {
 	arch, err := architectureOf(s, ds)
 	if err != nil {
 		return nil, err
 	}
-	return dev.Place(cpu, arch, specDropout(s))
+	return dev.Place(cpu, arch, modelOptions(s, rank))
 }
 
 // LoadBenchOn is LoadBench with the model placed on dev; a model the device cannot run
@@ -442,7 +466,7 @@ func LoadBenchOn(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Conf
 		return nil, err
 	}
 	model.SetThreads(cpu, WorkerThreads(&spec.Spec))
-	m, err := placeOn(dev, &spec.Spec, ds, cpu)
+	m, err := placeOn(dev, &spec.Spec, ds, cpu, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -115,19 +115,26 @@ func TestGPUModelMatchesCPU(t *testing.T) {
 }
 
 // cpuModelFor builds worker/model's CPU model for an architecture.
-func cpuModelFor(t *testing.T, a export.Architecture, batch int) model.Model {
+func cpuModelFor(t *testing.T, a export.Architecture, o model.Options) model.Model {
 	t.Helper()
-	m, err := model.New(a, model.Options{BatchSize: batch})
+	m, err := model.New(a, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
+// gpuCase is an architecture and its dropout rate.
+type gpuCase struct {
+	arch    export.Architecture
+	dropout float64
+}
+
 // gpuCases are the architectures the GPU path must compute exactly as the CPU does:
 // MLPs for every task and activation, CNNs with and without pooling, stride and
-// padding, and one- and two-layer LSTMs with and without a dense layer.
-func gpuCases() map[string]export.Architecture {
+// padding, one- and two-layer LSTMs with and without a dense layer, and each kind with
+// dropout.
+func gpuCases() map[string]gpuCase {
 	cases := map[string]export.Architecture{}
 	for _, task := range []string{export.TaskBinary, export.TaskMulticlass, export.TaskRegression} {
 		outputs := 1
@@ -148,16 +155,27 @@ func gpuCases() map[string]export.Architecture {
 	cases["cnn-stride/multiclass/tanh"] = export.Architecture{Kind: export.KindCNN, Task: export.TaskMulticlass, Inputs: 1 * 8 * 7, Outputs: 4,
 		Channels: 1, Height: 8, Width: 7, Activation: export.ActTanh,
 		Conv: []export.Conv{{Filters: 3, Kernel: 3, Stride: 2, Padding: 1}, {Filters: 2, Kernel: 2, Stride: 1}}}
-	return cases
+	out := map[string]gpuCase{}
+	for name, a := range cases {
+		out[name] = gpuCase{arch: a}
+	}
+	out["mlp-dropout/binary/tanh"] = gpuCase{cases["mlp/binary_classification/tanh"], 0.3}
+	out["cnn-dropout/multiclass"] = gpuCase{export.Architecture{Kind: export.KindCNN, Task: export.TaskMulticlass, Inputs: 1 * 6 * 6, Outputs: 3,
+		Channels: 1, Height: 6, Width: 6, Activation: export.ActReLU, Pool: 2, Dense: []int{8, 5},
+		Conv: []export.Conv{{Filters: 3, Kernel: 3, Stride: 1, Padding: 1}}}, 0.25}
+	out["lstm-dropout/regression"] = gpuCase{cases["lstm-2-layers/regression"], 0.2}
+	return out
 }
 
 func gpuMatchesCPU(t *testing.T, dev Device) {
 	const batch = 12
-	for name, arch := range gpuCases() {
+	for name, c := range gpuCases() {
 		t.Run(name, func(t *testing.T) {
+			arch := c.arch
 			task, in, outputs := arch.Task, arch.Inputs, arch.Outputs
-			cpu := cpuModelFor(t, arch, batch)
-			g, err := dev.Place(cpu, arch, 0)
+			opts := model.Options{BatchSize: batch, Dropout: c.dropout, Seed: 9}
+			cpu := cpuModelFor(t, arch, opts)
+			g, err := dev.Place(cpu, arch, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,7 +202,11 @@ func gpuMatchesCPU(t *testing.T, dev Device) {
 					y[i] = float32(r.NormFloat64())
 				}
 			}
-			for _, n := range []int{batch, 5} {
+			for i, n := range []int{batch, 5, batch} {
+				if i == 2 && c.dropout > 0 { // a resumed worker's call count: same masks on both
+					cpu.(interface{ SetGradientCalls(uint64) }).SetGradientCalls(41)
+					g.(interface{ SetGradientCalls(uint64) }).SetGradientCalls(41)
+				}
 				gc, gg := make([]float32, cpu.NumParams()), make([]float32, cpu.NumParams())
 				lc, err := cpu.Gradient(params, x, y, n, gc)
 				if err != nil {
@@ -226,7 +248,7 @@ func TestGPUModelRefusesBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := dev.Place(cpu, export.Architecture{Kind: export.KindMLP, Task: export.TaskMulticlass, Inputs: 2, Outputs: 3, Activation: export.ActReLU}, 0)
+	g, err := dev.Place(cpu, export.Architecture{Kind: export.KindMLP, Task: export.TaskMulticlass, Inputs: 2, Outputs: 3, Activation: export.ActReLU}, model.Options{BatchSize: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,22 +270,19 @@ func TestGPUModelRefusesBadInput(t *testing.T) {
 
 func TestGPUPlaceRefusesWhatItCannotRun(t *testing.T) {
 	dev := openEmulatedGPU(t)
-	cpu, err := model.NewMLP(model.MLPConfig{Inputs: 2, Activation: export.ActReLU, Outputs: 1, Task: export.TaskBinary, BatchSize: 4, Dropout: 0.5})
+	cpu, err := model.NewMLP(model.MLPConfig{Inputs: 2, Activation: export.ActReLU, Outputs: 1, Task: export.TaskBinary, BatchSize: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mlp := export.Architecture{Kind: export.KindMLP, Task: export.TaskBinary, Inputs: 2, Outputs: 1, Activation: export.ActReLU}
-	if _, err := dev.Place(cpu, mlp, 0.5); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "dropout") {
-		t.Errorf("dropout: %v", err)
-	}
 	odd := mlp
 	odd.Kind = "transformer"
-	if _, err := dev.Place(cpu, odd, 0); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "transformer") {
+	if _, err := dev.Place(cpu, odd, model.Options{BatchSize: 4}); !errors.Is(err, ErrDeviceUnsupported) || !strings.Contains(err.Error(), "transformer") {
 		t.Errorf("an unknown kind: %v", err)
 	}
 	other := mlp
 	other.Hidden = []int{3}
-	if _, err := dev.Place(cpu, other, 0); err == nil || errors.Is(err, ErrDeviceUnsupported) {
+	if _, err := dev.Place(cpu, other, model.Options{BatchSize: 4}); err == nil || errors.Is(err, ErrDeviceUnsupported) {
 		t.Errorf("an architecture that is not the model's: %v", err)
 	}
 }

@@ -443,14 +443,19 @@ func buildModel(s *jobs.Spec, ds *datasets, rank int) (model.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.New(a, model.Options{
-		BatchSize: s.Training.BatchSize, Dropout: specDropout(s),
-		Seed: s.Training.Seed + int64(rank), // dropout masks differ per rank
-	})
+	m, err := model.New(a, modelOptions(s, rank))
 	if err != nil {
 		return nil, fmt.Errorf("spec.model.%s: %w", a.Kind, err)
 	}
 	return m, nil
+}
+
+// modelOptions are the training settings rank's model is built with.
+func modelOptions(s *jobs.Spec, rank int) model.Options {
+	return model.Options{
+		BatchSize: s.Training.BatchSize, Dropout: specDropout(s),
+		Seed: s.Training.Seed + int64(rank), // dropout masks differ per rank
+	}
 }
 
 // specDropout is the dropout rate of the spec's model kind.

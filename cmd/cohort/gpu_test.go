@@ -122,7 +122,7 @@ func emulatedCUDA(t *testing.T) {
 }
 
 // TestBenchComputeOnGPU runs `cohort bench compute --device gpu` on the emulated GPU,
-// and refuses a model the GPU path cannot run and an unknown device.
+// with and without dropout, and refuses a GPU the host lacks and an unknown device.
 func TestBenchComputeOnGPU(t *testing.T) {
 	emulatedCUDA(t)
 	spec := filepath.Join(t.TempDir(), "job.yaml")
@@ -147,8 +147,11 @@ func TestBenchComputeOnGPU(t *testing.T) {
 	if err := os.WriteFile(dropout, exampleSpec(t, "activation: relu", "activation: relu, dropout: 0.2"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runCLI(t, "bench", "compute", "--job", dropout, "--device", "gpu"); err == nil || !strings.Contains(err.Error(), "dropout") {
-		t.Fatalf("a model with dropout on --device gpu: %v", err)
+	if out, err := runCLI(t, "bench", "compute", "--job", dropout, "--steps", "2", "--device", "gpu"); err != nil {
+		t.Fatalf("a model with dropout on --device gpu: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, "bench", "compute", "--job", spec, "--device", "gpu", "--gpu", "5"); err == nil || !strings.Contains(err.Error(), "GPU 5") {
+		t.Fatalf("--gpu 5 on a 2-GPU host: %v", err)
 	}
 	if _, err := runCLI(t, "bench", "compute", "--job", spec, "--device", "tpu"); err == nil || !strings.Contains(err.Error(), "--device") {
 		t.Fatalf("--device tpu: %v", err)

@@ -19,6 +19,11 @@ type Net interface {
 	GradsInto(dst []float32) error
 	// SetParamsFlat uploads the parameters from one flat vector.
 	SetParamsFlat(src []float32) error
+	// EnableDropout allocates the network's inverted-dropout masks.
+	EnableDropout() error
+	// SetMasks uploads the masks (in worker/model's DropoutWidths order, each at least
+	// rows×width) and arms them for the next Forward only: a training step.
+	SetMasks(masks [][]float32, rows int) error
 	// Close frees the device memory.
 	Close() error
 }
@@ -225,6 +230,13 @@ func (n *CNN) Backward(dlogits []float32, rows int) error {
 	}
 	return nil
 }
+
+// EnableDropout allocates the dense head's masks (a CNN drops after its hidden dense
+// layers only).
+func (n *CNN) EnableDropout() error { return n.head.EnableDropout() }
+
+// SetMasks arms the dense head's masks for the next Forward.
+func (n *CNN) SetMasks(masks [][]float32, rows int) error { return n.head.SetMasks(masks, rows) }
 
 // GradsInto downloads the gradients: every convolution's, then the head's.
 func (n *CNN) GradsInto(dst []float32) error {

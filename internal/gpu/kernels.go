@@ -9,7 +9,7 @@ var kernelNames = []string{
 	"im2col", "col2im",
 	"maxpool_fwd", "maxpool_bwd",
 	"lstm_fwd", "lstm_bwd",
-	"axpy",
+	"axpy", "mul",
 }
 
 // kernelSource is compiled by NVRTC at Open for the device present. Every kernel is a
@@ -215,6 +215,11 @@ __global__ void lstm_bwd(float* dgates, float* dcprev, const float* dh, const fl
 		dg[3 * hsz + j] = dh[k] * tc * og * (1.0f - og);
 		dcprev[k] = dct * fg;
 	}
+}
+
+// y[i] = a[i] * b[i] (y may be a or b): dropout masks.
+__global__ void mul(float* y, const float* a, const float* b, int n) {
+	GRID_LOOP(i, n) { y[i] = a[i] * b[i]; }
 }
 
 // y += alpha * x

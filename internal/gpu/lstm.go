@@ -37,6 +37,14 @@ type LSTM struct {
 	dh, dc *Buffer   // running gradients at h and c (MaxBatch×maxH)
 	dcPrev *Buffer
 	head   *MLP
+
+	// Dropout (EnableDropout): one mask per layer, shared by its steps, on the layer's
+	// outputs (what the layer above, or the head, reads), then the head's masks.
+	masks []*Buffer // per layer, MaxBatch×H
+	hsm   []*Buffer // per layer but the top, Steps masked outputs (MaxBatch×H)
+	topm  *Buffer   // the top layer's masked last output (MaxBatch×H)
+	armed bool
+	drop  bool
 }
 
 // NewLSTM allocates an LSTM for batches of up to cfg.MaxBatch windows. Parameters
@@ -89,13 +97,68 @@ func (n *LSTM) state(b *Buffer, t, rows, h int) *Buffer {
 	return b.Slice(t*n.cfg.MaxBatch*h, rows*h)
 }
 
-// input is layer l's input at step t (rows×in) and in.
+// input is layer l's input at step t (rows×in) and in: the window's features, or the
+// layer below's output (masked when the forward drops).
 func (n *LSTM) input(l, t, rows int) (*Buffer, int) {
 	if l == 0 {
 		return n.state(n.x, t, rows, n.cfg.Features), n.cfg.Features
 	}
 	h := n.cfg.Hidden[l-1]
+	if n.drop {
+		return n.state(n.hsm[l-1], t, rows, h), h
+	}
 	return n.state(n.hs[l-1], t+1, rows, h), h
+}
+
+// EnableDropout allocates a mask per layer and the masked outputs, and the head's.
+func (n *LSTM) EnableDropout() error {
+	if n.masks != nil {
+		return nil
+	}
+	T, B := n.cfg.Steps, n.cfg.MaxBatch
+	maxH := 0
+	for l, h := range n.cfg.Hidden {
+		m, err := n.d.Alloc(B * h)
+		if err != nil {
+			return fmt.Errorf("gpu: lstm dropout masks: %w", err)
+		}
+		n.masks = append(n.masks, m)
+		if l+1 < len(n.cfg.Hidden) {
+			o, err := n.d.Alloc(T * B * h)
+			if err != nil {
+				return fmt.Errorf("gpu: lstm dropout outputs: %w", err)
+			}
+			n.hsm = append(n.hsm, o)
+		}
+		maxH = max(maxH, h)
+	}
+	var err error
+	if n.topm, err = n.d.Alloc(B * maxH); err != nil {
+		return fmt.Errorf("gpu: lstm dropout outputs: %w", err)
+	}
+	return n.head.EnableDropout()
+}
+
+// SetMasks uploads the layers' masks, then the head's, and arms them for the next
+// Forward.
+func (n *LSTM) SetMasks(masks [][]float32, rows int) error {
+	L := len(n.cfg.Hidden)
+	if len(masks) < L || len(n.masks) != L {
+		return fmt.Errorf("gpu: lstm has %d layer dropout masks, got %d (EnableDropout first)", len(n.masks), len(masks))
+	}
+	for l, h := range n.cfg.Hidden {
+		if rows <= 0 || rows > n.cfg.MaxBatch || len(masks[l]) < rows*h {
+			return fmt.Errorf("gpu: lstm dropout mask %d: %d values for %d rows of %d", l, len(masks[l]), rows, h)
+		}
+		if err := n.masks[l].Slice(0, rows*h).Write(masks[l][:rows*h]); err != nil {
+			return err
+		}
+	}
+	if err := n.head.SetMasks(masks[L:], rows); err != nil {
+		return err
+	}
+	n.armed = true
+	return nil
 }
 
 // Forward runs rows windows of x (rows×Steps·Features, time-major within a row) through
@@ -115,6 +178,10 @@ func (n *LSTM) Forward(x []float32, rows int, logits []float32) error {
 		return err
 	}
 	d := n.d
+	n.drop, n.armed = n.armed, false
+	if !n.drop {
+		n.head.armed = false // the head drops only with the layers
+	}
 	for l, h := range n.cfg.Hidden {
 		if err := n.state(n.hs[l], 0, rows, h).Zero(); err != nil {
 			return err
@@ -140,11 +207,23 @@ func (n *LSTM) Forward(x []float32, rows int, logits []float32) error {
 				n.state(n.cs[l], t+1, rows, h), n.state(n.acts[l], t, rows, 4*h)); err != nil {
 				return err
 			}
+			if n.drop && l+1 < len(n.cfg.Hidden) {
+				if err := d.Mul(n.state(n.hsm[l], t, rows, h), n.state(n.hs[l], t+1, rows, h), n.masks[l], rows*h); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	top := len(n.cfg.Hidden) - 1
 	h := n.cfg.Hidden[top]
-	if err := n.head.h[0].Slice(0, rows*h).CopyFrom(n.state(n.hs[top], T, rows, h)); err != nil {
+	last := n.state(n.hs[top], T, rows, h)
+	if n.drop {
+		if err := d.Mul(n.topm.Slice(0, rows*h), last, n.masks[top], rows*h); err != nil {
+			return err
+		}
+		last = n.topm.Slice(0, rows*h)
+	}
+	if err := n.head.h[0].Slice(0, rows*h).CopyFrom(last); err != nil {
 		return err
 	}
 	if err := n.head.layers(rows); err != nil {
@@ -168,9 +247,22 @@ func (n *LSTM) Backward(dlogits []float32, rows int) error {
 		}
 		// The gradient reaching h_T: the head's (top layer) or the upper layer's.
 		top := l == len(n.cfg.Hidden)-1
+		if n.drop && !top { // the gradients at the masked outputs, through the mask
+			for t := range T {
+				g := n.state(n.dx[l], t, rows, h)
+				if err := d.Mul(g, g, n.masks[l], rows*h); err != nil {
+					return err
+				}
+			}
+		}
 		if top {
 			if err := dh.CopyFrom(n.head.dx.Slice(0, rows*h)); err != nil {
 				return err
+			}
+			if n.drop {
+				if err := d.Mul(dh, dh, n.masks[l], rows*h); err != nil {
+					return err
+				}
 			}
 		} else if err := dh.CopyFrom(n.state(n.dx[l], T-1, rows, h)); err != nil {
 			return err
@@ -252,7 +344,7 @@ func (n *LSTM) SetParamsFlat(src []float32) error {
 // Close frees the device memory.
 func (n *LSTM) Close() error {
 	var errs []error
-	for _, group := range [][]*Buffer{{n.x, n.gates, n.dbStep, n.dh, n.dc, n.dcPrev}, n.w, n.b, n.dw, n.db, n.hs, n.cs, n.acts, n.dx} {
+	for _, group := range [][]*Buffer{{n.x, n.gates, n.dbStep, n.dh, n.dc, n.dcPrev, n.topm}, n.w, n.b, n.dw, n.db, n.hs, n.cs, n.acts, n.dx, n.masks, n.hsm} {
 		for _, b := range group {
 			if b != nil {
 				errs = append(errs, b.Free())

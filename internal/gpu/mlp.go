@@ -23,6 +23,11 @@ type MLP struct {
 	probs    *Buffer
 	loss     *Buffer
 	dx       *Buffer // gradient with respect to the input batch, when asked for (newMLP)
+
+	masks []*Buffer // per hidden layer, MaxBatch×width inverted-dropout masks (EnableDropout)
+	acts  []*Buffer // per hidden layer, the activations before their mask
+	armed bool      // SetMasks was called: the next forward drops
+	drop  bool      // the last forward dropped: its backward goes through the masks
 }
 
 // NewMLP allocates an MLP with layer widths sizes (input first, classes last) for
@@ -217,9 +222,47 @@ func (m *MLP) forward(x []float32, rows int) error {
 	return m.layers(rows)
 }
 
-// layers runs every layer on the batch in h[0].
+// EnableDropout allocates a mask per hidden layer; SetMasks then arms them for the
+// next Forward.
+func (m *MLP) EnableDropout() error {
+	if m.masks != nil {
+		return nil
+	}
+	for l := range m.Layers() - 1 {
+		for _, dst := range []*[]*Buffer{&m.masks, &m.acts} {
+			b, err := m.d.Alloc(m.maxBatch * m.sizes[l+1])
+			if err != nil {
+				return fmt.Errorf("gpu: mlp dropout masks: %w", err)
+			}
+			*dst = append(*dst, b)
+		}
+	}
+	return nil
+}
+
+// SetMasks uploads the first rows rows of each hidden layer's mask (masks[l] holds at
+// least rows×width values, each 0 or 1/keep) and arms them for the next Forward only.
+func (m *MLP) SetMasks(masks [][]float32, rows int) error {
+	if len(masks) != len(m.masks) {
+		return fmt.Errorf("gpu: mlp has %d dropout masks, got %d (EnableDropout first)", len(m.masks), len(masks))
+	}
+	for l, mask := range masks {
+		n := rows * m.sizes[l+1]
+		if rows <= 0 || rows > m.maxBatch || len(mask) < n {
+			return fmt.Errorf("gpu: mlp dropout mask %d: %d values for %d rows of %d", l, len(mask), rows, m.sizes[l+1])
+		}
+		if err := m.masks[l].Slice(0, n).Write(mask[:n]); err != nil {
+			return err
+		}
+	}
+	m.armed = len(masks) > 0
+	return nil
+}
+
+// layers runs every layer on the batch in h[0], dropping with the armed masks.
 func (m *MLP) layers(rows int) error {
 	d := m.d
+	m.drop, m.armed = m.armed, false
 	last := m.Layers() - 1
 	for l := range m.Layers() {
 		in, out := m.sizes[l], m.sizes[l+1]
@@ -230,7 +273,15 @@ func (m *MLP) layers(rows int) error {
 		if err := d.AddBiasRows(z, m.b[l], rows, out); err != nil {
 			return err
 		}
-		if l < last {
+		if l < last && m.drop {
+			a := m.acts[l].Slice(0, rows*out)
+			if err := d.Activate(m.act, a, z, rows*out); err != nil {
+				return err
+			}
+			if err := d.Mul(z, a, m.masks[l], rows*out); err != nil {
+				return err
+			}
+		} else if l < last {
 			if err := d.Activate(m.act, z, z, rows*out); err != nil {
 				return err
 			}
@@ -265,7 +316,14 @@ func (m *MLP) backward(rows int) error {
 		if err := d.Gemm(false, true, rows, in, out, 1, dz, m.w[l], 0, dh); err != nil {
 			return fmt.Errorf("gpu: mlp dh%d: %w", l, err)
 		}
-		if err := d.ActivateGrad(m.act, dh, dh, m.h[l], rows*in); err != nil {
+		y := m.h[l]
+		if m.drop { // through the mask, then the activation it multiplied
+			if err := d.Mul(dh, dh, m.masks[l-1], rows*in); err != nil {
+				return err
+			}
+			y = m.acts[l-1]
+		}
+		if err := d.ActivateGrad(m.act, dh, dh, y, rows*in); err != nil {
 			return err
 		}
 	}
@@ -288,7 +346,7 @@ func (m *MLP) SGD(lr float32) error {
 // Close frees the device memory.
 func (m *MLP) Close() error {
 	var errs []error
-	for _, group := range [][]*Buffer{m.w, m.b, m.dw, m.db, m.h, m.dz, {m.tgt, m.probs, m.loss, m.dx}} {
+	for _, group := range [][]*Buffer{m.w, m.b, m.dw, m.db, m.h, m.dz, m.masks, m.acts, {m.tgt, m.probs, m.loss, m.dx}} {
 		for _, b := range group {
 			if b != nil {
 				errs = append(errs, b.Free())

@@ -211,6 +211,16 @@ func (d *Device) Axpy(y, x *Buffer, alpha float32, n int) error {
 	return d.launch("axpy", n, y, x, alpha, n)
 }
 
+// Mul writes y = a ⊙ b for n elements; y may be a or b.
+func (d *Device) Mul(y, a, b *Buffer, n int) error {
+	for _, x := range []*Buffer{y, a, b} {
+		if err := need("mul", x, n); err != nil {
+			return err
+		}
+	}
+	return d.launch("mul", n, y, a, b, n)
+}
+
 // ConvShape describes a 2-D convolution over NCHW input with F filters of C×KH×KW.
 type ConvShape struct {
 	N, C, H, W  int

@@ -97,6 +97,24 @@ func TestActivationsMatchCPU(t *testing.T) {
 	})
 }
 
+func TestMulAndAxpy(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, d *Device) {
+		r := rand.New(rand.NewPCG(17, 18))
+		n := 333
+		a, b := randSlice(r, n), randSlice(r, n)
+		want, wantAxpy := make([]float32, n), make([]float32, n)
+		for i := range a {
+			want[i] = a[i] * b[i]
+			wantAxpy[i] = want[i] + 0.5*b[i]
+		}
+		ab, bb := upload(t, d, a), upload(t, d, b)
+		must(t, d.Mul(ab, ab, bb, n)) // in place
+		assertClose(t, "mul", read(t, ab), want, 0, 0)
+		must(t, d.Axpy(ab, bb, 0.5, n))
+		assertClose(t, "axpy", read(t, ab), wantAxpy, tolAbsElem, tolRelElem)
+	})
+}
+
 func oneHot(r *rand.Rand, rows, cols int) []float32 {
 	t := make([]float32, rows*cols)
 	for i := range rows {

@@ -294,8 +294,7 @@ type cnnEngine[T float] struct {
 }
 
 func newCNNEngine[T float](m *cnn) (*cnnEngine[T], error) {
-	e := &graphEngine[T]{cfg: &m.cfg, pcg: rand.NewPCG(0, 0)}
-	e.rng = rand.New(e.pcg)
+	e := &graphEngine[T]{cfg: &m.cfg, drops: NewDropoutStream()}
 	var err error
 	if e.train, err = buildCNNNet[T](m, true); err != nil {
 		return nil, fmt.Errorf("training graph: %w", err)

@@ -2,7 +2,6 @@ package model
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"strings"
 	"unsafe"
@@ -21,9 +20,8 @@ type graphEngine[T float] struct {
 	train *net[T]
 	pred  *net[T]
 
-	// Dropout masks of the k-th Gradient call come from PCG(Seed, k).
-	pcg   *rand.PCG
-	rng   *rand.Rand
+	// Dropout masks of the k-th Gradient call (see DropoutStream).
+	drops *DropoutStream
 	calls uint64
 }
 
@@ -55,8 +53,7 @@ func dtypeOf[T float]() tensor.Dtype {
 }
 
 func newGraphEngine[T float](cfg *MLPConfig, layout []TensorInfo, numParams int) (*graphEngine[T], error) {
-	e := &graphEngine[T]{cfg: cfg, pcg: rand.NewPCG(0, 0)}
-	e.rng = rand.New(e.pcg)
+	e := &graphEngine[T]{cfg: cfg, drops: NewDropoutStream()}
 	var err error
 	if e.train, err = buildNet[T](cfg, layout, numParams, true); err != nil {
 		return nil, fmt.Errorf("training graph: %w", err)
@@ -265,18 +262,7 @@ func (e *graphEngine[T]) gradient(params, x, y []float32, rows int, grad []float
 		}
 	}
 	if len(n.masks) > 0 {
-		e.pcg.Seed(uint64(cfg.Seed), e.calls)
-		keep := 1 - cfg.Dropout
-		scale := T(1 / keep)
-		for _, m := range n.masks {
-			for i := range m {
-				if e.rng.Float64() < keep {
-					m[i] = scale
-				} else {
-					m[i] = 0
-				}
-			}
-		}
+		fillMasks(e.drops, n.masks, cfg.Seed, e.calls, cfg.Dropout)
 	}
 	e.calls++
 	n.cost = nil

@@ -212,8 +212,7 @@ func (m *lstm) InitParams(seed int64) []float32 {
 // newLSTMEngine builds the MLP engine around LSTM graphs; shim carries the fields the
 // engine reads (Inputs, Outputs, Task, BatchSize, Dropout, Seed).
 func newLSTMEngine[T float](cfg *LSTMConfig, shim *MLPConfig, layout []TensorInfo, numParams int) (*graphEngine[T], error) {
-	e := &graphEngine[T]{cfg: shim, pcg: rand.NewPCG(0, 0)}
-	e.rng = rand.New(e.pcg)
+	e := &graphEngine[T]{cfg: shim, drops: NewDropoutStream()}
 	var err error
 	if e.train, err = buildLSTMNet[T](cfg, shim, layout, numParams, true); err != nil {
 		return nil, fmt.Errorf("training graph: %w", err)
