@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -33,8 +34,14 @@ type raftStore interface {
 
 // openRaftStore opens the voter's log and stable store under dataDir. kind "" picks
 // whatever the directory already holds (a raft.db from an older release stays on bolt)
-// and raft-wal for a new directory.
-func openRaftStore(dataDir, kind string) (raftStore, string, error) {
+// and raft-wal for a new directory. It checks the store's integrity first (logcheck.go)
+// and returns an error wrapping ErrRaftLogCorrupt rather than a store that lost
+// committed entries; logger (nil: slog.Default()) gets the warning about a torn write
+// it lets through.
+func openRaftStore(dataDir, kind string, logger *slog.Logger) (raftStore, string, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
 	boltPath := filepath.Join(dataDir, "raft.db")
 	walDir := filepath.Join(dataDir, "raft-wal")
 	if kind == "" {
@@ -50,20 +57,22 @@ func openRaftStore(dataDir, kind string) (raftStore, string, error) {
 		if err := os.MkdirAll(walDir, 0o700); err != nil {
 			return nil, kind, fmt.Errorf("server: create %s: %w", walDir, err)
 		}
-		// raft-wal v0.4.0's Close leaves its bolt meta database open (and its file lock
-		// held), so a voter restarted in the same process would block forever; own the
-		// meta store and close it after the WAL.
-		meta := &metadb.BoltMetaDB{}
-		w, err := wal.Open(walDir, wal.WithMetaStore(meta))
+		w, err := openWALStore(dataDir, walDir, logger)
 		if err != nil {
-			_ = meta.Close()
-			return nil, kind, fmt.Errorf("server: open raft-wal in %s: %w", walDir, err)
+			return nil, kind, err
 		}
-		return &walStore{WAL: w, meta: meta}, kind, nil
+		return w, kind, nil
 	case LogStoreBoltDB:
+		if err := checkBoltFile(dataDir, boltPath); err != nil {
+			return nil, kind, err
+		}
 		b, err := raftboltdb.New(raftboltdb.Options{Path: boltPath})
 		if err != nil {
 			return nil, kind, fmt.Errorf("server: open %s: %w", boltPath, err)
+		}
+		if err := checkLogNotLost(dataDir, boltPath, b); err != nil {
+			_ = b.Close()
+			return nil, kind, err
 		}
 		return b, kind, nil
 	default:

@@ -19,7 +19,7 @@ type benchLogStore interface {
 }
 
 func openBenchStore(tb testing.TB, kind string) benchLogStore {
-	s, _, err := openRaftStore(tb.TempDir(), kind)
+	s, _, err := openRaftStore(tb.TempDir(), kind, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -130,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 
 func (s *Server) setupRaft(hl hclog.Logger) error {
 	cfg := s.config
-	store, kind, err := openRaftStore(cfg.DataDir, cfg.RaftLogStore)
+	store, kind, err := openRaftStore(cfg.DataDir, cfg.RaftLogStore, s.logger)
 	if err != nil {
 		return err
 	}
