@@ -98,8 +98,10 @@ type Token struct {
 	Name string
 	// Role is what the token may do.
 	Role Role
-	// Namespaces, when not empty, are the only namespaces a submit token may submit
-	// and cancel jobs in. Reads are not limited by namespace.
+	// Namespaces, when not empty, are the only namespaces the token acts in: a submit
+	// token submits, cancels and resumes jobs there, and a read or submit token reads
+	// only jobs (and quotas) there: other namespaces' jobs are PermissionDenied to get,
+	// watch, log or report, and left out of lists.
 	Namespaces []string
 	// hash is the SHA-256 of the secret.
 	hash [sha256.Size]byte
@@ -110,7 +112,7 @@ func NewToken(name string, role Role, secret string, namespaces ...string) Token
 	return Token{Name: name, Role: role, Namespaces: namespaces, hash: sha256.Sum256([]byte(secret))}
 }
 
-// allowsNamespace reports whether the token may write jobs in ns.
+// allowsNamespace reports whether the token may read or write jobs in ns.
 func (t *Token) allowsNamespace(ns string) bool {
 	return len(t.Namespaces) == 0 || slices.Contains(t.Namespaces, ns)
 }
@@ -122,6 +124,12 @@ type rule struct {
 	// false when it cannot tell (an invalid spec, a job this coordinator does not know),
 	// and the handler, or the leader the call is forwarded to, decides. Unary RPCs only.
 	namespace func(a *ACL, req any) (ns string, ok bool)
+	// streamNamespace is namespace for a server-streaming RPC: it is checked on the
+	// stream's request when the handler receives it, before anything is sent.
+	streamNamespace func(a *ACL, req any) (ns string, ok bool)
+	// filter, when set, drops from a unary response what a namespace-limited token may
+	// not read (lists).
+	filter func(tok *Token, resp any)
 }
 
 // methodRules maps every RPC the coordinator serves to the role it needs. An RPC
@@ -129,21 +137,21 @@ type rule struct {
 var methodRules = map[string]rule{
 	// JobService: users.
 	cohortv1.JobService_SubmitJob_FullMethodName:          {need: RoleSubmit, namespace: submitNamespace},
-	cohortv1.JobService_GetJob_FullMethodName:             {need: RoleRead},
-	cohortv1.JobService_ListJobs_FullMethodName:           {need: RoleRead},
+	cohortv1.JobService_GetJob_FullMethodName:             {need: RoleRead, namespace: jobIDNamespace},
+	cohortv1.JobService_ListJobs_FullMethodName:           {need: RoleRead, namespace: listNamespace, filter: filterJobs},
 	cohortv1.JobService_CancelJob_FullMethodName:          {need: RoleSubmit, namespace: cancelNamespace},
-	cohortv1.JobService_WatchJob_FullMethodName:           {need: RoleRead},
+	cohortv1.JobService_WatchJob_FullMethodName:           {need: RoleRead, streamNamespace: jobIDNamespace},
 	cohortv1.JobService_ListNodes_FullMethodName:          {need: RoleRead},
-	cohortv1.JobService_PlanJob_FullMethodName:            {need: RoleRead},
+	cohortv1.JobService_PlanJob_FullMethodName:            {need: RoleRead, namespace: submitNamespace},
 	cohortv1.JobService_SetQuota_FullMethodName:           {need: RoleAdmin},
-	cohortv1.JobService_ListQuotas_FullMethodName:         {need: RoleRead},
+	cohortv1.JobService_ListQuotas_FullMethodName:         {need: RoleRead, filter: filterQuotas},
 	cohortv1.JobService_SetQueue_FullMethodName:           {need: RoleAdmin},
 	cohortv1.JobService_ListQueues_FullMethodName:         {need: RoleRead},
 	cohortv1.JobService_DrainNode_FullMethodName:          {need: RoleAdmin},
 	cohortv1.JobService_SetNodeEligibility_FullMethodName: {need: RoleAdmin},
 	cohortv1.JobService_ResumeJob_FullMethodName:          {need: RoleSubmit, namespace: resumeNamespace},
-	cohortv1.JobService_JobLogs_FullMethodName:            {need: RoleRead},
-	cohortv1.JobService_GetJobReport_FullMethodName:       {need: RoleRead},
+	cohortv1.JobService_JobLogs_FullMethodName:            {need: RoleRead, streamNamespace: jobIDNamespace},
+	cohortv1.JobService_GetJobReport_FullMethodName:       {need: RoleRead, namespace: jobIDNamespace},
 	// Exporting a model that failed its fairness gate is a governance decision.
 	cohortv1.JobService_OverrideGate_FullMethodName: {need: RoleAdmin},
 	// AgentService: node agents.
@@ -161,19 +169,27 @@ var methodRules = map[string]rule{
 	cohortv1.ClusterService_SnapshotRestore_FullMethodName:    {need: RoleAdmin},
 }
 
-// submitNamespace is the namespace a submitted spec names ("default" when none). A spec
-// that does not parse is left to the handler, which refuses it with the parser's
-// message (the same parser). Without a parser no namespace is known: a token limited
-// to namespaces is refused.
+// submitNamespace is the namespace a submitted or planned spec names ("default" when
+// none). A spec that does not parse is left to the handler, which refuses it with the
+// parser's message (the same parser). Without a parser no namespace is known: a token
+// limited to namespaces is refused.
 func submitNamespace(a *ACL, req any) (string, bool) {
-	r, ok := req.(*cohortv1.SubmitJobRequest)
-	if !ok || a.cfg.ParseSpec == nil {
+	var spec []byte
+	switch r := req.(type) {
+	case *cohortv1.SubmitJobRequest:
+		spec = r.GetSpecYaml()
+	case *cohortv1.PlanJobRequest:
+		spec = r.GetSpecYaml()
+	default:
 		return "", true
 	}
-	if len(r.SpecYaml) == 0 {
+	if a.cfg.ParseSpec == nil {
+		return "", true
+	}
+	if len(spec) == 0 {
 		return "", false // the handler refuses an empty spec
 	}
-	tmpl, err := a.cfg.ParseSpec(r.SpecYaml)
+	tmpl, err := a.cfg.ParseSpec(spec)
 	if err != nil || tmpl == nil {
 		return "", false // the handler refuses the spec with its own message
 	}
@@ -181,6 +197,44 @@ func submitNamespace(a *ACL, req any) (string, bool) {
 		return "default", true
 	}
 	return tmpl.Namespace, true
+}
+
+// jobIDNamespace is the namespace of the job a read names (get, watch, logs, report),
+// from local state.
+func jobIDNamespace(a *ACL, req any) (string, bool) {
+	r, ok := req.(interface{ GetId() string })
+	if !ok {
+		return "", false
+	}
+	return a.jobNamespace(r.GetId())
+}
+
+// listNamespace is the namespace a job list asks for; an empty one (every namespace)
+// is allowed and its result filtered (filterJobs).
+func listNamespace(_ *ACL, req any) (string, bool) {
+	r, ok := req.(*cohortv1.ListJobsRequest)
+	if !ok || r.GetNamespace() == "" {
+		return "", false
+	}
+	return r.GetNamespace(), true
+}
+
+// filterJobs keeps the jobs of the token's namespaces.
+func filterJobs(tok *Token, resp any) {
+	r, ok := resp.(*cohortv1.ListJobsResponse)
+	if !ok {
+		return
+	}
+	r.Jobs = slices.DeleteFunc(r.Jobs, func(j *cohortv1.Job) bool { return !tok.allowsNamespace(j.GetNamespace()) })
+}
+
+// filterQuotas keeps the quotas of the token's namespaces.
+func filterQuotas(tok *Token, resp any) {
+	r, ok := resp.(*cohortv1.ListQuotasResponse)
+	if !ok {
+		return
+	}
+	r.Quotas = slices.DeleteFunc(r.Quotas, func(q *cohortv1.Quota) bool { return !tok.allowsNamespace(q.GetNamespace()) })
 }
 
 // cancelNamespace is the namespace of the job a cancel names, from local state.
@@ -357,19 +411,28 @@ func (a *ACL) authorize(ctx context.Context, method string, req any) error {
 		a.log.Debug("acl: call refused", "method", method, "code", st.Code())
 		return status.Errorf(codes.Unauthenticated, "%s: %s", method, st.Message())
 	}
-	if r.namespace != nil && len(tok.Namespaces) > 0 {
-		ns, known := r.namespace(a, req)
-		if known && !tok.allowsNamespace(ns) {
-			a.log.Info("acl: call refused by namespace", "method", method, "token", tok.Name, "namespace", ns)
-			if ns == "" {
-				return status.Errorf(codes.PermissionDenied, "permission denied: %s: token %q may act in namespaces %s only, and this coordinator cannot tell the job's namespace",
-					method, tok.Name, strings.Join(tok.Namespaces, ", "))
-			}
-			return status.Errorf(codes.PermissionDenied, "permission denied: %s: token %q may act in namespaces %s only, not %q",
-				method, tok.Name, strings.Join(tok.Namespaces, ", "), ns)
-		}
+	if r.namespace != nil && req != nil {
+		return a.checkNamespace(tok, method, r.namespace, req)
 	}
 	return nil
+}
+
+// checkNamespace refuses a namespace-limited token a request in another namespace.
+func (a *ACL) checkNamespace(tok *Token, method string, namespace func(*ACL, any) (string, bool), req any) error {
+	if tok == nil || len(tok.Namespaces) == 0 {
+		return nil
+	}
+	ns, known := namespace(a, req)
+	if !known || tok.allowsNamespace(ns) {
+		return nil
+	}
+	a.log.Info("acl: call refused by namespace", "method", method, "token", tok.Name, "namespace", ns)
+	if ns == "" {
+		return status.Errorf(codes.PermissionDenied, "permission denied: %s: token %q may act in namespaces %s only, and this coordinator cannot tell the job's namespace",
+			method, tok.Name, strings.Join(tok.Namespaces, ", "))
+	}
+	return status.Errorf(codes.PermissionDenied, "permission denied: %s: token %q may act in namespaces %s only, not %q",
+		method, tok.Name, strings.Join(tok.Namespaces, ", "), ns)
 }
 
 func tokenName(t *Token) string {
@@ -386,7 +449,13 @@ func (a *ACL) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 		if err != nil {
 			return nil, err
 		}
-		return handler(ctx, req)
+		resp, err := handler(ctx, req)
+		if tok, _ := ctx.Value(callerKey{}).(*Token); err == nil && tok != nil && len(tok.Namespaces) > 0 {
+			if f := methodRules[info.FullMethod].filter; f != nil {
+				f(tok, resp)
+			}
+		}
+		return resp, err
 	}
 }
 
@@ -396,8 +465,33 @@ func (a *ACL) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		if err := a.authorize(ss.Context(), info.FullMethod, nil); err != nil {
 			return err
 		}
+		r := methodRules[info.FullMethod]
+		if tok, ok := a.Authenticate(bearer(ss.Context())); ok && len(tok.Namespaces) > 0 && r.streamNamespace != nil {
+			ss = &namespacedStream{ServerStream: ss, check: func(req any) error {
+				return a.checkNamespace(tok, info.FullMethod, r.streamNamespace, req)
+			}}
+		}
 		return handler(srv, ss)
 	}
+}
+
+// namespacedStream checks a server-streaming call's request against the caller's
+// namespaces when the handler receives it, before the handler can send anything.
+type namespacedStream struct {
+	grpc.ServerStream
+	check   func(req any) error
+	checked bool
+}
+
+func (s *namespacedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if !s.checked {
+		s.checked = true
+		return s.check(m)
+	}
+	return nil
 }
 
 // ServerOptions are the gRPC server options that enforce the ACL.

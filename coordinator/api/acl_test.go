@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"gopkg.in/yaml.v3"
@@ -155,7 +156,13 @@ func TestACLRuleTable(t *testing.T) {
 		{cohortv1.JobService_ResumeJob_FullMethodName, &cohortv1.ResumeJobRequest{Id: "job-b"}, want{unauth, deny, ok, deny, ok, deny}},
 		{cohortv1.JobService_ResumeJob_FullMethodName, &cohortv1.ResumeJobRequest{Id: "nope"}, want{unauth, deny, ok, ok, ok, deny}},
 		{cohortv1.JobService_JobLogs_FullMethodName, nil, want{unauth, ok, ok, ok, ok, deny}},
-		{cohortv1.JobService_GetJobReport_FullMethodName, &cohortv1.GetJobReportRequest{Id: "job-b"}, want{unauth, ok, ok, ok, ok, deny}},
+		// Reads of another namespace's job are refused to a namespace-limited token.
+		{cohortv1.JobService_GetJobReport_FullMethodName, &cohortv1.GetJobReportRequest{Id: "job-b"}, want{unauth, ok, ok, deny, ok, deny}},
+		{cohortv1.JobService_GetJob_FullMethodName, &cohortv1.GetJobRequest{Id: "job-b"}, want{unauth, ok, ok, deny, ok, deny}},
+		{cohortv1.JobService_GetJob_FullMethodName, &cohortv1.GetJobRequest{Id: "nope"}, want{unauth, ok, ok, ok, ok, deny}},
+		{cohortv1.JobService_ListJobs_FullMethodName, &cohortv1.ListJobsRequest{Namespace: "team-b"}, want{unauth, ok, ok, deny, ok, deny}},
+		{cohortv1.JobService_ListJobs_FullMethodName, &cohortv1.ListJobsRequest{Namespace: "team-a"}, want{unauth, ok, ok, ok, ok, deny}},
+		{cohortv1.JobService_PlanJob_FullMethodName, &cohortv1.PlanJobRequest{SpecYaml: []byte("namespace: team-b")}, want{unauth, ok, ok, deny, ok, deny}},
 		{cohortv1.JobService_OverrideGate_FullMethodName, &cohortv1.OverrideGateRequest{Id: "job-b"}, want{unauth, deny, deny, deny, ok, deny}},
 		{cohortv1.JobService_SetQuota_FullMethodName, &cohortv1.SetQuotaRequest{}, want{unauth, deny, deny, deny, ok, deny}},
 		{cohortv1.JobService_SetQueue_FullMethodName, &cohortv1.SetQueueRequest{}, want{unauth, deny, deny, deny, ok, deny}},
@@ -317,9 +324,78 @@ func TestForwardedAuth(t *testing.T) {
 type fakeStream struct {
 	grpc.ServerStream
 	ctx context.Context
+	req proto.Message // what RecvMsg delivers (nil: nothing)
 }
 
 func (s fakeStream) Context() context.Context { return s.ctx }
+
+func (s fakeStream) RecvMsg(m any) error {
+	if s.req == nil {
+		return io.EOF
+	}
+	proto.Merge(m.(proto.Message), s.req)
+	return nil
+}
+
+// TestNamespaceLimitedReads: a token limited to team-a sees only team-a's jobs and
+// quotas in lists, and cannot watch or read the logs of team-b's job; unlimited
+// tokens see everything.
+func TestNamespaceLimitedReads(t *testing.T) {
+	a := testACL(t)
+	unary := a.UnaryServerInterceptor()
+	list := func(secret string) []string {
+		resp, err := unary(withToken(secret), &cohortv1.ListJobsRequest{}, &grpc.UnaryServerInfo{FullMethod: cohortv1.JobService_ListJobs_FullMethodName},
+			func(context.Context, any) (any, error) {
+				return &cohortv1.ListJobsResponse{Jobs: []*cohortv1.Job{{Id: "a1", Namespace: "team-a"}, {Id: "b1", Namespace: "team-b"}, {Id: "a2", Namespace: "team-a"}}}, nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, j := range resp.(*cohortv1.ListJobsResponse).GetJobs() {
+			ids = append(ids, j.GetId())
+		}
+		return ids
+	}
+	if got := list(teamSecret); !slices.Equal(got, []string{"a1", "a2"}) {
+		t.Errorf("team-a token lists %v, want [a1 a2]", got)
+	}
+	if got := list(readSecret); len(got) != 3 {
+		t.Errorf("an unlimited read token lists %v, want all 3", got)
+	}
+	resp, err := unary(withToken(teamSecret), &cohortv1.ListQuotasRequest{}, &grpc.UnaryServerInfo{FullMethod: cohortv1.JobService_ListQuotas_FullMethodName},
+		func(context.Context, any) (any, error) {
+			return &cohortv1.ListQuotasResponse{Quotas: []*cohortv1.Quota{{Namespace: "team-b"}, {Namespace: "team-a"}}}, nil
+		})
+	if q := resp.(*cohortv1.ListQuotasResponse).GetQuotas(); err != nil || len(q) != 1 || q[0].GetNamespace() != "team-a" {
+		t.Errorf("team-a token's quotas: %v, %v", q, err)
+	}
+	stream := a.StreamServerInterceptor()
+	for _, method := range []string{cohortv1.JobService_WatchJob_FullMethodName, cohortv1.JobService_JobLogs_FullMethodName} {
+		for _, c := range []struct {
+			secret, id string
+			want       codes.Code
+		}{{teamSecret, "job-b", codes.PermissionDenied}, {readSecret, "job-b", codes.OK}, {teamSecret, "nope", codes.OK}} {
+			var req proto.Message = &cohortv1.WatchJobRequest{Id: c.id}
+			var into proto.Message = &cohortv1.WatchJobRequest{}
+			if method == cohortv1.JobService_JobLogs_FullMethodName {
+				req, into = &cohortv1.JobLogsRequest{Id: c.id}, &cohortv1.JobLogsRequest{}
+			}
+			sent := false
+			err := stream(nil, fakeStream{ctx: withToken(c.secret), req: req}, &grpc.StreamServerInfo{FullMethod: method},
+				func(_ any, ss grpc.ServerStream) error {
+					if err := ss.RecvMsg(into); err != nil {
+						return err
+					}
+					sent = true // the handler would send the job from here on
+					return nil
+				})
+			if status.Code(err) != c.want || sent != (c.want == codes.OK) {
+				t.Errorf("%s of %s: err %v, handler went on %v; want %v", method, c.id, err, sent, c.want)
+			}
+		}
+	}
+}
 
 func TestParseTokens(t *testing.T) {
 	sum := sha256.Sum256([]byte("hashed-secret-0123456789"))
@@ -365,7 +441,7 @@ func TestParseTokens(t *testing.T) {
 		{"both secrets", "- {name: a, secret: 0123456789abcdef, secret_sha256: " + hex.EncodeToString(sum[:]) + ", role: read}\n", "not both"},
 		{"bad hash", "- {name: a, secret_sha256: abc, role: read}\n", "[0].secret_sha256: want 64 hex"},
 		{"same secret", "- {name: a, secret: 0123456789abcdef, role: read}\n- {name: b, secret: 0123456789abcdef, role: admin}\n", `[1].secret: token "a" has the same secret`},
-		{"namespaces on admin", "- {name: a, secret: 0123456789abcdef, role: admin, namespaces: [x]}\n", "[0].namespaces: only submit tokens"},
+		{"namespaces on admin", "- {name: a, secret: 0123456789abcdef, role: admin, namespaces: [x]}\n", "[0].namespaces: only read and submit tokens"},
 		{"bad namespace", "- {name: a, secret: 0123456789abcdef, role: submit, namespaces: [Team_A]}\n", `[0].namespaces[0]: "Team_A" is not a namespace name`},
 		{"two documents", "- {name: a, secret: 0123456789abcdef, role: read}\n---\n- {name: b, secret: 0123456789abcdeg, role: read}\n", "more than one YAML document"},
 	} {

@@ -41,7 +41,7 @@ var (
 //     secret: 9f2c...              # at least 16 characters; or
 //     # secret_sha256: <64 hex>    # the SHA-256 of the secret, so the file holds no secret
 //     role: submit                 # read | submit | admin | agent
-//     namespaces: [team-a]         # optional, submit tokens only: where it may submit/cancel
+//     namespaces: [team-a]         # optional, read and submit tokens: the only namespaces it reads and writes
 //
 // Unknown fields are errors. Every error names the line and the field, such as
 // `line 4: [1].role: "root" is not one of read, submit, admin, agent`.
@@ -119,8 +119,8 @@ func ParseTokens(raw []byte) ([]Token, error) {
 			return nil, at("secret", "token %q has the same secret", entries[j].Name)
 		}
 		hashes[tok.hash] = i
-		if len(e.Namespaces) > 0 && role != RoleSubmit {
-			return nil, at("namespaces", "only submit tokens are limited to namespaces (a %s token acts cluster-wide)", role)
+		if len(e.Namespaces) > 0 && role != RoleSubmit && role != RoleRead {
+			return nil, at("namespaces", "only read and submit tokens are limited to namespaces (a %s token acts cluster-wide)", role)
 		}
 		seen := map[string]bool{}
 		for k, ns := range e.Namespaces {
