@@ -102,6 +102,3 @@ func TestLoginInBrowser(t *testing.T) {
 		t.Errorf("the refused fetch is not logged:\n%s", logs)
 	}
 }
-
-// jsString quotes s for a script.
-func jsString(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
