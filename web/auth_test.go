@@ -1,7 +1,6 @@
 package web
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cohort-dev/cohort/internal/testenv"
 )
 
 const (
@@ -72,24 +73,6 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// lockedBuffer is a log sink the server's goroutines write while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // authServer is a dashboard behind RequireToken, with a fake clock, a changeable token
 // set, captured logs, and one state-changing endpoint (POST /api/action answers
 // "done") to try CSRF on.
@@ -97,7 +80,7 @@ type authServer struct {
 	*httptest.Server
 	clock  *fakeClock
 	tokens *tokenSet
-	logs   *lockedBuffer
+	logs   *testenv.Buffer
 	auth   *auth // to look at the sessions
 }
 
@@ -105,7 +88,7 @@ type authServer struct {
 // end of the test it checks that no log line holds a token or a session id.
 func newAuthServer(t *testing.T, overTLS bool, edit func(*AuthConfig)) *authServer {
 	t.Helper()
-	s := &authServer{clock: &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}, tokens: newTokenSet(goodToken), logs: &lockedBuffer{}}
+	s := &authServer{clock: &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}, tokens: newTokenSet(goodToken), logs: &testenv.Buffer{}}
 	src := newFake()
 	j1 := runningJob("j1", 3, 0.5)
 	j1.Name = "attrition"

@@ -17,6 +17,8 @@ import (
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
 	"github.com/cohort-dev/cohort/worker/model"
+
+	"github.com/cohort-dev/cohort/internal/testenv"
 )
 
 // The GPU path runs here on gpuemu's emulated device: the real kernel source compiled
@@ -67,24 +69,6 @@ func openEmulatedGPU(t *testing.T) Device {
 		}
 	})
 	return dev
-}
-
-// syncBuffer is a bytes.Buffer for loggers of several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func closeTo(got, want, abs, rel float64) bool {
@@ -327,7 +311,7 @@ func TestTrainOnEmulatedGPUMatchesCPU(t *testing.T) {
 		}
 		set := NewGPUSet(load, 2)
 		job := c.job("gpu-vs-cpu")
-		var logs syncBuffer
+		var logs testenv.Buffer
 		res, err := c.run(job, runOpts{configure: func(cfg *TrainerConfig) {
 			cfg.GPUs = set
 			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,8 @@ import (
 	"github.com/cohort-dev/cohort/node"
 	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+
+	"github.com/cohort-dev/cohort/internal/testenv"
 )
 
 // On a machine without the NVIDIA libraries, `cohort gpu info` reports 0 usable GPUs and
@@ -89,24 +90,6 @@ func TestGPUInfoListsDevicesButNotUsableWithoutCompute(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer for loggers of several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // emulatedCUDA builds gpuemu's emulated stack (two fake GPUs whose kernels run on the
 // CPU) and points this process's GPU discovery and loading at it.
 func emulatedCUDA(t *testing.T) {
@@ -166,7 +149,7 @@ func TestJobPlacedWithGPUsTrainsOnTheGPU(t *testing.T) {
 	emulatedCUDA(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 1, PS: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		Mutate: func(cfg *node.Config) { cfg.Workers[0].GPUs = node.GPUsAuto }})
 	conn, err := dial(c.GRPCAddr)

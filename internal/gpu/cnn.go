@@ -239,21 +239,46 @@ func (n *CNN) EnableDropout() error { return n.head.EnableDropout() }
 func (n *CNN) SetMasks(masks [][]float32, rows int) error { return n.head.SetMasks(masks, rows) }
 
 // GradsInto downloads the gradients: every convolution's, then the head's.
-func (n *CNN) GradsInto(dst []float32) error {
-	off, err := eachBuffer(n.dw, n.db, len(dst), func(b *Buffer, at int) error { return b.Read(dst[at : at+b.Len()]) })
-	if err != nil {
-		return err
-	}
-	return n.head.GradsInto(dst[off:])
-}
+func (n *CNN) GradsInto(dst []float32) error { return headedGrads(n.dw, n.db, n.head, dst) }
 
 // SetParamsFlat uploads the parameters: every convolution's, then the head's.
-func (n *CNN) SetParamsFlat(src []float32) error {
-	off, err := eachBuffer(n.w, n.b, len(src), func(b *Buffer, at int) error { return b.Write(src[at : at+b.Len()]) })
+func (n *CNN) SetParamsFlat(src []float32) error { return headedParams(n.w, n.b, n.head, src) }
+
+// headedGrads downloads a network's own gradients (dw[0], db[0], …), then its dense
+// head's, into one flat vector.
+func headedGrads(dw, db []*Buffer, head *MLP, dst []float32) error {
+	off, err := eachBuffer(dw, db, len(dst), func(b *Buffer, at int) error { return b.Read(dst[at : at+b.Len()]) })
 	if err != nil {
 		return err
 	}
-	return n.head.SetParamsFlat(src[off:])
+	return head.GradsInto(dst[off:])
+}
+
+// headedParams uploads a network's own parameters (w[0], b[0], …), then its dense
+// head's, from one flat vector.
+func headedParams(w, b []*Buffer, head *MLP, src []float32) error {
+	off, err := eachBuffer(w, b, len(src), func(buf *Buffer, at int) error { return buf.Write(src[at : at+buf.Len()]) })
+	if err != nil {
+		return err
+	}
+	return head.SetParamsFlat(src[off:])
+}
+
+// freeAll frees every buffer of the groups (nil ones skipped) and then the head, if
+// any.
+func freeAll(head *MLP, groups ...[]*Buffer) error {
+	var errs []error
+	for _, group := range groups {
+		for _, b := range group {
+			if b != nil {
+				errs = append(errs, b.Free())
+			}
+		}
+	}
+	if head != nil {
+		errs = append(errs, head.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // eachBuffer calls f on ws[0], bs[0], ws[1], bs[1], … with each one's offset in a flat
@@ -276,16 +301,5 @@ func eachBuffer(ws, bs []*Buffer, total int, f func(b *Buffer, at int) error) (i
 
 // Close frees the device memory.
 func (n *CNN) Close() error {
-	var errs []error
-	for _, group := range [][]*Buffer{{n.x, n.cols, n.dcols}, n.w, n.b, n.dw, n.db, n.y, n.dy, n.p, n.idx, n.dout} {
-		for _, b := range group {
-			if b != nil {
-				errs = append(errs, b.Free())
-			}
-		}
-	}
-	if n.head != nil {
-		errs = append(errs, n.head.Close())
-	}
-	return errors.Join(errs...)
+	return freeAll(n.head, []*Buffer{n.x, n.cols, n.dcols}, n.w, n.b, n.dw, n.db, n.y, n.dy, n.p, n.idx, n.dout)
 }

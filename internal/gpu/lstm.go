@@ -1,7 +1,6 @@
 package gpu
 
 import (
-	"errors"
 	"fmt"
 )
 
@@ -324,35 +323,13 @@ func (n *LSTM) Backward(dlogits []float32, rows int) error {
 }
 
 // GradsInto downloads the gradients: every LSTM layer's, then the head's.
-func (n *LSTM) GradsInto(dst []float32) error {
-	off, err := eachBuffer(n.dw, n.db, len(dst), func(b *Buffer, at int) error { return b.Read(dst[at : at+b.Len()]) })
-	if err != nil {
-		return err
-	}
-	return n.head.GradsInto(dst[off:])
-}
+func (n *LSTM) GradsInto(dst []float32) error { return headedGrads(n.dw, n.db, n.head, dst) }
 
 // SetParamsFlat uploads the parameters: every LSTM layer's, then the head's.
-func (n *LSTM) SetParamsFlat(src []float32) error {
-	off, err := eachBuffer(n.w, n.b, len(src), func(b *Buffer, at int) error { return b.Write(src[at : at+b.Len()]) })
-	if err != nil {
-		return err
-	}
-	return n.head.SetParamsFlat(src[off:])
-}
+func (n *LSTM) SetParamsFlat(src []float32) error { return headedParams(n.w, n.b, n.head, src) }
 
 // Close frees the device memory.
 func (n *LSTM) Close() error {
-	var errs []error
-	for _, group := range [][]*Buffer{{n.x, n.gates, n.dbStep, n.dh, n.dc, n.dcPrev, n.topm}, n.w, n.b, n.dw, n.db, n.hs, n.cs, n.acts, n.dx, n.masks, n.hsm} {
-		for _, b := range group {
-			if b != nil {
-				errs = append(errs, b.Free())
-			}
-		}
-	}
-	if n.head != nil {
-		errs = append(errs, n.head.Close())
-	}
-	return errors.Join(errs...)
+	return freeAll(n.head, []*Buffer{n.x, n.gates, n.dbStep, n.dh, n.dc, n.dcPrev, n.topm},
+		n.w, n.b, n.dw, n.db, n.hs, n.cs, n.acts, n.dx, n.masks, n.hsm)
 }

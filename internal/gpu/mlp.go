@@ -1,7 +1,6 @@
 package gpu
 
 import (
-	"errors"
 	"fmt"
 )
 
@@ -345,15 +344,7 @@ func (m *MLP) SGD(lr float32) error {
 
 // Close frees the device memory.
 func (m *MLP) Close() error {
-	var errs []error
-	for _, group := range [][]*Buffer{m.w, m.b, m.dw, m.db, m.h, m.dz, m.masks, m.acts, {m.tgt, m.probs, m.loss, m.dx}} {
-		for _, b := range group {
-			if b != nil {
-				errs = append(errs, b.Free())
-			}
-		}
-	}
-	return errors.Join(errs...)
+	return freeAll(nil, m.w, m.b, m.dw, m.db, m.h, m.dz, m.masks, m.acts, []*Buffer{m.tgt, m.probs, m.loss, m.dx})
 }
 
 // CPUMLPStep is MLP.Step on the CPU: it returns the mean loss and the gradients in

@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cohort-dev/cohort/internal/testenv"
 )
 
 // fakeClock is a Clock that moves only when told. Every After call is announced on
@@ -77,24 +78,6 @@ func (c *fakeClock) nextWait(t *testing.T) time.Time {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // renewScript is a RenewFunc driven step by step by a test: each call announces the
 // clock's time on calls and returns what the test sends on results.
 type renewScript struct {
@@ -144,7 +127,7 @@ func TestRenewLoop(t *testing.T) {
 	id := Identity{Name: "node-1", Role: RoleAgent}
 	const ttl = 9*time.Hour - clockSkew // nine hours with the backdating
 	certPEM, keyPEM := issue(t, ca, SignRequest{Identity: id, TTL: ttl}, t0)
-	var logs syncBuffer
+	var logs testenv.Buffer
 	r, err := NewReloader(certPEM, keyPEM, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
