@@ -187,14 +187,7 @@ func (n *CNN) Forward(x []float32, rows int, logits []float32) error {
 		}
 		src = n.out(i)
 	}
-	feat := rows * n.features
-	if err := n.head.h[0].Slice(0, feat).CopyFrom(src.Slice(0, feat)); err != nil {
-		return err
-	}
-	if err := n.head.layers(rows); err != nil {
-		return err
-	}
-	return n.head.h[n.head.Layers()].Slice(0, rows*n.cfg.Outputs).Read(logits)
+	return n.head.forwardFrom(src, rows, logits)
 }
 
 // Backward runs the dense head's backward, then each convolution's, from the gradient

@@ -222,13 +222,7 @@ func (n *LSTM) Forward(x []float32, rows int, logits []float32) error {
 		}
 		last = n.topm.Slice(0, rows*h)
 	}
-	if err := n.head.h[0].Slice(0, rows*h).CopyFrom(last); err != nil {
-		return err
-	}
-	if err := n.head.layers(rows); err != nil {
-		return err
-	}
-	return n.head.h[n.head.Layers()].Slice(0, rows*n.cfg.Outputs).Read(logits)
+	return n.head.forwardFrom(last, rows, logits)
 }
 
 // Backward runs the head's backward, then backpropagation through time from the top

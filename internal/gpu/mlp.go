@@ -258,6 +258,19 @@ func (m *MLP) SetMasks(masks [][]float32, rows int) error {
 	return nil
 }
 
+// forwardFrom runs the network on rows rows already on the device (features, rows×in)
+// and writes the logits: the dense head of a CNN or an LSTM.
+func (m *MLP) forwardFrom(features *Buffer, rows int, logits []float32) error {
+	n := rows * m.sizes[0]
+	if err := m.h[0].Slice(0, n).CopyFrom(features.Slice(0, n)); err != nil {
+		return err
+	}
+	if err := m.layers(rows); err != nil {
+		return err
+	}
+	return m.h[m.Layers()].Slice(0, rows*m.sizes[len(m.sizes)-1]).Read(logits)
+}
+
 // layers runs every layer on the batch in h[0], dropping with the armed masks.
 func (m *MLP) layers(rows int) error {
 	d := m.d
