@@ -650,9 +650,29 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 			c.NodeID, c.Transport, c.Bootstrap = m.id, m.trans, i == 0
 		})
 	}
-	for _, m := range ms[1:] {
-		if err := ms[0].s.AddVoter(ctx, m.id, string(m.addr), ""); err != nil {
-			t.Fatal(err)
+	// Adding a voter can lose leadership on a loaded host (the 100 ms test lease runs out
+	// while the new voter catches up): add it again through whoever leads then; AddVoter
+	// is idempotent.
+	for i, m := range ms[1:] {
+		for {
+			var leader *server.Server
+			waitFor(t, "a leader to add "+m.id, func() bool {
+				for _, c := range ms[:i+1] {
+					if c.s.IsLeader() {
+						leader = c.s
+						return true
+					}
+				}
+				return false
+			}, 20*time.Second)
+			err := leader.AddVoter(ctx, m.id, string(m.addr), "")
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, server.ErrNotLeader) || ctx.Err() != nil {
+				t.Fatal(err)
+			}
+			t.Logf("adding %s: %v; retrying on the new leader", m.id, err)
 		}
 	}
 	submit := func(s *server.Server, ctx context.Context, key string) error {
@@ -662,11 +682,27 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 		}}})
 		return err
 	}
-	if err := submit(ms[0].s, ctx, "before"); err != nil {
-		t.Fatal(err)
+	// The voter that leads now commits a write, then is isolated.
+	var old *member
+	for old == nil {
+		var cur *member
+		waitFor(t, "a leader", func() bool {
+			i := slices.IndexFunc(ms, func(m *member) bool { return m.s.IsLeader() })
+			if i >= 0 {
+				cur = ms[i]
+			}
+			return i >= 0
+		}, 20*time.Second)
+		err := submit(cur.s, ctx, "before")
+		switch {
+		case err == nil:
+			old = cur
+		case !errors.Is(err, server.ErrNotLeader) || ctx.Err() != nil:
+			t.Fatal(err)
+		}
 	}
-	old := ms[0]
-	for _, m := range ms[1:] {
+	others := slices.DeleteFunc(slices.Clone(ms), func(m *member) bool { return m == old })
+	for _, m := range others {
 		disconnect(old, m)
 	}
 	// The isolated leader cannot commit.
@@ -679,7 +715,7 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 	// The majority elects a leader and commits.
 	var leader *server.Server
 	waitFor(t, "a leader in the majority", func() bool {
-		for _, m := range ms[1:] {
+		for _, m := range others {
 			if m.s.IsLeader() {
 				leader = m.s
 				return true
@@ -691,7 +727,7 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 		t.Fatalf("majority commit: %v", err)
 	}
 	// Heal: the old leader steps down, drops its uncommitted entry and catches up.
-	for _, m := range ms[1:] {
+	for _, m := range others {
 		connect(old, m)
 	}
 	t.Cleanup(func() {
@@ -720,7 +756,7 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 		}
 		return true
 	}, 30*time.Second)
-	if old.s.IsLeader() && !slices.ContainsFunc(ms[1:], func(m *member) bool { return m.s.IsLeader() }) {
+	if old.s.IsLeader() && !slices.ContainsFunc(others, func(m *member) bool { return m.s.IsLeader() }) {
 		t.Log("old leader re-elected after healing (allowed)")
 	}
 	if j, _ := old.s.State().JobByID(nil, "minority"); j != nil {
