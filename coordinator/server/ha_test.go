@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +27,7 @@ import (
 	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/coordinator/clustertest"
 	"github.com/cohort-dev/cohort/coordinator/server"
+	"github.com/cohort-dev/cohort/internal/testenv"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -644,12 +646,32 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 			connect(a, b)
 		}
 	}
+	// Each voter logs (Raft's own lines included) into a buffer that a failure prints:
+	// this test has flaked waiting for an election under the race detector.
+	logs := make([]*testenv.Buffer, len(ms))
 	for i, m := range ms {
+		logs[i] = &testenv.Buffer{}
 		m.s = startServer(t, t.TempDir(), func(c *server.Config) {
 			clustertest.TestRaftConfig(c)
 			c.NodeID, c.Transport, c.Bootstrap = m.id, m.trans, i == 0
+			c.Logger = slog.New(slog.NewTextHandler(logs[i], &slog.HandlerOptions{Level: slog.LevelDebug}))
 		})
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for i, m := range ms {
+			jobs, _ := m.s.State().Jobs(nil)
+			var ids []string
+			for _, j := range jobs {
+				ids = append(ids, j.Id)
+			}
+			t.Logf("%s: state %s, leader %q, jobs %v, stats %v", m.id, m.s.Raft().State(), m.s.LeaderAddr(), ids, m.s.Raft().Stats())
+			lines := strings.Split(strings.TrimSpace(logs[i].String()), "\n")
+			t.Logf("%s: last %d log lines:\n%s", m.id, min(len(lines), 150), strings.Join(lines[max(0, len(lines)-150):], "\n"))
+		}
+	})
 	// Adding a voter can lose leadership on a loaded host (the 100 ms test lease runs out
 	// while the new voter catches up): add it again through whoever leads then; AddVoter
 	// is idempotent.
@@ -712,8 +734,11 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 	if err == nil {
 		t.Fatal("the isolated leader committed a write")
 	}
-	// The majority elects a leader and commits.
+	// The majority elects a leader and commits. An election normally takes well under a
+	// second; one took over 20 s in CI under the race detector, so a slow one is logged
+	// with every voter's log lines (evidence for the liveness issue) before failing at 40 s.
 	var leader *server.Server
+	cut := time.Now()
 	waitFor(t, "a leader in the majority", func() bool {
 		for _, m := range others {
 			if m.s.IsLeader() {
@@ -722,7 +747,14 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 			}
 		}
 		return false
-	}, 20*time.Second)
+	}, 40*time.Second)
+	if took := time.Since(cut); took > 5*time.Second {
+		t.Logf("the majority took %s to elect a leader", took)
+		for i, m := range ms {
+			lines := strings.Split(strings.TrimSpace(logs[i].String()), "\n")
+			t.Logf("%s: last %d log lines:\n%s", m.id, min(len(lines), 150), strings.Join(lines[max(0, len(lines)-150):], "\n"))
+		}
+	}
 	if err := submit(leader, ctx, "majority"); err != nil {
 		t.Fatalf("majority commit: %v", err)
 	}
@@ -730,18 +762,6 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 	for _, m := range others {
 		connect(old, m)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, m := range ms {
-				jobs, _ := m.s.State().Jobs(nil)
-				var ids []string
-				for _, j := range jobs {
-					ids = append(ids, j.Id)
-				}
-				t.Logf("%s: state %s, leader %q, jobs %v, stats %v", m.id, m.s.Raft().State(), m.s.LeaderAddr(), ids, m.s.Raft().Stats())
-			}
-		}
-	})
 	waitFor(t, "every voter to hold exactly the committed jobs", func() bool {
 		for _, m := range ms {
 			jobs, err := m.s.State().Jobs(nil)
