@@ -59,6 +59,7 @@ func (n *Node) startHTTP() error {
 		n.onStop(conn.Close)
 		src := newWebSource(conn)
 		src.stale = n.acl != nil // its minted token is valid on this coordinator only
+		src.store = n.store      // epochs and checkpoints, which the API does not serve
 		mux.Handle("/", n.acl.protect(web.New(web.Config{Source: src, Logger: n.log.With("role", "web"), Context: n.runCtx})))
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

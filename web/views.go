@@ -1,11 +1,14 @@
 package web
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -23,11 +26,16 @@ func (n Number) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, f, 'g', -1, 64), nil
 }
 
-// String formats n for people: four significant decimals, "—" when not finite.
+// String formats n for people: four decimals, or four significant digits when that
+// would round a small non-zero value to zero ("5.261e-06", not "0.0000"); "—" when not
+// finite.
 func (n Number) String() string {
 	f := float64(n)
-	if math.IsNaN(f) || math.IsInf(f, 0) {
+	switch {
+	case math.IsNaN(f) || math.IsInf(f, 0):
 		return "—"
+	case f != 0 && math.Abs(f) < 5e-5:
+		return strconv.FormatFloat(f, 'e', 3, 64)
 	}
 	return strconv.FormatFloat(f, 'f', 4, 64)
 }
@@ -127,7 +135,34 @@ type JobView struct {
 	Epoch int32  `json:"epoch"`
 	Step  int64  `json:"step"`
 	Loss  Number `json:"loss"`
+	// HasProgress is whether the job's chief has reported progress at all: without
+	// it, Progress holds zeros that are no measurement and are not shown.
+	HasProgress bool `json:"has_progress"`
+	// DurationSeconds is how long the job has run (start to end, or to the response
+	// for a running job; 0 before it starts); Duration formats it for people.
+	DurationSeconds float64 `json:"duration_seconds"`
+	Duration        string  `json:"duration"`
+	// Queued is how long the job waited from submission to start ("" when unknown).
+	Queued string `json:"queued,omitempty"`
+	// MinWorkers and MaxWorkers are the elastic bounds (0: worker count);
+	// ActiveWorkers is the current membership's worker count (0: Workers).
+	MinWorkers    int32 `json:"min_workers,omitempty"`
+	MaxWorkers    int32 `json:"max_workers,omitempty"`
+	ActiveWorkers int32 `json:"active_workers,omitempty"`
+	Restarts      int32 `json:"restarts,omitempty"`
+	MaxRestarts   int32 `json:"max_restarts,omitempty"`
+	// ExportedStep is the step of the checkpoint the job exported (0: not said).
+	ExportedStep int64 `json:"exported_step,omitempty"`
+	// EarlyStop says why early stopping ended training ("" when it did not).
+	EarlyStop string `json:"early_stop,omitempty"`
+	// ProgressNote says, for a job without progress, why there is none ("" with
+	// progress); FailedWhen says, for a failed job, when in its run it failed.
+	ProgressNote string `json:"progress_note,omitempty"`
+	FailedWhen   string `json:"failed_when,omitempty"`
 }
+
+// Failed reports whether the job ended in failure.
+func (j JobView) Failed() bool { return j.State == "failed" }
 
 // MetricNames returns the metric keys in sorted order.
 func (j JobView) MetricNames() []string {
@@ -179,7 +214,9 @@ func nodeView(n *cohortv1.Node, now time.Time) NodeView {
 	return v
 }
 
-func jobView(j *cohortv1.Job) JobView {
+// jobView converts a job for the pages and the JSON API; now is the time a running
+// job's duration runs to.
+func jobView(j *cohortv1.Job, now time.Time) JobView {
 	p := j.GetProgress()
 	v := JobView{
 		ID: j.GetId(), Namespace: j.GetNamespace(), Name: j.GetName(),
@@ -204,7 +241,75 @@ func jobView(j *cohortv1.Job) JobView {
 	for k, m := range j.GetMetrics() {
 		v.Metrics[k] = Number(m)
 	}
+	v.HasProgress = p.GetEpoch() > 0 || p.GetStep() > 0
+	v.MinWorkers, v.MaxWorkers, v.ActiveWorkers = j.GetMinWorkers(), j.GetMaxWorkers(), j.GetActiveWorkers()
+	v.Restarts, v.MaxRestarts = j.GetRestarts(), j.GetMaxRestarts()
+	if v.StartTime != nil {
+		end := now
+		if v.EndTime != nil {
+			end = *v.EndTime
+		} else if v.Terminal {
+			end = *v.StartTime // ended without an end time: no duration to claim
+		}
+		if d := end.Sub(*v.StartTime); d > 0 {
+			v.DurationSeconds = d.Seconds()
+			v.Duration = formatDuration(d)
+		} else {
+			v.Duration = "0s"
+		}
+		if v.SubmitTime != nil {
+			v.Queued = formatDuration(max(0, v.StartTime.Sub(*v.SubmitTime)))
+		}
+	}
+	v.ExportedStep, v.EarlyStop = exportedStep(j), earlyStopReason(j)
+	if !v.HasProgress {
+		switch v.State {
+		case "pending":
+			v.ProgressNote = "not started"
+		case "running":
+			v.ProgressNote = "started; no progress reported yet"
+		case "failed":
+			v.ProgressNote = "none: the job failed before its first progress report"
+		case "cancelled":
+			v.ProgressNote = "none: the job was cancelled before its first progress report"
+		default:
+			v.ProgressNote = "none reported"
+		}
+	}
+	if v.State == "failed" {
+		switch {
+		case v.HasProgress && p.GetTotalEpochs() > 0 && p.GetEpoch() >= p.GetTotalEpochs():
+			v.FailedWhen = fmt.Sprintf("after its last epoch (step %d)", p.GetStep())
+		case v.HasProgress && p.GetTotalEpochs() > 0:
+			v.FailedWhen = fmt.Sprintf("at epoch %d of %d (step %d)", p.GetEpoch()+1, p.GetTotalEpochs(), p.GetStep())
+		case v.HasProgress:
+			v.FailedWhen = fmt.Sprintf("at step %d", p.GetStep())
+		case v.StartTime != nil:
+			v.FailedWhen = "before its first progress report"
+		default:
+			v.FailedWhen = "before it started"
+		}
+		if v.StartTime != nil && v.Duration != "" {
+			v.FailedWhen += ", after " + v.Duration
+		}
+	}
 	return v
+}
+
+// formatDuration formats d for people: "0.4s", "45s", "3m 05s", "2h 07m", "3d 4h".
+func formatDuration(d time.Duration) string {
+	s := int64(d / time.Second)
+	switch {
+	case d < time.Second:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	case s < 60:
+		return strconv.FormatInt(s, 10) + "s"
+	case s < 3600:
+		return fmt.Sprintf("%dm %02ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh %02dm", s/3600, s%3600/60)
+	}
+	return fmt.Sprintf("%dd %dh", s/86400, s%86400/3600)
 }
 
 // jobStates lists every job state in lifecycle order, for the counts table.
@@ -259,4 +364,63 @@ func formatAgo(t *time.Time, now time.Time) string {
 		return strconv.Itoa(int(d.Hours())) + "h ago"
 	}
 	return t.Format("2006-01-02 15:04")
+}
+
+// optionalMessage returns the message field name of m when this build's Job message
+// has that field and it is set; nil otherwise. The job page reads the fields that
+// other parts of the cluster are adding (exported_from, early_stop) through it, so
+// that it shows them where the coordinator sets them and builds without them.
+func optionalMessage(m protoreflect.Message, name protoreflect.Name) protoreflect.Message {
+	fd := m.Descriptor().Fields().ByName(name)
+	if fd == nil || fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() || !m.Has(fd) {
+		return nil
+	}
+	return m.Get(fd).Message()
+}
+
+// scalarField returns the scalar field name of m (nil m or an absent field: invalid).
+func scalarField(m protoreflect.Message, name protoreflect.Name) protoreflect.Value {
+	if m == nil {
+		return protoreflect.Value{}
+	}
+	fd := m.Descriptor().Fields().ByName(name)
+	if fd == nil || fd.IsList() || fd.IsMap() || fd.Kind() == protoreflect.MessageKind {
+		return protoreflect.Value{}
+	}
+	return m.Get(fd)
+}
+
+// exportedStep is the step of the checkpoint the job exported (job.exported_from.step),
+// 0 when the job record does not say.
+func exportedStep(j *cohortv1.Job) int64 {
+	v := scalarField(optionalMessage(j.ProtoReflect(), "exported_from"), "step")
+	if !v.IsValid() {
+		return 0
+	}
+	switch x := v.Interface().(type) {
+	case int64:
+		return x
+	case int32:
+		return int64(x)
+	}
+	return 0
+}
+
+// earlyStopReason is job.early_stop.reason, "" when the job record has none.
+func earlyStopReason(j *cohortv1.Job) string {
+	v := scalarField(optionalMessage(j.ProtoReflect(), "early_stop"), "reason")
+	if s, ok := v.Interface().(string); ok && v.IsValid() {
+		return s
+	}
+	return ""
+}
+
+// sortedKeys returns the keys of m in sorted order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

@@ -1,23 +1,36 @@
 // Package web serves the coordinator's dashboard: a cluster overview, the jobs list and
-// a page per job with a live loss and metric curve, plus the JSON endpoints those pages
-// use.
+// a page per job in the manner of an experiment tracker (spec and hyperparameters, live
+// loss and metric curves, a per-epoch table, the checkpoints, the task logs, the model
+// report), plus the JSON endpoints those pages use.
 //
 // Everything the browser loads is embedded in the binary (html/template pages, one CSS
 // file, one small vanilla script that draws the curves as inline SVG); nothing is
 // fetched from another host and no build step is needed. The handler reads the cluster
-// only through a Source, which cmd/cohort backs with the coordinator's gRPC API.
+// only through a Source, which package node backs with the coordinator's gRPC API and
+// its storage; the job page's optional parts come from the Source's optional
+// interfaces (ReportSource, EpochSource, CheckpointSource, LogSource) and say so where
+// the Source has none.
 //
 // Routes:
 //
 //	GET /                        cluster overview: nodes, Raft peers, job counts by state
-//	GET /jobs                    jobs list: state, progress, pending reasons
-//	GET /jobs/{id}               one job: live curves, progress, metrics, checkpoint, exports,
-//	                             and once it has ended its model report
+//	GET /jobs                    jobs list: state, times, duration, progress, pending reasons;
+//	                             ?state=&namespace= filter, ?sort=submitted|name|state|duration
+//	                             &order=asc|desc sorts
+//	GET /jobs/{id}               one job: its failure, times, spec and hyperparameters, live
+//	                             curves, per-epoch metrics, checkpoints, live task logs, and
+//	                             once it has ended its model report
 //	GET /api/nodes               {"nodes": [...]}
 //	GET /api/peers               {"peers": [...]}
-//	GET /api/jobs                {"jobs": [...], "counts": {"running": n, ...}}
+//	GET /api/jobs                {"jobs": [...], "counts": {"running": n, ...}, "namespaces": [...]},
+//	                             with the query of /jobs
 //	GET /api/jobs/{id}           {"job": {...}, "points": [...]}
 //	GET /api/jobs/{id}/events    text/event-stream of {"job": {...}, "points": [...]}
+//	GET /api/jobs/{id}/epochs    {"epochs": [...], "metrics": [...], "note"}: one row per epoch
+//	GET /api/jobs/{id}/checkpoints {"checkpoints": [...], "metrics": [...], "score_metric", ...}
+//	GET /api/jobs/{id}/logs      {"lines": [{"task", "generation", "text"}], "truncated"};
+//	                             ?task=worker-0 one task, ?tail=N lines of each (default 500)
+//	GET /api/jobs/{id}/logs/events text/event-stream: "lines" events, then "end" (or "problem")
 //	GET /api/jobs/{id}/report    the job's report.json (metrics with CIs, fairness audit,
 //	                             importances, attributions), when the Source is a ReportSource
 //	GET /static/...              embedded assets
@@ -35,6 +48,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -163,6 +177,10 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/jobs/{id}", h.apiJob)
 	mux.HandleFunc("GET /api/jobs/{id}/events", h.jobEvents)
 	mux.HandleFunc("GET /api/jobs/{id}/report", h.apiJobReport)
+	mux.HandleFunc("GET /api/jobs/{id}/epochs", h.apiJobEpochs)
+	mux.HandleFunc("GET /api/jobs/{id}/checkpoints", h.apiJobCheckpoints)
+	mux.HandleFunc("GET /api/jobs/{id}/logs", h.apiJobLogs)
+	mux.HandleFunc("GET /api/jobs/{id}/logs/events", h.jobLogEvents)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", noCache(http.FileServerFS(assets))))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
@@ -260,7 +278,7 @@ func (h *handler) listJobs(ctx context.Context) ([]JobView, error) {
 	views := make([]JobView, 0, len(jobs))
 	for _, j := range jobs {
 		h.hist.record(j, now)
-		views = append(views, jobView(j))
+		views = append(views, jobView(j, now))
 	}
 	slices.SortStableFunc(views, func(a, b JobView) int {
 		if c := timeCmp(b.SubmitTime, a.SubmitTime); c != 0 {
@@ -340,12 +358,18 @@ func (h *handler) overviewPage(w http.ResponseWriter, r *http.Request) {
 func (h *handler) jobsPage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
+	q, err := parseJobsQuery(r.URL.Query())
+	if err != nil {
+		h.errorPage(w, r, http.StatusBadRequest, "Cannot list the jobs: "+err.Error()+".")
+		return
+	}
 	jobs, err := h.listJobs(ctx)
 	if err != nil {
 		h.errorPage(w, r, h.sourceError(r, "ListJobs", err), "Cannot read the jobs: "+err.Error())
 		return
 	}
-	h.render(w, r, "jobs", snapshot{Jobs: jobs, Counts: countByState(jobs), States: jobStates})
+	h.render(w, r, "jobs", jobsPageData{Jobs: q.apply(jobs), Counts: countByState(jobs), States: jobStates,
+		Namespaces: namespacesOf(jobs), Query: q, Sorts: q.sortLinks(), Total: len(jobs)})
 }
 
 // getJob reads one job and records its curve point.
@@ -354,20 +378,27 @@ func (h *handler) getJob(ctx context.Context, id string) (JobView, error) {
 	if err != nil {
 		return JobView{}, fmt.Errorf("get job %s: %w", id, err)
 	}
-	h.hist.record(j, h.now())
-	return jobView(j), nil
+	now := h.now()
+	h.hist.record(j, now)
+	return jobView(j, now), nil
 }
 
 func (h *handler) jobPage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	id := r.PathValue("id")
-	j, err := h.getJob(ctx, id)
+	j, err := h.src.GetJob(ctx, id)
 	if err != nil {
 		h.errorPage(w, r, h.sourceError(r, "GetJob", err), "Cannot read job "+id+": "+err.Error())
 		return
 	}
-	h.render(w, r, "job", j)
+	now := h.now()
+	h.hist.record(j, now)
+	data := jobPageData{JobView: jobView(j, now), Spec: specView(j), Tasks: taskNames(j)}
+	_, data.HasLogs = h.src.(LogSource)
+	_, data.HasEpochs = h.src.(EpochSource)
+	_, data.HasCheckpoints = h.src.(CheckpointSource)
+	h.render(w, r, "job", data)
 }
 
 func (h *handler) apiNodes(w http.ResponseWriter, r *http.Request) {
@@ -395,12 +426,17 @@ func (h *handler) apiPeers(w http.ResponseWriter, r *http.Request) {
 func (h *handler) apiJobs(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
+	q, err := parseJobsQuery(r.URL.Query())
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	jobs, err := h.listJobs(ctx)
 	if err != nil {
 		writeJSONError(w, h.sourceError(r, "ListJobs", err), err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": jobs, "counts": countByState(jobs)})
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": q.apply(jobs), "counts": countByState(jobs), "namespaces": namespacesOf(jobs)})
 }
 
 func (h *handler) apiJob(w http.ResponseWriter, r *http.Request) {
@@ -570,6 +606,20 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
 		"pct": func(f float64) string { return fmt.Sprintf("%.0f%%", f) },
+		// when formats a time for people, in UTC; "—" for none.
+		"when": func(t *time.Time) string {
+			if t == nil {
+				return "—"
+			}
+			return t.UTC().Format("2006-01-02 15:04:05 UTC")
+		},
+		// unixms is a time in Unix milliseconds for a data attribute ("" for none).
+		"unixms": func(t *time.Time) string {
+			if t == nil {
+				return ""
+			}
+			return strconv.FormatInt(t.UnixMilli(), 10)
+		},
 	}
 	pages := map[string]*template.Template{}
 	for _, name := range []string{"overview", "jobs", "job", "error"} {

@@ -4,6 +4,7 @@
 
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
+  const MAX_DOTS = 60; // a series with more points is drawn as a line only
   const COLORS = ["#1f6feb", "#d9480f", "#2b8a3e", "#862e9c", "#c92a2a", "#0b7285"];
 
   function el(tag, attrs, text) {
@@ -18,7 +19,13 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function num(v) { return (v === null || v === undefined) ? "—" : Number(v).toFixed(4); }
+  // num formats a measurement as Number.String does on the server: four decimals, or
+  // four significant digits for a small non-zero value (never a "0.0000" that is not 0).
+  function num(v) {
+    if (v === null || v === undefined || v === "" || !Number.isFinite(Number(v))) return "—";
+    const f = Number(v);
+    return f !== 0 && Math.abs(f) < 5e-5 ? f.toExponential(3).replace(/e([+-])(\d)$/, "e$10$2") : f.toFixed(4);
+  }
   function pct(p) { return p.total_steps > 0 ? Math.min(100, Math.round(100 * p.step / p.total_steps)) + "%" : "0%"; }
   function setText(id, text) { const e = document.getElementById(id); if (e) e.textContent = text; }
   function setList(id, items) {
@@ -42,10 +49,54 @@
   }
   function stateBadge(state) { return el("span", { class: "state state-" + state }, state); }
 
-  // drawChart draws one polyline per series into the SVG element; series maps a name
-  // to [[x, y], ...]. data-points is the number of points of the longest series.
-  function drawChart(chart, series) {
-    const W = 640, H = 240, L = 56, R = 110, T = 12, B = 28;
+  // niceStep is the tick spacing for about n ticks over span: 1, 2 or 5 times a
+  // power of ten, whichever comes closest (as d3's tickIncrement).
+  function niceStep(span, n) {
+    const raw = span / Math.max(1, n);
+    const p = Math.pow(10, Math.floor(Math.log10(raw)));
+    const f = raw / p;
+    return (f >= Math.sqrt(50) ? 10 : f >= Math.sqrt(10) ? 5 : f >= Math.sqrt(2) ? 2 : 1) * p;
+  }
+
+  // axisDomain pads [lo, hi] so that no point sits on the frame and a single value
+  // (lo === hi) gets a range around it instead of a meaningless one. integer keeps the
+  // ticks whole numbers; nonNegative keeps a range of values >= 0 from going below 0;
+  // nice widens the range to whole ticks (else the ticks are those inside it).
+  function axisDomain(lo, hi, opts) {
+    const o = opts || {};
+    let pad;
+    if (hi === lo) {
+      pad = o.integer ? 1 : (Math.abs(lo) * 0.1 || 0.1);
+    } else {
+      pad = (hi - lo) * (o.nice ? 0.08 : 0.04);
+    }
+    let a = lo - pad, b = hi + pad;
+    if (o.nonNegative && lo >= 0) a = Math.max(0, a);
+    let step = niceStep(b - a, o.ticks || 4);
+    if (o.integer) step = Math.max(1, Math.round(step));
+    if (o.nice) {
+      a = Math.floor(a / step) * step;
+      b = Math.ceil(b / step) * step;
+      if (o.nonNegative && lo >= 0) a = Math.max(0, a);
+    }
+    const ticks = [];
+    for (let v = Math.ceil(a / step) * step; v <= b + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+    return { lo: a, hi: b, ticks: ticks, step: step };
+  }
+
+  function tickText(v, step) {
+    const d = Math.max(0, Math.min(6, -Math.floor(Math.log10(step) + 1e-9)));
+    return Math.abs(v) >= 1e5 ? v.toExponential(1) : v.toFixed(d);
+  }
+
+  // drawChart draws one polyline (with a dot per point) per series into the SVG
+  // element; series maps a name to [[x, y], ...]. opts: xLabel, empty (the text when
+  // there is nothing to draw), integerX (whole-number x ticks), nonNegative (a y range
+  // of values >= 0 starts at 0 at the lowest), faint (names drawn light). data-points
+  // is the number of points of the longest series.
+  function drawChart(chart, series, opts) {
+    const o = opts || {};
+    const W = 520, H = 240, L = 52, R = 112, T = 12, B = 36;
     const names = Object.keys(series).filter((n) => series[n].length > 0).sort();
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity, most = 0;
     for (const n of names) {
@@ -57,25 +108,40 @@
     chart.replaceChildren();
     chart.setAttribute("data-points", String(most));
     if (most === 0) {
-      chart.appendChild(svg("text", { x: L, y: H / 2 }, "waiting for the first epoch…"));
+      chart.setAttribute("viewBox", "0 0 " + W + " 60"); // a line of text, not an empty frame
+      chart.appendChild(svg("text", { class: "empty", x: W / 2, y: 34, "text-anchor": "middle" }, o.empty || "No data."));
       return;
     }
-    if (x1 === x0) { x1 = x0 + 1; }
-    if (y1 === y0) { y1 = y0 + 1; }
-    const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - R);
-    const sy = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
+    chart.setAttribute("viewBox", "0 0 " + W + " " + H);
+    const xd = axisDomain(x0, x1, { integer: !!o.integerX, nonNegative: true, ticks: 5 });
+    const yd = axisDomain(y0, y1, { nonNegative: !!o.nonNegative, ticks: 4, nice: true });
+    chart.setAttribute("data-x-domain", xd.lo + "," + xd.hi);
+    chart.setAttribute("data-y-domain", yd.lo + "," + yd.hi);
+    const sx = (x) => L + (x - xd.lo) / (xd.hi - xd.lo) * (W - L - R);
+    const sy = (y) => H - B - (y - yd.lo) / (yd.hi - yd.lo) * (H - T - B);
+    for (const v of yd.ticks) {
+      chart.appendChild(svg("line", { class: "grid", x1: L, y1: sy(v).toFixed(1), x2: W - R, y2: sy(v).toFixed(1) }));
+      chart.appendChild(svg("text", { class: "tick", x: L - 5, y: (sy(v) + 4).toFixed(1), "text-anchor": "end" }, tickText(v, yd.step)));
+    }
+    for (const v of xd.ticks) {
+      chart.appendChild(svg("text", { class: "tick", x: sx(v).toFixed(1), y: H - B + 14, "text-anchor": "middle" }, tickText(v, xd.step)));
+    }
     chart.appendChild(svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
     chart.appendChild(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
-    chart.appendChild(svg("text", { x: 2, y: T + 8 }, y1.toPrecision(4)));
-    chart.appendChild(svg("text", { x: 2, y: H - B }, y0.toPrecision(4)));
-    chart.appendChild(svg("text", { x: L, y: H - 8 }, "step " + x0));
-    chart.appendChild(svg("text", { x: W - R - 60, y: H - 8 }, "step " + x1));
+    if (o.xLabel) chart.appendChild(svg("text", { class: "axis-label", x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, o.xLabel));
+    const faint = o.faint || [];
     names.forEach((n, i) => {
       const color = COLORS[i % COLORS.length];
       const pts = series[n].map(([x, y]) => sx(x).toFixed(1) + "," + sy(y).toFixed(1)).join(" ");
-      chart.appendChild(svg("polyline", { points: pts, stroke: color, "data-series": n }));
-      for (const [x, y] of series[n]) {
-        chart.appendChild(svg("circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 2, fill: color }));
+      const line = svg("polyline", { points: pts, stroke: color, "data-series": n });
+      if (faint.includes(n)) line.setAttribute("class", "faint");
+      chart.appendChild(line);
+      if ((!faint.includes(n) && series[n].length <= MAX_DOTS) || series[n].length === 1) {
+        for (const [x, y] of series[n]) {
+          const dot = svg("circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: series[n].length === 1 ? 3.5 : 2, fill: color });
+          dot.appendChild(svg("title", {}, n + " " + Number(y).toPrecision(5) + " at " + (o.xLabel || "x") + " " + x));
+          chart.appendChild(dot);
+        }
       }
       const legend = svg("text", { x: W - R + 8, y: T + 12 + 14 * i }, n);
       legend.style.fill = color; // CSSOM, allowed by the CSP (a style attribute is not)
@@ -464,9 +530,232 @@
     }
   }
 
+  // fmtDuration formats milliseconds as the server does (views.go formatDuration).
+  function fmtDuration(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    const p2 = (n) => String(n).padStart(2, "0");
+    if (ms < 1000) return (Math.max(0, ms) / 1000).toFixed(1) + "s";
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + p2(s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + p2(Math.floor(s % 3600 / 60)) + "m";
+    return Math.floor(s / 86400) + "d " + Math.floor(s % 86400 / 3600) + "h";
+  }
+  function when(s) {
+    if (!s) return "—";
+    const d = new Date(s);
+    return isNaN(d.getTime()) ? String(s) : d.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+  function clock(s) {
+    const d = new Date(s);
+    return isNaN(d.getTime()) ? "—" : d.toISOString().slice(11, 19);
+  }
+  function show(id, visible) { const e = document.getElementById(id); if (e) e.hidden = !visible; }
+  // metricMode is the direction a metric improves in (as the server's metricMode).
+  function metricMode(name) {
+    return ["loss", "rmse", "mae", "mape", "error", "mse"].some((s) => name.includes(s)) ? "min" : "max";
+  }
+  function badge(text, cls) { return el("span", { class: "mark " + cls }, text); }
+
+  // renderEpochs fills the per-epoch table; the best value of each metric column is
+  // marked.
+  function renderEpochs(table, resp, emptyText) {
+    const rows = resp.epochs || [];
+    const metrics = resp.metrics || [];
+    table.setAttribute("data-rows", String(rows.length));
+    if (rows.length === 0) {
+      const body = el("tbody"); const tr = el("tr");
+      tr.appendChild(el("td", { class: "muted empty" }, emptyText));
+      body.appendChild(tr);
+      table.replaceChildren(body);
+      return;
+    }
+    const best = {};
+    for (const m of ["loss", ...metrics]) {
+      const vals = rows.map((r) => m === "loss" ? r.loss : (r.metrics || {})[m]).filter(finite).map(Number);
+      if (vals.length > 1) best[m] = metricMode(m) === "min" ? Math.min(...vals) : Math.max(...vals);
+    }
+    const head = ["Epoch", el("th", { class: "n" }, "Step"), "Finished", el("th", { class: "n" }, "Train loss"),
+      ...metrics.map((m) => el("th", { class: "n", "data-metric": m }, m)), el("th", { class: "n" }, "Samples/s"), el("th", { class: "n" }, "Learning rate")];
+    const body = el("tbody");
+    for (const r of rows) {
+      const tr = el("tr", { "data-epoch": String(r.epoch), "data-source": r.source || "" });
+      if (r.source === "dashboard") tr.setAttribute("title", "from the progress this dashboard saw (no TensorBoard record)");
+      const cell = (m, v) => {
+        const td = el("td", { class: "n" + (finite(v) && best[m] !== undefined && Number(v) === best[m] ? " best" : "") }, num(v));
+        if (m !== "loss") td.setAttribute("data-metric", m);
+        return td;
+      };
+      tr.append(el("td", {}, String(r.epoch)), el("td", { class: "n" }, r.step > 0 ? String(r.step) : "—"),
+        el("td", {}, r.time ? clock(r.time) : "—"), cell("loss", r.loss),
+        ...metrics.map((m) => cell(m, (r.metrics || {})[m])),
+        el("td", { class: "n" }, finite(r.samples_per_second) ? Number(r.samples_per_second).toFixed(1) : "—"),
+        el("td", { class: "n" }, finite(r.learning_rate) ? String(Number(r.learning_rate)) : "—"));
+      body.appendChild(tr);
+    }
+    table.replaceChildren(headRow(head), body);
+  }
+
+  // renderCheckpoints fills the checkpoint table: LATEST (the job record's pointer),
+  // BEST (the best score) and EXPORTED marks.
+  function renderCheckpoints(table, resp, emptyText) {
+    const rows = resp.checkpoints || [];
+    const scored = rows.some((r) => r.score !== undefined && r.score !== null);
+    // The score's own metric is its column.
+    const metrics = (resp.metrics || []).filter((m) => !(scored && m === resp.score_metric));
+    table.setAttribute("data-rows", String(rows.length));
+    if (rows.length === 0) {
+      const body = el("tbody"); const tr = el("tr");
+      tr.appendChild(el("td", { class: "muted empty" }, emptyText));
+      body.appendChild(tr);
+      table.replaceChildren(body);
+      return;
+    }
+    const scoreHead = el("th", { class: "n score" }, "Score");
+    if (resp.score_metric) scoreHead.appendChild(el("div", { class: "sub" }, resp.score_metric + (resp.score_mode ? ", " + resp.score_mode : "")));
+    const head = [el("th", { class: "n" }, "Step"), el("th", { class: "n" }, "Epoch"), "Created", el("th", { class: "n" }, "Size"),
+      ...(scored ? [scoreHead] : []),
+      ...metrics.map((m) => el("th", { class: "n", "data-metric": m }, m)), "", "Manifest"];
+    const body = el("tbody");
+    for (const r of rows) {
+      const classes = [];
+      if (r.latest) classes.push("latest");
+      if (r.best) classes.push("best-row");
+      const tr = el("tr", { "data-step": String(r.step) });
+      if (classes.length) tr.setAttribute("class", classes.join(" "));
+      const marks = el("td", { class: "marks" });
+      if (r.latest) marks.appendChild(badge("LATEST", "mark-latest"));
+      if (r.best) marks.appendChild(badge("BEST", "mark-best"));
+      if (r.exported) marks.appendChild(badge("EXPORTED", "mark-exported"));
+      if (r.error) marks.appendChild(badge("UNREADABLE", "mark-error"));
+      // The manifest's key below the job's checkpoints, breakable after each "/"; the
+      // whole URI in its title.
+      const uri = el("td", { class: "uri", title: r.uri + (r.error ? "\n" + r.error : "") });
+      String(r.uri || "").replace(/^.*\/checkpoints\//, "").split("/").forEach((part, i) => {
+        if (i > 0) uri.append("/", el("wbr"));
+        uri.append(part);
+      });
+      tr.append(el("td", { class: "n" }, String(r.step)), el("td", { class: "n", title: r.step_in_epoch > 0 ? r.step_in_epoch + " steps into epoch " + (r.epoch + 1) : "" },
+          String(r.epoch) + (r.step_in_epoch > 0 ? " + " + r.step_in_epoch + " steps" : "")),
+        el("td", { class: "nowrap" }, r.created ? when(r.created) : "—"), el("td", { class: "n" }, r.size || "—"),
+        ...(scored ? [el("td", { class: "n score" }, num(r.score))] : []),
+        ...metrics.map((m) => el("td", { class: "n", "data-metric": m }, num((r.metrics || {})[m]))), marks, uri);
+      body.appendChild(tr);
+    }
+    table.replaceChildren(headRow(head), body);
+  }
+
+  const TASK_COLORS = ["#1f6feb", "#2b8a3e", "#862e9c", "#d9480f", "#0b7285", "#5c940d"];
+  const MAX_LOG_LINES = 5000;
+
+  // logViewer follows the job's task logs over server-sent events
+  // (/api/jobs/{id}/logs/events), with a task filter (a new stream per task) and a text
+  // filter (applied in the page).
+  function logViewer(id, enabled) {
+    const section = document.getElementById("logs");
+    const view = document.getElementById("log-view");
+    const taskSel = document.getElementById("log-task");
+    const filter = document.getElementById("log-filter");
+    const follow = document.getElementById("log-follow");
+    const status = document.getElementById("log-status");
+    const set = (state, text) => { section.setAttribute("data-state", state); status.textContent = text; };
+    if (!enabled) {
+      set("unavailable", "Task logs are not available from this dashboard's source.");
+      taskSel.disabled = true; filter.disabled = true;
+      return;
+    }
+    const colors = {};
+    let es = null, count = 0;
+    const matches = (line) => !filter.value || line.dataset.text.toLowerCase().includes(filter.value.toLowerCase());
+    function lineEl(l) {
+      const div = el("div", { class: "logline", "data-task": l.task, "data-text": l.task + " " + l.text });
+      if (!(l.task in colors)) colors[l.task] = TASK_COLORS[Object.keys(colors).length % TASK_COLORS.length];
+      const task = el("span", { class: "log-task" }, l.task);
+      task.style.color = colors[l.task];
+      div.appendChild(task);
+      let rec = null;
+      if (l.text.startsWith("{")) { try { rec = JSON.parse(l.text); } catch (e) { rec = null; } }
+      if (rec && typeof rec === "object") {
+        const level = String(rec.level || "");
+        div.append(el("span", { class: "log-time" }, rec.time ? clock(rec.time) : ""),
+          el("span", { class: "log-level lvl-" + level.toLowerCase() }, level), el("span", { class: "log-msg" }, String(rec.msg || "")));
+        const rest = Object.keys(rec).filter((k) => !["time", "level", "msg"].includes(k))
+          .map((k) => k + "=" + (typeof rec[k] === "object" ? JSON.stringify(rec[k]) : String(rec[k]))).join(" ");
+        if (rest) div.appendChild(el("span", { class: "log-attrs" }, rest));
+        if (level === "ERROR" || level === "WARN") div.classList.add("lvl-" + level.toLowerCase());
+      } else {
+        div.appendChild(el("span", { class: "log-msg" }, l.text));
+      }
+      div.hidden = !matches(div);
+      return div;
+    }
+    function append(lines) {
+      const atBottom = view.scrollTop + view.clientHeight >= view.scrollHeight - 8;
+      const frag = document.createDocumentFragment();
+      for (const l of lines) {
+        frag.appendChild(lineEl(l));
+        if (l.task && ![...taskSel.options].some((o) => o.value === l.task)) taskSel.appendChild(el("option", { value: l.task }, l.task));
+      }
+      view.appendChild(frag);
+      count += lines.length;
+      while (view.childElementCount > MAX_LOG_LINES) view.firstElementChild.remove();
+      view.setAttribute("data-lines", String(view.childElementCount));
+      if (follow.checked || atBottom) view.scrollTop = view.scrollHeight;
+    }
+    function start() {
+      if (es) es.close();
+      view.replaceChildren(); count = 0;
+      view.setAttribute("data-lines", "0");
+      const task = taskSel.value;
+      const url = "/api/jobs/" + encodeURIComponent(id) + "/logs/events?tail=500" + (task ? "&task=" + encodeURIComponent(task) : "");
+      set("connecting", "connecting…");
+      const src = new EventSource(url);
+      es = src;
+      let opened = false;
+      src.onopen = () => {
+        if (opened) { view.replaceChildren(); count = 0; } // a reconnect sends the tail again
+        opened = true;
+        set("live", "following " + (task || "every task") + " as it writes");
+      };
+      src.addEventListener("lines", (ev) => { if (es === src) append(JSON.parse(ev.data).lines || []); });
+      src.addEventListener("end", () => {
+        src.close();
+        if (es === src) set("ended", count === 0 ? "No log lines." : count + " lines; the tasks have written their last lines.");
+      });
+      src.addEventListener("problem", (ev) => {
+        src.close();
+        let msg = "";
+        try { msg = JSON.parse(ev.data).error; } catch (e) { msg = String(ev.data); }
+        if (es === src) set("error", "Cannot read the logs: " + msg);
+      });
+      src.onerror = () => {
+        if (es !== src) return;
+        if (src.readyState === EventSource.CLOSED) set("error", "The log stream was refused.");
+        else set("connecting", "reconnecting…");
+      };
+    }
+    taskSel.addEventListener("change", start);
+    filter.addEventListener("input", () => { for (const l of view.children) l.hidden = !matches(l); });
+    // A hidden tab lets go of its stream (a browser opens few connections to one
+    // host) and starts again, from each task's tail, when it is shown.
+    let paused = false;
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden && es && es.readyState !== EventSource.CLOSED) {
+        es.close(); es = null; paused = true;
+        set("paused", "paused while the tab is hidden");
+      } else if (!document.hidden && paused) {
+        paused = false;
+        start();
+      }
+    });
+    start();
+  }
+
   function jobPage(root) {
     const id = root.getAttribute("data-job-id");
+    const base = "/api/jobs/" + encodeURIComponent(id);
     const points = new Map(); // seq -> point
+    let job = null;
+    let epochs = { epochs: [], metrics: [] };
     let reportAsked = false;
     // askReport loads the report once, when the job has ended; live is true when it
     // ended while the page was open.
@@ -477,42 +766,155 @@
     }
     const endedOnLoad = root.getAttribute("data-terminal") === "true";
     if (endedOnLoad) askReport(false);
+    const state = () => job ? job.state : root.getAttribute("data-state");
+
+    function emptyTexts() {
+      switch (state()) {
+        case "failed": return { loss: "No progress was reported before the job failed.", epochs: "No epoch finished before the job failed.", ckpt: "No checkpoint was committed before the job failed." };
+        case "cancelled": return { loss: "No progress was reported before the job was cancelled.", epochs: "No epoch finished before the job was cancelled.", ckpt: "No checkpoint was committed." };
+        case "pending": return { loss: "The job has not started.", epochs: "The job has not started.", ckpt: "The job has not started." };
+        case "running": return { loss: "No progress reported yet.", epochs: "No epoch has finished yet.", ckpt: "No checkpoint committed yet." };
+      }
+      return { loss: "No progress was reported.", epochs: "No epoch was recorded.", ckpt: "No checkpoint was committed." };
+    }
+
     function redraw() {
-      const sorted = [...points.values()].sort((a, b) => a.seq - b.seq);
-      const loss = { loss: [] }, metrics = {};
-      for (const p of sorted) {
-        if (p.loss !== null) loss.loss.push([p.step, p.loss]);
-        for (const k in p.metrics || {}) {
-          const v = p.metrics[k];
-          if (v === null) continue;
-          if (k === "val_loss") { (loss[k] = loss[k] || []).push([p.step, v]); continue; }
-          (metrics[k] = metrics[k] || []).push([p.step, v]);
+      const texts = emptyTexts();
+      const byStep = new Map();
+      for (const p of [...points.values()].sort((a, b) => a.seq - b.seq)) {
+        if (p.loss !== null && p.step > 0) byStep.set(p.step, p.loss);
+      }
+      for (const e of epochs.epochs) {
+        if (finite(e.loss) && e.step > 0 && !byStep.has(e.step)) byStep.set(e.step, e.loss);
+      }
+      const loss = { loss: [...byStep.entries()].sort((a, b) => a[0] - b[0]) };
+      const val = epochs.epochs.filter((e) => e.step > 0 && finite((e.metrics || {}).val_loss)).map((e) => [e.step, e.metrics.val_loss]);
+      if (val.length > 0) loss.val_loss = val;
+      const faint = [];
+      if (document.getElementById("loss-smooth").checked && loss.loss.length > 2) {
+        let s = null;
+        loss["loss (smoothed)"] = loss.loss.map(([x, y]) => { s = s === null ? y : 0.6 * s + 0.4 * y; return [x, s]; });
+        faint.push("loss");
+      }
+      drawChart(document.getElementById("loss-chart"), loss, { xLabel: "step", empty: texts.loss, nonNegative: true, faint: faint });
+      const metrics = {};
+      for (const e of epochs.epochs) {
+        for (const k in e.metrics || {}) {
+          if (k === "val_loss" || !finite(e.metrics[k])) continue;
+          (metrics[k] = metrics[k] || []).push([e.epoch, e.metrics[k]]);
         }
       }
-      drawChart(document.getElementById("loss-chart"), loss);
-      drawChart(document.getElementById("metric-chart"), metrics);
+      drawChart(document.getElementById("metric-chart"), metrics, { xLabel: "epoch", integerX: true, empty: texts.epochs });
     }
+
+    let epochsBusy = false, epochsAgain = false;
+    async function loadEpochs() {
+      if (epochsBusy) { epochsAgain = true; return; }
+      epochsBusy = true;
+      try {
+        epochs = await getJSON(base + "/epochs");
+        const n = document.getElementById("epochs-note");
+        n.textContent = epochs.note || ""; n.hidden = !epochs.note;
+        renderEpochs(document.getElementById("epoch-table"), epochs, emptyTexts().epochs);
+        redraw();
+      } catch (e) {
+        console.warn("dashboard epochs:", e);
+      } finally {
+        epochsBusy = false;
+        if (epochsAgain) { epochsAgain = false; loadEpochs(); }
+      }
+    }
+    let ckptBusy = false, ckptAgain = false;
+    async function loadCheckpoints() {
+      if (ckptBusy) { ckptAgain = true; return; }
+      ckptBusy = true;
+      try {
+        const resp = await getJSON(base + "/checkpoints");
+        const n = document.getElementById("checkpoints-note");
+        n.textContent = resp.note || ""; n.hidden = !resp.note;
+        renderCheckpoints(document.getElementById("checkpoint-table"), resp, emptyTexts().ckpt);
+      } catch (e) {
+        console.warn("dashboard checkpoints:", e);
+      } finally {
+        ckptBusy = false;
+        if (ckptAgain) { ckptAgain = false; loadCheckpoints(); }
+      }
+    }
+
+    const bar = document.getElementById("job-bar");
+    function setBar(pctValue) { bar.style.width = Math.max(0, Math.min(100, pctValue)) + "%"; }
+    setBar(Number(bar.getAttribute("data-pct")) || 0);
+
+    // The duration of a running job goes on between events.
+    let startMs = Number(root.getAttribute("data-start")) || 0;
+    setInterval(() => {
+      if (job && (job.terminal || !job.start_time)) return;
+      if (!job && (endedOnLoad || !startMs)) return;
+      setText("job-duration", fmtDuration(Date.now() - startMs));
+    }, 1000);
+
+    let lastEpoch = null, lastCkpt = null, lastState = null;
     function update(j) {
+      job = j;
       const s = document.getElementById("job-state");
       s.textContent = j.state;
       s.setAttribute("class", "state state-" + j.state);
+      root.setAttribute("data-state", j.state);
+      startMs = j.start_time ? new Date(j.start_time).getTime() : 0;
+      const failed = j.state === "failed";
+      show("job-failure", failed);
+      setText("job-failure-when", failed ? (j.failed_when || "") : "");
+      setText("job-failure-message", failed ? (j.status_message || "The job failed without a message.") : "");
+      show("job-notice", !failed && !!j.status_message && j.status_message !== j.state);
+      document.getElementById("job-notice").setAttribute("class", "banner banner-" + j.state);
+      setText("job-message", failed ? "" : (j.status_message || ""));
+      setText("job-started", j.start_time ? when(j.start_time) + (j.queued ? " (after " + j.queued + " queued)" : "") : "not yet");
+      setText("job-ended", j.end_time ? when(j.end_time) : "—");
+      setText("job-duration", j.duration || "—");
       const p = j.progress;
-      setText("job-progress", "epoch " + p.epoch + "/" + p.total_epochs + ", step " + p.step + "/" + p.total_steps + " (" + pct(p) + ")");
-      setText("job-loss", num(p.loss));
-      setText("job-sps", num(p.samples_per_second));
-      setText("job-message", j.status_message || "");
-      setText("job-checkpoint", j.checkpoint || "");
+      for (const r of ["row-progress", "row-loss", "row-sps"]) show(r, j.has_progress);
+      show("row-noprogress", !j.has_progress && j.state !== "pending");
+      setText("job-noprogress", j.progress_note || "");
+      if (j.has_progress) {
+        setText("job-progress", "epoch " + p.epoch + "/" + p.total_epochs + ", step " + p.step + "/" + p.total_steps + " (" + pct(p) + ")");
+        setBar(p.total_steps > 0 ? 100 * p.step / p.total_steps : 0);
+        setText("job-loss", num(p.loss));
+        setText("job-sps", finite(p.samples_per_second) ? Number(p.samples_per_second).toFixed(1) : "—");
+      } else {
+        setText("job-progress", ""); setText("job-loss", "—"); setText("job-sps", "—");
+      }
+      show("row-pending", (j.pending_reasons || []).length > 0);
       setList("job-pending", j.pending_reasons);
-      setList("job-exports", j.exports);
+      show("row-earlystop", !!j.early_stop);
+      setText("job-earlystop", j.early_stop || "");
+      setText("job-checkpoint", j.checkpoint || "none");
+      if ((j.exports || []).length > 0) setList("job-exports", j.exports); else setText("job-exports", "none");
       const mt = document.getElementById("job-metrics");
-      mt.replaceChildren(...Object.keys(j.metrics || {}).sort().map((k) => {
-        const tr = el("tr");
-        tr.append(el("th", {}, k), el("td", {}, num(j.metrics[k])));
-        return tr;
-      }));
+      const keys = Object.keys(j.metrics || {}).sort();
+      if (keys.length === 0) {
+        const tr = el("tr"); tr.appendChild(el("td", { class: "muted" }, "none reported"));
+        mt.replaceChildren(tr);
+      } else {
+        mt.replaceChildren(...keys.map((k) => {
+          const tr = el("tr");
+          tr.append(el("th", {}, k), el("td", {}, num(j.metrics[k])));
+          return tr;
+        }));
+      }
+      // The tables are read again when what they show has moved on (the page read
+      // them once when it opened).
+      if (lastState !== null) {
+        if (p.epoch !== lastEpoch || j.state !== lastState) loadEpochs();
+        if (j.checkpoint !== lastCkpt || j.state !== lastState) loadCheckpoints();
+      }
+      lastEpoch = p.epoch; lastCkpt = j.checkpoint; lastState = j.state;
     }
+    document.getElementById("loss-smooth").addEventListener("change", redraw);
     redraw();
-    const es = new EventSource("/api/jobs/" + encodeURIComponent(id) + "/events");
+    loadEpochs();
+    loadCheckpoints();
+    logViewer(id, root.getAttribute("data-logs") === "true");
+    const es = new EventSource(base + "/events");
     es.addEventListener("job", (ev) => {
       const msg = JSON.parse(ev.data);
       for (const p of msg.points || []) points.set(p.seq, p);
@@ -530,16 +932,18 @@
   }
 
   function jobRow(j) {
-    const tr = el("tr");
+    const tr = el("tr", { "data-state": j.state, "data-namespace": j.namespace });
     const link = el("a", { href: "/jobs/" + encodeURIComponent(j.id) }, j.id);
-    const idCell = el("td"); idCell.appendChild(link);
+    const idCell = el("td", { class: "nowrap" }); idCell.appendChild(link);
     const stateCell = el("td"); stateCell.appendChild(stateBadge(j.state));
-    const reasons = el("td");
-    for (const r of j.pending_reasons || []) reasons.appendChild(el("div", {}, r));
-    if (j.status_message) reasons.appendChild(el("div", {}, j.status_message));
+    const reasons = el("td", { class: "msg" });
+    for (const r of j.pending_reasons || []) reasons.appendChild(el("div", { title: r }, r));
+    if (j.status_message) reasons.appendChild(el("div", { title: j.status_message }, j.status_message));
     const p = j.progress;
-    tr.append(idCell, el("td", {}, j.namespace), el("td", {}, j.name), stateCell,
-      el("td", {}, "epoch " + p.epoch + "/" + p.total_epochs + " (" + pct(p) + ")"), el("td", {}, num(p.loss)), reasons);
+    tr.append(idCell, el("td", {}, j.namespace), el("td", {}, j.name), stateCell, el("td", {}, when(j.submit_time)),
+      el("td", { class: "n" }, j.duration || "—"),
+      el("td", { class: "nowrap" }, j.has_progress ? "epoch " + p.epoch + "/" + p.total_epochs + " (" + pct(p) + ")" : "—"),
+      el("td", { class: "n" }, j.has_progress ? num(p.loss) : "—"), reasons);
     return tr;
   }
 
@@ -577,9 +981,17 @@
     if (!root) return;
     switch (root.getAttribute("data-page")) {
       case "job": jobPage(root); break;
-      case "jobs":
-        refreshEvery(2000, async () => fill("jobs", (await getJSON("/api/jobs")).jobs.map(jobRow)));
+      case "jobs": {
+        const form = document.getElementById("jobs-filter");
+        for (const sel of form.querySelectorAll("select")) sel.addEventListener("change", () => form.submit());
+        refreshEvery(2000, async () => {
+          const resp = await getJSON("/api/jobs" + location.search);
+          fill("jobs", resp.jobs.map(jobRow));
+          const total = Object.values(resp.counts).reduce((a, b) => a + b, 0);
+          setText("jobs-shown", resp.jobs.length + " of " + total + " jobs");
+        });
         break;
+      }
       case "overview":
         refreshEvery(2000, async () => {
           const [jobs, nodes, peers] = await Promise.all([getJSON("/api/jobs"), getJSON("/api/nodes"), getJSON("/api/peers").catch(() => ({ peers: [] }))]);
