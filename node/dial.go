@@ -33,23 +33,21 @@ const retryServiceConfig = `{
 func clientOptions(creds credentials.TransportCredentials, token string) []grpc.DialOption {
 	opts := append(transportOptions(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)))
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(api.BearerToken(token)))
-	}
-	return opts
+	return append(opts, tokenOptions(token)...)
 }
 
 // dial opens one connection over the coordinators at addrs (DialCoordinators) with creds
 // and the node's token.
 func dial(addrs []string, creds credentials.TransportCredentials, token string) (*grpc.ClientConn, error) {
-	conn, err := DialCoordinators(addrs, creds, tokenOption(token)...)
+	conn, err := DialCoordinators(addrs, creds, tokenOptions(token)...)
 	if err != nil {
 		return nil, fmt.Errorf("node: dial %v: %w", addrs, err)
 	}
 	return conn, nil
 }
 
-func tokenOption(token string) []grpc.DialOption {
+// tokenOptions send token with every call; none when token is empty.
+func tokenOptions(token string) []grpc.DialOption {
 	if token == "" {
 		return nil
 	}

@@ -32,6 +32,9 @@ const (
 	FileCertTTL = pki.MaxCertTTL
 )
 
+// tlsDirField is the Config field ConfigErrors about TLS material name.
+const tlsDirField = "TLS.Dir"
+
 // caCommonName names the CA a bootstrapping coordinator creates.
 const caCommonName = "cohort cluster CA"
 
@@ -87,7 +90,7 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 		}
 		dir = filepath.Join(co.DataDir, "tls")
 	}
-	const field = "TLS.Dir"
+	const field = tlsDirField
 	fresh := !has(dir, pki.CACertFile) && !has(dir, pki.NodeCertFile) && !has(dir, pki.NodeKeyFile)
 	switch {
 	case has(dir, pki.CAKeyFile) || (fresh && co != nil && co.Bootstrap):
@@ -138,7 +141,7 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 // coordinator's certificate (kept in node.crt and node.key, renewed in process), and
 // writes the operator's admin credentials when they are missing or due for renewal.
 func loadCA(cfg *Config, dir string, log *slog.Logger) (*nodeTLS, error) {
-	const field = "TLS.Dir"
+	const field = tlsDirField
 	co := cfg.Coordinator
 	now := time.Now()
 	ca, created, err := pki.LoadOrCreateCA(dir, caCommonName, now)

@@ -22,7 +22,7 @@ import (
 // dial opens a client connection to a coordinator. address may list several
 // coordinators, comma-separated: the connection uses the first one that answers and
 // moves to another when it fails, and calls retry while no coordinator is available.
-// creds are the transport credentials (nil: plaintext; see clientDialOptions); extra
+// creds are the transport credentials (nil: plaintext; see clientCredentials); extra
 // adds dial options (an ACL token: tokenDialOptions).
 func dial(address string, creds credentials.TransportCredentials, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	var addrs []string

@@ -23,19 +23,6 @@ const tlsDirUsage = "TLS directory: for the CLI, the cluster CA and a client cer
 const insecureUsage = "turn TLS off: plaintext on every connection, even off loopback (logged every minute); " +
 	"without it a node with no certificate serves and calls only loopback addresses"
 
-// defaultTLSDir is ~/.config/cohort (under $XDG_CONFIG_HOME when set).
-func defaultTLSDir() string {
-	dir := os.Getenv("XDG_CONFIG_HOME")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return ""
-		}
-		dir = filepath.Join(home, ".config")
-	}
-	return filepath.Join(dir, "cohort")
-}
-
 // clientTLSDir is the TLS directory the CLI's calls use: --tls-dir, else COHORT_TLS_DIR,
 // else ~/.config/cohort when it holds client credentials; "" for plaintext. A directory
 // named explicitly must hold credentials (bad input otherwise).
@@ -45,7 +32,7 @@ func clientTLSDir(g *globalFlags) (string, error) {
 		dir, flag = os.Getenv("COHORT_TLS_DIR"), "COHORT_TLS_DIR"
 	}
 	if dir == "" {
-		if d := defaultTLSDir(); d != "" {
+		if d := configDir(); d != "" {
 			if _, _, _, ok := node.ClientTLSFiles(d); ok {
 				return d, nil
 			}

@@ -140,3 +140,34 @@ func TestTLSIssueBadInput(t *testing.T) {
 		t.Errorf("tls issue --role client wrote no client credentials in %s", out)
 	}
 }
+
+// TestClientTLSDirPrecedence: --tls-dir, else COHORT_TLS_DIR, else ~/.config/cohort when
+// it holds client credentials, else plaintext.
+func TestClientTLSDirPrecedence(t *testing.T) {
+	xdg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	t.Setenv("COHORT_TLS_DIR", "")
+	g := &globalFlags{}
+	if dir, err := clientTLSDir(g); err != nil || dir != "" {
+		t.Fatalf("nothing anywhere: %q, %v; want plaintext", dir, err)
+	}
+	home := filepath.Join(xdg, "cohort")
+	if _, err := node.IssueFiles(testCADir(t), home, node.AdminIdentity, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if dir, err := clientTLSDir(g); err != nil || dir != home {
+		t.Fatalf("credentials in ~/.config/cohort: %q, %v", dir, err)
+	}
+	env := t.TempDir()
+	if _, err := node.IssueFiles(testCADir(t), env, node.AdminIdentity, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("COHORT_TLS_DIR", env)
+	if dir, err := clientTLSDir(g); err != nil || dir != env {
+		t.Fatalf("COHORT_TLS_DIR: %q, %v", dir, err)
+	}
+	g.tlsDir, g.tlsDirSet = home, true
+	if dir, err := clientTLSDir(g); err != nil || dir != home {
+		t.Fatalf("--tls-dir: %q, %v", dir, err)
+	}
+}
