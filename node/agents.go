@@ -135,10 +135,10 @@ func agentNode(a AgentConfig, role cohortv1.NodeRole, log *slog.Logger) *cohortv
 }
 
 // startAgent runs a node agent until Shutdown: one connection over every coordinator
-// (presenting certs, when the node has TLS)
 // of join, failing over between them; any coordinator serves the agent (writes are
 // forwarded to the leader). With join empty it is this node's own coordinator, and
 // without Config.Token the agent presents a token minted by that coordinator's ACL.
+// With TLS the agent presents certs.
 func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner) error {
 	token := n.cfg.Token
 	if len(join) == 0 {

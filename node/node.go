@@ -123,15 +123,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.openStorage(ctx); err != nil {
 		return err
 	}
-	n.tls.runRenewals(n.runCtx, &n.serveWG)
-	if n.tls == nil && (len(n.plaintext) > 0 || (n.cfg.TLS != nil && n.cfg.TLS.Insecure)) {
-		log := n.log.With("component", "tls")
-		if len(n.plaintext) > 0 {
-			n.serveWG.Go(func() { warnInsecure(n.runCtx, log, n.plaintext) })
-		} else {
-			log.Warn("TLS is off (--insecure); every address this node uses is on loopback")
-		}
-	}
+	n.startTLS()
 	if n.cfg.Coordinator != nil {
 		if err := n.startCoordinator(); err != nil {
 			return err

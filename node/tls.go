@@ -62,8 +62,14 @@ type nodeTLS struct {
 	certs *pki.Reloader
 	// adminDir is where the operator's admin credentials are ("" when none were made).
 	adminDir string
-	// renewals are the in-process renewals Start runs.
-	renewals []func(context.Context)
+
+	// The in-process renewals of the certificates this node issued for itself: those
+	// issued before Start wait in pending; startRenewals runs them, and sets run, which
+	// runs the later ones (the agents') at once.
+	mu       sync.Mutex
+	pending  []func(context.Context)
+	run      func(func(context.Context))
+	renewing int // renewals running (tests)
 }
 
 // has reports whether dir holds the file name.
@@ -183,10 +189,21 @@ func (t *nodeTLS) issueLocal(id pki.Identity, hosts []string, save string, log *
 	if err != nil {
 		return nil, err
 	}
-	t.renewals = append(t.renewals, func(ctx context.Context) {
+	t.addRenewal(func(ctx context.Context) {
 		r.RenewLoop(ctx, func(context.Context) ([]byte, []byte, error) { return issue() }, nil)
 	})
 	return r, nil
+}
+
+// addRenewal runs renew once startRenewals has run, at once after.
+func (t *nodeTLS) addRenewal(renew func(context.Context)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.run != nil {
+		t.run(renew)
+		return
+	}
+	t.pending = append(t.pending, renew)
 }
 
 // ensureAdmin writes the operator's client credentials (admin.crt, admin.key; ca.crt is
@@ -248,14 +265,22 @@ func (t *nodeTLS) agentCerts(nodeID string, dataAddr string, log *slog.Logger) (
 	return t.issueLocal(pki.Identity{Name: nodeID, Role: pki.RoleAgent, ACLRole: "agent"}, hosts, "", log)
 }
 
-// runRenewals renews the certificates this node issued for itself until ctx ends.
-func (t *nodeTLS) runRenewals(ctx context.Context, wg *sync.WaitGroup) {
+// startRenewals renews the certificates this node issued for itself, and those it
+// issues from now on, until ctx ends; wg tracks the renewals.
+func (t *nodeTLS) startRenewals(ctx context.Context, wg *sync.WaitGroup) {
 	if t == nil {
 		return
 	}
-	for _, renew := range t.renewals {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.run = func(renew func(context.Context)) {
+		t.renewing++
 		wg.Go(func() { renew(ctx) })
 	}
+	for _, renew := range t.pending {
+		t.run(renew)
+	}
+	t.pending = nil
 }
 
 // serverCreds are the credentials of a gRPC server presenting certs that requires a
@@ -367,6 +392,21 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// startTLS starts what TLS needs while the node runs: the renewals of the certificates
+// it issues itself, or, for an Insecure node, its warnings.
+func (n *Node) startTLS() {
+	n.tls.startRenewals(n.runCtx, &n.serveWG)
+	if n.tls != nil || n.cfg.TLS == nil || !n.cfg.TLS.Insecure {
+		return
+	}
+	log := n.log.With("component", "tls")
+	if len(n.plaintext) == 0 {
+		log.Warn("TLS is off (--insecure); every address this node uses is on loopback")
+		return
+	}
+	n.serveWG.Go(func() { warnInsecure(n.runCtx, log, n.plaintext) })
 }
 
 // warnInsecure logs, now and then every insecureWarnInterval until ctx ends, that the

@@ -95,3 +95,26 @@ func TestInsecureWarnsEveryInterval(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
 }
+
+// TestLocalCertificatesAreRenewed: a CA-holding node renews every certificate it issues
+// itself, its coordinator's (issued by New) and its agents' (issued during Start).
+func TestLocalCertificatesAreRenewed(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DevConfig(2, 1, dir)
+	cfg.Coordinator.DataDir, cfg.Coordinator.Ephemeral = dir, true
+	cfg.Coordinator.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	n.tls.mu.Lock()
+	defer n.tls.mu.Unlock()
+	if n.tls.renewing != 4 || len(n.tls.pending) != 0 {
+		t.Errorf("%d renewals running, %d pending; want 4 (the coordinator, 3 agents), 0", n.tls.renewing, len(n.tls.pending))
+	}
+}
