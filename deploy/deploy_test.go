@@ -101,7 +101,7 @@ func recvName(fn *ast.FuncDecl) string {
 }
 
 // boolFlags may appear without "=value".
-var boolFlags = map[string]bool{"bootstrap": true}
+var boolFlags = map[string]bool{"bootstrap": true, "insecure": true}
 
 // invocation is one parsed `cohort ROLE --flag=value ...` command line.
 type invocation struct {

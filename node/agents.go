@@ -10,9 +10,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/cohort-dev/cohort/internal/agent"
 	"github.com/cohort-dev/cohort/internal/gpu"
+	"github.com/cohort-dev/cohort/internal/pki"
 	"github.com/cohort-dev/cohort/internal/psagent"
 	"github.com/cohort-dev/cohort/internal/tasklog"
 	"github.com/cohort-dev/cohort/paramserver"
@@ -46,7 +48,17 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	if err != nil {
 		return configErr("ParameterServers.DataAddr", p.DataAddr, err)
 	}
-	gs := grpc.NewServer(paramserver.ServerOptions()...)
+	certs, err := n.agentCerts(p.NodeID, p.DataAddr, log)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	sopts := paramserver.ServerOptions()
+	if certs != nil {
+		// Only node agents (workers) may reach the shards.
+		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(certs, pki.RoleAgent)))
+	}
+	gs := grpc.NewServer(sopts...)
 	ps.Register(gs)
 	n.serve(gs, lis)
 	runner, err := psagent.New(psagent.Config{Server: ps, Store: n.store, Logger: log, TaskLogs: router})
@@ -56,7 +68,7 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	node := agentNode(p.AgentConfig, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER, log)
 	node.DataAddress = lis.Addr().String()
 	n.data = append(n.data, node.DataAddress)
-	return n.startAgent(node, p.Join, log, runner)
+	return n.startAgent(node, p.Join, certs, log, runner)
 }
 
 func (n *Node) startWorker(w WorkerConfig) error {
@@ -71,12 +83,21 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	if c := int(node.GetCapacity().GetGpus()); c > 0 {
 		gpus = worker.NewGPUSet(gpu.DefaultLoadConfig(), c)
 	}
-	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
-		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus})
+	certs, err := n.agentCerts(w.NodeID, "", log)
 	if err != nil {
 		return err
 	}
-	return n.startAgent(node, w.Join, log, runner)
+	var shardDial []grpc.DialOption
+	if certs != nil {
+		// The worker presents its certificate to the shards and accepts only node agents.
+		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(n.tls.clientCreds(certs, pki.RoleAgent))}
+	}
+	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
+		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial})
+	if err != nil {
+		return err
+	}
+	return n.startAgent(node, w.Join, certs, log, runner)
 }
 
 // taskLogs writes the tasks' logs to storage (`cohort job logs`).
@@ -93,6 +114,19 @@ func (n *Node) agentRegisterer(nodeID string) prometheus.Registerer {
 	return n.reg
 }
 
+// agentCerts is the certificate node agent nodeID presents (see nodeTLS.agentCerts); nil
+// without TLS.
+func (n *Node) agentCerts(nodeID, dataAddr string, log *slog.Logger) (*pki.Reloader, error) {
+	if n.tls == nil {
+		return nil, nil
+	}
+	certs, err := n.tls.agentCerts(nodeID, dataAddr, log.With("component", "tls"))
+	if err != nil {
+		return nil, fmt.Errorf("node agent %s: certificate: %w", nodeID, err)
+	}
+	return certs, nil
+}
+
 // agentNode is the node record an agent registers.
 func agentNode(a AgentConfig, role cohortv1.NodeRole, log *slog.Logger) *cohortv1.Node {
 	capacity := nodeGPUs(a.GPUs, gpu.Discover, log)
@@ -104,7 +138,8 @@ func agentNode(a AgentConfig, role cohortv1.NodeRole, log *slog.Logger) *cohortv
 // of join, failing over between them; any coordinator serves the agent (writes are
 // forwarded to the leader). With join empty it is this node's own coordinator, and
 // without Config.Token the agent presents a token minted by that coordinator's ACL.
-func (n *Node) startAgent(node *cohortv1.Node, join []string, log *slog.Logger, runner agent.Runner) error {
+// With TLS the agent presents certs.
+func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner) error {
 	token := n.cfg.Token
 	if len(join) == 0 {
 		join = []string{n.grpcAddr}
@@ -112,7 +147,11 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, log *slog.Logger, 
 			token = n.acl.agentToken(node.GetId()) // this coordinator's ACL, when on
 		}
 	}
-	conn, err := dial(join, token)
+	var creds credentials.TransportCredentials
+	if certs != nil {
+		creds = n.tls.clientCreds(certs, pki.RoleCoordinator)
+	}
+	conn, err := dial(join, creds, token)
 	if err != nil {
 		return err
 	}

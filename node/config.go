@@ -45,15 +45,32 @@ type Config struct {
 	// Logger receives every role's logs (nil: slog.Default()).
 	Logger *slog.Logger
 
-	// TLS is reserved for the [security] issue: certificates for the gRPC API, Raft,
-	// forwarding, node agents and shards. It has no effect yet; every connection is
-	// plaintext, as before.
+	// TLS is where the node's certificates are: every connection it serves or opens (the
+	// gRPC API, Raft, forwarding and joins, node agents to coordinators, workers to
+	// parameter-server shards) is then mutual TLS. nil is the zero TLSConfig.
 	TLS *TLSConfig
 }
 
-// TLSConfig is reserved for the [security] issue (a cluster CA, node certificates,
-// mutual TLS on every connection). No field is read yet.
-type TLSConfig struct{}
+// TLSConfig is where a node's TLS material lives. A node with material serves and calls
+// over mutual TLS only; a node without it speaks plaintext, which it refuses off loopback
+// unless Insecure.
+type TLSConfig struct {
+	// Dir holds ca.crt (the cluster CA's certificate), node.crt and node.key (this
+	// node's certificate chain and key, role coordinator for a coordinator, agent for a
+	// node agent). A coordinator that holds the CA also keeps ca.key there (mode 0600):
+	// it then issues its own certificate (and its in-process agents') at every start,
+	// renews them in process, and writes an admin client certificate for the operator
+	// (admin.crt, admin.key). A coordinator that bootstraps with an empty Dir creates the
+	// CA there.
+	//
+	// Empty: <Coordinator.DataDir>/tls for a coordinator (when it holds no material
+	// and does not bootstrap, it runs without TLS); no TLS for a node agent.
+	Dir string
+	// Insecure turns TLS off: every connection is plaintext, even off loopback (and
+	// even with material in Dir). A node that serves or calls a non-loopback address
+	// this way logs a warning every minute.
+	Insecure bool
+}
 
 // CoordinatorConfig is the coordinator role: one Raft voter.
 type CoordinatorConfig struct {
@@ -190,8 +207,10 @@ func DefaultParameterServerConfig() ParameterServerConfig {
 
 // DevConfig is `cohort dev`: a single-voter coordinator that bootstraps (gRPC on
 // 127.0.0.1:7070, HTTP on 127.0.0.1:7071), ps parameter-server agents and workers worker
-// agents, all on loopback in one process, with storage in dataDir/storage and coordinator state in dataDir/coordinator. The
-// machine's CPUs and memory are shared out among the agents; no GPUs are offered.
+// agents, all on loopback in one process, with storage in dataDir/storage, coordinator
+// state in dataDir/coordinator, and the cluster CA and the operator's client credentials
+// in dataDir/tls. The machine's CPUs and memory are shared out among the agents; no GPUs
+// are offered.
 func DevConfig(workers, ps int, dataDir string) Config {
 	cfg := DefaultConfig()
 	c := DefaultCoordinatorConfig()
@@ -202,6 +221,9 @@ func DevConfig(workers, ps int, dataDir string) Config {
 	cfg.Coordinator = &c
 	cfg.HTTPAddr = "127.0.0.1:7071"
 	cfg.Storage.Dir = filepath.Join(dataDir, "storage")
+	// Its own CA, kept across runs (the operator's credentials stay valid), and mutual
+	// TLS on every connection, as in a real cluster.
+	cfg.TLS = &TLSConfig{Dir: filepath.Join(dataDir, "tls")}
 	ncpu := int64(runtime.NumCPU())
 	mem := TotalMemory() / int64(max(1, ps+workers))
 	for i := range ps {
@@ -296,13 +318,7 @@ func (c *Config) validate() error {
 				fmt.Errorf("must be at least %s (three node-agent heartbeat intervals)", 3*hb))
 		}
 	}
-	agents := make([]AgentConfig, 0, len(c.Workers)+len(c.ParameterServers))
-	for _, w := range c.Workers {
-		agents = append(agents, w.AgentConfig)
-	}
-	for _, p := range c.ParameterServers {
-		agents = append(agents, p.AgentConfig)
-	}
+	agents := agentsOf(c)
 	for _, a := range agents {
 		switch {
 		case a.NodeID == "":
@@ -317,4 +333,16 @@ func (c *Config) validate() error {
 		return configErr("Storage", "", errors.New("node agents need storage (Dir or S3)"))
 	}
 	return nil
+}
+
+// agentsOf lists the node agents of c, workers first.
+func agentsOf(c *Config) []AgentConfig {
+	agents := make([]AgentConfig, 0, len(c.Workers)+len(c.ParameterServers))
+	for _, w := range c.Workers {
+		agents = append(agents, w.AgentConfig)
+	}
+	for _, p := range c.ParameterServers {
+		agents = append(agents, p.AgentConfig)
+	}
+	return agents
 }

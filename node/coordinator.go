@@ -10,10 +10,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/coordinator/server"
+	"github.com/cohort-dev/cohort/internal/pki"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -60,6 +62,9 @@ func (n *Node) startCoordinator() error {
 	scfg.HeartbeatTTL = co.HeartbeatTTL
 	scfg.Logger = log.With("role", "coordinator")
 	scfg.Registry = n.reg
+	if n.tls != nil {
+		scfg.RaftTLS = &server.TLSConfig{CA: n.tls.pool, Certs: n.tls.certs}
+	}
 	if co.Mutate != nil {
 		co.Mutate(&scfg)
 	}
@@ -79,7 +84,7 @@ func (n *Node) startCoordinator() error {
 	}
 
 	// The forwarder carries no token of its own: a forwarded call carries its caller's.
-	fwd := api.NewLeaderForwarder(srv, clientOptions("")...)
+	fwd := api.NewLeaderForwarder(srv, clientOptions(n.coordinatorCreds(), "")...)
 	n.onStop(fwd.Close)
 	parse := co.ParseSpec
 	if parse == nil {
@@ -92,13 +97,29 @@ func (n *Node) startCoordinator() error {
 	if co.ACLTokensFile != "" {
 		n.acl = newNodeACL(co.ACLTokensFile, n.tokens, parse, srv.State, log.With("role", "acl"))
 	}
-	gs := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)},
-		n.acl.serverOptions()...)...)
+	sopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)}
+	if n.tls != nil {
+		// Every caller presents a certificate from the cluster CA; its role decides which
+		// RPCs it may call (before the ACL's token check, when ACLs are on).
+		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(n.tls.certs)))
+		sopts = append(sopts, api.CertRoleServerOptions(log.With("role", "api"))...)
+	}
+	gs := grpc.NewServer(append(sopts, n.acl.serverOptions()...)...)
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
 	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))
+	n.gs = gs
 	n.serve(gs, glis)
 	return nil
+}
+
+// coordinatorCreds are the client credentials of the coordinator's own calls (forwarding,
+// joins, the dashboard's reads): its certificate, to coordinators only; nil without TLS.
+func (n *Node) coordinatorCreds() credentials.TransportCredentials {
+	if n.tls == nil {
+		return nil
+	}
+	return n.tls.clientCreds(n.tls.certs, pki.RoleCoordinator)
 }
 
 // join adds a new voter to the cluster of Coordinator.Join; a voter with state (a
@@ -115,7 +136,7 @@ func (n *Node) join(ctx context.Context) error {
 	var resp *cohortv1.JoinResponse
 	var err error
 	for back := 200 * time.Millisecond; ; back = min(2*back, 2*time.Second) {
-		resp, err = api.JoinCluster(jctx, co.Join, req, clientOptions(n.cfg.Token)...)
+		resp, err = api.JoinCluster(jctx, co.Join, req, clientOptions(n.coordinatorCreds(), n.cfg.Token)...)
 		if err == nil || refusedJoin(err) || status.Code(err) == codes.FailedPrecondition {
 			break
 		}

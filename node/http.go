@@ -51,7 +51,7 @@ func (n *Node) startHTTP() error {
 			fmt.Fprintln(w, "ok")
 		})
 		// The dashboard reads the cluster through this coordinator's own gRPC API.
-		conn, err := dial([]string{n.grpcAddr}, n.acl.dashboardToken(n.cfg.Coordinator.NodeID))
+		conn, err := dial([]string{n.grpcAddr}, n.coordinatorCreds(), n.acl.dashboardToken(n.cfg.Coordinator.NodeID))
 		if err != nil {
 			_ = hl.Close()
 			return fmt.Errorf("dashboard: %w", err)

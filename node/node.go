@@ -43,6 +43,9 @@ type Node struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	tokens []api.Token // the ACL tokens, loaded by New
+	tls    *nodeTLS    // the TLS material, loaded by New; nil without TLS
+	// plaintext are the non-loopback addresses an Insecure node serves or calls.
+	plaintext []string
 
 	runCtx context.Context // the running roles' context; cancelled by Shutdown
 	cancel context.CancelFunc
@@ -51,6 +54,7 @@ type Node struct {
 	rawStore storage.Blob // as opened
 	store    storage.Blob // instrumented: what the roles use
 	srv      *server.Server
+	gs       *grpc.Server // the coordinator's gRPC API
 	acl      *nodeACL
 	grpcAddr string
 	httpAddr string
@@ -85,6 +89,16 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.tokens = tokens
 	}
+	tlsm, err := loadTLS(&cfg, n.log.With("component", "tls"))
+	if err != nil {
+		return nil, err
+	}
+	n.tls = tlsm
+	if tlsm == nil {
+		if n.plaintext, err = checkPlaintext(&cfg); err != nil {
+			return nil, err
+		}
+	}
 	n.runCtx, n.cancel = context.WithCancel(context.Background())
 	return n, nil
 }
@@ -109,6 +123,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.openStorage(ctx); err != nil {
 		return err
 	}
+	n.startTLS()
 	if n.cfg.Coordinator != nil {
 		if err := n.startCoordinator(); err != nil {
 			return err

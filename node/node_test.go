@@ -14,10 +14,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/cohort-dev/cohort/coordinator/api"
+	"github.com/cohort-dev/cohort/internal/pki"
 	"github.com/cohort-dev/cohort/node"
 	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -53,14 +53,25 @@ func waitStatus(t *testing.T, url string, want int) {
 	}
 }
 
-func conn(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+// conn dials addr with the client credentials in tlsDir.
+func conn(t *testing.T, addr, tlsDir string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	creds, err := node.ClientTLSCredentials(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// agentTLSDir issues node agent nodeID a certificate from the CA of coordinator node n.
+func agentTLSDir(t *testing.T, n *node.Node, nodeID string) string {
+	t.Helper()
+	return nodetest.IssueTLSDir(t, n.ClientTLSDir(), pki.Identity{Name: nodeID, Role: pki.RoleAgent, ACLRole: "agent"})
 }
 
 func start(t *testing.T, cfg node.Config) *node.Node {
@@ -100,7 +111,7 @@ func TestDevNode(t *testing.T) {
 	if code, body := get(t, "http://"+c.HTTPAddr+"/metrics"); code != http.StatusOK || !strings.Contains(body, `node="dev-worker-1"`) {
 		t.Errorf("GET /metrics: %d, want the workers' metrics labelled by node", code)
 	}
-	cc := conn(t, c.GRPCAddr)
+	cc := conn(t, c.GRPCAddr, c.TLSDir)
 	peers, err := cohortv1.NewClusterServiceClient(cc).ListPeers(ctx, &cohortv1.ListPeersRequest{})
 	if err != nil || len(peers.GetPeers()) != 1 || !peers.GetPeers()[0].GetLeader() || peers.GetPeers()[0].GetGrpcAddress() != c.GRPCAddr {
 		t.Fatalf("ListPeers: %v, %v; want the dev coordinator, leading, at %s", peers, err, c.GRPCAddr)
@@ -131,6 +142,7 @@ func TestRolesInSeparateNodes(t *testing.T) {
 	w := node.DefaultWorkerConfig()
 	w.NodeID, w.Join, w.GPUs = "w1", []string{coord.GRPCAddr()}, 0
 	wcfg.Workers, wcfg.Storage.Dir, wcfg.HTTPAddr = []node.WorkerConfig{w}, t.TempDir(), "127.0.0.1:0"
+	wcfg.TLS = &node.TLSConfig{Dir: agentTLSDir(t, coord, "w1")}
 	wn := start(t, wcfg)
 	if code, _ := get(t, "http://"+wn.HTTPAddr()+"/healthz"); code != http.StatusOK {
 		t.Errorf("worker /healthz: %d", code)
@@ -172,7 +184,7 @@ func TestCoordinatorACL(t *testing.T) {
 		if secret != "" {
 			opts = append(opts, grpc.WithPerRPCCredentials(api.BearerToken(secret)))
 		}
-		_, err := cohortv1.NewJobServiceClient(conn(t, n.GRPCAddr(), opts...)).ListNodes(ctx, &cohortv1.ListNodesRequest{})
+		_, err := cohortv1.NewJobServiceClient(conn(t, n.GRPCAddr(), n.ClientTLSDir(), opts...)).ListNodes(ctx, &cohortv1.ListNodesRequest{})
 		return err
 	}
 	if err := list(""); status.Code(err) != codes.Unauthenticated {
@@ -198,6 +210,7 @@ func TestCoordinatorACL(t *testing.T) {
 	w := node.DefaultWorkerConfig()
 	w.NodeID, w.Join, w.GPUs = "remote-worker", []string{n.GRPCAddr()}, 0
 	wcfg.Workers, wcfg.Storage.Dir, wcfg.Token = []node.WorkerConfig{w}, t.TempDir(), agentSecret
+	wcfg.TLS = &node.TLSConfig{Dir: agentTLSDir(t, n, "remote-worker")}
 	if err := start(t, wcfg).WaitReady(ctx); err != nil {
 		t.Fatalf("a worker with the agent token: %v", err)
 	}

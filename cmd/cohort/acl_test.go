@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cohort-dev/cohort/node"
 )
 
 const (
@@ -40,6 +42,7 @@ func writeTokensFile(t *testing.T, dir string) string {
 func startACLCoordinator(t *testing.T, tokensFile string) (grpcAddr, httpURL string) {
 	t.Helper()
 	dir := t.TempDir()
+	withTestCA(t, filepath.Join(dir, "c1"))
 	grpcAddr, httpAddr := freePort(t), freePort(t)
 	root := newRootCmd()
 	root.SetArgs([]string{"coordinator", "--node-id", "c1", "--data-dir", filepath.Join(dir, "c1"),
@@ -145,7 +148,7 @@ func TestCoordinatorACLs(t *testing.T) {
 
 	// A worker with the agent token registers (its /readyz turns 200).
 	agentCtx, stopAgent := context.WithCancel(context.Background())
-	f := &nodeAgentFlags{
+	f := &nodeAgentFlags{tls: &node.TLSConfig{Dir: agentTLSDir(t, "acl-worker")},
 		nodeID: "acl-worker", join: addr, storageDir: t.TempDir(), cpuMillis: 1000, memory: 1 << 30,
 		httpAddr: healthFreeAddr(t), logLevel: "error", token: aclAgentSecret,
 	}

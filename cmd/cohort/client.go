@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/cohort-dev/cohort/node"
@@ -21,8 +22,9 @@ import (
 // dial opens a client connection to a coordinator. address may list several
 // coordinators, comma-separated: the connection uses the first one that answers and
 // moves to another when it fails, and calls retry while no coordinator is available.
-// extra adds dial options (an ACL token: tokenDialOptions).
-func dial(address string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
+// creds are the transport credentials (nil: plaintext; see clientCredentials); extra
+// adds dial options (an ACL token: tokenDialOptions).
+func dial(address string, creds credentials.TransportCredentials, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	var addrs []string
 	for _, a := range strings.Split(address, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -32,7 +34,7 @@ func dial(address string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if len(addrs) == 0 {
 		return nil, usageErr("--address: no coordinator address given")
 	}
-	conn, err := node.DialCoordinators(addrs, extra...)
+	conn, err := node.DialCoordinators(addrs, creds, extra...)
 	if err != nil {
 		return nil, usageErr("--address %q: %v", address, err)
 	}
@@ -209,12 +211,17 @@ func formatMetrics(m map[string]float64) string {
 }
 
 // connect validates the output flag and dials the coordinators named by --address,
+// presenting the client certificate of --tls-dir / COHORT_TLS_DIR / ~/.config/cohort and
 // sending the ACL token of --token / COHORT_TOKEN / the config file.
 func connect(g *globalFlags) (*grpc.ClientConn, error) {
 	if err := checkOutput(g); err != nil {
 		return nil, err
 	}
-	return dial(g.address, tokenDialOptions(g.token)...)
+	creds, err := clientCredentials(g)
+	if err != nil {
+		return nil, err
+	}
+	return dial(g.address, creds, tokenDialOptions(g.token)...)
 }
 
 // checkOutput validates the -o flag (table, json or yaml; see normalizeOutput).

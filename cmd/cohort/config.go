@@ -33,15 +33,25 @@ func configPath() (path string, explicit bool) {
 	if p := os.Getenv("COHORT_CONFIG"); p != "" {
 		return p, true
 	}
+	dir := configDir()
+	if dir == "" {
+		return "", false
+	}
+	return filepath.Join(dir, "config.yaml"), false
+}
+
+// configDir is the CLI's configuration directory: $XDG_CONFIG_HOME/cohort, else
+// ~/.config/cohort ("" without a home directory).
+func configDir() string {
 	dir := os.Getenv("XDG_CONFIG_HOME")
 	if dir == "" {
 		home, err := os.UserHomeDir()
 		if err != nil {
-			return "", false
+			return ""
 		}
 		dir = filepath.Join(home, ".config")
 	}
-	return filepath.Join(dir, "cohort", "config.yaml"), false
+	return filepath.Join(dir, "cohort")
 }
 
 // loadCLIConfigFrom reads the configuration file at path; explicit says whether the user

@@ -38,6 +38,8 @@ type coordinatorFlags struct {
 
 	aclTokensFile string
 	token         string // the global --token: sent with Join (needs an admin token when ACLs are on)
+	insecure      bool
+	tls           *node.TLSConfig // from --tls-dir and --insecure
 }
 
 func newCoordinatorCmd(g *globalFlags) *cobra.Command {
@@ -52,6 +54,13 @@ address of one or more running coordinators. A restarted voter finds its state i
 --data-dir and needs neither. Any coordinator accepts every call and forwards writes
 to the leader.
 
+Every connection (gRPC API, Raft, forwarding, joins) is mutual TLS. The first voter
+creates the cluster CA in --data-dir/tls and writes the operator's client credentials
+there (admin.crt, admin.key; it prints where). A joining voter needs a certificate of
+role coordinator in its --data-dir/tls (or --tls-dir): 'cohort tls issue', or a copy of
+the CA (ca.crt, ca.key), from which it issues its own. Without a certificate, only
+loopback addresses are served, unless --insecure.
+
 With --acl-tokens-file every gRPC call needs a token (role read, submit, admin or
 agent) and the dashboard asks for one; give every coordinator the same file, and a
 joining coordinator an admin token (--token or COHORT_TOKEN). kill -HUP reloads the
@@ -62,7 +71,7 @@ file. /metrics and /healthz stay open.`,
     --grpc-addr 10.0.0.2:7070 --http-addr 10.0.0.2:7071 --join 10.0.0.1:7070`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token = g.token
+			f.token, f.tls = g.token, nodeTLSConfig(g, f.insecure)
 			return runCoordinator(cmd.Context(), f)
 		},
 	}
@@ -78,6 +87,7 @@ file. /metrics and /healthz stay open.`,
 	fl.StringVar(&f.gossipJoin, "gossip-join", "", "comma-separated gossip addresses of other coordinators")
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key of 16, 24 or 32 bytes (env COHORT_GOSSIP_KEY)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	fl.BoolVar(&f.insecure, "insecure", false, insecureUsage)
 	fl.StringVar(&f.aclTokensFile, "acl-tokens-file", "", "YAML list of ACL tokens (name, secret or secret_sha256, role read|submit|admin|agent, namespaces); every call then needs a token, reloaded on SIGHUP (empty: ACLs off)")
 	f.logs.register(cmd)
 	d := node.DefaultCoordinatorConfig()
@@ -181,6 +191,7 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 	co.RaftHeartbeatTimeout, co.RaftElectionTimeout, co.RaftLeaderLeaseTimeout = f.raftHeartbeat, f.raftElection, f.raftLeaderLease
 	co.ACLTokensFile = f.aclTokensFile
 	cfg.Coordinator, cfg.HTTPAddr, cfg.Storage, cfg.Logger, cfg.Token = &co, f.httpAddr, logs, logger, f.token
+	cfg.TLS = f.tls
 	cfg.Gossip = node.GossipConfig{BindAddr: f.gossipAddr, Seeds: splitList(f.gossipJoin), Key: key}
 	if f.aclTokensFile == "" {
 		logger.With("role", "acl").Warn("ACLs are off: anyone who reaches the gRPC API may submit, cancel and administer; " +
@@ -204,6 +215,7 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 	}
 	fmt.Fprintf(os.Stderr, "cohort coordinator %s: raft %s, grpc %s, metrics http://%s/metrics\n",
 		f.nodeID, n.RaftAddr(), n.GRPCAddr(), n.HTTPAddr())
+	printClientCredentials(n)
 	<-ctx.Done()
 	logger.Info("shutting down")
 	return n.Shutdown(context.Background())
@@ -214,6 +226,7 @@ var coordinatorFlagOf = map[string]string{
 	"Coordinator.GRPCAddr": "--grpc-addr", "HTTPAddr": "--http-addr", "Coordinator.DataDir": "--data-dir",
 	"Coordinator.ACLTokensFile": "--acl-tokens-file", "Coordinator.HeartbeatTTL": "--node-heartbeat-ttl",
 	"Storage.Dir": "--storage-dir", "Storage.S3": "--s3-endpoint/--s3-bucket",
+	"Coordinator.RaftAddr": "--raft-addr", "Coordinator.Join": "--join", "TLS.Dir": "--tls-dir",
 }
 
 // startNode builds a node from cfg and starts it. An error about a Config field is bad

@@ -35,7 +35,10 @@ func newDevCmd(g *globalFlags) *cobra.Command {
 		Use:   "dev",
 		Short: "Run an embedded cluster in one process (coordinator, parameter servers, workers, local storage)",
 		Long: `dev runs a single-voter coordinator, N parameter-server nodes and M worker nodes in one
-process, all talking real gRPC over loopback, with a local storage directory.
+process, all talking real gRPC over loopback, with a local storage directory. Every
+connection is mutual TLS, as in a real cluster: the cluster CA and the operator's client
+credentials live in DATA_DIR/tls (kept across runs); dev prints the line that points the
+CLI at them (export COHORT_TLS_DIR=...).
 
 Without --run it serves until interrupted (submit jobs with 'cohort job submit').
 With --run FILE it runs that one job to the end, prints per-epoch progress on stderr and
@@ -45,7 +48,7 @@ the result object as the last line on stdout, and exits 0 only if the job succee
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), g, f) },
 	}
-	cmd.Flags().StringVar(&f.dataDir, "data-dir", "cohort-data", "directory for storage (checkpoints, exports) and coordinator state")
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", "cohort-data", "directory for storage (checkpoints, exports), coordinator state and the cluster CA (tls/)")
 	cmd.Flags().IntVar(&f.workers, "workers", 2, "number of worker nodes")
 	cmd.Flags().IntVar(&f.ps, "ps", 2, "number of parameter-server nodes")
 	cmd.Flags().StringVar(&f.grpcAddr, "grpc-addr", "", "coordinator gRPC address (default 127.0.0.1:7070; with --run a free loopback port)")
@@ -126,10 +129,15 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 		}
 		fmt.Fprintf(os.Stderr, "cohort dev: coordinator on %s, metrics on http://%s/metrics, storage in %s; Ctrl-C to stop\n",
 			n.GRPCAddr(), n.HTTPAddr(), storageIn)
+		printClientCredentials(n)
 		<-ctx.Done()
 		return nil
 	}
-	conn, err := dial(n.GRPCAddr())
+	creds, err := node.ClientTLSCredentials(n.ClientTLSDir())
+	if err != nil {
+		return err
+	}
+	conn, err := dial(n.GRPCAddr(), creds)
 	if err != nil {
 		return err
 	}
@@ -140,7 +148,7 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 // devFlagOf names the dev flag that sets a node.Config field.
 var devFlagOf = map[string]string{
 	"Coordinator.GRPCAddr": "--grpc-addr", "HTTPAddr": "--http-addr", "Coordinator.DataDir": "--data-dir",
-	"Storage.Dir": "--data-dir", "Storage.S3": "--s3-endpoint/--s3-bucket",
+	"Storage.Dir": "--data-dir", "Storage.S3": "--s3-endpoint/--s3-bucket", "TLS.Dir": "--data-dir",
 }
 
 // checkLocalInputs makes sure the spec's local file:// inputs exist before a job is

@@ -71,8 +71,8 @@ func runJob(t *testing.T, spec []byte, workers, ps int) (*cohortv1.Job, *nodetes
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: workers, PS: ps, Logger: testLogger(t)})
-	conn, err := dial(c.GRPCAddr)
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: workers, PS: ps, Logger: testLogger(t)})
+	conn, err := dial(c.GRPCAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,14 @@ func TestSyncWorkersMatchOneWorkerWithLargerBatch(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	os.Exit(m.Run())
+	cleanup, err := setupTestPKI()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test CA:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
 
 // TestDevRunBadInput runs the CLI in-process and checks that bad input exits 2 with a
@@ -394,8 +401,8 @@ func startCluster(t *testing.T, workers, ps int) (*nodetest.Cluster, cohortv1.Jo
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: workers, PS: ps, Logger: testLogger(t)})
-	conn, err := dial(c.GRPCAddr)
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: workers, PS: ps, Logger: testLogger(t)})
+	conn, err := dial(c.GRPCAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -666,7 +673,7 @@ func TestDevTrainsOnS3(t *testing.T) {
 	cfg := srv.Config()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 2, PS: 2, Logger: testLogger(t), S3: &cfg})
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 2, PS: 2, Logger: testLogger(t), S3: &cfg})
 	csv, err := os.ReadFile(repoPath(t, "jobs/data/attrition-sample.csv"))
 	if err != nil {
 		t.Fatal(err)
@@ -679,7 +686,7 @@ func TestDevTrainsOnS3(t *testing.T) {
 		t.Fatalf("data URI %s", dataURI)
 	}
 	spec := exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), dataURI, "epochs: 30", "epochs: 4")
-	conn, err := dial(c.GRPCAddr)
+	conn, err := dial(c.GRPCAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/cohort-dev/cohort/coordinator/clustertest"
 	"github.com/cohort-dev/cohort/coordinator/server"
@@ -35,6 +36,9 @@ type elasticCluster struct {
 	store    storage.Blob
 	log      *slog.Logger
 	observe  func(node string, r *cohortv1.TaskReport)
+	// agentDial are the node agents' dial options to the coordinator (an agent
+	// certificate).
+	agentDial []grpc.DialOption
 
 	mu      sync.Mutex
 	workers map[string]*elasticWorker
@@ -70,7 +74,7 @@ func startElasticCluster(t *testing.T, ctx context.Context, shards int, observe 
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	coordinators := clustertest.TestCluster(t, 1, clustertest.Options{
-		Logger: log, ParseSpec: node.ParseJobSpec,
+		Logger: log, ParseSpec: node.ParseJobSpec, CA: testCA(t),
 		Mutate: func(c *server.Config) { c.HeartbeatTTL, c.RaftLogLevel = elasticHeartbeatTTL, slog.LevelError },
 	})
 	grpcAddr := coordinators.Nodes[0].GRPCAddr
@@ -78,6 +82,7 @@ func startElasticCluster(t *testing.T, ctx context.Context, shards int, observe 
 	// The parameter-server nodes: one process's node agents, as `cohort paramserver` runs them.
 	cfg := node.DefaultConfig()
 	cfg.Storage.Dir, cfg.Logger, cfg.HeartbeatInterval = t.TempDir(), log, elasticHeartbeatTTL/10
+	cfg.TLS = &node.TLSConfig{Dir: agentTLSDir(t, "ps")}
 	for i := range shards {
 		cfg.ParameterServers = append(cfg.ParameterServers, node.ParameterServerConfig{DataAddr: "127.0.0.1:0",
 			AgentConfig: node.AgentConfig{NodeID: fmt.Sprintf("ps-%d", i), Join: []string{grpcAddr}, CPUMillis: 1000, MemoryBytes: 1 << 30}})
@@ -95,7 +100,7 @@ func startElasticCluster(t *testing.T, ctx context.Context, shards int, observe 
 	}
 
 	c := &elasticCluster{t: t, ctx: ctx, grpcAddr: grpcAddr, store: ps.Store(), log: log, observe: observe,
-		workers: map[string]*elasticWorker{}}
+		workers: map[string]*elasticWorker{}, agentDial: coordinators.AgentDialOptions()}
 	t.Cleanup(c.wg.Wait)
 	return c
 }
@@ -103,7 +108,7 @@ func startElasticCluster(t *testing.T, ctx context.Context, shards int, observe 
 // startAgent runs a node agent until ctx ends and waits for it to register.
 func (c *elasticCluster) startAgent(ctx context.Context, node *cohortv1.Node, log *slog.Logger, runner agent.Runner) {
 	c.t.Helper()
-	conn, err := dial(c.grpcAddr)
+	conn, err := dial(c.grpcAddr, nil, c.agentDial...) // the agent certificate replaces plaintext
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -148,7 +153,7 @@ func (c *elasticCluster) addWorkerNode(name string, cpuMillis int64) *elasticWor
 		c.t.Fatal(err)
 	}
 	r, err := worker.NewRunner(worker.RunnerConfig{Store: c.store, Logger: nlog, Metrics: wm, DataRoots: nodetest.TestDataRoots(),
-		Observer: func(rep *cohortv1.TaskReport) { c.observe(name, rep) }})
+		Observer: func(rep *cohortv1.TaskReport) { c.observe(name, rep) }, DialOptions: shardDialOptions(c.t, name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -282,7 +287,7 @@ func testElasticWorkerLoss(t *testing.T, loseChief bool) {
 	c := startElasticCluster(t, ctx, 2, observe)
 	nodes := map[string]*elasticWorker{"w-0": c.addWorker("w-0"), "w-1": c.addWorker("w-1")}
 
-	conn, err := dial(c.grpcAddr)
+	conn, err := dial(c.grpcAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +421,7 @@ func TestElasticGrowthKeepsTheTrajectory(t *testing.T) {
 		c := startElasticCluster(t, ctx, 2, func(string, *cohortv1.TaskReport) {})
 		c.addWorkerNode("w-0", cpuMillis)
 		c.addWorkerNode("w-1", cpuMillis)
-		conn, err := dial(c.grpcAddr)
+		conn, err := dial(c.grpcAddr, testCreds(t))
 		if err != nil {
 			t.Fatal(err)
 		}

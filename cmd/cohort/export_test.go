@@ -363,8 +363,8 @@ func TestExportAndServeOnS3(t *testing.T) {
 	cfg := srv.Config()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 1, PS: 1, Logger: testLogger(t), S3: &cfg})
-	conn, err := dial(c.GRPCAddr)
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 1, PS: 1, Logger: testLogger(t), S3: &cfg})
+	conn, err := dial(c.GRPCAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}

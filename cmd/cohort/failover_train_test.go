@@ -30,6 +30,11 @@ func startAgentProc(t *testing.T, bin, logPath string, env []string, args ...str
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !slices.Contains(args, "--tls-dir") && !slices.Contains(args, "--insecure") {
+		if i := slices.Index(args, "--node-id"); i >= 0 && i+1 < len(args) {
+			args = append(args, "--tls-dir", agentTLSDir(t, args[i+1])) // an agent certificate from the test CA
+		}
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
@@ -101,12 +106,24 @@ spec:
   checkpoint: {everySteps: 500, keep: 2}
   export: {formats: [safetensors]}
 `, store.URI("datasets/attrition.csv"))
-	conn, err := dial(addrs)
+	conn, err := dial(addrs, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	jobs := cohortv1.NewJobServiceClient(conn)
+	// The agent processes start (and make their TLS connections) while this runs: a job
+	// submitted before they registered would never fit.
+	waitFor(t, "the node agents to register", time.Minute, func() error {
+		r, err := jobs.ListNodes(ctx, &cohortv1.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		if len(r.GetNodes()) < 2 {
+			return fmt.Errorf("%d nodes registered", len(r.GetNodes()))
+		}
+		return nil
+	})
 	resp, err := jobs.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte(spec), IdempotencyKey: "failover-train"})
 	if err != nil {
 		t.Fatal(err)

@@ -150,9 +150,9 @@ func TestJobPlacedWithGPUsTrainsOnTheGPU(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	var logs testenv.Buffer
-	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 1, PS: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 1, PS: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		Mutate: func(cfg *node.Config) { cfg.Workers[0].GPUs = node.GPUsAuto }})
-	conn, err := dial(c.GRPCAddr)
+	conn, err := dial(c.GRPCAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ func TestJobLogsOfAPendingJob(t *testing.T) {
 	if err != nil || out != "" {
 		t.Fatalf("logs of a pending job: %q %v", out, err)
 	}
-	conn, err := dial(c.GRPCAddr)
+	conn, err := dial(c.GRPCAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}

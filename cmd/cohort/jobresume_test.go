@@ -66,8 +66,8 @@ func TestJobResumeContinuesFromCheckpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	reports := &reportLog{}
-	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 2, PS: 2, Logger: testLogger(t), Observer: reports.add})
-	conn, err := dial(c.GRPCAddr)
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 2, PS: 2, Logger: testLogger(t), Observer: reports.add})
+	conn, err := dial(c.GRPCAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}

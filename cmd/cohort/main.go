@@ -40,6 +40,10 @@ type globalFlags struct {
 	yaml    bool // -o yaml, normalised to output "json" (see normalizeOutput)
 	config  string
 	token   string // ACL token (see resolveToken)
+	// tlsDir is --tls-dir; tlsDirSet says whether it was on the command line (see
+	// clientTLSDir and nodeTLSConfig).
+	tlsDir    string
+	tlsDirSet bool
 }
 
 // commandFactories holds the top-level commands that register themselves from their own
@@ -65,6 +69,10 @@ parameter servers, trusted checkpoints and export for serving.
 Start an embedded cluster and train the example job:
   cohort dev --run jobs/examples/attrition-mlp.yaml -o json
 
+Every connection is mutual TLS: the CLI presents the client certificate in --tls-dir
+(else COHORT_TLS_DIR, else ~/.config/cohort when it holds one); a coordinator that
+bootstraps writes one for the operator and prints where.
+
 The coordinator address, output format and ACL token default from COHORT_ADDR /
 COHORT_OUTPUT / COHORT_TOKEN, then from the config file (--config, else $COHORT_CONFIG,
 else ~/.config/cohort/config.yaml):
@@ -77,7 +85,9 @@ else ~/.config/cohort/config.yaml):
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", defOutput, "output format: table|json|yaml (env COHORT_OUTPUT, config file output)")
 	root.PersistentFlags().StringVar(&g.config, "config", "", "client config file (default $COHORT_CONFIG, else ~/.config/cohort/config.yaml)")
 	root.PersistentFlags().StringVar(&g.token, "token", "", tokenFlagUsage)
+	root.PersistentFlags().StringVar(&g.tlsDir, "tls-dir", "", tlsDirUsage)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		g.tlsDirSet = root.PersistentFlags().Changed("tls-dir")
 		if g.config != "" { // the named file replaces the default one, and its error
 			if err := applyConfigFlag(root, g); err != nil {
 				return err

@@ -28,6 +28,8 @@ type nodeAgentFlags struct {
 	gossipKey  string
 	logLevel   string
 	token      string // the global --token (an agent or admin token when ACLs are on)
+	insecure   bool
+	tls        *node.TLSConfig // from --tls-dir and --insecure
 }
 
 func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
@@ -51,6 +53,7 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	fl.StringVar(&f.gossipJoin, "gossip-join", "", "comma-separated gossip addresses of the coordinators (seeds)")
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key (env COHORT_GOSSIP_KEY)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	fl.BoolVar(&f.insecure, "insecure", false, insecureUsage)
 }
 
 func newWorkerCmd(g *globalFlags) *cobra.Command {
@@ -58,12 +61,12 @@ func newWorkerCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker node agent: registers with the coordinators and runs training tasks",
-		Example: `  cohort worker --node-id w1 --join 10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070
+		Example: `  cohort worker --node-id w1 --join 10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070 --tls-dir /etc/cohort/tls
   # a CPU-only node in a labelled pool (jobs select it with spec.placement.nodeSelector)
   cohort worker --node-id w2 --join 10.0.0.1:7070 --gpus 0 --label pool=tabular --label zone=eu-1`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token = g.token
+			f.token, f.tls = g.token, nodeTLSConfig(g, f.insecure)
 			return runNodeAgent(cmd.Context(), f, false)
 		},
 	}
@@ -76,10 +79,10 @@ func newParamserverCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "paramserver",
 		Short:   "Run a parameter-server node agent: registers with the coordinators and hosts shards",
-		Example: "  cohort paramserver --node-id ps1 --data-addr 10.0.0.5:7080 --join 10.0.0.1:7070,10.0.0.2:7070",
+		Example: "  cohort paramserver --node-id ps1 --data-addr 10.0.0.5:7080 --join 10.0.0.1:7070,10.0.0.2:7070 --tls-dir /etc/cohort/tls",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token = g.token
+			f.token, f.tls = g.token, nodeTLSConfig(g, f.insecure)
 			return runNodeAgent(cmd.Context(), f, true)
 		},
 	}
@@ -127,7 +130,7 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 		cfg.Workers = []node.WorkerConfig{{AgentConfig: a, DataRoots: f.dataRoots}}
 	}
 	cfg.Storage = node.StorageConfig{Dir: f.storageDir, S3: s3cfg}
-	cfg.HTTPAddr, cfg.Logger, cfg.Token = f.httpAddr, logger, f.token
+	cfg.HTTPAddr, cfg.Logger, cfg.Token, cfg.TLS = f.httpAddr, logger, f.token, f.tls
 	cfg.Gossip = node.GossipConfig{BindAddr: f.gossipAddr, Seeds: splitList(f.gossipJoin), Key: key}
 	n, err := startNode(ctx, cfg, nodeAgentFlagOf)
 	if err != nil {
@@ -139,6 +142,6 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 
 // nodeAgentFlagOf names the worker and paramserver flag that sets a node.Config field.
 var nodeAgentFlagOf = map[string]string{
-	"ParameterServers.DataAddr": "--data-addr", "HTTPAddr": "--http-addr",
+	"ParameterServers.DataAddr": "--data-addr", "HTTPAddr": "--http-addr", "AgentConfig.Join": "--join", "TLS.Dir": "--tls-dir",
 	"Storage.Dir": "--storage-dir", "Storage.S3": "--s3-endpoint/--s3-bucket",
 }

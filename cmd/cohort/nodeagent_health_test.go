@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohort-dev/cohort/node"
 	"github.com/cohort-dev/cohort/node/nodetest"
 )
 
@@ -63,8 +64,9 @@ func healthWaitStatus(t *testing.T, url string, want int, within time.Duration) 
 func startHealthAgent(t *testing.T, join string, ps, cleanExit bool) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	nodeID := "health-" + map[bool]string{false: "worker", true: "ps"}[ps]
 	f := &nodeAgentFlags{
-		nodeID: "health-" + map[bool]string{false: "worker", true: "ps"}[ps], join: join,
+		nodeID: nodeID, join: join, tls: &node.TLSConfig{Dir: agentTLSDir(t, nodeID)},
 		storageDir: t.TempDir(), cpuMillis: 1000, memory: 1 << 30, dataAddr: "127.0.0.1:0",
 		httpAddr: healthFreeAddr(t), logLevel: "error",
 	}
@@ -84,7 +86,7 @@ func startHealthAgent(t *testing.T, join string, ps, cleanExit bool) string {
 func TestNodeAgentHealthEndpoints(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := nodetest.Dev(t, ctx, nodetest.Options{Logger: testLogger(t)})
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Logger: testLogger(t)})
 
 	for _, ps := range []bool{false, true} {
 		name := map[bool]string{false: "worker", true: "paramserver"}[ps]

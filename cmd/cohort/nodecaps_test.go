@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohort-dev/cohort/node"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -76,7 +77,7 @@ func TestNodeAgentLabelsSteerPlacement(t *testing.T) {
 		name := map[bool]string{false: "tabular-worker", true: "tabular-ps"}[ps]
 		actx, cancel := context.WithCancel(ctx)
 		f := &nodeAgentFlags{
-			nodeID: name, join: c.GRPCAddr, storageDir: t.TempDir(), cpuMillis: 4000, memory: 8 << 30,
+			nodeID: name, join: c.GRPCAddr, storageDir: t.TempDir(), cpuMillis: 4000, memory: 8 << 30, tls: &node.TLSConfig{Dir: agentTLSDir(t, name)},
 			dataAddr: "127.0.0.1:0", logLevel: "error", labels: []string{"pool=tabular", "zone=eu-1"},
 		}
 		done := make(chan error, 1)

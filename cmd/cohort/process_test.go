@@ -65,8 +65,11 @@ type coordProc struct {
 	log                       *os.File
 }
 
+// start starts the coordinator; its DATA_DIR/tls holds the test CA, from which it issues
+// its own certificate.
 func (p *coordProc) start(t *testing.T, bin string, extra ...string) {
 	t.Helper()
+	withTestCA(t, p.dir)
 	args := append([]string{"coordinator", "--node-id", p.id, "--data-dir", p.dir, "--raft-addr", p.raft,
 		"--grpc-addr", p.grpc, "--http-addr", p.http, "--log-level", "warn"}, extra...)
 	p.cmd = exec.Command(bin, args...)

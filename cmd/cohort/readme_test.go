@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -65,7 +66,10 @@ type readmeShell struct {
 
 func newReadmeShell(t *testing.T, ctx context.Context) *readmeShell {
 	t.Helper()
-	sh := &readmeShell{t: t, ctx: ctx, bin: buildBinary(t), dir: t.TempDir(), env: os.Environ(), ports: map[string]string{}}
+	// A user's shell: the credentials of the clusters the README starts come from its own
+	// export lines, not from the test process's COHORT_TLS_DIR.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "COHORT_TLS_DIR=") })
+	sh := &readmeShell{t: t, ctx: ctx, bin: buildBinary(t), dir: t.TempDir(), env: env, ports: map[string]string{}}
 	if err := os.Mkdir(filepath.Join(sh.dir, "bin"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +111,18 @@ func (sh *readmeShell) addr(a string) string {
 	}
 	sh.t.Fatalf("the README never used %s", a)
 	return ""
+}
+
+// cli runs the binary with args as a later line of the block would (in its directory,
+// with its environment) and returns stdout.
+func (sh *readmeShell) cli(args ...string) (string, error) {
+	cmd := exec.CommandContext(sh.ctx, sh.bin, args...)
+	cmd.Dir, cmd.Env = sh.dir, sh.env
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), fmt.Errorf("%v: %s", err, ee.Stderr)
+	}
+	return string(out), err
 }
 
 // run runs one rewritten README line: `export` lines set the environment of the later
@@ -272,7 +288,7 @@ func TestREADMEForClusterAdmins(t *testing.T) {
 	if sh.jobID == "" {
 		t.Fatal("the walkthrough submitted no job")
 	}
-	out, err := cli(sh.bin, "job", "status", sh.jobID, "-o", "json", "--address", sh.addr("127.0.0.1:7370"))
+	out, err := sh.cli("job", "status", sh.jobID, "-o", "json", "--address", sh.addr("127.0.0.1:7370"))
 	if err != nil {
 		t.Fatalf("the restored cluster does not know job %s: %v", sh.jobID, err)
 	}
@@ -323,7 +339,7 @@ func TestREADMEAuditWalkthrough(t *testing.T) {
 	addr := sh.addr("127.0.0.1:7470")
 
 	// The job succeeded, its gate failed on Gender, and the override is on record.
-	out, err := cli(sh.bin, "job", "status", sh.jobID, "-o", "json", "--address", addr)
+	out, err := sh.cli("job", "status", sh.jobID, "-o", "json", "--address", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,6 +373,7 @@ func TestREADMEAuditWalkthrough(t *testing.T) {
 
 	// Without the override, export is refused with exit status 2 and the reasons.
 	cmd := exec.CommandContext(ctx, sh.bin, "export", sh.jobID, "--format", "onnx", "--out", filepath.Join(sh.dir, "again"), "--address", addr)
+	cmd.Dir, cmd.Env = sh.dir, sh.env
 	stderr, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(stderr), "impact ratio") {
 		t.Errorf("export without override: %v\n%s", err, stderr)

@@ -59,7 +59,7 @@ spec:
 `, repoPath(t, "jobs/data/attrition-sample.csv"))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c, err := dial(coord.grpc)
+	c, err := dial(coord.grpc, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}

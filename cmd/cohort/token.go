@@ -13,7 +13,7 @@ import (
 // tokenFlagUsage is the help of the global --token flag. Its default is resolved after
 // parsing (resolveToken), so that --help never prints a secret.
 const tokenFlagUsage = "ACL token sent to the coordinators as \"authorization: Bearer TOKEN\" " +
-	"(env COHORT_TOKEN, config file token; sent without TLS, see README)"
+	"(env COHORT_TOKEN, config file token; sent inside the TLS connection)"
 
 // resolveToken gives --token its value when it was not on the command line: COHORT_TOKEN,
 // else the token of the config file in use (the same precedence as --address).

@@ -24,8 +24,8 @@ func TestWebDashboardLiveCurve(t *testing.T) {
 	testenv.RequireBrowser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	c := nodetest.Dev(t, ctx, nodetest.Options{Workers: 2, PS: 2, Logger: testLogger(t)})
-	conn, err := dial(c.GRPCAddr)
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 2, PS: 2, Logger: testLogger(t)})
+	conn, err := dial(c.GRPCAddr, testCreds(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -519,8 +519,8 @@ func forwardedAuth(ctx context.Context) context.Context {
 
 // BearerToken returns per-RPC credentials that send secret as
 // "authorization: Bearer <secret>" on every call. They do not require transport
-// security: the control plane has no TLS yet, so on an untrusted network the token is
-// as visible as the rest of the traffic.
+// security themselves: the connection's does (mutual TLS, unless a node runs
+// --insecure, where the token is as visible as the rest of the traffic).
 func BearerToken(secret string) credentials.PerRPCCredentials { return bearerToken(secret) }
 
 type bearerToken string

@@ -14,6 +14,7 @@ import (
 	"github.com/cohort-dev/cohort/coordinator/clustertest"
 	"github.com/cohort-dev/cohort/coordinator/server"
 	"github.com/cohort-dev/cohort/coordinator/state"
+	"github.com/cohort-dev/cohort/internal/pki"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -53,9 +54,8 @@ func TestACLOverGRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	dial := func(t *testing.T, n *clustertest.Node, secret string) *grpc.ClientConn {
+	dialAs := func(t *testing.T, n *clustertest.Node, opts []grpc.DialOption, secret string) *grpc.ClientConn {
 		t.Helper()
-		opts := clustertest.DialOptions()
 		if secret != "" {
 			opts = append(opts, grpc.WithPerRPCCredentials(api.BearerToken(secret)))
 		}
@@ -65,6 +65,11 @@ func TestACLOverGRPC(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = conn.Close() })
 		return conn
+	}
+	// dial calls as a client (people, tools); agents call with an agent certificate.
+	dial := func(t *testing.T, n *clustertest.Node, secret string) *grpc.ClientConn {
+		t.Helper()
+		return dialAs(t, n, c.DialOptions(), secret)
 	}
 	code := func(err error) codes.Code { return status.Code(err) }
 
@@ -125,7 +130,7 @@ func TestACLOverGRPC(t *testing.T) {
 				t.Fatalf("TransferLeadership with a submit token: %v, want PermissionDenied", err)
 			}
 
-			agentConn := dial(t, n, agentSecret)
+			agentConn := dialAs(t, n, c.AgentDialOptions(), agentSecret)
 			agentClient := cohortv1.NewAgentServiceClient(agentConn)
 			reg, err := agentClient.RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: &cohortv1.Node{
 				Id: "w-" + role, Name: "w-" + role, Roles: []cohortv1.NodeRole{cohortv1.NodeRole_NODE_ROLE_WORKER},
@@ -149,7 +154,7 @@ func TestACLOverGRPC(t *testing.T) {
 	// A coordinator without the admin token cannot join.
 	_, err := api.JoinCluster(ctx, []string{leader.GRPCAddr},
 		&cohortv1.JoinRequest{Id: "c9", RaftAddress: "127.0.0.1:1", GrpcAddress: "127.0.0.1:2"},
-		append(clustertest.DialOptions(), grpc.WithPerRPCCredentials(api.BearerToken(readSecret)))...)
+		append(c.IssueDialOptions(t, pki.Identity{Name: "c9", Role: pki.RoleCoordinator}), grpc.WithPerRPCCredentials(api.BearerToken(readSecret)))...)
 	if code(err) != codes.PermissionDenied {
 		t.Fatalf("Join with a read token: %v, want PermissionDenied", err)
 	}

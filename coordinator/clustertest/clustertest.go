@@ -1,7 +1,9 @@
 // Package clustertest runs a cluster of coordinators inside one test: real Raft over
-// TCP on 127.0.0.1, raft-boltdb in t.TempDir(), and each coordinator's gRPC API
+// mutual TLS on 127.0.0.1, raft-boltdb in t.TempDir(), and each coordinator's gRPC API
 // (JobService, AgentService, ClusterService, with forwarding to the leader) on its own
-// loopback port. Coordinators after the first join through the real Join path.
+// loopback port, over mutual TLS with the certificate role rules. The cluster has its
+// own CA; Cluster.DialOptions and AgentDialOptions are a client's and a node agent's
+// credentials. Coordinators after the first join through the real Join path.
 package clustertest
 
 import (
@@ -20,10 +22,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/coordinator/server"
+	"github.com/cohort-dev/cohort/internal/pki"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -37,9 +40,12 @@ type Options struct {
 	// ServerOptions, when set, gives extra gRPC server options for each coordinator's
 	// API (an ACL's interceptors).
 	ServerOptions func(*server.Server) []grpc.ServerOption
-	// ClientOptions are added to the dial options of the joins and of Node.Conn (an
-	// ACL token).
+	// ClientOptions are added to the dial options of the joins, of Node.Conn and of
+	// Node.Agent (an ACL token).
 	ClientOptions []grpc.DialOption
+	// CA, when set, is the cluster's CA (nil: a new one): tests whose other processes
+	// hold certificates from a CA of their own pass it.
+	CA *pki.CA
 	// ParseSpec, when set, replaces the fake spec parser ParseSpec (a test that submits
 	// real job specs passes node.ParseJobSpec).
 	ParseSpec func(spec []byte) (*cohortv1.Job, error)
@@ -52,21 +58,83 @@ type Node struct {
 	RaftAddr string
 	GRPCAddr string
 
-	t       testing.TB
-	opts    Options
-	mu      sync.Mutex
-	server  *server.Server
-	grpc    *grpc.Server
-	fwd     *api.LeaderForwarder
-	conn    *grpc.ClientConn
-	running bool
+	t         testing.TB
+	opts      Options
+	pki       *clusterPKI
+	certs     *pki.Reloader // this coordinator's certificate, issued at each start
+	mu        sync.Mutex
+	server    *server.Server
+	grpc      *grpc.Server
+	fwd       *api.LeaderForwarder
+	conn      *grpc.ClientConn
+	agentConn *grpc.ClientConn
+	running   bool
 }
 
 // Cluster is a set of coordinators.
 type Cluster struct {
 	Nodes []*Node
 	t     testing.TB
+	pki   *clusterPKI
 }
+
+// clusterPKI is a test cluster's CA and the credentials of its clients.
+type clusterPKI struct {
+	ca     *pki.CA
+	client *pki.Reloader // role client, ACL role admin
+	agent  *pki.Reloader // role agent
+}
+
+func newClusterPKI(t testing.TB, ca *pki.CA) *clusterPKI {
+	t.Helper()
+	if ca == nil {
+		var err error
+		if ca, err = pki.NewCA("clustertest CA", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &clusterPKI{ca: ca}
+	p.client = p.issue(t, pki.Identity{Name: "admin", Role: pki.RoleClient, ACLRole: "admin"})
+	p.agent = p.issue(t, pki.Identity{Name: "agent", Role: pki.RoleAgent, ACLRole: "agent"})
+	return p
+}
+
+// issue issues id a certificate naming loopback.
+func (p *clusterPKI) issue(t testing.TB, id pki.Identity) *pki.Reloader {
+	t.Helper()
+	certPEM, keyPEM, err := p.ca.IssueFor(id, []string{"127.0.0.1", "localhost"}, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pki.NewReloader(certPEM, keyPEM, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// dialOptions presents certs to coordinators.
+func (p *clusterPKI) dialOptions(certs *pki.Reloader) []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(pki.RoleClientTLSConfig(p.ca.Pool(), certs, pki.RoleCoordinator)))}
+}
+
+// CA returns the cluster's CA (to issue more certificates).
+func (c *Cluster) CA() *pki.CA { return c.pki.ca }
+
+// DialOptions are the dial options of a client of the cluster (people, tools): a client
+// certificate from its CA (ACL role admin).
+func (c *Cluster) DialOptions() []grpc.DialOption { return c.pki.dialOptions(c.pki.client) }
+
+// IssueDialOptions are the dial options of a caller whose certificate, from the
+// cluster's CA, names id.
+func (c *Cluster) IssueDialOptions(t testing.TB, id pki.Identity) []grpc.DialOption {
+	t.Helper()
+	return c.pki.dialOptions(c.pki.issue(t, id))
+}
+
+// AgentDialOptions are the dial options of a node agent of the cluster: an agent
+// certificate from its CA.
+func (c *Cluster) AgentDialOptions() []grpc.DialOption { return c.pki.dialOptions(c.pki.agent) }
 
 // TestRaftConfig sets short Raft timeouts suited to loopback tests on a loaded machine.
 func TestRaftConfig(c *server.Config) {
@@ -136,11 +204,6 @@ func ParseSpec(spec []byte) (*cohortv1.Job, error) {
 	return job, nil
 }
 
-// DialOptions are the client options the cluster's coordinators and clients use.
-func DialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-}
-
 // TestCluster starts n coordinators: the first bootstraps, the others join through its
 // ClusterService. It returns once every one is a voter and a leader is known. The
 // cluster is shut down when the test ends.
@@ -153,9 +216,9 @@ func TestCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	if o.Logger == nil {
 		o.Logger = Logger()
 	}
-	c := &Cluster{t: t}
+	c := &Cluster{t: t, pki: newClusterPKI(t, o.CA)}
 	for i := range n {
-		node := &Node{ID: fmt.Sprintf("c%d", i+1), DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", t: t, opts: o}
+		node := &Node{ID: fmt.Sprintf("c%d", i+1), DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", t: t, opts: o, pki: c.pki}
 		if err := node.start(i == 0); err != nil {
 			t.Fatalf("start coordinator %s: %v", node.ID, err)
 		}
@@ -167,7 +230,7 @@ func TestCluster(t testing.TB, n int, opts ...Options) *Cluster {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := api.JoinCluster(ctx, []string{c.Nodes[0].GRPCAddr},
-			&cohortv1.JoinRequest{Id: node.ID, RaftAddress: node.RaftAddr, GrpcAddress: node.GRPCAddr}, append(DialOptions(), o.ClientOptions...)...)
+			&cohortv1.JoinRequest{Id: node.ID, RaftAddress: node.RaftAddr, GrpcAddress: node.GRPCAddr}, append(node.coordinatorDialOptions(), o.ClientOptions...)...)
 		cancel()
 		if err != nil {
 			t.Fatalf("join coordinator %s: %v", node.ID, err)
@@ -186,6 +249,7 @@ func (n *Node) start(bootstrap bool) error {
 		return err
 	}
 	n.GRPCAddr = glis.Addr().String()
+	n.certs = n.pki.issue(n.t, pki.Identity{Name: n.ID, Role: pki.RoleCoordinator})
 	cfg := server.DefaultConfig()
 	TestRaftConfig(&cfg)
 	cfg.NodeID = n.ID
@@ -195,6 +259,7 @@ func (n *Node) start(bootstrap bool) error {
 	cfg.Bootstrap = bootstrap
 	cfg.Logger = n.opts.Logger.With("coordinator", n.ID)
 	cfg.Registry = prometheus.NewRegistry()
+	cfg.RaftTLS = &server.TLSConfig{CA: n.pki.ca.Pool(), Certs: n.certs}
 	if n.opts.Mutate != nil {
 		n.opts.Mutate(&cfg)
 	}
@@ -205,14 +270,15 @@ func (n *Node) start(bootstrap bool) error {
 	}
 	n.RaftAddr = s.RaftAddr()
 	n.server = s
-	n.fwd = api.NewLeaderForwarder(s, DialOptions()...)
+	n.fwd = api.NewLeaderForwarder(s, n.coordinatorDialOptions()...)
 	acfg := api.Config{ParseSpec: ParseSpec, Logger: cfg.Logger, Forwarder: n.fwd}
 	if n.opts.ParseSpec != nil {
 		acfg.ParseSpec = n.opts.ParseSpec
 	}
-	var sopts []grpc.ServerOption
+	sopts := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(pki.ServerTLSConfig(n.pki.ca.Pool(), n.certs, true)))},
+		api.CertRoleServerOptions(cfg.Logger)...)
 	if n.opts.ServerOptions != nil {
-		sopts = n.opts.ServerOptions(s)
+		sopts = append(sopts, n.opts.ServerOptions(s)...)
 	}
 	gs := grpc.NewServer(sopts...)
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(s, acfg))
@@ -220,11 +286,14 @@ func (n *Node) start(bootstrap bool) error {
 	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(s, acfg))
 	n.grpc = gs
 	go func() { _ = gs.Serve(glis) }()
-	conn, err := grpc.NewClient(n.GRPCAddr, append(DialOptions(), n.opts.ClientOptions...)...)
+	conn, err := grpc.NewClient(n.GRPCAddr, append(n.pki.dialOptions(n.pki.client), n.opts.ClientOptions...)...)
 	if err != nil {
 		return err
 	}
 	n.conn = conn
+	if n.agentConn, err = grpc.NewClient(n.GRPCAddr, append(n.pki.dialOptions(n.pki.agent), n.opts.ClientOptions...)...); err != nil {
+		return err
+	}
 	n.running = true
 	return nil
 }
@@ -250,11 +319,19 @@ func (n *Node) Conn() *grpc.ClientConn {
 	return n.conn
 }
 
+// coordinatorDialOptions present this coordinator's certificate (forwarding, joins).
+func (n *Node) coordinatorDialOptions() []grpc.DialOption { return n.pki.dialOptions(n.certs) }
+
 // Jobs returns a JobService client of this coordinator.
 func (n *Node) Jobs() cohortv1.JobServiceClient { return cohortv1.NewJobServiceClient(n.Conn()) }
 
-// Agent returns an AgentService client of this coordinator.
-func (n *Node) Agent() cohortv1.AgentServiceClient { return cohortv1.NewAgentServiceClient(n.Conn()) }
+// Agent returns an AgentService client of this coordinator, calling with a node agent's
+// certificate.
+func (n *Node) Agent() cohortv1.AgentServiceClient {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return cohortv1.NewAgentServiceClient(n.agentConn)
+}
 
 // Cluster returns a ClusterService client of this coordinator.
 func (n *Node) Cluster() cohortv1.ClusterServiceClient {
@@ -272,6 +349,7 @@ func (n *Node) Stop() {
 	n.running = false
 	n.grpc.Stop()
 	_ = n.conn.Close()
+	_ = n.agentConn.Close()
 	_ = n.fwd.Close()
 	_ = n.server.Shutdown()
 }

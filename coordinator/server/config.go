@@ -26,6 +26,10 @@ type Config struct {
 	// records it in the replicated state, so followers can forward calls to it. Empty
 	// means this voter is never forwarded to (single-voter setups).
 	GRPCAddr string
+	// RaftTLS, when set, runs the Raft transport over mutual TLS: only peers whose
+	// certificate, from RaftTLS.CA, names role coordinator may connect, and this voter
+	// connects only to such peers.
+	RaftTLS *TLSConfig
 	// Transport, when set, replaces the TCP Raft transport (tests use raft's in-memory
 	// transport to partition a cluster); RaftBindAddr and RaftAdvertiseAddr are then
 	// ignored.

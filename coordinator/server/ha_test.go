@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -480,17 +481,20 @@ func TestJoinNonCoordinator(t *testing.T) {
 	_ = closed.Close()
 
 	req := &cohortv1.JoinRequest{Id: "x", RaftAddress: "127.0.0.1:1", GrpcAddress: "127.0.0.1:2"}
-	_, err = api.JoinCluster(ctx, []string{lis.Addr().String()}, req, clustertest.DialOptions()...)
+	// Plaintext: these servers speak no TLS, and what is tested is how a join classifies
+	// what answers.
+	plaintext := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	_, err = api.JoinCluster(ctx, []string{lis.Addr().String()}, req, plaintext...)
 	if !errors.Is(err, api.ErrNotCoordinator) || !strings.Contains(err.Error(), lis.Addr().String()) {
 		t.Fatalf("join at a plain gRPC server: %v", err)
 	}
 	hostport := strings.TrimPrefix(hs.URL, "http://")
-	_, err = api.JoinCluster(ctx, []string{hostport}, req, clustertest.DialOptions()...)
+	_, err = api.JoinCluster(ctx, []string{hostport}, req, plaintext...)
 	if !errors.Is(err, api.ErrNotCoordinator) {
 		t.Fatalf("join at an HTTP server: %v, want ErrNotCoordinator", err)
 	}
 	for _, addr := range []string{hostport, closedAddr} {
-		_, err = api.JoinCluster(ctx, []string{addr}, req, clustertest.DialOptions()...)
+		_, err = api.JoinCluster(ctx, []string{addr}, req, plaintext...)
 		if err == nil || !strings.Contains(err.Error(), addr) {
 			t.Fatalf("join at %s: %v, want an error naming it", addr, err)
 		}

@@ -1,5 +1,5 @@
 // Package server wires the coordinator together: Raft (raft-wal log and stable
-// store, file snapshots, TCP transport) over the FSM, batched proposals, and the
+// store, file snapshots, TCP transport, mutual TLS when configured) over the FSM, batched proposals, and the
 // leader-only machinery (scheduling loop with its plan applier, node heartbeat TTLs)
 // that starts when this voter wins leadership and stops when it loses it.
 package server
@@ -154,11 +154,19 @@ func (s *Server) setupRaft(hl hclog.Logger) error {
 			}
 			advertise = a
 		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftBindAddr, advertise, 3, 10*time.Second, hl)
-		if err != nil {
-			return fmt.Errorf("server: raft transport: %w", err)
+		if cfg.RaftTLS != nil {
+			stream, err := newTLSStreamLayer(cfg.RaftBindAddr, advertise, *cfg.RaftTLS, s.logger.With("component", "raft-tls"))
+			if err != nil {
+				return fmt.Errorf("server: raft transport: %w", err)
+			}
+			trans = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hl)
+		} else {
+			tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftBindAddr, advertise, 3, 10*time.Second, hl)
+			if err != nil {
+				return fmt.Errorf("server: raft transport: %w", err)
+			}
+			trans = tcp
 		}
-		trans = tcp
 	}
 	s.transport = trans
 

@@ -12,6 +12,9 @@ import (
 	"runtime"
 	"testing"
 
+	"google.golang.org/grpc"
+
+	"github.com/cohort-dev/cohort/internal/pki"
 	"github.com/cohort-dev/cohort/node"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
@@ -30,6 +33,10 @@ type Options struct {
 	// DataRoots are the workers' data roots (nil: the repository and the temporary
 	// directory, where tests keep their data).
 	DataRoots []string
+	// CADir, when set, holds a CA (ca.crt, ca.key) the cluster uses instead of making
+	// its own: the clusters of one test process can share a CA, and one client
+	// certificate then reaches them all.
+	CADir string
 	// Mutate, when set, changes the Config last.
 	Mutate func(*node.Config)
 }
@@ -50,6 +57,51 @@ type Cluster struct {
 	GRPCAddr, HTTPAddr string
 	// Store is the cluster's storage.
 	Store storage.Blob
+	// TLSDir holds the cluster CA and the operator's client credentials (ca.crt,
+	// admin.crt, admin.key; ca.key too): what the CLI takes as --tls-dir.
+	TLSDir string
+}
+
+// DialOptions are the dial options of a client of the cluster: its admin client
+// certificate (mutual TLS).
+func (c *Cluster) DialOptions(t testing.TB) []grpc.DialOption {
+	t.Helper()
+	creds, err := node.ClientTLSCredentials(c.TLSDir)
+	if err != nil {
+		t.Fatalf("dev cluster client credentials: %v", err)
+	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+}
+
+// Dial opens a client connection to the cluster's coordinator with DialOptions and
+// extra; it is closed when the test ends.
+func (c *Cluster) Dial(t testing.TB, extra ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(c.GRPCAddr, append(c.DialOptions(t), extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// AgentTLSDir issues node agent nodeID a certificate from the cluster's CA and returns
+// the TLS directory holding it (ca.crt, node.crt, node.key), for an agent started apart
+// from the cluster (--tls-dir).
+func (c *Cluster) AgentTLSDir(t testing.TB, nodeID string) string {
+	t.Helper()
+	return IssueTLSDir(t, c.TLSDir, pki.Identity{Name: nodeID, Role: pki.RoleAgent, ACLRole: "agent"})
+}
+
+// IssueTLSDir has the CA in caDir issue id a certificate (loopback host names) and
+// returns a new temporary TLS directory holding it.
+func IssueTLSDir(t testing.TB, caDir string, id pki.Identity) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tls")
+	if _, err := node.IssueFiles(caDir, dir, id, []string{"127.0.0.1", "localhost"}, 0); err != nil {
+		t.Fatalf("issue a certificate for %s: %v", id, err)
+	}
+	return dir
 }
 
 // Logger returns the logger tests use: discarded unless -v and COHORT_TEST_LOGS are set.
@@ -61,7 +113,8 @@ func Logger() *slog.Logger {
 }
 
 // Dev starts node.DevConfig(o.Workers, o.PS, t.TempDir()) on free loopback ports, with
-// its coordinator state in a temporary directory, and returns it once every agent has
+// its coordinator state in a temporary directory and its own CA (every connection is
+// mutual TLS; see Cluster.DialOptions), and returns it once every agent has
 // registered; ctx bounds the start. It is shut down when the test ends.
 func Dev(t testing.TB, ctx context.Context, o Options) *Cluster {
 	t.Helper()
@@ -82,6 +135,9 @@ func Dev(t testing.TB, ctx context.Context, o Options) *Cluster {
 		cfg.Workers[i].Observer = o.Observer
 		cfg.Workers[i].DataRoots = roots
 	}
+	if o.CADir != "" {
+		CopyCA(t, o.CADir, cfg.TLS.Dir)
+	}
 	if o.Mutate != nil {
 		o.Mutate(&cfg)
 	}
@@ -100,5 +156,23 @@ func Dev(t testing.TB, ctx context.Context, o Options) *Cluster {
 	if err := n.WaitReady(ctx); err != nil {
 		t.Fatalf("dev cluster not ready: %v", err)
 	}
-	return &Cluster{Node: n, GRPCAddr: n.GRPCAddr(), HTTPAddr: n.HTTPAddr(), Store: n.Store()}
+	return &Cluster{Node: n, GRPCAddr: n.GRPCAddr(), HTTPAddr: n.HTTPAddr(), Store: n.Store(), TLSDir: n.ClientTLSDir()}
+}
+
+// CopyCA copies the CA in caDir (ca.crt, ca.key) to tlsDir, where a coordinator then
+// uses it (TLSConfig.Dir, or its DATA_DIR/tls) to issue its own certificate.
+func CopyCA(t testing.TB, caDir, tlsDir string) {
+	t.Helper()
+	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, mode := range map[string]os.FileMode{pki.CACertFile: 0o644, pki.CAKeyFile: 0o600} {
+		raw, err := os.ReadFile(filepath.Join(caDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tlsDir, name), raw, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cohort-dev/cohort/internal/pki"
+	"github.com/cohort-dev/cohort/node"
+)
+
+// cliEnv runs the binary with args and the environment env (COHORT_TLS_DIR replaced) and
+// returns its combined output and exit status.
+func cliEnv(t *testing.T, bin, tlsDir string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "COHORT_TLS_DIR="+tlsDir, "XDG_CONFIG_HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("%v: %v", args, err)
+	}
+	return string(out), 0
+}
+
+// TestCLIOverMutualTLS runs a real coordinator process that bootstraps its own CA: the
+// CLI reaches it with the admin credentials it wrote (and printed), and is refused
+// without a certificate (a clear error, at once), with a certificate from another CA,
+// and, for an admin RPC, with a node agent's certificate.
+func TestCLIOverMutualTLS(t *testing.T) {
+	t.Parallel() // independent: its own processes, free ports, temporary directories
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	p := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
+	args := []string{"coordinator", "--node-id", p.id, "--data-dir", p.dir, "--raft-addr", p.raft,
+		"--grpc-addr", p.grpc, "--http-addr", p.http, "--log-level", "warn", "--bootstrap"}
+	cmd := exec.Command(bin, args...) // not coordProc.start: this one makes its own CA
+	logPath := filepath.Join(dir, "c1.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = logf.Close() })
+	healthWaitStatus(t, "http://"+p.http+"/healthz", 200, time.Minute)
+
+	tlsDir := filepath.Join(p.dir, "tls")
+	abs, _ := filepath.Abs(tlsDir)
+	waitFor(t, "the credentials line", 10*time.Second, func() error {
+		out, _ := os.ReadFile(logPath)
+		if !strings.Contains(string(out), "client credentials: "+abs) || !strings.Contains(string(out), "export COHORT_TLS_DIR="+abs) {
+			return errors.New(string(out))
+		}
+		return nil
+	})
+
+	if out, code := cliEnv(t, bin, tlsDir, "node", "list", "--address", p.grpc); code != 0 {
+		t.Fatalf("node list with the admin credentials: exit %d: %s", code, out)
+	}
+
+	start := time.Now()
+	out, code := cliEnv(t, bin, "", "node", "list", "--address", p.grpc)
+	if code == 0 || !strings.Contains(out, "requires TLS") || !strings.Contains(out, "COHORT_TLS_DIR") {
+		t.Errorf("node list without a certificate: exit %d: %s", code, out)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("the refused plaintext call took %v", d)
+	}
+
+	other := filepath.Join(dir, "other")
+	ca, err := pki.NewCA("another CA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Save(filepath.Join(dir, "other-ca")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.IssueFiles(filepath.Join(dir, "other-ca"), other, node.AdminIdentity, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := cliEnv(t, bin, other, "node", "list", "--address", p.grpc); code == 0 {
+		t.Errorf("node list with a certificate from another CA succeeded: %s", out)
+	}
+
+	// A node agent's certificate, presented by the CLI, cannot call an admin RPC.
+	agentDir := filepath.Join(dir, "agent")
+	if out, code := cliEnv(t, bin, "", "tls", "issue", "--ca-dir", tlsDir, "--role", "agent", "--name", "w1", "--out", agentDir); code != 0 {
+		t.Fatalf("tls issue: exit %d: %s", code, out)
+	}
+	for _, f := range [][2]string{{"node.crt", "client.crt"}, {"node.key", "client.key"}} {
+		if err := os.Rename(filepath.Join(agentDir, f[0]), filepath.Join(agentDir, f[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, code = cliEnv(t, bin, agentDir, "quota", "set", "default", "--cpu", "8", "--address", p.grpc)
+	if code == 0 || !strings.Contains(out, "PermissionDenied") && !strings.Contains(out, "permission denied") {
+		t.Errorf("quota set with an agent certificate: exit %d: %s", code, out)
+	}
+}
+
+// TestTLSIssueBadInput: `cohort tls issue` refuses bad input with exit status 2, and
+// --tls-dir naming a directory without credentials is bad input too.
+func TestTLSIssueBadInput(t *testing.T) {
+	caDir := testCADir(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tls", "issue", "--role", "agent", "--name", "w1", "--out", t.TempDir()}, "--ca-dir"},
+		{[]string{"tls", "issue", "--ca-dir", caDir, "--role", "root", "--name", "w1", "--out", t.TempDir()}, "--role"},
+		{[]string{"tls", "issue", "--ca-dir", caDir, "--role", "client", "--name", "bob", "--host", "10.0.0.1", "--out", t.TempDir()}, "--host"},
+		{[]string{"tls", "issue", "--ca-dir", caDir, "--role", "agent", "--name", "bad name", "--out", t.TempDir()}, "name"},
+		{[]string{"tls", "issue", "--ca-dir", t.TempDir(), "--role", "agent", "--name", "w1", "--out", t.TempDir()}, "ca.key"},
+		{[]string{"node", "list", "--tls-dir", t.TempDir(), "--address", "127.0.0.1:1"}, "no client credentials"},
+	} {
+		_, err := runCLI(t, tc.args...)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want exit 2 naming %s", tc.args, err, tc.want)
+		}
+	}
+	out := t.TempDir()
+	if _, err := runCLI(t, "tls", "issue", "--ca-dir", caDir, "--role", "client", "--name", "alice", "--acl-role", "submit", "--namespace", "team-a", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, ok := node.ClientTLSFiles(out); !ok {
+		t.Errorf("tls issue --role client wrote no client credentials in %s", out)
+	}
+}
+
+// TestClientTLSDirPrecedence: --tls-dir, else COHORT_TLS_DIR, else ~/.config/cohort when
+// it holds client credentials, else plaintext.
+func TestClientTLSDirPrecedence(t *testing.T) {
+	xdg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	t.Setenv("COHORT_TLS_DIR", "")
+	g := &globalFlags{}
+	if dir, err := clientTLSDir(g); err != nil || dir != "" {
+		t.Fatalf("nothing anywhere: %q, %v; want plaintext", dir, err)
+	}
+	home := filepath.Join(xdg, "cohort")
+	if _, err := node.IssueFiles(testCADir(t), home, node.AdminIdentity, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if dir, err := clientTLSDir(g); err != nil || dir != home {
+		t.Fatalf("credentials in ~/.config/cohort: %q, %v", dir, err)
+	}
+	env := t.TempDir()
+	if _, err := node.IssueFiles(testCADir(t), env, node.AdminIdentity, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("COHORT_TLS_DIR", env)
+	if dir, err := clientTLSDir(g); err != nil || dir != env {
+		t.Fatalf("COHORT_TLS_DIR: %q, %v", dir, err)
+	}
+	g.tlsDir, g.tlsDirSet = home, true
+	if dir, err := clientTLSDir(g); err != nil || dir != home {
+		t.Fatalf("--tls-dir: %q, %v", dir, err)
+	}
+}

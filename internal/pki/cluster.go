@@ -1,0 +1,156 @@
+package pki
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// File names of a process's TLS directory (besides CACertFile and CAKeyFile).
+const (
+	// NodeCertFile and NodeKeyFile are a cluster process's own certificate chain and key
+	// (a coordinator's or a node agent's).
+	NodeCertFile = "node.crt"
+	NodeKeyFile  = "node.key"
+	// AdminCertFile and AdminKeyFile are the operator's client certificate that a
+	// coordinator holding the CA writes next to it.
+	AdminCertFile = "admin.crt"
+	AdminKeyFile  = "admin.key"
+	// ClientCertFile and ClientKeyFile are a client's certificate in a directory of its
+	// own (~/.config/cohort).
+	ClientCertFile = "client.crt"
+	ClientKeyFile  = "client.key"
+)
+
+// RoleClientTLSConfig is ClientTLSConfig for calls inside the cluster, where servers are
+// known by role rather than by name: it verifies the server's chain against ca (for
+// server authentication) and that the certificate names one of serverRoles, but not the
+// host name dialled. Addresses inside a cluster are IPs, bind-all addresses and names
+// behind NAT that a certificate issued at start cannot list reliably; what a caller
+// needs to know is that it speaks to a coordinator (or to a node agent), and only the CA
+// can make a certificate that says so. This is what nomad and consul do unless
+// verify_server_hostname is set.
+func RoleClientTLSConfig(ca *x509.CertPool, certs *Reloader, serverRoles ...Role) *tls.Config {
+	cfg := ClientTLSConfig(ca, certs, "")
+	// The standard verification would also check the host name; VerifyConnection below
+	// does everything else it does.
+	cfg.InsecureSkipVerify = true
+	requireRole := RequireRole(serverRoles...)
+	cfg.VerifyConnection = func(state tls.ConnectionState) error {
+		if len(state.PeerCertificates) == 0 {
+			return ErrNoIdentity
+		}
+		inter := x509.NewCertPool()
+		for _, c := range state.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		chains, err := state.PeerCertificates[0].Verify(x509.VerifyOptions{
+			Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		})
+		if err != nil {
+			return fmt.Errorf("pki: server certificate: %w", err)
+		}
+		state.VerifiedChains = chains
+		return requireRole(state)
+	}
+	return cfg
+}
+
+// IssueFor makes a new key and has ca sign a certificate for id, valid for ttl from now
+// (see SignRequest.TTL), naming hosts (IP addresses and DNS names; other strings and
+// duplicates are skipped; none for a client). It returns the chain and the key, PEM.
+func (ca *CA) IssueFor(id Identity, hosts []string, ttl time.Duration, now time.Time) (certPEM, keyPEM []byte, err error) {
+	keyPEM, csr, err := NewKeyAndCSR(id.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	req := SignRequest{CSR: csr, Identity: id, TTL: ttl}
+	if id.Role != RoleClient {
+		req.DNSNames, req.IPs = splitHosts(hosts)
+	}
+	certPEM, err = ca.Sign(req, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// splitHosts sorts hosts into IP addresses and DNS names, dropping duplicates and
+// strings that are neither.
+func splitHosts(hosts []string) (dns []string, ips []net.IP) {
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			if !slices.ContainsFunc(ips, ip.Equal) {
+				ips = append(ips, ip)
+			}
+			continue
+		}
+		if len(h) <= 253 && dnsNameRE.MatchString(h) && !slices.Contains(dns, h) {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips
+}
+
+// SaveKeyPair writes a certificate chain and its key to dir (created 0700 if needed) as
+// <name>.crt (0644) and <name>.key (0600), each replaced atomically.
+func SaveKeyPair(dir, name string, certPEM, keyPEM []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, name+".key"), keyPEM, 0o600); err != nil {
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, name+".crt"), certPEM, 0o644); err != nil {
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	return nil
+}
+
+// SaveCACert writes the CA certificate alone to dir (created 0700 if needed) as
+// CACertFile: what a process that trusts the CA without holding it keeps.
+func SaveCACert(dir string, certPEM []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("pki: save CA certificate: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
+		return fmt.Errorf("pki: save CA certificate: %w", err)
+	}
+	return nil
+}
+
+// LoadKeyPair reads the files SaveKeyPair wrote: certPath and keyPath (which group and
+// others must not be able to read).
+func LoadKeyPair(certPath, keyPath string) (certPEM, keyPEM []byte, err error) {
+	if keyPEM, err = readPrivateFile(keyPath); err != nil {
+		return nil, nil, fmt.Errorf("pki: %w", err)
+	}
+	if certPEM, err = os.ReadFile(certPath); err != nil {
+		return nil, nil, fmt.Errorf("pki: %w", err)
+	}
+	return certPEM, keyPEM, nil
+}
+
+// LoadCAPool reads a CA certificate file (CACertFile) into a new pool, refusing a file
+// whose first certificate is not a CA.
+func LoadCAPool(path string) (*x509.CertPool, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	cert, err := parseCertPEM(raw)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", path, err)
+	}
+	if !cert.IsCA || !cert.BasicConstraintsValid {
+		return nil, fmt.Errorf("pki: %s is not a CA certificate", path)
+	}
+	p := x509.NewCertPool()
+	p.AddCert(cert)
+	return p, nil
+}
