@@ -123,6 +123,9 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 					Progress:   res.Progress,
 					Report:     res.Report,
 					Gate:       res.Gate,
+
+					ExportedFrom: res.ExportedFrom,
+					EarlyStop:    res.EarlyStop,
 				})
 				return
 			}
