@@ -43,15 +43,26 @@ run: build
 
 ## deps: install what the tests need (Go modules; versitygw for the S3 tests; Debian's
 ## python3-onnx for the ONNX checker, python3-sklearn as the audit's reference, chromium for
-## the dashboard; through apt when missing)
+## the dashboard; through apt when missing; and onnxruntime-node, the ONNX Runtime the export tests run the models in,
+## with npm into $(ONNXRUNTIME_DIR) when missing)
 TEST_APT_PACKAGES := python3-onnx python3-sklearn chromium
-## The three installs run side by side (network, CPU and disk bound in turn); each must
-## succeed.
+## Node.js and npm come from apt only where npm is missing.
+NODE_APT_PACKAGES := $(if $(shell command -v npm),,nodejs npm)
+ONNXRUNTIME_NODE_VERSION := 1
+ONNXRUNTIME_DIR := $(TOOLS)/onnxruntime
+## --ignore-scripts: the package's install script only downloads GPU libraries, from a
+## host that may be unreachable; the CPU library ships inside the package.
+ONNXRUNTIME_INSTALL := test -f $(ONNXRUNTIME_DIR)/node_modules/onnxruntime-node/package.json || \
+	npm install --prefix $(ONNXRUNTIME_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error \
+		onnxruntime-node@$(ONNXRUNTIME_NODE_VERSION) >/dev/null
+## The four installs run side by side (network, CPU and disk bound in turn); each must
+## succeed. onnxruntime follows apt only where apt installs npm.
 deps:
 	@$(GO) mod download & mod=$$!; \
 	scripts/install-versitygw.sh & gw=$$!; \
-	scripts/apt-install.sh $(TEST_APT_PACKAGES) & apt=$$!; \
-	fail=0; for p in $$mod $$gw $$apt; do wait $$p || fail=1; done; exit $$fail
+	scripts/apt-install.sh $(TEST_APT_PACKAGES) $(NODE_APT_PACKAGES) $(if $(NODE_APT_PACKAGES),&& { $(ONNXRUNTIME_INSTALL); }) & apt=$$!; \
+	$(if $(NODE_APT_PACKAGES),,{ $(ONNXRUNTIME_INSTALL); } & ort=$$!;) \
+	fail=0; for p in $$mod $$gw $$apt $$ort; do wait $$p || fail=1; done; exit $$fail
 
 ## data: install the real data sets the example jobs use (Fashion-MNIST)
 data:

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -149,13 +151,14 @@ func TestPredictMatchesGorgonia(t *testing.T) {
 	}
 }
 
-// TestONNXMatchesGorgonia evaluates every exported graph with the independent ONNX
-// evaluator and compares it with the gorgonia forward pass (regression unscaled).
+// TestONNXMatchesGorgonia evaluates every exported graph of the separate form with the
+// independent ONNX evaluator and compares it with the gorgonia forward pass (regression
+// unscaled).
 func TestONNXMatchesGorgonia(t *testing.T) {
 	for _, c := range testCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			p := c.params(4)
-			b := &Bundle{Name: "m-" + c.name, Arch: c.arch, Tensors: c.tensors(p), Metadata: map[string]string{MetaPreprocessing: `{"x":1}`}}
+			b := &Bundle{Name: "m-" + c.name, Arch: c.arch, Tensors: c.tensors(p), Metadata: map[string]string{MetaPreprocessing: `{"x":1}`}, ONNXPreprocessing: ONNXSeparate}
 			files, err := b.Files([]string{FormatONNX})
 			if err != nil {
 				t.Fatal(err)
@@ -177,7 +180,7 @@ func TestONNXMatchesGorgonia(t *testing.T) {
 			for _, kv := range m.GetMetadataProps() {
 				props[kv.GetKey()] = kv.GetValue()
 			}
-			if props[MetaPreprocessing] != `{"x":1}` || props[MetaTask] != c.arch.Task || props[MetaOpset] != "13" {
+			if props[MetaPreprocessing] != `{"x":1}` || props[MetaTask] != c.arch.Task || props[MetaOpset] != "13" || props[MetaONNXPreprocessing] != ONNXSeparate {
 				t.Fatalf("metadata_props %v lack the preprocessing, task or opset", props)
 			}
 			const n = 6
@@ -195,7 +198,7 @@ func TestONNXMatchesGorgonia(t *testing.T) {
 }
 
 // TestONNXChecker runs onnx.checker.check_model(full_check=True) from python3-onnx on an
-// export of every test model. It skips (with the reason) when python3 cannot import
+// export of every test model, in the separate and the embedded form. It skips (with the reason) when python3 cannot import
 // onnx, unless COHORT_REQUIRE_ONNX=1, when it fails.
 func TestONNXChecker(t *testing.T) {
 	py, info := testenv.Python(t, "onnx", "python3-onnx", "COHORT_REQUIRE_ONNX")
@@ -204,14 +207,21 @@ func TestONNXChecker(t *testing.T) {
 	script := filepath.Join(filepath.Dir(self), "..", "scripts", "onnx-check.py")
 	dir := t.TempDir()
 	var paths []string
+	bundles := map[string]*Bundle{}
 	for _, c := range testCases(t) {
-		b := &Bundle{Name: c.name, Arch: c.arch, Tensors: c.tensors(c.params(1)), Metadata: map[string]string{MetaPreprocessing: "{}"}}
+		bundles["separate/"+c.name] = &Bundle{Name: c.name, Arch: c.arch, Tensors: c.tensors(c.params(1)), Metadata: map[string]string{MetaPreprocessing: "{}"}, ONNXPreprocessing: ONNXSeparate}
+	}
+	for _, c := range EmbeddedCases(t) {
+		bundles["embedded/"+c.Name] = c.Bundle
+	}
+	for _, key := range slices.Sorted(maps.Keys(bundles)) {
+		b := bundles[key]
 		files, err := b.Files([]string{FormatONNX, FormatSafetensors})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, f := range files {
-			p := filepath.Join(dir, filepath.FromSlash(f.Path))
+			p := filepath.Join(dir, key, filepath.FromSlash(f.Path))
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -236,13 +246,18 @@ func TestONNXChecker(t *testing.T) {
 	}
 	for _, l := range lines {
 		var r struct {
+			Path     string         `json:"path"`
 			Opset    map[string]int `json:"opset"`
 			Metadata []string       `json:"metadata"`
 		}
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
 			t.Fatalf("checker output %q: %v", l, err)
 		}
-		if r.Opset["ai.onnx"] != ONNXOpset || !strings.Contains(strings.Join(r.Metadata, ","), MetaPreprocessing) {
+		wantML := 0
+		if strings.Contains(r.Path, "/embedded/") {
+			wantML = ONNXMLOpset
+		}
+		if r.Opset["ai.onnx"] != ONNXOpset || r.Opset[ONNXMLDomain] != wantML || !strings.Contains(strings.Join(r.Metadata, ","), MetaPreprocessing) {
 			t.Fatalf("checker saw %s", l)
 		}
 	}

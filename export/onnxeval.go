@@ -23,12 +23,15 @@ func (v *onnxValue) size() int {
 	return n
 }
 
-// EvalONNX runs a model written by BuildONNX on one input tensor (float32, shape given
-// with the batch dimension first) and returns the output tensor "output" and its shape.
-// It implements exactly the operators and attributes BuildONNX emits (Gemm, MatMul,
-// Add, Mul, Relu, LeakyRelu, Tanh, Sigmoid, Softmax, Conv, MaxPool, Flatten, Gather,
-// Split) in float64 arithmetic, to verify an export independently of the forward pass
-// it was built from; any other operator or attribute is an error.
+// EvalONNX runs a model written by BuildONNX (the separate form) on one input tensor
+// (float32, shape given with the batch dimension first) and returns the output tensor
+// "output" and its shape. It implements exactly the operators and attributes BuildONNX
+// emits (Gemm, MatMul, Add, Mul, Relu, LeakyRelu, Tanh, Sigmoid, Softmax, Conv,
+// MaxPool, Flatten, Gather, Split) in float64 arithmetic, to verify the network of an
+// export independently of the forward pass it was built from; any other operator or
+// attribute is an error. It is a unit-level check: it does not evaluate the embedded
+// form of BuildEmbeddedONNX (string and uint8 inputs, ai.onnx.ml operators), which the
+// tests run in the real ONNX Runtime instead (package export/ortest).
 func EvalONNX(m *onnx.ModelProto, input []float32, shape []int) ([]float32, []int, error) {
 	g := m.GetGraph()
 	if g == nil {

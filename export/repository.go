@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+
+	"github.com/advancedclimatesystems/gonnx/onnx"
 )
 
 // Metadata keys written into both model.safetensors and model.onnx (metadata_props).
@@ -26,6 +29,12 @@ const (
 	MetaJobID = "cohort.job_id"
 	// MetaOpset states the ONNX opset of the export.
 	MetaOpset = "cohort.onnx_opset"
+	// MetaONNXPreprocessing states the ONNX form, ONNXEmbedded or ONNXSeparate (ONNX
+	// metadata and Triton config only).
+	MetaONNXPreprocessing = "cohort.onnx_preprocessing"
+	// MetaThreshold is a binary model's decision threshold in the embedded ONNX form,
+	// written when it is not DefaultThreshold.
+	MetaThreshold = "cohort.threshold"
 )
 
 // Export formats, as in the job spec (spec.export.formats).
@@ -58,8 +67,15 @@ type Bundle struct {
 	// Tensors are the weights in layout order.
 	Tensors []Tensor
 	// Metadata are extra string entries (job ID, preprocessing, data format, ...);
-	// BundleFiles adds MetaArchitecture, MetaName, MetaTask and MetaOpset.
+	// Files adds MetaArchitecture, MetaName, MetaTask and MetaOpset. The embedded ONNX
+	// form reads MetaDataFormat and MetaPreprocessing (see DecodePreprocessing).
 	Metadata map[string]string
+	// ONNXPreprocessing is the ONNX form: ONNXEmbedded (also when empty) or
+	// ONNXSeparate.
+	ONNXPreprocessing string
+	// Threshold is a binary model's decision threshold for the embedded form's label,
+	// in (0, 1); 0 means DefaultThreshold.
+	Threshold float64
 }
 
 // File is one file of an export: a '/'-separated path relative to the export root.
@@ -92,7 +108,8 @@ func SanitizeName(s string) string {
 
 // Files renders the bundle in the given formats (FormatONNX, FormatSafetensors; at
 // least one). Every export has SafetensorsFile at its root; FormatONNX adds the Triton
-// model repository entry <name>/config.pbtxt and <name>/1/model.onnx.
+// model repository entry <name>/config.pbtxt and <name>/1/model.onnx, in the form
+// ONNXPreprocessing names (BuildEmbeddedONNX or BuildONNX).
 func (b *Bundle) Files(formats []string) ([]File, error) {
 	if len(formats) == 0 {
 		return nil, errors.New("export: no format given")
@@ -106,6 +123,13 @@ func (b *Bundle) Files(formats []string) ([]File, error) {
 		default:
 			return nil, fmt.Errorf("export: format %q is not one of %s, %s", f, FormatONNX, FormatSafetensors)
 		}
+	}
+	form := b.ONNXPreprocessing
+	if form == "" {
+		form = ONNXEmbedded
+	}
+	if form != ONNXEmbedded && form != ONNXSeparate {
+		return nil, fmt.Errorf("export: onnx preprocessing %q is not one of %s, %s", form, ONNXEmbedded, ONNXSeparate)
 	}
 	if b.Name != SanitizeName(b.Name) {
 		return nil, fmt.Errorf("export: name %q is not a valid model name (try %q)", b.Name, SanitizeName(b.Name))
@@ -138,7 +162,11 @@ func (b *Bundle) Files(formats []string) ([]File, error) {
 	}
 	files := []File{{Path: SafetensorsFile, Data: st.Bytes()}}
 	if onnxWanted {
-		m, err := BuildONNX(&b.Arch, w, b.Name, meta)
+		m, err := b.onnxModel(form, w, meta)
+		if err != nil {
+			return nil, fmt.Errorf("export: %w", err)
+		}
+		sig, err := SignatureOf(m)
 		if err != nil {
 			return nil, fmt.Errorf("export: %w", err)
 		}
@@ -147,46 +175,89 @@ func (b *Bundle) Files(formats []string) ([]File, error) {
 			return nil, fmt.Errorf("export: %w", err)
 		}
 		files = append(files,
-			File{Path: b.Name + "/" + TritonConfigFile, Data: []byte(TritonConfig(b.Name, &b.Arch))},
+			File{Path: b.Name + "/" + TritonConfigFile, Data: []byte(TritonConfig(b.Name, b.Arch.Task, form, sig))},
 			File{Path: b.Name + "/" + ONNXFile, Data: data})
 	}
 	return files, nil
 }
 
-// TritonConfig returns the config.pbtxt of the ONNX model for Triton's onnxruntime
-// backend: batched input "input" and output "output" (the batch dimension implicit).
-func TritonConfig(name string, a *Architecture) string {
-	dims := func(d []int) string {
-		s := make([]string, len(d))
-		for i, v := range d {
-			s[i] = fmt.Sprint(v)
-		}
-		return strings.Join(s, ", ")
+// onnxModel builds the ONNX model of the given form with the metadata meta (to which
+// it adds MetaONNXPreprocessing and, where it applies, MetaThreshold).
+func (b *Bundle) onnxModel(form string, w Weights, meta map[string]string) (*onnx.ModelProto, error) {
+	om := map[string]string{MetaONNXPreprocessing: form}
+	for k, v := range meta {
+		om[k] = v
 	}
-	return fmt.Sprintf(`name: %q
+	if form == ONNXSeparate {
+		return BuildONNX(&b.Arch, w, b.Name, om)
+	}
+	p, err := DecodePreprocessing(meta[MetaDataFormat], meta[MetaPreprocessing], &b.Arch)
+	if err != nil {
+		return nil, fmt.Errorf("onnx preprocessing %s: %w (the %s form exports the network alone)", form, err, ONNXSeparate)
+	}
+	if b.Threshold != 0 && b.Arch.Task == TaskBinary {
+		om[MetaThreshold] = strconv.FormatFloat(b.Threshold, 'g', -1, 64)
+	}
+	return BuildEmbeddedONNX(&b.Arch, w, p, b.Threshold, b.Name, om)
+}
+
+// TritonConfig returns the config.pbtxt of an exported ONNX model for Triton's
+// onnxruntime backend: max_batch_size MaxTritonBatch, the graph's inputs and outputs of
+// sig with their Triton data types (TYPE_FP32, TYPE_STRING, TYPE_UINT8) and their dims
+// without the batch dimension, which Triton adds, and the task and ONNX form as
+// parameters.
+func TritonConfig(name, task, form string, sig ONNXSignature) string {
+	tensors := func(ts []ONNXTensor) string {
+		items := make([]string, len(ts))
+		for i, t := range ts {
+			dims := make([]string, len(t.Dims))
+			for j, d := range t.Dims {
+				dims[j] = strconv.Itoa(d)
+			}
+			items[i] = fmt.Sprintf("  {\n    name: %s\n    data_type: %s\n    dims: [ %s ]\n  }", pbtxtQuote(t.Name), t.TritonType(), strings.Join(dims, ", "))
+		}
+		return strings.Join(items, ",\n")
+	}
+	return fmt.Sprintf(`name: %s
 platform: "onnxruntime_onnx"
 max_batch_size: %d
 input [
-  {
-    name: %q
-    data_type: TYPE_FP32
-    dims: [ %s ]
-  }
+%s
 ]
 output [
-  {
-    name: %q
-    data_type: TYPE_FP32
-    dims: [ %s ]
-  }
+%s
 ]
 parameters [
   {
     key: "cohort.task"
-    value: { string_value: %q }
+    value: { string_value: %s }
+  },
+  {
+    key: "cohort.onnx_preprocessing"
+    value: { string_value: %s }
   }
 ]
-`, name, MaxTritonBatch, ONNXInput, dims(a.InputShape()), ONNXOutput, dims([]int{a.Outputs}), a.Task)
+`, pbtxtQuote(name), MaxTritonBatch, tensors(sig.Inputs), tensors(sig.Outputs), pbtxtQuote(task), pbtxtQuote(form))
+}
+
+// pbtxtQuote quotes s as a protobuf text-format string: '"', '\\' and control bytes
+// escaped (octal), other bytes (UTF-8 included) as they are.
+func pbtxtQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, "\\%03o", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // Model is a model read back from model.safetensors.

@@ -8,7 +8,7 @@ import (
 
 func TestBundleFilesLayout(t *testing.T) {
 	c := testCases(t)[0]
-	b := &Bundle{Name: "attrition-mlp", Arch: c.arch, Tensors: c.tensors(c.params(2))}
+	b := &Bundle{Name: "attrition-mlp", Arch: c.arch, Tensors: c.tensors(c.params(2)), ONNXPreprocessing: ONNXSeparate}
 	for _, tc := range []struct {
 		formats []string
 		want    []string
@@ -69,7 +69,7 @@ func TestBundleFilesRejects(t *testing.T) {
 		{"bad kind", func(b *Bundle) { b.Arch.Kind = "rnn" }, []string{FormatONNX}, `kind: "rnn"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := &Bundle{Name: "m", Arch: c.arch, Tensors: good}
+			b := &Bundle{Name: "m", Arch: c.arch, Tensors: good, ONNXPreprocessing: ONNXSeparate}
 			tc.mutate(b)
 			_, err := b.Files(tc.formats)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -18,7 +18,13 @@ const (
 	DefaultShardCPU           = "500m"
 	DefaultShardMemory        = "512Mi"
 	DefaultCheckpointKeep     = 3
-	DefaultExportFormat       = ExportSafetensors
+	// DefaultKeepBest is spec.checkpoint.keepBest.
+	DefaultKeepBest = 1
+	// DefaultPatience is spec.training.earlyStopping.patience.
+	DefaultPatience     = 5
+	DefaultExportFormat = ExportSafetensors
+	// DefaultONNXPreprocessing is spec.export.onnx.preprocessing.
+	DefaultONNXPreprocessing = ONNXPreprocessingEmbedded
 	// DefaultMinGroupFraction is spec.audit.minGroupFraction (the 2% of NYC Local Law 144).
 	DefaultMinGroupFraction = 0.02
 	// DefaultAuditThreshold is spec.audit.threshold.
@@ -137,10 +143,21 @@ func (j *TrainingJob) applyDefaults(has func(path string) bool) {
 	setStr("spec.resources.parameterServers.cpu", &ps.CPU, DefaultShardCPU)
 	setStr("spec.resources.parameterServers.memory", &ps.Memory, DefaultShardMemory)
 
-	setInt("spec.checkpoint.keep", &s.Checkpoint.Keep, DefaultCheckpointKeep)
+	ck := &s.Checkpoint
+	setInt("spec.checkpoint.keep", &ck.Keep, DefaultCheckpointKeep)
+	setInt("spec.checkpoint.keepBest", &ck.KeepBest, DefaultKeepBest)
+	setStr("spec.checkpoint.scoreBy.metric", &ck.ScoreBy.Metric, PrimaryMetric(s.Task))
+	setStr("spec.checkpoint.scoreBy.mode", &ck.ScoreBy.Mode, MetricMode(ck.ScoreBy.Metric))
+	if es := t.EarlyStopping; es != nil {
+		const p = "spec.training.earlyStopping."
+		setStr(p+"monitor", &es.Monitor, ck.ScoreBy.Metric)
+		setStr(p+"mode", &es.Mode, MetricMode(es.Monitor))
+		setInt(p+"patience", &es.Patience, DefaultPatience)
+	}
 	if unset("spec.export.formats", len(s.Export.Formats) == 0) {
 		s.Export.Formats = []string{DefaultExportFormat}
 	}
+	setStr("spec.export.onnx.preprocessing", &s.Export.ONNX.Preprocessing, DefaultONNXPreprocessing)
 
 	if a := s.Audit; a != nil {
 		setFloat("spec.audit.minGroupFraction", &a.MinGroupFraction, DefaultMinGroupFraction)

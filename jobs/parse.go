@@ -160,6 +160,15 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value, nullable boo
 		d.fail(path, n.Line, "must not be null; expected %s (omit the field to use its default)", expected(v.Type()))
 		return
 	}
+	if sf, ok := scalarFormOf(v); ok && n.Kind == yaml.ScalarNode {
+		if n.ShortTag() != "!!str" {
+			d.wrongType(path, n, v.Type())
+			return
+		}
+		// The short form sets one field explicitly (so an empty one gets no default).
+		d.lines[joinPath(path, sf.setScalar(n.Value))] = n.Line
+		return
+	}
 	switch v.Kind() {
 	case reflect.Pointer:
 		elem := reflect.New(v.Type().Elem())
@@ -283,6 +292,24 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value, nullable boo
 	}
 }
 
+// scalarForm is implemented by spec types that may also be written as one string, the
+// short form of their mapping (checkpoint.scoreBy: val_loss for {metric: val_loss}).
+type scalarForm interface {
+	// setScalar sets the field the short form stands for and returns its yaml name.
+	setScalar(string) string
+	// scalarShape names both forms in type errors.
+	scalarShape() string
+}
+
+// scalarFormOf returns v as a scalarForm when its type has a short form.
+func scalarFormOf(v reflect.Value) (scalarForm, bool) {
+	if !v.CanAddr() {
+		return nil, false
+	}
+	sf, ok := v.Addr().Interface().(scalarForm)
+	return sf, ok
+}
+
 // plainScalarTag reports whether a scalar with this tag can be read as text.
 func plainScalarTag(tag string) bool {
 	switch tag {
@@ -401,6 +428,9 @@ func (d *decoder) wrongType(path string, n *yaml.Node, t reflect.Type) {
 
 // expected names the YAML shape a Go type is read from.
 func expected(t reflect.Type) string {
+	if sf, ok := reflect.New(t).Interface().(scalarForm); ok {
+		return sf.scalarShape()
+	}
 	switch t.Kind() {
 	case reflect.Pointer:
 		if t.Elem().Kind() != reflect.Struct {

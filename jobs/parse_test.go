@@ -151,7 +151,7 @@ func TestAttritionExampleMatchesContract(t *testing.T) {
 		{"consistency", s.Training.Consistency.Mode, ConsistencySync},
 		{"workers", s.Resources.Workers, WorkerResources{Count: 2, Min: 1, Max: 4, CPU: "1", Memory: "1Gi"}},
 		{"shards", s.Resources.ParameterServers.Shards, 2},
-		{"checkpoint", s.Checkpoint, Checkpoint{EverySteps: 200, Keep: 3}},
+		{"checkpoint", s.Checkpoint, Checkpoint{EverySteps: 200, Keep: 3, ScoreBy: ScoreBy{Metric: "val_auc", Mode: ModeMax}, KeepBest: 1}},
 		{"export", s.Export.Formats, []string{ExportONNX, ExportSafetensors}},
 	}
 	for _, c := range checks {
@@ -214,8 +214,8 @@ spec:
 				Workers:          WorkerResources{Count: 1, Min: 1, Max: 1, CPU: "1", Memory: "1Gi"},
 				ParameterServers: PSResources{Shards: 1, CPU: "500m", Memory: "512Mi"},
 			},
-			Checkpoint: Checkpoint{Keep: 3},
-			Export:     Export{Formats: []string{"safetensors"}},
+			Checkpoint: Checkpoint{Keep: 3, ScoreBy: ScoreBy{Metric: "val_auc", Mode: "max"}, KeepBest: 1},
+			Export:     Export{Formats: []string{"safetensors"}, ONNX: ONNXExport{Preprocessing: ONNXPreprocessingEmbedded}},
 			Explain:    Explain{Permutation: Permutation{Repeats: 5, Seed: 1}},
 		},
 	}
@@ -223,6 +223,23 @@ spec:
 	got.lines = nil
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestParseONNXPreprocessing: spec.export.onnx.preprocessing defaults to embedded,
+// takes separate with the onnx format, and survives the JSON round trip.
+func TestParseONNXPreprocessing(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"    formats: [onnx]", ONNXPreprocessingEmbedded},
+		{"    formats: [onnx, safetensors]\n    onnx: {preprocessing: separate}", ONNXPreprocessingSeparate},
+		{"    formats: [onnx]\n    onnx:\n      preprocessing: embedded", ONNXPreprocessingEmbedded},
+		{"    formats: [safetensors]\n    onnx: {preprocessing: embedded}", ONNXPreprocessingEmbedded},
+	} {
+		j := mustParse(t, editSpec(t, edit{Line: 25, Text: tc.text}))
+		if got := j.Spec.Export.ONNX.Preprocessing; got != tc.want {
+			t.Errorf("%q: preprocessing %q, want %q", tc.text, got, tc.want)
+		}
+		assertRoundTrip(t, j)
 	}
 }
 
@@ -408,6 +425,11 @@ func TestParseErrors(t *testing.T) {
 		{"export unknown", []edit{{Line: 25, Text: "    formats: [safetensors, pickle]"}}, "spec.export.formats[1]", 25, `"pickle" is not one of onnx, safetensors`},
 		{"export duplicate", []edit{{Line: 25, Text: "    formats:\n      - onnx\n      - onnx"}}, "spec.export.formats[1]", 27, `duplicate "onnx"`},
 		{"export empty", []edit{{Line: 25, Text: "    formats: []"}}, "spec.export.formats", 25, "at least one"},
+		{"onnx preprocessing unknown", []edit{{Line: 25, Text: "    formats: [onnx]\n    onnx: {preprocessing: inline}"}}, "spec.export.onnx.preprocessing", 26, `"inline" is not one of embedded, separate`},
+		{"onnx preprocessing unknown field", []edit{{Line: 25, Text: "    formats: [onnx]\n    onnx: {preprocesing: separate}"}}, "spec.export.onnx.preprocesing", 26, `did you mean "preprocessing"`},
+		{"onnx preprocessing wrong type", []edit{{Line: 25, Text: "    formats: [onnx]\n    onnx:\n      preprocessing: [separate]"}}, "spec.export.onnx.preprocessing", 27, "expected a string, got a list"},
+		{"onnx preprocessing null", []edit{{Line: 25, Text: "    formats: [onnx]\n    onnx: null"}}, "spec.export.onnx", 26, "null"},
+		{"onnx preprocessing without onnx", []edit{{Line: 25, Text: "    formats: [safetensors]\n    onnx: {preprocessing: separate}"}}, "spec.export.onnx.preprocessing", 26, `"separate" applies only to the onnx format`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -83,6 +83,17 @@ var ConsistencyModes = []string{ConsistencySync, ConsistencyAsync, ConsistencyBo
 // ExportFormats lists the valid values of spec.export.formats.
 var ExportFormats = []string{ExportONNX, ExportSafetensors}
 
+// ONNX preprocessing forms (spec.export.onnx.preprocessing).
+const (
+	// ONNXPreprocessingEmbedded exports a self-contained graph over the raw values.
+	ONNXPreprocessingEmbedded = "embedded"
+	// ONNXPreprocessingSeparate exports the network alone, over preprocessed features.
+	ONNXPreprocessingSeparate = "separate"
+)
+
+// ONNXPreprocessings lists the valid values of spec.export.onnx.preprocessing.
+var ONNXPreprocessings = []string{ONNXPreprocessingEmbedded, ONNXPreprocessingSeparate}
+
 // TrainingJob is one job spec document. Values returned by Parse have their defaults applied
 // and have been validated.
 type TrainingJob struct {
@@ -380,6 +391,29 @@ type Training struct {
 	Consistency Consistency `yaml:"consistency" json:"consistency"`
 	// Seed seeds weight initialisation and shuffling; default 42.
 	Seed int64 `yaml:"seed" json:"seed"`
+	// EarlyStopping, when set, stops training once the monitored validation metric
+	// stops improving; the best checkpoint (checkpoint.scoreBy) is then exported.
+	EarlyStopping *EarlyStopping `yaml:"earlyStopping,omitempty" json:"earlyStopping,omitempty"`
+}
+
+// EarlyStopping is spec.training.earlyStopping. The chief evaluates the validation split
+// at every epoch end; an epoch improves on the best so far when its Monitor value is
+// better than the best by more than MinDelta (in Mode's direction). Once Patience epochs
+// in a row have not improved, every worker stops at the same step and the job exports
+// its best checkpoint. Epochs up to StartEpoch are not monitored.
+type EarlyStopping struct {
+	// Monitor is one of ValidationMetrics(task); default checkpoint.scoreBy's metric.
+	Monitor string `yaml:"monitor" json:"monitor"`
+	// Mode is ModeMax or ModeMin, and must be Monitor's direction (MetricMode); default
+	// that direction.
+	Mode string `yaml:"mode" json:"mode"`
+	// Patience is how many epochs without improvement end training, 0..MaxEpochs
+	// (0: the first one); default DefaultPatience.
+	Patience int `yaml:"patience" json:"patience"`
+	// MinDelta is the least change that counts as an improvement, >= 0; default 0.
+	MinDelta float64 `yaml:"minDelta" json:"minDelta"`
+	// StartEpoch is the number of warm-up epochs not monitored, 0..epochs-1; default 0.
+	StartEpoch int `yaml:"startEpoch" json:"startEpoch"`
 }
 
 // Optimizer configures the parameter-server optimizer. Fields that belong to another
@@ -457,10 +491,96 @@ type Checkpoint struct {
 	EverySteps int `yaml:"everySteps" json:"everySteps"`
 	// Keep is how many committed checkpoints to keep, 1..1000; default 3.
 	Keep int `yaml:"keep" json:"keep"`
+	// ScoreBy is the validation metric that ranks checkpoints: the chief commits a
+	// checkpoint at every epoch end with that epoch's value as its score, and the job
+	// exports the best one. Written as a metric name (scoreBy: val_loss) or a mapping
+	// ({metric: val_loss, mode: min}); default the task's PrimaryMetric.
+	ScoreBy ScoreBy `yaml:"scoreBy" json:"scoreBy"`
+	// KeepBest is how many of the best-scored checkpoints retention keeps besides the
+	// newest Keep, 1..1000; default DefaultKeepBest.
+	KeepBest int `yaml:"keepBest" json:"keepBest"`
+}
+
+// ScoreBy is spec.checkpoint.scoreBy: a validation metric and its direction.
+type ScoreBy struct {
+	// Metric is one of ValidationMetrics(task); default PrimaryMetric(task).
+	Metric string `yaml:"metric" json:"metric"`
+	// Mode is ModeMax or ModeMin, and must be Metric's direction (MetricMode); default
+	// that direction.
+	Mode string `yaml:"mode" json:"mode"`
+}
+
+// setScalar reads the short form: a metric name alone.
+func (s *ScoreBy) setScalar(v string) string {
+	s.Metric = v
+	return "metric"
+}
+
+// scalarShape names the short form in type errors.
+func (*ScoreBy) scalarShape() string { return "a metric name or a mapping {metric, mode}" }
+
+// Score directions (spec.checkpoint.scoreBy.mode, spec.training.earlyStopping.mode).
+const (
+	// ModeMax: higher is better (val_auc, val_accuracy).
+	ModeMax = "max"
+	// ModeMin: lower is better (val_loss, val_rmse, val_mae, val_mape).
+	ModeMin = "min"
+)
+
+// Modes lists the valid score directions.
+var Modes = []string{ModeMax, ModeMin}
+
+// ValidationMetrics lists the validation metrics the chief reports for task, which
+// checkpoint.scoreBy and training.earlyStopping.monitor may name (nil for an unknown
+// task).
+func ValidationMetrics(task string) []string {
+	switch task {
+	case TaskBinary:
+		return []string{"val_auc", "val_accuracy", "val_loss"}
+	case TaskMulticlass:
+		return []string{"val_accuracy", "val_loss"}
+	case TaskRegression:
+		return []string{"val_rmse", "val_mae", "val_mape", "val_loss"}
+	}
+	return nil
+}
+
+// PrimaryMetric is the default checkpoint.scoreBy metric of task: val_auc for a
+// binary, val_accuracy for a multiclass classification, val_rmse for a regression
+// ("" for an unknown task).
+func PrimaryMetric(task string) string {
+	if m := ValidationMetrics(task); len(m) > 0 {
+		return m[0]
+	}
+	return ""
+}
+
+// MetricMode is the direction of a validation metric: ModeMax for val_auc and
+// val_accuracy, ModeMin for the losses and errors ("" for an unknown metric).
+func MetricMode(metric string) string {
+	switch metric {
+	case "val_auc", "val_accuracy":
+		return ModeMax
+	case "val_loss", "val_rmse", "val_mae", "val_mape":
+		return ModeMin
+	}
+	return ""
 }
 
 // Export lists the serving formats written when a job succeeds.
 type Export struct {
 	// Formats lists ExportFormats without duplicates, at least one; default [safetensors].
 	Formats []string `yaml:"formats" json:"formats"`
+	// ONNX configures the onnx format.
+	ONNX ONNXExport `yaml:"onnx" json:"onnx"`
+}
+
+// ONNXExport is spec.export.onnx.
+type ONNXExport struct {
+	// Preprocessing is one of ONNXPreprocessings: embedded (the default) puts the
+	// fitted preprocessing inside the graph, which then takes the raw values (one input
+	// per column or feature, or the uint8 pixels) and outputs the prediction and label;
+	// separate leaves it out, and the graph takes the preprocessed features. Anything but
+	// embedded needs onnx in Formats.
+	Preprocessing string `yaml:"preprocessing" json:"preprocessing"`
 }

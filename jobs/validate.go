@@ -200,6 +200,9 @@ func (j *TrainingJob) validate() errorList {
 		v.add("spec.checkpoint.everySteps", "must be 0 (final checkpoint only) or more, got %d", s.Checkpoint.EverySteps)
 	}
 	v.intRange("spec.checkpoint.keep", s.Checkpoint.Keep, 1, MaxCheckpointKeep)
+	v.intRange("spec.checkpoint.keepBest", s.Checkpoint.KeepBest, 1, MaxCheckpointKeep)
+	v.scored("spec.checkpoint.scoreBy", "metric", s.Checkpoint.ScoreBy.Metric, s.Checkpoint.ScoreBy.Mode)
+	v.earlyStopping()
 
 	if len(s.Export.Formats) == 0 {
 		v.add("spec.export.formats", "must list at least one of %s", strings.Join(ExportFormats, ", "))
@@ -209,6 +212,10 @@ func (j *TrainingJob) validate() errorList {
 		if f != "" && !slices.Contains(ExportFormats, f) {
 			v.add(fmt.Sprintf("spec.export.formats[%d]", i), "%q is not one of %s", f, strings.Join(ExportFormats, ", "))
 		}
+	}
+	if pre := s.Export.ONNX.Preprocessing; v.oneOf("spec.export.onnx.preprocessing", pre, ONNXPreprocessings) &&
+		pre != DefaultONNXPreprocessing && !slices.Contains(s.Export.Formats, ExportONNX) {
+		v.add("spec.export.onnx.preprocessing", "%q applies only to the onnx format, which spec.export.formats does not list", pre)
 	}
 	v.audit(model)
 	v.explain(model)
@@ -532,6 +539,62 @@ func (v *validator) training() {
 		v.intRange(cp+".staleness", c.Staleness, 1, MaxStaleness)
 	} else if c.Staleness != 0 {
 		v.add(cp+".staleness", "applies only to mode bounded; must be 0 with mode %s, got %d", c.Mode, c.Staleness)
+	}
+}
+
+// scored checks a validation metric and its direction (checkpoint.scoreBy,
+// training.earlyStopping): the metric must be one the task reports, and the mode, which
+// only confirms it, its direction.
+func (v *validator) scored(path, field, metric, mode string) {
+	task := v.j.Spec.Task
+	allowed := ValidationMetrics(task)
+	if allowed == nil {
+		return // spec.task is reported
+	}
+	mp := path + "." + field
+	switch {
+	case metric == "":
+		v.add(mp, "required; one of %s", strings.Join(allowed, ", "))
+		return
+	case !slices.Contains(allowed, metric):
+		why := "is not a validation metric of task " + task
+		if strings.HasPrefix(metric, "test_") || strings.HasPrefix(metric, "train_") || metric == "loss" {
+			why = "is not a validation metric (only the validation split may choose checkpoints or stop training)"
+		}
+		v.add(mp, "%q %s; one of %s", metric, why, strings.Join(allowed, ", "))
+		return
+	}
+	want := MetricMode(metric)
+	switch {
+	case !slices.Contains(Modes, mode):
+		v.oneOf(path+".mode", mode, Modes)
+	case mode != want:
+		better := "higher"
+		if want == ModeMin {
+			better = "lower"
+		}
+		v.add(path+".mode", "%q is the wrong direction for %s (%s is better): use %s or leave mode out", mode, metric, better, want)
+	}
+}
+
+// earlyStopping checks spec.training.earlyStopping.
+func (v *validator) earlyStopping() {
+	t := &v.j.Spec.Training
+	es := t.EarlyStopping
+	if es == nil {
+		return
+	}
+	const p = "spec.training.earlyStopping"
+	v.scored(p, "monitor", es.Monitor, es.Mode)
+	v.intRange(p+".patience", es.Patience, 0, MaxEpochs)
+	if es.MinDelta < 0 {
+		v.add(p+".minDelta", "must be 0 or more, got %g", es.MinDelta)
+	}
+	switch {
+	case es.StartEpoch < 0:
+		v.add(p+".startEpoch", "must be 0 or more, got %d", es.StartEpoch)
+	case t.Epochs >= 1 && es.StartEpoch >= t.Epochs:
+		v.add(p+".startEpoch", "must be less than spec.training.epochs (%d), got %d: no epoch would be monitored", t.Epochs, es.StartEpoch)
 	}
 }
 

@@ -99,6 +99,10 @@ type CheckpointInfo struct {
 	// Size is the bytes of the manifest and every object it lists.
 	Size    int64 `json:"sizeBytes"`
 	Objects int   `json:"objects"`
+	// Score is the manifest's score (nil: none); Best marks the best-scored checkpoint
+	// of the listing (BestCheckpoint).
+	Score *Score `json:"score,omitempty"`
+	Best  bool   `json:"best,omitempty"`
 	// Error is set (and the fields above from the listing only) when the manifest
 	// cannot be read or decoded.
 	Error string `json:"error,omitempty"`
@@ -168,7 +172,7 @@ func ListCheckpoints(ctx context.Context, b Blob, jobID string) ([]CheckpointInf
 			continue
 		}
 		info.Step, info.Epoch, info.StepInEpoch, info.Generation = m.Step, m.Epoch, m.StepInEpoch, m.Generation
-		info.Objects = len(m.Objects)
+		info.Objects, info.Score = len(m.Objects), m.Score
 		if m.CreatedUnixNano > 0 {
 			info.Created = time.Unix(0, m.CreatedUnixNano).UTC()
 		}
@@ -177,7 +181,40 @@ func ListCheckpoints(ctx context.Context, b Blob, jobID string) ([]CheckpointInf
 		}
 		out = append(out, info)
 	}
+	if best := BestCheckpoints(out, 1); len(best) == 1 {
+		for i := range out {
+			out[i].Best = out[i].ManifestKey == best[0].ManifestKey
+		}
+	}
 	return out, nil
+}
+
+// BestCheckpoints returns the k best-scored checkpoints of infos, best first: those with
+// a score and no error, ranked by Score.Better; of equal scores the earlier step ranks
+// first (it reached the score first). Scores of another metric or mode than the newest
+// scored checkpoint's are left out.
+func BestCheckpoints(infos []CheckpointInfo, k int) []CheckpointInfo {
+	var scored []CheckpointInfo
+	var ref *Score
+	for i := len(infos) - 1; i >= 0; i-- {
+		if infos[i].Error == "" && infos[i].Score != nil {
+			ref = infos[i].Score
+			break
+		}
+	}
+	for _, in := range infos {
+		if in.Error == "" && in.Score != nil && in.Score.Metric == ref.Metric && in.Score.Mode == ref.Mode {
+			scored = append(scored, in)
+		}
+	}
+	sort.SliceStable(scored, func(i, j int) bool {
+		a, b := scored[i], scored[j]
+		if a.Score.Better(b.Score) || b.Score.Better(a.Score) {
+			return a.Score.Better(b.Score)
+		}
+		return a.Step < b.Step
+	})
+	return scored[:min(k, len(scored))]
 }
 
 // uploadAborter is implemented by stores with multipart uploads (S3).
@@ -191,6 +228,9 @@ type GCConfig struct {
 	JobID string
 	// Keep is how many committed checkpoints to keep, newest first (at least 1).
 	Keep int
+	// KeepBest is how many of the best-scored committed checkpoints (BestCheckpoints)
+	// are kept besides the newest Keep (0: none).
+	KeepBest int
 	// Protect lists manifest keys that are never deleted whatever Keep says: the one
 	// the job record (Raft) points at, and any it may still point at.
 	Protect []string
@@ -218,7 +258,9 @@ type GCResult struct {
 }
 
 // CollectCheckpoints applies a job's checkpoint retention: it keeps the newest Keep
-// committed checkpoints and every protected one, deletes the other committed ones
+// committed checkpoints, the KeepBest best-scored ones (every committed manifest is read
+// for its score, so the ranking is the store's, whichever run wrote them) and every
+// protected one, deletes the other committed ones
 // (manifest first, so a half-deleted checkpoint is never taken for a committed one),
 // deletes objects in checkpoint directories without a manifest once they are older
 // than Grace, and aborts the job's checkpoint multipart uploads older than UploadGrace
@@ -229,6 +271,8 @@ func CollectCheckpoints(ctx context.Context, b Blob, cfg GCConfig) (GCResult, er
 	switch {
 	case cfg.Keep < 1:
 		return res, fmt.Errorf("checkpoint gc: keep %d: must be at least 1", cfg.Keep)
+	case cfg.KeepBest < 0:
+		return res, fmt.Errorf("checkpoint gc: keepBest %d: negative", cfg.KeepBest)
 	case cfg.Grace < 0 || cfg.UploadGrace < 0:
 		return res, fmt.Errorf("checkpoint gc: grace %v / upload grace %v: negative", cfg.Grace, cfg.UploadGrace)
 	case ValidateKey(cfg.JobID) != nil || strings.Contains(cfg.JobID, "/"):
@@ -260,10 +304,26 @@ func CollectCheckpoints(ctx context.Context, b Blob, cfg GCConfig) (GCResult, er
 			committed = append(committed, d)
 		}
 	}
+	best := map[string]bool{}
+	if cfg.KeepBest > 0 {
+		var infos []CheckpointInfo
+		for _, d := range committed {
+			m, err := ReadManifest(ctx, b, d.manifest.Key)
+			if err != nil {
+				// Unranked: kept only when newest or protected (an unreadable manifest
+				// among the kept ones leaves its directory alone, below).
+				continue
+			}
+			infos = append(infos, CheckpointInfo{ManifestKey: d.manifest.Key, Step: m.Step, Score: m.Score})
+		}
+		for _, in := range BestCheckpoints(infos, cfg.KeepBest) {
+			best[in.ManifestKey] = true
+		}
+	}
 	keepDir := map[string]bool{}
 	referenced := map[string]bool{}
 	for i, d := range committed {
-		if i < len(committed)-cfg.Keep && !protected[d.manifest.Key] {
+		if i < len(committed)-cfg.Keep && !protected[d.manifest.Key] && !best[d.manifest.Key] {
 			continue
 		}
 		keepDir[d.name] = true
@@ -309,7 +369,7 @@ func CollectCheckpoints(ctx context.Context, b Blob, cfg GCConfig) (GCResult, er
 					n++
 				}
 			}
-			log.Info("checkpoint deleted by retention", "manifest", d.manifest.Key, "objects", n, "keep", cfg.Keep)
+			log.Info("checkpoint deleted by retention", "manifest", d.manifest.Key, "objects", n, "keep", cfg.Keep, "keep_best", cfg.KeepBest)
 		default:
 			n := 0
 			for _, o := range d.objects {

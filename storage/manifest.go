@@ -68,6 +68,74 @@ type Manifest struct {
 	// version that shard had reached, at least Step: those versions count every
 	// worker's pushes).
 	Consistency string `json:"consistency,omitempty"`
+	// Score is the checkpoint's score (spec.checkpoint.scoreBy), set on checkpoints the
+	// chief wrote at an epoch end right after evaluating exactly these parameters; nil
+	// on the others (and on manifests written before scores existed).
+	Score *Score `json:"score,omitempty"`
+	// EarlyStopping is spec.training.earlyStopping's state as of the last epoch
+	// evaluated before Step, so a resumed job goes on counting its patience; nil when
+	// the job does not stop early.
+	EarlyStopping *EarlyStoppingState `json:"earlyStopping,omitempty"`
+}
+
+// Score directions (Score.Mode).
+const (
+	ScoreMax = "max"
+	ScoreMin = "min"
+)
+
+// Score is how good a checkpoint's parameters are by one validation metric.
+type Score struct {
+	// Metric names the validation metric ("val_auc"); Mode is ScoreMax or ScoreMin.
+	Metric string `json:"metric"`
+	Mode   string `json:"mode"`
+	// Value is the metric's value, taken when the checkpoint was written.
+	Value float64 `json:"value"`
+	// Epoch is the number of epochs trained when it was taken.
+	Epoch int `json:"epoch"`
+}
+
+// Better reports whether s is strictly better than o by s's mode (a nil o is beaten by
+// any score; scores of different metrics or modes are not compared: false).
+func (s *Score) Better(o *Score) bool {
+	switch {
+	case s == nil:
+		return false
+	case o == nil:
+		return true
+	case s.Metric != o.Metric || s.Mode != o.Mode:
+		return false
+	case s.Mode == ScoreMin:
+		return s.Value < o.Value
+	}
+	return s.Value > o.Value
+}
+
+// validate checks the score's fields.
+func (s *Score) validate() error {
+	switch {
+	case s.Metric == "":
+		return errors.New("manifest: score.metric: empty")
+	case s.Mode != ScoreMax && s.Mode != ScoreMin:
+		return fmt.Errorf("manifest: score.mode %q: want max or min", s.Mode)
+	case math.IsNaN(s.Value) || math.IsInf(s.Value, 0):
+		return fmt.Errorf("manifest: score.value: not finite (%v)", s.Value)
+	case s.Epoch < 0:
+		return fmt.Errorf("manifest: score.epoch %d: negative", s.Epoch)
+	}
+	return nil
+}
+
+// EarlyStoppingState is where spec.training.earlyStopping stood after an epoch.
+type EarlyStoppingState struct {
+	// Epoch is the last epoch evaluated (epochs trained).
+	Epoch int `json:"epoch"`
+	// Best is the monitored metric's best value so far, reached after BestEpoch epochs
+	// (0: none yet, every epoch so far was a warm-up epoch).
+	Best      float64 `json:"best"`
+	BestEpoch int     `json:"bestEpoch"`
+	// Wait is the number of epochs since then that did not improve on Best.
+	Wait int `json:"wait"`
 }
 
 // MaxManifestWorkers bounds len(RNGState.DropoutCalls).
@@ -155,6 +223,19 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("manifest: consistency %q: want sync, async or bounded", m.Consistency)
 	case m.RNG != nil && len(m.RNG.DropoutCalls) > MaxManifestWorkers:
 		return fmt.Errorf("manifest: rng.dropoutCalls: %d entries, at most %d", len(m.RNG.DropoutCalls), MaxManifestWorkers)
+	}
+	if m.Score != nil {
+		if err := m.Score.validate(); err != nil {
+			return err
+		}
+	}
+	if es := m.EarlyStopping; es != nil {
+		switch {
+		case es.Epoch < 0 || es.BestEpoch < 0 || es.Wait < 0 || es.BestEpoch > es.Epoch:
+			return fmt.Errorf("manifest: earlyStopping: epoch %d, bestEpoch %d, wait %d: negative or out of order", es.Epoch, es.BestEpoch, es.Wait)
+		case math.IsNaN(es.Best) || math.IsInf(es.Best, 0):
+			return fmt.Errorf("manifest: earlyStopping.best: not finite (%v)", es.Best)
+		}
 	}
 	for name, v := range m.Metrics {
 		if math.IsNaN(v) || math.IsInf(v, 0) {

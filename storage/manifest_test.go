@@ -197,6 +197,17 @@ func TestManifestValidate(t *testing.T) {
 		{"short of total", func(m *storage.Manifest) { m.TotalParams = 11 }, "[10, 11) are not covered"},
 		{"beyond total", func(m *storage.Manifest) { m.TotalParams = 9 }, "beyond totalParams 9"},
 		{"overflow", func(m *storage.Manifest) { m.Objects[0].Offset = math.MaxUint64 - 2 }, "overflows"},
+		{"valid score and early stopping", func(m *storage.Manifest) {
+			m.Score = &storage.Score{Metric: "val_auc", Mode: storage.ScoreMax, Value: 0.8, Epoch: 3}
+			m.EarlyStopping = &storage.EarlyStoppingState{Epoch: 3, Best: 0.8, BestEpoch: 2, Wait: 1}
+		}, ""},
+		{"score without metric", func(m *storage.Manifest) { m.Score = &storage.Score{Mode: storage.ScoreMax} }, "score.metric: empty"},
+		{"score mode", func(m *storage.Manifest) { m.Score = &storage.Score{Metric: "val_auc", Mode: "up"} }, `score.mode "up"`},
+		{"nan score", func(m *storage.Manifest) { m.Score = &storage.Score{Metric: "val_auc", Mode: "max", Value: math.NaN()} }, "score.value: not finite"},
+		{"early stopping out of order", func(m *storage.Manifest) { m.EarlyStopping = &storage.EarlyStoppingState{Epoch: 2, BestEpoch: 3} }, "earlyStopping: epoch 2, bestEpoch 3"},
+		{"infinite early stopping best", func(m *storage.Manifest) {
+			m.EarlyStopping = &storage.EarlyStoppingState{Epoch: 2, BestEpoch: 1, Best: math.Inf(1)}
+		}, "earlyStopping.best: not finite"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -50,6 +50,16 @@ type chief struct {
 	prevCkptKey  string
 	// telemetry is the TensorBoard event file, opened once the trainer is rank 0.
 	telemetry *jobTelemetry
+
+	// early is spec.training.earlyStopping's state after the last epoch evaluated;
+	// pendingStop a decision to stop not stored yet, stop the job's stored decision
+	// (earlystop.go).
+	early       storage.EarlyStoppingState
+	pendingStop *stopRecord
+	stop        *stopRecord
+	// exported names the checkpoint finish exports (best.go); its parameters are in
+	// params from then on.
+	exported *cohortv1.ExportedFrom
 }
 
 // newChief returns the chief of a run that starts at start; a run that resumes from
@@ -58,12 +68,16 @@ func newChief(t *Trainer, m model.Model, ds *datasets, client *paramserver.Clien
 	c := &chief{t: t, m: m, ds: ds, client: client, params: params, total: total, evaluatedStep: -1, lastCkptStep: -1}
 	if start.resumed {
 		c.lastCkptStep, c.checkpoint, c.metrics = start.step, start.uri, start.metrics
+		if start.early != nil {
+			c.early = *start.early
+		}
 	}
 	return c
 }
 
 // evaluateEpoch evaluates and reports the epoch that ended before step k (epochs
-// epochs done), unless the chief already did at k, and starts loss's next epoch.
+// epochs done) and takes it into the early-stopping state, unless the chief already did
+// at k, and starts loss's next epoch.
 func (c *chief) evaluateEpoch(ctx context.Context, epochs int, k int64, loss *epochLoss) error {
 	if k == c.evaluatedStep {
 		return nil
@@ -72,7 +86,7 @@ func (c *chief) evaluateEpoch(ctx context.Context, epochs int, k int64, loss *ep
 		return err
 	}
 	c.evaluatedStep = k
-	return nil
+	return c.observeEpoch(ctx, epochs, k)
 }
 
 // endEpoch evaluates the parameters (those after `epochs` epochs, pulled for step),
@@ -252,6 +266,11 @@ func (c *chief) trySaveCheckpoint(ctx context.Context, step int64, at position, 
 		TrainRows:       int64(loss.rows),
 		RNG:             &storage.RNGState{DropoutCalls: append([]uint64(nil), at.calls...)},
 		Consistency:     t.spec.Spec.Training.Consistency.Mode,
+		Score:           c.score(step, at.epoch),
+	}
+	if t.spec.Spec.Training.EarlyStopping != nil {
+		st := c.early
+		man.EarlyStopping = &st
 	}
 	for _, o := range objs {
 		man.Objects = append(man.Objects, storage.ManifestObject{
@@ -277,16 +296,22 @@ func (c *chief) trySaveCheckpoint(ctx context.Context, step int64, at position, 
 	}
 	c.checkpoint = t.cfg.Store.URI(key)
 	c.lastCkptStep = step
-	t.log.Info("checkpoint committed", "step", step, "manifest", c.checkpoint)
+	if man.Score != nil {
+		t.log.Info("checkpoint committed", "step", step, "manifest", c.checkpoint, "score", man.Score.Metric, "value", round4(man.Score.Value))
+	} else {
+		t.log.Info("checkpoint committed", "step", step, "manifest", c.checkpoint)
+	}
 	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: c.checkpoint, Generation: t.gen})
 	return c.retain(ctx, step)
 }
 
 // retain applies checkpoint retention (storage.CollectCheckpoints): it keeps
-// checkpoint.keep committed checkpoints and never deletes the one just committed, the
-// one the job record pointed at when this run started, nor the one committed before
-// the newest (the record may still point at it until the coordinator applies the
-// report). A failed collection is logged, not fatal: it only costs space.
+// checkpoint.keep committed checkpoints and the checkpoint.keepBest best-scored ones
+// (ranked from the manifests in the store, so a resumed run keeps the same ones), and
+// never deletes the one just committed, the one the job record pointed at when this
+// run started, nor the one committed before the newest (the record may still point at
+// it until the coordinator applies the report). A failed collection is logged, not
+// fatal: it only costs space.
 func (c *chief) retain(ctx context.Context, newest int64) error {
 	t := c.t
 	jobID := t.job.GetId()
@@ -305,7 +330,8 @@ func (c *chief) retain(ctx context.Context, newest int64) error {
 		grace = DefaultCheckpointGrace
 	}
 	res, err := storage.CollectCheckpoints(ctx, t.cfg.Store, storage.GCConfig{
-		JobID: jobID, Keep: t.spec.Spec.Checkpoint.Keep, Protect: protect, Grace: grace, Logger: t.log,
+		JobID: jobID, Keep: t.spec.Spec.Checkpoint.Keep, KeepBest: t.spec.Spec.Checkpoint.KeepBest,
+		Protect: protect, Grace: grace, Logger: t.log,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -322,28 +348,65 @@ func (c *chief) retain(ctx context.Context, newest int64) error {
 
 // finish does the chief's duties once every step is trained and the final parameters
 // are pulled (at is the position after the last step, loss the last epoch's training
-// loss): the last epoch's evaluation, the test split's metrics, the final checkpoint,
-// the model report and, when its gate lets it, the export. It returns the run's result.
+// loss): the last epoch's evaluation and its checkpoint (unless early stopping ended
+// training, whose last checkpoint is the one of the stop epoch), then, on the best
+// checkpoint (best.go) read back from storage, the validation and test metrics, the
+// model report and, when its gate lets it, the export. It returns the run's result.
 func (c *chief) finish(ctx context.Context, at position, loss *epochLoss) (*Result, error) {
 	t, s := c.t, &c.t.spec.Spec
-	if err := c.endEpoch(ctx, s.Training.Epochs, c.total, loss); err != nil {
+	if c.stop == nil {
+		if err := c.endEpoch(ctx, s.Training.Epochs, c.total, loss); err != nil {
+			return nil, err
+		}
+		c.evaluatedStep = c.total
+		if err := c.observeEpoch(ctx, s.Training.Epochs, c.total); err != nil {
+			return nil, err
+		}
+		if c.lastCkptStep != c.total {
+			err := t.withStaleRetry(ctx, c.client, func() error { return c.saveCheckpoint(ctx, c.total, at, loss) })
+			if err != nil {
+				return nil, err
+			}
+		}
+	} else if c.lastCkptStep < c.stop.Step {
+		// Another chief committed the stop epoch's checkpoint (before a membership
+		// change): it is the run's latest.
+		key := storage.ManifestKey(t.job.GetId(), c.stop.Step)
+		if _, err := storage.ReadManifest(ctx, t.cfg.Store, key); err == nil {
+			c.checkpoint, c.lastCkptStep = t.cfg.Store.URI(key), c.stop.Step
+		}
+	}
+	man, uri, err := c.exportSource(ctx)
+	if err != nil {
 		return nil, err
 	}
-	final := c.metrics
+	if err := c.loadCheckpoint(ctx, man, c.params); err != nil {
+		return nil, err
+	}
+	c.exported = exportedFrom(man, uri)
+	final, err := c.evaluate("val_", c.ds.val)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range c.ds.baselines {
+		final[k] = v
+	}
 	if c.ds.test != nil {
 		tm, err := c.evaluate("test_", c.ds.test)
 		if err != nil {
 			return nil, err
 		}
 		final = mergeMetrics(final, tm)
-		c.metrics = final
 	}
-	if c.lastCkptStep != c.total {
-		err := t.withStaleRetry(ctx, c.client, func() error { return c.saveCheckpoint(ctx, c.total, at, loss) })
-		if err != nil {
-			return nil, err
-		}
+	c.metrics = final
+	args := []any{"checkpoint", uri, "step", man.Step, "epoch", c.exported.Epoch}
+	if c.exported.Metric != "" {
+		args = append(args, "score", c.exported.Metric, "value", round4(c.exported.Score))
 	}
+	if c.stop != nil {
+		args = append(args, "stopped_after_epoch", c.stop.Epoch)
+	}
+	t.log.Info("exporting the best checkpoint", args...)
 	started := time.Now()
 	report, err := c.buildReport()
 	if err != nil {
@@ -368,5 +431,6 @@ func (c *chief) finish(ctx context.Context, at position, loss *epochLoss) (*Resu
 	} else {
 		t.log.Warn("export blocked by the audit gate", "reasons", gate.Reasons)
 	}
-	return &Result{Metrics: final, Checkpoint: c.checkpoint, Exports: exports, Progress: c.progress, Report: reportURI, Gate: gate}, nil
+	return &Result{Metrics: final, Checkpoint: c.checkpoint, Exports: exports, Progress: c.progress, Report: reportURI, Gate: gate,
+		ExportedFrom: c.exported, EarlyStop: c.stop.proto()}, nil
 }

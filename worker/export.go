@@ -37,6 +37,9 @@ type ModelCard struct {
 	LayoutHash    string              `json:"layoutHash"`
 	Architecture  export.Architecture `json:"architecture"`
 	Preprocessing json.RawMessage     `json:"preprocessing"`
+	// ONNXPreprocessing is spec.export.onnx.preprocessing, the form of an ONNX export
+	// (empty in cards written before it existed: embedded).
+	ONNXPreprocessing string `json:"onnxPreprocessing,omitempty"`
 }
 
 // ModelCardKey is the storage key of a job's model card: "jobs/<jobID>/model.json".
@@ -74,6 +77,7 @@ func (c *chief) modelCard() (*ModelCard, error) {
 	return &ModelCard{
 		FormatVersion: ModelCardVersion, JobID: t.job.GetId(), Name: export.SanitizeName(t.job.GetName()),
 		DataFormat: s.Data.Format, LayoutHash: arch.LayoutHash(), Architecture: arch, Preprocessing: pre,
+		ONNXPreprocessing: s.Export.ONNX.Preprocessing,
 	}, nil
 }
 
@@ -120,10 +124,11 @@ func (c *ModelCard) bundle(params []float32) (*export.Bundle, error) {
 		export.MetaPreprocessing: pre.String(),
 		export.MetaDataFormat:    c.DataFormat,
 		"cohort.layout_hash":     c.LayoutHash,
-	}}, nil
+	}, ONNXPreprocessing: c.ONNXPreprocessing}, nil
 }
 
-// export writes the final model in the spec's export.formats under ExportPrefix (the
+// export writes the exported model (the best checkpoint's parameters, in c.params) in
+// the spec's export.formats under ExportPrefix (the
 // Triton model repository for onnx, model.safetensors always), with the fitted
 // preprocessing in the files' metadata, next to the model's report.json and model card
 // and preprocessing.json, and returns the URIs of the model files it wrote.
@@ -138,7 +143,11 @@ func (c *chief) export(ctx context.Context, report, modelCard []byte) ([]string,
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	b.Metadata["cohort.step"] = fmt.Sprint(c.total)
+	step := c.total
+	if e := c.exported; e != nil {
+		step = e.GetStep()
+	}
+	b.Metadata["cohort.step"] = fmt.Sprint(step)
 	files, err := b.Files(s.Export.Formats)
 	if err != nil {
 		return nil, fmt.Errorf("worker: spec.export.formats: %w", err)
@@ -193,6 +202,8 @@ func DecodeModelCard(r io.Reader) (*ModelCard, error) {
 		return nil, fmt.Errorf("model card: name %q: not a valid model name", c.Name)
 	case len(c.Preprocessing) == 0 || !json.Valid(c.Preprocessing):
 		return nil, errors.New("model card: preprocessing: missing or not JSON")
+	case c.ONNXPreprocessing != "" && c.ONNXPreprocessing != export.ONNXEmbedded && c.ONNXPreprocessing != export.ONNXSeparate:
+		return nil, fmt.Errorf("model card: onnxPreprocessing %q: not one of %s, %s", c.ONNXPreprocessing, export.ONNXEmbedded, export.ONNXSeparate)
 	}
 	if err := c.Architecture.Validate(); err != nil {
 		return nil, fmt.Errorf("model card: %w", err)

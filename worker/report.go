@@ -84,7 +84,8 @@ func auditConfig(s *jobs.Spec, split, prefix string) audit.Config {
 	return cfg
 }
 
-// buildReport evaluates the final model on the test set (else the validation split):
+// buildReport evaluates the exported model (the best checkpoint's parameters, in
+// c.params) on the test set (else the validation split):
 // metrics with bootstrap confidence intervals, calibration, confusion matrix, the
 // fairness audit and gate of spec.audit, permutation importance (tabular and sequence
 // models) and integrated-gradients attributions (CNN).
@@ -112,6 +113,9 @@ func (c *chief) buildReport() (*audit.Report, error) {
 	}
 	r.JobID, r.Name = c.t.job.GetId(), c.t.job.GetName()
 	r.Model = audit.ModelInfo{Kind: modelKind(s), Step: c.total, Checkpoint: c.checkpoint}
+	if e := c.exported; e != nil {
+		r.Model.Step, r.Model.Checkpoint = e.GetStep(), e.GetCheckpoint()
+	}
 	r.Training = &audit.TrainingInfo{Data: s.Data.Train, Rows: c.ds.train.N, Date: time.Now().UTC().Format(time.DateOnly)}
 	for _, col := range c.ds.columns {
 		r.Training.Features = append(r.Training.Features, col.Name)

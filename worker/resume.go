@@ -26,6 +26,8 @@ type resumePoint struct {
 	lossSum float64
 	rows    int64
 	metrics map[string]float64
+	// early is the checkpoint's early-stopping state (nil: none recorded).
+	early *storage.EarlyStoppingState
 }
 
 // gradientCallSetter is implemented by models whose dropout stream can be positioned:
@@ -132,7 +134,8 @@ func (t *Trainer) startPoint(ctx context.Context, client *paramserver.Client, m 
 		t.log.Info("joining a running job", "step", version, "epoch", epoch, "checkpoint_step", man.Step)
 		return resumePoint{step: version, epoch: epoch, pos: pos, calls: calls}, nil
 	}
-	rp := resumePoint{resumed: true, uri: uri, step: man.Step, epoch: man.Epoch, lossSum: man.TrainLossSum, rows: man.TrainRows, metrics: man.Metrics}
+	rp := resumePoint{resumed: true, uri: uri, step: man.Step, epoch: man.Epoch, lossSum: man.TrainLossSum, rows: man.TrainRows,
+		metrics: man.Metrics, early: man.EarlyStopping}
 	switch {
 	case man.Workers == t.base && man.BatchSize == batch:
 		rp.pos = man.DataPosition

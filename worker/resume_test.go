@@ -117,6 +117,8 @@ type runOpts struct {
 	metrics *Metrics
 	// configure, when set, adjusts each trainer's configuration.
 	configure func(*TrainerConfig)
+	// results, when set, receives every rank's result.
+	results *[]*Result
 }
 
 // run starts the job's shards (restored when job.Checkpoint is set) and workers at the
@@ -187,6 +189,9 @@ func (c *testCluster) run(job *cohortv1.Job, o runOpts) (*Result, error) {
 		})
 	}
 	wg.Wait()
+	if o.results != nil {
+		*o.results = results
+	}
 	if cause := context.Cause(ctx); cause != nil {
 		return nil, cause
 	}
@@ -304,8 +309,8 @@ func TestExactResume(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(cks) == 0 || len(cks) > 3 || cks[len(cks)-1].Step != resumeTotal {
-				t.Errorf("committed checkpoints after resume: %+v, want at most keep (2) plus the resumed one, newest at %d", cks, resumeTotal)
+			if len(cks) == 0 || len(cks) > 4 || cks[len(cks)-1].Step != resumeTotal {
+				t.Errorf("committed checkpoints after resume: %+v, want at most keep (2), keepBest (1) and the resumed one, newest at %d", cks, resumeTotal)
 			}
 		})
 	}
@@ -324,8 +329,9 @@ func mustLocal(t *testing.T) *storage.Local {
 // (with a storage fault that also stops every task, as a dead process would): during
 // the shard writes, before the manifest, and after the manifest but before the job
 // record points at it. The job is then placed again from what the record points at
-// (step 4): it must resume from that newest complete checkpoint, commit step 8 again,
-// and end bit-identical to an uninterrupted run, with no uncommitted objects left.
+// (step 6, the scored checkpoint of the first epoch end): it must resume from that
+// newest complete checkpoint, commit step 8 again, and end bit-identical to an
+// uninterrupted run, with no uncommitted objects left.
 func TestCrashAtEachCheckpointPhase(t *testing.T) {
 	t.Run("local", func(t *testing.T) { testCrashAtEachCheckpointPhase(t, mustLocal(t)) })
 	t.Run("s3", func(t *testing.T) {
@@ -381,8 +387,8 @@ func testCrashAtEachCheckpointPhase(t *testing.T, base storage.Blob) {
 				t.Fatal("crashed run succeeded")
 			}
 			fault.SetBeforeWrite(nil)
-			if got := checkpointStep(t, pointer); got != 4 {
-				t.Fatalf("job record points at step %d, want 4", got)
+			if got := checkpointStep(t, pointer); got != 6 {
+				t.Fatalf("job record points at step %d, want 6", got)
 			}
 			resumed := job
 			resumed.Checkpoint, resumed.Generation = pointer, 2

@@ -94,7 +94,10 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 	r.mu.Unlock()
 	go func() {
 		defer close(done)
-		log, closeLog := r.taskLogger(a)
+		log, closeTaskLog := r.taskLogger(a)
+		// The task's log is closed (its last lines written to storage) before the final
+		// report goes out: whoever sees the job end can read the whole log.
+		closeLog := sync.OnceFunc(closeTaskLog)
 		defer closeLog()
 		send(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING})
 		t, err := NewTrainer(TrainerConfig{
@@ -115,6 +118,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			var res *Result
 			res, err = t.Run(ctx)
 			if err == nil {
+				closeLog()
 				send(&cohortv1.TaskReport{
 					State:      cohortv1.TaskState_TASK_STATE_SUCCEEDED,
 					Metrics:    res.Metrics,
@@ -123,6 +127,9 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 					Progress:   res.Progress,
 					Report:     res.Report,
 					Gate:       res.Gate,
+
+					ExportedFrom: res.ExportedFrom,
+					EarlyStop:    res.EarlyStop,
 				})
 				return
 			}
@@ -133,6 +140,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			return
 		}
 		log.Error("training task failed", "alloc_id", alloc.GetId(), "err", err)
+		closeLog()
 		send(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_FAILED, Message: err.Error()})
 	}()
 }

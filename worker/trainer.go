@@ -76,6 +76,14 @@ type Result struct {
 	// (nil when the spec asks for none). A failed gate leaves Exports empty.
 	Report string
 	Gate   *cohortv1.GateResult
+	// ExportedFrom names the checkpoint the exports, the report and Metrics describe
+	// (the best by spec.checkpoint.scoreBy); EarlyStop is set when
+	// spec.training.earlyStopping ended training.
+	ExportedFrom *cohortv1.ExportedFrom
+	EarlyStop    *cohortv1.EarlyStop
+	// LastStep is the global step this rank's run ended at: the shards' version when it
+	// left the training loop (every rank's, in sync mode). Set on every rank.
+	LastStep int64
 }
 
 // Trainer is one worker's data-parallel training loop. Worker rank 0 is the chief: it
@@ -202,6 +210,26 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 
 	loop := newLoop(t, m, ds, client, probe, start, stepsPerEpoch, total)
 	defer loop.chief.closeTelemetry()
+	if s.Training.EarlyStopping != nil {
+		// A job stopped early before this run (it failed after the decision, or this
+		// worker joins late) stops at the same step again.
+		rec, err := readStopRecord(ctx, t.cfg.Store, t.job.GetId())
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case rec != nil:
+			loop.applyStop(rec, start.step)
+		case start.resumed && start.pos == 0 && start.epoch > 0:
+			// Resumed at an epoch end: the run before may have decided to stop there
+			// and failed before storing the decision; the chief takes it again and
+			// every rank looks for it after this step.
+			loop.checkStopAt = start.step + 1
+			if t.chief {
+				loop.chief.resumeStop(start)
+			}
+		}
+	}
 	return loop.run(ctx)
 }
 
@@ -222,6 +250,9 @@ type loopState struct {
 	sched schedule
 	grad  gradientState
 	loss  epochLoss
+	// checkStopAt is the step after the last epoch end, at which the rank reads the
+	// job's early-stopping record (earlystop.go); -1: none.
+	checkStopAt int64
 	// chief does rank 0's duties (chief.go). Every rank keeps one: the rank that becomes
 	// rank 0 after a membership change takes over with it.
 	chief *chief
@@ -244,8 +275,9 @@ func newLoop(t *Trainer, m model.Model, ds *datasets, client *paramserver.Client
 			yb:     make([]float32, batch),
 			step:   -1,
 		},
-		loss:  epochLoss{started: time.Now(), lastStep: -1},
-		chief: newChief(t, m, ds, client, params, total, start),
+		loss:        epochLoss{started: time.Now(), lastStep: -1},
+		chief:       newChief(t, m, ds, client, params, total, start),
+		checkStopAt: -1,
 	}
 	if start.resumed {
 		l.loss.sum, l.loss.rows = start.lossSum, int(start.rows)
@@ -392,15 +424,18 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 		t.log.Warn("resumed with dropout, but the model cannot restore its dropout stream: masks differ from an uninterrupted run")
 	}
 	sync := syncMode(s)
-	total := l.sched.total
 	step := start.step
 	for {
-		for step < total {
+		// Early stopping may move the last step (l.sched.total) closer.
+		for step < l.sched.total {
 			l.sched.seek(step)
 			err := l.runStep(ctx, step)
 			if err == nil {
 				step++
 				continue
+			}
+			if errors.Is(err, errStoppedEarly) {
+				continue // the run ends at step
 			}
 			if step, err = l.recover(ctx, step, err); err != nil {
 				return nil, err
@@ -411,16 +446,17 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 		}
 		// Every rank waits until the last step is complete on every shard: until then a
 		// membership change may still ask it to train that step again.
-		l.sched.seek(total)
-		l.sched.step = total
-		_, err := l.client.Pull(ctx, total, l.params)
+		l.sched.seek(l.sched.total)
+		l.sched.step = l.sched.total
+		_, err := l.client.Pull(ctx, l.sched.total, l.params)
 		if err == nil {
 			break
 		}
-		if step, err = l.recover(ctx, total, fmt.Errorf("worker: pull final parameters: %w", err)); err != nil {
+		if step, err = l.recover(ctx, l.sched.total, fmt.Errorf("worker: pull final parameters: %w", err)); err != nil {
 			return nil, err
 		}
 	}
+	total := l.sched.total
 	l.sched.seek(total)
 	l.sched.step = total
 	// In bounded mode a pull carries the worker's own step (its clock). A worker that
@@ -441,7 +477,7 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 				return nil, fmt.Errorf("worker: report the last step: %w", err)
 			}
 		}
-		return &Result{}, nil
+		return &Result{LastStep: total}, nil
 	}
 	if !sync {
 		finalStep := total
@@ -452,7 +488,12 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("worker: pull final parameters: %w", err)
 		}
 	}
-	return l.chief.finish(ctx, l.sched.position, &l.loss)
+	res, err := l.chief.finish(ctx, l.sched.position, &l.loss)
+	if err != nil {
+		return nil, err
+	}
+	res.LastStep = total
+	return res, nil
 }
 
 // runStep trains global step k at the position seek set: pull, the chief's duties
@@ -466,10 +507,31 @@ func (l *loopState) runStep(ctx context.Context, k int64) error {
 	if err != nil {
 		return fmt.Errorf("worker: pull parameters for step %d: %w", k, err)
 	}
-	if t.chief && l.sched.epochEnded(k) {
-		if err := l.chief.evaluateEpoch(ctx, l.sched.epoch, k, &l.loss); err != nil {
+	if err := l.followStop(ctx, k); err != nil {
+		return err
+	}
+	if l.sched.epochEnded(k) {
+		if s.Training.EarlyStopping != nil {
+			l.checkStopAt = k + 1
+		}
+		if t.chief {
+			// Evaluate, commit the scored checkpoint of the epoch end, and, when early
+			// stopping ends training here, store the decision before this rank's push
+			// releases step k+1 (earlystop.go).
+			if err := l.chief.evaluateEpoch(ctx, l.sched.epoch, k, &l.loss); err != nil {
+				return err
+			}
+			if err := l.chief.epochCheckpoint(ctx, k, l.sched.position, &l.loss); err != nil {
+				return err
+			}
+		}
+	}
+	if t.chief && l.chief.pendingStop != nil {
+		rec, err := l.chief.commitStop(ctx)
+		if err != nil {
 			return err
 		}
+		l.applyStop(rec, k)
 	}
 	if t.chief {
 		if err := l.chief.periodicCheckpoint(ctx, k, l.sched.position, &l.loss); err != nil {

@@ -87,6 +87,12 @@ type jobResult struct {
 	Metrics    map[string]float64 `json:"metrics"`
 	Checkpoint string             `json:"checkpoint"`
 	Exports    []string           `json:"exports"`
+	// ExportedStep and ExportedEpoch name the checkpoint the exports and the metrics
+	// come from (the best by spec.checkpoint.scoreBy), ExportedCheckpoint its manifest;
+	// absent before the job exported.
+	ExportedStep       *int64 `json:"exported_step,omitempty"`
+	ExportedEpoch      *int32 `json:"exported_epoch,omitempty"`
+	ExportedCheckpoint string `json:"exported_checkpoint,omitempty"`
 	// Report is the URI of the model's report.json (audit and explanations).
 	Report string `json:"report,omitempty"`
 	// Gate is the outcome of spec.audit.gate; absent when the spec asks for none.
@@ -131,7 +137,11 @@ func resultOf(j *cohortv1.Job) jobResult {
 	if r.Exports == nil {
 		r.Exports = []string{}
 	}
-	if j.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED || (r.Gate != nil && !r.Gate.Passed) {
+	if e := j.GetExportedFrom(); e != nil {
+		step, epoch := e.GetStep(), e.GetEpoch()
+		r.ExportedStep, r.ExportedEpoch, r.ExportedCheckpoint = &step, &epoch, e.GetCheckpoint()
+	}
+	if j.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED || (r.Gate != nil && !r.Gate.Passed) || j.GetEarlyStop() != nil {
 		r.Message = j.GetStatusMessage()
 	}
 	return r

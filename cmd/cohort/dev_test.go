@@ -116,7 +116,8 @@ func readExport(t *testing.T, c *nodetest.Cluster, uri string) ([]export.Tensor,
 // TestDevTrainsExampleJob runs the whole embedded cluster over loopback gRPC (raft
 // coordinator, two parameter-server nodes, two workers) on the example job, then checks
 // the metrics, the committed checkpoint, retention, and that the exported model, the
-// checkpointed shards and the reported metrics all describe the same parameters.
+// best-scored checkpoint's shards and the reported metrics all describe the same
+// parameters.
 func TestDevTrainsExampleJob(t *testing.T) {
 	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	spec := exampleSpec(t)
@@ -152,6 +153,18 @@ func TestDevTrainsExampleJob(t *testing.T) {
 	if man.Step != job.GetProgress().GetTotalSteps() || len(man.Objects) != 2 {
 		t.Errorf("manifest step %d with %d objects, want step %d and 2 shard objects", man.Step, len(man.Objects), job.GetProgress().GetTotalSteps())
 	}
+	// The job exports its best-scored checkpoint (spec.checkpoint.scoreBy: val_auc).
+	infos, err := storage.ListCheckpoints(ctx, c.Store, job.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	best := storage.BestCheckpoints(infos, 1)
+	if len(best) != 1 || job.GetExportedFrom().GetCheckpoint() != best[0].URI || m["val_auc"] != best[0].Score.Value {
+		t.Fatalf("exported from %v with val_auc %v, want the best-scored checkpoint %+v", job.GetExportedFrom(), m["val_auc"], best)
+	}
+	if man, err = storage.ReadManifest(ctx, c.Store, best[0].ManifestKey); err != nil {
+		t.Fatal(err)
+	}
 	ckParams := make([]float32, man.TotalParams)
 	for _, o := range man.Objects {
 		rc, err := c.Store.Get(ctx, o.Key)
@@ -175,8 +188,8 @@ func TestDevTrainsExampleJob(t *testing.T) {
 			manifests++
 		}
 	}
-	if manifests == 0 || manifests > parsed.Spec.Checkpoint.Keep {
-		t.Errorf("%d committed checkpoints kept, want 1..%d", manifests, parsed.Spec.Checkpoint.Keep)
+	if ck := parsed.Spec.Checkpoint; manifests == 0 || manifests > ck.Keep+ck.KeepBest {
+		t.Errorf("%d committed checkpoints kept, want 1..%d (keep and keepBest)", manifests, ck.Keep+ck.KeepBest)
 	}
 
 	if len(job.GetExports()) != 2 || !strings.HasSuffix(job.GetExports()[0], "/model.safetensors") ||
@@ -528,7 +541,8 @@ func TestDevRunOnAnotherCSV(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 		t.Fatalf("last stdout line %q is not the result object: %v", lines[len(lines)-1], err)
 	}
-	if res.Status != "succeeded" || res.JobID == "" || !strings.HasPrefix(res.Checkpoint, "file://") || len(res.Exports) != 2 {
+	if res.Status != "succeeded" || res.JobID == "" || !strings.HasPrefix(res.Checkpoint, "file://") || len(res.Exports) != 2 ||
+		res.ExportedStep == nil || res.ExportedEpoch == nil || *res.ExportedEpoch < 1 || *res.ExportedEpoch > 8 {
 		t.Fatalf("result %+v", res)
 	}
 	if res.Metrics["val_auc"] < 0.75 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -22,12 +23,17 @@ func init() { registerCommand(newExportCmd) }
 
 // exportResult is the -o json output of `cohort export`.
 type exportResult struct {
-	JobID      string   `json:"job_id"`
-	Format     string   `json:"format"`
-	Checkpoint string   `json:"checkpoint"`
-	Step       int64    `json:"step"`
-	Name       string   `json:"name"`
-	Files      []string `json:"files"`
+	JobID      string `json:"job_id"`
+	Format     string `json:"format"`
+	Checkpoint string `json:"checkpoint"`
+	Step       int64  `json:"step"`
+	Epoch      int    `json:"epoch"`
+	// Score is the exported checkpoint's score (absent: none); Best says it is the
+	// best-scored one.
+	Score *scoreJSON `json:"score,omitempty"`
+	Best  bool       `json:"best"`
+	Name  string     `json:"name"`
+	Files []string   `json:"files"`
 }
 
 func newExportCmd(g *globalFlags) *cobra.Command {
@@ -36,19 +42,26 @@ func newExportCmd(g *globalFlags) *cobra.Command {
 		s3           storage.S3Config
 		overrideGate bool
 		reason       string
+		which        string
 	)
 	cmd := &cobra.Command{
-		Use:   "export JOB_ID --format onnx|safetensors --out DIR",
-		Short: "Export a job's latest checkpoint for serving",
-		Long: `Export reads the job's latest committed checkpoint (through the coordinator's pointer),
-verifies every object against its manifest, and writes the model with its fitted
-preprocessing into DIR:
+		Use:   "export JOB_ID --format onnx|safetensors --out DIR [--checkpoint best|latest|STEP]",
+		Short: "Export a job's best (or latest, or any committed) checkpoint for serving",
+		Long: `Export reads one of the job's committed checkpoints, verifies every object against its
+manifest, and writes the model with its fitted preprocessing into DIR. --checkpoint
+chooses which: best (the default) is the best-scored one by the job's
+spec.checkpoint.scoreBy, the one the job itself exported ("cohort checkpoint list"
+marks it BEST; a job trained before checkpoints had scores falls back to the latest);
+latest is the one the job record points at; a number is the checkpoint of that step.
+DIR then holds:
 
   DIR/model.safetensors              weights, architecture and preprocessing as metadata
   DIR/<name>/config.pbtxt            Triton model configuration (--format onnx)
   DIR/<name>/1/model.onnx            ONNX opset 13 model (--format onnx)
 
-  DIR/report.json, DIR/model_card.md the model's audit and explanations (see cohort job report)
+  DIR/report.json, DIR/model_card.md the model's audit and explanations (see cohort job report),
+                                     when the checkpoint is the one the job exported: they
+                                     describe its parameters
 
 DIR is then a Triton model repository, and what "cohort serve --model DIR" serves.
 Checkpoints on S3 are read with --s3-endpoint and the AWS_ACCESS_KEY_ID /
@@ -60,6 +73,8 @@ records the override (who: your ACL token's name, or your user name marked
 unverified on a cluster without ACLs; why; when) in the job record and in the
 exported report.json and model card. Overriding needs an admin token.`,
 		Example: `  cohort export attrition-mlp-1a2b3c4d --format onnx --out models/
+  cohort export attrition-mlp-1a2b3c4d --format onnx --out models/ --checkpoint latest
+  cohort export attrition-mlp-1a2b3c4d --format safetensors --out models/ --checkpoint 342
   cohort export attrition-mlp-1a2b3c4d --format safetensors --out models/ --s3-endpoint http://127.0.0.1:9000
   cohort export attrition-mlp-1a2b3c4d --format onnx --out models/ --override-gate --reason "reviewed by HR legal, ticket 42"`,
 		Args: exactArgs(1),
@@ -77,6 +92,16 @@ exported report.json and model card. Overriding needs an admin token.`,
 			}
 			if overrideGate && strings.TrimSpace(reason) == "" {
 				return usageErr("--override-gate: --reason TEXT is required: say why the model is exported although its gate failed")
+			}
+			wantStep := int64(-1)
+			switch which {
+			case "best", "latest":
+			default:
+				n, err := strconv.ParseInt(which, 10, 64)
+				if err != nil || n < 0 {
+					return usageErr("--checkpoint: %q is not best, latest or a step number", which)
+				}
+				wantStep = n
 			}
 			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: args[0]})
 			if err != nil {
@@ -100,9 +125,12 @@ exported report.json and model card. Overriding needs an admin token.`,
 				last := job.GetGate().GetOverrides()[len(job.GetGate().GetOverrides())-1]
 				fmt.Fprintf(os.Stderr, "export gate of job %s overridden by %s: %s\n", job.GetId(), last.GetBy(), last.GetReason())
 			}
-			ckpt := job.GetCheckpoint()
-			if ckpt == "" {
+			if job.GetCheckpoint() == "" {
 				return usageErr("job %s (%s) has no committed checkpoint: nothing to export", job.GetId(), stateName(job.GetState()))
+			}
+			ckpt, best, err := chooseCheckpoint(cmd, job, which, wantStep, s3)
+			if err != nil {
+				return err
 			}
 			cfg := storage.DefaultS3Config()
 			cfg.Endpoint, cfg.Region, cfg.PathStyle = s3.Endpoint, s3.Region, s3.PathStyle
@@ -114,7 +142,17 @@ exported report.json and model card. Overriding needs an admin token.`,
 			if err != nil {
 				return fmt.Errorf("export job %s: %w", job.GetId(), err)
 			}
-			if job.GetReport() != "" {
+			// The job's report describes the parameters the job exported (before jobs
+			// had an exported checkpoint: its last, the latest).
+			reported := job.GetCheckpoint()
+			if e := job.GetExportedFrom(); e != nil {
+				reported = e.GetCheckpoint()
+			}
+			switch {
+			case job.GetReport() == "":
+			case reported != ckpt:
+				fmt.Fprintf(os.Stderr, "note: the job's report.json and model card describe the checkpoint it exported (%s), not step %d: left out\n", reported, man.Step)
+			default:
 				extra, err := reportExportFiles(cmd.Context(), g, job.GetId())
 				if err != nil {
 					return err
@@ -125,11 +163,23 @@ exported report.json and model card. Overriding needs an admin token.`,
 			if err != nil {
 				return err
 			}
-			res := exportResult{JobID: job.GetId(), Format: format, Checkpoint: ckpt, Step: man.Step, Name: b.Name, Files: written}
+			res := exportResult{JobID: job.GetId(), Format: format, Checkpoint: ckpt, Step: man.Step, Epoch: man.Epoch, Best: best,
+				Name: b.Name, Files: written}
+			if sc := man.Score; sc != nil {
+				res.Score = &scoreJSON{Metric: sc.Metric, Mode: sc.Mode, Value: sc.Value}
+			}
 			if g.output == "json" {
 				return printJSON(stdout, res)
 			}
-			fmt.Fprintf(stdout, "exported job %s step %d as %s (%s):\n", res.JobID, res.Step, res.Name, format)
+			what := fmt.Sprintf("step %d (epoch %d", res.Step, res.Epoch)
+			if res.Score != nil {
+				what += ", " + formatScore(res.Score)
+			}
+			if res.Best {
+				what += ", best"
+			}
+			what += ")"
+			fmt.Fprintf(stdout, "exported job %s %s as %s (%s):\n", res.JobID, what, res.Name, format)
 			for _, f := range written {
 				fmt.Fprintln(stdout, "  "+f)
 			}
@@ -143,7 +193,52 @@ exported report.json and model card. Overriding needs an admin token.`,
 	cmd.Flags().BoolVar(&s3.PathStyle, "s3-path-style", true, "path-style S3 requests")
 	cmd.Flags().BoolVar(&overrideGate, "override-gate", false, "export although the job's audit gate failed (needs --reason; recorded; admin token)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why the gate is overridden (with --override-gate)")
+	cmd.Flags().StringVar(&which, "checkpoint", "best", "which checkpoint: best (by spec.checkpoint.scoreBy), latest, or a step number")
 	return cmd
+}
+
+// chooseCheckpoint returns the manifest URI of the checkpoint --checkpoint names (which:
+// best or latest; wantStep >= 0 for a step), and whether it is the best-scored one.
+// best falls back to the latest for a job whose checkpoints have no score (trained
+// before scores existed) when --checkpoint was not given.
+func chooseCheckpoint(cmd *cobra.Command, job *cohortv1.Job, which string, wantStep int64, s3 storage.S3Config) (string, bool, error) {
+	infos, key, err := jobCheckpoints(cmd.Context(), job, s3)
+	if err != nil {
+		return "", false, err
+	}
+	var bestKey string
+	if best := storage.BestCheckpoints(infos, 1); len(best) == 1 {
+		bestKey = best[0].ManifestKey
+	}
+	uriOf := func(k string) string {
+		for _, in := range infos {
+			if in.ManifestKey == k {
+				return in.URI
+			}
+		}
+		return ""
+	}
+	switch {
+	case which == "latest":
+		return job.GetCheckpoint(), key == bestKey, nil
+	case which == "best" && bestKey != "":
+		return uriOf(bestKey), true, nil
+	case which == "best" && cmd.Flags().Changed("checkpoint"):
+		return "", false, usageErr("--checkpoint best: no checkpoint of job %s has a score (trained before checkpoint scores existed?): use --checkpoint latest or a step from 'cohort checkpoint list %s'", job.GetId(), job.GetId())
+	case which == "best":
+		fmt.Fprintf(os.Stderr, "note: no checkpoint of job %s has a score: exporting the latest\n", job.GetId())
+		return job.GetCheckpoint(), false, nil
+	}
+	var steps []string
+	for _, in := range infos {
+		if in.Step == wantStep && in.Error == "" {
+			return in.URI, in.ManifestKey == bestKey, nil
+		}
+		if in.Error == "" {
+			steps = append(steps, strconv.FormatInt(in.Step, 10))
+		}
+	}
+	return "", false, usageErr("--checkpoint %d: job %s has no committed checkpoint of that step; it has %s", wantStep, job.GetId(), strings.Join(steps, ", "))
 }
 
 // reportExportFiles returns report.json (with the job record's gate overrides) and the

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"math"
@@ -10,11 +11,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohort-dev/cohort/export"
+	"github.com/cohort-dev/cohort/export/ortest"
 	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/serve"
@@ -35,9 +39,9 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 }
 
 // TestExportCommand trains the example job with export.formats [onnx, safetensors],
-// checks the chief's Triton layout in storage, then exports the job's checkpoint with
+// checks the chief's Triton layout in storage, then exports the job's best checkpoint with
 // `cohort export` in both formats and checks that the files carry the same weights as
-// the chief's export and that the ONNX graph computes what serve answers.
+// the chief's export and that the ONNX graph takes the raw columns serve takes.
 func TestExportCommand(t *testing.T) {
 	spec := exampleSpec(t, "epochs: 30", "epochs: 2")
 	job, c := runJob(t, spec, 2, 2)
@@ -63,8 +67,8 @@ func TestExportCommand(t *testing.T) {
 		t.Fatalf("output %q: %v", out, err)
 	}
 	want := []string{"model.safetensors", "attrition-mlp/config.pbtxt", "attrition-mlp/1/model.onnx", "report.json", "model_card.md"}
-	if len(res.Files) != len(want) || res.Checkpoint != job.GetCheckpoint() || res.Name != "attrition-mlp" {
-		t.Fatalf("result %+v, want files %v from checkpoint %s", res, want, job.GetCheckpoint())
+	if len(res.Files) != len(want) || res.Checkpoint != job.GetExportedFrom().GetCheckpoint() || !res.Best || res.Name != "attrition-mlp" {
+		t.Fatalf("result %+v, want files %v from the best checkpoint %s", res, want, job.GetExportedFrom().GetCheckpoint())
 	}
 	for i, w := range want {
 		if res.Files[i] != filepath.Join(dir, w) {
@@ -89,39 +93,31 @@ func TestExportCommand(t *testing.T) {
 		t.Fatalf("preprocessing metadata %.100q", meta[export.MetaPreprocessing])
 	}
 
-	// The ONNX graph on preprocessed rows answers what serve answers on the raw rows.
+	// The ONNX graph takes the raw columns serve takes (onnxruntime runs it in
+	// TestJobExportsServeEveryKind).
 	m, err := serve.Load(context.Background(), dir, storage.S3Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "attrition-mlp", "1", "model.onnx"))
+	model, err := export.UnmarshalONNX(mustRead(t, filepath.Join(dir, "attrition-mlp", "1", "model.onnx")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	model, err := export.UnmarshalONNX(raw)
+	sig, err := export.SignatureOf(model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	em, err := export.ReadModel(bytes.NewReader(mustRead(t, filepath.Join(dir, "model.safetensors"))))
-	if err != nil {
-		t.Fatal(err)
+	inputs := m.Metadata().Inputs
+	if len(sig.Inputs) != len(inputs) {
+		t.Fatalf("onnx inputs %v, serve's %v", sig.Inputs, inputs)
 	}
-	x := make([]float32, 3*em.Arch.Inputs)
-	for i := range x {
-		x[i] = float32(i%7) * 0.3
-	}
-	onnxOut, _, err := export.EvalONNX(model, x, []int{3, em.Arch.Inputs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	goOut := make([]float32, 3)
-	if err := em.Arch.Predict(em.Weights, x, 3, goOut); err != nil {
-		t.Fatal(err)
-	}
-	for i := range goOut {
-		if math.Abs(float64(goOut[i]-onnxOut[i])) > 1e-5 {
-			t.Fatalf("row %d: onnx %v, pure Go %v", i, onnxOut[i], goOut[i])
+	for i, in := range sig.Inputs {
+		if want := map[string]string{serve.TypeBytes: "TYPE_STRING", serve.TypeFP64: "TYPE_FP32"}[inputs[i].Datatype]; in.Name != inputs[i].Name || in.TritonType() != want {
+			t.Fatalf("onnx input %d is %s %s, serve's %s %s", i, in.Name, in.TritonType(), inputs[i].Name, inputs[i].Datatype)
 		}
+	}
+	if cfg := string(mustRead(t, filepath.Join(dir, "attrition-mlp", "config.pbtxt"))); !strings.Contains(cfg, `string_value: "embedded"`) || !strings.Contains(cfg, "TYPE_STRING") {
+		t.Fatalf("config.pbtxt:\n%s", cfg)
 	}
 	if m.Name() != "attrition-mlp" {
 		t.Fatalf("serve loaded %q", m.Name())
@@ -213,27 +209,34 @@ func mustRead(t *testing.T, p string) []byte {
 	return b
 }
 
-// TestJobExportsServeEveryKind trains a small CNN on IDX images and the LSTM example
-// with export.formats [onnx, safetensors], then serves each job's export straight from
-// storage: the CNN's answers on raw pixels equal the exported ONNX graph's on the
-// scaled pixels, and the LSTM answers one finite prediction per window.
+// TestJobExportsServeEveryKind trains the three example kinds with export.formats
+// [onnx, safetensors] (the attrition MLP on jobs/data/attrition-sample.csv, a small CNN
+// on generated IDX images, the performance LSTM on jobs/data/performance-sample.csv),
+// serves each job's export straight from storage, and runs the exported ONNX graph,
+// whose preprocessing is embedded, in onnxruntime on the same raw rows: real rows with
+// an unseen category, a missing category and a missing number; images; real windows
+// with a missing value. Its outputs must equal serve's within 1e-5 (relative to the
+// value where it exceeds 1), and its labels serve's labels.
 func TestJobExportsServeEveryKind(t *testing.T) {
 	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	dir := t.TempDir()
-	const n = 200
-	imgs, labels := make([]byte, n*64), make([]byte, n)
-	for i := range n {
-		q := i % 3
-		labels[i] = byte(q)
-		for p := range 64 {
-			imgs[i*64+p] = byte((p*7 + i*13) % 60)
-			if p%3 == q {
-				imgs[i*64+p] += 150
+	images := func(n int, seed int) ([]byte, []byte) {
+		imgs, labels := make([]byte, n*64), make([]byte, n)
+		for i := range n {
+			q := (i + seed) % 3
+			labels[i] = byte(q)
+			for p := range 64 {
+				imgs[i*64+p] = byte((p*7 + (i+seed)*13) % 60)
+				if p%3 == q {
+					imgs[i*64+p] += 150
+				}
 			}
 		}
+		return imgs, labels
 	}
-	writeIDX(t, filepath.Join(dir, "train-images-idx3-ubyte.gz"), []int{n, 8, 8}, imgs)
-	writeIDX(t, filepath.Join(dir, "train-labels-idx1-ubyte.gz"), []int{n}, labels)
+	imgs, labels := images(200, 0)
+	writeIDX(t, filepath.Join(dir, "train-images-idx3-ubyte.gz"), []int{200, 8, 8}, imgs)
+	writeIDX(t, filepath.Join(dir, "train-labels-idx1-ubyte.gz"), []int{200}, labels)
 	cnnSpec := []byte(`apiVersion: cohort.dev/v1
 kind: TrainingJob
 metadata: {name: stripes-cnn}
@@ -257,18 +260,20 @@ spec:
 	}
 	lstmSpec := strings.Replace(string(raw), "file://jobs/data/performance-sample.csv", "file://"+repoPath(t, "jobs/data/performance-sample.csv"), 1)
 	lstmSpec = strings.Replace(lstmSpec, "epochs: 20", "epochs: 1", 1)
+	mlpSpec := exampleSpec(t, "epochs: 30", "epochs: 2", "explain:\n    permutation: {repeats: 5, seed: 1}", "explain:\n    permutation: {repeats: 1, seed: 1}")
 
 	for _, tc := range []struct {
-		name string
-		spec []byte
-	}{{"cnn", cnnSpec}, {"lstm", []byte(lstmSpec)}} {
+		name        string
+		spec        []byte
+		workers, ps int
+	}{{"mlp", mlpSpec, 2, 2}, {"cnn", cnnSpec, 1, 1}, {"lstm", []byte(lstmSpec), 1, 1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			job, _ := runJob(t, tc.spec, 1, 1)
+			job, _ := runJob(t, tc.spec, tc.workers, tc.ps)
 			if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
 				t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
 			}
 			exports := job.GetExports()
-			if len(exports) != 2 {
+			if len(exports) != 2 || !strings.HasSuffix(exports[1], "/1/model.onnx") {
 				t.Fatalf("exports %v", exports)
 			}
 			prefix := strings.TrimSuffix(exports[0], "model.safetensors")
@@ -282,66 +287,164 @@ spec:
 			if err != nil {
 				t.Fatal(err)
 			}
-			md := m.Metadata()
-			const rows = 5
-			var inputs []map[string]any
-			var pixels []float32
-			for _, in := range md.Inputs {
-				shape := []int{rows}
-				size := rows
-				for _, d := range in.Shape[1:] {
-					shape = append(shape, int(d))
-					size *= int(d)
-				}
-				vals := make([]int, size)
-				for i := range vals {
-					vals[i] = (i * 37) % 256
-					pixels = append(pixels, float32(byte(vals[i]))/255)
-				}
-				inputs = append(inputs, map[string]any{"name": in.Name, "shape": shape, "datatype": "INT64", "data": vals})
+			var feeds map[string]ortest.Tensor
+			switch tc.name {
+			case "mlp":
+				feeds = attritionFeeds(t, m, 40)
+			case "cnn":
+				px, _ := images(12, 7)
+				feeds = map[string]ortest.Tensor{export.ONNXImage: ortest.Uint8([]int{12, 1, 8, 8}, px)}
+			case "lstm":
+				feeds = performanceFeeds(t, m, 30)
 			}
-			body, _ := json.Marshal(map[string]any{"inputs": inputs})
-			rec := httptestPost(srv, "/v2/models/"+m.Name()+"/infer", body)
+			tensors, err := ortest.ServeTensors(m, feeds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptestPost(srv, "/v2/models/"+m.Name()+"/infer", ortest.InferBody(tensors))
 			if rec.code != 200 {
 				t.Fatalf("infer: %d %s", rec.code, rec.body)
 			}
 			var resp struct {
 				Outputs []struct {
-					Data []any `json:"data"`
+					Name string `json:"name"`
+					Data []any  `json:"data"`
 				} `json:"outputs"`
 			}
 			if err := json.Unmarshal(rec.body, &resp); err != nil {
 				t.Fatal(err)
 			}
-			got := resp.Outputs[0].Data
-			if tc.name == "lstm" {
-				if len(got) != rows {
-					t.Fatalf("%d predictions for %d windows", len(got), rows)
+			var served []serve.ResponseOutput
+			for _, o := range resp.Outputs {
+				so := serve.ResponseOutput{Name: o.Name}
+				if o.Name == serve.OutputLabel {
+					var labels []string
+					for _, v := range o.Data {
+						labels = append(labels, v.(string))
+					}
+					so.Data = labels
+				} else {
+					var vals []float64
+					for _, v := range o.Data {
+						vals = append(vals, v.(float64))
+					}
+					so.Data = vals
 				}
-				return
+				served = append(served, so)
 			}
-			onnxRaw, err := os.ReadFile(strings.TrimPrefix(exports[1], "file://"))
+
+			// The same rows in the real ONNX Runtime.
+			rt := ortest.Find(t)
+			res := rt.Run(t, []ortest.Run{{Model: strings.TrimPrefix(exports[1], "file://"), Feeds: feeds}})[0]
+			var names []string
+			for _, in := range m.Metadata().Inputs {
+				names = append(names, in.Name)
+			}
+			if !slices.Equal(res.InputNames, names) {
+				t.Fatalf("onnxruntime inputs %v, serve's %v", res.InputNames, names)
+			}
+			d, rel, err := ortest.Compare(m.Metadata().Parameters["task"], served, res, 1e-5)
 			if err != nil {
 				t.Fatal(err)
 			}
-			om, err := export.UnmarshalONNX(onnxRaw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, _, err := export.EvalONNX(om, pixels, []int{rows, 1, 8, 8})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != len(want) {
-				t.Fatalf("serve gave %d values, onnx %d", len(got), len(want))
-			}
-			for i := range want {
-				if math.Abs(got[i].(float64)-float64(want[i])) > 1e-5 {
-					t.Fatalf("value %d: serve %v, onnx %v", i, got[i], want[i])
-				}
-			}
+			t.Logf("%s: onnxruntime %s vs cohort serve on %d raw rows: max |diff| %.3g, relative %.3g", tc.name, rt.Version, tensors[0].Shape[0], d, rel)
 		})
 	}
+}
+
+// attritionFeeds returns the first n rows of jobs/data/attrition-sample.csv as the
+// embedded ONNX inputs of the served model's columns, with an unseen category in row 0,
+// a missing number in row 1 and missing categories ("NA", "") in rows 2 and 3.
+func attritionFeeds(t *testing.T, m *serve.Model, n int) map[string]ortest.Tensor {
+	t.Helper()
+	rows := readCSVRows(t, repoPath(t, "jobs/data/attrition-sample.csv"))
+	header := rows[0]
+	feeds := map[string]ortest.Tensor{}
+	cats, nums := 0, 0
+	for _, in := range m.Metadata().Inputs {
+		ci := slices.Index(header, in.Name)
+		if ci < 0 {
+			t.Fatalf("input %q is not a CSV column", in.Name)
+		}
+		var strs []string
+		var vals []float32
+		for r := 1; r <= n; r++ {
+			strs = append(strs, rows[r][ci])
+			v, err := strconv.ParseFloat(rows[r][ci], 64)
+			if err != nil && in.Datatype != serve.TypeBytes {
+				t.Fatalf("column %s row %d: %v", in.Name, r, err)
+			}
+			vals = append(vals, float32(v))
+		}
+		if in.Datatype == serve.TypeBytes {
+			switch cats++; cats {
+			case 1:
+				strs[0], strs[3] = "Teleport", ""
+			case 2:
+				strs[2] = "NA"
+			}
+			feeds[in.Name] = ortest.String([]int{n, 1}, strs)
+			continue
+		}
+		if nums++; nums == 1 {
+			vals[1] = float32(math.NaN())
+		}
+		feeds[in.Name] = ortest.Float32([]int{n, 1}, vals)
+	}
+	if cats < 2 || nums < 1 {
+		t.Fatalf("the model has %d categorical and %d numeric inputs", cats, nums)
+	}
+	return feeds
+}
+
+// performanceFeeds returns n windows of the served model's lookback from the first
+// employee series of jobs/data/performance-sample.csv (rows in time order), one
+// [n, lookback] input per feature, with a missing value in window 1.
+func performanceFeeds(t *testing.T, m *serve.Model, n int) map[string]ortest.Tensor {
+	t.Helper()
+	rows := readCSVRows(t, repoPath(t, "jobs/data/performance-sample.csv"))
+	header := rows[0]
+	feeds := map[string]ortest.Tensor{}
+	for fi, in := range m.Metadata().Inputs {
+		lookback := int(in.Shape[1])
+		ci := slices.Index(header, in.Name)
+		if ci < 0 || len(rows) <= n+lookback {
+			t.Fatalf("feature %q: column %d, %d rows", in.Name, ci, len(rows))
+		}
+		vals := make([]float32, 0, n*lookback)
+		for w := range n {
+			for s := range lookback {
+				row := rows[1+w+s]
+				if row[0] != rows[1][0] {
+					t.Fatalf("window %d leaves the first series", w)
+				}
+				v, err := strconv.ParseFloat(row[ci], 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				vals = append(vals, float32(v))
+			}
+		}
+		if fi == 0 {
+			vals[lookback+lookback/2] = float32(math.NaN())
+		}
+		feeds[in.Name] = ortest.Float32([]int{n, lookback}, vals)
+	}
+	return feeds
+}
+
+func readCSVRows(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
 }
 
 type recorded struct {

@@ -147,6 +147,9 @@ func reportResult(j *cohortv1.Job, output string) error {
 		if res.Checkpoint != "" {
 			fmt.Fprintf(stdout, "  checkpoint: %s\n", res.Checkpoint)
 		}
+		if res.ExportedStep != nil {
+			fmt.Fprintf(stdout, "  exported: step %d (epoch %d), %s\n", *res.ExportedStep, *res.ExportedEpoch, res.ExportedCheckpoint)
+		}
 		for _, e := range res.Exports {
 			fmt.Fprintf(stdout, "  export: %s\n", e)
 		}
@@ -334,6 +337,9 @@ func newJobStatusCmd(g *globalFlags) *cobra.Command {
 			}
 			if j.GetCheckpoint() != "" {
 				fmt.Fprintf(stdout, "  checkpoint: %s\n", j.GetCheckpoint())
+			}
+			if e := j.GetExportedFrom(); e != nil {
+				fmt.Fprintf(stdout, "  exported: step %d (epoch %d), %s\n", e.GetStep(), e.GetEpoch(), e.GetCheckpoint())
 			}
 			for _, e := range j.GetExports() {
 				fmt.Fprintf(stdout, "  export: %s\n", e)

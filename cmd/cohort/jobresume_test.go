@@ -59,7 +59,8 @@ func wantExit2(t *testing.T, what string, err error, words ...string) {
 // TestJobResumeContinuesFromCheckpoint cancels a job of a dev cluster once it has
 // committed a checkpoint, resumes it with `cohort job resume`, and checks that the
 // resumed run (a new generation) continues at the saved step: its first checkpoint is
-// the one after the saved step, not the first of the job, and it runs to the end. The
+// the one after the saved step (periodic or at an epoch end), not the first of the job,
+// and it runs to the end. The
 // verb refuses a running job, an unknown job, a job cancelled before its first
 // checkpoint and a job that succeeded, each with exit status 2 and a message saying why.
 func TestJobResumeContinuesFromCheckpoint(t *testing.T) {
@@ -77,7 +78,7 @@ func TestJobResumeContinuesFromCheckpoint(t *testing.T) {
 		return runCLI(t, append(args, "--address", c.GRPCAddr)...)
 	}
 
-	const everySteps, totalSteps = 20, 4 * 38
+	const everySteps, stepsPerEpoch, totalSteps = 20, 38, 4 * 38
 	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: resumeTestSpec(t), IdempotencyKey: newIdempotencyKey()})
 	if err != nil {
 		t.Fatal(err)
@@ -132,9 +133,12 @@ func TestJobResumeContinuesFromCheckpoint(t *testing.T) {
 		}
 		break
 	}
-	if firstStep != saved.Step+everySteps {
+	// The next periodic checkpoint, or the scored one of the next epoch end (38 steps an
+	// epoch) when that comes first.
+	next := min((saved.Step/everySteps+1)*everySteps, (saved.Step/stepsPerEpoch+1)*stepsPerEpoch)
+	if firstStep != next {
 		t.Fatalf("the resumed run's first checkpoint is at step %d, want %d (the one after the saved step %d)",
-			firstStep, saved.Step+everySteps, saved.Step)
+			firstStep, next, saved.Step)
 	}
 
 	// The chief's log shows both runs, the second one starting at the saved step.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -248,11 +249,21 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 	if r.Progress != nil {
 		job.Progress = proto.Clone(r.Progress).(*cohortv1.JobProgress)
 	}
-	if len(r.Metrics) > 0 {
+	switch {
+	case r.ExportedFrom != nil:
+		// The final report's metrics are those of the exported checkpoint: they replace
+		// the last epoch's rather than merge with them.
+		job.Metrics = maps.Clone(r.Metrics)
+		job.ExportedFrom = proto.Clone(r.ExportedFrom).(*cohortv1.ExportedFrom)
+	case len(r.Metrics) > 0:
 		if job.Metrics == nil {
 			job.Metrics = map[string]float64{}
 		}
 		maps.Copy(job.Metrics, r.Metrics)
+	}
+	if r.EarlyStop != nil {
+		job.EarlyStop = proto.Clone(r.EarlyStop).(*cohortv1.EarlyStop)
+		job.StatusMessage = "stopping early: " + earlyStopMessage(job.EarlyStop)
 	}
 	if r.Checkpoint != "" {
 		// Only the current generation moves the checkpoint pointer: a task of an older
@@ -297,14 +308,29 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 	return err
 }
 
-// succeededMessage is a succeeded job's status: "succeeded", or with a failed export
-// gate "succeeded; export blocked: <each failing figure>".
+// succeededMessage is a succeeded job's status: "succeeded", with "; stopped early
+// after epoch E (step S): <why>" when early stopping ended training and "; exported the
+// best checkpoint, step S (epoch E, val_auc 0.8321)" when the export is not the last
+// step's, and with a failed export gate "; export blocked: <each failing figure>".
 func succeededMessage(job *cohortv1.Job) string {
-	g := job.GetGate()
-	if g == nil || g.Passed {
-		return "succeeded"
+	msg := "succeeded"
+	if es := job.GetEarlyStop(); es != nil {
+		msg += "; stopped early " + earlyStopMessage(es)
 	}
-	return "succeeded; export blocked: " + strings.Join(g.Reasons, "; ")
+	if e := job.GetExportedFrom(); e != nil && e.Metric != "" && (job.GetEarlyStop() != nil || e.Step != job.GetProgress().GetTotalSteps()) {
+		msg += fmt.Sprintf("; exported the best checkpoint, step %d (epoch %d, %s %s)", e.Step, e.Epoch, e.Metric,
+			strconv.FormatFloat(e.Score, 'f', 4, 64))
+	}
+	if g := job.GetGate(); g != nil && !g.Passed {
+		msg += "; export blocked: " + strings.Join(g.Reasons, "; ")
+	}
+	return msg
+}
+
+// earlyStopMessage says where and why early stopping ended a job's training: "after
+// epoch E (step S): <reason>".
+func earlyStopMessage(es *cohortv1.EarlyStop) string {
+	return fmt.Sprintf("after epoch %d (step %d): %s", es.Epoch, es.Step, es.Reason)
 }
 
 // applyOverrideGate records an export of a succeeded job whose gate failed: who, why

@@ -64,6 +64,7 @@ func applyResumeJob(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	job.EndTimeUnixNano = 0
 	job.Exports = nil
 	job.Report, job.Gate = "", nil
+	job.ExportedFrom = nil
 	job.Restarts = 0
 	job.StatusMessage = reason
 	job.PendingReasons = []string{reason}

@@ -670,8 +670,13 @@ type TaskReport struct {
 	Generation uint64 `protobuf:"varint,20,opt,name=generation,proto3" json:"generation,omitempty"`
 	// report is the URI of the chief's report.json; gate the outcome of the job's export
 	// gate (set with the final SUCCEEDED report).
-	Report        string      `protobuf:"bytes,9,opt,name=report,proto3" json:"report,omitempty"`
-	Gate          *GateResult `protobuf:"bytes,10,opt,name=gate,proto3" json:"gate,omitempty"`
+	Report string      `protobuf:"bytes,9,opt,name=report,proto3" json:"report,omitempty"`
+	Gate   *GateResult `protobuf:"bytes,10,opt,name=gate,proto3" json:"gate,omitempty"`
+	// exported_from names the checkpoint the exports and the metrics of the final
+	// SUCCEEDED report come from; with it the report's metrics replace the job's.
+	ExportedFrom *ExportedFrom `protobuf:"bytes,21,opt,name=exported_from,json=exportedFrom,proto3" json:"exported_from,omitempty"`
+	// early_stop is set once spec.training.earlyStopping decided to stop the job.
+	EarlyStop     *EarlyStop `protobuf:"bytes,22,opt,name=early_stop,json=earlyStop,proto3" json:"early_stop,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -779,6 +784,20 @@ func (x *TaskReport) GetReport() string {
 func (x *TaskReport) GetGate() *GateResult {
 	if x != nil {
 		return x.Gate
+	}
+	return nil
+}
+
+func (x *TaskReport) GetExportedFrom() *ExportedFrom {
+	if x != nil {
+		return x.ExportedFrom
+	}
+	return nil
+}
+
+func (x *TaskReport) GetEarlyStop() *EarlyStop {
+	if x != nil {
+		return x.EarlyStop
 	}
 	return nil
 }
@@ -1575,7 +1594,7 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\x11NodeStatusCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.cohort.v1.NodeStatusR\x06status\x12.\n" +
-	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\xd9\x03\n" +
+	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\xcc\x04\n" +
 	"\n" +
 	"TaskReport\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
@@ -1593,7 +1612,10 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"generation\x12\x16\n" +
 	"\x06report\x18\t \x01(\tR\x06report\x12)\n" +
 	"\x04gate\x18\n" +
-	" \x01(\v2\x15.cohort.v1.GateResultR\x04gate\x1a:\n" +
+	" \x01(\v2\x15.cohort.v1.GateResultR\x04gate\x12<\n" +
+	"\rexported_from\x18\x15 \x01(\v2\x17.cohort.v1.ExportedFromR\fexportedFrom\x123\n" +
+	"\n" +
+	"early_stop\x18\x16 \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"a\n" +
@@ -1691,9 +1713,11 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(TaskState)(0),                     // 25: cohort.v1.TaskState
 	(*JobProgress)(nil),                // 26: cohort.v1.JobProgress
 	(*GateResult)(nil),                 // 27: cohort.v1.GateResult
-	(*GateOverride)(nil),               // 28: cohort.v1.GateOverride
-	(*Quota)(nil),                      // 29: cohort.v1.Quota
-	(*Queue)(nil),                      // 30: cohort.v1.Queue
+	(*ExportedFrom)(nil),               // 28: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),                  // 29: cohort.v1.EarlyStop
+	(*GateOverride)(nil),               // 30: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 31: cohort.v1.Quota
+	(*Queue)(nil),                      // 32: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1721,20 +1745,22 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	26, // 22: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
 	20, // 23: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
 	27, // 24: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
-	28, // 25: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
-	10, // 26: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	29, // 27: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	30, // 28: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	23, // 29: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	16, // 30: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
-	19, // 31: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
-	4,  // 32: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
-	16, // 33: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	28, // 25: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
+	29, // 26: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
+	30, // 27: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	10, // 28: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	31, // 29: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	32, // 30: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	23, // 31: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	16, // 32: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
+	19, // 33: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
+	4,  // 34: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
+	16, // 35: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }

@@ -657,7 +657,13 @@ type Job struct {
 	Report string `protobuf:"bytes,43,opt,name=report,proto3" json:"report,omitempty"`
 	// gate is the outcome of spec.audit.gate for the model the job trained (unset: the
 	// spec asks for no gate). A failed gate leaves exports empty unless overridden.
-	Gate          *GateResult `protobuf:"bytes,44,opt,name=gate,proto3" json:"gate,omitempty"`
+	Gate *GateResult `protobuf:"bytes,44,opt,name=gate,proto3" json:"gate,omitempty"`
+	// exported_from names the checkpoint the job's exports, report and final metrics
+	// come from: the best by spec.checkpoint.scoreBy (set with the final report).
+	ExportedFrom *ExportedFrom `protobuf:"bytes,45,opt,name=exported_from,json=exportedFrom,proto3" json:"exported_from,omitempty"`
+	// early_stop is set when spec.training.earlyStopping ended training before its
+	// last epoch.
+	EarlyStop     *EarlyStop `protobuf:"bytes,46,opt,name=early_stop,json=earlyStop,proto3" json:"early_stop,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -923,6 +929,198 @@ func (x *Job) GetGate() *GateResult {
 	return nil
 }
 
+func (x *Job) GetExportedFrom() *ExportedFrom {
+	if x != nil {
+		return x.ExportedFrom
+	}
+	return nil
+}
+
+func (x *Job) GetEarlyStop() *EarlyStop {
+	if x != nil {
+		return x.EarlyStop
+	}
+	return nil
+}
+
+// ExportedFrom is the committed checkpoint a job exported.
+type ExportedFrom struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// checkpoint is the URI of its manifest.
+	Checkpoint string `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Step       int64  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	// epoch is the number of epochs trained when it was written.
+	Epoch int32 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// metric, mode and score are the spec.checkpoint.scoreBy score that chose it (metric
+	// empty: it was chosen as the latest, having no score).
+	Metric        string  `protobuf:"bytes,4,opt,name=metric,proto3" json:"metric,omitempty"`
+	Mode          string  `protobuf:"bytes,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	Score         float64 `protobuf:"fixed64,6,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportedFrom) Reset() {
+	*x = ExportedFrom{}
+	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportedFrom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportedFrom) ProtoMessage() {}
+
+func (x *ExportedFrom) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportedFrom.ProtoReflect.Descriptor instead.
+func (*ExportedFrom) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ExportedFrom) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+func (x *ExportedFrom) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *ExportedFrom) GetEpoch() int32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ExportedFrom) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *ExportedFrom) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ExportedFrom) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+// EarlyStop says why and where spec.training.earlyStopping stopped a job: every worker
+// stopped at step, after epoch's evaluation.
+type EarlyStop struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch is the last epoch trained and evaluated; step the step of that evaluation.
+	Epoch int32 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Step  int64 `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	// monitor is the metric watched; best and best_epoch its best value and when.
+	Monitor   string  `protobuf:"bytes,3,opt,name=monitor,proto3" json:"monitor,omitempty"`
+	Best      float64 `protobuf:"fixed64,4,opt,name=best,proto3" json:"best,omitempty"`
+	BestEpoch int32   `protobuf:"varint,5,opt,name=best_epoch,json=bestEpoch,proto3" json:"best_epoch,omitempty"`
+	// reason says it in words ("val_auc did not improve by more than 0.001 for 5 epochs").
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EarlyStop) Reset() {
+	*x = EarlyStop{}
+	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EarlyStop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EarlyStop) ProtoMessage() {}
+
+func (x *EarlyStop) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EarlyStop.ProtoReflect.Descriptor instead.
+func (*EarlyStop) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EarlyStop) GetEpoch() int32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *EarlyStop) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *EarlyStop) GetMonitor() string {
+	if x != nil {
+		return x.Monitor
+	}
+	return ""
+}
+
+func (x *EarlyStop) GetBest() float64 {
+	if x != nil {
+		return x.Best
+	}
+	return 0
+}
+
+func (x *EarlyStop) GetBestEpoch() int32 {
+	if x != nil {
+		return x.BestEpoch
+	}
+	return 0
+}
+
+func (x *EarlyStop) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // GateResult is the outcome of a job's export gate.
 type GateResult struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -937,7 +1135,7 @@ type GateResult struct {
 
 func (x *GateResult) Reset() {
 	*x = GateResult{}
-	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	mi := &file_cohort_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1147,7 @@ func (x *GateResult) String() string {
 func (*GateResult) ProtoMessage() {}
 
 func (x *GateResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	mi := &file_cohort_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1160,7 @@ func (x *GateResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GateResult.ProtoReflect.Descriptor instead.
 func (*GateResult) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GateResult) GetPassed() bool {
@@ -999,7 +1197,7 @@ type GateOverride struct {
 
 func (x *GateOverride) Reset() {
 	*x = GateOverride{}
-	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	mi := &file_cohort_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1209,7 @@ func (x *GateOverride) String() string {
 func (*GateOverride) ProtoMessage() {}
 
 func (x *GateOverride) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	mi := &file_cohort_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1222,7 @@ func (x *GateOverride) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GateOverride.ProtoReflect.Descriptor instead.
 func (*GateOverride) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GateOverride) GetBy() string {
@@ -1068,7 +1266,7 @@ type Allocation struct {
 
 func (x *Allocation) Reset() {
 	*x = Allocation{}
-	mi := &file_cohort_v1_types_proto_msgTypes[6]
+	mi := &file_cohort_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1278,7 @@ func (x *Allocation) String() string {
 func (*Allocation) ProtoMessage() {}
 
 func (x *Allocation) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[6]
+	mi := &file_cohort_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1291,7 @@ func (x *Allocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Allocation.ProtoReflect.Descriptor instead.
 func (*Allocation) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Allocation) GetId() string {
@@ -1187,7 +1385,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_cohort_v1_types_proto_msgTypes[7]
+	mi := &file_cohort_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1397,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[7]
+	mi := &file_cohort_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1410,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Quota) GetNamespace() string {
@@ -1257,7 +1455,7 @@ type Queue struct {
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_cohort_v1_types_proto_msgTypes[8]
+	mi := &file_cohort_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1467,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[8]
+	mi := &file_cohort_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1480,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Queue) GetName() string {
@@ -1350,8 +1548,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\vtotal_steps\x18\x04 \x01(\x03R\n" +
 	"totalSteps\x12,\n" +
 	"\x12samples_per_second\x18\x05 \x01(\x01R\x10samplesPerSecond\x12\x12\n" +
-	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\xe1\n" +
-	"\n" +
+	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\xd4\v\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1393,13 +1590,33 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\vmax_workers\x18* \x01(\x05R\n" +
 	"maxWorkers\x12\x16\n" +
 	"\x06report\x18+ \x01(\tR\x06report\x12)\n" +
-	"\x04gate\x18, \x01(\v2\x15.cohort.v1.GateResultR\x04gate\x1a:\n" +
+	"\x04gate\x18, \x01(\v2\x15.cohort.v1.GateResultR\x04gate\x12<\n" +
+	"\rexported_from\x18- \x01(\v2\x17.cohort.v1.ExportedFromR\fexportedFrom\x123\n" +
+	"\n" +
+	"early_stop\x18. \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a?\n" +
 	"\x11NodeSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9a\x01\n" +
+	"\fExportedFrom\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\tR\n" +
+	"checkpoint\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x05R\x05epoch\x12\x16\n" +
+	"\x06metric\x18\x04 \x01(\tR\x06metric\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\tR\x04mode\x12\x14\n" +
+	"\x05score\x18\x06 \x01(\x01R\x05score\"\x9a\x01\n" +
+	"\tEarlyStop\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x05R\x05epoch\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x18\n" +
+	"\amonitor\x18\x03 \x01(\tR\amonitor\x12\x12\n" +
+	"\x04best\x18\x04 \x01(\x01R\x04best\x12\x1d\n" +
+	"\n" +
+	"best_epoch\x18\x05 \x01(\x05R\tbestEpoch\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"u\n" +
 	"\n" +
 	"GateResult\x12\x16\n" +
 	"\x06passed\x18\x01 \x01(\bR\x06passed\x12\x18\n" +
@@ -1477,7 +1694,7 @@ func file_cohort_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_cohort_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_cohort_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_cohort_v1_types_proto_goTypes = []any{
 	(JobState)(0),        // 0: cohort.v1.JobState
 	(TaskKind)(0),        // 1: cohort.v1.TaskKind
@@ -1488,37 +1705,41 @@ var file_cohort_v1_types_proto_goTypes = []any{
 	(*Node)(nil),         // 6: cohort.v1.Node
 	(*JobProgress)(nil),  // 7: cohort.v1.JobProgress
 	(*Job)(nil),          // 8: cohort.v1.Job
-	(*GateResult)(nil),   // 9: cohort.v1.GateResult
-	(*GateOverride)(nil), // 10: cohort.v1.GateOverride
-	(*Allocation)(nil),   // 11: cohort.v1.Allocation
-	(*Quota)(nil),        // 12: cohort.v1.Quota
-	(*Queue)(nil),        // 13: cohort.v1.Queue
-	nil,                  // 14: cohort.v1.Node.LabelsEntry
-	nil,                  // 15: cohort.v1.Job.MetricsEntry
-	nil,                  // 16: cohort.v1.Job.NodeSelectorEntry
+	(*ExportedFrom)(nil), // 9: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),    // 10: cohort.v1.EarlyStop
+	(*GateResult)(nil),   // 11: cohort.v1.GateResult
+	(*GateOverride)(nil), // 12: cohort.v1.GateOverride
+	(*Allocation)(nil),   // 13: cohort.v1.Allocation
+	(*Quota)(nil),        // 14: cohort.v1.Quota
+	(*Queue)(nil),        // 15: cohort.v1.Queue
+	nil,                  // 16: cohort.v1.Node.LabelsEntry
+	nil,                  // 17: cohort.v1.Job.MetricsEntry
+	nil,                  // 18: cohort.v1.Job.NodeSelectorEntry
 }
 var file_cohort_v1_types_proto_depIdxs = []int32{
 	3,  // 0: cohort.v1.Node.roles:type_name -> cohort.v1.NodeRole
 	5,  // 1: cohort.v1.Node.capacity:type_name -> cohort.v1.Resources
 	4,  // 2: cohort.v1.Node.status:type_name -> cohort.v1.NodeStatus
-	14, // 3: cohort.v1.Node.labels:type_name -> cohort.v1.Node.LabelsEntry
+	16, // 3: cohort.v1.Node.labels:type_name -> cohort.v1.Node.LabelsEntry
 	5,  // 4: cohort.v1.Job.worker_resources:type_name -> cohort.v1.Resources
 	5,  // 5: cohort.v1.Job.shard_resources:type_name -> cohort.v1.Resources
 	0,  // 6: cohort.v1.Job.state:type_name -> cohort.v1.JobState
 	7,  // 7: cohort.v1.Job.progress:type_name -> cohort.v1.JobProgress
-	15, // 8: cohort.v1.Job.metrics:type_name -> cohort.v1.Job.MetricsEntry
-	16, // 9: cohort.v1.Job.node_selector:type_name -> cohort.v1.Job.NodeSelectorEntry
-	9,  // 10: cohort.v1.Job.gate:type_name -> cohort.v1.GateResult
-	10, // 11: cohort.v1.GateResult.overrides:type_name -> cohort.v1.GateOverride
-	1,  // 12: cohort.v1.Allocation.kind:type_name -> cohort.v1.TaskKind
-	2,  // 13: cohort.v1.Allocation.state:type_name -> cohort.v1.TaskState
-	5,  // 14: cohort.v1.Allocation.resources:type_name -> cohort.v1.Resources
-	5,  // 15: cohort.v1.Quota.limit:type_name -> cohort.v1.Resources
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	17, // 8: cohort.v1.Job.metrics:type_name -> cohort.v1.Job.MetricsEntry
+	18, // 9: cohort.v1.Job.node_selector:type_name -> cohort.v1.Job.NodeSelectorEntry
+	11, // 10: cohort.v1.Job.gate:type_name -> cohort.v1.GateResult
+	9,  // 11: cohort.v1.Job.exported_from:type_name -> cohort.v1.ExportedFrom
+	10, // 12: cohort.v1.Job.early_stop:type_name -> cohort.v1.EarlyStop
+	12, // 13: cohort.v1.GateResult.overrides:type_name -> cohort.v1.GateOverride
+	1,  // 14: cohort.v1.Allocation.kind:type_name -> cohort.v1.TaskKind
+	2,  // 15: cohort.v1.Allocation.state:type_name -> cohort.v1.TaskState
+	5,  // 16: cohort.v1.Allocation.resources:type_name -> cohort.v1.Resources
+	5,  // 17: cohort.v1.Quota.limit:type_name -> cohort.v1.Resources
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_types_proto_init() }
@@ -1532,7 +1753,7 @@ func file_cohort_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_types_proto_rawDesc), len(file_cohort_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
