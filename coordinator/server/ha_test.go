@@ -728,6 +728,21 @@ func TestMinorityPartitionCannotCommit(t *testing.T) {
 		}
 	}
 	others := slices.DeleteFunc(slices.Clone(ms), func(m *member) bool { return m == old })
+	// Both followers must hold everything the leader has before it is cut off. A follower
+	// that missed the entry adding the third voter rejects that voter's vote requests
+	// (hashicorp/raft refuses candidates outside its own configuration), and itself needs
+	// the cut-off leader's vote: no leader can ever be elected. Seen in CI under load as
+	// "timed out waiting for a leader in the majority", with p2 at index 4 knowing only
+	// {p1, p2} and p3 at index 6 knowing all three.
+	last := old.s.Raft().LastIndex()
+	waitFor(t, "the followers to catch up with the leader", func() bool {
+		for _, m := range others {
+			if m.s.Raft().AppliedIndex() < last {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second)
 	for _, m := range others {
 		disconnect(old, m)
 	}
