@@ -18,14 +18,8 @@ import (
 func TestLoginInBrowser(t *testing.T) {
 	bctx := testenv.Browser(t)
 	srv := newAuthServer(t, false, nil)
-	tab, cancel := chromedp.NewContext(bctx)
-	t.Cleanup(cancel)
-	problems := &pageProblems{}
-	if err := chromedp.Listen(tab, problems.listen); err != nil {
-		t.Fatal(err)
-	}
 	// A forbidden fetch logs a network error; only the page's own errors count.
-	t.Cleanup(func() { problems.check(t) })
+	tab := newTab(t, bctx)
 	// waitPath waits until the tab shows path, loaded; evaluations fail while a form
 	// submission replaces the page, so it retries.
 	waitPath := func(path string) {

@@ -161,13 +161,7 @@ const jobPageFactsScript = `(() => {
 // view has connected and (for an ended job) its report has settled.
 func openJob(t *testing.T, bctx context.Context, base, id string) context.Context {
 	t.Helper()
-	tab, cancel := chromedp.NewContext(bctx)
-	t.Cleanup(cancel)
-	problems := &pageProblems{}
-	if err := chromedp.Listen(tab, problems.listen); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { problems.check(t) })
+	tab := newTab(t, bctx)
 	if err := chromedp.Do(tab, chromedp.EmulateViewport(1140, 900), chromedp.Navigate(base+"/jobs/"+id)); err != nil {
 		t.Fatalf("open job %s: %v", id, err)
 	}
@@ -395,13 +389,12 @@ func TestJobPageInBrowser(t *testing.T) {
 	})
 
 	t.Run("jobs list keeps its filter", func(t *testing.T) {
-		tab, cancel := chromedp.NewContext(bctx)
-		t.Cleanup(cancel)
+		tab := newTab(t, bctx)
 		if err := chromedp.Do(tab, chromedp.Navigate(srv.URL+"/jobs?state=succeeded")); err != nil {
 			t.Fatal(err)
 		}
-		// The list refreshes every 2 s through /api/jobs with the same query.
-		time.Sleep(2500 * time.Millisecond)
+		// The list refreshes every 2 s through /api/jobs with the same query: wait for one.
+		waitFor(t, tab, "a refresh of the list", `Number(document.body.dataset.refreshes || 0) >= 1`)
 		rows := evalJSON[[]string](t, tab, `[...document.querySelectorAll("#jobs tbody tr")].map((tr) => tr.dataset.state + " " + tr.children[5].textContent)`)
 		if !slices.Equal(rows, []string{"succeeded 47s"}) {
 			t.Errorf("rows %q, want the succeeded job with its duration", rows)

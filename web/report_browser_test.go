@@ -74,9 +74,9 @@ func (p *pageProblems) check(t *testing.T) {
 	}
 }
 
-// openJobPage opens /jobs/{id} in a new tab 1280 px wide and waits until the report
-// section settles (rendered, none or error); it returns the tab and that state.
-func openJobPage(t *testing.T, bctx context.Context, base, id string) (context.Context, string) {
+// newTab opens a browser tab whose page errors (console errors, uncaught exceptions)
+// fail the test at its end.
+func newTab(t *testing.T, bctx context.Context) context.Context {
 	t.Helper()
 	tab, cancel := chromedp.NewContext(bctx)
 	t.Cleanup(cancel)
@@ -85,6 +85,14 @@ func openJobPage(t *testing.T, bctx context.Context, base, id string) (context.C
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { problems.check(t) })
+	return tab
+}
+
+// openJobPage opens /jobs/{id} in a new tab 1280 px wide and waits until the report
+// section settles (rendered, none or error); it returns the tab and that state.
+func openJobPage(t *testing.T, bctx context.Context, base, id string) (context.Context, string) {
+	t.Helper()
+	tab := newTab(t, bctx)
 	if err := chromedp.Do(tab, chromedp.EmulateViewport(1280, 900), chromedp.Navigate(base+"/jobs/"+id)); err != nil {
 		t.Fatalf("open job %s: %v", id, err)
 	}

@@ -971,8 +971,16 @@
     if (body && rows.length > 0) body.replaceChildren(...rows);
   }
 
+  // refreshEvery runs fn every ms; body's data-refreshes counts the finished runs (tests
+  // wait on it instead of sleeping).
   function refreshEvery(ms, fn) {
-    const run = () => fn().catch((e) => console.warn("dashboard refresh:", e)).finally(() => setTimeout(run, ms));
+    const run = () =>
+      fn()
+        .catch((e) => console.warn("dashboard refresh:", e))
+        .finally(() => {
+          document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
+          setTimeout(run, ms);
+        });
     setTimeout(run, ms);
   }
 
