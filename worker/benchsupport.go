@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"path/filepath"
 
 	"github.com/cohort-dev/cohort/jobs"
 	"github.com/cohort-dev/cohort/storage"
@@ -28,17 +27,7 @@ type BenchData struct {
 // It runs as the user who runs `cohort bench`, on their files: file:// data is not
 // confined to data roots (a node agent's training tasks are; see TrainerConfig).
 func LoadBench(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Config) (*BenchData, error) {
-	ds, err := dataSource{ctx: ctx, s3: s3, roots: []string{string(filepath.Separator)}}.loadData(&spec.Spec)
-	if err != nil {
-		return nil, err
-	}
-	m, err := buildModel(&spec.Spec, ds, 0)
-	if err != nil {
-		return nil, err
-	}
-	model.SetThreads(m, WorkerThreads(&spec.Spec))
-	t := ds.train
-	return &BenchData{Model: m, X: t.X, Y: t.Y, N: t.N, Dim: t.Dim}, nil
+	return LoadBenchOn(ctx, spec, s3, CPU())
 }
 
 // WorkerThreads is how many goroutines a worker of the job splits each step over: its
