@@ -97,16 +97,16 @@ func (d dataSource) open(field, uri string) (io.ReadCloser, error) {
 		// in lower case.
 		rc, _, err := storage.OpenFileURIWithin(jobs.SchemeFile+"://"+uri[len("file://"):], roots)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
+			return nil, fmt.Errorf("%s: %w", field, markOpenError(err))
 		}
 		return rc, nil
 	}
 	if d.s3 == nil {
-		return nil, fmt.Errorf("%s: %s: this worker has no S3 endpoint configured (--s3-endpoint)", field, uri)
+		return nil, &transientOpenError{err: fmt.Errorf("%s: %s: this worker has no S3 endpoint configured (--s3-endpoint)", field, uri)}
 	}
 	rc, err := storage.OpenURI(d.ctx, uri, *d.s3)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
+		return nil, fmt.Errorf("%s: %w", field, markOpenError(err))
 	}
 	return rc, nil
 }

@@ -141,7 +141,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 		}
 		log.Error("training task failed", "alloc_id", alloc.GetId(), "err", err)
 		closeLog()
-		send(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_FAILED, Message: err.Error()})
+		send(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_FAILED, Message: err.Error(), Permanent: IsPermanent(err)})
 	}()
 }
 

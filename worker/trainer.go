@@ -140,11 +140,14 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	s := &t.spec.Spec
 	ds, err := dataSource{ctx: ctx, s3: t.cfg.S3, roots: t.cfg.DataRoots}.loadData(s)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, dataFailure(err)
 	}
 	m, err := buildModel(s, ds, t.rank)
 	if err != nil {
-		return nil, err
+		return nil, dataFailure(err)
 	}
 	model.SetThreads(m, WorkerThreads(s))
 	dev, m, err := t.placeModel(s, ds, m)

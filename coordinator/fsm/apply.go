@@ -295,6 +295,12 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 	case r.State == cohortv1.TaskState_TASK_STATE_SUCCEEDED &&
 		stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER && stored.Index == 0:
 		_, err = endJob(txn, job, cohortv1.JobState_JOB_STATE_SUCCEEDED, succeededMessage(job), at, stored.Id)
+	case r.State == cohortv1.TaskState_TASK_STATE_FAILED && r.Permanent &&
+		(stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER || stored.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD):
+		// No other worker, restart or replacement can cure it (missing data, a label not
+		// in the data): the job fails at once with the task's message, without shrinking.
+		msg := fmt.Sprintf("%s %d failed: %s", taskNoun(stored.Kind), stored.Index, r.Message)
+		_, err = endJob(txn, job, cohortv1.JobState_JOB_STATE_FAILED, msg, at, stored.Id)
 	case r.State == cohortv1.TaskState_TASK_STATE_FAILED && stored.Kind == cohortv1.TaskKind_TASK_KIND_WORKER &&
 		job.State == cohortv1.JobState_JOB_STATE_RUNNING && canShrinkWithout(txn, job, stored.Id):
 		// An elastic job goes on with the other workers.

@@ -92,6 +92,11 @@ func TestElasticWorkerLoss(t *testing.T) {
 			want: "shrink", survivors: map[string]int32{"j-w0": 0, "j-w2": 1}},
 		{name: "node drained below min: requeued without spending a restart", workers: 2, min: 2,
 			lose: func(h *harness) { h.mustApply(drainCmd("n2", 0, false)) }, want: "requeue-free"},
+		{name: "permanent failure fails the job at once, without shrinking", workers: 2, min: 1,
+			lose: func(h *harness) {
+				h.mustApply(reportCmd(&cohortv1.TaskReport{AllocationId: "j-w1", State: cohortv1.TaskState_TASK_STATE_FAILED, Permanent: true,
+					Message: `data.label: column "attrition" not found in the CSV (did you mean "Attrition"?)`}))
+			}, want: "fail-permanent"},
 		{name: "failed task below min fails the job", workers: 2, min: 2,
 			lose: func(h *harness) {
 				h.mustApply(reportCmd(&cohortv1.TaskReport{AllocationId: "j-w1", State: cohortv1.TaskState_TASK_STATE_FAILED, Message: "bad data"}))
@@ -135,6 +140,12 @@ func TestElasticWorkerLoss(t *testing.T) {
 			case "fail":
 				if j.State != cohortv1.JobState_JOB_STATE_FAILED {
 					t.Fatalf("job: %v", j)
+				}
+			case "fail-permanent":
+				if j.State != cohortv1.JobState_JOB_STATE_FAILED || j.Generation != 1 || j.Restarts != 0 ||
+					j.StatusMessage != `worker 1 failed: data.label: column "attrition" not found in the CSV (did you mean "Attrition"?)` {
+					t.Fatalf("job after a permanent failure: state %v, generation %d, restarts %d, message %q",
+						j.State, j.Generation, j.Restarts, j.StatusMessage)
 				}
 			}
 		})

@@ -167,14 +167,14 @@ func labelColumn(t *Table, cfg TabularConfig) (int, error) {
 	}
 	li := t.ColumnIndex(cfg.Label)
 	if li < 0 {
-		return -1, fmt.Errorf("data.label: column %q not found in the CSV (columns: %s)", cfg.Label, columnList(t.Columns))
+		return -1, fmt.Errorf("data.label: column %q not found in the CSV%s (columns: %s)", cfg.Label, jobs.DidYouMean(cfg.Label, t.Columns), columnList(t.Columns))
 	}
 	for _, e := range cfg.Exclude {
 		if e == cfg.Label {
 			return -1, fmt.Errorf("data.exclude: %q is the label column", e)
 		}
 		if t.ColumnIndex(e) < 0 {
-			return -1, fmt.Errorf("data.exclude: column %q not found in the CSV (columns: %s)", e, columnList(t.Columns))
+			return -1, fmt.Errorf("data.exclude: column %q not found in the CSV%s (columns: %s)", e, jobs.DidYouMean(e, t.Columns), columnList(t.Columns))
 		}
 	}
 	if cfg.Positive != "" && cfg.Task != TaskBinary {
@@ -572,7 +572,7 @@ func (p *Preprocessor) Labels(t *Table, rows []int) ([]float32, error) {
 	}
 	li := t.ColumnIndex(p.Label)
 	if li < 0 {
-		return nil, fmt.Errorf("data.label: column %q not found in the CSV (columns: %s)", p.Label, columnList(t.Columns))
+		return nil, fmt.Errorf("data.label: column %q not found in the CSV%s (columns: %s)", p.Label, jobs.DidYouMean(p.Label, t.Columns), columnList(t.Columns))
 	}
 	y := make([]float32, len(rows))
 	for i, r := range rows {

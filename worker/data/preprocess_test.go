@@ -135,7 +135,7 @@ func TestFitPreprocessorErrors(t *testing.T) {
 		want string
 	}{
 		{"label missing", hr, TabularConfig{Label: "Attritionx", Task: TaskBinary},
-			`data.label: column "Attritionx" not found in the CSV (columns: EmployeeID, Age, Dept, Const, Empty, Flag, Attrition)`},
+			`data.label: column "Attritionx" not found in the CSV (did you mean "Attrition"?) (columns: EmployeeID, Age, Dept, Const, Empty, Flag, Attrition)`},
 		{"no label", hr, TabularConfig{Task: TaskBinary}, "data.label: no label column given"},
 		{"bad task", hr, TabularConfig{Label: "Attrition", Task: "ranking"}, `data.task: "ranking"`},
 		{"exclude unknown", hr, TabularConfig{Label: "Attrition", Task: TaskBinary, Exclude: []string{"Nope"}}, `data.exclude: column "Nope" not found`},

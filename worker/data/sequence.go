@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/cohort-dev/cohort/jobs"
 )
 
 // SeasonLength is the season of the seasonal-naive baseline: with monthly rows, the
@@ -305,7 +307,7 @@ func numericColumns(t *Table, cfg SequenceConfig, source string) ([]string, erro
 func column(t *Table, source, field, name string) (int, error) {
 	ci := t.ColumnIndex(name)
 	if ci < 0 {
-		return -1, fmt.Errorf("data: %s: %s: column %q not found (columns: %s)", source, field, name, columnList(t.Columns))
+		return -1, fmt.Errorf("data: %s: %s: column %q not found%s (columns: %s)", source, field, name, jobs.DidYouMean(name, t.Columns), columnList(t.Columns))
 	}
 	return ci, nil
 }

@@ -86,9 +86,12 @@ func (x *SubmitJobRequest) GetWaitForCapacity() bool {
 }
 
 type SubmitJobResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	Created       bool                   `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"` // false when the idempotency key matched an existing job
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Job     *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Created bool                   `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"` // false when the idempotency key matched an existing job
+	// warnings are what the pre-flight could not check (data the coordinator cannot
+	// read); the job was accepted and its first step checks them.
+	Warnings      []string `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +138,13 @@ func (x *SubmitJobResponse) GetCreated() bool {
 		return x.Created
 	}
 	return false
+}
+
+func (x *SubmitJobResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 type GetJobRequest struct {
@@ -1110,7 +1120,10 @@ type PlanJobResponse struct {
 	NeverFits bool `protobuf:"varint,5,opt,name=never_fits,json=neverFits,proto3" json:"never_fits,omitempty"`
 	// shrinks lists the running elastic jobs that would give up workers to make room
 	// (tried before any eviction), as "JOB_ID: N workers".
-	Shrinks       []string `protobuf:"bytes,20,rep,name=shrinks,proto3" json:"shrinks,omitempty"`
+	Shrinks []string `protobuf:"bytes,20,rep,name=shrinks,proto3" json:"shrinks,omitempty"`
+	// warnings are what the pre-flight could not check (data the coordinator cannot
+	// read); a submit would accept the job and its first step would check them.
+	Warnings      []string `protobuf:"bytes,21,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1183,6 +1196,13 @@ func (x *PlanJobResponse) GetNeverFits() bool {
 func (x *PlanJobResponse) GetShrinks() []string {
 	if x != nil {
 		return x.Shrinks
+	}
+	return nil
+}
+
+func (x *PlanJobResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
 	}
 	return nil
 }
@@ -2225,10 +2245,11 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x10SubmitJobRequest\x12\x1b\n" +
 	"\tspec_yaml\x18\x01 \x01(\fR\bspecYaml\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12*\n" +
-	"\x11wait_for_capacity\x18\x03 \x01(\bR\x0fwaitForCapacity\"O\n" +
+	"\x11wait_for_capacity\x18\x03 \x01(\bR\x0fwaitForCapacity\"k\n" +
 	"\x11SubmitJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"\x1f\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings\"\x1f\n" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"k\n" +
 	"\x0eGetJobResponse\x12 \n" +
@@ -2277,7 +2298,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\vPlannedTask\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x122\n" +
-	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\xda\x01\n" +
+	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\xf6\x01\n" +
 	"\x0fPlanJobResponse\x12\x1a\n" +
 	"\bfeasible\x18\x01 \x01(\bR\bfeasible\x126\n" +
 	"\n" +
@@ -2287,7 +2308,8 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\vpreemptions\x18\x04 \x03(\tR\vpreemptions\x12\x1d\n" +
 	"\n" +
 	"never_fits\x18\x05 \x01(\bR\tneverFits\x12\x18\n" +
-	"\ashrinks\x18\x14 \x03(\tR\ashrinks\"Q\n" +
+	"\ashrinks\x18\x14 \x03(\tR\ashrinks\x12\x1a\n" +
+	"\bwarnings\x18\x15 \x03(\tR\bwarnings\"Q\n" +
 	"\x0fSetQuotaRequest\x12&\n" +
 	"\x05quota\x18\x01 \x01(\v2\x10.cohort.v1.QuotaR\x05quota\x12\x16\n" +
 	"\x06delete\x18\x02 \x01(\bR\x06delete\":\n" +
