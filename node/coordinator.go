@@ -17,6 +17,7 @@ import (
 	"github.com/cohort-dev/cohort/coordinator/server"
 	"github.com/cohort-dev/cohort/internal/pki"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/worker"
 )
 
 // joinTimeout bounds a joining coordinator's retries: coordinators started together
@@ -90,7 +91,8 @@ func (n *Node) startCoordinator() error {
 	if parse == nil {
 		parse = ParseJobSpec
 	}
-	acfg := api.Config{Logger: log.With("role", "api"), ParseSpec: parse, Forwarder: fwd}
+	acfg := api.Config{Logger: log.With("role", "api"), ParseSpec: parse, Forwarder: fwd,
+		Preflight: n.preflight(), RefuseWithoutNodes: true}
 	if n.store != nil {
 		acfg.Logs = n.store // the node agents' task logs
 	}
@@ -161,4 +163,19 @@ func (n *Node) join(ctx context.Context) error {
 func refusedJoin(err error) bool {
 	c := status.Code(err)
 	return errors.Is(err, api.ErrNotCoordinator) || c == codes.AlreadyExists || c == codes.InvalidArgument
+}
+
+// preflight is what the coordinator's pre-flight reads of a job's data: s3:// data with
+// the node's S3 configuration, and file:// data under the data roots of the workers of
+// this process (they share its file system, as in `cohort dev`); a coordinator without
+// workers checks no file:// data.
+func (n *Node) preflight() *api.Preflight {
+	p := &api.Preflight{S3: n.cfg.Storage.S3}
+	if len(n.cfg.Workers) > 0 {
+		p.DataRoots = n.cfg.Workers[0].DataRoots
+		if len(p.DataRoots) == 0 {
+			p.DataRoots = worker.DefaultDataRoots()
+		}
+	}
+	return p
 }

@@ -134,7 +134,7 @@ func TestCoordinatorACLs(t *testing.T) {
 	if _, err := cli(aclTeamSecret, "job", "submit", inDefault); err == nil || !strings.Contains(err.Error(), `not "default"`) {
 		t.Fatalf("job submit to default with the team-a token: %v", err)
 	}
-	out, err := cli(aclTeamSecret, "job", "submit", inTeamA, "-o", "json")
+	out, err := cli(aclTeamSecret, "job", "submit", inTeamA, "-o", "json", "--wait-for-capacity") // no node has registered
 	if err != nil {
 		t.Fatalf("job submit to team-a with the team-a token: %v", err)
 	}

@@ -114,6 +114,7 @@ func submitWithOptions(ctx context.Context, c cohortv1.JobServiceClient, raw []b
 		}
 	}
 	job := resp.GetJob()
+	printWarnings(resp.GetWarnings())
 	if !wait {
 		if output == "json" {
 			return printJSON(stdout, map[string]any{"job_id": job.GetId(), "status": stateName(job.GetState())})
@@ -127,6 +128,14 @@ func submitWithOptions(ctx context.Context, c cohortv1.JobServiceClient, raw []b
 		return err
 	}
 	return reportResult(final, output)
+}
+
+// printWarnings writes the coordinator's pre-flight warnings (what it could not check)
+// to standard error, so that -o json output stays one object.
+func printWarnings(warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	}
 }
 
 // reportResult prints the result object and maps the job's outcome to the exit status.
@@ -250,6 +259,7 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			printWarnings(resp.GetWarnings())
 			out := planJSON{Feasible: resp.GetFeasible(), Placements: []planTaskJSON{}, Reasons: resp.GetReasons(),
 				Preemptions: resp.GetPreemptions(), Shrinks: resp.GetShrinks(), NeverFits: resp.GetNeverFits()}
 			if out.Reasons == nil {

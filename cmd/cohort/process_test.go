@@ -204,7 +204,7 @@ spec:
 	var acked []string
 	submit := func() {
 		t.Helper()
-		out, err := cli(bin, "job", "submit", specPath, "-o", "json", "--address", addrs)
+		out, err := cli(bin, "job", "submit", specPath, "-o", "json", "--wait-for-capacity", "--address", addrs) // no node registers
 		if err != nil {
 			t.Fatalf("submit: %v", err)
 		}

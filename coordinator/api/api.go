@@ -73,6 +73,13 @@ type Config struct {
 	Logs tasklog.Store
 	// LogPollInterval is how often a followed JobLogs lists new segments; 0 means 1s.
 	LogPollInterval time.Duration
+	// Preflight, when set, checks a submitted or planned job's data where the
+	// coordinator can read it (see Preflight); nil: no data is checked.
+	Preflight *Preflight
+	// RefuseWithoutNodes refuses a submission (without wait_for_capacity) while no node
+	// at all has registered, as a job that cannot fit is refused, and makes a dry run
+	// say so; false accepts such a job to wait for nodes (a cluster still starting).
+	RefuseWithoutNodes bool
 	// LogFollowGrace bounds how long a followed JobLogs waits, after the job ended, for
 	// the final segments of its tasks; 0 means 15s.
 	LogFollowGrace time.Duration

@@ -50,11 +50,31 @@ func (s *jobService) SubmitJob(ctx context.Context, req *cohortv1.SubmitJobReque
 	}
 	sub := &server.Submission{Spec: req.SpecYaml, IdempotencyKey: req.IdempotencyKey, WaitForCapacity: req.WaitForCapacity}
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.SubmitJobResponse, error) {
-		job, err := s.adm.Admit(s.b.State().Snapshot(), sub)
+		snap := s.b.State().Snapshot()
+		job, err := s.adm.Admit(snap, sub)
 		if err != nil {
 			return nil, err
 		}
-		return s.propose(ctx, job)
+		if s.cfg.RefuseWithoutNodes && !req.WaitForCapacity {
+			none, err := noNodes(snap)
+			if err != nil {
+				return nil, err
+			}
+			if len(none) > 0 {
+				return nil, fmt.Errorf("%w: job %q can never run now: %s; submit with --wait-for-capacity to queue it until nodes join",
+					ErrInvalidArgument, job.Name, none[0])
+			}
+		}
+		warnings, err := s.cfg.Preflight.check(ctx, req.SpecYaml)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.propose(ctx, job)
+		if err != nil {
+			return nil, err
+		}
+		resp.Warnings = warnings
+		return resp, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.SubmitJobResponse, error) {
 		// Only a proposal finds no leader, so admission has filled the key in by now.
 		fwd := proto.Clone(req).(*cohortv1.SubmitJobRequest)
@@ -215,12 +235,28 @@ func (s *jobService) PlanJob(ctx context.Context, req *cohortv1.PlanJobRequest) 
 		return nil, toStatus(err)
 	}
 	return readCall(ctx, s.b, s.cfg, func() (*cohortv1.PlanJobResponse, error) {
+		warnings, err := s.cfg.Preflight.check(ctx, req.SpecYaml)
+		if err != nil {
+			return nil, err
+		}
 		snap := s.b.State().Snapshot()
 		never, err := s.adm.NeverRuns(snap, job)
 		if err != nil {
 			return nil, err
 		}
-		return planJob(snap, job, never)
+		if s.cfg.RefuseWithoutNodes {
+			none, err := noNodes(snap)
+			if err != nil {
+				return nil, err
+			}
+			never = append(never, none...)
+		}
+		out, err := planJob(snap, job, never)
+		if err != nil {
+			return nil, err
+		}
+		out.Warnings = warnings
+		return out, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.PlanJobResponse, error) {
 		return cohortv1.NewJobServiceClient(c).PlanJob(ctx, req)
 	})
