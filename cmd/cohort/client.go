@@ -53,6 +53,9 @@ func rpcErr(what string, err error) error {
 	case codes.NotFound:
 		return &exitError{code: 2, err: fmt.Errorf("%s: %s", what, st.Message())}
 	case codes.Unavailable:
+		if hint := connectionHint(st.Message()); hint != "" {
+			return fmt.Errorf("%s: %s", what, hint)
+		}
 		return fmt.Errorf("%s: coordinator unavailable: %s", what, st.Message())
 	}
 	return fmt.Errorf("%s: %s", what, st.Message())
@@ -231,6 +234,7 @@ func connect(g *globalFlags) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	dialedAddress = g.address
 	return dial(g.address, creds, tokenDialOptions(g.token)...)
 }
 

@@ -423,12 +423,14 @@ func startCluster(t *testing.T, workers, ps int) (*nodetest.Cluster, cohortv1.Jo
 	return c, cohortv1.NewJobServiceClient(conn), ctx
 }
 
-// TestJobWithBadDataFails: data is read as the job's first step, so a job whose label
-// column does not exist is accepted, then fails with a message naming the problem,
-// and writes no checkpoint or export.
+// TestJobWithBadDataFails: a problem with the data that the coordinator's pre-flight
+// does not look for (a positive class that is not a value of the label column) is found
+// by the workers' first step; such a failure is permanent, so the job fails at once with
+// a message naming the problem, without shrinking to a new generation or restarting, and
+// writes no checkpoint or export.
 func TestJobWithBadDataFails(t *testing.T) {
 	c, client, ctx := startCluster(t, 2, 2)
-	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: exampleSpec(t, "label: Attrition", "label: Attritionx")})
+	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: exampleSpec(t, `positive: "Yes"`, `positive: "Maybe"`)})
 	if err != nil {
 		t.Fatalf("submit: %v", err)
 	}
@@ -439,10 +441,14 @@ func TestJobWithBadDataFails(t *testing.T) {
 	if job.GetState() != cohortv1.JobState_JOB_STATE_FAILED {
 		t.Fatalf("job %s, want failed", stateName(job.GetState()))
 	}
-	for _, want := range []string{"worker", "Attritionx", "not found"} {
+	for _, want := range []string{"worker", "data.positive", `"Maybe"`} {
 		if !strings.Contains(job.GetStatusMessage(), want) {
 			t.Errorf("status message %q does not mention %q", job.GetStatusMessage(), want)
 		}
+	}
+	if job.GetGeneration() != 1 || job.GetRestarts() != 0 {
+		t.Errorf("failed job reached generation %d with %d restarts; a permanent failure must neither shrink nor restart it",
+			job.GetGeneration(), job.GetRestarts())
 	}
 	if job.GetCheckpoint() != "" || len(job.GetExports()) != 0 {
 		t.Errorf("failed job has checkpoint %q exports %v", job.GetCheckpoint(), job.GetExports())

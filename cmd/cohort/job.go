@@ -309,13 +309,23 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 }
 
 func newJobStatusCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:     "status JOB_ID",
-		Short:   "Show a job: state, progress, metrics, placement and why it is pending",
-		Example: "  cohort job status attrition-mlp-1a2b3c4d -o json",
-		Args:    exactArgs(1),
+	var id *jobIDArg
+	cmd := &cobra.Command{
+		Use:   "status JOB_ID",
+		Short: "Show a job: state, progress, metrics, placement and why it is pending",
+		Long: `Show a job: state, progress, metrics, placement and why it is pending.
+
+` + jobIDHelp,
+		Example: "  cohort job status attrition-mlp-1a2b3c4d -o json\n  cohort job status attrition-mlp --latest",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: args[0]})
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			jobID, err := id.resolve(cmd.Context(), g, args)
+			if err != nil {
+				return err
+			}
+			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: jobID})
 			if err != nil {
 				return err
 			}
@@ -369,38 +379,65 @@ func newJobStatusCmd(g *globalFlags) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	id = jobIDFlags(cmd, g)
+	return cmd
 }
 
+// jobIDHelp says what a JOB_ID argument may be.
+const jobIDHelp = `JOB_ID is the ID that 'job submit' printed (NAME-8HEX, also in 'cohort job list'), a
+unique prefix of it, or the job's name when one job has it; --latest takes the newest
+job (of that name, if one is given).`
+
 func newJobWatchCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:     "watch JOB_ID",
-		Short:   "Follow a job's progress until it ends",
-		Example: "  cohort job watch attrition-mlp-1a2b3c4d",
-		Args:    exactArgs(1),
+	var id *jobIDArg
+	cmd := &cobra.Command{
+		Use:   "watch JOB_ID",
+		Short: "Follow a job's progress until it ends",
+		Long: `Follow a job's progress until it ends; the exit status is 0 only if it succeeded.
+
+` + jobIDHelp,
+		Example: "  cohort job watch attrition-mlp-1a2b3c4d\n  cohort job watch --latest",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			conn, err := connect(g)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			final, err := watchUntilDone(cmd.Context(), cohortv1.NewJobServiceClient(conn), args[0], os.Stderr)
+			c := cohortv1.NewJobServiceClient(conn)
+			jobID, err := id.resolveWith(cmd.Context(), c, args)
+			if err != nil {
+				return err
+			}
+			final, err := watchUntilDone(cmd.Context(), c, jobID, os.Stderr)
 			if err != nil {
 				return err
 			}
 			return reportResult(final, g.output)
 		},
 	}
+	id = jobIDFlags(cmd, g)
+	return cmd
 }
 
 func newJobCancelCmd(g *globalFlags) *cobra.Command {
 	var reason string
+	var id *jobIDArg
 	cmd := &cobra.Command{
-		Use:     "cancel JOB_ID",
-		Short:   "Cancel a job",
+		Use:   "cancel JOB_ID",
+		Short: "Cancel a job",
+		Long: `Cancel a job.
+
+` + jobIDHelp,
 		Example: "  cohort job cancel attrition-mlp-1a2b3c4d --reason 'wrong data'",
-		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := jobCall(cmd.Context(), g, "cancel job", cohortv1.JobServiceClient.CancelJob, &cohortv1.CancelJobRequest{Id: args[0], Reason: reason})
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			jobID, err := id.resolve(cmd.Context(), g, args)
+			if err != nil {
+				return err
+			}
+			resp, err := jobCall(cmd.Context(), g, "cancel job", cohortv1.JobServiceClient.CancelJob, &cohortv1.CancelJobRequest{Id: jobID, Reason: reason})
 			if err != nil {
 				return err
 			}
@@ -412,5 +449,6 @@ func newJobCancelCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "cancelled by user", "why the job is cancelled")
+	id = jobIDFlags(cmd, g)
 	return cmd
 }

@@ -24,6 +24,7 @@ type logLineJSON struct {
 }
 
 func newJobLogsCmd(g *globalFlags) *cobra.Command {
+	var id *jobIDArg
 	var follow bool
 	var task string
 	var tail int32
@@ -43,7 +44,6 @@ its --storage-dir or --s3-bucket (cohort dev: its own).`,
 		Example: `  cohort job logs attrition-mlp-1a2b3c4d
   cohort job logs attrition-mlp-1a2b3c4d -f --task worker-0
   cohort job logs attrition-mlp-1a2b3c4d --tail 20 -o json`,
-		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if task != "" && !tasklog.ValidTask(task) {
 				return usageErr("--task: %q is not a task name (worker-N or ps-N, for example worker-0)", task)
@@ -56,8 +56,13 @@ its --storage-dir or --s3-bucket (cohort dev: its own).`,
 				return err
 			}
 			defer conn.Close()
-			stream, err := cohortv1.NewJobServiceClient(conn).JobLogs(cmd.Context(), &cohortv1.JobLogsRequest{
-				Id: args[0], Task: task, Tail: tail, Follow: follow})
+			client := cohortv1.NewJobServiceClient(conn)
+			jobID, err := id.resolveWith(cmd.Context(), client, args)
+			if err != nil {
+				return err
+			}
+			stream, err := client.JobLogs(cmd.Context(), &cohortv1.JobLogsRequest{
+				Id: jobID, Task: task, Tail: tail, Follow: follow})
 			if err != nil {
 				return logsErr(err)
 			}
@@ -91,6 +96,7 @@ its --storage-dir or --s3-bucket (cohort dev: its own).`,
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "print new lines until the job has ended")
 	cmd.Flags().StringVar(&task, "task", "", "only this task: worker-N or ps-N")
 	cmd.Flags().Int32Var(&tail, "tail", 0, "only the last N lines of each task (0: all)")
+	id = jobIDFlags(cmd, g)
 	return cmd
 }
 

@@ -16,6 +16,7 @@ import (
 )
 
 func newJobReportCmd(g *globalFlags) *cobra.Command {
+	var id *jobIDArg
 	var top int
 	cmd := &cobra.Command{
 		Use:   "report JOB_ID",
@@ -31,12 +32,18 @@ images are in the JSON). -o json prints report.json itself; README.md documents 
 fields.`,
 		Example: `  cohort job report attrition-mlp-1a2b3c4d
   cohort job report attrition-mlp-1a2b3c4d -o json`,
-		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if top < 1 {
 				return usageErr("--top: must be at least 1, got %d", top)
 			}
-			resp, err := jobCallPrecondition(cmd.Context(), g, "job report", cohortv1.JobServiceClient.GetJobReport, &cohortv1.GetJobReportRequest{Id: args[0]})
+			if err := checkOutput(g); err != nil {
+				return err
+			}
+			jobID, err := id.resolve(cmd.Context(), g, args)
+			if err != nil {
+				return err
+			}
+			resp, err := jobCallPrecondition(cmd.Context(), g, "job report", cohortv1.JobServiceClient.GetJobReport, &cohortv1.GetJobReportRequest{Id: jobID})
 			if err != nil {
 				return err
 			}
@@ -57,6 +64,7 @@ fields.`,
 		},
 	}
 	cmd.Flags().IntVar(&top, "top", 10, "how many importances to print")
+	id = jobIDFlags(cmd, g)
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 )
 
 func newJobResumeCmd(g *globalFlags) *cobra.Command {
+	var id *jobIDArg
 	var reason string
 	var wait bool
 	cmd := &cobra.Command{
@@ -25,7 +26,6 @@ A job that is pending, running or succeeded, or that ended before its first
 checkpoint, is refused (exit status 2); submit its spec again to start over.`,
 		Example: `  cohort job resume attrition-mlp-1a2b3c4d
   cohort job resume attrition-mlp-1a2b3c4d --wait -o json`,
-		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			conn, err := connect(g)
 			if err != nil {
@@ -33,7 +33,11 @@ checkpoint, is refused (exit status 2); submit its spec again to start over.`,
 			}
 			defer conn.Close()
 			client := cohortv1.NewJobServiceClient(conn)
-			resp, err := client.ResumeJob(cmd.Context(), &cohortv1.ResumeJobRequest{Id: args[0], Reason: reason})
+			jobID, err := id.resolveWith(cmd.Context(), client, args)
+			if err != nil {
+				return err
+			}
+			resp, err := client.ResumeJob(cmd.Context(), &cohortv1.ResumeJobRequest{Id: jobID, Reason: reason})
 			if err != nil {
 				if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
 					return usageErr("%s", st.Message())
@@ -67,5 +71,6 @@ checkpoint, is refused (exit status 2); submit its spec again to start over.`,
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why the job is resumed (kept in its status message)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the resumed job to end; exit 0 only if it succeeded")
+	id = jobIDFlags(cmd, g)
 	return cmd
 }
