@@ -301,7 +301,7 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 				fmt.Fprintln(tw, "  TASK\tNODE\tCPU\tMEMORY\tGPUS")
 			}
 			for _, p := range out.Placements {
-				fmt.Fprintf(tw, "  %s\t%s\t%dm\t%d\t%d\n", p.Task, p.Node, p.CPUMillis, p.Memory, p.GPUs)
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\n", p.Task, p.Node, humanCPU(p.CPUMillis), humanBytes(p.Memory), p.GPUs)
 			}
 			return tw.Flush()
 		},
@@ -349,8 +349,8 @@ func newJobStatusCmd(g *globalFlags) *cobra.Command {
 				fmt.Fprintf(stdout, "  generation: %d, restarts: %d of %d\n", j.GetGeneration(), j.GetRestarts(), j.GetMaxRestarts())
 			}
 			if p := j.GetProgress(); p != nil {
-				fmt.Fprintf(stdout, "  progress: epoch %d/%d, step %d/%d, loss %.4f, %.0f samples/s\n",
-					p.GetEpoch(), p.GetTotalEpochs(), p.GetStep(), p.GetTotalSteps(), p.GetLoss(), p.GetSamplesPerSecond())
+				fmt.Fprintf(stdout, "  progress: epoch %d/%d, step %d/%d, loss %.4f, %s samples/s\n",
+					p.GetEpoch(), p.GetTotalEpochs(), p.GetStep(), p.GetTotalSteps(), p.GetLoss(), humanRate(p.GetSamplesPerSecond()))
 			}
 			if len(j.GetMetrics()) > 0 {
 				fmt.Fprintf(stdout, "  metrics: %s\n", formatMetrics(j.GetMetrics()))

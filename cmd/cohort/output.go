@@ -70,3 +70,25 @@ func jsonToYAML(b []byte) ([]byte, error) {
 	clear(&n)
 	return yaml.Marshal(&n)
 }
+
+// humanRate formats a per-second rate for a table: "842", "12.3k", "1.05M".
+func humanRate(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.3gM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.3gk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// humanCPU formats millicores for a table: "500m", "2", "1.5".
+func humanCPU(m int64) string {
+	if m%1000 == 0 {
+		return fmt.Sprintf("%d", m/1000)
+	}
+	if m < 1000 {
+		return fmt.Sprintf("%dm", m)
+	}
+	return fmt.Sprintf("%g", float64(m)/1000)
+}
