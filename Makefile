@@ -45,7 +45,7 @@ run: build
 ## python3-onnx for the ONNX checker, python3-sklearn as the audit's reference, chromium for
 ## the dashboard; through apt when missing; and onnxruntime-node, the ONNX Runtime the export tests run the models in,
 ## with npm into $(ONNXRUNTIME_DIR) when missing)
-TEST_APT_PACKAGES := python3-onnx python3-sklearn chromium
+TEST_APT_PACKAGES := python3-onnx python3-sklearn chromium curl
 ## Node.js and npm come from apt only where npm is missing.
 NODE_APT_PACKAGES := $(if $(shell command -v npm),,nodejs npm)
 ONNXRUNTIME_NODE_VERSION := 1

@@ -127,7 +127,7 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 		if s3cfg != nil {
 			storageIn = n.Store().URI("")
 		}
-		fmt.Fprintf(os.Stderr, "cohort dev: coordinator on %s, metrics on http://%s/metrics, storage in %s; Ctrl-C to stop\n",
+		fmt.Fprintf(os.Stderr, "cohort dev: coordinator on %s, dashboard on http://%s/ (metrics at /metrics), storage in %s; Ctrl-C to stop\n",
 			n.GRPCAddr(), n.HTTPAddr(), storageIn)
 		printClientCredentials(n)
 		<-ctx.Done()

@@ -24,6 +24,13 @@ import (
 // starts with heading.
 func readmeBlock(t *testing.T, heading string) []string {
 	t.Helper()
+	return readmeBlockN(t, heading, 0)
+}
+
+// readmeBlockN returns the lines of the n-th (from 0) ```sh block of the README section
+// whose heading starts with heading.
+func readmeBlockN(t *testing.T, heading string, n int) []string {
+	t.Helper()
 	f, err := os.Open(repoPath(t, "README.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -40,12 +47,15 @@ func readmeBlock(t *testing.T, heading string) []string {
 		case inSection && !inBlock && l == "```sh":
 			inBlock = true
 		case inBlock && l == "```":
-			return lines
+			if n == 0 {
+				return lines
+			}
+			n, lines, inBlock = n-1, nil, false
 		case inBlock:
 			lines = append(lines, l)
 		}
 	}
-	t.Fatalf("README.md: no sh block under %q", heading)
+	t.Fatalf("README.md: too few sh blocks under %q", heading)
 	return nil
 }
 
@@ -155,6 +165,22 @@ func (sh *readmeShell) run(raw string) {
 	}
 }
 
+// output runs one rewritten README line that must exit 0 and returns its stdout.
+func (sh *readmeShell) output(raw string) string {
+	sh.t.Helper()
+	cmd := exec.CommandContext(sh.ctx, "sh", "-c", sh.rewrite(raw))
+	cmd.Dir, cmd.Env = sh.dir, sh.env
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		sh.t.Fatalf("README line %q: %v\nstdout:\n%s\nstderr:\n%s", raw, err, out, stderr)
+	}
+	return string(out)
+}
+
 // runBlock runs every line of the README block under heading but comments and blank
 // lines, and fails when fewer than least ran (a truncated block).
 func (sh *readmeShell) runBlock(heading string, least int) {
@@ -261,17 +287,84 @@ func TestREADMEForMLEngineers(t *testing.T) {
 		t.Fatalf("ran %d README lines; the block looks truncated", ran)
 	}
 
-	// The curl lines after the block: the model's metadata names its inputs.
-	resp, err := http.Get("http://" + sh.addr("127.0.0.1:8080") + "/v2/models/attrition-mlp")
+	// The curl block after it, as written: the metadata names the inputs, the request
+	// file holds one tensor for each of them, and the answer has the shape the README shows.
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("the README's curl lines need curl (make deps installs it)")
+	}
+	var shown string
+	var outs []string
+	for _, raw := range readmeBlockN(t, "## For ML engineers", 1) {
+		line := strings.TrimSpace(raw)
+		switch {
+		case strings.HasPrefix(line, "# {"):
+			shown = strings.TrimPrefix(line, "# ")
+		case line != "" && !strings.HasPrefix(line, "#"):
+			outs = append(outs, sh.output(line))
+		}
+	}
+	if len(outs) != 2 || shown == "" {
+		t.Fatalf("the curl block ran %d lines and shows %q; want the metadata and infer lines and the answer", len(outs), shown)
+	}
+	var meta struct {
+		Inputs []struct{ Name, Datatype string } `json:"inputs"`
+	}
+	if err := json.Unmarshal([]byte(outs[0]), &meta); err != nil || len(meta.Inputs) == 0 {
+		t.Fatalf("GET /v2/models/attrition-mlp printed %q (%v)", outs[0], err)
+	}
+	raw, err := os.ReadFile(repoPath(t, "jobs/data/attrition-request.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var meta struct {
-		Inputs []struct{ Name string } `json:"inputs"`
+	var req struct {
+		Inputs []struct{ Name, Datatype string } `json:"inputs"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&meta); err != nil || resp.StatusCode != http.StatusOK || len(meta.Inputs) == 0 {
-		t.Errorf("GET /v2/models/attrition-mlp: status %d, %d inputs (err %v)", resp.StatusCode, len(meta.Inputs), err)
+	if err := json.Unmarshal(raw, &req); err != nil {
+		t.Fatalf("jobs/data/attrition-request.json: %v", err)
+	}
+	if !slices.Equal(req.Inputs, meta.Inputs) {
+		t.Errorf("jobs/data/attrition-request.json sends %v, the model takes %v", req.Inputs, meta.Inputs)
+	}
+	type answer struct {
+		ModelName    string `json:"model_name"`
+		ModelVersion string `json:"model_version"`
+		Outputs      []struct {
+			Name     string            `json:"name"`
+			Shape    []int             `json:"shape"`
+			Datatype string            `json:"datatype"`
+			Data     []json.RawMessage `json:"data"`
+		} `json:"outputs"`
+	}
+	var got, want answer
+	if err := json.Unmarshal([]byte(outs[1]), &got); err != nil {
+		t.Fatalf("the infer line printed %q: %v", outs[1], err)
+	}
+	if err := json.Unmarshal([]byte(shown), &want); err != nil {
+		t.Fatalf("the README shows the answer %q: %v", shown, err)
+	}
+	shape := func(a answer) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s/%s", a.ModelName, a.ModelVersion)
+		for _, o := range a.Outputs {
+			fmt.Fprintf(&b, " %s %s %v (%d values)", o.Name, o.Datatype, o.Shape, len(o.Data))
+		}
+		return b.String()
+	}
+	if shape(got) != shape(want) {
+		t.Errorf("the infer answer's shape is\n%s\nthe README shows\n%s", shape(got), shape(want))
+	}
+	for _, o := range got.Outputs {
+		switch o.Name {
+		case "probability":
+			p, err := strconv.ParseFloat(string(o.Data[0]), 64)
+			if err != nil || p < 0 || p > 1 {
+				t.Errorf("probability %s is not in [0, 1]", o.Data[0])
+			}
+		case "label":
+			if l := string(o.Data[0]); l != `"Yes"` && l != `"No"` {
+				t.Errorf("label %s is not \"Yes\" or \"No\"", l)
+			}
+		}
 	}
 }
 
