@@ -92,6 +92,7 @@ func formatScore(s *scoreJSON) string {
 }
 
 func newCheckpointListCmd(g *globalFlags) *cobra.Command {
+	var id *jobIDArg
 	var s3 storage.S3Config
 	cmd := &cobra.Command{
 		Use:   "list JOB_ID",
@@ -107,9 +108,12 @@ s3:// checkpoints are read with --s3-endpoint and the AWS_* credentials.`,
 		Example: `  cohort checkpoint list attrition-mlp-1a2b3c4d
   cohort checkpoint list attrition-mlp-1a2b3c4d -o json
   AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… cohort checkpoint list JOB --s3-endpoint http://127.0.0.1:7070`,
-		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: args[0]})
+			jobID, err := id.resolve(cmd.Context(), g, args)
+			if err != nil {
+				return err
+			}
+			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: jobID})
 			if err != nil {
 				return err
 			}
@@ -158,6 +162,7 @@ s3:// checkpoints are read with --s3-endpoint and the AWS_* credentials.`,
 	fl.StringVar(&s3.Endpoint, "s3-endpoint", "", "S3-compatible endpoint for s3:// checkpoints (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
 	fl.StringVar(&s3.Region, "s3-region", "", "S3 region (default $AWS_REGION)")
 	fl.BoolVar(&s3.PathStyle, "s3-path-style", true, "path-style requests (what self-hosted S3 servers need)")
+	id = jobIDFlags(cmd, g)
 	return cmd
 }
 

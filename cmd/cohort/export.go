@@ -37,6 +37,7 @@ type exportResult struct {
 }
 
 func newExportCmd(g *globalFlags) *cobra.Command {
+	var id *jobIDArg
 	var (
 		format, out  string
 		s3           storage.S3Config
@@ -77,7 +78,6 @@ exported report.json and model card. Overriding needs an admin token.`,
   cohort export attrition-mlp-1a2b3c4d --format safetensors --out models/ --checkpoint 342
   cohort export attrition-mlp-1a2b3c4d --format safetensors --out models/ --s3-endpoint http://127.0.0.1:9000
   cohort export attrition-mlp-1a2b3c4d --format onnx --out models/ --override-gate --reason "reviewed by HR legal, ticket 42"`,
-		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch format {
 			case export.FormatONNX, export.FormatSafetensors:
@@ -103,7 +103,11 @@ exported report.json and model card. Overriding needs an admin token.`,
 				}
 				wantStep = n
 			}
-			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: args[0]})
+			jobID, err := id.resolve(cmd.Context(), g, args)
+			if err != nil {
+				return err
+			}
+			resp, err := jobCall(cmd.Context(), g, "get job", cohortv1.JobServiceClient.GetJob, &cohortv1.GetJobRequest{Id: jobID})
 			if err != nil {
 				return err
 			}
@@ -194,6 +198,7 @@ exported report.json and model card. Overriding needs an admin token.`,
 	cmd.Flags().BoolVar(&overrideGate, "override-gate", false, "export although the job's audit gate failed (needs --reason; recorded; admin token)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why the gate is overridden (with --override-gate)")
 	cmd.Flags().StringVar(&which, "checkpoint", "best", "which checkpoint: best (by spec.checkpoint.scoreBy), latest, or a step number")
+	id = jobIDFlags(cmd, g)
 	return cmd
 }
 

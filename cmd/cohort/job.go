@@ -57,6 +57,17 @@ func newJobSubmitCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
 		Short: "Submit a TrainingJob spec",
+		Long: `Submit a TrainingJob spec and print the job's ID (NAME-8HEX).
+
+Before accepting it, the coordinator checks the spec and, where it can read the data
+(file:// data it shares with its workers, as in cohort dev; s3:// with its S3 flags),
+that each data file exists and parses and has the label and every column the spec
+names; a problem is refused with exit status 2, naming the spec field. Data it cannot
+read is a warning on stderr, and the job's first step checks it. A job that no
+registered node can ever run (too large, no matching node, no node at all) is refused
+unless --wait-for-capacity. With --wait the progress goes to stderr and, once the job
+has ended, the result to stdout (-o json: one object); the exit status is 0 only if the
+job succeeded.`,
 		Example: `  cohort job submit jobs/examples/attrition-mlp.yaml
   cohort job submit jobs/examples/attrition-mlp.yaml --wait -o json`,
 		Args: exactArgs(1),
@@ -244,6 +255,10 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "plan FILE",
 		Short: "Dry-run the scheduler for a spec: where it would run now, or why not",
+		Long: `Dry-run the scheduler for a spec: where it would run now, or why not. It commits
+nothing. The spec and its data get the checks 'job submit' makes (a missing data file or
+a label not in the data: exit status 2; data the coordinator cannot read: a warning on
+stderr).`,
 		Example: `  cohort job plan jobs/examples/attrition-mlp.yaml
   cohort job plan jobs/examples/attrition-mlp.yaml -o json`,
 		Args: exactArgs(1),
