@@ -142,7 +142,7 @@ func TestExportCommand(t *testing.T) {
 func TestExportBadInput(t *testing.T) {
 	c, client, ctx := startCluster(t, 1, 1)
 	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{
-		SpecYaml: exampleSpec(t, "label: Attrition", "label: NoSuchColumn"), IdempotencyKey: newIdempotencyKey(),
+		SpecYaml: exampleSpec(t, `positive: "Yes"`, `positive: "Maybe"`), IdempotencyKey: newIdempotencyKey(), // fails at its first step
 	})
 	if err != nil {
 		t.Fatal(err)
