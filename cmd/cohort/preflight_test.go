@@ -15,7 +15,9 @@ import (
 
 	"github.com/cohort-dev/cohort/internal/pki"
 	"github.com/cohort-dev/cohort/node"
+	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage/s3test"
 )
 
 // wantBadInput fails unless err is a bad-input error (exit status 2) whose message is
@@ -221,5 +223,45 @@ func TestConnectionErrorHints(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "list jobs: TLS with the coordinator at "+c.GRPCAddr+" failed (x509: ") ||
 		!strings.Contains(err.Error(), "point COHORT_TLS_DIR (or --tls-dir) at the cluster's client credentials") {
 		t.Errorf("job list with another CA's credentials: %v", err)
+	}
+}
+
+// TestPreflightOnS3: with an S3 endpoint (a real S3 server), the coordinator reads s3://
+// data too: a missing object and a label not in the object are refused at submit with
+// exit status 2, and nothing is submitted.
+func TestPreflightOnS3(t *testing.T) {
+	srv := s3test.Start(t)
+	cfg := srv.Config()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 1, PS: 1, Logger: testLogger(t), S3: &cfg})
+	csv, err := os.ReadFile(repoPath(t, "jobs/data/attrition-sample.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store.Put(ctx, "datasets/attrition.csv", bytes.NewReader(csv), int64(len(csv))); err != nil {
+		t.Fatal(err)
+	}
+	dataURI := c.Store.URI("datasets/attrition.csv")
+	missing := c.Store.URI("datasets/attrition-2024.csv")
+	sample := "file://" + repoPath(t, "jobs/data/attrition-sample.csv")
+
+	_, err = runCLI(t, "job", "submit", writeSpec(t, "s3label.yaml", exampleSpec(t, sample, dataURI, "label: Attrition", "label: ATTRITION")),
+		"--address", c.GRPCAddr)
+	wantBadInput(t, "submit with a wrong label on S3", err, `spec.data.label: column "ATTRITION" not in data.train (did you mean "Attrition"?)`)
+	_, err = runCLI(t, "job", "plan", writeSpec(t, "s3missing.yaml", exampleSpec(t, sample, missing)), "--address", c.GRPCAddr)
+	wantBadInput(t, "plan with a missing S3 object", err, `spec.data.train: `+missing+` does not exist`)
+	out, err := runCLI(t, "job", "plan", writeSpec(t, "s3ok.yaml", exampleSpec(t, sample, dataURI)), "--address", c.GRPCAddr, "-o", "json")
+	if err != nil || !strings.Contains(out, `"feasible":true`) {
+		t.Errorf("plan with good S3 data: %v\n%s", err, out)
+	}
+	conn, err := dial(c.GRPCAddr, testCreds(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	list, err := cohortv1.NewJobServiceClient(conn).ListJobs(ctx, &cohortv1.ListJobsRequest{})
+	if err != nil || len(list.GetJobs()) != 0 {
+		t.Errorf("refused submissions left jobs: %v %v", list.GetJobs(), err)
 	}
 }
