@@ -265,3 +265,40 @@ func TestPreflightOnS3(t *testing.T) {
 		t.Errorf("refused submissions left jobs: %v %v", list.GetJobs(), err)
 	}
 }
+
+// TestSubmitWithoutNodes runs a real `cohort coordinator` with no node agent: a submit
+// is refused (exit status 2) saying that no node has registered and how to queue the job
+// anyway, plan says it can never fit, and --wait-for-capacity accepts it as pending.
+func TestSubmitWithoutNodes(t *testing.T) {
+	dir := t.TempDir()
+	withTestCA(t, filepath.Join(dir, "c1"))
+	grpcAddr, httpAddr := freePort(t), freePort(t)
+	root := newRootCmd()
+	root.SetArgs([]string{"coordinator", "--node-id", "c1", "--data-dir", filepath.Join(dir, "c1"),
+		"--raft-addr", freePort(t), "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--bootstrap", "--log-level", "error"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("coordinator: %v", err)
+		}
+	})
+	healthWaitStatus(t, "http://"+httpAddr+"/healthz", 200, 30*time.Second)
+
+	spec := writeSpec(t, "job.yaml", exampleSpec(t))
+	_, err := runCLI(t, "job", "submit", spec, "--address", grpcAddr)
+	wantBadInput(t, "submit with no node", err, `invalid argument: job "attrition-mlp" can never run now: no node has registered `+
+		"with the cluster (start `cohort worker` and `cohort paramserver` nodes with --join, or use `cohort dev`); "+
+		"submit with --wait-for-capacity to queue it until nodes join")
+	out, err := runCLI(t, "job", "plan", spec, "--address", grpcAddr, "-o", "json")
+	if err != nil || !strings.Contains(out, `"feasible":false`) || !strings.Contains(out, `"never_fits":true`) ||
+		!strings.Contains(out, "no node has registered") {
+		t.Errorf("plan with no node: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "job", "submit", spec, "--wait-for-capacity", "--address", grpcAddr)
+	if err != nil || !strings.HasPrefix(out, "submitted job attrition-mlp-") || !strings.HasSuffix(out, " (pending)\n") {
+		t.Errorf("submit --wait-for-capacity with no node: %v %q", err, out)
+	}
+}
