@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -520,45 +518,35 @@ func TestREADMEAuditWalkthrough(t *testing.T) {
 	if err != nil || len(meta.Inputs) == 0 {
 		t.Fatalf("metadata: %v %+v", err, meta)
 	}
-	row := map[string]string{}
-	f, err := os.Open(filepath.Join(sh.dir, "attrition-biased.csv"))
+	// The README's explain line, as written: its request file holds one tensor for each
+	// of the model's inputs.
+	reqBody, err := os.ReadFile(repoPath(t, "jobs/data/attrition-fairness-request.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
+	var req struct {
+		Inputs []struct{ Name, Datatype string } `json:"inputs"`
 	}
-	for i, c := range recs[0] {
-		row[c] = recs[1][i]
+	if err := json.Unmarshal(reqBody, &req); err != nil || !slices.Equal(req.Inputs, meta.Inputs) {
+		t.Fatalf("jobs/data/attrition-fairness-request.json sends %v (%v), the model takes %v", req.Inputs, err, meta.Inputs)
 	}
-	var inputs []map[string]any
-	for _, in := range meta.Inputs {
-		v := any(row[in.Name])
-		if in.Datatype != "BYTES" {
-			x, err := strconv.ParseFloat(row[in.Name], 64)
-			if err != nil {
-				t.Fatalf("%s: %v", in.Name, err)
-			}
-			v = x
+	var explainOut string
+	for _, l := range readmeBlockN(t, "## Explain and audit", 1) {
+		if line := strings.TrimSpace(l); strings.HasPrefix(line, "curl ") {
+			explainOut = sh.output(line)
 		}
-		inputs = append(inputs, map[string]any{"name": in.Name, "datatype": in.Datatype, "shape": []int{1}, "data": []any{v}})
 	}
-	body, _ := json.Marshal(map[string]any{"inputs": inputs})
-	resp, err = http.Post("http://"+serveAddr+"/v2/models/attrition-fairness-gate/explain", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
+	if explainOut == "" {
+		t.Fatal("the README's explain block runs no curl line")
 	}
-	defer resp.Body.Close()
 	var ex struct {
 		Outputs []struct {
 			Name string            `json:"name"`
 			Data []json.RawMessage `json:"data"`
 		} `json:"outputs"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&ex); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("explain: status %d: %v", resp.StatusCode, err)
+	if err := json.Unmarshal([]byte(explainOut), &ex); err != nil {
+		t.Fatalf("explain printed %q: %v", explainOut, err)
 	}
 	vals := map[string]float64{}
 	var sum float64
