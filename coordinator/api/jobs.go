@@ -61,12 +61,14 @@ func (s *jobService) SubmitJob(ctx context.Context, req *cohortv1.SubmitJobReque
 				return nil, err
 			}
 			if len(none) > 0 {
+				s.logger.Info("job refused", "step", "nodes", "job", job.Name, "namespace", job.Namespace)
 				return nil, fmt.Errorf("%w: job %q can never run now: %s; submit with --wait-for-capacity to queue it until nodes join",
 					ErrInvalidArgument, job.Name, none[0])
 			}
 		}
 		warnings, err := s.cfg.Preflight.check(ctx, req.SpecYaml)
 		if err != nil {
+			s.logger.Info("job refused", "step", "data", "job", job.Name, "namespace", job.Namespace, "err", err)
 			return nil, err
 		}
 		resp, err := s.propose(ctx, job)
