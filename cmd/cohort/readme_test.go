@@ -474,7 +474,7 @@ func TestREADMEAuditWalkthrough(t *testing.T) {
 	}
 
 	// The exported report and model card carry the override.
-	raw, err := os.ReadFile(filepath.Join(sh.dir, "models", "report.json"))
+	raw, err := os.ReadFile(filepath.Join(sh.dir, "audit-models", "report.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,7 +493,7 @@ func TestREADMEAuditWalkthrough(t *testing.T) {
 	if o := rep.Audit.Gate.Override; rep.Audit.Gate.Passed || o == nil || o.Reason != "reviewed with HR legal, ticket 42" || o.Time == "" {
 		t.Errorf("exported report's gate %+v", rep.Audit.Gate)
 	}
-	card, err := os.ReadFile(filepath.Join(sh.dir, "models", "model_card.md"))
+	card, err := os.ReadFile(filepath.Join(sh.dir, "audit-models", "model_card.md"))
 	if err != nil || !strings.Contains(string(card), "reviewed with HR legal, ticket 42") {
 		t.Errorf("model card lacks the override (%v):\n%s", err, card)
 	}
