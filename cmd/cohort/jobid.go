@@ -107,6 +107,13 @@ func resolveJobID(ctx context.Context, c cohortv1.JobServiceClient, arg string, 
 		return "", usageErr("job ID prefix %q is ambiguous, it matches %d jobs:\n%s\ngive more of the ID, or --latest for the newest",
 			arg, len(prefixed), candidateList(prefixed))
 	}
+	// Not in the list this caller may read: the coordinator has the last word on a job
+	// outside it (a namespace the caller's token may not read is refused as such).
+	if _, err := c.GetJob(ctx, &cohortv1.GetJobRequest{Id: arg}); err == nil {
+		return arg, nil
+	} else if st, ok := status.FromError(err); !ok || st.Code() != codes.NotFound {
+		return "", rpcErr("get job", err)
+	}
 	return "", jobNotFound(arg, all)
 }
 
