@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"cmp"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -55,7 +56,8 @@ func (e *PreflightError) Error() string { return strings.Join(e.Problems, "\n") 
 // Unwrap returns ErrInvalidArgument.
 func (e *PreflightError) Unwrap() error { return ErrInvalidArgument }
 
-// preflightSpec runs the pre-flight on a spec the admission has accepted. A spec that
+// check runs the pre-flight on a spec the admission has accepted (a nil Preflight
+// checks nothing). A spec that
 // is not a TrainingJob (a Search) is not checked. It returns the warnings, or a
 // *PreflightError.
 func (p *Preflight) check(ctx context.Context, raw []byte) ([]string, error) {
@@ -226,7 +228,7 @@ func (p *Preflight) open(ctx context.Context, field, uri string) (io.ReadCloser,
 func siblingHint(uri string) string {
 	p := strings.TrimPrefix(uri, "file://")
 	dir, base := filepath.Split(p)
-	entries, err := os.ReadDir(filepath.Clean(cmpOr(dir, ".")))
+	entries, err := os.ReadDir(filepath.Clean(cmp.Or(dir, ".")))
 	if err != nil || len(entries) > 10000 {
 		return ""
 	}
@@ -243,13 +245,6 @@ func siblingHint(uri string) string {
 	// DidYouMean gives ` (did you mean "name"?)`: show the whole URI instead.
 	name := strings.TrimSuffix(strings.TrimPrefix(hint, ` (did you mean "`), `"?)`)
 	return fmt.Sprintf(" (did you mean %q?)", "file://"+dir+name)
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // utf8BOM is the byte-order mark a CSV file may start with.
