@@ -2,8 +2,8 @@ package api
 
 import (
 	"bufio"
-	"cmp"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/csv"
 	"errors"
