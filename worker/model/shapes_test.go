@@ -14,7 +14,7 @@ type shapeCase struct {
 	build func() (Model, error)
 	// inputs per row, outputs per row, rows of the data set
 	inputs, k, rows int
-	task           string
+	task            string
 }
 
 // shapeSpace generates the shape space of the three models: 1..3 features (steps or
