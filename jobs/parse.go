@@ -160,6 +160,10 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value, nullable boo
 		d.fail(path, n.Line, "must not be null; expected %s (omit the field to use its default)", expected(v.Type()))
 		return
 	}
+	if nd, ok := nodeDecoderOf(v); ok {
+		nd.decodeNode(d, path, n)
+		return
+	}
 	if sf, ok := scalarFormOf(v); ok && n.Kind == yaml.ScalarNode {
 		if n.ShortTag() != "!!str" {
 			d.wrongType(path, n, v.Type())

@@ -377,7 +377,28 @@ type SequenceCSV struct {
 	Group string `yaml:"group,omitempty" json:"group,omitempty"`
 	// Time is the ordering column; empty means file order.
 	Time string `yaml:"time,omitempty" json:"time,omitempty"`
+	// Baseline is BaselineSeasonalNaive (regression only) to make the model predict
+	// the residual over the seasonal-naive forecast (the target Period rows earlier);
+	// empty means none.
+	Baseline string `yaml:"baseline,omitempty" json:"baseline,omitempty"`
+	// Period is the season in rows of the seasonal-naive forecast, its metrics
+	// (val_rmse_seasonal_naive, val_skill_seasonal_naive) and Baseline, 1..10000;
+	// default DefaultSeasonPeriod (monthly rows, a yearly season).
+	Period int `yaml:"period,omitempty" json:"period,omitempty"`
+	// Calendar lists calendar features derived from Time, which must then hold dates
+	// (2024-01, 2024-01-31): month and/or week, each the sine and cosine of its
+	// position in the year, added to every step.
+	Calendar []string `yaml:"calendar,omitempty" json:"calendar,omitempty"`
 }
+
+// BaselineSeasonalNaive is spec.data.sequence_csv.baseline's value.
+const BaselineSeasonalNaive = "seasonalNaive"
+
+// DefaultSeasonPeriod is spec.data.sequence_csv.period's default.
+const DefaultSeasonPeriod = 12
+
+// CalendarFeatures lists spec.data.sequence_csv.calendar's values.
+var CalendarFeatures = []string{"month", "week"}
 
 // Training holds the training-loop settings.
 type Training struct {
@@ -394,6 +415,9 @@ type Training struct {
 	// EarlyStopping, when set, stops training once the monitored validation metric
 	// stops improving; the best checkpoint (checkpoint.scoreBy) is then exported.
 	EarlyStopping *EarlyStopping `yaml:"earlyStopping,omitempty" json:"earlyStopping,omitempty"`
+	// ClassWeights weights each class's rows in the training loss (classification);
+	// `balanced` or a mapping of class to weight (see ClassWeights).
+	ClassWeights *ClassWeights `yaml:"classWeights,omitempty" json:"classWeights,omitempty"`
 }
 
 // EarlyStopping is spec.training.earlyStopping. The chief evaluates the validation split
@@ -573,6 +597,9 @@ type Export struct {
 	Formats []string `yaml:"formats" json:"formats"`
 	// ONNX configures the onnx format.
 	ONNX ONNXExport `yaml:"onnx" json:"onnx"`
+	// Threshold is the decision threshold of a binary task's label (see Threshold);
+	// absent means DefaultThreshold.
+	Threshold *Threshold `yaml:"threshold,omitempty" json:"threshold,omitempty"`
 }
 
 // ONNXExport is spec.export.onnx.

@@ -67,7 +67,7 @@ func (c *chief) predictor() audit.Predictor {
 }
 
 // auditConfig is the evaluation setting of the spec.
-func auditConfig(s *jobs.Spec, split, prefix string) audit.Config {
+func auditConfig(s *jobs.Spec, split, prefix string, threshold float64) audit.Config {
 	cfg := audit.DefaultConfig()
 	cfg.Task, cfg.Split, cfg.Prefix = s.Task, split, prefix
 	cfg.Resamples, cfg.Seed = jobs.DefaultBootstrapResamples, jobs.DefaultSeed
@@ -80,6 +80,12 @@ func auditConfig(s *jobs.Spec, split, prefix string) audit.Config {
 		if g := a.Gate; g != nil {
 			cfg.Gate = audit.GateConfig{MinImpactRatio: g.MinImpactRatio, MinAUC: g.MinAUC, MinAccuracy: g.MinAccuracy, MaxRMSE: g.MaxRMSE}
 		}
+	}
+	if s.Export.Threshold != nil && s.Task == jobs.TaskBinary && threshold > 0 && threshold < 1 {
+		// spec.export.threshold (fixed, or fitted on the validation split) is the
+		// model's decision threshold: the audit's confusion matrix and selection rates
+		// use it, as serving's label does.
+		cfg.Threshold = threshold
 	}
 	return cfg
 }
@@ -107,7 +113,7 @@ func (c *chief) buildReport() (*audit.Report, error) {
 			in.Labels[i] = c.ds.unscale(in.Labels[i])
 		}
 	}
-	r, err := audit.Evaluate(auditConfig(s, split, prefix), in)
+	r, err := audit.Evaluate(auditConfig(s, split, prefix, c.threshold), in)
 	if err != nil {
 		return nil, fmt.Errorf("worker: report: %w", err)
 	}
