@@ -45,6 +45,14 @@ func (c *ClassWeights) decodeNode(d *decoder, path string, n *yaml.Node) {
 	}
 }
 
+// MarshalYAML writes the form Parse reads: balanced, or the mapping.
+func (c ClassWeights) MarshalYAML() (any, error) {
+	if c.Balanced {
+		return ClassWeightsBalanced, nil
+	}
+	return c.Weights, nil
+}
+
 // Threshold objectives (spec.export.threshold.optimize).
 const (
 	// ThresholdF1 maximises F1 on the validation split.
