@@ -132,7 +132,20 @@ func (c *chief) buildReport() (*audit.Report, error) {
 		}
 	}
 
-	if p := s.Explain.Permutation; p.Repeats > 0 && s.Model.CNN == nil {
+	oneClass := false
+	if s.Task == jobs.TaskBinary {
+		pos := 0
+		for _, l := range in.Labels {
+			if l == 1 {
+				pos++
+			}
+		}
+		oneClass = pos == 0 || pos == len(in.Labels)
+	}
+	if p := s.Explain.Permutation; p.Repeats > 0 && s.Model.CNN == nil && oneClass {
+		// Importance measures the fall of AUC, which one class does not define.
+		c.markUndefined("permutation_importance", fmt.Sprintf("the %s split holds one class only", split))
+	} else if p.Repeats > 0 && s.Model.CNN == nil {
 		groups, lags := c.ds.columns, []audit.FeatureGroup(nil)
 		if s.Model.LSTM != nil {
 			groups, lags = c.sequenceGroups()
