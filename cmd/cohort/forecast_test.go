@@ -147,6 +147,20 @@ func TestDevThresholdAndClassWeights(t *testing.T) {
 	if got, err := strconv.ParseFloat(meta[export.MetaThreshold], 64); err != nil || got != th || meta["cohort.threshold_objective"] != "f1" {
 		t.Fatalf("export metadata threshold %q (%s), metrics %v", meta[export.MetaThreshold], meta["cohort.threshold_objective"], th)
 	}
+	// `cohort export` of the job's exported checkpoint keeps the threshold.
+	dir := filepath.Join(t.TempDir(), "out")
+	if _, err := runCLI(t, "--address", c.GRPCAddr, "export", job.GetId(), "--format", "safetensors", "--out", dir); err != nil {
+		t.Fatalf("export: %v", err)
+	}
+	rf, err := os.Open(filepath.Join(dir, export.SafetensorsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, meta2, err := export.ReadSafetensors(rf)
+	rf.Close()
+	if err != nil || meta2[export.MetaThreshold] != meta[export.MetaThreshold] {
+		t.Fatalf("re-export metadata threshold %q (%v), want %q", meta2[export.MetaThreshold], err, meta[export.MetaThreshold])
+	}
 	rep := readReport(t, c, job)
 	if rep.Confusion == nil || rep.Confusion.Threshold == nil || *rep.Confusion.Threshold != th {
 		t.Fatalf("report confusion %+v, want threshold %v", rep.Confusion, th)
