@@ -142,6 +142,9 @@ func (c *chief) evaluate(prefix string, ds *data.Dataset) (map[string]float64, e
 		return nil, fmt.Errorf("worker: evaluate %sset: %w", strings.TrimSuffix(prefix, "_"), err)
 	}
 	split := strings.TrimSuffix(prefix, "_")
+	if split == "val" {
+		split = "validation"
+	}
 	res := map[string]float64{}
 	why := map[string]string{}
 	switch c.t.spec.Spec.Task {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cohort-dev/cohort/jobs"
+	"github.com/cohort-dev/cohort/worker/data"
 )
 
 // TestResolveClassWeights: balanced is n / (k · n_c) (sklearn's
@@ -113,4 +114,91 @@ func TestWeightedGradient(t *testing.T) {
 			t.Fatalf("unit weights: gradient %d is %v, plain %v", i, ones[i], v)
 		}
 	}
+}
+
+// TestEvaluateUndefinedMetrics: on a split of one class the chief leaves val_auc and
+// val_recall out (never NaN) and records why; precision, recall and F1 are
+// those of the confusion counts at the decision threshold.
+func TestEvaluateUndefinedMetrics(t *testing.T) {
+	path := attritionCSV(t, 300, 0)
+	spec := auditSpec(t, path, "  export: {formats: [safetensors], threshold: 0.3}\n")
+	ds, err := load(t, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := chiefFor(t, spec, ds, nil)
+	if c.threshold != 0.3 {
+		t.Fatalf("threshold %v, want the spec's 0.3", c.threshold)
+	}
+	m, err := c.evaluate("val_", ds.val)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs := make([]float32, ds.val.N)
+	if err := c.m.Predict(c.params, ds.val.X, ds.val.N, probs); err != nil {
+		t.Fatal(err)
+	}
+	var tp, fp, fn float64
+	for i, p := range probs {
+		switch pos := p >= 0.3; {
+		case pos && ds.val.Y[i] == 1:
+			tp++
+		case pos:
+			fp++
+		case ds.val.Y[i] == 1:
+			fn++
+		}
+	}
+	if tp == 0 || fp+fn == 0 {
+		t.Fatalf("counts %v %v %v do not test the formulas", tp, fp, fn)
+	}
+	for k, want := range map[string]float64{"val_precision": tp / (tp + fp), "val_recall": tp / (tp + fn), "val_f1": 2 * tp / (2*tp + fp + fn)} {
+		if math.Abs(m[k]-want) > 1e-12 {
+			t.Errorf("%s = %v, want %v", k, m[k], want)
+		}
+	}
+
+	// Only the negative rows of the split.
+	neg := &datasetsSubsetNeg{}
+	one := neg.of(ds)
+	m, err = c.evaluate("val_", one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range m {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			t.Fatalf("%s = %v", k, v)
+		}
+	}
+	for _, k := range []string{"val_auc", "val_recall"} {
+		if _, ok := m[k]; ok {
+			t.Errorf("%s = %v on one class", k, m[k])
+		}
+	}
+	// With rows predicted positive F1 is defined: 0 (sklearn's f1_score too).
+	if f1, ok := m["val_f1"]; ok && f1 != 0 {
+		t.Errorf("val_f1 = %v, want 0 or left out", f1)
+	}
+	if why := c.undefined["val_auc"]; !strings.Contains(why, "one class only (0 positive") {
+		t.Fatalf("val_auc reason %q", why)
+	}
+	if _, ok := m["val_accuracy"]; !ok {
+		t.Fatal("val_accuracy missing")
+	}
+	if got := c.finalUndefined(m); len(got) < 2 || !strings.HasPrefix(got[0], "val_auc undefined: ") {
+		t.Fatalf("finalUndefined %q", got)
+	}
+}
+
+// datasetsSubsetNeg cuts the negative rows out of a validation split.
+type datasetsSubsetNeg struct{}
+
+func (datasetsSubsetNeg) of(ds *datasets) *data.Dataset {
+	var rows []int
+	for i, y := range ds.val.Y {
+		if y == 0 {
+			rows = append(rows, i)
+		}
+	}
+	return subset(ds.val, rows)
 }
