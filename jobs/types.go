@@ -560,11 +560,13 @@ var Modes = []string{ModeMax, ModeMin}
 func ValidationMetrics(task string) []string {
 	switch task {
 	case TaskBinary:
-		return []string{"val_auc", "val_accuracy", "val_loss"}
+		// F1, precision and recall are at the decision threshold the epoch ends use
+		// (export.threshold's value, else 0.5; a fitted one is fitted at the end).
+		return []string{"val_auc", "val_accuracy", "val_loss", "val_f1", "val_precision", "val_recall"}
 	case TaskMulticlass:
 		return []string{"val_accuracy", "val_loss"}
 	case TaskRegression:
-		return []string{"val_rmse", "val_mae", "val_mape", "val_loss"}
+		return []string{"val_rmse", "val_mae", "val_mape", "val_loss", "val_r2"}
 	}
 	return nil
 }
@@ -579,11 +581,12 @@ func PrimaryMetric(task string) string {
 	return ""
 }
 
-// MetricMode is the direction of a validation metric: ModeMax for val_auc and
-// val_accuracy, ModeMin for the losses and errors ("" for an unknown metric).
+// MetricMode is the direction of a validation metric: ModeMax for val_auc,
+// val_accuracy, val_f1, val_precision, val_recall and val_r2, ModeMin for the losses and
+// errors ("" for an unknown metric).
 func MetricMode(metric string) string {
 	switch metric {
-	case "val_auc", "val_accuracy":
+	case "val_auc", "val_accuracy", "val_f1", "val_precision", "val_recall", "val_r2":
 		return ModeMax
 	case "val_loss", "val_rmse", "val_mae", "val_mape":
 		return ModeMin
