@@ -54,30 +54,41 @@ func forecastSpec(t *testing.T, csv string, replacements ...string) []byte {
 // and requires the LSTM's validation RMSE to beat the seasonal-naive forecast's:
 // val_skill_seasonal_naive > 0, equal to 1 - val_rmse / val_rmse_seasonal_naive (every
 // window has a naive value under the baseline, so both cover the same rows). It also
-// reports MAE, MAPE (no zero targets here: 0 rows excluded) and R² and the naive MAE.
+// reports MAE, MAPE (no zero targets here: 0 rows excluded) and R² and the naive MAE,
+// and the same on a test series of the same process (another seed), where it must
+// beat seasonal naive too.
 func TestDevForecastBeatsSeasonalNaive(t *testing.T) {
 	t.Parallel() // independent: its own cluster, free ports, temporary directories
-	csv := filepath.Join(t.TempDir(), "series.csv")
-	f, err := os.Create(csv)
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	series := func(name string, seed int64) string {
+		path := filepath.Join(dir, name)
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hrdata.GenerateSeasonal(f, hrdata.SeasonalConfig{Months: 144, Seed: seed}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
-	if err := hrdata.GenerateSeasonal(f, hrdata.SeasonalConfig{Months: 144, Seed: 11}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	job, _ := runJob(t, forecastSpec(t, csv), 1, 1)
+	csv, test := series("series.csv", 11), series("test.csv", 12)
+	job, _ := runJob(t, forecastSpec(t, csv, "validation: {fraction: 0.2}", "validation: {fraction: 0.2}\n    test: file://"+test), 1, 1)
 	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
 	}
 	m := finiteMetrics(t, job)
-	for _, k := range []string{"val_rmse", "val_mae", "val_mape", "val_r2", "val_mape_excluded_rows",
-		"val_rmse_seasonal_naive", "val_mae_seasonal_naive", "val_skill_seasonal_naive"} {
-		if _, ok := m[k]; !ok {
-			t.Fatalf("metric %s missing: %v", k, m)
+	for _, split := range []string{"val_", "test_"} {
+		for _, k := range []string{"rmse", "mae", "mape", "r2", "mape_excluded_rows", "rmse_seasonal_naive", "mae_seasonal_naive", "skill_seasonal_naive"} {
+			if _, ok := m[split+k]; !ok {
+				t.Fatalf("metric %s missing: %v", split+k, m)
+			}
 		}
+	}
+	if !(m["test_skill_seasonal_naive"] > 0) {
+		t.Errorf("test_skill_seasonal_naive %v: the model does not beat seasonal naive on another series of the same process", m["test_skill_seasonal_naive"])
 	}
 	skill := m["val_skill_seasonal_naive"]
 	if want := 1 - m["val_rmse"]/m["val_rmse_seasonal_naive"]; math.Abs(skill-want) > 1e-9 {
@@ -89,8 +100,8 @@ func TestDevForecastBeatsSeasonalNaive(t *testing.T) {
 	if m["val_mape_excluded_rows"] != 0 || !(m["val_r2"] > 0.5) {
 		t.Errorf("mape excluded %v rows, r2 %v", m["val_mape_excluded_rows"], m["val_r2"])
 	}
-	t.Logf("val_rmse %.3f, seasonal naive %.3f, skill %.3f, val_mae %.3f (naive %.3f), val_r2 %.3f",
-		m["val_rmse"], m["val_rmse_seasonal_naive"], skill, m["val_mae"], m["val_mae_seasonal_naive"], m["val_r2"])
+	t.Logf("val_rmse %.3f, seasonal naive %.3f, skill %.3f, val_mae %.3f (naive %.3f), val_r2 %.3f; test skill %.3f",
+		m["val_rmse"], m["val_rmse_seasonal_naive"], skill, m["val_mae"], m["val_mae_seasonal_naive"], m["val_r2"], m["test_skill_seasonal_naive"])
 }
 
 // TestDevUnivariateShapes trains a univariate LSTM (features: [Headcount], which could
