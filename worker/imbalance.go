@@ -118,11 +118,23 @@ func (l *loopState) weightedGradient(step int64, rows []int, weights []float64) 
 		g.acc = make([]float32, len(g.values))
 	}
 	clear(g.acc)
+	// Every class's pieces draw the dropout masks this step's call would draw
+	// unweighted, and the model's call count ends where the unweighted step leaves it,
+	// so that a resumed worker (which sets the count from the step) continues the same
+	// stream.
+	setter, _ := l.m.(gradientCallSetter)
+	rank := l.t.rank
+	if rank >= len(l.sched.calls) {
+		setter = nil
+	}
 	var lossSum float64
 	n := float64(len(rows))
 	for c, part := range byClass {
 		if len(part) == 0 {
 			continue
+		}
+		if setter != nil {
+			setter.SetGradientCalls(l.sched.calls[rank])
 		}
 		loss, err := l.plainGradient(step, part)
 		if err != nil {
@@ -135,6 +147,10 @@ func (l *loopState) weightedGradient(step int64, rows []int, weights []float64) 
 		lossSum += weights[c] * float64(len(part)) * loss
 	}
 	copy(g.values, g.acc)
+	if setter != nil {
+		batch := l.t.spec.Spec.Training.BatchSize
+		setter.SetGradientCalls(l.sched.calls[rank] + uint64((len(rows)+batch-1)/batch))
+	}
 	if math.IsNaN(lossSum) {
 		return 0, fmt.Errorf("worker: weighted loss at step %d is NaN", step)
 	}
