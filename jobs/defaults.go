@@ -154,6 +154,12 @@ func (j *TrainingJob) applyDefaults(has func(path string) bool) {
 		setStr(p+"mode", &es.Mode, MetricMode(es.Monitor))
 		setInt(p+"patience", &es.Patience, DefaultPatience)
 	}
+	if sq := s.Data.SequenceCSV; sq != nil {
+		setInt("spec.data.sequence_csv.period", &sq.Period, DefaultSeasonPeriod)
+	}
+	if th := s.Export.Threshold; th != nil && th.Optimize != nil && th.Optimize.Objective == "" && th.Optimize.PrecisionAtRecall != 0 {
+		th.Optimize.Objective = ThresholdPrecisionAtRecall
+	}
 	if unset("spec.export.formats", len(s.Export.Formats) == 0) {
 		s.Export.Formats = []string{DefaultExportFormat}
 	}

@@ -28,6 +28,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a: &x [*x]\n"))
 	f.Add([]byte("spec: {training: {epochs: abc, epochs: 3}}\n"))
 	f.Add([]byte("apiVersion: cohort.dev/v1\n---\nkind: TrainingJob\n"))
+	f.Add([]byte("spec: {training: {classWeights: {Yes: 5, No: [1]}}, export: {threshold: {optimize: {precisionAtRecall: .nan}}}}\n"))
+	f.Add([]byte("spec: {training: {classWeights: balanced}, export: {threshold: 0.3}}\n"))
+	f.Add([]byte("spec: {data: {sequence_csv: {baseline: seasonalNaive, period: -1, calendar: [month, month]}}}\n"))
 	f.Add([]byte("metadata: {name: [1, {a: b}]}\nspec: {model: {mlp: ~, cnn: {conv: [{filters: .inf}]}}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		j, err := Parse(data)

@@ -160,6 +160,10 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value, nullable boo
 		d.fail(path, n.Line, "must not be null; expected %s (omit the field to use its default)", expected(v.Type()))
 		return
 	}
+	if nd, ok := nodeDecoderOf(v); ok {
+		nd.decodeNode(d, path, n)
+		return
+	}
 	if sf, ok := scalarFormOf(v); ok && n.Kind == yaml.ScalarNode {
 		if n.ShortTag() != "!!str" {
 			d.wrongType(path, n, v.Type())
@@ -178,12 +182,13 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value, nullable boo
 			v.Set(elem)
 			return
 		}
-		if n.Kind != yaml.MappingNode || n.ShortTag() != "!!map" {
+		if _, short := scalarFormOf(elem.Elem()); !short && (n.Kind != yaml.MappingNode || n.ShortTag() != "!!map") {
 			d.wrongType(path, n, v.Type())
 			return
 		}
 		v.Set(elem)
-		d.mapping(path, n, elem.Elem())
+		// The struct case reads the mapping, or a short form (export.threshold.optimize).
+		d.value(path, n, elem.Elem(), false)
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode || n.ShortTag() != "!!map" {
 			d.wrongType(path, n, v.Type())

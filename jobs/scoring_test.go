@@ -58,8 +58,8 @@ func TestScoreByAndEarlyStoppingErrors(t *testing.T) {
 		wantLine int
 		wantMsg  string
 	}{
-		{"scoreBy unknown metric", []edit{{Line: 23, Text: "    scoreBy: val_f1", Insert: true}}, "spec.checkpoint.scoreBy.metric", 24,
-			`"val_f1" is not a validation metric of task binary_classification; one of val_auc, val_accuracy, val_loss`},
+		{"scoreBy unknown metric", []edit{{Line: 23, Text: "    scoreBy: val_f2", Insert: true}}, "spec.checkpoint.scoreBy.metric", 24,
+			`"val_f2" is not a validation metric of task binary_classification; one of val_auc, val_accuracy, val_loss, val_f1, val_precision, val_recall`},
 		{"scoreBy metric of another task", []edit{{Line: 6, Text: "  task: regression"}, {Line: 23, Text: "    scoreBy: {metric: val_auc}", Insert: true}},
 			"spec.checkpoint.scoreBy.metric", 24, `"val_auc" is not a validation metric of task regression`},
 		{"scoreBy test metric", []edit{{Line: 23, Text: "    scoreBy: test_auc", Insert: true}}, "spec.checkpoint.scoreBy.metric", 24,

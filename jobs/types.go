@@ -377,7 +377,28 @@ type SequenceCSV struct {
 	Group string `yaml:"group,omitempty" json:"group,omitempty"`
 	// Time is the ordering column; empty means file order.
 	Time string `yaml:"time,omitempty" json:"time,omitempty"`
+	// Baseline is BaselineSeasonalNaive (regression only) to make the model predict
+	// the residual over the seasonal-naive forecast (the target Period rows earlier);
+	// empty means none.
+	Baseline string `yaml:"baseline,omitempty" json:"baseline,omitempty"`
+	// Period is the season in rows of the seasonal-naive forecast, its metrics
+	// (val_rmse_seasonal_naive, val_skill_seasonal_naive) and Baseline, 1..10000;
+	// default DefaultSeasonPeriod (monthly rows, a yearly season).
+	Period int `yaml:"period,omitempty" json:"period,omitempty"`
+	// Calendar lists calendar features derived from Time, which must then hold dates
+	// (2024-01, 2024-01-31): month and/or week, each the sine and cosine of its
+	// position in the year, added to every step.
+	Calendar []string `yaml:"calendar,omitempty" json:"calendar,omitempty"`
 }
+
+// BaselineSeasonalNaive is spec.data.sequence_csv.baseline's value.
+const BaselineSeasonalNaive = "seasonalNaive"
+
+// DefaultSeasonPeriod is spec.data.sequence_csv.period's default.
+const DefaultSeasonPeriod = 12
+
+// CalendarFeatures lists spec.data.sequence_csv.calendar's values.
+var CalendarFeatures = []string{"month", "week"}
 
 // Training holds the training-loop settings.
 type Training struct {
@@ -394,6 +415,9 @@ type Training struct {
 	// EarlyStopping, when set, stops training once the monitored validation metric
 	// stops improving; the best checkpoint (checkpoint.scoreBy) is then exported.
 	EarlyStopping *EarlyStopping `yaml:"earlyStopping,omitempty" json:"earlyStopping,omitempty"`
+	// ClassWeights weights each class's rows in the training loss (classification);
+	// `balanced` or a mapping of class to weight (see ClassWeights).
+	ClassWeights *ClassWeights `yaml:"classWeights,omitempty" json:"classWeights,omitempty"`
 }
 
 // EarlyStopping is spec.training.earlyStopping. The chief evaluates the validation split
@@ -536,11 +560,13 @@ var Modes = []string{ModeMax, ModeMin}
 func ValidationMetrics(task string) []string {
 	switch task {
 	case TaskBinary:
-		return []string{"val_auc", "val_accuracy", "val_loss"}
+		// F1, precision and recall are at the decision threshold the epoch ends use
+		// (export.threshold's value, else 0.5; a fitted one is fitted at the end).
+		return []string{"val_auc", "val_accuracy", "val_loss", "val_f1", "val_precision", "val_recall"}
 	case TaskMulticlass:
 		return []string{"val_accuracy", "val_loss"}
 	case TaskRegression:
-		return []string{"val_rmse", "val_mae", "val_mape", "val_loss"}
+		return []string{"val_rmse", "val_mae", "val_mape", "val_loss", "val_r2"}
 	}
 	return nil
 }
@@ -555,11 +581,12 @@ func PrimaryMetric(task string) string {
 	return ""
 }
 
-// MetricMode is the direction of a validation metric: ModeMax for val_auc and
-// val_accuracy, ModeMin for the losses and errors ("" for an unknown metric).
+// MetricMode is the direction of a validation metric: ModeMax for val_auc,
+// val_accuracy, val_f1, val_precision, val_recall and val_r2, ModeMin for the losses and
+// errors ("" for an unknown metric).
 func MetricMode(metric string) string {
 	switch metric {
-	case "val_auc", "val_accuracy":
+	case "val_auc", "val_accuracy", "val_f1", "val_precision", "val_recall", "val_r2":
 		return ModeMax
 	case "val_loss", "val_rmse", "val_mae", "val_mape":
 		return ModeMin
@@ -573,6 +600,9 @@ type Export struct {
 	Formats []string `yaml:"formats" json:"formats"`
 	// ONNX configures the onnx format.
 	ONNX ONNXExport `yaml:"onnx" json:"onnx"`
+	// Threshold is the decision threshold of a binary task's label (see Threshold);
+	// absent means DefaultThreshold.
+	Threshold *Threshold `yaml:"threshold,omitempty" json:"threshold,omitempty"`
 }
 
 // ONNXExport is spec.export.onnx.

@@ -203,6 +203,7 @@ func (j *TrainingJob) validate() errorList {
 	v.intRange("spec.checkpoint.keepBest", s.Checkpoint.KeepBest, 1, MaxCheckpointKeep)
 	v.scored("spec.checkpoint.scoreBy", "metric", s.Checkpoint.ScoreBy.Metric, s.Checkpoint.ScoreBy.Mode)
 	v.earlyStopping()
+	v.imbalance()
 
 	if len(s.Export.Formats) == 0 {
 		v.add("spec.export.formats", "must list at least one of %s", strings.Join(ExportFormats, ", "))
@@ -485,6 +486,23 @@ func (v *validator) data(model string) {
 		v.names(sp+".features", sq.Features)
 		if sq.Group != "" && sq.Group == sq.Time {
 			v.add(sp+".time", "must differ from group (%q)", sq.Group)
+		}
+		v.intRange(sp+".period", sq.Period, 1, MaxSequenceWindow)
+		if sq.Baseline != "" {
+			if sq.Baseline != BaselineSeasonalNaive {
+				v.add(sp+".baseline", "%q is not %s%s", sq.Baseline, BaselineSeasonalNaive, DidYouMean(sq.Baseline, []string{BaselineSeasonalNaive}))
+			} else if s.Task != TaskRegression && s.Task != "" {
+				v.add(sp+".baseline", "applies only to task %s, not %s", TaskRegression, s.Task)
+			}
+		}
+		v.names(sp+".calendar", sq.Calendar)
+		for i, c := range sq.Calendar {
+			if c != "" && !slices.Contains(CalendarFeatures, c) {
+				v.add(fmt.Sprintf("%s.calendar[%d]", sp, i), "%q is not one of %s", c, strings.Join(CalendarFeatures, ", "))
+			}
+		}
+		if len(sq.Calendar) > 0 && sq.Time == "" {
+			v.add(sp+".calendar", "needs sequence_csv.time, a column of dates")
 		}
 	}
 }

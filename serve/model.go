@@ -65,13 +65,23 @@ type Model struct {
 	feat    featurizer
 	classes []string
 	meta    map[string]string
+	// threshold is a binary model's decision threshold for the label output: the
+	// export's cohort.threshold (fixed or fitted on the validation split), else 0.5.
+	threshold float64
 }
 
 // NewModel prepares an exported model for serving: it decodes the preprocessing in
 // its metadata (cohort.data_format, cohort.preprocessing) and checks that it produces
 // the features the network takes.
 func NewModel(m *export.Model) (*Model, error) {
-	sm := &Model{name: m.Name, arch: m.Arch, weights: m.Weights, meta: m.Metadata}
+	sm := &Model{name: m.Name, arch: m.Arch, weights: m.Weights, meta: m.Metadata, threshold: export.DefaultThreshold}
+	if v, ok := m.Metadata[export.MetaThreshold]; ok {
+		th, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(th > 0 && th < 1) {
+			return nil, fmt.Errorf("model %s: metadata %s: %q is not a threshold in (0, 1)", m.Name, export.MetaThreshold, v)
+		}
+		sm.threshold = th
+	}
 	raw := m.Metadata[export.MetaPreprocessing]
 	strict := func(v any) error {
 		dec := json.NewDecoder(strings.NewReader(raw))
@@ -196,7 +206,7 @@ func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]
 		for i := range vals {
 			vals[i] = float64(out[i])
 			labels[i] = m.classes[0]
-			if out[i] >= 0.5 {
+			if float64(out[i]) >= m.threshold {
 				labels[i] = m.classes[1]
 			}
 		}

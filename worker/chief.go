@@ -60,12 +60,19 @@ type chief struct {
 	// exported names the checkpoint finish exports (best.go); its parameters are in
 	// params from then on.
 	exported *cohortv1.ExportedFrom
+	// threshold is a binary task's decision threshold: spec.export.threshold's value
+	// (else jobs.DefaultThreshold) until finish fits spec.export.threshold.optimize on
+	// the validation split.
+	threshold float64
+	// undefined maps a metric left out of the metrics to the reason (evaluate).
+	undefined map[string]string
 }
 
 // newChief returns the chief of a run that starts at start; a run that resumes from
 // the job's checkpoint starts with its step, URI and metrics, and never writes it again.
 func newChief(t *Trainer, m model.Model, ds *datasets, client *paramserver.Client, params []float32, total int64, start resumePoint) *chief {
-	c := &chief{t: t, m: m, ds: ds, client: client, params: params, total: total, evaluatedStep: -1, lastCkptStep: -1}
+	c := &chief{t: t, m: m, ds: ds, client: client, params: params, total: total, evaluatedStep: -1, lastCkptStep: -1,
+		threshold: decisionThreshold(&t.spec.Spec)}
 	if start.resumed {
 		c.lastCkptStep, c.checkpoint, c.metrics = start.step, start.uri, start.metrics
 		if start.early != nil {
@@ -126,18 +133,34 @@ func (c *chief) endEpoch(ctx context.Context, epochs int, step int64, loss *epoc
 	return nil
 }
 
-// evaluate computes the contract's metrics of ds under the current parameters.
+// evaluate computes the contract's metrics of ds under the current parameters. A
+// metric that is undefined on ds (AUC of a split holding one class, MAPE with every
+// target zero) is left out, never NaN, and its reason is kept in c.undefined.
 func (c *chief) evaluate(prefix string, ds *data.Dataset) (map[string]float64, error) {
 	out := make([]float32, ds.N*c.m.OutputSize())
 	if err := c.m.Predict(c.params, ds.X, ds.N, out); err != nil {
 		return nil, fmt.Errorf("worker: evaluate %sset: %w", strings.TrimSuffix(prefix, "_"), err)
 	}
+	split := strings.TrimSuffix(prefix, "_")
+	if split == "val" {
+		split = "validation"
+	}
 	res := map[string]float64{}
+	why := map[string]string{}
 	switch c.t.spec.Spec.Task {
 	case jobs.TaskBinary:
 		res["loss"] = metrics.BinaryLogLoss(out, ds.Y)
-		res["accuracy"] = metrics.Accuracy(out, ds.Y, 0.5)
+		res["accuracy"] = metrics.Accuracy(out, ds.Y, float32(c.threshold))
 		res["auc"] = metrics.AUC(out, ds.Y)
+		conf := metrics.ConfusionAt(out, ds.Y, c.threshold)
+		res["precision"], res["recall"], res["f1"] = conf.Precision(), conf.Recall(), conf.F1()
+		pos, neg := conf.TP+conf.FN, conf.FP+conf.TN
+		if pos == 0 || neg == 0 {
+			why["auc"] = fmt.Sprintf("the %s split holds one class only (%d positive, %d negative rows)", split, pos, neg)
+			why["recall"] = fmt.Sprintf("the %s split has no positive rows", split)
+		}
+		why["precision"] = fmt.Sprintf("no %s row scores at or above the threshold %g", split, c.threshold)
+		why["f1"] = fmt.Sprintf("the %s split has no positive rows and none is predicted positive", split)
 	case jobs.TaskMulticlass:
 		k := c.m.OutputSize()
 		res["loss"] = metrics.CrossEntropy(out, k, ds.Y)
@@ -152,15 +175,49 @@ func (c *chief) evaluate(prefix string, ds *data.Dataset) (map[string]float64, e
 			target[i] = float32(c.ds.unscale(float64(ds.Y[i])))
 		}
 		res["loss"] = sq / math.Max(float64(ds.N), 1)
+		if ds.Residual {
+			// The model predicts the residual over the seasonal-naive forecast
+			// (sequence_csv.baseline: seasonalNaive): its forecast adds them.
+			for i := range ds.N {
+				pred[i] += float32(ds.Naive[i])
+				target[i] += float32(ds.Naive[i])
+			}
+		}
 		res["rmse"] = metrics.RMSE(pred, target)
 		res["mae"] = metrics.MAE(pred, target)
-		res["mape"] = metrics.MAPE(pred, target)
+		mape, excluded := metrics.MAPEExcluded(pred, target)
+		res["mape"] = mape
+		// MAPE leaves out the rows whose target is zero; the count says how many.
+		res["mape_excluded_rows"] = float64(excluded)
+		res["r2"] = metrics.R2(pred, target)
+		why["mape"] = fmt.Sprintf("every target of the %s split is zero", split)
+		why["r2"] = fmt.Sprintf("the target is constant over the %s split", split)
+		c.seasonalNaiveMetrics(res, why, ds, pred, target)
 	}
 	named := make(map[string]float64, len(res))
 	for k, v := range res {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			reason := why[k]
+			if reason == "" {
+				reason = fmt.Sprintf("the %s split has no rows to compute it on", split)
+			}
+			c.markUndefined(prefix+k, reason)
+			continue
+		}
 		named[prefix+k] = v
 	}
 	return named, nil
+}
+
+// markUndefined records why a metric is left out, logging it the first time.
+func (c *chief) markUndefined(name, reason string) {
+	if c.undefined == nil {
+		c.undefined = map[string]string{}
+	}
+	if c.undefined[name] != reason {
+		c.t.log.Warn("metric undefined; left out of the metrics", "metric", name, "reason", reason)
+	}
+	c.undefined[name] = reason
 }
 
 // periodicCheckpoint commits the checkpoint of step k when checkpoint.everySteps asks
@@ -384,12 +441,18 @@ func (c *chief) finish(ctx context.Context, at position, loss *epochLoss) (*Resu
 		return nil, err
 	}
 	c.exported = exportedFrom(man, uri)
+	if err := c.fitThreshold(); err != nil {
+		return nil, err
+	}
 	final, err := c.evaluate("val_", c.ds.val)
 	if err != nil {
 		return nil, err
 	}
 	for k, v := range c.ds.baselines {
 		final[k] = v
+	}
+	if s.Task == jobs.TaskBinary {
+		final["threshold"] = c.threshold
 	}
 	if c.ds.test != nil {
 		tm, err := c.evaluate("test_", c.ds.test)
@@ -432,5 +495,5 @@ func (c *chief) finish(ctx context.Context, at position, loss *epochLoss) (*Resu
 		t.log.Warn("export blocked by the audit gate", "reasons", gate.Reasons)
 	}
 	return &Result{Metrics: final, Checkpoint: c.checkpoint, Exports: exports, Progress: c.progress, Report: reportURI, Gate: gate,
-		ExportedFrom: c.exported, EarlyStop: c.stop.proto()}, nil
+		ExportedFrom: c.exported, EarlyStop: c.stop.proto(), Undefined: c.finalUndefined(final)}, nil
 }

@@ -116,8 +116,8 @@ type gpuCase struct {
 
 // gpuCases are the architectures the GPU path must compute exactly as the CPU does:
 // MLPs for every task and activation, CNNs with and without pooling, stride and
-// padding, one- and two-layer LSTMs with and without a dense layer, and each kind with
-// dropout.
+// padding, one- and two-layer LSTMs with and without a dense layer, a univariate LSTM
+// and an MLP of one hidden unit, and each kind with dropout.
 func gpuCases() map[string]gpuCase {
 	cases := map[string]export.Architecture{}
 	for _, task := range []string{export.TaskBinary, export.TaskMulticlass, export.TaskRegression} {
@@ -136,6 +136,11 @@ func gpuCases() map[string]gpuCase {
 		Steps: 5, Features: 3, Hidden: []int{6, 4}, Dense: []int{5}}
 	cases["lstm/binary"] = export.Architecture{Kind: export.KindLSTM, Task: export.TaskBinary, Inputs: 4 * 2, Outputs: 1,
 		Steps: 4, Features: 2, Hidden: []int{7}}
+	// A univariate series with one hidden unit (features: [y]; the CPU graph once
+	// failed to build it), and an MLP of one hidden unit.
+	cases["lstm-univariate/regression"] = export.Architecture{Kind: export.KindLSTM, Task: export.TaskRegression, Inputs: 6, Outputs: 1,
+		Steps: 6, Features: 1, Hidden: []int{1}}
+	cases["mlp-one-unit/binary"] = export.Architecture{Kind: export.KindMLP, Task: export.TaskBinary, Inputs: 1, Outputs: 1, Hidden: []int{1}, Activation: export.ActTanh}
 	cases["cnn-stride/multiclass/tanh"] = export.Architecture{Kind: export.KindCNN, Task: export.TaskMulticlass, Inputs: 1 * 8 * 7, Outputs: 4,
 		Channels: 1, Height: 8, Width: 7, Activation: export.ActTanh,
 		Conv: []export.Conv{{Filters: 3, Kernel: 3, Stride: 2, Padding: 1}, {Filters: 2, Kernel: 2, Stride: 1}}}
@@ -186,8 +191,8 @@ func gpuMatchesCPU(t *testing.T, dev Device) {
 					y[i] = float32(r.NormFloat64())
 				}
 			}
-			for i, n := range []int{batch, 5, batch} {
-				if i == 2 && c.dropout > 0 { // a resumed worker's call count: same masks on both
+			for i, n := range []int{batch, 5, 1, batch} { // 1: a last batch of one row
+				if i == 3 && c.dropout > 0 { // a resumed worker's call count: same masks on both
 					cpu.(interface{ SetGradientCalls(uint64) }).SetGradientCalls(41)
 					g.(interface{ SetGradientCalls(uint64) }).SetGradientCalls(41)
 				}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/cohort-dev/cohort/export"
@@ -127,6 +128,11 @@ func (c *ModelCard) bundle(params []float32) (*export.Bundle, error) {
 	}, ONNXPreprocessing: c.ONNXPreprocessing}, nil
 }
 
+// MetaThresholdObjective is the export metadata key naming what a fitted threshold
+// (export.MetaThreshold) optimised on the validation split ("f1", "youden",
+// "precisionAtRecall 0.8"); absent for a fixed threshold.
+const MetaThresholdObjective = "cohort.threshold_objective"
+
 // export writes the exported model (the best checkpoint's parameters, in c.params) in
 // the spec's export.formats under ExportPrefix (the
 // Triton model repository for onnx, model.safetensors always), with the fitted
@@ -148,6 +154,16 @@ func (c *chief) export(ctx context.Context, report, modelCard []byte) ([]string,
 		step = e.GetStep()
 	}
 	b.Metadata["cohort.step"] = fmt.Sprint(step)
+	if s.Task == jobs.TaskBinary {
+		// The decision threshold behind the label output (spec.export.threshold, fixed
+		// or fitted on the validation split): in the embedded ONNX graph's label and in
+		// every format's metadata, which serving reads.
+		b.Threshold = c.threshold
+		b.Metadata[export.MetaThreshold] = strconv.FormatFloat(c.threshold, 'g', -1, 64)
+		if th := s.Export.Threshold; th != nil && th.Optimize != nil {
+			b.Metadata[MetaThresholdObjective] = th.String()
+		}
+	}
 	files, err := b.Files(s.Export.Formats)
 	if err != nil {
 		return nil, fmt.Errorf("worker: spec.export.formats: %w", err)

@@ -57,7 +57,7 @@ func chiefFor(t testing.TB, spec *jobs.TrainingJob, ds *datasets, store storage.
 	}
 	tr := &Trainer{cfg: TrainerConfig{Store: store}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), spec: spec, chief: true, world: 1,
 		job: &cohortv1.Job{Id: "job-" + strings.ReplaceAll(spec.Metadata.Name, "-", ""), Name: spec.Metadata.Name}}
-	return &chief{t: tr, m: m, ds: ds, params: p, total: 7}
+	return &chief{t: tr, m: m, ds: ds, params: p, total: 7, threshold: decisionThreshold(&spec.Spec)}
 }
 
 // TestArchitectureMatchesModel checks that the exported architecture of every example

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path"
 	"slices"
@@ -34,6 +35,8 @@ type datasets struct {
 	baselines map[string]float64
 	// classes are a classifier's label values (tabular), index = class id.
 	classes []string
+	// classWeights are spec.training.classWeights resolved per class id (nil: none).
+	classWeights []float64
 	// columns are the raw input columns of a tabular model and the feature indices each
 	// owns (permutation importance shuffles them together).
 	columns []audit.FeatureGroup
@@ -127,15 +130,25 @@ func (d dataSource) readTable(field, uri string) (*data.Table, error) {
 
 // loadData reads and preprocesses a spec's data in its format.
 func (d dataSource) loadData(s *jobs.Spec) (*datasets, error) {
+	var ds *datasets
+	var err error
 	switch s.Data.Format {
 	case jobs.FormatCSV:
-		return d.loadTabular(s)
+		ds, err = d.loadTabular(s)
 	case jobs.FormatIDX:
-		return d.loadImages(s)
+		ds, err = d.loadImages(s)
 	case jobs.FormatSequenceCSV:
-		return d.loadSequences(s)
+		ds, err = d.loadSequences(s)
+	default:
+		return nil, fmt.Errorf("spec.data.format: %q is not supported", s.Data.Format)
 	}
-	return nil, fmt.Errorf("spec.data.format: %q is not supported", s.Data.Format)
+	if err != nil {
+		return nil, err
+	}
+	if ds.classWeights, err = resolveClassWeights(s, ds); err != nil {
+		return nil, err
+	}
+	return ds, nil
 }
 
 // loadTabular reads and preprocesses CSV data: the validation split (by fraction, or a
@@ -395,6 +408,7 @@ func (d dataSource) loadSequences(s *jobs.Spec) (*datasets, error) {
 	cfg := data.SequenceConfig{
 		Lookback: sc.Lookback, Horizon: sc.Horizon, Target: sc.Target, Features: sc.Features,
 		Group: sc.Group, Time: sc.Time, Task: s.Task, ValidationFraction: s.Data.Validation.Fraction,
+		Period: sc.Period, Baseline: sc.Baseline, Calendar: sc.Calendar,
 	}
 	seq, err := data.LoadSequences(tbl, cfg, s.Data.Train)
 	if err != nil {
@@ -402,8 +416,11 @@ func (d dataSource) loadSequences(s *jobs.Spec) (*datasets, error) {
 	}
 	ds := &datasets{train: seq.Train, val: seq.Validation, preprocessing: seq.Scaler, outputs: 1,
 		labelMean: seq.Scaler.TargetMean, labelStd: seq.Scaler.TargetStd}
-	if seq.SeasonalNaiveRMSE > 0 {
-		ds.baselines = map[string]float64{"val_rmse_seasonal_naive": seq.SeasonalNaiveRMSE}
+	// The seasonal-naive forecast's metrics are computed with the model's, on the same
+	// rows (chief.seasonalNaiveMetrics).
+	if seq.SkippedNoNaive > 0 {
+		slog.Info("sequence windows without a seasonal-naive value left out (sequence_csv.baseline: seasonalNaive)",
+			"windows", seq.SkippedNoNaive, "period", seq.Scaler.Period)
 	}
 	windows := func(field, uri string) (*data.Dataset, error) {
 		t, err := d.readTable(field, uri)

@@ -67,7 +67,7 @@ func (c *chief) predictor() audit.Predictor {
 }
 
 // auditConfig is the evaluation setting of the spec.
-func auditConfig(s *jobs.Spec, split, prefix string) audit.Config {
+func auditConfig(s *jobs.Spec, split, prefix string, threshold float64) audit.Config {
 	cfg := audit.DefaultConfig()
 	cfg.Task, cfg.Split, cfg.Prefix = s.Task, split, prefix
 	cfg.Resamples, cfg.Seed = jobs.DefaultBootstrapResamples, jobs.DefaultSeed
@@ -80,6 +80,12 @@ func auditConfig(s *jobs.Spec, split, prefix string) audit.Config {
 		if g := a.Gate; g != nil {
 			cfg.Gate = audit.GateConfig{MinImpactRatio: g.MinImpactRatio, MinAUC: g.MinAUC, MinAccuracy: g.MinAccuracy, MaxRMSE: g.MaxRMSE}
 		}
+	}
+	if s.Export.Threshold != nil && s.Task == jobs.TaskBinary && threshold > 0 && threshold < 1 {
+		// spec.export.threshold (fixed, or fitted on the validation split) is the
+		// model's decision threshold: the audit's confusion matrix and selection rates
+		// use it, as serving's label does.
+		cfg.Threshold = threshold
 	}
 	return cfg
 }
@@ -107,7 +113,7 @@ func (c *chief) buildReport() (*audit.Report, error) {
 			in.Labels[i] = c.ds.unscale(in.Labels[i])
 		}
 	}
-	r, err := audit.Evaluate(auditConfig(s, split, prefix), in)
+	r, err := audit.Evaluate(auditConfig(s, split, prefix, c.threshold), in)
 	if err != nil {
 		return nil, fmt.Errorf("worker: report: %w", err)
 	}
@@ -126,7 +132,20 @@ func (c *chief) buildReport() (*audit.Report, error) {
 		}
 	}
 
-	if p := s.Explain.Permutation; p.Repeats > 0 && s.Model.CNN == nil {
+	oneClass := false
+	if s.Task == jobs.TaskBinary {
+		pos := 0
+		for _, l := range in.Labels {
+			if l == 1 {
+				pos++
+			}
+		}
+		oneClass = pos == 0 || pos == len(in.Labels)
+	}
+	if p := s.Explain.Permutation; p.Repeats > 0 && s.Model.CNN == nil && oneClass {
+		// Importance measures the fall of AUC, which one class does not define.
+		c.markUndefined("permutation_importance", fmt.Sprintf("the %s split holds one class only", split))
+	} else if p.Repeats > 0 && s.Model.CNN == nil {
 		groups, lags := c.ds.columns, []audit.FeatureGroup(nil)
 		if s.Model.LSTM != nil {
 			groups, lags = c.sequenceGroups()

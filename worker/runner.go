@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,6 +122,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 				closeLog()
 				send(&cohortv1.TaskReport{
 					State:      cohortv1.TaskState_TASK_STATE_SUCCEEDED,
+					Message:    strings.Join(res.Undefined, "; "),
 					Metrics:    res.Metrics,
 					Checkpoint: res.Checkpoint,
 					Exports:    res.Exports,

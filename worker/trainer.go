@@ -81,6 +81,9 @@ type Result struct {
 	// spec.training.earlyStopping ended training.
 	ExportedFrom *cohortv1.ExportedFrom
 	EarlyStop    *cohortv1.EarlyStop
+	// Undefined says which metrics Metrics leaves out and why ("val_auc undefined: the
+	// validation split holds one class only (...)"); the final report's message.
+	Undefined []string
 	// LastStep is the global step this rank's run ended at: the shards' version when it
 	// left the training loop (every rank's, in sync mode). Set on every rank.
 	LastStep int64
@@ -366,6 +369,8 @@ type gradientState struct {
 	// after the first.
 	xb, yb []float32
 	part   []float32
+	// acc sums the class-weighted pieces under spec.training.classWeights.
+	acc []float32
 }
 
 // epochLoss is this rank's running training loss of the epoch: the sum of its steps'
@@ -616,11 +621,19 @@ func (l *loopState) trainStep(ctx context.Context, step, version int64, rows []i
 // in pieces of at most batchSize rows (the model's batch) weighted by their rows, and
 // returns the mean loss.
 func (l *loopState) gradient(step int64, rows []int) (float64, error) {
-	g := &l.grad
 	if len(rows) == 0 {
-		clear(g.values)
+		clear(l.grad.values)
 		return 0, nil
 	}
+	if w := l.ds.classWeights; w != nil {
+		return l.weightedGradient(step, rows, w)
+	}
+	return l.plainGradient(step, rows)
+}
+
+// plainGradient is gradient without class weights, on at least one row.
+func (l *loopState) plainGradient(step int64, rows []int) (float64, error) {
+	g := &l.grad
 	batch, dim := l.t.spec.Spec.Training.BatchSize, l.ds.inputs
 	var lossSum float64
 	for off := 0; off < len(rows); off += batch {

@@ -72,7 +72,27 @@ and peer feedback; see the internal/hrdata package documentation for the exact m
 	perf.Flags().IntVar(&months, "months", 48, "months of history per employee")
 	perf.Flags().Int64Var(&pseed, "seed", 42, "random seed (the same seed gives the same file)")
 	perf.Flags().StringVar(&pout, "out", "-", "output file (- for stdout)")
-	gen.AddCommand(attr, perf)
+	var smonths int
+	var sseed int64
+	var sout string
+	seasonal := &cobra.Command{
+		Use:   "seasonal",
+		Short: "Synthetic monthly series with a yearly season and a trend (for seasonal forecasts)",
+		Long: `seasonal writes one monthly series, Month and Headcount (hires per month), with a
+strong yearly season, a linear trend and autocorrelated noise; see the internal/hrdata
+package documentation (GenerateSeasonal) for the exact model.`,
+		Example: `  cohort data gen seasonal --months 144 --seed 7 --out hiring-seasonal.csv`,
+		Args:    exactArgs(0),
+		RunE: func(_ *cobra.Command, _ []string) error {
+			return writeGenerated(sout, func(w io.Writer) error {
+				return hrdata.GenerateSeasonal(w, hrdata.SeasonalConfig{Months: smonths, Seed: sseed})
+			})
+		},
+	}
+	seasonal.Flags().IntVar(&smonths, "months", 144, "months in the series (24 or more)")
+	seasonal.Flags().Int64Var(&sseed, "seed", 7, "random seed (the same seed gives the same file)")
+	seasonal.Flags().StringVar(&sout, "out", "-", "output file (- for stdout)")
+	gen.AddCommand(attr, perf, seasonal)
 	cmd.AddCommand(gen)
 	return cmd
 }

@@ -360,6 +360,11 @@ func TestDevRunBadInput(t *testing.T) {
 	}
 	csvNoLabel := write("nolabel.csv", []byte("Age,Income\n30,1000\n40,2000\n"))
 	csvThree := write("three.csv", []byte("Age,Attrition\n30,Yes\n40,No\n50,Maybe\n31,Yes\n41,No\n"))
+	sample, err := os.ReadFile(repoPath(t, "jobs/data/attrition-sample.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attritionCopy := write("attrition.csv", sample)
 	cases := []struct {
 		name string
 		spec []byte
@@ -372,6 +377,9 @@ func TestDevRunBadInput(t *testing.T) {
 		{"missing data file", exampleSpec(t, "attrition-sample.csv", "no-such-file.csv"), []string{"spec.data.train", "no-such-file.csv"}},
 		{"label column missing", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+csvNoLabel), []string{"Attrition", "not found"}},
 		{"non-binary label", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+csvThree), []string{"binary", "3"}},
+		{"class weight of an unknown class", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file://"+attritionCopy,
+			"    seed: 42\n  resources:", "    seed: 42\n    classWeights: {\"yes\": 3}\n  resources:"),
+			[]string{"spec.training.classWeights.yes", `did you mean "Yes"`}},
 		// Data is read only inside the data roots (--data-root): no secrets from the
 		// process's environment, no escapes with "..".
 		{"data outside the roots", exampleSpec(t, "file://"+repoPath(t, "jobs/data/attrition-sample.csv"), "file:///proc/self/environ"),

@@ -142,15 +142,26 @@ exported report.json and model card. Overriding needs an admin token.`,
 			if err != nil {
 				return fmt.Errorf("export job %s: %w", job.GetId(), err)
 			}
-			files, err := b.Files([]string{format})
-			if err != nil {
-				return fmt.Errorf("export job %s: %w", job.GetId(), err)
-			}
 			// The job's report describes the parameters the job exported (before jobs
 			// had an exported checkpoint: its last, the latest).
 			reported := job.GetCheckpoint()
 			if e := job.GetExportedFrom(); e != nil {
 				reported = e.GetCheckpoint()
+			}
+			// A binary model's decision threshold (spec.export.threshold) was fixed or
+			// fitted for the checkpoint the job exported: its label keeps it.
+			if th, ok := job.GetMetrics()["threshold"]; ok && b.Arch.Task == export.TaskBinary {
+				if reported == ckpt {
+					b.Threshold = th
+					b.Metadata[export.MetaThreshold] = strconv.FormatFloat(th, 'g', -1, 64)
+				} else {
+					fmt.Fprintf(os.Stderr, "note: the job's decision threshold %g belongs to the checkpoint it exported (%s); step %d's label uses %g\n",
+						th, reported, man.Step, export.DefaultThreshold)
+				}
+			}
+			files, err := b.Files([]string{format})
+			if err != nil {
+				return fmt.Errorf("export job %s: %w", job.GetId(), err)
 			}
 			switch {
 			case job.GetReport() == "":

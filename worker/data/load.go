@@ -15,6 +15,13 @@ type Dataset struct {
 	N int
 	// Dim is the number of features per row.
 	Dim int
+	// Naive holds, for sequence windows, each row's seasonal-naive forecast in target
+	// units (the target a period earlier; NaN where the series has none); nil for other
+	// data.
+	Naive []float64
+	// Residual says that Y is the scaled residual over Naive (sequence_csv.baseline:
+	// seasonalNaive): a prediction in target units is unscale(output) + Naive.
+	Residual bool
 }
 
 // LoadTabular reads a CSV, checks its labels on all rows, splits it (SplitIndices over

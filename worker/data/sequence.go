@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/cohort-dev/cohort/jobs"
 )
@@ -45,7 +47,30 @@ type SequenceConfig struct {
 	// ValidationFraction is the share of the distinct time values, the latest ones, that
 	// form the validation period, in [0, 1).
 	ValidationFraction float64
+	// Period is the season of the seasonal-naive forecast in rows (the target Period
+	// rows earlier in the same series); 0 means SeasonLength.
+	Period int
+	// Baseline is BaselineSeasonalNaive (regression only) to make the model predict the
+	// residual over the seasonal-naive forecast, or empty.
+	Baseline string
+	// Calendar lists calendar features (CalendarMonth, CalendarWeek) derived from the
+	// Time column, which must then hold dates (2024-01 or 2024-01-31): each adds the sine
+	// and cosine of its position in the year to every step.
+	Calendar []string
 }
+
+// BaselineSeasonalNaive makes a regression model predict the residual over the
+// seasonal-naive forecast: the target is y_t - y_{t-Period}, and the forecast adds
+// y_{t-Period} back.
+const BaselineSeasonalNaive = "seasonalNaive"
+
+// Calendar features (SequenceConfig.Calendar).
+const (
+	// CalendarMonth is the month of the year (sin and cos of 2π·(month-1)/12).
+	CalendarMonth = "month"
+	// CalendarWeek is the ISO week of the year (sin and cos of 2π·(week-1)/53).
+	CalendarWeek = "week"
+)
 
 // SequenceScaler is the fitted scaling of a sequence dataset and what is needed to cut
 // windows from another table the same way. It is JSON-serializable and saved with the
@@ -76,6 +101,39 @@ type SequenceScaler struct {
 	Time string `json:"time"`
 	// Task is the task the scaler was fitted for.
 	Task string `json:"task"`
+	// Period is the season of the seasonal-naive forecast in rows (0: SeasonLength).
+	Period int `json:"period,omitempty"`
+	// Baseline is BaselineSeasonalNaive when the model predicts the residual over the
+	// seasonal-naive forecast: a prediction in target units is then
+	// Unscale(output) + the target Period rows before the predicted row (the value at
+	// step Lookback-1+Horizon-Period of the window's Target feature, when the window
+	// holds it; see NaiveStep).
+	Baseline string `json:"baseline,omitempty"`
+	// Calendar lists the calendar features appended to each step after Features, two
+	// values each (sin, cos), derived from Time.
+	Calendar []string `json:"calendar,omitempty"`
+}
+
+// period returns the seasonal-naive period.
+func (s *SequenceScaler) period() int {
+	if s.Period > 0 {
+		return s.Period
+	}
+	return SeasonLength
+}
+
+// StepWidth is the number of values per step: the features, then two per calendar
+// feature.
+func (s *SequenceScaler) StepWidth() int { return len(s.Features) + 2*len(s.Calendar) }
+
+// NaiveStep returns the step of a window holding the seasonal-naive value of its
+// prediction (the target Period rows before the predicted row) and the index of the
+// target among Features, or ok false when the window does not hold it (the target is
+// not a feature, or Period > Lookback+Horizon-1): serving then needs that value given.
+func (s *SequenceScaler) NaiveStep() (step, feature int, ok bool) {
+	feature = slices.Index(s.Features, s.Target)
+	step = s.Lookback - 1 + s.Horizon - s.period()
+	return step, feature, feature >= 0 && step >= 0 && step < s.Lookback
 }
 
 // SequenceData is a loaded sequence table: training and validation windows, split by
@@ -94,6 +152,9 @@ type SequenceData struct {
 	SeasonalNaiveRMSE float64
 	// SeasonalNaiveWindows is the number of validation windows SeasonalNaiveRMSE covers.
 	SeasonalNaiveWindows int
+	// SkippedNoNaive is the number of windows left out (with BaselineSeasonalNaive)
+	// because their series has no target value a period before the predicted row.
+	SkippedNoNaive int
 	// TrainEnd is the last time value of the training period, as written in the table.
 	TrainEnd string
 }
@@ -111,6 +172,7 @@ type seqTable struct {
 	values   [][]float64 // per row, per feature (NaN = missing)
 	targets  []float64   // per row (NaN = missing)
 	rank     []int       // per row: the rank of its time value among the distinct ones
+	calendar [][]float64 // per row: the calendar features' values (sin, cos each)
 	times    []string    // per rank: the time value as written (first occurrence)
 	series   [][]int     // row indices of each group, in time order
 	names    []string    // each series' group value ("" without a group column)
@@ -144,6 +206,7 @@ func LoadSequences(t *Table, cfg SequenceConfig, source string) (*SequenceData, 
 	s := &SequenceScaler{
 		Target: cfg.Target, Lookback: cfg.Lookback, Horizon: cfg.Horizon,
 		Group: cfg.Group, Time: cfg.Time, Task: cfg.Task, TargetStd: 1,
+		Period: cfg.Period, Baseline: cfg.Baseline, Calendar: slices.Clone(cfg.Calendar),
 	}
 	features := cfg.Features
 	if len(features) == 0 {
@@ -169,7 +232,12 @@ func LoadSequences(t *Table, cfg SequenceConfig, source string) (*SequenceData, 
 	}
 	cut := nt - nval // ranks >= cut are in the validation period
 	var train, val []window
-	for _, w := range st.windows(s) {
+	all := st.windows(s)
+	var skipped int
+	if s.Baseline == BaselineSeasonalNaive {
+		all, skipped = st.withNaive(s, all)
+	}
+	for _, w := range all {
 		row := st.series[w.s][w.end+cfg.Horizon]
 		if st.rank[row] >= cut {
 			val = append(val, w)
@@ -186,7 +254,7 @@ func LoadSequences(t *Table, cfg SequenceConfig, source string) (*SequenceData, 
 	if err := s.fit(st, train); err != nil {
 		return nil, err
 	}
-	d := &SequenceData{Scaler: s, TrainEnd: st.times[cut-1]}
+	d := &SequenceData{Scaler: s, TrainEnd: st.times[cut-1], SkippedNoNaive: skipped}
 	if d.Train, err = s.dataset(st, train); err != nil {
 		return nil, err
 	}
@@ -210,7 +278,33 @@ func (s *SequenceScaler) Windows(t *Table, source string) (*Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.dataset(st, st.windows(s))
+	ws := st.windows(s)
+	if s.Baseline == BaselineSeasonalNaive {
+		ws, _ = st.withNaive(s, ws)
+	}
+	return s.dataset(st, ws)
+}
+
+// naive returns the seasonal-naive forecast of window w's target: the target Period
+// rows before it in its series, NaN when there is none.
+func (st *seqTable) naive(s *SequenceScaler, w window) float64 {
+	rows := st.series[w.s]
+	p := w.end + s.Horizon - s.period()
+	if p < 0 {
+		return math.NaN()
+	}
+	return st.targets[rows[p]]
+}
+
+// withNaive keeps the windows that have a seasonal-naive forecast and counts the rest.
+func (st *seqTable) withNaive(s *SequenceScaler, ws []window) ([]window, int) {
+	out := ws[:0:0]
+	for _, w := range ws {
+		if !math.IsNaN(st.naive(s, w)) {
+			out = append(out, w)
+		}
+	}
+	return out, len(ws) - len(out)
 }
 
 // validate checks the configuration.
@@ -228,6 +322,20 @@ func (c SequenceConfig) validate(source string) error {
 		return fmt.Errorf("data: %s: sequence_csv.group and sequence_csv.time are both %q", source, c.Time)
 	case math.IsNaN(c.ValidationFraction) || c.ValidationFraction < 0 || c.ValidationFraction >= 1:
 		return fmt.Errorf("data: %s: validation fraction must be in [0, 1), got %v", source, c.ValidationFraction)
+	case c.Period < 0:
+		return fmt.Errorf("data: %s: sequence_csv.period must be >= 1, got %d", source, c.Period)
+	case c.Baseline != "" && c.Baseline != BaselineSeasonalNaive:
+		return fmt.Errorf("data: %s: sequence_csv.baseline: %q is not %s", source, c.Baseline, BaselineSeasonalNaive)
+	case c.Baseline != "" && c.Task != TaskRegression:
+		return fmt.Errorf("data: %s: sequence_csv.baseline applies only to regression, not %s", source, c.Task)
+	}
+	for i, f := range c.Calendar {
+		if f != CalendarMonth && f != CalendarWeek {
+			return fmt.Errorf("data: %s: sequence_csv.calendar[%d]: %q is not %s or %s", source, i, f, CalendarMonth, CalendarWeek)
+		}
+		if slices.Index(c.Calendar, f) != i {
+			return fmt.Errorf("data: %s: sequence_csv.calendar[%d]: %q is listed twice", source, i, f)
+		}
 	}
 	switch c.Task {
 	case TaskBinary, TaskMulticlass, TaskRegression:
@@ -246,7 +354,8 @@ func (c SequenceConfig) validate(source string) error {
 
 // validate checks a scaler, which may come from a file.
 func (s *SequenceScaler) validate() error {
-	c := SequenceConfig{Lookback: s.Lookback, Horizon: s.Horizon, Target: s.Target, Features: s.Features, Group: s.Group, Time: s.Time, Task: s.Task}
+	c := SequenceConfig{Lookback: s.Lookback, Horizon: s.Horizon, Target: s.Target, Features: s.Features, Group: s.Group, Time: s.Time, Task: s.Task,
+		Period: s.Period, Baseline: s.Baseline, Calendar: s.Calendar}
 	if err := c.validate("scaler"); err != nil {
 		return err
 	}
@@ -364,6 +473,11 @@ func (s *SequenceScaler) resolve(t *Table, source string) (*seqTable, error) {
 	}
 	if err := st.order(ti, gi); err != nil {
 		return nil, err
+	}
+	if len(s.Calendar) > 0 {
+		if err := st.calendarValues(s, ti); err != nil {
+			return nil, err
+		}
 	}
 	need := s.Lookback + s.Horizon
 	for i, rows := range st.series {
@@ -501,7 +615,11 @@ func (s *SequenceScaler) fit(st *seqTable, ws []window) error {
 		for p := w.end - s.Lookback + 1; p <= w.end; p++ {
 			used[rows[p]] = true
 		}
-		ys = append(ys, st.targets[rows[w.end+s.Horizon]])
+		y := st.targets[rows[w.end+s.Horizon]]
+		if s.Baseline == BaselineSeasonalNaive {
+			y -= st.naive(s, w)
+		}
+		ys = append(ys, y)
 	}
 	s.Mean, s.Std = make([]float64, nf), make([]float64, nf)
 	col := make([]float64, 0, len(used))
@@ -545,12 +663,13 @@ var errRange = errors.New("out of range after scaling")
 
 // dataset scales the windows into a Dataset.
 func (s *SequenceScaler) dataset(st *seqTable, ws []window) (*Dataset, error) {
-	nf := len(s.Features)
+	nf := s.StepWidth()
 	dim := s.Lookback * nf
 	if len(ws) > 0 && dim > MaxSequenceValues/len(ws) {
 		return nil, fmt.Errorf("data: %s: %d windows of %d steps × %d features exceed %d values", st.source, len(ws), s.Lookback, nf, MaxSequenceValues)
 	}
-	d := &Dataset{X: make([]float32, len(ws)*dim), Y: make([]float32, len(ws)), N: len(ws), Dim: dim}
+	d := &Dataset{X: make([]float32, len(ws)*dim), Y: make([]float32, len(ws)), N: len(ws), Dim: dim,
+		Naive: make([]float64, len(ws)), Residual: s.Baseline == BaselineSeasonalNaive}
 	for i, w := range ws {
 		rows := st.series[w.s]
 		x := d.X[i*dim : (i+1)*dim]
@@ -566,9 +685,19 @@ func (s *SequenceScaler) dataset(st *seqTable, ws []window) (*Dataset, error) {
 				}
 				x[step*nf+j] = float32(z)
 			}
+			if st.calendar != nil {
+				for j, v := range st.calendar[r] {
+					x[step*nf+len(s.Features)+j] = float32(v)
+				}
+			}
 		}
 		r := rows[w.end+s.Horizon]
-		y := (st.targets[r] - s.TargetMean) / s.TargetStd
+		d.Naive[i] = st.naive(s, w)
+		target := st.targets[r]
+		if d.Residual {
+			target -= d.Naive[i]
+		}
+		y := (target - s.TargetMean) / s.TargetStd
 		if !(math.Abs(y) <= math.MaxFloat32) {
 			return nil, fmt.Errorf("data: %s: line %d, column %s: %s is %w", st.source, st.t.Line(r), s.Target, strconv.Quote(st.t.Rows[r][st.target]), errRange)
 		}
@@ -586,10 +715,10 @@ func (st *seqTable) seasonalNaive(s *SequenceScaler, ws []window) (float64, int)
 	for _, w := range ws {
 		rows := st.series[w.s]
 		p := w.end + s.Horizon
-		if p-SeasonLength < 0 {
+		if p-s.period() < 0 {
 			continue
 		}
-		prev := st.targets[rows[p-SeasonLength]]
+		prev := st.targets[rows[p-s.period()]]
 		if math.IsNaN(prev) {
 			continue
 		}
@@ -601,4 +730,43 @@ func (st *seqTable) seasonalNaive(s *SequenceScaler, ws []window) (float64, int)
 		return 0, 0
 	}
 	return math.Sqrt(ss / float64(n)), n
+}
+
+// calendarValues parses the Time column as dates and fills st.calendar with the
+// scaler's calendar features of every row.
+func (st *seqTable) calendarValues(s *SequenceScaler, ti int) error {
+	st.calendar = make([][]float64, len(st.t.Rows))
+	flat := make([]float64, len(st.t.Rows)*2*len(s.Calendar))
+	for r, row := range st.t.Rows {
+		tm, err := parseDate(row[ti])
+		if err != nil {
+			return fmt.Errorf("data: %s: line %d, column %s: sequence_csv.calendar needs dates such as 2024-01 or 2024-01-31: %w",
+				st.source, st.t.Line(r), st.t.Columns[ti], err)
+		}
+		vals := flat[r*2*len(s.Calendar) : (r+1)*2*len(s.Calendar)]
+		for j, f := range s.Calendar {
+			var angle float64
+			switch f {
+			case CalendarMonth:
+				angle = 2 * math.Pi * float64(tm.Month()-1) / 12
+			case CalendarWeek:
+				_, wk := tm.ISOWeek()
+				angle = 2 * math.Pi * float64(wk-1) / 53
+			}
+			vals[2*j], vals[2*j+1] = math.Sin(angle), math.Cos(angle)
+		}
+		st.calendar[r] = vals
+	}
+	return nil
+}
+
+// parseDate reads a time value as a date: 2024-01, 2024-01-31 or RFC 3339.
+func parseDate(v string) (time.Time, error) {
+	v = strings.TrimSpace(v)
+	for _, layout := range []string{"2006-01", "2006-01-02", time.RFC3339, "2006-01-02 15:04:05"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s is not a date", Excerpt(v))
 }

@@ -347,6 +347,8 @@ func FuzzLoadSequences(f *testing.F) {
 	f.Add(seriesCSV(2, 8), 3, 2, 0.25, true)
 	f.Add("t,x,y\n1,1,1\n2,NA,2\n3,3,\n4,1e300,4\n5,-1e300,5\n", 2, 1, 0.4, false)
 	f.Add("t,x,y\n2024-01,1,0\n2024-02,2,1\n2024-03,,1\n", 1, 1, 0.0, false)
+	f.Add("t,x,y\n2024-01,1,0\n2024-02,2,1\n2024-03,,1\n2024-04,3,2\n2024-05,4,5\n", 1, 2, 0.2, false)
+	f.Add("t,x,y\n2024-01,1,0\n2024-02,2,1\n2024-03,,1\n2024-04,3,\n2024-05,4,5\n2024-06,4,5\n", 2, 4, 0.3, false)
 	f.Add("g,t,x,y\na,1,1,1\nb,1,2,2\na,2,3,3\nb,2,4,4\na,3,5,5\nb,3,6,6\n", 1, 1, 0.34, true)
 	f.Fuzz(func(t *testing.T, csv string, lookback, horizon int, fraction float64, grouped bool) {
 		tbl, err := ReadCSV(strings.NewReader(csv))
@@ -357,6 +359,14 @@ func FuzzLoadSequences(f *testing.F) {
 		cfg := SequenceConfig{Lookback: lookback, Horizon: horizon, Target: tbl.Columns[len(tbl.Columns)-1], Time: tbl.Columns[0], Task: TaskRegression, ValidationFraction: fraction}
 		if grouped && len(tbl.Columns) > 2 {
 			cfg.Group, cfg.Time = tbl.Columns[0], tbl.Columns[1]
+		}
+		// The seasonal options, chosen from the inputs so that the corpus stays valid:
+		// the seasonal-naive baseline of a short period, or calendar features.
+		switch (horizon%3 + 3) % 3 {
+		case 1:
+			cfg.Baseline, cfg.Period = BaselineSeasonalNaive, 1+(lookback%5+5)%5
+		case 2:
+			cfg.Calendar = []string{CalendarMonth, CalendarWeek}
 		}
 		sd, err := LoadSequences(tbl, cfg, "fuzz.csv")
 		if err != nil {
@@ -369,7 +379,7 @@ func FuzzLoadSequences(f *testing.F) {
 			t.Fatal("no training windows without an error")
 		}
 		for _, d := range []*Dataset{sd.Train, sd.Validation} {
-			if len(d.X) != d.N*d.Dim || len(d.Y) != d.N || d.Dim != lookback*len(sd.Scaler.Features) {
+			if len(d.X) != d.N*d.Dim || len(d.Y) != d.N || d.Dim != lookback*sd.Scaler.StepWidth() || len(d.Naive) != d.N {
 				t.Fatalf("dataset shapes: N %d Dim %d len(X) %d len(Y) %d", d.N, d.Dim, len(d.X), len(d.Y))
 			}
 			for _, v := range append(slices.Clone(d.X), d.Y...) {

@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"fmt"
 	"math"
 	"slices"
 )
@@ -199,4 +200,172 @@ func MAPE(pred, target []float32) float64 {
 		return math.NaN()
 	}
 	return 100 * sum / float64(n)
+}
+
+// MAPEExcluded returns MAPE and the number of rows it left out because their target is
+// zero (the percentage error of a zero target is undefined).
+func MAPEExcluded(pred, target []float32) (mape float64, excluded int) {
+	for _, t := range target {
+		if t == 0 {
+			excluded++
+		}
+	}
+	return MAPE(pred, target), excluded
+}
+
+// R2 returns the coefficient of determination 1 - SS_res/SS_tot of pred against target
+// (sklearn's r2_score). It is NaN when there are no rows or the target is constant
+// (SS_tot = 0), where sklearn returns 1 or 0 by convention rather than a measure.
+func R2(pred, target []float32) float64 {
+	if len(pred) != len(target) || len(pred) == 0 {
+		return math.NaN()
+	}
+	var mean float64
+	for _, t := range target {
+		mean += float64(t)
+	}
+	mean /= float64(len(target))
+	var res, tot float64
+	for i, p := range pred {
+		d := float64(p) - float64(target[i])
+		res += d * d
+		e := float64(target[i]) - mean
+		tot += e * e
+	}
+	if tot == 0 {
+		return math.NaN()
+	}
+	return 1 - res/tot
+}
+
+// Confusion counts the rows of a binary task by prediction (probs >= threshold is
+// positive) and label.
+type Confusion struct {
+	TP, FP, TN, FN int
+}
+
+// ConfusionAt counts probs against binary labels at threshold.
+func ConfusionAt(probs []float32, labels []float32, threshold float64) Confusion {
+	var c Confusion
+	for i, p := range probs {
+		pos := float64(p) >= threshold
+		switch {
+		case pos && isPositive(labels[i]):
+			c.TP++
+		case pos:
+			c.FP++
+		case isPositive(labels[i]):
+			c.FN++
+		default:
+			c.TN++
+		}
+	}
+	return c
+}
+
+// Precision is TP/(TP+FP); NaN when nothing is predicted positive.
+func (c Confusion) Precision() float64 { return ratio(c.TP, c.TP+c.FP) }
+
+// Recall is TP/(TP+FN); NaN without positive rows.
+func (c Confusion) Recall() float64 { return ratio(c.TP, c.TP+c.FN) }
+
+// F1 is the harmonic mean of precision and recall, 2TP/(2TP+FP+FN); NaN when there are
+// neither positive rows nor positive predictions. (sklearn's f1_score returns 0 there,
+// with a warning.)
+func (c Confusion) F1() float64 { return ratio(2*c.TP, 2*c.TP+c.FP+c.FN) }
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return math.NaN()
+	}
+	return float64(a) / float64(b)
+}
+
+// Threshold objectives for FitThreshold.
+const (
+	// ObjectiveF1 maximises F1.
+	ObjectiveF1 = "f1"
+	// ObjectiveYouden maximises Youden's J = TPR - FPR (the ROC point farthest above the
+	// diagonal).
+	ObjectiveYouden = "youden"
+	// ObjectivePrecisionAtRecall maximises precision among the thresholds whose recall
+	// is at least the target.
+	ObjectivePrecisionAtRecall = "precisionAtRecall"
+)
+
+// FitThreshold returns the decision threshold on the positive-class probability that
+// maximises the objective over the rows, and the objective's value there. The candidates
+// are the distinct scores (a row is positive when its score is >= the threshold), as
+// sklearn's precision_recall_curve and roc_curve take them; ties in the objective go to
+// the highest threshold. minRecall is the target of ObjectivePrecisionAtRecall. It
+// returns an error when the rows hold a single class or no candidate reaches minRecall.
+func FitThreshold(probs []float32, labels []float32, objective string, minRecall float64) (threshold, value float64, err error) {
+	if len(probs) != len(labels) || len(probs) == 0 {
+		return 0, 0, fmt.Errorf("metrics: %d scores for %d labels", len(probs), len(labels))
+	}
+	idx := make([]int, len(probs))
+	var pos, neg int
+	for i := range idx {
+		idx[i] = i
+		if math.IsNaN(float64(probs[i])) {
+			return 0, 0, fmt.Errorf("metrics: score %d is NaN", i)
+		}
+		if isPositive(labels[i]) {
+			pos++
+		} else {
+			neg++
+		}
+	}
+	if pos == 0 || neg == 0 {
+		return 0, 0, fmt.Errorf("metrics: the rows hold one class only (%d positive, %d negative)", pos, neg)
+	}
+	// Descending scores: lowering the threshold past each distinct score adds its rows.
+	slices.SortFunc(idx, func(a, b int) int { return cmpDesc(probs[a], probs[b]) })
+	best, found := math.Inf(-1), false
+	var tp, fp int
+	for lo := 0; lo < len(idx); {
+		hi := lo
+		for hi < len(idx) && probs[idx[hi]] == probs[idx[lo]] {
+			if isPositive(labels[idx[hi]]) {
+				tp++
+			} else {
+				fp++
+			}
+			hi++
+		}
+		c := Confusion{TP: tp, FP: fp, FN: pos - tp, TN: neg - fp}
+		var v float64
+		switch objective {
+		case ObjectiveF1:
+			v = c.F1()
+		case ObjectiveYouden:
+			v = float64(tp)/float64(pos) - float64(fp)/float64(neg)
+		case ObjectivePrecisionAtRecall:
+			if c.Recall() < minRecall {
+				lo = hi
+				continue
+			}
+			v = c.Precision()
+		default:
+			return 0, 0, fmt.Errorf("metrics: unknown threshold objective %q", objective)
+		}
+		if v > best {
+			best, threshold, found = v, float64(probs[idx[lo]]), true
+		}
+		lo = hi
+	}
+	if !found {
+		return 0, 0, fmt.Errorf("metrics: no threshold reaches recall %v", minRecall)
+	}
+	return threshold, best, nil
+}
+
+func cmpDesc(a, b float32) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
 }

@@ -273,7 +273,7 @@ func buildLSTMNet[T float](cfg *LSTMConfig, shim *MLPConfig, layout []TensorInfo
 	xs := make([]*G.Node, cfg.Steps)
 	for t := range xs {
 		var err error
-		if xs[t], err = G.Slice(x, nil, G.S(t*feat, (t+1)*feat)); err != nil {
+		if xs[t], err = stepColumns[T](fmt.Sprintf("x.step%d", t), x, t*feat, feat); err != nil {
 			return nil, fmt.Errorf("x step %d: %w", t, err)
 		}
 	}
