@@ -62,7 +62,6 @@ func TestExpandSearchExample(t *testing.T) {
 	}
 }
 
-
 // TestExpandSearchReproducible: the same seed draws the same trials; another seed does not.
 func TestExpandSearchReproducible(t *testing.T) {
 	spec := exampleSearch(t)

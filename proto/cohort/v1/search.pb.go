@@ -908,8 +908,11 @@ type SubmitSearchRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	SpecYaml       []byte                 `protobuf:"bytes,1,opt,name=spec_yaml,json=specYaml,proto3" json:"spec_yaml,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// wait_for_capacity accepts trials that can never fit the registered nodes (as
+	// SubmitJobRequest's).
+	WaitForCapacity bool `protobuf:"varint,3,opt,name=wait_for_capacity,json=waitForCapacity,proto3" json:"wait_for_capacity,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubmitSearchRequest) Reset() {
@@ -954,6 +957,13 @@ func (x *SubmitSearchRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *SubmitSearchRequest) GetWaitForCapacity() bool {
+	if x != nil {
+		return x.WaitForCapacity
+	}
+	return false
 }
 
 type SubmitSearchResponse struct {
@@ -1380,10 +1390,11 @@ const file_cohort_v1_search_proto_rawDesc = "" +
 	"\tsearch_id\x18\x01 \x01(\tR\bsearchId\x12,\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x16.cohort.v1.SearchStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1e\n" +
-	"\vbest_job_id\x18\x04 \x01(\tR\tbestJobId\"[\n" +
+	"\vbest_job_id\x18\x04 \x01(\tR\tbestJobId\"\x87\x01\n" +
 	"\x13SubmitSearchRequest\x12\x1b\n" +
 	"\tspec_yaml\x18\x01 \x01(\fR\bspecYaml\x12'\n" +
-	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\"[\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12*\n" +
+	"\x11wait_for_capacity\x18\x03 \x01(\bR\x0fwaitForCapacity\"[\n" +
 	"\x14SubmitSearchResponse\x12)\n" +
 	"\x06search\x18\x01 \x01(\v2\x11.cohort.v1.SearchR\x06search\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"\"\n" +
