@@ -163,13 +163,14 @@ func StopMessage(d *cohortv1.RungDecision) string {
 	return fmt.Sprintf("stopped by the search (ASHA) at rung %d, epoch %d: %s", d.Rung, d.Epoch, d.Reason)
 }
 
-// TrialStatus is a trial's status word: waiting (not started), stopped (by ASHA),
-// or its job's state (pending, running, succeeded, failed, cancelled).
+// TrialStatus is a trial's status word: waiting (not started), stopped (its job ended
+// by an ASHA decision), or its job's state (pending, running, succeeded, failed,
+// cancelled). A trial that finished before a stop decision reached it succeeded.
 func TrialStatus(t *cohortv1.SearchTrial, job *cohortv1.Job) string {
 	if !t.Started || job == nil {
 		return "waiting"
 	}
-	if Stopped(t) != nil {
+	if Stopped(t) != nil && job.GetState() == cohortv1.JobState_JOB_STATE_CANCELLED {
 		return "stopped"
 	}
 	return strings.ToLower(strings.TrimPrefix(job.GetState().String(), "JOB_STATE_"))
