@@ -150,3 +150,72 @@ func TestDevRunSearchBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchVerbs drives a cluster with the search verbs: submit --wait, status, list,
+// export-best (the best trial's model), and cancel of a second search.
+func TestSearchVerbs(t *testing.T) {
+	c, _, _ := startCluster(t, 2, 2)
+	dir := t.TempDir()
+	specPath := tinySearch(t, dir)
+	addr := []string{"--address", c.GRPCAddr}
+
+	out, err := runCLI(t, append(addr, "search", "submit", specPath, "--wait", "-o", "json")...)
+	if err != nil {
+		t.Fatalf("search submit --wait: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var res searchResult
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil || res.Status != "succeeded" || res.Best == nil {
+		t.Fatalf("result %q: %v", lines[len(lines)-1], err)
+	}
+
+	out, err = runCLI(t, append(addr, "search", "status", res.SearchID, "-o", "json")...)
+	var status searchResult
+	if err != nil || json.Unmarshal([]byte(out), &status) != nil || status.Best == nil || status.Best.JobID != res.Best.JobID || len(status.Trials) != 4 {
+		t.Fatalf("search status: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, append(addr, "search", "status", res.SearchID)...)
+	if err != nil || !strings.Contains(out, "BEST") || !strings.Contains(out, res.Best.JobID) {
+		t.Fatalf("search status (table): %v\n%s", err, out)
+	}
+
+	exportDir := filepath.Join(dir, "best")
+	if out, err := runCLI(t, append(addr, "search", "export-best", res.SearchID, "--format", "safetensors", "--out", exportDir)...); err != nil {
+		t.Fatalf("search export-best: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(exportDir, "model.safetensors")); err != nil {
+		t.Fatalf("export-best wrote no model: %v", err)
+	}
+
+	raw, _ := os.ReadFile(specPath)
+	second := filepath.Join(dir, "second.yaml")
+	if err := os.WriteFile(second, []byte(strings.Replace(string(raw), "name: tiny-search", "name: second-search", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, append(addr, "search", "submit", second, "-o", "json")...)
+	var sub struct {
+		SearchID string `json:"search_id"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &sub) != nil || sub.SearchID == "" {
+		t.Fatalf("search submit: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, append(addr, "search", "cancel", sub.SearchID, "--reason", "enough")...); err != nil || !strings.Contains(out, "cancelled") {
+		t.Fatalf("search cancel: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, append(addr, "search", "status", sub.SearchID, "-o", "json")...)
+	if err != nil || json.Unmarshal([]byte(out), &status) != nil || status.Status != "cancelled" {
+		t.Fatalf("status after cancel: %v\n%s", err, out)
+	}
+	for _, tr := range status.Trials {
+		if tr.Status != "waiting" && tr.Status != "cancelled" && tr.Status != "succeeded" && tr.Status != "stopped" {
+			t.Errorf("trial %d of a cancelled search is %s", tr.Index, tr.Status)
+		}
+	}
+	out, err = runCLI(t, append(addr, "search", "list", "-o", "json")...)
+	if err != nil || !strings.Contains(out, res.SearchID) || !strings.Contains(out, sub.SearchID) {
+		t.Fatalf("search list: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, append(addr, "search", "status", "no-such-search")...); err == nil {
+		t.Fatal("status of an unknown search succeeded")
+	}
+}
