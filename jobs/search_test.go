@@ -193,3 +193,36 @@ func FuzzExpandSearch(f *testing.F) {
 		}
 	})
 }
+
+// TestRandomExampleDrawsTheASHATrials: the benchmark's random search draws the same
+// 24 trials as the ASHA example (same seed), each for the template's 30 epochs.
+func TestRandomExampleDrawsTheASHATrials(t *testing.T) {
+	asha, err := ExpandSearch(exampleSearch(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join("examples", "search", "attrition-random.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err = ResolveSearchTemplateFile(raw, filepath.Join("examples", "search"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	random, err := ExpandSearch(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if random.Algorithm != AlgorithmRandom || len(random.Trials) != len(asha.Trials) {
+		t.Fatalf("random plan %+v", random)
+	}
+	for i := range asha.Trials {
+		if !reflect.DeepEqual(asha.Trials[i].Parameters, random.Trials[i].Parameters) {
+			t.Fatalf("trial %d: %v vs %v", i, asha.Trials[i].Parameters, random.Trials[i].Parameters)
+		}
+		j, err := Parse(random.Trials[i].Spec)
+		if err != nil || j.Spec.Training.Epochs != 30 {
+			t.Fatalf("random trial %d: %v", i, err)
+		}
+	}
+}
