@@ -98,7 +98,7 @@ func (s *searchService) SubmitSearch(ctx context.Context, req *cohortv1.SubmitSe
 func (s *searchService) admit(req *cohortv1.SubmitSearchRequest, key string) (*cohortv1.Search, error) {
 	sr, err := s.cfg.ExpandSearch(req.SpecYaml)
 	if err != nil {
-		return nil, &server.SpecError{Err: err}
+		return nil, &searchSpecError{err: err}
 	}
 	sr.Id = newSearchID(sr.Name)
 	sr.SpecYaml = req.SpecYaml
@@ -261,3 +261,11 @@ func filterSearches(tok *Token, resp any) {
 	}
 	r.Searches = slices.DeleteFunc(r.Searches, func(x *cohortv1.Search) bool { return !tok.allowsNamespace(x.GetNamespace()) })
 }
+
+// searchSpecError is a Search spec the parser refused; its message is the parser's.
+type searchSpecError struct{ err error }
+
+func (e *searchSpecError) Error() string { return "invalid search spec:\n" + e.err.Error() }
+
+// Unwrap returns server.ErrRefused (InvalidArgument) and the parser's error.
+func (e *searchSpecError) Unwrap() []error { return []error{server.ErrRefused, e.err} }
