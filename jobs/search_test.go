@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -178,6 +179,19 @@ func FuzzExpandSearch(f *testing.F) {
 	f.Add([]byte(gridSearch))
 	f.Add([]byte("kind: Search\nspec: {parameters: {a: {choice: []}}, algorithm: {asha: {}, grid: {}}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The ACL's namespace lookup and dev's kind check read the same input.
+		if _, _, err := SearchMetadata(data); err != nil {
+			var se *SpecError
+			if !errors.As(err, &se) {
+				t.Fatalf("SearchMetadata error %T %v is not a *SpecError", err, err)
+			}
+		}
+		_ = IsSearchSpec(data)
+		if !bytes.Contains(data, []byte("templateFile")) {
+			if out, err := ResolveSearchTemplateFile(data, t.TempDir()); err != nil || !bytes.Equal(out, data) {
+				t.Fatalf("a spec without templateFile was changed: %v", err)
+			}
+		}
 		plan, err := ExpandSearch(data)
 		if err != nil {
 			var se *SpecError
