@@ -398,7 +398,9 @@ func newSearchStatusCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status SEARCH_ID",
 		Short: "Show a search: its trials, their rung decisions and the best so far",
-		Args:  exactArgs(1),
+		Example: `  cohort search status attrition-search-1a2b3c4d
+  cohort search status attrition-search-1a2b3c4d -o json`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(g); err != nil {
 				return err
@@ -417,7 +419,9 @@ func newSearchListCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List searches",
-		Args:  exactArgs(0),
+		Example: `  cohort search list
+  cohort search list --namespace default -o json`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(g); err != nil {
 				return err
@@ -463,9 +467,10 @@ func newSearchListCmd(g *globalFlags) *cobra.Command {
 func newSearchCancelCmd(g *globalFlags) *cobra.Command {
 	var reason string
 	cmd := &cobra.Command{
-		Use:   "cancel SEARCH_ID",
-		Short: "Cancel a search and its unfinished trials",
-		Args:  exactArgs(1),
+		Use:     "cancel SEARCH_ID",
+		Short:   "Cancel a search and its unfinished trials",
+		Example: `  cohort search cancel attrition-search-1a2b3c4d --reason "enough trials"`,
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(g); err != nil {
 				return err
