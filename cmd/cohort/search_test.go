@@ -219,3 +219,48 @@ func TestSearchVerbs(t *testing.T) {
 		t.Fatal("status of an unknown search succeeded")
 	}
 }
+
+// TestDevRunSearchReproducible runs the same Search twice (one trial at a time, so the
+// rung results arrive in the same order): the same seed draws the same trials, and ASHA
+// takes the same decisions on the same values.
+func TestDevRunSearchReproducible(t *testing.T) {
+	runOnce := func() searchResult {
+		dir := t.TempDir()
+		specPath := tinySearch(t, dir)
+		raw, _ := os.ReadFile(specPath)
+		if err := os.WriteFile(specPath, []byte(strings.Replace(string(raw), "parallelTrials: 2", "parallelTrials: 1", 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := runCLI(t, "dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "--data-root", repoPath(t, "jobs/data"),
+			"-o", "json", "--log-level", "error")
+		if err != nil {
+			t.Fatalf("dev --run: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		var res searchResult
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	a, b := runOnce(), runOnce()
+	if len(a.Trials) != len(b.Trials) {
+		t.Fatalf("%d vs %d trials", len(a.Trials), len(b.Trials))
+	}
+	for i := range a.Trials {
+		ta, tb := a.Trials[i], b.Trials[i]
+		pa, _ := json.Marshal(ta.Parameters)
+		pb, _ := json.Marshal(tb.Parameters)
+		if string(pa) != string(pb) || ta.Status != tb.Status || len(ta.Rungs) != len(tb.Rungs) {
+			t.Fatalf("trial %d differs:\n%+v\n%+v", i, ta, tb)
+		}
+		for k := range ta.Rungs {
+			if ta.Rungs[k] != tb.Rungs[k] {
+				t.Fatalf("trial %d rung decision %d differs:\n%+v\n%+v", i, k, ta.Rungs[k], tb.Rungs[k])
+			}
+		}
+	}
+	if a.Best.Trial != b.Best.Trial {
+		t.Fatalf("best trial %d vs %d", a.Best.Trial, b.Best.Trial)
+	}
+}
