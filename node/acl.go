@@ -56,7 +56,7 @@ type nodeACL struct {
 func newNodeACL(path string, tokens []api.Token, parse func([]byte) (*cohortv1.Job, error), stateOf func() *state.Store, log *slog.Logger) *nodeACL {
 	log.Info("ACLs are on", "file", path, "tokens", len(tokens))
 	return &nodeACL{
-		acl:  api.NewACL(api.ACLConfig{Tokens: tokens, ParseSpec: parse, State: stateOf, Logger: log}),
+		acl:  api.NewACL(api.ACLConfig{Tokens: tokens, ParseSpec: parse, SearchNamespace: searchNamespace, State: stateOf, Logger: log}),
 		path: path, log: log,
 	}
 }

@@ -110,6 +110,7 @@ func (n *Node) startCoordinator() error {
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
 	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))
+	cohortv1.RegisterSearchServiceServer(gs, api.NewSearchService(srv, api.SearchConfig{Config: acfg, ExpandSearch: ExpandSearchSpec}))
 	n.gs = gs
 	n.serve(gs, glis)
 	return nil

@@ -32,8 +32,9 @@ import (
 // of a job's checkpoint manifests) it reads from the coordinator's storage, for jobs
 // the API has just answered for.
 type webSource struct {
-	jobs    cohortv1.JobServiceClient
-	cluster cohortv1.ClusterServiceClient
+	jobs     cohortv1.JobServiceClient
+	cluster  cohortv1.ClusterServiceClient
+	searches cohortv1.SearchServiceClient
 	// stale makes every read a local read of the coordinator's replicated state
 	// (api.StaleReadHeader), never forwarded to the leader.
 	stale bool
@@ -54,7 +55,8 @@ var _ web.Source = (*webSource)(nil)
 
 // newWebSource returns a dashboard Source over conn.
 func newWebSource(conn grpc.ClientConnInterface) *webSource {
-	return &webSource{jobs: cohortv1.NewJobServiceClient(conn), cluster: cohortv1.NewClusterServiceClient(conn)}
+	return &webSource{jobs: cohortv1.NewJobServiceClient(conn), cluster: cohortv1.NewClusterServiceClient(conn),
+		searches: cohortv1.NewSearchServiceClient(conn)}
 }
 
 // ListJobs implements web.Source.

@@ -181,6 +181,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/jobs/{id}/checkpoints", h.apiJobCheckpoints)
 	mux.HandleFunc("GET /api/jobs/{id}/logs", h.apiJobLogs)
 	mux.HandleFunc("GET /api/jobs/{id}/logs/events", h.jobLogEvents)
+	h.registerSearchRoutes(mux)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", noCache(http.FileServerFS(assets))))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)

@@ -89,10 +89,16 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 		return err
 	}
 	var raw []byte
+	runSearch := f.run != "" && isSearchFile(f.run)
 	if f.run != "" {
 		var spec *jobs.TrainingJob
 		var err error
-		if raw, spec, err = readSpec(f.run); err != nil {
+		if runSearch {
+			raw, spec, err = readSearchRun(f.run)
+		} else {
+			raw, spec, err = readSpec(f.run)
+		}
+		if err != nil {
 			return err
 		}
 		if err := checkLocalInputs(spec); err != nil {
@@ -142,6 +148,9 @@ func runDev(ctx context.Context, g *globalFlags, f *devFlags) error {
 		return err
 	}
 	defer conn.Close()
+	if runSearch {
+		return submitSearch(ctx, cohortv1.NewSearchServiceClient(conn), raw, true, false, g.output)
+	}
 	return submitAndReport(ctx, cohortv1.NewJobServiceClient(conn), raw, true, g.output)
 }
 

@@ -154,6 +154,11 @@ var methodRules = map[string]rule{
 	cohortv1.JobService_GetJobReport_FullMethodName:       {need: RoleRead, namespace: jobIDNamespace},
 	// Exporting a model that failed its fairness gate is a governance decision.
 	cohortv1.JobService_OverrideGate_FullMethodName: {need: RoleAdmin},
+	// SearchService: the same roles and namespace rules as the job verbs.
+	cohortv1.SearchService_SubmitSearch_FullMethodName: {need: RoleSubmit, namespace: searchNamespace},
+	cohortv1.SearchService_GetSearch_FullMethodName:    {need: RoleRead, namespace: searchNamespace},
+	cohortv1.SearchService_ListSearches_FullMethodName: {need: RoleRead, namespace: listSearchNamespace, filter: filterSearches},
+	cohortv1.SearchService_CancelSearch_FullMethodName: {need: RoleSubmit, namespace: searchNamespace},
 	// AgentService: node agents.
 	cohortv1.AgentService_RegisterNode_FullMethodName:     {need: RoleAgent},
 	cohortv1.AgentService_Heartbeat_FullMethodName:        {need: RoleAgent},
@@ -272,6 +277,10 @@ type ACLConfig struct {
 	// ParseSpec finds the namespace of a submitted spec (the same parser as Config's).
 	// Without it, submit tokens limited to namespaces cannot submit.
 	ParseSpec func(spec []byte) (*cohortv1.Job, error)
+	// SearchNamespace finds the namespace of a submitted Search spec (its
+	// metadata.namespace). Without it, submit tokens limited to namespaces cannot
+	// submit searches.
+	SearchNamespace func(spec []byte) (string, error)
 	// State finds the namespace of a job being cancelled. Without it, submit tokens
 	// limited to namespaces cannot cancel.
 	State func() *state.Store

@@ -46,6 +46,11 @@ var certRoleRules = map[string][]pki.Role{
 	cohortv1.JobService_JobLogs_FullMethodName:            userCallers,
 	cohortv1.JobService_GetJobReport_FullMethodName:       userCallers,
 	cohortv1.JobService_OverrideGate_FullMethodName:       userCallers,
+	// SearchService: users, as JobService.
+	cohortv1.SearchService_SubmitSearch_FullMethodName: userCallers,
+	cohortv1.SearchService_GetSearch_FullMethodName:    userCallers,
+	cohortv1.SearchService_ListSearches_FullMethodName: userCallers,
+	cohortv1.SearchService_CancelSearch_FullMethodName: userCallers,
 	// AgentService: node agents.
 	cohortv1.AgentService_RegisterNode_FullMethodName:     agentCallers,
 	cohortv1.AgentService_Heartbeat_FullMethodName:        agentCallers,

@@ -290,6 +290,9 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 			return err
 		}
 	}
+	if err := recordSearchEpoch(txn, job, r); err != nil {
+		return err
+	}
 
 	switch {
 	case r.State == cohortv1.TaskState_TASK_STATE_SUCCEEDED &&

@@ -218,6 +218,7 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"resume_job":           applyResumeJob,
 	"override_gate":        applyOverrideGate,
 	"apply_plan":           applyApplyPlan,
+	"search":               applySearch,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

@@ -37,7 +37,9 @@ const (
 	// recordQuota and recordQueue (added in place, like recordCoordinator).
 	recordQuota byte = 6
 	recordQueue byte = 7
-	recordEnd   byte = 0xff
+	// recordSearch (added in place, like recordCoordinator).
+	recordSearch byte = 8
+	recordEnd    byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
 	// memory.
@@ -90,7 +92,7 @@ func (rw *recordWriter) message(typ byte, m proto.Message) error {
 	return rw.record(typ, payload)
 }
 
-// WriteSnapshot writes every node, job, allocation, coordinator, quota, queue and table
+// WriteSnapshot writes every node, job, allocation, coordinator, quota, queue, search and table
 // index of snap to w in the
 // snapshot stream format.
 func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
@@ -155,11 +157,20 @@ func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 			return err
 		}
 	}
+	searches, err := snap.Searches(nil)
+	if err != nil {
+		return err
+	}
+	for _, s := range searches {
+		if err := rw.message(recordSearch, s); err != nil {
+			return err
+		}
+	}
 	indexes, err := snap.TableIndexes()
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues} {
+	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableSearches} {
 		idx, ok := indexes[table]
 		if !ok {
 			continue
@@ -270,6 +281,12 @@ func restoreRecord(txn *state.Txn, typ byte, payload []byte) error {
 			return fmt.Errorf("decode queue: %w", err)
 		}
 		return txn.RestoreQueue(q)
+	case recordSearch:
+		s := &cohortv1.Search{}
+		if err := proto.Unmarshal(payload, s); err != nil {
+			return fmt.Errorf("decode search: %w", err)
+		}
+		return txn.RestoreSearch(s)
 	case recordTableIndex:
 		idx, n := binary.Uvarint(payload)
 		if n <= 0 {

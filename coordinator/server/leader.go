@@ -119,9 +119,11 @@ func (s *Server) establishLeadership(ctx context.Context) (<-chan struct{}, erro
 	}
 
 	stopped := make(chan struct{})
+	searchStopped := s.startSearchLoop(ctx)
 	go func() {
 		defer close(stopped)
 		s.schedulingLoop(ctx)
+		<-searchStopped
 	}()
 	s.metrics.leader.Set(1)
 	return stopped, nil

@@ -40,6 +40,8 @@ var (
 type Server struct {
 	config Config
 	logger *slog.Logger
+	// searchMetrics are the search loop's metrics (search.go).
+	searchMetrics *searchMetrics
 
 	fsm       *fsm.FSM
 	raft      *raft.Raft
@@ -105,6 +107,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	sm, err := newSearchMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
 
 	s := &Server{
 		config:       cfg,
@@ -116,6 +122,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:      m,
 		shutdownCh:   make(chan struct{}),
 	}
+	s.searchMetrics = sm
 	s.heartbeats = newHeartbeats(cfg.Clock, cfg.HeartbeatTTL, s.expireNode)
 
 	if err := s.setupRaft(raftLogger); err != nil {

@@ -663,7 +663,11 @@ type Job struct {
 	ExportedFrom *ExportedFrom `protobuf:"bytes,45,opt,name=exported_from,json=exportedFrom,proto3" json:"exported_from,omitempty"`
 	// early_stop is set when spec.training.earlyStopping ended training before its
 	// last epoch.
-	EarlyStop     *EarlyStop `protobuf:"bytes,46,opt,name=early_stop,json=earlyStop,proto3" json:"early_stop,omitempty"`
+	EarlyStop *EarlyStop `protobuf:"bytes,46,opt,name=early_stop,json=earlyStop,proto3" json:"early_stop,omitempty"`
+	// search_id and search_trial name the search and trial a trial job belongs to
+	// (empty: not a trial).
+	SearchId      string `protobuf:"bytes,90,opt,name=search_id,json=searchId,proto3" json:"search_id,omitempty"`
+	SearchTrial   int32  `protobuf:"varint,91,opt,name=search_trial,json=searchTrial,proto3" json:"search_trial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -941,6 +945,20 @@ func (x *Job) GetEarlyStop() *EarlyStop {
 		return x.EarlyStop
 	}
 	return nil
+}
+
+func (x *Job) GetSearchId() string {
+	if x != nil {
+		return x.SearchId
+	}
+	return ""
+}
+
+func (x *Job) GetSearchTrial() int32 {
+	if x != nil {
+		return x.SearchTrial
+	}
+	return 0
 }
 
 // ExportedFrom is the committed checkpoint a job exported.
@@ -1548,7 +1566,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\vtotal_steps\x18\x04 \x01(\x03R\n" +
 	"totalSteps\x12,\n" +
 	"\x12samples_per_second\x18\x05 \x01(\x01R\x10samplesPerSecond\x12\x12\n" +
-	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\xd4\v\n" +
+	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\x94\f\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1593,7 +1611,9 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\x04gate\x18, \x01(\v2\x15.cohort.v1.GateResultR\x04gate\x12<\n" +
 	"\rexported_from\x18- \x01(\v2\x17.cohort.v1.ExportedFromR\fexportedFrom\x123\n" +
 	"\n" +
-	"early_stop\x18. \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x1a:\n" +
+	"early_stop\x18. \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x12\x1b\n" +
+	"\tsearch_id\x18Z \x01(\tR\bsearchId\x12!\n" +
+	"\fsearch_trial\x18[ \x01(\x05R\vsearchTrial\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a?\n" +
