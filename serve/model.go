@@ -65,6 +65,7 @@ type Model struct {
 	feat    featurizer
 	classes []string
 	meta    map[string]string
+	eng     *engine
 }
 
 // NewModel prepares an exported model for serving: it decodes the preprocessing in
@@ -137,6 +138,10 @@ func NewModel(m *export.Model) (*Model, error) {
 	if a.Task == export.TaskBinary && len(sm.classes) != 2 {
 		return nil, fmt.Errorf("model %s: a binary model needs 2 class names, has %d", m.Name, len(sm.classes))
 	}
+	var err error
+	if sm.eng, err = newEngine(m.Arch, m.Weights); err != nil {
+		return nil, fmt.Errorf("model %s: %w", m.Name, err)
+	}
 	return sm, nil
 }
 
@@ -162,6 +167,24 @@ func (m *Model) Metadata() ModelMetadata {
 // when empty). Errors caused by the request are *BadInputError; maxRows bounds the
 // batch.
 func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]ResponseOutput, int, error) {
+	x, n, err := m.Features(tensors, maxRows)
+	if err != nil {
+		return nil, n, err
+	}
+	if err := m.checkWanted(wanted); err != nil {
+		return nil, n, err
+	}
+	out := make([]float32, n*m.arch.Outputs)
+	if err := m.Predict(x, n, out); err != nil {
+		return nil, n, err
+	}
+	return m.Outputs(out, n, wanted), n, nil
+}
+
+// Features checks a request's decoded tensors and applies the preprocessing: it
+// returns the n rows' features (n*Inputs values, as the network takes them). Errors
+// are *BadInputError naming the input (and row); maxRows bounds n.
+func (m *Model) Features(tensors []Tensor, maxRows int) ([]float32, int, error) {
 	byName := make(map[string]*Tensor, len(tensors))
 	for i := range tensors {
 		byName[tensors[i].Name] = &tensors[i]
@@ -179,10 +202,41 @@ func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]
 			return nil, n, err
 		}
 	}
-	out := make([]float32, n*m.arch.Outputs)
-	if err := m.arch.Predict(m.weights, x, n, out); err != nil {
-		return nil, n, fmt.Errorf("predict: %w", err)
+	return x, n, nil
+}
+
+// Predict runs the network on n rows of features (from Features) with the training
+// kernels and writes Outputs values per row into out: the positive-class probability
+// (binary), the class probabilities (multiclass) or the standardized prediction
+// (regression).
+func (m *Model) Predict(x []float32, n int, out []float32) error {
+	if err := m.eng.predict(x, n, out); err != nil {
+		return fmt.Errorf("predict: %w", err)
 	}
+	return nil
+}
+
+// checkWanted refuses a requested output the model does not have.
+func (m *Model) checkWanted(wanted []RequestOutput) error {
+	for _, w := range wanted {
+		if !slices.ContainsFunc(m.Metadata().Outputs, func(o TensorMetadata) bool { return o.Name == w.Name }) {
+			return badInput("output %q: not an output of model %s (outputs: %s)", w.Name, m.name, m.outputList())
+		}
+	}
+	return nil
+}
+
+func (m *Model) outputList() string {
+	var names []string
+	for _, o := range m.Metadata().Outputs {
+		names = append(names, o.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Outputs turns n rows of Predict's values into the response tensors asked for (all
+// when wanted is empty; checkWanted has accepted the names).
+func (m *Model) Outputs(out []float32, n int, wanted []RequestOutput) []ResponseOutput {
 	var outs []ResponseOutput
 	switch m.arch.Task {
 	case export.TaskRegression:
@@ -219,17 +273,15 @@ func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]
 			ResponseOutput{Name: OutputLabel, Shape: []int{n}, Datatype: TypeBytes, Data: labels})
 	}
 	if len(wanted) == 0 {
-		return outs, n, nil
+		return outs
 	}
 	var sel []ResponseOutput
 	for _, w := range wanted {
-		i := slices.IndexFunc(outs, func(o ResponseOutput) bool { return o.Name == w.Name })
-		if i < 0 {
-			return nil, n, badInput("output %q: not an output of model %s (outputs: %s)", w.Name, m.name, outputNames(outs))
+		if i := slices.IndexFunc(outs, func(o ResponseOutput) bool { return o.Name == w.Name }); i >= 0 {
+			sel = append(sel, outs[i])
 		}
-		sel = append(sel, outs[i])
 	}
-	return sel, n, nil
+	return sel
 }
 
 func outputNames(outs []ResponseOutput) string {
