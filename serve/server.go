@@ -46,11 +46,36 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics (nil: not registered).
 	Registerer prometheus.Registerer
+	// Batching merges concurrent small infer requests into server-side batches.
+	Batching BatchingConfig
 }
 
-// DefaultConfig returns a configuration with 16 MiB requests of up to 65536 rows.
+// BatchingConfig configures server-side (dynamic) batching: infer requests of fewer
+// than MaxRows rows wait in a bounded queue and are run together, up to MaxRows rows
+// per batch; a request that finds the queue full gets 429 with Retry-After.
+type BatchingConfig struct {
+	// Enabled turns batching on.
+	Enabled bool
+	// Window is the longest a batch waits, after its first request, for requests that
+	// have arrived and are still being decoded (0: never wait; a batch takes what is
+	// queued). A batch whose requests are all queued runs at once.
+	Window time.Duration
+	// MaxRows bounds the rows of one batch; requests of at least MaxRows rows are run
+	// on their own, outside the queue.
+	MaxRows int
+	// QueueSize bounds the requests waiting for a batch.
+	QueueSize int
+	// Executors is the number of batches run at once (0: GOMAXPROCS).
+	Executors int
+	// RetryAfter is the Retry-After of a 429 answer (rounded up to whole seconds).
+	RetryAfter time.Duration
+}
+
+// DefaultConfig returns a configuration with 16 MiB requests of up to 65536 rows and
+// batching on: a 2 ms window, batches of up to 64 rows, a queue of 256 requests.
 func DefaultConfig() Config {
-	return Config{MaxRequestBytes: 16 << 20, MaxBatchRows: 1 << 16}
+	return Config{MaxRequestBytes: 16 << 20, MaxBatchRows: 1 << 16,
+		Batching: BatchingConfig{Enabled: true, Window: 2 * time.Millisecond, MaxRows: 64, QueueSize: 256, RetryAfter: time.Second}}
 }
 
 // Server answers the Open Inference Protocol for one model.
@@ -61,6 +86,7 @@ type Server struct {
 	duration prometheus.Histogram
 	rows     prometheus.Counter
 	mux      *http.ServeMux
+	batch    *batcher // nil: batching off
 }
 
 // New checks cfg and returns a Server.
@@ -73,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if b := cfg.Batching; b.Enabled && (b.MaxRows <= 0 || b.QueueSize <= 0 || b.Window < 0 || b.Executors < 0) {
+		return nil, fmt.Errorf("serve: batching: MaxRows %d and QueueSize %d must be positive, Window %v and Executors %d not negative", b.MaxRows, b.QueueSize, b.Window, b.Executors)
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
@@ -87,9 +116,15 @@ func New(cfg Config) (*Server, error) {
 			Name: "cohort_serve_inferred_rows_total", Help: "Rows answered by successful inference requests.",
 		}),
 	}
+	collectors := []prometheus.Collector{s.requests, s.duration, s.rows}
+	if b := cfg.Batching; b.Enabled {
+		s.batch = newBatcher(cfg.Model, b.Window, b.MaxRows, b.QueueSize, b.Executors)
+		collectors = append(collectors, s.batch.collectors()...)
+	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.requests, s.duration, s.rows} {
+		for _, c := range collectors {
 			if err := cfg.Registerer.Register(c); err != nil {
+				s.Close()
 				return nil, fmt.Errorf("serve: register metrics: %w", err)
 			}
 		}
@@ -114,6 +149,15 @@ func New(cfg Config) (*Server, error) {
 	m.HandleFunc("POST /v2/models/{name}/versions/{version}/explain", s.withModel(s.explain))
 	s.mux = m
 	return s, nil
+}
+
+// Close stops the batching executors after answering the queued requests; call it
+// after the HTTP server has shut down.
+func (s *Server) Close() {
+	if s.batch != nil {
+		s.batch.close()
+		s.batch = nil
+	}
 }
 
 // statusWriter records the status code of a response.
@@ -199,24 +243,53 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (*InferReque
 }
 
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+	if s.batch != nil {
+		s.batch.admit() // the batcher may wait for this request while it is decoded
+	}
+	admitted := s.batch != nil
+	defer func() {
+		if admitted {
+			s.batch.drop()
+		}
+	}()
 	req, tensors, ok := s.decodeBody(w, r)
 	if !ok {
 		return
 	}
 	m := s.cfg.Model
-	outs, n, err := m.Infer(tensors, req.Outputs, s.cfg.MaxBatchRows)
+	x, n, err := m.Features(tensors, s.cfg.MaxBatchRows)
+	if err == nil {
+		err = m.checkWanted(req.Outputs)
+	}
+	var out []float32
+	if err == nil {
+		if admitted && n < s.cfg.Batching.MaxRows {
+			admitted = false // submit withdraws the admission
+			out, err = s.batch.submit(r.Context(), x, n)
+		} else {
+			out = make([]float32, n*m.arch.Outputs)
+			err = m.Predict(x, n, out)
+		}
+	}
 	if err != nil {
 		var bad *BadInputError
-		if errors.As(err, &bad) {
+		switch {
+		case errors.As(err, &bad):
 			writeError(w, http.StatusBadRequest, "%v", err)
-			return
+		case errors.Is(err, errQueueFull):
+			secs := max(1, int((s.cfg.Batching.RetryAfter+time.Second-1)/time.Second))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeError(w, http.StatusTooManyRequests, "the batching queue is full (%d requests waiting): retry after %d s", s.cfg.Batching.QueueSize, secs)
+		case r.Context().Err() != nil:
+			writeError(w, 499, "request canceled: %v", err)
+		default:
+			s.log.Error("inference failed", "model", m.Name(), "err", err)
+			writeError(w, http.StatusInternalServerError, "inference failed: %v", err)
 		}
-		s.log.Error("inference failed", "model", m.Name(), "err", err)
-		writeError(w, http.StatusInternalServerError, "inference failed: %v", err)
 		return
 	}
 	s.rows.Add(float64(n))
-	writeJSON(w, http.StatusOK, InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: outs})
+	writeJSON(w, http.StatusOK, InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: m.Outputs(out, n, req.Outputs)})
 }
 
 // Load reads an exported model: a directory holding model.safetensors (the export
