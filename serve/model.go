@@ -197,6 +197,9 @@ func (m *Model) Features(tensors []Tensor, maxRows int) ([]float32, int, error) 
 		return nil, n, badInput("batch of %d rows exceeds the limit of %d", n, maxRows)
 	}
 	x := make([]float32, n*m.arch.Inputs)
+	if bf, ok := m.feat.(batchFeaturizer); ok && bf.fill(byName, n, x) {
+		return x, n, nil
+	}
 	for r := range n {
 		if err := m.feat.row(byName, r, x[r*m.arch.Inputs:(r+1)*m.arch.Inputs]); err != nil {
 			return nil, n, err
@@ -348,6 +351,61 @@ func shapeString(shape []int64) string {
 		}
 	}
 	return "[" + strings.Join(s, ", ") + "]"
+}
+
+// batchFeaturizer is a featurizer with a fast path over all rows at once.
+type batchFeaturizer interface {
+	// fill writes the n rows' features into x and reports true, or reports false (x
+	// partly written) when the rows need the row-by-row path: one of them is bad, and
+	// row gives the error that names it.
+	fill(byName map[string]*Tensor, n int, x []float32) bool
+}
+
+// fill is the column-at-a-time form of row (data.Preprocessor.TransformRow) for
+// numeric columns sent as numbers and categorical columns sent as BYTES: the same
+// standardization, missing-value filling and one-hot encoding, without formatting
+// numbers as text and parsing them back. Numeric columns sent as text take the
+// row-by-row path.
+func (f *tabular) fill(byName map[string]*Tensor, n int, x []float32) bool {
+	dim := f.p.Dim
+	off := 0
+	for _, c := range f.p.Columns {
+		t := byName[c.Name]
+		switch c.Kind {
+		case data.KindNumeric:
+			if t.Numbers == nil {
+				return false
+			}
+			for r, v := range t.Numbers[:n] {
+				z := (v - c.Mean) / c.Std
+				if !(math.Abs(z) <= math.MaxFloat32) {
+					return false
+				}
+				x[r*dim+off] = float32(z)
+			}
+			off++
+		case data.KindCategorical:
+			if t.Strings == nil {
+				return false
+			}
+			k := len(c.Categories)
+			for r, v := range t.Strings[:n] {
+				row := x[r*dim+off : r*dim+off+k]
+				clear(row)
+				v = strings.TrimSpace(v)
+				if data.IsMissing(v) {
+					continue
+				}
+				if i, found := slices.BinarySearch(c.Categories, v); found {
+					row[i] = 1
+				}
+			}
+			off += k
+		default:
+			return false
+		}
+	}
+	return off == dim
 }
 
 // tabular applies a csv model's Preprocessor to one column tensor per feature column.

@@ -511,11 +511,50 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[-1],"datatype":"INT64","data":[]}]}`))
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[3],"datatype":"INT32","data":[1,2,99999999999]}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		_, tensors, err := DecodeRequest(body, 1<<16)
+		req, tensors, err := DecodeRequest(body, 1<<16)
 		if err != nil {
 			return
 		}
-		for _, tn := range tensors {
+		for i, tn := range tensors {
+			// The fast data walker agrees with encoding/json on every accepted tensor.
+			if in := req.Inputs[i]; len(in.Data) > 0 {
+				var v any
+				dec := json.NewDecoder(bytes.NewReader(in.Data))
+				dec.UseNumber()
+				if err := dec.Decode(&v); err != nil {
+					t.Fatalf("tensor %q: accepted data %s that encoding/json refuses: %v", tn.Name, in.Data, err)
+				}
+				var leaves []any
+				var walk func(any)
+				walk = func(v any) {
+					if a, ok := v.([]any); ok {
+						for _, e := range a {
+							walk(e)
+						}
+						return
+					}
+					leaves = append(leaves, v)
+				}
+				walk(v)
+				if len(leaves) != len(tn.Numbers)+len(tn.Strings) {
+					t.Fatalf("tensor %q: %d leaves, encoding/json finds %d", tn.Name, len(tn.Numbers)+len(tn.Strings), len(leaves))
+				}
+				for j, l := range leaves {
+					switch l := l.(type) {
+					case string:
+						if tn.Strings == nil || tn.Strings[j] != l {
+							t.Fatalf("tensor %q element %d: encoding/json reads %q", tn.Name, j, l)
+						}
+					case json.Number:
+						f, _ := strconv.ParseFloat(l.String(), 64)
+						if tn.Numbers == nil || (tn.Datatype != TypeFP32 && tn.Numbers[j] != f) {
+							t.Fatalf("tensor %q element %d: encoding/json reads %v", tn.Name, j, l)
+						}
+					default:
+						t.Fatalf("tensor %q element %d: accepted %v", tn.Name, j, l)
+					}
+				}
+			}
 			n := 1
 			for _, d := range tn.Shape {
 				n *= d
