@@ -64,12 +64,15 @@ type InferResponse struct {
 	Outputs      []ResponseOutput `json:"outputs"`
 }
 
-// ResponseOutput is one output tensor: Data holds []float64 or []string.
+// ResponseOutput is one output tensor: Data holds []float64 or []string, or is nil
+// for an output sent in binary (see HeaderInferenceContentLength), whose Parameters
+// then hold its binary_data_size.
 type ResponseOutput struct {
-	Name     string `json:"name"`
-	Shape    []int  `json:"shape"`
-	Datatype string `json:"datatype"`
-	Data     any    `json:"data"`
+	Name       string         `json:"name"`
+	Shape      []int          `json:"shape"`
+	Datatype   string         `json:"datatype"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+	Data       any            `json:"data,omitempty"`
 }
 
 // ErrorResponse is the body of every error answer.
@@ -101,6 +104,12 @@ type ModelMetadata struct {
 // or values that do not fit the datatype are errors naming the input. maxElements
 // bounds each tensor's element count.
 func DecodeRequest(body []byte, maxElements int) (*InferRequest, []Tensor, error) {
+	return decodeRequest(body, nil, maxElements)
+}
+
+// decodeRequest decodes the JSON part of a request; binary is the binary part of the
+// binary tensor data extension (nil: none, no input may have binary_data_size).
+func decodeRequest(body, binary []byte, maxElements int) (*InferRequest, []Tensor, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
@@ -116,6 +125,7 @@ func DecodeRequest(body []byte, maxElements int) (*InferRequest, []Tensor, error
 	}
 	seen := map[string]bool{}
 	tensors := make([]Tensor, len(req.Inputs))
+	off := 0 // the binary data consumed
 	for i, in := range req.Inputs {
 		if in.Name == "" {
 			return nil, nil, fmt.Errorf("inputs[%d]: name is missing", i)
@@ -124,16 +134,36 @@ func DecodeRequest(body []byte, maxElements int) (*InferRequest, []Tensor, error
 			return nil, nil, fmt.Errorf("input %q: given twice", in.Name)
 		}
 		seen[in.Name] = true
-		t, err := decodeTensor(in, maxElements)
+		size, isBinary, err := binaryDataSize(in.Parameters)
+		if err != nil {
+			return nil, nil, fmt.Errorf("input %q: %w", in.Name, err)
+		}
+		var raw []byte
+		if isBinary {
+			switch {
+			case binary == nil:
+				return nil, nil, fmt.Errorf("input %q: parameters.binary_data_size needs the %s header (the length of the JSON part)", in.Name, HeaderInferenceContentLength)
+			case len(in.Data) > 0:
+				return nil, nil, fmt.Errorf("input %q: both data and parameters.binary_data_size given", in.Name)
+			case size > len(binary)-off:
+				return nil, nil, fmt.Errorf("input %q: binary_data_size %d exceeds the %d bytes of binary data left", in.Name, size, len(binary)-off)
+			}
+			raw = binary[off : off+size]
+			off += size
+		}
+		t, err := decodeTensor(in, raw, isBinary, maxElements)
 		if err != nil {
 			return nil, nil, fmt.Errorf("input %q: %w", in.Name, err)
 		}
 		tensors[i] = t
 	}
+	if off != len(binary) {
+		return nil, nil, fmt.Errorf("request body: %d bytes of binary data after the JSON part, the inputs' binary_data_size add up to %d", len(binary), off)
+	}
 	return &req, tensors, nil
 }
 
-func decodeTensor(in RequestInput, maxElements int) (Tensor, error) {
+func decodeTensor(in RequestInput, binary []byte, isBinary bool, maxElements int) (Tensor, error) {
 	t := Tensor{Name: in.Name, Datatype: in.Datatype}
 	if len(in.Shape) == 0 || len(in.Shape) > MaxTensorRank {
 		return t, fmt.Errorf("shape %v: want 1 to %d dimensions", in.Shape, MaxTensorRank)
@@ -155,6 +185,9 @@ func decodeTensor(in RequestInput, maxElements int) (Tensor, error) {
 		return t, errors.New("datatype is missing")
 	default:
 		return t, fmt.Errorf("datatype %q is not supported (use BYTES, FP32, FP64, INT64, INT32 or UINT8)", in.Datatype)
+	}
+	if isBinary {
+		return decodeBinaryTensor(t, n, binary)
 	}
 	if len(in.Data) == 0 {
 		return t, errors.New("data is missing")

@@ -137,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 		writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
 	})
 	m.HandleFunc("GET /v2", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"name": "cohort", "version": "1", "extensions": []string{}})
+		writeJSON(w, http.StatusOK, map[string]any{"name": "cohort", "version": "1", "extensions": []string{"binary_tensor_data"}})
 	})
 	m.HandleFunc("GET /v2/models/{name}", s.withModel(s.metadata))
 	m.HandleFunc("GET /v2/models/{name}/versions/{version}", s.withModel(s.metadata))
@@ -234,7 +234,19 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (*InferReque
 		writeError(w, http.StatusBadRequest, "read request body: %v", err)
 		return nil, nil, false
 	}
-	req, tensors, err := DecodeRequest(body, s.cfg.MaxBatchRows*max(s.cfg.Model.arch.Inputs, 1))
+	maxElements := s.cfg.MaxBatchRows * max(s.cfg.Model.arch.Inputs, 1)
+	var req *InferRequest
+	var tensors []Tensor
+	if h := r.Header.Get(HeaderInferenceContentLength); h != "" {
+		jsonLen, perr := strconv.Atoi(h)
+		if perr != nil {
+			writeError(w, http.StatusBadRequest, "header %s: %q is not a byte count", HeaderInferenceContentLength, h)
+			return nil, nil, false
+		}
+		req, tensors, err = DecodeBinaryRequest(body, jsonLen, maxElements)
+	} else {
+		req, tensors, err = DecodeRequest(body, maxElements)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return nil, nil, false
@@ -260,6 +272,12 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	x, n, err := m.Features(tensors, s.cfg.MaxBatchRows)
 	if err == nil {
 		err = m.checkWanted(req.Outputs)
+	}
+	var bin map[string]bool
+	if err == nil {
+		if bin, err = binaryOutputs(req, m.Outputs(nil, 0, req.Outputs)); err != nil {
+			err = &BadInputError{msg: err.Error()}
+		}
 	}
 	var out []float32
 	if err == nil {
@@ -289,7 +307,23 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rows.Add(float64(n))
-	writeJSON(w, http.StatusOK, InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: m.Outputs(out, n, req.Outputs)})
+	resp := InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: m.Outputs(out, n, req.Outputs)}
+	if len(bin) == 0 {
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	raw := encodeBinaryOutputs(resp.Outputs, bin)
+	head, err := json.Marshal(resp)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode response: %v", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(HeaderInferenceContentLength, strconv.Itoa(len(head)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(head)+len(raw)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(head)
+	_, _ = w.Write(raw)
 }
 
 // Load reads an exported model: a directory holding model.safetensors (the export
