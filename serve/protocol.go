@@ -110,57 +110,83 @@ func DecodeRequest(body []byte, maxElements int) (*InferRequest, []Tensor, error
 // decodeRequest decodes the JSON part of a request; binary is the binary part of the
 // binary tensor data extension (nil: none, no input may have binary_data_size).
 func decodeRequest(body, binary []byte, maxElements int) (*InferRequest, []Tensor, error) {
+	if req, ok := fastDecodeEnvelope(body); ok {
+		if tensors, err := decodeInputs(req, binary, maxElements); err == nil {
+			return req, tensors, nil
+		}
+	}
+	// The reference decoder: for every request the fast one does not take, and for the
+	// error message of every bad one.
+	req, err := decodeEnvelope(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	tensors, err := decodeInputs(req, binary, maxElements)
+	if err != nil {
+		return nil, nil, err
+	}
+	return req, tensors, nil
+}
+
+// decodeEnvelope decodes the request's JSON with encoding/json: unknown fields and
+// trailing data are errors.
+func decodeEnvelope(body []byte) (*InferRequest, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	var req InferRequest
 	if err := dec.Decode(&req); err != nil {
-		return nil, nil, fmt.Errorf("request body: %w", err)
+		return nil, fmt.Errorf("request body: %w", err)
 	}
 	if _, err := dec.Token(); err == nil {
-		return nil, nil, errors.New("request body: trailing data after the JSON object")
+		return nil, errors.New("request body: trailing data after the JSON object")
 	}
+	return &req, nil
+}
+
+// decodeInputs checks the request's inputs and decodes their tensors.
+func decodeInputs(req *InferRequest, binary []byte, maxElements int) ([]Tensor, error) {
 	if len(req.Inputs) == 0 {
-		return nil, nil, errors.New("request body: no inputs")
+		return nil, errors.New("request body: no inputs")
 	}
 	seen := map[string]bool{}
 	tensors := make([]Tensor, len(req.Inputs))
 	off := 0 // the binary data consumed
 	for i, in := range req.Inputs {
 		if in.Name == "" {
-			return nil, nil, fmt.Errorf("inputs[%d]: name is missing", i)
+			return nil, fmt.Errorf("inputs[%d]: name is missing", i)
 		}
 		if seen[in.Name] {
-			return nil, nil, fmt.Errorf("input %q: given twice", in.Name)
+			return nil, fmt.Errorf("input %q: given twice", in.Name)
 		}
 		seen[in.Name] = true
 		size, isBinary, err := binaryDataSize(in.Parameters)
 		if err != nil {
-			return nil, nil, fmt.Errorf("input %q: %w", in.Name, err)
+			return nil, fmt.Errorf("input %q: %w", in.Name, err)
 		}
 		var raw []byte
 		if isBinary {
 			switch {
 			case binary == nil:
-				return nil, nil, fmt.Errorf("input %q: parameters.binary_data_size needs the %s header (the length of the JSON part)", in.Name, HeaderInferenceContentLength)
+				return nil, fmt.Errorf("input %q: parameters.binary_data_size needs the %s header (the length of the JSON part)", in.Name, HeaderInferenceContentLength)
 			case len(in.Data) > 0:
-				return nil, nil, fmt.Errorf("input %q: both data and parameters.binary_data_size given", in.Name)
+				return nil, fmt.Errorf("input %q: both data and parameters.binary_data_size given", in.Name)
 			case size > len(binary)-off:
-				return nil, nil, fmt.Errorf("input %q: binary_data_size %d exceeds the %d bytes of binary data left", in.Name, size, len(binary)-off)
+				return nil, fmt.Errorf("input %q: binary_data_size %d exceeds the %d bytes of binary data left", in.Name, size, len(binary)-off)
 			}
 			raw = binary[off : off+size]
 			off += size
 		}
 		t, err := decodeTensor(in, raw, isBinary, maxElements)
 		if err != nil {
-			return nil, nil, fmt.Errorf("input %q: %w", in.Name, err)
+			return nil, fmt.Errorf("input %q: %w", in.Name, err)
 		}
 		tensors[i] = t
 	}
 	if off != len(binary) {
-		return nil, nil, fmt.Errorf("request body: %d bytes of binary data after the JSON part, the inputs' binary_data_size add up to %d", len(binary), off)
+		return nil, fmt.Errorf("request body: %d bytes of binary data after the JSON part, the inputs' binary_data_size add up to %d", len(binary), off)
 	}
-	return &req, tensors, nil
+	return tensors, nil
 }
 
 func decodeTensor(in RequestInput, binary []byte, isBinary bool, maxElements int) (Tensor, error) {
@@ -192,16 +218,25 @@ func decodeTensor(in RequestInput, binary []byte, isBinary bool, maxElements int
 	if len(in.Data) == 0 {
 		return t, errors.New("data is missing")
 	}
+	var interned map[string]string // a column's values repeat: one string each
 	if in.Datatype == TypeBytes {
 		t.Strings = make([]string, n)
+		interned = map[string]string{}
 	} else {
 		t.Numbers = make([]float64, n)
 	}
 	count, err := walkArray(in.Data, n, func(i int, raw []byte) error {
 		if t.Strings != nil {
+			if s, ok := interned[string(raw)]; ok {
+				t.Strings[i] = s
+				return nil
+			}
 			s, err := parseString(raw)
 			if err != nil {
 				return fmt.Errorf("data[%d]: BYTES elements must be strings, got %.40s", i, raw)
+			}
+			if len(interned) < 4096 {
+				interned[string(raw)] = s
 			}
 			t.Strings[i] = s
 			return nil
@@ -308,21 +343,78 @@ func isJSONNumber(b []byte) bool {
 	return i == len(b)
 }
 
-// parseString decodes one JSON string element: plain ASCII without escapes directly,
-// anything else through encoding/json (escapes, UTF-8 checks).
+// parseString decodes one JSON string element: printable ASCII with the common
+// escapes directly, anything else (other bytes, surrogate pairs) through
+// encoding/json, which checks UTF-8.
 func parseString(raw []byte) (string, error) {
 	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
 		return "", errors.New("not a string")
 	}
 	inner := raw[1 : len(raw)-1]
+	plain := true
 	for _, c := range inner {
 		if c == '\\' || c == '"' || c < 0x20 || c >= 0x80 {
-			var s string
-			err := json.Unmarshal(raw, &s)
-			return s, err
+			plain = false
+			break
 		}
 	}
-	return string(inner), nil
+	if plain {
+		return string(inner), nil
+	}
+	if s, ok := unescapeASCII(inner); ok {
+		return s, nil
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
+}
+
+// unescapeASCII decodes a string body of printable ASCII with the escapes \" \\ \/ \b
+// \f \n \r \t and \uXXXX below U+0080 (what encoders write for "&", "<", ">"); it
+// reports false for anything else.
+func unescapeASCII(b []byte) (string, bool) {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c == '"' || c < 0x20 || c >= 0x80:
+			return "", false
+		case c != '\\':
+			out = append(out, c)
+			continue
+		}
+		i++
+		if i >= len(b) {
+			return "", false
+		}
+		switch b[i] {
+		case '"', '\\', '/':
+			out = append(out, b[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			if i+4 >= len(b) {
+				return "", false
+			}
+			v, err := strconv.ParseUint(string(b[i+1:i+5]), 16, 16)
+			if err != nil || v >= 0x80 {
+				return "", false
+			}
+			out = append(out, byte(v))
+			i += 4
+		default:
+			return "", false
+		}
+	}
+	return string(out), true
 }
 
 var (

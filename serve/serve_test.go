@@ -511,6 +511,25 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[-1],"datatype":"INT64","data":[]}]}`))
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[3],"datatype":"INT32","data":[1,2,99999999999]}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
+		// A request the fast decoders take (envelope and tensors), encoding/json and the
+		// same tensor checks take too, and read the same.
+		if fast, ok := fastDecodeEnvelope(body); ok {
+			if ft, err := decodeInputs(fast, nil, 1<<16); err == nil {
+				ref, err := decodeEnvelope(body)
+				if err != nil {
+					t.Fatalf("fast decoder took a body encoding/json refuses: %v", err)
+				}
+				rt, err := decodeInputs(ref, nil, 1<<16)
+				if err != nil {
+					t.Fatalf("fast decoder took tensors the reference path refuses: %v", err)
+				}
+				a, _ := json.Marshal([]any{fast, ft})
+				b, _ := json.Marshal([]any{ref, rt})
+				if !bytes.Equal(a, b) {
+					t.Fatalf("fast decoder read %s, encoding/json %s", a, b)
+				}
+			}
+		}
 		req, tensors, err := DecodeRequest(body, 1<<16)
 		if err != nil {
 			return
@@ -580,26 +599,44 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
-// BenchmarkInferTabular measures one 64-row request of the attrition MLP through the
-// HTTP handler: decoding, preprocessing, the forward pass and encoding.
+// BenchmarkInferTabular measures requests of 1, 64 and 1,024 rows of the attrition MLP
+// through the HTTP handler: decoding, preprocessing, the forward pass and encoding.
 func BenchmarkInferTabular(b *testing.B) {
 	f, tbl, pre := tabularFixture(b, "Attrition", data.TaskBinary)
-	rows := make([]int, 64)
-	for i := range rows {
-		rows[i] = i
+	f.srv.cfg.MaxBatchRows = 1 << 16
+	for _, n := range []int{1, 64, 1024} {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			var inputs []input
+			for _, c := range pre.Columns {
+				ci := tbl.ColumnIndex(c.Name)
+				if c.Kind == data.KindCategorical {
+					vals := make([]string, n)
+					for i := range n {
+						vals[i] = tbl.Rows[i][ci]
+					}
+					inputs = append(inputs, input{c.Name, []int{n}, TypeBytes, vals})
+					continue
+				}
+				vals := make([]float64, n)
+				for i := range n {
+					vals[i], _ = strconv.ParseFloat(tbl.Rows[i][ci], 64)
+				}
+				inputs = append(inputs, input{c.Name, []int{n}, TypeFP64, vals})
+			}
+			body, err := json.Marshal(inferReq{Inputs: inputs})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				f.srv.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/models/test-model/infer", bytes.NewReader(body)))
+				if rec.Code != 200 {
+					b.Fatalf("%d %s", rec.Code, rec.Body)
+				}
+			}
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "rows/s")
+		})
 	}
-	body, err := json.Marshal(inferReq{Inputs: rawColumns(tbl, pre, rows)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		rec := httptest.NewRecorder()
-		f.srv.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/models/test-model/infer", bytes.NewReader(body)))
-		if rec.Code != 200 {
-			b.Fatalf("%d %s", rec.Code, rec.Body)
-		}
-	}
-	b.ReportMetric(float64(b.N*len(rows))/b.Elapsed().Seconds(), "rows/s")
 }
