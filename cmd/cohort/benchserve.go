@@ -43,7 +43,7 @@ type benchLatency struct {
 	Rows      int     `json:"rows"`
 	Runtime   string  `json:"runtime"` // "cohort-json", "cohort-binary" or "onnxruntime"
 	Requests  int     `json:"requests"`
-	RowsPerS  float64 `json:"rows_per_s"`  // median over rounds
+	RowsPerS  float64 `json:"rows_per_s"` // median over rounds
 	BestRowsS float64 `json:"best_rows_per_s"`
 	P50Ms     float64 `json:"p50_ms"`
 	P99Ms     float64 `json:"p99_ms"`
