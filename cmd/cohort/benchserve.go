@@ -324,7 +324,8 @@ func writeBenchExample(name, dir string) (*data.Table, error) {
 		for i := range rows {
 			rows[i] = i
 		}
-		p, err := data.FitPreprocessor(t, rows, data.TabularConfig{Label: "Attrition", Positive: "Yes", Task: export.TaskBinary})
+		p, err := data.FitPreprocessor(t, rows, data.TabularConfig{Label: "Attrition", Positive: "Yes", Task: export.TaskBinary,
+			Exclude: []string{"Gender", "MaritalStatus"}})
 		if err != nil {
 			return nil, err
 		}

@@ -69,8 +69,13 @@ inputs, "binary_data": true on outputs).`,
 			logger := slog.New(slog.NewJSONHandler(serveLog, nil))
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			if b := cfg.Batching; b.Enabled && (b.MaxRows <= 0 || b.QueueSize <= 0 || b.Window < 0) {
-				return usageErr("--batch-max-rows %d and --queue %d must be positive, --batch-window %v not negative", b.MaxRows, b.QueueSize, b.Window)
+			switch b := cfg.Batching; {
+			case b.MaxRows <= 0:
+				return usageErr("--batch-max-rows %d: want at least 1", b.MaxRows)
+			case b.QueueSize <= 0:
+				return usageErr("--queue %d: want at least 1", b.QueueSize)
+			case b.Window < 0:
+				return usageErr("--batch-window %v: want 0 or more", b.Window)
 			}
 			cfg.Model, cfg.Logger, cfg.Registerer = m, logger, reg
 			srv, err := serve.New(cfg)
