@@ -174,13 +174,13 @@ func (b *batcher) run() {
 		if deadline != nil && !timer.Stop() {
 			<-timer.C
 		}
-		b.execute(batch, rows)
+		b.execute(batch)
 	}
 }
 
 // execute runs one batch and answers its requests. If the batch fails as a whole,
 // each request is run on its own, so that one request's failure is its own.
-func (b *batcher) execute(batch []*batchItem, rows int) {
+func (b *batcher) execute(batch []*batchItem) {
 	now := time.Now()
 	live := batch[:0:0]
 	for _, it := range batch {
@@ -191,7 +191,7 @@ func (b *batcher) execute(batch []*batchItem, rows int) {
 		b.waited.Observe(now.Sub(it.t0).Seconds())
 		live = append(live, it)
 	}
-	batch, rows = live, 0
+	batch, rows := live, 0
 	for _, it := range batch {
 		rows += it.n
 	}
