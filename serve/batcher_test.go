@@ -31,8 +31,7 @@ func withBatching(t *testing.T, f *fixture, b BatchingConfig) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Close)
-	f.srv = srv
+	f.srv = srv // closed by newFixture's cleanup
 }
 
 // oneRow is row r of the table as one raw tensor per feature column.

@@ -80,7 +80,9 @@ func newFixture(t testing.TB, m model.Model, err error, arch export.Architecture
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{m: m, params: p, arch: arch, srv: srv, reg: reg}
+	f := &fixture{m: m, params: p, arch: arch, srv: srv, reg: reg}
+	t.Cleanup(func() { f.srv.Close() })
+	return f
 }
 
 // do sends one request to the server and decodes the JSON answer into v.

@@ -3,7 +3,9 @@
 // architecture and fitted preprocessing), evaluated in pure Go. A request carries the
 // raw columns of the training data, one tensor each; the server applies the saved
 // preprocessing, runs the network and answers probabilities, class labels or
-// predictions in target units.
+// predictions in target units. The network runs on the training kernels (see engine);
+// concurrent small requests are batched server-side (see BatchingConfig), and the
+// binary tensor data extension is understood (see HeaderInferenceContentLength).
 //
 // POST /v2/models/{name}/explain takes the same body and answers infer's outputs plus
 // integrated-gradients attributions (see Model.Explain): one FP64
