@@ -33,8 +33,9 @@ type batchItem struct {
 // An executor takes the first queued request, then every request already queued, up
 // to maxRows rows. While requests that have arrived are still being decoded (they
 // will join the queue in microseconds), it waits for them, at most window after it took
-// the first request; a batch whose requests are all queued runs at once, so a lone
-// client pays no window.
+// the first request, and it yields the processor once so that handlers already
+// runnable can queue theirs; a batch whose requests are all queued runs at once, so a
+// lone client pays no window. A window of 0 takes only what is queued.
 type batcher struct {
 	model   *Model
 	queue   chan *batchItem
@@ -134,6 +135,7 @@ func (b *batcher) run() {
 		}
 		batch, rows := []*batchItem{first}, first.n
 		var deadline <-chan time.Time
+		yielded := false
 	collect:
 		for rows < b.maxRows {
 			select {
@@ -144,10 +146,20 @@ func (b *batcher) run() {
 					break collect
 				}
 				batch, rows = append(batch, it), rows+it.n
+				yielded = false
 				continue
 			default:
 			}
 			if b.window <= 0 || b.arrived.Load() <= 0 {
+				// Requests whose handlers are runnable but have not run yet (on few
+				// cores, all of them while this goroutine runs) are not counted in
+				// arrived: yield once to let them reach the queue, and again as long
+				// as that brings some.
+				if b.window > 0 && !yielded {
+					yielded = true
+					runtime.Gosched()
+					continue
+				}
 				break
 			}
 			if deadline == nil {
@@ -171,8 +183,8 @@ func (b *batcher) run() {
 				break collect
 			}
 		}
-		if deadline != nil && !timer.Stop() {
-			<-timer.C
+		if deadline != nil {
+			timer.Stop() // Go 1.23 timers: no stale value to drain after Stop
 		}
 		b.execute(batch)
 	}
