@@ -300,10 +300,15 @@ func runBenchServe(ctx context.Context, o benchServeOptions) ([]benchLatency, []
 }
 
 // writeBenchExample writes the example's export (safetensors and ONNX) under dir and
-// returns its sample table, if any.
+// returns its sample table, if any; the sample data is read from jobs/data under the
+// working directory.
 func writeBenchExample(name, dir string) (*data.Table, error) {
+	return writeBenchExampleFrom(name, dir, ".")
+}
+
+func writeBenchExampleFrom(name, dir, root string) (*data.Table, error) {
 	readSample := func(file string) (*data.Table, error) {
-		fh, err := os.Open(filepath.Join("jobs", "data", file))
+		fh, err := os.Open(filepath.Join(root, "jobs", "data", file))
 		if err != nil {
 			return nil, fmt.Errorf("%w (run from the repository root)", err)
 		}
