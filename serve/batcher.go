@@ -130,7 +130,15 @@ func (b *batcher) run() {
 			case first = <-b.queue:
 				b.depth.Dec()
 			case <-b.stop:
-				return
+				for { // answer what is still queued, one by one
+					select {
+					case it := <-b.queue:
+						b.depth.Dec()
+						b.execute([]*batchItem{it})
+					default:
+						return
+					}
+				}
 			}
 		}
 		batch, rows := []*batchItem{first}, first.n
