@@ -444,6 +444,9 @@ func TestServeEndpoints(t *testing.T) {
 		if code := f.do(t, "GET", path, nil, &v); code != 200 {
 			t.Fatalf("GET %s: %d %v", path, code, v)
 		}
+		if path == "/v2" && fmt.Sprint(v["extensions"]) != "[binary_tensor_data]" {
+			t.Fatalf("GET /v2: extensions %v, want [binary_tensor_data]", v["extensions"])
+		}
 	}
 	var md ModelMetadata
 	if code := f.do(t, "GET", "/v2/models/test-model", nil, &md); code != 200 {
