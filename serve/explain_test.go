@@ -194,6 +194,11 @@ func TestExplainZeroWeightColumn(t *testing.T) {
 		}
 		off += k
 	}
+	m := f.srv.cfg.Model
+	var err error
+	if m.eng, err = newEngine(m.arch, m.weights); err != nil { // the kernels' copy of the weights
+		t.Fatal(err)
+	}
 	rows := []int{10, 11, 12, 13, 14}
 	inputs := rawColumns(tbl, pre, rows)
 	ans := f.explain(t, explainReq{Inputs: inputs})

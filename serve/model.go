@@ -68,6 +68,7 @@ type Model struct {
 	// threshold is a binary model's decision threshold for the label output: the
 	// export's cohort.threshold (fixed or fitted on the validation split), else 0.5.
 	threshold float64
+	eng       *engine
 }
 
 // NewModel prepares an exported model for serving: it decodes the preprocessing in
@@ -147,6 +148,10 @@ func NewModel(m *export.Model) (*Model, error) {
 	if a.Task == export.TaskBinary && len(sm.classes) != 2 {
 		return nil, fmt.Errorf("model %s: a binary model needs 2 class names, has %d", m.Name, len(sm.classes))
 	}
+	var err error
+	if sm.eng, err = newEngine(m.Arch, m.Weights); err != nil {
+		return nil, fmt.Errorf("model %s: %w", m.Name, err)
+	}
 	return sm, nil
 }
 
@@ -172,6 +177,24 @@ func (m *Model) Metadata() ModelMetadata {
 // when empty). Errors caused by the request are *BadInputError; maxRows bounds the
 // batch.
 func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]ResponseOutput, int, error) {
+	x, n, err := m.Features(tensors, maxRows)
+	if err != nil {
+		return nil, n, err
+	}
+	if err := m.checkWanted(wanted); err != nil {
+		return nil, n, err
+	}
+	out := make([]float32, n*m.arch.Outputs)
+	if err := m.Predict(x, n, out); err != nil {
+		return nil, n, err
+	}
+	return m.Outputs(out, n, wanted), n, nil
+}
+
+// Features checks a request's decoded tensors and applies the preprocessing: it
+// returns the n rows' features (n*Inputs values, as the network takes them). Errors
+// are *BadInputError naming the input (and row); maxRows bounds n.
+func (m *Model) Features(tensors []Tensor, maxRows int) ([]float32, int, error) {
 	byName := make(map[string]*Tensor, len(tensors))
 	for i := range tensors {
 		byName[tensors[i].Name] = &tensors[i]
@@ -184,15 +207,49 @@ func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]
 		return nil, n, badInput("batch of %d rows exceeds the limit of %d", n, maxRows)
 	}
 	x := make([]float32, n*m.arch.Inputs)
+	if bf, ok := m.feat.(batchFeaturizer); ok && bf.fill(byName, n, x) {
+		return x, n, nil
+	}
 	for r := range n {
 		if err := m.feat.row(byName, r, x[r*m.arch.Inputs:(r+1)*m.arch.Inputs]); err != nil {
 			return nil, n, err
 		}
 	}
-	out := make([]float32, n*m.arch.Outputs)
-	if err := m.arch.Predict(m.weights, x, n, out); err != nil {
-		return nil, n, fmt.Errorf("predict: %w", err)
+	return x, n, nil
+}
+
+// Predict runs the network on n rows of features (from Features) with the training
+// kernels and writes Outputs values per row into out: the positive-class probability
+// (binary), the class probabilities (multiclass) or the standardized prediction
+// (regression).
+func (m *Model) Predict(x []float32, n int, out []float32) error {
+	if err := m.eng.predict(x, n, out); err != nil {
+		return fmt.Errorf("predict: %w", err)
 	}
+	return nil
+}
+
+// checkWanted refuses a requested output the model does not have.
+func (m *Model) checkWanted(wanted []RequestOutput) error {
+	for _, w := range wanted {
+		if !slices.ContainsFunc(m.Metadata().Outputs, func(o TensorMetadata) bool { return o.Name == w.Name }) {
+			return badInput("output %q: not an output of model %s (outputs: %s)", w.Name, m.name, m.outputList())
+		}
+	}
+	return nil
+}
+
+func (m *Model) outputList() string {
+	var names []string
+	for _, o := range m.Metadata().Outputs {
+		names = append(names, o.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Outputs turns n rows of Predict's values into the response tensors asked for (all
+// when wanted is empty; checkWanted has accepted the names).
+func (m *Model) Outputs(out []float32, n int, wanted []RequestOutput) []ResponseOutput {
 	var outs []ResponseOutput
 	switch m.arch.Task {
 	case export.TaskRegression:
@@ -229,17 +286,15 @@ func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]
 			ResponseOutput{Name: OutputLabel, Shape: []int{n}, Datatype: TypeBytes, Data: labels})
 	}
 	if len(wanted) == 0 {
-		return outs, n, nil
+		return outs
 	}
 	var sel []ResponseOutput
 	for _, w := range wanted {
-		i := slices.IndexFunc(outs, func(o ResponseOutput) bool { return o.Name == w.Name })
-		if i < 0 {
-			return nil, n, badInput("output %q: not an output of model %s (outputs: %s)", w.Name, m.name, outputNames(outs))
+		if i := slices.IndexFunc(outs, func(o ResponseOutput) bool { return o.Name == w.Name }); i >= 0 {
+			sel = append(sel, outs[i])
 		}
-		sel = append(sel, outs[i])
 	}
-	return sel, n, nil
+	return sel
 }
 
 func outputNames(outs []ResponseOutput) string {
@@ -306,6 +361,61 @@ func shapeString(shape []int64) string {
 		}
 	}
 	return "[" + strings.Join(s, ", ") + "]"
+}
+
+// batchFeaturizer is a featurizer with a fast path over all rows at once.
+type batchFeaturizer interface {
+	// fill writes the n rows' features into x and reports true, or reports false (x
+	// partly written) when the rows need the row-by-row path: one of them is bad, and
+	// row gives the error that names it.
+	fill(byName map[string]*Tensor, n int, x []float32) bool
+}
+
+// fill is the column-at-a-time form of row (data.Preprocessor.TransformRow) for
+// numeric columns sent as numbers and categorical columns sent as BYTES: the same
+// standardization, missing-value filling and one-hot encoding, without formatting
+// numbers as text and parsing them back. Numeric columns sent as text take the
+// row-by-row path.
+func (f *tabular) fill(byName map[string]*Tensor, n int, x []float32) bool {
+	dim := f.p.Dim
+	off := 0
+	for _, c := range f.p.Columns {
+		t := byName[c.Name]
+		switch c.Kind {
+		case data.KindNumeric:
+			if t.Numbers == nil {
+				return false
+			}
+			for r, v := range t.Numbers[:n] {
+				z := (v - c.Mean) / c.Std
+				if !(math.Abs(z) <= math.MaxFloat32) {
+					return false
+				}
+				x[r*dim+off] = float32(z)
+			}
+			off++
+		case data.KindCategorical:
+			if t.Strings == nil {
+				return false
+			}
+			k := len(c.Categories)
+			for r, v := range t.Strings[:n] {
+				row := x[r*dim+off : r*dim+off+k]
+				clear(row)
+				v = strings.TrimSpace(v)
+				if data.IsMissing(v) {
+					continue
+				}
+				if i, found := slices.BinarySearch(c.Categories, v); found {
+					row[i] = 1
+				}
+			}
+			off += k
+		default:
+			return false
+		}
+	}
+	return off == dim
 }
 
 // tabular applies a csv model's Preprocessor to one column tensor per feature column.

@@ -3,7 +3,9 @@
 // architecture and fitted preprocessing), evaluated in pure Go. A request carries the
 // raw columns of the training data, one tensor each; the server applies the saved
 // preprocessing, runs the network and answers probabilities, class labels or
-// predictions in target units.
+// predictions in target units. The network runs on the training kernels (see engine);
+// concurrent small requests are batched server-side (see BatchingConfig), and the
+// binary tensor data extension is understood (see HeaderInferenceContentLength).
 //
 // POST /v2/models/{name}/explain takes the same body and answers infer's outputs plus
 // integrated-gradients attributions (see Model.Explain): one FP64
@@ -46,11 +48,36 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics (nil: not registered).
 	Registerer prometheus.Registerer
+	// Batching merges concurrent small infer requests into server-side batches.
+	Batching BatchingConfig
 }
 
-// DefaultConfig returns a configuration with 16 MiB requests of up to 65536 rows.
+// BatchingConfig configures server-side (dynamic) batching: infer requests of fewer
+// than MaxRows rows wait in a bounded queue and are run together, up to MaxRows rows
+// per batch; a request that finds the queue full gets 429 with Retry-After.
+type BatchingConfig struct {
+	// Enabled turns batching on.
+	Enabled bool
+	// Window is the longest a batch waits, after its first request, for requests that
+	// have arrived and are still being decoded (0: never wait; a batch takes what is
+	// queued). A batch whose requests are all queued runs at once.
+	Window time.Duration
+	// MaxRows bounds the rows of one batch; requests of at least MaxRows rows are run
+	// on their own, outside the queue.
+	MaxRows int
+	// QueueSize bounds the requests waiting for a batch.
+	QueueSize int
+	// Executors is the number of batches run at once (0: GOMAXPROCS).
+	Executors int
+	// RetryAfter is the Retry-After of a 429 answer (rounded up to whole seconds).
+	RetryAfter time.Duration
+}
+
+// DefaultConfig returns a configuration with 16 MiB requests of up to 65536 rows and
+// batching on: a 2 ms window, batches of up to 64 rows, a queue of 256 requests.
 func DefaultConfig() Config {
-	return Config{MaxRequestBytes: 16 << 20, MaxBatchRows: 1 << 16}
+	return Config{MaxRequestBytes: 16 << 20, MaxBatchRows: 1 << 16,
+		Batching: BatchingConfig{Enabled: true, Window: 2 * time.Millisecond, MaxRows: 64, QueueSize: 256, RetryAfter: time.Second}}
 }
 
 // Server answers the Open Inference Protocol for one model.
@@ -61,6 +88,7 @@ type Server struct {
 	duration prometheus.Histogram
 	rows     prometheus.Counter
 	mux      *http.ServeMux
+	batch    *batcher // nil: batching off
 }
 
 // New checks cfg and returns a Server.
@@ -73,6 +101,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if b := cfg.Batching; b.Enabled && (b.MaxRows <= 0 || b.QueueSize <= 0 || b.Window < 0 || b.Executors < 0) {
+		return nil, fmt.Errorf("serve: batching: MaxRows %d and QueueSize %d must be positive, Window %v and Executors %d not negative", b.MaxRows, b.QueueSize, b.Window, b.Executors)
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger,
@@ -87,9 +118,15 @@ func New(cfg Config) (*Server, error) {
 			Name: "cohort_serve_inferred_rows_total", Help: "Rows answered by successful inference requests.",
 		}),
 	}
+	collectors := []prometheus.Collector{s.requests, s.duration, s.rows}
+	if b := cfg.Batching; b.Enabled {
+		s.batch = newBatcher(cfg.Model, b.Window, b.MaxRows, b.QueueSize, b.Executors)
+		collectors = append(collectors, s.batch.collectors()...)
+	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.requests, s.duration, s.rows} {
+		for _, c := range collectors {
 			if err := cfg.Registerer.Register(c); err != nil {
+				s.Close()
 				return nil, fmt.Errorf("serve: register metrics: %w", err)
 			}
 		}
@@ -102,7 +139,7 @@ func New(cfg Config) (*Server, error) {
 		writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
 	})
 	m.HandleFunc("GET /v2", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"name": "cohort", "version": "1", "extensions": []string{}})
+		writeJSON(w, http.StatusOK, map[string]any{"name": "cohort", "version": "1", "extensions": []string{"binary_tensor_data"}})
 	})
 	m.HandleFunc("GET /v2/models/{name}", s.withModel(s.metadata))
 	m.HandleFunc("GET /v2/models/{name}/versions/{version}", s.withModel(s.metadata))
@@ -114,6 +151,15 @@ func New(cfg Config) (*Server, error) {
 	m.HandleFunc("POST /v2/models/{name}/versions/{version}/explain", s.withModel(s.explain))
 	s.mux = m
 	return s, nil
+}
+
+// Close stops the batching executors after answering the queued requests; call it
+// after the HTTP server has shut down.
+func (s *Server) Close() {
+	if s.batch != nil {
+		s.batch.close()
+		s.batch = nil
+	}
 }
 
 // statusWriter records the status code of a response.
@@ -190,7 +236,19 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (*InferReque
 		writeError(w, http.StatusBadRequest, "read request body: %v", err)
 		return nil, nil, false
 	}
-	req, tensors, err := DecodeRequest(body, s.cfg.MaxBatchRows*max(s.cfg.Model.arch.Inputs, 1))
+	maxElements := s.cfg.MaxBatchRows * max(s.cfg.Model.arch.Inputs, 1)
+	var req *InferRequest
+	var tensors []Tensor
+	if h := r.Header.Get(HeaderInferenceContentLength); h != "" {
+		jsonLen, perr := strconv.Atoi(h)
+		if perr != nil {
+			writeError(w, http.StatusBadRequest, "header %s: %q is not a byte count", HeaderInferenceContentLength, h)
+			return nil, nil, false
+		}
+		req, tensors, err = DecodeBinaryRequest(body, jsonLen, maxElements)
+	} else {
+		req, tensors, err = DecodeRequest(body, maxElements)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return nil, nil, false
@@ -199,24 +257,75 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (*InferReque
 }
 
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+	if s.batch != nil {
+		s.batch.admit() // the batcher may wait for this request while it is decoded
+	}
+	admitted := s.batch != nil
+	defer func() {
+		if admitted {
+			s.batch.drop()
+		}
+	}()
 	req, tensors, ok := s.decodeBody(w, r)
 	if !ok {
 		return
 	}
 	m := s.cfg.Model
-	outs, n, err := m.Infer(tensors, req.Outputs, s.cfg.MaxBatchRows)
+	x, n, err := m.Features(tensors, s.cfg.MaxBatchRows)
+	if err == nil {
+		err = m.checkWanted(req.Outputs)
+	}
+	var bin map[string]bool
+	if err == nil {
+		if bin, err = binaryOutputs(req, m.Outputs(nil, 0, req.Outputs)); err != nil {
+			err = &BadInputError{msg: err.Error()}
+		}
+	}
+	var out []float32
+	if err == nil {
+		if admitted && n < s.cfg.Batching.MaxRows {
+			admitted = false // submit withdraws the admission
+			out, err = s.batch.submit(r.Context(), x, n)
+		} else {
+			out = make([]float32, n*m.arch.Outputs)
+			err = m.Predict(x, n, out)
+		}
+	}
 	if err != nil {
 		var bad *BadInputError
-		if errors.As(err, &bad) {
+		switch {
+		case errors.As(err, &bad):
 			writeError(w, http.StatusBadRequest, "%v", err)
-			return
+		case errors.Is(err, errQueueFull):
+			secs := max(1, int((s.cfg.Batching.RetryAfter+time.Second-1)/time.Second))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeError(w, http.StatusTooManyRequests, "the batching queue is full (%d requests waiting): retry after %d s", s.cfg.Batching.QueueSize, secs)
+		case r.Context().Err() != nil:
+			writeError(w, 499, "request canceled: %v", err)
+		default:
+			s.log.Error("inference failed", "model", m.Name(), "err", err)
+			writeError(w, http.StatusInternalServerError, "inference failed: %v", err)
 		}
-		s.log.Error("inference failed", "model", m.Name(), "err", err)
-		writeError(w, http.StatusInternalServerError, "inference failed: %v", err)
 		return
 	}
 	s.rows.Add(float64(n))
-	writeJSON(w, http.StatusOK, InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: outs})
+	resp := InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: m.Outputs(out, n, req.Outputs)}
+	if len(bin) == 0 {
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	raw := encodeBinaryOutputs(resp.Outputs, bin)
+	head, err := json.Marshal(resp)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode response: %v", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(HeaderInferenceContentLength, strconv.Itoa(len(head)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(head)+len(raw)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(head)
+	_, _ = w.Write(raw)
 }
 
 // Load reads an exported model: a directory holding model.safetensors (the export

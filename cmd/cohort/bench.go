@@ -121,7 +121,7 @@ the system). A model the GPU path cannot run is an error.`,
 	compute.Flags().IntVar(&threads, "threads", 0, "goroutines per step (0: the job's worker CPU request)")
 	compute.Flags().StringVar(&device, "device", worker.DeviceCPU, "where the steps run: cpu or gpu")
 	compute.Flags().IntVar(&gpuOrdinal, "gpu", 0, "which GPU with --device gpu")
-	cmd.AddCommand(compute)
+	cmd.AddCommand(compute, newBenchServeCmd(g))
 	return cmd
 }
 

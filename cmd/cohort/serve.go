@@ -45,7 +45,14 @@ An inference request has one input tensor per raw column of the training data, n
 as in the data (BYTES for text, FP32/FP64/INT64 for numbers, shape [N]); image models
 take "image" [N, C, H, W] pixels 0..255, sequence models one [N, lookback] tensor per
 feature. The saved preprocessing is applied and outputs[0] holds one probability
-(binary), class probabilities (multiclass) or value (regression) per row.`,
+(binary), class probabilities (multiclass) or value (regression) per row.
+
+The network runs on the training kernels. Concurrent small requests (fewer than
+--batch-max-rows rows) are batched server-side: a batch takes every queued request
+and waits up to --batch-window for requests still being decoded; when --queue
+requests are waiting, more get 429 with Retry-After. The KServe v2 binary tensor data
+extension is understood (Inference-Header-Content-Length; "binary_data_size" on
+inputs, "binary_data": true on outputs).`,
 		Example: `  cohort serve --model models/ --addr 127.0.0.1:8080
   cohort serve --model s3://cohort/jobs/attrition-mlp-1a2b3c4d/export/model.safetensors --s3-endpoint http://127.0.0.1:9000`,
 		Args: exactArgs(0),
@@ -62,6 +69,14 @@ feature. The saved preprocessing is applied and outputs[0] holds one probability
 			logger := slog.New(slog.NewJSONHandler(serveLog, nil))
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			switch b := cfg.Batching; {
+			case b.MaxRows <= 0:
+				return usageErr("--batch-max-rows %d: want at least 1", b.MaxRows)
+			case b.QueueSize <= 0:
+				return usageErr("--queue %d: want at least 1", b.QueueSize)
+			case b.Window < 0:
+				return usageErr("--batch-window %v: want 0 or more", b.Window)
+			}
 			cfg.Model, cfg.Logger, cfg.Registerer = m, logger, reg
 			srv, err := serve.New(cfg)
 			if err != nil {
@@ -88,6 +103,7 @@ feature. The saved preprocessing is applied and outputs[0] holds one probability
 			if err := hs.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve: shutdown: %w", err)
 			}
+			srv.Close()
 			logger.Info("stopped")
 			return nil
 		},
@@ -96,6 +112,10 @@ feature. The saved preprocessing is applied and outputs[0] holds one probability
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
 	cmd.Flags().Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "largest request body accepted (larger: 413)")
 	cmd.Flags().IntVar(&cfg.MaxBatchRows, "max-batch", cfg.MaxBatchRows, "most rows per request")
+	cmd.Flags().BoolVar(&cfg.Batching.Enabled, "batching", cfg.Batching.Enabled, "merge concurrent small infer requests into server-side batches")
+	cmd.Flags().DurationVar(&cfg.Batching.Window, "batch-window", cfg.Batching.Window, "longest a batch waits for requests still being decoded (0: take only what is queued)")
+	cmd.Flags().IntVar(&cfg.Batching.MaxRows, "batch-max-rows", cfg.Batching.MaxRows, "most rows per server-side batch; requests of this many rows or more run on their own")
+	cmd.Flags().IntVar(&cfg.Batching.QueueSize, "queue", cfg.Batching.QueueSize, "most requests waiting for a batch; more get 429 with Retry-After")
 	cmd.Flags().StringVar(&s3.Endpoint, "s3-endpoint", "", "S3 endpoint for s3:// models (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
 	cmd.Flags().StringVar(&s3.Region, "s3-region", "", "S3 region (default $AWS_REGION)")
 	cmd.Flags().BoolVar(&s3.PathStyle, "s3-path-style", true, "path-style S3 requests")

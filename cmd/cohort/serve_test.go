@@ -3,12 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,13 +112,78 @@ func TestServeCommand(t *testing.T) {
 	if code, body := post(`{"inputs":[{"name":"Age","shape":[1],"datatype":"INT64","data":[50]}]}`); code != 400 || !strings.Contains(body, `input \"Dept\": missing`) {
 		t.Fatalf("missing column: %d %s", code, body)
 	}
+	// The binary tensor data extension: INT64 ages and BYTES departments as raw bytes,
+	// the prediction answered in binary (FP64 little-endian).
+	le := binary.LittleEndian
+	var raw []byte
+	for _, age := range []uint64{50, 40} {
+		raw = le.AppendUint64(raw, age)
+	}
+	ages := len(raw)
+	for _, d := range []string{"Sales", "HR"} {
+		raw = le.AppendUint32(raw, uint32(len(d)))
+		raw = append(raw, d...)
+	}
+	head := fmt.Sprintf(`{"inputs":[{"name":"Age","shape":[2],"datatype":"INT64","parameters":{"binary_data_size":%d}},{"name":"Dept","shape":[2],"datatype":"BYTES","parameters":{"binary_data_size":%d}}],"outputs":[{"name":"prediction","parameters":{"binary_data":true}}]}`, ages, len(raw)-ages)
+	breq, err := http.NewRequest("POST", base+"/v2/models/income/infer", bytes.NewReader(append([]byte(head), raw...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	breq.Header.Set("Inference-Header-Content-Length", strconv.Itoa(len(head)))
+	bresp, err := http.DefaultClient.Do(breq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bbody, _ := io.ReadAll(bresp.Body)
+	bresp.Body.Close()
+	jl, err := strconv.Atoi(bresp.Header.Get("Inference-Header-Content-Length"))
+	if bresp.StatusCode != 200 || err != nil || jl+16 != len(bbody) || !strings.Contains(string(bbody[:jl]), `"binary_data_size":16`) {
+		t.Fatalf("binary infer: %d %q", bresp.StatusCode, bbody)
+	}
+	if a, b := math.Float64frombits(le.Uint64(bbody[jl:])), math.Float64frombits(le.Uint64(bbody[jl+8:])); a != 7000 || b != 6500 {
+		t.Fatalf("binary infer: %v, %v, want 7000, 6500", a, b)
+	}
+	// Concurrent one-row requests (batched server-side) each get their own row's answer.
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			age, dept, want := 50, "Sales", 7000.0
+			if i%2 == 1 {
+				age, dept, want = 40, "HR", 6500
+			}
+			resp, err := http.Post(base+"/v2/models/income/infer", "application/json", strings.NewReader(fmt.Sprintf(
+				`{"inputs":[{"name":"Age","shape":[1],"datatype":"INT64","data":[%d]},{"name":"Dept","shape":[1],"datatype":"BYTES","data":[%q]}]}`, age, dept)))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			var r struct {
+				Outputs []struct {
+					Data []float64 `json:"data"`
+				} `json:"outputs"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != 200 || len(r.Outputs) != 1 || len(r.Outputs[0].Data) != 1 || r.Outputs[0].Data[0] != want {
+				errs <- fmt.Errorf("request %d: status %d, %+v (%v), want %v", i, resp.StatusCode, r, err, want)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 	mresp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	metrics, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
-	for _, want := range []string{`cohort_serve_requests_total{code="200"}`, `cohort_serve_requests_total{code="400"} 1`, "cohort_serve_request_duration_seconds_count"} {
+	for _, want := range []string{`cohort_serve_requests_total{code="200"}`, `cohort_serve_requests_total{code="400"} 1`, "cohort_serve_request_duration_seconds_count",
+		"cohort_serve_queue_depth 0", "cohort_serve_batch_size_rows_count", "cohort_serve_rejected_requests_total 0", "cohort_serve_queue_wait_seconds_count"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Fatalf("/metrics lacks %s", want)
 		}
@@ -129,5 +199,23 @@ func TestServeCommand(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"model":"income"`) {
 		t.Fatalf("logs lack the model: %s", logs.String())
+	}
+}
+
+// TestServeBatchingFlags checks that bad batching flags exit with a usage error naming
+// the flag.
+func TestServeBatchingFlags(t *testing.T) {
+	dir := t.TempDir()
+	writeTinyExport(t, dir)
+	for _, args := range [][]string{{"--queue", "0"}, {"--batch-max-rows", "-1"}, {"--batch-window", "-1ms"}} {
+		root := newRootCmd()
+		root.SetArgs(append([]string{"serve", "--model", dir, "--addr", "127.0.0.1:0"}, args...))
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		err := root.Execute()
+		var u *exitError
+		if !errors.As(err, &u) || u.code != 2 || !strings.HasPrefix(err.Error(), args[0]+" ") {
+			t.Fatalf("%v: %v, want a usage error naming %s", args, err, args[0])
+		}
 	}
 }
