@@ -111,18 +111,35 @@ func (f *images) attribute(r int, feat []float64, dst map[string][]float64) {
 func (f *images) baseline() string { return "all-zero image" }
 
 // attribute gives each (feature, step) value its feature's attribution.
+// Calendar features' attributions go to the time input, summed per step.
 func (f *sequences) attribute(r int, feat []float64, dst map[string][]float64) {
-	nf, lb := len(f.s.Features), f.s.Lookback
+	nf, lb := f.s.StepWidth(), f.s.Lookback
 	for j, name := range f.s.Features {
 		d := dst[name][r*lb : (r+1)*lb]
 		for step := range d {
 			d[step] = feat[step*nf+j]
 		}
 	}
+	if len(f.s.Calendar) > 0 {
+		d := dst[f.s.Time][r*lb : (r+1)*lb]
+		for step := range d {
+			d[step] = 0
+			for j := len(f.s.Features); j < nf; j++ {
+				d[step] += feat[step*nf+j]
+			}
+		}
+	}
 }
 
 func (f *sequences) baseline() string {
-	return "every value at its feature's training mean (all-zero scaled features)"
+	b := "every value at its feature's training mean (all-zero scaled features)"
+	if len(f.s.Calendar) > 0 {
+		b += ", calendar features zero"
+	}
+	if f.s.Baseline == data.BaselineSeasonalNaive {
+		b += "; the explained output is the residual over the seasonal-naive forecast (the prediction less the value one period earlier)"
+	}
+	return b
 }
 
 // Explain answers one explain request: Infer's outputs for the tensors, then per row

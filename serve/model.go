@@ -69,7 +69,21 @@ type Model struct {
 	// export's cohort.threshold (fixed or fitted on the validation split), else 0.5.
 	threshold float64
 	eng       *engine
+	// naive is set for a sequence model trained with the seasonal-naive baseline: the
+	// network predicts the residual, and the prediction adds back the target value the
+	// window holds one period before the predicted row.
+	naive *naiveValue
 }
+
+// naiveValue locates a seasonal-naive value inside a feature row: the scaled target
+// at one step of the window.
+type naiveValue struct {
+	index     int     // position in the feature row
+	mean, std float64 // the target feature's scaling, to undo it
+}
+
+// of returns the naive value of feature row x.
+func (v *naiveValue) of(x []float32) float64 { return float64(x[v.index])*v.std + v.mean }
 
 // NewModel prepares an exported model for serving: it decodes the preprocessing in
 // its metadata (cohort.data_format, cohort.preprocessing) and checks that it produces
@@ -124,8 +138,22 @@ func NewModel(m *export.Model) (*Model, error) {
 		if err := strict(&s); err != nil {
 			return nil, err
 		}
-		if len(s.Features) == 0 || len(s.Mean) != len(s.Features) || len(s.Std) != len(s.Features) || s.Lookback != a.Steps || len(s.Features) != a.Features || a.Kind != export.KindLSTM {
-			return nil, fmt.Errorf("model %s: the sequence preprocessing (%d features, lookback %d) does not fit the %s (%d features, %d steps)", m.Name, len(s.Features), s.Lookback, a.Kind, a.Features, a.Steps)
+		if len(s.Features) == 0 || len(s.Mean) != len(s.Features) || len(s.Std) != len(s.Features) || s.Lookback != a.Steps || s.StepWidth() != a.Features || a.Kind != export.KindLSTM {
+			return nil, fmt.Errorf("model %s: the sequence preprocessing (%d features, %d calendar, lookback %d) does not fit the %s (%d features, %d steps)", m.Name, len(s.Features), len(s.Calendar), s.Lookback, a.Kind, a.Features, a.Steps)
+		}
+		if len(s.Calendar) > 0 && s.Time == "" {
+			return nil, fmt.Errorf("model %s: the sequence preprocessing has calendar features but no time column", m.Name)
+		}
+		switch s.Baseline {
+		case "":
+		case data.BaselineSeasonalNaive:
+			step, feature, ok := s.NaiveStep()
+			if !ok || a.Task != export.TaskRegression {
+				return nil, fmt.Errorf("model %s: the seasonal-naive baseline needs the target %q %d rows before the predicted row inside the %d-step window of a regression model: serving cannot add it back", m.Name, s.Target, s.Period, s.Lookback)
+			}
+			sm.naive = &naiveValue{index: step*s.StepWidth() + feature, mean: s.Mean[feature], std: s.Std[feature]}
+		default:
+			return nil, fmt.Errorf("model %s: sequence baseline %q is not %s", m.Name, s.Baseline, data.BaselineSeasonalNaive)
 		}
 		for i, std := range s.Std {
 			if !(std > 0) || math.IsInf(std, 0) || math.IsNaN(s.Mean[i]) || math.IsInf(s.Mean[i], 0) {
@@ -188,7 +216,7 @@ func (m *Model) Infer(tensors []Tensor, wanted []RequestOutput, maxRows int) ([]
 	if err := m.Predict(x, n, out); err != nil {
 		return nil, n, err
 	}
-	return m.Outputs(out, n, wanted), n, nil
+	return m.Outputs(x, out, n, wanted), n, nil
 }
 
 // Features checks a request's decoded tensors and applies the preprocessing: it
@@ -248,14 +276,19 @@ func (m *Model) outputList() string {
 }
 
 // Outputs turns n rows of Predict's values into the response tensors asked for (all
-// when wanted is empty; checkWanted has accepted the names).
-func (m *Model) Outputs(out []float32, n int, wanted []RequestOutput) []ResponseOutput {
+// when wanted is empty; checkWanted has accepted the names). x holds the rows'
+// features (from Features): a seasonal-naive model's prediction adds back the naive
+// value they hold.
+func (m *Model) Outputs(x, out []float32, n int, wanted []RequestOutput) []ResponseOutput {
 	var outs []ResponseOutput
 	switch m.arch.Task {
 	case export.TaskRegression:
 		vals := make([]float64, n)
 		for i := range vals {
 			vals[i] = m.arch.Unscale(float64(out[i]))
+			if m.naive != nil {
+				vals[i] += m.naive.of(x[i*m.arch.Inputs : (i+1)*m.arch.Inputs])
+			}
 		}
 		outs = append(outs, ResponseOutput{Name: OutputPrediction, Shape: []int{n}, Datatype: TypeFP64, Data: vals})
 	case export.TaskBinary:
@@ -508,9 +541,13 @@ func (f *images) row(byName map[string]*Tensor, r int, dst []float32) error {
 type sequences struct{ s *data.SequenceScaler }
 
 func (f *sequences) inputs() []TensorMetadata {
-	out := make([]TensorMetadata, len(f.s.Features))
+	out := make([]TensorMetadata, len(f.s.Features), len(f.s.Features)+1)
 	for i, name := range f.s.Features {
 		out[i] = TensorMetadata{Name: name, Datatype: TypeFP64, Shape: []int64{-1, int64(f.s.Lookback)}}
+	}
+	if len(f.s.Calendar) > 0 {
+		// The calendar features come from each step's date, in the time column.
+		out = append(out, TensorMetadata{Name: f.s.Time, Datatype: TypeBytes, Shape: []int64{-1, int64(f.s.Lookback)}})
 	}
 	return out
 }
@@ -523,7 +560,11 @@ func (f *sequences) rows(byName map[string]*Tensor) (int, error) {
 }
 
 func (f *sequences) row(byName map[string]*Tensor, r int, dst []float32) error {
-	nf, lb := len(f.s.Features), f.s.Lookback
+	nf, lb := f.s.StepWidth(), f.s.Lookback
+	naiveStep, naiveFeature := -1, -1
+	if f.s.Baseline == data.BaselineSeasonalNaive {
+		naiveStep, naiveFeature, _ = f.s.NaiveStep()
+	}
 	for j, name := range f.s.Features {
 		t := byName[name]
 		for step := range lb {
@@ -532,6 +573,9 @@ func (f *sequences) row(byName map[string]*Tensor, r int, dst []float32) error {
 			if t.Strings != nil {
 				s := strings.TrimSpace(t.Strings[k])
 				if data.IsMissing(s) {
+					if step == naiveStep && j == naiveFeature {
+						return badInput("input %q: row %d step %d: missing, but the seasonal-naive forecast adds this value back (the target %d steps before the prediction)", name, r, step, f.s.Period)
+					}
 					dst[step*nf+j] = 0 // the training mean
 					continue
 				}
@@ -547,6 +591,20 @@ func (f *sequences) row(byName map[string]*Tensor, r int, dst []float32) error {
 				return badInput("input %q: row %d step %d: %v is out of range after scaling", name, r, step, v)
 			}
 			dst[step*nf+j] = float32(z)
+		}
+	}
+	if len(f.s.Calendar) > 0 {
+		t, cal := byName[f.s.Time], make([]float64, 2*len(f.s.Calendar))
+		if t.Strings == nil {
+			return badInput("input %q: the time column holds dates (BYTES), such as 2024-01 or 2024-01-31", f.s.Time)
+		}
+		for step := range lb {
+			if err := f.s.CalendarStep(t.Strings[r*lb+step], cal); err != nil {
+				return badInput("input %q: row %d step %d: %v", f.s.Time, r, step, err)
+			}
+			for j, v := range cal {
+				dst[step*nf+len(f.s.Features)+j] = float32(v)
+			}
 		}
 	}
 	return nil

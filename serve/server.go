@@ -277,7 +277,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	}
 	var bin map[string]bool
 	if err == nil {
-		if bin, err = binaryOutputs(req, m.Outputs(nil, 0, req.Outputs)); err != nil {
+		if bin, err = binaryOutputs(req, m.Outputs(nil, nil, 0, req.Outputs)); err != nil {
 			err = &BadInputError{msg: err.Error()}
 		}
 	}
@@ -309,7 +309,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rows.Add(float64(n))
-	resp := InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: m.Outputs(out, n, req.Outputs)}
+	resp := InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: m.Outputs(x, out, n, req.Outputs)}
 	if len(bin) == 0 {
 		writeJSON(w, http.StatusOK, resp)
 		return

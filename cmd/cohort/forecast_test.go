@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/csv"
 	"encoding/json"
 	"math"
 	"os"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/internal/hrdata"
+	"github.com/cohort-dev/cohort/serve"
+	"github.com/cohort-dev/cohort/storage"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -102,6 +106,91 @@ func TestDevForecastBeatsSeasonalNaive(t *testing.T) {
 	}
 	t.Logf("val_rmse %.3f, seasonal naive %.3f, skill %.3f, val_mae %.3f (naive %.3f), val_r2 %.3f; test skill %.3f",
 		m["val_rmse"], m["val_rmse_seasonal_naive"], skill, m["val_mae"], m["val_mae_seasonal_naive"], m["val_r2"], m["test_skill_seasonal_naive"])
+	servedForecastRMSE(t, job, csv, m["val_rmse"])
+}
+
+// servedForecastRMSE serves the job's export (cohort serve's model: raw Headcount
+// windows and their Month dates in, the forecast in target units out, the
+// seasonal-naive value added back) on the validation windows it rebuilds from the CSV
+// (the windows whose predicted month is among the last 20% of months, as the
+// example's validation fraction says) and requires their RMSE to equal the val_rmse
+// the workers reported, up to float32 rounding.
+func servedForecastRMSE(t *testing.T, job *cohortv1.Job, csvPath string, valRMSE float64) {
+	t.Helper()
+	var prefix string
+	for _, u := range job.GetExports() {
+		if strings.HasSuffix(u, "/"+export.SafetensorsFile) {
+			prefix = strings.TrimSuffix(u, export.SafetensorsFile)
+		}
+	}
+	m, err := serve.Load(context.Background(), prefix, storage.S3Config{})
+	if err != nil {
+		t.Fatalf("serve.Load(%s): %v", prefix, err)
+	}
+	f, err := os.Open(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(f).ReadAll()
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows = rows[1:] // Month,Headcount, one row per month in order
+	const lookback = 12
+	nt := len(rows)
+	cut := nt - int(math.Round(0.2*float64(nt)))
+	var months []string
+	var counts, want []float64
+	n := 0
+	for p := cut; p < nt; p++ {
+		for step := p - lookback; step < p; step++ {
+			months = append(months, rows[step][0])
+			v, err := strconv.ParseFloat(rows[step][1], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts = append(counts, v)
+		}
+		y, err := strconv.ParseFloat(rows[p][1], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, y)
+		n++
+	}
+	if names := m.Metadata().Inputs; len(names) != 2 || names[0].Name != "Headcount" || names[1].Name != "Month" || names[1].Datatype != serve.TypeBytes {
+		t.Fatalf("served inputs %+v, want Headcount and the Month dates", names)
+	}
+	outs, _, err := m.Infer([]serve.Tensor{
+		{Name: "Headcount", Shape: []int{n, lookback}, Datatype: serve.TypeFP64, Numbers: counts},
+		{Name: "Month", Shape: []int{n, lookback}, Datatype: serve.TypeBytes, Strings: months},
+	}, nil, n)
+	if err != nil {
+		t.Fatalf("infer: %v", err)
+	}
+	pred := outs[0].Data.([]float64)
+	var ss float64
+	for i, y := range want {
+		ss += (pred[i] - y) * (pred[i] - y)
+	}
+	rmse := math.Sqrt(ss / float64(n))
+	if math.Abs(rmse-valRMSE) > 1e-4*valRMSE {
+		t.Fatalf("served forecasts' RMSE on the %d validation windows is %.6f, the workers reported val_rmse %.6f", n, rmse, valRMSE)
+	}
+	// A missing value where the naive forecast comes from is refused, naming it.
+	counts[0] = math.NaN()
+	strs := make([]string, len(counts))
+	for i, v := range counts {
+		strs[i] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	strs[0] = ""
+	if _, _, err := m.Infer([]serve.Tensor{
+		{Name: "Headcount", Shape: []int{n, lookback}, Datatype: serve.TypeBytes, Strings: strs},
+		{Name: "Month", Shape: []int{n, lookback}, Datatype: serve.TypeBytes, Strings: months},
+	}, nil, n); err == nil || !strings.Contains(err.Error(), "seasonal-naive") {
+		t.Fatalf("a missing naive value: %v", err)
+	}
 }
 
 // TestDevUnivariateShapes trains a univariate LSTM (features: [Headcount], which could

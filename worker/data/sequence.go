@@ -744,19 +744,37 @@ func (st *seqTable) calendarValues(s *SequenceScaler, ti int) error {
 				st.source, st.t.Line(r), st.t.Columns[ti], err)
 		}
 		vals := flat[r*2*len(s.Calendar) : (r+1)*2*len(s.Calendar)]
-		for j, f := range s.Calendar {
-			var angle float64
-			switch f {
-			case CalendarMonth:
-				angle = 2 * math.Pi * float64(tm.Month()-1) / 12
-			case CalendarWeek:
-				_, wk := tm.ISOWeek()
-				angle = 2 * math.Pi * float64(wk-1) / 53
-			}
-			vals[2*j], vals[2*j+1] = math.Sin(angle), math.Cos(angle)
-		}
+		s.calendarOf(tm, vals)
 		st.calendar[r] = vals
 	}
+	return nil
+}
+
+// calendarOf writes the calendar features of the date tm into dst (two per feature:
+// sine and cosine of the position in the year).
+func (s *SequenceScaler) calendarOf(tm time.Time, dst []float64) {
+	for j, f := range s.Calendar {
+		var angle float64
+		switch f {
+		case CalendarMonth:
+			angle = 2 * math.Pi * float64(tm.Month()-1) / 12
+		case CalendarWeek:
+			_, wk := tm.ISOWeek()
+			angle = 2 * math.Pi * float64(wk-1) / 53
+		}
+		dst[2*j], dst[2*j+1] = math.Sin(angle), math.Cos(angle)
+	}
+}
+
+// CalendarStep writes the calendar features of one step's time value (a date such as
+// 2024-01 or 2024-01-31) into dst, 2·len(Calendar) values as training computes them;
+// serving uses it.
+func (s *SequenceScaler) CalendarStep(v string, dst []float64) error {
+	tm, err := parseDate(v)
+	if err != nil {
+		return err
+	}
+	s.calendarOf(tm, dst)
 	return nil
 }
 
