@@ -70,6 +70,11 @@ type TLSConfig struct {
 	// even with material in Dir). A node that serves or calls a non-loopback address
 	// this way logs a warning every minute.
 	Insecure bool
+	// JoinToken (COH1...), when set and Dir holds no material yet, enrolls the node
+	// before it starts: a coordinator with Coordinator.Join, a node agent with its Join
+	// addresses (it then needs Dir). The CA is fetched, its hash checked against the
+	// token, and a certificate (and, for a coordinator token, the CA's key) received.
+	JoinToken string
 }
 
 // CoordinatorConfig is the coordinator role: one Raft voter.

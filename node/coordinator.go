@@ -101,13 +101,14 @@ func (n *Node) startCoordinator() error {
 	if n.tls != nil {
 		// Every caller presents a certificate from the cluster CA; its role decides which
 		// RPCs it may call (before the ACL's token check, when ACLs are on).
-		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(n.tls.certs)))
+		sopts = append(sopts, grpc.Creds(n.tls.coordinatorServerCreds()))
 		sopts = append(sopts, api.CertRoleServerOptions(log.With("role", "api"))...)
 	}
 	gs := grpc.NewServer(append(sopts, n.acl.serverOptions()...)...)
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
 	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))
+	n.enrollServices(gs, acfg)
 	n.gs = gs
 	n.serve(gs, glis)
 	return nil

@@ -46,6 +46,8 @@ type Node struct {
 	tls    *nodeTLS    // the TLS material, loaded by New; nil without TLS
 	// plaintext are the non-loopback addresses an Insecure node serves or calls.
 	plaintext []string
+	// bootstrapToken is the file holding the first admin join token ("" when none).
+	bootstrapToken string
 
 	runCtx context.Context // the running roles' context; cancelled by Shutdown
 	cancel context.CancelFunc
@@ -128,6 +130,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if err := n.startCoordinator(); err != nil {
 			return err
 		}
+		n.ensureBootstrapToken(n.runCtx)
 	}
 	if n.cfg.HTTPAddr != "" {
 		if err := n.startHTTP(); err != nil {

@@ -71,7 +71,7 @@ file. /metrics and /healthz stay open.`,
     --grpc-addr 10.0.0.2:7070 --http-addr 10.0.0.2:7071 --join 10.0.0.1:7070`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token, f.tls = g.token, nodeTLSConfig(g, f.insecure)
+			f.token, f.tls = aclToken(g), nodeTLSConfig(g, f.insecure)
 			return runCoordinator(cmd.Context(), f)
 		},
 	}

@@ -218,6 +218,8 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"resume_job":           applyResumeJob,
 	"override_gate":        applyOverrideGate,
 	"apply_plan":           applyApplyPlan,
+	"create_token":         applyCreateToken,
+	"revoke_token":         applyRevokeToken,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

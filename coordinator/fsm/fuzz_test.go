@@ -32,6 +32,8 @@ func FuzzApplyCommand(f *testing.F) {
 		quotaCmd("default", 4, false),
 		quotaCmd("default", 0, true),
 		queueCmd("research", 3, false),
+		tokenCmd("abc123", "client"),
+		revokeCmd("abc123"),
 		drainCmd("n1", 0, false),
 		nodeDownCmd("n1"),
 		{Kind: &cohortv1.Command_PreemptJobs{PreemptJobs: &cohortv1.PreemptJobsCommand{VictimJobIds: []string{"j1"}}}},

@@ -37,6 +37,8 @@ const (
 	// recordQuota and recordQueue (added in place, like recordCoordinator).
 	recordQuota byte = 6
 	recordQueue byte = 7
+	// recordToken (added in place, like recordCoordinator): a join-token record.
+	recordToken byte = 8
 	recordEnd   byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
@@ -155,11 +157,20 @@ func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 			return err
 		}
 	}
+	tokens, err := snap.Tokens(nil)
+	if err != nil {
+		return err
+	}
+	for _, t := range tokens {
+		if err := rw.message(recordToken, t); err != nil {
+			return err
+		}
+	}
 	indexes, err := snap.TableIndexes()
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues} {
+	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableTokens} {
 		idx, ok := indexes[table]
 		if !ok {
 			continue
@@ -270,6 +281,12 @@ func restoreRecord(txn *state.Txn, typ byte, payload []byte) error {
 			return fmt.Errorf("decode queue: %w", err)
 		}
 		return txn.RestoreQueue(q)
+	case recordToken:
+		t := &cohortv1.JoinToken{}
+		if err := proto.Unmarshal(payload, t); err != nil {
+			return fmt.Errorf("decode token: %w", err)
+		}
+		return txn.RestoreToken(t)
 	case recordTableIndex:
 		idx, n := binary.Uvarint(payload)
 		if n <= 0 {

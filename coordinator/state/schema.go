@@ -101,6 +101,9 @@ func schema() *memdb.DBSchema {
 	for name, t := range policyTables() {
 		s.Tables[name] = t
 	}
+	for name, t := range tokenTables() {
+		s.Tables[name] = t
+	}
 	return s
 }
 

@@ -46,6 +46,8 @@ type Command struct {
 	//	*Command_ResizeJob
 	//	*Command_OverrideGate
 	//	*Command_ApplyPlan
+	//	*Command_CreateToken
+	//	*Command_RevokeToken
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -239,6 +241,24 @@ func (x *Command) GetApplyPlan() *ApplyPlanCommand {
 	return nil
 }
 
+func (x *Command) GetCreateToken() *CreateTokenCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_CreateToken); ok {
+			return x.CreateToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeToken() *RevokeTokenCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RevokeToken); ok {
+			return x.RevokeToken
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -309,6 +329,15 @@ type Command_ApplyPlan struct {
 	ApplyPlan *ApplyPlanCommand `protobuf:"bytes,32,opt,name=apply_plan,json=applyPlan,proto3,oneof"`
 }
 
+type Command_CreateToken struct {
+	// create_token and revoke_token keep the join tokens (issue #16).
+	CreateToken *CreateTokenCommand `protobuf:"bytes,33,opt,name=create_token,json=createToken,proto3,oneof"`
+}
+
+type Command_RevokeToken struct {
+	RevokeToken *RevokeTokenCommand `protobuf:"bytes,34,opt,name=revoke_token,json=revokeToken,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Kind() {}
 
 func (*Command_CancelJob) isCommand_Kind() {}
@@ -340,6 +369,10 @@ func (*Command_ResizeJob) isCommand_Kind() {}
 func (*Command_OverrideGate) isCommand_Kind() {}
 
 func (*Command_ApplyPlan) isCommand_Kind() {}
+
+func (*Command_CreateToken) isCommand_Kind() {}
+
+func (*Command_RevokeToken) isCommand_Kind() {}
 
 // SubmitJobCommand adds a pending job unless one with the same idempotency key exists.
 type SubmitJobCommand struct {
@@ -1549,7 +1582,7 @@ var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\"\xef\b\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x15cohort/v1/types.proto\"\xf7\t\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1576,7 +1609,9 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"resize_job\x18\x1e \x01(\v2\x1b.cohort.v1.ResizeJobCommandH\x00R\tresizeJob\x12E\n" +
 	"\roverride_gate\x18\x1f \x01(\v2\x1e.cohort.v1.OverrideGateCommandH\x00R\foverrideGate\x12<\n" +
 	"\n" +
-	"apply_plan\x18  \x01(\v2\x1b.cohort.v1.ApplyPlanCommandH\x00R\tapplyPlanB\x06\n" +
+	"apply_plan\x18  \x01(\v2\x1b.cohort.v1.ApplyPlanCommandH\x00R\tapplyPlan\x12B\n" +
+	"\fcreate_token\x18! \x01(\v2\x1d.cohort.v1.CreateTokenCommandH\x00R\vcreateToken\x12B\n" +
+	"\frevoke_token\x18\" \x01(\v2\x1d.cohort.v1.RevokeTokenCommandH\x00R\vrevokeTokenB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"A\n" +
@@ -1706,18 +1741,20 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(*ApplyPlanCommand)(nil),           // 18: cohort.v1.ApplyPlanCommand
 	(*PlanEviction)(nil),               // 19: cohort.v1.PlanEviction
 	nil,                                // 20: cohort.v1.TaskReport.MetricsEntry
-	(*Job)(nil),                        // 21: cohort.v1.Job
-	(*Node)(nil),                       // 22: cohort.v1.Node
-	(*Allocation)(nil),                 // 23: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 24: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 25: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 26: cohort.v1.JobProgress
-	(*GateResult)(nil),                 // 27: cohort.v1.GateResult
-	(*ExportedFrom)(nil),               // 28: cohort.v1.ExportedFrom
-	(*EarlyStop)(nil),                  // 29: cohort.v1.EarlyStop
-	(*GateOverride)(nil),               // 30: cohort.v1.GateOverride
-	(*Quota)(nil),                      // 31: cohort.v1.Quota
-	(*Queue)(nil),                      // 32: cohort.v1.Queue
+	(*CreateTokenCommand)(nil),         // 21: cohort.v1.CreateTokenCommand
+	(*RevokeTokenCommand)(nil),         // 22: cohort.v1.RevokeTokenCommand
+	(*Job)(nil),                        // 23: cohort.v1.Job
+	(*Node)(nil),                       // 24: cohort.v1.Node
+	(*Allocation)(nil),                 // 25: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 26: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 27: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 28: cohort.v1.JobProgress
+	(*GateResult)(nil),                 // 29: cohort.v1.GateResult
+	(*ExportedFrom)(nil),               // 30: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),                  // 31: cohort.v1.EarlyStop
+	(*GateOverride)(nil),               // 32: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 33: cohort.v1.Quota
+	(*Queue)(nil),                      // 34: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1736,31 +1773,33 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	16, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
 	8,  // 14: cohort.v1.Command.override_gate:type_name -> cohort.v1.OverrideGateCommand
 	18, // 15: cohort.v1.Command.apply_plan:type_name -> cohort.v1.ApplyPlanCommand
-	21, // 16: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	22, // 17: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	23, // 18: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 19: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	24, // 20: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	25, // 21: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	26, // 22: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	20, // 23: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	27, // 24: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
-	28, // 25: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
-	29, // 26: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
-	30, // 27: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
-	10, // 28: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	31, // 29: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	32, // 30: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	23, // 31: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	16, // 32: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
-	19, // 33: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
-	4,  // 34: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
-	16, // 35: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	21, // 16: cohort.v1.Command.create_token:type_name -> cohort.v1.CreateTokenCommand
+	22, // 17: cohort.v1.Command.revoke_token:type_name -> cohort.v1.RevokeTokenCommand
+	23, // 18: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	24, // 19: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	25, // 20: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 21: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	26, // 22: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	27, // 23: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	28, // 24: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	20, // 25: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	29, // 26: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
+	30, // 27: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
+	31, // 28: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
+	32, // 29: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	10, // 30: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	33, // 31: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	34, // 32: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	25, // 33: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	16, // 34: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
+	19, // 35: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
+	4,  // 36: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
+	16, // 37: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -1768,6 +1807,7 @@ func file_cohort_v1_raft_proto_init() {
 	if File_cohort_v1_raft_proto != nil {
 		return
 	}
+	file_cohort_v1_enroll_proto_init()
 	file_cohort_v1_types_proto_init()
 	file_cohort_v1_raft_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_SubmitJob)(nil),
@@ -1786,6 +1826,8 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_ResizeJob)(nil),
 		(*Command_OverrideGate)(nil),
 		(*Command_ApplyPlan)(nil),
+		(*Command_CreateToken)(nil),
+		(*Command_RevokeToken)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
