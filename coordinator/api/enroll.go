@@ -6,11 +6,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
+	"github.com/cohort-dev/cohort/coordinator/state"
 	"github.com/cohort-dev/cohort/internal/pki"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -337,4 +339,21 @@ func (s *tokenService) RevokeToken(ctx context.Context, req *cohortv1.RevokeToke
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.RevokeTokenResponse, error) {
 		return cohortv1.NewTokenServiceClient(c).RevokeToken(ctx, req)
 	})
+}
+
+// workerNodes returns the sorted, distinct nodes of a job's live worker allocations:
+// the callers its parameter-server shards serve.
+func workerNodes(snap *state.StateSnapshot, ws memdb.WatchSet, jobID string) ([]string, error) {
+	allocs, err := snap.AllocsByJob(ws, jobID)
+	if err != nil {
+		return nil, err
+	}
+	var nodes []string
+	for _, a := range allocs {
+		if a.Kind == cohortv1.TaskKind_TASK_KIND_WORKER && !state.TaskTerminal(a.State) && !slices.Contains(nodes, a.NodeId) {
+			nodes = append(nodes, a.NodeId)
+		}
+	}
+	slices.Sort(nodes)
+	return nodes, nil
 }
