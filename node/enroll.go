@@ -283,6 +283,7 @@ func (n *Node) enrollServices(gs *grpc.Server, acfg api.Config) {
 	}}
 	cohortv1.RegisterEnrollServiceServer(gs, api.NewEnrollService(n.srv, acfg, ec))
 	cohortv1.RegisterTokenServiceServer(gs, api.NewTokenService(n.srv, acfg, ec))
+	cohortv1.RegisterGossipServiceServer(gs, api.NewGossipService(n.srv, acfg, ec))
 }
 
 // coordinatorServerCreds are the credentials of a coordinator's gRPC API: mutual TLS,

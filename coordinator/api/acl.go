@@ -176,6 +176,12 @@ var methodRules = map[string]rule{
 	cohortv1.TokenService_CreateToken_FullMethodName: {need: RoleAdmin},
 	cohortv1.TokenService_ListTokens_FullMethodName:  {need: RoleAdmin},
 	cohortv1.TokenService_RevokeToken_FullMethodName: {need: RoleAdmin},
+	// GossipService: the keys to agents; their management to admins.
+	cohortv1.GossipService_GetKeyring_FullMethodName: {need: RoleAgent},
+	cohortv1.GossipService_ListKeys_FullMethodName:   {need: RoleAdmin},
+	cohortv1.GossipService_InstallKey_FullMethodName: {need: RoleAdmin},
+	cohortv1.GossipService_UseKey_FullMethodName:     {need: RoleAdmin},
+	cohortv1.GossipService_RemoveKey_FullMethodName:  {need: RoleAdmin},
 }
 
 // submitNamespace is the namespace a submitted or planned spec names ("default" when

@@ -71,6 +71,13 @@ var certRoleRules = map[string][]pki.Role{
 	cohortv1.TokenService_CreateToken_FullMethodName: userCallers,
 	cohortv1.TokenService_ListTokens_FullMethodName:  userCallers,
 	cohortv1.TokenService_RevokeToken_FullMethodName: userCallers,
+	// GossipService: the keys themselves to node agents and coordinators; their
+	// management to people (admins, checked by the handlers).
+	cohortv1.GossipService_GetKeyring_FullMethodName: agentCallers,
+	cohortv1.GossipService_ListKeys_FullMethodName:   userCallers,
+	cohortv1.GossipService_InstallKey_FullMethodName: userCallers,
+	cohortv1.GossipService_UseKey_FullMethodName:     userCallers,
+	cohortv1.GossipService_RemoveKey_FullMethodName:  userCallers,
 }
 
 // allCallers is every certificate role.

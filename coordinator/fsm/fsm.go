@@ -220,6 +220,7 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"apply_plan":           applyApplyPlan,
 	"create_token":         applyCreateToken,
 	"revoke_token":         applyRevokeToken,
+	"set_gossip_keyring":   applySetGossipKeyring,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

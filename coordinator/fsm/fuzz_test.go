@@ -34,6 +34,7 @@ func FuzzApplyCommand(f *testing.F) {
 		queueCmd("research", 3, false),
 		tokenCmd("abc123", "client"),
 		revokeCmd("abc123"),
+		keyringCmd("sealed", 1),
 		drainCmd("n1", 0, false),
 		nodeDownCmd("n1"),
 		{Kind: &cohortv1.Command_PreemptJobs{PreemptJobs: &cohortv1.PreemptJobsCommand{VictimJobIds: []string{"j1"}}}},

@@ -39,7 +39,9 @@ const (
 	recordQueue byte = 7
 	// recordToken (added in place, like recordCoordinator): a join-token record.
 	recordToken byte = 8
-	recordEnd   byte = 0xff
+	// recordGossipKeyring (added in place): the sealed gossip keyring.
+	recordGossipKeyring byte = 9
+	recordEnd           byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
 	// memory.
@@ -166,11 +168,18 @@ func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 			return err
 		}
 	}
+	if k, err := snap.GossipKeyring(nil); err != nil {
+		return err
+	} else if k != nil {
+		if err := rw.message(recordGossipKeyring, k); err != nil {
+			return err
+		}
+	}
 	indexes, err := snap.TableIndexes()
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableTokens} {
+	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableTokens, state.TableGossipKeyring} {
 		idx, ok := indexes[table]
 		if !ok {
 			continue
@@ -287,6 +296,12 @@ func restoreRecord(txn *state.Txn, typ byte, payload []byte) error {
 			return fmt.Errorf("decode token: %w", err)
 		}
 		return txn.RestoreToken(t)
+	case recordGossipKeyring:
+		k := &cohortv1.GossipKeyring{}
+		if err := proto.Unmarshal(payload, k); err != nil {
+			return fmt.Errorf("decode gossip keyring: %w", err)
+		}
+		return txn.RestoreGossipKeyring(k)
 	case recordTableIndex:
 		idx, n := binary.Uvarint(payload)
 		if n <= 0 {

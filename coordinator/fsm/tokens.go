@@ -59,3 +59,29 @@ func applyRevokeToken(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	}
 	return stored, nil
 }
+
+// ErrStaleKeyring means a set_gossip_keyring carries an older version than the stored
+// keyring: two changes raced, and the later proposal must start again from the newer
+// keyring.
+var ErrStaleKeyring = errors.New("fsm: the gossip keyring changed meanwhile")
+
+// applySetGossipKeyring replaces the sealed gossip keyring. Response: the stored
+// *GossipKeyring.
+func applySetGossipKeyring(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	c := cmd.GetSetGossipKeyring()
+	if len(c.GetSealed()) == 0 {
+		return nil, fmt.Errorf("fsm: set gossip keyring: %w: empty keyring", state.ErrInvalidObject)
+	}
+	cur, err := txn.GossipKeyring(nil)
+	if err != nil {
+		return nil, err
+	}
+	if cur != nil && c.GetVersion() <= cur.GetVersion() {
+		return nil, fmt.Errorf("%w: version %d, stored %d", ErrStaleKeyring, c.GetVersion(), cur.GetVersion())
+	}
+	k := &cohortv1.GossipKeyring{Sealed: append([]byte(nil), c.GetSealed()...), Version: c.GetVersion()}
+	if err := txn.SetGossipKeyring(k); err != nil {
+		return nil, err
+	}
+	return k, nil
+}

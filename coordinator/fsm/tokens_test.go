@@ -56,3 +56,33 @@ func TestJoinTokenCommands(t *testing.T) {
 		t.Fatalf("restored token %v, want %v", got, tok)
 	}
 }
+
+func keyringCmd(sealed string, version uint64) *cohortv1.Command {
+	return &cohortv1.Command{Kind: &cohortv1.Command_SetGossipKeyring{SetGossipKeyring: &cohortv1.SetGossipKeyringCommand{Sealed: []byte(sealed), Version: version}}}
+}
+
+// TestSetGossipKeyring: the keyring is replaced only by a newer version, never emptied,
+// and survives a snapshot.
+func TestSetGossipKeyring(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(keyringCmd("v1", 1))
+	if err, ok := h.apply(keyringCmd("v1-again", 1)).(error); !ok || !errors.Is(err, ErrStaleKeyring) {
+		t.Fatalf("same version applied: %v", err)
+	}
+	if _, ok := h.apply(keyringCmd("", 2)).(error); !ok {
+		t.Fatal("an empty keyring applied")
+	}
+	h.mustApply(keyringCmd("v2", 2))
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, h.f.State().Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	restored, err := ReadSnapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := restored.GossipKeyring(nil)
+	if string(k.GetSealed()) != "v2" || k.GetVersion() != 2 {
+		t.Fatalf("restored keyring %v", k)
+	}
+}

@@ -26,6 +26,7 @@ func tokenTables() map[string]*memdb.TableSchema {
 				}),
 			},
 		},
+		TableGossipKeyring: gossipKeyringTable(),
 	}
 }
 
@@ -76,6 +77,51 @@ func (t *Txn) RestoreToken(tok *cohortv1.JoinToken) error {
 	}
 	if err := t.txn.Insert(TableTokens, tok); err != nil {
 		return fmt.Errorf("state: restore token %q: %w", tok.Id, err)
+	}
+	return nil
+}
+
+// TableGossipKeyring holds the one sealed gossip keyring (id "keyring").
+const TableGossipKeyring = "gossip_keyring"
+
+const gossipKeyringID = "keyring"
+
+func gossipKeyringTable() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: TableGossipKeyring,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": index("id", true, false, func(obj any) (string, bool) {
+				_, ok := obj.(*cohortv1.GossipKeyring)
+				return gossipKeyringID, ok
+			}),
+		},
+	}
+}
+
+// GossipKeyring returns the sealed gossip keyring, or nil when none was set.
+func (s *Store) GossipKeyring(ws memdb.WatchSet) (*cohortv1.GossipKeyring, error) {
+	return s.reader().GossipKeyring(ws)
+}
+
+// GossipKeyring returns the sealed gossip keyring, or nil when none was set.
+func (r Reader) GossipKeyring(ws memdb.WatchSet) (*cohortv1.GossipKeyring, error) {
+	return first[*cohortv1.GossipKeyring](r, ws, TableGossipKeyring, "id", gossipKeyringID)
+}
+
+// SetGossipKeyring replaces the sealed gossip keyring; the store takes ownership of it.
+func (t *Txn) SetGossipKeyring(k *cohortv1.GossipKeyring) error {
+	k.ModifyIndex = t.index
+	if err := t.txn.Insert(TableGossipKeyring, k); err != nil {
+		return fmt.Errorf("state: set gossip keyring: %w", err)
+	}
+	t.touched[TableGossipKeyring] = true
+	return nil
+}
+
+// RestoreGossipKeyring inserts the keyring as it was persisted (snapshot restore).
+func (t *Txn) RestoreGossipKeyring(k *cohortv1.GossipKeyring) error {
+	if err := t.txn.Insert(TableGossipKeyring, k); err != nil {
+		return fmt.Errorf("state: restore gossip keyring: %w", err)
 	}
 	return nil
 }

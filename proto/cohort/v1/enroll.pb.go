@@ -828,6 +828,593 @@ func (x *RevokeTokenResponse) GetToken() *JoinToken {
 	return nil
 }
 
+// SetGossipKeyringCommand replaces the sealed keyring (Raft command set_gossip_keyring).
+type SetGossipKeyringCommand struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sealed []byte                 `protobuf:"bytes,1,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	// version increases with every change; a command with an older version than the
+	// stored one is refused.
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGossipKeyringCommand) Reset() {
+	*x = SetGossipKeyringCommand{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGossipKeyringCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGossipKeyringCommand) ProtoMessage() {}
+
+func (x *SetGossipKeyringCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGossipKeyringCommand.ProtoReflect.Descriptor instead.
+func (*SetGossipKeyringCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SetGossipKeyringCommand) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
+func (x *SetGossipKeyringCommand) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// GossipKeyring is the stored keyring: sealed (pki.CA.Seal of a GossipKeys).
+type GossipKeyring struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sealed        []byte                 `protobuf:"bytes,1,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	ModifyIndex   uint64                 `protobuf:"varint,3,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeyring) Reset() {
+	*x = GossipKeyring{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeyring) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeyring) ProtoMessage() {}
+
+func (x *GossipKeyring) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeyring.ProtoReflect.Descriptor instead.
+func (*GossipKeyring) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GossipKeyring) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
+func (x *GossipKeyring) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *GossipKeyring) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// GossipKeys is the plaintext keyring, sealed before it is proposed.
+type GossipKeys struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keys are 32-byte AES keys; keys[0] is the primary.
+	Keys          [][]byte `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeys) Reset() {
+	*x = GossipKeys{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeys) ProtoMessage() {}
+
+func (x *GossipKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeys.ProtoReflect.Descriptor instead.
+func (*GossipKeys) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GossipKeys) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type GetKeyringRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyringRequest) Reset() {
+	*x = GetKeyringRequest{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyringRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyringRequest) ProtoMessage() {}
+
+func (x *GetKeyringRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyringRequest.ProtoReflect.Descriptor instead.
+func (*GetKeyringRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{16}
+}
+
+type GetKeyringResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keys[0] is the primary.
+	Keys          [][]byte `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Version       uint64   `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyringResponse) Reset() {
+	*x = GetKeyringResponse{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyringResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyringResponse) ProtoMessage() {}
+
+func (x *GetKeyringResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyringResponse.ProtoReflect.Descriptor instead.
+func (*GetKeyringResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetKeyringResponse) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *GetKeyringResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type GossipKeyInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// fingerprint is the first 16 hex digits of the SHA-256 of the key.
+	Fingerprint   string `protobuf:"bytes,1,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Primary       bool   `protobuf:"varint,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeyInfo) Reset() {
+	*x = GossipKeyInfo{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeyInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeyInfo) ProtoMessage() {}
+
+func (x *GossipKeyInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeyInfo.ProtoReflect.Descriptor instead.
+func (*GossipKeyInfo) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GossipKeyInfo) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *GossipKeyInfo) GetPrimary() bool {
+	if x != nil {
+		return x.Primary
+	}
+	return false
+}
+
+type ListGossipKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGossipKeysRequest) Reset() {
+	*x = ListGossipKeysRequest{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGossipKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGossipKeysRequest) ProtoMessage() {}
+
+func (x *ListGossipKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGossipKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListGossipKeysRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{19}
+}
+
+type ListGossipKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*GossipKeyInfo       `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGossipKeysResponse) Reset() {
+	*x = ListGossipKeysResponse{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGossipKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGossipKeysResponse) ProtoMessage() {}
+
+func (x *ListGossipKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGossipKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListGossipKeysResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListGossipKeysResponse) GetKeys() []*GossipKeyInfo {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ListGossipKeysResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type InstallGossipKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is 16, 24 or 32 bytes; empty makes a random 32-byte key.
+	Key           []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallGossipKeyRequest) Reset() {
+	*x = InstallGossipKeyRequest{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallGossipKeyRequest) ProtoMessage() {}
+
+func (x *InstallGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*InstallGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *InstallGossipKeyRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type UseGossipKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// fingerprint names an installed key (as ListKeys shows it).
+	Fingerprint   string `protobuf:"bytes,1,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UseGossipKeyRequest) Reset() {
+	*x = UseGossipKeyRequest{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UseGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UseGossipKeyRequest) ProtoMessage() {}
+
+func (x *UseGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UseGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*UseGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UseGossipKeyRequest) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+type RemoveGossipKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fingerprint   string                 `protobuf:"bytes,1,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveGossipKeyRequest) Reset() {
+	*x = RemoveGossipKeyRequest{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveGossipKeyRequest) ProtoMessage() {}
+
+func (x *RemoveGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*RemoveGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RemoveGossipKeyRequest) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+type GossipKeyringChange struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Keys    []*GossipKeyInfo       `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// fingerprint is the key installed, used or removed.
+	Fingerprint   string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeyringChange) Reset() {
+	*x = GossipKeyringChange{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeyringChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeyringChange) ProtoMessage() {}
+
+func (x *GossipKeyringChange) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeyringChange.ProtoReflect.Descriptor instead.
+func (*GossipKeyringChange) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GossipKeyringChange) GetKeys() []*GossipKeyInfo {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *GossipKeyringChange) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *GossipKeyringChange) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
 var File_cohort_v1_enroll_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_enroll_proto_rawDesc = "" +
@@ -892,7 +1479,38 @@ const file_cohort_v1_enroll_proto_rawDesc = "" +
 	"\x12RevokeTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"A\n" +
 	"\x13RevokeTokenResponse\x12*\n" +
-	"\x05token\x18\x01 \x01(\v2\x14.cohort.v1.JoinTokenR\x05token2\x8a\x01\n" +
+	"\x05token\x18\x01 \x01(\v2\x14.cohort.v1.JoinTokenR\x05token\"K\n" +
+	"\x17SetGossipKeyringCommand\x12\x16\n" +
+	"\x06sealed\x18\x01 \x01(\fR\x06sealed\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"d\n" +
+	"\rGossipKeyring\x12\x16\n" +
+	"\x06sealed\x18\x01 \x01(\fR\x06sealed\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12!\n" +
+	"\fmodify_index\x18\x03 \x01(\x04R\vmodifyIndex\" \n" +
+	"\n" +
+	"GossipKeys\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\"\x13\n" +
+	"\x11GetKeyringRequest\"B\n" +
+	"\x12GetKeyringResponse\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"K\n" +
+	"\rGossipKeyInfo\x12 \n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\bR\aprimary\"\x17\n" +
+	"\x15ListGossipKeysRequest\"`\n" +
+	"\x16ListGossipKeysResponse\x12,\n" +
+	"\x04keys\x18\x01 \x03(\v2\x18.cohort.v1.GossipKeyInfoR\x04keys\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"+\n" +
+	"\x17InstallGossipKeyRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"7\n" +
+	"\x13UseGossipKeyRequest\x12 \n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\":\n" +
+	"\x16RemoveGossipKeyRequest\x12 \n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\"\x7f\n" +
+	"\x13GossipKeyringChange\x12,\n" +
+	"\x04keys\x18\x01 \x03(\v2\x18.cohort.v1.GossipKeyInfoR\x04keys\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12 \n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint2\x8a\x01\n" +
 	"\rEnrollService\x12=\n" +
 	"\x06Enroll\x12\x18.cohort.v1.EnrollRequest\x1a\x19.cohort.v1.EnrollResponse\x12:\n" +
 	"\x05Renew\x12\x17.cohort.v1.RenewRequest\x1a\x18.cohort.v1.RenewResponse2\xf5\x01\n" +
@@ -900,7 +1518,15 @@ const file_cohort_v1_enroll_proto_rawDesc = "" +
 	"\vCreateToken\x12\x1d.cohort.v1.CreateTokenRequest\x1a\x1e.cohort.v1.CreateTokenResponse\x12I\n" +
 	"\n" +
 	"ListTokens\x12\x1c.cohort.v1.ListTokensRequest\x1a\x1d.cohort.v1.ListTokensResponse\x12L\n" +
-	"\vRevokeToken\x12\x1d.cohort.v1.RevokeTokenRequest\x1a\x1e.cohort.v1.RevokeTokenResponseB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\vRevokeToken\x12\x1d.cohort.v1.RevokeTokenRequest\x1a\x1e.cohort.v1.RevokeTokenResponse2\x97\x03\n" +
+	"\rGossipService\x12I\n" +
+	"\n" +
+	"GetKeyring\x12\x1c.cohort.v1.GetKeyringRequest\x1a\x1d.cohort.v1.GetKeyringResponse\x12O\n" +
+	"\bListKeys\x12 .cohort.v1.ListGossipKeysRequest\x1a!.cohort.v1.ListGossipKeysResponse\x12P\n" +
+	"\n" +
+	"InstallKey\x12\".cohort.v1.InstallGossipKeyRequest\x1a\x1e.cohort.v1.GossipKeyringChange\x12H\n" +
+	"\x06UseKey\x12\x1e.cohort.v1.UseGossipKeyRequest\x1a\x1e.cohort.v1.GossipKeyringChange\x12N\n" +
+	"\tRemoveKey\x12!.cohort.v1.RemoveGossipKeyRequest\x1a\x1e.cohort.v1.GossipKeyringChangeB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_enroll_proto_rawDescOnce sync.Once
@@ -914,42 +1540,66 @@ func file_cohort_v1_enroll_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_enroll_proto_rawDescData
 }
 
-var file_cohort_v1_enroll_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_cohort_v1_enroll_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_cohort_v1_enroll_proto_goTypes = []any{
-	(*JoinToken)(nil),           // 0: cohort.v1.JoinToken
-	(*CreateTokenCommand)(nil),  // 1: cohort.v1.CreateTokenCommand
-	(*RevokeTokenCommand)(nil),  // 2: cohort.v1.RevokeTokenCommand
-	(*EnrollRequest)(nil),       // 3: cohort.v1.EnrollRequest
-	(*EnrollResponse)(nil),      // 4: cohort.v1.EnrollResponse
-	(*RenewRequest)(nil),        // 5: cohort.v1.RenewRequest
-	(*RenewResponse)(nil),       // 6: cohort.v1.RenewResponse
-	(*CreateTokenRequest)(nil),  // 7: cohort.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil), // 8: cohort.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),   // 9: cohort.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),  // 10: cohort.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),  // 11: cohort.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil), // 12: cohort.v1.RevokeTokenResponse
+	(*JoinToken)(nil),               // 0: cohort.v1.JoinToken
+	(*CreateTokenCommand)(nil),      // 1: cohort.v1.CreateTokenCommand
+	(*RevokeTokenCommand)(nil),      // 2: cohort.v1.RevokeTokenCommand
+	(*EnrollRequest)(nil),           // 3: cohort.v1.EnrollRequest
+	(*EnrollResponse)(nil),          // 4: cohort.v1.EnrollResponse
+	(*RenewRequest)(nil),            // 5: cohort.v1.RenewRequest
+	(*RenewResponse)(nil),           // 6: cohort.v1.RenewResponse
+	(*CreateTokenRequest)(nil),      // 7: cohort.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 8: cohort.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 9: cohort.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 10: cohort.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),      // 11: cohort.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 12: cohort.v1.RevokeTokenResponse
+	(*SetGossipKeyringCommand)(nil), // 13: cohort.v1.SetGossipKeyringCommand
+	(*GossipKeyring)(nil),           // 14: cohort.v1.GossipKeyring
+	(*GossipKeys)(nil),              // 15: cohort.v1.GossipKeys
+	(*GetKeyringRequest)(nil),       // 16: cohort.v1.GetKeyringRequest
+	(*GetKeyringResponse)(nil),      // 17: cohort.v1.GetKeyringResponse
+	(*GossipKeyInfo)(nil),           // 18: cohort.v1.GossipKeyInfo
+	(*ListGossipKeysRequest)(nil),   // 19: cohort.v1.ListGossipKeysRequest
+	(*ListGossipKeysResponse)(nil),  // 20: cohort.v1.ListGossipKeysResponse
+	(*InstallGossipKeyRequest)(nil), // 21: cohort.v1.InstallGossipKeyRequest
+	(*UseGossipKeyRequest)(nil),     // 22: cohort.v1.UseGossipKeyRequest
+	(*RemoveGossipKeyRequest)(nil),  // 23: cohort.v1.RemoveGossipKeyRequest
+	(*GossipKeyringChange)(nil),     // 24: cohort.v1.GossipKeyringChange
 }
 var file_cohort_v1_enroll_proto_depIdxs = []int32{
 	0,  // 0: cohort.v1.CreateTokenCommand.token:type_name -> cohort.v1.JoinToken
 	0,  // 1: cohort.v1.CreateTokenResponse.record:type_name -> cohort.v1.JoinToken
 	0,  // 2: cohort.v1.ListTokensResponse.tokens:type_name -> cohort.v1.JoinToken
 	0,  // 3: cohort.v1.RevokeTokenResponse.token:type_name -> cohort.v1.JoinToken
-	3,  // 4: cohort.v1.EnrollService.Enroll:input_type -> cohort.v1.EnrollRequest
-	5,  // 5: cohort.v1.EnrollService.Renew:input_type -> cohort.v1.RenewRequest
-	7,  // 6: cohort.v1.TokenService.CreateToken:input_type -> cohort.v1.CreateTokenRequest
-	9,  // 7: cohort.v1.TokenService.ListTokens:input_type -> cohort.v1.ListTokensRequest
-	11, // 8: cohort.v1.TokenService.RevokeToken:input_type -> cohort.v1.RevokeTokenRequest
-	4,  // 9: cohort.v1.EnrollService.Enroll:output_type -> cohort.v1.EnrollResponse
-	6,  // 10: cohort.v1.EnrollService.Renew:output_type -> cohort.v1.RenewResponse
-	8,  // 11: cohort.v1.TokenService.CreateToken:output_type -> cohort.v1.CreateTokenResponse
-	10, // 12: cohort.v1.TokenService.ListTokens:output_type -> cohort.v1.ListTokensResponse
-	12, // 13: cohort.v1.TokenService.RevokeToken:output_type -> cohort.v1.RevokeTokenResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	18, // 4: cohort.v1.ListGossipKeysResponse.keys:type_name -> cohort.v1.GossipKeyInfo
+	18, // 5: cohort.v1.GossipKeyringChange.keys:type_name -> cohort.v1.GossipKeyInfo
+	3,  // 6: cohort.v1.EnrollService.Enroll:input_type -> cohort.v1.EnrollRequest
+	5,  // 7: cohort.v1.EnrollService.Renew:input_type -> cohort.v1.RenewRequest
+	7,  // 8: cohort.v1.TokenService.CreateToken:input_type -> cohort.v1.CreateTokenRequest
+	9,  // 9: cohort.v1.TokenService.ListTokens:input_type -> cohort.v1.ListTokensRequest
+	11, // 10: cohort.v1.TokenService.RevokeToken:input_type -> cohort.v1.RevokeTokenRequest
+	16, // 11: cohort.v1.GossipService.GetKeyring:input_type -> cohort.v1.GetKeyringRequest
+	19, // 12: cohort.v1.GossipService.ListKeys:input_type -> cohort.v1.ListGossipKeysRequest
+	21, // 13: cohort.v1.GossipService.InstallKey:input_type -> cohort.v1.InstallGossipKeyRequest
+	22, // 14: cohort.v1.GossipService.UseKey:input_type -> cohort.v1.UseGossipKeyRequest
+	23, // 15: cohort.v1.GossipService.RemoveKey:input_type -> cohort.v1.RemoveGossipKeyRequest
+	4,  // 16: cohort.v1.EnrollService.Enroll:output_type -> cohort.v1.EnrollResponse
+	6,  // 17: cohort.v1.EnrollService.Renew:output_type -> cohort.v1.RenewResponse
+	8,  // 18: cohort.v1.TokenService.CreateToken:output_type -> cohort.v1.CreateTokenResponse
+	10, // 19: cohort.v1.TokenService.ListTokens:output_type -> cohort.v1.ListTokensResponse
+	12, // 20: cohort.v1.TokenService.RevokeToken:output_type -> cohort.v1.RevokeTokenResponse
+	17, // 21: cohort.v1.GossipService.GetKeyring:output_type -> cohort.v1.GetKeyringResponse
+	20, // 22: cohort.v1.GossipService.ListKeys:output_type -> cohort.v1.ListGossipKeysResponse
+	24, // 23: cohort.v1.GossipService.InstallKey:output_type -> cohort.v1.GossipKeyringChange
+	24, // 24: cohort.v1.GossipService.UseKey:output_type -> cohort.v1.GossipKeyringChange
+	24, // 25: cohort.v1.GossipService.RemoveKey:output_type -> cohort.v1.GossipKeyringChange
+	16, // [16:26] is the sub-list for method output_type
+	6,  // [6:16] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_enroll_proto_init() }
@@ -963,9 +1613,9 @@ func file_cohort_v1_enroll_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_enroll_proto_rawDesc), len(file_cohort_v1_enroll_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   25,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_cohort_v1_enroll_proto_goTypes,
 		DependencyIndexes: file_cohort_v1_enroll_proto_depIdxs,

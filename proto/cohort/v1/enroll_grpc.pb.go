@@ -359,3 +359,275 @@ var TokenService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "cohort/v1/enroll.proto",
 }
+
+const (
+	GossipService_GetKeyring_FullMethodName = "/cohort.v1.GossipService/GetKeyring"
+	GossipService_ListKeys_FullMethodName   = "/cohort.v1.GossipService/ListKeys"
+	GossipService_InstallKey_FullMethodName = "/cohort.v1.GossipService/InstallKey"
+	GossipService_UseKey_FullMethodName     = "/cohort.v1.GossipService/UseKey"
+	GossipService_RemoveKey_FullMethodName  = "/cohort.v1.GossipService/RemoveKey"
+)
+
+// GossipServiceClient is the client API for GossipService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// GossipService manages the memberlist gossip keyring (issue #16). The keyring lives in
+// Raft sealed with a key derived from the cluster CA's key, so the log and snapshots
+// hold no usable gossip key; processes fetch it over mutual TLS.
+type GossipServiceClient interface {
+	// GetKeyring returns the keys themselves: node agents and coordinators only.
+	GetKeyring(ctx context.Context, in *GetKeyringRequest, opts ...grpc.CallOption) (*GetKeyringResponse, error)
+	// ListKeys lists the keys' fingerprints: admins.
+	ListKeys(ctx context.Context, in *ListGossipKeysRequest, opts ...grpc.CallOption) (*ListGossipKeysResponse, error)
+	// InstallKey adds a key (used to decrypt; the primary still encrypts): admins.
+	InstallKey(ctx context.Context, in *InstallGossipKeyRequest, opts ...grpc.CallOption) (*GossipKeyringChange, error)
+	// UseKey makes an installed key the primary: admins.
+	UseKey(ctx context.Context, in *UseGossipKeyRequest, opts ...grpc.CallOption) (*GossipKeyringChange, error)
+	// RemoveKey removes a key that is not the primary: admins.
+	RemoveKey(ctx context.Context, in *RemoveGossipKeyRequest, opts ...grpc.CallOption) (*GossipKeyringChange, error)
+}
+
+type gossipServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewGossipServiceClient(cc grpc.ClientConnInterface) GossipServiceClient {
+	return &gossipServiceClient{cc}
+}
+
+func (c *gossipServiceClient) GetKeyring(ctx context.Context, in *GetKeyringRequest, opts ...grpc.CallOption) (*GetKeyringResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKeyringResponse)
+	err := c.cc.Invoke(ctx, GossipService_GetKeyring_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gossipServiceClient) ListKeys(ctx context.Context, in *ListGossipKeysRequest, opts ...grpc.CallOption) (*ListGossipKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGossipKeysResponse)
+	err := c.cc.Invoke(ctx, GossipService_ListKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gossipServiceClient) InstallKey(ctx context.Context, in *InstallGossipKeyRequest, opts ...grpc.CallOption) (*GossipKeyringChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GossipKeyringChange)
+	err := c.cc.Invoke(ctx, GossipService_InstallKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gossipServiceClient) UseKey(ctx context.Context, in *UseGossipKeyRequest, opts ...grpc.CallOption) (*GossipKeyringChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GossipKeyringChange)
+	err := c.cc.Invoke(ctx, GossipService_UseKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gossipServiceClient) RemoveKey(ctx context.Context, in *RemoveGossipKeyRequest, opts ...grpc.CallOption) (*GossipKeyringChange, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GossipKeyringChange)
+	err := c.cc.Invoke(ctx, GossipService_RemoveKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// GossipServiceServer is the server API for GossipService service.
+// All implementations must embed UnimplementedGossipServiceServer
+// for forward compatibility.
+//
+// GossipService manages the memberlist gossip keyring (issue #16). The keyring lives in
+// Raft sealed with a key derived from the cluster CA's key, so the log and snapshots
+// hold no usable gossip key; processes fetch it over mutual TLS.
+type GossipServiceServer interface {
+	// GetKeyring returns the keys themselves: node agents and coordinators only.
+	GetKeyring(context.Context, *GetKeyringRequest) (*GetKeyringResponse, error)
+	// ListKeys lists the keys' fingerprints: admins.
+	ListKeys(context.Context, *ListGossipKeysRequest) (*ListGossipKeysResponse, error)
+	// InstallKey adds a key (used to decrypt; the primary still encrypts): admins.
+	InstallKey(context.Context, *InstallGossipKeyRequest) (*GossipKeyringChange, error)
+	// UseKey makes an installed key the primary: admins.
+	UseKey(context.Context, *UseGossipKeyRequest) (*GossipKeyringChange, error)
+	// RemoveKey removes a key that is not the primary: admins.
+	RemoveKey(context.Context, *RemoveGossipKeyRequest) (*GossipKeyringChange, error)
+	mustEmbedUnimplementedGossipServiceServer()
+}
+
+// UnimplementedGossipServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedGossipServiceServer struct{}
+
+func (UnimplementedGossipServiceServer) GetKeyring(context.Context, *GetKeyringRequest) (*GetKeyringResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetKeyring not implemented")
+}
+func (UnimplementedGossipServiceServer) ListKeys(context.Context, *ListGossipKeysRequest) (*ListGossipKeysResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListKeys not implemented")
+}
+func (UnimplementedGossipServiceServer) InstallKey(context.Context, *InstallGossipKeyRequest) (*GossipKeyringChange, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method InstallKey not implemented")
+}
+func (UnimplementedGossipServiceServer) UseKey(context.Context, *UseGossipKeyRequest) (*GossipKeyringChange, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UseKey not implemented")
+}
+func (UnimplementedGossipServiceServer) RemoveKey(context.Context, *RemoveGossipKeyRequest) (*GossipKeyringChange, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveKey not implemented")
+}
+func (UnimplementedGossipServiceServer) mustEmbedUnimplementedGossipServiceServer() {}
+func (UnimplementedGossipServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeGossipServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to GossipServiceServer will
+// result in compilation errors.
+type UnsafeGossipServiceServer interface {
+	mustEmbedUnimplementedGossipServiceServer()
+}
+
+func RegisterGossipServiceServer(s grpc.ServiceRegistrar, srv GossipServiceServer) {
+	// If the following call pancis, it indicates UnimplementedGossipServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&GossipService_ServiceDesc, srv)
+}
+
+func _GossipService_GetKeyring_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKeyringRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GossipServiceServer).GetKeyring(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GossipService_GetKeyring_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GossipServiceServer).GetKeyring(ctx, req.(*GetKeyringRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GossipService_ListKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGossipKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GossipServiceServer).ListKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GossipService_ListKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GossipServiceServer).ListKeys(ctx, req.(*ListGossipKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GossipService_InstallKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstallGossipKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GossipServiceServer).InstallKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GossipService_InstallKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GossipServiceServer).InstallKey(ctx, req.(*InstallGossipKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GossipService_UseKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UseGossipKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GossipServiceServer).UseKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GossipService_UseKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GossipServiceServer).UseKey(ctx, req.(*UseGossipKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GossipService_RemoveKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveGossipKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GossipServiceServer).RemoveKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GossipService_RemoveKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GossipServiceServer).RemoveKey(ctx, req.(*RemoveGossipKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// GossipService_ServiceDesc is the grpc.ServiceDesc for GossipService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var GossipService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "cohort.v1.GossipService",
+	HandlerType: (*GossipServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetKeyring",
+			Handler:    _GossipService_GetKeyring_Handler,
+		},
+		{
+			MethodName: "ListKeys",
+			Handler:    _GossipService_ListKeys_Handler,
+		},
+		{
+			MethodName: "InstallKey",
+			Handler:    _GossipService_InstallKey_Handler,
+		},
+		{
+			MethodName: "UseKey",
+			Handler:    _GossipService_UseKey_Handler,
+		},
+		{
+			MethodName: "RemoveKey",
+			Handler:    _GossipService_RemoveKey_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "cohort/v1/enroll.proto",
+}

@@ -48,6 +48,7 @@ type Command struct {
 	//	*Command_ApplyPlan
 	//	*Command_CreateToken
 	//	*Command_RevokeToken
+	//	*Command_SetGossipKeyring
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -259,6 +260,15 @@ func (x *Command) GetRevokeToken() *RevokeTokenCommand {
 	return nil
 }
 
+func (x *Command) GetSetGossipKeyring() *SetGossipKeyringCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetGossipKeyring); ok {
+			return x.SetGossipKeyring
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -338,6 +348,11 @@ type Command_RevokeToken struct {
 	RevokeToken *RevokeTokenCommand `protobuf:"bytes,34,opt,name=revoke_token,json=revokeToken,proto3,oneof"`
 }
 
+type Command_SetGossipKeyring struct {
+	// set_gossip_keyring replaces the sealed gossip keyring (issue #16).
+	SetGossipKeyring *SetGossipKeyringCommand `protobuf:"bytes,35,opt,name=set_gossip_keyring,json=setGossipKeyring,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Kind() {}
 
 func (*Command_CancelJob) isCommand_Kind() {}
@@ -373,6 +388,8 @@ func (*Command_ApplyPlan) isCommand_Kind() {}
 func (*Command_CreateToken) isCommand_Kind() {}
 
 func (*Command_RevokeToken) isCommand_Kind() {}
+
+func (*Command_SetGossipKeyring) isCommand_Kind() {}
 
 // SubmitJobCommand adds a pending job unless one with the same idempotency key exists.
 type SubmitJobCommand struct {
@@ -1582,7 +1599,8 @@ var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x15cohort/v1/types.proto\"\xf7\t\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x15cohort/v1/types.proto\"\xcb\n" +
+	"\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1611,7 +1629,8 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"apply_plan\x18  \x01(\v2\x1b.cohort.v1.ApplyPlanCommandH\x00R\tapplyPlan\x12B\n" +
 	"\fcreate_token\x18! \x01(\v2\x1d.cohort.v1.CreateTokenCommandH\x00R\vcreateToken\x12B\n" +
-	"\frevoke_token\x18\" \x01(\v2\x1d.cohort.v1.RevokeTokenCommandH\x00R\vrevokeTokenB\x06\n" +
+	"\frevoke_token\x18\" \x01(\v2\x1d.cohort.v1.RevokeTokenCommandH\x00R\vrevokeToken\x12R\n" +
+	"\x12set_gossip_keyring\x18# \x01(\v2\".cohort.v1.SetGossipKeyringCommandH\x00R\x10setGossipKeyringB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"A\n" +
@@ -1743,18 +1762,19 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	nil,                                // 20: cohort.v1.TaskReport.MetricsEntry
 	(*CreateTokenCommand)(nil),         // 21: cohort.v1.CreateTokenCommand
 	(*RevokeTokenCommand)(nil),         // 22: cohort.v1.RevokeTokenCommand
-	(*Job)(nil),                        // 23: cohort.v1.Job
-	(*Node)(nil),                       // 24: cohort.v1.Node
-	(*Allocation)(nil),                 // 25: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 26: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 27: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 28: cohort.v1.JobProgress
-	(*GateResult)(nil),                 // 29: cohort.v1.GateResult
-	(*ExportedFrom)(nil),               // 30: cohort.v1.ExportedFrom
-	(*EarlyStop)(nil),                  // 31: cohort.v1.EarlyStop
-	(*GateOverride)(nil),               // 32: cohort.v1.GateOverride
-	(*Quota)(nil),                      // 33: cohort.v1.Quota
-	(*Queue)(nil),                      // 34: cohort.v1.Queue
+	(*SetGossipKeyringCommand)(nil),    // 23: cohort.v1.SetGossipKeyringCommand
+	(*Job)(nil),                        // 24: cohort.v1.Job
+	(*Node)(nil),                       // 25: cohort.v1.Node
+	(*Allocation)(nil),                 // 26: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 27: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 28: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 29: cohort.v1.JobProgress
+	(*GateResult)(nil),                 // 30: cohort.v1.GateResult
+	(*ExportedFrom)(nil),               // 31: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),                  // 32: cohort.v1.EarlyStop
+	(*GateOverride)(nil),               // 33: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 34: cohort.v1.Quota
+	(*Queue)(nil),                      // 35: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1775,31 +1795,32 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	18, // 15: cohort.v1.Command.apply_plan:type_name -> cohort.v1.ApplyPlanCommand
 	21, // 16: cohort.v1.Command.create_token:type_name -> cohort.v1.CreateTokenCommand
 	22, // 17: cohort.v1.Command.revoke_token:type_name -> cohort.v1.RevokeTokenCommand
-	23, // 18: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	24, // 19: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	25, // 20: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 21: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	26, // 22: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	27, // 23: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	28, // 24: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	20, // 25: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	29, // 26: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
-	30, // 27: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
-	31, // 28: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
-	32, // 29: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
-	10, // 30: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	33, // 31: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	34, // 32: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	25, // 33: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	16, // 34: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
-	19, // 35: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
-	4,  // 36: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
-	16, // 37: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	23, // 18: cohort.v1.Command.set_gossip_keyring:type_name -> cohort.v1.SetGossipKeyringCommand
+	24, // 19: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	25, // 20: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	26, // 21: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 22: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	27, // 23: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	28, // 24: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	29, // 25: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	20, // 26: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	30, // 27: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
+	31, // 28: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
+	32, // 29: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
+	33, // 30: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	10, // 31: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	34, // 32: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	35, // 33: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	26, // 34: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	16, // 35: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
+	19, // 36: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
+	4,  // 37: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
+	16, // 38: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -1828,6 +1849,7 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_ApplyPlan)(nil),
 		(*Command_CreateToken)(nil),
 		(*Command_RevokeToken)(nil),
+		(*Command_SetGossipKeyring)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
