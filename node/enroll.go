@@ -141,7 +141,7 @@ func enrollNode(cfg *Config, tc TLSConfig, log *slog.Logger) error {
 			return configErr(tlsDirField, "", errors.New("a node agent joining with a token needs a TLS directory to keep its certificate in (--tls-dir)"))
 		}
 	}
-	if has(dir, pki.CAKeyFile) || pki.HasKeyPair(dir, "node") {
+	if has(dir, pki.CAKeyFile) || (pki.HasKeyPair(dir, "node") && !certExpired(dir)) {
 		log.Info("TLS material present; the join token is not used again", "dir", dir)
 		return nil
 	}
@@ -300,4 +300,16 @@ func certHosts(c *x509.Certificate) []string {
 		hosts = append(hosts, ip.String())
 	}
 	return hosts
+}
+
+// certExpired reports whether dir's node certificate has expired (a node agent that was
+// down past its certificate's life): it cannot renew with it, so it enrolls again with
+// its token. An unreadable certificate counts as not expired: loadTLS then says why.
+func certExpired(dir string) bool {
+	certPEM, keyPEM, err := pki.LoadKeyPair(filepath.Join(dir, pki.NodeCertFile), filepath.Join(dir, pki.NodeKeyFile))
+	if err != nil {
+		return false
+	}
+	r, err := pki.NewReloader(certPEM, keyPEM, nil)
+	return err == nil && !time.Now().Before(r.Leaf().NotAfter)
 }

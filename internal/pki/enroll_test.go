@@ -85,3 +85,34 @@ func FuzzCheckEnrolled(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSign: whatever CSR bytes a joiner sends, signing never panics, and a certificate
+// it issues carries exactly the identity given, never one the CSR asks for.
+func FuzzSign(f *testing.F) {
+	now := time.Now()
+	ca, err := NewCA("c", now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, csr, err := NewKeyAndCSR("admin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(csr)
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
+	id := Identity{Name: "w1", Role: RoleAgent, ACLRole: "agent"}
+	f.Fuzz(func(t *testing.T, csr []byte) {
+		certPEM, err := ca.Sign(SignRequest{CSR: csr, Identity: id}, now)
+		if err != nil {
+			return
+		}
+		c, err := parseCertPEM(certPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := IdentityOf(c)
+		if err != nil || got.String() != id.String() {
+			t.Fatalf("signed %v (%v), want %v", got, err, id)
+		}
+	})
+}
