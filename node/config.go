@@ -70,6 +70,10 @@ type TLSConfig struct {
 	// even with material in Dir). A node that serves or calls a non-loopback address
 	// this way logs a warning every minute.
 	Insecure bool
+	// HTTPS serves HTTPAddr (metrics, health, dashboard) over TLS with the node's
+	// certificate from the cluster CA; clients need no certificate (scrapers and
+	// browsers verify the server with ca.crt). Ignored without TLS material.
+	HTTPS bool
 	// JoinToken (COH1...), when set and Dir holds no material yet, enrolls the node
 	// before it starts: a coordinator with Coordinator.Join, a node agent with its Join
 	// addresses (it then needs Dir). The CA is fetched, its hash checked against the

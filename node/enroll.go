@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -312,4 +313,18 @@ func certExpired(dir string) bool {
 	}
 	r, err := pki.NewReloader(certPEM, keyPEM, nil)
 	return err == nil && !time.Now().Before(r.Leaf().NotAfter)
+}
+
+// httpTLSConfig is the TLS configuration of the node's HTTP port when TLS.HTTPS is set
+// and the node has TLS material: its certificate, TLS 1.2 or later (browsers and
+// Prometheus), no client certificate asked for. nil otherwise.
+func (n *Node) httpTLSConfig() *tls.Config {
+	if n.tls == nil || n.cfg.TLS == nil || !n.cfg.TLS.HTTPS {
+		return nil
+	}
+	certs := n.tls.certs
+	if certs == nil {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
 }

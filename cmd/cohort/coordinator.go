@@ -71,7 +71,7 @@ file. /metrics and /healthz stay open.`,
     --grpc-addr 10.0.0.2:7070 --http-addr 10.0.0.2:7071 --join 10.0.0.1:7070`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token, f.tls = aclToken(g), nodeTLSConfig(g, f.insecure)
+			f.token, f.tls = aclToken(g), withHTTPS(cmd, nodeTLSConfig(g, f.insecure))
 			return runCoordinator(cmd.Context(), f)
 		},
 	}
@@ -88,6 +88,7 @@ file. /metrics and /healthz stay open.`,
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key of 16, 24 or 32 bytes (env COHORT_GOSSIP_KEY)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	fl.BoolVar(&f.insecure, "insecure", false, insecureUsage)
+	fl.Bool("https", false, httpsUsage)
 	fl.StringVar(&f.aclTokensFile, "acl-tokens-file", "", "YAML list of ACL tokens (name, secret or secret_sha256, role read|submit|admin|agent, namespaces); every call then needs a token, reloaded on SIGHUP (empty: ACLs off)")
 	f.logs.register(cmd)
 	d := node.DefaultCoordinatorConfig()

@@ -54,6 +54,7 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key (env COHORT_GOSSIP_KEY)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	fl.BoolVar(&f.insecure, "insecure", false, insecureUsage)
+	fl.Bool("https", false, httpsUsage)
 }
 
 func newWorkerCmd(g *globalFlags) *cobra.Command {
@@ -66,7 +67,7 @@ func newWorkerCmd(g *globalFlags) *cobra.Command {
   cohort worker --node-id w2 --join 10.0.0.1:7070 --gpus 0 --label pool=tabular --label zone=eu-1`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token, f.tls = aclToken(g), nodeTLSConfig(g, f.insecure)
+			f.token, f.tls = aclToken(g), withHTTPS(cmd, nodeTLSConfig(g, f.insecure))
 			return runNodeAgent(cmd.Context(), f, false)
 		},
 	}
@@ -82,7 +83,7 @@ func newParamserverCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort paramserver --node-id ps1 --data-addr 10.0.0.5:7080 --join 10.0.0.1:7070,10.0.0.2:7070 --tls-dir /etc/cohort/tls",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token, f.tls = aclToken(g), nodeTLSConfig(g, f.insecure)
+			f.token, f.tls = aclToken(g), withHTTPS(cmd, nodeTLSConfig(g, f.insecure))
 			return runNodeAgent(cmd.Context(), f, true)
 		},
 	}

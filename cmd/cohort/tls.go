@@ -199,3 +199,15 @@ func runTLSIssue(f *tlsIssueFlags) error {
 	fmt.Fprintf(os.Stderr, "issued %s, valid %s: %s\n", id, f.ttl, strings.Join(files, ", "))
 	return nil
 }
+
+// httpsUsage is the help of --https on coordinator, worker and paramserver.
+const httpsUsage = "serve --http-addr (metrics, health, dashboard) over TLS with this node's certificate from the cluster CA " +
+	"(clients verify it with ca.crt; no client certificate needed)"
+
+// withHTTPS sets TLSConfig.HTTPS from the command's --https flag.
+func withHTTPS(cmd *cobra.Command, c *node.TLSConfig) *node.TLSConfig {
+	if on, err := cmd.Flags().GetBool("https"); err == nil && on {
+		c.HTTPS = true
+	}
+	return c
+}
