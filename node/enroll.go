@@ -176,6 +176,9 @@ func enrollNode(cfg *Config, tc TLSConfig, log *slog.Logger) error {
 // refusedEnroll reports whether the coordinators refused the token (no retry helps).
 func refusedEnroll(err error) bool {
 	s := err.Error()
+	if strings.Contains(s, "is not known to this cluster") {
+		return false // a token written at bootstrap may not be recorded yet
+	}
 	return strings.Contains(s, "code = Unauthenticated") || strings.Contains(s, "code = InvalidArgument") ||
 		strings.Contains(s, "code = PermissionDenied") || strings.Contains(s, "code = FailedPrecondition")
 }
@@ -197,6 +200,17 @@ func (n *Node) ensureBootstrapToken(ctx context.Context) {
 	}
 	n.bootstrapToken = path
 	n.serveWG.Go(func() { recordBootstrapToken(ctx, n.srv, tok, log, path) })
+	if dir := n.cfg.TLS.joinTokenDir(); dir != "" {
+		n.writeDeploymentTokens(ctx, dir, log)
+	}
+}
+
+// joinTokenDir is JoinTokenDir, or "" for a nil config.
+func (t *TLSConfig) joinTokenDir() string {
+	if t == nil {
+		return ""
+	}
+	return t.JoinTokenDir
 }
 
 // loadOrCreateBootstrapToken reads the token in path, or writes a new one (0600).
@@ -228,6 +242,12 @@ func loadOrCreateBootstrapToken(path, caHash string) (pki.Token, error) {
 // recordBootstrapToken proposes the bootstrap token's record once this node leads.
 func recordBootstrapToken(ctx context.Context, srv *server.Server, tok pki.Token, log *slog.Logger, path string) {
 	admin := pki.Identity{Name: "admin", Role: pki.RoleClient, ACLRole: "admin"}
+	recordToken(ctx, srv, tok, admin, "bootstrap admin token", log, path)
+}
+
+// recordToken proposes tok's record granting id (unbound) once this node leads, unless
+// a record with its id exists.
+func recordToken(ctx context.Context, srv *server.Server, tok pki.Token, id pki.Identity, desc string, log *slog.Logger, path string) {
 	for {
 		if err := srv.WaitForLeader(ctx); err != nil {
 			return
@@ -237,10 +257,10 @@ func recordBootstrapToken(ctx context.Context, srv *server.Server, tok pki.Token
 			return
 		}
 		if srv.IsLeader() {
-			rec := api.NewJoinTokenRecord(tok, admin, false, time.Now(), 0, "bootstrap admin token")
+			rec := api.NewJoinTokenRecord(tok, id, false, time.Now(), 0, desc)
 			_, err = srv.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_CreateToken{CreateToken: &cohortv1.CreateTokenCommand{Token: rec}}})
 			if err == nil {
-				log.Info("bootstrap admin token recorded; log in with `cohort login --address ADDR --token $(cat FILE)`", "file", path, "token", tok)
+				log.Info("join token recorded", "what", desc, "file", path, "token", tok)
 				return
 			}
 			log.Warn("recording the bootstrap token failed; retrying", "err", err)
@@ -327,4 +347,50 @@ func (n *Node) httpTLSConfig() *tls.Config {
 		return nil
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
+}
+
+// readJoinTokenFile reads a join token from path, waiting (up to enrollTimeout) for the
+// file to appear: in a deployment the bootstrapping voter writes it.
+func readJoinTokenFile(path string, log *slog.Logger) (string, error) {
+	deadline := time.Now().Add(enrollTimeout)
+	for {
+		raw, err := os.ReadFile(path)
+		if err == nil {
+			if _, err := pki.ParseToken(string(raw)); err != nil {
+				return "", err
+			}
+			return strings.TrimSpace(string(raw)), nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+			return "", err
+		}
+		log.Info("waiting for the join token file", "path", path)
+		time.Sleep(time.Second) // the file is written by another process; nothing to wait on but the file system
+	}
+}
+
+// deploymentTokens are the join tokens JoinTokenDir receives: file name and role.
+var deploymentTokens = []struct {
+	file string
+	role pki.Role
+	acl  string
+}{{"coordinator.token", pki.RoleCoordinator, ""}, {"agent.token", pki.RoleAgent, "agent"}}
+
+// writeDeploymentTokens writes (unless present) and records the JoinTokenDir tokens.
+func (n *Node) writeDeploymentTokens(ctx context.Context, dir string, log *slog.Logger) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		log.Error("join token directory", "dir", dir, "err", err)
+		return
+	}
+	for _, dt := range deploymentTokens {
+		path := filepath.Join(dir, dt.file)
+		tok, err := loadOrCreateBootstrapToken(path, n.tls.ca.Hash())
+		if err != nil {
+			log.Error("join token file", "path", path, "err", err)
+			continue
+		}
+		id := pki.Identity{Name: "any", Role: dt.role, ACLRole: dt.acl}
+		desc := "deployment " + string(dt.role) + " token (" + path + ")"
+		n.serveWG.Go(func() { recordToken(ctx, n.srv, tok, id, desc, log, path) })
+	}
 }

@@ -326,3 +326,46 @@ func TestJoinTokenWrongCAHashSendsNothing(t *testing.T) {
 		t.Fatal("the impostor's connection was not closed")
 	}
 }
+
+// TestDeploymentTokenFiles: a bootstrapping coordinator with JoinTokenDir writes a
+// coordinator and an agent token (0600) and records them; an agent given only the
+// agent token's file enrolls and registers, a voter given the coordinator token's file
+// joins.
+func TestDeploymentTokenFiles(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tokDir := filepath.Join(t.TempDir(), "tokens")
+	cfg := node.DefaultConfig()
+	co := node.DefaultCoordinatorConfig()
+	co.NodeID, co.DataDir, co.Bootstrap = "c1", t.TempDir(), true
+	co.RaftAddr, co.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Coordinator = &co
+	cfg.TLS = &node.TLSConfig{JoinTokenDir: tokDir}
+	c1 := start(t, cfg)
+	for _, f := range []string{"coordinator.token", "agent.token"} {
+		if st, err := os.Stat(filepath.Join(tokDir, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v, want mode 0600", f, st, err)
+		}
+	}
+
+	pcfg := node.DefaultConfig()
+	ps := node.DefaultParameterServerConfig()
+	ps.NodeID, ps.Join, ps.DataAddr = "ps1", []string{c1.GRPCAddr()}, "127.0.0.1:0"
+	pcfg.ParameterServers = []node.ParameterServerConfig{ps}
+	pcfg.Storage = node.StorageConfig{Dir: t.TempDir()}
+	pcfg.TLS = &node.TLSConfig{Dir: filepath.Join(t.TempDir(), "tls"), JoinTokenFile: filepath.Join(tokDir, "agent.token")}
+	if err := start(t, pcfg).WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	ccfg := node.DefaultConfig()
+	co2 := node.DefaultCoordinatorConfig()
+	co2.NodeID, co2.DataDir, co2.Join = "c2", t.TempDir(), []string{c1.GRPCAddr()}
+	co2.RaftAddr, co2.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	ccfg.Coordinator = &co2
+	ccfg.TLS = &node.TLSConfig{JoinTokenFile: filepath.Join(tokDir, "coordinator.token")}
+	start(t, ccfg)
+	if _, err := os.Stat(filepath.Join(co2.DataDir, "tls", "ca.key")); err != nil {
+		t.Errorf("the voter joined with the coordinator token file holds no CA key: %v", err)
+	}
+}

@@ -88,6 +88,13 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 	if tc.Insecure {
 		return nil, nil
 	}
+	if tc.JoinToken == "" && tc.JoinTokenFile != "" {
+		tok, err := readJoinTokenFile(tc.JoinTokenFile, log)
+		if err != nil {
+			return nil, configErr("TLS.JoinTokenFile", tc.JoinTokenFile, err)
+		}
+		tc.JoinToken = tok
+	}
 	if tc.JoinToken != "" {
 		if err := enrollNode(cfg, tc, log); err != nil {
 			return nil, err

@@ -29,6 +29,7 @@ type nodeAgentFlags struct {
 	logLevel   string
 	token      string // the global --token (an agent or admin token when ACLs are on)
 	insecure   bool
+	tokenFile  string          // --token-file: the join token, from a file
 	tls        *node.TLSConfig // from --tls-dir and --insecure
 }
 
@@ -55,6 +56,7 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	fl.BoolVar(&f.insecure, "insecure", false, insecureUsage)
 	fl.Bool("https", false, httpsUsage)
+	fl.StringVar(&f.tokenFile, "token-file", "", tokenFileUsage)
 }
 
 func newWorkerCmd(g *globalFlags) *cobra.Command {
@@ -132,7 +134,8 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 	}
 	cfg.Storage = node.StorageConfig{Dir: f.storageDir, S3: s3cfg}
 	cfg.HTTPAddr, cfg.Logger, cfg.Token, cfg.TLS = f.httpAddr, logger, f.token, f.tls
-	if f.tls != nil && f.tls.JoinToken != "" && f.tls.Dir == "" {
+	cfg.TLS.JoinTokenFile = f.tokenFile
+	if f.tls != nil && (f.tls.JoinToken != "" || f.tokenFile != "") && f.tls.Dir == "" {
 		cfg.TLS.Dir = joinedAgentTLSDir(f.nodeID) // where an agent joining with a token keeps its certificate
 	}
 	cfg.Gossip = node.GossipConfig{BindAddr: f.gossipAddr, Seeds: splitList(f.gossipJoin), Key: key}

@@ -211,3 +211,6 @@ func withHTTPS(cmd *cobra.Command, c *node.TLSConfig) *node.TLSConfig {
 	}
 	return c
 }
+
+// tokenFileUsage is the help of --token-file.
+const tokenFileUsage = "file holding the join token (COH1...), read at the first start (waiting for it to appear); keeps the token off the command line"
