@@ -58,9 +58,10 @@ func printKeyring(g *globalFlags, keys []*cohortv1.GossipKeyInfo, version uint64
 
 func newKeyringListCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "list",
-		Short: "List the gossip keys (fingerprints; the primary encrypts)",
-		Args:  exactArgs(0),
+		Use:     "list",
+		Short:   "List the gossip keys (fingerprints; the primary encrypts)",
+		Example: "  cohort operator gossip keyring list",
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, done, err := gossipClient(g)
 			if err != nil {
@@ -79,9 +80,10 @@ func newKeyringListCmd(g *globalFlags) *cobra.Command {
 func newKeyringInstallCmd(g *globalFlags) *cobra.Command {
 	var keyB64 string
 	cmd := &cobra.Command{
-		Use:   "install [--key BASE64]",
-		Short: "Install a gossip key (a new random one unless --key); it decrypts at once, encrypts once used",
-		Args:  exactArgs(0),
+		Use:     "install [--key BASE64]",
+		Short:   "Install a gossip key (a new random one unless --key); it decrypts at once, encrypts once used",
+		Example: "  cohort operator gossip keyring install\n  cohort operator gossip keyring install --key c2l4dGVlbi1ieXRlLWtleQ==   # 16 bytes, base64",
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var key []byte
 			if keyB64 != "" {
@@ -104,9 +106,10 @@ func newKeyringInstallCmd(g *globalFlags) *cobra.Command {
 
 func newKeyringUseCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "use FINGERPRINT",
-		Short: "Make an installed gossip key the primary (it encrypts from then on)",
-		Args:  exactArgs(1),
+		Use:     "use FINGERPRINT",
+		Short:   "Make an installed gossip key the primary (it encrypts from then on)",
+		Example: "  cohort operator gossip keyring use 3f9c0a1b2c3d4e5f",
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return keyringChange(cmd, g, "gossip keyring use", func(c cohortv1.GossipServiceClient) (*cohortv1.GossipKeyringChange, error) {
 				return c.UseKey(cmd.Context(), &cohortv1.UseGossipKeyRequest{Fingerprint: args[0]})
@@ -117,9 +120,10 @@ func newKeyringUseCmd(g *globalFlags) *cobra.Command {
 
 func newKeyringRemoveCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "remove FINGERPRINT",
-		Short: "Remove a gossip key that is not the primary",
-		Args:  exactArgs(1),
+		Use:     "remove FINGERPRINT",
+		Short:   "Remove a gossip key that is not the primary",
+		Example: "  cohort operator gossip keyring remove 3f9c0a1b2c3d4e5f",
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return keyringChange(cmd, g, "gossip keyring remove", func(c cohortv1.GossipServiceClient) (*cohortv1.GossipKeyringChange, error) {
 				return c.RemoveKey(cmd.Context(), &cohortv1.RemoveGossipKeyRequest{Fingerprint: args[0]})

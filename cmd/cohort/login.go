@@ -32,6 +32,8 @@ without trusting it, checks its key against the hash in the token (and sends not
 they differ), then sends a certificate request authenticated by the token. The key never
 leaves this machine. The certificate is short-lived (24 h) and renewed by later commands
 once two thirds of its life have passed; log in again once it has expired.`,
+		Example: `  cohort login --address 10.0.0.1:7070 --token "$(cat /var/lib/cohort/c1/bootstrap-token)"
+  cohort login --address 10.0.0.1:7070 --token COH1... --name alice --dir ./alice-tls`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.token == "" {

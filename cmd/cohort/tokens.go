@@ -71,6 +71,9 @@ func newTokenCreateCmd(g *globalFlags) *cobra.Command {
 		Long: `Mint a join token. --role client tokens carry an ACL role (--acl-role, default submit;
 admin, submit or read) and optionally namespaces; --role coordinator tokens also hand the
 joiner the cluster CA's key, so give them only to new voters. --ttl 0 never expires.`,
+		Example: `  cohort token create --role agent --ttl 1h > agent.token
+  cohort token create --role client --acl-role submit --namespace team-a --ttl 24h
+  cohort token create --role coordinator --node-name c2 --ttl 30m`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if role == "" {
@@ -112,9 +115,10 @@ joiner the cluster CA's key, so give them only to new voters. --ttl 0 never expi
 
 func newTokenListCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "list",
-		Short: "List the join tokens (never their secrets)",
-		Args:  exactArgs(0),
+		Use:     "list",
+		Short:   "List the join tokens (never their secrets)",
+		Example: "  cohort token list\n  cohort token list -o json",
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, done, err := tokenClient(g)
 			if err != nil {
@@ -145,9 +149,10 @@ func newTokenListCmd(g *globalFlags) *cobra.Command {
 
 func newTokenRevokeCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke a join token: it enrolls nobody from then on",
-		Args:  exactArgs(1),
+		Use:     "revoke ID",
+		Short:   "Revoke a join token: it enrolls nobody from then on",
+		Example: "  cohort token revoke k3x9q2",
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, done, err := tokenClient(g)
 			if err != nil {
