@@ -369,3 +369,49 @@ func TestDeploymentTokenFiles(t *testing.T) {
 		t.Errorf("the voter joined with the coordinator token file holds no CA key: %v", err)
 	}
 }
+
+// TestAgentRenewsOverTheNetwork: a node agent whose certificate is due for renewal (past
+// two thirds of its life) gets a new one from the coordinators over mutual TLS while it
+// runs, without a restart, and keeps it in its TLS directory.
+func TestAgentRenewsOverTheNetwork(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c1, _, ca, _ := bootstrapCoordinator(t)
+	dir := filepath.Join(t.TempDir(), "tls")
+	// Valid for a minute more (and five minutes back, for clock skew): already due.
+	certPEM, keyPEM, err := ca.IssueFor(pki.Identity{Name: "ps1", Role: pki.RoleAgent, ACLRole: "agent"}, []string{"127.0.0.1"}, time.Minute, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.SaveCACert(dir, ca.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.SaveKeyPair(dir, "node", certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	pcfg := node.DefaultConfig()
+	ps := node.DefaultParameterServerConfig()
+	ps.NodeID, ps.Join, ps.DataAddr = "ps1", []string{c1.GRPCAddr()}, "127.0.0.1:0"
+	pcfg.ParameterServers = []node.ParameterServerConfig{ps}
+	pcfg.Storage = node.StorageConfig{Dir: t.TempDir()}
+	pcfg.TLS = &node.TLSConfig{Dir: dir}
+	if err := start(t, pcfg).WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var leaf *tls.Certificate
+	waitFor(t, 30*time.Second, "the renewed certificate on disk", func() bool {
+		c, k, err := pki.LoadKeyPair(filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key"))
+		if err != nil {
+			return false
+		}
+		pair, err := tls.X509KeyPair(c, k)
+		if err != nil || time.Until(pair.Leaf.NotAfter) < time.Hour {
+			return false
+		}
+		leaf = &pair
+		return true
+	})
+	if id, err := pki.IdentityOf(leaf.Leaf); err != nil || id.Name != "ps1" || id.Role != pki.RoleAgent {
+		t.Errorf("renewed certificate names %v (%v), want agent/ps1", id, err)
+	}
+}
