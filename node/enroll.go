@@ -112,10 +112,6 @@ func RenewOverNetwork(ctx context.Context, addrs []string, pool *x509.CertPool, 
 // holds its material (a restart). A coordinator enrolls with Coordinator.Join, a node
 // agent with its Join addresses; the directory is the one loadTLS then reads.
 func enrollNode(cfg *Config, tc TLSConfig, log *slog.Logger) error {
-	tok, err := pki.ParseToken(tc.JoinToken)
-	if err != nil {
-		return configErr("TLS.JoinToken", "", err)
-	}
 	var name, dir string
 	var addrs, hosts []string
 	if co := cfg.Coordinator; co != nil {
@@ -145,6 +141,17 @@ func enrollNode(cfg *Config, tc TLSConfig, log *slog.Logger) error {
 	if has(dir, pki.CAKeyFile) || (pki.HasKeyPair(dir, "node") && !certExpired(dir)) {
 		log.Info("TLS material present; the join token is not used again", "dir", dir)
 		return nil
+	}
+	if tc.JoinToken == "" { // only now: a restart needs neither the token nor its file
+		raw, err := readJoinTokenFile(tc.JoinTokenFile, log)
+		if err != nil {
+			return configErr("TLS.JoinTokenFile", tc.JoinTokenFile, err)
+		}
+		tc.JoinToken = raw
+	}
+	tok, err := pki.ParseToken(tc.JoinToken)
+	if err != nil {
+		return configErr("TLS.JoinToken", "", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), enrollTimeout)
 	defer cancel()

@@ -354,7 +354,29 @@ func TestDeploymentTokenFiles(t *testing.T) {
 	pcfg.ParameterServers = []node.ParameterServerConfig{ps}
 	pcfg.Storage = node.StorageConfig{Dir: t.TempDir()}
 	pcfg.TLS = &node.TLSConfig{Dir: filepath.Join(t.TempDir(), "tls"), JoinTokenFile: filepath.Join(tokDir, "agent.token")}
+	agent := start(t, pcfg)
+	if err := agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A restart keeps its certificate and needs neither the token nor its file.
+	if err := agent.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	agentTok, err := os.ReadFile(filepath.Join(tokDir, "agent.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(tokDir, "agent.token")); err != nil {
+		t.Fatal(err)
+	}
+	restart := time.Now()
 	if err := start(t, pcfg).WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(restart); d > 30*time.Second {
+		t.Errorf("the restart took %v: it waited for the token file", d)
+	}
+	if err := os.WriteFile(filepath.Join(tokDir, "agent.token"), agentTok, 0o600); err != nil {
 		t.Fatal(err)
 	}
 

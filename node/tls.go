@@ -88,14 +88,7 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 	if tc.Insecure {
 		return nil, nil
 	}
-	if tc.JoinToken == "" && tc.JoinTokenFile != "" {
-		tok, err := readJoinTokenFile(tc.JoinTokenFile, log)
-		if err != nil {
-			return nil, configErr("TLS.JoinTokenFile", tc.JoinTokenFile, err)
-		}
-		tc.JoinToken = tok
-	}
-	if tc.JoinToken != "" {
+	if tc.JoinToken != "" || tc.JoinTokenFile != "" {
 		if err := enrollNode(cfg, tc, log); err != nil {
 			return nil, err
 		}
