@@ -115,6 +115,10 @@ func enrollNode(cfg *Config, tc TLSConfig, log *slog.Logger) error {
 	var name, dir string
 	var addrs, hosts []string
 	if co := cfg.Coordinator; co != nil {
+		if co.Bootstrap && len(co.Join) == 0 {
+			log.Warn("a join token was given to a coordinator that bootstraps (it makes the CA); the token is not used")
+			return nil
+		}
 		name, addrs, hosts = co.NodeID, co.Join, coordinatorHosts(co)
 		dir = tc.Dir
 		if dir == "" {
