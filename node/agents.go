@@ -57,6 +57,7 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	if certs != nil {
 		// Only node agents (workers) may reach the shards.
 		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(certs, pki.RoleAgent)))
+		ps.SetCaller(tlsCaller) // and only the workers of each shard's job (the assignment's allowed_workers)
 	}
 	gs := grpc.NewServer(sopts...)
 	ps.Register(gs)

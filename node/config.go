@@ -70,6 +70,24 @@ type TLSConfig struct {
 	// even with material in Dir). A node that serves or calls a non-loopback address
 	// this way logs a warning every minute.
 	Insecure bool
+	// HTTPS serves HTTPAddr (metrics, health, dashboard) over TLS with the node's
+	// certificate from the cluster CA; clients need no certificate (scrapers and
+	// browsers verify the server with ca.crt). Ignored without TLS material.
+	HTTPS bool
+	// JoinTokenFile, when JoinToken is empty, is a file holding the join token (read
+	// when the node enrolls, waiting for it to appear): keeps the token off the command
+	// line, and lets a deployment hand it over on a shared volume.
+	JoinTokenFile string
+	// JoinTokenDir, on a coordinator that bootstraps with the CA, is a directory where it
+	// writes coordinator.token and agent.token (mode 0600, never expiring, recorded in
+	// Raft): join tokens for a deployment's other voters and node agents (docker
+	// compose). Revoke them with `cohort token revoke` once every node has joined.
+	JoinTokenDir string
+	// JoinToken (COH1...), when set and Dir holds no material yet, enrolls the node
+	// before it starts: a coordinator with Coordinator.Join, a node agent with its Join
+	// addresses (it then needs Dir). The CA is fetched, its hash checked against the
+	// token, and a certificate (and, for a coordinator token, the CA's key) received.
+	JoinToken string
 }
 
 // CoordinatorConfig is the coordinator role: one Raft voter.

@@ -103,7 +103,7 @@ func (n *Node) startCoordinator() error {
 	if n.tls != nil {
 		// Every caller presents a certificate from the cluster CA; its role decides which
 		// RPCs it may call (before the ACL's token check, when ACLs are on).
-		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(n.tls.certs)))
+		sopts = append(sopts, grpc.Creds(n.tls.coordinatorServerCreds()))
 		sopts = append(sopts, api.CertRoleServerOptions(log.With("role", "api"))...)
 	}
 	gs := grpc.NewServer(append(sopts, n.acl.serverOptions()...)...)
@@ -111,6 +111,7 @@ func (n *Node) startCoordinator() error {
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
 	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))
 	cohortv1.RegisterSearchServiceServer(gs, api.NewSearchService(srv, api.SearchConfig{Config: acfg, ExpandSearch: ExpandSearchSpec}))
+	n.enrollServices(gs, acfg)
 	n.gs = gs
 	n.serve(gs, glis)
 	return nil

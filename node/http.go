@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -63,6 +64,10 @@ func (n *Node) startHTTP() error {
 		mux.Handle("/", n.acl.protect(web.New(web.Config{Source: src, Logger: n.log.With("role", "web"), Context: n.runCtx})))
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if cfg := n.httpTLSConfig(); cfg != nil { // HTTPS with the node's certificate
+		hs.TLSConfig = cfg
+		hl = tls.NewListener(hl, cfg)
+	}
 	n.serveWG.Add(1)
 	go func() { defer n.serveWG.Done(); _ = hs.Serve(hl) }()
 	n.onStop(func() error { _ = hs.Close(); return nil })

@@ -46,6 +46,9 @@ type Node struct {
 	tls    *nodeTLS    // the TLS material, loaded by New; nil without TLS
 	// plaintext are the non-loopback addresses an Insecure node serves or calls.
 	plaintext []string
+	gossip    *gossip.Gossip // nil without gossip
+	// bootstrapToken is the file holding the first admin join token ("" when none).
+	bootstrapToken string
 
 	runCtx context.Context // the running roles' context; cancelled by Shutdown
 	cancel context.CancelFunc
@@ -128,6 +131,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if err := n.startCoordinator(); err != nil {
 			return err
 		}
+		n.ensureBootstrapToken(n.runCtx)
+		n.ensureGossipKeyring(n.runCtx)
 	}
 	if n.cfg.HTTPAddr != "" {
 		if err := n.startHTTP(); err != nil {
@@ -296,6 +301,14 @@ func (n *Node) startGossip() error {
 	}
 	gcfg := gossip.DefaultConfig()
 	gcfg.BindAddr, gcfg.Seeds, gcfg.SecretKey = g.BindAddr, g.Seeds, g.Key
+	var kr keyring
+	if n.gossipKeysFromCluster() { // encrypted with the cluster's keyring, fetched over mutual TLS
+		var err error
+		if kr, err = n.firstGossipKeyring(n.runCtx); err != nil {
+			return err
+		}
+		gcfg.Keys = kr.keys
+	}
 	var meta gossip.Meta
 	if co := n.cfg.Coordinator; co != nil {
 		meta = gossip.Meta{Roles: []string{"coordinator"}, GRPCAddr: n.grpcAddr, NodeID: co.NodeID}
@@ -319,8 +332,15 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("gossip: %w", err)
 	}
 	n.onStop(func() error { _ = member.Shutdown(); return nil })
+	n.gossip = member
+	if n.gossipKeysFromCluster() {
+		n.serveWG.Go(func() { n.followGossipKeyring(n.runCtx, member, kr.version) })
+	}
 	return nil
 }
+
+// Gossip is the node's gossip member (nil without gossip).
+func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
 
 // GRPCAddr is the coordinator's gRPC API address ("" without a coordinator).
 func (n *Node) GRPCAddr() string { return n.grpcAddr }

@@ -88,6 +88,11 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 	if tc.Insecure {
 		return nil, nil
 	}
+	if tc.JoinToken != "" || tc.JoinTokenFile != "" {
+		if err := enrollNode(cfg, tc, log); err != nil {
+			return nil, err
+		}
+	}
 	co := cfg.Coordinator
 	dir, explicit := tc.Dir, tc.Dir != ""
 	if !explicit {
@@ -140,7 +145,11 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 		return nil, configErr(field, dir, errors.New("a coordinator that does not hold the CA cannot run node agents in the same process"))
 	}
 	log.Info("TLS on", "dir", dir, "identity", id.String(), "not_after", certs.Leaf().NotAfter)
-	return &nodeTLS{dir: dir, pool: pool, certs: certs}, nil
+	t := &nodeTLS{dir: dir, pool: pool, certs: certs}
+	if as := agentsOf(cfg); co == nil && len(as) > 0 {
+		t.startNetworkRenewal(as[0].Join, certHosts(certs.Leaf()))
+	}
+	return t, nil
 }
 
 // loadCA loads the CA in dir (creating it for a bootstrapping coordinator), issues the

@@ -64,7 +64,9 @@ func probe(t *testing.T, addr string, certs *pki.Reloader) error {
 
 // TestMutualTLSRefusals: every port of a dev cluster (the coordinator's gRPC API, its
 // Raft port, a parameter server's data port) refuses a client without a certificate and
-// one with a certificate from another CA, and admits only the roles it serves.
+// one with a certificate from another CA, and admits only the roles it serves. The gRPC
+// API completes a handshake without a client certificate, for join-token enrollment
+// only: every other RPC refuses such a caller (Unauthenticated).
 func TestMutualTLSRefusals(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -87,15 +89,17 @@ func TestMutualTLSRefusals(t *testing.T) {
 		addr    string
 		admits  []*pki.Reloader
 		refuses []*pki.Reloader
+		// enrolls: the handshake admits a client without a certificate (to enroll)
+		enrolls bool
 	}{
-		{"grpc", c.GRPCAddr, []*pki.Reloader{coordinator, agent, client}, nil},
-		{"raft", c.Node.RaftAddr(), []*pki.Reloader{coordinator}, []*pki.Reloader{agent, client}},
-		{"paramserver", c.Node.DataAddrs()[0], []*pki.Reloader{agent}, []*pki.Reloader{coordinator, client}},
+		{"grpc", c.GRPCAddr, []*pki.Reloader{coordinator, agent, client}, nil, true},
+		{"raft", c.Node.RaftAddr(), []*pki.Reloader{coordinator}, []*pki.Reloader{agent, client}, false},
+		{"paramserver", c.Node.DataAddrs()[0], []*pki.Reloader{agent}, []*pki.Reloader{coordinator, client}, false},
 	}
 	for _, p := range ports {
 		t.Run(p.name, func(t *testing.T) {
-			if err := probe(t, p.addr, nil); err == nil {
-				t.Error("a client without a certificate was admitted")
+			if err := probe(t, p.addr, nil); (err == nil) != p.enrolls {
+				t.Errorf("a client without a certificate: handshake error %v, want one: %v", err, !p.enrolls)
 			}
 			if err := probe(t, p.addr, foreign); err == nil {
 				t.Error("a certificate from another CA was admitted")
@@ -123,7 +127,13 @@ func TestMutualTLSRefusals(t *testing.T) {
 		t.Cleanup(func() { _ = conn.Close() })
 		return conn
 	}
-	agentConn, clientConn := dialAs(agent), dialAs(client)
+	agentConn, clientConn, anonConn := dialAs(agent), dialAs(client), dialAs(nil)
+	if _, err := cohortv1.NewJobServiceClient(anonConn).ListJobs(ctx, &cohortv1.ListJobsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("ListJobs without a certificate: %v, want Unauthenticated", err)
+	}
+	if _, err := cohortv1.NewEnrollServiceClient(anonConn).Renew(ctx, &cohortv1.RenewRequest{Csr: []byte{1}}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("Renew without a certificate: %v, want Unauthenticated", err)
+	}
 	if _, err := cohortv1.NewJobServiceClient(agentConn).SetQuota(ctx, &cohortv1.SetQuotaRequest{Quota: &cohortv1.Quota{Namespace: "x"}}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "role agent") {
 		t.Errorf("SetQuota with an agent certificate: %v, want PermissionDenied naming the role", err)
 	}

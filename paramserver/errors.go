@@ -76,6 +76,7 @@ var errorKinds = []errorKind{
 	{ErrDuplicatePush, codes.AlreadyExists, "DUPLICATE_PUSH"},
 	{ErrShardRemoved, codes.Aborted, "SHARD_REMOVED"},
 	{ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT"},
+	{ErrNotJobWorker, codes.PermissionDenied, "NOT_JOB_WORKER"},
 	{ErrInvalidConfig, codes.InvalidArgument, "INVALID_CONFIG"},
 	{context.Canceled, codes.Canceled, ""},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, ""},

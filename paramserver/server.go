@@ -89,6 +89,8 @@ type Server struct {
 
 	mu     sync.RWMutex
 	shards map[shardKey]*shard
+
+	access accessList // who may call which shard (see SetCaller)
 }
 
 var _ cohortv1.ParameterServiceServer = (*Server)(nil)
@@ -195,6 +197,7 @@ func (s *Server) RestoreShard(ctx context.Context, cfg ShardConfig, ck *ShardChe
 
 // RemoveShard drops a shard; calls blocked on it fail with Aborted.
 func (s *Server) RemoveShard(jobID string, shard int) {
+	s.dropAccess(jobID, shard)
 	s.mu.Lock()
 	sh, ok := s.shards[shardKey{jobID, shard}]
 	if ok {
@@ -210,6 +213,7 @@ func (s *Server) RemoveShard(jobID string, shard int) {
 
 // RemoveJob drops every shard of a job.
 func (s *Server) RemoveJob(jobID string) {
+	s.dropAccess(jobID, -1)
 	s.mu.Lock()
 	var removed []*shard
 	for k, sh := range s.shards {
@@ -274,6 +278,9 @@ func (s *Server) Init(stream cohortv1.ParameterService_InitServer) error {
 		return toStatus(fmt.Errorf("%w: range length %d exceeds %d", ErrInvalidArgument, rng.Length, MaxShardParams))
 	case rng.Offset > h.GetTotalParams() || rng.Length > h.GetTotalParams()-rng.Offset:
 		return toStatus(fmt.Errorf("%w: range [%d,+%d) outside total %d", ErrInvalidArgument, rng.Offset, rng.Length, h.GetTotalParams()))
+	}
+	if err := s.admit(stream.Context(), h.GetRef()); err != nil {
+		return err
 	}
 	sh, err := s.lookupRef(h.GetRef())
 	if err != nil {
@@ -370,6 +377,9 @@ func (s *Server) Push(stream cohortv1.ParameterService_PushServer) error {
 // version after the push. Errors are gRPC status errors. A push refused before its
 // body was read leaves the body unread.
 func (s *Server) push(ctx context.Context, h *cohortv1.PushHeader, next func() (*cohortv1.Chunk, error)) (int64, error) {
+	if err := s.admit(ctx, h.GetRef()); err != nil {
+		return 0, err
+	}
 	sh, err := s.lookupRef(h.GetRef())
 	if err != nil {
 		return 0, toStatus(err)
@@ -410,6 +420,9 @@ func (s *Server) Pull(req *cohortv1.PullRequest, stream cohortv1.ParameterServic
 // consistent snapshot of its values through send, in chunks. Refusals are gRPC status
 // errors; an error from send is returned as it is.
 func (s *Server) pull(ctx context.Context, req *cohortv1.PullRequest, send func(*cohortv1.PullResponse) error) error {
+	if err := s.admit(ctx, req.GetRef()); err != nil {
+		return err
+	}
 	sh, err := s.lookupRef(req.GetRef())
 	if err != nil {
 		return toStatus(err)
@@ -444,6 +457,9 @@ func (s *Server) pull(ctx context.Context, req *cohortv1.PullRequest, send func(
 // written. key_prefix must lie below the shard's own job's checkpoints (see
 // checkpointPrefix); any other is InvalidArgument and nothing is written.
 func (s *Server) Checkpoint(ctx context.Context, req *cohortv1.CheckpointRequest) (*cohortv1.CheckpointResponse, error) {
+	if err := s.admit(ctx, req.GetRef()); err != nil {
+		return nil, err
+	}
 	sh, err := s.lookupRef(req.GetRef())
 	if err != nil {
 		return nil, toStatus(err)

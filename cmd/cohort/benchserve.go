@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -652,7 +653,7 @@ func benchConcurrent(ctx context.Context, url string, bodies [][]byte, c int, d 
 				r, err := benchPost(ctx, client, url, bodies[i%len(bodies)], 0)
 				if err != nil {
 					mu.Lock()
-					firstErr = cmpOr(firstErr, err)
+					firstErr = cmp.Or(firstErr, err)
 					mu.Unlock()
 					return
 				}
@@ -670,13 +671,6 @@ func benchConcurrent(ctx context.Context, url string, bodies [][]byte, c int, d 
 	}
 	wg.Wait()
 	return all, rejected, time.Since(start), firstErr
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // batchStats reads the count and sum of cohort_serve_batch_size_rows from /metrics.

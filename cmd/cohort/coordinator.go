@@ -39,6 +39,8 @@ type coordinatorFlags struct {
 	aclTokensFile string
 	token         string // the global --token: sent with Join (needs an admin token when ACLs are on)
 	insecure      bool
+	tokenFile     string          // --token-file: the join token, from a file
+	joinTokenDir  string          // --join-token-dir
 	tls           *node.TLSConfig // from --tls-dir and --insecure
 }
 
@@ -71,7 +73,7 @@ file. /metrics and /healthz stay open.`,
     --grpc-addr 10.0.0.2:7070 --http-addr 10.0.0.2:7071 --join 10.0.0.1:7070`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token, f.tls = g.token, nodeTLSConfig(g, f.insecure)
+			f.token, f.tls = aclToken(g), withHTTPS(cmd, nodeTLSConfig(g, f.insecure))
 			return runCoordinator(cmd.Context(), f)
 		},
 	}
@@ -88,6 +90,9 @@ file. /metrics and /healthz stay open.`,
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key of 16, 24 or 32 bytes (env COHORT_GOSSIP_KEY)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	fl.BoolVar(&f.insecure, "insecure", false, insecureUsage)
+	fl.Bool("https", false, httpsUsage)
+	fl.StringVar(&f.tokenFile, "token-file", "", tokenFileUsage)
+	fl.StringVar(&f.joinTokenDir, "join-token-dir", "", "with --bootstrap: write coordinator.token and agent.token (0600, never expiring) there for a deployment's other voters and agents (--token-file)")
 	fl.StringVar(&f.aclTokensFile, "acl-tokens-file", "", "YAML list of ACL tokens (name, secret or secret_sha256, role read|submit|admin|agent, namespaces); every call then needs a token, reloaded on SIGHUP (empty: ACLs off)")
 	f.logs.register(cmd)
 	d := node.DefaultCoordinatorConfig()
@@ -192,6 +197,7 @@ func runCoordinator(ctx context.Context, f *coordinatorFlags) error {
 	co.ACLTokensFile = f.aclTokensFile
 	cfg.Coordinator, cfg.HTTPAddr, cfg.Storage, cfg.Logger, cfg.Token = &co, f.httpAddr, logs, logger, f.token
 	cfg.TLS = f.tls
+	cfg.TLS.JoinTokenFile, cfg.TLS.JoinTokenDir = f.tokenFile, f.joinTokenDir
 	cfg.Gossip = node.GossipConfig{BindAddr: f.gossipAddr, Seeds: splitList(f.gossipJoin), Key: key}
 	if f.aclTokensFile == "" {
 		logger.With("role", "acl").Warn("ACLs are off: anyone who reaches the gRPC API may submit, cancel and administer; " +

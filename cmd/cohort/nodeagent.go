@@ -29,6 +29,7 @@ type nodeAgentFlags struct {
 	logLevel   string
 	token      string // the global --token (an agent or admin token when ACLs are on)
 	insecure   bool
+	tokenFile  string          // --token-file: the join token, from a file
 	tls        *node.TLSConfig // from --tls-dir and --insecure
 }
 
@@ -54,6 +55,8 @@ func (f *nodeAgentFlags) register(cmd *cobra.Command, ps bool) {
 	fl.StringVar(&f.gossipKey, "gossip-key", os.Getenv("COHORT_GOSSIP_KEY"), "base64 gossip encryption key (env COHORT_GOSSIP_KEY)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	fl.BoolVar(&f.insecure, "insecure", false, insecureUsage)
+	fl.Bool("https", false, httpsUsage)
+	fl.StringVar(&f.tokenFile, "token-file", "", tokenFileUsage)
 }
 
 func newWorkerCmd(g *globalFlags) *cobra.Command {
@@ -66,7 +69,7 @@ func newWorkerCmd(g *globalFlags) *cobra.Command {
   cohort worker --node-id w2 --join 10.0.0.1:7070 --gpus 0 --label pool=tabular --label zone=eu-1`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token, f.tls = g.token, nodeTLSConfig(g, f.insecure)
+			f.token, f.tls = aclToken(g), withHTTPS(cmd, nodeTLSConfig(g, f.insecure))
 			return runNodeAgent(cmd.Context(), f, false)
 		},
 	}
@@ -82,7 +85,7 @@ func newParamserverCmd(g *globalFlags) *cobra.Command {
 		Example: "  cohort paramserver --node-id ps1 --data-addr 10.0.0.5:7080 --join 10.0.0.1:7070,10.0.0.2:7070 --tls-dir /etc/cohort/tls",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.token, f.tls = g.token, nodeTLSConfig(g, f.insecure)
+			f.token, f.tls = aclToken(g), withHTTPS(cmd, nodeTLSConfig(g, f.insecure))
 			return runNodeAgent(cmd.Context(), f, true)
 		},
 	}
@@ -131,6 +134,10 @@ func runNodeAgent(ctx context.Context, f *nodeAgentFlags, ps bool) error {
 	}
 	cfg.Storage = node.StorageConfig{Dir: f.storageDir, S3: s3cfg}
 	cfg.HTTPAddr, cfg.Logger, cfg.Token, cfg.TLS = f.httpAddr, logger, f.token, f.tls
+	cfg.TLS.JoinTokenFile = f.tokenFile
+	if f.tls != nil && (f.tls.JoinToken != "" || f.tokenFile != "") && f.tls.Dir == "" {
+		cfg.TLS.Dir = joinedAgentTLSDir(f.nodeID) // where an agent joining with a token keeps its certificate
+	}
 	cfg.Gossip = node.GossipConfig{BindAddr: f.gossipAddr, Seeds: splitList(f.gossipJoin), Key: key}
 	n, err := startNode(ctx, cfg, nodeAgentFlagOf)
 	if err != nil {

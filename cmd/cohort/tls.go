@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,6 +54,7 @@ func clientCredentials(g *globalFlags) (credentials.TransportCredentials, error)
 	if err != nil || dir == "" {
 		return nil, err
 	}
+	renewClientCert(context.Background(), g, dir)
 	creds, err := node.ClientTLSCredentials(dir)
 	if err != nil {
 		return nil, usageErr("TLS directory %s: %v", dir, err)
@@ -67,12 +69,30 @@ func nodeTLSConfig(g *globalFlags, insecure bool) *node.TLSConfig {
 	if g.tlsDirSet {
 		c.Dir = g.tlsDir
 	}
+	if node.IsJoinToken(g.token) {
+		c.JoinToken = g.token
+	}
 	return c
+}
+
+// aclToken is the ACL token a node sends: the global --token unless it is a join token
+// (COH1...), which goes to the enrollment instead (nodeTLSConfig).
+func aclToken(g *globalFlags) string {
+	if node.IsJoinToken(g.token) {
+		return ""
+	}
+	return g.token
 }
 
 // printClientCredentials tells the operator where the client credentials a coordinator
 // wrote are, and how to use them.
 func printClientCredentials(n *node.Node) {
+	if p := n.BootstrapTokenPath(); p != "" {
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		fmt.Fprintf(os.Stderr, "bootstrap admin join token: %s (mode 0600); elsewhere, log in with:\n  cohort login --address ADDR --token \"$(cat %s)\"\n", p, p)
+	}
 	dir := n.ClientTLSDir()
 	if dir == "" {
 		return
@@ -179,3 +199,18 @@ func runTLSIssue(f *tlsIssueFlags) error {
 	fmt.Fprintf(os.Stderr, "issued %s, valid %s: %s\n", id, f.ttl, strings.Join(files, ", "))
 	return nil
 }
+
+// httpsUsage is the help of --https on coordinator, worker and paramserver.
+const httpsUsage = "serve --http-addr (metrics, health, dashboard) over TLS with this node's certificate from the cluster CA " +
+	"(clients verify it with ca.crt; no client certificate needed)"
+
+// withHTTPS sets TLSConfig.HTTPS from the command's --https flag.
+func withHTTPS(cmd *cobra.Command, c *node.TLSConfig) *node.TLSConfig {
+	if on, err := cmd.Flags().GetBool("https"); err == nil && on {
+		c.HTTPS = true
+	}
+	return c
+}
+
+// tokenFileUsage is the help of --token-file.
+const tokenFileUsage = "file holding the join token (COH1...), read at the first start (waiting for it to appear); keeps the token off the command line"

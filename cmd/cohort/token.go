@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/cohort-dev/cohort/coordinator/api"
+	"github.com/cohort-dev/cohort/node"
 )
 
 // tokenFlagUsage is the help of the global --token flag. Its default is resolved after
@@ -39,7 +40,7 @@ func resolveToken(root *cobra.Command, g *globalFlags) error {
 
 // tokenDialOptions sends token on every call; none when token is empty.
 func tokenDialOptions(token string) []grpc.DialOption {
-	if token == "" {
+	if token == "" || node.IsJoinToken(token) { // a join token is for login and --join only
 		return nil
 	}
 	return []grpc.DialOption{grpc.WithPerRPCCredentials(api.BearerToken(token))}

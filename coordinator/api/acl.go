@@ -120,6 +120,9 @@ func (t *Token) allowsNamespace(ns string) bool {
 // rule is what one RPC needs.
 type rule struct {
 	need Role
+	// public marks an RPC that needs no ACL token: it authenticates its caller itself
+	// (a join token, or the certificate it renews).
+	public bool
 	// namespace, when set, returns the namespace a job-writing request acts in; ok is
 	// false when it cannot tell (an invalid spec, a job this coordinator does not know),
 	// and the handler, or the leader the call is forwarded to, decides. Unary RPCs only.
@@ -172,6 +175,18 @@ var methodRules = map[string]rule{
 	cohortv1.ClusterService_TransferLeadership_FullMethodName: {need: RoleAdmin},
 	cohortv1.ClusterService_SnapshotSave_FullMethodName:       {need: RoleAdmin},
 	cohortv1.ClusterService_SnapshotRestore_FullMethodName:    {need: RoleAdmin},
+	// EnrollService authenticates by join token or certificate; TokenService: admins.
+	cohortv1.EnrollService_Enroll_FullMethodName:     {public: true},
+	cohortv1.EnrollService_Renew_FullMethodName:      {public: true},
+	cohortv1.TokenService_CreateToken_FullMethodName: {need: RoleAdmin},
+	cohortv1.TokenService_ListTokens_FullMethodName:  {need: RoleAdmin},
+	cohortv1.TokenService_RevokeToken_FullMethodName: {need: RoleAdmin},
+	// GossipService: the keys to agents; their management to admins.
+	cohortv1.GossipService_GetKeyring_FullMethodName: {need: RoleAgent},
+	cohortv1.GossipService_ListKeys_FullMethodName:   {need: RoleAdmin},
+	cohortv1.GossipService_InstallKey_FullMethodName: {need: RoleAdmin},
+	cohortv1.GossipService_UseKey_FullMethodName:     {need: RoleAdmin},
+	cohortv1.GossipService_RemoveKey_FullMethodName:  {need: RoleAdmin},
 }
 
 // submitNamespace is the namespace a submitted or planned spec names ("default" when
@@ -409,6 +424,9 @@ func (a *ACL) authorize(ctx context.Context, method string, req any) error {
 	if !ok {
 		a.log.Error("acl: refused an RPC that has no ACL rule", "method", method)
 		return status.Errorf(codes.PermissionDenied, "%s has no ACL rule; it is refused", method)
+	}
+	if r.public {
+		return nil
 	}
 	tok, err := a.Check(bearer(ctx), r.need)
 	if err != nil {

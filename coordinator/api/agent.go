@@ -215,9 +215,14 @@ func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv
 			}
 			as.ShardAddresses = addrs
 		}
+		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
+			if as.AllowedWorkers, err = workerNodes(snap, ws, job.Id); err != nil {
+				return nil, nil, err
+			}
+		}
 		resp.Assignments = append(resp.Assignments, as)
-		key = append(key, fmt.Sprintf("%s/%d/%s/%d/%s/%s", a.Id, a.ModifyIndex, job.State, job.Generation,
-			job.Checkpoint, strings.Join(as.ShardAddresses, ",")))
+		key = append(key, fmt.Sprintf("%s/%d/%s/%d/%s/%s/%s", a.Id, a.ModifyIndex, job.State, job.Generation,
+			job.Checkpoint, strings.Join(as.ShardAddresses, ","), strings.Join(as.AllowedWorkers, ",")))
 	}
 	return resp, key, nil
 }

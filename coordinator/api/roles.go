@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 
@@ -66,6 +67,33 @@ var certRoleRules = map[string][]pki.Role{
 	cohortv1.ClusterService_TransferLeadership_FullMethodName: userCallers,
 	cohortv1.ClusterService_SnapshotSave_FullMethodName:       userCallers,
 	cohortv1.ClusterService_SnapshotRestore_FullMethodName:    userCallers,
+	// EnrollService: Enroll is also open to callers without a certificate (see
+	// certlessMethods): its join token authenticates it. Renew renews any role's own
+	// certificate. TokenService: people (admins, checked by the handlers) and
+	// coordinators forwarding.
+	cohortv1.EnrollService_Enroll_FullMethodName:     allCallers,
+	cohortv1.EnrollService_Renew_FullMethodName:      allCallers,
+	cohortv1.TokenService_CreateToken_FullMethodName: userCallers,
+	cohortv1.TokenService_ListTokens_FullMethodName:  userCallers,
+	cohortv1.TokenService_RevokeToken_FullMethodName: userCallers,
+	// GossipService: the keys themselves to node agents and coordinators; their
+	// management to people (admins, checked by the handlers).
+	cohortv1.GossipService_GetKeyring_FullMethodName: agentCallers,
+	cohortv1.GossipService_ListKeys_FullMethodName:   userCallers,
+	cohortv1.GossipService_InstallKey_FullMethodName: userCallers,
+	cohortv1.GossipService_UseKey_FullMethodName:     userCallers,
+	cohortv1.GossipService_RemoveKey_FullMethodName:  userCallers,
+}
+
+// allCallers is every certificate role.
+var allCallers = []pki.Role{pki.RoleClient, pki.RoleAgent, pki.RoleCoordinator}
+
+// certlessMethods may be called over TLS without a client certificate: the join-token
+// enrollment, which is how a process gets its first certificate. The coordinator's TLS
+// listener therefore verifies client certificates only when given, and every other
+// method refuses a caller without one (Unauthenticated).
+var certlessMethods = map[string]bool{
+	cohortv1.EnrollService_Enroll_FullMethodName: true,
 }
 
 // CertRoles returns the certificate roles that may call method (a full gRPC method
@@ -111,6 +139,9 @@ func authorizeCertRole(ctx context.Context, method string, log *slog.Logger) err
 		return status.Errorf(codes.PermissionDenied, "%s has no certificate role rule; it is refused", method)
 	}
 	id, err := callerIdentity(ctx)
+	if err != nil && certlessMethods[method] && errors.Is(err, pki.ErrNoIdentity) {
+		return nil
+	}
 	if err != nil {
 		log.Info("tls: call refused", "method", method, "err", err)
 		return status.Errorf(codes.Unauthenticated, "%s: %v", method, err)

@@ -219,6 +219,9 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"override_gate":        applyOverrideGate,
 	"apply_plan":           applyApplyPlan,
 	"search":               applySearch,
+	"create_token":         applyCreateToken,
+	"revoke_token":         applyRevokeToken,
+	"set_gossip_keyring":   applySetGossipKeyring,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

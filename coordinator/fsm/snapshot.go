@@ -39,7 +39,11 @@ const (
 	recordQueue byte = 7
 	// recordSearch (added in place, like recordCoordinator).
 	recordSearch byte = 8
-	recordEnd    byte = 0xff
+	// recordToken (added in place, like recordCoordinator): a join-token record.
+	recordToken byte = 9
+	// recordGossipKeyring (added in place): the sealed gossip keyring.
+	recordGossipKeyring byte = 10
+	recordEnd           byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
 	// memory.
@@ -166,11 +170,27 @@ func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 			return err
 		}
 	}
+	tokens, err := snap.Tokens(nil)
+	if err != nil {
+		return err
+	}
+	for _, t := range tokens {
+		if err := rw.message(recordToken, t); err != nil {
+			return err
+		}
+	}
+	if k, err := snap.GossipKeyring(nil); err != nil {
+		return err
+	} else if k != nil {
+		if err := rw.message(recordGossipKeyring, k); err != nil {
+			return err
+		}
+	}
 	indexes, err := snap.TableIndexes()
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableSearches} {
+	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableSearches, state.TableTokens, state.TableGossipKeyring} {
 		idx, ok := indexes[table]
 		if !ok {
 			continue
@@ -287,6 +307,18 @@ func restoreRecord(txn *state.Txn, typ byte, payload []byte) error {
 			return fmt.Errorf("decode search: %w", err)
 		}
 		return txn.RestoreSearch(s)
+	case recordToken:
+		t := &cohortv1.JoinToken{}
+		if err := proto.Unmarshal(payload, t); err != nil {
+			return fmt.Errorf("decode token: %w", err)
+		}
+		return txn.RestoreToken(t)
+	case recordGossipKeyring:
+		k := &cohortv1.GossipKeyring{}
+		if err := proto.Unmarshal(payload, k); err != nil {
+			return fmt.Errorf("decode gossip keyring: %w", err)
+		}
+		return txn.RestoreGossipKeyring(k)
 	case recordTableIndex:
 		idx, n := binary.Uvarint(payload)
 		if n <= 0 {

@@ -104,6 +104,9 @@ func schema() *memdb.DBSchema {
 	for name, t := range searchTables() {
 		s.Tables[name] = t
 	}
+	for name, t := range tokenTables() {
+		s.Tables[name] = t
+	}
 	return s
 }
 

@@ -9,6 +9,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +85,10 @@ type Config struct {
 	Meta Meta
 	// SecretKey, when set (16, 24 or 32 bytes), encrypts gossip with AES-GCM.
 	SecretKey []byte
+	// Keys, when set, is a keyring (each key 16, 24 or 32 bytes; Keys[0] encrypts,
+	// every key decrypts) that SetKeys changes while the member runs. It replaces
+	// SecretKey.
+	Keys [][]byte
 	// LAN selects memberlist's LAN timing (the default); false selects its loopback
 	// timing, for tests.
 	LAN bool
@@ -101,6 +107,7 @@ func DefaultConfig() Config { return Config{BindAddr: "0.0.0.0:7946", LAN: true}
 // Gossip is a running member.
 type Gossip struct {
 	list   *memberlist.Memberlist
+	keys   *memberlist.Keyring // nil unless Config.Keys
 	logger *slog.Logger
 	events *prometheus.CounterVec
 	once   sync.Once
@@ -146,6 +153,13 @@ func New(cfg Config) (*Gossip, error) {
 		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport
 	}
 	mc.SecretKey = cfg.SecretKey
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip: keyring: %w", err)
+		}
+		mc.SecretKey, mc.Keyring = nil, kr
+	}
 	mc.Logger = log.New(io.Discard, "", 0)
 	g := &Gossip{
 		logger: cfg.Logger.With("component", "gossip"),
@@ -165,7 +179,7 @@ func New(cfg Config) (*Gossip, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip: start member %q: %w", cfg.Name, err)
 	}
-	g.list = list
+	g.list, g.keys = list, mc.Keyring
 	if len(cfg.Seeds) > 0 {
 		n, err := list.Join(cfg.Seeds)
 		if err != nil {
@@ -274,3 +288,51 @@ func (d *delegate) event(k EventKind, n *memberlist.Node) {
 func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.event(EventJoin, n) }
 func (d *delegate) NotifyLeave(n *memberlist.Node)  { d.event(EventLeave, n) }
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.event(EventUpdate, n) }
+
+// SetKeys makes the keyring exactly keys, keys[0] the primary: new keys are installed
+// first, then the primary is switched, then keys no longer listed are removed. It is
+// an error on a member started without Config.Keys.
+func (g *Gossip) SetKeys(keys [][]byte) error {
+	if g.keys == nil {
+		return errors.New("gossip: this member was started without a keyring")
+	}
+	if len(keys) == 0 {
+		return errors.New("gossip: an empty keyring")
+	}
+	have := g.keys.GetKeys()
+	for _, k := range keys {
+		if !slices.ContainsFunc(have, func(h []byte) bool { return bytes.Equal(h, k) }) {
+			if err := g.keys.AddKey(k); err != nil {
+				return fmt.Errorf("gossip: install key: %w", err)
+			}
+		}
+	}
+	if !bytes.Equal(g.keys.GetPrimaryKey(), keys[0]) {
+		if err := g.keys.UseKey(keys[0]); err != nil {
+			return fmt.Errorf("gossip: use key: %w", err)
+		}
+	}
+	for _, h := range g.keys.GetKeys() {
+		if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(h, k) }) {
+			if err := g.keys.RemoveKey(h); err != nil {
+				return fmt.Errorf("gossip: remove key: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Keys returns the keyring, the primary first (nil without one).
+func (g *Gossip) Keys() [][]byte {
+	if g.keys == nil {
+		return nil
+	}
+	primary := g.keys.GetPrimaryKey()
+	out := [][]byte{primary}
+	for _, k := range g.keys.GetKeys() {
+		if !bytes.Equal(k, primary) {
+			out = append(out, k)
+		}
+	}
+	return out
+}

@@ -93,6 +93,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 		return
 	}
 	key := shardKey{job: job.GetId(), shard: int(alloc.GetIndex())}
+	r.cfg.Server.SetAllowedWorkers(key.job, key.shard, cfg.Generation, a.GetAllowedWorkers())
 	r.mu.Lock()
 	r.members[alloc.GetId()] = membership{gen: cfg.Generation, workers: cfg.Workers}
 	r.mu.Unlock()
@@ -174,6 +175,7 @@ func RestoreShard(ctx context.Context, srv *paramserver.Server, cfg paramserver.
 // shard still restoring installs it when the restore is done.
 func (r *Runner) Update(a *cohortv1.Assignment) {
 	alloc, job := a.GetAllocation(), a.GetJob()
+	r.cfg.Server.SetAllowedWorkers(job.GetId(), int(alloc.GetIndex()), alloc.GetGeneration(), a.GetAllowedWorkers())
 	workers := int(job.GetActiveWorkers())
 	if workers <= 0 {
 		workers = int(job.GetWorkerCount())

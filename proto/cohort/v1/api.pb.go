@@ -823,6 +823,10 @@ type Assignment struct {
 	// shard_addresses lists the data address of every parameter-server shard of the job,
 	// in shard order (set for workers).
 	ShardAddresses []string `protobuf:"bytes,3,rep,name=shard_addresses,json=shardAddresses,proto3" json:"shard_addresses,omitempty"`
+	// allowed_workers names the nodes of the job's live worker allocations (set for
+	// parameter-server shards): on a TLS cluster a shard serves only callers whose
+	// certificate names one of them.
+	AllowedWorkers []string `protobuf:"bytes,4,rep,name=allowed_workers,json=allowedWorkers,proto3" json:"allowed_workers,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -874,6 +878,13 @@ func (x *Assignment) GetJob() *Job {
 func (x *Assignment) GetShardAddresses() []string {
 	if x != nil {
 		return x.ShardAddresses
+	}
+	return nil
+}
+
+func (x *Assignment) GetAllowedWorkers() []string {
+	if x != nil {
+		return x.AllowedWorkers
 	}
 	return nil
 }
@@ -2280,14 +2291,15 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x17registration_generation\x18\x02 \x01(\x04R\x16registrationGeneration\"\x13\n" +
 	"\x11HeartbeatResponse\"2\n" +
 	"\x17WatchAssignmentsRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x8e\x01\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xb7\x01\n" +
 	"\n" +
 	"Assignment\x125\n" +
 	"\n" +
 	"allocation\x18\x01 \x01(\v2\x15.cohort.v1.AllocationR\n" +
 	"allocation\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.cohort.v1.JobR\x03job\x12'\n" +
-	"\x0fshard_addresses\x18\x03 \x03(\tR\x0eshardAddresses\"S\n" +
+	"\x0fshard_addresses\x18\x03 \x03(\tR\x0eshardAddresses\x12'\n" +
+	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\"S\n" +
 	"\x18WatchAssignmentsResponse\x127\n" +
 	"\vassignments\x18\x01 \x03(\v2\x15.cohort.v1.AssignmentR\vassignments\"E\n" +
 	"\x12ReportTasksRequest\x12/\n" +

@@ -46,6 +46,9 @@ type Command struct {
 	//	*Command_ResizeJob
 	//	*Command_OverrideGate
 	//	*Command_ApplyPlan
+	//	*Command_CreateToken
+	//	*Command_RevokeToken
+	//	*Command_SetGossipKeyring
 	//	*Command_Search
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
@@ -240,6 +243,33 @@ func (x *Command) GetApplyPlan() *ApplyPlanCommand {
 	return nil
 }
 
+func (x *Command) GetCreateToken() *CreateTokenCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_CreateToken); ok {
+			return x.CreateToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeToken() *RevokeTokenCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_RevokeToken); ok {
+			return x.RevokeToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetGossipKeyring() *SetGossipKeyringCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetGossipKeyring); ok {
+			return x.SetGossipKeyring
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSearch() *SearchCommand {
 	if x != nil {
 		if x, ok := x.Kind.(*Command_Search); ok {
@@ -319,6 +349,20 @@ type Command_ApplyPlan struct {
 	ApplyPlan *ApplyPlanCommand `protobuf:"bytes,32,opt,name=apply_plan,json=applyPlan,proto3,oneof"`
 }
 
+type Command_CreateToken struct {
+	// create_token and revoke_token keep the join tokens (issue #16).
+	CreateToken *CreateTokenCommand `protobuf:"bytes,33,opt,name=create_token,json=createToken,proto3,oneof"`
+}
+
+type Command_RevokeToken struct {
+	RevokeToken *RevokeTokenCommand `protobuf:"bytes,34,opt,name=revoke_token,json=revokeToken,proto3,oneof"`
+}
+
+type Command_SetGossipKeyring struct {
+	// set_gossip_keyring replaces the sealed gossip keyring (issue #16).
+	SetGossipKeyring *SetGossipKeyringCommand `protobuf:"bytes,35,opt,name=set_gossip_keyring,json=setGossipKeyring,proto3,oneof"`
+}
+
 type Command_Search struct {
 	// search carries every change of a hyperparameter search (search.proto).
 	Search *SearchCommand `protobuf:"bytes,50,opt,name=search,proto3,oneof"`
@@ -355,6 +399,12 @@ func (*Command_ResizeJob) isCommand_Kind() {}
 func (*Command_OverrideGate) isCommand_Kind() {}
 
 func (*Command_ApplyPlan) isCommand_Kind() {}
+
+func (*Command_CreateToken) isCommand_Kind() {}
+
+func (*Command_RevokeToken) isCommand_Kind() {}
+
+func (*Command_SetGossipKeyring) isCommand_Kind() {}
 
 func (*Command_Search) isCommand_Kind() {}
 
@@ -1577,7 +1627,8 @@ var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x15cohort/v1/types.proto\x1a\x16cohort/v1/search.proto\"\xa3\t\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x16cohort/v1/search.proto\x1a\x15cohort/v1/types.proto\"\xff\n" +
+	"\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1604,7 +1655,10 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"resize_job\x18\x1e \x01(\v2\x1b.cohort.v1.ResizeJobCommandH\x00R\tresizeJob\x12E\n" +
 	"\roverride_gate\x18\x1f \x01(\v2\x1e.cohort.v1.OverrideGateCommandH\x00R\foverrideGate\x12<\n" +
 	"\n" +
-	"apply_plan\x18  \x01(\v2\x1b.cohort.v1.ApplyPlanCommandH\x00R\tapplyPlan\x122\n" +
+	"apply_plan\x18  \x01(\v2\x1b.cohort.v1.ApplyPlanCommandH\x00R\tapplyPlan\x12B\n" +
+	"\fcreate_token\x18! \x01(\v2\x1d.cohort.v1.CreateTokenCommandH\x00R\vcreateToken\x12B\n" +
+	"\frevoke_token\x18\" \x01(\v2\x1d.cohort.v1.RevokeTokenCommandH\x00R\vrevokeToken\x12R\n" +
+	"\x12set_gossip_keyring\x18# \x01(\v2\".cohort.v1.SetGossipKeyringCommandH\x00R\x10setGossipKeyring\x122\n" +
 	"\x06search\x182 \x01(\v2\x18.cohort.v1.SearchCommandH\x00R\x06searchB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
@@ -1736,19 +1790,22 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(*ApplyPlanCommand)(nil),           // 18: cohort.v1.ApplyPlanCommand
 	(*PlanEviction)(nil),               // 19: cohort.v1.PlanEviction
 	nil,                                // 20: cohort.v1.TaskReport.MetricsEntry
-	(*SearchCommand)(nil),              // 21: cohort.v1.SearchCommand
-	(*Job)(nil),                        // 22: cohort.v1.Job
-	(*Node)(nil),                       // 23: cohort.v1.Node
-	(*Allocation)(nil),                 // 24: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 25: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 26: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 27: cohort.v1.JobProgress
-	(*GateResult)(nil),                 // 28: cohort.v1.GateResult
-	(*ExportedFrom)(nil),               // 29: cohort.v1.ExportedFrom
-	(*EarlyStop)(nil),                  // 30: cohort.v1.EarlyStop
-	(*GateOverride)(nil),               // 31: cohort.v1.GateOverride
-	(*Quota)(nil),                      // 32: cohort.v1.Quota
-	(*Queue)(nil),                      // 33: cohort.v1.Queue
+	(*CreateTokenCommand)(nil),         // 21: cohort.v1.CreateTokenCommand
+	(*RevokeTokenCommand)(nil),         // 22: cohort.v1.RevokeTokenCommand
+	(*SetGossipKeyringCommand)(nil),    // 23: cohort.v1.SetGossipKeyringCommand
+	(*SearchCommand)(nil),              // 24: cohort.v1.SearchCommand
+	(*Job)(nil),                        // 25: cohort.v1.Job
+	(*Node)(nil),                       // 26: cohort.v1.Node
+	(*Allocation)(nil),                 // 27: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 28: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 29: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 30: cohort.v1.JobProgress
+	(*GateResult)(nil),                 // 31: cohort.v1.GateResult
+	(*ExportedFrom)(nil),               // 32: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),                  // 33: cohort.v1.EarlyStop
+	(*GateOverride)(nil),               // 34: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 35: cohort.v1.Quota
+	(*Queue)(nil),                      // 36: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1767,32 +1824,35 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	16, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
 	8,  // 14: cohort.v1.Command.override_gate:type_name -> cohort.v1.OverrideGateCommand
 	18, // 15: cohort.v1.Command.apply_plan:type_name -> cohort.v1.ApplyPlanCommand
-	21, // 16: cohort.v1.Command.search:type_name -> cohort.v1.SearchCommand
-	22, // 17: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	23, // 18: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	24, // 19: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 20: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	25, // 21: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	26, // 22: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	27, // 23: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	20, // 24: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	28, // 25: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
-	29, // 26: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
-	30, // 27: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
-	31, // 28: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
-	10, // 29: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	32, // 30: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	33, // 31: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	24, // 32: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	16, // 33: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
-	19, // 34: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
-	4,  // 35: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
-	16, // 36: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	21, // 16: cohort.v1.Command.create_token:type_name -> cohort.v1.CreateTokenCommand
+	22, // 17: cohort.v1.Command.revoke_token:type_name -> cohort.v1.RevokeTokenCommand
+	23, // 18: cohort.v1.Command.set_gossip_keyring:type_name -> cohort.v1.SetGossipKeyringCommand
+	24, // 19: cohort.v1.Command.search:type_name -> cohort.v1.SearchCommand
+	25, // 20: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	26, // 21: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	27, // 22: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 23: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	28, // 24: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	29, // 25: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	30, // 26: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	20, // 27: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	31, // 28: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
+	32, // 29: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
+	33, // 30: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
+	34, // 31: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	10, // 32: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	35, // 33: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	36, // 34: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	27, // 35: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	16, // 36: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
+	19, // 37: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
+	4,  // 38: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
+	16, // 39: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -1800,8 +1860,9 @@ func file_cohort_v1_raft_proto_init() {
 	if File_cohort_v1_raft_proto != nil {
 		return
 	}
-	file_cohort_v1_types_proto_init()
+	file_cohort_v1_enroll_proto_init()
 	file_cohort_v1_search_proto_init()
+	file_cohort_v1_types_proto_init()
 	file_cohort_v1_raft_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_SubmitJob)(nil),
 		(*Command_CancelJob)(nil),
@@ -1819,6 +1880,9 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_ResizeJob)(nil),
 		(*Command_OverrideGate)(nil),
 		(*Command_ApplyPlan)(nil),
+		(*Command_CreateToken)(nil),
+		(*Command_RevokeToken)(nil),
+		(*Command_SetGossipKeyring)(nil),
 		(*Command_Search)(nil),
 	}
 	type x struct{}

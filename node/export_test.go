@@ -1,0 +1,11 @@
+package node
+
+import "time"
+
+// SetGossipKeyringPoll sets how often members refresh the gossip keyring, for tests;
+// the returned function restores it.
+func SetGossipKeyringPoll(d time.Duration) func() {
+	old := gossipKeyringPoll
+	gossipKeyringPoll = d
+	return func() { gossipKeyringPoll = old }
+}

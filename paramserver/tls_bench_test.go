@@ -1,0 +1,119 @@
+package paramserver
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
+	"github.com/cohort-dev/cohort/internal/pki"
+)
+
+// BenchmarkPushPullTLS measures one sync step (push a 16 MiB gradient to 2 shards, pull
+// 16 MiB of values, 1 MiB chunks) over real loopback gRPC, plaintext against what a
+// cluster runs: mutual TLS 1.3 with agent certificates from the cluster CA and the
+// shards' check that the caller is one of the job's workers. BENCHMARKS.md records the
+// ratio (target: TLS at most 15% slower).
+func BenchmarkPushPullTLS(b *testing.B) {
+	const n = 4 << 20
+	b.Run("plaintext", func(b *testing.B) { benchPushPullWith(b, n, 1<<20, nil) })
+	b.Run("mtls", func(b *testing.B) { benchPushPullWith(b, n, 1<<20, newBenchTLS(b)) })
+}
+
+// benchTLS is the material of a mutual-TLS benchmark: a CA, and the shard's and
+// worker's agent certificates.
+type benchTLS struct {
+	ca            *pki.CA
+	shard, worker *pki.Reloader
+}
+
+func newBenchTLS(b *testing.B) *benchTLS {
+	ca, err := pki.NewCA("bench", time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	issue := func(name string) *pki.Reloader {
+		certPEM, keyPEM, err := ca.IssueFor(pki.Identity{Name: name, Role: pki.RoleAgent}, []string{"127.0.0.1"}, time.Hour, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := pki.NewReloader(certPEM, keyPEM, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return r
+	}
+	return &benchTLS{ca: ca, shard: issue("ps-node"), worker: issue("worker-node")}
+}
+
+// peerName is the shards' CallerFunc as a TLS node sets it (node.tlsCaller).
+func peerName(ctx context.Context) (string, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return "", false
+	}
+	id, err := pki.IdentityFromTLS(info.State)
+	return id.Name, err == nil
+}
+
+func startBenchServer(b *testing.B, t *benchTLS) (*Server, string) {
+	if t == nil {
+		return startServer(b, 0)
+	}
+	srv := NewServer(ServerConfig{Logger: quietLogger(), Registry: prometheus.NewRegistry()})
+	srv.SetCaller(peerName)
+	cfg := pki.ServerTLSConfig(t.ca.Pool(), t.shard, true)
+	cfg.VerifyConnection = pki.RequireRole(pki.RoleAgent)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := grpc.NewServer(append(ServerOptions(), grpc.Creds(credentials.NewTLS(cfg)))...)
+	srv.Register(g)
+	go func() { _ = g.Serve(lis) }()
+	b.Cleanup(g.Stop)
+	return srv, lis.Addr().String()
+}
+
+func benchPushPullWith(b *testing.B, n, chunk int, t *benchTLS) {
+	ctx := context.Background()
+	s0, a0 := startBenchServer(b, t)
+	s1, a1 := startBenchServer(b, t)
+	addShards(b, []*Server{s0, s1}, ShardConfig{JobID: "bench", Generation: 1, Workers: 1, Optimizer: OptimizerConfig{Name: "sgd", LearningRate: 1e-6}})
+	cc := ClientConfig{Addresses: []string{a0, a1}, JobID: "bench", Generation: 1, TotalParams: uint64(n), ChunkBytes: chunk}
+	if t != nil {
+		for i, s := range []*Server{s0, s1} {
+			s.SetAllowedWorkers("bench", i, 1, []string{"worker-node"})
+		}
+		cc.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(pki.RoleClientTLSConfig(t.ca.Pool(), t.worker, pki.RoleAgent)))}
+	}
+	c := newTestClient(b, cc)
+	p := initialValues(n)
+	if err := c.Init(ctx, p); err != nil {
+		b.Fatal(err)
+	}
+	g := make([]float32, n)
+	workerGrad(0, p, g)
+	var step int64
+	b.SetBytes(int64(2 * 4 * n))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := c.Push(ctx, step, g, 1); err != nil {
+			b.Fatal(err)
+		}
+		step++
+		if _, err := c.Pull(ctx, step, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
