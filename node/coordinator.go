@@ -104,7 +104,10 @@ func (n *Node) startCoordinator() error {
 		// Every caller presents a certificate from the cluster CA; its role decides which
 		// RPCs it may call (before the ACL's token check, when ACLs are on).
 		sopts = append(sopts, grpc.Creds(n.tls.coordinatorServerCreds()))
-		sopts = append(sopts, api.CertRoleServerOptions(log.With("role", "api"))...)
+		sopts = append(sopts, api.CertRoleServerOptions(log.With("role", "api"), func(id string) bool {
+			rec, err := srv.State().TokenByID(nil, id)
+			return err == nil && rec != nil && rec.Revoked
+		})...)
 	}
 	gs := grpc.NewServer(append(sopts, n.acl.serverOptions()...)...)
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))

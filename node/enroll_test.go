@@ -185,9 +185,35 @@ func TestJoinTokens(t *testing.T) {
 		t.Errorf("CreateToken with a read certificate: %v, want PermissionDenied", err)
 	}
 
+	// bob's certificate names the token it was enrolled with; until it is revoked, it
+	// reads the cluster's jobs and renews.
+	bobConn := connAs(t, c1.GRPCAddr(), ca, re)
+	if re.Identity.Token != readTok.ID {
+		t.Errorf("bob's identity %+v does not name its token %s", re.Identity, readTok.ID)
+	}
+	if _, err := cohortv1.NewJobServiceClient(bobConn).ListJobs(ctx, &cohortv1.ListJobsRequest{}); err != nil {
+		t.Fatalf("list jobs as bob: %v", err)
+	}
+	br, err := pki.NewReloader(re.CertPEM, re.KeyPEM, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := node.RenewOverNetwork(ctx, addrs, ca.Pool(), br, nil); err != nil {
+		t.Fatalf("renew bob's certificate: %v", err)
+	}
+
 	// Revoked, wrong secret, unknown id: refused, naming why.
 	if _, err := cohortv1.NewTokenServiceClient(admin).RevokeToken(ctx, &cohortv1.RevokeTokenRequest{Id: readTok.ID}); err != nil {
 		t.Fatal(err)
+	}
+	// Revoking the token cuts off the certificates enrolled with it: calls and renewals
+	// are refused on every coordinator that has applied the revocation (c1 here, the
+	// one that committed it).
+	if _, err := cohortv1.NewJobServiceClient(bobConn).ListJobs(ctx, &cohortv1.ListJobsRequest{}); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("list jobs as bob after the revocation: %v, want Unauthenticated saying revoked", err)
+	}
+	if _, _, err := node.RenewOverNetwork(ctx, addrs, ca.Pool(), br, nil); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("renew bob's certificate after the revocation: %v, want a refusal saying revoked", err)
 	}
 	wrong := agentTok
 	wrong.Secret = strings.Repeat("a", pki.TokenSecretLen)

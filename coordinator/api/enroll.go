@@ -130,6 +130,16 @@ func (s *enrollService) Renew(ctx context.Context, req *cohortv1.RenewRequest) (
 	if err != nil {
 		return nil, status.Errorf(codes.Unauthenticated, "renew needs the certificate it renews: %v", err)
 	}
+	if id.Token != "" {
+		rec, err := s.b.State().TokenByID(nil, id.Token)
+		if err != nil {
+			return nil, err
+		}
+		if rec != nil && rec.Revoked {
+			s.cfg.Logger.Info("renew: refused", "identity", id.String(), "token", id.Token, "err", "token revoked")
+			return nil, status.Errorf(codes.Unauthenticated, "renew: join token %s, with which %s enrolled, is revoked", id.Token, id.Name)
+		}
+	}
 	ca := s.ec.ca()
 	if ca == nil {
 		return nil, status.Error(codes.FailedPrecondition, "this coordinator does not hold the cluster CA, so it cannot renew certificates")

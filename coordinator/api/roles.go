@@ -107,12 +107,14 @@ func CertRoles(method string) (roles []pki.Role, ok bool) {
 // TLS: every call is refused (PermissionDenied) unless the role in the caller's verified
 // certificate may call the method (see certRoleRules). Add them before the ACL's, so a
 // call is checked by certificate first. log receives refusals (nil: slog.Default()).
-func CertRoleServerOptions(log *slog.Logger) []grpc.ServerOption {
+// revoked, when not nil, reports whether a join token has been revoked: a certificate
+// enrolled with a revoked token is refused (Unauthenticated) on every RPC.
+func CertRoleServerOptions(log *slog.Logger, revoked func(tokenID string) bool) []grpc.ServerOption {
 	if log == nil {
 		log = slog.Default()
 	}
 	check := func(ctx context.Context, method string) error {
-		return authorizeCertRole(ctx, method, log)
+		return authorizeCertRole(ctx, method, log, revoked)
 	}
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -132,7 +134,7 @@ func CertRoleServerOptions(log *slog.Logger) []grpc.ServerOption {
 
 // authorizeCertRole checks the role in the certificate of the call in ctx against
 // method's rule.
-func authorizeCertRole(ctx context.Context, method string, log *slog.Logger) error {
+func authorizeCertRole(ctx context.Context, method string, log *slog.Logger, revoked func(string) bool) error {
 	allowed, ok := certRoleRules[method]
 	if !ok {
 		log.Error("tls: refused an RPC that has no certificate role rule", "method", method)
@@ -145,6 +147,11 @@ func authorizeCertRole(ctx context.Context, method string, log *slog.Logger) err
 	if err != nil {
 		log.Info("tls: call refused", "method", method, "err", err)
 		return status.Errorf(codes.Unauthenticated, "%s: %v", method, err)
+	}
+	if id.Token != "" && revoked != nil && revoked(id.Token) {
+		log.Info("tls: call refused: the certificate's join token is revoked", "method", method, "caller", id.String(), "token", id.Token)
+		return status.Errorf(codes.Unauthenticated, "%s: the certificate of %s was enrolled with join token %s, which is revoked; enroll again with a valid token",
+			method, id.Name, id.Token)
 	}
 	if !slices.Contains(allowed, id.Role) {
 		log.Info("tls: call refused by certificate role", "method", method, "caller", id.String())

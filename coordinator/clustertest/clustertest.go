@@ -276,7 +276,7 @@ func (n *Node) start(bootstrap bool) error {
 		acfg.ParseSpec = n.opts.ParseSpec
 	}
 	sopts := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(pki.ServerTLSConfig(n.pki.ca.Pool(), n.certs, true)))},
-		api.CertRoleServerOptions(cfg.Logger)...)
+		api.CertRoleServerOptions(cfg.Logger, nil)...)
 	if n.opts.ServerOptions != nil {
 		sopts = append(sopts, n.opts.ServerOptions(s)...)
 	}

@@ -44,6 +44,7 @@ const (
 	uriKindRole      = "role"
 	uriKindACL       = "acl"
 	uriKindNamespace = "namespace"
+	uriKindToken     = "token"
 )
 
 // Errors about identities and roles.
@@ -80,6 +81,10 @@ type Identity struct {
 	// Namespaces, when not empty, limit what the ACL role may write to these
 	// namespaces (DNS labels, no duplicates).
 	Namespaces []string
+	// Token is the id of the join token the certificate was enrolled with (empty for
+	// certificates issued offline): revoking that token cuts the certificate off
+	// (coordinators refuse its calls and its renewal).
+	Token string
 }
 
 // Validate reports whether id can be written into a certificate.
@@ -102,6 +107,11 @@ func (id Identity) Validate() error {
 		}
 		if slices.Contains(id.Namespaces[:i], ns) {
 			return fmt.Errorf("%w: namespace %q appears twice", ErrInvalidIdentity, ns)
+		}
+	}
+	if id.Token != "" {
+		if err := checkTokenPart(id.Token, TokenIDLen); err != nil {
+			return fmt.Errorf("%w: token id: %v", ErrInvalidIdentity, err)
 		}
 	}
 	return nil
@@ -133,6 +143,9 @@ func (id Identity) uris() []*url.URL {
 	for _, ns := range id.Namespaces {
 		u = append(u, identityURI(uriKindNamespace, ns))
 	}
+	if id.Token != "" {
+		u = append(u, identityURI(uriKindToken, id.Token))
+	}
 	return u
 }
 
@@ -156,7 +169,7 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: certificate is a CA", ErrInvalidIdentity)
 	}
 	id := Identity{Name: cert.Subject.CommonName}
-	var haveRole, haveACL bool
+	var haveRole, haveACL, haveToken bool
 	for _, u := range cert.URIs {
 		kind, value, err := parseIdentityURI(u)
 		if err != nil {
@@ -179,6 +192,11 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 			id.ACLRole, haveACL = value, true
 		case uriKindNamespace:
 			id.Namespaces = append(id.Namespaces, value)
+		case uriKindToken:
+			if haveToken {
+				return Identity{}, fmt.Errorf("%w: more than one token URI", ErrInvalidIdentity)
+			}
+			id.Token, haveToken = value, true
 		}
 	}
 	if !haveRole {
@@ -201,7 +219,7 @@ func parseIdentityURI(u *url.URL) (kind, value string, err error) {
 	}
 	kind, value = u.Host, strings.TrimPrefix(u.Path, "/")
 	switch kind {
-	case uriKindRole, uriKindACL, uriKindNamespace:
+	case uriKindRole, uriKindACL, uriKindNamespace, uriKindToken:
 	default:
 		return "", "", fmt.Errorf("%w: URI SAN %q has unknown kind %q", ErrInvalidIdentity, u.Redacted(), kind)
 	}

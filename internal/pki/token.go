@@ -212,7 +212,7 @@ func (r TokenRecord) IdentityFor(name string) (Identity, error) {
 	if r.NodeName != "" && name != r.NodeName {
 		return Identity{}, fmt.Errorf("%w: token %s is for %q, not %q", ErrTokenNodeName, r.ID, r.NodeName, name)
 	}
-	id := Identity{Name: name, Role: r.Role, ACLRole: r.ACLRole, Namespaces: slices.Clone(r.Namespaces)}
+	id := Identity{Name: name, Role: r.Role, ACLRole: r.ACLRole, Namespaces: slices.Clone(r.Namespaces), Token: r.ID}
 	if err := id.Validate(); err != nil {
 		return Identity{}, err
 	}

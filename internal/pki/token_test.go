@@ -191,7 +191,7 @@ func TestTokenRecordIdentityFor(t *testing.T) {
 	grant := Identity{Role: RoleClient, ACLRole: "submit", Namespaces: []string{"team-a"}}
 	open := NewTokenRecord(tok, grant, t0, time.Hour)
 	id, err := open.IdentityFor("alice")
-	want := Identity{Name: "alice", Role: RoleClient, ACLRole: "submit", Namespaces: []string{"team-a"}}
+	want := Identity{Name: "alice", Role: RoleClient, ACLRole: "submit", Namespaces: []string{"team-a"}, Token: "abc123"}
 	if err != nil || !reflect.DeepEqual(id, want) {
 		t.Errorf("IdentityFor(alice) = %v, %v", id, err)
 	}
