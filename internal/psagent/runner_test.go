@@ -190,7 +190,9 @@ func TestRestoreFromCheckpointOtherShardCount(t *testing.T) {
 // generation-1 allocation afterwards must leave the shard generation 2 trains on (it
 // used to delete it, and the job stayed RUNNING without progress).
 func TestStopOldGenerationKeepsReusedShard(t *testing.T) {
-	ctx := context.Background()
+	// A removed shard makes the client retry; the deadline turns that into a failure.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	store, err := storage.NewLocal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
