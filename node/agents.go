@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohort-dev/cohort/internal/agent"
 	"github.com/cohort-dev/cohort/internal/gpu"
@@ -53,7 +54,7 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 		_ = lis.Close()
 		return err
 	}
-	sopts := paramserver.ServerOptions()
+	sopts := append(paramserver.ServerOptions(), KeepaliveServerOptions()...)
 	if certs != nil {
 		// Only node agents (workers) may reach the shards.
 		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(certs, pki.RoleAgent)))
@@ -90,7 +91,10 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	var shardDial []grpc.DialOption
 	if certs != nil {
 		// The worker presents its certificate to the shards and accepts only node agents.
-		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(n.tls.clientCreds(certs, pki.RoleAgent))}
+		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(n.tls.clientCreds(certs, pki.RoleAgent)),
+			KeepaliveDialOption()}
+	} else {
+		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), KeepaliveDialOption()}
 	}
 	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
 		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial})

@@ -97,7 +97,8 @@ func (n *Node) startCoordinator() error {
 	if co.ACLTokensFile != "" {
 		n.acl = newNodeACL(co.ACLTokensFile, n.tokens, parse, srv.State, log.With("role", "acl"))
 	}
-	sopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)}
+	sopts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)},
+		KeepaliveServerOptions()...)
 	if n.tls != nil {
 		// Every caller presents a certificate from the cluster CA; its role decides which
 		// RPCs it may call (before the ACL's token check, when ACLs are on).

@@ -31,7 +31,7 @@ const retryServiceConfig = `{
 // clientOptions are the options of every connection the node opens to a coordinator:
 // creds (nil: plaintext) and, when set, token sent with every call.
 func clientOptions(creds credentials.TransportCredentials, token string) []grpc.DialOption {
-	opts := append(transportOptions(creds),
+	opts := append(transportOptions(creds), KeepaliveDialOption(),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)))
 	return append(opts, tokenOptions(token)...)
 }
