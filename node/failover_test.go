@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -70,7 +70,7 @@ func (f *fakeCoordinator) calls() int {
 
 func listAt(t *testing.T, addrs ...string) (string, error) {
 	t.Helper()
-	conn, err := dialFailover(addrs, nil)
+	conn, err := DialFailover(addrs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
