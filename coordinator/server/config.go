@@ -85,9 +85,13 @@ func DefaultConfig() Config {
 		RaftBindAddr:           "127.0.0.1:0",
 		RaftLogLevel:           slog.LevelWarn,
 		HeartbeatTTL:           15 * time.Second,
-		RaftHeartbeatTimeout:   250 * time.Millisecond,
-		RaftElectionTimeout:    250 * time.Millisecond,
-		RaftLeaderLeaseTimeout: 200 * time.Millisecond,
+		// A follower starts an election after 400-800 ms without the leader, so a new
+		// leader is in place within about 1 s of a failure; the leader steps down after
+		// 350 ms without a quorum's contact. 250/250/200 ms flapped on a busy 2-core
+		// host with no fault at all (#22: three step-downs in 8 s, "contact 217 ms").
+		RaftHeartbeatTimeout:   400 * time.Millisecond,
+		RaftElectionTimeout:    400 * time.Millisecond,
+		RaftLeaderLeaseTimeout: 350 * time.Millisecond,
 		RaftCommitTimeout:      20 * time.Millisecond,
 		SnapshotThreshold:      8192,
 		SnapshotInterval:       2 * time.Minute,
