@@ -34,7 +34,7 @@ const (
 	// time (a silent host, a leader cut off from its followers) is left for the next.
 	// It is a few election timeouts; later rounds wait for as long as the caller does,
 	// so that a legitimately slow call still completes.
-	defaultFailoverAttemptTimeout = 3 * time.Second
+	defaultFailoverAttemptTimeout = 2 * time.Second
 	// failoverRounds is how many times a call goes over every address.
 	failoverRounds = 4
 	// failoverBackoff is the pause after a round where every coordinator was

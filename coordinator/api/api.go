@@ -71,6 +71,9 @@ type Config struct {
 	// NoLeaderTimeout is how long a leader-only call waits while no leader is known
 	// before it fails with Unavailable; 0 means DefaultNoLeaderTimeout.
 	NoLeaderTimeout time.Duration
+	// LeaderUnreachableTimeout is how long a call keeps failing to reach the same
+	// leader before it fails with Unavailable; 0 means DefaultLeaderUnreachableTimeout.
+	LeaderUnreachableTimeout time.Duration
 	// LeaderPollInterval is how often a forwarded attempt checks that its leader is
 	// still the leader; 0 means 50ms.
 	LeaderPollInterval time.Duration
@@ -122,6 +125,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ForwardAttemptTimeout <= 0 {
 		c.ForwardAttemptTimeout = DefaultForwardAttemptTimeout
+	}
+	if c.LeaderUnreachableTimeout <= 0 {
+		c.LeaderUnreachableTimeout = DefaultLeaderUnreachableTimeout
 	}
 	if c.NoLeaderTimeout <= 0 {
 		c.NoLeaderTimeout = DefaultNoLeaderTimeout

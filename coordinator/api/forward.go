@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -31,6 +32,10 @@ const DefaultForwardTimeout = 10 * time.Second
 
 // DefaultForwardAttemptTimeout bounds one forwarded attempt; a call retries after it.
 const DefaultForwardAttemptTimeout = 5 * time.Second
+
+// DefaultLeaderUnreachableTimeout is how long a call keeps failing to reach the same
+// leader before it fails with Unavailable, naming that leader for the client to try.
+const DefaultLeaderUnreachableTimeout = 2 * time.Second
 
 // DefaultNoLeaderTimeout is how long a call waits for any leader to be known before it
 // fails with Unavailable (a few election timeouts).
@@ -68,8 +73,14 @@ type LeaderForwarder struct {
 	closed bool
 }
 
-// NewLeaderForwarder returns a Forwarder that dials leaders with opts.
+// NewLeaderForwarder returns a Forwarder that dials leaders with opts. A connection
+// attempt to a leader gives up after a second (gRPC's default is 20 s), so that a
+// leader this coordinator cannot reach fails calls fast instead of holding them.
 func NewLeaderForwarder(loc LeaderLocator, opts ...grpc.DialOption) *LeaderForwarder {
+	opts = append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: time.Second,
+	})}, opts...)
 	return &LeaderForwarder{loc: loc, opts: opts, conns: map[string]*grpc.ClientConn{}}
 }
 
@@ -170,7 +181,8 @@ func leaderCall[T any](ctx context.Context, cfg Config, local func(context.Conte
 	remote func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
 	deadline := time.Now().Add(cfg.ForwardTimeout)
 	back := 10 * time.Millisecond
-	var noLeaderSince time.Time
+	var noLeaderSince, unreachableSince time.Time
+	unreachable := "" // the leader the attempts since unreachableSince failed to reach
 	for {
 		v, err := local(ctx)
 		if err == nil || !errors.Is(err, server.ErrNotLeader) || cfg.Forwarder == nil || isForwarded(ctx) {
@@ -199,11 +211,17 @@ func leaderCall[T any](ctx context.Context, cfg Config, local func(context.Conte
 				return v, rerr
 			}
 			serr = rerr
+			if leader == "" || leader != unreachable {
+				unreachable, unreachableSince = leader, time.Now()
+			}
 		} else if noLeaderSince.IsZero() {
 			noLeaderSince = time.Now()
 		}
 		noLeader := !noLeaderSince.IsZero() && time.Since(noLeaderSince) >= cfg.NoLeaderTimeout
-		if ctx.Err() != nil || time.Now().After(deadline) || noLeader {
+		// A leader this coordinator cannot reach (a one-way cut, a partition between
+		// the two) may well be reachable from the client: answer with its address.
+		cutOff := unreachable != "" && ferr == nil && time.Since(unreachableSince) >= cfg.LeaderUnreachableTimeout
+		if ctx.Err() != nil || time.Now().After(deadline) || noLeader || cutOff {
 			var zero T
 			setLeaderHint(ctx, cfg)
 			if ferr != nil {

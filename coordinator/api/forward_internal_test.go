@@ -21,6 +21,7 @@ type switchingForwarder struct {
 	mu     sync.Mutex
 	leader string
 	silent map[string]bool
+	down   map[string]bool // unreachable from this coordinator: calls fail Unavailable
 	// started is signalled each time a call reaches a silent leader.
 	started chan string
 	// causes records why each call to a silent leader ended.
@@ -63,8 +64,11 @@ type fakeLeader struct {
 // call is what remote runs: a silent leader blocks until ctx ends.
 func (l fakeLeader) call(ctx context.Context) (string, error) {
 	l.f.mu.Lock()
-	silent := l.f.silent[l.id]
+	silent, down := l.f.silent[l.id], l.f.down[l.id]
 	l.f.mu.Unlock()
+	if down {
+		return "", status.Error(codes.Unavailable, "connection refused")
+	}
 	if !silent {
 		return "ok from " + l.id, nil
 	}
@@ -133,6 +137,20 @@ func TestLeaderCallAttemptDeadline(t *testing.T) {
 func TestLeaderCallNoLeaderFailsFast(t *testing.T) {
 	f := &switchingForwarder{}
 	cfg := Config{Forwarder: f, ForwardTimeout: time.Hour, NoLeaderTimeout: 50 * time.Millisecond}.withDefaults()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := leaderCall(ctx, cfg, notLeader, remoteCall)
+	if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+		t.Fatalf("leaderCall = %v (ctx %v), want Unavailable before the caller's deadline", err, ctx.Err())
+	}
+}
+
+// TestLeaderCallUnreachableLeaderFailsFast: a leader this coordinator cannot reach (a
+// one-way cut) makes the call fail Unavailable after LeaderUnreachableTimeout, well
+// before ForwardTimeout, so the client can go to the leader itself.
+func TestLeaderCallUnreachableLeaderFailsFast(t *testing.T) {
+	f := &switchingForwarder{leader: "c2", down: map[string]bool{"c2": true}}
+	cfg := Config{Forwarder: f, ForwardTimeout: time.Hour, LeaderUnreachableTimeout: 50 * time.Millisecond}.withDefaults()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := leaderCall(ctx, cfg, notLeader, remoteCall)
