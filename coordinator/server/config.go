@@ -80,15 +80,16 @@ type Config struct {
 
 // DefaultConfig returns a Config with LAN-tuned defaults; NodeID, DataDir and
 // RaftBindAddr still need to be set.
+//
+// Raft: a follower starts an election after 400-800 ms without the leader, so a new
+// leader is in place within about 1 s of a failure; the leader steps down after 350 ms
+// without a quorum's contact. 250/250/200 ms flapped on a busy 2-core host with no
+// fault at all (#22: three step-downs in 8 s, "contact 217 ms > 200 ms lease").
 func DefaultConfig() Config {
 	return Config{
 		RaftBindAddr:           "127.0.0.1:0",
 		RaftLogLevel:           slog.LevelWarn,
 		HeartbeatTTL:           15 * time.Second,
-		// A follower starts an election after 400-800 ms without the leader, so a new
-		// leader is in place within about 1 s of a failure; the leader steps down after
-		// 350 ms without a quorum's contact. 250/250/200 ms flapped on a busy 2-core
-		// host with no fault at all (#22: three step-downs in 8 s, "contact 217 ms").
 		RaftHeartbeatTimeout:   400 * time.Millisecond,
 		RaftElectionTimeout:    400 * time.Millisecond,
 		RaftLeaderLeaseTimeout: 350 * time.Millisecond,
