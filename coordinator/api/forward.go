@@ -38,7 +38,8 @@ const DefaultForwardAttemptTimeout = 5 * time.Second
 const DefaultLeaderUnreachableTimeout = 2 * time.Second
 
 // DefaultNoLeaderTimeout is how long a call waits for any leader to be known before it
-// fails with Unavailable (about an election: a coordinator that knows no leader for longer is likely cut off).
+// fails with Unavailable: about an election; a coordinator that knows no leader for
+// longer is likely cut off from the majority.
 const DefaultNoLeaderTimeout = time.Second
 
 // Forwarder gives a follower a connection to the leader's gRPC API.
