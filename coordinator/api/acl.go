@@ -155,10 +155,11 @@ var methodRules = map[string]rule{
 	// Exporting a model that failed its fairness gate is a governance decision.
 	cohortv1.JobService_OverrideGate_FullMethodName: {need: RoleAdmin},
 	// AgentService: node agents.
-	cohortv1.AgentService_RegisterNode_FullMethodName:     {need: RoleAgent},
-	cohortv1.AgentService_Heartbeat_FullMethodName:        {need: RoleAgent},
-	cohortv1.AgentService_WatchAssignments_FullMethodName: {need: RoleAgent},
-	cohortv1.AgentService_ReportTasks_FullMethodName:      {need: RoleAgent},
+	cohortv1.AgentService_RegisterNode_FullMethodName:      {need: RoleAgent},
+	cohortv1.AgentService_Heartbeat_FullMethodName:         {need: RoleAgent},
+	cohortv1.AgentService_WatchAssignments_FullMethodName:  {need: RoleAgent},
+	cohortv1.AgentService_ReportTasks_FullMethodName:       {need: RoleAgent},
+	cohortv1.AgentService_ReportSessionLoss_FullMethodName: {need: RoleAgent},
 	// ClusterService: operators and joining coordinators.
 	cohortv1.ClusterService_Join_FullMethodName:               {need: RoleAdmin},
 	cohortv1.ClusterService_ListPeers_FullMethodName:          {need: RoleRead},

@@ -49,6 +49,10 @@ type Config struct {
 	// HeartbeatTTL is how long the leader waits for a READY node's heartbeat before it
 	// marks the node DOWN.
 	HeartbeatTTL time.Duration
+	// SuspectGrace is how long after its last heartbeat a node that a parameter server
+	// reported a lost worker session of is marked DOWN, unless it heartbeats meanwhile
+	// (agents heartbeat every 2 s; see SuspectSessionLoss). At most HeartbeatTTL.
+	SuspectGrace time.Duration
 
 	// Clock is the time source of the leader's deadlines (heartbeat TTLs, drain
 	// deadlines) and of the time stamped on proposed commands; nil means RealClock.
@@ -90,6 +94,7 @@ func DefaultConfig() Config {
 		RaftBindAddr:           "127.0.0.1:0",
 		RaftLogLevel:           slog.LevelWarn,
 		HeartbeatTTL:           15 * time.Second,
+		SuspectGrace:           2500 * time.Millisecond,
 		RaftHeartbeatTimeout:   400 * time.Millisecond,
 		RaftElectionTimeout:    400 * time.Millisecond,
 		RaftLeaderLeaseTimeout: 350 * time.Millisecond,
@@ -126,6 +131,7 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	setDur(&c.HeartbeatTTL, d.HeartbeatTTL)
+	setDur(&c.SuspectGrace, min(d.SuspectGrace, c.HeartbeatTTL))
 	setDur(&c.RaftHeartbeatTimeout, d.RaftHeartbeatTimeout)
 	setDur(&c.RaftElectionTimeout, d.RaftElectionTimeout)
 	setDur(&c.RaftLeaderLeaseTimeout, d.RaftLeaderLeaseTimeout)
