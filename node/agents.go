@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -44,6 +45,14 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	pcfg := paramserver.DefaultServerConfig()
 	router := tasklog.NewRouter(log.Handler(), n.taskLogs(log)) // shard logs also go to their task logs
 	pcfg.Logger, pcfg.Registry = slog.New(router), n.agentRegisterer(p.NodeID)
+	// A worker's broken session is the fast sign of its death; the node's agent tells
+	// the coordinators, which confirm by the worker node's heartbeats.
+	var reporter atomic.Pointer[agent.Agent]
+	pcfg.OnSessionLost = func(jobID string, generation uint64, rank int) {
+		if a := reporter.Load(); a != nil {
+			a.ReportSessionLoss(n.runCtx, jobID, generation, rank)
+		}
+	}
 	ps := paramserver.NewServer(pcfg)
 	lis, err := net.Listen("tcp", p.DataAddr)
 	if err != nil {
@@ -69,7 +78,12 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	node := agentNode(p.AgentConfig, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER, log)
 	node.DataAddress = lis.Addr().String()
 	n.data = append(n.data, node.DataAddress)
-	return n.startAgent(node, p.Join, certs, log, runner)
+	a, err := n.startAgent(node, p.Join, certs, log, runner)
+	if err != nil {
+		return err
+	}
+	reporter.Store(a)
+	return nil
 }
 
 func (n *Node) startWorker(w WorkerConfig) error {
@@ -101,7 +115,8 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	if err != nil {
 		return err
 	}
-	return n.startAgent(node, w.Join, certs, log, runner)
+	_, err = n.startAgent(node, w.Join, certs, log, runner)
+	return err
 }
 
 // taskLogs writes the tasks' logs to storage (`cohort job logs`).
@@ -143,7 +158,7 @@ func agentNode(a AgentConfig, role cohortv1.NodeRole, log *slog.Logger) *cohortv
 // forwarded to the leader). With join empty it is this node's own coordinator, and
 // without Config.Token the agent presents a token minted by that coordinator's ACL.
 // With TLS the agent presents certs.
-func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner) error {
+func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner) (*agent.Agent, error) {
 	token := n.cfg.Token
 	if len(join) == 0 {
 		join = []string{n.grpcAddr}
@@ -157,7 +172,7 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	}
 	conn, err := dial(join, creds, token)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n.onStop(conn.Close)
 	acfg := agent.DefaultConfig()
@@ -167,7 +182,7 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	}
 	a, err := agent.New(acfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n.mu.Lock()
 	n.agents = append(n.agents, a)
@@ -184,5 +199,5 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 			n.mu.Unlock()
 		}
 	}()
-	return nil
+	return a, nil
 }

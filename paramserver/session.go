@@ -27,8 +27,24 @@ import (
 // Session method (an older server during a rolling upgrade).
 
 // Session implements the session protocol (see cohortv1.ParameterServiceServer).
-func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
+//
+// A session that ends with an error (its stream broke: the worker's process or host
+// died, or its link did) after at least one push is reported to
+// ServerConfig.OnSessionLost, the fast sign of a dead worker (its coordinator
+// confirms it by the worker node's heartbeats). A session the worker ends cleanly,
+// or that breaks the protocol, is not.
+func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) (err error) {
 	ctx := stream.Context()
+	var pusher *cohortv1.PushHeader // the last push's header: who this session is
+	protocol := false               // the session ended on a protocol violation
+	defer func() {
+		if err != nil && !protocol && pusher != nil && s.onSessionLost != nil {
+			ref := pusher.GetRef()
+			s.log.Info("worker session lost", "job", ref.GetJobId(), "shard", ref.GetShard(),
+				"generation", ref.GetGeneration(), "rank", pusher.GetWorkerRank(), "err", err)
+			go s.onSessionLost(ref.GetJobId(), ref.GetGeneration(), int(pusher.GetWorkerRank()))
+		}
+	}()
 	// req is reused: before each receive it holds the pooled chunk again, so chunkCodec
 	// decodes chunks into its capacity whatever the previous message was.
 	chunk := &cohortv1.SessionRequest_Chunk{Chunk: getChunk()}
@@ -54,6 +70,7 @@ func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
 		switch p := req.GetPart().(type) {
 		case *cohortv1.SessionRequest_Push:
 			h := p.Push
+			pusher = h
 			ended, violated := false, false
 			next := func() (*cohortv1.Chunk, error) {
 				if err := recv(); err != nil {
@@ -81,6 +98,7 @@ func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
 					}
 				}
 				if violated {
+					protocol = true
 					return sessionBroken(errSessionSequence)
 				}
 				if err := failed(err); err != nil {
@@ -114,6 +132,7 @@ func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
 				return err
 			}
 		default:
+			protocol = true
 			return sessionBroken(errSessionSequence)
 		}
 	}

@@ -284,3 +284,47 @@ func TestSessionRejectsMalformedSequence(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionLostReported: a worker whose session breaks after it pushed (its process
+// died: the connection closes without the stream ending) is reported to
+// OnSessionLost with its job, generation and rank; a session that never pushed is not.
+func TestSessionLostReported(t *testing.T) {
+	ctx := testCtx(t)
+	type lost struct {
+		job  string
+		gen  uint64
+		rank int
+	}
+	reports := make(chan lost, 4)
+	srv := NewServer(ServerConfig{Logger: quietLogger(), OnSessionLost: func(job string, gen uint64, rank int) {
+		reports <- lost{job, gen, rank}
+	}})
+	if err := srv.AddShard(ShardConfig{JobID: "j", Generation: 3, Workers: 2, Mode: "async", Optimizer: OptimizerConfig{Name: "sgd", LearningRate: 0.5}}); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := countingServer(t, srv, nil)
+
+	idle := newTestClient(t, ClientConfig{Addresses: []string{addr}, JobID: "j", Generation: 3, TotalParams: 4})
+	if err := idle.Init(ctx, make([]float32, 4)); err != nil {
+		t.Fatal(err)
+	}
+	pusher := newTestClient(t, ClientConfig{Addresses: []string{addr}, JobID: "j", Generation: 3, Rank: 1, TotalParams: 4})
+	if err := pusher.Push(ctx, 0, []float32{1, 1, 1, 1}, 1); err != nil {
+		t.Fatal(err)
+	}
+	_ = idle.Close()
+	_ = pusher.Close() // the connection goes with the stream open, as when the process dies
+	select {
+	case got := <-reports:
+		if got != (lost{"j", 3, 1}) {
+			t.Fatalf("reported %+v, want job j generation 3 rank 1", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("the broken session was not reported")
+	}
+	select {
+	case got := <-reports:
+		t.Fatalf("also reported %+v (a session that never pushed)", got)
+	default:
+	}
+}

@@ -201,6 +201,23 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
+// ReportSessionLoss tells the coordinators that a worker's session at this node's
+// parameter-server shards broke (the worker's process, host or link may be gone): the
+// leader confirms by the worker node's heartbeats and marks it down fast if they have
+// stopped. Best effort: it tries once, for at most 5 s, and logs a failure.
+func (a *Agent) ReportSessionLoss(ctx context.Context, jobID string, generation uint64, rank int) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := a.jobs.ReportSessionLoss(ctx, &cohortv1.ReportSessionLossRequest{
+		NodeId: a.Node().GetId(), JobId: jobID, Generation: generation, WorkerRank: int32(rank)})
+	if err != nil {
+		a.log.Warn("could not report a lost worker session", "job_id", jobID, "generation", generation, "rank", rank, "err", err)
+		return
+	}
+	a.log.Info("lost worker session reported", "job_id", jobID, "generation", generation, "rank", rank,
+		"suspected", resp.GetSuspected())
+}
+
 // report queues a task report for delivery.
 func (a *Agent) report(r *cohortv1.TaskReport) {
 	a.reports <- r
