@@ -16,7 +16,7 @@ import (
 type jobStatus struct {
 	Job struct {
 		State         string `json:"state"`
-		Generation    string `json:"generation"` // uint64: a JSON string
+		Generation    string `json:"generation"`     // uint64: a JSON string
 		ActiveWorkers int    `json:"active_workers"` // 0: worker_count
 		WorkerCount   int    `json:"worker_count"`
 		Restarts      int    `json:"restarts"`
