@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -210,6 +211,36 @@ func (ss *session) open(base context.Context, stub cohortv1.ParameterServiceClie
 		ss.values.Values = &cohortv1.PullResponse{Chunk: getChunk()}
 	}
 	return nil
+}
+
+// finish ends an idle session's stream cleanly: it half-closes it, so the server sees
+// the worker end it (not a broken session, which it reports as a possibly dead worker),
+// and waits up to d for the server's end before cancelling it. A session busy with an
+// operation is only cancelled.
+func (ss *session) finish(d time.Duration) {
+	if !ss.mu.TryLock() {
+		return // Close's cancellation ends the operation and its stream
+	}
+	defer ss.mu.Unlock()
+	if ss.stream == nil {
+		return
+	}
+	if err := ss.stream.CloseSend(); err == nil {
+		done := make(chan struct{})
+		go func(stream cohortv1.ParameterService_SessionClient) {
+			defer close(done)
+			for {
+				if _, err := stream.Recv(); err != nil {
+					return
+				}
+			}
+		}(ss.stream)
+		select {
+		case <-done:
+		case <-time.After(d):
+		}
+	}
+	ss.close()
 }
 
 // close ends the stream; the next operation opens a new one.
