@@ -25,7 +25,7 @@ BRIDGE=cohortdemo0
 NSPREFIX=cohortdemo-
 CHAIN=COHORT-DEMO
 HOSTS=(c1 c2 c3 ps1 ps2 w1 w2 client)
-RAFT=7000 GRPC=7070 HTTP=7071 PSDATA=7080
+RAFT=7072 GRPC=7070 HTTP=7071 PSDATA=7080
 
 die() { echo "cohort-netns: $*" >&2; exit 1; }
 
