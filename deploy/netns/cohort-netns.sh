@@ -78,10 +78,12 @@ cmdline() {
 }
 
 start() {
-	local h=$1 bin
-	bin=$(cohort_bin)
-	# shellcheck disable=SC2046 # cmdline's words are the arguments
-	in_ns "$h" setsid "$bin" $(cmdline "$h") >>"$STATE/$h.log" 2>&1 </dev/null &
+	local h=$1 bin n args
+	bin=$(cohort_bin) n=$(ns "$h") args=$(cmdline "$h")
+	# A plain command (not a function) whose ip netns exec and nohup exec the binary, so
+	# $! is the cohort process itself.
+	# shellcheck disable=SC2086 # args' words are the arguments
+	ip netns exec "$n" nohup "$bin" $args >>"$STATE/$h.log" 2>&1 </dev/null &
 	echo $! >"$STATE/$h.pid"
 	echo "started $h ($(addr "$h")), pid $(cat "$STATE/$h.pid"), log $STATE/$h.log"
 }
@@ -232,6 +234,10 @@ down() {
 		if [[ -f $STATE/$h.pid ]]; then
 			kill -KILL "$(cat "$STATE/$h.pid")" 2>/dev/null || true
 			rm -f "$STATE/$h.pid"
+		fi
+		# Anything else still running in the namespace would keep it (and its veth) alive.
+		if [[ -e /run/netns/$NSPREFIX$h ]]; then
+			for p in $(ip netns pids "$NSPREFIX$h" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
 		fi
 		ip netns del "$NSPREFIX$h" 2>/dev/null || true
 	done
