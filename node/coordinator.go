@@ -60,6 +60,13 @@ func (n *Node) startCoordinator() error {
 	scfg.RaftLeaderLeaseTimeout = co.RaftLeaderLeaseTimeout
 	scfg.RaftLogLevel = co.RaftLogLevel
 	scfg.HeartbeatTTL = co.HeartbeatTTL
+	// A node suspected dead (a parameter server lost its worker's session) goes down a
+	// quarter interval after a missed heartbeat.
+	hb := n.cfg.HeartbeatInterval
+	if hb <= 0 {
+		hb = DefaultHeartbeatInterval
+	}
+	scfg.SuspectGrace = hb + hb/4
 	scfg.Logger = log.With("role", "coordinator")
 	scfg.Registry = n.reg
 	if n.tls != nil {
