@@ -18,7 +18,7 @@ PROTOC_VERSION := 3.21.12
 TEST_FLAGS ?= -count=1 -timeout 20m
 RUN_SPEC ?= jobs/examples/attrition-mlp.yaml
 
-.PHONY: all build build-static gpu-artifacts static run test test-race deps check fmt vet lint proto proto-check imports bench chaos data clean
+.PHONY: all build build-static gpu-artifacts static run test test-race deps netns-deps check fmt vet lint proto proto-check imports bench chaos campaign data clean
 
 all: build
 
@@ -43,9 +43,10 @@ run: build
 
 ## deps: install what the tests need (Go modules; versitygw for the S3 tests; Debian's
 ## python3-onnx for the ONNX checker, python3-sklearn as the audit's reference, chromium for
-## the dashboard; through apt when missing; and onnxruntime-node, the ONNX Runtime the export tests run the models in,
+## the dashboard, iptables for the test hosts' faults (internal/netns); through apt when
+## missing; and onnxruntime-node, the ONNX Runtime the export tests run the models in,
 ## with npm into $(ONNXRUNTIME_DIR) when missing)
-TEST_APT_PACKAGES := python3-onnx python3-sklearn chromium curl
+TEST_APT_PACKAGES := python3-onnx python3-sklearn chromium curl iptables
 ## Node.js and npm come from apt only where npm is missing.
 NODE_APT_PACKAGES := $(if $(shell command -v npm),,nodejs npm)
 ONNXRUNTIME_NODE_VERSION := 1
@@ -135,9 +136,21 @@ static: build-static
 imports:
 	@scripts/check-imports.sh
 
-## chaos: long soak and fault runs (not part of make test)
-chaos:
+## netns-deps: what the test hosts (internal/netns) need besides root and iproute2
+netns-deps:
+	@scripts/apt-install.sh iptables
+
+## chaos: long soak and fault runs (not part of make test); the multi-host fault campaign
+## (test/multihost, root) runs its long form here
+chaos: netns-deps
 	COHORT_CHAOS=1 $(GO) test -count=1 -timeout 60m -run 'Chaos|Soak' ./...
+
+## campaign: only the long multi-host fault campaign, verbose; CAMPAIGN_SEED=N replays a
+## schedule, CAMPAIGN_FAULTS=N sizes it, CAMPAIGN_REPORT=FILE writes its JSON summary
+campaign: netns-deps
+	COHORT_CHAOS=1 COHORT_CAMPAIGN_SEED=$(CAMPAIGN_SEED) COHORT_CAMPAIGN_FAULTS=$(CAMPAIGN_FAULTS) \
+		COHORT_CAMPAIGN_REPORT=$(CAMPAIGN_REPORT) \
+		$(GO) test -count=1 -timeout 60m -run TestChaosFaultCampaign -v ./test/multihost
 
 clean:
 	rm -rf $(BIN) cohort-data

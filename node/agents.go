@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cohort-dev/cohort/internal/agent"
 	"github.com/cohort-dev/cohort/internal/gpu"
@@ -43,6 +45,14 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	pcfg := paramserver.DefaultServerConfig()
 	router := tasklog.NewRouter(log.Handler(), n.taskLogs(log)) // shard logs also go to their task logs
 	pcfg.Logger, pcfg.Registry = slog.New(router), n.agentRegisterer(p.NodeID)
+	// A worker's broken session is the fast sign of its death; the node's agent tells
+	// the coordinators, which confirm by the worker node's heartbeats.
+	var reporter atomic.Pointer[agent.Agent]
+	pcfg.OnSessionLost = func(jobID string, generation uint64, rank int) {
+		if a := reporter.Load(); a != nil {
+			a.ReportSessionLoss(n.runCtx, jobID, generation, rank)
+		}
+	}
 	ps := paramserver.NewServer(pcfg)
 	lis, err := net.Listen("tcp", p.DataAddr)
 	if err != nil {
@@ -53,7 +63,7 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 		_ = lis.Close()
 		return err
 	}
-	sopts := paramserver.ServerOptions()
+	sopts := append(paramserver.ServerOptions(), KeepaliveServerOptions()...)
 	if certs != nil {
 		// Only node agents (workers) may reach the shards.
 		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(certs, pki.RoleAgent)))
@@ -69,7 +79,12 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	node := agentNode(p.AgentConfig, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER, log)
 	node.DataAddress = lis.Addr().String()
 	n.data = append(n.data, node.DataAddress)
-	return n.startAgent(node, p.Join, certs, log, runner)
+	a, err := n.startAgent(node, p.Join, certs, log, runner)
+	if err != nil {
+		return err
+	}
+	reporter.Store(a)
+	return nil
 }
 
 func (n *Node) startWorker(w WorkerConfig) error {
@@ -91,14 +106,18 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	var shardDial []grpc.DialOption
 	if certs != nil {
 		// The worker presents its certificate to the shards and accepts only node agents.
-		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(n.tls.clientCreds(certs, pki.RoleAgent))}
+		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(n.tls.clientCreds(certs, pki.RoleAgent)),
+			KeepaliveDialOption()}
+	} else {
+		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), KeepaliveDialOption()}
 	}
 	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
 		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial})
 	if err != nil {
 		return err
 	}
-	return n.startAgent(node, w.Join, certs, log, runner)
+	_, err = n.startAgent(node, w.Join, certs, log, runner)
+	return err
 }
 
 // taskLogs writes the tasks' logs to storage (`cohort job logs`).
@@ -140,7 +159,7 @@ func agentNode(a AgentConfig, role cohortv1.NodeRole, log *slog.Logger) *cohortv
 // forwarded to the leader). With join empty it is this node's own coordinator, and
 // without Config.Token the agent presents a token minted by that coordinator's ACL.
 // With TLS the agent presents certs.
-func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner) error {
+func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner) (*agent.Agent, error) {
 	token := n.cfg.Token
 	if len(join) == 0 {
 		join = []string{n.grpcAddr}
@@ -154,7 +173,7 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	}
 	conn, err := dial(join, creds, token)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n.onStop(conn.Close)
 	acfg := agent.DefaultConfig()
@@ -164,7 +183,7 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	}
 	a, err := agent.New(acfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n.mu.Lock()
 	n.agents = append(n.agents, a)
@@ -181,5 +200,5 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 			n.mu.Unlock()
 		}
 	}()
-	return nil
+	return a, nil
 }

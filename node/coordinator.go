@@ -61,6 +61,13 @@ func (n *Node) startCoordinator() error {
 	scfg.RaftLeaderLeaseTimeout = co.RaftLeaderLeaseTimeout
 	scfg.RaftLogLevel = co.RaftLogLevel
 	scfg.HeartbeatTTL = co.HeartbeatTTL
+	// A node suspected dead (a parameter server lost its worker's session) goes down a
+	// quarter interval after a missed heartbeat.
+	hb := n.cfg.HeartbeatInterval
+	if hb <= 0 {
+		hb = DefaultHeartbeatInterval
+	}
+	scfg.SuspectGrace = hb + hb/4
 	scfg.Logger = log.With("role", "coordinator")
 	scfg.Registry = n.reg
 	if n.tls != nil {
@@ -99,7 +106,8 @@ func (n *Node) startCoordinator() error {
 	if co.ACLTokensFile != "" {
 		n.acl = newNodeACL(co.ACLTokensFile, n.tokens, parse, srv.State, log.With("role", "acl"))
 	}
-	sopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)}
+	sopts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)},
+		KeepaliveServerOptions()...)
 	if n.tls != nil {
 		// Every caller presents a certificate from the cluster CA; its role decides which
 		// RPCs it may call (before the ACL's token check, when ACLs are on).

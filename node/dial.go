@@ -31,15 +31,20 @@ const retryServiceConfig = `{
 // clientOptions are the options of every connection the node opens to a coordinator:
 // creds (nil: plaintext) and, when set, token sent with every call.
 func clientOptions(creds credentials.TransportCredentials, token string) []grpc.DialOption {
-	opts := append(transportOptions(creds),
+	opts := append(transportOptions(creds), KeepaliveDialOption(),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)))
 	return append(opts, tokenOptions(token)...)
 }
 
-// dial opens one connection over the coordinators at addrs (DialCoordinators) with creds
+// dial opens one connection over the coordinators at addrs (DialCoordinators, or
+// DialFailover for several) with creds
 // and the node's token.
 func dial(addrs []string, creds credentials.TransportCredentials, token string) (*grpc.ClientConn, error) {
-	conn, err := DialCoordinators(addrs, creds, tokenOptions(token)...)
+	dialer := DialCoordinators
+	if len(addrs) > 1 {
+		dialer = DialFailover // a coordinator cut off from the majority is left for another
+	}
+	conn, err := dialer(addrs, creds, tokenOptions(token)...)
 	if err != nil {
 		return nil, fmt.Errorf("node: dial %v: %w", addrs, err)
 	}

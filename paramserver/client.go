@@ -138,8 +138,14 @@ func (c *Client) SetMembership(generation uint64, rank int) {
 	c.rank.Store(int32(rank))
 }
 
-// Close ends the sessions and closes all connections.
+// Close ends the sessions (cleanly where idle: see session.finish) and closes all
+// connections.
 func (c *Client) Close() error {
+	var wg sync.WaitGroup
+	for _, ss := range c.sessions {
+		wg.Go(func() { ss.finish(time.Second) })
+	}
+	wg.Wait()
 	if c.stop != nil {
 		c.stop()
 	}

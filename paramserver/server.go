@@ -40,6 +40,9 @@ type ServerConfig struct {
 	// ChunkBytes is the Pull chunk size in bytes (0: DefaultChunkBytes; clamped to
 	// MaxChunkBytes; rounded down to whole float32 values).
 	ChunkBytes int
+	// OnSessionLost, when set, is called (in its own goroutine) when a worker's session
+	// breaks after at least one push: job, the generation it pushed under, its rank.
+	OnSessionLost func(jobID string, generation uint64, rank int)
 }
 
 // DefaultServerConfig returns the default configuration: slog.Default(), no metrics
@@ -86,6 +89,8 @@ type Server struct {
 	m          *metrics
 	chunkBytes int
 	waitHook   func() // tests: called whenever a call starts waiting on a shard
+	// onSessionLost is ServerConfig.OnSessionLost.
+	onSessionLost func(jobID string, generation uint64, rank int)
 
 	mu     sync.RWMutex
 	shards map[shardKey]*shard
@@ -101,10 +106,11 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Logger = slog.Default()
 	}
 	return &Server{
-		log:        cfg.Logger.With("component", "paramserver"),
-		m:          newMetrics(cfg.Registry),
-		chunkBytes: normalizeChunkBytes(cfg.ChunkBytes),
-		shards:     make(map[shardKey]*shard),
+		log:           cfg.Logger.With("component", "paramserver"),
+		m:             newMetrics(cfg.Registry),
+		chunkBytes:    normalizeChunkBytes(cfg.ChunkBytes),
+		onSessionLost: cfg.OnSessionLost,
+		shards:        make(map[shardKey]*shard),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -27,8 +28,24 @@ import (
 // Session method (an older server during a rolling upgrade).
 
 // Session implements the session protocol (see cohortv1.ParameterServiceServer).
-func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
+//
+// A session that ends with an error (its stream broke: the worker's process or host
+// died, or its link did) after at least one push is reported to
+// ServerConfig.OnSessionLost, the fast sign of a dead worker (its coordinator
+// confirms it by the worker node's heartbeats). A session the worker ends cleanly,
+// or that breaks the protocol, is not.
+func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) (err error) {
 	ctx := stream.Context()
+	var pusher *cohortv1.PushHeader // the last push's header: who this session is
+	protocol := false               // the session ended on a protocol violation
+	defer func() {
+		if err != nil && !protocol && pusher != nil && s.onSessionLost != nil {
+			ref := pusher.GetRef()
+			s.log.Info("worker session lost", "job", ref.GetJobId(), "shard", ref.GetShard(),
+				"generation", ref.GetGeneration(), "rank", pusher.GetWorkerRank(), "err", err)
+			go s.onSessionLost(ref.GetJobId(), ref.GetGeneration(), int(pusher.GetWorkerRank()))
+		}
+	}()
 	// req is reused: before each receive it holds the pooled chunk again, so chunkCodec
 	// decodes chunks into its capacity whatever the previous message was.
 	chunk := &cohortv1.SessionRequest_Chunk{Chunk: getChunk()}
@@ -54,6 +71,7 @@ func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
 		switch p := req.GetPart().(type) {
 		case *cohortv1.SessionRequest_Push:
 			h := p.Push
+			pusher = h
 			ended, violated := false, false
 			next := func() (*cohortv1.Chunk, error) {
 				if err := recv(); err != nil {
@@ -81,6 +99,7 @@ func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
 					}
 				}
 				if violated {
+					protocol = true
 					return sessionBroken(errSessionSequence)
 				}
 				if err := failed(err); err != nil {
@@ -114,6 +133,7 @@ func (s *Server) Session(stream cohortv1.ParameterService_SessionServer) error {
 				return err
 			}
 		default:
+			protocol = true
 			return sessionBroken(errSessionSequence)
 		}
 	}
@@ -191,6 +211,36 @@ func (ss *session) open(base context.Context, stub cohortv1.ParameterServiceClie
 		ss.values.Values = &cohortv1.PullResponse{Chunk: getChunk()}
 	}
 	return nil
+}
+
+// finish ends an idle session's stream cleanly: it half-closes it, so the server sees
+// the worker end it (not a broken session, which it reports as a possibly dead worker),
+// and waits up to d for the server's end before cancelling it. A session busy with an
+// operation is only cancelled.
+func (ss *session) finish(d time.Duration) {
+	if !ss.mu.TryLock() {
+		return // Close's cancellation ends the operation and its stream
+	}
+	defer ss.mu.Unlock()
+	if ss.stream == nil {
+		return
+	}
+	if err := ss.stream.CloseSend(); err == nil {
+		done := make(chan struct{})
+		go func(stream cohortv1.ParameterService_SessionClient) {
+			defer close(done)
+			for {
+				if _, err := stream.Recv(); err != nil {
+					return
+				}
+			}
+		}(ss.stream)
+		select {
+		case <-done:
+		case <-time.After(d):
+		}
+	}
+	ss.close()
 }
 
 // close ends the stream; the next operation opens a new one.

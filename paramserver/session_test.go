@@ -284,3 +284,81 @@ func TestSessionRejectsMalformedSequence(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionLostReported: a worker whose session breaks after it pushed (its process
+// died: the connection goes without the stream ending) is reported to OnSessionLost
+// with its job, generation and rank; a worker that closes its client cleanly after
+// pushing is not, nor is one that never pushed.
+func TestSessionLostReported(t *testing.T) {
+	ctx := testCtx(t)
+	type lost struct {
+		job  string
+		gen  uint64
+		rank int
+	}
+	reports := make(chan lost, 4)
+	srv := NewServer(ServerConfig{Logger: quietLogger(), OnSessionLost: func(job string, gen uint64, rank int) {
+		reports <- lost{job, gen, rank}
+	}})
+	if err := srv.AddShard(ShardConfig{JobID: "j", Generation: 3, Workers: 3, Mode: "async", Optimizer: OptimizerConfig{Name: "sgd", LearningRate: 0.5}}); err != nil {
+		t.Fatal(err)
+	}
+	// ended receives how each Session stream ended on the server.
+	ended := make(chan error, 8)
+	g := grpc.NewServer(append(ServerOptions(), grpc.StreamInterceptor(
+		func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			err := h(s, ss)
+			if info.FullMethod == cohortv1.ParameterService_Session_FullMethodName {
+				ended <- err
+			}
+			return err
+		}))...)
+	srv.Register(g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	addr := lis.Addr().String()
+	client := func(rank int) *Client {
+		return newTestClient(t, ClientConfig{Addresses: []string{addr}, JobID: "j", Generation: 3, Rank: rank, TotalParams: 4})
+	}
+	idle, clean, dying := client(0), client(1), client(2)
+	if err := idle.Init(ctx, make([]float32, 4)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Client{clean, dying} {
+		if err := c.Push(ctx, 0, []float32{1, 1, 1, 1}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = idle.Close()
+	_ = clean.Close()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("a cleanly closed client's session ended with %v on the server, want its end", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the closed client's session did not end")
+	}
+	// Death: the streams and the connection go without the sessions being ended.
+	dying.stop()
+	for _, cc := range dying.conns {
+		_ = cc.Close()
+	}
+	select {
+	case got := <-reports:
+		if got != (lost{"j", 3, 2}) {
+			t.Fatalf("reported %+v, want job j generation 3 rank 2 (the dead one)", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("the broken session was not reported")
+	}
+	select {
+	case got := <-reports:
+		t.Fatalf("also reported %+v", got)
+	default:
+	}
+}

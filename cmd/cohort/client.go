@@ -34,7 +34,11 @@ func dial(address string, creds credentials.TransportCredentials, extra ...grpc.
 	if len(addrs) == 0 {
 		return nil, usageErr("--address: no coordinator address given")
 	}
-	conn, err := node.DialCoordinators(addrs, creds, extra...)
+	dialer := node.DialCoordinators
+	if len(addrs) > 1 {
+		dialer = dialFailover // dial.go: health-aware, leader hints, per-attempt deadlines
+	}
+	conn, err := dialer(addrs, creds, extra...)
 	if err != nil {
 		return nil, usageErr("--address %q: %v", address, err)
 	}

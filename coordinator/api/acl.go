@@ -163,10 +163,11 @@ var methodRules = map[string]rule{
 	cohortv1.SearchService_ListSearches_FullMethodName: {need: RoleRead, namespace: listSearchNamespace, filter: filterSearches},
 	cohortv1.SearchService_CancelSearch_FullMethodName: {need: RoleSubmit, namespace: searchNamespace},
 	// AgentService: node agents.
-	cohortv1.AgentService_RegisterNode_FullMethodName:     {need: RoleAgent},
-	cohortv1.AgentService_Heartbeat_FullMethodName:        {need: RoleAgent},
-	cohortv1.AgentService_WatchAssignments_FullMethodName: {need: RoleAgent},
-	cohortv1.AgentService_ReportTasks_FullMethodName:      {need: RoleAgent},
+	cohortv1.AgentService_RegisterNode_FullMethodName:      {need: RoleAgent},
+	cohortv1.AgentService_Heartbeat_FullMethodName:         {need: RoleAgent},
+	cohortv1.AgentService_WatchAssignments_FullMethodName:  {need: RoleAgent},
+	cohortv1.AgentService_ReportTasks_FullMethodName:       {need: RoleAgent},
+	cohortv1.AgentService_ReportSessionLoss_FullMethodName: {need: RoleAgent},
 	// ClusterService: operators and joining coordinators.
 	cohortv1.ClusterService_Join_FullMethodName:               {need: RoleAdmin},
 	cohortv1.ClusterService_ListPeers_FullMethodName:          {need: RoleRead},

@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
@@ -109,6 +111,38 @@ func (s *agentService) Heartbeat(ctx context.Context, req *cohortv1.HeartbeatReq
 		return &cohortv1.HeartbeatResponse{}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.HeartbeatResponse, error) {
 		return cohortv1.NewAgentServiceClient(c).Heartbeat(ctx, req)
+	})
+}
+
+// sessionLossBackend is a Backend that can act on a lost worker session; *server.Server
+// is one.
+type sessionLossBackend interface {
+	// SuspectSessionLoss shortens the TTL of the node running worker rank of job (see
+	// server.Server.SuspectSessionLoss); it reports whether a live worker matched.
+	SuspectSessionLoss(jobID string, generation uint64, rank int) (bool, error)
+}
+
+// ReportSessionLoss hands a parameter server's lost worker session to the leader
+// (forwarded from a follower), which confirms by the worker node's heartbeats.
+func (s *agentService) ReportSessionLoss(ctx context.Context, req *cohortv1.ReportSessionLossRequest) (*cohortv1.ReportSessionLossResponse, error) {
+	if err := checkID("job_id", req.JobId); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.WorkerRank < 0 {
+		return nil, toStatus(fmt.Errorf("%w: worker_rank %d", ErrInvalidArgument, req.WorkerRank))
+	}
+	b, ok := s.b.(sessionLossBackend)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this coordinator does not act on lost sessions")
+	}
+	return leaderCall(ctx, s.cfg, func(context.Context) (*cohortv1.ReportSessionLossResponse, error) {
+		suspected, err := b.SuspectSessionLoss(req.JobId, req.Generation, int(req.WorkerRank))
+		if err != nil {
+			return nil, err
+		}
+		return &cohortv1.ReportSessionLossResponse{Suspected: suspected}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ReportSessionLossResponse, error) {
+		return cohortv1.NewAgentServiceClient(c).ReportSessionLoss(ctx, req)
 	})
 }
 

@@ -65,6 +65,18 @@ type Config struct {
 	// ForwardTimeout bounds how long one call keeps retrying to reach a leader; 0
 	// means DefaultForwardTimeout.
 	ForwardTimeout time.Duration
+	// ForwardAttemptTimeout bounds one forwarded attempt (it is also abandoned when the
+	// leader changes); 0 means DefaultForwardAttemptTimeout.
+	ForwardAttemptTimeout time.Duration
+	// NoLeaderTimeout is how long a leader-only call waits while no leader is known
+	// before it fails with Unavailable; 0 means DefaultNoLeaderTimeout.
+	NoLeaderTimeout time.Duration
+	// LeaderUnreachableTimeout is how long a call keeps failing to reach the same
+	// leader before it fails with Unavailable; 0 means DefaultLeaderUnreachableTimeout.
+	LeaderUnreachableTimeout time.Duration
+	// LeaderPollInterval is how often a forwarded attempt checks that its leader is
+	// still the leader; 0 means 50ms.
+	LeaderPollInterval time.Duration
 	// FollowerWait bounds how long a watch on a follower waits for an object that is
 	// not (yet) in its local state before answering NotFound; 0 means 2s.
 	FollowerWait time.Duration
@@ -117,6 +129,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ForwardTimeout <= 0 {
 		c.ForwardTimeout = DefaultForwardTimeout
+	}
+	if c.ForwardAttemptTimeout <= 0 {
+		c.ForwardAttemptTimeout = DefaultForwardAttemptTimeout
+	}
+	if c.LeaderUnreachableTimeout <= 0 {
+		c.LeaderUnreachableTimeout = DefaultLeaderUnreachableTimeout
+	}
+	if c.NoLeaderTimeout <= 0 {
+		c.NoLeaderTimeout = DefaultNoLeaderTimeout
+	}
+	if c.LeaderPollInterval <= 0 {
+		c.LeaderPollInterval = 50 * time.Millisecond
 	}
 	if c.FollowerWait <= 0 {
 		c.FollowerWait = 2 * time.Second

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -28,6 +29,18 @@ const (
 // DefaultForwardTimeout bounds how long a coordinator keeps retrying to reach a leader
 // for one call (an election with tuned timeouts takes well under a second).
 const DefaultForwardTimeout = 10 * time.Second
+
+// DefaultForwardAttemptTimeout bounds one forwarded attempt; a call retries after it.
+const DefaultForwardAttemptTimeout = 5 * time.Second
+
+// DefaultLeaderUnreachableTimeout is how long a call keeps failing to reach the same
+// leader before it fails with Unavailable, naming that leader for the client to try.
+const DefaultLeaderUnreachableTimeout = 2 * time.Second
+
+// DefaultNoLeaderTimeout is how long a call waits for any leader to be known before it
+// fails with Unavailable: about an election; a coordinator that knows no leader for
+// longer is likely cut off from the majority.
+const DefaultNoLeaderTimeout = time.Second
 
 // Forwarder gives a follower a connection to the leader's gRPC API.
 type Forwarder interface {
@@ -61,8 +74,14 @@ type LeaderForwarder struct {
 	closed bool
 }
 
-// NewLeaderForwarder returns a Forwarder that dials leaders with opts.
+// NewLeaderForwarder returns a Forwarder that dials leaders with opts. A connection
+// attempt to a leader gives up after a second (gRPC's default is 20 s), so that a
+// leader this coordinator cannot reach fails calls fast instead of holding them.
 func NewLeaderForwarder(loc LeaderLocator, opts ...grpc.DialOption) *LeaderForwarder {
+	opts = append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: time.Second,
+	})}, opts...)
 	return &LeaderForwarder{loc: loc, opts: opts, conns: map[string]*grpc.ClientConn{}}
 }
 
@@ -91,6 +110,22 @@ func (f *LeaderForwarder) LeaderConn() (grpc.ClientConnInterface, error) {
 	}
 	f.conns[addr] = c
 	return c, nil
+}
+
+// LeaderID returns the Raft ID of the leader this coordinator knows ("" none).
+func (f *LeaderForwarder) LeaderID() string {
+	id, _, _ := f.loc.LeaderGRPCAddr()
+	return id
+}
+
+// LeaderAddr returns the gRPC address of the leader this coordinator knows, when it
+// is another coordinator whose address is recorded ("" otherwise).
+func (f *LeaderForwarder) LeaderAddr() string {
+	id, addr, ok := f.loc.LeaderGRPCAddr()
+	if !ok || id == f.loc.NodeID() {
+		return ""
+	}
+	return addr
 }
 
 // Close closes every connection.
@@ -134,26 +169,62 @@ func forwardContext(ctx context.Context) context.Context {
 // cfg.Forwarder. While leadership is moving (no leader known, or the leader answered
 // Unavailable) it retries until ctx ends or cfg.ForwardTimeout passes. Every call it
 // retries must be idempotent: submissions carry an idempotency key by then.
+//
+// Each forwarded attempt has its own deadline (cfg.ForwardAttemptTimeout) and is
+// abandoned as soon as this coordinator learns of another leader than the one it
+// forwarded to (a leader that went silent is replaced within an election timeout, and
+// waiting on it would hold the caller for the whole call timeout). When no leader has
+// been known for cfg.NoLeaderTimeout the call fails with Unavailable, so a client that
+// knows other coordinators tries them: this one is likely cut off from the majority.
+// An Unavailable answer carries the leader this coordinator knows, if any, as the
+// LeaderHintHeader trailer.
 func leaderCall[T any](ctx context.Context, cfg Config, local func(context.Context) (T, error),
 	remote func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
 	deadline := time.Now().Add(cfg.ForwardTimeout)
 	back := 10 * time.Millisecond
+	var noLeaderSince, unreachableSince time.Time
+	unreachable := "" // the leader the attempts since unreachableSince failed to reach
 	for {
 		v, err := local(ctx)
 		if err == nil || !errors.Is(err, server.ErrNotLeader) || cfg.Forwarder == nil || isForwarded(ctx) {
+			if status.Code(toStatus(err)) == codes.Unavailable {
+				setLeaderHint(ctx, cfg)
+			}
 			return v, toStatus(err)
 		}
 		var serr error = err
+		leader := forwardLeader(cfg)
 		conn, ferr := cfg.Forwarder.LeaderConn()
 		if ferr == nil {
-			v, rerr := remote(forwardContext(ctx), conn)
-			if rerr == nil || status.Code(rerr) != codes.Unavailable {
+			noLeaderSince = time.Time{}
+			actx, cancel := attemptContext(ctx, cfg, leader, deadline)
+			v, rerr := remote(forwardContext(actx), conn)
+			abandoned := context.Cause(actx)
+			cancel()
+			switch {
+			case rerr == nil:
+				return v, nil
+			case ctx.Err() == nil && abandoned != nil:
+				// The attempt's own deadline or a leader change: try again.
+				cfg.Logger.Debug("forwarded call abandoned", "leader", leader, "why", abandoned, "err", rerr)
+				rerr = status.Error(codes.Unavailable, fmt.Sprintf("forward to leader %q: %v", leader, abandoned))
+			case status.Code(rerr) != codes.Unavailable:
 				return v, rerr
 			}
 			serr = rerr
+			if leader == "" || leader != unreachable {
+				unreachable, unreachableSince = leader, time.Now()
+			}
+		} else if noLeaderSince.IsZero() {
+			noLeaderSince = time.Now()
 		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
+		noLeader := !noLeaderSince.IsZero() && time.Since(noLeaderSince) >= cfg.NoLeaderTimeout
+		// A leader this coordinator cannot reach (a one-way cut, a partition between
+		// the two) may well be reachable from the client: answer with its address.
+		cutOff := unreachable != "" && ferr == nil && time.Since(unreachableSince) >= cfg.LeaderUnreachableTimeout
+		if ctx.Err() != nil || time.Now().After(deadline) || noLeader || cutOff {
 			var zero T
+			setLeaderHint(ctx, cfg)
 			if ferr != nil {
 				return zero, status.Error(codes.Unavailable, fmt.Sprintf("%v (%v)", err, ferr))
 			}
@@ -164,6 +235,78 @@ func leaderCall[T any](ctx context.Context, cfg Config, local func(context.Conte
 		case <-time.After(back):
 		}
 		back = min(back*2, 250*time.Millisecond)
+	}
+}
+
+// LeaderHintHeader is the trailer key of the leader's gRPC address on an Unavailable
+// answer from a coordinator that is not the leader (or cannot reach it): a client
+// that knows several coordinators tries that one next.
+const LeaderHintHeader = "cohort-leader"
+
+// errLeaderChanged abandons a forwarded attempt whose leader was replaced.
+var errLeaderChanged = errors.New("the leader changed")
+
+// errAttemptTimeout abandons a forwarded attempt that ran past its own deadline.
+var errAttemptTimeout = errors.New("the leader did not answer in time")
+
+// leaderWatcher is a Forwarder that can say which leader its connections go to.
+type leaderWatcher interface {
+	// LeaderID returns the Raft ID of the leader this coordinator knows ("" none).
+	LeaderID() string
+}
+
+// forwardLeader returns the leader cfg.Forwarder forwards to, or "" when it cannot say.
+func forwardLeader(cfg Config) string {
+	if w, ok := cfg.Forwarder.(leaderWatcher); ok {
+		return w.LeaderID()
+	}
+	return ""
+}
+
+// attemptContext bounds one forwarded attempt: by cfg.ForwardAttemptTimeout (and the
+// call's deadline), and, when the Forwarder can say, by leader staying the leader.
+func attemptContext(ctx context.Context, cfg Config, leader string, deadline time.Time) (context.Context, context.CancelFunc) {
+	d := min(cfg.ForwardAttemptTimeout, time.Until(deadline))
+	actx, cancelTimeout := context.WithTimeoutCause(ctx, max(d, time.Millisecond), errAttemptTimeout)
+	w, ok := cfg.Forwarder.(leaderWatcher)
+	if !ok || leader == "" {
+		return actx, cancelTimeout
+	}
+	actx, cancel := context.WithCancelCause(actx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(cfg.LeaderPollInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-actx.Done():
+				return
+			case <-t.C:
+				if now := w.LeaderID(); now != leader {
+					cancel(fmt.Errorf("%w: from %q to %q", errLeaderChanged, leader, now))
+					return
+				}
+			}
+		}
+	}()
+	return actx, func() {
+		close(done)
+		cancel(nil)
+		cancelTimeout()
+	}
+}
+
+// setLeaderHint sets the LeaderHintHeader trailer of a unary call when cfg.Forwarder
+// knows the leader's address; a stream's handler has no such trailer and is left alone.
+func setLeaderHint(ctx context.Context, cfg Config) {
+	h, ok := cfg.Forwarder.(interface{ LeaderAddr() string })
+	if !ok {
+		return
+	}
+	if addr := h.LeaderAddr(); addr != "" {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(LeaderHintHeader, addr))
 	}
 }
 

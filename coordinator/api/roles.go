@@ -53,10 +53,11 @@ var certRoleRules = map[string][]pki.Role{
 	cohortv1.SearchService_ListSearches_FullMethodName: userCallers,
 	cohortv1.SearchService_CancelSearch_FullMethodName: userCallers,
 	// AgentService: node agents.
-	cohortv1.AgentService_RegisterNode_FullMethodName:     agentCallers,
-	cohortv1.AgentService_Heartbeat_FullMethodName:        agentCallers,
-	cohortv1.AgentService_WatchAssignments_FullMethodName: agentCallers,
-	cohortv1.AgentService_ReportTasks_FullMethodName:      agentCallers,
+	cohortv1.AgentService_RegisterNode_FullMethodName:      agentCallers,
+	cohortv1.AgentService_Heartbeat_FullMethodName:         agentCallers,
+	cohortv1.AgentService_WatchAssignments_FullMethodName:  agentCallers,
+	cohortv1.AgentService_ReportTasks_FullMethodName:       agentCallers,
+	cohortv1.AgentService_ReportSessionLoss_FullMethodName: agentCallers,
 	// ClusterService: operators manage the peers; a new voter joins with its
 	// coordinator certificate (an operator may join one too, as AddVoter does; the new
 	// voter still needs a coordinator certificate to speak Raft).

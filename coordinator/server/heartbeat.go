@@ -17,7 +17,10 @@ type heartbeats struct {
 	timers map[string]*heartbeatTimer
 }
 
-type heartbeatTimer struct{ t Timer }
+type heartbeatTimer struct {
+	t    Timer
+	last time.Time // when the TTL was last restarted (the node's last heartbeat)
+}
 
 func newHeartbeats(clock Clock, ttl time.Duration, expire func(nodeID string)) *heartbeats {
 	return &heartbeats{clock: clock, ttl: ttl, expire: expire, timers: map[string]*heartbeatTimer{}}
@@ -59,9 +62,30 @@ func (h *heartbeats) resetLocked(nodeID string) {
 	if old, ok := h.timers[nodeID]; ok {
 		old.t.Stop()
 	}
-	ht := &heartbeatTimer{}
+	ht := &heartbeatTimer{last: h.clock.Now()}
 	h.timers[nodeID] = ht
 	ht.t = h.clock.AfterFunc(h.ttl, func() { h.fire(nodeID, ht) })
+}
+
+// suspect shortens a node's TTL after a sign that it died (a parameter server lost its
+// worker's session): the node expires grace after its last heartbeat, at once when
+// that is past, unless a heartbeat comes first (which restores the full TTL: a slow
+// but live node keeps heartbeating). It reports when the node expires, and false when
+// the node has no timer (not READY, or the timers are not active).
+func (h *heartbeats) suspect(nodeID string, grace time.Duration) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old, ok := h.timers[nodeID]
+	if !h.active || !ok {
+		return time.Time{}, false
+	}
+	at := old.last.Add(grace)
+	if remaining := at.Sub(h.clock.Now()); old.t.Stop() {
+		ht := &heartbeatTimer{last: old.last}
+		h.timers[nodeID] = ht
+		ht.t = h.clock.AfterFunc(max(remaining, 0), func() { h.fire(nodeID, ht) })
+	}
+	return at, true
 }
 
 // clear drops a node's timer (it is down or gone).

@@ -159,6 +159,10 @@ func openWALStore(dataDir, walDir string, logger *slog.Logger) (*walStore, error
 		_ = meta.Close()
 		return nil, err
 	}
+	if _, err := repairWALSeals(dataDir, walDir, meta, &st, logger); err != nil {
+		_ = meta.Close()
+		return nil, err
+	}
 	w, err := wal.Open(walDir, wal.WithMetaStore(meta))
 	if err != nil {
 		_ = meta.Close()

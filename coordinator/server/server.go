@@ -481,3 +481,46 @@ func (s *Server) Shutdown() error {
 	})
 	return s.shutdownErr
 }
+
+// SuspectSessionLoss handles a parameter server's report that the session of worker
+// rank of job at generation ended without the worker closing it: the fast sign of a
+// worker process that died. The leader does not drop the worker on the report alone;
+// it shortens the TTL of the node running that rank to Config.SuspectGrace after the
+// node's last heartbeat, so a dead node is marked DOWN (and its elastic jobs shrink)
+// within about that time, while a slow but live one, which keeps heartbeating, keeps
+// its full TTL. It reports whether a live worker allocation matched. A report of an
+// older generation than the job's is stale and ignored.
+func (s *Server) SuspectSessionLoss(jobID string, generation uint64, rank int) (bool, error) {
+	if !s.IsLeader() {
+		return false, s.notLeaderError()
+	}
+	job, err := s.State().JobByID(nil, jobID)
+	if err != nil {
+		return false, fmt.Errorf("server: session loss: %w", err)
+	}
+	if job == nil || generation < job.GetGeneration() {
+		return false, nil
+	}
+	allocs, err := s.State().AllocsByJob(nil, jobID)
+	if err != nil {
+		return false, fmt.Errorf("server: session loss: %w", err)
+	}
+	for _, a := range allocs {
+		if a.GetKind() != cohortv1.TaskKind_TASK_KIND_WORKER || int(a.GetIndex()) != rank || !liveAllocState(a.GetState()) {
+			continue
+		}
+		at, ok := s.heartbeats.suspect(a.GetNodeId(), s.config.SuspectGrace)
+		if !ok {
+			return false, nil
+		}
+		s.logger.Warn("worker session lost at a parameter server; its node is suspect", "job", jobID, "rank", rank,
+			"generation", generation, "node", a.GetNodeId(), "alloc_id", a.GetId(), "down_unless_heartbeat_by", at)
+		return true, nil
+	}
+	return false, nil
+}
+
+// liveAllocState reports whether an allocation in state st is placed and not ended.
+func liveAllocState(st cohortv1.TaskState) bool {
+	return st == cohortv1.TaskState_TASK_STATE_PENDING || st == cohortv1.TaskState_TASK_STATE_RUNNING
+}

@@ -81,6 +81,9 @@ type Agent struct {
 
 	reports chan *cohortv1.TaskReport
 	ready   chan struct{}
+	// resync asks the assignment stream to reopen: heartbeats got through again after
+	// failing, so the stream may hang on a connection that died meanwhile.
+	resync chan struct{}
 }
 
 // New returns an Agent; Run starts it.
@@ -111,6 +114,7 @@ func New(cfg Config) (*Agent, error) {
 		seen:    map[string]uint64{},
 		reports: make(chan *cohortv1.TaskReport, 1024),
 		ready:   make(chan struct{}),
+		resync:  make(chan struct{}, 1),
 	}
 	for _, r := range cfg.Runners {
 		a.runners[r.Kind()] = r
@@ -167,6 +171,7 @@ func (a *Agent) register(ctx context.Context) error {
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -177,10 +182,40 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		_, err := a.jobs.Heartbeat(ctx, &cohortv1.HeartbeatRequest{
 			NodeId: n.GetId(), RegistrationGeneration: n.GetRegistrationGeneration(),
 		})
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err != nil && ctx.Err() == nil:
 			a.log.Warn("heartbeat failed", "err", err)
+			failing = true
+		case err == nil && failing:
+			// Back in touch: the assignment stream may be stuck on a connection that
+			// died while the coordinators were out of reach (or on a coordinator that
+			// is no longer in the majority); reopen it now instead of waiting for a
+			// keepalive or a reset to end it.
+			failing = false
+			a.log.Info("heartbeat got through again; reopening the assignment stream")
+			select {
+			case a.resync <- struct{}{}:
+			default:
+			}
 		}
 	}
+}
+
+// ReportSessionLoss tells the coordinators that a worker's session at this node's
+// parameter-server shards broke (the worker's process, host or link may be gone): the
+// leader confirms by the worker node's heartbeats and marks it down fast if they have
+// stopped. Best effort: it tries once, for at most 5 s, and logs a failure.
+func (a *Agent) ReportSessionLoss(ctx context.Context, jobID string, generation uint64, rank int) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := a.jobs.ReportSessionLoss(ctx, &cohortv1.ReportSessionLossRequest{
+		NodeId: a.Node().GetId(), JobId: jobID, Generation: generation, WorkerRank: int32(rank)})
+	if err != nil {
+		a.log.Warn("could not report a lost worker session", "job_id", jobID, "generation", generation, "rank", rank, "err", err)
+		return
+	}
+	a.log.Info("lost worker session reported", "job_id", jobID, "generation", generation, "rank", rank,
+		"suspected", resp.GetSuspected())
 }
 
 // report queues a task report for delivery.
@@ -228,6 +263,10 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errResync) {
+			back = a.cfg.RetryInterval
+			continue
+		}
 		a.log.Warn("assignment stream ended; reconnecting", "err", err, "backoff", back)
 		if wait(ctx, back) != nil {
 			return
@@ -236,14 +275,36 @@ func (a *Agent) watchLoop(ctx context.Context) {
 	}
 }
 
+// errResync ends an assignment stream that the heartbeat loop asked to reopen.
+var errResync = errors.New("agent: assignment stream reopened after the coordinators were unreachable")
+
 func (a *Agent) watchOnce(ctx context.Context) error {
-	stream, err := a.jobs.WatchAssignments(ctx, &cohortv1.WatchAssignmentsRequest{NodeId: a.Node().GetId()})
+	select {
+	case <-a.resync: // an old request: this stream is new anyway
+	default:
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-sctx.Done():
+		case <-a.resync:
+			cancel(errResync)
+		}
+	}()
+	stream, err := a.jobs.WatchAssignments(sctx, &cohortv1.WatchAssignmentsRequest{NodeId: a.Node().GetId()})
+	if err != nil && context.Cause(sctx) == errResync {
+		return errResync
+	}
 	if err != nil {
 		return fmt.Errorf("open assignment stream: %w", err)
 	}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
+			if context.Cause(sctx) == errResync {
+				return errResync
+			}
 			return fmt.Errorf("receive assignments: %w", err)
 		}
 		a.reconcile(ctx, msg.GetAssignments())

@@ -37,6 +37,11 @@ type Runner struct {
 
 	mu     sync.Mutex
 	shards map[string]shardKey // allocation ID -> shard
+	// owners says which allocation a hosted shard belongs to: the one of the newest
+	// generation started for it. A job placed again (generation 2) may reuse the same
+	// (job, shard) on this node while the generation-1 allocation is still to be
+	// stopped; that stop must not remove the shard generation 2 now trains on.
+	owners map[shardKey]owner
 	// members holds the newest membership (generation, workers) each allocation was
 	// given; a shard restoring in the background installs it once it exists.
 	members map[string]membership
@@ -53,6 +58,11 @@ type shardKey struct {
 	shard int
 }
 
+type owner struct {
+	alloc string
+	gen   uint64
+}
+
 var (
 	_ agent.Runner  = (*Runner)(nil)
 	_ agent.Updater = (*Runner)(nil)
@@ -66,7 +76,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, shards: map[string]shardKey{}, members: map[string]membership{}}, nil
+	return &Runner{cfg: cfg, shards: map[string]shardKey{}, owners: map[shardKey]owner{}, members: map[string]membership{}}, nil
 }
 
 // Kind implements agent.Runner.
@@ -96,6 +106,9 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 	r.cfg.Server.SetAllowedWorkers(key.job, key.shard, cfg.Generation, a.GetAllowedWorkers())
 	r.mu.Lock()
 	r.members[alloc.GetId()] = membership{gen: cfg.Generation, workers: cfg.Workers}
+	if o, ok := r.owners[key]; !ok || o.gen <= cfg.Generation {
+		r.owners[key] = owner{alloc: alloc.GetId(), gen: cfg.Generation}
+	}
 	r.mu.Unlock()
 	if job.GetCheckpoint() == "" {
 		if err := r.cfg.Server.AddShard(cfg); err != nil {
@@ -115,13 +128,26 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 	go func() {
 		err := RestoreShard(ctx, r.cfg.Server, cfg, r.cfg.Store, job.GetCheckpoint(), int(job.GetShardCount()))
 		if ctx.Err() != nil {
-			// Stopped meanwhile: Stop may have run before the shard existed.
-			r.cfg.Server.RemoveShard(key.job, key.shard)
+			// Stopped meanwhile: Stop may have run before the shard existed. A newer
+			// allocation's shard under the same key stays.
+			r.mu.Lock()
+			o, ok := r.owners[key]
+			mine := !ok || o.alloc == alloc.GetId()
+			if mine {
+				delete(r.owners, key)
+			}
+			r.mu.Unlock()
+			if mine {
+				r.cfg.Server.RemoveShard(key.job, key.shard)
+			}
 			return
 		}
 		if err != nil {
 			r.mu.Lock()
 			delete(r.shards, alloc.GetId()) // nothing of it is installed
+			if o := r.owners[key]; o.alloc == alloc.GetId() {
+				delete(r.owners, key)
+			}
 			r.mu.Unlock()
 			fail(err)
 			return
@@ -209,15 +235,25 @@ func (r *Runner) setGeneration(allocID string, key shardKey, m membership) {
 	}
 }
 
-// Stop implements agent.Runner: it drops the shard.
+// Stop implements agent.Runner: it drops the allocation's shard, unless a newer
+// allocation of the same job and shard index owns it now (a job placed again on this
+// node reuses the shard), in which case only the old allocation is forgotten.
 func (r *Runner) Stop(allocationID string) {
 	r.mu.Lock()
 	k, ok := r.shards[allocationID]
 	delete(r.shards, allocationID)
 	delete(r.members, allocationID)
+	o, owned := r.owners[k]
+	remove := ok && (!owned || o.alloc == allocationID)
+	if remove && owned {
+		delete(r.owners, k)
+	}
 	r.mu.Unlock()
-	if ok {
+	if remove {
 		r.cfg.Server.RemoveShard(k.job, k.shard)
+	} else if ok {
+		r.cfg.Logger.Info("parameter shard kept for a newer allocation", "alloc_id", allocationID, "job_id", k.job,
+			"shard", k.shard, "owner_alloc_id", o.alloc, "owner_generation", o.gen)
 	}
 	r.closeTaskLog(allocationID)
 }

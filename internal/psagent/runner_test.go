@@ -2,6 +2,7 @@ package psagent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -181,5 +182,50 @@ func TestRestoreFromCheckpointOtherShardCount(t *testing.T) {
 		if rep.GetState() != cohortv1.TaskState_TASK_STATE_FAILED || !strings.Contains(rep.GetMessage(), "restore job j shard 0") {
 			t.Errorf("shard from checkpoint %s: %v, want failed", uri, rep)
 		}
+	}
+}
+
+// TestStopOldGenerationKeepsReusedShard: a job placed again (generation 2) on the same
+// node reuses the (job, shard) the generation-1 allocation created; stopping the
+// generation-1 allocation afterwards must leave the shard generation 2 trains on (it
+// used to delete it, and the job stayed RUNNING without progress).
+func TestStopOldGenerationKeepsReusedShard(t *testing.T) {
+	// A removed shard makes the client retry; the deadline turns that into a failure.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, addr := serve(t)
+	r, err := psagent.New(psagent.Config{Server: srv, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen1 := &cohortv1.Job{Id: "j", SpecYaml: fmt.Appendf(nil, spec, 1), WorkerCount: 1, ShardCount: 1, Generation: 1}
+	gen2 := &cohortv1.Job{Id: "j", SpecYaml: fmt.Appendf(nil, spec, 1), WorkerCount: 1, ShardCount: 1, Generation: 2}
+	for _, job := range []*cohortv1.Job{gen1, gen2} {
+		if rep := startShards(t, r, job)[0]; rep.GetState() != cohortv1.TaskState_TASK_STATE_RUNNING {
+			t.Fatalf("generation %d shard report %v", job.GetGeneration(), rep)
+		}
+	}
+	r.Stop(assignment(gen1, 0).GetAllocation().GetId())
+
+	c, err := paramserver.NewClient(paramserver.ClientConfig{Addresses: []string{addr}, JobID: "j", Generation: 2, TotalParams: 3, LayoutHash: "L"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Init(ctx, []float32{1, 2, 3}); err != nil {
+		t.Fatalf("generation 2 after the generation-1 stop: %v", err)
+	}
+	if err := c.Push(ctx, 0, []float32{1, 1, 1}, 4); err != nil {
+		t.Fatalf("generation 2 push after the generation-1 stop: %v", err)
+	}
+
+	// The owner's stop removes it.
+	r.Stop(assignment(gen2, 0).GetAllocation().GetId())
+	if err := srv.SetGeneration("j", 0, 3, 1); !errors.Is(err, paramserver.ErrUnknownShard) {
+		t.Fatalf("after the generation-2 stop: %v, want the shard gone", err)
 	}
 }

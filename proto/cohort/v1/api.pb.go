@@ -595,6 +595,118 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 	return nil
 }
 
+type ReportSessionLossRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the reporting parameter-server node
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // the membership generation the session pushed under
+	WorkerRank    int32                  `protobuf:"varint,4,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportSessionLossRequest) Reset() {
+	*x = ReportSessionLossRequest{}
+	mi := &file_cohort_v1_api_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportSessionLossRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportSessionLossRequest) ProtoMessage() {}
+
+func (x *ReportSessionLossRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportSessionLossRequest.ProtoReflect.Descriptor instead.
+func (*ReportSessionLossRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReportSessionLossRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReportSessionLossRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ReportSessionLossRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ReportSessionLossRequest) GetWorkerRank() int32 {
+	if x != nil {
+		return x.WorkerRank
+	}
+	return 0
+}
+
+type ReportSessionLossResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Suspected     bool                   `protobuf:"varint,1,opt,name=suspected,proto3" json:"suspected,omitempty"` // a live worker allocation matched and its node is now suspect
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportSessionLossResponse) Reset() {
+	*x = ReportSessionLossResponse{}
+	mi := &file_cohort_v1_api_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportSessionLossResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportSessionLossResponse) ProtoMessage() {}
+
+func (x *ReportSessionLossResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_api_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportSessionLossResponse.ProtoReflect.Descriptor instead.
+func (*ReportSessionLossResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReportSessionLossResponse) GetSuspected() bool {
+	if x != nil {
+		return x.Suspected
+	}
+	return false
+}
+
 type RegisterNodeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // id may be empty: the coordinator assigns one
@@ -604,7 +716,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[12]
+	mi := &file_cohort_v1_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +728,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[12]
+	mi := &file_cohort_v1_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +741,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{12}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RegisterNodeRequest) GetNode() *Node {
@@ -648,7 +760,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[13]
+	mi := &file_cohort_v1_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +772,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[13]
+	mi := &file_cohort_v1_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +785,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{13}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RegisterNodeResponse) GetNode() *Node {
@@ -693,7 +805,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[14]
+	mi := &file_cohort_v1_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +817,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[14]
+	mi := &file_cohort_v1_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +830,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{14}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -743,7 +855,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[15]
+	mi := &file_cohort_v1_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +867,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[15]
+	mi := &file_cohort_v1_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +880,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{15}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{17}
 }
 
 type WatchAssignmentsRequest struct {
@@ -780,7 +892,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[16]
+	mi := &file_cohort_v1_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +904,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[16]
+	mi := &file_cohort_v1_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +917,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{16}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchAssignmentsRequest) GetNodeId() string {
@@ -833,7 +945,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_cohort_v1_api_proto_msgTypes[17]
+	mi := &file_cohort_v1_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +957,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[17]
+	mi := &file_cohort_v1_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +970,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{17}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Assignment) GetAllocation() *Allocation {
@@ -898,7 +1010,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[18]
+	mi := &file_cohort_v1_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1022,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[18]
+	mi := &file_cohort_v1_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1035,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{18}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchAssignmentsResponse) GetAssignments() []*Assignment {
@@ -942,7 +1054,7 @@ type ReportTasksRequest struct {
 
 func (x *ReportTasksRequest) Reset() {
 	*x = ReportTasksRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[19]
+	mi := &file_cohort_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1066,7 @@ func (x *ReportTasksRequest) String() string {
 func (*ReportTasksRequest) ProtoMessage() {}
 
 func (x *ReportTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[19]
+	mi := &file_cohort_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1079,7 @@ func (x *ReportTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportTasksRequest.ProtoReflect.Descriptor instead.
 func (*ReportTasksRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReportTasksRequest) GetReports() []*TaskReport {
@@ -985,7 +1097,7 @@ type ReportTasksResponse struct {
 
 func (x *ReportTasksResponse) Reset() {
 	*x = ReportTasksResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[20]
+	mi := &file_cohort_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1109,7 @@ func (x *ReportTasksResponse) String() string {
 func (*ReportTasksResponse) ProtoMessage() {}
 
 func (x *ReportTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[20]
+	mi := &file_cohort_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1122,7 @@ func (x *ReportTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportTasksResponse.ProtoReflect.Descriptor instead.
 func (*ReportTasksResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 type PlanJobRequest struct {
@@ -1022,7 +1134,7 @@ type PlanJobRequest struct {
 
 func (x *PlanJobRequest) Reset() {
 	*x = PlanJobRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[21]
+	mi := &file_cohort_v1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1146,7 @@ func (x *PlanJobRequest) String() string {
 func (*PlanJobRequest) ProtoMessage() {}
 
 func (x *PlanJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[21]
+	mi := &file_cohort_v1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1159,7 @@ func (x *PlanJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanJobRequest.ProtoReflect.Descriptor instead.
 func (*PlanJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PlanJobRequest) GetSpecYaml() []byte {
@@ -1069,7 +1181,7 @@ type PlannedTask struct {
 
 func (x *PlannedTask) Reset() {
 	*x = PlannedTask{}
-	mi := &file_cohort_v1_api_proto_msgTypes[22]
+	mi := &file_cohort_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1193,7 @@ func (x *PlannedTask) String() string {
 func (*PlannedTask) ProtoMessage() {}
 
 func (x *PlannedTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[22]
+	mi := &file_cohort_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1206,7 @@ func (x *PlannedTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedTask.ProtoReflect.Descriptor instead.
 func (*PlannedTask) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PlannedTask) GetTask() string {
@@ -1141,7 +1253,7 @@ type PlanJobResponse struct {
 
 func (x *PlanJobResponse) Reset() {
 	*x = PlanJobResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[23]
+	mi := &file_cohort_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1265,7 @@ func (x *PlanJobResponse) String() string {
 func (*PlanJobResponse) ProtoMessage() {}
 
 func (x *PlanJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[23]
+	mi := &file_cohort_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1278,7 @@ func (x *PlanJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanJobResponse.ProtoReflect.Descriptor instead.
 func (*PlanJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PlanJobResponse) GetFeasible() bool {
@@ -1228,7 +1340,7 @@ type SetQuotaRequest struct {
 
 func (x *SetQuotaRequest) Reset() {
 	*x = SetQuotaRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[24]
+	mi := &file_cohort_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1352,7 @@ func (x *SetQuotaRequest) String() string {
 func (*SetQuotaRequest) ProtoMessage() {}
 
 func (x *SetQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[24]
+	mi := &file_cohort_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1365,7 @@ func (x *SetQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQuotaRequest.ProtoReflect.Descriptor instead.
 func (*SetQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetQuotaRequest) GetQuota() *Quota {
@@ -1279,7 +1391,7 @@ type SetQuotaResponse struct {
 
 func (x *SetQuotaResponse) Reset() {
 	*x = SetQuotaResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[25]
+	mi := &file_cohort_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1403,7 @@ func (x *SetQuotaResponse) String() string {
 func (*SetQuotaResponse) ProtoMessage() {}
 
 func (x *SetQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[25]
+	mi := &file_cohort_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1416,7 @@ func (x *SetQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQuotaResponse.ProtoReflect.Descriptor instead.
 func (*SetQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetQuotaResponse) GetQuota() *Quota {
@@ -1322,7 +1434,7 @@ type ListQuotasRequest struct {
 
 func (x *ListQuotasRequest) Reset() {
 	*x = ListQuotasRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[26]
+	mi := &file_cohort_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1446,7 @@ func (x *ListQuotasRequest) String() string {
 func (*ListQuotasRequest) ProtoMessage() {}
 
 func (x *ListQuotasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[26]
+	mi := &file_cohort_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1459,7 @@ func (x *ListQuotasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuotasRequest.ProtoReflect.Descriptor instead.
 func (*ListQuotasRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 type ListQuotasResponse struct {
@@ -1359,7 +1471,7 @@ type ListQuotasResponse struct {
 
 func (x *ListQuotasResponse) Reset() {
 	*x = ListQuotasResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[27]
+	mi := &file_cohort_v1_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1483,7 @@ func (x *ListQuotasResponse) String() string {
 func (*ListQuotasResponse) ProtoMessage() {}
 
 func (x *ListQuotasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[27]
+	mi := &file_cohort_v1_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1496,7 @@ func (x *ListQuotasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuotasResponse.ProtoReflect.Descriptor instead.
 func (*ListQuotasResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{27}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListQuotasResponse) GetQuotas() []*Quota {
@@ -1404,7 +1516,7 @@ type SetQueueRequest struct {
 
 func (x *SetQueueRequest) Reset() {
 	*x = SetQueueRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[28]
+	mi := &file_cohort_v1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1528,7 @@ func (x *SetQueueRequest) String() string {
 func (*SetQueueRequest) ProtoMessage() {}
 
 func (x *SetQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[28]
+	mi := &file_cohort_v1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1541,7 @@ func (x *SetQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueRequest.ProtoReflect.Descriptor instead.
 func (*SetQueueRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetQueueRequest) GetQueue() *Queue {
@@ -1455,7 +1567,7 @@ type SetQueueResponse struct {
 
 func (x *SetQueueResponse) Reset() {
 	*x = SetQueueResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[29]
+	mi := &file_cohort_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1579,7 @@ func (x *SetQueueResponse) String() string {
 func (*SetQueueResponse) ProtoMessage() {}
 
 func (x *SetQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[29]
+	mi := &file_cohort_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1592,7 @@ func (x *SetQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueResponse.ProtoReflect.Descriptor instead.
 func (*SetQueueResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetQueueResponse) GetQueue() *Queue {
@@ -1498,7 +1610,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[30]
+	mi := &file_cohort_v1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1622,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[30]
+	mi := &file_cohort_v1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1635,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{32}
 }
 
 type ListQueuesResponse struct {
@@ -1535,7 +1647,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[31]
+	mi := &file_cohort_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1659,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[31]
+	mi := &file_cohort_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1672,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -1583,7 +1695,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[32]
+	mi := &file_cohort_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1707,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[32]
+	mi := &file_cohort_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1720,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{32}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DrainNodeRequest) GetNodeId() string {
@@ -1641,7 +1753,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[33]
+	mi := &file_cohort_v1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1765,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[33]
+	mi := &file_cohort_v1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1778,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{33}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -1686,7 +1798,7 @@ type SetNodeEligibilityRequest struct {
 
 func (x *SetNodeEligibilityRequest) Reset() {
 	*x = SetNodeEligibilityRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[34]
+	mi := &file_cohort_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1810,7 @@ func (x *SetNodeEligibilityRequest) String() string {
 func (*SetNodeEligibilityRequest) ProtoMessage() {}
 
 func (x *SetNodeEligibilityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[34]
+	mi := &file_cohort_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1823,7 @@ func (x *SetNodeEligibilityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeEligibilityRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeEligibilityRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{34}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetNodeEligibilityRequest) GetNodeId() string {
@@ -1737,7 +1849,7 @@ type SetNodeEligibilityResponse struct {
 
 func (x *SetNodeEligibilityResponse) Reset() {
 	*x = SetNodeEligibilityResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[35]
+	mi := &file_cohort_v1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1861,7 @@ func (x *SetNodeEligibilityResponse) String() string {
 func (*SetNodeEligibilityResponse) ProtoMessage() {}
 
 func (x *SetNodeEligibilityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[35]
+	mi := &file_cohort_v1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1874,7 @@ func (x *SetNodeEligibilityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeEligibilityResponse.ProtoReflect.Descriptor instead.
 func (*SetNodeEligibilityResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{35}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetNodeEligibilityResponse) GetNode() *Node {
@@ -1782,7 +1894,7 @@ type ResumeJobRequest struct {
 
 func (x *ResumeJobRequest) Reset() {
 	*x = ResumeJobRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[36]
+	mi := &file_cohort_v1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1906,7 @@ func (x *ResumeJobRequest) String() string {
 func (*ResumeJobRequest) ProtoMessage() {}
 
 func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[36]
+	mi := &file_cohort_v1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1919,7 @@ func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
 func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{36}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ResumeJobRequest) GetId() string {
@@ -1833,7 +1945,7 @@ type ResumeJobResponse struct {
 
 func (x *ResumeJobResponse) Reset() {
 	*x = ResumeJobResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[37]
+	mi := &file_cohort_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1957,7 @@ func (x *ResumeJobResponse) String() string {
 func (*ResumeJobResponse) ProtoMessage() {}
 
 func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[37]
+	mi := &file_cohort_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1970,7 @@ func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
 func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ResumeJobResponse) GetJob() *Job {
@@ -1877,7 +1989,7 @@ type GetJobReportRequest struct {
 
 func (x *GetJobReportRequest) Reset() {
 	*x = GetJobReportRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[38]
+	mi := &file_cohort_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2001,7 @@ func (x *GetJobReportRequest) String() string {
 func (*GetJobReportRequest) ProtoMessage() {}
 
 func (x *GetJobReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[38]
+	mi := &file_cohort_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2014,7 @@ func (x *GetJobReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobReportRequest.ProtoReflect.Descriptor instead.
 func (*GetJobReportRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetJobReportRequest) GetId() string {
@@ -1924,7 +2036,7 @@ type GetJobReportResponse struct {
 
 func (x *GetJobReportResponse) Reset() {
 	*x = GetJobReportResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[39]
+	mi := &file_cohort_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2048,7 @@ func (x *GetJobReportResponse) String() string {
 func (*GetJobReportResponse) ProtoMessage() {}
 
 func (x *GetJobReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[39]
+	mi := &file_cohort_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2061,7 @@ func (x *GetJobReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobReportResponse.ProtoReflect.Descriptor instead.
 func (*GetJobReportResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetJobReportResponse) GetReportJson() []byte {
@@ -1980,7 +2092,7 @@ type OverrideGateRequest struct {
 
 func (x *OverrideGateRequest) Reset() {
 	*x = OverrideGateRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[40]
+	mi := &file_cohort_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2104,7 @@ func (x *OverrideGateRequest) String() string {
 func (*OverrideGateRequest) ProtoMessage() {}
 
 func (x *OverrideGateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[40]
+	mi := &file_cohort_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2117,7 @@ func (x *OverrideGateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OverrideGateRequest.ProtoReflect.Descriptor instead.
 func (*OverrideGateRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *OverrideGateRequest) GetId() string {
@@ -2038,7 +2150,7 @@ type OverrideGateResponse struct {
 
 func (x *OverrideGateResponse) Reset() {
 	*x = OverrideGateResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[41]
+	mi := &file_cohort_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2050,7 +2162,7 @@ func (x *OverrideGateResponse) String() string {
 func (*OverrideGateResponse) ProtoMessage() {}
 
 func (x *OverrideGateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[41]
+	mi := &file_cohort_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2063,7 +2175,7 @@ func (x *OverrideGateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OverrideGateResponse.ProtoReflect.Descriptor instead.
 func (*OverrideGateResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *OverrideGateResponse) GetJob() *Job {
@@ -2087,7 +2199,7 @@ type JobLogsRequest struct {
 
 func (x *JobLogsRequest) Reset() {
 	*x = JobLogsRequest{}
-	mi := &file_cohort_v1_api_proto_msgTypes[42]
+	mi := &file_cohort_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2211,7 @@ func (x *JobLogsRequest) String() string {
 func (*JobLogsRequest) ProtoMessage() {}
 
 func (x *JobLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[42]
+	mi := &file_cohort_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2224,7 @@ func (x *JobLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobLogsRequest.ProtoReflect.Descriptor instead.
 func (*JobLogsRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *JobLogsRequest) GetId() string {
@@ -2155,7 +2267,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_cohort_v1_api_proto_msgTypes[43]
+	mi := &file_cohort_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2279,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[43]
+	mi := &file_cohort_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2292,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LogLine) GetTask() string {
@@ -2213,7 +2325,7 @@ type JobLogsResponse struct {
 
 func (x *JobLogsResponse) Reset() {
 	*x = JobLogsResponse{}
-	mi := &file_cohort_v1_api_proto_msgTypes[44]
+	mi := &file_cohort_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2337,7 @@ func (x *JobLogsResponse) String() string {
 func (*JobLogsResponse) ProtoMessage() {}
 
 func (x *JobLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_api_proto_msgTypes[44]
+	mi := &file_cohort_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2350,7 @@ func (x *JobLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobLogsResponse.ProtoReflect.Descriptor instead.
 func (*JobLogsResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_cohort_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *JobLogsResponse) GetLines() []*LogLine {
@@ -2281,7 +2393,17 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"\x12\n" +
 	"\x10ListNodesRequest\":\n" +
 	"\x11ListNodesResponse\x12%\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x0f.cohort.v1.NodeR\x05nodes\":\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x0f.cohort.v1.NodeR\x05nodes\"\x8b\x01\n" +
+	"\x18ReportSessionLossRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12\x1f\n" +
+	"\vworker_rank\x18\x04 \x01(\x05R\n" +
+	"workerRank\"9\n" +
+	"\x19ReportSessionLossResponse\x12\x1c\n" +
+	"\tsuspected\x18\x01 \x01(\bR\tsuspected\":\n" +
 	"\x13RegisterNodeRequest\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\";\n" +
 	"\x14RegisterNodeResponse\x12#\n" +
@@ -2399,12 +2521,13 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\tResumeJob\x12\x1b.cohort.v1.ResumeJobRequest\x1a\x1c.cohort.v1.ResumeJobResponse\x12B\n" +
 	"\aJobLogs\x12\x19.cohort.v1.JobLogsRequest\x1a\x1a.cohort.v1.JobLogsResponse0\x01\x12O\n" +
 	"\fGetJobReport\x12\x1e.cohort.v1.GetJobReportRequest\x1a\x1f.cohort.v1.GetJobReportResponse\x12O\n" +
-	"\fOverrideGate\x12\x1e.cohort.v1.OverrideGateRequest\x1a\x1f.cohort.v1.OverrideGateResponse2\xd4\x02\n" +
+	"\fOverrideGate\x12\x1e.cohort.v1.OverrideGateRequest\x1a\x1f.cohort.v1.OverrideGateResponse2\xb4\x03\n" +
 	"\fAgentService\x12O\n" +
 	"\fRegisterNode\x12\x1e.cohort.v1.RegisterNodeRequest\x1a\x1f.cohort.v1.RegisterNodeResponse\x12F\n" +
 	"\tHeartbeat\x12\x1b.cohort.v1.HeartbeatRequest\x1a\x1c.cohort.v1.HeartbeatResponse\x12]\n" +
 	"\x10WatchAssignments\x12\".cohort.v1.WatchAssignmentsRequest\x1a#.cohort.v1.WatchAssignmentsResponse0\x01\x12L\n" +
-	"\vReportTasks\x12\x1d.cohort.v1.ReportTasksRequest\x1a\x1e.cohort.v1.ReportTasksResponseB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\vReportTasks\x12\x1d.cohort.v1.ReportTasksRequest\x1a\x1e.cohort.v1.ReportTasksResponse\x12^\n" +
+	"\x11ReportSessionLoss\x12#.cohort.v1.ReportSessionLossRequest\x1a$.cohort.v1.ReportSessionLossResponseB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_api_proto_rawDescOnce sync.Once
@@ -2418,7 +2541,7 @@ func file_cohort_v1_api_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_api_proto_rawDescData
 }
 
-var file_cohort_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_cohort_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_cohort_v1_api_proto_goTypes = []any{
 	(*SubmitJobRequest)(nil),           // 0: cohort.v1.SubmitJobRequest
 	(*SubmitJobResponse)(nil),          // 1: cohort.v1.SubmitJobResponse
@@ -2432,118 +2555,122 @@ var file_cohort_v1_api_proto_goTypes = []any{
 	(*WatchJobResponse)(nil),           // 9: cohort.v1.WatchJobResponse
 	(*ListNodesRequest)(nil),           // 10: cohort.v1.ListNodesRequest
 	(*ListNodesResponse)(nil),          // 11: cohort.v1.ListNodesResponse
-	(*RegisterNodeRequest)(nil),        // 12: cohort.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),       // 13: cohort.v1.RegisterNodeResponse
-	(*HeartbeatRequest)(nil),           // 14: cohort.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),          // 15: cohort.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),    // 16: cohort.v1.WatchAssignmentsRequest
-	(*Assignment)(nil),                 // 17: cohort.v1.Assignment
-	(*WatchAssignmentsResponse)(nil),   // 18: cohort.v1.WatchAssignmentsResponse
-	(*ReportTasksRequest)(nil),         // 19: cohort.v1.ReportTasksRequest
-	(*ReportTasksResponse)(nil),        // 20: cohort.v1.ReportTasksResponse
-	(*PlanJobRequest)(nil),             // 21: cohort.v1.PlanJobRequest
-	(*PlannedTask)(nil),                // 22: cohort.v1.PlannedTask
-	(*PlanJobResponse)(nil),            // 23: cohort.v1.PlanJobResponse
-	(*SetQuotaRequest)(nil),            // 24: cohort.v1.SetQuotaRequest
-	(*SetQuotaResponse)(nil),           // 25: cohort.v1.SetQuotaResponse
-	(*ListQuotasRequest)(nil),          // 26: cohort.v1.ListQuotasRequest
-	(*ListQuotasResponse)(nil),         // 27: cohort.v1.ListQuotasResponse
-	(*SetQueueRequest)(nil),            // 28: cohort.v1.SetQueueRequest
-	(*SetQueueResponse)(nil),           // 29: cohort.v1.SetQueueResponse
-	(*ListQueuesRequest)(nil),          // 30: cohort.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),         // 31: cohort.v1.ListQueuesResponse
-	(*DrainNodeRequest)(nil),           // 32: cohort.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),          // 33: cohort.v1.DrainNodeResponse
-	(*SetNodeEligibilityRequest)(nil),  // 34: cohort.v1.SetNodeEligibilityRequest
-	(*SetNodeEligibilityResponse)(nil), // 35: cohort.v1.SetNodeEligibilityResponse
-	(*ResumeJobRequest)(nil),           // 36: cohort.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),          // 37: cohort.v1.ResumeJobResponse
-	(*GetJobReportRequest)(nil),        // 38: cohort.v1.GetJobReportRequest
-	(*GetJobReportResponse)(nil),       // 39: cohort.v1.GetJobReportResponse
-	(*OverrideGateRequest)(nil),        // 40: cohort.v1.OverrideGateRequest
-	(*OverrideGateResponse)(nil),       // 41: cohort.v1.OverrideGateResponse
-	(*JobLogsRequest)(nil),             // 42: cohort.v1.JobLogsRequest
-	(*LogLine)(nil),                    // 43: cohort.v1.LogLine
-	(*JobLogsResponse)(nil),            // 44: cohort.v1.JobLogsResponse
-	(*Job)(nil),                        // 45: cohort.v1.Job
-	(*Allocation)(nil),                 // 46: cohort.v1.Allocation
-	(*Node)(nil),                       // 47: cohort.v1.Node
-	(*TaskReport)(nil),                 // 48: cohort.v1.TaskReport
-	(*Resources)(nil),                  // 49: cohort.v1.Resources
-	(*Quota)(nil),                      // 50: cohort.v1.Quota
-	(*Queue)(nil),                      // 51: cohort.v1.Queue
+	(*ReportSessionLossRequest)(nil),   // 12: cohort.v1.ReportSessionLossRequest
+	(*ReportSessionLossResponse)(nil),  // 13: cohort.v1.ReportSessionLossResponse
+	(*RegisterNodeRequest)(nil),        // 14: cohort.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),       // 15: cohort.v1.RegisterNodeResponse
+	(*HeartbeatRequest)(nil),           // 16: cohort.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 17: cohort.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),    // 18: cohort.v1.WatchAssignmentsRequest
+	(*Assignment)(nil),                 // 19: cohort.v1.Assignment
+	(*WatchAssignmentsResponse)(nil),   // 20: cohort.v1.WatchAssignmentsResponse
+	(*ReportTasksRequest)(nil),         // 21: cohort.v1.ReportTasksRequest
+	(*ReportTasksResponse)(nil),        // 22: cohort.v1.ReportTasksResponse
+	(*PlanJobRequest)(nil),             // 23: cohort.v1.PlanJobRequest
+	(*PlannedTask)(nil),                // 24: cohort.v1.PlannedTask
+	(*PlanJobResponse)(nil),            // 25: cohort.v1.PlanJobResponse
+	(*SetQuotaRequest)(nil),            // 26: cohort.v1.SetQuotaRequest
+	(*SetQuotaResponse)(nil),           // 27: cohort.v1.SetQuotaResponse
+	(*ListQuotasRequest)(nil),          // 28: cohort.v1.ListQuotasRequest
+	(*ListQuotasResponse)(nil),         // 29: cohort.v1.ListQuotasResponse
+	(*SetQueueRequest)(nil),            // 30: cohort.v1.SetQueueRequest
+	(*SetQueueResponse)(nil),           // 31: cohort.v1.SetQueueResponse
+	(*ListQueuesRequest)(nil),          // 32: cohort.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),         // 33: cohort.v1.ListQueuesResponse
+	(*DrainNodeRequest)(nil),           // 34: cohort.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),          // 35: cohort.v1.DrainNodeResponse
+	(*SetNodeEligibilityRequest)(nil),  // 36: cohort.v1.SetNodeEligibilityRequest
+	(*SetNodeEligibilityResponse)(nil), // 37: cohort.v1.SetNodeEligibilityResponse
+	(*ResumeJobRequest)(nil),           // 38: cohort.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),          // 39: cohort.v1.ResumeJobResponse
+	(*GetJobReportRequest)(nil),        // 40: cohort.v1.GetJobReportRequest
+	(*GetJobReportResponse)(nil),       // 41: cohort.v1.GetJobReportResponse
+	(*OverrideGateRequest)(nil),        // 42: cohort.v1.OverrideGateRequest
+	(*OverrideGateResponse)(nil),       // 43: cohort.v1.OverrideGateResponse
+	(*JobLogsRequest)(nil),             // 44: cohort.v1.JobLogsRequest
+	(*LogLine)(nil),                    // 45: cohort.v1.LogLine
+	(*JobLogsResponse)(nil),            // 46: cohort.v1.JobLogsResponse
+	(*Job)(nil),                        // 47: cohort.v1.Job
+	(*Allocation)(nil),                 // 48: cohort.v1.Allocation
+	(*Node)(nil),                       // 49: cohort.v1.Node
+	(*TaskReport)(nil),                 // 50: cohort.v1.TaskReport
+	(*Resources)(nil),                  // 51: cohort.v1.Resources
+	(*Quota)(nil),                      // 52: cohort.v1.Quota
+	(*Queue)(nil),                      // 53: cohort.v1.Queue
 }
 var file_cohort_v1_api_proto_depIdxs = []int32{
-	45, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
-	45, // 1: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
-	46, // 2: cohort.v1.GetJobResponse.allocations:type_name -> cohort.v1.Allocation
-	45, // 3: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
-	45, // 4: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
-	45, // 5: cohort.v1.WatchJobResponse.job:type_name -> cohort.v1.Job
-	47, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
-	47, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
-	47, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
-	46, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
-	45, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
-	17, // 11: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
-	48, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
-	49, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
-	22, // 14: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
-	50, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
-	50, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
-	50, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
-	51, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
-	51, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
-	51, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
-	47, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
-	47, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
-	45, // 23: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
-	45, // 24: cohort.v1.OverrideGateResponse.job:type_name -> cohort.v1.Job
-	43, // 25: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
+	47, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
+	47, // 1: cohort.v1.GetJobResponse.job:type_name -> cohort.v1.Job
+	48, // 2: cohort.v1.GetJobResponse.allocations:type_name -> cohort.v1.Allocation
+	47, // 3: cohort.v1.ListJobsResponse.jobs:type_name -> cohort.v1.Job
+	47, // 4: cohort.v1.CancelJobResponse.job:type_name -> cohort.v1.Job
+	47, // 5: cohort.v1.WatchJobResponse.job:type_name -> cohort.v1.Job
+	49, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
+	49, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
+	49, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
+	48, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
+	47, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
+	19, // 11: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
+	50, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
+	51, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
+	24, // 14: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
+	52, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
+	52, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
+	52, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
+	53, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
+	53, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
+	53, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
+	49, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
+	49, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
+	47, // 23: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
+	47, // 24: cohort.v1.OverrideGateResponse.job:type_name -> cohort.v1.Job
+	45, // 25: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
 	0,  // 26: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
 	2,  // 27: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
 	4,  // 28: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
 	6,  // 29: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
 	8,  // 30: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
 	10, // 31: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
-	21, // 32: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
-	24, // 33: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
-	26, // 34: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
-	28, // 35: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
-	30, // 36: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
-	32, // 37: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
-	34, // 38: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
-	36, // 39: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
-	42, // 40: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
-	38, // 41: cohort.v1.JobService.GetJobReport:input_type -> cohort.v1.GetJobReportRequest
-	40, // 42: cohort.v1.JobService.OverrideGate:input_type -> cohort.v1.OverrideGateRequest
-	12, // 43: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
-	14, // 44: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
-	16, // 45: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
-	19, // 46: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
-	1,  // 47: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	3,  // 48: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
-	5,  // 49: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	7,  // 50: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	9,  // 51: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
-	11, // 52: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
-	23, // 53: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
-	25, // 54: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
-	27, // 55: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
-	29, // 56: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
-	31, // 57: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
-	33, // 58: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
-	35, // 59: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
-	37, // 60: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
-	44, // 61: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
-	39, // 62: cohort.v1.JobService.GetJobReport:output_type -> cohort.v1.GetJobReportResponse
-	41, // 63: cohort.v1.JobService.OverrideGate:output_type -> cohort.v1.OverrideGateResponse
-	13, // 64: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
-	15, // 65: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
-	18, // 66: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
-	20, // 67: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
-	47, // [47:68] is the sub-list for method output_type
-	26, // [26:47] is the sub-list for method input_type
+	23, // 32: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
+	26, // 33: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
+	28, // 34: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
+	30, // 35: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
+	32, // 36: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
+	34, // 37: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
+	36, // 38: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
+	38, // 39: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
+	44, // 40: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
+	40, // 41: cohort.v1.JobService.GetJobReport:input_type -> cohort.v1.GetJobReportRequest
+	42, // 42: cohort.v1.JobService.OverrideGate:input_type -> cohort.v1.OverrideGateRequest
+	14, // 43: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
+	16, // 44: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
+	18, // 45: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
+	21, // 46: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
+	12, // 47: cohort.v1.AgentService.ReportSessionLoss:input_type -> cohort.v1.ReportSessionLossRequest
+	1,  // 48: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	3,  // 49: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
+	5,  // 50: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	7,  // 51: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	9,  // 52: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
+	11, // 53: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
+	25, // 54: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
+	27, // 55: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
+	29, // 56: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
+	31, // 57: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
+	33, // 58: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
+	35, // 59: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
+	37, // 60: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
+	39, // 61: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
+	46, // 62: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
+	41, // 63: cohort.v1.JobService.GetJobReport:output_type -> cohort.v1.GetJobReportResponse
+	43, // 64: cohort.v1.JobService.OverrideGate:output_type -> cohort.v1.OverrideGateResponse
+	15, // 65: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
+	17, // 66: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
+	20, // 67: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
+	22, // 68: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
+	13, // 69: cohort.v1.AgentService.ReportSessionLoss:output_type -> cohort.v1.ReportSessionLossResponse
+	48, // [48:70] is the sub-list for method output_type
+	26, // [26:48] is the sub-list for method input_type
 	26, // [26:26] is the sub-list for extension type_name
 	26, // [26:26] is the sub-list for extension extendee
 	0,  // [0:26] is the sub-list for field type_name
@@ -2562,7 +2689,7 @@ func file_cohort_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_api_proto_rawDesc), len(file_cohort_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -776,10 +776,11 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	AgentService_RegisterNode_FullMethodName     = "/cohort.v1.AgentService/RegisterNode"
-	AgentService_Heartbeat_FullMethodName        = "/cohort.v1.AgentService/Heartbeat"
-	AgentService_WatchAssignments_FullMethodName = "/cohort.v1.AgentService/WatchAssignments"
-	AgentService_ReportTasks_FullMethodName      = "/cohort.v1.AgentService/ReportTasks"
+	AgentService_RegisterNode_FullMethodName      = "/cohort.v1.AgentService/RegisterNode"
+	AgentService_Heartbeat_FullMethodName         = "/cohort.v1.AgentService/Heartbeat"
+	AgentService_WatchAssignments_FullMethodName  = "/cohort.v1.AgentService/WatchAssignments"
+	AgentService_ReportTasks_FullMethodName       = "/cohort.v1.AgentService/ReportTasks"
+	AgentService_ReportSessionLoss_FullMethodName = "/cohort.v1.AgentService/ReportSessionLoss"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -794,6 +795,11 @@ type AgentServiceClient interface {
 	// change. Agents reconnect on error (for example, after a leader change).
 	WatchAssignments(ctx context.Context, in *WatchAssignmentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAssignmentsResponse], error)
 	ReportTasks(ctx context.Context, in *ReportTasksRequest, opts ...grpc.CallOption) (*ReportTasksResponse, error)
+	// ReportSessionLoss tells the leader that a parameter-server node lost a worker's
+	// session (its stream ended without the worker closing it). The leader confirms
+	// before acting: it marks the worker's node down only if no heartbeat of that node
+	// arrived within a short grace; a slow but live worker keeps heartbeating.
+	ReportSessionLoss(ctx context.Context, in *ReportSessionLossRequest, opts ...grpc.CallOption) (*ReportSessionLossResponse, error)
 }
 
 type agentServiceClient struct {
@@ -853,6 +859,16 @@ func (c *agentServiceClient) ReportTasks(ctx context.Context, in *ReportTasksReq
 	return out, nil
 }
 
+func (c *agentServiceClient) ReportSessionLoss(ctx context.Context, in *ReportSessionLossRequest, opts ...grpc.CallOption) (*ReportSessionLossResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportSessionLossResponse)
+	err := c.cc.Invoke(ctx, AgentService_ReportSessionLoss_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -865,6 +881,11 @@ type AgentServiceServer interface {
 	// change. Agents reconnect on error (for example, after a leader change).
 	WatchAssignments(*WatchAssignmentsRequest, grpc.ServerStreamingServer[WatchAssignmentsResponse]) error
 	ReportTasks(context.Context, *ReportTasksRequest) (*ReportTasksResponse, error)
+	// ReportSessionLoss tells the leader that a parameter-server node lost a worker's
+	// session (its stream ended without the worker closing it). The leader confirms
+	// before acting: it marks the worker's node down only if no heartbeat of that node
+	// arrived within a short grace; a slow but live worker keeps heartbeating.
+	ReportSessionLoss(context.Context, *ReportSessionLossRequest) (*ReportSessionLossResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -886,6 +907,9 @@ func (UnimplementedAgentServiceServer) WatchAssignments(*WatchAssignmentsRequest
 }
 func (UnimplementedAgentServiceServer) ReportTasks(context.Context, *ReportTasksRequest) (*ReportTasksResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReportTasks not implemented")
+}
+func (UnimplementedAgentServiceServer) ReportSessionLoss(context.Context, *ReportSessionLossRequest) (*ReportSessionLossResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportSessionLoss not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -973,6 +997,24 @@ func _AgentService_ReportTasks_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_ReportSessionLoss_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportSessionLossRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ReportSessionLoss(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ReportSessionLoss_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ReportSessionLoss(ctx, req.(*ReportSessionLossRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -991,6 +1033,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportTasks",
 			Handler:    _AgentService_ReportTasks_Handler,
+		},
+		{
+			MethodName: "ReportSessionLoss",
+			Handler:    _AgentService_ReportSessionLoss_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
