@@ -98,7 +98,8 @@ performance-lstm: the example jobs' architectures with random weights, the
 preprocessing fitted on jobs/data where the sample exists) into a temporary directory;
 --model benches an export directory (model.safetensors and the ONNX repository).
 Row values come from --data (a CSV with the model's columns) or are random.`,
-		Example: `  taskset -c 0 cohort bench serve --example attrition-mlp --cpu 1 --binary
+		Example: `  # run it pinned to the core it gives the server (taskset -c 0 cohort bench serve ...)
+  cohort bench serve --example attrition-mlp --cpu 1 --binary
   cohort bench serve --example fashion-cnn --mode latency --rows 1,64,1024 --cpu 1
   cohort bench serve --example attrition-mlp --mode load --clients 1,16,64 --cpu 1 -o json`,
 		Args: cobra.NoArgs,
