@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -189,16 +188,12 @@ func TestDevRunStopsEarly(t *testing.T) {
 	if err := os.WriteFile(specPath, spec, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	stdout = &out
-	t.Cleanup(func() { stdout = os.Stdout })
-	run := newRootCmd()
 	dataDir := filepath.Join(dir, "data")
-	run.SetArgs([]string{"dev", "--run", specPath, "--data-dir", dataDir, "--data-root", repoPath(t, "jobs/data"), "-o", "json", "--log-level", "error"})
-	if err := run.ExecuteContext(context.Background()); err != nil {
+	out, err := execCLI(context.Background(), "dev", "--run", specPath, "--data-dir", dataDir, "--data-root", repoPath(t, "jobs/data"), "-o", "json", "--log-level", "error")
+	if err != nil {
 		t.Fatalf("dev --run: %v", err)
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	last := lines[len(lines)-1]
 	var res jobResult
 	if err := json.Unmarshal([]byte(last), &res); err != nil {

@@ -390,12 +390,7 @@ func TestDevRunBadInput(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			specPath := write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.spec)
-			var out bytes.Buffer
-			stdout = &out
-			t.Cleanup(func() { stdout = os.Stdout })
-			root := newRootCmd()
-			root.SetArgs([]string{"dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "--data-root", dir, "-o", "json"})
-			err := root.ExecuteContext(context.Background())
+			_, err := execCLI(context.Background(), "dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "--data-root", dir, "-o", "json")
 			var ee *exitError
 			if !errors.As(err, &ee) || ee.code != 2 {
 				t.Fatalf("err = %v, want exit status 2", err)
@@ -542,15 +537,11 @@ func TestDevRunOnAnotherCSV(t *testing.T) {
 	if err := os.WriteFile(specPath, spec, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	stdout = &out
-	t.Cleanup(func() { stdout = os.Stdout })
-	run := newRootCmd()
-	run.SetArgs([]string{"dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "--data-root", dir, "-o", "json", "--log-level", "error"})
-	if err := run.ExecuteContext(context.Background()); err != nil {
+	out, err := execCLI(context.Background(), "dev", "--run", specPath, "--data-dir", filepath.Join(dir, "data"), "--data-root", dir, "-o", "json", "--log-level", "error")
+	if err != nil {
 		t.Fatalf("dev --run: %v", err)
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res jobResult
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 		t.Fatalf("last stdout line %q is not the result object: %v", lines[len(lines)-1], err)

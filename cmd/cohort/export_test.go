@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,12 +30,23 @@ import (
 // runCLI runs the CLI in-process and returns its stdout.
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return execCLI(context.Background(), args...)
+}
+
+// cliMu serialises execCLI: the commands write to the package's stdout.
+var cliMu sync.Mutex
+
+// execCLI runs the cohort command line in this process and returns what it wrote to
+// standard output. stdout is package state, so parallel tests take turns.
+func execCLI(ctx context.Context, args ...string) (string, error) {
+	cliMu.Lock()
+	defer cliMu.Unlock()
 	var out bytes.Buffer
 	stdout = &out
-	t.Cleanup(func() { stdout = os.Stdout })
+	defer func() { stdout = os.Stdout }()
 	root := newRootCmd()
 	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
+	err := root.ExecuteContext(ctx)
 	return out.String(), err
 }
 

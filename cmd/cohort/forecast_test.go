@@ -13,9 +13,9 @@ import (
 
 	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/internal/hrdata"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/serve"
 	"github.com/cohort-dev/cohort/storage"
-	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
 // finiteMetrics fails on a metric that is not finite and checks that the result line

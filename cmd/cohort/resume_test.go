@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"math"
 	"net"
-	"os"
 	"strings"
 	"testing"
 
@@ -81,17 +79,13 @@ func TestDevJobResumesExactly(t *testing.T) {
 	t.Logf("cancelled at the checkpoint of step %d (epoch %d, row %d)", man.Step, man.Epoch, man.DataPosition)
 
 	// cohort checkpoint list, as a user runs it.
-	var out bytes.Buffer
-	stdout = &out
-	t.Cleanup(func() { stdout = os.Stdout })
-	root := newRootCmd()
-	root.SetArgs([]string{"checkpoint", "list", id, "--address", c.GRPCAddr, "-o", "json"})
-	if err := root.ExecuteContext(ctx); err != nil {
+	out, err := execCLI(ctx, "checkpoint", "list", id, "--address", c.GRPCAddr, "-o", "json")
+	if err != nil {
 		t.Fatalf("checkpoint list: %v", err)
 	}
 	var rows []checkpointRow
-	if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
-		t.Fatalf("checkpoint list -o json: %v\n%s", err, out.String())
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("checkpoint list -o json: %v\n%s", err, out)
 	}
 	latest := 0
 	for _, r := range rows {
