@@ -677,8 +677,12 @@ type HeartbeatRequest struct {
 	state                  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId                 string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	RegistrationGeneration uint64                 `protobuf:"varint,2,opt,name=registration_generation,json=registrationGeneration,proto3" json:"registration_generation,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// usage is the node's use now; tasks that of each running allocation. Both are kept
+	// in the leader's memory, not in Raft.
+	Usage         *Usage       `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	Tasks         []*TaskUsage `protobuf:"bytes,4,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -723,6 +727,20 @@ func (x *HeartbeatRequest) GetRegistrationGeneration() uint64 {
 		return x.RegistrationGeneration
 	}
 	return 0
+}
+
+func (x *HeartbeatRequest) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetTasks() []*TaskUsage {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
 }
 
 type HeartbeatResponse struct {
@@ -2253,10 +2271,12 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x13RegisterNodeRequest\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\";\n" +
 	"\x14RegisterNodeResponse\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\"d\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\"\xb8\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x127\n" +
-	"\x17registration_generation\x18\x02 \x01(\x04R\x16registrationGeneration\"\x13\n" +
+	"\x17registration_generation\x18\x02 \x01(\x04R\x16registrationGeneration\x12&\n" +
+	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\x12*\n" +
+	"\x05tasks\x18\x04 \x03(\v2\x14.cohort.v1.TaskUsageR\x05tasks\"\x13\n" +
 	"\x11HeartbeatResponse\"2\n" +
 	"\x17WatchAssignmentsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x8e\x01\n" +
@@ -2434,10 +2454,12 @@ var file_cohort_v1_api_proto_goTypes = []any{
 	(*Job)(nil),                        // 45: cohort.v1.Job
 	(*Allocation)(nil),                 // 46: cohort.v1.Allocation
 	(*Node)(nil),                       // 47: cohort.v1.Node
-	(*TaskReport)(nil),                 // 48: cohort.v1.TaskReport
-	(*Resources)(nil),                  // 49: cohort.v1.Resources
-	(*Quota)(nil),                      // 50: cohort.v1.Quota
-	(*Queue)(nil),                      // 51: cohort.v1.Queue
+	(*Usage)(nil),                      // 48: cohort.v1.Usage
+	(*TaskUsage)(nil),                  // 49: cohort.v1.TaskUsage
+	(*TaskReport)(nil),                 // 50: cohort.v1.TaskReport
+	(*Resources)(nil),                  // 51: cohort.v1.Resources
+	(*Quota)(nil),                      // 52: cohort.v1.Quota
+	(*Queue)(nil),                      // 53: cohort.v1.Queue
 }
 var file_cohort_v1_api_proto_depIdxs = []int32{
 	45, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
@@ -2449,70 +2471,72 @@ var file_cohort_v1_api_proto_depIdxs = []int32{
 	47, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
 	47, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
 	47, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
-	46, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
-	45, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
-	17, // 11: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
-	48, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
-	49, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
-	22, // 14: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
-	50, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
-	50, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
-	50, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
-	51, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
-	51, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
-	51, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
-	47, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
-	47, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
-	45, // 23: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
-	45, // 24: cohort.v1.OverrideGateResponse.job:type_name -> cohort.v1.Job
-	43, // 25: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
-	0,  // 26: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	2,  // 27: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
-	4,  // 28: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	6,  // 29: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	8,  // 30: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	10, // 31: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
-	21, // 32: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
-	24, // 33: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
-	26, // 34: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
-	28, // 35: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
-	30, // 36: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
-	32, // 37: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
-	34, // 38: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
-	36, // 39: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
-	42, // 40: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
-	38, // 41: cohort.v1.JobService.GetJobReport:input_type -> cohort.v1.GetJobReportRequest
-	40, // 42: cohort.v1.JobService.OverrideGate:input_type -> cohort.v1.OverrideGateRequest
-	12, // 43: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
-	14, // 44: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
-	16, // 45: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
-	19, // 46: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
-	1,  // 47: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	3,  // 48: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
-	5,  // 49: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	7,  // 50: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	9,  // 51: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
-	11, // 52: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
-	23, // 53: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
-	25, // 54: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
-	27, // 55: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
-	29, // 56: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
-	31, // 57: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
-	33, // 58: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
-	35, // 59: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
-	37, // 60: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
-	44, // 61: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
-	39, // 62: cohort.v1.JobService.GetJobReport:output_type -> cohort.v1.GetJobReportResponse
-	41, // 63: cohort.v1.JobService.OverrideGate:output_type -> cohort.v1.OverrideGateResponse
-	13, // 64: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
-	15, // 65: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
-	18, // 66: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
-	20, // 67: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
-	47, // [47:68] is the sub-list for method output_type
-	26, // [26:47] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	48, // 9: cohort.v1.HeartbeatRequest.usage:type_name -> cohort.v1.Usage
+	49, // 10: cohort.v1.HeartbeatRequest.tasks:type_name -> cohort.v1.TaskUsage
+	46, // 11: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
+	45, // 12: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
+	17, // 13: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
+	50, // 14: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
+	51, // 15: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
+	22, // 16: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
+	52, // 17: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
+	52, // 18: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
+	52, // 19: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
+	53, // 20: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
+	53, // 21: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
+	53, // 22: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
+	47, // 23: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
+	47, // 24: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
+	45, // 25: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
+	45, // 26: cohort.v1.OverrideGateResponse.job:type_name -> cohort.v1.Job
+	43, // 27: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
+	0,  // 28: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	2,  // 29: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
+	4,  // 30: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	6,  // 31: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	8,  // 32: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	10, // 33: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
+	21, // 34: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
+	24, // 35: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
+	26, // 36: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
+	28, // 37: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
+	30, // 38: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
+	32, // 39: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
+	34, // 40: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
+	36, // 41: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
+	42, // 42: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
+	38, // 43: cohort.v1.JobService.GetJobReport:input_type -> cohort.v1.GetJobReportRequest
+	40, // 44: cohort.v1.JobService.OverrideGate:input_type -> cohort.v1.OverrideGateRequest
+	12, // 45: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
+	14, // 46: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
+	16, // 47: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
+	19, // 48: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
+	1,  // 49: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	3,  // 50: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
+	5,  // 51: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	7,  // 52: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	9,  // 53: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
+	11, // 54: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
+	23, // 55: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
+	25, // 56: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
+	27, // 57: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
+	29, // 58: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
+	31, // 59: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
+	33, // 60: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
+	35, // 61: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
+	37, // 62: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
+	44, // 63: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
+	39, // 64: cohort.v1.JobService.GetJobReport:output_type -> cohort.v1.GetJobReportResponse
+	41, // 65: cohort.v1.JobService.OverrideGate:output_type -> cohort.v1.OverrideGateResponse
+	13, // 66: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
+	15, // 67: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
+	18, // 68: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
+	20, // 69: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
+	49, // [49:70] is the sub-list for method output_type
+	28, // [28:49] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_api_proto_init() }

@@ -676,7 +676,11 @@ type TaskReport struct {
 	// SUCCEEDED report come from; with it the report's metrics replace the job's.
 	ExportedFrom *ExportedFrom `protobuf:"bytes,21,opt,name=exported_from,json=exportedFrom,proto3" json:"exported_from,omitempty"`
 	// early_stop is set once spec.training.earlyStopping decided to stop the job.
-	EarlyStop     *EarlyStop `protobuf:"bytes,22,opt,name=early_stop,json=earlyStop,proto3" json:"early_stop,omitempty"`
+	EarlyStop *EarlyStop `protobuf:"bytes,22,opt,name=early_stop,json=earlyStop,proto3" json:"early_stop,omitempty"`
+	// interim marks an in-epoch progress report: the leader keeps it in memory (served
+	// by GetJob, ListJobs and WatchJob) and never writes it to Raft. It carries only
+	// progress.
+	Interim       bool `protobuf:"varint,23,opt,name=interim,proto3" json:"interim,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,6 +804,13 @@ func (x *TaskReport) GetEarlyStop() *EarlyStop {
 		return x.EarlyStop
 	}
 	return nil
+}
+
+func (x *TaskReport) GetInterim() bool {
+	if x != nil {
+		return x.Interim
+	}
+	return false
 }
 
 // OverrideGateCommand records an export of a succeeded job whose gate failed.
@@ -1594,7 +1605,7 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\x11NodeStatusCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.cohort.v1.NodeStatusR\x06status\x12.\n" +
-	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\xcc\x04\n" +
+	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\xe6\x04\n" +
 	"\n" +
 	"TaskReport\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
@@ -1615,7 +1626,8 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	" \x01(\v2\x15.cohort.v1.GateResultR\x04gate\x12<\n" +
 	"\rexported_from\x18\x15 \x01(\v2\x17.cohort.v1.ExportedFromR\fexportedFrom\x123\n" +
 	"\n" +
-	"early_stop\x18\x16 \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x1a:\n" +
+	"early_stop\x18\x16 \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x12\x18\n" +
+	"\ainterim\x18\x17 \x01(\bR\ainterim\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"a\n" +
