@@ -56,6 +56,8 @@ type Server struct {
 	applyCh      chan *applyRequest
 	inflight     chan struct{}
 	heartbeats   *heartbeats
+	// live holds in-epoch progress, heartbeat times and usage (live.go).
+	live *live
 	metrics      *metrics
 
 	shutdownOnce sync.Once
@@ -117,6 +119,12 @@ func New(cfg Config) (*Server, error) {
 		shutdownCh:   make(chan struct{}),
 	}
 	s.heartbeats = newHeartbeats(cfg.Clock, cfg.HeartbeatTTL, s.expireNode)
+	s.live = newLive()
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(newUsageCollector(s)); err != nil {
+			return nil, fmt.Errorf("server: register usage metrics: %w", err)
+		}
+	}
 
 	if err := s.setupRaft(raftLogger); err != nil {
 		s.closeStores()
@@ -448,6 +456,7 @@ func (s *Server) Heartbeat(nodeID string, gen uint64) error {
 		// Leadership is won but its machinery is not running yet, or was just lost.
 		return s.notLeaderError()
 	}
+	s.recordHeartbeat(nodeID, s.Now(), nil, nil)
 	return nil
 }
 

@@ -1,0 +1,105 @@
+package api
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/grpc"
+
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// liveBackend is a Backend that keeps the leader's memory of high-rate reports:
+// in-epoch progress, heartbeat times and usage (*server.Server; see its live.go for
+// what belongs there rather than in Raft, and what survives a leader change).
+type liveBackend interface {
+	ReportProgress(reports []*cohortv1.TaskReport) error
+	HeartbeatWithUsage(nodeID string, gen uint64, usage *cohortv1.Usage, tasks []*cohortv1.TaskUsage) error
+	LiveChanged() <-chan struct{}
+	LiveJob(job *cohortv1.Job) *cohortv1.Job
+	LiveNode(n *cohortv1.Node) *cohortv1.Node
+	LiveAllocs(allocs []*cohortv1.Allocation) []*cohortv1.Allocation
+}
+
+// liveOf returns b's leader memory, or nil when b keeps none.
+func liveOf(b Backend) liveBackend {
+	l, _ := b.(liveBackend)
+	return l
+}
+
+func liveJob(b Backend, j *cohortv1.Job) *cohortv1.Job {
+	if l := liveOf(b); l != nil {
+		return l.LiveJob(j)
+	}
+	return j
+}
+
+func liveNodes(b Backend, nodes []*cohortv1.Node) []*cohortv1.Node {
+	l := liveOf(b)
+	if l == nil {
+		return nodes
+	}
+	out := make([]*cohortv1.Node, len(nodes))
+	for i, n := range nodes {
+		out[i] = l.LiveNode(n)
+	}
+	return out
+}
+
+func liveAllocs(b Backend, allocs []*cohortv1.Allocation) []*cohortv1.Allocation {
+	if l := liveOf(b); l != nil {
+		return l.LiveAllocs(allocs)
+	}
+	return allocs
+}
+
+// watchLive adds the leader memory's change channel to ws (a follower's memory stays
+// empty, so its channel never fires).
+func watchLive(b Backend, ws memdb.WatchSet) {
+	if l := liveOf(b); l != nil {
+		ws.Add(l.LiveChanged())
+	}
+}
+
+// splitInterim separates in-epoch progress reports (kept in the leader's memory) from
+// the reports that go through Raft. Without a leader memory every report goes through
+// Raft, its interim mark cleared.
+func splitInterim(b Backend, reports []*cohortv1.TaskReport) (interim, durable []*cohortv1.TaskReport) {
+	if liveOf(b) == nil {
+		return nil, reports
+	}
+	for _, r := range reports {
+		if r.GetInterim() {
+			interim = append(interim, r)
+		} else {
+			durable = append(durable, r)
+		}
+	}
+	return interim, durable
+}
+
+// reportInterim hands interim reports to the leader's memory, forwarding them from a
+// follower.
+func (s *agentService) reportInterim(ctx context.Context, reports []*cohortv1.TaskReport) error {
+	for i, r := range reports {
+		if r.GetProgress() == nil {
+			return toStatus(fmt.Errorf("%w: reports[%d] is interim but has no progress", ErrInvalidArgument, i))
+		}
+	}
+	_, err := leaderCall(ctx, s.cfg, func(context.Context) (*cohortv1.ReportTasksResponse, error) {
+		if err := liveOf(s.b).ReportProgress(reports); err != nil {
+			return nil, err
+		}
+		return &cohortv1.ReportTasksResponse{}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ReportTasksResponse, error) {
+		return cohortv1.NewAgentServiceClient(c).ReportTasks(ctx, &cohortv1.ReportTasksRequest{Reports: reports})
+	})
+	return err
+}
+
+// progressKey identifies a job's progress, so that WatchJob resends the job when only
+// its in-epoch progress moved.
+func progressKey(j *cohortv1.Job) [2]int64 {
+	return [2]int64{j.GetProgress().GetStep(), j.GetProgress().GetTimeUnixNano()}
+}
