@@ -57,8 +57,8 @@ type Server struct {
 	inflight     chan struct{}
 	heartbeats   *heartbeats
 	// live holds in-epoch progress, heartbeat times and usage (live.go).
-	live *live
-	metrics      *metrics
+	live    *live
+	metrics *metrics
 
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
