@@ -93,7 +93,8 @@ func (n *Node) startWorker(w WorkerConfig) error {
 		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(n.tls.clientCreds(certs, pki.RoleAgent))}
 	}
 	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
-		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial})
+		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial,
+		ProgressInterval: w.ProgressInterval, ProgressEverySteps: w.ProgressEverySteps})
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohort-dev/cohort/internal/tfevents"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
 // Metrics are a worker node's Prometheus metrics, shared by all its training tasks.
@@ -22,6 +23,9 @@ type Metrics struct {
 	// membershipChanges counts the membership generations training tasks moved to
 	// without a restart.
 	membershipChanges prometheus.Counter
+	// step and intervalLoss follow the chief's in-epoch progress reports.
+	step         *prometheus.GaugeVec
+	intervalLoss *prometheus.GaugeVec
 }
 
 // NewMetrics creates the worker metrics and registers them on reg (nil: unregistered):
@@ -31,6 +35,8 @@ type Metrics struct {
 //	cohort_job_loss{job}              the chief's mean training loss of the last epoch
 //	cohort_job_samples_per_second{job} the chief's training rows per second of the last epoch
 //	cohort_worker_membership_changes_total membership generations a running task moved to
+//	cohort_job_step{job}              the chief's global steps done, at its last progress report
+//	cohort_job_interval_loss{job}     the chief's mean training loss since its previous progress report
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		stepSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -54,9 +60,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "cohort_worker_membership_changes_total",
 			Help: "Membership generations this node's training tasks moved to without a restart (a worker lost, added or removed).",
 		}),
+		step: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cohort_job_step",
+			Help: "Global training steps done, at the job chief's last progress report (every few seconds).",
+		}, []string{"job"}),
+		intervalLoss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cohort_job_interval_loss",
+			Help: "Mean training loss of the steps between the job chief's last two progress reports.",
+		}, []string{"job"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond, m.membershipChanges} {
+		for _, c := range []prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond, m.membershipChanges, m.step, m.intervalLoss} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("worker: register metrics: %w", err)
 			}
@@ -89,6 +103,19 @@ func (m *Metrics) forgetJob(job string) {
 	}
 	m.loss.DeleteLabelValues(job)
 	m.samplesPerSecond.DeleteLabelValues(job)
+	m.step.DeleteLabelValues(job)
+	m.intervalLoss.DeleteLabelValues(job)
+}
+
+// observeInterim records an in-epoch progress report of the chief.
+func (m *Metrics) observeInterim(job string, p *cohortv1.JobProgress) {
+	if m == nil {
+		return
+	}
+	m.step.WithLabelValues(job).Set(float64(p.GetStep()))
+	if p.GetIntervalRows() > 0 {
+		m.intervalLoss.WithLabelValues(job).Set(p.GetIntervalLoss())
+	}
 }
 
 // TensorBoardPrefix is the key prefix of a job's TensorBoard event files:
@@ -154,6 +181,26 @@ func (c *chief) recordEpoch(ctx context.Context, trainLoss float64, vm map[strin
 		return fmt.Errorf("worker: store tensorboard events %s: %w", tel.key, err)
 	}
 	return nil
+}
+
+// recordInterim adds an in-epoch progress report's points to the event file, at the
+// global step: train/interval_loss (the mean training loss since the previous report)
+// and train/samples_per_second. They are stored with the next epoch's write (and the
+// last one at the end), not at every report, to keep storage writes off the step path.
+func (c *chief) recordInterim(p *cohortv1.JobProgress) {
+	tel := c.telemetry
+	if tel == nil {
+		return
+	}
+	if p.GetIntervalRows() > 0 {
+		if err := tel.w.Scalar("train/interval_loss", p.GetStep(), p.GetIntervalLoss()); err != nil {
+			c.t.log.Warn("tensorboard events: in-epoch loss not recorded", "err", err)
+			return
+		}
+	}
+	if err := tel.w.Scalar("train/samples_per_second", p.GetStep(), p.GetSamplesPerSecond()); err != nil {
+		c.t.log.Warn("tensorboard events: in-epoch samples per second not recorded", "err", err)
+	}
 }
 
 // closeTelemetry drops the job's gauges when the chief's run ends.

@@ -2,11 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cohort-dev/cohort/node"
+	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
 )
 
 func progressJob(state cohortv1.JobState, epoch int32, step int64) *cohortv1.Job {
@@ -57,5 +64,74 @@ func TestFormatETA(t *testing.T) {
 		if got := formatETA(d); got != want {
 			t.Errorf("formatETA(%v) = %s, want %s", d, got, want)
 		}
+	}
+}
+
+// TestChiefReportsProgressWithinEpochs runs the example job on a dev cluster whose
+// chief reports every 4 steps: several in-epoch reports arrive before the first epoch
+// ends, their steps rise, each carries the loss of its interval, and every checkpoint
+// report carries progress at the checkpoint's step (progress is never behind it).
+func TestChiefReportsProgressWithinEpochs(t *testing.T) {
+	var mu sync.Mutex
+	var reports []*cohortv1.TaskReport
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 2, PS: 2, Logger: testLogger(t),
+		Observer: func(r *cohortv1.TaskReport) {
+			mu.Lock()
+			defer mu.Unlock()
+			reports = append(reports, proto.Clone(r).(*cohortv1.TaskReport))
+		},
+		Mutate: func(cfg *node.Config) {
+			for i := range cfg.Workers {
+				cfg.Workers[i].ProgressInterval, cfg.Workers[i].ProgressEverySteps = -1, 4
+			}
+		}})
+	conn, err := dial(c.GRPCAddr, testCreds(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := cohortv1.NewJobServiceClient(conn)
+	spec := exampleSpec(t, "epochs: 30", "epochs: 2", "everySteps: 200", "everySteps: 30")
+	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: spec, IdempotencyKey: newIdempotencyKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	final, err := watchUntilDone(ctx, client, resp.GetJob().GetId(), nil)
+	if err != nil || final.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job: %v, %v", final, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var interimBeforeEpoch, checkpoints int
+	lastStep := int64(-1)
+	epochEnded := false
+	for _, r := range reports {
+		p := r.GetProgress()
+		switch {
+		case r.GetInterim():
+			if p.GetStep() <= lastStep || p.GetStep()%4 != 0 || p.GetIntervalRows() <= 0 || !(p.GetIntervalLoss() > 0) {
+				t.Fatalf("interim report after step %d: %v", lastStep, p)
+			}
+			if p.GetEpochTotalRows() <= 0 || p.GetEpochRows() <= 0 || p.GetEpochRows() > p.GetEpochTotalRows() || p.GetTotalSteps() <= p.GetStep() {
+				t.Fatalf("interim report without sane epoch position: %v", p)
+			}
+			lastStep = p.GetStep()
+			if !epochEnded {
+				interimBeforeEpoch++
+			}
+		case r.GetCheckpoint() != "":
+			checkpoints++
+			if p == nil || !strings.HasSuffix(r.GetCheckpoint(), storage.ManifestKey(r.GetJobId(), p.GetStep())) {
+				t.Fatalf("checkpoint report %s carries progress %v", r.GetCheckpoint(), p)
+			}
+		case p != nil && p.GetEpoch() >= 1:
+			epochEnded = true
+		}
+	}
+	t.Logf("%d reports: %d in-epoch before the first epoch ended (last interim step %d), %d checkpoints", len(reports), interimBeforeEpoch, lastStep, checkpoints)
+	if interimBeforeEpoch < 3 || checkpoints == 0 {
+		t.Fatalf("%d in-epoch reports before the first epoch ended, %d checkpoint reports; want >= 3 and > 0", interimBeforeEpoch, checkpoints)
 	}
 }
