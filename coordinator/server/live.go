@@ -115,8 +115,17 @@ func (s *Server) ReportProgress(reports []*cohortv1.TaskReport) error {
 	return nil
 }
 
-// recordHeartbeat keeps a node's heartbeat time and usage.
+// recordHeartbeat keeps a node's heartbeat time and usage; a task usage without its
+// job ID gets it from the allocation.
 func (s *Server) recordHeartbeat(nodeID string, now time.Time, usage *cohortv1.Usage, tasks []*cohortv1.TaskUsage) {
+	jobOf := map[string]string{}
+	for _, t := range tasks {
+		if t.GetJobId() == "" && t.GetAllocationId() != "" {
+			if a, err := s.State().AllocByID(nil, t.GetAllocationId()); err == nil && a != nil {
+				jobOf[a.Id] = a.JobId
+			}
+		}
+	}
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
 	s.live.beats[nodeID] = now.UnixNano()
@@ -127,7 +136,11 @@ func (s *Server) recordHeartbeat(nodeID string, now time.Time, usage *cohortv1.U
 		m := make(map[string]*cohortv1.TaskUsage, len(tasks))
 		for _, t := range tasks[:min(len(tasks), maxUsageTasks)] {
 			if t.GetAllocationId() != "" && t.GetUsage() != nil {
-				m[t.GetAllocationId()] = proto.Clone(t).(*cohortv1.TaskUsage)
+				c := proto.Clone(t).(*cohortv1.TaskUsage)
+				if c.JobId == "" {
+					c.JobId = jobOf[c.AllocationId]
+				}
+				m[c.AllocationId] = c
 			}
 		}
 		s.live.tasks[nodeID] = m

@@ -59,6 +59,8 @@ type Config struct {
 	RetryInterval time.Duration
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
+	// GPUUsage, when set, samples the node's GPUs for every heartbeat (usage.go).
+	GPUUsage GPUUsageFunc
 }
 
 // DefaultConfig returns a Config with default intervals.
@@ -81,6 +83,8 @@ type Agent struct {
 
 	reports chan *cohortv1.TaskReport
 	ready   chan struct{}
+
+	usageState
 }
 
 // New returns an Agent; Run starts it.
@@ -167,6 +171,7 @@ func (a *Agent) register(ctx context.Context) error {
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
+	defer a.startUsage()()
 	for {
 		select {
 		case <-ctx.Done():
@@ -174,9 +179,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		n := a.Node()
-		_, err := a.jobs.Heartbeat(ctx, &cohortv1.HeartbeatRequest{
-			NodeId: n.GetId(), RegistrationGeneration: n.GetRegistrationGeneration(),
-		})
+		req := &cohortv1.HeartbeatRequest{NodeId: n.GetId(), RegistrationGeneration: n.GetRegistrationGeneration()}
+		a.usage(req, time.Now())
+		_, err := a.jobs.Heartbeat(ctx, req)
 		if err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat failed", "err", err)
 		}
