@@ -162,6 +162,9 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	if n.cfg.HeartbeatInterval > 0 {
 		acfg.HeartbeatInterval = n.cfg.HeartbeatInterval
 	}
+	if node.GetCapacity().GetGpus() > 0 {
+		acfg.GPUUsage = gpuUsage(log)
+	}
 	a, err := agent.New(acfg)
 	if err != nil {
 		return err
@@ -182,4 +185,21 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 		}
 	}()
 	return nil
+}
+
+// gpuUsage samples the node's GPUs through NVML for the agent's heartbeats; after a
+// failed sample (logged once) the heartbeats go without GPU figures.
+func gpuUsage(log *slog.Logger) agent.GPUUsageFunc {
+	warned := false
+	return func() (int64, float64, bool) {
+		u, err := gpu.SampleUsage(gpu.DefaultLoadConfig())
+		if err != nil {
+			if !warned {
+				log.Warn("GPU usage not sampled", "err", err)
+				warned = true
+			}
+			return 0, 0, false
+		}
+		return int64(u.MemoryUsedBytes), u.Utilization, true
+	}
 }
