@@ -29,18 +29,69 @@ func TestProgressBarOnTerminal(t *testing.T) {
 	clock = clock.Add(10 * time.Second)
 	p.update(progressJob(cohortv1.JobState_JOB_STATE_RUNNING, 3, 300))
 	out := buf.String()
-	// 200 steps in 10 s, 700 left: 35 s.
-	if !strings.Contains(out, "\r\033[K[#######.................]  30% epoch 3/10 step 300/1000 5000 samples/s loss 0.4000 val_auc 0.8000 ETA 0:35") {
-		t.Fatalf("live line missing or wrong:\n%q", out)
+	// 200 steps in 10 s, 700 left: 35 s. At 80 columns (the default) the compact form
+	// fits every field in 79 columns.
+	want := "\r\033[K[###.........] 30% ep 3/10 step 300/1000 ETA 0:35 5.0k/s loss 0.4000 auc 0.8000"
+	if !strings.HasSuffix(out, want) || len(want)-len("\r\033[K") > 79 {
+		t.Fatalf("live line missing or wrong:\n%q\nwant suffix\n%q", out, want)
 	}
 	before := strings.Count(out, "\n")
 	p.update(progressJob(cohortv1.JobState_JOB_STATE_SUCCEEDED, 10, 1000))
 	out = buf.String()
-	if !strings.Contains(out, "100% epoch 10/10") || strings.Count(out, "\n") < before+2 {
+	if !strings.Contains(out, "100% ep 10/10") || strings.Count(out, "\n") < before+2 {
 		t.Fatalf("final bar and state line missing:\n%q", out)
 	}
 	if !strings.HasSuffix(out, "job j1: succeeded\n") {
 		t.Fatalf("output does not end with the final state:\n%q", out)
+	}
+}
+
+// TestProgressBarFitsTheTerminal draws the same job at several widths: every live
+// line fits in width-1 columns, the wide form has the long names, and fields are
+// dropped from the end (metrics first), never cut.
+func TestProgressBarFitsTheTerminal(t *testing.T) {
+	j := progressJob(cohortv1.JobState_JOB_STATE_RUNNING, 3, 300)
+	j.Metrics["val_accuracy"] = 0.75
+	j.Metrics["val_loss"] = 0.51
+	for _, width := range []int{20, 40, 60, 80, 120, 200} {
+		p := &progressPrinter{now: time.Now, width: func() int { return width }, lastEpoch: -1, lastStep: -1, firstStep: -1}
+		line := p.bar(j, p.columns())
+		if len(line) > width-1 {
+			t.Errorf("width %d: %d columns: %q", width, len(line), line)
+		}
+		if !strings.HasPrefix(line, "[") || !strings.Contains(line, "30%") {
+			t.Errorf("width %d: no bar or percent: %q", width, line)
+		}
+		if width >= 60 && !strings.Contains(line, "step 300/1000") {
+			t.Errorf("width %d: no step: %q", width, line)
+		}
+		if width == 200 && !strings.Contains(line, "epoch 3/10") || width == 200 && !strings.Contains(line, "val_loss 0.5100") {
+			t.Errorf("width 200: not the full form: %q", line)
+		}
+	}
+	if got := (&progressPrinter{}).columns(); got != 80 {
+		t.Errorf("unknown width: %d columns, want 80", got)
+	}
+}
+
+// TestProgressETAFromTheFirstReport: the first progress report already gives an ETA,
+// from the steps done since the job started, and a report older than the one shown
+// does not move the bar back.
+func TestProgressETAFromTheFirstReport(t *testing.T) {
+	var buf bytes.Buffer
+	p := &progressPrinter{w: &buf, tty: true, now: time.Now, lastEpoch: -1, lastStep: -1, firstStep: -1}
+	j := progressJob(cohortv1.JobState_JOB_STATE_RUNNING, 0, 50)
+	j.StartTimeUnixNano = time.Unix(100, 0).UnixNano()
+	j.Progress.TimeUnixNano = time.Unix(105, 0).UnixNano() // 50 steps in 5 s, 950 left
+	p.update(j)
+	if !strings.Contains(buf.String(), "ETA 1:35") {
+		t.Fatalf("no ETA from the first report: %q", buf.String())
+	}
+	old := progressJob(cohortv1.JobState_JOB_STATE_RUNNING, 0, 40)
+	buf.Reset()
+	p.update(old)
+	if buf.Len() != 0 {
+		t.Fatalf("an older report redrew the bar: %q", buf.String())
 	}
 }
 
@@ -52,9 +103,11 @@ func TestProgressLinesWhenNotTerminal(t *testing.T) {
 	}
 	p.update(progressJob(cohortv1.JobState_JOB_STATE_RUNNING, 1, 100))
 	p.update(progressJob(cohortv1.JobState_JOB_STATE_RUNNING, 1, 100)) // no change: nothing new
+	p.update(progressJob(cohortv1.JobState_JOB_STATE_RUNNING, 1, 150)) // within the epoch: a line
 	p.update(progressJob(cohortv1.JobState_JOB_STATE_RUNNING, 2, 200))
 	out := buf.String()
-	if strings.Contains(out, "\r") || strings.Count(out, "epoch ") != 2 || !strings.HasPrefix(out, "job j1: running\n") {
+	if strings.Contains(out, "\r") || strings.Count(out, "epoch ") != 3 || !strings.HasPrefix(out, "job j1: running\n") ||
+		!strings.Contains(out, "step 150/1000") {
 		t.Fatalf("plain output:\n%q", out)
 	}
 }
