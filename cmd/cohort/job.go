@@ -229,6 +229,8 @@ type planJSON struct {
 	// workers"), tried before any preemption.
 	Shrinks   []string `json:"shrinks"`
 	NeverFits bool     `json:"never_fits"`
+	// Notes say how placement preferences shaped the plan (shard spreading).
+	Notes []string `json:"notes"`
 }
 
 func newJobPlanCmd(g *globalFlags) *cobra.Command {
@@ -261,6 +263,7 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 			if out.Shrinks == nil {
 				out.Shrinks = []string{}
 			}
+			out.Notes = append([]string{}, resp.GetNotes()...)
 			for _, p := range resp.GetPlacements() {
 				r := p.GetResources()
 				out.Placements = append(out.Placements, planTaskJSON{Task: p.GetTask(), Node: p.GetNodeId(),
@@ -285,6 +288,9 @@ func newJobPlanCmd(g *globalFlags) *cobra.Command {
 			}
 			for _, j := range out.Preemptions {
 				fmt.Fprintf(stdout, "  would preempt: %s\n", j)
+			}
+			for _, n := range out.Notes {
+				fmt.Fprintf(stdout, "  note: %s\n", n)
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			if len(out.Placements) > 0 {

@@ -253,6 +253,7 @@ func planJob(snap *state.StateSnapshot, job *cohortv1.Job, never []string) (*coh
 			}
 		}
 	}
+	out.Notes = plan.Notes
 	for _, a := range plan.Allocations {
 		task := "worker"
 		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {

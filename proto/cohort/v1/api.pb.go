@@ -1128,7 +1128,10 @@ type PlanJobResponse struct {
 	NeverFits bool `protobuf:"varint,5,opt,name=never_fits,json=neverFits,proto3" json:"never_fits,omitempty"`
 	// shrinks lists the running elastic jobs that would give up workers to make room
 	// (tried before any eviction), as "JOB_ID: N workers".
-	Shrinks       []string `protobuf:"bytes,20,rep,name=shrinks,proto3" json:"shrinks,omitempty"`
+	Shrinks []string `protobuf:"bytes,20,rep,name=shrinks,proto3" json:"shrinks,omitempty"`
+	// notes explain how preferences shaped a feasible placement (for example, how the
+	// job's parameter-server shards were spread over parameter-server nodes).
+	Notes         []string `protobuf:"bytes,25,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1201,6 +1204,13 @@ func (x *PlanJobResponse) GetNeverFits() bool {
 func (x *PlanJobResponse) GetShrinks() []string {
 	if x != nil {
 		return x.Shrinks
+	}
+	return nil
+}
+
+func (x *PlanJobResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -2297,7 +2307,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\vPlannedTask\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x122\n" +
-	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\xda\x01\n" +
+	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\xf0\x01\n" +
 	"\x0fPlanJobResponse\x12\x1a\n" +
 	"\bfeasible\x18\x01 \x01(\bR\bfeasible\x126\n" +
 	"\n" +
@@ -2307,7 +2317,8 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\vpreemptions\x18\x04 \x03(\tR\vpreemptions\x12\x1d\n" +
 	"\n" +
 	"never_fits\x18\x05 \x01(\bR\tneverFits\x12\x18\n" +
-	"\ashrinks\x18\x14 \x03(\tR\ashrinks\"Q\n" +
+	"\ashrinks\x18\x14 \x03(\tR\ashrinks\x12\x14\n" +
+	"\x05notes\x18\x19 \x03(\tR\x05notes\"Q\n" +
 	"\x0fSetQuotaRequest\x12&\n" +
 	"\x05quota\x18\x01 \x01(\v2\x10.cohort.v1.QuotaR\x05quota\x12\x16\n" +
 	"\x06delete\x18\x02 \x01(\bR\x06delete\":\n" +
