@@ -129,7 +129,22 @@ type jobTelemetry struct {
 	key string
 	buf bytes.Buffer
 	w   *tfevents.Writer
+	// train is the in-epoch event file, in the run directory "train/" (TensorBoard
+	// shows it as its own run, at the global step; the dashboard's epoch reader does
+	// not read it).
+	train jobEventFile
 }
+
+// jobEventFile is one event file kept whole in memory and stored whole.
+type jobEventFile struct {
+	key string
+	buf bytes.Buffer
+	w   *tfevents.Writer
+}
+
+// TensorBoardTrainRun is the run directory, under TensorBoardPrefix, of the chief's
+// in-epoch points (interval_loss, samples_per_second at the global step).
+const TensorBoardTrainRun = "train/"
 
 // openTelemetry starts the chief's event file, once the trainer is rank 0.
 func (c *chief) openTelemetry(context.Context) error {
@@ -143,6 +158,10 @@ func (c *chief) openTelemetry(context.Context) error {
 	now := time.Now()
 	tel := &jobTelemetry{key: TensorBoardPrefix(c.t.job.GetId()) + tfevents.FileName(now, host+"."+c.t.cfg.Assignment.GetAllocation().GetId())}
 	if tel.w, err = tfevents.NewWriter(&tel.buf, nil); err != nil {
+		return fmt.Errorf("worker: tensorboard events: %w", err)
+	}
+	tel.train.key = TensorBoardPrefix(c.t.job.GetId()) + TensorBoardTrainRun + tfevents.FileName(now, host+"."+c.t.cfg.Assignment.GetAllocation().GetId())
+	if tel.train.w, err = tfevents.NewWriter(&tel.train.buf, nil); err != nil {
 		return fmt.Errorf("worker: tensorboard events: %w", err)
 	}
 	c.telemetry = tel
@@ -180,25 +199,31 @@ func (c *chief) recordEpoch(ctx context.Context, trainLoss float64, vm map[strin
 	if err := t.cfg.Store.Put(ctx, tel.key, bytes.NewReader(tel.buf.Bytes()), int64(tel.buf.Len())); err != nil {
 		return fmt.Errorf("worker: store tensorboard events %s: %w", tel.key, err)
 	}
+	if err := tel.train.w.Flush(); err != nil {
+		return fmt.Errorf("worker: tensorboard events: %w", err)
+	}
+	if err := t.cfg.Store.Put(ctx, tel.train.key, bytes.NewReader(tel.train.buf.Bytes()), int64(tel.train.buf.Len())); err != nil {
+		return fmt.Errorf("worker: store tensorboard events %s: %w", tel.train.key, err)
+	}
 	return nil
 }
 
-// recordInterim adds an in-epoch progress report's points to the event file, at the
-// global step: train/interval_loss (the mean training loss since the previous report)
-// and train/samples_per_second. They are stored with the next epoch's write (and the
-// last one at the end), not at every report, to keep storage writes off the step path.
+// recordInterim adds an in-epoch progress report's points to the "train" run's event
+// file, at the global step: interval_loss (the mean training loss since the previous
+// report) and samples_per_second. They are stored with the next epoch's write, not at
+// every report, to keep storage writes off the step path.
 func (c *chief) recordInterim(p *cohortv1.JobProgress) {
 	tel := c.telemetry
 	if tel == nil {
 		return
 	}
 	if p.GetIntervalRows() > 0 {
-		if err := tel.w.Scalar("train/interval_loss", p.GetStep(), p.GetIntervalLoss()); err != nil {
+		if err := tel.train.w.Scalar("interval_loss", p.GetStep(), p.GetIntervalLoss()); err != nil {
 			c.t.log.Warn("tensorboard events: in-epoch loss not recorded", "err", err)
 			return
 		}
 	}
-	if err := tel.w.Scalar("train/samples_per_second", p.GetStep(), p.GetSamplesPerSecond()); err != nil {
+	if err := tel.train.w.Scalar("samples_per_second", p.GetStep(), p.GetSamplesPerSecond()); err != nil {
 		c.t.log.Warn("tensorboard events: in-epoch samples per second not recorded", "err", err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -10,10 +11,12 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cohort-dev/cohort/internal/tfevents"
 	"github.com/cohort-dev/cohort/node"
 	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
+	"github.com/cohort-dev/cohort/worker"
 )
 
 func progressJob(state cohortv1.JobState, epoch int32, step int64) *cohortv1.Job {
@@ -186,5 +189,42 @@ func TestChiefReportsProgressWithinEpochs(t *testing.T) {
 	t.Logf("%d reports: %d in-epoch before the first epoch ended (last interim step %d), %d checkpoints", len(reports), interimBeforeEpoch, lastStep, checkpoints)
 	if interimBeforeEpoch < 3 || checkpoints == 0 {
 		t.Fatalf("%d in-epoch reports before the first epoch ended, %d checkpoint reports; want >= 3 and > 0", interimBeforeEpoch, checkpoints)
+	}
+
+	// TensorBoard gets the same points: the "train" run holds interval_loss at the
+	// global step of every in-epoch report.
+	wantLoss := map[int64]float64{}
+	for _, r := range reports {
+		if r.GetInterim() {
+			wantLoss[r.GetProgress().GetStep()] = r.GetProgress().GetIntervalLoss()
+		}
+	}
+	prefix := worker.TensorBoardPrefix(final.GetId()) + worker.TensorBoardTrainRun
+	objs, err := c.Store.List(ctx, prefix)
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("event files under %s: %v, %v", prefix, objs, err)
+	}
+	rc, err := c.Store.Get(ctx, objs[0].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	events, err := tfevents.ReadEvents(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]float64{}
+	for _, ev := range events {
+		if v, ok := ev.Scalars["interval_loss"]; ok {
+			got[ev.Step] = v
+		}
+	}
+	if len(got) != len(wantLoss) {
+		t.Fatalf("TensorBoard has %d interval losses, the reports %d", len(got), len(wantLoss))
+	}
+	for step, want := range wantLoss {
+		if math.Abs(got[step]-want) > 1e-6*math.Max(1, want) {
+			t.Fatalf("TensorBoard interval_loss at step %d = %v, reported %v", step, got[step], want)
+		}
 	}
 }
