@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cohort-dev/cohort/coordinator/fsm"
 	"github.com/cohort-dev/cohort/coordinator/state"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -77,8 +76,8 @@ func progressAhead(a, b *cohortv1.JobProgress) bool {
 // ReportProgress keeps in-epoch progress reports (TaskReport.interim) in the leader's
 // memory. A report must come from a live allocation of a running job, and only the
 // newest progress of each job is kept. It returns an error wrapping ErrNotLeader on a
-// follower and fsm.ErrNotFound for an unknown allocation; a report of a job that is no
-// longer running is dropped without error (it raced with the job's end).
+// follower; like the FSM, it drops without error a report of an unknown allocation or
+// of a job that is no longer running (it raced with the job's end).
 func (s *Server) ReportProgress(reports []*cohortv1.TaskReport) error {
 	if !s.IsLeader() || !s.leaderReady.Load() {
 		return s.notLeaderError()
@@ -92,8 +91,8 @@ func (s *Server) ReportProgress(reports []*cohortv1.TaskReport) error {
 		if err != nil {
 			return fmt.Errorf("server: progress report: %w", err)
 		}
-		if alloc == nil {
-			return fmt.Errorf("server: progress report: %w: allocation %q", fsm.ErrNotFound, r.GetAllocationId())
+		if alloc == nil || (r.GetJobId() != "" && r.GetJobId() != alloc.JobId) {
+			continue // as the FSM does: a report of an unknown allocation is dropped
 		}
 		job, err := snap.JobByID(nil, alloc.JobId)
 		if err != nil {

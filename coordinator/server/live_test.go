@@ -155,6 +155,12 @@ func TestInterimProgressStaysInLeaderMemory(t *testing.T) {
 	if after := s.State().LatestIndex(); after != index {
 		t.Fatalf("interim progress wrote to Raft: index %d -> %d", index, after)
 	}
+	// A report of an unknown allocation is dropped, as the FSM drops it, without failing
+	// the call (an agent would otherwise retry it forever).
+	if _, err := c.agent.ReportTasks(ctx, &cohortv1.ReportTasksRequest{Reports: []*cohortv1.TaskReport{{
+		AllocationId: "gone-w0", Interim: true, Progress: &cohortv1.JobProgress{Step: 99}}}}); err != nil {
+		t.Fatalf("interim report of an unknown allocation: %v", err)
+	}
 	// A durable report (an epoch end) goes through Raft; a later interim report behind
 	// it does not move progress back.
 	report(50, false)
