@@ -33,7 +33,6 @@ func (b *beatCoordinator) Heartbeat(_ context.Context, req *cohortv1.HeartbeatRe
 // burnRunner's task burns CPU on one goroutine and holds memory until stopped.
 type burnRunner struct {
 	started chan string
-	stop    chan struct{}
 }
 
 func (r *burnRunner) Kind() cohortv1.TaskKind { return cohortv1.TaskKind_TASK_KIND_WORKER }
