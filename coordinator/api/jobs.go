@@ -183,6 +183,10 @@ func (s *jobService) WatchJob(req *cohortv1.WatchJobRequest, stream cohortv1.Job
 		}
 		watchLive(s.b, ws)
 		job = liveJob(s.b, job)
+		if s.followerWatch(job) {
+			job = s.leaderProgress(ctx, job)
+			pollSoon(ws, followerPoll)
+		}
 		if job.ModifyIndex != lastIndex || progressKey(job) != lastProgress {
 			if err := stream.Send(&cohortv1.WatchJobResponse{Job: job}); err != nil {
 				return err

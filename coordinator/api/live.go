@@ -3,10 +3,13 @@ package api
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/cohort-dev/cohort/coordinator/state"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -14,6 +17,7 @@ import (
 // in-epoch progress, heartbeat times and usage (*server.Server; see its live.go for
 // what belongs there rather than in Raft, and what survives a leader change).
 type liveBackend interface {
+	IsLeader() bool
 	ReportProgress(reports []*cohortv1.TaskReport) error
 	HeartbeatWithUsage(nodeID string, gen uint64, usage *cohortv1.Usage, tasks []*cohortv1.TaskUsage) error
 	LiveChanged() <-chan struct{}
@@ -102,4 +106,41 @@ func (s *agentService) reportInterim(ctx context.Context, reports []*cohortv1.Ta
 // its in-epoch progress moved.
 func progressKey(j *cohortv1.Job) [2]int64 {
 	return [2]int64{j.GetProgress().GetStep(), j.GetProgress().GetTimeUnixNano()}
+}
+
+// followerPoll is how often a follower's WatchJob asks the leader for a running job's
+// in-epoch progress (a follower's own memory holds none).
+const followerPoll = time.Second
+
+// followerWatch reports whether a WatchJob stream on this coordinator must read a
+// running job's in-epoch progress from the leader: it is a follower that can forward.
+func (s *jobService) followerWatch(job *cohortv1.Job) bool {
+	l := liveOf(s.b)
+	return l != nil && !l.IsLeader() && s.cfg.Forwarder != nil && !state.JobTerminal(job.GetState())
+}
+
+// leaderProgress returns job with the leader's progress when it is ahead of job's (a
+// copy), read with a forwarded GetJob; job itself when it is not, or on any error.
+func (s *jobService) leaderProgress(ctx context.Context, job *cohortv1.Job) *cohortv1.Job {
+	conn, err := s.cfg.Forwarder.LeaderConn()
+	if err != nil {
+		return job
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := cohortv1.NewJobServiceClient(conn).GetJob(forwardContext(cctx), &cohortv1.GetJobRequest{Id: job.GetId()})
+	p := resp.GetJob().GetProgress()
+	if err != nil || p == nil || p.GetStep() <= job.GetProgress().GetStep() {
+		return job
+	}
+	out := proto.Clone(job).(*cohortv1.Job)
+	out.Progress = p
+	return out
+}
+
+// pollSoon adds to ws a channel closed after d.
+func pollSoon(ws memdb.WatchSet, d time.Duration) {
+	ch := make(chan struct{})
+	time.AfterFunc(d, func() { close(ch) })
+	ws.Add(ch)
 }

@@ -68,10 +68,37 @@ func TestLiveStateAcrossLeaderChange(t *testing.T) {
 		return nil
 	}
 
+	// A watch on a follower: it reads the running job's in-epoch progress from the
+	// leader.
+	watch, err := fs[1].Jobs().WatchJob(ctx, &cohortv1.WatchJobRequest{Id: sub.Job.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched := make(chan int64, 64)
+	go func() {
+		for {
+			r, err := watch.Recv()
+			if err != nil {
+				close(watched)
+				return
+			}
+			watched <- r.Job.GetProgress().GetStep()
+		}
+	}()
+
 	report(fs[0], 20, false) // durable: an epoch end or a checkpoint
 	waitFor(t, "durable progress", func() bool { return getJob(leader).Job.GetProgress().GetStep() == 20 }, 10*time.Second)
 	report(fs[1], 30, true)
 	beat(fs[1], &cohortv1.Usage{CpuCores: 1.25, MemoryBytes: 1 << 30})
+	seen := false
+	for step := range watched {
+		if seen = step == 30; seen {
+			break
+		}
+	}
+	if !seen {
+		t.Fatal("the follower's watch ended without the interim step 30")
+	}
 	for _, n := range c.Running() { // consistent reads, forwarded to the leader
 		if got := getJob(n).Job.GetProgress().GetStep(); got != 30 {
 			t.Fatalf("GetJob on %s: step %d, want the interim 30", n.ID, got)
