@@ -102,8 +102,8 @@ func (s *agentService) Heartbeat(ctx context.Context, req *cohortv1.HeartbeatReq
 	if err := checkID("node_id", req.NodeId); err != nil {
 		return nil, toStatus(err)
 	}
-	if len(req.Tasks) > maxReportsPerCall {
-		return nil, toStatus(fmt.Errorf("%w: tasks has %d usages, limit %d per heartbeat", ErrInvalidArgument, len(req.Tasks), maxReportsPerCall))
+	if err := checkHeartbeatUsage(req); err != nil {
+		return nil, toStatus(err)
 	}
 	return leaderCall(ctx, s.cfg, func(context.Context) (*cohortv1.HeartbeatResponse, error) {
 		beat := s.b.Heartbeat

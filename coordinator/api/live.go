@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -143,4 +144,37 @@ func pollSoon(ws memdb.WatchSet, d time.Duration) {
 	ch := make(chan struct{})
 	time.AfterFunc(d, func() { close(ch) })
 	ws.Add(ch)
+}
+
+// checkUsage refuses a usage with a negative or non-finite figure, naming the field.
+func checkUsage(field string, u *cohortv1.Usage) error {
+	if u == nil {
+		return nil
+	}
+	for name, v := range map[string]float64{"cpu_cores": u.GetCpuCores(), "gpu_utilization": u.GetGpuUtilization(),
+		"memory_bytes": float64(u.GetMemoryBytes()), "memory_total_bytes": float64(u.GetMemoryTotalBytes()), "gpu_memory_bytes": float64(u.GetGpuMemoryBytes())} {
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%w: %s.%s is %v; want a finite number >= 0", ErrInvalidArgument, field, name, v)
+		}
+	}
+	return nil
+}
+
+// checkHeartbeatUsage checks a heartbeat's node and task usages.
+func checkHeartbeatUsage(req *cohortv1.HeartbeatRequest) error {
+	if len(req.GetTasks()) > maxReportsPerCall {
+		return fmt.Errorf("%w: tasks has %d usages, limit %d per heartbeat", ErrInvalidArgument, len(req.GetTasks()), maxReportsPerCall)
+	}
+	if err := checkUsage("usage", req.GetUsage()); err != nil {
+		return err
+	}
+	for i, t := range req.GetTasks() {
+		if err := checkID(fmt.Sprintf("tasks[%d].allocation_id", i), t.GetAllocationId()); err != nil {
+			return err
+		}
+		if err := checkUsage(fmt.Sprintf("tasks[%d].usage", i), t.GetUsage()); err != nil {
+			return err
+		}
+	}
+	return nil
 }

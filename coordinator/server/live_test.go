@@ -2,8 +2,13 @@ package server_test
 
 import (
 	"context"
+	"math"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cohort-dev/cohort/coordinator/server"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -168,5 +173,33 @@ func TestInterimProgressStaysInLeaderMemory(t *testing.T) {
 	report(40, true)
 	if got := getJob().Job.GetProgress().GetStep(); got != 50 {
 		t.Fatalf("an interim report behind the replicated progress moved it to %d", got)
+	}
+}
+
+// TestHeartbeatUsageBadInput: a heartbeat with a negative or non-finite usage figure,
+// or a task usage without an allocation ID, is refused with the field named.
+func TestHeartbeatUsageBadInput(t *testing.T) {
+	s := startServer(t, t.TempDir(), func(c *server.Config) { c.HeartbeatTTL = time.Hour })
+	c := serveGRPC(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n := registerNode(t, ctx, c, "worker-1", cohortv1.NodeRole_NODE_ROLE_WORKER, "")
+	for _, tt := range []struct {
+		name  string
+		req   *cohortv1.HeartbeatRequest
+		field string
+	}{
+		{"negative cpu", &cohortv1.HeartbeatRequest{Usage: &cohortv1.Usage{CpuCores: -1}}, "usage.cpu_cores"},
+		{"NaN utilization", &cohortv1.HeartbeatRequest{Usage: &cohortv1.Usage{GpuUtilization: math.NaN()}}, "usage.gpu_utilization"},
+		{"negative task memory", &cohortv1.HeartbeatRequest{Tasks: []*cohortv1.TaskUsage{{AllocationId: "a", Usage: &cohortv1.Usage{MemoryBytes: -5}}}}, "tasks[0].usage.memory_bytes"},
+		{"task without allocation", &cohortv1.HeartbeatRequest{Tasks: []*cohortv1.TaskUsage{{Usage: &cohortv1.Usage{}}}}, "tasks[0].allocation_id"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.req.NodeId, tt.req.RegistrationGeneration = n.Id, n.RegistrationGeneration
+			_, err := c.agent.Heartbeat(ctx, tt.req)
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("heartbeat: %v; want InvalidArgument naming %s", err, tt.field)
+			}
+		})
 	}
 }
