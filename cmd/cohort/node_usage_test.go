@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -95,6 +97,28 @@ func TestNodeListShowsHeartbeatsAndUsage(t *testing.T) {
 		}
 	}
 
+	// The same figures as Prometheus metrics on the coordinator's /metrics.
+	resp, err := http.Get("http://" + c.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range []string{
+		`(?m)^cohort_node_cpu_usage_ratio\{node="dev-worker-0"\} \S+$`,
+		`(?m)^cohort_node_memory_usage_bytes\{node="dev-ps-0"\} [1-9]`,
+		`(?m)^cohort_node_last_heartbeat_timestamp_seconds\{node="dev-worker-0"\} [1-9]`,
+		`(?m)^cohort_task_memory_usage_bytes\{allocation="` + regexp.QuoteMeta(sub.GetJob().GetId()) + `-\S+",job="` + regexp.QuoteMeta(sub.GetJob().GetId()) + `"\} [1-9]`,
+		`(?m)^cohort_task_cpu_usage_cores\{allocation="\S+",job="` + regexp.QuoteMeta(sub.GetJob().GetId()) + `"\} \S+$`,
+	} {
+		if !regexp.MustCompile(re).Match(metrics) {
+			t.Fatalf("/metrics has no line matching %s:\n%s", re, grepLines(string(metrics), "usage|heartbeat_timestamp"))
+		}
+	}
+
 	out, err := cli(bin, "node", "list", "--address", c.GRPCAddr)
 	if err != nil {
 		t.Fatalf("node list: %v\n%s", err, out)
@@ -125,4 +149,16 @@ func TestNodeListShowsHeartbeatsAndUsage(t *testing.T) {
 			t.Fatalf("node %s in JSON without heartbeat or usage: %s", n.ID, out)
 		}
 	}
+}
+
+// grepLines returns the lines of s matching pattern.
+func grepLines(s, pattern string) string {
+	re := regexp.MustCompile(pattern)
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if re.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
