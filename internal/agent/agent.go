@@ -188,8 +188,12 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// report queues a task report for delivery.
+// report queues a task report for delivery. An interim (in-epoch progress) report is
+// dropped rather than waited for when the queue is full (interimReport, usage.go).
 func (a *Agent) report(r *cohortv1.TaskReport) {
+	if a.interimReport(r) {
+		return
+	}
 	a.reports <- r
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -213,6 +214,8 @@ func (s *usageSampler) sample(now time.Time) (node *cohortv1.Usage, procCores fl
 type usageState struct {
 	sampler     usageSampler
 	usageFailed bool
+	// droppedInterim counts interim reports dropped on a full queue.
+	droppedInterim atomic.Int64
 }
 
 // startUsage joins the process's agents and takes the first sample, so that the
@@ -252,4 +255,19 @@ func (a *Agent) usage(req *cohortv1.HeartbeatRequest, now time.Time) {
 			SharedProcess: tasks > 1,
 		}})
 	}
+}
+
+// interimReport queues an interim report without blocking and reports whether r was
+// one. A full queue (the coordinator unreachable for a while) drops it: the next one
+// supersedes it, and training must never wait for a progress report.
+func (a *Agent) interimReport(r *cohortv1.TaskReport) bool {
+	if !r.GetInterim() {
+		return false
+	}
+	select {
+	case a.reports <- r:
+	default:
+		a.droppedInterim.Add(1)
+	}
+	return true
 }

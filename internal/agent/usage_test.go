@@ -153,3 +153,76 @@ func FuzzParseProcFiles(f *testing.F) {
 		}
 	})
 }
+
+// stuckCoordinator's ReportTasks waits until release is closed.
+type stuckCoordinator struct {
+	*fakeCoordinator
+	release chan struct{}
+}
+
+func (s *stuckCoordinator) ReportTasks(ctx context.Context, _ *cohortv1.ReportTasksRequest) (*cohortv1.ReportTasksResponse, error) {
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+	}
+	return &cohortv1.ReportTasksResponse{}, nil
+}
+
+// chattyRunner's task sends n interim reports, then closes done.
+type chattyRunner struct {
+	n    int
+	done chan struct{}
+}
+
+func (r *chattyRunner) Kind() cohortv1.TaskKind { return cohortv1.TaskKind_TASK_KIND_WORKER }
+func (r *chattyRunner) Start(_ context.Context, a *cohortv1.Assignment, report ReportFunc) {
+	go func() {
+		for i := range r.n {
+			report(&cohortv1.TaskReport{AllocationId: a.GetAllocation().GetId(), Interim: true,
+				State: cohortv1.TaskState_TASK_STATE_RUNNING, Progress: &cohortv1.JobProgress{Step: int64(i)}})
+		}
+		close(r.done)
+	}()
+}
+func (r *chattyRunner) Stop(string) {}
+
+// TestInterimReportsNeverBlockTheTask: while the coordinator does not take reports,
+// a task sending far more interim reports than the queue holds is never held up; the
+// surplus is dropped and counted.
+func TestInterimReportsNeverBlockTheTask(t *testing.T) {
+	lis := bufconn.Listen(1 << 20)
+	sc := &stuckCoordinator{
+		fakeCoordinator: &fakeCoordinator{streams: make(chan []*cohortv1.WatchAssignmentsResponse, 4), reports: make(chan *cohortv1.TaskReport, 16)},
+		release:         make(chan struct{}),
+	}
+	gs := grpc.NewServer()
+	cohortv1.RegisterAgentServiceServer(gs, sc)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	const sent = 5000
+	r := &chattyRunner{n: sent, done: make(chan struct{})}
+	cfg := DefaultConfig()
+	cfg.Conn, cfg.Node, cfg.Runners = conn, &cohortv1.Node{Name: "n1"}, []Runner{r}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = a.Run(ctx) }()
+	defer close(sc.release)
+	sc.streams <- []*cohortv1.WatchAssignmentsResponse{{Assignments: []*cohortv1.Assignment{
+		assignment("j-w0", cohortv1.TaskKind_TASK_KIND_WORKER, cohortv1.TaskState_TASK_STATE_PENDING)}}}
+	within(t, r.done, "the task's reports")
+	if d := int(a.droppedInterim.Load()); d < sent-cap(a.reports)-64 || d >= sent {
+		t.Fatalf("%d of %d interim reports dropped; want those beyond the queue", d, sent)
+	}
+}
