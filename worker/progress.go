@@ -58,6 +58,19 @@ func (c *chief) reportInterim(k int64, sched *schedule, loss *epochLoss) {
 		return
 	}
 	p := c.progressAt(k, sched, loss, now)
+	c.markInterval(p, loss, now)
+	c.t.cfg.Metrics.observeInterim(c.t.job.GetId(), p)
+	c.recordInterim(p)
+	c.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Progress: p, Interim: true})
+}
+
+// markInterval fills p (the progress after p.Step steps, measured at now) with the mean
+// training loss and samples per second since the chief's previous progress report,
+// and makes p the previous report. Every report with progress within an epoch (the
+// in-epoch ones and the checkpoints') goes through it, so that each carries the loss of
+// its own interval.
+func (c *chief) markInterval(p *cohortv1.JobProgress, loss *epochLoss, now time.Time) {
+	k := p.GetStep()
 	sum, rows := loss.sum-c.interim.sum, loss.rows-c.interim.rows
 	if loss.rows < c.interim.rows || rows < 0 {
 		// An epoch ended since (its loss was reset): count from the epoch's start.
@@ -66,13 +79,11 @@ func (c *chief) reportInterim(k int64, sched *schedule, loss *epochLoss) {
 	if rows > 0 {
 		p.IntervalLoss, p.IntervalRows = sum/float64(rows), int64(rows)
 	}
-	if d := now.Sub(c.interim.at).Seconds(); d > 0 && k > c.interim.step {
-		p.SamplesPerSecond = float64((k-c.interim.step)*sched.global) / d
+	if d := now.Sub(c.interim.at).Seconds(); d > 0 && k > c.interim.step && !c.interim.at.IsZero() {
+		global := int64(c.t.spec.Spec.Training.BatchSize * c.t.base)
+		p.SamplesPerSecond = float64((k-c.interim.step)*global) / d
 	}
 	c.interim = interimState{at: now, step: k, sum: loss.sum, rows: loss.rows}
-	c.t.cfg.Metrics.observeInterim(c.t.job.GetId(), p)
-	c.recordInterim(p)
-	c.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Progress: p, Interim: true})
 }
 
 // progressAt is the job's progress after k steps, at the schedule's position: epochs
@@ -121,6 +132,13 @@ func (c *chief) checkpointProgress(step int64, at position, loss *epochLoss) *co
 	}
 	if c.progress != nil {
 		p.SamplesPerSecond = c.progress.GetSamplesPerSecond()
+	}
+	if loss != nil {
+		c.markInterval(p, loss, time.Unix(0, p.TimeUnixNano))
+		if p.IntervalRows > 0 {
+			c.t.cfg.Metrics.observeInterim(c.t.job.GetId(), p)
+			c.recordInterim(p)
+		}
 	}
 	return p
 }
