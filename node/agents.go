@@ -112,7 +112,8 @@ func (n *Node) startWorker(w WorkerConfig) error {
 		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), KeepaliveDialOption()}
 	}
 	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
-		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial})
+		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial,
+		ProgressInterval: w.ProgressInterval, ProgressEverySteps: w.ProgressEverySteps})
 	if err != nil {
 		return err
 	}
@@ -181,6 +182,9 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	if n.cfg.HeartbeatInterval > 0 {
 		acfg.HeartbeatInterval = n.cfg.HeartbeatInterval
 	}
+	if node.GetCapacity().GetGpus() > 0 {
+		acfg.GPUUsage = gpuUsage(log)
+	}
 	a, err := agent.New(acfg)
 	if err != nil {
 		return nil, err
@@ -201,4 +205,21 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 		}
 	}()
 	return a, nil
+}
+
+// gpuUsage samples the node's GPUs through NVML for the agent's heartbeats; after a
+// failed sample (logged once) the heartbeats go without GPU figures.
+func gpuUsage(log *slog.Logger) agent.GPUUsageFunc {
+	warned := false
+	return func() (int64, float64, bool) {
+		u, err := gpu.SampleUsage(gpu.DefaultLoadConfig())
+		if err != nil {
+			if !warned {
+				log.Warn("GPU usage not sampled", "err", err)
+				warned = true
+			}
+			return 0, 0, false
+		}
+		return int64(u.MemoryUsedBytes), u.Utilization, true
+	}
 }

@@ -158,6 +158,10 @@ type WorkerConfig struct {
 	DataRoots []string
 	// Observer, when set, receives every task report the worker sends (tests).
 	Observer func(*cohortv1.TaskReport)
+	// ProgressInterval and ProgressEverySteps set how often a job's chief reports
+	// progress within an epoch (worker.TrainerConfig; zero: every 2 s).
+	ProgressInterval   time.Duration
+	ProgressEverySteps int
 }
 
 // ParameterServerConfig is a parameter-server node agent: it hosts shards.

@@ -187,6 +187,8 @@ type jobPageData struct {
 	// HasLogs, HasEpochs and HasCheckpoints say which optional sources the page can
 	// read.
 	HasLogs, HasEpochs, HasCheckpoints bool
+	// HasTasks says whether the page can read its tasks' usage (TaskSource).
+	HasTasks bool
 }
 
 // taskNames lists the log task names of j: its worker ranks (up to its elastic
@@ -234,9 +236,10 @@ func epochRows(records []EpochRecord, points []Point) []EpochView {
 		byEpoch[r.Epoch] = v
 	}
 	// The first point of an epoch is the report made as it ended: later points of the
-	// same epoch count are progress within the next one.
+	// same epoch count are progress within the next one. In-epoch reports (with an
+	// interval loss) never stand for an epoch.
 	for _, p := range points {
-		if _, ok := byEpoch[p.Epoch]; ok || p.Epoch <= 0 {
+		if _, ok := byEpoch[p.Epoch]; ok || p.Epoch <= 0 || p.IntervalRows > 0 {
 			continue
 		}
 		t := p.Time

@@ -18,6 +18,10 @@ type Point struct {
 	Loss             Number            `json:"loss"`
 	SamplesPerSecond Number            `json:"samples_per_second"`
 	Metrics          map[string]Number `json:"metrics"`
+	// IntervalLoss is the mean training loss since the chief's previous report, over
+	// IntervalRows rows (0: the point is not an in-epoch report).
+	IntervalLoss Number `json:"interval_loss"`
+	IntervalRows int64  `json:"interval_rows"`
 }
 
 // history keeps the last maxPoints curve points of at most maxJobs jobs, so that a
@@ -63,6 +67,7 @@ func (h *history) record(j *cohortv1.Job, now time.Time) {
 	pt := Point{
 		Seq: jh.nextSeq, Time: now.UTC(), Epoch: p.GetEpoch(), Step: p.GetStep(),
 		Loss: Number(p.GetLoss()), SamplesPerSecond: Number(p.GetSamplesPerSecond()),
+		IntervalLoss: Number(p.GetIntervalLoss()), IntervalRows: p.GetIntervalRows(),
 		Metrics: make(map[string]Number, len(j.GetMetrics())),
 	}
 	for k, v := range j.GetMetrics() {

@@ -72,6 +72,8 @@ type NodeView struct {
 	Labels        map[string]string `json:"labels,omitempty"`
 	// Heartbeat is LastHeartbeat formatted for people ("4s ago"), as of the response.
 	Heartbeat string `json:"heartbeat"`
+	// Usage is what the node uses now (nil: not reported).
+	Usage *UsageView `json:"usage,omitempty"`
 }
 
 // PeerView is one member of the coordinators' Raft configuration.
@@ -208,6 +210,7 @@ func nodeView(n *cohortv1.Node, now time.Time) NodeView {
 		Roles: []string{},
 	}
 	v.Heartbeat = formatAgo(v.LastHeartbeat, now)
+	v.Usage = usageView(n.GetUsage())
 	for _, r := range n.GetRoles() {
 		v.Roles = append(v.Roles, enumName(r.String(), "NODE_ROLE_"))
 	}

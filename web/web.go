@@ -180,6 +180,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/jobs/{id}/epochs", h.apiJobEpochs)
 	mux.HandleFunc("GET /api/jobs/{id}/checkpoints", h.apiJobCheckpoints)
 	mux.HandleFunc("GET /api/jobs/{id}/logs", h.apiJobLogs)
+	mux.HandleFunc("GET /api/jobs/{id}/tasks", h.apiJobTasks)
 	mux.HandleFunc("GET /api/jobs/{id}/logs/events", h.jobLogEvents)
 	h.registerSearchRoutes(mux)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", noCache(http.FileServerFS(assets))))
@@ -399,6 +400,7 @@ func (h *handler) jobPage(w http.ResponseWriter, r *http.Request) {
 	_, data.HasLogs = h.src.(LogSource)
 	_, data.HasEpochs = h.src.(EpochSource)
 	_, data.HasCheckpoints = h.src.(CheckpointSource)
+	_, data.HasTasks = h.src.(TaskSource)
 	h.render(w, r, "job", data)
 }
 

@@ -50,6 +50,8 @@ type chief struct {
 	prevCkptKey  string
 	// telemetry is the TensorBoard event file, opened once the trainer is rank 0.
 	telemetry *jobTelemetry
+	// interim is the last in-epoch progress report (progress.go).
+	interim interimState
 
 	// early is spec.training.earlyStopping's state after the last epoch evaluated;
 	// pendingStop a decision to stop not stored yet, stop the job's stored decision
@@ -114,6 +116,7 @@ func (c *chief) endEpoch(ctx context.Context, epochs int, step int64, loss *epoc
 		TotalSteps:       c.total,
 		SamplesPerSecond: float64(c.ds.train.N) / math.Max(elapsed, 1e-9),
 		Loss:             trainLoss,
+		TimeUnixNano:     time.Now().UnixNano(),
 	}
 	for k, v := range c.ds.baselines {
 		vm[k] = v
@@ -358,7 +361,8 @@ func (c *chief) trySaveCheckpoint(ctx context.Context, step int64, at position, 
 	} else {
 		t.log.Info("checkpoint committed", "step", step, "manifest", c.checkpoint)
 	}
-	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: c.checkpoint, Generation: t.gen})
+	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: c.checkpoint, Generation: t.gen,
+		Progress: c.checkpointProgress(step, at, loss)})
 	return c.retain(ctx, step)
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -292,7 +293,8 @@ func TestExactResume(t *testing.T) {
 			resumed.Checkpoint, resumed.Generation = pointer, 2
 			var firstProgress *cohortv1.JobProgress
 			res, err := c.run(resumed, runOpts{onReport: func(rep *cohortv1.TaskReport, _ func()) {
-				if firstProgress == nil && rep.GetProgress() != nil {
+				// Epoch reports: in-epoch and checkpoint reports carry progress too.
+				if firstProgress == nil && rep.GetProgress() != nil && !rep.GetInterim() && rep.GetCheckpoint() == "" {
 					firstProgress = rep.GetProgress()
 				}
 			}})
@@ -504,8 +506,8 @@ func TestTensorBoardEventsAndMetrics(t *testing.T) {
 	}
 	var lossSeen []float64
 	if _, err := c.run(c.job("tb"), runOpts{metrics: m, onReport: func(rep *cohortv1.TaskReport, _ func()) {
-		if rep.GetProgress() == nil {
-			return
+		if rep.GetProgress() == nil || rep.GetInterim() || rep.GetCheckpoint() != "" {
+			return // not an epoch report
 		}
 		families, err := reg.Gather()
 		if err != nil {
@@ -529,6 +531,11 @@ func TestTensorBoardEventsAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The in-epoch points are in their own run (TensorBoardTrainRun), checked by
+	// cmd/cohort's TestChiefReportsProgressWithinEpochs.
+	objs = slices.DeleteFunc(objs, func(o storage.ObjectInfo) bool {
+		return strings.HasPrefix(o.Key, TensorBoardPrefix("tb")+TensorBoardTrainRun)
+	})
 	if len(objs) != 1 || !strings.Contains(objs[0].Key, "/events.out.tfevents.") {
 		t.Fatalf("tensorboard objects %v, want one events.out.tfevents.* file", keysOf(objs))
 	}

@@ -45,6 +45,10 @@ type RunnerConfig struct {
 	DataRoots []string
 	// GPUs is TrainerConfig.GPUs: the node's GPUs (nil: none).
 	GPUs *GPUSet
+	// ProgressInterval and ProgressEverySteps are TrainerConfig's: how often a chief
+	// reports progress within an epoch.
+	ProgressInterval   time.Duration
+	ProgressEverySteps int
 }
 
 // Runner runs TASK_KIND_WORKER allocations: one training loop per allocation.
@@ -113,7 +117,9 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			DataRoots:   r.cfg.DataRoots,
 			GPUs:        r.cfg.GPUs,
 
-			CheckpointGrace: r.cfg.CheckpointGrace,
+			CheckpointGrace:    r.cfg.CheckpointGrace,
+			ProgressInterval:   r.cfg.ProgressInterval,
+			ProgressEverySteps: r.cfg.ProgressEverySteps,
 		})
 		if err == nil {
 			var res *Result

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohort-dev/cohort/internal/tfevents"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
 // Metrics are a worker node's Prometheus metrics, shared by all its training tasks.
@@ -22,6 +23,9 @@ type Metrics struct {
 	// membershipChanges counts the membership generations training tasks moved to
 	// without a restart.
 	membershipChanges prometheus.Counter
+	// step and intervalLoss follow the chief's in-epoch progress reports.
+	step         *prometheus.GaugeVec
+	intervalLoss *prometheus.GaugeVec
 }
 
 // NewMetrics creates the worker metrics and registers them on reg (nil: unregistered):
@@ -31,6 +35,8 @@ type Metrics struct {
 //	cohort_job_loss{job}              the chief's mean training loss of the last epoch
 //	cohort_job_samples_per_second{job} the chief's training rows per second of the last epoch
 //	cohort_worker_membership_changes_total membership generations a running task moved to
+//	cohort_job_step{job}              the chief's global steps done, at its last progress report
+//	cohort_job_interval_loss{job}     the chief's mean training loss since its previous progress report
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		stepSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -54,9 +60,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "cohort_worker_membership_changes_total",
 			Help: "Membership generations this node's training tasks moved to without a restart (a worker lost, added or removed).",
 		}),
+		step: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cohort_job_step",
+			Help: "Global training steps done, at the job chief's last progress report (every few seconds).",
+		}, []string{"job"}),
+		intervalLoss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cohort_job_interval_loss",
+			Help: "Mean training loss of the steps between the job chief's last two progress reports.",
+		}, []string{"job"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond, m.membershipChanges} {
+		for _, c := range []prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond, m.membershipChanges, m.step, m.intervalLoss} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("worker: register metrics: %w", err)
 			}
@@ -89,6 +103,19 @@ func (m *Metrics) forgetJob(job string) {
 	}
 	m.loss.DeleteLabelValues(job)
 	m.samplesPerSecond.DeleteLabelValues(job)
+	m.step.DeleteLabelValues(job)
+	m.intervalLoss.DeleteLabelValues(job)
+}
+
+// observeInterim records an in-epoch progress report of the chief.
+func (m *Metrics) observeInterim(job string, p *cohortv1.JobProgress) {
+	if m == nil {
+		return
+	}
+	m.step.WithLabelValues(job).Set(float64(p.GetStep()))
+	if p.GetIntervalRows() > 0 {
+		m.intervalLoss.WithLabelValues(job).Set(p.GetIntervalLoss())
+	}
 }
 
 // TensorBoardPrefix is the key prefix of a job's TensorBoard event files:
@@ -102,7 +129,22 @@ type jobTelemetry struct {
 	key string
 	buf bytes.Buffer
 	w   *tfevents.Writer
+	// train is the in-epoch event file, in the run directory "train/" (TensorBoard
+	// shows it as its own run, at the global step; the dashboard's epoch reader does
+	// not read it).
+	train jobEventFile
 }
+
+// jobEventFile is one event file kept whole in memory and stored whole.
+type jobEventFile struct {
+	key string
+	buf bytes.Buffer
+	w   *tfevents.Writer
+}
+
+// TensorBoardTrainRun is the run directory, under TensorBoardPrefix, of the chief's
+// in-epoch points (interval_loss, samples_per_second at the global step).
+const TensorBoardTrainRun = "train/"
 
 // openTelemetry starts the chief's event file, once the trainer is rank 0.
 func (c *chief) openTelemetry(context.Context) error {
@@ -116,6 +158,10 @@ func (c *chief) openTelemetry(context.Context) error {
 	now := time.Now()
 	tel := &jobTelemetry{key: TensorBoardPrefix(c.t.job.GetId()) + tfevents.FileName(now, host+"."+c.t.cfg.Assignment.GetAllocation().GetId())}
 	if tel.w, err = tfevents.NewWriter(&tel.buf, nil); err != nil {
+		return fmt.Errorf("worker: tensorboard events: %w", err)
+	}
+	tel.train.key = TensorBoardPrefix(c.t.job.GetId()) + TensorBoardTrainRun + tfevents.FileName(now, host+"."+c.t.cfg.Assignment.GetAllocation().GetId())
+	if tel.train.w, err = tfevents.NewWriter(&tel.train.buf, nil); err != nil {
 		return fmt.Errorf("worker: tensorboard events: %w", err)
 	}
 	c.telemetry = tel
@@ -153,7 +199,33 @@ func (c *chief) recordEpoch(ctx context.Context, trainLoss float64, vm map[strin
 	if err := t.cfg.Store.Put(ctx, tel.key, bytes.NewReader(tel.buf.Bytes()), int64(tel.buf.Len())); err != nil {
 		return fmt.Errorf("worker: store tensorboard events %s: %w", tel.key, err)
 	}
+	if err := tel.train.w.Flush(); err != nil {
+		return fmt.Errorf("worker: tensorboard events: %w", err)
+	}
+	if err := t.cfg.Store.Put(ctx, tel.train.key, bytes.NewReader(tel.train.buf.Bytes()), int64(tel.train.buf.Len())); err != nil {
+		return fmt.Errorf("worker: store tensorboard events %s: %w", tel.train.key, err)
+	}
 	return nil
+}
+
+// recordInterim adds an in-epoch progress report's points to the "train" run's event
+// file, at the global step: interval_loss (the mean training loss since the previous
+// report) and samples_per_second. They are stored with the next epoch's write, not at
+// every report, to keep storage writes off the step path.
+func (c *chief) recordInterim(p *cohortv1.JobProgress) {
+	tel := c.telemetry
+	if tel == nil {
+		return
+	}
+	if p.GetIntervalRows() > 0 {
+		if err := tel.train.w.Scalar("interval_loss", p.GetStep(), p.GetIntervalLoss()); err != nil {
+			c.t.log.Warn("tensorboard events: in-epoch loss not recorded", "err", err)
+			return
+		}
+	}
+	if err := tel.train.w.Scalar("samples_per_second", p.GetStep(), p.GetSamplesPerSecond()); err != nil {
+		c.t.log.Warn("tensorboard events: in-epoch samples per second not recorded", "err", err)
+	}
 }
 
 // closeTelemetry drops the job's gauges when the chief's run ends.

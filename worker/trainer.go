@@ -58,6 +58,11 @@ type TrainerConfig struct {
 	// computes on one of them (device.go). Nil: such a task trains on the CPU, with a
 	// warning.
 	GPUs *GPUSet
+	// ProgressInterval is how often the chief reports progress within an epoch (0:
+	// DefaultProgressInterval; negative: by ProgressEverySteps only); ProgressEverySteps,
+	// when positive, also reports after that many steps (progress.go).
+	ProgressInterval   time.Duration
+	ProgressEverySteps int
 }
 
 // DefaultCheckpointGrace is the default TrainerConfig.CheckpointGrace.
@@ -422,6 +427,7 @@ func (l *loopState) run(ctx context.Context) (*Result, error) {
 	if err := l.chief.openTelemetry(ctx); err != nil {
 		return nil, err
 	}
+	l.chief.startInterim(start.step, &l.loss)
 	calls := append(make([]uint64, 0, t.base), start.calls...)
 	l.sched.calls = append(calls, make([]uint64, max(0, t.base-len(calls)))...)[:t.base]
 	if setter, ok := l.m.(gradientCallSetter); ok {
@@ -553,6 +559,9 @@ func (l *loopState) runStep(ctx context.Context, k int64) error {
 	}
 	l.sched.countGradients()
 	t.cfg.Metrics.observeStep(time.Since(stepStart), len(rows))
+	if t.chief {
+		l.chief.reportInterim(k+1, &l.sched, &l.loss)
+	}
 	return nil
 }
 

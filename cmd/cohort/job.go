@@ -249,6 +249,8 @@ type planJSON struct {
 	// workers"), tried before any preemption.
 	Shrinks   []string `json:"shrinks"`
 	NeverFits bool     `json:"never_fits"`
+	// Notes say how placement preferences shaped the plan (shard spreading).
+	Notes []string `json:"notes"`
 }
 
 func newJobPlanCmd(g *globalFlags) *cobra.Command {
@@ -286,6 +288,7 @@ stderr).`,
 			if out.Shrinks == nil {
 				out.Shrinks = []string{}
 			}
+			out.Notes = append([]string{}, resp.GetNotes()...)
 			for _, p := range resp.GetPlacements() {
 				r := p.GetResources()
 				out.Placements = append(out.Placements, planTaskJSON{Task: p.GetTask(), Node: p.GetNodeId(),
@@ -310,6 +313,9 @@ stderr).`,
 			}
 			for _, j := range out.Preemptions {
 				fmt.Fprintf(stdout, "  would preempt: %s\n", j)
+			}
+			for _, n := range out.Notes {
+				fmt.Fprintf(stdout, "  note: %s\n", n)
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			if len(out.Placements) > 0 {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,21 +35,20 @@ func newNodeCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tROLES\tSTATUS\tCPU\tMEMORY\tGPUS\tADDRESS\tLAST HEARTBEAT")
+			fmt.Fprintln(tw, "ID\tROLES\tSTATUS\tCPU USED/CAP\tMEMORY USED/CAP\tGPUS\tGPU MEMORY\tADDRESS\tLAST HEARTBEAT")
+			now := time.Now()
 			for _, n := range resp.GetNodes() {
 				var roles []string
 				for _, r := range n.GetRoles() {
 					roles = append(roles, strings.ToLower(strings.TrimPrefix(r.String(), "NODE_ROLE_")))
 				}
-				c := n.GetCapacity()
 				st := nodeStatusName(n.GetStatus())
 				if n.GetSchedulingIneligible() {
 					st += ",ineligible"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%dm\t%dMi\t%d\t%s\t%s\n", n.GetId(), strings.Join(roles, ","),
-					st,
-					c.GetCpuMillis(), c.GetMemoryBytes()>>20, c.GetGpus(), n.GetDataAddress(),
-					time.Unix(0, n.GetLastHeartbeatUnixNano()).Format(time.RFC3339))
+				cpu, mem, gpus, gpuMem := nodeUsageCells(n)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), strings.Join(roles, ","),
+					st, cpu, mem, gpus, gpuMem, cmp.Or(n.GetDataAddress(), "-"), heartbeatCell(n.GetLastHeartbeatUnixNano(), now))
 			}
 			return tw.Flush()
 		},
@@ -145,4 +146,44 @@ func newNodeEligibilityCmd(g *globalFlags) *cobra.Command {
 	cmd.Flags().BoolVar(&enable, "enable", false, "allow new tasks on the node")
 	cmd.Flags().BoolVar(&disable, "disable", false, "keep new tasks off the node")
 	return cmd
+}
+
+// nodeUsageCells are a node's use against its capacity in human units: CPU cores
+// ("0.8/2"), memory ("1.2 GiB/4.0 GiB"), GPUs with their busy fraction, and GPU
+// memory in use; "-" for what the node has not reported (no heartbeat with usage yet,
+// or down).
+func nodeUsageCells(n *cohortv1.Node) (cpu, mem, gpus, gpuMem string) {
+	c, u := n.GetCapacity(), n.GetUsage()
+	capCores := strconv.FormatFloat(float64(c.GetCpuMillis())/1000, 'f', -1, 64)
+	cpu, mem, gpus, gpuMem = "-/"+capCores, "-/"+humanBytes(c.GetMemoryBytes()), strconv.Itoa(int(c.GetGpus())), "-"
+	if u == nil {
+		return cpu, mem, gpus, gpuMem
+	}
+	cpu = fmt.Sprintf("%.1f/%s", u.GetCpuCores(), capCores)
+	mem = humanBytes(u.GetMemoryBytes()) + "/" + humanBytes(c.GetMemoryBytes())
+	if u.GetGpuPresent() {
+		gpuMem = humanBytes(u.GetGpuMemoryBytes())
+		if c.GetGpus() > 0 {
+			gpus = fmt.Sprintf("%d (%.0f%% busy)", c.GetGpus(), 100*u.GetGpuUtilization())
+		}
+	}
+	return cpu, mem, gpus, gpuMem
+}
+
+// heartbeatCell is a node's last heartbeat as a time and its age ("15:04:05Z (2s
+// ago)"); the date is shown when it is not today's.
+func heartbeatCell(ns int64, now time.Time) string {
+	if ns <= 0 {
+		return "never"
+	}
+	t := time.Unix(0, ns).UTC()
+	at := t.Format("15:04:05Z")
+	if y, m, d := t.Date(); y != now.UTC().Year() || m != now.UTC().Month() || d != now.UTC().Day() {
+		at = t.Format(time.RFC3339)
+	}
+	age := now.Sub(t).Round(time.Second)
+	if age < 0 {
+		age = 0
+	}
+	return fmt.Sprintf("%s (%s ago)", at, age)
 }

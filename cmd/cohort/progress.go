@@ -3,41 +3,72 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
+// defaultTermWidth is the width assumed for a terminal whose size is unknown.
+const defaultTermWidth = 80
+
 // progressPrinter renders a job's progress while it is watched. On a terminal it keeps
-// one live line: a bar, epoch, step, samples/s, loss, the latest validation metrics and
-// an ETA; elsewhere (a pipe, a log file) it prints one line per state change and epoch.
+// one live line, redrawn in place and never wider than the terminal (so it never wraps
+// into duplicate lines): a bar, epoch, step, ETA, samples/s, latest loss and the
+// latest validation metrics, dropping what does not fit. Elsewhere (a pipe, a log
+// file) it prints one plain line per progress update and state change.
 type progressPrinter struct {
 	w   io.Writer
 	tty bool
 	now func() time.Time
+	// width returns the terminal's width (nil or <= 0: defaultTermWidth).
+	width func() int
 
 	lastState cohortv1.JobState
 	lastEpoch int32
 	lastStep  int64
 	// firstStep and firstSeen anchor the ETA: steps done since the watch began over
-	// the time it took.
+	// the time they took (the progress's own timestamps when it has them).
 	firstStep int64
 	firstSeen time.Time
 	barOpen   bool
 }
 
 // newProgressPrinter returns a printer for w (nil: prints nothing). A w that is a
-// character device gets the live line.
+// terminal gets the live line, as wide as the terminal.
 func newProgressPrinter(w io.Writer) *progressPrinter {
 	p := &progressPrinter{w: w, now: time.Now, lastEpoch: -1, lastStep: -1, firstStep: -1}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			p.tty = true
+			fd := int(f.Fd())
+			p.width = func() int { return termWidth(fd) }
 		}
 	}
 	return p
+}
+
+// termWidth is the column count of the terminal on fd (0 when unknown).
+func termWidth(fd int) int {
+	ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
+}
+
+func (p *progressPrinter) columns() int {
+	if p.width != nil {
+		if w := p.width(); w > 0 {
+			return w
+		}
+	}
+	return defaultTermWidth
 }
 
 // update renders the job's latest state.
@@ -60,24 +91,30 @@ func (p *progressPrinter) update(j *cohortv1.Job) {
 	if pr == nil || pr.GetTotalSteps() == 0 {
 		return
 	}
+	// Progress only moves forward on screen (an older report arriving late is not
+	// drawn over a newer one).
+	if pr.GetStep() < p.lastStep || (pr.GetStep() == p.lastStep && pr.GetEpoch() == p.lastEpoch && !terminal(j.GetState())) {
+		return
+	}
+	p.lastStep, p.lastEpoch = pr.GetStep(), pr.GetEpoch()
 	if p.firstStep < 0 {
-		p.firstStep, p.firstSeen = pr.GetStep(), p.now()
+		p.firstStep, p.firstSeen = pr.GetStep(), p.progressTime(pr)
 	}
 	if !p.tty {
-		if pr.GetEpoch() != p.lastEpoch && pr.GetEpoch() > 0 {
-			p.lastEpoch = pr.GetEpoch()
-			fmt.Fprintf(p.w, "epoch %d/%d step %d/%d loss %.4f %s %.0f samples/s\n",
-				pr.GetEpoch(), pr.GetTotalEpochs(), pr.GetStep(), pr.GetTotalSteps(), pr.GetLoss(),
-				formatMetrics(j.GetMetrics()), pr.GetSamplesPerSecond())
-		}
+		parts, _ := p.parts(j, false)
+		fmt.Fprintln(p.w, strings.Join(parts, " "))
 		return
 	}
-	if pr.GetStep() == p.lastStep && !terminal(j.GetState()) {
-		return
-	}
-	p.lastStep = pr.GetStep()
-	fmt.Fprint(p.w, "\r\033[K"+p.bar(j))
+	fmt.Fprint(p.w, "\r\033[K"+p.bar(j, p.columns()))
 	p.barOpen = true
+}
+
+// progressTime is when pr was measured: its own timestamp, else now.
+func (p *progressPrinter) progressTime(pr *cohortv1.JobProgress) time.Time {
+	if ns := pr.GetTimeUnixNano(); ns > 0 {
+		return time.Unix(0, ns)
+	}
+	return p.now()
 }
 
 // printState ends the live line and prints the job's state on its own line.
@@ -90,39 +127,87 @@ func (p *progressPrinter) printState(j *cohortv1.Job) {
 	fmt.Fprintln(p.w)
 }
 
-// bar is the live line for j.
-func (p *progressPrinter) bar(j *cohortv1.Job) string {
+// parts are the fields of a progress line, most important first: percent, epoch,
+// step, ETA, samples/s and loss, then from index metrics on each validation metric.
+// short is the compact form for narrow terminals: "ep", "k/s", metric names without
+// "val_".
+func (p *progressPrinter) parts(j *cohortv1.Job, short bool) (parts []string, metrics int) {
 	pr := j.GetProgress()
-	frac := float64(pr.GetStep()) / float64(pr.GetTotalSteps())
-	frac = min(max(frac, 0), 1)
-	const width = 24
-	filled := int(frac * width)
-	var b strings.Builder
-	b.WriteString("[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "]")
-	fmt.Fprintf(&b, " %3.0f%% epoch %d/%d step %d/%d", 100*frac, pr.GetEpoch(), pr.GetTotalEpochs(), pr.GetStep(), pr.GetTotalSteps())
+	frac := min(max(float64(pr.GetStep())/float64(pr.GetTotalSteps()), 0), 1)
+	epoch, rate := "epoch", " samples/s"
+	if short {
+		epoch, rate = "ep", "/s"
+	}
+	parts = []string{fmt.Sprintf("%.0f%%", 100*frac), fmt.Sprintf("%s %d/%d", epoch, pr.GetEpoch(), pr.GetTotalEpochs()),
+		fmt.Sprintf("step %d/%d", pr.GetStep(), pr.GetTotalSteps())}
+	if eta, ok := p.eta(j); ok {
+		parts = append(parts, "ETA "+formatETA(eta))
+	}
 	if sps := pr.GetSamplesPerSecond(); sps > 0 {
-		fmt.Fprintf(&b, " %.0f samples/s", sps)
+		parts = append(parts, formatRate(sps)+rate)
 	}
-	if pr.GetLoss() > 0 {
-		fmt.Fprintf(&b, " loss %.4f", pr.GetLoss())
+	if loss := pr.GetLoss(); loss > 0 {
+		parts = append(parts, fmt.Sprintf("loss %.4f", loss))
 	}
-	if m := j.GetMetrics(); len(m) > 0 {
-		b.WriteString(" " + formatMetrics(m))
+	metrics = len(parts)
+	m := j.GetMetrics()
+	keys := slices.Sorted(maps.Keys(m))
+	for _, k := range keys {
+		name := k
+		if short {
+			name = strings.TrimPrefix(k, "val_")
+		}
+		parts = append(parts, fmt.Sprintf("%s %.4f", name, m[k]))
 	}
-	if eta, ok := p.eta(pr); ok {
-		b.WriteString(" ETA " + formatETA(eta))
+	return parts, metrics
+}
+
+// bar is the live line for j, at most width-1 columns (a line that fills the last
+// column makes some terminals wrap): the bar and the fields that fit, in order; a
+// metric that does not fit is left out and a shorter one after it may still fit.
+func (p *progressPrinter) bar(j *cohortv1.Job, width int) string {
+	limit := max(width-1, 10)
+	barWidth := 20
+	parts, metrics := p.parts(j, false)
+	if len(strings.Join(parts, " "))+barWidth+3 > limit {
+		parts, metrics = p.parts(j, true)
+		barWidth = min(12, max(limit/6, 4))
+	}
+	pr := j.GetProgress()
+	frac := min(max(float64(pr.GetStep())/float64(pr.GetTotalSteps()), 0), 1)
+	var b strings.Builder
+	filled := int(frac * float64(barWidth))
+	b.WriteString("[" + strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled) + "]")
+	for i, s := range parts {
+		if b.Len()+1+len(s) > limit {
+			if i >= metrics {
+				continue
+			}
+			break
+		}
+		b.WriteByte(' ')
+		b.WriteString(s)
 	}
 	return b.String()
 }
 
-// eta extrapolates the steps done since the watch began to the remaining ones.
-func (p *progressPrinter) eta(pr *cohortv1.JobProgress) (time.Duration, bool) {
-	done := pr.GetStep() - p.firstStep
-	elapsed := p.now().Sub(p.firstSeen)
-	if done <= 0 || elapsed <= 0 {
-		return 0, false
-	}
+// eta extrapolates the step rate to the remaining steps: the rate since the watch
+// began once two progress points were seen, else the rate since the job started.
+func (p *progressPrinter) eta(j *cohortv1.Job) (time.Duration, bool) {
+	pr := j.GetProgress()
 	left := pr.GetTotalSteps() - pr.GetStep()
+	if left <= 0 {
+		return 0, terminal(j.GetState())
+	}
+	at := p.progressTime(pr)
+	done, elapsed := pr.GetStep()-p.firstStep, at.Sub(p.firstSeen)
+	if done <= 0 || elapsed <= 0 {
+		start := j.GetStartTimeUnixNano()
+		if start <= 0 || pr.GetTimeUnixNano() <= start || pr.GetStep() <= 0 {
+			return 0, false
+		}
+		done, elapsed = pr.GetStep(), time.Duration(pr.GetTimeUnixNano()-start)
+	}
 	return time.Duration(float64(elapsed) * float64(left) / float64(done)), true
 }
 
@@ -140,4 +225,17 @@ func formatETA(d time.Duration) string {
 		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
 	}
 	return fmt.Sprintf("%d:%02d", s/60, s%60)
+}
+
+// formatRate prints a rate with a k or M suffix above a thousand.
+func formatRate(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.1fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
 }

@@ -104,8 +104,15 @@ func (s *agentService) Heartbeat(ctx context.Context, req *cohortv1.HeartbeatReq
 	if err := checkID("node_id", req.NodeId); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := checkHeartbeatUsage(req); err != nil {
+		return nil, toStatus(err)
+	}
 	return leaderCall(ctx, s.cfg, func(context.Context) (*cohortv1.HeartbeatResponse, error) {
-		if err := s.b.Heartbeat(req.NodeId, req.RegistrationGeneration); err != nil {
+		beat := s.b.Heartbeat
+		if l := liveOf(s.b); l != nil {
+			beat = func(id string, gen uint64) error { return l.HeartbeatWithUsage(id, gen, req.Usage, req.Tasks) }
+		}
+		if err := beat(req.NodeId, req.RegistrationGeneration); err != nil {
 			return nil, err
 		}
 		return &cohortv1.HeartbeatResponse{}, nil
@@ -159,16 +166,25 @@ func (s *agentService) ReportTasks(ctx context.Context, req *cohortv1.ReportTask
 			return nil, toStatus(err)
 		}
 	}
+	interim, durable := splitInterim(s.b, req.Reports)
+	if len(interim) > 0 {
+		if err := s.reportInterim(ctx, interim); err != nil {
+			return nil, err
+		}
+	}
+	if len(durable) == 0 {
+		return &cohortv1.ReportTasksResponse{}, nil
+	}
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.ReportTasksResponse, error) {
 		_, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_UpdateTasks{
-			UpdateTasks: &cohortv1.UpdateTasksCommand{Reports: req.Reports},
+			UpdateTasks: &cohortv1.UpdateTasksCommand{Reports: durable},
 		}})
 		if err != nil {
 			return nil, err
 		}
 		return &cohortv1.ReportTasksResponse{}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ReportTasksResponse, error) {
-		return cohortv1.NewAgentServiceClient(c).ReportTasks(ctx, req)
+		return cohortv1.NewAgentServiceClient(c).ReportTasks(ctx, &cohortv1.ReportTasksRequest{Reports: durable})
 	})
 }
 

@@ -121,7 +121,7 @@ func (s *jobService) GetJob(ctx context.Context, req *cohortv1.GetJobRequest) (*
 		if err != nil {
 			return nil, err
 		}
-		return &cohortv1.GetJobResponse{Job: job, Allocations: allocs}, nil
+		return &cohortv1.GetJobResponse{Job: liveJob(s.b, job), Allocations: liveAllocs(s.b, allocs)}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.GetJobResponse, error) {
 		return cohortv1.NewJobServiceClient(c).GetJob(ctx, req)
 	})
@@ -141,6 +141,9 @@ func (s *jobService) ListJobs(ctx context.Context, req *cohortv1.ListJobsRequest
 		slices.SortFunc(jobs, func(a, b *cohortv1.Job) int {
 			return cmp.Or(cmp.Compare(a.SubmitTimeUnixNano, b.SubmitTimeUnixNano), cmp.Compare(a.Id, b.Id))
 		})
+		for i, j := range jobs {
+			jobs[i] = liveJob(s.b, j)
+		}
 		return &cohortv1.ListJobsResponse{Jobs: jobs}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ListJobsResponse, error) {
 		return cohortv1.NewJobServiceClient(c).ListJobs(ctx, req)
@@ -186,6 +189,7 @@ func (s *jobService) WatchJob(req *cohortv1.WatchJobRequest, stream cohortv1.Job
 	}
 	ctx := stream.Context()
 	var lastIndex uint64
+	var lastProgress [2]int64
 	waitUntil := time.Now().Add(s.cfg.FollowerWait)
 	for {
 		ws := memdb.NewWatchSet()
@@ -199,11 +203,17 @@ func (s *jobService) WatchJob(req *cohortv1.WatchJobRequest, stream cohortv1.Job
 		if err != nil {
 			return toStatus(err)
 		}
-		if job.ModifyIndex != lastIndex {
+		watchLive(s.b, ws)
+		job = liveJob(s.b, job)
+		if s.followerWatch(job) {
+			job = s.leaderProgress(ctx, job)
+			pollSoon(ws, followerPoll)
+		}
+		if job.ModifyIndex != lastIndex || progressKey(job) != lastProgress {
 			if err := stream.Send(&cohortv1.WatchJobResponse{Job: job}); err != nil {
 				return err
 			}
-			lastIndex = job.ModifyIndex
+			lastIndex, lastProgress = job.ModifyIndex, progressKey(job)
 		}
 		if state.JobTerminal(job.State) {
 			return nil
@@ -222,7 +232,7 @@ func (s *jobService) ListNodes(ctx context.Context, req *cohortv1.ListNodesReque
 		if err != nil {
 			return nil, err
 		}
-		return &cohortv1.ListNodesResponse{Nodes: nodes}, nil
+		return &cohortv1.ListNodesResponse{Nodes: liveNodes(s.b, nodes)}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ListNodesResponse, error) {
 		return cohortv1.NewJobServiceClient(c).ListNodes(ctx, req)
 	})
@@ -285,6 +295,7 @@ func planJob(snap *state.StateSnapshot, job *cohortv1.Job, never []string) (*coh
 			}
 		}
 	}
+	out.Notes = plan.Notes
 	for _, a := range plan.Allocations {
 		task := "worker"
 		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {

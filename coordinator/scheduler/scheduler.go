@@ -47,6 +47,9 @@ type Plan struct {
 	Allocations []*cohortv1.Allocation
 	// Reasons explains, when Allocations is empty, why the job cannot be placed now.
 	Reasons []string
+	// Notes explain a feasible placement where a preference shaped it (the spreading
+	// of parameter-server shards, spread.go).
+	Notes []string
 	// Selector is the job's node selector, which Fits checks again.
 	Selector map[string]string
 	// job is the job placed, for Fits' quota re-check.
@@ -337,8 +340,9 @@ func (cl *Cluster) Place(job *cohortv1.Job) Plan {
 		less = spreadLess
 	}
 	var (
-		allocs   []*cohortv1.Allocation
-		reserved []reservation
+		allocs     []*cohortv1.Allocation
+		reserved   []reservation
+		psEligible int
 	)
 	for _, g := range groups(job) {
 		if g.count == 0 {
@@ -347,6 +351,10 @@ func (cl *Cluster) Place(job *cohortv1.Job) Plan {
 		need := toResources(g.res)
 		eligible := 0
 		h := candHeap{less: less, items: cl.scratch[:0]}
+		held := map[*candidate]int{}
+		if g.kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
+			h.less = spreadShards(held, less)
+		}
 		for _, c := range cl.cands {
 			if !matches(c.node, g.role, job.GetNodeSelector(), g.res) {
 				continue
@@ -360,12 +368,16 @@ func (cl *Cluster) Place(job *cohortv1.Job) Plan {
 			plan.Reasons = append(plan.Reasons, noNodeReason(g, job.GetNodeSelector()))
 			continue
 		}
+		if g.kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
+			psEligible = eligible
+		}
 		h.init()
 		res := proto.Clone(resourcesOrZero(g.res)).(*cohortv1.Resources)
 		var placed int32
 		for ; placed < g.count && len(h.items) > 0; placed++ {
 			c := h.items[0]
 			c.free = c.free.sub(need)
+			held[c]++
 			reserved = append(reserved, reservation{c, need})
 			h.fixTop(c.free.fits(need))
 			allocs = append(allocs, &cohortv1.Allocation{
@@ -392,6 +404,7 @@ func (cl *Cluster) Place(job *cohortv1.Job) Plan {
 		return plan
 	}
 	plan.Allocations = allocs
+	plan.Notes = shardNote(allocs, psEligible)
 	cl.policy.charge(job, demand(job))
 	return plan
 }

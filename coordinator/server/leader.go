@@ -134,6 +134,7 @@ func (s *Server) revokeLeadership(schedulerStopped <-chan struct{}) {
 	s.leaderReady.Store(false)
 	s.metrics.leader.Set(0)
 	s.heartbeats.stop()
+	s.live.reset()
 	<-schedulerStopped
 }
 

@@ -58,7 +58,9 @@ type Server struct {
 	applyCh      chan *applyRequest
 	inflight     chan struct{}
 	heartbeats   *heartbeats
-	metrics      *metrics
+	// live holds in-epoch progress, heartbeat times and usage (live.go).
+	live    *live
+	metrics *metrics
 
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
@@ -124,6 +126,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.searchMetrics = sm
 	s.heartbeats = newHeartbeats(cfg.Clock, cfg.HeartbeatTTL, s.expireNode)
+	s.live = newLive()
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(newUsageCollector(s)); err != nil {
+			return nil, fmt.Errorf("server: register usage metrics: %w", err)
+		}
+	}
 
 	if err := s.setupRaft(raftLogger); err != nil {
 		s.closeStores()
@@ -455,6 +463,7 @@ func (s *Server) Heartbeat(nodeID string, gen uint64) error {
 		// Leadership is won but its machinery is not running yet, or was just lost.
 		return s.notLeaderError()
 	}
+	s.recordHeartbeat(nodeID, s.Now(), nil, nil)
 	return nil
 }
 

@@ -59,6 +59,8 @@ type Config struct {
 	RetryInterval time.Duration
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
+	// GPUUsage, when set, samples the node's GPUs for every heartbeat (usage.go).
+	GPUUsage GPUUsageFunc
 }
 
 // DefaultConfig returns a Config with default intervals.
@@ -84,6 +86,8 @@ type Agent struct {
 	// resync asks the assignment stream to reopen: heartbeats got through again after
 	// failing, so the stream may hang on a connection that died meanwhile.
 	resync chan struct{}
+
+	usageState
 }
 
 // New returns an Agent; Run starts it.
@@ -172,6 +176,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	failing := false
+	defer a.startUsage()()
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,9 +184,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		n := a.Node()
-		_, err := a.jobs.Heartbeat(ctx, &cohortv1.HeartbeatRequest{
-			NodeId: n.GetId(), RegistrationGeneration: n.GetRegistrationGeneration(),
-		})
+		req := &cohortv1.HeartbeatRequest{NodeId: n.GetId(), RegistrationGeneration: n.GetRegistrationGeneration()}
+		a.usage(req, time.Now())
+		_, err := a.jobs.Heartbeat(ctx, req)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			a.log.Warn("heartbeat failed", "err", err)
@@ -218,8 +223,12 @@ func (a *Agent) ReportSessionLoss(ctx context.Context, jobID string, generation 
 		"suspected", resp.GetSuspected())
 }
 
-// report queues a task report for delivery.
+// report queues a task report for delivery. An interim (in-epoch progress) report is
+// dropped rather than waited for when the queue is full (interimReport, usage.go).
 func (a *Agent) report(r *cohortv1.TaskReport) {
+	if a.interimReport(r) {
+		return
+	}
 	a.reports <- r
 }
 

@@ -280,3 +280,20 @@ func TestEmulatedDeviceLifecycle(t *testing.T) {
 		t.Fatalf("Alloc after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestSampleUsageFakeNVML reads GPU memory in use through the fake NVML: two devices
+// of 16 and 32 GiB, half of each used; the fake reports no utilization.
+func TestSampleUsageFakeNVML(t *testing.T) {
+	needCompilers(t)
+	dir := t.TempDir()
+	if err := gpuemu.BuildLibrary(dir, gpuemu.NVML); err != nil {
+		t.Fatal(err)
+	}
+	u, err := SampleUsage(LoadConfig{Dirs: []string{dir}, NoSystemSearch: true})
+	if err != nil || u.Devices != 2 || u.MemoryUsedBytes != 24<<30 || u.Utilization >= 0 {
+		t.Fatalf("SampleUsage = %+v, %v; want 2 devices, 24 GiB used, no utilization", u, err)
+	}
+	if _, err := SampleUsage(LoadConfig{Dirs: []string{t.TempDir()}, NoSystemSearch: true}); !errors.Is(err, ErrLibraryMissing) {
+		t.Fatalf("without NVML: %v, want ErrLibraryMissing", err)
+	}
+}

@@ -799,8 +799,12 @@ type HeartbeatRequest struct {
 	state                  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId                 string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	RegistrationGeneration uint64                 `protobuf:"varint,2,opt,name=registration_generation,json=registrationGeneration,proto3" json:"registration_generation,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// usage is the node's use now; tasks that of each running allocation. Both are kept
+	// in the leader's memory, not in Raft.
+	Usage         *Usage       `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	Tasks         []*TaskUsage `protobuf:"bytes,4,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -845,6 +849,20 @@ func (x *HeartbeatRequest) GetRegistrationGeneration() uint64 {
 		return x.RegistrationGeneration
 	}
 	return 0
+}
+
+func (x *HeartbeatRequest) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetTasks() []*TaskUsage {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
 }
 
 type HeartbeatResponse struct {
@@ -1246,7 +1264,10 @@ type PlanJobResponse struct {
 	Shrinks []string `protobuf:"bytes,20,rep,name=shrinks,proto3" json:"shrinks,omitempty"`
 	// warnings are what the pre-flight could not check (data the coordinator cannot
 	// read); a submit would accept the job and its first step would check them.
-	Warnings      []string `protobuf:"bytes,21,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,21,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// notes explain how preferences shaped a feasible placement (for example, how the
+	// job's parameter-server shards were spread over parameter-server nodes).
+	Notes         []string `protobuf:"bytes,25,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1326,6 +1347,13 @@ func (x *PlanJobResponse) GetShrinks() []string {
 func (x *PlanJobResponse) GetWarnings() []string {
 	if x != nil {
 		return x.Warnings
+	}
+	return nil
+}
+
+func (x *PlanJobResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -2407,10 +2435,12 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x13RegisterNodeRequest\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\";\n" +
 	"\x14RegisterNodeResponse\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\"d\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\"\xb8\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x127\n" +
-	"\x17registration_generation\x18\x02 \x01(\x04R\x16registrationGeneration\"\x13\n" +
+	"\x17registration_generation\x18\x02 \x01(\x04R\x16registrationGeneration\x12&\n" +
+	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\x12*\n" +
+	"\x05tasks\x18\x04 \x03(\v2\x14.cohort.v1.TaskUsageR\x05tasks\"\x13\n" +
 	"\x11HeartbeatResponse\"2\n" +
 	"\x17WatchAssignmentsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xb7\x01\n" +
@@ -2432,7 +2462,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\vPlannedTask\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x122\n" +
-	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\xf6\x01\n" +
+	"\tresources\x18\x03 \x01(\v2\x14.cohort.v1.ResourcesR\tresources\"\x8c\x02\n" +
 	"\x0fPlanJobResponse\x12\x1a\n" +
 	"\bfeasible\x18\x01 \x01(\bR\bfeasible\x126\n" +
 	"\n" +
@@ -2443,7 +2473,8 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"never_fits\x18\x05 \x01(\bR\tneverFits\x12\x18\n" +
 	"\ashrinks\x18\x14 \x03(\tR\ashrinks\x12\x1a\n" +
-	"\bwarnings\x18\x15 \x03(\tR\bwarnings\"Q\n" +
+	"\bwarnings\x18\x15 \x03(\tR\bwarnings\x12\x14\n" +
+	"\x05notes\x18\x19 \x03(\tR\x05notes\"Q\n" +
 	"\x0fSetQuotaRequest\x12&\n" +
 	"\x05quota\x18\x01 \x01(\v2\x10.cohort.v1.QuotaR\x05quota\x12\x16\n" +
 	"\x06delete\x18\x02 \x01(\bR\x06delete\":\n" +
@@ -2593,10 +2624,12 @@ var file_cohort_v1_api_proto_goTypes = []any{
 	(*Job)(nil),                        // 47: cohort.v1.Job
 	(*Allocation)(nil),                 // 48: cohort.v1.Allocation
 	(*Node)(nil),                       // 49: cohort.v1.Node
-	(*TaskReport)(nil),                 // 50: cohort.v1.TaskReport
-	(*Resources)(nil),                  // 51: cohort.v1.Resources
-	(*Quota)(nil),                      // 52: cohort.v1.Quota
-	(*Queue)(nil),                      // 53: cohort.v1.Queue
+	(*Usage)(nil),                      // 50: cohort.v1.Usage
+	(*TaskUsage)(nil),                  // 51: cohort.v1.TaskUsage
+	(*TaskReport)(nil),                 // 52: cohort.v1.TaskReport
+	(*Resources)(nil),                  // 53: cohort.v1.Resources
+	(*Quota)(nil),                      // 54: cohort.v1.Quota
+	(*Queue)(nil),                      // 55: cohort.v1.Queue
 }
 var file_cohort_v1_api_proto_depIdxs = []int32{
 	47, // 0: cohort.v1.SubmitJobResponse.job:type_name -> cohort.v1.Job
@@ -2608,72 +2641,74 @@ var file_cohort_v1_api_proto_depIdxs = []int32{
 	49, // 6: cohort.v1.ListNodesResponse.nodes:type_name -> cohort.v1.Node
 	49, // 7: cohort.v1.RegisterNodeRequest.node:type_name -> cohort.v1.Node
 	49, // 8: cohort.v1.RegisterNodeResponse.node:type_name -> cohort.v1.Node
-	48, // 9: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
-	47, // 10: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
-	19, // 11: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
-	50, // 12: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
-	51, // 13: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
-	24, // 14: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
-	52, // 15: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
-	52, // 16: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
-	52, // 17: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
-	53, // 18: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
-	53, // 19: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
-	53, // 20: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
-	49, // 21: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
-	49, // 22: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
-	47, // 23: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
-	47, // 24: cohort.v1.OverrideGateResponse.job:type_name -> cohort.v1.Job
-	45, // 25: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
-	0,  // 26: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
-	2,  // 27: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
-	4,  // 28: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
-	6,  // 29: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
-	8,  // 30: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
-	10, // 31: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
-	23, // 32: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
-	26, // 33: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
-	28, // 34: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
-	30, // 35: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
-	32, // 36: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
-	34, // 37: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
-	36, // 38: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
-	38, // 39: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
-	44, // 40: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
-	40, // 41: cohort.v1.JobService.GetJobReport:input_type -> cohort.v1.GetJobReportRequest
-	42, // 42: cohort.v1.JobService.OverrideGate:input_type -> cohort.v1.OverrideGateRequest
-	14, // 43: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
-	16, // 44: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
-	18, // 45: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
-	21, // 46: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
-	12, // 47: cohort.v1.AgentService.ReportSessionLoss:input_type -> cohort.v1.ReportSessionLossRequest
-	1,  // 48: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
-	3,  // 49: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
-	5,  // 50: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
-	7,  // 51: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
-	9,  // 52: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
-	11, // 53: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
-	25, // 54: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
-	27, // 55: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
-	29, // 56: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
-	31, // 57: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
-	33, // 58: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
-	35, // 59: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
-	37, // 60: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
-	39, // 61: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
-	46, // 62: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
-	41, // 63: cohort.v1.JobService.GetJobReport:output_type -> cohort.v1.GetJobReportResponse
-	43, // 64: cohort.v1.JobService.OverrideGate:output_type -> cohort.v1.OverrideGateResponse
-	15, // 65: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
-	17, // 66: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
-	20, // 67: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
-	22, // 68: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
-	13, // 69: cohort.v1.AgentService.ReportSessionLoss:output_type -> cohort.v1.ReportSessionLossResponse
-	48, // [48:70] is the sub-list for method output_type
-	26, // [26:48] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	50, // 9: cohort.v1.HeartbeatRequest.usage:type_name -> cohort.v1.Usage
+	51, // 10: cohort.v1.HeartbeatRequest.tasks:type_name -> cohort.v1.TaskUsage
+	48, // 11: cohort.v1.Assignment.allocation:type_name -> cohort.v1.Allocation
+	47, // 12: cohort.v1.Assignment.job:type_name -> cohort.v1.Job
+	19, // 13: cohort.v1.WatchAssignmentsResponse.assignments:type_name -> cohort.v1.Assignment
+	52, // 14: cohort.v1.ReportTasksRequest.reports:type_name -> cohort.v1.TaskReport
+	53, // 15: cohort.v1.PlannedTask.resources:type_name -> cohort.v1.Resources
+	24, // 16: cohort.v1.PlanJobResponse.placements:type_name -> cohort.v1.PlannedTask
+	54, // 17: cohort.v1.SetQuotaRequest.quota:type_name -> cohort.v1.Quota
+	54, // 18: cohort.v1.SetQuotaResponse.quota:type_name -> cohort.v1.Quota
+	54, // 19: cohort.v1.ListQuotasResponse.quotas:type_name -> cohort.v1.Quota
+	55, // 20: cohort.v1.SetQueueRequest.queue:type_name -> cohort.v1.Queue
+	55, // 21: cohort.v1.SetQueueResponse.queue:type_name -> cohort.v1.Queue
+	55, // 22: cohort.v1.ListQueuesResponse.queues:type_name -> cohort.v1.Queue
+	49, // 23: cohort.v1.DrainNodeResponse.node:type_name -> cohort.v1.Node
+	49, // 24: cohort.v1.SetNodeEligibilityResponse.node:type_name -> cohort.v1.Node
+	47, // 25: cohort.v1.ResumeJobResponse.job:type_name -> cohort.v1.Job
+	47, // 26: cohort.v1.OverrideGateResponse.job:type_name -> cohort.v1.Job
+	45, // 27: cohort.v1.JobLogsResponse.lines:type_name -> cohort.v1.LogLine
+	0,  // 28: cohort.v1.JobService.SubmitJob:input_type -> cohort.v1.SubmitJobRequest
+	2,  // 29: cohort.v1.JobService.GetJob:input_type -> cohort.v1.GetJobRequest
+	4,  // 30: cohort.v1.JobService.ListJobs:input_type -> cohort.v1.ListJobsRequest
+	6,  // 31: cohort.v1.JobService.CancelJob:input_type -> cohort.v1.CancelJobRequest
+	8,  // 32: cohort.v1.JobService.WatchJob:input_type -> cohort.v1.WatchJobRequest
+	10, // 33: cohort.v1.JobService.ListNodes:input_type -> cohort.v1.ListNodesRequest
+	23, // 34: cohort.v1.JobService.PlanJob:input_type -> cohort.v1.PlanJobRequest
+	26, // 35: cohort.v1.JobService.SetQuota:input_type -> cohort.v1.SetQuotaRequest
+	28, // 36: cohort.v1.JobService.ListQuotas:input_type -> cohort.v1.ListQuotasRequest
+	30, // 37: cohort.v1.JobService.SetQueue:input_type -> cohort.v1.SetQueueRequest
+	32, // 38: cohort.v1.JobService.ListQueues:input_type -> cohort.v1.ListQueuesRequest
+	34, // 39: cohort.v1.JobService.DrainNode:input_type -> cohort.v1.DrainNodeRequest
+	36, // 40: cohort.v1.JobService.SetNodeEligibility:input_type -> cohort.v1.SetNodeEligibilityRequest
+	38, // 41: cohort.v1.JobService.ResumeJob:input_type -> cohort.v1.ResumeJobRequest
+	44, // 42: cohort.v1.JobService.JobLogs:input_type -> cohort.v1.JobLogsRequest
+	40, // 43: cohort.v1.JobService.GetJobReport:input_type -> cohort.v1.GetJobReportRequest
+	42, // 44: cohort.v1.JobService.OverrideGate:input_type -> cohort.v1.OverrideGateRequest
+	14, // 45: cohort.v1.AgentService.RegisterNode:input_type -> cohort.v1.RegisterNodeRequest
+	16, // 46: cohort.v1.AgentService.Heartbeat:input_type -> cohort.v1.HeartbeatRequest
+	18, // 47: cohort.v1.AgentService.WatchAssignments:input_type -> cohort.v1.WatchAssignmentsRequest
+	21, // 48: cohort.v1.AgentService.ReportTasks:input_type -> cohort.v1.ReportTasksRequest
+	12, // 49: cohort.v1.AgentService.ReportSessionLoss:input_type -> cohort.v1.ReportSessionLossRequest
+	1,  // 50: cohort.v1.JobService.SubmitJob:output_type -> cohort.v1.SubmitJobResponse
+	3,  // 51: cohort.v1.JobService.GetJob:output_type -> cohort.v1.GetJobResponse
+	5,  // 52: cohort.v1.JobService.ListJobs:output_type -> cohort.v1.ListJobsResponse
+	7,  // 53: cohort.v1.JobService.CancelJob:output_type -> cohort.v1.CancelJobResponse
+	9,  // 54: cohort.v1.JobService.WatchJob:output_type -> cohort.v1.WatchJobResponse
+	11, // 55: cohort.v1.JobService.ListNodes:output_type -> cohort.v1.ListNodesResponse
+	25, // 56: cohort.v1.JobService.PlanJob:output_type -> cohort.v1.PlanJobResponse
+	27, // 57: cohort.v1.JobService.SetQuota:output_type -> cohort.v1.SetQuotaResponse
+	29, // 58: cohort.v1.JobService.ListQuotas:output_type -> cohort.v1.ListQuotasResponse
+	31, // 59: cohort.v1.JobService.SetQueue:output_type -> cohort.v1.SetQueueResponse
+	33, // 60: cohort.v1.JobService.ListQueues:output_type -> cohort.v1.ListQueuesResponse
+	35, // 61: cohort.v1.JobService.DrainNode:output_type -> cohort.v1.DrainNodeResponse
+	37, // 62: cohort.v1.JobService.SetNodeEligibility:output_type -> cohort.v1.SetNodeEligibilityResponse
+	39, // 63: cohort.v1.JobService.ResumeJob:output_type -> cohort.v1.ResumeJobResponse
+	46, // 64: cohort.v1.JobService.JobLogs:output_type -> cohort.v1.JobLogsResponse
+	41, // 65: cohort.v1.JobService.GetJobReport:output_type -> cohort.v1.GetJobReportResponse
+	43, // 66: cohort.v1.JobService.OverrideGate:output_type -> cohort.v1.OverrideGateResponse
+	15, // 67: cohort.v1.AgentService.RegisterNode:output_type -> cohort.v1.RegisterNodeResponse
+	17, // 68: cohort.v1.AgentService.Heartbeat:output_type -> cohort.v1.HeartbeatResponse
+	20, // 69: cohort.v1.AgentService.WatchAssignments:output_type -> cohort.v1.WatchAssignmentsResponse
+	22, // 70: cohort.v1.AgentService.ReportTasks:output_type -> cohort.v1.ReportTasksResponse
+	13, // 71: cohort.v1.AgentService.ReportSessionLoss:output_type -> cohort.v1.ReportSessionLossResponse
+	50, // [50:72] is the sub-list for method output_type
+	28, // [28:50] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_api_proto_init() }

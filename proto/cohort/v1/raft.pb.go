@@ -747,7 +747,11 @@ type TaskReport struct {
 	// permanent marks a FAILED report whose cause no retry, restart or shrink can cure
 	// (missing data, a label or column not in the data): the job fails at once with the
 	// report's message.
-	Permanent     bool `protobuf:"varint,23,opt,name=permanent,proto3" json:"permanent,omitempty"`
+	Permanent bool `protobuf:"varint,23,opt,name=permanent,proto3" json:"permanent,omitempty"`
+	// interim marks an in-epoch progress report: the leader keeps it in memory (served
+	// by GetJob, ListJobs and WatchJob) and never writes it to Raft. It carries only
+	// progress.
+	Interim       bool `protobuf:"varint,24,opt,name=interim,proto3" json:"interim,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -876,6 +880,13 @@ func (x *TaskReport) GetEarlyStop() *EarlyStop {
 func (x *TaskReport) GetPermanent() bool {
 	if x != nil {
 		return x.Permanent
+	}
+	return false
+}
+
+func (x *TaskReport) GetInterim() bool {
+	if x != nil {
+		return x.Interim
 	}
 	return false
 }
@@ -1677,7 +1688,7 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\x11NodeStatusCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.cohort.v1.NodeStatusR\x06status\x12.\n" +
-	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\xea\x04\n" +
+	"\x13heartbeat_unix_nano\x18\x03 \x01(\x03R\x11heartbeatUnixNano\"\x84\x05\n" +
 	"\n" +
 	"TaskReport\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
@@ -1699,7 +1710,8 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\rexported_from\x18\x15 \x01(\v2\x17.cohort.v1.ExportedFromR\fexportedFrom\x123\n" +
 	"\n" +
 	"early_stop\x18\x16 \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x12\x1c\n" +
-	"\tpermanent\x18\x17 \x01(\bR\tpermanent\x1a:\n" +
+	"\tpermanent\x18\x17 \x01(\bR\tpermanent\x12\x18\n" +
+	"\ainterim\x18\x18 \x01(\bR\ainterim\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"a\n" +

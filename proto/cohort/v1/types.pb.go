@@ -393,8 +393,12 @@ type Node struct {
 	// drain_deadline_unix_nano is when a DRAINING node's remaining jobs are moved off
 	// (0 with DRAINING: moved at once).
 	DrainDeadlineUnixNano int64 `protobuf:"varint,13,opt,name=drain_deadline_unix_nano,json=drainDeadlineUnixNano,proto3" json:"drain_deadline_unix_nano,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// usage is the node's latest reported use (API answers only, from the leader's
+	// memory; never stored in Raft). last_heartbeat_unix_nano in API answers is likewise
+	// the latest heartbeat the leader received.
+	Usage         *Usage `protobuf:"bytes,14,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -518,6 +522,13 @@ func (x *Node) GetDrainDeadlineUnixNano() int64 {
 	return 0
 }
 
+func (x *Node) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // JobProgress is the latest progress a job's chief worker reported.
 type JobProgress struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -527,8 +538,17 @@ type JobProgress struct {
 	TotalSteps       int64                  `protobuf:"varint,4,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
 	SamplesPerSecond float64                `protobuf:"fixed64,5,opt,name=samples_per_second,json=samplesPerSecond,proto3" json:"samples_per_second,omitempty"`
 	Loss             float64                `protobuf:"fixed64,6,opt,name=loss,proto3" json:"loss,omitempty"` // mean training loss of the last epoch
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// time_unix_nano is when the chief measured this progress (0: not said).
+	TimeUnixNano int64 `protobuf:"varint,7,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// interval_loss is the mean training loss of the steps since the chief's previous
+	// report (an in-epoch report; 0 with interval_rows 0: none).
+	IntervalLoss float64 `protobuf:"fixed64,8,opt,name=interval_loss,json=intervalLoss,proto3" json:"interval_loss,omitempty"`
+	IntervalRows int64   `protobuf:"varint,9,opt,name=interval_rows,json=intervalRows,proto3" json:"interval_rows,omitempty"`
+	// epoch_rows is how far the epoch in progress is: training rows done of epoch_total_rows.
+	EpochRows      int64 `protobuf:"varint,10,opt,name=epoch_rows,json=epochRows,proto3" json:"epoch_rows,omitempty"`
+	EpochTotalRows int64 `protobuf:"varint,11,opt,name=epoch_total_rows,json=epochTotalRows,proto3" json:"epoch_total_rows,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *JobProgress) Reset() {
@@ -603,6 +623,212 @@ func (x *JobProgress) GetLoss() float64 {
 	return 0
 }
 
+func (x *JobProgress) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *JobProgress) GetIntervalLoss() float64 {
+	if x != nil {
+		return x.IntervalLoss
+	}
+	return 0
+}
+
+func (x *JobProgress) GetIntervalRows() int64 {
+	if x != nil {
+		return x.IntervalRows
+	}
+	return 0
+}
+
+func (x *JobProgress) GetEpochRows() int64 {
+	if x != nil {
+		return x.EpochRows
+	}
+	return 0
+}
+
+func (x *JobProgress) GetEpochTotalRows() int64 {
+	if x != nil {
+		return x.EpochTotalRows
+	}
+	return 0
+}
+
+// Usage is what a node or task uses now, as its node agent sampled it.
+type Usage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cpu_cores is the CPU time used per second of the last sampling interval (1.5: one
+	// and a half cores busy).
+	CpuCores float64 `protobuf:"fixed64,1,opt,name=cpu_cores,json=cpuCores,proto3" json:"cpu_cores,omitempty"`
+	// memory_bytes is resident memory (a task: its process's RSS share; a node: used memory).
+	MemoryBytes int64 `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// gpu_memory_bytes is GPU memory in use and gpu_utilization the busy fraction of the
+	// node's GPUs (0..1), from NVML; gpu_present is false when the node has no NVML data.
+	GpuMemoryBytes int64   `protobuf:"varint,3,opt,name=gpu_memory_bytes,json=gpuMemoryBytes,proto3" json:"gpu_memory_bytes,omitempty"`
+	GpuUtilization float64 `protobuf:"fixed64,4,opt,name=gpu_utilization,json=gpuUtilization,proto3" json:"gpu_utilization,omitempty"`
+	GpuPresent     bool    `protobuf:"varint,5,opt,name=gpu_present,json=gpuPresent,proto3" json:"gpu_present,omitempty"`
+	// time_unix_nano is when the agent sampled it.
+	TimeUnixNano int64 `protobuf:"varint,6,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// shared_process is set on a task's usage when its process runs other tasks too (an
+	// in-process worker or `cohort dev`): the figures are the process's, split evenly.
+	SharedProcess bool `protobuf:"varint,7,opt,name=shared_process,json=sharedProcess,proto3" json:"shared_process,omitempty"`
+	// memory_total_bytes is the node's total memory (nodes only).
+	MemoryTotalBytes int64 `protobuf:"varint,8,opt,name=memory_total_bytes,json=memoryTotalBytes,proto3" json:"memory_total_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_cohort_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Usage) GetCpuCores() float64 {
+	if x != nil {
+		return x.CpuCores
+	}
+	return 0
+}
+
+func (x *Usage) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetGpuMemoryBytes() int64 {
+	if x != nil {
+		return x.GpuMemoryBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetGpuUtilization() float64 {
+	if x != nil {
+		return x.GpuUtilization
+	}
+	return 0
+}
+
+func (x *Usage) GetGpuPresent() bool {
+	if x != nil {
+		return x.GpuPresent
+	}
+	return false
+}
+
+func (x *Usage) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *Usage) GetSharedProcess() bool {
+	if x != nil {
+		return x.SharedProcess
+	}
+	return false
+}
+
+func (x *Usage) GetMemoryTotalBytes() int64 {
+	if x != nil {
+		return x.MemoryTotalBytes
+	}
+	return 0
+}
+
+// TaskUsage is one allocation's usage, as its node agent reports it.
+type TaskUsage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllocationId  string                 `protobuf:"bytes,1,opt,name=allocation_id,json=allocationId,proto3" json:"allocation_id,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Usage         *Usage                 `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskUsage) Reset() {
+	*x = TaskUsage{}
+	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskUsage) ProtoMessage() {}
+
+func (x *TaskUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskUsage.ProtoReflect.Descriptor instead.
+func (*TaskUsage) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TaskUsage) GetAllocationId() string {
+	if x != nil {
+		return x.AllocationId
+	}
+	return ""
+}
+
+func (x *TaskUsage) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *TaskUsage) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // Job is a training job as the coordinator's state store holds it.
 type Job struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -674,7 +900,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_cohort_v1_types_proto_msgTypes[3]
+	mi := &file_cohort_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +912,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[3]
+	mi := &file_cohort_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +925,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Job) GetId() string {
@@ -980,7 +1206,7 @@ type ExportedFrom struct {
 
 func (x *ExportedFrom) Reset() {
 	*x = ExportedFrom{}
-	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	mi := &file_cohort_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1218,7 @@ func (x *ExportedFrom) String() string {
 func (*ExportedFrom) ProtoMessage() {}
 
 func (x *ExportedFrom) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[4]
+	mi := &file_cohort_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1231,7 @@ func (x *ExportedFrom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportedFrom.ProtoReflect.Descriptor instead.
 func (*ExportedFrom) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExportedFrom) GetCheckpoint() string {
@@ -1069,7 +1295,7 @@ type EarlyStop struct {
 
 func (x *EarlyStop) Reset() {
 	*x = EarlyStop{}
-	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	mi := &file_cohort_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1307,7 @@ func (x *EarlyStop) String() string {
 func (*EarlyStop) ProtoMessage() {}
 
 func (x *EarlyStop) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[5]
+	mi := &file_cohort_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1320,7 @@ func (x *EarlyStop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EarlyStop.ProtoReflect.Descriptor instead.
 func (*EarlyStop) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EarlyStop) GetEpoch() int32 {
@@ -1153,7 +1379,7 @@ type GateResult struct {
 
 func (x *GateResult) Reset() {
 	*x = GateResult{}
-	mi := &file_cohort_v1_types_proto_msgTypes[6]
+	mi := &file_cohort_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1391,7 @@ func (x *GateResult) String() string {
 func (*GateResult) ProtoMessage() {}
 
 func (x *GateResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[6]
+	mi := &file_cohort_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1404,7 @@ func (x *GateResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GateResult.ProtoReflect.Descriptor instead.
 func (*GateResult) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GateResult) GetPassed() bool {
@@ -1215,7 +1441,7 @@ type GateOverride struct {
 
 func (x *GateOverride) Reset() {
 	*x = GateOverride{}
-	mi := &file_cohort_v1_types_proto_msgTypes[7]
+	mi := &file_cohort_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1453,7 @@ func (x *GateOverride) String() string {
 func (*GateOverride) ProtoMessage() {}
 
 func (x *GateOverride) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[7]
+	mi := &file_cohort_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1466,7 @@ func (x *GateOverride) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GateOverride.ProtoReflect.Descriptor instead.
 func (*GateOverride) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GateOverride) GetBy() string {
@@ -1266,25 +1492,27 @@ func (x *GateOverride) GetTimeUnixNano() int64 {
 
 // Allocation is one task of a job placed on one node.
 type Allocation struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Kind          TaskKind               `protobuf:"varint,3,opt,name=kind,proto3,enum=cohort.v1.TaskKind" json:"kind,omitempty"`
-	Index         int32                  `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"` // worker rank or shard index
-	NodeId        string                 `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	State         TaskState              `protobuf:"varint,6,opt,name=state,proto3,enum=cohort.v1.TaskState" json:"state,omitempty"`
-	Message       string                 `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
-	Generation    uint64                 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"` // the job generation it was placed in
-	Resources     *Resources             `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
-	CreateIndex   uint64                 `protobuf:"varint,10,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64                 `protobuf:"varint,11,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	JobId       string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Kind        TaskKind               `protobuf:"varint,3,opt,name=kind,proto3,enum=cohort.v1.TaskKind" json:"kind,omitempty"`
+	Index       int32                  `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"` // worker rank or shard index
+	NodeId      string                 `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	State       TaskState              `protobuf:"varint,6,opt,name=state,proto3,enum=cohort.v1.TaskState" json:"state,omitempty"`
+	Message     string                 `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
+	Generation  uint64                 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"` // the job generation it was placed in
+	Resources   *Resources             `protobuf:"bytes,9,opt,name=resources,proto3" json:"resources,omitempty"`
+	CreateIndex uint64                 `protobuf:"varint,10,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex uint64                 `protobuf:"varint,11,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// usage is the task's latest reported use (API answers only, from the leader's memory).
+	Usage         *Usage `protobuf:"bytes,12,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Allocation) Reset() {
 	*x = Allocation{}
-	mi := &file_cohort_v1_types_proto_msgTypes[8]
+	mi := &file_cohort_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1524,7 @@ func (x *Allocation) String() string {
 func (*Allocation) ProtoMessage() {}
 
 func (x *Allocation) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[8]
+	mi := &file_cohort_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1537,7 @@ func (x *Allocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Allocation.ProtoReflect.Descriptor instead.
 func (*Allocation) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Allocation) GetId() string {
@@ -1389,6 +1617,13 @@ func (x *Allocation) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Allocation) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // Quota limits what the live tasks of one namespace may hold together. A zero field of
 // limit means no limit on that resource.
 type Quota struct {
@@ -1403,7 +1638,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_cohort_v1_types_proto_msgTypes[9]
+	mi := &file_cohort_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1650,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[9]
+	mi := &file_cohort_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1663,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Quota) GetNamespace() string {
@@ -1473,7 +1708,7 @@ type Queue struct {
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_cohort_v1_types_proto_msgTypes[10]
+	mi := &file_cohort_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1720,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_types_proto_msgTypes[10]
+	mi := &file_cohort_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1733,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_cohort_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Queue) GetName() string {
@@ -1540,7 +1775,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04gpus\x18\x03 \x01(\x05R\x04gpus\x12\x1b\n" +
 	"\tgpu_model\x18\x04 \x01(\tR\bgpuModel\x12(\n" +
-	"\x10gpu_memory_bytes\x18\x05 \x01(\x03R\x0egpuMemoryBytes\"\xef\x04\n" +
+	"\x10gpu_memory_bytes\x18\x05 \x01(\x03R\x0egpuMemoryBytes\"\x97\x05\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
@@ -1555,10 +1790,11 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	" \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex\x123\n" +
 	"\x15scheduling_ineligible\x18\f \x01(\bR\x14schedulingIneligible\x127\n" +
-	"\x18drain_deadline_unix_nano\x18\r \x01(\x03R\x15drainDeadlineUnixNano\x1a9\n" +
+	"\x18drain_deadline_unix_nano\x18\r \x01(\x03R\x15drainDeadlineUnixNano\x12&\n" +
+	"\x05usage\x18\x0e \x01(\v2\x10.cohort.v1.UsageR\x05usage\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\x02\n" +
 	"\vJobProgress\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x05R\x05epoch\x12!\n" +
 	"\ftotal_epochs\x18\x02 \x01(\x05R\vtotalEpochs\x12\x12\n" +
@@ -1566,7 +1802,28 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\vtotal_steps\x18\x04 \x01(\x03R\n" +
 	"totalSteps\x12,\n" +
 	"\x12samples_per_second\x18\x05 \x01(\x01R\x10samplesPerSecond\x12\x12\n" +
-	"\x04loss\x18\x06 \x01(\x01R\x04loss\"\x94\f\n" +
+	"\x04loss\x18\x06 \x01(\x01R\x04loss\x12$\n" +
+	"\x0etime_unix_nano\x18\a \x01(\x03R\ftimeUnixNano\x12#\n" +
+	"\rinterval_loss\x18\b \x01(\x01R\fintervalLoss\x12#\n" +
+	"\rinterval_rows\x18\t \x01(\x03R\fintervalRows\x12\x1d\n" +
+	"\n" +
+	"epoch_rows\x18\n" +
+	" \x01(\x03R\tepochRows\x12(\n" +
+	"\x10epoch_total_rows\x18\v \x01(\x03R\x0eepochTotalRows\"\xb6\x02\n" +
+	"\x05Usage\x12\x1b\n" +
+	"\tcpu_cores\x18\x01 \x01(\x01R\bcpuCores\x12!\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12(\n" +
+	"\x10gpu_memory_bytes\x18\x03 \x01(\x03R\x0egpuMemoryBytes\x12'\n" +
+	"\x0fgpu_utilization\x18\x04 \x01(\x01R\x0egpuUtilization\x12\x1f\n" +
+	"\vgpu_present\x18\x05 \x01(\bR\n" +
+	"gpuPresent\x12$\n" +
+	"\x0etime_unix_nano\x18\x06 \x01(\x03R\ftimeUnixNano\x12%\n" +
+	"\x0eshared_process\x18\a \x01(\bR\rsharedProcess\x12,\n" +
+	"\x12memory_total_bytes\x18\b \x01(\x03R\x10memoryTotalBytes\"o\n" +
+	"\tTaskUsage\x12#\n" +
+	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12&\n" +
+	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\x94\f\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1645,7 +1902,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\fGateOverride\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12$\n" +
-	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\xeb\x02\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\x93\x03\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
@@ -1661,7 +1918,8 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\tresources\x18\t \x01(\v2\x14.cohort.v1.ResourcesR\tresources\x12!\n" +
 	"\fcreate_index\x18\n" +
 	" \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex\"\x97\x01\n" +
+	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex\x12&\n" +
+	"\x05usage\x18\f \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\x97\x01\n" +
 	"\x05Quota\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12*\n" +
 	"\x05limit\x18\x02 \x01(\v2\x14.cohort.v1.ResourcesR\x05limit\x12!\n" +
@@ -1714,7 +1972,7 @@ func file_cohort_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_cohort_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_cohort_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_cohort_v1_types_proto_goTypes = []any{
 	(JobState)(0),        // 0: cohort.v1.JobState
 	(TaskKind)(0),        // 1: cohort.v1.TaskKind
@@ -1724,42 +1982,47 @@ var file_cohort_v1_types_proto_goTypes = []any{
 	(*Resources)(nil),    // 5: cohort.v1.Resources
 	(*Node)(nil),         // 6: cohort.v1.Node
 	(*JobProgress)(nil),  // 7: cohort.v1.JobProgress
-	(*Job)(nil),          // 8: cohort.v1.Job
-	(*ExportedFrom)(nil), // 9: cohort.v1.ExportedFrom
-	(*EarlyStop)(nil),    // 10: cohort.v1.EarlyStop
-	(*GateResult)(nil),   // 11: cohort.v1.GateResult
-	(*GateOverride)(nil), // 12: cohort.v1.GateOverride
-	(*Allocation)(nil),   // 13: cohort.v1.Allocation
-	(*Quota)(nil),        // 14: cohort.v1.Quota
-	(*Queue)(nil),        // 15: cohort.v1.Queue
-	nil,                  // 16: cohort.v1.Node.LabelsEntry
-	nil,                  // 17: cohort.v1.Job.MetricsEntry
-	nil,                  // 18: cohort.v1.Job.NodeSelectorEntry
+	(*Usage)(nil),        // 8: cohort.v1.Usage
+	(*TaskUsage)(nil),    // 9: cohort.v1.TaskUsage
+	(*Job)(nil),          // 10: cohort.v1.Job
+	(*ExportedFrom)(nil), // 11: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),    // 12: cohort.v1.EarlyStop
+	(*GateResult)(nil),   // 13: cohort.v1.GateResult
+	(*GateOverride)(nil), // 14: cohort.v1.GateOverride
+	(*Allocation)(nil),   // 15: cohort.v1.Allocation
+	(*Quota)(nil),        // 16: cohort.v1.Quota
+	(*Queue)(nil),        // 17: cohort.v1.Queue
+	nil,                  // 18: cohort.v1.Node.LabelsEntry
+	nil,                  // 19: cohort.v1.Job.MetricsEntry
+	nil,                  // 20: cohort.v1.Job.NodeSelectorEntry
 }
 var file_cohort_v1_types_proto_depIdxs = []int32{
 	3,  // 0: cohort.v1.Node.roles:type_name -> cohort.v1.NodeRole
 	5,  // 1: cohort.v1.Node.capacity:type_name -> cohort.v1.Resources
 	4,  // 2: cohort.v1.Node.status:type_name -> cohort.v1.NodeStatus
-	16, // 3: cohort.v1.Node.labels:type_name -> cohort.v1.Node.LabelsEntry
-	5,  // 4: cohort.v1.Job.worker_resources:type_name -> cohort.v1.Resources
-	5,  // 5: cohort.v1.Job.shard_resources:type_name -> cohort.v1.Resources
-	0,  // 6: cohort.v1.Job.state:type_name -> cohort.v1.JobState
-	7,  // 7: cohort.v1.Job.progress:type_name -> cohort.v1.JobProgress
-	17, // 8: cohort.v1.Job.metrics:type_name -> cohort.v1.Job.MetricsEntry
-	18, // 9: cohort.v1.Job.node_selector:type_name -> cohort.v1.Job.NodeSelectorEntry
-	11, // 10: cohort.v1.Job.gate:type_name -> cohort.v1.GateResult
-	9,  // 11: cohort.v1.Job.exported_from:type_name -> cohort.v1.ExportedFrom
-	10, // 12: cohort.v1.Job.early_stop:type_name -> cohort.v1.EarlyStop
-	12, // 13: cohort.v1.GateResult.overrides:type_name -> cohort.v1.GateOverride
-	1,  // 14: cohort.v1.Allocation.kind:type_name -> cohort.v1.TaskKind
-	2,  // 15: cohort.v1.Allocation.state:type_name -> cohort.v1.TaskState
-	5,  // 16: cohort.v1.Allocation.resources:type_name -> cohort.v1.Resources
-	5,  // 17: cohort.v1.Quota.limit:type_name -> cohort.v1.Resources
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	18, // 3: cohort.v1.Node.labels:type_name -> cohort.v1.Node.LabelsEntry
+	8,  // 4: cohort.v1.Node.usage:type_name -> cohort.v1.Usage
+	8,  // 5: cohort.v1.TaskUsage.usage:type_name -> cohort.v1.Usage
+	5,  // 6: cohort.v1.Job.worker_resources:type_name -> cohort.v1.Resources
+	5,  // 7: cohort.v1.Job.shard_resources:type_name -> cohort.v1.Resources
+	0,  // 8: cohort.v1.Job.state:type_name -> cohort.v1.JobState
+	7,  // 9: cohort.v1.Job.progress:type_name -> cohort.v1.JobProgress
+	19, // 10: cohort.v1.Job.metrics:type_name -> cohort.v1.Job.MetricsEntry
+	20, // 11: cohort.v1.Job.node_selector:type_name -> cohort.v1.Job.NodeSelectorEntry
+	13, // 12: cohort.v1.Job.gate:type_name -> cohort.v1.GateResult
+	11, // 13: cohort.v1.Job.exported_from:type_name -> cohort.v1.ExportedFrom
+	12, // 14: cohort.v1.Job.early_stop:type_name -> cohort.v1.EarlyStop
+	14, // 15: cohort.v1.GateResult.overrides:type_name -> cohort.v1.GateOverride
+	1,  // 16: cohort.v1.Allocation.kind:type_name -> cohort.v1.TaskKind
+	2,  // 17: cohort.v1.Allocation.state:type_name -> cohort.v1.TaskState
+	5,  // 18: cohort.v1.Allocation.resources:type_name -> cohort.v1.Resources
+	8,  // 19: cohort.v1.Allocation.usage:type_name -> cohort.v1.Usage
+	5,  // 20: cohort.v1.Quota.limit:type_name -> cohort.v1.Resources
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_types_proto_init() }
@@ -1773,7 +2036,7 @@ func file_cohort_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_types_proto_rawDesc), len(file_cohort_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

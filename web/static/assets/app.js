@@ -595,6 +595,32 @@
     table.replaceChildren(headRow(head), body);
   }
 
+  // renderTasks fills the task table: each task's node, state, CPU and memory (and GPU
+  // memory where its node has GPU figures); "—" where nothing was reported.
+  function renderTasks(table, resp) {
+    const tasks = resp.tasks || [];
+    table.setAttribute("data-rows", String(tasks.length));
+    if (tasks.length === 0) {
+      const body = el("tbody"); const tr = el("tr");
+      tr.appendChild(el("td", { class: "muted empty" }, "No tasks placed."));
+      body.appendChild(tr);
+      table.replaceChildren(body);
+      return;
+    }
+    const head = ["Task", "Node", "State", el("th", { class: "n" }, "CPU"), el("th", { class: "n" }, "Memory")];
+    const body = el("tbody");
+    for (const t of tasks) {
+      const u = t.usage;
+      const tr = el("tr", { "data-task": t.task, "data-usage": u ? "true" : "false" });
+      const st = el("td"); st.appendChild(stateBadge(t.state));
+      const mem = el("td", { class: "n" }, u ? u.memory : "—");
+      if (u && u.shared_process) mem.setAttribute("title", "an even share of a process that runs other tasks too");
+      tr.append(el("td", {}, t.task), el("td", {}, t.node), st, el("td", { class: "n" }, u ? u.cpu : "—"), mem);
+      body.appendChild(tr);
+    }
+    table.replaceChildren(headRow(head), body);
+  }
+
   // renderCheckpoints fills the checkpoint table: LATEST (the job record's pointer),
   // BEST (the best score) and EXPORTED marks.
   function renderCheckpoints(table, resp, emptyText) {
@@ -780,12 +806,23 @@
 
     function redraw() {
       const texts = emptyTexts();
+      // The loss per reporting interval: each in-epoch report's mean loss since the one
+      // before. Without in-epoch reports (older workers), the epochs' mean losses.
       const byStep = new Map();
-      for (const p of [...points.values()].sort((a, b) => a.seq - b.seq)) {
-        if (p.loss !== null && p.step > 0) byStep.set(p.step, p.loss);
+      const sorted = [...points.values()].sort((a, b) => a.seq - b.seq);
+      const interval = sorted.some((p) => p.interval_rows > 0 && finite(p.interval_loss));
+      for (const p of sorted) {
+        if (p.step <= 0) continue;
+        if (interval) {
+          if (p.interval_rows > 0 && finite(p.interval_loss)) byStep.set(p.step, p.interval_loss);
+        } else if (finite(p.loss)) {
+          byStep.set(p.step, p.loss);
+        }
       }
-      for (const e of epochs.epochs) {
-        if (finite(e.loss) && e.step > 0 && !byStep.has(e.step)) byStep.set(e.step, e.loss);
+      if (!interval) {
+        for (const e of epochs.epochs) {
+          if (finite(e.loss) && e.step > 0 && !byStep.has(e.step)) byStep.set(e.step, e.loss);
+        }
       }
       const loss = { loss: [...byStep.entries()].sort((a, b) => a[0] - b[0]) };
       const val = epochs.epochs.filter((e) => e.step > 0 && finite((e.metrics || {}).val_loss)).map((e) => [e.step, e.metrics.val_loss]);
@@ -797,6 +834,7 @@
         faint.push("loss");
       }
       drawChart(document.getElementById("loss-chart"), loss, { xLabel: "step", empty: texts.loss, nonNegative: true, faint: faint });
+      document.getElementById("loss-chart").setAttribute("data-interval", String(interval));
       const metrics = {};
       for (const e of epochs.epochs) {
         for (const k in e.metrics || {}) {
@@ -909,8 +947,24 @@
       }
       lastEpoch = p.epoch; lastCkpt = j.checkpoint; lastState = j.state;
     }
+    // The task table (per-task CPU and memory) is read at most every 2 s while the
+    // job runs, and once more when it ends.
+    const tasksOn = document.getElementById("resources").getAttribute("data-tasks") === "true";
+    let tasksAt = 0, tasksBusy = false;
+    async function loadTasks(force) {
+      if (!tasksOn || tasksBusy || (!force && Date.now() - tasksAt < 2000)) return;
+      tasksBusy = true; tasksAt = Date.now();
+      try {
+        renderTasks(document.getElementById("task-table"), await getJSON(base + "/tasks"));
+      } catch (e) {
+        console.warn("dashboard tasks:", e);
+      } finally {
+        tasksBusy = false;
+      }
+    }
     document.getElementById("loss-smooth").addEventListener("change", redraw);
     redraw();
+    loadTasks(true);
     loadEpochs();
     loadCheckpoints();
     logViewer(id, root.getAttribute("data-logs") === "true");
@@ -920,6 +974,7 @@
       for (const p of msg.points || []) points.set(p.seq, p);
       update(msg.job);
       redraw();
+      loadTasks(msg.job.terminal);
       if (msg.job.terminal) askReport(!endedOnLoad);
     });
     es.addEventListener("end", () => es.close());
@@ -953,8 +1008,12 @@
     const c = n.capacity;
     let cap = (c.cpu_millis / 1000) + " CPU, " + (c.memory_bytes / 1073741824).toFixed(1) + " GiB";
     if (c.gpus > 0) cap += ", " + c.gpus + " GPU";
+    const u = n.usage;
+    tr.setAttribute("data-usage", u ? "true" : "false");
     tr.append(el("td", {}, n.name), el("td", {}, (n.roles || []).join(", ")), st, el("td", {}, cap),
-      el("td", {}, c.gpus + (c.gpu_model ? " × " + c.gpu_model : "")), el("td", {}, n.heartbeat));
+      el("td", { class: "n node-cpu" }, u ? u.cpu : "—"), el("td", { class: "n node-mem" }, u ? u.memory : "—"),
+      el("td", {}, c.gpus + (c.gpu_model ? " × " + c.gpu_model : "") + (u && u.gpu ? " (" + u.gpu + ")" : "")),
+      el("td", { class: "node-beat" }, n.heartbeat));
     return tr;
   }
 
