@@ -2,7 +2,6 @@ package model
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -40,7 +39,8 @@ var cellKindNames = [...]string{"lstm_c", "lstm_h", "lstm_c.dz", "lstm_c.dprev",
 type lstmCellOp[T float] struct {
 	denseBase[T]
 	kind  lstmCellKind
-	first bool // the first step: no previous cell state
+	first bool      // the first step: no previous cell state
+	zb    []float64 // one row's activations in float64 (5·hidden), reused
 }
 
 func (o *lstmCellOp[T]) Arity() int {
@@ -78,9 +78,6 @@ func (o *lstmCellOp[T]) outShape() tensor.Shape {
 
 func (o *lstmCellOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) { return o.outShape(), nil }
 
-func sigm[T float](v T) float64 { return sigmoid(float64(v)) }
-func tanh[T float](v T) float64 { return math.Tanh(float64(v)) }
-
 func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	in, err := denseInputs[T](o.name, o.Arity(), inputs)
 	if err != nil {
@@ -88,58 +85,87 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	rows, h := o.g.rows, o.g.out
 	t, out := o.output(o.outShape())
+	// Per row, the gates needed are widened to float64 in zb (4h) and the cell state in
+	// cb (h), and σ and tanh applied there in place: sigmoid64 and tanh64 (fastmath.go)
+	// in a float32 graph, math's in a float64 one.
+	fast := isFloat32[T]()
+	if len(o.zb) != 5*h {
+		o.zb = make([]float64, 5*h)
+	}
+	zb, cb := o.zb[:4*h], o.zb[4*h:]
+	si, sf, tg, so := zb[:h], zb[h:2*h], zb[2*h:3*h], zb[3*h:]
 	z := in[0]
 	for r := range rows {
 		zr := z[r*4*h : (r+1)*4*h]
-		zi, zf, zg, zo := zr[:h], zr[h:2*h], zr[2*h:3*h], zr[3*h:]
 		switch o.kind {
 		case cellState:
+			widen(zb[:3*h], zr[:3*h])
+			sigmoid64(zb[:2*h], fast)
+			tanh64(tg, fast)
 			c := out[r*h : (r+1)*h]
-			for j := range c {
-				v := sigm(zi[j]) * tanh(zg[j])
-				if !o.first {
-					v += sigm(zf[j]) * float64(in[1][r*h+j])
+			if o.first {
+				for j := range c {
+					c[j] = T(si[j] * tg[j])
 				}
-				c[j] = T(v)
+				break
+			}
+			prev := in[1][r*h : (r+1)*h]
+			for j := range c {
+				c[j] = T(si[j]*tg[j] + sf[j]*float64(prev[j]))
 			}
 		case cellHidden:
-			hr, c := out[r*h:(r+1)*h], in[1][r*h:(r+1)*h]
+			widen(so, zr[3*h:])
+			sigmoid64(so, fast)
+			widen(cb, in[1][r*h:(r+1)*h])
+			tanh64(cb, fast)
+			hr := out[r*h : (r+1)*h]
 			for j := range hr {
-				hr[j] = T(sigm(zo[j]) * tanh(c[j]))
+				hr[j] = T(so[j] * cb[j])
 			}
 		case cellStateDZ:
+			widen(zb[:3*h], zr[:3*h])
+			sigmoid64(zb[:2*h], fast)
+			tanh64(tg, fast)
 			dc := in[len(in)-1][r*h : (r+1)*h]
 			d := out[r*4*h : (r+1)*4*h]
 			for j, g := range dc {
-				i, gg := sigm(zi[j]), tanh(zg[j])
+				i, gg := si[j], tg[j]
 				d[j] = T(float64(g) * gg * i * (1 - i))
 				d[2*h+j] = T(float64(g) * i * (1 - gg*gg))
 				d[3*h+j] = 0
 				if o.first {
 					d[h+j] = 0
 				} else {
-					f := sigm(zf[j])
+					f := sf[j]
 					d[h+j] = T(float64(g) * float64(in[1][r*h+j]) * f * (1 - f))
 				}
 			}
 		case cellStateDPrev:
+			widen(sf, zr[h:2*h])
+			sigmoid64(sf, fast)
 			dc, d := in[1][r*h:(r+1)*h], out[r*h:(r+1)*h]
 			for j, g := range dc {
-				d[j] = T(float64(g) * sigm(zf[j]))
+				d[j] = T(float64(g) * sf[j])
 			}
-		case cellHiddenDZ:
-			c, dh := in[1][r*h:(r+1)*h], in[2][r*h:(r+1)*h]
+		case cellHiddenDZ, cellHiddenDC:
+			widen(so, zr[3*h:])
+			sigmoid64(so, fast)
+			widen(cb, in[1][r*h:(r+1)*h])
+			tanh64(cb, fast)
+			dh := in[2][r*h : (r+1)*h]
+			if o.kind == cellHiddenDC {
+				d := out[r*h : (r+1)*h]
+				for j, g := range dh {
+					tc := cb[j]
+					d[j] = T(float64(g) * so[j] * (1 - tc*tc))
+				}
+				break
+			}
 			d := out[r*4*h : (r+1)*4*h]
 			clear(d[:3*h])
 			for j, g := range dh {
-				ov := sigm(zo[j])
-				d[3*h+j] = T(float64(g) * tanh(c[j]) * ov * (1 - ov))
-			}
-		case cellHiddenDC:
-			c, dh, d := in[1][r*h:(r+1)*h], in[2][r*h:(r+1)*h], out[r*h:(r+1)*h]
-			for j, g := range dh {
-				tc := tanh(c[j])
-				d[j] = T(float64(g) * sigm(zo[j]) * (1 - tc*tc))
+				ov := so[j]
+				d[3*h+j] = T(float64(g) * cb[j] * ov * (1 - ov))
 			}
 		}
 	}

@@ -1,0 +1,13 @@
+//go:build !amd64
+
+package model
+
+// hasActAVX512 tells whether sigmoidVec and tanhVec run assembly: not on this
+// architecture.
+var hasActAVX512 = false
+
+// sigmoidVec is the AVX-512 sigmoid of amd64; here it takes nothing.
+func sigmoidVec([]float64) int { return 0 }
+
+// tanhVec is the AVX-512 tanh of amd64; here it takes nothing.
+func tanhVec([]float64) int { return 0 }
