@@ -39,6 +39,10 @@ func newConvGeom(b int, s convShape) convGeom {
 
 // convIm2col fills col (ckk x plane, row-major) from one image (c x h x w).
 func convIm2col[T float](g *convGeom, img, col []T) {
+	if g.stride == 1 && g.pad == 0 && g.ow >= 8 && g.ow <= 32 {
+		convIm2colS1(g, img, col)
+		return
+	}
 	for c := range g.c {
 		for ki := range g.k {
 			for kj := range g.k {
@@ -70,13 +74,51 @@ func convIm2col[T float](g *convGeom, img, col []T) {
 	}
 }
 
+// copy16to32 copies 16 to 32 values as four overlapping 8-value moves (a 16-value
+// array move would call memmove).
+func copy16to32[T float](dst, src []T) {
+	n := len(dst)
+	*(*[8]T)(dst) = *(*[8]T)(src)
+	*(*[8]T)(dst[8:]) = *(*[8]T)(src[8:16])
+	*(*[8]T)(dst[n-16:]) = *(*[8]T)(src[n-16 : n-8])
+	*(*[8]T)(dst[n-8:]) = *(*[8]T)(src[n-8 : n])
+}
+
+// convIm2colS1 is convIm2col for stride 1 without padding and output rows of 8 to 32
+// values, the shapes of the example networks: every read lies inside the image, so
+// each output row is one copy of a fixed-size pattern, inlined rather than called.
+func convIm2colS1[T float](g *convGeom, img, col []T) {
+	ow, w, plane := g.ow, g.w, g.plane
+	for c := range g.c {
+		for ki := range g.k {
+			for kj := range g.k {
+				row := col[((c*g.k+ki)*g.k+kj)*plane:][:plane]
+				src := img[(c*g.h+ki)*w+kj:]
+				if ow <= 16 {
+					for oy := range g.oh {
+						d, s := row[oy*ow:oy*ow+ow], src[oy*w:oy*w+ow]
+						*(*[8]T)(d) = *(*[8]T)(s)
+						*(*[8]T)(d[ow-8:]) = *(*[8]T)(s[ow-8:])
+					}
+					continue
+				}
+				for oy := range g.oh {
+					copy16to32(row[oy*ow:oy*ow+ow], src[oy*w:oy*w+ow])
+				}
+			}
+		}
+	}
+}
+
 // copyShort is copy for the short rows of im2col, where a call to memmove costs more
-// than the copy: up to 16 values as two overlapping fixed-size moves.
+// than the copy: up to 32 values as two overlapping fixed-size moves.
 func copyShort[T float](dst, src []T) {
 	n := len(dst)
 	switch {
-	case n > 16:
+	case n > 32:
 		copy(dst, src)
+	case n >= 16:
+		copy16to32(dst, src[:n])
 	case n >= 8:
 		*(*[8]T)(dst) = *(*[8]T)(src)
 		*(*[8]T)(dst[n-8:]) = *(*[8]T)(src[n-8 : n])
@@ -90,15 +132,19 @@ func copyShort[T float](dst, src []T) {
 	}
 }
 
-// fill sets every value of s to v, doubling copied runs (memmove) rather than storing
-// one value at a time.
+// fill sets every value of s to v, eight at a time (a fixed-size array store: two
+// vector moves) rather than one value or one memmove call per run.
 func fill[T float](s []T, v T) {
-	if len(s) == 0 {
-		return
+	var v8 [8]T
+	for i := range v8 {
+		v8[i] = v
 	}
-	s[0] = v
-	for n := 1; n < len(s); n *= 2 {
-		copy(s[n:], s[:n])
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		*(*[8]T)(s[i:]) = v8
+	}
+	for ; i < len(s); i++ {
+		s[i] = v
 	}
 }
 
@@ -500,6 +546,9 @@ type maxPoolOp[T float] struct {
 	convBase[T]
 	arg []int32 // per output value, the index of its window's maximum in the input
 	act string  // activation applied to the pooled values (identity: none)
+	// needArg is set when the gradient op is built (SymDiff): a forward-only graph
+	// (Predict) records no maxima.
+	needArg bool
 }
 
 func (o *maxPoolOp[T]) Arity() int { return 1 }
@@ -518,7 +567,7 @@ func (o *maxPoolOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	z := in[0]
 	g := &o.g
 	out, y := o.output(g.b, g.c, g.oh, g.ow)
-	if len(o.arg) != len(y) {
+	if o.needArg && len(o.arg) != len(y) {
 		o.arg = make([]int32, len(y))
 	}
 	o.par.forRanges(g.b*g.c, func(_, lo, hi int) { o.pool(z, y, lo, hi) })
@@ -532,6 +581,11 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 	for plane := lo; plane < hi; plane++ {
 		in := z[plane*g.h*g.w : (plane+1)*g.h*g.w]
 		base := plane * g.oh * g.ow
+		if !o.needArg {
+			// Forward only: the maxima alone (relu folded in).
+			poolMax(in, y[base:base+g.oh*g.ow], p, g.w, g.oh, g.ow, o.act == ActivationReLU)
+			continue
+		}
 		if p == 2 {
 			pool2(in, y[base:base+g.oh*g.ow], o.arg[base:base+g.oh*g.ow], g.w, g.oh, g.ow, int32(plane*g.h*g.w))
 			continue
@@ -554,7 +608,43 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 		}
 	}
 	pw := g.oh * g.ow
-	activateInPlace(y[lo*pw:hi*pw], o.act)
+	if act := o.act; o.needArg || act != ActivationReLU {
+		activateInPlace(y[lo*pw:hi*pw], act)
+	}
+}
+
+// poolMax sets y (oh x ow) to the maxima of the p x p windows of one plane of width w,
+// clamped below at 0 when relu is set (relu commutes with the maximum): a forward-only
+// pool, which records no argmax. Each window's maximum is the same value the argmax
+// loops keep.
+func poolMax[T float](in, y []T, p, w, oh, ow int, relu bool) {
+	var floor T
+	if !relu {
+		floor = T(math.Inf(-1))
+	}
+	for py := range oh {
+		yr := y[py*ow : (py+1)*ow]
+		if p == 2 {
+			r0 := in[2*py*w : 2*py*w+2*ow]
+			r1 := in[(2*py+1)*w : (2*py+1)*w+2*ow]
+			for px := range yr {
+				a := r0[2*px : 2*px+2 : 2*px+2]
+				b := r1[2*px : 2*px+2 : 2*px+2]
+				yr[px] = max(max(a[0], a[1]), max(b[0], b[1]), floor)
+			}
+			continue
+		}
+		for px := range yr {
+			m := floor
+			for dy := range p {
+				row := (py*p+dy)*w + px*p
+				for _, v := range in[row : row+p] {
+					m = max(m, v)
+				}
+			}
+			yr[px] = m
+		}
+	}
 }
 
 // pool2 is the 2x2 case of maxPoolOp.Do for one plane of width w: the first maximum
@@ -591,6 +681,7 @@ func (o *maxPoolOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error)
 	if len(inputs) != 1 {
 		return nil, fmt.Errorf("maxpool: %d inputs, want 1", len(inputs))
 	}
+	o.needArg = true
 	dz, err := G.ApplyOp(&maxPoolGradOp[T]{convBase: convBase[T]{par: buildPar, g: o.g, name: "maxpool_dz"}, fwd: o}, grad)
 	if err != nil {
 		return nil, err

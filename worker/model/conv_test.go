@@ -304,3 +304,90 @@ func testMaxPoolOp(t *testing.T, p int, act string) {
 		}
 	}
 }
+
+// TestConvIm2colMatchesNaive checks im2col (each of its paths: stride 1 without
+// padding at output rows of 8 to 32 values, short copies, strided reads, padding)
+// against the definition, one value at a time.
+func TestConvIm2colMatchesNaive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []struct{ ch, h, w, k, stride, pad int }{
+		{1, 28, 28, 3, 1, 0}, {32, 13, 13, 3, 1, 0}, {2, 5, 10, 3, 1, 0}, {2, 4, 18, 3, 1, 0},
+		{1, 4, 34, 3, 1, 0}, {1, 3, 35, 3, 1, 0}, {3, 6, 9, 2, 1, 0}, {2, 7, 20, 5, 1, 0},
+		{2, 6, 7, 3, 1, 1}, {1, 9, 30, 3, 1, 2}, {3, 7, 5, 2, 2, 0}, {1, 6, 6, 3, 2, 2},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%d k%d s%d p%d", c.ch, c.h, c.w, c.k, c.stride, c.pad), func(t *testing.T) {
+			s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
+			s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
+			s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
+			g := newConvGeom(1, s)
+			img := make([]float32, c.ch*c.h*c.w)
+			for i := range img {
+				img[i] = float32(rng.NormFloat64())
+			}
+			col := make([]float32, g.ckk*g.plane)
+			for i := range col {
+				col[i] = float32(math.NaN()) // every value must be written
+			}
+			convIm2col(&g, img, col)
+			for ch := range c.ch {
+				for ki := range c.k {
+					for kj := range c.k {
+						for oy := range g.oh {
+							for ox := range g.ow {
+								y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
+								var want float32
+								if y >= 0 && y < c.h && x >= 0 && x < c.w {
+									want = img[(ch*c.h+y)*c.w+x]
+								}
+								if got := col[((ch*c.k+ki)*c.k+kj)*g.plane+oy*g.ow+ox]; got != want {
+									t.Fatalf("col[c%d k%d,%d][%d,%d] = %v, want %v", ch, ki, kj, oy, ox, got, want)
+								}
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestMaxPoolForwardOnly checks that a pool without a gradient op (Predict's graph:
+// no argmax recorded, relu folded in) outputs what the recording pool does, for both
+// dtypes, pool sizes 2 and 3 and each activation.
+func TestMaxPoolForwardOnly(t *testing.T) {
+	for _, p := range []int{2, 3} {
+		for _, act := range []string{identity, ActivationReLU, ActivationTanh, ActivationSigmoid, ActivationLeakyReLU} {
+			t.Run(fmt.Sprintf("pool%d/%s", p, act), func(t *testing.T) {
+				testMaxPoolForwardOnly[float32](t, p, act)
+				testMaxPoolForwardOnly[float64](t, p, act)
+			})
+		}
+	}
+}
+
+func testMaxPoolForwardOnly[T float](t *testing.T, p int, act string) {
+	const batch, c, h, w = 3, 4, 11, 14
+	g := convGeom{b: batch, c: c, h: h, w: w, k: p, stride: p, oh: h / p, ow: w / p}
+	rng := rand.New(rand.NewPCG(9, uint64(p)))
+	z := make([]T, batch*c*h*w)
+	for i := range z {
+		z[i] = T(rng.NormFloat64())
+	}
+	run := func(needArg bool) []T {
+		op := &maxPoolOp[T]{convBase: convBase[T]{g: g, name: "maxpool"}, act: act, needArg: needArg}
+		out, err := op.Do(tensor.New(tensor.WithShape(batch, c, h, w), tensor.WithBacking(z)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if needArg != (op.arg != nil) {
+			t.Fatalf("needArg %v, argmax recorded: %v", needArg, op.arg != nil)
+		}
+		return out.Data().([]T)
+	}
+	want, got := run(true), run(false)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%T pool%d %s: [%d] = %v forward-only, %v recording", got[i], p, act, i, got[i], want[i])
+		}
+	}
+}
