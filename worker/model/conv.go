@@ -74,14 +74,32 @@ func convIm2col[T float](g *convGeom, img, col []T) {
 	}
 }
 
-// copy16to32 copies 16 to 32 values as four overlapping 8-value moves (a 16-value
-// array move would call memmove).
+// mv4 copies 4 values: a 16-byte array move is one vector load and store; a larger
+// one between slices the compiler cannot prove disjoint becomes a call of memmove.
+func mv4[T float](dst, src []T) { *(*[4]T)(dst) = *(*[4]T)(src) }
+
+// copy8to16 copies 8 to 16 values as four overlapping 4-value moves.
+func copy8to16[T float](dst, src []T) {
+	n := len(dst)
+	src = src[:n]
+	mv4(dst, src)
+	mv4(dst[4:], src[4:])
+	mv4(dst[n-8:], src[n-8:])
+	mv4(dst[n-4:], src[n-4:])
+}
+
+// copy16to32 copies 16 to 32 values as eight overlapping 4-value moves.
 func copy16to32[T float](dst, src []T) {
 	n := len(dst)
-	*(*[8]T)(dst) = *(*[8]T)(src)
-	*(*[8]T)(dst[8:]) = *(*[8]T)(src[8:16])
-	*(*[8]T)(dst[n-16:]) = *(*[8]T)(src[n-16 : n-8])
-	*(*[8]T)(dst[n-8:]) = *(*[8]T)(src[n-8 : n])
+	src = src[:n]
+	mv4(dst, src)
+	mv4(dst[4:], src[4:])
+	mv4(dst[8:], src[8:])
+	mv4(dst[12:], src[12:])
+	mv4(dst[n-16:], src[n-16:])
+	mv4(dst[n-12:], src[n-12:])
+	mv4(dst[n-8:], src[n-8:])
+	mv4(dst[n-4:], src[n-4:])
 }
 
 // convIm2colS1 is convIm2col for stride 1 without padding and output rows of 8 to 32
@@ -96,9 +114,7 @@ func convIm2colS1[T float](g *convGeom, img, col []T) {
 				src := img[(c*g.h+ki)*w+kj:]
 				if ow <= 16 {
 					for oy := range g.oh {
-						d, s := row[oy*ow:oy*ow+ow], src[oy*w:oy*w+ow]
-						*(*[8]T)(d) = *(*[8]T)(s)
-						*(*[8]T)(d[ow-8:]) = *(*[8]T)(s[ow-8:])
+						copy8to16(row[oy*ow:oy*ow+ow], src[oy*w:oy*w+ow])
 					}
 					continue
 				}
@@ -111,7 +127,7 @@ func convIm2colS1[T float](g *convGeom, img, col []T) {
 }
 
 // copyShort is copy for the short rows of im2col, where a call to memmove costs more
-// than the copy: up to 32 values as two overlapping fixed-size moves.
+// than the copy: up to 32 values as overlapping 4-value moves.
 func copyShort[T float](dst, src []T) {
 	n := len(dst)
 	switch {
@@ -120,8 +136,7 @@ func copyShort[T float](dst, src []T) {
 	case n >= 16:
 		copy16to32(dst, src[:n])
 	case n >= 8:
-		*(*[8]T)(dst) = *(*[8]T)(src)
-		*(*[8]T)(dst[n-8:]) = *(*[8]T)(src[n-8 : n])
+		copy8to16(dst, src[:n])
 	case n >= 4:
 		*(*[4]T)(dst) = *(*[4]T)(src)
 		*(*[4]T)(dst[n-4:]) = *(*[4]T)(src[n-4 : n])
