@@ -41,6 +41,13 @@ type lstmCellOp[T float] struct {
 	kind  lstmCellKind
 	first bool      // the first step: no previous cell state
 	zb    []float64 // one row's activations in float64 (5·hidden), reused
+	// keep is set on a forward op when its gradient ops are built (SymDiff): it then
+	// keeps every row's activations in acts (σ(z_i), σ(z_f), tanh(z_g) for the cell
+	// state; σ(z_o), tanh(c) for the hidden state), which its gradient ops (fwd) read
+	// instead of computing them again. A forward-only graph (Predict) keeps nothing.
+	keep bool
+	acts []float64
+	fwd  *lstmCellOp[T]
 }
 
 func (o *lstmCellOp[T]) Arity() int {
@@ -85,23 +92,54 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	rows, h := o.g.rows, o.g.out
 	t, out := o.output(o.outShape())
-	// Per row, the gates needed are widened to float64 in zb (4h) and the cell state in
-	// cb (h), and σ and tanh applied there in place: sigmoid64 and tanh64 (fastmath.go)
-	// in a float32 graph, math's in a float64 one.
+	// Per row, the gates needed are widened to float64 and σ and tanh applied in place:
+	// sigmoid64 and tanh64 (fastmath.go) in a float32 graph, math's in a float64 one.
+	// A forward op that keeps them writes them into acts; a gradient op reads its
+	// forward op's.
 	fast := isFloat32[T]()
 	if len(o.zb) != 5*h {
 		o.zb = make([]float64, 5*h)
 	}
-	zb, cb := o.zb[:4*h], o.zb[4*h:]
-	si, sf, tg, so := zb[:h], zb[h:2*h], zb[2*h:3*h], zb[3*h:]
+	width := 3 * h // the cell state's activations per row
+	if o.kind == cellHidden || o.kind == cellHiddenDZ || o.kind == cellHiddenDC {
+		width = 2 * h
+	}
+	if o.keep && len(o.acts) != rows*width {
+		o.acts = make([]float64, rows*width)
+	}
+	var kept []float64
+	if f := o.fwd; f != nil {
+		if kept = f.acts; len(kept) != rows*width {
+			return nil, fmt.Errorf("%s: the forward cell op has not run", o.name)
+		}
+	}
 	z := in[0]
 	for r := range rows {
 		zr := z[r*4*h : (r+1)*4*h]
+		var a []float64 // this row's activations
+		switch {
+		case kept != nil:
+			a = kept[r*width : (r+1)*width]
+		case o.keep:
+			a = o.acts[r*width : (r+1)*width]
+		default:
+			a = o.zb[:width]
+		}
+		if kept == nil {
+			if width == 3*h {
+				widen(a, zr[:3*h])
+				sigmoid64(a[:2*h], fast)
+				tanh64(a[2*h:], fast)
+			} else {
+				widen(a[:h], zr[3*h:])
+				sigmoid64(a[:h], fast)
+				widen(a[h:], in[1][r*h:(r+1)*h])
+				tanh64(a[h:], fast)
+			}
+		}
 		switch o.kind {
 		case cellState:
-			widen(zb[:3*h], zr[:3*h])
-			sigmoid64(zb[:2*h], fast)
-			tanh64(tg, fast)
+			si, sf, tg := a[:h], a[h:2*h], a[2*h:]
 			c := out[r*h : (r+1)*h]
 			if o.first {
 				for j := range c {
@@ -114,18 +152,13 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 				c[j] = T(si[j]*tg[j] + sf[j]*float64(prev[j]))
 			}
 		case cellHidden:
-			widen(so, zr[3*h:])
-			sigmoid64(so, fast)
-			widen(cb, in[1][r*h:(r+1)*h])
-			tanh64(cb, fast)
+			so, tc := a[:h], a[h:]
 			hr := out[r*h : (r+1)*h]
 			for j := range hr {
-				hr[j] = T(so[j] * cb[j])
+				hr[j] = T(so[j] * tc[j])
 			}
 		case cellStateDZ:
-			widen(zb[:3*h], zr[:3*h])
-			sigmoid64(zb[:2*h], fast)
-			tanh64(tg, fast)
+			si, sf, tg := a[:h], a[h:2*h], a[2*h:]
 			dc := in[len(in)-1][r*h : (r+1)*h]
 			d := out[r*4*h : (r+1)*4*h]
 			for j, g := range dc {
@@ -141,23 +174,18 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 				}
 			}
 		case cellStateDPrev:
-			widen(sf, zr[h:2*h])
-			sigmoid64(sf, fast)
+			sf := a[h : 2*h]
 			dc, d := in[1][r*h:(r+1)*h], out[r*h:(r+1)*h]
 			for j, g := range dc {
 				d[j] = T(float64(g) * sf[j])
 			}
 		case cellHiddenDZ, cellHiddenDC:
-			widen(so, zr[3*h:])
-			sigmoid64(so, fast)
-			widen(cb, in[1][r*h:(r+1)*h])
-			tanh64(cb, fast)
+			so, tc := a[:h], a[h:]
 			dh := in[2][r*h : (r+1)*h]
 			if o.kind == cellHiddenDC {
 				d := out[r*h : (r+1)*h]
 				for j, g := range dh {
-					tc := cb[j]
-					d[j] = T(float64(g) * so[j] * (1 - tc*tc))
+					d[j] = T(float64(g) * so[j] * (1 - tc[j]*tc[j]))
 				}
 				break
 			}
@@ -165,7 +193,7 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			clear(d[:3*h])
 			for j, g := range dh {
 				ov := so[j]
-				d[3*h+j] = T(float64(g) * cb[j] * ov * (1 - ov))
+				d[3*h+j] = T(float64(g) * tc[j] * ov * (1 - ov))
 			}
 		}
 	}
@@ -184,8 +212,9 @@ func (o *lstmCellOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error
 	if len(inputs) != o.Arity() {
 		return nil, fmt.Errorf("%s: %d inputs, want %d", o.name, len(inputs), o.Arity())
 	}
+	o.keep = true
 	op := func(kind lstmCellKind, args ...*G.Node) (*G.Node, error) {
-		return G.ApplyOp(&lstmCellOp[T]{denseBase: denseBase[T]{par: buildPar, g: o.g, name: o.name + "." + cellKindNames[kind]}, kind: kind, first: o.first}, args...)
+		return G.ApplyOp(&lstmCellOp[T]{denseBase: denseBase[T]{par: buildPar, g: o.g, name: o.name + "." + cellKindNames[kind]}, kind: kind, first: o.first, fwd: o}, args...)
 	}
 	switch o.kind {
 	case cellState:
