@@ -637,11 +637,18 @@ func poolMax[T float](in, y []T, p, w, oh, ow int, relu bool) {
 	if !relu {
 		floor = T(math.Inf(-1))
 	}
+	// float32 rows of a 2x2 pool run in AVX-512 where the CPU has it (pool_amd64.s).
+	in32, _ := any(in).([]float32)
+	y32, _ := any(y).([]float32)
+	floor32 := float32(floor)
 	for py := range oh {
 		yr := y[py*ow : (py+1)*ow]
 		if p == 2 {
 			r0 := in[2*py*w : 2*py*w+2*ow]
 			r1 := in[(2*py+1)*w : (2*py+1)*w+2*ow]
+			if in32 != nil && pool2Row(in32[2*py*w:2*py*w+2*ow], in32[(2*py+1)*w:(2*py+1)*w+2*ow], y32[py*ow:(py+1)*ow], floor32) {
+				continue
+			}
 			for px := range yr {
 				a := r0[2*px : 2*px+2 : 2*px+2]
 				b := r1[2*px : 2*px+2 : 2*px+2]

@@ -366,7 +366,15 @@ func TestMaxPoolForwardOnly(t *testing.T) {
 }
 
 func testMaxPoolForwardOnly[T float](t *testing.T, p int, act string) {
-	const batch, c, h, w = 3, 4, 11, 14
+	// Output rows of 7, 16, 18 and 35 values: the assembly's masked tail alone, whole
+	// groups of 16 alone, and both.
+	for _, w := range []int{14, 32, 37, 70} {
+		testMaxPoolForwardOnlyWidth[T](t, p, act, w)
+	}
+}
+
+func testMaxPoolForwardOnlyWidth[T float](t *testing.T, p int, act string, w int) {
+	const batch, c, h = 3, 4, 11
 	g := convGeom{b: batch, c: c, h: h, w: w, k: p, stride: p, oh: h / p, ow: w / p}
 	rng := rand.New(rand.NewPCG(9, uint64(p)))
 	z := make([]T, batch*c*h*w)
@@ -387,7 +395,7 @@ func testMaxPoolForwardOnly[T float](t *testing.T, p int, act string) {
 	want, got := run(true), run(false)
 	for i := range want {
 		if got[i] != want[i] {
-			t.Fatalf("%T pool%d %s: [%d] = %v forward-only, %v recording", got[i], p, act, i, got[i], want[i])
+			t.Fatalf("%T pool%d %s width %d: [%d] = %v forward-only, %v recording", got[i], p, act, w, i, got[i], want[i])
 		}
 	}
 }
