@@ -311,6 +311,10 @@ type conv2dOp[T float] struct {
 	convBase[T]
 	cols   []T  // every image's im2col (B, ckk, plane), kept for the filter gradient
 	needDX bool // whether x needs a gradient (not when it is the model's input)
+	// keepCols is set when the gradient ops are built (SymDiff). Without it (Predict)
+	// each worker reuses one image's im2col buffer, which stays in cache, instead of
+	// writing all B of them.
+	keepCols bool
 }
 
 func (o *conv2dOp[T]) Arity() int { return 3 }
@@ -329,13 +333,23 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	x, w, bias := in[0], in[1], in[2]
 	g := &o.g
 	out, y := o.output(g.b, g.f, g.oh, g.ow)
-	if n := g.b * g.ckk * g.plane; len(o.cols) != n {
-		o.cols = make([]T, n)
+	var scratch [][]T
+	if o.keepCols {
+		if n := g.b * g.ckk * g.plane; len(o.cols) != n {
+			o.cols = make([]T, n)
+		}
+	} else {
+		scratch = convScratch(&o.col, o.par.workers(g.b), g.ckk*g.plane)
 	}
 	o.lhs.set(false, g.f, g.ckk, w, g.ckk)
-	o.par.forRanges(g.b, func(_, lo, hi int) {
+	o.par.forRanges(g.b, func(worker, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			col := o.cols[i*g.ckk*g.plane : (i+1)*g.ckk*g.plane]
+			var col []T
+			if o.keepCols {
+				col = o.cols[i*g.ckk*g.plane : (i+1)*g.ckk*g.plane]
+			} else {
+				col = scratch[worker]
+			}
 			convIm2col(g, x[i*g.c*g.h*g.w:(i+1)*g.c*g.h*g.w], col)
 			yi := y[i*g.f*g.plane : (i+1)*g.f*g.plane]
 			for f := range g.f {
@@ -353,6 +367,7 @@ func (o *conv2dOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) 
 	if len(inputs) != 3 {
 		return nil, fmt.Errorf("conv: %d inputs, want 3", len(inputs))
 	}
+	o.keepCols = true
 	var dx *G.Node
 	var err error
 	if o.needDX {

@@ -399,3 +399,48 @@ func testMaxPoolForwardOnlyWidth[T float](t *testing.T, p int, act string, w int
 		}
 	}
 }
+
+// TestConvForwardOnly checks that a convolution without gradient ops (Predict's graph:
+// one reused im2col buffer per worker) outputs what the one keeping every image's
+// im2col does, bit for bit, on one and on three threads.
+func TestConvForwardOnly(t *testing.T) {
+	for _, c := range convCases {
+		t.Run(c.name, func(t *testing.T) {
+			const batch = 5
+			g := newConvGeom(batch, c.s)
+			rng := rand.New(rand.NewPCG(11, 12))
+			x := make([]float32, batch*g.c*g.h*g.w)
+			w := make([]float32, g.f*g.ckk)
+			b := make([]float32, g.f)
+			for _, v := range [][]float32{x, w, b} {
+				for i := range v {
+					v[i] = float32(rng.NormFloat64())
+				}
+			}
+			run := func(keep bool, threads int) []float32 {
+				par := &intraOp{}
+				par.threads.Store(int32(threads))
+				op := &conv2dOp[float32]{convBase: convBase[float32]{par: par, g: g, name: "conv2d"}, keepCols: keep}
+				out, err := op.Do(tensor.New(tensor.WithShape(batch, g.c, g.h, g.w), tensor.WithBacking(x)),
+					tensor.New(tensor.WithShape(g.f, g.c, g.k, g.k), tensor.WithBacking(w)),
+					tensor.New(tensor.WithShape(g.f), tensor.WithBacking(b)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if keep != (op.cols != nil) {
+					t.Fatalf("keepCols %v, every im2col kept: %v", keep, op.cols != nil)
+				}
+				return out.Data().([]float32)
+			}
+			want := run(true, 1)
+			for _, threads := range []int{1, 3} {
+				got := run(false, threads)
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%d threads: y[%d] = %v forward-only, %v keeping im2col", threads, i, got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}
