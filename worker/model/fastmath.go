@@ -119,6 +119,29 @@ func tanh64(v []float64, fast bool) {
 	}
 }
 
+// sigmoidFrom sets dst[i] = σ(src[i]) in float64 from a graph's values: in a float32
+// graph (fast) the assembly widens and computes in one pass where it can.
+func sigmoidFrom[T float](dst []float64, src []T, fast bool) {
+	src = src[:len(dst)]
+	n := 0
+	if s32, ok := any(src).([]float32); ok && fast {
+		n = sigmoidVecFrom32(dst, s32)
+	}
+	widen(dst[n:], src[n:])
+	sigmoid64(dst[n:], fast)
+}
+
+// tanhFrom is sigmoidFrom for tanh.
+func tanhFrom[T float](dst []float64, src []T, fast bool) {
+	src = src[:len(dst)]
+	n := 0
+	if s32, ok := any(src).([]float32); ok && fast {
+		n = tanhVecFrom32(dst, s32)
+	}
+	widen(dst[n:], src[n:])
+	tanh64(dst[n:], fast)
+}
+
 // isFloat32 tells whether T is float32 (a graph whose sigmoid and tanh are the fast ones).
 func isFloat32[T float]() bool {
 	var z T
@@ -153,8 +176,7 @@ func sigmoidInto[T float](dst, src []T) {
 	var buf [actChunk]float64
 	for lo := 0; lo < len(dst); lo += actChunk {
 		b := buf[:min(actChunk, len(dst)-lo)]
-		widen(b, src[lo:])
-		sigmoid64(b, fast)
+		sigmoidFrom(b, src[lo:], fast)
 		narrow(dst[lo:lo+len(b)], b)
 	}
 }
@@ -167,8 +189,7 @@ func tanhInto[T float](dst, src []T) {
 	var buf [actChunk]float64
 	for lo := 0; lo < len(dst); lo += actChunk {
 		b := buf[:min(actChunk, len(dst)-lo)]
-		widen(b, src[lo:])
-		tanh64(b, fast)
+		tanhFrom(b, src[lo:], fast)
 		narrow(dst[lo:lo+len(b)], b)
 	}
 }

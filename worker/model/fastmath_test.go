@@ -213,6 +213,23 @@ func TestFastActVecMatchesScalar(t *testing.T) {
 					}
 				}
 			}
+			// The widening forms, from float32 values.
+			in32 := make([]float32, len(in))
+			for i, v := range in {
+				in32[i] = float32(v)
+			}
+			from := map[string]func([]float64, []float32, bool){"sigmoid": sigmoidFrom[float32], "tanh": tanhFrom[float32]}[c.name]
+			for n := range 21 {
+				for lo := 0; lo+n <= len(in32); lo += max(n, 1) * 89 {
+					v := make([]float64, n)
+					from(v, in32[lo:lo+n], true)
+					for i, got := range v {
+						if want := c.scalar(float64(in32[lo+i])); math.Float64bits(got) != math.Float64bits(want) {
+							t.Fatalf("%s from float32, %d values: [%d] (%g) = %g, the scalar form %g (assembly %v)", c.name, n, i, in32[lo+i], got, want, hasActAVX512)
+						}
+					}
+				}
+			}
 			v := append([]float64(nil), in...)
 			c.slice(v, true)
 			for i, got := range v {

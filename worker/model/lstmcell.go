@@ -92,8 +92,8 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	rows, h := o.g.rows, o.g.out
 	t, out := o.output(o.outShape())
-	// Per row, the gates needed are widened to float64 and σ and tanh applied in place:
-	// sigmoid64 and tanh64 (fastmath.go) in a float32 graph, math's in a float64 one.
+	// Per row, σ and tanh of the gates needed, in float64: sigmoidFrom and tanhFrom
+	// (fastmath.go), the fast forms in a float32 graph, math's in a float64 one.
 	// A forward op that keeps them writes them into acts; a gradient op reads its
 	// forward op's.
 	fast := isFloat32[T]()
@@ -127,14 +127,11 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		}
 		if kept == nil {
 			if width == 3*h {
-				widen(a, zr[:3*h])
-				sigmoid64(a[:2*h], fast)
-				tanh64(a[2*h:], fast)
+				sigmoidFrom(a[:2*h], zr[:2*h], fast)
+				tanhFrom(a[2*h:], zr[2*h:3*h], fast)
 			} else {
-				widen(a[:h], zr[3*h:])
-				sigmoid64(a[:h], fast)
-				widen(a[h:], in[1][r*h:(r+1)*h])
-				tanh64(a[h:], fast)
+				sigmoidFrom(a[:h], zr[3*h:], fast)
+				tanhFrom(a[h:], in[1][r*h:(r+1)*h], fast)
 			}
 		}
 		switch o.kind {
