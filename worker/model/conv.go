@@ -39,6 +39,10 @@ func newConvGeom(b int, s convShape) convGeom {
 
 // convIm2col fills col (ckk x plane, row-major) from one image (c x h x w).
 func convIm2col[T float](g *convGeom, img, col []T) {
+	if g.stride == 1 && g.pad == 0 && g.ow >= 8 && g.ow <= 32 {
+		convIm2colS1(g, img, col)
+		return
+	}
 	for c := range g.c {
 		for ki := range g.k {
 			for kj := range g.k {
@@ -70,16 +74,69 @@ func convIm2col[T float](g *convGeom, img, col []T) {
 	}
 }
 
+// mv4 copies 4 values: a 16-byte array move is one vector load and store; a larger
+// one between slices the compiler cannot prove disjoint becomes a call of memmove.
+func mv4[T float](dst, src []T) { *(*[4]T)(dst) = *(*[4]T)(src) }
+
+// copy8to16 copies 8 to 16 values as four overlapping 4-value moves.
+func copy8to16[T float](dst, src []T) {
+	n := len(dst)
+	src = src[:n]
+	mv4(dst, src)
+	mv4(dst[4:], src[4:])
+	mv4(dst[n-8:], src[n-8:])
+	mv4(dst[n-4:], src[n-4:])
+}
+
+// copy16to32 copies 16 to 32 values as eight overlapping 4-value moves.
+func copy16to32[T float](dst, src []T) {
+	n := len(dst)
+	src = src[:n]
+	mv4(dst, src)
+	mv4(dst[4:], src[4:])
+	mv4(dst[8:], src[8:])
+	mv4(dst[12:], src[12:])
+	mv4(dst[n-16:], src[n-16:])
+	mv4(dst[n-12:], src[n-12:])
+	mv4(dst[n-8:], src[n-8:])
+	mv4(dst[n-4:], src[n-4:])
+}
+
+// convIm2colS1 is convIm2col for stride 1 without padding and output rows of 8 to 32
+// values, the shapes of the example networks: every read lies inside the image, so
+// each output row is one copy of a fixed-size pattern, inlined rather than called.
+func convIm2colS1[T float](g *convGeom, img, col []T) {
+	ow, w, plane := g.ow, g.w, g.plane
+	for c := range g.c {
+		for ki := range g.k {
+			for kj := range g.k {
+				row := col[((c*g.k+ki)*g.k+kj)*plane:][:plane]
+				src := img[(c*g.h+ki)*w+kj:]
+				if ow <= 16 {
+					for oy := range g.oh {
+						copy8to16(row[oy*ow:oy*ow+ow], src[oy*w:oy*w+ow])
+					}
+					continue
+				}
+				for oy := range g.oh {
+					copy16to32(row[oy*ow:oy*ow+ow], src[oy*w:oy*w+ow])
+				}
+			}
+		}
+	}
+}
+
 // copyShort is copy for the short rows of im2col, where a call to memmove costs more
-// than the copy: up to 16 values as two overlapping fixed-size moves.
+// than the copy: up to 32 values as overlapping 4-value moves.
 func copyShort[T float](dst, src []T) {
 	n := len(dst)
 	switch {
-	case n > 16:
+	case n > 32:
 		copy(dst, src)
+	case n >= 16:
+		copy16to32(dst, src[:n])
 	case n >= 8:
-		*(*[8]T)(dst) = *(*[8]T)(src)
-		*(*[8]T)(dst[n-8:]) = *(*[8]T)(src[n-8 : n])
+		copy8to16(dst, src[:n])
 	case n >= 4:
 		*(*[4]T)(dst) = *(*[4]T)(src)
 		*(*[4]T)(dst[n-4:]) = *(*[4]T)(src[n-4 : n])
@@ -90,15 +147,19 @@ func copyShort[T float](dst, src []T) {
 	}
 }
 
-// fill sets every value of s to v, doubling copied runs (memmove) rather than storing
-// one value at a time.
+// fill sets every value of s to v, eight at a time (a fixed-size array store: two
+// vector moves) rather than one value or one memmove call per run.
 func fill[T float](s []T, v T) {
-	if len(s) == 0 {
-		return
+	var v8 [8]T
+	for i := range v8 {
+		v8[i] = v
 	}
-	s[0] = v
-	for n := 1; n < len(s); n *= 2 {
-		copy(s[n:], s[:n])
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		*(*[8]T)(s[i:]) = v8
+	}
+	for ; i < len(s); i++ {
+		s[i] = v
 	}
 }
 
@@ -250,6 +311,10 @@ type conv2dOp[T float] struct {
 	convBase[T]
 	cols   []T  // every image's im2col (B, ckk, plane), kept for the filter gradient
 	needDX bool // whether x needs a gradient (not when it is the model's input)
+	// keepCols is set when the gradient ops are built (SymDiff). Without it (Predict)
+	// each worker reuses one image's im2col buffer, which stays in cache, instead of
+	// writing all B of them.
+	keepCols bool
 }
 
 func (o *conv2dOp[T]) Arity() int { return 3 }
@@ -268,13 +333,23 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	x, w, bias := in[0], in[1], in[2]
 	g := &o.g
 	out, y := o.output(g.b, g.f, g.oh, g.ow)
-	if n := g.b * g.ckk * g.plane; len(o.cols) != n {
-		o.cols = make([]T, n)
+	var scratch [][]T
+	if o.keepCols {
+		if n := g.b * g.ckk * g.plane; len(o.cols) != n {
+			o.cols = make([]T, n)
+		}
+	} else {
+		scratch = convScratch(&o.col, o.par.workers(g.b), g.ckk*g.plane)
 	}
 	o.lhs.set(false, g.f, g.ckk, w, g.ckk)
-	o.par.forRanges(g.b, func(_, lo, hi int) {
+	o.par.forRanges(g.b, func(worker, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			col := o.cols[i*g.ckk*g.plane : (i+1)*g.ckk*g.plane]
+			var col []T
+			if o.keepCols {
+				col = o.cols[i*g.ckk*g.plane : (i+1)*g.ckk*g.plane]
+			} else {
+				col = scratch[worker]
+			}
 			convIm2col(g, x[i*g.c*g.h*g.w:(i+1)*g.c*g.h*g.w], col)
 			yi := y[i*g.f*g.plane : (i+1)*g.f*g.plane]
 			for f := range g.f {
@@ -292,6 +367,7 @@ func (o *conv2dOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) 
 	if len(inputs) != 3 {
 		return nil, fmt.Errorf("conv: %d inputs, want 3", len(inputs))
 	}
+	o.keepCols = true
 	var dx *G.Node
 	var err error
 	if o.needDX {
@@ -500,6 +576,9 @@ type maxPoolOp[T float] struct {
 	convBase[T]
 	arg []int32 // per output value, the index of its window's maximum in the input
 	act string  // activation applied to the pooled values (identity: none)
+	// needArg is set when the gradient op is built (SymDiff): a forward-only graph
+	// (Predict) records no maxima.
+	needArg bool
 }
 
 func (o *maxPoolOp[T]) Arity() int { return 1 }
@@ -518,7 +597,7 @@ func (o *maxPoolOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	z := in[0]
 	g := &o.g
 	out, y := o.output(g.b, g.c, g.oh, g.ow)
-	if len(o.arg) != len(y) {
+	if o.needArg && len(o.arg) != len(y) {
 		o.arg = make([]int32, len(y))
 	}
 	o.par.forRanges(g.b*g.c, func(_, lo, hi int) { o.pool(z, y, lo, hi) })
@@ -532,6 +611,11 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 	for plane := lo; plane < hi; plane++ {
 		in := z[plane*g.h*g.w : (plane+1)*g.h*g.w]
 		base := plane * g.oh * g.ow
+		if !o.needArg {
+			// Forward only: the maxima alone (relu folded in).
+			poolMax(in, y[base:base+g.oh*g.ow], p, g.w, g.oh, g.ow, o.act == ActivationReLU)
+			continue
+		}
 		if p == 2 {
 			pool2(in, y[base:base+g.oh*g.ow], o.arg[base:base+g.oh*g.ow], g.w, g.oh, g.ow, int32(plane*g.h*g.w))
 			continue
@@ -554,7 +638,50 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 		}
 	}
 	pw := g.oh * g.ow
-	activateInPlace(y[lo*pw:hi*pw], o.act)
+	if act := o.act; o.needArg || act != ActivationReLU {
+		activateInPlace(y[lo*pw:hi*pw], act)
+	}
+}
+
+// poolMax sets y (oh x ow) to the maxima of the p x p windows of one plane of width w,
+// clamped below at 0 when relu is set (relu commutes with the maximum): a forward-only
+// pool, which records no argmax. Each window's maximum is the same value the argmax
+// loops keep.
+func poolMax[T float](in, y []T, p, w, oh, ow int, relu bool) {
+	var floor T
+	if !relu {
+		floor = T(math.Inf(-1))
+	}
+	// float32 rows of a 2x2 pool run in AVX-512 where the CPU has it (pool_amd64.s).
+	in32, _ := any(in).([]float32)
+	y32, _ := any(y).([]float32)
+	floor32 := float32(floor)
+	for py := range oh {
+		yr := y[py*ow : (py+1)*ow]
+		if p == 2 {
+			r0 := in[2*py*w : 2*py*w+2*ow]
+			r1 := in[(2*py+1)*w : (2*py+1)*w+2*ow]
+			if in32 != nil && pool2Row(in32[2*py*w:2*py*w+2*ow], in32[(2*py+1)*w:(2*py+1)*w+2*ow], y32[py*ow:(py+1)*ow], floor32) {
+				continue
+			}
+			for px := range yr {
+				a := r0[2*px : 2*px+2 : 2*px+2]
+				b := r1[2*px : 2*px+2 : 2*px+2]
+				yr[px] = max(max(a[0], a[1]), max(b[0], b[1]), floor)
+			}
+			continue
+		}
+		for px := range yr {
+			m := floor
+			for dy := range p {
+				row := (py*p+dy)*w + px*p
+				for _, v := range in[row : row+p] {
+					m = max(m, v)
+				}
+			}
+			yr[px] = m
+		}
+	}
 }
 
 // pool2 is the 2x2 case of maxPoolOp.Do for one plane of width w: the first maximum
@@ -591,6 +718,7 @@ func (o *maxPoolOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error)
 	if len(inputs) != 1 {
 		return nil, fmt.Errorf("maxpool: %d inputs, want 1", len(inputs))
 	}
+	o.needArg = true
 	dz, err := G.ApplyOp(&maxPoolGradOp[T]{convBase: convBase[T]{par: buildPar, g: o.g, name: "maxpool_dz"}, fwd: o}, grad)
 	if err != nil {
 		return nil, err

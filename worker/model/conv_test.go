@@ -304,3 +304,143 @@ func testMaxPoolOp(t *testing.T, p int, act string) {
 		}
 	}
 }
+
+// TestConvIm2colMatchesNaive checks im2col (each of its paths: stride 1 without
+// padding at output rows of 8 to 32 values, short copies, strided reads, padding)
+// against the definition, one value at a time.
+func TestConvIm2colMatchesNaive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []struct{ ch, h, w, k, stride, pad int }{
+		{1, 28, 28, 3, 1, 0}, {32, 13, 13, 3, 1, 0}, {2, 5, 10, 3, 1, 0}, {2, 4, 18, 3, 1, 0},
+		{1, 4, 34, 3, 1, 0}, {1, 3, 35, 3, 1, 0}, {3, 6, 9, 2, 1, 0}, {2, 7, 20, 5, 1, 0},
+		{2, 6, 7, 3, 1, 1}, {1, 9, 30, 3, 1, 2}, {3, 7, 5, 2, 2, 0}, {1, 6, 6, 3, 2, 2},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%d k%d s%d p%d", c.ch, c.h, c.w, c.k, c.stride, c.pad), func(t *testing.T) {
+			s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
+			s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
+			s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
+			g := newConvGeom(1, s)
+			img := make([]float32, c.ch*c.h*c.w)
+			for i := range img {
+				img[i] = float32(rng.NormFloat64())
+			}
+			col := make([]float32, g.ckk*g.plane)
+			for i := range col {
+				col[i] = float32(math.NaN()) // every value must be written
+			}
+			convIm2col(&g, img, col)
+			for ch := range c.ch {
+				for ki := range c.k {
+					for kj := range c.k {
+						for oy := range g.oh {
+							for ox := range g.ow {
+								y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
+								var want float32
+								if y >= 0 && y < c.h && x >= 0 && x < c.w {
+									want = img[(ch*c.h+y)*c.w+x]
+								}
+								if got := col[((ch*c.k+ki)*c.k+kj)*g.plane+oy*g.ow+ox]; got != want {
+									t.Fatalf("col[c%d k%d,%d][%d,%d] = %v, want %v", ch, ki, kj, oy, ox, got, want)
+								}
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestMaxPoolForwardOnly checks that a pool without a gradient op (Predict's graph:
+// no argmax recorded, relu folded in) outputs what the recording pool does, for both
+// dtypes, pool sizes 2 and 3 and each activation.
+func TestMaxPoolForwardOnly(t *testing.T) {
+	for _, p := range []int{2, 3} {
+		for _, act := range []string{identity, ActivationReLU, ActivationTanh, ActivationSigmoid, ActivationLeakyReLU} {
+			t.Run(fmt.Sprintf("pool%d/%s", p, act), func(t *testing.T) {
+				testMaxPoolForwardOnly[float32](t, p, act)
+				testMaxPoolForwardOnly[float64](t, p, act)
+			})
+		}
+	}
+}
+
+func testMaxPoolForwardOnly[T float](t *testing.T, p int, act string) {
+	// Output rows of 7, 16, 18 and 35 values: the assembly's masked tail alone, whole
+	// groups of 16 alone, and both.
+	for _, w := range []int{14, 32, 37, 70} {
+		testMaxPoolForwardOnlyWidth[T](t, p, act, w)
+	}
+}
+
+func testMaxPoolForwardOnlyWidth[T float](t *testing.T, p int, act string, w int) {
+	const batch, c, h = 3, 4, 11
+	g := convGeom{b: batch, c: c, h: h, w: w, k: p, stride: p, oh: h / p, ow: w / p}
+	rng := rand.New(rand.NewPCG(9, uint64(p)))
+	z := make([]T, batch*c*h*w)
+	for i := range z {
+		z[i] = T(rng.NormFloat64())
+	}
+	run := func(needArg bool) []T {
+		op := &maxPoolOp[T]{convBase: convBase[T]{g: g, name: "maxpool"}, act: act, needArg: needArg}
+		out, err := op.Do(tensor.New(tensor.WithShape(batch, c, h, w), tensor.WithBacking(z)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if needArg != (op.arg != nil) {
+			t.Fatalf("needArg %v, argmax recorded: %v", needArg, op.arg != nil)
+		}
+		return out.Data().([]T)
+	}
+	want, got := run(true), run(false)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%T pool%d %s width %d: [%d] = %v forward-only, %v recording", got[i], p, act, w, i, got[i], want[i])
+		}
+	}
+}
+
+// TestConvForwardOnly checks that a convolution without gradient ops (Predict's graph:
+// one reused im2col buffer per worker) outputs what the one keeping every image's
+// im2col does, bit for bit, on one and on three threads.
+func TestConvForwardOnly(t *testing.T) {
+	for _, c := range convCases {
+		t.Run(c.name, func(t *testing.T) {
+			const batch = 5
+			g := newConvGeom(batch, c.s)
+			rng := rand.New(rand.NewPCG(11, 12))
+			x := make([]float32, batch*g.c*g.h*g.w)
+			w := make([]float32, g.f*g.ckk)
+			b := make([]float32, g.f)
+			for _, v := range [][]float32{x, w, b} {
+				for i := range v {
+					v[i] = float32(rng.NormFloat64())
+				}
+			}
+			run := func(keep bool, threads int) []float32 {
+				par := &intraOp{}
+				par.threads.Store(int32(threads))
+				op := &conv2dOp[float32]{convBase: convBase[float32]{par: par, g: g, name: "conv2d"}, keepCols: keep}
+				out, err := op.Do(tensor.New(tensor.WithShape(batch, g.c, g.h, g.w), tensor.WithBacking(x)),
+					tensor.New(tensor.WithShape(g.f, g.c, g.k, g.k), tensor.WithBacking(w)),
+					tensor.New(tensor.WithShape(g.f), tensor.WithBacking(b)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if keep != (op.cols != nil) {
+					t.Fatalf("keepCols %v, every im2col kept: %v", keep, op.cols != nil)
+				}
+				return out.Data().([]float32)
+			}
+			want := run(true, 1)
+			for _, threads := range []int{1, 3} {
+				got := run(false, threads)
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%d threads: y[%d] = %v forward-only, %v keeping im2col", threads, i, got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}

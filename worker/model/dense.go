@@ -414,13 +414,9 @@ func activateInPlace[T float](z []T, act string) {
 			}
 		}
 	case ActivationTanh:
-		for i, v := range z {
-			z[i] = T(math.Tanh(float64(v)))
-		}
+		tanhInto(z, z) // fastmath.go: the fast form in float32, math's in float64
 	case ActivationSigmoid:
-		for i, v := range z {
-			z[i] = T(sigmoid(float64(v)))
-		}
+		sigmoidInto(z, z)
 	}
 }
 

@@ -2,7 +2,6 @@ package model
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -40,7 +39,15 @@ var cellKindNames = [...]string{"lstm_c", "lstm_h", "lstm_c.dz", "lstm_c.dprev",
 type lstmCellOp[T float] struct {
 	denseBase[T]
 	kind  lstmCellKind
-	first bool // the first step: no previous cell state
+	first bool      // the first step: no previous cell state
+	zb    []float64 // one row's activations in float64 (5·hidden), reused
+	// keep is set on a forward op when its gradient ops are built (SymDiff): it then
+	// keeps every row's activations in acts (σ(z_i), σ(z_f), tanh(z_g) for the cell
+	// state; σ(z_o), tanh(c) for the hidden state), which its gradient ops (fwd) read
+	// instead of computing them again. A forward-only graph (Predict) keeps nothing.
+	keep bool
+	acts []float64
+	fwd  *lstmCellOp[T]
 }
 
 func (o *lstmCellOp[T]) Arity() int {
@@ -78,9 +85,6 @@ func (o *lstmCellOp[T]) outShape() tensor.Shape {
 
 func (o *lstmCellOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) { return o.outShape(), nil }
 
-func sigm[T float](v T) float64 { return sigmoid(float64(v)) }
-func tanh[T float](v T) float64 { return math.Tanh(float64(v)) }
-
 func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	in, err := denseInputs[T](o.name, o.Arity(), inputs)
 	if err != nil {
@@ -88,58 +92,105 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	rows, h := o.g.rows, o.g.out
 	t, out := o.output(o.outShape())
+	// Per row, σ and tanh of the gates needed, in float64: sigmoidFrom and tanhFrom
+	// (fastmath.go), the fast forms in a float32 graph, math's in a float64 one.
+	// A forward op that keeps them writes them into acts; a gradient op reads its
+	// forward op's.
+	fast := isFloat32[T]()
+	if len(o.zb) != 5*h {
+		o.zb = make([]float64, 5*h)
+	}
+	width := 3 * h // the cell state's activations per row
+	if o.kind == cellHidden || o.kind == cellHiddenDZ || o.kind == cellHiddenDC {
+		width = 2 * h
+	}
+	if o.keep && len(o.acts) != rows*width {
+		o.acts = make([]float64, rows*width)
+	}
+	var kept []float64
+	if f := o.fwd; f != nil {
+		if kept = f.acts; len(kept) != rows*width {
+			return nil, fmt.Errorf("%s: the forward cell op has not run", o.name)
+		}
+	}
 	z := in[0]
 	for r := range rows {
 		zr := z[r*4*h : (r+1)*4*h]
-		zi, zf, zg, zo := zr[:h], zr[h:2*h], zr[2*h:3*h], zr[3*h:]
+		var a []float64 // this row's activations
+		switch {
+		case kept != nil:
+			a = kept[r*width : (r+1)*width]
+		case o.keep:
+			a = o.acts[r*width : (r+1)*width]
+		default:
+			a = o.zb[:width]
+		}
+		if kept == nil {
+			if width == 3*h {
+				sigmoidFrom(a[:2*h], zr[:2*h], fast)
+				tanhFrom(a[2*h:], zr[2*h:3*h], fast)
+			} else {
+				sigmoidFrom(a[:h], zr[3*h:], fast)
+				tanhFrom(a[h:], in[1][r*h:(r+1)*h], fast)
+			}
+		}
 		switch o.kind {
 		case cellState:
+			si, sf, tg := a[:h], a[h:2*h], a[2*h:]
 			c := out[r*h : (r+1)*h]
-			for j := range c {
-				v := sigm(zi[j]) * tanh(zg[j])
-				if !o.first {
-					v += sigm(zf[j]) * float64(in[1][r*h+j])
+			if o.first {
+				for j := range c {
+					c[j] = T(si[j] * tg[j])
 				}
-				c[j] = T(v)
+				break
+			}
+			prev := in[1][r*h : (r+1)*h]
+			for j := range c {
+				c[j] = T(si[j]*tg[j] + sf[j]*float64(prev[j]))
 			}
 		case cellHidden:
-			hr, c := out[r*h:(r+1)*h], in[1][r*h:(r+1)*h]
+			so, tc := a[:h], a[h:]
+			hr := out[r*h : (r+1)*h]
 			for j := range hr {
-				hr[j] = T(sigm(zo[j]) * tanh(c[j]))
+				hr[j] = T(so[j] * tc[j])
 			}
 		case cellStateDZ:
+			si, sf, tg := a[:h], a[h:2*h], a[2*h:]
 			dc := in[len(in)-1][r*h : (r+1)*h]
 			d := out[r*4*h : (r+1)*4*h]
 			for j, g := range dc {
-				i, gg := sigm(zi[j]), tanh(zg[j])
+				i, gg := si[j], tg[j]
 				d[j] = T(float64(g) * gg * i * (1 - i))
 				d[2*h+j] = T(float64(g) * i * (1 - gg*gg))
 				d[3*h+j] = 0
 				if o.first {
 					d[h+j] = 0
 				} else {
-					f := sigm(zf[j])
+					f := sf[j]
 					d[h+j] = T(float64(g) * float64(in[1][r*h+j]) * f * (1 - f))
 				}
 			}
 		case cellStateDPrev:
+			sf := a[h : 2*h]
 			dc, d := in[1][r*h:(r+1)*h], out[r*h:(r+1)*h]
 			for j, g := range dc {
-				d[j] = T(float64(g) * sigm(zf[j]))
+				d[j] = T(float64(g) * sf[j])
 			}
-		case cellHiddenDZ:
-			c, dh := in[1][r*h:(r+1)*h], in[2][r*h:(r+1)*h]
+		case cellHiddenDZ, cellHiddenDC:
+			so, tc := a[:h], a[h:]
+			dh := in[2][r*h : (r+1)*h]
+			if o.kind == cellHiddenDC {
+				d := out[r*h : (r+1)*h]
+				for j, g := range dh {
+					d[j] = T(float64(g) * so[j] * (1 - tc[j]*tc[j]))
+				}
+				break
+			}
 			d := out[r*4*h : (r+1)*4*h]
 			clear(d[:3*h])
 			for j, g := range dh {
-				ov := sigm(zo[j])
-				d[3*h+j] = T(float64(g) * tanh(c[j]) * ov * (1 - ov))
-			}
-		case cellHiddenDC:
-			c, dh, d := in[1][r*h:(r+1)*h], in[2][r*h:(r+1)*h], out[r*h:(r+1)*h]
-			for j, g := range dh {
-				tc := tanh(c[j])
-				d[j] = T(float64(g) * sigm(zo[j]) * (1 - tc*tc))
+				ov := so[j]
+				d[3*h+j] = T(float64(g) * tc[j] * ov * (1 - ov))
 			}
 		}
 	}
@@ -158,8 +209,9 @@ func (o *lstmCellOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error
 	if len(inputs) != o.Arity() {
 		return nil, fmt.Errorf("%s: %d inputs, want %d", o.name, len(inputs), o.Arity())
 	}
+	o.keep = true
 	op := func(kind lstmCellKind, args ...*G.Node) (*G.Node, error) {
-		return G.ApplyOp(&lstmCellOp[T]{denseBase: denseBase[T]{par: buildPar, g: o.g, name: o.name + "." + cellKindNames[kind]}, kind: kind, first: o.first}, args...)
+		return G.ApplyOp(&lstmCellOp[T]{denseBase: denseBase[T]{par: buildPar, g: o.g, name: o.name + "." + cellKindNames[kind]}, kind: kind, first: o.first, fwd: o}, args...)
 	}
 	switch o.kind {
 	case cellState:

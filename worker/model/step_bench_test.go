@@ -47,3 +47,40 @@ func BenchmarkLSTMStep(b *testing.B) {
 	cfg := LSTMConfig{Steps: 12, Features: 6, Hidden: []int{64, 32}, Outputs: 1, Task: TaskRegression, BatchSize: 64}
 	benchStep(b, mustLSTM(b, cfg), cfg.Steps*cfg.Features, 1, TaskRegression)
 }
+
+// benchPredict times float32 Predict calls of m on rows rows (in BatchSize chunks, as
+// cohort serve runs a 1,024-row request) and reports rows/s.
+func benchPredict(b *testing.B, m Model, inputs, outputs, rows int) {
+	p := m.InitParams(1)
+	x, _ := randomBatch(1, rows, inputs, outputs, TaskRegression)
+	out := make([]float32, rows*outputs)
+	if err := m.Predict(p, x, rows, out); err != nil { // first run sizes the buffers
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := m.Predict(p, x, rows, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*rows)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkCNNPredict is cohort serve's fashion-cnn example on a 1,024-row request:
+// the network of BenchmarkCNNStep built for serve's largest bucket (256 rows).
+func BenchmarkCNNPredict(b *testing.B) {
+	cfg := CNNConfig{
+		Height: 28, Width: 28, Channels: 1,
+		Conv: []ConvLayer{{Filters: 32, Kernel: 3}, {Filters: 64, Kernel: 3}}, Pool: 2,
+		Dense: []int{128}, Outputs: 10, Task: TaskMulticlass, BatchSize: 256,
+	}
+	benchPredict(b, mustCNN(b, cfg), cnnInputs(cfg), 10, 1024)
+}
+
+// BenchmarkLSTMPredict is cohort serve's performance-lstm example on a 1,024-row
+// request: lookback 12, 7 features, hidden 32, regression, built for 256 rows.
+func BenchmarkLSTMPredict(b *testing.B) {
+	cfg := LSTMConfig{Steps: 12, Features: 7, Hidden: []int{32}, Outputs: 1, Task: TaskRegression, BatchSize: 256}
+	benchPredict(b, mustLSTM(b, cfg), cfg.Steps*cfg.Features, 1, 1024)
+}
