@@ -135,7 +135,11 @@ func (c *chief) checkpointProgress(step int64, at position, loss *epochLoss) *co
 	}
 	if loss != nil {
 		c.markInterval(p, loss, time.Unix(0, p.TimeUnixNano))
-		if p.IntervalRows > 0 {
+		if p.IntervalRows == 0 && c.progress != nil && c.progress.GetStep() == step {
+			// The epoch end's checkpoint: its report replaces the epoch end's progress,
+			// so it carries the interval the epoch end closed.
+			p.IntervalLoss, p.IntervalRows = c.progress.GetIntervalLoss(), c.progress.GetIntervalRows()
+		} else if p.IntervalRows > 0 {
 			c.t.cfg.Metrics.observeInterim(c.t.job.GetId(), p)
 			c.recordInterim(p)
 		}

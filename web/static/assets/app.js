@@ -819,10 +819,14 @@
           byStep.set(p.step, p.loss);
         }
       }
-      if (!interval) {
-        for (const e of epochs.epochs) {
-          if (finite(e.loss) && e.step > 0 && !byStep.has(e.step)) byStep.set(e.step, e.loss);
-        }
+      // An epoch the page saw no report within (it was shorter than the page's
+      // refresh, or ended before the page opened) gets its mean loss at its end, so
+      // the curve covers every epoch the metrics table lists.
+      const steps = [...byStep.keys()];
+      let prev = 0;
+      for (const e of [...epochs.epochs].sort((a, b) => a.step - b.step)) {
+        if (finite(e.loss) && e.step > 0 && !steps.some((s) => s > prev && s <= e.step)) byStep.set(e.step, e.loss);
+        if (e.step > 0) prev = e.step;
       }
       const loss = { loss: [...byStep.entries()].sort((a, b) => a[0] - b[0]) };
       const val = epochs.epochs.filter((e) => e.step > 0 && finite((e.metrics || {}).val_loss)).map((e) => [e.step, e.metrics.val_loss]);
