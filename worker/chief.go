@@ -128,18 +128,18 @@ func (c *chief) endEpoch(ctx context.Context, epochs int, step int64, loss *epoc
 		args = append(args, k, round4(vm[k]))
 	}
 	t.log.Info("epoch done", args...)
-	if err := c.recordEpoch(ctx, trainLoss, vm); err != nil {
-		return err
-	}
 	// The epoch end closes the last reporting interval too, so the loss curve has a
 	// point at every epoch end, however short the epoch (the epoch's samples per second
-	// stay those of the whole epoch).
+	// stay those of the whole epoch). Before recordEpoch, which stores the event files.
 	sps := c.progress.SamplesPerSecond
 	c.markInterval(c.progress, loss, time.Unix(0, c.progress.TimeUnixNano))
 	c.progress.SamplesPerSecond = sps
 	if c.progress.IntervalRows > 0 {
 		t.cfg.Metrics.observeInterim(t.job.GetId(), c.progress)
 		c.recordInterim(c.progress)
+	}
+	if err := c.recordEpoch(ctx, trainLoss, vm); err != nil {
+		return err
 	}
 	t.cfg.Report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Progress: c.progress, Metrics: vm})
 	loss.reset()

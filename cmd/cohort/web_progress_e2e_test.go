@@ -28,12 +28,14 @@ func TestWebJobPageShowsProgressWithinEpochs(t *testing.T) {
 	testenv.RequireBrowser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	csv := filepath.Join(t.TempDir(), "attrition-200k.csv")
+	// 60,000 rows: an epoch lasts about 1.5 s here and far longer under the race
+	// detector; the chief reports every 100 steps (at most every 100 ms) or 250 ms.
+	csv := filepath.Join(t.TempDir(), "attrition-60k.csv")
 	f, err := os.Create(csv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := hrdata.GenerateAttrition(f, hrdata.AttritionConfig{Rows: 200_000, Seed: 7}); err != nil {
+	if err := hrdata.GenerateAttrition(f, hrdata.AttritionConfig{Rows: 60_000, Seed: 7}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
@@ -44,6 +46,7 @@ func TestWebJobPageShowsProgressWithinEpochs(t *testing.T) {
 			cfg.HeartbeatInterval = 250 * time.Millisecond
 			for i := range cfg.Workers {
 				cfg.Workers[i].ProgressInterval = 250 * time.Millisecond
+				cfg.Workers[i].ProgressEverySteps = 100
 			}
 		}})
 	conn, err := dial(c.GRPCAddr, testCreds(t))
