@@ -42,6 +42,9 @@ type CA struct {
 	cert    *x509.Certificate
 	certPEM []byte
 	key     crypto.Signer
+	// chainPEM is what Sign appends after a leaf: certPEM, or, during a CA rotation,
+	// this CA cross-signed by the previous one followed by the previous root (WithChain).
+	chainPEM []byte
 }
 
 // NewCA makes a new CA: an ECDSA P-256 key and a self-signed certificate for it named
@@ -85,6 +88,29 @@ func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
 
 // CertPEM returns the CA certificate, PEM-encoded: what joining nodes store.
 func (ca *CA) CertPEM() []byte { return append([]byte(nil), ca.certPEM...) }
+
+// ChainPEM returns what Sign appends after each leaf: the CA certificate, or what
+// WithChain set.
+func (ca *CA) ChainPEM() []byte {
+	if ca.chainPEM == nil {
+		return ca.CertPEM()
+	}
+	return append([]byte(nil), ca.chainPEM...)
+}
+
+// WithChain returns a copy of ca whose signed chains end with chainPEM (certificates,
+// PEM) instead of the CA certificate: during a rotation, the new CA cross-signed by the
+// old one and the old root, so that a peer trusting only the old CA still verifies the
+// new CA's certificates, and a join token pinning the old CA still finds it. nil
+// restores the CA certificate alone.
+func (ca *CA) WithChain(chainPEM []byte) *CA {
+	c := *ca
+	c.chainPEM = nil
+	if chainPEM != nil {
+		c.chainPEM = append([]byte(nil), chainPEM...)
+	}
+	return &c
+}
 
 // Pool returns a new certificate pool holding only the CA certificate.
 func (ca *CA) Pool() *x509.CertPool {

@@ -36,7 +36,11 @@ const (
 // can make a certificate that says so. This is what nomad and consul do unless
 // verify_server_hostname is set.
 func RoleClientTLSConfig(ca *x509.CertPool, certs *Reloader, serverRoles ...Role) *tls.Config {
-	cfg := ClientTLSConfig(ca, certs, "")
+	return roleClientTLSConfig(func() *x509.CertPool { return ca }, certs, serverRoles...)
+}
+
+func roleClientTLSConfig(roots func() *x509.CertPool, certs *Reloader, serverRoles ...Role) *tls.Config {
+	cfg := ClientTLSConfig(roots(), certs, "")
 	// The standard verification would also check the host name; VerifyConnection below
 	// does everything else it does.
 	cfg.InsecureSkipVerify = true
@@ -50,7 +54,7 @@ func RoleClientTLSConfig(ca *x509.CertPool, certs *Reloader, serverRoles ...Role
 			inter.AddCert(c)
 		}
 		chains, err := state.PeerCertificates[0].Verify(x509.VerifyOptions{
-			Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			Roots: roots(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		})
 		if err != nil {
 			return fmt.Errorf("pki: server certificate: %w", err)
@@ -136,21 +140,12 @@ func LoadKeyPair(certPath, keyPath string) (certPEM, keyPEM []byte, err error) {
 	return certPEM, keyPEM, nil
 }
 
-// LoadCAPool reads a CA certificate file (CACertFile) into a new pool, refusing a file
-// whose first certificate is not a CA.
+// LoadCAPool reads a CA certificate file (CACertFile) into a new pool: a trust bundle
+// of one or more CA certificates (ParseCertBundle), the first the CA that signs now.
 func LoadCAPool(path string) (*x509.CertPool, error) {
-	raw, err := os.ReadFile(path)
+	t, err := LoadTrust(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: %w", err)
+		return nil, err
 	}
-	cert, err := parseCertPEM(raw)
-	if err != nil {
-		return nil, fmt.Errorf("pki: %s: %w", path, err)
-	}
-	if !cert.IsCA || !cert.BasicConstraintsValid {
-		return nil, fmt.Errorf("pki: %s is not a CA certificate", path)
-	}
-	p := x509.NewCertPool()
-	p.AddCert(cert)
-	return p, nil
+	return t.Pool(), nil
 }
