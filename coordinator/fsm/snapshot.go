@@ -45,7 +45,7 @@ const (
 	recordGossipKeyring byte = 10
 	// recordClusterCA (added in place): the cluster CA record of a rotation.
 	recordClusterCA byte = 11
-	recordEnd           byte = 0xff
+	recordEnd       byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
 	// memory.

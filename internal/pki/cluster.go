@@ -128,6 +128,14 @@ func SaveCACert(dir string, certPEM []byte) error {
 	return nil
 }
 
+// SaveCACertFile writes certificates (PEM) to path (0644), replacing it atomically.
+func SaveCACertFile(path string, certPEM []byte) error {
+	if err := writeFileAtomic(path, certPEM, 0o644); err != nil {
+		return fmt.Errorf("pki: save %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
 // LoadKeyPair reads the files SaveKeyPair wrote: certPath and keyPath (which group and
 // others must not be able to read).
 func LoadKeyPair(certPath, keyPath string) (certPEM, keyPEM []byte, err error) {
