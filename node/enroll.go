@@ -97,6 +97,24 @@ func RenewOverNetwork(ctx context.Context, addrs []string, pool *x509.CertPool, 
 	return resp.CertificatePem, keyPEM, nil
 }
 
+// RenewWithBundle is RenewOverNetwork that also returns the CAs the cluster trusts
+// (PEM, the active CA first; checked with pki.ParseCertBundle), which the caller keeps
+// as its ca.crt: after a CA rotation that is how a client learns the new CA.
+func RenewWithBundle(ctx context.Context, addrs []string, pool *x509.CertPool, certs *pki.Reloader) (certPEM, keyPEM, bundlePEM []byte, err error) {
+	resp, keyPEM, err := renewOverNetwork(ctx, addrs, pki.TrustPool(pool), certs, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(resp.CaCertificatePem) > 0 {
+		b, err := pki.ParseCertBundle(resp.CaCertificatePem)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("renew: the coordinators' trust bundle: %w", err)
+		}
+		bundlePEM = pki.EncodeCertBundle(b)
+	}
+	return resp.CertificatePem, keyPEM, bundlePEM, nil
+}
+
 // renewOverNetwork is RenewOverNetwork verifying the coordinators against trust, and
 // returning the whole answer (with the cluster's trust bundle).
 func renewOverNetwork(ctx context.Context, addrs []string, trust *pki.Trust, certs *pki.Reloader, hosts []string) (*cohortv1.RenewResponse, []byte, error) {
