@@ -82,11 +82,11 @@ func (s *tlsService) RotateCA(ctx context.Context, req *cohortv1.RotateCARequest
 			return nil, err
 		}
 		if cur != nil {
-			if h, _ := pki.CAHashOf(cur.ActiveCertPem); h != ca.Hash() {
-				return nil, status.Errorf(codes.Unavailable, "this coordinator has not switched to the CA of the last rotation yet (it signs with %s, the cluster with %s); try again", ca.Hash(), h)
-			}
 			if certs, err := pki.ParseCertBundle(cur.TrustBundlePem); err == nil && len(certs) > 1 {
 				return nil, status.Errorf(codes.FailedPrecondition, "a rotation is in progress (%d CAs are trusted); end it first with `cohort operator tls rotate-ca --finish`", len(certs))
+			}
+			if h, _ := pki.CAHashOf(cur.ActiveCertPem); h != ca.Hash() {
+				return nil, status.Errorf(codes.Unavailable, "this coordinator has not switched to the CA of the last rotation yet (it signs with %s, the cluster with %s); try again", ca.Hash(), h)
 			}
 		}
 		now := s.cfg.Now()
