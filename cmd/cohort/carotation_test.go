@@ -15,8 +15,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/internal/pki"
 	"github.com/cohort-dev/cohort/node"
+	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
 )
@@ -57,17 +59,31 @@ func issueFrom(t *testing.T, ca *pki.CA, id pki.Identity) *pki.Reloader {
 }
 
 // TestCARotationWhileTraining rotates the cluster CA of a dev cluster (coordinator, two
-// parameter servers, two workers: every connection mutual TLS) while a job trains,
-// with `cohort operator tls rotate-ca`: the job finishes and its checkpoint verifies;
+// parameter servers, two workers: every connection mutual TLS; gossip on) while a job
+// trains, with `cohort operator tls rotate-ca`, and its gossip key (`keyring install`,
+// `use`, `remove`), the job still running once both are recorded: the job finishes and its checkpoint verifies;
 // the coordinator's, the parameter servers' and the operator's certificates are
 // renewed onto the new CA; a client that trusts only the new CA, with a certificate of
 // the new CA, reaches the API, the Raft port and a parameter server; certificates of
 // the old CA keep working until `rotate-ca --finish --force`, and are refused after it;
 // `tls status` shows the CAs at each step.
 func TestCARotationWhileTraining(t *testing.T) {
-	c, client, ctx := startCluster(t, 2, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 2, PS: 2, Logger: testLogger(t),
+		Mutate: func(cfg *node.Config) { cfg.Gossip.BindAddr = "127.0.0.1:0" }})
+	conn, err := dial(c.GRPCAddr, testCreds(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := cohortv1.NewJobServiceClient(conn)
 	oldCA := testCA(t)
-	spec := exampleSpec(t, "epochs: 30", "epochs: 10", "everySteps: 200, keep: 3", "everySteps: 20, keep: 2")
+	firstKeys := c.Node.Gossip().Keys()
+	if len(firstKeys) != 1 {
+		t.Fatalf("the dev node's gossip keyring has %d keys, want 1", len(firstKeys))
+	}
+	spec := exampleSpec(t, "epochs: 30", "epochs: 20", "everySteps: 200, keep: 3", "everySteps: 20, keep: 2")
 	resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: spec, IdempotencyKey: newIdempotencyKey()})
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +135,24 @@ func TestCARotationWhileTraining(t *testing.T) {
 		t.Fatalf("status after rotate-ca: %+v, want the new CA active and the old one trusted", rotated)
 	}
 	newHash := rotated.CAs[0].Hash
+
+	// The gossip key rotates too, while the job trains: install, use, remove the old.
+	type keyring struct {
+		Keys []struct {
+			Fingerprint string `json:"fingerprint"`
+			Primary     bool   `json:"primary"`
+		} `json:"keys"`
+	}
+	var installed keyring
+	if err := json.Unmarshal([]byte(cli("operator", "gossip", "keyring", "install")), &installed); err != nil || len(installed.Keys) != 2 {
+		t.Fatalf("keyring install: %v %+v", err, installed)
+	}
+	newKey := installed.Keys[1].Fingerprint
+	cli("operator", "gossip", "keyring", "use", newKey)
+	cli("operator", "gossip", "keyring", "remove", installed.Keys[1-1].Fingerprint)
+	if job, err := client.GetJob(ctx, &cohortv1.GetJobRequest{Id: id}); err != nil || job.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING {
+		t.Fatalf("the job is not running once both rotations are recorded (%v, %s): give it more epochs", err, stateName(job.GetJob().GetState()))
+	}
 
 	// The coordinator switches to the new CA: its directory holds it, and its
 	// certificates are reissued by it.
@@ -199,6 +233,13 @@ func TestCARotationWhileTraining(t *testing.T) {
 	if err := storage.VerifyManifestObjects(ctx, c.Store, man); err != nil {
 		t.Fatalf("the job's checkpoint (step %d) does not verify: %v", man.Step, err)
 	}
+
+	waitFor(t, "the node's gossip member to use the new key alone", 20*time.Second, func() error {
+		if k := c.Node.Gossip().Keys(); len(k) != 1 || api.GossipKeyFingerprint(k[0]) != newKey {
+			return fmt.Errorf("%d keys", len(k))
+		}
+		return nil
+	})
 
 	// --finish: only the new CA is trusted; the old CA's certificates are refused.
 	done := parse(cli("operator", "tls", "rotate-ca", "--finish", "--force"))
