@@ -54,8 +54,8 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // ParseCertBundle parses a trust bundle: one or more PEM CERTIFICATE blocks, each a
-// CA certificate (at most MaxTrustedCAs). Other PEM blocks and text between blocks
-// are refused.
+// CA certificate (at most MaxTrustedCAs). Other PEM blocks, and text after the last
+// block, are refused (text before a block is skipped, as pem.Decode does).
 func ParseCertBundle(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	rest := bytes.TrimSpace(data)
