@@ -131,6 +131,7 @@ func (n *Node) followClusterCA(ctx context.Context) {
 					failed = rec.Version
 					log.Error("cluster CA record not applied", "version", rec.Version, "err", err)
 				}
+				n.dropOldCA(ctx, rec, log)
 			}
 			wctx, cancel := context.WithTimeout(ctx, caFollowPoll)
 			_ = ws.WatchCtx(wctx)
@@ -140,6 +141,23 @@ func (n *Node) followClusterCA(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// dropOldCA ends a rotation on the leader once api.CARotationOverlap has passed since
+// it: every certificate the old CA signed and the cluster renews has been replaced.
+func (n *Node) dropOldCA(ctx context.Context, rec *cohortv1.ClusterCA, log *slog.Logger) {
+	if !n.srv.IsLeader() || time.Since(time.Unix(0, rec.RotatedUnixNano)) < api.CARotationOverlap() {
+		return
+	}
+	if certs, err := pki.ParseCertBundle(rec.TrustBundlePem); err != nil || len(certs) < 2 {
+		return
+	}
+	done, err := api.FinishCARotation(ctx, n.srv, time.Now(), false)
+	if err != nil {
+		log.Warn("ending the CA rotation failed; retrying", "err", err)
+		return
+	}
+	log.Info("CA rotation ended by itself: only the active CA is trusted", "version", done.Version, "overlap", api.CARotationOverlap())
 }
 
 // applyClusterCA makes the node follow a cluster CA record: it trusts the record's

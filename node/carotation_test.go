@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/internal/pki"
 	"github.com/cohort-dev/cohort/node"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -20,10 +21,13 @@ import (
 // coordinators' new CA, renews onto it and adopts the two-CA bundle; the gossip keyring
 // still opens everywhere and the pool holds. A join token minted before the rotation
 // still enrolls during the overlap; a token minted after it pins the new CA. After
-// FinishRotation a token pinning the old CA is refused before its secret is sent.
+// the overlap the leader ends the rotation by itself (FinishRotation refuses before it
+// without force), and a token pinning the old CA is refused before its secret is sent.
 func TestCARotationAcrossVoterAndAgents(t *testing.T) {
-	defer node.SetGossipKeyringPoll(50 * time.Millisecond)()
-	defer node.SetCAWatchPoll(50 * time.Millisecond)()
+	// Restored after the nodes stop (cleanups run last-registered first).
+	t.Cleanup(node.SetGossipKeyringPoll(50 * time.Millisecond))
+	t.Cleanup(node.SetCAWatchPoll(50 * time.Millisecond))
+	t.Cleanup(api.SetCARotationOverlap(api.CARotationOverlap()))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -131,6 +135,12 @@ func TestCARotationAcrossVoterAndAgents(t *testing.T) {
 	if _, err := tlsc.FinishRotation(ctx, &cohortv1.FinishCARotationRequest{}); err == nil {
 		t.Error("FinishRotation without --force right after the rotation: want a refusal (old certificates may be valid)")
 	}
+	// Once the overlap has passed, the leader ends the rotation by itself.
+	api.SetCARotationOverlap(0)
+	waitFor(t, 20*time.Second, "the leader to end the rotation", func() bool {
+		rec, err := c1.Server().State().ClusterCA(nil)
+		return err == nil && rec != nil && bytes.Equal(rec.TrustBundlePem, rec.ActiveCertPem)
+	})
 	// The admin connection holds the old CA's certificate: dial again with the
 	// reissued one.
 	creds, err = node.ClientTLSCredentials(c1.ClientTLSDir())
@@ -142,9 +152,9 @@ func TestCARotationAcrossVoterAndAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin2.Close()
-	fin, err := cohortv1.NewTLSServiceClient(admin2).FinishRotation(ctx, &cohortv1.FinishCARotationRequest{Force: true})
-	if err != nil || len(fin.Cas) != 1 || fin.Cas[0].Hash != newHash {
-		t.Fatalf("FinishRotation --force: %v %v", fin, err)
+	fin, err := cohortv1.NewTLSServiceClient(admin2).Status(ctx, &cohortv1.TLSStatusRequest{})
+	if err != nil || len(fin.Cas) != 1 || fin.Cas[0].Hash != newHash || fin.OldCertificatesUntilUnixNano != 0 {
+		t.Fatalf("status after the rotation ended: %v %v", fin, err)
 	}
 	another := createToken(t, admin2, &cohortv1.CreateTokenRequest{Role: "client", AclRole: "read"})
 	another.CAHash = oldCA.Hash() // as a token minted before the rotation pins it

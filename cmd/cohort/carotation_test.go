@@ -149,7 +149,7 @@ func TestCARotationWhileTraining(t *testing.T) {
 	}
 	newKey := installed.Keys[1].Fingerprint
 	cli("operator", "gossip", "keyring", "use", newKey)
-	cli("operator", "gossip", "keyring", "remove", installed.Keys[1-1].Fingerprint)
+	cli("operator", "gossip", "keyring", "remove", installed.Keys[0].Fingerprint)
 	if job, err := client.GetJob(ctx, &cohortv1.GetJobRequest{Id: id}); err != nil || job.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING {
 		t.Fatalf("the job is not running once both rotations are recorded (%v, %s): give it more epochs", err, stateName(job.GetJob().GetState()))
 	}

@@ -22,7 +22,7 @@ certificate, so processes that still trust only the old CA accept them), and ren
 own certificate and the operator's; node agents renew onto the new CA within a minute
 and take the new trust bundle with their certificate. The old CA stays trusted until
 'rotate-ca --finish', which waits until every certificate it signed has been renewed
-(24 h after the rotation) unless --force. Join tokens pin a CA: tokens minted before
+(24 h after the rotation) unless --force; the leader ends the rotation by itself then. Join tokens pin a CA: tokens minted before
 the rotation still enroll until --finish; mint new ones after it.`,
 	}
 	cmd.AddCommand(newRotateCACmd(g), newTLSStatusCmd(g))

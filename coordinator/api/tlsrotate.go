@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -20,12 +21,24 @@ import (
 // key of the CA it replaces.
 const ClusterCAKeyPurpose = "cluster CA key"
 
-// CARotationOverlap is how long, after a rotation, FinishRotation waits (unless forced)
-// before it stops trusting the old CA: the life of the certificates the coordinators
-// issue and renew (pki.DefaultCertTTL). By then every certificate they renew in process
-// or over the network has been replaced by one of the new CA. Files written offline
-// (`cohort tls issue`) may live longer: reissue them, or force.
-const CARotationOverlap = pki.DefaultCertTTL
+// CARotationOverlap returns how long, after a rotation, FinishRotation waits (unless forced)
+// before it stops trusting the old CA, and after which the leader ends the rotation by
+// itself: the life of the certificates the coordinators issue and renew
+// (pki.DefaultCertTTL). By then every certificate they renew in process or over the
+// network has been replaced by one of the new CA. Files written offline (`cohort tls
+// issue`) may live longer: reissue them.
+func CARotationOverlap() time.Duration { return time.Duration(caRotationOverlap.Load()) }
+
+var caRotationOverlap atomic.Int64
+
+func init() { caRotationOverlap.Store(int64(pki.DefaultCertTTL)) }
+
+// SetCARotationOverlap sets CARotationOverlap, for tests; the returned function
+// restores it.
+func SetCARotationOverlap(d time.Duration) func() {
+	old := caRotationOverlap.Swap(int64(d))
+	return func() { caRotationOverlap.Store(old) }
+}
 
 type tlsService struct {
 	cohortv1.UnimplementedTLSServiceServer
@@ -152,29 +165,8 @@ func (s *tlsService) FinishRotation(ctx context.Context, req *cohortv1.FinishCAR
 		return nil, err
 	}
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.TLSStatusResponse, error) {
-		if err := s.b.ConsistentRead(ctx); err != nil {
-			return nil, err
-		}
-		cur, err := s.b.State().ClusterCA(nil)
+		rec, err := FinishCARotation(ctx, s.b, s.cfg.Now(), req.Force)
 		if err != nil {
-			return nil, err
-		}
-		now := s.cfg.Now()
-		if cur == nil {
-			return nil, status.Error(codes.FailedPrecondition, "the cluster CA was never rotated: there is no old CA to stop trusting (cohort operator tls rotate-ca first)")
-		}
-		if certs, err := pki.ParseCertBundle(cur.TrustBundlePem); err == nil && len(certs) == 1 {
-			return statusOf(cur), nil
-		}
-		if until := time.Unix(0, cur.RotatedUnixNano).Add(CARotationOverlap); now.Before(until) && !req.Force {
-			return nil, status.Errorf(codes.FailedPrecondition, "certificates of the old CA may be valid until %s (the rotation was at %s; certificates live %s); wait, or pass --force to refuse them now",
-				until.UTC().Format(time.RFC3339), time.Unix(0, cur.RotatedUnixNano).UTC().Format(time.RFC3339), CARotationOverlap)
-		}
-		rec := &cohortv1.ClusterCA{
-			Version: cur.Version + 1, ActiveCertPem: cur.ActiveCertPem, SealedKey: cur.SealedKey, SealedByHash: cur.SealedByHash,
-			TrustBundlePem: cur.ActiveCertPem, RotatedUnixNano: cur.RotatedUnixNano,
-		}
-		if _, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_SetClusterCa{SetClusterCa: &cohortv1.SetClusterCACommand{Ca: rec}}}); err != nil {
 			return nil, err
 		}
 		h, _ := pki.CAHashOf(rec.ActiveCertPem)
@@ -183,6 +175,39 @@ func (s *tlsService) FinishRotation(ctx context.Context, req *cohortv1.FinishCAR
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.TLSStatusResponse, error) {
 		return cohortv1.NewTLSServiceClient(c).FinishRotation(ctx, req)
 	})
+}
+
+// FinishCARotation ends the cluster's CA rotation on the leader: it records that only
+// the active CA is trusted. Before CARotationOverlap has passed since the rotation it
+// refuses (FailedPrecondition) unless force. A cluster trusting one CA already is left
+// as it is. It returns the record now in force.
+func FinishCARotation(ctx context.Context, b Backend, now time.Time, force bool) (*cohortv1.ClusterCA, error) {
+	if err := b.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	cur, err := b.State().ClusterCA(nil)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil {
+		return nil, status.Error(codes.FailedPrecondition, "the cluster CA was never rotated: there is no old CA to stop trusting (cohort operator tls rotate-ca first)")
+	}
+	if certs, err := pki.ParseCertBundle(cur.TrustBundlePem); err == nil && len(certs) == 1 {
+		return cur, nil
+	}
+	rotated := time.Unix(0, cur.RotatedUnixNano)
+	if until := rotated.Add(CARotationOverlap()); now.Before(until) && !force {
+		return nil, status.Errorf(codes.FailedPrecondition, "certificates of the old CA may be valid until %s (the rotation was at %s; certificates live %s); wait, or pass --force to refuse them now",
+			until.UTC().Format(time.RFC3339), rotated.UTC().Format(time.RFC3339), CARotationOverlap())
+	}
+	rec := &cohortv1.ClusterCA{
+		Version: cur.Version + 1, ActiveCertPem: cur.ActiveCertPem, SealedKey: cur.SealedKey, SealedByHash: cur.SealedByHash,
+		TrustBundlePem: cur.ActiveCertPem, RotatedUnixNano: cur.RotatedUnixNano,
+	}
+	if _, err := b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_SetClusterCa{SetClusterCa: &cohortv1.SetClusterCACommand{Ca: rec}}}); err != nil {
+		return nil, err
+	}
+	return rec, nil
 }
 
 // Status lists the trusted CAs, from this coordinator's state.
@@ -215,7 +240,7 @@ func statusOf(rec *cohortv1.ClusterCA) *cohortv1.TLSStatusResponse {
 		resp.Cas = append(resp.Cas, trustedCA(c, i == 0))
 	}
 	if len(certs) > 1 {
-		resp.OldCertificatesUntilUnixNano = time.Unix(0, rec.RotatedUnixNano).Add(CARotationOverlap).UnixNano()
+		resp.OldCertificatesUntilUnixNano = time.Unix(0, rec.RotatedUnixNano).Add(CARotationOverlap()).UnixNano()
 	}
 	return resp
 }
