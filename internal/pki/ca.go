@@ -243,13 +243,25 @@ func readPrivateFile(path string) ([]byte, error) {
 
 // writeFileAtomic replaces path with data: it writes a temporary file in the same
 // directory, syncs it, renames it over path and syncs the directory.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	tmp, err := stageFile(path, data, perm)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// stageFile writes data to a synced temporary file next to path, for a rename over it.
+func stageFile(path string, data []byte, perm fs.FileMode) (tmp string, err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	tmp = f.Name()
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -257,20 +269,18 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 		}
 	}()
 	if err = f.Chmod(perm); err != nil {
-		return err
+		return "", err
 	}
 	if _, err = f.Write(data); err != nil {
-		return err
+		return "", err
 	}
 	if err = f.Sync(); err != nil {
-		return err
+		return "", err
 	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
+	return tmp, f.Close()
+}
+
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

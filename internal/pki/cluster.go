@@ -102,15 +102,33 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 }
 
 // SaveKeyPair writes a certificate chain and its key to dir (created 0700 if needed) as
-// <name>.crt (0644) and <name>.key (0600), each replaced atomically.
+// <name>.crt (0644) and <name>.key (0600), each replaced atomically. Both are written
+// and synced before either is renamed into place, so a reader (the CLI reading the
+// admin.crt a coordinator renews) sees a mismatched pair only between two renames.
 func SaveKeyPair(dir, name string, certPEM, keyPEM []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("pki: save %s: %w", name, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, name+".key"), keyPEM, 0o600); err != nil {
+	keyPath, certPath := filepath.Join(dir, name+".key"), filepath.Join(dir, name+".crt")
+	keyTmp, err := stageFile(keyPath, keyPEM, 0o600)
+	if err != nil {
 		return fmt.Errorf("pki: save %s: %w", name, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, name+".crt"), certPEM, 0o644); err != nil {
+	certTmp, err := stageFile(certPath, certPEM, 0o644)
+	if err != nil {
+		os.Remove(keyTmp)
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	if err := os.Rename(keyTmp, keyPath); err != nil {
+		os.Remove(keyTmp)
+		os.Remove(certTmp)
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	if err := os.Rename(certTmp, certPath); err != nil {
+		os.Remove(certTmp)
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("pki: save %s: %w", name, err)
 	}
 	return nil
