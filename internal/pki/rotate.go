@@ -182,6 +182,8 @@ func ServerTLSConfigTrust(trust *Trust, certs *Reloader, requireClient bool) *tl
 		c := cfg.Clone()
 		c.GetConfigForClient = nil
 		c.ClientCAs = trust.Pool()
+		// A resumed session's client chain is checked against this ClientCAs too
+		// (crypto/tls, since Go 1.21), so a ticket does not outlive a CA's drop.
 		// gRPC's credentials add "h2" to the copy they make of cfg, not to cfg: offer
 		// it again, or a gRPC client refuses the connection for want of ALPN.
 		if slices.Contains(hello.SupportedProtos, "h2") && !slices.Contains(c.NextProtos, "h2") {

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"strings"
@@ -278,4 +279,31 @@ func FuzzParseCertBundle(f *testing.F) {
 			t.Fatalf("round trip: %d certificates, %v (had %d)", len(again), err, len(certs))
 		}
 	})
+}
+
+// TestServerTLSConfigTrustRefusesResumption: a client holding a session ticket from
+// before the server dropped its CA cannot resume past the drop (crypto/tls checks a
+// resumed session's chain against the ClientCAs of the configuration
+// GetConfigForClient returns, which must be the current trust).
+func TestServerTLSConfigTrustRefusesResumption(t *testing.T) {
+	now := time.Now()
+	r := newRotation(t, now)
+	req := agentReq("coord")
+	req.Identity = Identity{Name: "coord", Role: RoleCoordinator}
+	sc, sk := issue(t, r.signing, req, now)
+	serverCerts := newReloader(t, sc, sk)
+	c, k := issue(t, r.old, agentReq("old"), now)
+	oldClient := newReloader(t, c, k)
+	serverTrust := NewTrust(r.next.Certificate(), r.old.Certificate())
+	server := ServerTLSConfigTrust(serverTrust, serverCerts, true)
+	client := RoleClientTLSConfigTrust(NewTrust(r.old.Certificate()), oldClient, RoleCoordinator)
+	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	if res := handshake(t, server, client); res.serverErr != nil || res.clientErr != nil {
+		t.Fatalf("during the overlap: %v / %v", res.serverErr, res.clientErr)
+	}
+	serverTrust.Set(r.next.Certificate())
+	res := handshake(t, server, client)
+	if res.serverErr == nil {
+		t.Fatalf("after the old CA was dropped, a client of it was accepted (resumed: %v)", res.serverState.DidResume)
+	}
 }
