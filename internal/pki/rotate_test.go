@@ -298,8 +298,12 @@ func TestServerTLSConfigTrustRefusesResumption(t *testing.T) {
 	server := ServerTLSConfigTrust(serverTrust, serverCerts, true)
 	client := RoleClientTLSConfigTrust(NewTrust(r.old.Certificate()), oldClient, RoleCoordinator)
 	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	client.ServerName = "localhost" // the session cache key (each handshake has a new port)
 	if res := handshake(t, server, client); res.serverErr != nil || res.clientErr != nil {
 		t.Fatalf("during the overlap: %v / %v", res.serverErr, res.clientErr)
+	}
+	if res := handshake(t, server, client); res.serverErr != nil || !res.serverState.DidResume {
+		t.Fatalf("during the overlap, the second connection did not resume (%v): the test needs a ticket", res.serverErr)
 	}
 	serverTrust.Set(r.next.Certificate())
 	res := handshake(t, server, client)
