@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/cohort-dev/cohort/coordinator/api"
 	"github.com/cohort-dev/cohort/internal/pki"
 	"github.com/cohort-dev/cohort/node"
@@ -121,8 +124,13 @@ func TestCARotationAcrossVoterAndAgents(t *testing.T) {
 
 	// Tokens: one minted before the rotation enrolls during the overlap; a new one
 	// pins the new CA.
-	if _, err := node.EnrollWithToken(ctx, addrs, before, "old-token-client", nil); err != nil {
-		t.Errorf("a token minted before the rotation, during the overlap: %v", err)
+	reader, err := node.EnrollWithToken(ctx, addrs, before, "old-token-client", nil)
+	if err != nil {
+		t.Fatalf("a token minted before the rotation, during the overlap: %v", err)
+	}
+	// Only admins rotate: a read client's certificate is refused.
+	if _, err := cohortv1.NewTLSServiceClient(connAs(t, c1.GRPCAddr(), oldCA, reader)).RotateCA(ctx, &cohortv1.RotateCARequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("RotateCA with a read client certificate: %v, want PermissionDenied", err)
 	}
 	after := createToken(t, admin, &cohortv1.CreateTokenRequest{Role: "client", AclRole: "read"})
 	if after.CAHash != newHash {
