@@ -71,7 +71,7 @@ func (n *Node) startCoordinator() error {
 	scfg.Logger = log.With("role", "coordinator")
 	scfg.Registry = n.reg
 	if n.tls != nil {
-		scfg.RaftTLS = &server.TLSConfig{CA: n.tls.pool, Certs: n.tls.certs}
+		scfg.RaftTLS = &server.TLSConfig{Trust: n.tls.trust, Certs: n.tls.certs}
 	}
 	if co.Mutate != nil {
 		co.Mutate(&scfg)

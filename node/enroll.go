@@ -90,11 +90,39 @@ func enrollOne(ctx context.Context, addr string, tok pki.Token, name string, hos
 // RenewOverNetwork asks the coordinators at addrs for a new certificate for the identity
 // of the one certs holds (authenticated by it), and returns the new pair.
 func RenewOverNetwork(ctx context.Context, addrs []string, pool *x509.CertPool, certs *pki.Reloader, hosts []string) (certPEM, keyPEM []byte, err error) {
+	resp, keyPEM, err := renewOverNetwork(ctx, addrs, pki.TrustPool(pool), certs, hosts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp.CertificatePem, keyPEM, nil
+}
+
+// RenewWithBundle is RenewOverNetwork that also returns the CAs the cluster trusts
+// (PEM, the active CA first; checked with pki.ParseCertBundle), which the caller keeps
+// as its ca.crt: after a CA rotation that is how a client learns the new CA.
+func RenewWithBundle(ctx context.Context, addrs []string, pool *x509.CertPool, certs *pki.Reloader) (certPEM, keyPEM, bundlePEM []byte, err error) {
+	resp, keyPEM, err := renewOverNetwork(ctx, addrs, pki.TrustPool(pool), certs, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(resp.CaCertificatePem) > 0 {
+		b, err := pki.ParseCertBundle(resp.CaCertificatePem)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("renew: the coordinators' trust bundle: %w", err)
+		}
+		bundlePEM = pki.EncodeCertBundle(b)
+	}
+	return resp.CertificatePem, keyPEM, bundlePEM, nil
+}
+
+// renewOverNetwork is RenewOverNetwork verifying the coordinators against trust, and
+// returning the whole answer (with the cluster's trust bundle).
+func renewOverNetwork(ctx context.Context, addrs []string, trust *pki.Trust, certs *pki.Reloader, hosts []string) (*cohortv1.RenewResponse, []byte, error) {
 	keyPEM, csr, err := pki.NewKeyAndCSR(certs.Leaf().Subject.CommonName)
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := DialCoordinators(addrs, credentials.NewTLS(pki.RoleClientTLSConfig(pool, certs, pki.RoleCoordinator)))
+	conn, err := DialCoordinators(addrs, credentials.NewTLS(pki.RoleClientTLSConfigTrust(trust, certs, pki.RoleCoordinator)))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -105,7 +133,7 @@ func RenewOverNetwork(ctx context.Context, addrs []string, pool *x509.CertPool, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("renew at %v: %w", addrs, err)
 	}
-	return resp.CertificatePem, keyPEM, nil
+	return resp, keyPEM, nil
 }
 
 // enrollNode enrolls this node with TLS.JoinToken unless its TLS directory already
@@ -199,12 +227,12 @@ func refusedEnroll(err error) bool {
 // records the token in Raft (unless a record with its id exists, revoked or not).
 func (n *Node) ensureBootstrapToken(ctx context.Context) {
 	co := n.cfg.Coordinator
-	if co == nil || !co.Bootstrap || n.tls == nil || n.tls.ca == nil || co.Ephemeral {
+	if co == nil || !co.Bootstrap || n.tls == nil || n.tls.ca() == nil || co.Ephemeral {
 		return
 	}
 	log := n.log.With("component", "tokens")
 	path := filepath.Join(co.DataDir, BootstrapTokenFile)
-	tok, err := loadOrCreateBootstrapToken(path, n.tls.ca.Hash())
+	tok, err := loadOrCreateBootstrapToken(path, n.tls.ca().Hash())
 	if err != nil {
 		log.Error("bootstrap token", "path", path, "err", err)
 		return
@@ -291,18 +319,15 @@ func (n *Node) BootstrapTokenPath() string { return n.bootstrapToken }
 // startNetworkRenewal renews a node agent's certificate (from its TLS directory) over
 // the network at two thirds of its life, writing each new pair back to the directory.
 func (t *nodeTLS) startNetworkRenewal(addrs, hosts []string) {
-	if t == nil || t.ca != nil || t.certs == nil || len(addrs) == 0 {
+	if t == nil || t.ca() != nil || t.certs == nil || len(addrs) == 0 {
 		return
 	}
 	t.addRenewal(func(ctx context.Context) {
 		t.certs.RenewLoop(ctx, func(ctx context.Context) ([]byte, []byte, error) {
-			certPEM, keyPEM, err := RenewOverNetwork(ctx, addrs, t.pool, t.certs, hosts)
-			if err == nil {
-				err = pki.SaveKeyPair(t.dir, "node", certPEM, keyPEM)
-			}
-			return certPEM, keyPEM, err
+			return t.renewFromNetwork(ctx, addrs, hosts)
 		}, nil)
 	})
+	t.addRenewal(func(ctx context.Context) { t.watchCoordinatorCA(ctx, addrs) })
 }
 
 // enrollServices registers the enrollment and token services on a coordinator's server.
@@ -311,18 +336,19 @@ func (n *Node) enrollServices(gs *grpc.Server, acfg api.Config) {
 		if n.tls == nil {
 			return nil
 		}
-		return n.tls.ca
-	}}
+		return n.tls.ca()
+	}, KnownCAs: n.tls.knownCAs, Trust: n.tls.trustOf}
 	cohortv1.RegisterEnrollServiceServer(gs, api.NewEnrollService(n.srv, acfg, ec))
 	cohortv1.RegisterTokenServiceServer(gs, api.NewTokenService(n.srv, acfg, ec))
 	cohortv1.RegisterGossipServiceServer(gs, api.NewGossipService(n.srv, acfg, ec))
+	cohortv1.RegisterTLSServiceServer(gs, api.NewTLSService(n.srv, acfg, ec))
 }
 
 // coordinatorServerCreds are the credentials of a coordinator's gRPC API: mutual TLS,
 // with client certificates verified when given, so that a process holding only a join
 // token can enroll; every other RPC refuses a caller without one (api.CertRoleServerOptions).
 func (t *nodeTLS) coordinatorServerCreds() credentials.TransportCredentials {
-	return credentials.NewTLS(pki.ServerTLSConfig(t.pool, t.certs, false))
+	return credentials.NewTLS(pki.ServerTLSConfigTrust(t.trust, t.certs, false))
 }
 
 // certHosts are the DNS names and IP addresses a certificate names, for its renewal.
@@ -395,7 +421,7 @@ func (n *Node) writeDeploymentTokens(ctx context.Context, dir string, log *slog.
 	}
 	for _, dt := range deploymentTokens {
 		path := filepath.Join(dir, dt.file)
-		tok, err := loadOrCreateBootstrapToken(path, n.tls.ca.Hash())
+		tok, err := loadOrCreateBootstrapToken(path, n.tls.ca().Hash())
 		if err != nil {
 			log.Error("join token file", "path", path, "err", err)
 			continue

@@ -38,8 +38,8 @@ func (n *Node) gossipKeysFromCluster() bool {
 // fetchGossipKeyring reads the keyring: from local state on a coordinator that holds
 // the CA, else over mutual TLS from the coordinators.
 func (n *Node) fetchGossipKeyring(ctx context.Context) (keyring, error) {
-	if n.srv != nil && n.tls.ca != nil {
-		keys, version, err := api.OpenGossipKeyring(n.srv, n.tls.ca)
+	if n.srv != nil && n.tls.ca() != nil {
+		keys, version, err := api.OpenGossipKeyring(n.srv, n.tls.rot.knownCAs()...)
 		if err == nil && len(keys) == 0 {
 			err = errors.New("the cluster has no gossip keyring yet")
 		}
@@ -116,10 +116,10 @@ func keysEqual(a, b [][]byte) bool {
 // ensureGossipKeyring makes the cluster's first gossip keyring when this coordinator,
 // holding the CA, leads and there is none.
 func (n *Node) ensureGossipKeyring(ctx context.Context) {
-	if n.srv == nil || n.tls == nil || n.tls.ca == nil {
+	if n.srv == nil || n.tls == nil || n.tls.ca() == nil {
 		return
 	}
-	srv, ca := n.srv, n.tls.ca
+	srv, ca := n.srv, n.tls.ca()
 	n.serveWG.Go(func() {
 		for {
 			if err := srv.WaitForLeader(ctx); err != nil {

@@ -133,6 +133,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		n.ensureBootstrapToken(n.runCtx)
 		n.ensureGossipKeyring(n.runCtx)
+		n.followClusterCA(n.runCtx)
 	}
 	if n.cfg.HTTPAddr != "" {
 		if err := n.startHTTP(); err != nil {

@@ -39,7 +39,7 @@ func TestEveryCoordinatorRPCRefusesOutsiders(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	ca := n.tls.ca
+	ca := n.tls.ca()
 	other, err := pki.NewCA("other", time.Now())
 	if err != nil {
 		t.Fatal(err)

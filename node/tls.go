@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -53,11 +54,17 @@ var ErrPlaintext = errors.New("is not a loopback address, and this node has no T
 
 // nodeTLS is a node's TLS material; nil when the node runs without TLS.
 type nodeTLS struct {
-	dir  string
-	pool *x509.CertPool
-	// ca is the cluster CA when this node holds it (a coordinator): it then issues its
-	// own certificate and its agents' at start, and renews them in process.
-	ca *pki.CA
+	dir string
+	// trust is the CAs this node trusts (ca.crt: the active CA first, and during a CA
+	// rotation the old one); every TLS configuration of the node reads it at each
+	// handshake.
+	trust *pki.Trust
+	// signing is the cluster CA when this node holds it (a coordinator): it then issues
+	// its own certificate and its agents' at start, and renews them in process. A CA
+	// rotation replaces it (see caRotation).
+	signing atomic.Pointer[pki.CA]
+	// rot is the CA rotation state of a CA-holding node.
+	rot caRotation
 	// certs is the coordinator's certificate, or the node agent's from dir.
 	certs *pki.Reloader
 	// adminDir is where the operator's admin credentials are ("" when none were made).
@@ -70,6 +77,27 @@ type nodeTLS struct {
 	pending  []func(context.Context)
 	run      func(func(context.Context))
 	renewing int // renewals running (tests)
+}
+
+// ca is the cluster CA this node signs with, or nil when it holds none.
+func (t *nodeTLS) ca() *pki.CA {
+	if t == nil {
+		return nil
+	}
+	return t.signing.Load()
+}
+
+// verifyLeaf checks that the certificate certs holds chains to pool, through the
+// certificates that follow it.
+func verifyLeaf(certs *pki.Reloader, pool *x509.CertPool, usage x509.ExtKeyUsage) error {
+	inter := x509.NewCertPool()
+	for _, der := range certs.Current().Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(c)
+		}
+	}
+	_, err := certs.Leaf().Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
+	return err
 }
 
 // has reports whether dir holds the file name.
@@ -115,7 +143,7 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 		return nil, configErr(field, dir, fmt.Errorf("holds no TLS material: want %s, %s and %s (or, for a bootstrapping coordinator, nothing: it creates the CA)",
 			pki.CACertFile, pki.NodeCertFile, pki.NodeKeyFile))
 	}
-	pool, err := pki.LoadCAPool(filepath.Join(dir, pki.CACertFile))
+	trust, err := pki.LoadTrust(filepath.Join(dir, pki.CACertFile))
 	if err != nil {
 		return nil, configErr(field, dir, err)
 	}
@@ -127,7 +155,7 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 	if err != nil {
 		return nil, configErr(field, dir, err)
 	}
-	if _, err := certs.Leaf().Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if err := verifyLeaf(certs, trust.Pool(), x509.ExtKeyUsageAny); err != nil {
 		return nil, configErr(field, dir, fmt.Errorf("%s does not verify against %s: %w", pki.NodeCertFile, pki.CACertFile, err))
 	}
 	id, err := pki.IdentityOf(certs.Leaf())
@@ -145,7 +173,7 @@ func loadTLS(cfg *Config, log *slog.Logger) (*nodeTLS, error) {
 		return nil, configErr(field, dir, errors.New("a coordinator that does not hold the CA cannot run node agents in the same process"))
 	}
 	log.Info("TLS on", "dir", dir, "identity", id.String(), "not_after", certs.Leaf().NotAfter)
-	t := &nodeTLS{dir: dir, pool: pool, certs: certs}
+	t := &nodeTLS{dir: dir, trust: trust, certs: certs}
 	if as := agentsOf(cfg); co == nil && len(as) > 0 {
 		t.startNetworkRenewal(as[0].Join, certHosts(certs.Leaf()))
 	}
@@ -166,7 +194,10 @@ func loadCA(cfg *Config, dir string, log *slog.Logger) (*nodeTLS, error) {
 	if created {
 		log.Info("created the cluster CA", "dir", dir, "ca_hash", ca.Hash())
 	}
-	t := &nodeTLS{dir: dir, pool: ca.Pool(), ca: ca}
+	t := &nodeTLS{dir: dir}
+	if err := t.loadCAs(ca); err != nil {
+		return nil, configErr(field, dir, err)
+	}
 	id := pki.Identity{Name: co.NodeID, Role: pki.RoleCoordinator}
 	if t.certs, err = t.issueLocal(id, coordinatorHosts(co), "node", log); err != nil {
 		return nil, configErr(field, dir, err)
@@ -184,7 +215,7 @@ func loadCA(cfg *Config, dir string, log *slog.Logger) (*nodeTLS, error) {
 // certificate and key are also written to <dir>/<save>.crt and .key, at every renewal.
 func (t *nodeTLS) issueLocal(id pki.Identity, hosts []string, save string, log *slog.Logger) (*pki.Reloader, error) {
 	issue := func() ([]byte, []byte, error) {
-		certPEM, keyPEM, err := t.ca.IssueFor(id, hosts, localCertTTL, time.Now())
+		certPEM, keyPEM, err := t.ca().IssueFor(id, hosts, localCertTTL, time.Now())
 		if err == nil && save != "" {
 			err = pki.SaveKeyPair(t.dir, save, certPEM, keyPEM)
 		}
@@ -198,6 +229,7 @@ func (t *nodeTLS) issueLocal(id pki.Identity, hosts []string, save string, log *
 	if err != nil {
 		return nil, err
 	}
+	t.rot.addLocal(r)
 	t.addRenewal(func(ctx context.Context) {
 		r.RenewLoop(ctx, func(context.Context) ([]byte, []byte, error) { return issue() }, nil)
 	})
@@ -221,12 +253,14 @@ func (t *nodeTLS) ensureAdmin(now time.Time) error {
 	certPath, keyPath := filepath.Join(t.dir, pki.AdminCertFile), filepath.Join(t.dir, pki.AdminKeyFile)
 	if certPEM, keyPEM, err := pki.LoadKeyPair(certPath, keyPath); err == nil {
 		if c, err := tls.X509KeyPair(certPEM, keyPEM); err == nil && c.Leaf != nil && now.Before(pki.RenewAt(c.Leaf)) {
-			if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: t.pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+			// Signed by the active CA: after a rotation the operator's credentials move
+			// onto the new CA at once.
+			if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: t.ca().Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
 				return nil
 			}
 		}
 	}
-	certPEM, keyPEM, err := t.ca.IssueFor(AdminIdentity, nil, FileCertTTL, now)
+	certPEM, keyPEM, err := t.ca().IssueFor(AdminIdentity, nil, FileCertTTL, now)
 	if err != nil {
 		return err
 	}
@@ -264,7 +298,7 @@ func addrHosts(addr string) []string {
 // agentCerts is the certificate a node agent of this node presents: issued for it by
 // the node's CA (cohort dev), else the node's own from its TLS directory.
 func (t *nodeTLS) agentCerts(nodeID string, dataAddr string, log *slog.Logger) (*pki.Reloader, error) {
-	if t.ca == nil {
+	if t.ca() == nil {
 		return t.certs, nil
 	}
 	hosts := []string{"127.0.0.1", "::1", "localhost"}
@@ -295,7 +329,7 @@ func (t *nodeTLS) startRenewals(ctx context.Context, wg *sync.WaitGroup) {
 // serverCreds are the credentials of a gRPC server presenting certs that requires a
 // client certificate from the cluster CA, of one of roles when any are given.
 func (t *nodeTLS) serverCreds(certs *pki.Reloader, roles ...pki.Role) credentials.TransportCredentials {
-	cfg := pki.ServerTLSConfig(t.pool, certs, true)
+	cfg := pki.ServerTLSConfigTrust(t.trust, certs, true)
 	if len(roles) > 0 {
 		cfg.VerifyConnection = pki.RequireRole(roles...)
 	}
@@ -305,7 +339,7 @@ func (t *nodeTLS) serverCreds(certs *pki.Reloader, roles ...pki.Role) credential
 // clientCreds are the credentials of a gRPC client presenting certs to a server whose
 // certificate, from the cluster CA, names one of serverRoles.
 func (t *nodeTLS) clientCreds(certs *pki.Reloader, serverRoles ...pki.Role) credentials.TransportCredentials {
-	return credentials.NewTLS(pki.RoleClientTLSConfig(t.pool, certs, serverRoles...))
+	return credentials.NewTLS(pki.RoleClientTLSConfigTrust(t.trust, certs, serverRoles...))
 }
 
 // transportOptions are the dial options carrying creds, or plaintext's when creds is

@@ -138,7 +138,10 @@ func renewClientCert(ctx context.Context, g *globalFlags, dir string) {
 	if err != nil {
 		return
 	}
-	newCert, newKey, err := node.RenewOverNetwork(ctx, splitAddrs(g.address), pool, certs, nil)
+	newCert, newKey, bundle, err := node.RenewWithBundle(ctx, splitAddrs(g.address), pool, certs)
+	if err == nil && len(bundle) > 0 {
+		err = pki.SaveCACert(dir, bundle) // after a CA rotation: the new CA, and the old until it is dropped
+	}
 	if err == nil {
 		err = pki.SaveKeyPair(dir, "client", newCert, newKey)
 	}

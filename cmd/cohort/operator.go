@@ -25,7 +25,7 @@ func newOperatorCmd(g *globalFlags) *cobra.Command {
 	raftCmd.AddCommand(newListPeersCmd(g), newAddVoterCmd(g), newRemovePeerCmd(g), newTransferLeadershipCmd(g))
 	snapCmd := &cobra.Command{Use: "snapshot", Short: "Save or restore the whole coordinator state"}
 	snapCmd.AddCommand(newSnapshotSaveCmd(g), newSnapshotRestoreCmd(g))
-	cmd.AddCommand(raftCmd, snapCmd, newGossipCmd(g))
+	cmd.AddCommand(raftCmd, snapCmd, newGossipCmd(g), newOperatorTLSCmd(g))
 	return cmd
 }
 

@@ -188,6 +188,10 @@ var methodRules = map[string]rule{
 	cohortv1.GossipService_InstallKey_FullMethodName: {need: RoleAdmin},
 	cohortv1.GossipService_UseKey_FullMethodName:     {need: RoleAdmin},
 	cohortv1.GossipService_RemoveKey_FullMethodName:  {need: RoleAdmin},
+	// TLSService: CA rotation, admins.
+	cohortv1.TLSService_RotateCA_FullMethodName:       {need: RoleAdmin},
+	cohortv1.TLSService_FinishRotation_FullMethodName: {need: RoleAdmin},
+	cohortv1.TLSService_Status_FullMethodName:         {need: RoleAdmin},
 }
 
 // submitNamespace is the namespace a submitted or planned spec names ("default" when

@@ -35,6 +35,12 @@ type EnrollConfig struct {
 	// CA returns the cluster CA when this coordinator holds it, else nil: it then
 	// forwards enrollments to the leader and cannot renew.
 	CA func() *pki.CA
+	// KnownCAs returns every CA whose key this coordinator holds, the active one first:
+	// what sealed values are opened with across a rotation. nil: CA alone.
+	KnownCAs func() []*pki.CA
+	// Trust returns the CAs this coordinator trusts (its trust bundle), sent to
+	// enrolling and renewing processes. nil: the CA alone.
+	Trust func() *pki.Trust
 	// CertTTL is the life of the certificates issued (0: pki.DefaultCertTTL).
 	CertTTL time.Duration
 }
@@ -58,6 +64,30 @@ func (ec EnrollConfig) ca() *pki.CA {
 		return nil
 	}
 	return ec.CA()
+}
+
+// knownCAs is KnownCAs, or the CA alone.
+func (ec EnrollConfig) knownCAs() []*pki.CA {
+	if ec.KnownCAs != nil {
+		return ec.KnownCAs()
+	}
+	if ca := ec.ca(); ca != nil {
+		return []*pki.CA{ca}
+	}
+	return nil
+}
+
+// bundlePEM is the trust bundle sent with a certificate: every trusted CA, ca first.
+func (ec EnrollConfig) bundlePEM(ca *pki.CA) []byte {
+	if ec.Trust == nil {
+		return ca.CertPEM()
+	}
+	if t := ec.Trust(); t != nil {
+		if b := t.PEM(); len(b) > 0 {
+			return b
+		}
+	}
+	return ca.CertPEM()
 }
 
 // Enroll checks the join token against its record (on the leader, which holds every
@@ -107,7 +137,7 @@ func (s *enrollService) enrollLocal(req *cohortv1.EnrollRequest) (*cohortv1.Enro
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	resp := &cohortv1.EnrollResponse{CertificatePem: certPEM, CaCertificatePem: ca.CertPEM(), Identity: id.String()}
+	resp := &cohortv1.EnrollResponse{CertificatePem: certPEM, CaCertificatePem: s.ec.bundlePEM(ca), Identity: id.String()}
 	if id.Role == pki.RoleCoordinator {
 		if resp.CaKeyPem, err = ca.KeyPEM(); err != nil {
 			return nil, err
@@ -153,7 +183,7 @@ func (s *enrollService) Renew(ctx context.Context, req *cohortv1.RenewRequest) (
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	s.cfg.Logger.Debug("renewed a certificate", "identity", id.String())
-	return &cohortv1.RenewResponse{CertificatePem: certPEM, CaCertificatePem: ca.CertPEM()}, nil
+	return &cohortv1.RenewResponse{CertificatePem: certPEM, CaCertificatePem: s.ec.bundlePEM(ca)}, nil
 }
 
 func checkEnrollRequest(req *cohortv1.EnrollRequest) error {

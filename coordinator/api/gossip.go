@@ -48,12 +48,20 @@ func NewGossipService(b Backend, cfg Config, ec EnrollConfig) cohortv1.GossipSer
 }
 
 // OpenGossipKeyring reads and opens the keyring in b's state: nil keys when none is set.
-func OpenGossipKeyring(b Backend, ca *pki.CA) (keys [][]byte, version uint64, err error) {
+// It tries each CA in cas: across a CA rotation the keyring may be sealed with the old
+// CA's key until the rotation reseals it with the new one.
+func OpenGossipKeyring(b Backend, cas ...*pki.CA) (keys [][]byte, version uint64, err error) {
 	k, err := b.State().GossipKeyring(nil)
 	if err != nil || k == nil {
 		return nil, 0, err
 	}
-	raw, err := ca.Open(GossipKeyringPurpose, k.Sealed)
+	var raw []byte
+	err = pki.ErrSealed
+	for _, ca := range cas {
+		if raw, err = ca.Open(GossipKeyringPurpose, k.Sealed); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -104,11 +112,10 @@ func (s *gossipService) caOrFail() (*pki.CA, error) {
 
 // GetKeyring returns the keys, from this coordinator's state.
 func (s *gossipService) GetKeyring(ctx context.Context, _ *cohortv1.GetKeyringRequest) (*cohortv1.GetKeyringResponse, error) {
-	ca, err := s.caOrFail()
-	if err != nil {
+	if _, err := s.caOrFail(); err != nil {
 		return nil, err
 	}
-	keys, version, err := OpenGossipKeyring(s.b, ca)
+	keys, version, err := OpenGossipKeyring(s.b, s.ec.knownCAs()...)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -131,11 +138,10 @@ func (s *gossipService) ListKeys(ctx context.Context, req *cohortv1.ListGossipKe
 	if err := requireAdminCert(ctx, "ListKeys"); err != nil {
 		return nil, err
 	}
-	ca, err := s.caOrFail()
-	if err != nil {
+	if _, err := s.caOrFail(); err != nil {
 		return nil, err
 	}
-	keys, version, err := OpenGossipKeyring(s.b, ca)
+	keys, version, err := OpenGossipKeyring(s.b, s.ec.knownCAs()...)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -158,7 +164,7 @@ func (s *gossipService) changeKeyring(ctx context.Context, method string, change
 			if err := s.b.ConsistentRead(ctx); err != nil {
 				return nil, err
 			}
-			keys, version, err := OpenGossipKeyring(s.b, ca)
+			keys, version, err := OpenGossipKeyring(s.b, s.ec.knownCAs()...)
 			if err != nil {
 				return nil, err
 			}

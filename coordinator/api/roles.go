@@ -84,6 +84,10 @@ var certRoleRules = map[string][]pki.Role{
 	cohortv1.GossipService_InstallKey_FullMethodName: userCallers,
 	cohortv1.GossipService_UseKey_FullMethodName:     userCallers,
 	cohortv1.GossipService_RemoveKey_FullMethodName:  userCallers,
+	// TLSService: CA rotation, admins (the handlers refuse other client roles).
+	cohortv1.TLSService_RotateCA_FullMethodName:       userCallers,
+	cohortv1.TLSService_FinishRotation_FullMethodName: userCallers,
+	cohortv1.TLSService_Status_FullMethodName:         userCallers,
 }
 
 // allCallers is every certificate role.

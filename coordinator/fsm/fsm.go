@@ -222,6 +222,7 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"create_token":         applyCreateToken,
 	"revoke_token":         applyRevokeToken,
 	"set_gossip_keyring":   applySetGossipKeyring,
+	"set_cluster_ca":       applySetClusterCA,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

@@ -43,7 +43,9 @@ const (
 	recordToken byte = 9
 	// recordGossipKeyring (added in place): the sealed gossip keyring.
 	recordGossipKeyring byte = 10
-	recordEnd           byte = 0xff
+	// recordClusterCA (added in place): the cluster CA record of a rotation.
+	recordClusterCA byte = 11
+	recordEnd       byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
 	// memory.
@@ -186,11 +188,18 @@ func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 			return err
 		}
 	}
+	if c, err := snap.ClusterCA(nil); err != nil {
+		return err
+	} else if c != nil {
+		if err := rw.message(recordClusterCA, c); err != nil {
+			return err
+		}
+	}
 	indexes, err := snap.TableIndexes()
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableSearches, state.TableTokens, state.TableGossipKeyring} {
+	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableSearches, state.TableTokens, state.TableGossipKeyring, state.TableClusterCA} {
 		idx, ok := indexes[table]
 		if !ok {
 			continue
@@ -319,6 +328,12 @@ func restoreRecord(txn *state.Txn, typ byte, payload []byte) error {
 			return fmt.Errorf("decode gossip keyring: %w", err)
 		}
 		return txn.RestoreGossipKeyring(k)
+	case recordClusterCA:
+		c := &cohortv1.ClusterCA{}
+		if err := proto.Unmarshal(payload, c); err != nil {
+			return fmt.Errorf("decode cluster CA: %w", err)
+		}
+		return txn.RestoreClusterCA(c)
 	case recordTableIndex:
 		idx, n := binary.Uvarint(payload)
 		if n <= 0 {

@@ -85,3 +85,29 @@ func applySetGossipKeyring(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	}
 	return k, nil
 }
+
+// ErrStaleClusterCA means a set_cluster_ca carries a version no newer than the stored
+// record: two rotations raced.
+var ErrStaleClusterCA = errors.New("fsm: the cluster CA changed meanwhile")
+
+// applySetClusterCA replaces the cluster CA record (a rotation or its end). The FSM
+// checks only its shape: the proposer made and sealed it. Response: the stored
+// *ClusterCA.
+func applySetClusterCA(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	c := cmd.GetSetClusterCa().GetCa()
+	if len(c.GetActiveCertPem()) == 0 || len(c.GetSealedKey()) == 0 || len(c.GetTrustBundlePem()) == 0 {
+		return nil, fmt.Errorf("fsm: set cluster CA: %w: the active certificate, its sealed key and the trust bundle are required", state.ErrInvalidObject)
+	}
+	cur, err := txn.ClusterCA(nil)
+	if err != nil {
+		return nil, err
+	}
+	if cur != nil && c.GetVersion() <= cur.GetVersion() {
+		return nil, fmt.Errorf("%w: version %d, stored %d", ErrStaleClusterCA, c.GetVersion(), cur.GetVersion())
+	}
+	stored := proto.Clone(c).(*cohortv1.ClusterCA)
+	if err := txn.SetClusterCA(stored); err != nil {
+		return nil, err
+	}
+	return stored, nil
+}

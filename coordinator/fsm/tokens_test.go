@@ -86,3 +86,35 @@ func TestSetGossipKeyring(t *testing.T) {
 		t.Fatalf("restored keyring %v", k)
 	}
 }
+
+func clusterCACmd(cert string, version uint64) *cohortv1.Command {
+	return &cohortv1.Command{Kind: &cohortv1.Command_SetClusterCa{SetClusterCa: &cohortv1.SetClusterCACommand{Ca: &cohortv1.ClusterCA{
+		Version: version, ActiveCertPem: []byte(cert), SealedKey: []byte("sealed"), TrustBundlePem: []byte(cert + "+old"), SealedByHash: "h",
+	}}}}
+}
+
+// TestSetClusterCA: the CA record is replaced only by a newer version, never without
+// its certificate, key or bundle, and survives a snapshot.
+func TestSetClusterCA(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(clusterCACmd("ca2", 1))
+	if err, ok := h.apply(clusterCACmd("ca2-again", 1)).(error); !ok || !errors.Is(err, ErrStaleClusterCA) {
+		t.Fatalf("same version applied: %v", err)
+	}
+	if _, ok := h.apply(clusterCACmd("", 2)).(error); !ok {
+		t.Fatal("a record without a certificate applied")
+	}
+	h.mustApply(clusterCACmd("ca3", 2))
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, h.f.State().Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	restored, err := ReadSnapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := restored.ClusterCA(nil)
+	if string(c.GetActiveCertPem()) != "ca3" || c.GetVersion() != 2 || string(c.GetTrustBundlePem()) != "ca3+old" {
+		t.Fatalf("restored cluster CA %v", c)
+	}
+}

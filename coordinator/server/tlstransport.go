@@ -18,8 +18,10 @@ import (
 
 // TLSConfig runs the Raft transport over mutual TLS.
 type TLSConfig struct {
-	// CA is the cluster CA: both ends' certificates must chain to it.
-	CA *x509.CertPool
+	// CA is the cluster CA: both ends' certificates must chain to it. Trust, when set,
+	// replaces it with CAs that can change while the transport runs (a CA rotation).
+	CA    *x509.CertPool
+	Trust *pki.Trust
 	// Certs is this voter's certificate (role coordinator), served and presented.
 	Certs *pki.Reloader
 }
@@ -49,7 +51,10 @@ var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
 // newTLSStreamLayer listens on bind; advertise (nil: the listener's address, which must
 // then be advertisable) is the address peers reach this voter at.
 func newTLSStreamLayer(bind string, advertise net.Addr, cfg TLSConfig, log *slog.Logger) (*tlsStreamLayer, error) {
-	if cfg.CA == nil || cfg.Certs == nil {
+	if cfg.Trust == nil && cfg.CA != nil {
+		cfg.Trust = pki.TrustPool(cfg.CA)
+	}
+	if cfg.Trust == nil || cfg.Certs == nil {
 		return nil, errors.New("server: raft TLS: CA and Certs are required")
 	}
 	ln, err := net.Listen("tcp", bind)
@@ -63,11 +68,11 @@ func newTLSStreamLayer(bind string, advertise net.Addr, cfg TLSConfig, log *slog
 		_ = ln.Close()
 		return nil, fmt.Errorf("local bind address %s is not advertisable: set an advertise address", advertise)
 	}
-	server := pki.ServerTLSConfig(cfg.CA, cfg.Certs, true)
+	server := pki.ServerTLSConfigTrust(cfg.Trust, cfg.Certs, true)
 	server.VerifyConnection = pki.RequireRole(pki.RoleCoordinator)
 	l := &tlsStreamLayer{
 		ln: ln, advertise: advertise, server: server,
-		client: pki.RoleClientTLSConfig(cfg.CA, cfg.Certs, pki.RoleCoordinator),
+		client: pki.RoleClientTLSConfigTrust(cfg.Trust, cfg.Certs, pki.RoleCoordinator),
 		log:    log, conns: make(chan net.Conn), closed: make(chan struct{}),
 	}
 	go l.acceptLoop()

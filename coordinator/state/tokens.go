@@ -27,6 +27,7 @@ func tokenTables() map[string]*memdb.TableSchema {
 			},
 		},
 		TableGossipKeyring: gossipKeyringTable(),
+		TableClusterCA:     clusterCATable(),
 	}
 }
 
@@ -122,6 +123,51 @@ func (t *Txn) SetGossipKeyring(k *cohortv1.GossipKeyring) error {
 func (t *Txn) RestoreGossipKeyring(k *cohortv1.GossipKeyring) error {
 	if err := t.txn.Insert(TableGossipKeyring, k); err != nil {
 		return fmt.Errorf("state: restore gossip keyring: %w", err)
+	}
+	return nil
+}
+
+// TableClusterCA holds the one cluster CA record (id "ca"), set by CA rotations.
+const TableClusterCA = "cluster_ca"
+
+const clusterCAID = "ca"
+
+func clusterCATable() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: TableClusterCA,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": index("id", true, false, func(obj any) (string, bool) {
+				_, ok := obj.(*cohortv1.ClusterCA)
+				return clusterCAID, ok
+			}),
+		},
+	}
+}
+
+// ClusterCA returns the cluster CA record, or nil before the first rotation.
+func (s *Store) ClusterCA(ws memdb.WatchSet) (*cohortv1.ClusterCA, error) {
+	return s.reader().ClusterCA(ws)
+}
+
+// ClusterCA returns the cluster CA record, or nil before the first rotation.
+func (r Reader) ClusterCA(ws memdb.WatchSet) (*cohortv1.ClusterCA, error) {
+	return first[*cohortv1.ClusterCA](r, ws, TableClusterCA, "id", clusterCAID)
+}
+
+// SetClusterCA replaces the cluster CA record; the store takes ownership of it.
+func (t *Txn) SetClusterCA(c *cohortv1.ClusterCA) error {
+	c.ModifyIndex = t.index
+	if err := t.txn.Insert(TableClusterCA, c); err != nil {
+		return fmt.Errorf("state: set cluster CA: %w", err)
+	}
+	t.touched[TableClusterCA] = true
+	return nil
+}
+
+// RestoreClusterCA inserts the record as it was persisted (snapshot restore).
+func (t *Txn) RestoreClusterCA(c *cohortv1.ClusterCA) error {
+	if err := t.txn.Insert(TableClusterCA, c); err != nil {
+		return fmt.Errorf("state: restore cluster CA: %w", err)
 	}
 	return nil
 }

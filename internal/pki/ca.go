@@ -42,6 +42,9 @@ type CA struct {
 	cert    *x509.Certificate
 	certPEM []byte
 	key     crypto.Signer
+	// chainPEM is what Sign appends after a leaf: certPEM, or, during a CA rotation,
+	// this CA cross-signed by the previous one followed by the previous root (WithChain).
+	chainPEM []byte
 }
 
 // NewCA makes a new CA: an ECDSA P-256 key and a self-signed certificate for it named
@@ -85,6 +88,29 @@ func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
 
 // CertPEM returns the CA certificate, PEM-encoded: what joining nodes store.
 func (ca *CA) CertPEM() []byte { return append([]byte(nil), ca.certPEM...) }
+
+// ChainPEM returns what Sign appends after each leaf: the CA certificate, or what
+// WithChain set.
+func (ca *CA) ChainPEM() []byte {
+	if ca.chainPEM == nil {
+		return ca.CertPEM()
+	}
+	return append([]byte(nil), ca.chainPEM...)
+}
+
+// WithChain returns a copy of ca whose signed chains end with chainPEM (certificates,
+// PEM) instead of the CA certificate: during a rotation, the new CA cross-signed by the
+// old one and the old root, so that a peer trusting only the old CA still verifies the
+// new CA's certificates, and a join token pinning the old CA still finds it. nil
+// restores the CA certificate alone.
+func (ca *CA) WithChain(chainPEM []byte) *CA {
+	c := *ca
+	c.chainPEM = nil
+	if chainPEM != nil {
+		c.chainPEM = append([]byte(nil), chainPEM...)
+	}
+	return &c
+}
 
 // Pool returns a new certificate pool holding only the CA certificate.
 func (ca *CA) Pool() *x509.CertPool {
@@ -217,13 +243,25 @@ func readPrivateFile(path string) ([]byte, error) {
 
 // writeFileAtomic replaces path with data: it writes a temporary file in the same
 // directory, syncs it, renames it over path and syncs the directory.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	tmp, err := stageFile(path, data, perm)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// stageFile writes data to a synced temporary file next to path, for a rename over it.
+func stageFile(path string, data []byte, perm fs.FileMode) (tmp string, err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	tmp = f.Name()
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -231,20 +269,18 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 		}
 	}()
 	if err = f.Chmod(perm); err != nil {
-		return err
+		return "", err
 	}
 	if _, err = f.Write(data); err != nil {
-		return err
+		return "", err
 	}
 	if err = f.Sync(); err != nil {
-		return err
+		return "", err
 	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
+	return tmp, f.Close()
+}
+
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -36,7 +36,11 @@ const (
 // can make a certificate that says so. This is what nomad and consul do unless
 // verify_server_hostname is set.
 func RoleClientTLSConfig(ca *x509.CertPool, certs *Reloader, serverRoles ...Role) *tls.Config {
-	cfg := ClientTLSConfig(ca, certs, "")
+	return roleClientTLSConfig(func() *x509.CertPool { return ca }, certs, serverRoles...)
+}
+
+func roleClientTLSConfig(roots func() *x509.CertPool, certs *Reloader, serverRoles ...Role) *tls.Config {
+	cfg := ClientTLSConfig(roots(), certs, "")
 	// The standard verification would also check the host name; VerifyConnection below
 	// does everything else it does.
 	cfg.InsecureSkipVerify = true
@@ -50,7 +54,7 @@ func RoleClientTLSConfig(ca *x509.CertPool, certs *Reloader, serverRoles ...Role
 			inter.AddCert(c)
 		}
 		chains, err := state.PeerCertificates[0].Verify(x509.VerifyOptions{
-			Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			Roots: roots(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		})
 		if err != nil {
 			return fmt.Errorf("pki: server certificate: %w", err)
@@ -98,15 +102,33 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 }
 
 // SaveKeyPair writes a certificate chain and its key to dir (created 0700 if needed) as
-// <name>.crt (0644) and <name>.key (0600), each replaced atomically.
+// <name>.crt (0644) and <name>.key (0600), each replaced atomically. Both are written
+// and synced before either is renamed into place, so a reader (the CLI reading the
+// admin.crt a coordinator renews) sees a mismatched pair only between two renames.
 func SaveKeyPair(dir, name string, certPEM, keyPEM []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("pki: save %s: %w", name, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, name+".key"), keyPEM, 0o600); err != nil {
+	keyPath, certPath := filepath.Join(dir, name+".key"), filepath.Join(dir, name+".crt")
+	keyTmp, err := stageFile(keyPath, keyPEM, 0o600)
+	if err != nil {
 		return fmt.Errorf("pki: save %s: %w", name, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, name+".crt"), certPEM, 0o644); err != nil {
+	certTmp, err := stageFile(certPath, certPEM, 0o644)
+	if err != nil {
+		os.Remove(keyTmp)
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	if err := os.Rename(keyTmp, keyPath); err != nil {
+		os.Remove(keyTmp)
+		os.Remove(certTmp)
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	if err := os.Rename(certTmp, certPath); err != nil {
+		os.Remove(certTmp)
+		return fmt.Errorf("pki: save %s: %w", name, err)
+	}
+	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("pki: save %s: %w", name, err)
 	}
 	return nil
@@ -124,6 +146,14 @@ func SaveCACert(dir string, certPEM []byte) error {
 	return nil
 }
 
+// SaveCACertFile writes certificates (PEM) to path (0644), replacing it atomically.
+func SaveCACertFile(path string, certPEM []byte) error {
+	if err := writeFileAtomic(path, certPEM, 0o644); err != nil {
+		return fmt.Errorf("pki: save %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
 // LoadKeyPair reads the files SaveKeyPair wrote: certPath and keyPath (which group and
 // others must not be able to read).
 func LoadKeyPair(certPath, keyPath string) (certPEM, keyPEM []byte, err error) {
@@ -136,21 +166,12 @@ func LoadKeyPair(certPath, keyPath string) (certPEM, keyPEM []byte, err error) {
 	return certPEM, keyPEM, nil
 }
 
-// LoadCAPool reads a CA certificate file (CACertFile) into a new pool, refusing a file
-// whose first certificate is not a CA.
+// LoadCAPool reads a CA certificate file (CACertFile) into a new pool: a trust bundle
+// of one or more CA certificates (ParseCertBundle), the first the CA that signs now.
 func LoadCAPool(path string) (*x509.CertPool, error) {
-	raw, err := os.ReadFile(path)
+	t, err := LoadTrust(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: %w", err)
+		return nil, err
 	}
-	cert, err := parseCertPEM(raw)
-	if err != nil {
-		return nil, fmt.Errorf("pki: %s: %w", path, err)
-	}
-	if !cert.IsCA || !cert.BasicConstraintsValid {
-		return nil, fmt.Errorf("pki: %s is not a CA certificate", path)
-	}
-	p := x509.NewCertPool()
-	p.AddCert(cert)
-	return p, nil
+	return t.Pool(), nil
 }

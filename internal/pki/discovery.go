@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 )
 
@@ -40,21 +41,30 @@ func verifyChainAgainstHash(certs []*x509.Certificate, wantHash, serverName stri
 	if len(certs) < 2 {
 		return nil, fmt.Errorf("pki: verify chain: the server sent %d certificate(s); it must send its CA certificate after its own", len(certs))
 	}
-	ca := certs[len(certs)-1]
-	if got := SPKIHash(ca); got != wantHash {
-		return nil, fmt.Errorf("%w: the server's CA hashes to %s, the token pins %s", ErrCAHashMismatch, got, wantHash)
+	// The pinned CA is the chain's last certificate, or, while the cluster rotates its
+	// CA (chain: leaf, new CA cross-signed by the old, old root), the one carrying the
+	// pinned key: the pin is on the key, and a certificate for that key that the old
+	// CA signed proves nothing less than its self-signed one.
+	i := slices.IndexFunc(certs[1:], func(c *x509.Certificate) bool { return SPKIHash(c) == wantHash })
+	if i < 0 {
+		return nil, fmt.Errorf("%w: the server's CA hashes to %s, the token pins %s", ErrCAHashMismatch, SPKIHash(certs[len(certs)-1]), wantHash)
 	}
-	if !ca.IsCA || !ca.BasicConstraintsValid || !bytes.Equal(ca.RawSubject, ca.RawIssuer) {
-		return nil, errors.New("pki: verify chain: the pinned key's certificate is not a self-signed CA")
+	ca := certs[1+i]
+	if !ca.IsCA || !ca.BasicConstraintsValid {
+		return nil, errors.New("pki: verify chain: the pinned key's certificate is not a self-signed CA, nor a cross-signed one")
 	}
-	if err := ca.CheckSignatureFrom(ca); err != nil {
-		return nil, fmt.Errorf("pki: verify chain: the pinned key's certificate is not self-signed: %w", err)
+	if bytes.Equal(ca.RawSubject, ca.RawIssuer) {
+		if err := ca.CheckSignatureFrom(ca); err != nil {
+			return nil, fmt.Errorf("pki: verify chain: the pinned key's certificate is not self-signed: %w", err)
+		}
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
 	inter := x509.NewCertPool()
-	for _, c := range certs[1 : len(certs)-1] {
-		inter.AddCert(c)
+	for j, c := range certs[1:] {
+		if j != i {
+			inter.AddCert(c)
+		}
 	}
 	opts := x509.VerifyOptions{
 		Roots:         roots,

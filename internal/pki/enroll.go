@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // KeyPEM returns the CA's private key, PEM-encoded as PKCS#8: what a coordinator sends,
@@ -61,29 +62,39 @@ type Enrolled struct {
 // ErrCAHashMismatch and names both hashes), the certificate must verify against it and
 // belong to keyPEM, and a CA key, when sent, must match the CA certificate.
 func CheckEnrolled(wantHash string, certPEM, keyPEM, caCertPEM, caKeyPEM []byte) (*Enrolled, error) {
-	caCert, err := parseCertPEM(caCertPEM)
+	bundle, err := ParseCertBundle(caCertPEM)
 	if err != nil {
 		return nil, fmt.Errorf("pki: enrollment: CA certificate: %w", err)
 	}
-	if got := SPKIHash(caCert); got != wantHash {
-		return nil, fmt.Errorf("%w: the enrollment's CA hashes to %s, the token pins %s", ErrCAHashMismatch, got, wantHash)
+	// During a CA rotation the bundle holds the new CA first and the old one after it:
+	// a token minted before the rotation pins the old one.
+	if !slices.ContainsFunc(bundle, func(c *x509.Certificate) bool { return SPKIHash(c) == wantHash }) {
+		return nil, fmt.Errorf("%w: the enrollment's CA hashes to %s, the token pins %s", ErrCAHashMismatch, SPKIHash(bundle[0]), wantHash)
 	}
 	pair, err := parseKeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("pki: enrollment: %w", err)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
-	if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	for _, c := range bundle {
+		roots.AddCert(c)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range pair.Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(c)
+		}
+	}
+	if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("pki: enrollment: the certificate does not verify against the pinned CA: %w", err)
 	}
 	id, err := IdentityOf(pair.Leaf)
 	if err != nil {
 		return nil, fmt.Errorf("pki: enrollment: %w", err)
 	}
-	e := &Enrolled{CertPEM: certPEM, KeyPEM: keyPEM, CACertPEM: pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: caCert.Raw}), Identity: id}
+	e := &Enrolled{CertPEM: certPEM, KeyPEM: keyPEM, CACertPEM: EncodeCertBundle(bundle), Identity: id}
 	if len(caKeyPEM) > 0 {
-		if e.CA, err = ParseCA(e.CACertPEM, caKeyPEM); err != nil {
+		if e.CA, err = ParseCA(encodePEM(pemCertificate, bundle[0].Raw), caKeyPEM); err != nil {
 			return nil, fmt.Errorf("pki: enrollment: %w", err)
 		}
 	}
@@ -97,7 +108,10 @@ func (e *Enrolled) Save(dir, name string) error {
 		if err := e.CA.Save(dir); err != nil {
 			return err
 		}
-	} else if err := SaveCACert(dir, e.CACertPEM); err != nil {
+	}
+	// The whole bundle: the CA (first, which a CA.Save above wrote alone) and those
+	// still trusted during a rotation.
+	if err := SaveCACert(dir, e.CACertPEM); err != nil {
 		return err
 	}
 	return SaveKeyPair(dir, name, e.CertPEM, e.KeyPEM)

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -45,6 +46,7 @@ type RenewFunc func(ctx context.Context) (certPEM, keyPEM []byte, err error)
 type Reloader struct {
 	cur    atomic.Pointer[tls.Certificate]
 	logger *slog.Logger
+	soon   chan struct{}
 }
 
 // NewReloader returns a Reloader holding the given certificate chain and key (PEM, as
@@ -54,7 +56,7 @@ func NewReloader(certPEM, keyPEM []byte, logger *slog.Logger) (*Reloader, error)
 	if logger == nil {
 		logger = slog.Default()
 	}
-	r := &Reloader{logger: logger}
+	r := &Reloader{logger: logger, soon: make(chan struct{}, 1)}
 	if err := r.Set(certPEM, keyPEM); err != nil {
 		return nil, err
 	}
@@ -101,6 +103,15 @@ func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certi
 	return r.cur.Load(), nil
 }
 
+// RenewSoon makes RenewLoop renew now rather than at RenewAt: after a CA rotation, so
+// that the certificate moves onto the new CA.
+func (r *Reloader) RenewSoon() {
+	select {
+	case r.soon <- struct{}{}:
+	default:
+	}
+}
+
 // RenewAt returns when a certificate is due for renewal: two thirds of the way from
 // its NotBefore to its NotAfter.
 func RenewAt(cert *x509.Certificate) time.Time {
@@ -125,6 +136,7 @@ func (r *Reloader) RenewLoop(ctx context.Context, renew RenewFunc, clock Clock) 
 			case <-ctx.Done():
 				return
 			case <-clock.After(wait):
+			case <-r.soon:
 			}
 		}
 		err := r.renewOnce(ctx, renew, old)
@@ -162,7 +174,8 @@ func (r *Reloader) renewOnce(ctx context.Context, renew RenewFunc, old *x509.Cer
 	if err != nil {
 		return err
 	}
-	if !c.Leaf.NotAfter.After(old.NotAfter) {
+	// A certificate of another CA (a rotation's) is taken even if it expires no later.
+	if !c.Leaf.NotAfter.After(old.NotAfter) && bytes.Equal(c.Leaf.AuthorityKeyId, old.AuthorityKeyId) {
 		return errors.New("pki: the renewed certificate expires no later than the current one")
 	}
 	r.cur.Store(c)

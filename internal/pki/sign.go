@@ -117,7 +117,7 @@ func (ca *CA) Sign(req SignRequest, now time.Time) (certPEM []byte, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign: %w", err)
 	}
-	return append(encodePEM(pemCertificate, der), ca.certPEM...), nil
+	return append(encodePEM(pemCertificate, der), ca.ChainPEM()...), nil
 }
 
 // checkPublicKey refuses keys too weak or of a kind TLS does not use.

@@ -1415,6 +1415,410 @@ func (x *GossipKeyringChange) GetFingerprint() string {
 	return ""
 }
 
+// ClusterCA is the cluster's CA after a rotation (Raft: set_cluster_ca). Until the
+// first rotation there is none: the CA is the bootstrap's.
+type ClusterCA struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version increases with every change; an older one is refused.
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// active_cert_pem is the CA that signs.
+	ActiveCertPem []byte `protobuf:"bytes,2,opt,name=active_cert_pem,json=activeCertPem,proto3" json:"active_cert_pem,omitempty"`
+	// sealed_key is its private key, sealed (pki.CA.Seal, purpose "cluster CA key") with
+	// the key of the CA that sealed_by_hash names: the one active before it.
+	SealedKey    []byte `protobuf:"bytes,3,opt,name=sealed_key,json=sealedKey,proto3" json:"sealed_key,omitempty"`
+	SealedByHash string `protobuf:"bytes,4,opt,name=sealed_by_hash,json=sealedByHash,proto3" json:"sealed_by_hash,omitempty"`
+	// trust_bundle_pem is every CA trusted: the active one first.
+	TrustBundlePem []byte `protobuf:"bytes,5,opt,name=trust_bundle_pem,json=trustBundlePem,proto3" json:"trust_bundle_pem,omitempty"`
+	// chain_pem is what signed chains end with while older CAs are trusted: the active
+	// CA cross-signed by the previous one, then the previous root. Empty after
+	// FinishRotation: the active CA alone.
+	ChainPem        []byte `protobuf:"bytes,6,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
+	RotatedUnixNano int64  `protobuf:"varint,7,opt,name=rotated_unix_nano,json=rotatedUnixNano,proto3" json:"rotated_unix_nano,omitempty"`
+	ModifyIndex     uint64 `protobuf:"varint,8,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ClusterCA) Reset() {
+	*x = ClusterCA{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterCA) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterCA) ProtoMessage() {}
+
+func (x *ClusterCA) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
+func (*ClusterCA) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ClusterCA) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ClusterCA) GetActiveCertPem() []byte {
+	if x != nil {
+		return x.ActiveCertPem
+	}
+	return nil
+}
+
+func (x *ClusterCA) GetSealedKey() []byte {
+	if x != nil {
+		return x.SealedKey
+	}
+	return nil
+}
+
+func (x *ClusterCA) GetSealedByHash() string {
+	if x != nil {
+		return x.SealedByHash
+	}
+	return ""
+}
+
+func (x *ClusterCA) GetTrustBundlePem() []byte {
+	if x != nil {
+		return x.TrustBundlePem
+	}
+	return nil
+}
+
+func (x *ClusterCA) GetChainPem() []byte {
+	if x != nil {
+		return x.ChainPem
+	}
+	return nil
+}
+
+func (x *ClusterCA) GetRotatedUnixNano() int64 {
+	if x != nil {
+		return x.RotatedUnixNano
+	}
+	return 0
+}
+
+func (x *ClusterCA) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+type SetClusterCACommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ca            *ClusterCA             `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterCACommand) Reset() {
+	*x = SetClusterCACommand{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterCACommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterCACommand) ProtoMessage() {}
+
+func (x *SetClusterCACommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterCACommand.ProtoReflect.Descriptor instead.
+func (*SetClusterCACommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SetClusterCACommand) GetCa() *ClusterCA {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+type RotateCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCARequest) Reset() {
+	*x = RotateCARequest{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCARequest) ProtoMessage() {}
+
+func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
+func (*RotateCARequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{27}
+}
+
+type FinishCARotationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// force finishes although certificates of the old CA may still be valid.
+	Force         bool `protobuf:"varint,1,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishCARotationRequest) Reset() {
+	*x = FinishCARotationRequest{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishCARotationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishCARotationRequest) ProtoMessage() {}
+
+func (x *FinishCARotationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishCARotationRequest.ProtoReflect.Descriptor instead.
+func (*FinishCARotationRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *FinishCARotationRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type TLSStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TLSStatusRequest) Reset() {
+	*x = TLSStatusRequest{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TLSStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TLSStatusRequest) ProtoMessage() {}
+
+func (x *TLSStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TLSStatusRequest.ProtoReflect.Descriptor instead.
+func (*TLSStatusRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{29}
+}
+
+type TrustedCA struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// hash is the CA hash join tokens pin (SHA-256 of its SubjectPublicKeyInfo).
+	Hash             string `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
+	Subject          string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	NotAfterUnixNano int64  `protobuf:"varint,3,opt,name=not_after_unix_nano,json=notAfterUnixNano,proto3" json:"not_after_unix_nano,omitempty"`
+	// active is the CA that signs.
+	Active        bool `protobuf:"varint,4,opt,name=active,proto3" json:"active,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustedCA) Reset() {
+	*x = TrustedCA{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustedCA) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustedCA) ProtoMessage() {}
+
+func (x *TrustedCA) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustedCA.ProtoReflect.Descriptor instead.
+func (*TrustedCA) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *TrustedCA) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *TrustedCA) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *TrustedCA) GetNotAfterUnixNano() int64 {
+	if x != nil {
+		return x.NotAfterUnixNano
+	}
+	return 0
+}
+
+func (x *TrustedCA) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+type TLSStatusResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cas     []*TrustedCA           `protobuf:"bytes,1,rep,name=cas,proto3" json:"cas,omitempty"`
+	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// old_certificates_until_unix_nano is when the last certificate an old CA signed
+	// expires at the latest (0 when none is trusted): FinishRotation waits for it
+	// unless forced.
+	OldCertificatesUntilUnixNano int64 `protobuf:"varint,3,opt,name=old_certificates_until_unix_nano,json=oldCertificatesUntilUnixNano,proto3" json:"old_certificates_until_unix_nano,omitempty"`
+	unknownFields                protoimpl.UnknownFields
+	sizeCache                    protoimpl.SizeCache
+}
+
+func (x *TLSStatusResponse) Reset() {
+	*x = TLSStatusResponse{}
+	mi := &file_cohort_v1_enroll_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TLSStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TLSStatusResponse) ProtoMessage() {}
+
+func (x *TLSStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_enroll_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TLSStatusResponse.ProtoReflect.Descriptor instead.
+func (*TLSStatusResponse) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *TLSStatusResponse) GetCas() []*TrustedCA {
+	if x != nil {
+		return x.Cas
+	}
+	return nil
+}
+
+func (x *TLSStatusResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *TLSStatusResponse) GetOldCertificatesUntilUnixNano() int64 {
+	if x != nil {
+		return x.OldCertificatesUntilUnixNano
+	}
+	return 0
+}
+
 var File_cohort_v1_enroll_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_enroll_proto_rawDesc = "" +
@@ -1510,7 +1914,32 @@ const file_cohort_v1_enroll_proto_rawDesc = "" +
 	"\x13GossipKeyringChange\x12,\n" +
 	"\x04keys\x18\x01 \x03(\v2\x18.cohort.v1.GossipKeyInfoR\x04keys\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12 \n" +
-	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint2\x8a\x01\n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\"\xa8\x02\n" +
+	"\tClusterCA\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12&\n" +
+	"\x0factive_cert_pem\x18\x02 \x01(\fR\ractiveCertPem\x12\x1d\n" +
+	"\n" +
+	"sealed_key\x18\x03 \x01(\fR\tsealedKey\x12$\n" +
+	"\x0esealed_by_hash\x18\x04 \x01(\tR\fsealedByHash\x12(\n" +
+	"\x10trust_bundle_pem\x18\x05 \x01(\fR\x0etrustBundlePem\x12\x1b\n" +
+	"\tchain_pem\x18\x06 \x01(\fR\bchainPem\x12*\n" +
+	"\x11rotated_unix_nano\x18\a \x01(\x03R\x0frotatedUnixNano\x12!\n" +
+	"\fmodify_index\x18\b \x01(\x04R\vmodifyIndex\";\n" +
+	"\x13SetClusterCACommand\x12$\n" +
+	"\x02ca\x18\x01 \x01(\v2\x14.cohort.v1.ClusterCAR\x02ca\"\x11\n" +
+	"\x0fRotateCARequest\"/\n" +
+	"\x17FinishCARotationRequest\x12\x14\n" +
+	"\x05force\x18\x01 \x01(\bR\x05force\"\x12\n" +
+	"\x10TLSStatusRequest\"\x80\x01\n" +
+	"\tTrustedCA\x12\x12\n" +
+	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12-\n" +
+	"\x13not_after_unix_nano\x18\x03 \x01(\x03R\x10notAfterUnixNano\x12\x16\n" +
+	"\x06active\x18\x04 \x01(\bR\x06active\"\x9d\x01\n" +
+	"\x11TLSStatusResponse\x12&\n" +
+	"\x03cas\x18\x01 \x03(\v2\x14.cohort.v1.TrustedCAR\x03cas\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12F\n" +
+	" old_certificates_until_unix_nano\x18\x03 \x01(\x03R\x1coldCertificatesUntilUnixNano2\x8a\x01\n" +
 	"\rEnrollService\x12=\n" +
 	"\x06Enroll\x12\x18.cohort.v1.EnrollRequest\x1a\x19.cohort.v1.EnrollResponse\x12:\n" +
 	"\x05Renew\x12\x17.cohort.v1.RenewRequest\x1a\x18.cohort.v1.RenewResponse2\xf5\x01\n" +
@@ -1526,7 +1955,12 @@ const file_cohort_v1_enroll_proto_rawDesc = "" +
 	"\n" +
 	"InstallKey\x12\".cohort.v1.InstallGossipKeyRequest\x1a\x1e.cohort.v1.GossipKeyringChange\x12H\n" +
 	"\x06UseKey\x12\x1e.cohort.v1.UseGossipKeyRequest\x1a\x1e.cohort.v1.GossipKeyringChange\x12N\n" +
-	"\tRemoveKey\x12!.cohort.v1.RemoveGossipKeyRequest\x1a\x1e.cohort.v1.GossipKeyringChangeB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\tRemoveKey\x12!.cohort.v1.RemoveGossipKeyRequest\x1a\x1e.cohort.v1.GossipKeyringChange2\xeb\x01\n" +
+	"\n" +
+	"TLSService\x12D\n" +
+	"\bRotateCA\x12\x1a.cohort.v1.RotateCARequest\x1a\x1c.cohort.v1.TLSStatusResponse\x12R\n" +
+	"\x0eFinishRotation\x12\".cohort.v1.FinishCARotationRequest\x1a\x1c.cohort.v1.TLSStatusResponse\x12C\n" +
+	"\x06Status\x12\x1b.cohort.v1.TLSStatusRequest\x1a\x1c.cohort.v1.TLSStatusResponseB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_enroll_proto_rawDescOnce sync.Once
@@ -1540,7 +1974,7 @@ func file_cohort_v1_enroll_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_enroll_proto_rawDescData
 }
 
-var file_cohort_v1_enroll_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_cohort_v1_enroll_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_cohort_v1_enroll_proto_goTypes = []any{
 	(*JoinToken)(nil),               // 0: cohort.v1.JoinToken
 	(*CreateTokenCommand)(nil),      // 1: cohort.v1.CreateTokenCommand
@@ -1567,6 +2001,13 @@ var file_cohort_v1_enroll_proto_goTypes = []any{
 	(*UseGossipKeyRequest)(nil),     // 22: cohort.v1.UseGossipKeyRequest
 	(*RemoveGossipKeyRequest)(nil),  // 23: cohort.v1.RemoveGossipKeyRequest
 	(*GossipKeyringChange)(nil),     // 24: cohort.v1.GossipKeyringChange
+	(*ClusterCA)(nil),               // 25: cohort.v1.ClusterCA
+	(*SetClusterCACommand)(nil),     // 26: cohort.v1.SetClusterCACommand
+	(*RotateCARequest)(nil),         // 27: cohort.v1.RotateCARequest
+	(*FinishCARotationRequest)(nil), // 28: cohort.v1.FinishCARotationRequest
+	(*TLSStatusRequest)(nil),        // 29: cohort.v1.TLSStatusRequest
+	(*TrustedCA)(nil),               // 30: cohort.v1.TrustedCA
+	(*TLSStatusResponse)(nil),       // 31: cohort.v1.TLSStatusResponse
 }
 var file_cohort_v1_enroll_proto_depIdxs = []int32{
 	0,  // 0: cohort.v1.CreateTokenCommand.token:type_name -> cohort.v1.JoinToken
@@ -1575,31 +2016,39 @@ var file_cohort_v1_enroll_proto_depIdxs = []int32{
 	0,  // 3: cohort.v1.RevokeTokenResponse.token:type_name -> cohort.v1.JoinToken
 	18, // 4: cohort.v1.ListGossipKeysResponse.keys:type_name -> cohort.v1.GossipKeyInfo
 	18, // 5: cohort.v1.GossipKeyringChange.keys:type_name -> cohort.v1.GossipKeyInfo
-	3,  // 6: cohort.v1.EnrollService.Enroll:input_type -> cohort.v1.EnrollRequest
-	5,  // 7: cohort.v1.EnrollService.Renew:input_type -> cohort.v1.RenewRequest
-	7,  // 8: cohort.v1.TokenService.CreateToken:input_type -> cohort.v1.CreateTokenRequest
-	9,  // 9: cohort.v1.TokenService.ListTokens:input_type -> cohort.v1.ListTokensRequest
-	11, // 10: cohort.v1.TokenService.RevokeToken:input_type -> cohort.v1.RevokeTokenRequest
-	16, // 11: cohort.v1.GossipService.GetKeyring:input_type -> cohort.v1.GetKeyringRequest
-	19, // 12: cohort.v1.GossipService.ListKeys:input_type -> cohort.v1.ListGossipKeysRequest
-	21, // 13: cohort.v1.GossipService.InstallKey:input_type -> cohort.v1.InstallGossipKeyRequest
-	22, // 14: cohort.v1.GossipService.UseKey:input_type -> cohort.v1.UseGossipKeyRequest
-	23, // 15: cohort.v1.GossipService.RemoveKey:input_type -> cohort.v1.RemoveGossipKeyRequest
-	4,  // 16: cohort.v1.EnrollService.Enroll:output_type -> cohort.v1.EnrollResponse
-	6,  // 17: cohort.v1.EnrollService.Renew:output_type -> cohort.v1.RenewResponse
-	8,  // 18: cohort.v1.TokenService.CreateToken:output_type -> cohort.v1.CreateTokenResponse
-	10, // 19: cohort.v1.TokenService.ListTokens:output_type -> cohort.v1.ListTokensResponse
-	12, // 20: cohort.v1.TokenService.RevokeToken:output_type -> cohort.v1.RevokeTokenResponse
-	17, // 21: cohort.v1.GossipService.GetKeyring:output_type -> cohort.v1.GetKeyringResponse
-	20, // 22: cohort.v1.GossipService.ListKeys:output_type -> cohort.v1.ListGossipKeysResponse
-	24, // 23: cohort.v1.GossipService.InstallKey:output_type -> cohort.v1.GossipKeyringChange
-	24, // 24: cohort.v1.GossipService.UseKey:output_type -> cohort.v1.GossipKeyringChange
-	24, // 25: cohort.v1.GossipService.RemoveKey:output_type -> cohort.v1.GossipKeyringChange
-	16, // [16:26] is the sub-list for method output_type
-	6,  // [6:16] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	25, // 6: cohort.v1.SetClusterCACommand.ca:type_name -> cohort.v1.ClusterCA
+	30, // 7: cohort.v1.TLSStatusResponse.cas:type_name -> cohort.v1.TrustedCA
+	3,  // 8: cohort.v1.EnrollService.Enroll:input_type -> cohort.v1.EnrollRequest
+	5,  // 9: cohort.v1.EnrollService.Renew:input_type -> cohort.v1.RenewRequest
+	7,  // 10: cohort.v1.TokenService.CreateToken:input_type -> cohort.v1.CreateTokenRequest
+	9,  // 11: cohort.v1.TokenService.ListTokens:input_type -> cohort.v1.ListTokensRequest
+	11, // 12: cohort.v1.TokenService.RevokeToken:input_type -> cohort.v1.RevokeTokenRequest
+	16, // 13: cohort.v1.GossipService.GetKeyring:input_type -> cohort.v1.GetKeyringRequest
+	19, // 14: cohort.v1.GossipService.ListKeys:input_type -> cohort.v1.ListGossipKeysRequest
+	21, // 15: cohort.v1.GossipService.InstallKey:input_type -> cohort.v1.InstallGossipKeyRequest
+	22, // 16: cohort.v1.GossipService.UseKey:input_type -> cohort.v1.UseGossipKeyRequest
+	23, // 17: cohort.v1.GossipService.RemoveKey:input_type -> cohort.v1.RemoveGossipKeyRequest
+	27, // 18: cohort.v1.TLSService.RotateCA:input_type -> cohort.v1.RotateCARequest
+	28, // 19: cohort.v1.TLSService.FinishRotation:input_type -> cohort.v1.FinishCARotationRequest
+	29, // 20: cohort.v1.TLSService.Status:input_type -> cohort.v1.TLSStatusRequest
+	4,  // 21: cohort.v1.EnrollService.Enroll:output_type -> cohort.v1.EnrollResponse
+	6,  // 22: cohort.v1.EnrollService.Renew:output_type -> cohort.v1.RenewResponse
+	8,  // 23: cohort.v1.TokenService.CreateToken:output_type -> cohort.v1.CreateTokenResponse
+	10, // 24: cohort.v1.TokenService.ListTokens:output_type -> cohort.v1.ListTokensResponse
+	12, // 25: cohort.v1.TokenService.RevokeToken:output_type -> cohort.v1.RevokeTokenResponse
+	17, // 26: cohort.v1.GossipService.GetKeyring:output_type -> cohort.v1.GetKeyringResponse
+	20, // 27: cohort.v1.GossipService.ListKeys:output_type -> cohort.v1.ListGossipKeysResponse
+	24, // 28: cohort.v1.GossipService.InstallKey:output_type -> cohort.v1.GossipKeyringChange
+	24, // 29: cohort.v1.GossipService.UseKey:output_type -> cohort.v1.GossipKeyringChange
+	24, // 30: cohort.v1.GossipService.RemoveKey:output_type -> cohort.v1.GossipKeyringChange
+	31, // 31: cohort.v1.TLSService.RotateCA:output_type -> cohort.v1.TLSStatusResponse
+	31, // 32: cohort.v1.TLSService.FinishRotation:output_type -> cohort.v1.TLSStatusResponse
+	31, // 33: cohort.v1.TLSService.Status:output_type -> cohort.v1.TLSStatusResponse
+	21, // [21:34] is the sub-list for method output_type
+	8,  // [8:21] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_enroll_proto_init() }
@@ -1613,9 +2062,9 @@ func file_cohort_v1_enroll_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_enroll_proto_rawDesc), len(file_cohort_v1_enroll_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   32,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_cohort_v1_enroll_proto_goTypes,
 		DependencyIndexes: file_cohort_v1_enroll_proto_depIdxs,

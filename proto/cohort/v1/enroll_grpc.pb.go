@@ -631,3 +631,195 @@ var GossipService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "cohort/v1/enroll.proto",
 }
+
+const (
+	TLSService_RotateCA_FullMethodName       = "/cohort.v1.TLSService/RotateCA"
+	TLSService_FinishRotation_FullMethodName = "/cohort.v1.TLSService/FinishRotation"
+	TLSService_Status_FullMethodName         = "/cohort.v1.TLSService/Status"
+)
+
+// TLSServiceClient is the client API for TLSService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// TLSService rotates the cluster CA (issue #16 item 8): admins only.
+type TLSServiceClient interface {
+	// RotateCA makes a new CA, cross-signed by the current one, and records it in Raft:
+	// every coordinator signs with it from then on, and the old CA stays trusted until
+	// FinishRotation.
+	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*TLSStatusResponse, error)
+	// FinishRotation stops trusting every CA but the active one.
+	FinishRotation(ctx context.Context, in *FinishCARotationRequest, opts ...grpc.CallOption) (*TLSStatusResponse, error)
+	// Status lists the trusted CAs.
+	Status(ctx context.Context, in *TLSStatusRequest, opts ...grpc.CallOption) (*TLSStatusResponse, error)
+}
+
+type tLSServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewTLSServiceClient(cc grpc.ClientConnInterface) TLSServiceClient {
+	return &tLSServiceClient{cc}
+}
+
+func (c *tLSServiceClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*TLSStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TLSStatusResponse)
+	err := c.cc.Invoke(ctx, TLSService_RotateCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tLSServiceClient) FinishRotation(ctx context.Context, in *FinishCARotationRequest, opts ...grpc.CallOption) (*TLSStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TLSStatusResponse)
+	err := c.cc.Invoke(ctx, TLSService_FinishRotation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tLSServiceClient) Status(ctx context.Context, in *TLSStatusRequest, opts ...grpc.CallOption) (*TLSStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TLSStatusResponse)
+	err := c.cc.Invoke(ctx, TLSService_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TLSServiceServer is the server API for TLSService service.
+// All implementations must embed UnimplementedTLSServiceServer
+// for forward compatibility.
+//
+// TLSService rotates the cluster CA (issue #16 item 8): admins only.
+type TLSServiceServer interface {
+	// RotateCA makes a new CA, cross-signed by the current one, and records it in Raft:
+	// every coordinator signs with it from then on, and the old CA stays trusted until
+	// FinishRotation.
+	RotateCA(context.Context, *RotateCARequest) (*TLSStatusResponse, error)
+	// FinishRotation stops trusting every CA but the active one.
+	FinishRotation(context.Context, *FinishCARotationRequest) (*TLSStatusResponse, error)
+	// Status lists the trusted CAs.
+	Status(context.Context, *TLSStatusRequest) (*TLSStatusResponse, error)
+	mustEmbedUnimplementedTLSServiceServer()
+}
+
+// UnimplementedTLSServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedTLSServiceServer struct{}
+
+func (UnimplementedTLSServiceServer) RotateCA(context.Context, *RotateCARequest) (*TLSStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedTLSServiceServer) FinishRotation(context.Context, *FinishCARotationRequest) (*TLSStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method FinishRotation not implemented")
+}
+func (UnimplementedTLSServiceServer) Status(context.Context, *TLSStatusRequest) (*TLSStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedTLSServiceServer) mustEmbedUnimplementedTLSServiceServer() {}
+func (UnimplementedTLSServiceServer) testEmbeddedByValue()                    {}
+
+// UnsafeTLSServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to TLSServiceServer will
+// result in compilation errors.
+type UnsafeTLSServiceServer interface {
+	mustEmbedUnimplementedTLSServiceServer()
+}
+
+func RegisterTLSServiceServer(s grpc.ServiceRegistrar, srv TLSServiceServer) {
+	// If the following call pancis, it indicates UnimplementedTLSServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&TLSService_ServiceDesc, srv)
+}
+
+func _TLSService_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TLSServiceServer).RotateCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TLSService_RotateCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TLSServiceServer).RotateCA(ctx, req.(*RotateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TLSService_FinishRotation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FinishCARotationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TLSServiceServer).FinishRotation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TLSService_FinishRotation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TLSServiceServer).FinishRotation(ctx, req.(*FinishCARotationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TLSService_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TLSStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TLSServiceServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TLSService_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TLSServiceServer).Status(ctx, req.(*TLSStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// TLSService_ServiceDesc is the grpc.ServiceDesc for TLSService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var TLSService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "cohort.v1.TLSService",
+	HandlerType: (*TLSServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "RotateCA",
+			Handler:    _TLSService_RotateCA_Handler,
+		},
+		{
+			MethodName: "FinishRotation",
+			Handler:    _TLSService_FinishRotation_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _TLSService_Status_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "cohort/v1/enroll.proto",
+}

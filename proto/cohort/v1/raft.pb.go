@@ -49,6 +49,7 @@ type Command struct {
 	//	*Command_CreateToken
 	//	*Command_RevokeToken
 	//	*Command_SetGossipKeyring
+	//	*Command_SetClusterCa
 	//	*Command_Search
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
@@ -270,6 +271,15 @@ func (x *Command) GetSetGossipKeyring() *SetGossipKeyringCommand {
 	return nil
 }
 
+func (x *Command) GetSetClusterCa() *SetClusterCACommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetClusterCa); ok {
+			return x.SetClusterCa
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSearch() *SearchCommand {
 	if x != nil {
 		if x, ok := x.Kind.(*Command_Search); ok {
@@ -363,6 +373,11 @@ type Command_SetGossipKeyring struct {
 	SetGossipKeyring *SetGossipKeyringCommand `protobuf:"bytes,35,opt,name=set_gossip_keyring,json=setGossipKeyring,proto3,oneof"`
 }
 
+type Command_SetClusterCa struct {
+	// set_cluster_ca records a CA rotation or its end (issue #16 item 8).
+	SetClusterCa *SetClusterCACommand `protobuf:"bytes,36,opt,name=set_cluster_ca,json=setClusterCa,proto3,oneof"`
+}
+
 type Command_Search struct {
 	// search carries every change of a hyperparameter search (search.proto).
 	Search *SearchCommand `protobuf:"bytes,50,opt,name=search,proto3,oneof"`
@@ -405,6 +420,8 @@ func (*Command_CreateToken) isCommand_Kind() {}
 func (*Command_RevokeToken) isCommand_Kind() {}
 
 func (*Command_SetGossipKeyring) isCommand_Kind() {}
+
+func (*Command_SetClusterCa) isCommand_Kind() {}
 
 func (*Command_Search) isCommand_Kind() {}
 
@@ -1638,8 +1655,7 @@ var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x16cohort/v1/search.proto\x1a\x15cohort/v1/types.proto\"\xff\n" +
-	"\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x16cohort/v1/search.proto\x1a\x15cohort/v1/types.proto\"\xc7\v\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1669,7 +1685,8 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"apply_plan\x18  \x01(\v2\x1b.cohort.v1.ApplyPlanCommandH\x00R\tapplyPlan\x12B\n" +
 	"\fcreate_token\x18! \x01(\v2\x1d.cohort.v1.CreateTokenCommandH\x00R\vcreateToken\x12B\n" +
 	"\frevoke_token\x18\" \x01(\v2\x1d.cohort.v1.RevokeTokenCommandH\x00R\vrevokeToken\x12R\n" +
-	"\x12set_gossip_keyring\x18# \x01(\v2\".cohort.v1.SetGossipKeyringCommandH\x00R\x10setGossipKeyring\x122\n" +
+	"\x12set_gossip_keyring\x18# \x01(\v2\".cohort.v1.SetGossipKeyringCommandH\x00R\x10setGossipKeyring\x12F\n" +
+	"\x0eset_cluster_ca\x18$ \x01(\v2\x1e.cohort.v1.SetClusterCACommandH\x00R\fsetClusterCa\x122\n" +
 	"\x06search\x182 \x01(\v2\x18.cohort.v1.SearchCommandH\x00R\x06searchB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
@@ -1805,19 +1822,20 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(*CreateTokenCommand)(nil),         // 21: cohort.v1.CreateTokenCommand
 	(*RevokeTokenCommand)(nil),         // 22: cohort.v1.RevokeTokenCommand
 	(*SetGossipKeyringCommand)(nil),    // 23: cohort.v1.SetGossipKeyringCommand
-	(*SearchCommand)(nil),              // 24: cohort.v1.SearchCommand
-	(*Job)(nil),                        // 25: cohort.v1.Job
-	(*Node)(nil),                       // 26: cohort.v1.Node
-	(*Allocation)(nil),                 // 27: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 28: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 29: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 30: cohort.v1.JobProgress
-	(*GateResult)(nil),                 // 31: cohort.v1.GateResult
-	(*ExportedFrom)(nil),               // 32: cohort.v1.ExportedFrom
-	(*EarlyStop)(nil),                  // 33: cohort.v1.EarlyStop
-	(*GateOverride)(nil),               // 34: cohort.v1.GateOverride
-	(*Quota)(nil),                      // 35: cohort.v1.Quota
-	(*Queue)(nil),                      // 36: cohort.v1.Queue
+	(*SetClusterCACommand)(nil),        // 24: cohort.v1.SetClusterCACommand
+	(*SearchCommand)(nil),              // 25: cohort.v1.SearchCommand
+	(*Job)(nil),                        // 26: cohort.v1.Job
+	(*Node)(nil),                       // 27: cohort.v1.Node
+	(*Allocation)(nil),                 // 28: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 29: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 30: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 31: cohort.v1.JobProgress
+	(*GateResult)(nil),                 // 32: cohort.v1.GateResult
+	(*ExportedFrom)(nil),               // 33: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),                  // 34: cohort.v1.EarlyStop
+	(*GateOverride)(nil),               // 35: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 36: cohort.v1.Quota
+	(*Queue)(nil),                      // 37: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1839,32 +1857,33 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	21, // 16: cohort.v1.Command.create_token:type_name -> cohort.v1.CreateTokenCommand
 	22, // 17: cohort.v1.Command.revoke_token:type_name -> cohort.v1.RevokeTokenCommand
 	23, // 18: cohort.v1.Command.set_gossip_keyring:type_name -> cohort.v1.SetGossipKeyringCommand
-	24, // 19: cohort.v1.Command.search:type_name -> cohort.v1.SearchCommand
-	25, // 20: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	26, // 21: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	27, // 22: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 23: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	28, // 24: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	29, // 25: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	30, // 26: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	20, // 27: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	31, // 28: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
-	32, // 29: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
-	33, // 30: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
-	34, // 31: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
-	10, // 32: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	35, // 33: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	36, // 34: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	27, // 35: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	16, // 36: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
-	19, // 37: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
-	4,  // 38: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
-	16, // 39: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	24, // 19: cohort.v1.Command.set_cluster_ca:type_name -> cohort.v1.SetClusterCACommand
+	25, // 20: cohort.v1.Command.search:type_name -> cohort.v1.SearchCommand
+	26, // 21: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	27, // 22: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	28, // 23: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 24: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	29, // 25: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	30, // 26: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	31, // 27: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	20, // 28: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	32, // 29: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
+	33, // 30: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
+	34, // 31: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
+	35, // 32: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	10, // 33: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	36, // 34: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	37, // 35: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	28, // 36: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	16, // 37: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
+	19, // 38: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
+	4,  // 39: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
+	16, // 40: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -1895,6 +1914,7 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_CreateToken)(nil),
 		(*Command_RevokeToken)(nil),
 		(*Command_SetGossipKeyring)(nil),
+		(*Command_SetClusterCa)(nil),
 		(*Command_Search)(nil),
 	}
 	type x struct{}

@@ -1,0 +1,122 @@
+package node
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cohort-dev/cohort/coordinator/api"
+	"github.com/cohort-dev/cohort/internal/pki"
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// TestCARotationSurvivesRestart: a coordinator that applied a rotation keeps it on disk
+// (the new CA as ca.key and first in ca.crt, the old one in previous-ca, the
+// cross-signed chain), so that after a restart it signs with the new CA through the
+// same chain and still opens what the old CA sealed; applying the same record again
+// changes nothing; the rotation's end removes the chain and the old CA from the trust
+// bundle, across a restart too. A record sealed by a CA it never held is refused,
+// naming that CA.
+func TestCARotationSurvivesRestart(t *testing.T) {
+	cfg := DefaultConfig()
+	co := DefaultCoordinatorConfig()
+	co.NodeID, co.DataDir, co.Bootstrap = "c1", t.TempDir(), true
+	co.RaftAddr, co.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Coordinator = &co
+	log := slog.New(slog.DiscardHandler)
+	load := func() *nodeTLS {
+		t.Helper()
+		tl, err := loadTLS(&cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tl
+	}
+	tl := load()
+	old := tl.ca()
+	sealedByOld, err := old.Seal("test", []byte("sealed before the rotation"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	next, err := pki.NewCA("cohort cluster CA 2", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cross, err := old.CrossSign(next, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, _ := next.KeyPEM()
+	sealedKey, err := old.Seal(api.ClusterCAKeyPurpose, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := append(cross, old.CertPEM()...)
+	rec := &cohortv1.ClusterCA{Version: 1, ActiveCertPem: next.CertPEM(), SealedKey: sealedKey, SealedByHash: old.Hash(),
+		TrustBundlePem: append(next.CertPEM(), old.CertPEM()...), ChainPem: chain, RotatedUnixNano: now.UnixNano()}
+	var logs bytes.Buffer
+	if err := tl.applyClusterCA(rec, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(logs.Bytes(), []byte("renewed=true")) {
+		t.Errorf("the first application of the rotation did not renew the certificates: %s", logs.String())
+	}
+	check := func(tl *nodeTLS, wantTrust []string, wantChain []byte) {
+		t.Helper()
+		if tl.ca().Hash() != next.Hash() {
+			t.Fatalf("signs with %s, want the new CA %s", tl.ca().Hash(), next.Hash())
+		}
+		if got := tl.trust.Hashes(); !slices.Equal(got, wantTrust) {
+			t.Fatalf("trusts %v, want %v", got, wantTrust)
+		}
+		if !bytes.Equal(tl.ca().ChainPEM(), wantChain) {
+			t.Fatal("signed chains do not end with the rotation's chain")
+		}
+		known := tl.knownCAs()
+		if len(known) != 2 || known[1].Hash() != old.Hash() {
+			t.Fatalf("known CAs %d, want the new and the old", len(known))
+		}
+		if got, err := known[1].Open("test", sealedByOld); err != nil || string(got) != "sealed before the rotation" {
+			t.Fatalf("the old CA's key no longer opens what it sealed: %v", err)
+		}
+	}
+	check(tl, []string{next.Hash(), old.Hash()}, chain)
+	again := load()
+	check(again, []string{next.Hash(), old.Hash()}, chain)
+	logs.Reset()
+	if err := again.applyClusterCA(rec, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	check(again, []string{next.Hash(), old.Hash()}, chain)
+	if !bytes.Contains(logs.Bytes(), []byte("renewed=false")) {
+		t.Errorf("applying the same record after the restart renewed the certificates again: %s", logs.String())
+	}
+
+	end := &cohortv1.ClusterCA{Version: 2, ActiveCertPem: next.CertPEM(), SealedKey: sealedKey, SealedByHash: old.Hash(),
+		TrustBundlePem: next.CertPEM(), RotatedUnixNano: now.UnixNano()}
+	if err := again.applyClusterCA(end, log); err != nil {
+		t.Fatal(err)
+	}
+	check(again, []string{next.Hash()}, next.CertPEM())
+	if _, err := os.Stat(filepath.Join(again.dir, caChainFile)); !os.IsNotExist(err) {
+		t.Errorf("%s after the rotation ended: %v, want it removed", caChainFile, err)
+	}
+	check(load(), []string{next.Hash()}, next.CertPEM())
+
+	stranger, _ := pki.NewCA("stranger", now)
+	third, _ := pki.NewCA("cohort cluster CA 3", now)
+	k3, _ := third.KeyPEM()
+	s3, _ := stranger.Seal(api.ClusterCAKeyPurpose, k3)
+	bad := &cohortv1.ClusterCA{Version: 3, ActiveCertPem: third.CertPEM(), SealedKey: s3, SealedByHash: stranger.Hash(), TrustBundlePem: third.CertPEM()}
+	if err := again.applyClusterCA(bad, log); err == nil || !bytes.Contains([]byte(err.Error()), []byte(stranger.Hash())) {
+		t.Errorf("a record sealed by a CA never held: %v, want an error naming it", err)
+	}
+	if again.ca().Hash() != next.Hash() {
+		t.Error("a refused record changed the signing CA")
+	}
+}
