@@ -30,7 +30,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // a key reaches a joined agent while it stays in the pool; a member without the key
 // (plaintext) cannot join; admins see only fingerprints.
 func TestGossipKeyringFromTheCluster(t *testing.T) {
-	defer node.SetGossipKeyringPoll(50 * time.Millisecond)()
+	t.Cleanup(node.SetGossipKeyringPoll(50 * time.Millisecond)) // after the nodes stop (cleanups run last first)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

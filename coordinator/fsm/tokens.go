@@ -29,6 +29,14 @@ func applyCreateToken(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 		return nil, err
 	}
 	if existing != nil {
+		// The same record applied again (a create retried after its first try committed,
+		// for example forwarded again to a new leader) is the one stored, so the caller's
+		// token works; any other record with the id is refused.
+		same := proto.Clone(existing).(*cohortv1.JoinToken)
+		same.CreateIndex, same.ModifyIndex = tok.GetCreateIndex(), tok.GetModifyIndex()
+		if proto.Equal(same, tok) {
+			return existing, nil
+		}
 		return nil, fmt.Errorf("%w: %s", ErrTokenExists, tok.Id)
 	}
 	stored := proto.Clone(tok).(*cohortv1.JoinToken)

@@ -28,6 +28,9 @@ func TestJoinTokenCommands(t *testing.T) {
 	if err, ok := h.apply(tokenCmd("abc123", "coordinator")).(error); !ok || !errors.Is(err, ErrTokenExists) {
 		t.Fatalf("a second token with the same id: %v", err)
 	}
+	if got, ok := h.apply(tokenCmd("abc123", "agent")).(*cohortv1.JoinToken); !ok || got.GetRole() != "agent" {
+		t.Fatalf("the same token applied again (a retried create): %v, want the stored record", got)
+	}
 	if err, ok := h.apply(&cohortv1.Command{Kind: &cohortv1.Command_CreateToken{CreateToken: &cohortv1.CreateTokenCommand{Token: &cohortv1.JoinToken{Id: "x"}}}}).(error); !ok {
 		t.Fatalf("a token without a secret hash applied: %v", err)
 	}
