@@ -12,8 +12,8 @@
 // iptables rules inside the hosts' own namespaces (they vanish with them); the host's
 // own firewall is never touched (the bridge is created with nf_call_iptables 0, so
 // bridged frames skip it); redirections through a proxy are DNAT rules in the nat
-// table of the client hosts' namespaces. Close stops the proxies, kills the processes, then removes the namespaces,
-// veth pairs and bridge; New first removes what a crashed earlier run left behind
+// table of the client hosts' namespaces. Close stops the proxies, kills the
+// processes, then removes the namespaces, veth pairs and bridge; New first removes what a crashed earlier run left behind
 // (its owner process, recorded in the bridge's alias, is gone).
 //
 // It needs root, iproute2 (`ip`) and iptables (`make deps` installs it). Tests call
@@ -78,13 +78,13 @@ type Network struct {
 
 	applyMu sync.Mutex // held while fault chains are rewritten
 
-	mu     sync.Mutex
-	hosts  []*Host
+	mu      sync.Mutex
+	hosts   []*Host
 	procs   []*Process
 	proxies []*Proxy
-	faults map[int]*Fault
-	nextID int
-	closed bool
+	faults  map[int]*Fault
+	nextID  int
+	closed  bool
 }
 
 // Check reports why this machine cannot run test hosts (nil when it can): not root,
