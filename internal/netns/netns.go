@@ -13,8 +13,9 @@
 // own firewall is never touched (the bridge is created with nf_call_iptables 0, so
 // bridged frames skip it); redirections through a proxy are DNAT rules in the nat
 // table of the client hosts' namespaces. Close stops the proxies, kills the
-// processes, then removes the namespaces, veth pairs and bridge; New first removes what a crashed earlier run left behind
-// (its owner process, recorded in the bridge's alias, is gone).
+// processes, then removes the namespaces, veth pairs and bridge; New first removes
+// what a crashed earlier run left behind (its owner process, recorded in the
+// bridge's alias, is gone).
 //
 // It needs root, iproute2 (`ip`) and iptables (`make deps` installs it). Tests call
 // Require, which skips when COHORT_SKIP_NETNS=1 and otherwise fails with a message
