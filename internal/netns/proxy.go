@@ -205,8 +205,8 @@ func (p *Proxy) serve(client net.Conn) {
 	defer p.untrack(up)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.pump(up, client, p.cfg.Forward, p.fwd) }()
-	go func() { defer wg.Done(); p.pump(client, up, p.cfg.Back, p.back) }()
+	go func() { defer wg.Done(); p.pump(up, client, false, p.fwd) }()
+	go func() { defer wg.Done(); p.pump(client, up, true, p.back) }()
 	wg.Wait()
 }
 
@@ -221,7 +221,7 @@ type chunk struct {
 // reads and stamps it with its due time (arrival + delay ± jitter, never before the
 // previous chunk's); a writer writes each chunk at its due time, in order. The queue
 // between them holds what is "on the wire", so a long delay does not stall reading.
-func (p *Proxy) pump(dst, src net.Conn, s Shape, b *bucket) {
+func (p *Proxy) pump(dst, src net.Conn, back bool, b *bucket) {
 	q := make(chan chunk, 4096)
 	done := make(chan struct{})
 	go func() {
@@ -254,13 +254,14 @@ func (p *Proxy) pump(dst, src net.Conn, s Shape, b *bucket) {
 			}
 		}
 	}()
-	size := s.burst()
-	if s.Rate <= 0 {
-		size = 32 << 10
-	}
 	var last time.Time
 	reset := false
 	for {
+		s := p.shape(back)
+		size := s.burst()
+		if s.Rate <= 0 {
+			size = 32 << 10
+		}
 		buf := make([]byte, size)
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -281,7 +282,7 @@ func (p *Proxy) pump(dst, src net.Conn, s Shape, b *bucket) {
 		}
 		if err != nil {
 			if err == io.EOF {
-				due := time.Now().Add(p.delay(s))
+				due := time.Now().Add(p.delay(p.shape(back)))
 				if due.Before(last) {
 					due = last
 				}
@@ -300,6 +301,27 @@ func (p *Proxy) pump(dst, src net.Conn, s Shape, b *bucket) {
 	if reset {
 		dst.Close() // a broken source breaks the other side too, so its pump ends
 	}
+}
+
+// shape is the current shape of one direction.
+func (p *Proxy) shape(back bool) Shape {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if back {
+		return p.cfg.Back
+	}
+	return p.cfg.Forward
+}
+
+// SetShape changes both directions' shapes, for the bytes read from now on (those
+// already queued keep their due times; connections stay open).
+func (p *Proxy) SetShape(forward, back Shape) {
+	p.mu.Lock()
+	p.cfg.Forward, p.cfg.Back = forward, back
+	p.mu.Unlock()
+	p.fwd.set(forward)
+	p.back.set(back)
+	p.host.net.cfg.Logf("netns: proxy %s -> %s: forward %v; back %v", p.Addr(), p.cfg.Target, forward, back)
 }
 
 func (p *Proxy) delay(s Shape) time.Duration {
@@ -325,13 +347,27 @@ func newBucket(s Shape) *bucket {
 	return &bucket{rate: float64(s.Rate), depth: float64(s.burst()), level: float64(s.burst()), at: time.Now()}
 }
 
+// set changes the bucket's rate and depth (the level is kept, capped at the depth).
+func (b *bucket) set(s Shape) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	if b.rate > 0 {
+		b.level = min(b.depth, b.level+now.Sub(b.at).Seconds()*b.rate)
+	}
+	b.at = now
+	b.rate, b.depth = float64(s.Rate), float64(s.burst())
+	b.level = min(b.level, b.depth)
+}
+
 // take waits until n bytes' tokens are available and takes them (n ≤ depth). It
 // returns false when ctx ends first.
 func (b *bucket) take(ctx context.Context, n int) bool {
+	b.mu.Lock()
 	if b.rate <= 0 {
+		b.mu.Unlock()
 		return true
 	}
-	b.mu.Lock()
 	now := time.Now()
 	b.level = min(b.depth, b.level+now.Sub(b.at).Seconds()*b.rate)
 	b.at = now

@@ -69,6 +69,21 @@ func TestProxyDelay(t *testing.T) {
 		t.Errorf("proxy accepted %d connections, want 1 (the redirected dial)", p.Conns())
 	}
 
+	// A new shape applies to the open connection.
+	const longer = 40 * time.Millisecond
+	p.SetShape(Shape{Delay: longer}, Shape{Delay: longer})
+	start := time.Now()
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	if rtt := time.Since(start); rtt < 2*longer {
+		t.Errorf("round trip after SetShape(%v each way) took %v: want at least %v", longer, rtt, 2*longer)
+	}
+	p.SetShape(shape, shape)
+
 	// Many small writes, each read as its own chunk with its own jitter draw: the
 	// echo must come back byte for byte in order.
 	var sent bytes.Buffer
