@@ -257,19 +257,18 @@ func (p *Proxy) pump(dst, src net.Conn, back bool, b *bucket) {
 	var last time.Time
 	reset := false
 	for {
-		s := p.shape(back)
-		size := s.burst()
-		if s.Rate <= 0 {
-			size = 32 << 10
+		size := 32 << 10
+		if s := p.shape(back); s.Rate > 0 {
+			size = s.burst()
 		}
 		buf := make([]byte, size)
 		n, err := src.Read(buf)
 		if n > 0 {
-			if !b.take(p.ctx, n) {
+			if !b.take(p.ctx, n) { // takes at most the depth at read time (SetShape may lower it: one longer wait)
 				reset = true
 				break
 			}
-			due := time.Now().Add(p.delay(s))
+			due := time.Now().Add(p.delay(p.shape(back))) // the shape now, not when the read began
 			if due.Before(last) {
 				due = last
 			}
