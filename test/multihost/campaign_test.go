@@ -145,9 +145,9 @@ type faultRecord struct {
 	TrainBefore float64 `json:"train_steps_per_s_before"`
 	TrainDuring float64 `json:"train_steps_per_s_during"`
 	StepsLost   int64   `json:"steps_lost"`
-	injected  time.Time
-	healed    time.Time
-	paused    string // the worker a pause-worker fault stopped
+	injected    time.Time
+	healed      time.Time
+	paused      string // the worker a pause-worker fault stopped
 }
 
 // campaign is one run's state.
