@@ -36,7 +36,7 @@ func (k *campaign) startTrainProbe() {
 	}
 	doc["metadata"].(map[string]any)["name"] = trainProbeName
 	spec := doc["spec"].(map[string]any)
-	spec["training"].(map[string]any)["epochs"] = 1000000
+	spec["training"].(map[string]any)["epochs"] = 100000 // the most a spec may ask
 	spec["checkpoint"] = map[string]any{"everySteps": 50, "keep": 2}
 	b, err := yaml.Marshal(doc)
 	if err != nil {
