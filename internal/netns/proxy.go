@@ -26,7 +26,7 @@ type Shape struct {
 	// over its connections (0: no cap).
 	Rate int64
 	// Burst is the token bucket's depth in bytes (default: 16 KiB, or Rate/100 when
-	// that is larger); reads are at most this size.
+	// that is larger); reads are at most this size (and 64 KiB).
 	Burst int
 }
 
@@ -221,7 +221,7 @@ type chunk struct {
 // reads and stamps it with its due time (arrival + delay ± jitter, never before the
 // previous chunk's); a writer writes each chunk at its due time, in order. The queue
 // between them holds what is "on the wire", so a long delay does not stall reading.
-func (p *Proxy) pump(dst, src net.Conn, back bool, b *bucket) {
+func (p *Proxy) pump(dst, src net.Conn, back bool, tb *bucket) {
 	q := make(chan chunk, 4096)
 	done := make(chan struct{})
 	go func() {
@@ -256,15 +256,16 @@ func (p *Proxy) pump(dst, src net.Conn, back bool, b *bucket) {
 	}()
 	var last time.Time
 	reset := false
+	buf := make([]byte, 64<<10)
 	for {
-		size := 32 << 10
+		size := len(buf)
 		if s := p.shape(back); s.Rate > 0 {
-			size = s.burst()
+			size = min(size, s.burst()) // a read never takes more than the bucket holds
 		}
-		buf := make([]byte, size)
-		n, err := src.Read(buf)
+		n, err := src.Read(buf[:size])
 		if n > 0 {
-			if !b.take(p.ctx, n) { // takes at most the depth at read time (SetShape may lower it: one longer wait)
+			b := append([]byte(nil), buf[:n]...) // queued: its own copy, exactly n bytes
+			if !tb.take(p.ctx, n) { // takes at most the depth at read time (SetShape may lower it: one longer wait)
 				reset = true
 				break
 			}
@@ -274,7 +275,7 @@ func (p *Proxy) pump(dst, src net.Conn, back bool, b *bucket) {
 			}
 			last = due
 			select {
-			case q <- chunk{b: buf[:n], due: due}:
+			case q <- chunk{b: b, due: due}:
 			case <-done:
 				return
 			}

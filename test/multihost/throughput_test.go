@@ -189,6 +189,13 @@ func TestNetnsCNNThroughput(t *testing.T) {
 	}
 	dir := t.TempDir()
 	c := startCluster(t, dir)
+	defer func() {
+		if t.Failed() {
+			keep := filepath.Join(os.TempDir(), "cohort-netns-bench-"+time.Now().Format("150405"))
+			_ = os.Rename(dir, keep)
+			t.Logf("logs kept in %s", keep)
+		}
+	}()
 	images := writeSyntheticIDX(t, c.data, 20000)
 	px, err := c.net.AddHost("proxy")
 	if err != nil {
