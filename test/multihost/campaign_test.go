@@ -180,8 +180,9 @@ type campaign struct {
 	// began and ended bound the faults (from the cluster being up to the last heal).
 	began, ended time.Time
 	// trainID is the training probe's job; trainSeen its progress as polled.
-	trainID   string
-	trainSeen []trainSample
+	trainID          string
+	trainSeen        []trainSample
+	stopTrainSampler func()
 }
 
 // leaderSample is one scrape of every coordinator's leader gauge.
@@ -232,7 +233,12 @@ func runCampaign(t *testing.T, cfg campaignConfig) {
 	wg.Go(func() { k.leaderSampler(ctx) })
 	if cfg.train {
 		k.startTrainProbe()
-		wg.Go(func() { k.trainSampler(ctx) })
+		// Its own context: the probe is followed past the last heal (stopTrainProbe).
+		trainCtx, stopSampler := context.WithCancel(context.Background())
+		var sampler sync.WaitGroup
+		sampler.Go(func() { k.trainSampler(trainCtx) })
+		k.stopTrainSampler = func() { stopSampler(); sampler.Wait() }
+		t.Cleanup(k.stopTrainSampler)
 	}
 	stopWorkload := sync.OnceFunc(func() { stop(); wg.Wait() })
 	t.Cleanup(stopWorkload)

@@ -77,12 +77,24 @@ func (k *campaign) trainSampler(ctx context.Context) {
 	}
 }
 
-// stopTrainProbe cancels the training probe, so the campaign's jobs can all end.
+// stopTrainProbe follows the training probe until it reports progress 2 s after the
+// last heal (at most 30 s: a fault's throughput is measured up to the first report
+// after its heal), then stops following it and cancels it, so the campaign's jobs can
+// all end.
 func (k *campaign) stopTrainProbe() {
 	if k.trainID == "" {
 		return
 	}
 	c := k.c
+	_ = poll(30*time.Second, func() error {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if n := len(k.trainSeen); n > 0 && k.trainSeen[n-1].at.After(k.ended.Add(2*time.Second)) {
+			return nil
+		}
+		return fmt.Errorf("no report yet")
+	})
+	k.stopTrainSampler()
 	c.waitFor("the training probe cancelled", 60*time.Second, func() error {
 		r := c.cli(k.cfg.cliTimeout, "job", "cancel", k.trainID, "--address", c.addrs)
 		return r.err
@@ -157,8 +169,8 @@ func (k *campaign) trainFigures() {
 	}
 	reports := trainReports(k.trainSeen)
 	var baseline float64 = -1
-	if len(k.faults) > 0 {
-		baseline = trainRate(reports, k.began, k.faults[0].injected)
+	if len(k.faults) > 0 && len(reports) > 0 {
+		baseline = trainRate(reports, reports[0].at, k.faults[0].injected)
 	}
 	prevWhole := k.began
 	for _, f := range k.faults {
@@ -166,6 +178,9 @@ func (k *campaign) trainFigures() {
 		from := prevWhole
 		if f.injected.Sub(from) > 30*time.Second {
 			from = f.injected.Add(-30 * time.Second)
+		}
+		if len(reports) > 0 && from.Before(reports[0].at) {
+			from = reports[0].at // the probe's first report: the rate needs one at or before from
 		}
 		f.TrainBefore = -1
 		if n := countIn(reports, from, f.injected); n >= 2 {
