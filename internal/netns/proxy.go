@@ -69,21 +69,19 @@ type ProxyConfig struct {
 // Network.Redirect, which rewrites connections to the real target inside the client
 // hosts so TLS names and addresses stay as they are.
 type Proxy struct {
-	host    *Host
-	cfg     ProxyConfig
-	ln      net.Listener
-	fwd     *bucket
-	back    *bucket
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	rng     *rand.Rand
-	rngMu   sync.Mutex
-	nconns  int
-	errOnce sync.Once
-	err     error
+	host   *Host
+	cfg    ProxyConfig
+	ln     net.Listener
+	fwd    *bucket
+	back   *bucket
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex // guards conns, nconns and cfg's shapes
+	conns  map[net.Conn]struct{}
+	nconns int
+	rngMu  sync.Mutex // guards rng (the jitter draws)
+	rng    *rand.Rand
 }
 
 // StartProxy starts a proxy in h's namespace. Close stops it; the network closes it
@@ -265,7 +263,7 @@ func (p *Proxy) pump(dst, src net.Conn, back bool, tb *bucket) {
 		n, err := src.Read(buf[:size])
 		if n > 0 {
 			b := append([]byte(nil), buf[:n]...) // queued: its own copy, exactly n bytes
-			if !tb.take(p.ctx, n) { // takes at most the depth at read time (SetShape may lower it: one longer wait)
+			if !tb.take(p.ctx, n) {              // takes at most the depth at read time (SetShape may lower it: one longer wait)
 				reset = true
 				break
 			}
