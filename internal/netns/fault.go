@@ -180,13 +180,23 @@ func (n *Network) apply(hosts []*Host) error {
 			fmt.Fprintf(&b, "-A %s %s\n", faultChain, r)
 		}
 		b.WriteString("COMMIT\n")
-		fmt.Fprintf(&b, "*nat\n:%s - [0:0]\n", faultChain)
-		for _, r := range natByHost[h] {
-			fmt.Fprintf(&b, "-A %s %s\n", faultChain, r)
+		// The nat table's chain is made by the host's first redirect, so hosts that
+		// never have one need no nat support in the kernel.
+		newNat := !h.nat && len(natByHost[h]) > 0
+		if h.nat || newNat {
+			fmt.Fprintf(&b, "*nat\n:%s - [0:0]\n", faultChain)
+			if newNat {
+				fmt.Fprintf(&b, "-A OUTPUT -j %s\n", faultChain)
+			}
+			for _, r := range natByHost[h] {
+				fmt.Fprintf(&b, "-A %s %s\n", faultChain, r)
+			}
+			b.WriteString("COMMIT\n")
 		}
-		b.WriteString("COMMIT\n")
 		if err := h.iptablesRestore(b.String()); err != nil {
 			errs = append(errs, err)
+		} else if newNat {
+			h.nat = true
 		}
 	}
 	return errors.Join(errs...)

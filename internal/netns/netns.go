@@ -208,8 +208,7 @@ func (n *Network) AddHost(name string) (*Host, error) {
 			return nil, fmt.Errorf("netns: host %s: %w", name, err)
 		}
 	}
-	rules := fmt.Sprintf("*filter\n:%s - [0:0]\n-A INPUT -j %s\nCOMMIT\n*nat\n:%s - [0:0]\n-A OUTPUT -j %s\nCOMMIT\n",
-		faultChain, faultChain, faultChain, faultChain)
+	rules := fmt.Sprintf("*filter\n:%s - [0:0]\n-A INPUT -j %s\nCOMMIT\n", faultChain, faultChain)
 	if err := h.iptablesRestore(rules); err != nil {
 		return nil, fmt.Errorf("netns: host %s: %w", name, err)
 	}

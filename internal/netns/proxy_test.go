@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -190,6 +191,23 @@ func TestRedirectHeal(t *testing.T) {
 	}
 	if p.Conns() != 1 {
 		t.Fatalf("proxy accepted %d connections after the heal, want still 1", p.Conns())
+	}
+	// Redirected again: through the proxy, with one jump to the nat fault chain.
+	if _, err := n.Redirect([]*Host{a}, netip.MustParseAddrPort(echo), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := roundTrip(a, echo, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if p.Conns() != 2 {
+		t.Fatalf("proxy accepted %d connections after the second redirect, want 2", p.Conns())
+	}
+	out, err := a.Command(context.Background(), "iptables", "-t", "nat", "-S", "OUTPUT").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables -t nat -S OUTPUT: %v: %s", err, out)
+	}
+	if got := strings.Count(string(out), "-j "+faultChain); got != 1 {
+		t.Fatalf("nat OUTPUT of %s jumps to %s %d times, want 1:\n%s", a, faultChain, got, out)
 	}
 	if _, err := n.Redirect([]*Host{b}, netip.MustParseAddrPort(echo), p); err == nil {
 		t.Fatal("redirecting the proxy's own host through it: want an error")
