@@ -95,6 +95,12 @@ func (k *campaign) stopTrainProbe() {
 		return fmt.Errorf("no report yet")
 	})
 	k.stopTrainSampler()
+	state, _, err := c.jobProgress(k.trainID)
+	if err == nil && state != "JOB_STATE_RUNNING" && state != "JOB_STATE_PENDING" {
+		// It cannot end by itself in the campaign's time: a fault ended it.
+		k.t.Errorf("the training probe %s is %s before the campaign cancelled it (its workers' and parameter servers' logs say why)", k.trainID, state)
+		return
+	}
 	c.waitFor("the training probe cancelled", 60*time.Second, func() error {
 		r := c.cli(k.cfg.cliTimeout, "job", "cancel", k.trainID, "--address", c.addrs)
 		return r.err
