@@ -18,7 +18,7 @@ PROTOC_VERSION := 3.21.12
 TEST_FLAGS ?= -count=1 -timeout 20m
 RUN_SPEC ?= jobs/examples/attrition-mlp.yaml
 
-.PHONY: all build build-static gpu-artifacts static run test test-race deps netns-deps check fmt vet lint proto proto-check imports bench chaos campaign data clean
+.PHONY: all build build-static gpu-artifacts static run test test-race deps netns-deps check fmt vet lint proto proto-check imports bench chaos campaign bench-netns data clean
 
 all: build
 
@@ -151,6 +151,13 @@ campaign: netns-deps
 	COHORT_CHAOS=1 COHORT_CAMPAIGN_SEED=$(CAMPAIGN_SEED) COHORT_CAMPAIGN_FAULTS=$(CAMPAIGN_FAULTS) \
 		COHORT_CAMPAIGN_REPORT=$(CAMPAIGN_REPORT) \
 		$(GO) test -count=1 -timeout 60m -run TestChaosFaultCampaign -v ./test/multihost
+
+## bench-netns: CNN training throughput with 2 workers and 2 parameter servers on
+## namespaced hosts, direct and through shaped links (root; a few minutes); writes the
+## table to BENCH_NETNS_REPORT when set
+bench-netns: netns-deps
+	COHORT_NETNS_BENCH=1 COHORT_NETNS_BENCH_REPORT=$(BENCH_NETNS_REPORT) \
+		$(GO) test -count=1 -timeout 30m -run TestNetnsCNNThroughput -v ./test/multihost
 
 clean:
 	rm -rf $(BIN) cohort-data

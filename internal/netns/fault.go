@@ -16,10 +16,12 @@ type Fault struct {
 	rules []rule
 }
 
-// rule is one iptables rule (the arguments after `-A CHAIN`) applied on host.
+// rule is one iptables rule (the arguments after `-A CHAIN`) applied on host, in the
+// filter table's fault chain (table "") or the nat table's (table "nat").
 type rule struct {
-	host *Host
-	args string
+	host  *Host
+	table string
+	args  string
 }
 
 // String describes the fault ("partition [c1] | [c2 c3]").
@@ -49,8 +51,8 @@ func (n *Network) Partition(a, b []*Host) (*Fault, error) {
 	var rules []rule
 	for _, x := range a {
 		for _, y := range b {
-			rules = append(rules, rule{x, "-s " + y.addr.String() + "/32 -j DROP"},
-				rule{y, "-s " + x.addr.String() + "/32 -j DROP"})
+			rules = append(rules, rule{host: x, args: "-s " + y.addr.String() + "/32 -j DROP"},
+				rule{host: y, args: "-s " + x.addr.String() + "/32 -j DROP"})
 		}
 	}
 	return n.inject(fmt.Sprintf("partition %s | %s", names(a), names(b)), rules)
@@ -66,7 +68,7 @@ func (n *Network) PartitionOneWay(from, to []*Host) (*Fault, error) {
 	var rules []rule
 	for _, y := range to {
 		for _, x := range from {
-			rules = append(rules, rule{y, "-s " + x.addr.String() + "/32 -j DROP"})
+			rules = append(rules, rule{host: y, args: "-s " + x.addr.String() + "/32 -j DROP"})
 		}
 	}
 	return n.inject(fmt.Sprintf("one-way %s -> %s", names(from), names(to)), rules)
@@ -91,10 +93,10 @@ func (n *Network) Loss(h *Host, p float64) (*Fault, error) {
 		return nil, fmt.Errorf("netns: loss probability %v: want (0, 1]", p)
 	}
 	stat := fmt.Sprintf("-m statistic --mode random --probability %.4f -j DROP", p)
-	rules := []rule{{h, "! -i lo " + stat}}
+	rules := []rule{{host: h, args: "! -i lo " + stat}}
 	for _, o := range n.Hosts() {
 		if o != h {
-			rules = append(rules, rule{o, "-s " + h.addr.String() + "/32 " + stat})
+			rules = append(rules, rule{host: o, args: "-s " + h.addr.String() + "/32 " + stat})
 		}
 	}
 	return n.inject(fmt.Sprintf("loss %.0f%% on %s", p*100, h.name), rules)
@@ -149,6 +151,7 @@ func (n *Network) apply(hosts []*Host) error {
 	defer n.applyMu.Unlock()
 	n.mu.Lock()
 	byHost := map[*Host][]string{}
+	natByHost := map[*Host][]string{}
 	ids := make([]int, 0, len(n.faults))
 	for id := range n.faults {
 		ids = append(ids, id)
@@ -156,7 +159,11 @@ func (n *Network) apply(hosts []*Host) error {
 	slices.Sort(ids)
 	for _, id := range ids {
 		for _, r := range n.faults[id].rules {
-			byHost[r.host] = append(byHost[r.host], r.args)
+			if r.table == "nat" {
+				natByHost[r.host] = append(natByHost[r.host], r.args)
+			} else {
+				byHost[r.host] = append(byHost[r.host], r.args)
+			}
 		}
 	}
 	n.mu.Unlock()
@@ -173,8 +180,23 @@ func (n *Network) apply(hosts []*Host) error {
 			fmt.Fprintf(&b, "-A %s %s\n", faultChain, r)
 		}
 		b.WriteString("COMMIT\n")
+		// The nat table's chain is made by the host's first redirect, so hosts that
+		// never have one need no nat support in the kernel.
+		newNat := !h.nat && len(natByHost[h]) > 0
+		if h.nat || newNat {
+			fmt.Fprintf(&b, "*nat\n:%s - [0:0]\n", faultChain)
+			if newNat {
+				fmt.Fprintf(&b, "-A OUTPUT -j %s\n", faultChain)
+			}
+			for _, r := range natByHost[h] {
+				fmt.Fprintf(&b, "-A %s %s\n", faultChain, r)
+			}
+			b.WriteString("COMMIT\n")
+		}
 		if err := h.iptablesRestore(b.String()); err != nil {
 			errs = append(errs, err)
+		} else if newNat {
+			h.nat = true
 		}
 	}
 	return errors.Join(errs...)

@@ -23,6 +23,7 @@ type Host struct {
 	ns    string
 	veth  string
 	addr  netip.Addr
+	nat   bool // the nat table's fault chain exists (made by the first redirect; Network.applyMu)
 }
 
 // Name is the host's name in the network.

@@ -1,7 +1,9 @@
 // Package netns runs test hosts on one Linux machine: every host is a network namespace
 // with its own address on a private bridge, and faults are injected between them the
 // way operators meet them on real networks: partitions (symmetric or one-way, between
-// sets of hosts), packet loss, and killed or paused processes.
+// sets of hosts), packet loss, delay, jitter and bandwidth caps (a userspace TCP proxy,
+// Proxy, that connections are redirected through: this kernel has no netem qdisc),
+// and killed or paused processes.
 //
 // A Network owns one bridge and its hosts, named after a random run ID so test
 // binaries running side by side never collide. Addresses come from a private range
@@ -9,9 +11,11 @@
 // no address on it and no route to it, and nothing is sent anywhere else. Faults are
 // iptables rules inside the hosts' own namespaces (they vanish with them); the host's
 // own firewall is never touched (the bridge is created with nf_call_iptables 0, so
-// bridged frames skip it). Close kills the processes, then removes the namespaces,
-// veth pairs and bridge; New first removes what a crashed earlier run left behind
-// (its owner process, recorded in the bridge's alias, is gone).
+// bridged frames skip it); redirections through a proxy are DNAT rules in the nat
+// table of the client hosts' namespaces. Close stops the proxies, kills the
+// processes, then removes the namespaces, veth pairs and bridge; New first removes
+// what a crashed earlier run left behind (its owner process, recorded in the
+// bridge's alias, is gone).
 //
 // It needs root, iproute2 (`ip`) and iptables (`make deps` installs it). Tests call
 // Require, which skips when COHORT_SKIP_NETNS=1 and otherwise fails with a message
@@ -75,12 +79,13 @@ type Network struct {
 
 	applyMu sync.Mutex // held while fault chains are rewritten
 
-	mu     sync.Mutex
-	hosts  []*Host
-	procs  []*Process
-	faults map[int]*Fault
-	nextID int
-	closed bool
+	mu      sync.Mutex
+	hosts   []*Host
+	procs   []*Process
+	proxies []*Proxy
+	faults  map[int]*Fault
+	nextID  int
+	closed  bool
 }
 
 // Check reports why this machine cannot run test hosts (nil when it can): not root,
@@ -223,9 +228,14 @@ func (n *Network) Close() error {
 		return nil
 	}
 	n.closed = true
-	procs, hosts := n.procs, n.hosts
+	procs, hosts, proxies := n.procs, n.hosts, n.proxies
 	n.mu.Unlock()
 	var errs []error
+	for _, p := range proxies {
+		if err := p.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, p := range procs {
 		p.Kill()
 	}

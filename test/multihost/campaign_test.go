@@ -46,6 +46,10 @@ type campaignConfig struct {
 	quiet      time.Duration // fault-free time before each fault
 	soak       time.Duration // fault-free time before the first fault: step-downs a busy host causes alone
 	submitters int
+	// train runs one long elastic training job throughout (the training probe:
+	// throughput before and during each fault, steps lost); on in the long form and
+	// with COHORT_CAMPAIGN_TRAIN=1.
+	train bool
 }
 
 // TestChaosFaultCampaign runs 3 coordinators, 2 parameter-server nodes and 2 workers on
@@ -65,14 +69,19 @@ type campaignConfig struct {
 // make campaign) runs 3 minutes without a fault, then 100 faults with holds up to 20 s
 // (about 40 minutes). COHORT_CAMPAIGN_SEED replays a campaign's schedule,
 // COHORT_CAMPAIGN_FAULTS sets the number of faults, COHORT_CAMPAIGN_REPORT names a file
-// for the JSON summary, and COHORT_CAMPAIGN_KEEP=1 keeps the logs of a passing run.
+// for the JSON summary, COHORT_CAMPAIGN_KEEP=1 keeps the logs of a passing run, and
+// COHORT_CAMPAIGN_TRAIN=1 adds the long form's training probe (trainprobe_test.go) to
+// a short one.
 func TestChaosFaultCampaign(t *testing.T) {
 	cfg := campaignConfig{seed: rand.Uint64(), faults: len(faultKinds), holdMin: 3 * time.Second, holdMax: 5 * time.Second,
 		cliTimeout: 12 * time.Second, recoverBy: 60 * time.Second, drainBy: 2 * nodeTTL, quiet: 2 * time.Second, submitters: 2}
 	if os.Getenv("COHORT_CHAOS") != "" {
 		// ~19 s a fault: about 40 minutes in all, inside make chaos's 60-minute limit.
 		cfg.faults, cfg.holdMin, cfg.holdMax, cfg.cliTimeout, cfg.recoverBy = 100, 2*time.Second, 20*time.Second, 40*time.Second, 120*time.Second
-		cfg.quiet, cfg.soak, cfg.submitters = 3*time.Second, 3*time.Minute, 1
+		cfg.quiet, cfg.soak, cfg.submitters, cfg.train = 3*time.Second, 3*time.Minute, 1, true
+	}
+	if os.Getenv("COHORT_CAMPAIGN_TRAIN") == "1" {
+		cfg.train = true
 	}
 	if s := os.Getenv("COHORT_CAMPAIGN_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -129,9 +138,16 @@ type faultRecord struct {
 	// WaitedFor is, when the cluster took more than 3 s after the heal to be whole, the
 	// last condition that still failed.
 	WaitedFor string `json:"waited_for,omitempty"`
-	injected  time.Time
-	healed    time.Time
-	paused    string // the worker a pause-worker fault stopped
+	// The training probe (cfg.train): its steps per second over the fault-free time
+	// before the fault and from the injection to the heal (-1: too few progress
+	// reports to say), and the steps it lost (progress rewound to a checkpoint) from
+	// the injection until 10 s after the cluster was whole.
+	TrainBefore float64 `json:"train_steps_per_s_before"`
+	TrainDuring float64 `json:"train_steps_per_s_during"`
+	StepsLost   int64   `json:"steps_lost"`
+	injected    time.Time
+	healed      time.Time
+	paused      string // the worker a pause-worker fault stopped
 }
 
 // campaign is one run's state.
@@ -163,6 +179,10 @@ type campaign struct {
 	restartPanics []string
 	// began and ended bound the faults (from the cluster being up to the last heal).
 	began, ended time.Time
+	// trainID is the training probe's job; trainSeen its progress as polled.
+	trainID          string
+	trainSeen        []trainSample
+	stopTrainSampler func()
 }
 
 // leaderSample is one scrape of every coordinator's leader gauge.
@@ -211,6 +231,15 @@ func runCampaign(t *testing.T, cfg campaignConfig) {
 	wg.Go(func() { k.reader(ctx) })
 	wg.Go(func() { k.peerSampler(ctx) })
 	wg.Go(func() { k.leaderSampler(ctx) })
+	if cfg.train {
+		k.startTrainProbe()
+		// Its own context: the probe is followed past the last heal (stopTrainProbe).
+		trainCtx, stopSampler := context.WithCancel(context.Background())
+		var sampler sync.WaitGroup
+		sampler.Go(func() { k.trainSampler(trainCtx) })
+		k.stopTrainSampler = func() { stopSampler(); sampler.Wait() }
+		t.Cleanup(k.stopTrainSampler)
+	}
 	stopWorkload := sync.OnceFunc(func() { stop(); wg.Wait() })
 	t.Cleanup(stopWorkload)
 
@@ -243,6 +272,7 @@ func runCampaign(t *testing.T, cfg campaignConfig) {
 	if t.Failed() {
 		return
 	}
+	k.stopTrainProbe()
 	k.finalChecks()
 	k.report(time.Since(began))
 }
@@ -253,7 +283,13 @@ func runCampaign(t *testing.T, cfg campaignConfig) {
 func (k *campaign) submit(client int, addrs string, timeout time.Duration) (string, cliResult) {
 	name := fmt.Sprintf("camp-%04d", k.names.Add(1))
 	spec, err := k.c.jobSpec(name)
-	if err != nil {
+	return k.submitSpec(client, addrs, timeout, name, spec, err)
+}
+
+// submitSpec submits the job named name from the spec file spec (specErr: it could
+// not be written), recording it in the history as submit does.
+func (k *campaign) submitSpec(client int, addrs string, timeout time.Duration, name, spec string, specErr error) (string, cliResult) {
+	if err := specErr; err != nil {
 		k.t.Errorf("job spec %s: %v", name, err)
 		return "", cliResult{err: err, exit: -2, call: time.Now(), ret: time.Now()}
 	}
@@ -1077,6 +1113,13 @@ type kindFigure struct {
 	// marked down.
 	LiveNodesDown int `json:"faults_with_live_nodes_down"`
 	ProbeKilled   int `json:"probe_killed"`
+	// The training probe's figures: steps lost (sum and worst fault), and the median
+	// over faults of the throughput during the fault against before it (-1: none).
+	StepsLost      int64   `json:"steps_lost"`
+	StepsLostMax   int64   `json:"steps_lost_max"`
+	TrainRatioP50  float64 `json:"train_during_vs_before_p50"`
+	TrainRatioMin  float64 `json:"train_during_vs_before_min"`
+	TrainMeasuredN int     `json:"train_measured_n"`
 }
 
 // quantile is the q-quantile (nearest rank) of sorted values.
@@ -1094,6 +1137,7 @@ func (k *campaign) report(wall time.Duration) {
 	rep := campaignReport{Seed: k.cfg.seed, WallS: wall.Seconds(), Faults: k.faults, ByKind: map[string]kindFigure{}, Slow: k.slowSubmits,
 		RestartPanics: k.restartPanics}
 	k.liveNodesDown()
+	k.trainFigures()
 	rec, whole, fail := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	killed, needed, liveDown := map[string]int{}, map[string]int{}, map[string]int{}
 	for _, f := range k.faults {
@@ -1129,10 +1173,30 @@ func (k *campaign) report(wall time.Duration) {
 		if len(r) > 0 {
 			fig.RecoverMax = r[len(r)-1]
 		}
+		var ratios []float64
+		for _, f := range k.faults {
+			if f.Kind != kind {
+				continue
+			}
+			fig.StepsLost += f.StepsLost
+			fig.StepsLostMax = max(fig.StepsLostMax, f.StepsLost)
+			if f.TrainBefore > 0 && f.TrainDuring >= 0 {
+				ratios = append(ratios, f.TrainDuring/f.TrainBefore)
+			}
+		}
+		slices.Sort(ratios)
+		fig.TrainMeasuredN, fig.TrainRatioP50, fig.TrainRatioMin = len(ratios), -1, -1
+		if len(ratios) > 0 {
+			fig.TrainRatioP50, fig.TrainRatioMin = quantile(ratios, 0.5), ratios[0]
+		}
 		rep.ByKind[kind] = fig
 	}
 	for _, kind := range kinds {
 		fig := rep.ByKind[kind]
+		if k.cfg.train {
+			k.t.Logf("%-19s training probe: steps lost %d (worst fault %d); steps/s during the fault against before it: p50 %.2f, min %.2f (%d faults measured)",
+				kind, fig.StepsLost, fig.StepsLostMax, fig.TrainRatioP50, fig.TrainRatioMin, fig.TrainMeasuredN)
+		}
 		k.t.Logf("%-19s n=%3d  recover p50 %6.2fs p99 %6.2fs max %6.2fs  whole after heal p50 %5.2fs p99 %5.2fs  new leader (n=%d) p50 %4.2fs p99 %4.2fs  needed the heal %d  live nodes marked down in %d  probe CLIs killed at %v: %d",
 			kind, fig.N, fig.RecoverP50, fig.RecoverP99, fig.RecoverMax, fig.WholeP50, fig.WholeP99, fig.FailoverN, fig.FailoverP50, fig.FailoverP99,
 			fig.NeededHeal, fig.LiveNodesDown, k.cfg.cliTimeout, fig.ProbeKilled)
