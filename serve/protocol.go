@@ -224,6 +224,9 @@ func decodeTensor(in RequestInput, binary []byte, isBinary bool, maxElements int
 		interned = map[string]string{}
 	} else {
 		t.Numbers = make([]float64, n)
+		if fastNumbers(in.Data, t.Numbers, in.Datatype) {
+			return t, nil
+		}
 	}
 	count, err := walkArray(in.Data, n, func(i int, raw []byte) error {
 		if t.Strings != nil {
