@@ -253,6 +253,16 @@ func (p *envParser) skip() bool {
 	p.space()
 	depth := 0
 	for p.i < len(p.b) {
+		if depth > 0 {
+			// Inside an array or object only strings and brackets matter: move past
+			// numbers, commas and spaces (most of a tensor's data) in a tight loop.
+			for p.i < len(p.b) && !structural[p.b[p.i]] {
+				p.i++
+			}
+			if p.i >= len(p.b) {
+				break
+			}
+		}
 		c := p.b[p.i]
 		switch c {
 		case '"':
@@ -291,3 +301,11 @@ func (p *envParser) skip() bool {
 	}
 	return depth == 0
 }
+
+// structural marks the bytes skip stops at inside an array or object.
+var structural = func() (t [256]bool) {
+	for _, c := range []byte(`"[]{}`) {
+		t[c] = true
+	}
+	return t
+}()
