@@ -612,3 +612,48 @@ func (f *sequences) row(byName map[string]*Tensor, r int, dst []float32) error {
 
 // errNoModel is returned by Load for a location without a model.
 var errNoModel = errors.New("no model.safetensors")
+
+// fill is the column-at-a-time form of row for windows sent as numbers, without
+// calendar features: the same scaling, feature by feature. Windows sent as text
+// (which may hold missing values) and calendar features take the row-by-row path, as
+// does a value out of range after scaling, whose error row gives.
+func (f *sequences) fill(byName map[string]*Tensor, n int, x []float32) bool {
+	if len(f.s.Calendar) > 0 {
+		return false
+	}
+	nf, lb := f.s.StepWidth(), f.s.Lookback
+	for j, name := range f.s.Features {
+		t := byName[name]
+		if t.Numbers == nil || len(t.Numbers) < n*lb {
+			return false
+		}
+		mean, std := f.s.Mean[j], f.s.Std[j]
+		for r := range n {
+			dst := x[r*lb*nf+j : (r+1)*lb*nf]
+			for step, v := range t.Numbers[r*lb : (r+1)*lb] {
+				z := (v - mean) / std
+				if !(math.Abs(z) <= math.MaxFloat32) {
+					return false
+				}
+				dst[step*nf] = float32(z)
+			}
+		}
+	}
+	return true
+}
+
+// fill is row over all rows at once: the pixels of the n images, scaled; a pixel out
+// of range takes the row-by-row path, whose error names it.
+func (f *images) fill(byName map[string]*Tensor, n int, x []float32) bool {
+	t := byName[ImageInput]
+	if t.Numbers == nil || len(t.Numbers) < len(x) {
+		return false
+	}
+	for i, v := range t.Numbers[:len(x)] {
+		if !(v >= 0 && v <= 255) {
+			return false
+		}
+		x[i] = float32(v) / f.div
+	}
+	return true
+}
