@@ -45,15 +45,21 @@ func fastNumbers(b []byte, dst []float64, datatype string) bool {
 			}
 			// An empty array is a whole value.
 		} else {
-			start := i
-			for i < len(b) && numberByte[b[i]] {
-				i++
-			}
-			if n >= len(dst) || i == start {
+			if n >= len(dst) {
 				return false
 			}
-			v, ok := parseDecimal(b[start:i], kind)
-			if !ok {
+			start := i
+			v, end, ok := scanDecimal(b, i, kind)
+			if ok && (end == len(b) || !numberByte[b[end]]) {
+				i = end
+			} else {
+				// Another form: the token as walkArray cuts it, through parseNumber.
+				for i < len(b) && numberByte[b[i]] {
+					i++
+				}
+				if i == start {
+					return false
+				}
 				var err error
 				if v, err = parseNumber(b[start:i], datatype); err != nil {
 					return false
@@ -122,11 +128,17 @@ var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 // false for anything else (the caller uses parseNumber): another form, a token outside
 // JSON's grammar, a datatype it does not handle.
 func parseDecimal(s []byte, kind int) (float64, bool) {
-	if kind == numOther || len(s) == 0 {
-		return 0, false
+	v, end, ok := scanDecimal(s, 0, kind)
+	return v, ok && end == len(s)
+}
+
+// scanDecimal reads the longest number in parseDecimal's forms at s[i:] and returns
+// its value and end; the caller checks what follows.
+func scanDecimal(s []byte, i, kind int) (float64, int, bool) {
+	if kind == numOther || i >= len(s) {
+		return 0, i, false
 	}
-	i := 0
-	neg := s[0] == '-'
+	neg := s[i] == '-'
 	if neg {
 		i++
 	}
@@ -141,31 +153,28 @@ func parseDecimal(s []byte, kind int) (float64, bool) {
 			digits++
 			i++
 			if digits > 18 {
-				return 0, false
+				return 0, i, false
 			}
 		}
 	default:
-		return 0, false
+		return 0, i, false
 	}
 	if kind != numFP64 {
-		if i != len(s) {
-			return 0, false
-		}
 		switch kind {
 		case numUINT8:
 			if neg || mant > math.MaxUint8 {
-				return 0, false
+				return 0, i, false
 			}
 		case numINT32:
 			if mant > math.MaxInt32 {
-				return 0, false
+				return 0, i, false
 			}
 		}
 		v := int64(mant)
 		if neg {
 			v = -v
 		}
-		return float64(v), true
+		return float64(v), i, true
 	}
 	exp := 0
 	if i < len(s) && s[i] == '.' {
@@ -178,14 +187,14 @@ func parseDecimal(s []byte, kind int) (float64, bool) {
 				mant = mant*10 + uint64(s[i]-'0')
 				digits++
 				if digits > 19 {
-					return 0, false
+					return 0, i, false
 				}
 			}
 			exp--
 			i++
 		}
 		if i == j {
-			return 0, false
+			return 0, i, false
 		}
 	}
 	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
@@ -204,15 +213,15 @@ func parseDecimal(s []byte, kind int) (float64, bool) {
 			i++
 		}
 		if i == j {
-			return 0, false
+			return 0, i, false
 		}
 		if eneg {
 			e = -e
 		}
 		exp += e
 	}
-	if i != len(s) || mant >= 1<<53 {
-		return 0, false
+	if mant >= 1<<53 {
+		return 0, i, false
 	}
 	f := float64(mant)
 	if neg {
@@ -220,11 +229,11 @@ func parseDecimal(s []byte, kind int) (float64, bool) {
 	}
 	switch {
 	case mant == 0 || exp == 0:
-		return f, true
+		return f, i, true
 	case exp > 0 && exp <= 22:
-		return f * pow10[exp], true
+		return f * pow10[exp], i, true
 	case exp < 0 && exp >= -22:
-		return f / pow10[-exp], true
+		return f / pow10[-exp], i, true
 	}
-	return 0, false
+	return 0, i, false
 }
