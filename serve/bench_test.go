@@ -97,6 +97,7 @@ func benchInfer(b *testing.B, name string, bin bool) {
 			}
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
+			cpu0 := processCPU()
 			for b.Loop() {
 				rec := httptest.NewRecorder()
 				req := httptest.NewRequest("POST", "/v2/models/test-model/infer", bytes.NewReader(body))
@@ -109,6 +110,9 @@ func benchInfer(b *testing.B, name string, bin bool) {
 				}
 			}
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "rows/s")
+			if cpu := processCPU() - cpu0; cpu > 0 {
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+			}
 		})
 	}
 }

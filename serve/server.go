@@ -352,7 +352,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	s.rows.Add(float64(n))
 	resp := InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: m.Outputs(x, out, n, req.Outputs)}
 	if len(bin) == 0 {
-		writeJSON(w, http.StatusOK, resp)
+		writeResponse(w, &resp)
 		return
 	}
 	raw := encodeBinaryOutputs(resp.Outputs, bin)
