@@ -42,7 +42,7 @@ func TestAppendResponseMatchesEncodingJSON(t *testing.T) {
 			case 2:
 				v[i] = rng.NormFloat64() * math.Pow(10, float64(rng.IntN(60)-30))
 			case 3:
-				v[i] = math.Float64frombits(rng.Uint64() &^ (0x7ff << 52) | uint64(rng.IntN(2046)+1)<<52)
+				v[i] = math.Float64frombits(rng.Uint64()&^(0x7ff<<52) | uint64(rng.IntN(2046)+1)<<52)
 			default:
 				v[i] = []float64{0, math.Copysign(0, -1), 1e21, 1e-6, 9.99999e-7, 1e20, 5e-324, math.MaxFloat64}[rng.IntN(8)]
 			}

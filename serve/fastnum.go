@@ -49,6 +49,26 @@ func fastNumbers(b []byte, dst []float64, datatype string) bool {
 				return false
 			}
 			start := i
+			if kind == numUINT8 {
+				// A pixel: one to three digits, at most 255.
+				if d := b[i] - '0'; d <= 9 {
+					v, j := uint(d), i+1
+					if d != 0 {
+						for j < len(b) && j < i+3 && b[j]-'0' <= 9 {
+							v = v*10 + uint(b[j]-'0')
+							j++
+						}
+					}
+					if v <= math.MaxUint8 && (j == len(b) || !numberByte[b[j]]) {
+						dst[n] = float64(v)
+						n++
+						if i = skipSpace(b, j); i >= len(b) {
+							return false
+						}
+						goto next
+					}
+				}
+			}
 			v, end, ok := scanDecimal(b, i, kind)
 			if ok && (end == len(b) || !numberByte[b[end]]) {
 				i = end
@@ -72,6 +92,7 @@ func fastNumbers(b []byte, dst []float64, datatype string) bool {
 				return false
 			}
 		}
+	next:
 		// After a value: a comma and the next, or the ends of arrays.
 		for b[i] == ']' {
 			depth--

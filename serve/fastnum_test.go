@@ -45,7 +45,7 @@ var fuzzDatatypes = []string{TypeFP64, TypeFP32, TypeUINT8, TypeINT32, TypeINT64
 // (walkArray and parseNumber) on any bytes, for each numeric datatype.
 func FuzzFastNumbers(f *testing.F) {
 	for _, s := range []string{`[1,2.5,-3e2]`, `[[0, 255],[3 ,4]]`, `[ -0.0 , 1E-22, 9007199254740993, 0.1]`, `[[[]],[1]]`, `[1,]`,
-		`[123456789012345678901, 1.0000000000000000000001]`, `[01]`, `[1e400]`, `[-0]`, `[2147483648,-2147483648]`, `[0e99999]`, "[\n1\t]\r"} {
+		`[123456789012345678901, 1.0000000000000000000001]`, `[01]`, `[1e400]`, `[-0]`, `[2147483648,-2147483648]`, `[0e99999]`, "[\n1\t]\r", `[256,2555,00,007,1.0]`} {
 		for k := range fuzzDatatypes {
 			f.Add([]byte(s), uint8(k), uint8(3))
 		}
