@@ -128,3 +128,28 @@ func BenchmarkInferBinary(b *testing.B) {
 		b.Run(name, func(b *testing.B) { benchInfer(b, name, true) })
 	}
 }
+
+// BenchmarkDecodeRequestJSON measures DecodeRequest alone on the example LSTM's
+// 1,024-row JSON request (86,016 decimals) and the CNN's (802,816 pixels).
+func BenchmarkDecodeRequestJSON(b *testing.B) {
+	for _, name := range []string{"performance-lstm", "fashion-cnn"} {
+		b.Run(name, func(b *testing.B) {
+			_, inputs := exampleFixture(b, name)
+			body, err := json.Marshal(inferReq{Inputs: inputs(1024)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			for b.Loop() {
+				if _, _, err := DecodeRequest(body, 1<<30); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if cpu := processCPU() - cpu0; cpu > 0 {
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+			}
+		})
+	}
+}

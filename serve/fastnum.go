@@ -1,6 +1,9 @@
 package serve
 
-import "math"
+import (
+	"math"
+	"sync"
+)
 
 // fastNumbers decodes the JSON data of a numeric tensor of len(dst) elements in one
 // pass: it checks the array's structure (nesting at most MaxTensorRank deep, exactly
@@ -257,4 +260,30 @@ func scanDecimal(s []byte, i, kind int) (float64, int, bool) {
 		return f / pow10[-exp], i, true
 	}
 	return 0, i, false
+}
+
+// floatBuffers pools the numbers of decoded tensors (*[]float64): a large request's
+// tensors are megabytes, which would otherwise be allocated, cleared and collected per
+// request.
+var floatBuffers sync.Pool
+
+// getFloats returns a slice of n numbers, not cleared: the decoders write all of them
+// or fail.
+func getFloats(n int) []float64 {
+	if n >= 1024 {
+		if bp, _ := floatBuffers.Get().(*[]float64); bp != nil {
+			if cap(*bp) >= n {
+				return (*bp)[:n]
+			}
+			floatBuffers.Put(bp)
+		}
+	}
+	return make([]float64, n)
+}
+
+// putFloats hands a tensor's numbers back to getFloats once nothing refers to them.
+func putFloats(v []float64) {
+	if cap(v) >= 1024 {
+		floatBuffers.Put(&v)
+	}
 }

@@ -259,8 +259,9 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte,
 	return body, func() { bodyBuffers.Put(bp) }, nil
 }
 
-// decodeBodyPooled is decodeBody with the body's buffer pooled: release (never nil)
-// hands it back once the request and its tensors' raw data are no longer used.
+// decodeBodyPooled is decodeBody with the body's buffer and the tensors' numbers
+// pooled: release (never nil) hands them back once the request and its tensors are no
+// longer used.
 func (s *Server) decodeBodyPooled(w http.ResponseWriter, r *http.Request) (*InferRequest, []Tensor, func(), bool) {
 	body, release, err := readBody(w, r, s.cfg.MaxRequestBytes)
 	fail := func() (*InferRequest, []Tensor, func(), bool) {
@@ -293,7 +294,12 @@ func (s *Server) decodeBodyPooled(w http.ResponseWriter, r *http.Request) (*Infe
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return fail()
 	}
-	return req, tensors, release, true
+	return req, tensors, func() {
+		release()
+		for i := range tensors {
+			putFloats(tensors[i].Numbers)
+		}
+	}, true
 }
 
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
