@@ -72,6 +72,55 @@ func fastNumbers(b []byte, dst []float64, datatype string) bool {
 					}
 				}
 			}
+			if kind == numFP64 {
+				// A short decimal (at most 15 digits, no exponent): its digits make an
+				// integer below 2^53 and one division by an exact power of ten
+				// rounds it correctly, as scanDecimal does.
+				j, neg := i, b[i] == '-'
+				if neg {
+					j++
+				}
+				var mant uint64
+				digits, frac := 0, 0
+				if j < len(b) && b[j]-'1' <= 8 {
+					for j < len(b) && b[j]-'0' <= 9 {
+						mant = mant*10 + uint64(b[j]-'0')
+						digits++
+						j++
+					}
+				} else if j < len(b) && b[j] == '0' {
+					j++
+				} else {
+					digits = 99
+				}
+				if j < len(b) && b[j] == '.' {
+					j++
+					for j < len(b) && b[j]-'0' <= 9 {
+						mant = mant*10 + uint64(b[j]-'0')
+						digits++
+						frac++
+						j++
+					}
+					if frac == 0 {
+						digits = 99
+					}
+				}
+				if digits <= 15 && (j == len(b) || !numberByte[b[j]]) {
+					f := float64(mant)
+					if neg {
+						f = -f
+					}
+					if frac > 0 {
+						f /= pow10[frac]
+					}
+					dst[n] = f
+					n++
+					if i = skipSpace(b, j); i >= len(b) {
+						return false
+					}
+					goto next
+				}
+			}
 			v, end, ok := scanDecimal(b, i, kind)
 			if ok && (end == len(b) || !numberByte[b[end]]) {
 				i = end
