@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/worker/data"
@@ -234,7 +235,7 @@ func (m *Model) Features(tensors []Tensor, maxRows int) ([]float32, int, error) 
 	if n > maxRows {
 		return nil, n, badInput("batch of %d rows exceeds the limit of %d", n, maxRows)
 	}
-	x := make([]float32, n*m.arch.Inputs)
+	x := getFeatures(n * m.arch.Inputs)
 	if bf, ok := m.feat.(batchFeaturizer); ok && bf.fill(byName, n, x) {
 		return x, n, nil
 	}
@@ -656,4 +657,30 @@ func (f *images) fill(byName map[string]*Tensor, n int, x []float32) bool {
 		x[i] = float32(v) / f.div
 	}
 	return true
+}
+
+// featureBuffers pools feature matrices (*[]float32) that a request used and gave back
+// (putFeatures): the server's unbatched inference path.
+var featureBuffers sync.Pool
+
+// getFeatures returns n zeroed features.
+func getFeatures(n int) []float32 {
+	if n >= 1024 {
+		if bp, _ := featureBuffers.Get().(*[]float32); bp != nil {
+			if cap(*bp) >= n {
+				x := (*bp)[:n]
+				clear(x)
+				return x
+			}
+			featureBuffers.Put(bp)
+		}
+	}
+	return make([]float32, n)
+}
+
+// putFeatures hands features from Features back once nothing refers to them.
+func putFeatures(x []float32) {
+	if cap(x) >= 1024 {
+		featureBuffers.Put(&x)
+	}
 }

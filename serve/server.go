@@ -334,6 +334,8 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 			admitted = false // submit withdraws the admission
 			out, err = s.batch.submit(r.Context(), x, n)
 		} else {
+			// Unbatched: nothing else refers to the features after this request.
+			defer putFeatures(x)
 			out = make([]float32, n*m.arch.Outputs)
 			err = m.Predict(x, n, out)
 		}
