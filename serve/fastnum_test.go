@@ -119,3 +119,34 @@ func TestFastNumbersTakesExampleData(t *testing.T) {
 		}
 	}
 }
+
+// TestHasStructural checks the eight-byte test of the envelope's skip against a byte
+// loop, on every byte value in every position and on random words.
+func TestHasStructural(t *testing.T) {
+	ref := func(x uint64) bool {
+		for range 8 {
+			if c := byte(x); c == '"' || c == '[' || c == ']' || c == '{' || c == '}' {
+				return true
+			}
+			x >>= 8
+		}
+		return false
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	for pos := range 8 {
+		for c := range 256 {
+			x := uint64(0x3030303030303030) &^ (0xff << (8 * pos)) // '0's around
+			x |= uint64(c) << (8 * pos)
+			for _, w := range []uint64{x, x | rng.Uint64()&^(0xff<<(8*pos))} {
+				if hasStructural(w) != ref(w) {
+					t.Fatalf("%#x: hasStructural %v", w, hasStructural(w))
+				}
+			}
+		}
+	}
+	for range 1 << 20 {
+		if w := rng.Uint64(); hasStructural(w) != ref(w) {
+			t.Fatalf("%#x: hasStructural %v", w, hasStructural(w))
+		}
+	}
+}
