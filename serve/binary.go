@@ -93,7 +93,7 @@ func decodeBinaryTensor(t Tensor, n int, raw []byte) (Tensor, error) {
 	if len(raw) != n*size {
 		return t, fmt.Errorf("binary_data_size %d: shape %v of %s needs %d bytes", len(raw), t.Shape, t.Datatype, n*size)
 	}
-	t.Numbers = make([]float64, n)
+	t.Numbers = getFloats(n)
 	switch t.Datatype {
 	case TypeUINT8:
 		for i, b := range raw {

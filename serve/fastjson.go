@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 )
@@ -253,6 +254,20 @@ func (p *envParser) skip() bool {
 	p.space()
 	depth := 0
 	for p.i < len(p.b) {
+		if depth > 0 {
+			// Inside an array or object only strings and brackets matter: move past
+			// numbers, commas and spaces (most of a tensor's data) eight bytes at a
+			// time while none of them is structural, then byte by byte.
+			for p.i+8 <= len(p.b) && !hasStructural(binary.LittleEndian.Uint64(p.b[p.i:])) {
+				p.i += 8
+			}
+			for p.i < len(p.b) && !structural[p.b[p.i]] {
+				p.i++
+			}
+			if p.i >= len(p.b) {
+				break
+			}
+		}
 		c := p.b[p.i]
 		switch c {
 		case '"':
@@ -290,4 +305,24 @@ func (p *envParser) skip() bool {
 		p.i++
 	}
 	return depth == 0
+}
+
+// structural marks the bytes skip stops at inside an array or object.
+var structural = func() (t [256]bool) {
+	for _, c := range []byte(`"[]{}`) {
+		t[c] = true
+	}
+	return t
+}()
+
+// hasStructural tells whether one of the eight bytes of x is one of `"[]{}`: a byte
+// ORed with 0x20 is '{' only for '[' and '{', and '}' only for ']' and '}'.
+func hasStructural(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	has := func(x uint64, c byte) uint64 {
+		y := x ^ (ones * uint64(c))
+		return (y - ones) &^ y & highs // nonzero iff some byte of y is zero
+	}
+	folded := x | ones*0x20
+	return has(x, '"')|has(folded, '{')|has(folded, '}') != 0
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cohort-dev/cohort/export"
 	"github.com/cohort-dev/cohort/worker/data"
@@ -234,7 +235,7 @@ func (m *Model) Features(tensors []Tensor, maxRows int) ([]float32, int, error) 
 	if n > maxRows {
 		return nil, n, badInput("batch of %d rows exceeds the limit of %d", n, maxRows)
 	}
-	x := make([]float32, n*m.arch.Inputs)
+	x := getFeatures(n * m.arch.Inputs)
 	if bf, ok := m.feat.(batchFeaturizer); ok && bf.fill(byName, n, x) {
 		return x, n, nil
 	}
@@ -612,3 +613,74 @@ func (f *sequences) row(byName map[string]*Tensor, r int, dst []float32) error {
 
 // errNoModel is returned by Load for a location without a model.
 var errNoModel = errors.New("no model.safetensors")
+
+// fill is the column-at-a-time form of row for windows sent as numbers, without
+// calendar features: the same scaling, feature by feature. Windows sent as text
+// (which may hold missing values) and calendar features take the row-by-row path, as
+// does a value out of range after scaling, whose error row gives.
+func (f *sequences) fill(byName map[string]*Tensor, n int, x []float32) bool {
+	if len(f.s.Calendar) > 0 {
+		return false
+	}
+	nf, lb := f.s.StepWidth(), f.s.Lookback
+	for j, name := range f.s.Features {
+		t := byName[name]
+		if t.Numbers == nil || len(t.Numbers) < n*lb {
+			return false
+		}
+		mean, std := f.s.Mean[j], f.s.Std[j]
+		for r := range n {
+			dst := x[r*lb*nf+j : (r+1)*lb*nf]
+			for step, v := range t.Numbers[r*lb : (r+1)*lb] {
+				z := (v - mean) / std
+				if !(math.Abs(z) <= math.MaxFloat32) {
+					return false
+				}
+				dst[step*nf] = float32(z)
+			}
+		}
+	}
+	return true
+}
+
+// fill is row over all rows at once: the pixels of the n images, scaled; a pixel out
+// of range takes the row-by-row path, whose error names it.
+func (f *images) fill(byName map[string]*Tensor, n int, x []float32) bool {
+	t := byName[ImageInput]
+	if t.Numbers == nil || len(t.Numbers) < len(x) {
+		return false
+	}
+	for i, v := range t.Numbers[:len(x)] {
+		if !(v >= 0 && v <= 255) {
+			return false
+		}
+		x[i] = float32(v) / f.div
+	}
+	return true
+}
+
+// featureBuffers pools feature matrices (*[]float32) that a request used and gave back
+// (putFeatures): the server's unbatched inference path.
+var featureBuffers sync.Pool
+
+// getFeatures returns n zeroed features.
+func getFeatures(n int) []float32 {
+	if n >= 1024 {
+		if bp, _ := featureBuffers.Get().(*[]float32); bp != nil {
+			if cap(*bp) >= n {
+				x := (*bp)[:n]
+				clear(x)
+				return x
+			}
+			featureBuffers.Put(bp)
+		}
+	}
+	return make([]float32, n)
+}
+
+// putFeatures hands features from Features back once nothing refers to them.
+func putFeatures(x []float32) {
+	if cap(x) >= 1024 {
+		featureBuffers.Put(&x)
+	}
+}

@@ -223,7 +223,10 @@ func decodeTensor(in RequestInput, binary []byte, isBinary bool, maxElements int
 		t.Strings = make([]string, n)
 		interned = map[string]string{}
 	} else {
-		t.Numbers = make([]float64, n)
+		t.Numbers = getFloats(n)
+		if fastNumbers(in.Data, t.Numbers, in.Datatype) {
+			return t, nil
+		}
 	}
 	count, err := walkArray(in.Data, n, func(i int, raw []byte) error {
 		if t.Strings != nil {

@@ -515,6 +515,10 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"image","shape":[1,2,2],"datatype":"UINT8","data":[[[0,255],[3,4]]]}],"outputs":[{"name":"label"}]}`))
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[-1],"datatype":"INT64","data":[]}]}`))
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[3],"datatype":"INT32","data":[1,2,99999999999]}]}`))
+	// Data before its datatype, as encoders that sort keys write it: the envelope decoder
+	// skips the data, decodeTensor reads it per datatype.
+	f.Add([]byte(`{"inputs":[{"data":[[1.5,-0,0.25],[3,4,5]],"datatype":"FP64","name":"a","shape":[2,3]},{"data":[0,255,-0],"datatype":"UINT8","name":"b","shape":[3]},{"data":[-0,7,2147483647],"datatype":"INT32","name":"c","shape":[3]}]}`))
+	f.Add([]byte(`{"inputs":[{"data":[1.5,2],"datatype":"INT64","name":"a","shape":[2]},{"data":[256],"datatype":"UINT8","name":"b","shape":[1]},{"data":[1e2, 0.1],"datatype":"FP32","name":"c","shape":[2]}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		// A request the fast decoders take (envelope and tensors), encoding/json and the
 		// same tensor checks take too, and read the same.

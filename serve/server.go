@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -226,15 +227,55 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 // decodeBody reads and decodes an infer (or explain) request body of at most
 // MaxRequestBytes, answering 413 or 400 itself when it cannot.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (*InferRequest, []Tensor, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes))
+	req, tensors, _, ok := s.decodeBodyPooled(w, r)
+	return req, tensors, ok
+}
+
+// bodyBuffers pools request body buffers (*[]byte) of bodies with a Content-Length:
+// a large request reads into one allocation, reused, instead of io.ReadAll's growing
+// copies.
+var bodyBuffers sync.Pool
+
+// readBody reads a request body of at most limit bytes; release hands its buffer back
+// for reuse, once nothing refers to the body (the decoded request's raw data).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, release func(), err error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength <= 0 || r.ContentLength > limit {
+		body, err = io.ReadAll(rd)
+		return body, func() {}, err
+	}
+	bp, _ := bodyBuffers.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	if cap(*bp) < int(r.ContentLength) {
+		*bp = make([]byte, r.ContentLength)
+	}
+	body = (*bp)[:r.ContentLength]
+	if _, err = io.ReadFull(rd, body); err != nil {
+		bodyBuffers.Put(bp)
+		return nil, func() {}, err
+	}
+	return body, func() { bodyBuffers.Put(bp) }, nil
+}
+
+// decodeBodyPooled is decodeBody with the body's buffer and the tensors' numbers
+// pooled: release (never nil) hands them back once the request and its tensors are no
+// longer used.
+func (s *Server) decodeBodyPooled(w http.ResponseWriter, r *http.Request) (*InferRequest, []Tensor, func(), bool) {
+	body, release, err := readBody(w, r, s.cfg.MaxRequestBytes)
+	fail := func() (*InferRequest, []Tensor, func(), bool) {
+		release()
+		return nil, nil, func() {}, false
+	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "request body exceeds the limit of %d bytes", s.cfg.MaxRequestBytes)
-			return nil, nil, false
+			return fail()
 		}
 		writeError(w, http.StatusBadRequest, "read request body: %v", err)
-		return nil, nil, false
+		return fail()
 	}
 	maxElements := s.cfg.MaxBatchRows * max(s.cfg.Model.arch.Inputs, 1)
 	var req *InferRequest
@@ -243,7 +284,7 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (*InferReque
 		jsonLen, perr := strconv.Atoi(h)
 		if perr != nil {
 			writeError(w, http.StatusBadRequest, "header %s: %q is not a byte count", HeaderInferenceContentLength, h)
-			return nil, nil, false
+			return fail()
 		}
 		req, tensors, err = DecodeBinaryRequest(body, jsonLen, maxElements)
 	} else {
@@ -251,9 +292,14 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (*InferReque
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "%v", err)
-		return nil, nil, false
+		return fail()
 	}
-	return req, tensors, true
+	return req, tensors, func() {
+		release()
+		for i := range tensors {
+			putFloats(tensors[i].Numbers)
+		}
+	}, true
 }
 
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
@@ -266,10 +312,11 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 			s.batch.drop()
 		}
 	}()
-	req, tensors, ok := s.decodeBody(w, r)
+	req, tensors, release, ok := s.decodeBodyPooled(w, r)
 	if !ok {
 		return
 	}
+	defer release() // the response copies what it needs of the request (its id)
 	m := s.cfg.Model
 	x, n, err := m.Features(tensors, s.cfg.MaxBatchRows)
 	if err == nil {
@@ -287,6 +334,8 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 			admitted = false // submit withdraws the admission
 			out, err = s.batch.submit(r.Context(), x, n)
 		} else {
+			// Unbatched: nothing else refers to the features after this request.
+			defer putFeatures(x)
 			out = make([]float32, n*m.arch.Outputs)
 			err = m.Predict(x, n, out)
 		}
@@ -311,7 +360,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	s.rows.Add(float64(n))
 	resp := InferResponse{ModelName: m.Name(), ModelVersion: "1", ID: req.ID, Outputs: m.Outputs(x, out, n, req.Outputs)}
 	if len(bin) == 0 {
-		writeJSON(w, http.StatusOK, resp)
+		writeResponse(w, &resp)
 		return
 	}
 	raw := encodeBinaryOutputs(resp.Outputs, bin)
