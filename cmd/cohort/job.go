@@ -100,29 +100,40 @@ func submitAndReport(ctx context.Context, c cohortv1.JobServiceClient, raw []byt
 	return submitWithOptions(ctx, c, raw, wait, false, output)
 }
 
-// submitWithOptions is submitAndReport; waitForCapacity accepts a job larger than the
-// registered nodes instead of having it refused.
-func submitWithOptions(ctx context.Context, c cohortv1.JobServiceClient, raw []byte, wait, waitForCapacity bool, output string) error {
+// submitRetrying calls submit with one idempotency key, 30 s per try, and tries again
+// (up to five times, backing off from 100 ms) while the error is not one the user must
+// fix; what names the call in errors.
+func submitRetrying[T any](ctx context.Context, what string, submit func(ctx context.Context, key string) (T, error)) (T, error) {
 	key := newIdempotencyKey()
-	var resp *cohortv1.SubmitJobResponse
-	var err error
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		resp, err = c.SubmitJob(cctx, &cohortv1.SubmitJobRequest{SpecYaml: raw, IdempotencyKey: key, WaitForCapacity: waitForCapacity})
+		resp, err := submit(cctx, key)
 		cancel()
 		if err == nil {
-			break
+			return resp, nil
 		}
-		cerr := rpcErr("submit job", err)
+		var zero T
+		cerr := rpcErr(what, err)
 		var ee *exitError
 		if errors.As(cerr, &ee) || attempt >= 5 || ctx.Err() != nil {
-			return cerr
+			return zero, cerr
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return zero, ctx.Err()
 		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
 		}
+	}
+}
+
+// submitWithOptions is submitAndReport; waitForCapacity accepts a job larger than the
+// registered nodes instead of having it refused.
+func submitWithOptions(ctx context.Context, c cohortv1.JobServiceClient, raw []byte, wait, waitForCapacity bool, output string) error {
+	resp, err := submitRetrying(ctx, "submit job", func(ctx context.Context, key string) (*cohortv1.SubmitJobResponse, error) {
+		return c.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: raw, IdempotencyKey: key, WaitForCapacity: waitForCapacity})
+	})
+	if err != nil {
+		return err
 	}
 	job := resp.GetJob()
 	printWarnings(resp.GetWarnings())

@@ -131,26 +131,11 @@ parameters drawn from spec.seed) run as ordinary jobs, parallelTrials at a time.
 // submitSearch submits a Search spec (retrying with one idempotency key while the
 // coordinator is unavailable) and, with wait, follows it and reports its result.
 func submitSearch(ctx context.Context, c cohortv1.SearchServiceClient, raw []byte, wait, waitForCapacity bool, output string) error {
-	key := newIdempotencyKey()
-	var resp *cohortv1.SubmitSearchResponse
-	var err error
-	for attempt := 0; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		resp, err = c.SubmitSearch(cctx, &cohortv1.SubmitSearchRequest{SpecYaml: raw, IdempotencyKey: key, WaitForCapacity: waitForCapacity})
-		cancel()
-		if err == nil {
-			break
-		}
-		cerr := rpcErr("submit search", err)
-		var ee *exitError
-		if errors.As(cerr, &ee) || attempt >= 5 || ctx.Err() != nil {
-			return cerr
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
-		}
+	resp, err := submitRetrying(ctx, "submit search", func(ctx context.Context, key string) (*cohortv1.SubmitSearchResponse, error) {
+		return c.SubmitSearch(ctx, &cohortv1.SubmitSearchRequest{SpecYaml: raw, IdempotencyKey: key, WaitForCapacity: waitForCapacity})
+	})
+	if err != nil {
+		return err
 	}
 	sr := resp.GetSearch()
 	if !wait {
