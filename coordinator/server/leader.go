@@ -184,18 +184,24 @@ func (s *Server) schedulingLoop(ctx context.Context) {
 			t := s.config.Clock.NewTimer(next.Sub(s.Now()))
 			wake, stop = t.C(), t.Stop
 		}
-		wctx, cancel := context.WithCancel(ctx)
-		select {
-		case <-ws.WatchCh(wctx):
-		case <-wake:
-		case <-ctx.Done():
-		}
-		cancel()
-		stop()
-		if ctx.Err() != nil {
+		if !waitForChange(ctx, ws, wake, stop) {
 			return
 		}
 	}
+}
+
+// waitForChange blocks until something in ws changes, wake fires or ctx ends, then
+// calls stop (the wake timer's); it reports whether ctx is still live.
+func waitForChange(ctx context.Context, ws memdb.WatchSet, wake <-chan time.Time, stop func() bool) bool {
+	wctx, cancel := context.WithCancel(ctx)
+	select {
+	case <-ws.WatchCh(wctx):
+	case <-wake:
+	case <-ctx.Done():
+	}
+	cancel()
+	stop()
+	return ctx.Err() == nil
 }
 
 // schedulePass runs the scheduler once over every pending job, in the order

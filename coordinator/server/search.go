@@ -79,15 +79,7 @@ func (s *Server) searchLoop(ctx context.Context) {
 			t := time.NewTimer(s.config.SchedulerRetryInterval)
 			wake, stop = t.C, t.Stop
 		}
-		wctx, cancel := context.WithCancel(ctx)
-		select {
-		case <-ws.WatchCh(wctx):
-		case <-wake:
-		case <-ctx.Done():
-		}
-		cancel()
-		stop()
-		if ctx.Err() != nil {
+		if !waitForChange(ctx, ws, wake, stop) {
 			return
 		}
 	}
