@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,11 +44,12 @@ type chief struct {
 	progress      *cohortv1.JobProgress
 	evaluatedStep int64
 	// checkpoint is the URI of the last committed checkpoint's manifest, of step
-	// lastCkptStep (-1: none); prevCkptKey the manifest key committed before it in this
-	// run, which retention keeps until the coordinator has the newer one.
+	// lastCkptStep (-1: none); unrecorded the manifest keys this run committed, oldest
+	// first, from the one the job record was last seen at (or from the run's first
+	// when it has not been seen at one of them): retention keeps them all (retain).
 	checkpoint   string
 	lastCkptStep int64
-	prevCkptKey  string
+	unrecorded   []string
 	// telemetry is the TensorBoard event file, opened once the trainer is rank 0.
 	telemetry *jobTelemetry
 	// interim is the last in-epoch progress report (progress.go).
@@ -379,23 +381,40 @@ func (c *chief) trySaveCheckpoint(ctx context.Context, step int64, at position, 
 // retain applies checkpoint retention (storage.CollectCheckpoints): it keeps
 // checkpoint.keep committed checkpoints and the checkpoint.keepBest best-scored ones
 // (ranked from the manifests in the store, so a resumed run keeps the same ones), and
-// never deletes the one just committed, the one the job record pointed at when this
-// run started, nor the one committed before the newest (the record may still point at
-// it until the coordinator applies the report). A failed collection is logged, not
+// never deletes one the job record points at or may yet point at: the one the record
+// pointed at when this run started, the one it was last seen at (TrainerConfig.Record)
+// and every one this run committed after that. Reports reach the coordinator late or
+// never (a slow link, a paused process), and a requeue restarts from whatever the
+// record holds then, so a checkpoint is released only once the record is seen past
+// it. Without a Record the chief takes each report as recorded once the next
+// checkpoint is committed (the newest two are kept). A failed collection is logged, not
 // fatal: it only costs space.
 func (c *chief) retain(ctx context.Context, newest int64) error {
 	t := c.t
 	jobID := t.job.GetId()
-	protect := []string{storage.ManifestKey(jobID, newest)}
-	if c.prevCkptKey != "" {
-		protect = append(protect, c.prevCkptKey)
-	}
-	if uri := t.job.GetCheckpoint(); uri != "" {
-		if key, err := storage.KeyOfURI(t.cfg.Store, uri); err == nil {
-			protect = append(protect, key)
+	c.unrecorded = append(c.unrecorded, storage.ManifestKey(jobID, newest))
+	var protect []string
+	for _, uri := range []string{t.job.GetCheckpoint(), c.recorded()} {
+		if uri == "" {
+			continue
+		}
+		key, err := storage.KeyOfURI(t.cfg.Store, uri)
+		if err != nil {
+			continue
+		}
+		protect = append(protect, key)
+		if i := slices.Index(c.unrecorded, key); i >= 0 {
+			c.unrecorded = c.unrecorded[i:]
 		}
 	}
-	c.prevCkptKey = storage.ManifestKey(jobID, newest)
+	if t.cfg.Record == nil && len(c.unrecorded) > 2 {
+		c.unrecorded = c.unrecorded[len(c.unrecorded)-2:]
+	}
+	protect = append(protect, c.unrecorded...)
+	if keep := t.spec.Spec.Checkpoint.Keep; len(c.unrecorded) > keep+1 {
+		t.log.Info("retention keeps checkpoints the job record has not reached yet", "recorded", c.recorded(),
+			"unrecorded", len(c.unrecorded), "keep", keep)
+	}
 	grace := t.cfg.CheckpointGrace
 	if grace == 0 {
 		grace = DefaultCheckpointGrace
@@ -415,6 +434,14 @@ func (c *chief) retain(ctx context.Context, newest int64) error {
 			"orphans", res.Orphans, "aborted_uploads", res.AbortedUploads)
 	}
 	return nil
+}
+
+// recorded returns the checkpoint URI the job record was last seen at ("": unknown).
+func (c *chief) recorded() string {
+	if c.t.cfg.Record == nil {
+		return ""
+	}
+	return c.t.cfg.Record.Get()
 }
 
 // finish does the chief's duties once every step is trained and the final parameters

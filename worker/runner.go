@@ -58,7 +58,8 @@ type Runner struct {
 
 	mu      sync.Mutex
 	done    map[string]chan struct{}
-	members map[string]*MembershipWatch // allocation ID -> its trainer's membership
+	members map[string]*MembershipWatch  // allocation ID -> its trainer's membership
+	records map[string]*CheckpointRecord // allocation ID -> the job record's checkpoint
 }
 
 var (
@@ -74,7 +75,8 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger, done: map[string]chan struct{}{}, members: map[string]*MembershipWatch{}}, nil
+	return &Runner{cfg: cfg, log: cfg.Logger, done: map[string]chan struct{}{}, members: map[string]*MembershipWatch{},
+		records: map[string]*CheckpointRecord{}}, nil
 }
 
 // Kind implements agent.Runner.
@@ -93,9 +95,11 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 	}
 	done := make(chan struct{})
 	members := NewMembershipWatch(MembershipOf(a))
+	record := NewCheckpointRecord(a.GetJob().GetCheckpoint())
 	r.mu.Lock()
 	r.done[alloc.GetId()] = done
 	r.members[alloc.GetId()] = members
+	r.records[alloc.GetId()] = record
 	r.mu.Unlock()
 	go func() {
 		defer close(done)
@@ -114,6 +118,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 			Report:      send,
 			Metrics:     r.cfg.Metrics,
 			Membership:  members,
+			Record:      record,
 			DataRoots:   r.cfg.DataRoots,
 			GPUs:        r.cfg.GPUs,
 
@@ -154,14 +159,18 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 }
 
 // Update implements agent.Updater: a running task's job changed its membership (a
-// newer generation, with this worker's new rank and the new world size); the training
-// loop follows it without a restart.
+// newer generation, with this worker's new rank and the new world size), which the
+// training loop follows without a restart, or its record points at another checkpoint,
+// which the chief's retention follows (TrainerConfig.Record).
 func (r *Runner) Update(a *cohortv1.Assignment) {
 	r.mu.Lock()
-	w := r.members[a.GetAllocation().GetId()]
+	w, rec := r.members[a.GetAllocation().GetId()], r.records[a.GetAllocation().GetId()]
 	r.mu.Unlock()
 	if w == nil {
 		return
+	}
+	if uri := a.GetJob().GetCheckpoint(); uri != "" {
+		rec.Set(uri)
 	}
 	if m := MembershipOf(a); w.Set(m) {
 		r.log.Info("training task membership changed", "alloc_id", a.GetAllocation().GetId(), "job_id", a.GetJob().GetId(),
@@ -176,6 +185,7 @@ func (r *Runner) Stop(allocationID string) {
 	done := r.done[allocationID]
 	delete(r.done, allocationID)
 	delete(r.members, allocationID)
+	delete(r.records, allocationID)
 	r.mu.Unlock()
 	if done != nil {
 		<-done

@@ -41,6 +41,10 @@ type TrainerConfig struct {
 	Report func(*cohortv1.TaskReport)
 	// Metrics receives the worker's Prometheus metrics (nil: none).
 	Metrics *Metrics
+	// Record is the checkpoint the job record was last seen pointing at; the chief's
+	// retention never deletes it nor any it committed after it (chief.retain). Nil:
+	// the chief keeps the two newest it committed besides checkpoint.keep.
+	Record *CheckpointRecord
 	// CheckpointGrace is the age after which checkpoint objects without a committed
 	// manifest are collected (0: DefaultCheckpointGrace).
 	CheckpointGrace time.Duration

@@ -22,6 +22,14 @@ import (
 // are queued and delivered in order, with retries.
 type ReportFunc func(*cohortv1.TaskReport)
 
+// assignmentSeen is what of an assignment the agent last handed its runner: a change of
+// either is handed over again (Updater): the allocation's modify index (its membership)
+// and the checkpoint its job record points at (the chief's retention keeps it).
+type assignmentSeen struct {
+	modifyIndex uint64
+	checkpoint  string
+}
+
 // Runner runs the allocations of one kind on this node.
 type Runner interface {
 	// Kind is the task kind this runner accepts.
@@ -37,7 +45,7 @@ type Runner interface {
 
 // Updater is implemented by a Runner whose running allocations follow changes of their
 // assignment without a restart (an elastic job's membership: a newer generation, a new
-// worker rank or world size).
+// worker rank or world size; the checkpoint the job record points at).
 type Updater interface {
 	// Update hands a running allocation its changed assignment. It must return quickly
 	// and ignore assignments that are not newer than what the allocation runs under.
@@ -79,7 +87,7 @@ type Agent struct {
 	node    *cohortv1.Node
 	running map[string]context.CancelFunc // allocation ID -> cancel
 	runBy   map[string]Runner
-	seen    map[string]uint64 // allocation ID -> the allocation's modify index last handed over
+	seen    map[string]assignmentSeen // allocation ID -> what was last handed over
 
 	reports chan *cohortv1.TaskReport
 	ready   chan struct{}
@@ -115,7 +123,7 @@ func New(cfg Config) (*Agent, error) {
 		runners: map[cohortv1.TaskKind]Runner{},
 		running: map[string]context.CancelFunc{},
 		runBy:   map[string]Runner{},
-		seen:    map[string]uint64{},
+		seen:    map[string]assignmentSeen{},
 		reports: make(chan *cohortv1.TaskReport, 1024),
 		ready:   make(chan struct{}),
 		resync:  make(chan struct{}, 1),
@@ -332,8 +340,9 @@ func (a *Agent) reconcile(ctx context.Context, as []*cohortv1.Assignment) {
 		live[alloc.GetId()] = true
 		a.mu.Lock()
 		_, started := a.running[alloc.GetId()]
-		r, changed := a.runBy[alloc.GetId()], a.seen[alloc.GetId()] != alloc.GetModifyIndex()
-		a.seen[alloc.GetId()] = alloc.GetModifyIndex()
+		seen := assignmentSeen{modifyIndex: alloc.GetModifyIndex(), checkpoint: as.GetJob().GetCheckpoint()}
+		r, changed := a.runBy[alloc.GetId()], a.seen[alloc.GetId()] != seen
+		a.seen[alloc.GetId()] = seen
 		a.mu.Unlock()
 		if started {
 			if u, ok := r.(Updater); ok && changed {

@@ -166,3 +166,71 @@ func TestAgentReconcilesAcrossReconnects(t *testing.T) {
 		t.Errorf("registered %d times, want once", fc.registered)
 	}
 }
+
+// updatingRunner is a fakeRunner that records the assignments handed to Update.
+type updatingRunner struct {
+	fakeRunner
+	updated chan *cohortv1.Assignment
+}
+
+func (r *updatingRunner) Update(a *cohortv1.Assignment) { r.updated <- a }
+
+// TestAgentHandsOverTheRecordedCheckpoint: a running allocation's runner is updated
+// when its job record points at another checkpoint although the allocation itself did
+// not change (the chief's retention keeps that checkpoint), once per change.
+func TestAgentHandsOverTheRecordedCheckpoint(t *testing.T) {
+	lis := bufconn.Listen(1 << 20)
+	fc := &fakeCoordinator{streams: make(chan []*cohortv1.WatchAssignmentsResponse, 4), reports: make(chan *cohortv1.TaskReport, 16)}
+	gs := grpc.NewServer()
+	cohortv1.RegisterAgentServiceServer(gs, fc)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	r := &updatingRunner{fakeRunner: fakeRunner{started: make(chan *cohortv1.Assignment, 4), stopped: make(chan string, 4)},
+		updated: make(chan *cohortv1.Assignment, 8)}
+	cfg := DefaultConfig()
+	cfg.Conn, cfg.Node, cfg.Runners = conn, &cohortv1.Node{Name: "n1"}, []Runner{r}
+	cfg.RetryInterval = time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+
+	const ckpt = "file:///s/jobs/j/checkpoints/000000000004/manifest.json"
+	first := assignment("j-w0", cohortv1.TaskKind_TASK_KIND_WORKER, cohortv1.TaskState_TASK_STATE_RUNNING)
+	recorded := assignment("j-w0", cohortv1.TaskKind_TASK_KIND_WORKER, cohortv1.TaskState_TASK_STATE_RUNNING)
+	recorded.Job.Checkpoint = ckpt
+	fc.streams <- []*cohortv1.WatchAssignmentsResponse{
+		{Assignments: []*cohortv1.Assignment{first}},
+		{Assignments: []*cohortv1.Assignment{recorded}},
+		{Assignments: []*cohortv1.Assignment{recorded}},
+	}
+	fc.streams <- []*cohortv1.WatchAssignmentsResponse{{}}
+	within(t, r.started, "start")
+	if id := within(t, r.stopped, "stop"); id != "j-w0" {
+		t.Fatalf("stopped %s", id)
+	}
+	cancel()
+	if err := within(t, done, "agent exit"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+	close(r.updated)
+	var got []string
+	for u := range r.updated {
+		got = append(got, u.GetJob().GetCheckpoint())
+	}
+	if len(got) != 1 || got[0] != ckpt {
+		t.Fatalf("updates carried checkpoints %q, want exactly one with %q", got, ckpt)
+	}
+}
