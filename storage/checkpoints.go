@@ -234,6 +234,12 @@ type GCConfig struct {
 	// Protect lists manifest keys that are never deleted whatever Keep says: the one
 	// the job record (Raft) points at, and any it may still point at.
 	Protect []string
+	// KeepFromStep, when positive, leaves every checkpoint directory at or after that
+	// step alone, committed or not, whatever Keep says. A chief passes the oldest
+	// checkpoint it still needs (the one the job record was last seen at), so a chief
+	// that was paused and wakes after its job was requeued never deletes what the new
+	// run wrote since (its listing may be newer than its view of the record).
+	KeepFromStep int64
 	// Grace is the age below which objects without a committed manifest are left alone
 	// (a checkpoint being written has no manifest yet).
 	Grace time.Duration
@@ -259,8 +265,8 @@ type GCResult struct {
 
 // CollectCheckpoints applies a job's checkpoint retention: it keeps the newest Keep
 // committed checkpoints, the KeepBest best-scored ones (every committed manifest is read
-// for its score, so the ranking is the store's, whichever run wrote them) and every
-// protected one, deletes the other committed ones
+// for its score, so the ranking is the store's, whichever run wrote them), every
+// protected one and everything at or after KeepFromStep, deletes the other committed ones
 // (manifest first, so a half-deleted checkpoint is never taken for a committed one),
 // deletes objects in checkpoint directories without a manifest once they are older
 // than Grace, and aborts the job's checkpoint multipart uploads older than UploadGrace
@@ -273,6 +279,8 @@ func CollectCheckpoints(ctx context.Context, b Blob, cfg GCConfig) (GCResult, er
 		return res, fmt.Errorf("checkpoint gc: keep %d: must be at least 1", cfg.Keep)
 	case cfg.KeepBest < 0:
 		return res, fmt.Errorf("checkpoint gc: keepBest %d: negative", cfg.KeepBest)
+	case cfg.KeepFromStep < 0:
+		return res, fmt.Errorf("checkpoint gc: keepFromStep %d: negative", cfg.KeepFromStep)
 	case cfg.Grace < 0 || cfg.UploadGrace < 0:
 		return res, fmt.Errorf("checkpoint gc: grace %v / upload grace %v: negative", cfg.Grace, cfg.UploadGrace)
 	case ValidateKey(cfg.JobID) != nil || strings.Contains(cfg.JobID, "/"):
@@ -320,10 +328,15 @@ func CollectCheckpoints(ctx context.Context, b Blob, cfg GCConfig) (GCResult, er
 			best[in.ManifestKey] = true
 		}
 	}
+	var keepFrom string // directories at or after it are left alone ("": none)
+	if cfg.KeepFromStep > 0 {
+		keepFrom = fmt.Sprintf("%012d", cfg.KeepFromStep)
+	}
+	bounded := func(d *checkpointDir) bool { return keepFrom != "" && d.name >= keepFrom }
 	keepDir := map[string]bool{}
 	referenced := map[string]bool{}
 	for i, d := range committed {
-		if i < len(committed)-cfg.Keep && !protected[d.manifest.Key] && !best[d.manifest.Key] {
+		if i < len(committed)-cfg.Keep && !protected[d.manifest.Key] && !best[d.manifest.Key] && !bounded(d) {
 			continue
 		}
 		keepDir[d.name] = true
@@ -356,7 +369,7 @@ func CollectCheckpoints(ctx context.Context, b Blob, cfg GCConfig) (GCResult, er
 	cutoff := cfg.Now.Add(-cfg.Grace)
 	for _, d := range dirs {
 		switch {
-		case keepDir[d.name]:
+		case keepDir[d.name], bounded(d):
 			continue
 		case d.manifest != nil:
 			if !del(d.manifest.Key) {

@@ -286,3 +286,30 @@ func FuzzSplitManifestURI(f *testing.F) {
 		}
 	})
 }
+
+// TestCollectCheckpointsKeepFromStep: nothing at or after KeepFromStep is deleted,
+// committed or not, whatever Keep says (a chief that wakes after its job was requeued
+// must not delete what the new run wrote); what is older is collected as usual.
+func TestCollectCheckpointsKeepFromStep(t *testing.T) {
+	l := newLocal(t)
+	ctx := context.Background()
+	for _, step := range []int64{4, 8, 12, 16} {
+		commitCheckpoint(t, l, "j", step)
+	}
+	storeCheckpoint(t, l, "j", 2, []uint64{8})  // uncommitted, before the bound
+	storeCheckpoint(t, l, "j", 20, []uint64{8}) // uncommitted, after it (the new run's)
+	res, err := storage.CollectCheckpoints(ctx, l, storage.GCConfig{JobID: "j", Keep: 1, KeepFromStep: 8, Now: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs, committed := stepsWithObjects(t, l, "j")
+	if fmt.Sprint(committed) != "[8 12 16]" || fmt.Sprint(dirs) != "[8 12 16 20]" {
+		t.Errorf("after gc with keepFromStep 8: committed %v, directories %v; want [8 12 16] and [8 12 16 20]", committed, dirs)
+	}
+	if len(res.Deleted) != 1 || res.Orphans != 1 {
+		t.Errorf("gc result %+v: want the manifest of step 4 and the one object of step 2 deleted", res)
+	}
+	if _, err := storage.CollectCheckpoints(ctx, l, storage.GCConfig{JobID: "j", Keep: 1, KeepFromStep: -1}); err == nil {
+		t.Error("a negative keepFromStep was accepted")
+	}
+}

@@ -44,12 +44,12 @@ type chief struct {
 	progress      *cohortv1.JobProgress
 	evaluatedStep int64
 	// checkpoint is the URI of the last committed checkpoint's manifest, of step
-	// lastCkptStep (-1: none); unrecorded the manifest keys this run committed, oldest
+	// lastCkptStep (-1: none); unrecorded the checkpoints this run committed, oldest
 	// first, from the one the job record was last seen at (or from the run's first
 	// when it has not been seen at one of them): retention keeps them all (retain).
 	checkpoint   string
 	lastCkptStep int64
-	unrecorded   []string
+	unrecorded   []committedCheckpoint
 	// telemetry is the TensorBoard event file, opened once the trainer is rank 0.
 	telemetry *jobTelemetry
 	// interim is the last in-epoch progress report (progress.go).
@@ -387,12 +387,14 @@ func (c *chief) trySaveCheckpoint(ctx context.Context, step int64, at position, 
 // never (a slow link, a paused process), and a requeue restarts from whatever the
 // record holds then, so a checkpoint is released only once the record is seen past
 // it. Without a Record the chief takes each report as recorded once the next
-// checkpoint is committed (the newest two are kept). A failed collection is logged, not
-// fatal: it only costs space.
+// checkpoint is committed (the newest two are kept). Nothing at or after the oldest of
+// these is deleted (storage.GCConfig.KeepFromStep), so a chief that was paused and wakes
+// after its job was requeued cannot delete what the new run committed meanwhile. A
+// failed collection is logged, not fatal: it only costs space.
 func (c *chief) retain(ctx context.Context, newest int64) error {
 	t := c.t
 	jobID := t.job.GetId()
-	c.unrecorded = append(c.unrecorded, storage.ManifestKey(jobID, newest))
+	c.unrecorded = append(c.unrecorded, committedCheckpoint{step: newest, key: storage.ManifestKey(jobID, newest)})
 	var protect []string
 	for _, uri := range []string{t.job.GetCheckpoint(), c.recorded()} {
 		if uri == "" {
@@ -403,14 +405,16 @@ func (c *chief) retain(ctx context.Context, newest int64) error {
 			continue
 		}
 		protect = append(protect, key)
-		if i := slices.Index(c.unrecorded, key); i >= 0 {
+		if i := slices.IndexFunc(c.unrecorded, func(ck committedCheckpoint) bool { return ck.key == key }); i >= 0 {
 			c.unrecorded = c.unrecorded[i:]
 		}
 	}
 	if t.cfg.Record == nil && len(c.unrecorded) > 2 {
 		c.unrecorded = c.unrecorded[len(c.unrecorded)-2:]
 	}
-	protect = append(protect, c.unrecorded...)
+	for _, ck := range c.unrecorded {
+		protect = append(protect, ck.key)
+	}
 	if keep := t.spec.Spec.Checkpoint.Keep; len(c.unrecorded) > keep+1 {
 		t.log.Info("retention keeps checkpoints the job record has not reached yet", "recorded", c.recorded(),
 			"unrecorded", len(c.unrecorded), "keep", keep)
@@ -421,7 +425,7 @@ func (c *chief) retain(ctx context.Context, newest int64) error {
 	}
 	res, err := storage.CollectCheckpoints(ctx, t.cfg.Store, storage.GCConfig{
 		JobID: jobID, Keep: t.spec.Spec.Checkpoint.Keep, KeepBest: t.spec.Spec.Checkpoint.KeepBest,
-		Protect: protect, Grace: grace, Logger: t.log,
+		Protect: protect, KeepFromStep: c.unrecorded[0].step, Grace: grace, Logger: t.log,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -434,6 +438,12 @@ func (c *chief) retain(ctx context.Context, newest int64) error {
 			"orphans", res.Orphans, "aborted_uploads", res.AbortedUploads)
 	}
 	return nil
+}
+
+// committedCheckpoint is a checkpoint the chief committed: its step and manifest key.
+type committedCheckpoint struct {
+	step int64
+	key  string
 }
 
 // recorded returns the checkpoint URI the job record was last seen at ("": unknown).
