@@ -288,6 +288,44 @@ func (c *chief) saveCheckpoint(ctx context.Context, step int64, at position, los
 	}
 }
 
+// adoptExistingManifest decides about the manifest found at man's step when man's
+// create-only write failed because one exists, and returns the key of the committed
+// checkpoint:
+//   - an earlier attempt's write went through but its answer was lost: that manifest is
+//     this checkpoint if it is for this step and every object it names verifies (the
+//     objects were just rewritten with the same content);
+//   - a chief of an older generation, paused while it committed this step and woken
+//     after the job was requeued from an earlier checkpoint, wrote it after this run
+//     discarded what the record did not point at: its objects were just overwritten by
+//     this run, so it no longer verifies and no record can point at it. It is deleted
+//     and man written in its place.
+//
+// Anything else is an error naming the manifest.
+func (c *chief) adoptExistingManifest(ctx context.Context, man *storage.Manifest) (string, error) {
+	t := c.t
+	key := storage.ManifestKey(man.JobID, man.Step)
+	prev, err := storage.ReadManifest(ctx, t.cfg.Store, key)
+	if err != nil {
+		return "", err
+	}
+	if prev.Step != man.Step || prev.LayoutHash != man.LayoutHash {
+		return "", fmt.Errorf("manifest %s exists for step %d, layout %s", key, prev.Step, prev.LayoutHash)
+	}
+	verr := storage.VerifyManifestObjects(ctx, t.cfg.Store, prev)
+	if verr == nil {
+		return key, nil
+	}
+	if prev.Generation >= man.Generation {
+		return "", verr
+	}
+	t.log.Warn("replacing a checkpoint manifest a chief of an older generation left behind", "step", man.Step,
+		"manifest", key, "its_generation", prev.Generation, "generation", man.Generation, "why", verr)
+	if err := t.cfg.Store.Delete(ctx, key); err != nil {
+		return "", fmt.Errorf("delete the stale manifest %s of generation %d: %w", key, prev.Generation, err)
+	}
+	return storage.WriteManifest(ctx, t.cfg.Store, man)
+}
+
 // report sends r to the coordinator when the trainer has a reporter.
 func (c *chief) report(r *cohortv1.TaskReport) {
 	if c.t.cfg.Report != nil {
@@ -351,17 +389,7 @@ func (c *chief) trySaveCheckpoint(ctx context.Context, step int64, at position, 
 	}
 	key, err := storage.WriteManifest(ctx, t.cfg.Store, man)
 	if errors.Is(err, storage.ErrExists) {
-		// An earlier attempt's create-only write went through but its answer was lost.
-		// That manifest is this checkpoint if it is for this step and every object it
-		// names verifies (the objects were just rewritten with the same content).
-		key = storage.ManifestKey(jobID, step)
-		prev, rerr := storage.ReadManifest(ctx, t.cfg.Store, key)
-		if rerr == nil && prev.Step == step && prev.LayoutHash == man.LayoutHash {
-			rerr = storage.VerifyManifestObjects(ctx, t.cfg.Store, prev)
-		} else if rerr == nil {
-			rerr = fmt.Errorf("manifest %s exists for step %d, layout %s", key, prev.Step, prev.LayoutHash)
-		}
-		err = rerr
+		key, err = c.adoptExistingManifest(ctx, man)
 	}
 	if err != nil {
 		return fmt.Errorf("worker: commit checkpoint manifest for step %d: %w", step, err)

@@ -1,6 +1,9 @@
 package worker
 
 import (
+	"strings"
+	"time"
+
 	"context"
 	"testing"
 
@@ -69,5 +72,66 @@ func TestRetentionKeepsTheRecordedCheckpoint(t *testing.T) {
 	// keep 2 and the one the requeued run started from.
 	if len(cks) > 3 || cks[len(cks)-1].Step != resumeTotal {
 		t.Errorf("committed checkpoints after the requeued run: %+v, want at most 3, newest at step %d", cks, resumeTotal)
+	}
+}
+
+// TestStaleGenerationManifestIsReplaced: a chief of generation 1, paused while it
+// committed step 12, wakes after the job was requeued from step 8 and writes its
+// manifest once the new run has discarded what the record did not point at. The new
+// run's shards overwrite that manifest's objects when they reach step 12, so it no
+// longer verifies: the new chief replaces it rather than failing the job.
+func TestStaleGenerationManifestIsReplaced(t *testing.T) {
+	c := newTestCluster(t, mustLocal(t))
+	job := c.job("stale-manifest")
+	var pointer string
+	_, err := c.run(job, runOpts{onReport: func(rep *cohortv1.TaskReport, cancel func()) {
+		if rep.GetCheckpoint() != "" && checkpointStep(t, rep.GetCheckpoint()) == 8 {
+			pointer = rep.GetCheckpoint()
+			cancel()
+		}
+	}})
+	if err != errStopped {
+		t.Fatalf("first run: %v, want it stopped", err)
+	}
+	ctx := context.Background()
+	requeued := job
+	requeued.Checkpoint, requeued.Generation = pointer, 2
+	planted := false
+	res, err := c.run(requeued, runOpts{
+		configure: func(cfg *TrainerConfig) { cfg.StoragePause = time.Nanosecond }, // no retries
+		onReport: func(rep *cohortv1.TaskReport, _ func()) {
+			// The end of epoch 2 (step 12) is reported before its checkpoint.
+			if planted || rep.GetInterim() || rep.GetCheckpoint() != "" || rep.GetProgress().GetStep() != 12 {
+				return
+			}
+			planted = true
+			key, err := storage.KeyOfURI(c.store, pointer)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			stale, err := storage.ReadManifest(ctx, c.store, key)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			stale.Step, stale.Generation = 12, 1
+			for i := range stale.Objects {
+				stale.Objects[i].Key = strings.Replace(stale.Objects[i].Key, "/000000000008/", "/000000000012/", 1)
+				stale.Objects[i].SHA256 = strings.Repeat("0", 64) // what generation 1 wrote there
+			}
+			if _, err := storage.WriteManifest(ctx, c.store, stale); err != nil {
+				t.Errorf("plant the stale manifest: %v", err)
+			}
+		},
+	})
+	if !planted {
+		t.Fatal("the end of epoch 2 was never reported: nothing planted")
+	}
+	if err != nil {
+		t.Fatalf("requeued run with a stale manifest at step 12: %v", err)
+	}
+	if got := checkpointStep(t, res.Checkpoint); got != resumeTotal {
+		t.Fatalf("requeued run ended at checkpoint step %d, want %d", got, resumeTotal)
 	}
 }
