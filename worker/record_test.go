@@ -135,3 +135,28 @@ func TestStaleGenerationManifestIsReplaced(t *testing.T) {
 		t.Fatalf("requeued run ended at checkpoint step %d, want %d", got, resumeTotal)
 	}
 }
+
+// TestRunnerUpdateFollowsTheRecord: the node agent's Update of a running worker task
+// hands the chief the checkpoint its job record points at now, with or without a
+// membership change.
+func TestRunnerUpdateFollowsTheRecord(t *testing.T) {
+	r, err := NewRunner(RunnerConfig{Store: mustLocal(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &cohortv1.Assignment{Job: &cohortv1.Job{Id: "j", Generation: 1, WorkerCount: 1},
+		Allocation: &cohortv1.Allocation{Id: "j-w0", JobId: "j", Generation: 1}}
+	rec := NewCheckpointRecord("")
+	r.members["j-w0"], r.records["j-w0"] = NewMembershipWatch(MembershipOf(a)), rec
+	const first, second = "file:///s/jobs/j/checkpoints/000000000004/manifest.json", "file:///s/jobs/j/checkpoints/000000000008/manifest.json"
+	a.Job.Checkpoint = first
+	r.Update(a)
+	if got := rec.Get(); got != first {
+		t.Fatalf("record after an update of the same generation: %q, want %q", got, first)
+	}
+	a.Job.Checkpoint, a.Job.Generation, a.Allocation.Generation = second, 2, 2
+	r.Update(a)
+	if got := rec.Get(); got != second {
+		t.Fatalf("record after an update with a membership change: %q, want %q", got, second)
+	}
+}
