@@ -179,6 +179,11 @@ func RestoreShard(ctx context.Context, srv *paramserver.Server, cfg paramserver.
 		return fmt.Errorf("psagent: restore job %s shard %d: checkpoint: %w", cfg.JobID, cfg.Shard, err)
 	}
 	man, err := storage.ReadManifest(ctx, store, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		// Retention never deletes the checkpoint the job record points at: something
+		// outside the job (a person, a bucket lifecycle rule) did.
+		return fmt.Errorf("psagent: restore job %s shard %d: the checkpoint the job record points at is gone (deleted outside the job's retention): %w", cfg.JobID, cfg.Shard, err)
+	}
 	if err != nil {
 		return fmt.Errorf("psagent: restore job %s shard %d: %w", cfg.JobID, cfg.Shard, err)
 	}

@@ -229,3 +229,19 @@ func TestStopOldGenerationKeepsReusedShard(t *testing.T) {
 		t.Fatalf("after the generation-2 stop: %v, want the shard gone", err)
 	}
 }
+
+// TestRestoreOfAMissingCheckpointSaysItIsGone: a job record pointing at a manifest that
+// no longer exists fails the restore with an error that wraps storage.ErrNotFound and
+// says the recorded checkpoint is gone; nothing is installed.
+func TestRestoreOfAMissingCheckpointSaysItIsGone(t *testing.T) {
+	store, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := paramserver.NewServer(paramserver.DefaultServerConfig())
+	uri := store.URI(storage.ManifestKey("j", 8))
+	err = psagent.RestoreShard(context.Background(), srv, paramserver.ShardConfig{JobID: "j", Shard: 0}, store, uri, 2)
+	if !errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), "the checkpoint the job record points at is gone") {
+		t.Fatalf("restore from a missing manifest: %v; want ErrNotFound saying the recorded checkpoint is gone", err)
+	}
+}
