@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,4 +285,73 @@ func TestLoginCertificateACL(t *testing.T) {
 			t.Errorf("%v with the admin certificate: exit %d: %s", args, code, out)
 		}
 	}
+}
+
+// TestPlaintextHTTPOffLoopbackRefused runs real processes: a node whose --http-addr is
+// off loopback without --https does not start (exit status 2, naming the flag and both
+// ways out); with --insecure it starts and warns that the address is plaintext; with
+// --https it serves that port over TLS.
+func TestPlaintextHTTPOffLoopbackRefused(t *testing.T) {
+	t.Parallel() // independent: its own processes, free ports, temporary directories
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	_, httpPort, _ := strings.Cut(freePort(t), ":")
+	coordinator := func(extra ...string) []string {
+		return append([]string{"coordinator", "--node-id", "c1", "--data-dir", filepath.Join(dir, "c1"), "--raft-addr", freePort(t),
+			"--grpc-addr", freePort(t), "--http-addr", "0.0.0.0:" + httpPort, "--bootstrap", "--log-level", "warn"}, extra...)
+	}
+	out, code := cliEnv(t, bin, "", coordinator()...)
+	if code != 2 || !strings.Contains(out, "--http-addr") || !strings.Contains(out, "--https") || !strings.Contains(out, "--insecure") {
+		t.Errorf("coordinator with a plaintext --http-addr 0.0.0.0: exit %d: %s; want exit 2 naming --http-addr, --https and --insecure", code, out)
+	}
+	out, code = cliEnv(t, bin, "", "worker", "--node-id", "w1", "--join", freePort(t), "--http-addr", "0.0.0.0:"+httpPort)
+	if code != 2 || !strings.Contains(out, "--http-addr") || !strings.Contains(out, "--https") {
+		t.Errorf("worker with a plaintext --http-addr 0.0.0.0: exit %d: %s; want exit 2 naming --http-addr and --https", code, out)
+	}
+
+	run := func(args ...string) string {
+		t.Helper()
+		logPath := filepath.Join(t.TempDir(), "node.log")
+		logf, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = logf.Close() })
+		return logPath
+	}
+	// --insecure: plaintext, with the warning naming the HTTP address.
+	_, insecurePort, _ := strings.Cut(freePort(t), ":")
+	logPath := run("worker", "--node-id", "w2", "--join", freePort(t), "--http-addr", "0.0.0.0:"+insecurePort, "--insecure")
+	waitFor(t, "the --insecure warning naming the HTTP address", 30*time.Second, func() error {
+		raw, _ := os.ReadFile(logPath)
+		if !strings.Contains(string(raw), "TLS is off (--insecure)") || !strings.Contains(string(raw), "0.0.0.0:"+insecurePort) {
+			return errors.New(string(raw))
+		}
+		return nil
+	})
+	healthWaitStatus(t, "http://127.0.0.1:"+insecurePort+"/healthz", 200, 30*time.Second)
+
+	// --https: the coordinator starts and serves TLS with its CA's certificate.
+	run(coordinator("--https")...)
+	waitFor(t, "the HTTPS port", 30*time.Second, func() error {
+		pool, err := pki.LoadCAPool(filepath.Join(dir, "c1", "tls", pki.CACertFile))
+		if err != nil {
+			return err
+		}
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		resp, err := client.Get("https://127.0.0.1:" + httpPort + "/metrics")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/metrics: %s", resp.Status)
+		}
+		return nil
+	})
 }
