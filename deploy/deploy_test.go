@@ -66,10 +66,18 @@ func cohortFlags(t *testing.T) map[string]map[string]bool {
 					return true
 				}
 				sel, ok := call.Fun.(*ast.SelectorExpr)
-				if !ok || len(call.Args) < 2 || !(strings.HasSuffix(sel.Sel.Name, "Var") || strings.HasSuffix(sel.Sel.Name, "VarP")) {
+				if !ok || len(call.Args) < 2 {
 					return true
 				}
-				if lit, ok := call.Args[1].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				name := 1 // fl.BoolVar(&v, "name", ...)
+				switch {
+				case strings.HasSuffix(sel.Sel.Name, "Var") || strings.HasSuffix(sel.Sel.Name, "VarP"):
+				case sel.Sel.Name == "Bool" || sel.Sel.Name == "String": // fl.Bool("name", ...), read with GetBool
+					name = 0
+				default:
+					return true
+				}
+				if lit, ok := call.Args[name].(*ast.BasicLit); ok && lit.Kind == token.STRING {
 					if s, err := strconv.Unquote(lit.Value); err == nil {
 						out[group][s] = true
 					}
@@ -101,7 +109,7 @@ func recvName(fn *ast.FuncDecl) string {
 }
 
 // boolFlags may appear without "=value".
-var boolFlags = map[string]bool{"bootstrap": true, "insecure": true}
+var boolFlags = map[string]bool{"bootstrap": true, "insecure": true, "https": true}
 
 // invocation is one parsed `cohort ROLE --flag=value ...` command line.
 type invocation struct {
@@ -298,8 +306,18 @@ func TestCompose(t *testing.T) {
 			if inv.role == "coordinator" {
 				path = "/healthz"
 			}
-			if want := "http://127.0.0.1:" + port + path; s.Healthcheck.Test[2] != want {
-				t.Errorf("healthcheck URL %q, want %q", s.Healthcheck.Test[2], want)
+			// The HTTP port is off loopback, so it is TLS (--https; plaintext is refused
+			// at start), and the probe trusts the node's CA.
+			if !inv.has("https") {
+				t.Errorf("--http-addr %q without --https: the node refuses a plaintext HTTP port off loopback", inv.flags["http-addr"])
+			}
+			tlsDir := inv.flags["tls-dir"]
+			if inv.role == "coordinator" {
+				tlsDir = inv.flags["data-dir"] + "/tls"
+			}
+			want := []string{"CMD", "/usr/local/bin/healthcheck", "--ca", tlsDir + "/ca.crt", "https://127.0.0.1:" + port + path}
+			if !slices.Equal(s.Healthcheck.Test, want) {
+				t.Errorf("healthcheck %q, want %q", s.Healthcheck.Test, want)
 			}
 			// Advertised addresses must be reachable by the other containers.
 			for _, f := range []string{"grpc-addr", "raft-addr", "data-addr"} {
@@ -470,8 +488,9 @@ type k8sContainer struct {
 
 type k8sProbe struct {
 	HTTPGet *struct {
-		Path string `yaml:"path"`
-		Port string `yaml:"port"`
+		Path   string `yaml:"path"`
+		Port   string `yaml:"port"`
+		Scheme string `yaml:"scheme"`
 	} `yaml:"httpGet"`
 	TCPSocket *struct {
 		Port string `yaml:"port"`
@@ -703,9 +722,19 @@ func TestKubernetes(t *testing.T) {
 			if c.portNamed("http") == 0 || strconv.Itoa(c.portNamed("http")) != httpPort || ann["prometheus.io/port"] != httpPort {
 				t.Errorf("--http-addr %q, port http %d, prometheus.io/port %q: want them equal", inv.flags["http-addr"], c.portNamed("http"), ann["prometheus.io/port"])
 			}
+			// The HTTP port is TLS (--https): probes and scrapes speak HTTPS.
+			if !inv.has("https") {
+				t.Errorf("--http-addr %q without --https: the node refuses a plaintext HTTP port off loopback", inv.flags["http-addr"])
+			}
+			if ann["prometheus.io/scheme"] != "https" {
+				t.Errorf("annotation prometheus.io/scheme %q: want https (the HTTP port is TLS)", ann["prometheus.io/scheme"])
+			}
 			for _, p := range []*k8sProbe{c.ReadinessProbe, c.LivenessProbe} {
 				if p == nil {
 					continue
+				}
+				if p.HTTPGet != nil && p.HTTPGet.Scheme != "HTTPS" {
+					t.Errorf("probe httpGet %s: scheme %q, want HTTPS (the HTTP port is TLS)", p.HTTPGet.Path, p.HTTPGet.Scheme)
 				}
 				port := ""
 				if p.HTTPGet != nil {

@@ -110,14 +110,24 @@ func (n *Node) startCoordinator() error {
 		KeepaliveServerOptions()...)
 	if n.tls != nil {
 		// Every caller presents a certificate from the cluster CA; its role decides which
-		// RPCs it may call (before the ACL's token check, when ACLs are on).
+		// RPCs it may call (before the ACL's check of its token or its certificate's ACL
+		// role).
 		sopts = append(sopts, grpc.Creds(n.tls.coordinatorServerCreds()))
 		sopts = append(sopts, api.CertRoleServerOptions(log.With("role", "api"), func(id string) bool {
 			rec, err := srv.State().TokenByID(nil, id)
 			return err == nil && rec != nil && rec.Revoked
 		})...)
 	}
-	gs := grpc.NewServer(append(sopts, n.acl.serverOptions()...)...)
+	switch {
+	case n.acl != nil:
+		sopts = append(sopts, n.acl.serverOptions()...)
+	case n.tls != nil:
+		// No tokens file: a client certificate's ACL role and namespaces are still
+		// enforced on every RPC, as a token's would be.
+		sopts = append(sopts, api.NewACL(api.ACLConfig{TokensOff: true, ParseSpec: parse, SearchNamespace: searchNamespace,
+			State: srv.State, Logger: log.With("role", "acl")}).ServerOptions()...)
+	}
+	gs := grpc.NewServer(sopts...)
 	cohortv1.RegisterJobServiceServer(gs, api.NewJobService(srv, acfg))
 	cohortv1.RegisterAgentServiceServer(gs, api.NewAgentService(srv, acfg))
 	cohortv1.RegisterClusterServiceServer(gs, api.NewClusterService(srv, acfg))

@@ -101,6 +101,8 @@ func New(cfg Config) (*Node, error) {
 		if n.plaintext, err = checkPlaintext(&cfg); err != nil {
 			return nil, err
 		}
+	} else if err := checkHTTPPlaintext(&cfg); err != nil {
+		return nil, err
 	}
 	n.runCtx, n.cancel = context.WithCancel(context.Background())
 	return n, nil

@@ -156,7 +156,8 @@ func TestRolesInSeparateNodes(t *testing.T) {
 	}
 }
 
-// TestCoordinatorACL: with an ACL tokens file every call needs a token, the node agents
+// TestCoordinatorACL: with an ACL tokens file a call's token, or without one its client
+// certificate, is checked; the node agents
 // register with theirs, the dashboard asks for one, and ReloadACLTokens puts a new file
 // in force.
 func TestCoordinatorACL(t *testing.T) {
@@ -187,8 +188,20 @@ func TestCoordinatorACL(t *testing.T) {
 		_, err := cohortv1.NewJobServiceClient(conn(t, n.GRPCAddr(), n.ClientTLSDir(), opts...)).ListNodes(ctx, &cohortv1.ListNodesRequest{})
 		return err
 	}
-	if err := list(""); status.Code(err) != codes.Unauthenticated {
-		t.Errorf("ListNodes without a token: %v, want Unauthenticated", err)
+	// Without a token the client certificate is the credential: the operator's admin
+	// certificate, or a read certificate.
+	if err := list(""); err != nil {
+		t.Errorf("ListNodes without a token, with the admin certificate: %v", err)
+	}
+	if _, err := cohortv1.NewJobServiceClient(conn(t, n.GRPCAddr(), n.ClientTLSDir())).SetQueue(ctx, &cohortv1.SetQueueRequest{Queue: &cohortv1.Queue{Name: "research", Weight: 2}}); err != nil {
+		t.Errorf("SetQueue without a token, with the admin certificate: %v", err)
+	}
+	if _, err := cohortv1.NewJobServiceClient(conn(t, n.GRPCAddr(), n.ClientTLSDir(), grpc.WithPerRPCCredentials(api.BearerToken(readSecret)))).SetQueue(ctx,
+		&cohortv1.SetQueueRequest{Queue: &cohortv1.Queue{Name: "research", Weight: 3}}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("SetQueue with a read token over the admin certificate: %v, want PermissionDenied (a token sent is the credential)", err)
+	}
+	if err := list("not-a-token-0123456789"); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("ListNodes with an unknown token: %v, want Unauthenticated", err)
 	}
 	if err := list(readSecret); err != nil {
 		t.Errorf("ListNodes with the read token: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +22,9 @@ import (
 // serves and calls it over real mutual TLS: without a client certificate every method
 // but the join-token enrollment is Unauthenticated, with a certificate from another CA
 // the handshake fails, and with a certificate of each role the method's rule does not
-// admit it is PermissionDenied. A new RPC is covered the day it is registered.
+// admit it is PermissionDenied, and with a client certificate whose ACL role does not
+// grant the method's ACL rule (no tokens file) it is PermissionDenied naming the role.
+// A new RPC is covered the day it is registered.
 func TestEveryCoordinatorRPCRefusesOutsiders(t *testing.T) {
 	cfg := DefaultConfig()
 	co := DefaultCoordinatorConfig()
@@ -67,6 +70,12 @@ func TestEveryCoordinatorRPCRefusesOutsiders(t *testing.T) {
 		pki.RoleClient:      dial(issue(ca, pki.Identity{Name: "alice", Role: pki.RoleClient, ACLRole: "read"})),
 		pki.RoleAgent:       dial(issue(ca, pki.Identity{Name: "w9", Role: pki.RoleAgent, ACLRole: "agent"})),
 		pki.RoleCoordinator: dial(issue(ca, pki.Identity{Name: "c9", Role: pki.RoleCoordinator})),
+	}
+	// Client certificates of each ACL role: what the role does not grant is refused
+	// by the certificate's ACL role, with no tokens file configured.
+	byACLRole := map[api.Role]*grpc.ClientConn{}
+	for _, r := range []api.Role{api.RoleRead, api.RoleSubmit, api.RoleAdmin} {
+		byACLRole[r] = dial(issue(ca, pki.Identity{Name: "u-" + r.String(), Role: pki.RoleClient, ACLRole: r.String()}))
 	}
 	anonymous := dial(nil)
 	foreign := dial(issue(other, pki.Identity{Name: "alice", Role: pki.RoleClient, ACLRole: "admin"}))
@@ -117,6 +126,19 @@ func TestEveryCoordinatorRPCRefusesOutsiders(t *testing.T) {
 			}
 			if err := call(foreign, full, m); status.Code(err) != codes.Unavailable {
 				t.Errorf("%s with another CA's certificate: %v, want the handshake to fail (Unavailable)", full, err)
+			}
+			need, public, ok := api.MethodRole(full)
+			if !ok {
+				t.Errorf("%s has no ACL rule", full)
+			}
+			for r, conn := range byACLRole {
+				if public || !slices.Contains(allowed, pki.RoleClient) || r.Grants(need) {
+					continue
+				}
+				err := call(conn, full, m)
+				if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "has role "+r.String()) {
+					t.Errorf("%s with a client certificate of ACL role %s: %v, want PermissionDenied naming the role (it needs %s)", full, r, err, need)
+				}
 			}
 			for role, conn := range byRole {
 				if slices.Contains(allowed, role) {

@@ -52,6 +52,11 @@ var insecureWarnInterval = time.Minute
 var ErrPlaintext = errors.New("is not a loopback address, and this node has no TLS material: " +
 	"give it a certificate (a TLS directory with ca.crt, node.crt and node.key) or allow plaintext with --insecure")
 
+// ErrPlaintextHTTP marks an HTTP address (metrics, health, dashboard) off loopback that
+// would be served in plaintext: without TLS.HTTPS, or on a node without TLS material.
+var ErrPlaintextHTTP = errors.New("is not a loopback address, and the HTTP port (metrics, health, dashboard) would be plaintext: " +
+	"serve it over TLS with --https (the node's certificate; verify with its ca.crt), or allow plaintext with --insecure")
+
 // nodeTLS is a node's TLS material; nil when the node runs without TLS.
 type nodeTLS struct {
 	dir string
@@ -397,6 +402,9 @@ func checkPlaintext(cfg *Config) ([]string, error) {
 	insecure := cfg.TLS != nil && cfg.TLS.Insecure
 	type use struct{ field, addr string }
 	var uses []use
+	if cfg.HTTPAddr != "" {
+		uses = append(uses, use{"HTTPAddr", cfg.HTTPAddr})
+	}
 	if co := cfg.Coordinator; co != nil {
 		uses = append(uses, use{"Coordinator.GRPCAddr", co.GRPCAddr}, use{"Coordinator.RaftAddr", co.RaftAddr})
 		for _, a := range co.Join {
@@ -416,12 +424,26 @@ func checkPlaintext(cfg *Config) ([]string, error) {
 		if isLoopback(u.addr) {
 			continue
 		}
+		if !insecure && u.field == "HTTPAddr" {
+			return nil, configErr(u.field, u.addr, ErrPlaintextHTTP)
+		}
 		if !insecure {
 			return nil, configErr(u.field, u.addr, ErrPlaintext)
 		}
 		open = append(open, u.addr)
 	}
 	return open, nil
+}
+
+// checkHTTPPlaintext is for a node with TLS material: it refuses an HTTP address off
+// loopback served in plaintext (without TLS.HTTPS) with ErrPlaintextHTTP. (A node
+// without TLS material has its HTTP address checked, and warned about when Insecure,
+// by checkPlaintext.)
+func checkHTTPPlaintext(cfg *Config) error {
+	if cfg.HTTPAddr == "" || isLoopback(cfg.HTTPAddr) || (cfg.TLS != nil && (cfg.TLS.HTTPS || cfg.TLS.Insecure)) {
+		return nil
+	}
+	return configErr("HTTPAddr", cfg.HTTPAddr, ErrPlaintextHTTP)
 }
 
 // isLoopback reports whether addr's host is a loopback IP or "localhost".

@@ -93,7 +93,7 @@ file. /metrics and /healthz stay open.`,
 	fl.Bool("https", false, httpsUsage)
 	fl.StringVar(&f.tokenFile, "token-file", "", tokenFileUsage)
 	fl.StringVar(&f.joinTokenDir, "join-token-dir", "", "with --bootstrap: write coordinator.token and agent.token (0600, never expiring) there for a deployment's other voters and agents (--token-file)")
-	fl.StringVar(&f.aclTokensFile, "acl-tokens-file", "", "YAML list of ACL tokens (name, secret or secret_sha256, role read|submit|admin|agent, namespaces); every call then needs a token, reloaded on SIGHUP (empty: ACLs off)")
+	fl.StringVar(&f.aclTokensFile, "acl-tokens-file", "", "YAML list of ACL tokens (name, secret or secret_sha256, role read|submit|admin|agent, namespaces); a call then needs a token, or without one a client certificate, whose ACL role is enforced in any case; reloaded on SIGHUP (empty: ACLs off)")
 	f.logs.register(cmd)
 	d := node.DefaultCoordinatorConfig()
 	fl.StringVar(&f.raftLogStore, "raft-log-store", "", "Raft log store: wal|boltdb (empty: what --data-dir holds, wal when new)")

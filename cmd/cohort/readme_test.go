@@ -457,7 +457,8 @@ func TestREADMEAuditWalkthrough(t *testing.T) {
 		!strings.Contains(j.StatusMessage, "export blocked: impact ratio") {
 		t.Errorf("job %s %q, gate %+v", j.State, j.StatusMessage, j.Gate)
 	}
-	if len(j.Gate.Overrides) != 1 || !strings.HasPrefix(j.Gate.Overrides[0].By, "unverified:") ||
+	// The CLI's certificate (cohort dev's admin.crt) names the caller.
+	if len(j.Gate.Overrides) != 1 || j.Gate.Overrides[0].By != "admin" ||
 		j.Gate.Overrides[0].Reason != "reviewed with HR legal, ticket 42" {
 		t.Errorf("overrides %+v", j.Gate.Overrides)
 	}

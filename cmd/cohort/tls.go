@@ -22,7 +22,7 @@ const tlsDirUsage = "TLS directory: for the CLI, the cluster CA and a client cer
 
 // insecureUsage is the help of the --insecure flag of the node commands.
 const insecureUsage = "turn TLS off: plaintext on every connection, even off loopback (logged every minute); " +
-	"without it a node with no certificate serves and calls only loopback addresses"
+	"without it a node with no certificate serves and calls only loopback addresses, and plain HTTP stays on loopback"
 
 // clientTLSDir is the TLS directory the CLI's calls use: --tls-dir, else COHORT_TLS_DIR,
 // else ~/.config/cohort when it holds client credentials; "" for plaintext. A directory
@@ -202,7 +202,7 @@ func runTLSIssue(f *tlsIssueFlags) error {
 
 // httpsUsage is the help of --https on coordinator, worker and paramserver.
 const httpsUsage = "serve --http-addr (metrics, health, dashboard) over TLS with this node's certificate from the cluster CA " +
-	"(clients verify it with ca.crt; no client certificate needed)"
+	"(clients verify it with ca.crt; no client certificate needed); required for an --http-addr off loopback, unless --insecure"
 
 // withHTTPS sets TLSConfig.HTTPS from the command's --https flag.
 func withHTTPS(cmd *cobra.Command, c *node.TLSConfig) *node.TLSConfig {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cohort-dev/cohort/coordinator/state"
+	"github.com/cohort-dev/cohort/internal/pki"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -80,6 +81,17 @@ func (r Role) grants(need Role) bool {
 	return false
 }
 
+// Grants reports whether a caller of role r may call an RPC that needs role need.
+func (r Role) Grants(need Role) bool { return r.grants(need) }
+
+// MethodRole returns the ACL role method (a full gRPC method name) needs of a token or
+// client certificate; public is true for an RPC that authenticates its caller itself,
+// and ok is false for a method without a rule, which nobody may call.
+func MethodRole(method string) (need Role, public, ok bool) {
+	r, ok := methodRules[method]
+	return r.need, r.public, ok
+}
+
 // holders names the roles that grant need, for error messages ("a submit or admin
 // token").
 func holders(need Role) string {
@@ -105,6 +117,25 @@ type Token struct {
 	Namespaces []string
 	// hash is the SHA-256 of the secret.
 	hash [sha256.Size]byte
+	// fromCert marks the caller's client certificate standing in for a token (a call
+	// without a bearer token): Name is then the certificate's name.
+	fromCert bool
+}
+
+// describe names the credential in errors: `token "ci"` or `the certificate of alice`.
+func (t *Token) describe() string {
+	if t.fromCert {
+		return "the certificate of " + t.Name
+	}
+	return fmt.Sprintf("token %q", t.Name)
+}
+
+// credential is what the credential is called in errors: "token" or "certificate".
+func (t *Token) credential() string {
+	if t.fromCert {
+		return "certificate"
+	}
+	return "token"
 }
 
 // NewToken returns a token for secret.
@@ -307,6 +338,11 @@ type ACLConfig struct {
 	// Logger receives refused calls (a known token beyond its rights at info level, a
 	// missing or unknown one at debug level); nil means slog.Default().
 	Logger *slog.Logger
+	// TokensOff is a coordinator without a tokens file: bearer tokens are ignored and
+	// every call is authorized by its certificate alone (see callerOf); a call without
+	// one passes (on a TLS coordinator the certificate-role check has refused it
+	// already, unless the RPC is public).
+	TokensOff bool
 }
 
 // ACL authenticates the bearer token of every call and checks it against the RPC's
@@ -411,45 +447,109 @@ func Caller(ctx context.Context) string {
 	return tokenName(tok)
 }
 
-// authorizeCall checks the call's token against method's rule and returns ctx carrying
-// the token (see Caller); req is nil for streams.
-func (a *ACL) authorizeCall(ctx context.Context, method string, req any) (context.Context, error) {
-	if err := a.authorize(ctx, method, req); err != nil {
-		return ctx, err
+// authorizeCall checks the call's caller against method's rule and returns ctx carrying
+// the token it was authorized as (see Caller); req is nil for streams.
+func (a *ACL) authorizeCall(ctx context.Context, method string, req any) (context.Context, *Token, error) {
+	tok, err := a.authorize(ctx, method, req)
+	if err != nil {
+		return ctx, nil, err
 	}
-	if tok, ok := a.Authenticate(bearer(ctx)); ok {
+	if tok != nil {
 		ctx = context.WithValue(ctx, callerKey{}, tok)
 	}
-	return ctx, nil
+	return ctx, tok, nil
 }
 
-// authorize checks the call's token against method's rule; req is nil for streams.
-func (a *ACL) authorize(ctx context.Context, method string, req any) error {
+// authorize checks the call's caller against method's rule; req is nil for streams. It
+// returns the token the call was authorized as: nil for a public RPC and for a caller
+// every rule admits (a coordinator forwarding its own call).
+func (a *ACL) authorize(ctx context.Context, method string, req any) (*Token, error) {
 	r, ok := methodRules[method]
 	if !ok {
 		a.log.Error("acl: refused an RPC that has no ACL rule", "method", method)
-		return status.Errorf(codes.PermissionDenied, "%s has no ACL rule; it is refused", method)
+		return nil, status.Errorf(codes.PermissionDenied, "%s has no ACL rule; it is refused", method)
 	}
 	if r.public {
-		return nil
+		return nil, nil
 	}
-	tok, err := a.Check(bearer(ctx), r.need)
+	tok, trusted, err := a.callerOf(ctx)
+	if err == nil && !trusted && !tok.Role.grants(r.need) {
+		err = status.Errorf(codes.PermissionDenied, "%s has role %s; this needs a %s %s", tok.describe(), tok.Role, holders(r.need), tok.credential())
+	}
 	if err != nil {
 		st := status.Convert(err)
-		if st.Code() == codes.PermissionDenied { // a known token beyond its role: worth an audit line
-			a.log.Info("acl: call refused", "method", method, "token", tokenName(tok), "role", tok.Role)
-			return status.Errorf(codes.PermissionDenied, "permission denied: %s: %s", method, st.Message())
+		if st.Code() == codes.PermissionDenied { // a known caller beyond its role: worth an audit line
+			a.log.Info("acl: call refused", "method", method, "caller", tokenName(tok), "role", roleOf(tok))
+			return nil, status.Errorf(codes.PermissionDenied, "permission denied: %s: %s", method, st.Message())
 		}
 		a.log.Debug("acl: call refused", "method", method, "code", st.Code())
-		return status.Errorf(codes.Unauthenticated, "%s: %s", method, st.Message())
+		return nil, status.Errorf(codes.Unauthenticated, "%s: %s", method, st.Message())
+	}
+	if trusted {
+		return nil, nil
 	}
 	if r.namespace != nil && req != nil {
-		return a.checkNamespace(tok, method, r.namespace, req)
+		return tok, a.checkNamespace(tok, method, r.namespace, req)
 	}
-	return nil
+	return tok, nil
 }
 
-// checkNamespace refuses a namespace-limited token a request in another namespace.
+// callerOf is who the call in ctx is authorized as. A bearer token, when sent to a
+// coordinator with tokens, is the caller, as it always was. Otherwise the caller's
+// certificate is: a client certificate acts as a token of its ACL role and namespaces,
+// an agent certificate as an agent token, and a coordinator certificate is trusted
+// (it forwards calls it has checked), unless it names the client it forwards for (see
+// forwardedAuth), who is then the caller. A call with neither is refused, or, on a
+// coordinator without tokens, trusted (plaintext loopback and --insecure clusters).
+func (a *ACL) callerOf(ctx context.Context) (tok *Token, trusted bool, err error) {
+	if secret := bearer(ctx); secret != "" && !a.cfg.TokensOff {
+		tok, ok := a.Authenticate(secret)
+		if !ok {
+			return nil, false, status.Error(codes.Unauthenticated, "the ACL token is not valid on this coordinator")
+		}
+		return tok, false, nil
+	}
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		if a.cfg.TokensOff {
+			return nil, true, nil
+		}
+		return nil, false, status.Error(codes.Unauthenticated, "this cluster requires an ACL token: set --token, COHORT_TOKEN or token: in the CLI config file")
+	}
+	switch id.Role {
+	case pki.RoleCoordinator:
+		if on := onBehalfOf(ctx); on != "" {
+			client, err := parseOnBehalfOf(on)
+			if err != nil {
+				return nil, false, status.Errorf(codes.PermissionDenied, "coordinator %s forwarded a call for a client it does not name properly: %v", id.Name, err)
+			}
+			return certToken(client)
+		}
+		return nil, true, nil
+	case pki.RoleAgent:
+		return &Token{Name: id.Name, Role: RoleAgent, fromCert: true}, false, nil
+	default:
+		return certToken(id)
+	}
+}
+
+// certToken is the token a client certificate stands for: its ACL role and namespaces.
+func certToken(id pki.Identity) (*Token, bool, error) {
+	role, err := ParseRole(id.ACLRole)
+	if err != nil {
+		return nil, false, status.Errorf(codes.PermissionDenied, "the certificate of %s has ACL role %q, which grants nothing: %v", id.Name, id.ACLRole, err)
+	}
+	return &Token{Name: id.Name, Role: role, Namespaces: slices.Clone(id.Namespaces), fromCert: true}, false, nil
+}
+
+func roleOf(t *Token) string {
+	if t == nil {
+		return ""
+	}
+	return t.Role.String()
+}
+
+// checkNamespace refuses a namespace-limited caller a request in another namespace.
 func (a *ACL) checkNamespace(tok *Token, method string, namespace func(*ACL, any) (string, bool), req any) error {
 	if tok == nil || len(tok.Namespaces) == 0 {
 		return nil
@@ -458,13 +558,13 @@ func (a *ACL) checkNamespace(tok *Token, method string, namespace func(*ACL, any
 	if !known || tok.allowsNamespace(ns) {
 		return nil
 	}
-	a.log.Info("acl: call refused by namespace", "method", method, "token", tok.Name, "namespace", ns)
+	a.log.Info("acl: call refused by namespace", "method", method, "caller", tok.Name, "namespace", ns)
 	if ns == "" {
-		return status.Errorf(codes.PermissionDenied, "permission denied: %s: token %q may act in namespaces %s only, and this coordinator cannot tell the job's namespace",
-			method, tok.Name, strings.Join(tok.Namespaces, ", "))
+		return status.Errorf(codes.PermissionDenied, "permission denied: %s: %s may act in namespaces %s only, and this coordinator cannot tell the job's namespace",
+			method, tok.describe(), strings.Join(tok.Namespaces, ", "))
 	}
-	return status.Errorf(codes.PermissionDenied, "permission denied: %s: token %q may act in namespaces %s only, not %q",
-		method, tok.Name, strings.Join(tok.Namespaces, ", "), ns)
+	return status.Errorf(codes.PermissionDenied, "permission denied: %s: %s may act in namespaces %s only, not %q",
+		method, tok.describe(), strings.Join(tok.Namespaces, ", "), ns)
 }
 
 func tokenName(t *Token) string {
@@ -477,12 +577,12 @@ func tokenName(t *Token) string {
 // UnaryServerInterceptor checks every unary call.
 func (a *ACL) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, err := a.authorizeCall(ctx, info.FullMethod, req)
+		ctx, tok, err := a.authorizeCall(ctx, info.FullMethod, req)
 		if err != nil {
 			return nil, err
 		}
 		resp, err := handler(ctx, req)
-		if tok, _ := ctx.Value(callerKey{}).(*Token); err == nil && tok != nil && len(tok.Namespaces) > 0 {
+		if err == nil && tok != nil && len(tok.Namespaces) > 0 {
 			if f := methodRules[info.FullMethod].filter; f != nil {
 				f(tok, resp)
 			}
@@ -494,11 +594,15 @@ func (a *ACL) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 // StreamServerInterceptor checks every streaming call before its handler runs.
 func (a *ACL) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if err := a.authorize(ss.Context(), info.FullMethod, nil); err != nil {
+		ctx, tok, err := a.authorizeCall(ss.Context(), info.FullMethod, nil)
+		if err != nil {
 			return err
 		}
+		if tok != nil {
+			ss = &callerStream{ServerStream: ss, ctx: ctx}
+		}
 		r := methodRules[info.FullMethod]
-		if tok, ok := a.Authenticate(bearer(ss.Context())); ok && len(tok.Namespaces) > 0 && r.streamNamespace != nil {
+		if tok != nil && len(tok.Namespaces) > 0 && r.streamNamespace != nil {
 			ss = &namespacedStream{ServerStream: ss, check: func(req any) error {
 				return a.checkNamespace(tok, info.FullMethod, r.streamNamespace, req)
 			}}
@@ -506,6 +610,14 @@ func (a *ACL) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		return handler(srv, ss)
 	}
 }
+
+// callerStream carries the context of an authorized call (see Caller).
+type callerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *callerStream) Context() context.Context { return s.ctx }
 
 // namespacedStream checks a server-streaming call's request against the caller's
 // namespaces when the handler receives it, before the handler can send anything.
@@ -534,19 +646,58 @@ func (a *ACL) ServerOptions() []grpc.ServerOption {
 	}
 }
 
-// forwardedAuth passes the caller's authorization metadata on to the leader a call is
-// forwarded to, so the leader checks the caller's own token: a follower vouches for
-// nobody. Every coordinator must therefore load the same tokens file.
+// forwardedAuth passes the caller's credentials on to the leader a call is forwarded
+// to, so the leader checks the caller's own rights: a follower vouches for nobody. A
+// bearer token is passed as it came (every coordinator must therefore load the same
+// tokens file); a client certificate, which the leader cannot see, is named in the
+// onBehalfOfHeader, which the leader believes only from a coordinator certificate.
 func forwardedAuth(ctx context.Context) context.Context {
+	out, _ := metadata.FromOutgoingContext(ctx)
+	if id, err := callerIdentity(ctx); err == nil && id.Role == pki.RoleClient && len(out.Get(onBehalfOfHeader)) == 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, onBehalfOfHeader, formatOnBehalfOf(id))
+	}
 	in, _ := metadata.FromIncomingContext(ctx)
 	vals := in.Get(AuthorizationHeader)
 	if len(vals) == 0 {
 		return ctx
 	}
-	if out, _ := metadata.FromOutgoingContext(ctx); len(out.Get(AuthorizationHeader)) > 0 {
+	if len(out.Get(AuthorizationHeader)) > 0 {
 		return ctx
 	}
 	return metadata.AppendToOutgoingContext(ctx, AuthorizationHeader, vals[0])
+}
+
+// onBehalfOfHeader names the client whose call a coordinator forwards, as
+// "NAME;ACL-ROLE;NS1,NS2" (names and namespaces hold no ';' or ',').
+const onBehalfOfHeader = "cohort-on-behalf-of"
+
+func formatOnBehalfOf(id pki.Identity) string {
+	return id.Name + ";" + id.ACLRole + ";" + strings.Join(id.Namespaces, ",")
+}
+
+// onBehalfOf is the forwarded client of the incoming call ("" none).
+func onBehalfOf(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(onBehalfOfHeader); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// parseOnBehalfOf parses an onBehalfOfHeader value into the client identity it names.
+func parseOnBehalfOf(v string) (pki.Identity, error) {
+	parts := strings.Split(v, ";")
+	if len(parts) != 3 {
+		return pki.Identity{}, fmt.Errorf("%s %q is not NAME;ACL-ROLE;NAMESPACES", onBehalfOfHeader, v)
+	}
+	id := pki.Identity{Name: parts[0], Role: pki.RoleClient, ACLRole: parts[1]}
+	if parts[2] != "" {
+		id.Namespaces = strings.Split(parts[2], ",")
+	}
+	if err := id.Validate(); err != nil {
+		return pki.Identity{}, fmt.Errorf("%s %q: %w", onBehalfOfHeader, v, err)
+	}
+	return id, nil
 }
 
 // BearerToken returns per-RPC credentials that send secret as

@@ -19,9 +19,10 @@ import (
 )
 
 // TestACLOverGRPC runs two coordinators with ACLs on and calls both, so that calls to
-// the follower are forwarded to the leader with the caller's token: no token is
+// the follower are forwarded to the leader with the caller's token: an unknown token is
 // Unauthenticated, a read token lists but cannot submit, a submit token limited to a
-// namespace submits and cancels there only, an admin sets quotas and joins coordinators,
+// namespace submits and cancels there only, a call without a token is authorized by its
+// client certificate, an admin sets quotas and joins coordinators,
 // and an agent token registers and heartbeats a node but reads nothing.
 func TestACLOverGRPC(t *testing.T) {
 	const (
@@ -79,9 +80,15 @@ func TestACLOverGRPC(t *testing.T) {
 			role = "follower"
 		}
 		t.Run(role, func(t *testing.T) {
+			// Without a token the client certificate is the credential (ACL role admin).
 			anon := cohortv1.NewJobServiceClient(dial(t, n, ""))
-			if _, err := anon.ListJobs(ctx, &cohortv1.ListJobsRequest{}); code(err) != codes.Unauthenticated {
-				t.Fatalf("ListJobs without a token: %v, want Unauthenticated", err)
+			if _, err := anon.SetQuota(ctx, &cohortv1.SetQuotaRequest{Quota: &cohortv1.Quota{Namespace: "team-c", Limit: &cohortv1.Resources{Gpus: 1}}}); err != nil {
+				t.Fatalf("SetQuota without a token, with the admin certificate: %v", err)
+			}
+			// A bearer token, when sent, is the credential: a read token cannot do what
+			// the admin certificate it rides on could.
+			if _, err := cohortv1.NewJobServiceClient(dial(t, n, readSecret)).SetQuota(ctx, &cohortv1.SetQuotaRequest{Quota: &cohortv1.Quota{Namespace: "team-c"}}); code(err) != codes.PermissionDenied {
+				t.Fatalf("SetQuota with a read token over the admin certificate: %v, want PermissionDenied", err)
 			}
 			bogus := cohortv1.NewJobServiceClient(dial(t, n, "not-a-valid-token-0123456789"))
 			if _, err := bogus.ListJobs(ctx, &cohortv1.ListJobsRequest{}); code(err) != codes.Unauthenticated {

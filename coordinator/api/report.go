@@ -99,8 +99,8 @@ func mergeOverride(data []byte, gate *cohortv1.GateResult) ([]byte, error) {
 }
 
 // OverrideGate records an export of a succeeded job whose gate failed. The caller is
-// the ACL token's name; without ACLs it is the request's requested_by, recorded as
-// "unverified:<name>".
+// the ACL token's name, or the name in the caller's client certificate; on a plaintext
+// cluster without ACLs it is the request's requested_by, recorded as "unverified:<name>".
 func (s *jobService) OverrideGate(ctx context.Context, req *cohortv1.OverrideGateRequest) (*cohortv1.OverrideGateResponse, error) {
 	switch {
 	case checkID("id", req.Id) != nil:

@@ -63,15 +63,15 @@ cmdline() {
 		local join=()
 		[[ $h == c1 ]] && join=(--bootstrap) || join=(--join "$(addr c1):$GRPC")
 		echo coordinator --node-id "$h" --data-dir "$STATE/$h" --storage-dir "$STATE/storage" \
-			--raft-addr "$a:$RAFT" --grpc-addr "$a:$GRPC" --http-addr "$a:$HTTP" "${join[@]}"
+			--raft-addr "$a:$RAFT" --grpc-addr "$a:$GRPC" --http-addr "$a:$HTTP" --https "${join[@]}"
 		;;
 	ps1 | ps2)
 		echo paramserver --node-id "$h" --join "$(coordinators)" --storage-dir "$STATE/storage" \
-			--tls-dir "$STATE/$h-tls" --http-addr "$a:$HTTP" --data-addr "$a:$PSDATA"
+			--tls-dir "$STATE/$h-tls" --http-addr "$a:$HTTP" --https --data-addr "$a:$PSDATA"
 		;;
 	w1 | w2)
 		echo worker --node-id "$h" --join "$(coordinators)" --storage-dir "$STATE/storage" \
-			--tls-dir "$STATE/$h-tls" --http-addr "$a:$HTTP" --data-root "$STATE/data"
+			--tls-dir "$STATE/$h-tls" --http-addr "$a:$HTTP" --https --data-root "$STATE/data"
 		;;
 	*) die "host $h runs no cohort process" ;;
 	esac
