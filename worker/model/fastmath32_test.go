@@ -41,8 +41,8 @@ func fast32Inputs() []float32 {
 	return append(in, 0, float32(math.Copysign(0, -1)), 1e-30, -1e-30, 1e-45, 200, -200, 1e30, -1e30)
 }
 
-// TestFast32ULP measures the float32 forms against math's: at most 3 ulp for sigmoid and
-// 5 for tanh (below -88, sigmoid's absolute error under 7e-39).
+// TestFast32ULP measures the float32 forms against math's: at most 4 ulp for sigmoid and
+// 6 for tanh (below -88, sigmoid's absolute error under 7e-39).
 func TestFast32ULP(t *testing.T) {
 	var worstS, worstT int64
 	for _, x := range fast32Inputs() {
@@ -55,8 +55,8 @@ func TestFast32ULP(t *testing.T) {
 		worstT = max(worstT, ulp32(tanhFast32(x), math.Tanh(float64(x))))
 	}
 	t.Logf("max error: sigmoid %d ulp, tanh %d ulp", worstS, worstT)
-	if worstS > 3 || worstT > 5 {
-		t.Fatalf("max error: sigmoid %d ulp (bound 3), tanh %d ulp (bound 5)", worstS, worstT)
+	if worstS > 4 || worstT > 6 {
+		t.Fatalf("max error: sigmoid %d ulp (bound 4), tanh %d ulp (bound 6)", worstS, worstT)
 	}
 	for _, c := range []struct {
 		name string
