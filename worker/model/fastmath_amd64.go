@@ -73,3 +73,37 @@ func tanhVecFrom32(dst []float64, src []float32) int {
 	tanhAVX512From32(&dst[0], &src[0], n)
 	return n
 }
+
+// sigmoid32AVX512 sets dst[i] = sigmoidFast32(src[i]) for n values, n a multiple of 16
+// (fastmath32_amd64.s).
+//
+//go:noescape
+func sigmoid32AVX512(dst, src *float32, n int)
+
+// tanh32AVX512 sets dst[i] = tanhFast32(src[i]) for n values, n a multiple of 16.
+//
+//go:noescape
+func tanh32AVX512(dst, src *float32, n int)
+
+// sigmoid32Vec runs sigmoid32AVX512 on the longest prefix it takes (whole groups of
+// 16; len(src) >= len(dst)) and returns its length: 0 without AVX-512.
+func sigmoid32Vec(dst, src []float32) int {
+	n := len(dst) &^ 15
+	if !hasActAVX512 || n == 0 {
+		return 0
+	}
+	_ = src[n-1]
+	sigmoid32AVX512(&dst[0], &src[0], n)
+	return n
+}
+
+// tanh32Vec is sigmoid32Vec for tanhFast32.
+func tanh32Vec(dst, src []float32) int {
+	n := len(dst) &^ 15
+	if !hasActAVX512 || n == 0 {
+		return 0
+	}
+	_ = src[n-1]
+	tanh32AVX512(&dst[0], &src[0], n)
+	return n
+}

@@ -17,3 +17,9 @@ func sigmoidVecFrom32([]float64, []float32) int { return 0 }
 
 // tanhVecFrom32 is the AVX-512 widening tanh of amd64; here it takes nothing.
 func tanhVecFrom32([]float64, []float32) int { return 0 }
+
+// sigmoid32Vec is the AVX-512 float32 sigmoid of amd64; here it takes nothing.
+func sigmoid32Vec(_, _ []float32) int { return 0 }
+
+// tanh32Vec is the AVX-512 float32 tanh of amd64; here it takes nothing.
+func tanh32Vec(_, _ []float32) int { return 0 }

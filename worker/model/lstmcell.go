@@ -41,6 +41,7 @@ type lstmCellOp[T float] struct {
 	kind  lstmCellKind
 	first bool      // the first step: no previous cell state
 	zb    []float64 // one row's activations in float64 (5·hidden), reused
+	zb32  []float32 // the same in float32 for a prediction graph's (predict32)
 	// keep is set on a forward op when its gradient ops are built (SymDiff): it then
 	// keeps every row's activations in acts (σ(z_i), σ(z_f), tanh(z_g) for the cell
 	// state; σ(z_o), tanh(c) for the hidden state), which its gradient ops (fwd) read
@@ -92,6 +93,10 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	rows, h := o.g.rows, o.g.out
 	t, out := o.output(o.outShape())
+	if o32, ok := any(out).([]float32); ok && !o.keep && (o.kind == cellState || o.kind == cellHidden) {
+		o.predict32(o32, any(in).([][]float32))
+		return t, nil
+	}
 	// Per row, σ and tanh of the gates needed, in float64: sigmoidFrom and tanhFrom
 	// (fastmath.go), the fast forms in a float32 graph, math's in a float64 one.
 	// A forward op that keeps them writes them into acts; a gradient op reads its
@@ -195,6 +200,45 @@ func (o *lstmCellOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		}
 	}
 	return t, nil
+}
+
+// predict32 is Do for a forward op of a float32 graph that keeps nothing for a gradient
+// (Predict): the activations in float32 (fastmath32.go, a few ulp), each row's gates
+// and its state update in one pass.
+func (o *lstmCellOp[T]) predict32(out []float32, in [][]float32) {
+	rows, h := o.g.rows, o.g.out
+	if len(o.zb32) != 3*h {
+		o.zb32 = make([]float32, 3*h)
+	}
+	z := in[0]
+	for r := range rows {
+		zr := z[r*4*h : (r+1)*4*h]
+		dst := out[r*h : (r+1)*h]
+		if o.kind == cellHidden {
+			a := o.zb32[:2*h]
+			sigmoid32Into(a[:h], zr[3*h:])
+			tanh32Into(a[h:], in[1][r*h:(r+1)*h])
+			so, tc := a[:h], a[h:2*h]
+			for j := range dst {
+				dst[j] = so[j] * tc[j]
+			}
+			continue
+		}
+		a := o.zb32
+		sigmoid32Into(a[:2*h], zr[:2*h])
+		tanh32Into(a[2*h:], zr[2*h:3*h])
+		si, sf, tg := a[:h], a[h:2*h], a[2*h:3*h]
+		if o.first {
+			for j := range dst {
+				dst[j] = si[j] * tg[j]
+			}
+			continue
+		}
+		prev := in[1][r*h : (r+1)*h]
+		for j := range dst {
+			dst[j] = float32(si[j]*tg[j]) + float32(sf[j]*prev[j])
+		}
+	}
 }
 
 func (o *lstmCellOp[T]) DiffWRT(n int) []bool {
