@@ -174,13 +174,13 @@ func (s *Server) setupRaft(hl hclog.Logger) error {
 			if err != nil {
 				return fmt.Errorf("server: raft transport: %w", err)
 			}
-			trans = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hl)
+			trans = noPipeline{raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hl)}
 		} else {
 			tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftBindAddr, advertise, 3, 10*time.Second, hl)
 			if err != nil {
 				return fmt.Errorf("server: raft transport: %w", err)
 			}
-			trans = tcp
+			trans = noPipeline{tcp}
 		}
 	}
 	s.transport = trans

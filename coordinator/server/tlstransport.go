@@ -156,3 +156,18 @@ func (l *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 	defer cancel()
 	return d.DialContext(ctx, "tcp", string(address))
 }
+
+// noPipeline is a NetworkTransport without pipelined AppendEntries: hashicorp/raft
+// v1.8.0 can deadlock a leader's pipelined replication when the follower's answers
+// end it (a stale term after a leadership transfer): the pipeline's decoder waits to
+// hand a response to a consumer that has exited, so the sender blocks for ever on a
+// full in-flight queue and Shutdown waits on it for ever (seen under the race
+// detector in TestLiveStateAcrossLeaderChange). Raft then replicates one
+// AppendEntries at a time, which the control plane's small, infrequent entries do not
+// notice.
+type noPipeline struct{ *raft.NetworkTransport }
+
+// AppendEntriesPipeline refuses pipelining; raft falls back to plain AppendEntries.
+func (noPipeline) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
