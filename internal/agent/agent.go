@@ -173,6 +173,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) register(ctx context.Context) error {
 	back := a.cfg.RetryInterval
+	var last error // the last failure not caused by ctx's end: why the node never registered
 	for {
 		var p peer.Peer
 		resp, err := a.jobs.RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: a.cfg.Node, ClusterId: a.ClusterID()},
@@ -188,9 +189,15 @@ func (a *Agent) register(ctx context.Context) error {
 				"generation", resp.GetNode().GetRegistrationGeneration())
 			return nil
 		}
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("agent: register node: %w", last)
+		}
 		a.log.Warn("node registration failed; retrying", "err", err, "coordinator", peerAddr(&p), "backoff", back)
 		if werr := wait(ctx, back); werr != nil {
-			return fmt.Errorf("agent: register node: %w", err)
+			return fmt.Errorf("agent: register node: %w", last)
 		}
 		back = min(back*2, 2*time.Second)
 	}
