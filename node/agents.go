@@ -162,6 +162,13 @@ func agentNode(a AgentConfig, role cohortv1.NodeRole, log *slog.Logger) *cohortv
 // With TLS the agent presents certs.
 func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner) (*agent.Agent, error) {
 	token := n.cfg.Token
+	// An agent that joins coordinators elsewhere keeps the ID of the cluster it joined
+	// next to its certificate, so that after a restart it still refuses another
+	// cluster at those addresses. This node's own agents follow their coordinator.
+	stateDir := ""
+	if len(join) > 0 && certs != nil && n.cfg.TLS != nil {
+		stateDir = n.cfg.TLS.Dir
+	}
 	if len(join) == 0 {
 		join = []string{n.grpcAddr}
 		if token == "" {
@@ -179,6 +186,7 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	n.onStop(conn.Close)
 	acfg := agent.DefaultConfig()
 	acfg.Conn, acfg.Node, acfg.Logger, acfg.Runners = conn, node, log, []agent.Runner{runner}
+	acfg.StateDir = stateDir
 	if n.cfg.HeartbeatInterval > 0 {
 		acfg.HeartbeatInterval = n.cfg.HeartbeatInterval
 	}

@@ -132,7 +132,8 @@ func (s *coordinatorSet) preferAddr(addr string) bool {
 
 // failover reports whether a call that ended with err at one coordinator should be
 // tried at another: it was unavailable, or silent past the attempt's own deadline
-// while the caller still waits.
+// while the caller still waits, or it belongs to another cluster than the node agent
+// that called (its address now serves another cluster).
 func failover(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
@@ -141,7 +142,16 @@ func failover(ctx context.Context, err error) bool {
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
 	}
-	return errors.Is(err, context.DeadlineExceeded)
+	return errors.Is(err, context.DeadlineExceeded) || api.IsClusterMismatch(err)
+}
+
+// withAddress names the coordinator's address in a cluster-mismatch refusal, which
+// the coordinator cannot (it does not know the address the agent dialed).
+func withAddress(err error, addr string) error {
+	if !api.IsClusterMismatch(err) {
+		return err
+	}
+	return status.Errorf(codes.FailedPrecondition, "%s (coordinator %s)", status.Convert(err).Message(), addr)
 }
 
 func (s *coordinatorSet) unary(ctx context.Context, method string, req, reply any, _ *grpc.ClientConn,
@@ -174,6 +184,7 @@ func (s *coordinatorSet) unary(ctx context.Context, method string, req, reply an
 				s.prefer(i)
 				return nil
 			}
+			err = withAddress(err, s.addrs[i])
 			if !failover(ctx, err) {
 				return err
 			}

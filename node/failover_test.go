@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 
 // fakeCoordinator answers every unary call one way: "ok" (a ListJobs answer naming
 // it), "minority" (Unavailable with a leader hint), "silent" (no answer until the
-// caller gives up) or "invalid" (InvalidArgument).
+// caller gives up), "invalid" (InvalidArgument) or "othercluster" (the refusal of an
+// agent of another cluster).
 type fakeCoordinator struct {
 	addr string
 	mu   sync.Mutex
@@ -54,6 +56,8 @@ func startFakeCoordinator(t *testing.T, mode string) *fakeCoordinator {
 			return stream.Context().Err()
 		case "invalid":
 			return status.Error(codes.InvalidArgument, "bad request")
+		case "othercluster":
+			return status.Error(codes.FailedPrecondition, api.ClusterMismatchPrefix+`: node "w1" joined cluster aaaa, but this coordinator belongs to cluster bbbb`)
 		}
 		return stream.SendMsg(&cohortv1.ListJobsResponse{Jobs: []*cohortv1.Job{{Id: f.addr}}})
 	}))
@@ -136,5 +140,20 @@ func TestDialFailoverAllUnavailable(t *testing.T) {
 	}
 	if a.calls() != failoverRounds || b.calls() != failoverRounds {
 		t.Fatalf("calls %d and %d, want %d rounds over both", a.calls(), b.calls(), failoverRounds)
+	}
+}
+
+// TestDialFailoverPastAnotherCluster: a coordinator of another cluster (its address
+// reused) refuses the agent; the call goes on to the next coordinator, and when none
+// is left the refusal names the address.
+func TestDialFailoverPastAnotherCluster(t *testing.T) {
+	other, ok := startFakeCoordinator(t, "othercluster"), startFakeCoordinator(t, "ok")
+	got, err := listAt(t, other.addr, ok.addr)
+	if err != nil || got != ok.addr {
+		t.Fatalf("ListJobs answered by %q (%v), want %s", got, err, ok.addr)
+	}
+	_, err = listAt(t, other.addr, startFakeCoordinator(t, "othercluster").addr)
+	if !api.IsClusterMismatch(err) || !strings.Contains(err.Error(), "coordinator 127.0.0.1:") {
+		t.Fatalf("err %v, want a cluster mismatch naming the coordinator's address", err)
 	}
 }

@@ -50,6 +50,9 @@ func (s *agentService) RegisterNode(ctx context.Context, req *cohortv1.RegisterN
 	if req.Node == nil {
 		return nil, toStatus(fmt.Errorf("%w: node is required", ErrInvalidArgument))
 	}
+	if err := s.checkClusterID(req.Node.GetId(), req.ClusterId); err != nil {
+		return nil, err
+	}
 	node := proto.Clone(req.Node).(*cohortv1.Node)
 	if node.Id == "" {
 		node.Id = nodeIDFromName(node.Name)
@@ -93,9 +96,9 @@ func (s *agentService) RegisterNode(ctx context.Context, req *cohortv1.RegisterN
 			return nil, fmt.Errorf("api: register node: unexpected response %T", out)
 		}
 		s.logger.Info("node registered", "node", stored.Id, "generation", stored.RegistrationGeneration)
-		return &cohortv1.RegisterNodeResponse{Node: stored}, nil
+		return &cohortv1.RegisterNodeResponse{Node: stored, ClusterId: s.b.State().ClusterID()}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.RegisterNodeResponse, error) {
-		return cohortv1.NewAgentServiceClient(c).RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: node})
+		return cohortv1.NewAgentServiceClient(c).RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: node, ClusterId: req.ClusterId})
 	})
 }
 
@@ -107,6 +110,9 @@ func (s *agentService) Heartbeat(ctx context.Context, req *cohortv1.HeartbeatReq
 	if err := checkHeartbeatUsage(req); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := s.checkClusterID(req.NodeId, req.ClusterId); err != nil {
+		return nil, err
+	}
 	return leaderCall(ctx, s.cfg, func(context.Context) (*cohortv1.HeartbeatResponse, error) {
 		beat := s.b.Heartbeat
 		if l := liveOf(s.b); l != nil {
@@ -115,7 +121,7 @@ func (s *agentService) Heartbeat(ctx context.Context, req *cohortv1.HeartbeatReq
 		if err := beat(req.NodeId, req.RegistrationGeneration); err != nil {
 			return nil, err
 		}
-		return &cohortv1.HeartbeatResponse{}, nil
+		return &cohortv1.HeartbeatResponse{ClusterId: s.b.State().ClusterID()}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.HeartbeatResponse, error) {
 		return cohortv1.NewAgentServiceClient(c).Heartbeat(ctx, req)
 	})
@@ -198,6 +204,9 @@ func (s *agentService) ReportTasks(ctx context.Context, req *cohortv1.ReportTask
 func (s *agentService) WatchAssignments(req *cohortv1.WatchAssignmentsRequest, stream cohortv1.AgentService_WatchAssignmentsServer) error {
 	if err := checkID("node_id", req.NodeId); err != nil {
 		return toStatus(err)
+	}
+	if err := s.checkClusterID(req.NodeId, req.ClusterId); err != nil {
+		return err
 	}
 	ctx := stream.Context()
 	var last []string

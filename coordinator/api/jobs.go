@@ -232,7 +232,7 @@ func (s *jobService) ListNodes(ctx context.Context, req *cohortv1.ListNodesReque
 		if err != nil {
 			return nil, err
 		}
-		return &cohortv1.ListNodesResponse{Nodes: liveNodes(s.b, nodes)}, nil
+		return &cohortv1.ListNodesResponse{Nodes: liveNodes(s.b, nodes), ClusterId: s.b.State().ClusterID()}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.ListNodesResponse, error) {
 		return cohortv1.NewJobServiceClient(c).ListNodes(ctx, req)
 	})

@@ -223,6 +223,7 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"revoke_token":         applyRevokeToken,
 	"set_gossip_keyring":   applySetGossipKeyring,
 	"set_cluster_ca":       applySetClusterCA,
+	"set_cluster_id":       applySetClusterID,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

@@ -45,7 +45,9 @@ const (
 	recordGossipKeyring byte = 10
 	// recordClusterCA (added in place): the cluster CA record of a rotation.
 	recordClusterCA byte = 11
-	recordEnd       byte = 0xff
+	// recordClusterIdentity (added in place): the cluster ID.
+	recordClusterIdentity byte = 12
+	recordEnd             byte = 0xff
 
 	// maxRecordBytes bounds one record, so a corrupt length cannot allocate unbounded
 	// memory.
@@ -195,11 +197,18 @@ func WriteSnapshot(w io.Writer, snap *state.StateSnapshot) error {
 			return err
 		}
 	}
+	if c, err := snap.ClusterIdentity(nil); err != nil {
+		return err
+	} else if c != nil {
+		if err := rw.message(recordClusterIdentity, c); err != nil {
+			return err
+		}
+	}
 	indexes, err := snap.TableIndexes()
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableSearches, state.TableTokens, state.TableGossipKeyring, state.TableClusterCA} {
+	for _, table := range []string{state.TableNodes, state.TableJobs, state.TableAllocations, state.TableCoordinators, state.TableQuotas, state.TableQueues, state.TableSearches, state.TableTokens, state.TableGossipKeyring, state.TableClusterCA, state.TableClusterIdentity} {
 		idx, ok := indexes[table]
 		if !ok {
 			continue
@@ -334,6 +343,12 @@ func restoreRecord(txn *state.Txn, typ byte, payload []byte) error {
 			return fmt.Errorf("decode cluster CA: %w", err)
 		}
 		return txn.RestoreClusterCA(c)
+	case recordClusterIdentity:
+		c := &cohortv1.ClusterIdentity{}
+		if err := proto.Unmarshal(payload, c); err != nil {
+			return fmt.Errorf("decode cluster identity: %w", err)
+		}
+		return txn.RestoreClusterIdentity(c)
 	case recordTableIndex:
 		idx, n := binary.Uvarint(payload)
 		if n <= 0 {

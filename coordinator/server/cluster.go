@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +11,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
+	"github.com/cohort-dev/cohort/coordinator/state"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -88,6 +92,39 @@ func (s *Server) registerSelf(ctx context.Context) error {
 	}
 	_, err := s.Apply(ctx, registerCoordinatorCmd(s.config.NodeID, s.RaftAddr(), s.config.GRPCAddr))
 	return err
+}
+
+// ensureClusterID records a new cluster ID when the cluster has none: the first leader
+// of a new cluster (or of one made before cluster IDs) makes it, here and not in the
+// FSM, so applying stays deterministic. The ID never changes afterwards.
+func (s *Server) ensureClusterID(ctx context.Context) error {
+	if id := s.State().ClusterID(); id != "" {
+		return nil
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("make a cluster ID: %w", err)
+	}
+	id := hex.EncodeToString(b[:])
+	if _, err := s.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_SetClusterId{
+		SetClusterId: &cohortv1.SetClusterIDCommand{ClusterId: id}}}); err != nil {
+		return err
+	}
+	s.logger.Info("cluster ID recorded", "cluster_id", s.State().ClusterID())
+	return nil
+}
+
+// keepClusterIdentity gives the restored state in txn the identity of cur when it has
+// none of its own.
+func keepClusterIdentity(txn *state.Txn, cur *state.Store) error {
+	if id, err := txn.ClusterIdentity(nil); err != nil || id != nil {
+		return err
+	}
+	own, err := cur.ClusterIdentity(nil)
+	if err != nil || own == nil {
+		return err
+	}
+	return txn.RestoreClusterIdentity(proto.Clone(own).(*cohortv1.ClusterIdentity))
 }
 
 func registerCoordinatorCmd(id, raftAddr, grpcAddr string) *cohortv1.Command {
@@ -314,6 +351,13 @@ func (s *Server) SnapshotRestore(ctx context.Context, r io.Reader) (uint64, erro
 	}
 	txn := restored.WriteTxn(0)
 	if err := txn.ReplaceCoordinators(coords); err != nil {
+		txn.Abort()
+		return 0, fmt.Errorf("server: snapshot restore: %w", err)
+	}
+	// The snapshot's cluster ID goes with its nodes (a rebuilt cluster takes the
+	// identity of the one it restores, so that cluster's agents come back); a snapshot
+	// from before cluster IDs leaves this cluster its own.
+	if err := keepClusterIdentity(txn, s.State()); err != nil {
 		txn.Abort()
 		return 0, fmt.Errorf("server: snapshot restore: %w", err)
 	}

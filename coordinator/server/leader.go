@@ -117,6 +117,11 @@ func (s *Server) establishLeadership(ctx context.Context) (<-chan struct{}, erro
 		// (or a later join) retries.
 		s.logger.Warn("could not record this coordinator's gRPC address", "err", err)
 	}
+	if err := s.ensureClusterID(ctx); err != nil {
+		// Agents register without a cluster ID until it is recorded; the next term
+		// retries.
+		s.logger.Warn("could not record the cluster ID", "err", err)
+	}
 
 	stopped := make(chan struct{})
 	searchStopped := s.startSearchLoop(ctx)

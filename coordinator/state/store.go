@@ -424,7 +424,7 @@ func (t *Txn) RestoreNode(node *cohortv1.Node) error {
 // RestoreTableIndex records the newest write index of a table (snapshot restore).
 func (t *Txn) RestoreTableIndex(table string, index uint64) error {
 	switch table {
-	case TableJobs, TableAllocations, TableNodes, TableCoordinators, TableQuotas, TableQueues, TableSearches, TableTokens, TableGossipKeyring, TableClusterCA:
+	case TableJobs, TableAllocations, TableNodes, TableCoordinators, TableQuotas, TableQueues, TableSearches, TableTokens, TableGossipKeyring, TableClusterCA, TableClusterIdentity:
 	default:
 		return fmt.Errorf("state: restore index: %w: unknown table %q", ErrInvalidObject, table)
 	}

@@ -26,8 +26,9 @@ func tokenTables() map[string]*memdb.TableSchema {
 				}),
 			},
 		},
-		TableGossipKeyring: gossipKeyringTable(),
-		TableClusterCA:     clusterCATable(),
+		TableGossipKeyring:   gossipKeyringTable(),
+		TableClusterCA:       clusterCATable(),
+		TableClusterIdentity: clusterIdentityTable(),
 	}
 }
 

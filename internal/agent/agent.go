@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -69,6 +70,13 @@ type Config struct {
 	Logger *slog.Logger
 	// GPUUsage, when set, samples the node's GPUs for every heartbeat (usage.go).
 	GPUUsage GPUUsageFunc
+	// StateDir, when set, is where the agent keeps the ID of the cluster it joined
+	// (file cluster-id), so that a restarted agent still refuses coordinators of
+	// another cluster. Empty: the agent remembers the ID in memory only.
+	StateDir string
+	// ClusterID, when set, is the cluster the agent must join (it overrides the one
+	// in StateDir).
+	ClusterID string
 }
 
 // DefaultConfig returns a Config with default intervals.
@@ -88,6 +96,9 @@ type Agent struct {
 	running map[string]context.CancelFunc // allocation ID -> cancel
 	runBy   map[string]Runner
 	seen    map[string]assignmentSeen // allocation ID -> what was last handed over
+	// cluster is the ID of the cluster the node joined: set by its first registration
+	// (or a heartbeat, when the cluster had none yet), then checked on every call.
+	cluster string
 
 	reports chan *cohortv1.TaskReport
 	ready   chan struct{}
@@ -131,6 +142,14 @@ func New(cfg Config) (*Agent, error) {
 	for _, r := range cfg.Runners {
 		a.runners[r.Kind()] = r
 	}
+	a.cluster = cfg.ClusterID
+	if a.cluster == "" && cfg.StateDir != "" {
+		id, err := loadClusterID(cfg.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		a.cluster = id
+	}
 	return a, nil
 }
 
@@ -162,8 +181,14 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) register(ctx context.Context) error {
 	back := a.cfg.RetryInterval
+	var last error // the last failure not caused by ctx's end: why the node never registered
 	for {
-		resp, err := a.jobs.RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: a.cfg.Node})
+		var p peer.Peer
+		resp, err := a.jobs.RegisterNode(ctx, &cohortv1.RegisterNodeRequest{Node: a.cfg.Node, ClusterId: a.ClusterID()},
+			grpc.Peer(&p))
+		if err == nil {
+			err = a.learnCluster(resp.GetClusterId(), &p)
+		}
 		if err == nil {
 			a.mu.Lock()
 			a.node = resp.GetNode()
@@ -172,9 +197,15 @@ func (a *Agent) register(ctx context.Context) error {
 				"generation", resp.GetNode().GetRegistrationGeneration())
 			return nil
 		}
-		a.log.Warn("node registration failed; retrying", "err", err, "backoff", back)
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("agent: register node: %w", last)
+		}
+		a.log.Warn("node registration failed; retrying", "err", err, "coordinator", peerAddr(&p), "backoff", back)
 		if werr := wait(ctx, back); werr != nil {
-			return fmt.Errorf("agent: register node: %w", err)
+			return fmt.Errorf("agent: register node: %w", last)
 		}
 		back = min(back*2, 2*time.Second)
 	}
@@ -192,12 +223,17 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		n := a.Node()
-		req := &cohortv1.HeartbeatRequest{NodeId: n.GetId(), RegistrationGeneration: n.GetRegistrationGeneration()}
+		req := &cohortv1.HeartbeatRequest{NodeId: n.GetId(), RegistrationGeneration: n.GetRegistrationGeneration(),
+			ClusterId: a.ClusterID()}
 		a.usage(req, time.Now())
-		_, err := a.jobs.Heartbeat(ctx, req)
+		var p peer.Peer
+		resp, err := a.jobs.Heartbeat(ctx, req, grpc.Peer(&p))
+		if err == nil {
+			err = a.learnCluster(resp.GetClusterId(), &p)
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
-			a.log.Warn("heartbeat failed", "err", err)
+			a.log.Warn("heartbeat failed", "err", err, "coordinator", peerAddr(&p))
 			failing = true
 		case err == nil && failing:
 			// Back in touch: the assignment stream may be stuck on a connection that
@@ -309,7 +345,7 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 			cancel(errResync)
 		}
 	}()
-	stream, err := a.jobs.WatchAssignments(sctx, &cohortv1.WatchAssignmentsRequest{NodeId: a.Node().GetId()})
+	stream, err := a.jobs.WatchAssignments(sctx, &cohortv1.WatchAssignmentsRequest{NodeId: a.Node().GetId(), ClusterId: a.ClusterID()})
 	if err != nil && context.Cause(sctx) == errResync {
 		return errResync
 	}

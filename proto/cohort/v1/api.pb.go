@@ -552,8 +552,10 @@ func (*ListNodesRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// cluster_id is the cluster's ID.
+	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -593,6 +595,13 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *ListNodesResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type ReportSessionLossRequest struct {
@@ -708,8 +717,11 @@ func (x *ReportSessionLossResponse) GetSuspected() bool {
 }
 
 type RegisterNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // id may be empty: the coordinator assigns one
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // id may be empty: the coordinator assigns one
+	// cluster_id is the cluster the agent joined before (empty on its first
+	// registration): a coordinator of another cluster refuses it.
+	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -751,9 +763,19 @@ func (x *RegisterNodeRequest) GetNode() *Node {
 	return nil
 }
 
+func (x *RegisterNodeRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 type RegisterNodeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// cluster_id is the coordinator's cluster (empty while the first leader has not
+	// recorded it yet).
+	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -795,14 +817,23 @@ func (x *RegisterNodeResponse) GetNode() *Node {
 	return nil
 }
 
+func (x *RegisterNodeResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 type HeartbeatRequest struct {
 	state                  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId                 string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	RegistrationGeneration uint64                 `protobuf:"varint,2,opt,name=registration_generation,json=registrationGeneration,proto3" json:"registration_generation,omitempty"`
 	// usage is the node's use now; tasks that of each running allocation. Both are kept
 	// in the leader's memory, not in Raft.
-	Usage         *Usage       `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
-	Tasks         []*TaskUsage `protobuf:"bytes,4,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Usage *Usage       `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	Tasks []*TaskUsage `protobuf:"bytes,4,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// cluster_id is the cluster the agent joined; a coordinator of another refuses it.
+	ClusterId     string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -865,8 +896,17 @@ func (x *HeartbeatRequest) GetTasks() []*TaskUsage {
 	return nil
 }
 
+func (x *HeartbeatRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 type HeartbeatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cluster_id is the coordinator's cluster.
+	ClusterId     string `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -901,9 +941,18 @@ func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
 	return file_cohort_v1_api_proto_rawDescGZIP(), []int{17}
 }
 
+func (x *HeartbeatResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 type WatchAssignmentsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// cluster_id is the cluster the agent joined; a coordinator of another refuses it.
+	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -941,6 +990,13 @@ func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
 func (x *WatchAssignmentsRequest) GetNodeId() string {
 	if x != nil {
 		return x.NodeId
+	}
+	return ""
+}
+
+func (x *WatchAssignmentsRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
 	}
 	return ""
 }
@@ -2419,9 +2475,11 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\x10WatchJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"\x12\n" +
-	"\x10ListNodesRequest\":\n" +
+	"\x10ListNodesRequest\"Y\n" +
 	"\x11ListNodesResponse\x12%\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x0f.cohort.v1.NodeR\x05nodes\"\x8b\x01\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x0f.cohort.v1.NodeR\x05nodes\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\x8b\x01\n" +
 	"\x18ReportSessionLossRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1e\n" +
@@ -2431,19 +2489,29 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\vworker_rank\x18\x04 \x01(\x05R\n" +
 	"workerRank\"9\n" +
 	"\x19ReportSessionLossResponse\x12\x1c\n" +
-	"\tsuspected\x18\x01 \x01(\bR\tsuspected\":\n" +
+	"\tsuspected\x18\x01 \x01(\bR\tsuspected\"Y\n" +
 	"\x13RegisterNodeRequest\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\";\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"Z\n" +
 	"\x14RegisterNodeResponse\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\"\xb8\x01\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xd7\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x127\n" +
 	"\x17registration_generation\x18\x02 \x01(\x04R\x16registrationGeneration\x12&\n" +
 	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\x12*\n" +
-	"\x05tasks\x18\x04 \x03(\v2\x14.cohort.v1.TaskUsageR\x05tasks\"\x13\n" +
-	"\x11HeartbeatResponse\"2\n" +
+	"\x05tasks\x18\x04 \x03(\v2\x14.cohort.v1.TaskUsageR\x05tasks\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\"2\n" +
+	"\x11HeartbeatResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"Q\n" +
 	"\x17WatchAssignmentsRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xb7\x01\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xb7\x01\n" +
 	"\n" +
 	"Assignment\x125\n" +
 	"\n" +

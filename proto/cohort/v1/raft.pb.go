@@ -50,6 +50,7 @@ type Command struct {
 	//	*Command_RevokeToken
 	//	*Command_SetGossipKeyring
 	//	*Command_SetClusterCa
+	//	*Command_SetClusterId
 	//	*Command_Search
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
@@ -280,6 +281,15 @@ func (x *Command) GetSetClusterCa() *SetClusterCACommand {
 	return nil
 }
 
+func (x *Command) GetSetClusterId() *SetClusterIDCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetClusterId); ok {
+			return x.SetClusterId
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSearch() *SearchCommand {
 	if x != nil {
 		if x, ok := x.Kind.(*Command_Search); ok {
@@ -378,6 +388,11 @@ type Command_SetClusterCa struct {
 	SetClusterCa *SetClusterCACommand `protobuf:"bytes,36,opt,name=set_cluster_ca,json=setClusterCa,proto3,oneof"`
 }
 
+type Command_SetClusterId struct {
+	// set_cluster_id records the cluster's identity, once (the bootstrapping leader).
+	SetClusterId *SetClusterIDCommand `protobuf:"bytes,37,opt,name=set_cluster_id,json=setClusterId,proto3,oneof"`
+}
+
 type Command_Search struct {
 	// search carries every change of a hyperparameter search (search.proto).
 	Search *SearchCommand `protobuf:"bytes,50,opt,name=search,proto3,oneof"`
@@ -422,6 +437,8 @@ func (*Command_RevokeToken) isCommand_Kind() {}
 func (*Command_SetGossipKeyring) isCommand_Kind() {}
 
 func (*Command_SetClusterCa) isCommand_Kind() {}
+
+func (*Command_SetClusterId) isCommand_Kind() {}
 
 func (*Command_Search) isCommand_Kind() {}
 
@@ -1651,11 +1668,120 @@ func (x *PlanEviction) GetReason() string {
 	return ""
 }
 
+// ClusterIdentity is the cluster's ID, made once by the first leader and kept for the
+// life of the cluster: node agents remember it and refuse coordinators of another
+// cluster (whose certificates the same CA may have signed).
+type ClusterIdentity struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,2,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	ModifyIndex     uint64                 `protobuf:"varint,3,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ClusterIdentity) Reset() {
+	*x = ClusterIdentity{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterIdentity) ProtoMessage() {}
+
+func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
+func (*ClusterIdentity) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ClusterIdentity) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterIdentity) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *ClusterIdentity) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// SetClusterIDCommand records the cluster ID. It applies once: a later one that names
+// the same ID changes nothing, one that names another is refused.
+type SetClusterIDCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterIDCommand) Reset() {
+	*x = SetClusterIDCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterIDCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterIDCommand) ProtoMessage() {}
+
+func (x *SetClusterIDCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterIDCommand.ProtoReflect.Descriptor instead.
+func (*SetClusterIDCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SetClusterIDCommand) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x16cohort/v1/search.proto\x1a\x15cohort/v1/types.proto\"\xc7\v\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x16cohort/v1/search.proto\x1a\x15cohort/v1/types.proto\"\x8f\f\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1686,7 +1812,8 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\fcreate_token\x18! \x01(\v2\x1d.cohort.v1.CreateTokenCommandH\x00R\vcreateToken\x12B\n" +
 	"\frevoke_token\x18\" \x01(\v2\x1d.cohort.v1.RevokeTokenCommandH\x00R\vrevokeToken\x12R\n" +
 	"\x12set_gossip_keyring\x18# \x01(\v2\".cohort.v1.SetGossipKeyringCommandH\x00R\x10setGossipKeyring\x12F\n" +
-	"\x0eset_cluster_ca\x18$ \x01(\v2\x1e.cohort.v1.SetClusterCACommandH\x00R\fsetClusterCa\x122\n" +
+	"\x0eset_cluster_ca\x18$ \x01(\v2\x1e.cohort.v1.SetClusterCACommandH\x00R\fsetClusterCa\x12F\n" +
+	"\x0eset_cluster_id\x18% \x01(\v2\x1e.cohort.v1.SetClusterIDCommandH\x00R\fsetClusterId\x122\n" +
 	"\x06search\x182 \x01(\v2\x18.cohort.v1.SearchCommandH\x00R\x06searchB\x06\n" +
 	"\x04kind\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
@@ -1782,7 +1909,14 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reasonB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"p\n" +
+	"\x0fClusterIdentity\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
+	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\x12!\n" +
+	"\fmodify_index\x18\x03 \x01(\x04R\vmodifyIndex\"4\n" +
+	"\x13SetClusterIDCommand\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterIdB7Z5github.com/cohort-dev/cohort/proto/cohort/v1;cohortv1b\x06proto3"
 
 var (
 	file_cohort_v1_raft_proto_rawDescOnce sync.Once
@@ -1796,7 +1930,7 @@ func file_cohort_v1_raft_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_raft_proto_rawDescData
 }
 
-var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_cohort_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                    // 0: cohort.v1.Command
 	(*SubmitJobCommand)(nil),           // 1: cohort.v1.SubmitJobCommand
@@ -1818,24 +1952,26 @@ var file_cohort_v1_raft_proto_goTypes = []any{
 	(*ResumeJobCommand)(nil),           // 17: cohort.v1.ResumeJobCommand
 	(*ApplyPlanCommand)(nil),           // 18: cohort.v1.ApplyPlanCommand
 	(*PlanEviction)(nil),               // 19: cohort.v1.PlanEviction
-	nil,                                // 20: cohort.v1.TaskReport.MetricsEntry
-	(*CreateTokenCommand)(nil),         // 21: cohort.v1.CreateTokenCommand
-	(*RevokeTokenCommand)(nil),         // 22: cohort.v1.RevokeTokenCommand
-	(*SetGossipKeyringCommand)(nil),    // 23: cohort.v1.SetGossipKeyringCommand
-	(*SetClusterCACommand)(nil),        // 24: cohort.v1.SetClusterCACommand
-	(*SearchCommand)(nil),              // 25: cohort.v1.SearchCommand
-	(*Job)(nil),                        // 26: cohort.v1.Job
-	(*Node)(nil),                       // 27: cohort.v1.Node
-	(*Allocation)(nil),                 // 28: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 29: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 30: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 31: cohort.v1.JobProgress
-	(*GateResult)(nil),                 // 32: cohort.v1.GateResult
-	(*ExportedFrom)(nil),               // 33: cohort.v1.ExportedFrom
-	(*EarlyStop)(nil),                  // 34: cohort.v1.EarlyStop
-	(*GateOverride)(nil),               // 35: cohort.v1.GateOverride
-	(*Quota)(nil),                      // 36: cohort.v1.Quota
-	(*Queue)(nil),                      // 37: cohort.v1.Queue
+	(*ClusterIdentity)(nil),            // 20: cohort.v1.ClusterIdentity
+	(*SetClusterIDCommand)(nil),        // 21: cohort.v1.SetClusterIDCommand
+	nil,                                // 22: cohort.v1.TaskReport.MetricsEntry
+	(*CreateTokenCommand)(nil),         // 23: cohort.v1.CreateTokenCommand
+	(*RevokeTokenCommand)(nil),         // 24: cohort.v1.RevokeTokenCommand
+	(*SetGossipKeyringCommand)(nil),    // 25: cohort.v1.SetGossipKeyringCommand
+	(*SetClusterCACommand)(nil),        // 26: cohort.v1.SetClusterCACommand
+	(*SearchCommand)(nil),              // 27: cohort.v1.SearchCommand
+	(*Job)(nil),                        // 28: cohort.v1.Job
+	(*Node)(nil),                       // 29: cohort.v1.Node
+	(*Allocation)(nil),                 // 30: cohort.v1.Allocation
+	(NodeStatus)(0),                    // 31: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 32: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 33: cohort.v1.JobProgress
+	(*GateResult)(nil),                 // 34: cohort.v1.GateResult
+	(*ExportedFrom)(nil),               // 35: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),                  // 36: cohort.v1.EarlyStop
+	(*GateOverride)(nil),               // 37: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 38: cohort.v1.Quota
+	(*Queue)(nil),                      // 39: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
 	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
@@ -1854,36 +1990,37 @@ var file_cohort_v1_raft_proto_depIdxs = []int32{
 	16, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
 	8,  // 14: cohort.v1.Command.override_gate:type_name -> cohort.v1.OverrideGateCommand
 	18, // 15: cohort.v1.Command.apply_plan:type_name -> cohort.v1.ApplyPlanCommand
-	21, // 16: cohort.v1.Command.create_token:type_name -> cohort.v1.CreateTokenCommand
-	22, // 17: cohort.v1.Command.revoke_token:type_name -> cohort.v1.RevokeTokenCommand
-	23, // 18: cohort.v1.Command.set_gossip_keyring:type_name -> cohort.v1.SetGossipKeyringCommand
-	24, // 19: cohort.v1.Command.set_cluster_ca:type_name -> cohort.v1.SetClusterCACommand
-	25, // 20: cohort.v1.Command.search:type_name -> cohort.v1.SearchCommand
-	26, // 21: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	27, // 22: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	28, // 23: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 24: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	29, // 25: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	30, // 26: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	31, // 27: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	20, // 28: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	32, // 29: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
-	33, // 30: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
-	34, // 31: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
-	35, // 32: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
-	10, // 33: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	36, // 34: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	37, // 35: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	28, // 36: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	16, // 37: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
-	19, // 38: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
-	4,  // 39: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
-	16, // 40: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	23, // 16: cohort.v1.Command.create_token:type_name -> cohort.v1.CreateTokenCommand
+	24, // 17: cohort.v1.Command.revoke_token:type_name -> cohort.v1.RevokeTokenCommand
+	25, // 18: cohort.v1.Command.set_gossip_keyring:type_name -> cohort.v1.SetGossipKeyringCommand
+	26, // 19: cohort.v1.Command.set_cluster_ca:type_name -> cohort.v1.SetClusterCACommand
+	21, // 20: cohort.v1.Command.set_cluster_id:type_name -> cohort.v1.SetClusterIDCommand
+	27, // 21: cohort.v1.Command.search:type_name -> cohort.v1.SearchCommand
+	28, // 22: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	29, // 23: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	30, // 24: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	7,  // 25: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	31, // 26: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	32, // 27: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	33, // 28: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	22, // 29: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	34, // 30: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
+	35, // 31: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
+	36, // 32: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
+	37, // 33: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	10, // 34: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	38, // 35: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	39, // 36: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	30, // 37: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	16, // 38: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
+	19, // 39: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
+	4,  // 40: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
+	16, // 41: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -1915,6 +2052,7 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_RevokeToken)(nil),
 		(*Command_SetGossipKeyring)(nil),
 		(*Command_SetClusterCa)(nil),
+		(*Command_SetClusterId)(nil),
 		(*Command_Search)(nil),
 	}
 	type x struct{}
@@ -1923,7 +2061,7 @@ func file_cohort_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_raft_proto_rawDesc), len(file_cohort_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
