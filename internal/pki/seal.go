@@ -25,21 +25,26 @@ func (ca *CA) sealKey(purpose string) ([]byte, error) {
 	return hkdf.Key(sha256.New, der, nil, "cohort seal v1: "+purpose, 32)
 }
 
-// Seal encrypts plaintext with AES-256-GCM under a key derived from the CA's private
-// key for purpose (which is authenticated too). What the coordinators must replicate
-// but not expose (the gossip keyring in Raft) is sealed this way.
-func (ca *CA) Seal(purpose string, plaintext []byte) ([]byte, error) {
+// sealAEAD is the AES-256-GCM of purpose's sealing key.
+func (ca *CA) sealAEAD(purpose string) (cipher.AEAD, error) {
 	key, err := ca.sealKey(purpose)
 	if err != nil {
-		return nil, fmt.Errorf("pki: seal: %w", err)
+		return nil, err
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
-	gcm, err := cipher.NewGCM(block)
+	return cipher.NewGCM(block)
+}
+
+// Seal encrypts plaintext with AES-256-GCM under a key derived from the CA's private
+// key for purpose (which is authenticated too). What the coordinators must replicate
+// but not expose (the gossip keyring in Raft) is sealed this way.
+func (ca *CA) Seal(purpose string, plaintext []byte) ([]byte, error) {
+	gcm, err := ca.sealAEAD(purpose)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pki: seal: %w", err)
 	}
 	nonce := make([]byte, gcm.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
@@ -50,17 +55,9 @@ func (ca *CA) Seal(purpose string, plaintext []byte) ([]byte, error) {
 
 // Open decrypts what Seal sealed for purpose; any other input is ErrSealed.
 func (ca *CA) Open(purpose string, sealed []byte) ([]byte, error) {
-	key, err := ca.sealKey(purpose)
+	gcm, err := ca.sealAEAD(purpose)
 	if err != nil {
 		return nil, fmt.Errorf("pki: open: %w", err)
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
 	}
 	if len(sealed) < gcm.NonceSize()+gcm.Overhead() {
 		return nil, fmt.Errorf("%w: %d bytes is too short", ErrSealed, len(sealed))
