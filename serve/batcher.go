@@ -144,16 +144,24 @@ func (b *batcher) run() {
 		batch, rows := []*batchItem{first}, first.n
 		var deadline <-chan time.Time
 		yielded := false
+		// add takes a queued request into the batch, or carries it to the next batch
+		// (false) when it would overflow this one.
+		add := func(it *batchItem) bool {
+			b.depth.Dec()
+			if rows+it.n > b.maxRows {
+				carry = it
+				return false
+			}
+			batch, rows = append(batch, it), rows+it.n
+			return true
+		}
 	collect:
 		for rows < b.maxRows {
 			select {
 			case it := <-b.queue:
-				b.depth.Dec()
-				if rows+it.n > b.maxRows {
-					carry = it
+				if !add(it) {
 					break collect
 				}
-				batch, rows = append(batch, it), rows+it.n
 				yielded = false
 				continue
 			default:
@@ -180,12 +188,9 @@ func (b *batcher) run() {
 			}
 			select {
 			case it := <-b.queue:
-				b.depth.Dec()
-				if rows+it.n > b.maxRows {
-					carry = it
+				if !add(it) {
 					break collect
 				}
-				batch, rows = append(batch, it), rows+it.n
 			case <-deadline:
 				deadline = nil
 				break collect
