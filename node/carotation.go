@@ -91,8 +91,11 @@ func (t *nodeTLS) loadCAs(ca *pki.CA) error {
 	if err != nil {
 		return err
 	}
-	if h := trust.Hashes(); h[0] != ca.Hash() {
-		return fmt.Errorf("%s starts with CA %s, not %s's CA %s", pki.CACertFile, h[0], pki.CAKeyFile, ca.Hash())
+	// The key's CA is first, or later when a rotation stopped between writing the
+	// bundle and the key: the node then signs with the old CA, trusts both, and the
+	// cluster CA record, applied again on start, moves it onto the new one.
+	if h := trust.Hashes(); !slices.Contains(h, ca.Hash()) {
+		return fmt.Errorf("%s does not hold %s's CA %s (it holds %v)", pki.CACertFile, pki.CAKeyFile, ca.Hash(), h)
 	}
 	t.trust = trust
 	known := []*pki.CA{ca}
@@ -182,12 +185,14 @@ func (t *nodeTLS) applyClusterCA(rec *cohortv1.ClusterCA, log *slog.Logger) erro
 		if err := cur.Save(filepath.Join(t.dir, previousCADir)); err != nil {
 			return err
 		}
-		if err := next.Save(t.dir); err != nil {
+		// The bundle and the key together, the bundle first: a client reading ca.crt
+		// meanwhile never finds the new CA alone while this node still presents a
+		// certificate of the old one.
+		if err := next.SaveWithTrust(t.dir, pki.EncodeCertBundle(bundle)); err != nil {
 			return err
 		}
 		known = []*pki.CA{next, cur}
-	}
-	if err := pki.SaveCACert(t.dir, pki.EncodeCertBundle(bundle)); err != nil {
+	} else if err := pki.SaveCACert(t.dir, pki.EncodeCertBundle(bundle)); err != nil {
 		return err
 	}
 	var chain []byte

@@ -120,3 +120,66 @@ func TestCARotationSurvivesRestart(t *testing.T) {
 		t.Error("a refused record changed the signing CA")
 	}
 }
+
+// TestCARotationStoppedBetweenBundleAndKey: a coordinator stopped while applying a
+// rotation, after it wrote the new trust bundle (new CA first) and before the new
+// key, starts again: it signs with the old CA, which it still holds, trusts both, and
+// the record, applied again on start, moves it onto the new CA. Before the fix the
+// start refused ca.crt ("starts with CA new, not ca.key's CA old").
+func TestCARotationStoppedBetweenBundleAndKey(t *testing.T) {
+	cfg := DefaultConfig()
+	co := DefaultCoordinatorConfig()
+	co.NodeID, co.DataDir, co.Bootstrap = "c1", t.TempDir(), true
+	co.RaftAddr, co.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Coordinator = &co
+	log := slog.New(slog.DiscardHandler)
+	tl, err := loadTLS(&cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := tl.ca()
+	now := time.Now()
+	next, err := pki.NewCA("cohort cluster CA 2", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cross, err := old.CrossSign(next, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, _ := next.KeyPEM()
+	sealedKey, err := old.Seal(api.ClusterCAKeyPurpose, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := append(next.CertPEM(), old.CertPEM()...)
+	rec := &cohortv1.ClusterCA{Version: 1, ActiveCertPem: next.CertPEM(), SealedKey: sealedKey, SealedByHash: old.Hash(),
+		TrustBundlePem: bundle, ChainPem: append(cross, old.CertPEM()...), RotatedUnixNano: now.UnixNano()}
+	// What applyClusterCA leaves when stopped after the bundle's rename.
+	if err := old.Save(filepath.Join(tl.dir, previousCADir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.SaveCACert(tl.dir, bundle); err != nil {
+		t.Fatal(err)
+	}
+	again, err := loadTLS(&cfg, log)
+	if err != nil {
+		t.Fatalf("a restart after a rotation stopped between the bundle and the key: %v", err)
+	}
+	if again.ca().Hash() != old.Hash() {
+		t.Fatalf("signs with %s after the restart, want the old CA %s (the new key was never written)", again.ca().Hash(), old.Hash())
+	}
+	if got, want := again.trust.Hashes(), []string{next.Hash(), old.Hash()}; !slices.Equal(got, want) {
+		t.Fatalf("trusts %v, want %v", got, want)
+	}
+	if err := again.applyClusterCA(rec, log); err != nil {
+		t.Fatal(err)
+	}
+	if again.ca().Hash() != next.Hash() {
+		t.Fatalf("signs with %s once the record is applied again, want the new CA", again.ca().Hash())
+	}
+	disk, err := pki.LoadCA(tl.dir)
+	if err != nil || disk.Hash() != next.Hash() {
+		t.Fatalf("the directory's CA after the record: %v %v, want the new one", err, disk)
+	}
+}

@@ -384,13 +384,9 @@ func ClientTLSCredentials(dir string) (credentials.TransportCredentials, error) 
 	if err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, err := pki.LoadKeyPair(certFile, keyFile)
+	certs, err := pki.LoadReloader(certFile, keyFile)
 	if err != nil {
 		return nil, err
-	}
-	certs, err := pki.NewReloader(certPEM, keyPEM, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	return credentials.NewTLS(pki.RoleClientTLSConfig(pool, certs, pki.RoleCoordinator)), nil
 }

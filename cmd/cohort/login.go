@@ -122,11 +122,7 @@ func loginName() string {
 // without a restart. A failure is a warning; the current certificate is still used.
 func renewClientCert(ctx context.Context, g *globalFlags, dir string) {
 	certPath, keyPath := filepath.Join(dir, pki.ClientCertFile), filepath.Join(dir, pki.ClientKeyFile)
-	certPEM, keyPEM, err := pki.LoadKeyPair(certPath, keyPath)
-	if err != nil {
-		return
-	}
-	certs, err := pki.NewReloader(certPEM, keyPEM, nil)
+	certs, err := pki.LoadReloader(certPath, keyPath)
 	if err != nil {
 		return
 	}

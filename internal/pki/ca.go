@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -179,21 +180,59 @@ func LoadCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: load CA: %s: %w", certPath, err)
 	}
+	key, err := parseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("pki: load CA: %s: %w", keyPath, err)
+	}
+	if !publicKeysEqual(key.Public(), cert.PublicKey) {
+		// A trust bundle (SaveWithTrust) whose first CA is not the key's: a rotation
+		// stopped between the bundle and the key. The key's CA is the one later in it.
+		certs, err := ParseCertBundle(certPEM)
+		if err != nil {
+			return nil, fmt.Errorf("pki: load CA: %s: %w", certPath, err)
+		}
+		i := slices.IndexFunc(certs, func(c *x509.Certificate) bool { return publicKeysEqual(key.Public(), c.PublicKey) })
+		if i < 0 {
+			return nil, fmt.Errorf("pki: load CA: %s does not match the public key in %s", keyPath, certPath)
+		}
+		cert = certs[i]
+	}
 	if !cert.IsCA || !cert.BasicConstraintsValid {
 		return nil, fmt.Errorf("pki: load CA: %s is not a CA certificate", certPath)
 	}
 	if err := cert.CheckSignatureFrom(cert); err != nil {
 		return nil, fmt.Errorf("pki: load CA: %s is not self-signed: %w", certPath, err)
 	}
-	key, err := parseKeyPEM(keyPEM)
+	return &CA{cert: cert, certPEM: pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: cert.Raw}), key: key}, nil
+}
+
+// SaveWithTrust writes the CA to dir like Save, but with bundle (PEM certificates,
+// this CA's among them) as CACertFile, and in the other order: the bundle first, then
+// the key. A client reading CACertFile meanwhile sees the old bundle or the new one,
+// never this CA alone; a node stopped between the two renames finds its old key and a
+// bundle holding its certificate, which LoadCA accepts.
+func (ca *CA) SaveWithTrust(dir string, bundle []byte) error {
+	certs, err := ParseCertBundle(bundle)
 	if err != nil {
-		return nil, fmt.Errorf("pki: load CA: %s: %w", keyPath, err)
+		return fmt.Errorf("pki: save CA: %w", err)
 	}
-	if !publicKeysEqual(key.Public(), cert.PublicKey) {
-		return nil, fmt.Errorf("pki: load CA: %s does not match the public key in %s", keyPath, certPath)
+	if !slices.ContainsFunc(certs, func(c *x509.Certificate) bool { return c.Equal(ca.cert) }) {
+		return fmt.Errorf("pki: save CA: the trust bundle lacks CA %s", ca.Hash())
 	}
-	block, _ := pem.Decode(certPEM)
-	return &CA{cert: cert, certPEM: pem.EncodeToMemory(block), key: key}, nil
+	keyDER, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return fmt.Errorf("pki: save CA: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("pki: save CA: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, CACertFile), bundle, 0o644); err != nil {
+		return fmt.Errorf("pki: save CA: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, CAKeyFile), encodePEM(pemPrivateKey, keyDER), 0o600); err != nil {
+		return fmt.Errorf("pki: save CA: %w", err)
+	}
+	return nil
 }
 
 // LoadOrCreateCA loads the CA in dir, or, when dir holds neither CACertFile nor

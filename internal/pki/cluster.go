@@ -166,6 +166,30 @@ func LoadKeyPair(certPath, keyPath string) (certPEM, keyPEM []byte, err error) {
 	return certPEM, keyPEM, nil
 }
 
+// LoadReloader reads the key pair SaveKeyPair wrote (LoadKeyPair) into a Reloader.
+// A pair that does not match is read again a few times, a millisecond apart and then
+// longer: a process renewing it (a coordinator reissuing admin.crt during a CA
+// rotation) renames the key and then the certificate, and a reader between the two
+// would otherwise fail.
+func LoadReloader(certPath, keyPath string) (*Reloader, error) {
+	var lastErr error
+	for attempt := range 6 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(1<<attempt) * time.Millisecond)
+		}
+		certPEM, keyPEM, err := LoadKeyPair(certPath, keyPath)
+		if err != nil {
+			return nil, err
+		}
+		r, err := NewReloader(certPEM, keyPEM, nil)
+		if err == nil {
+			return r, nil
+		}
+		lastErr = fmt.Errorf("%s: %w", certPath, err)
+	}
+	return nil, lastErr
+}
+
 // LoadCAPool reads a CA certificate file (CACertFile) into a new pool: a trust bundle
 // of one or more CA certificates (ParseCertBundle), the first the CA that signs now.
 func LoadCAPool(path string) (*x509.CertPool, error) {

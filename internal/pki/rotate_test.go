@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -309,5 +311,78 @@ func TestServerTLSConfigTrustRefusesResumption(t *testing.T) {
 	res := handshake(t, server, client)
 	if res.serverErr == nil {
 		t.Fatalf("after the old CA was dropped, a client of it was accepted (resumed: %v)", res.serverState.DidResume)
+	}
+}
+
+// TestSaveWithTrust: a rotation writes the new CA's key with the whole trust bundle as
+// CACertFile (a client reading it never finds the new CA alone); LoadCA reads the
+// CA back, and, when the bundle is written but the key is still the old one (a stop
+// between the two), finds the old key's certificate later in the bundle. A bundle
+// without the CA is refused, as is a key that matches none of the bundle.
+func TestSaveWithTrust(t *testing.T) {
+	now := time.Now()
+	r := newRotation(t, now)
+	dir := t.TempDir()
+	if err := r.old.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	bundle := append(r.next.CertPEM(), r.old.CertPEM()...)
+	if err := r.next.SaveWithTrust(dir, r.old.CertPEM()); err == nil || !strings.Contains(err.Error(), r.next.Hash()) {
+		t.Fatalf("a bundle without the CA: %v, want an error naming the CA", err)
+	}
+	// Stopped after the bundle, before the key: the old CA still loads.
+	if err := SaveCACert(dir, bundle); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(dir)
+	if err != nil || ca.Hash() != r.old.Hash() || !bytes.Equal(ca.CertPEM(), r.old.CertPEM()) {
+		t.Fatalf("LoadCA with the old key and the new bundle: %v, want the old CA", err)
+	}
+	if err := r.next.SaveWithTrust(dir, bundle); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, CACertFile))
+	if err != nil || !bytes.Equal(got, bundle) {
+		t.Fatalf("%s after SaveWithTrust: %v, want the bundle", CACertFile, err)
+	}
+	if ca, err = LoadCA(dir); err != nil || ca.Hash() != r.next.Hash() {
+		t.Fatalf("LoadCA after SaveWithTrust: %v, want the new CA", err)
+	}
+	stranger := newTestCA(t, "stranger", now)
+	if err := SaveCACert(dir, stranger.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCA(dir); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("LoadCA with a key matching none of the bundle: %v", err)
+	}
+}
+
+// TestLoadReloaderMismatchedPair: a key pair that stays mismatched (not a writer
+// between its two renames) is an error naming the certificate file; a matching one
+// loads.
+func TestLoadReloaderMismatchedPair(t *testing.T) {
+	now := time.Now()
+	ca := newTestCA(t, "cohort cluster CA", now)
+	dir := t.TempDir()
+	certA, keyA, err := ca.IssueFor(Identity{Name: "a", Role: RoleClient, ACLRole: "admin"}, nil, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, keyB, err := ca.IssueFor(Identity{Name: "b", Role: RoleClient, ACLRole: "admin"}, nil, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath := filepath.Join(dir, "x.crt"), filepath.Join(dir, "x.key")
+	if err := SaveKeyPair(dir, "x", certA, keyB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadReloader(certPath, keyPath); err == nil || !strings.Contains(err.Error(), certPath) {
+		t.Fatalf("a mismatched pair: %v, want an error naming %s", err, certPath)
+	}
+	if err := SaveKeyPair(dir, "x", certA, keyA); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := LoadReloader(certPath, keyPath); err != nil || r.Leaf().Subject.CommonName == "" {
+		t.Fatalf("a matching pair: %v", err)
 	}
 }
