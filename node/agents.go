@@ -66,7 +66,7 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	sopts := append(paramserver.ServerOptions(), KeepaliveServerOptions()...)
 	if certs != nil {
 		// Only node agents (workers) may reach the shards.
-		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(certs, pki.RoleAgent)))
+		sopts = append(sopts, paramserver.TLSServerOptions(n.tls.serverCreds(certs, pki.RoleAgent))...)
 		ps.SetCaller(tlsCaller) // and only the workers of each shard's job (the assignment's allowed_workers)
 	}
 	gs := grpc.NewServer(sopts...)
@@ -106,8 +106,7 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	var shardDial []grpc.DialOption
 	if certs != nil {
 		// The worker presents its certificate to the shards and accepts only node agents.
-		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(n.tls.clientCreds(certs, pki.RoleAgent)),
-			KeepaliveDialOption()}
+		shardDial = append(paramserver.TLSDialOptions(n.tls.clientCreds(certs, pki.RoleAgent)), KeepaliveDialOption())
 	} else {
 		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), KeepaliveDialOption()}
 	}

@@ -1,8 +1,11 @@
+//go:build unix
+
 package paramserver
 
 import (
 	"context"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +33,9 @@ func BenchmarkPushPullTLS(b *testing.B) {
 type benchTLS struct {
 	ca            *pki.CA
 	shard, worker *pki.Reloader
+	// untuned serves and dials with plain gRPC TLS credentials and buffers instead of
+	// TLSServerOptions and TLSDialOptions (what the node did before them).
+	untuned bool
 }
 
 func newBenchTLS(b *testing.B) *benchTLS {
@@ -77,7 +83,11 @@ func startBenchServer(b *testing.B, t *benchTLS) (*Server, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := grpc.NewServer(append(ServerOptions(), grpc.Creds(credentials.NewTLS(cfg)))...)
+	opts := append(ServerOptions(), TLSServerOptions(credentials.NewTLS(cfg))...)
+	if t.untuned {
+		opts = append(ServerOptions(), grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	g := grpc.NewServer(opts...)
 	srv.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	b.Cleanup(g.Stop)
@@ -85,6 +95,18 @@ func startBenchServer(b *testing.B, t *benchTLS) (*Server, string) {
 }
 
 func benchPushPullWith(b *testing.B, n, chunk int, t *benchTLS) {
+	step := newBenchStep(b, n, chunk, t)
+	b.SetBytes(int64(2 * 4 * n))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		step()
+	}
+}
+
+// newBenchStep starts two shards (over TLS when t is set) and a client, initialises
+// them with n values and returns one sync step: push a gradient, pull the values.
+func newBenchStep(b *testing.B, n, chunk int, t *benchTLS) func() {
 	ctx := context.Background()
 	s0, a0 := startBenchServer(b, t)
 	s1, a1 := startBenchServer(b, t)
@@ -94,7 +116,11 @@ func benchPushPullWith(b *testing.B, n, chunk int, t *benchTLS) {
 		for i, s := range []*Server{s0, s1} {
 			s.SetAllowedWorkers("bench", i, 1, []string{"worker-node"})
 		}
-		cc.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(pki.RoleClientTLSConfig(t.ca.Pool(), t.worker, pki.RoleAgent)))}
+		creds := credentials.NewTLS(pki.RoleClientTLSConfig(t.ca.Pool(), t.worker, pki.RoleAgent))
+		cc.DialOptions = TLSDialOptions(creds)
+		if t.untuned {
+			cc.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		}
 	}
 	c := newTestClient(b, cc)
 	p := initialValues(n)
@@ -104,10 +130,7 @@ func benchPushPullWith(b *testing.B, n, chunk int, t *benchTLS) {
 	g := make([]float32, n)
 	workerGrad(0, p, g)
 	var step int64
-	b.SetBytes(int64(2 * 4 * n))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
+	return func() {
 		if err := c.Push(ctx, step, g, 1); err != nil {
 			b.Fatal(err)
 		}
@@ -116,4 +139,52 @@ func benchPushPullWith(b *testing.B, n, chunk int, t *benchTLS) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkPushPullTLSInterleaved runs the steps of BenchmarkPushPullTLS's two modes
+// alternately in one run, so that a machine loaded by others slows both alike, and
+// reports the ratios plaintext/TLS of wall time (tls-wall-ratio: 1 is no cost, the
+// target is at least 0.85) and of the process's CPU time per step (tls-cpu-ratio, which
+// load disturbs much less). A third mode, TLS with gRPC's plain TLS credentials and
+// buffers (untuned-...), shows what TLSServerOptions and TLSDialOptions gain. Each op is
+// one step of each mode.
+func BenchmarkPushPullTLSInterleaved(b *testing.B) {
+	const n = 4 << 20
+	untuned := newBenchTLS(b)
+	untuned.untuned = true
+	steps := [3]func(){newBenchStep(b, n, 1<<20, nil), newBenchStep(b, n, 1<<20, newBenchTLS(b)),
+		newBenchStep(b, n, 1<<20, untuned)}
+	for _, step := range steps {
+		step() // connect and warm up
+	}
+	var wall, cpu [3]time.Duration
+	b.SetBytes(int64(len(steps) * 2 * 4 * n))
+	b.ResetTimer()
+	for b.Loop() {
+		for i, step := range steps {
+			w, c := time.Now(), processCPU(b)
+			step()
+			wall[i] += time.Since(w)
+			cpu[i] += processCPU(b) - c
+		}
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 / float64(b.N) }
+	b.ReportMetric(per(wall[0]), "plain-ms/step")
+	b.ReportMetric(per(wall[1]), "tls-ms/step")
+	b.ReportMetric(per(cpu[0]), "plain-cpu-ms/step")
+	b.ReportMetric(per(cpu[1]), "tls-cpu-ms/step")
+	b.ReportMetric(float64(wall[0])/float64(wall[1]), "tls-wall-ratio")
+	b.ReportMetric(float64(cpu[0])/float64(cpu[1]), "tls-cpu-ratio")
+	b.ReportMetric(per(cpu[2]), "untuned-tls-cpu-ms/step")
+	b.ReportMetric(float64(wall[0])/float64(wall[2]), "untuned-tls-wall-ratio")
+	b.ReportMetric(float64(cpu[0])/float64(cpu[2]), "untuned-tls-cpu-ratio")
+}
+
+// processCPU is the user and system CPU time the process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
