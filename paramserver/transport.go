@@ -49,7 +49,9 @@ func BulkCredentials(c credentials.TransportCredentials) credentials.TransportCr
 	return bulkCredentials{c}
 }
 
-type bulkCredentials struct{ credentials.TransportCredentials }
+type bulkCredentials struct {
+	credentials.TransportCredentials
+}
 
 func (c bulkCredentials) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	b := &bulkConn{Conn: raw}
