@@ -383,7 +383,13 @@ func (n *Node) httpTLSConfig() *tls.Config {
 	if certs == nil {
 		return nil
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
+	// Client certificates are asked for, not required: probes, scrapers and browsers
+	// without one still connect, and httpGate decides per route. One that is sent must
+	// verify against the cluster's trust bundle (read at each handshake).
+	cfg := pki.ServerTLSConfigTrust(n.tls.trust, certs, false)
+	cfg.MinVersion = tls.VersionTLS12 // browsers
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	return cfg
 }
 
 // readJoinTokenFile reads a join token from path, waiting (up to enrollTimeout) for the

@@ -17,3 +17,13 @@ func SetCAWatchPoll(d time.Duration) func() {
 	caWatchPoll = d
 	return func() { caWatchPoll = old }
 }
+
+// HTTPRoutes returns the patterns n registered on its HTTP mux.
+func HTTPRoutes(n *Node) []string { return append([]string(nil), n.httpRoutes.patterns...) }
+
+// HTTPRouteRule returns the access rule of an HTTP pattern ("public" or "dashboard");
+// ok is false for a pattern without one.
+func HTTPRouteRule(pattern string) (rule string, ok bool) {
+	r, ok := httpRouteRules[pattern]
+	return r.String(), ok
+}

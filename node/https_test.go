@@ -19,7 +19,8 @@ import (
 
 // TestHTTPSOnTheHTTPPort: with TLS.HTTPS a coordinator serves /healthz, /metrics and the
 // dashboard over TLS with its certificate from the cluster CA, which a client holding
-// only ca.crt verifies; a plaintext HTTP request gets no page.
+// only ca.crt verifies (the dashboard then asks for a client certificate, which the
+// operator's admin.crt is); a plaintext HTTP request gets no page.
 func TestHTTPSOnTheHTTPPort(t *testing.T) {
 	cfg := node.DefaultConfig()
 	co := node.DefaultCoordinatorConfig()
@@ -34,8 +35,24 @@ func TestHTTPSOnTheHTTPPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	admin, err := tls.LoadX509KeyPair(filepath.Join(n.ClientTLSDir(), pki.AdminCertFile), filepath.Join(n.ClientTLSDir(), pki.AdminKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCert := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{admin}}}}
 	deadline := time.Now().Add(20 * time.Second)
 	for _, path := range []string{"/healthz", "/metrics", "/"} {
+		client := client
+		if path == "/" {
+			client = withCert
+			resp, err := (&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}).Get("https://" + n.HTTPAddr() + path)
+			if err != nil || resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("the dashboard without a client certificate: %v %v, want 401", resp, err)
+			}
+			if err == nil {
+				resp.Body.Close()
+			}
+		}
 		for {
 			resp, err := client.Get("https://" + n.HTTPAddr() + path)
 			if err == nil {

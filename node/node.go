@@ -61,7 +61,9 @@ type Node struct {
 	acl      *nodeACL
 	grpcAddr string
 	httpAddr string
-	data     []string // the parameter servers' data addresses
+	// httpRoutes is the HTTP mux with the patterns registered on it (tests walk them).
+	httpRoutes *httpRoutes
+	data       []string // the parameter servers' data addresses
 
 	mu        sync.Mutex
 	started   bool
