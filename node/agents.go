@@ -63,11 +63,14 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 		_ = lis.Close()
 		return err
 	}
+	var revoked revokedTokens
 	sopts := append(paramserver.ServerOptions(), KeepaliveServerOptions()...)
 	if certs != nil {
 		// Only node agents (workers) may reach the shards.
 		sopts = append(sopts, paramserver.TLSServerOptions(n.tls.serverCreds(certs, pki.RoleAgent))...)
-		ps.SetCaller(tlsCaller) // and only the workers of each shard's job (the assignment's allowed_workers)
+		// And only the workers of each shard's job (the assignment's allowed_workers),
+		// never a certificate of a revoked join token (the set comes with the assignments).
+		ps.SetCaller(tlsCaller(&revoked))
 	}
 	gs := grpc.NewServer(sopts...)
 	ps.Register(gs)
@@ -79,7 +82,7 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 	node := agentNode(p.AgentConfig, cohortv1.NodeRole_NODE_ROLE_PARAMSERVER, log)
 	node.DataAddress = lis.Addr().String()
 	n.data = append(n.data, node.DataAddress)
-	a, err := n.startAgent(node, p.Join, certs, log, runner)
+	a, err := n.startAgent(node, p.Join, certs, log, runner, revoked.set)
 	if err != nil {
 		return err
 	}
@@ -116,7 +119,7 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	if err != nil {
 		return err
 	}
-	_, err = n.startAgent(node, w.Join, certs, log, runner)
+	_, err = n.startAgent(node, w.Join, certs, log, runner, nil)
 	return err
 }
 
@@ -158,8 +161,9 @@ func agentNode(a AgentConfig, role cohortv1.NodeRole, log *slog.Logger) *cohortv
 // of join, failing over between them; any coordinator serves the agent (writes are
 // forwarded to the leader). With join empty it is this node's own coordinator, and
 // without Config.Token the agent presents a token minted by that coordinator's ACL.
-// With TLS the agent presents certs.
-func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner) (*agent.Agent, error) {
+// With TLS the agent presents certs. onRevoked, when set, receives the revoked join
+// tokens with every assignment message.
+func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloader, log *slog.Logger, runner agent.Runner, onRevoked func([]string)) (*agent.Agent, error) {
 	token := n.cfg.Token
 	// An agent that joins coordinators elsewhere keeps the ID of the cluster it joined
 	// next to its certificate, so that after a restart it still refuses another
@@ -185,7 +189,7 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	n.onStop(conn.Close)
 	acfg := agent.DefaultConfig()
 	acfg.Conn, acfg.Node, acfg.Logger, acfg.Runners = conn, node, log, []agent.Runner{runner}
-	acfg.StateDir = stateDir
+	acfg.StateDir, acfg.OnRevokedTokens = stateDir, onRevoked
 	if n.cfg.HeartbeatInterval > 0 {
 		acfg.HeartbeatInterval = n.cfg.HeartbeatInterval
 	}

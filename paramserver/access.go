@@ -15,8 +15,9 @@ import (
 var ErrNotJobWorker = errors.New("caller is not a worker of this shard's job")
 
 // CallerFunc returns the verified name of the caller of the call in ctx (the node name
-// in its certificate); ok is false when the call carries none.
-type CallerFunc func(ctx context.Context) (name string, ok bool)
+// in its certificate), or an error saying why the call has none that may call a shard
+// (no certificate, another role, a certificate of a revoked join token).
+type CallerFunc func(ctx context.Context) (name string, err error)
 
 // shardAccess is who may call one shard: the nodes of its job's workers at a
 // generation.
@@ -81,9 +82,10 @@ func (s *Server) admit(ctx context.Context, ref *cohortv1.ShardRef) error {
 	if caller == nil {
 		return nil
 	}
-	name, ok := caller(ctx)
-	if !ok {
-		return toStatus(fmt.Errorf("%w: the call carries no verified identity", ErrNotJobWorker))
+	name, err := caller(ctx)
+	if err != nil {
+		s.log.Warn("shard call refused", "job", ref.GetJobId(), "shard", ref.GetShard(), "err", err)
+		return toStatus(fmt.Errorf("%w: %w", ErrNotJobWorker, err))
 	}
 	if known && slices.Contains(acc.nodes, name) {
 		return nil

@@ -2,6 +2,7 @@ package paramserver
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -14,12 +15,12 @@ import (
 // from the caller's certificate (node.tlsCaller, tested over real TLS in package node).
 const testCallerKey = "x-test-caller"
 
-func metadataCaller(ctx context.Context) (string, bool) {
+func metadataCaller(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get(testCallerKey); len(v) == 1 {
-		return v[0], true
+		return v[0], nil
 	}
-	return "", false
+	return "", errors.New("the call carries no verified identity")
 }
 
 func as(ctx context.Context, name string) context.Context {

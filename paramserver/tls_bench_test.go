@@ -58,17 +58,17 @@ func newBenchTLS(b *testing.B) *benchTLS {
 }
 
 // peerName is the shards' CallerFunc as a TLS node sets it (node.tlsCaller).
-func peerName(ctx context.Context) (string, bool) {
+func peerName(ctx context.Context) (string, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", false
+		return "", pki.ErrNoIdentity
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return "", false
+		return "", pki.ErrNoIdentity
 	}
 	id, err := pki.IdentityFromTLS(info.State)
-	return id.Name, err == nil
+	return id.Name, err
 }
 
 func startBenchServer(b *testing.B, t *benchTLS) (*Server, string) {

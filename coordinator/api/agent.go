@@ -238,7 +238,7 @@ func (s *agentService) WatchAssignments(req *cohortv1.WatchAssignmentsRequest, s
 
 // assignments computes a node's assignment set and a key that changes exactly when
 // something an agent acts on changes (allocation state, job state or generation, shard
-// addresses), so progress reports do not resend the set.
+// addresses, the revoked join tokens), so progress reports do not resend the set.
 func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv1.WatchAssignmentsResponse, []string, error) {
 	snap := store.Snapshot()
 	node, err := snap.NodeByID(ws, nodeID)
@@ -283,6 +283,17 @@ func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv
 		key = append(key, fmt.Sprintf("%s/%d/%s/%d/%s/%s/%s", a.Id, a.ModifyIndex, job.State, job.Generation,
 			job.Checkpoint, strings.Join(as.ShardAddresses, ","), strings.Join(as.AllowedWorkers, ",")))
 	}
+	// The revoked join tokens, which parameter servers refuse (their certificates).
+	tokens, err := snap.Tokens(ws)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, t := range tokens {
+		if t.GetRevoked() {
+			resp.RevokedTokens = append(resp.RevokedTokens, t.GetId())
+		}
+	}
+	key = append(key, "revoked:"+strings.Join(resp.RevokedTokens, ","))
 	return resp, key, nil
 }
 

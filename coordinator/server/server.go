@@ -170,7 +170,11 @@ func (s *Server) setupRaft(hl hclog.Logger) error {
 			advertise = a
 		}
 		if cfg.RaftTLS != nil {
-			stream, err := newTLSStreamLayer(cfg.RaftBindAddr, advertise, *cfg.RaftTLS, s.logger.With("component", "raft-tls"))
+			tcfg := *cfg.RaftTLS
+			if tcfg.Revoked == nil {
+				tcfg.Revoked = s.tokenRevoked
+			}
+			stream, err := newTLSStreamLayer(cfg.RaftBindAddr, advertise, tcfg, s.logger.With("component", "raft-tls"))
 			if err != nil {
 				return fmt.Errorf("server: raft transport: %w", err)
 			}
@@ -246,6 +250,15 @@ func (s *Server) closeStores() {
 // State returns the current state store (local reads). Re-fetch it when the old
 // store's AbandonCh closes (after a snapshot restore).
 func (s *Server) State() *state.Store { return s.fsm.State() }
+
+// tokenRevoked reports whether this voter's state records join token id as revoked.
+func (s *Server) tokenRevoked(id string) bool {
+	if s.fsm == nil {
+		return false
+	}
+	rec, err := s.State().TokenByID(nil, id)
+	return err == nil && rec != nil && rec.Revoked
+}
 
 // HadState reports whether DataDir already held Raft state when the server started
 // (a restarted voter, as opposed to a new one that must bootstrap or join).

@@ -24,6 +24,10 @@ type TLSConfig struct {
 	Trust *pki.Trust
 	// Certs is this voter's certificate (role coordinator), served and presented.
 	Certs *pki.Reloader
+	// Revoked, when set, reports whether a join token is revoked: a peer whose
+	// certificate was enrolled with a revoked token is refused at the handshake, on
+	// both sides (the Server sets it to its own state's tokens when left nil).
+	Revoked func(tokenID string) bool
 }
 
 // raftHandshakeTimeout bounds the TLS handshake of one Raft connection.
@@ -69,15 +73,47 @@ func newTLSStreamLayer(bind string, advertise net.Addr, cfg TLSConfig, log *slog
 		return nil, fmt.Errorf("local bind address %s is not advertisable: set an advertise address", advertise)
 	}
 	server := pki.ServerTLSConfigTrust(cfg.Trust, cfg.Certs, true)
-	server.VerifyConnection = pki.RequireRole(pki.RoleCoordinator)
+	roleOnly := pki.RequireRole(pki.RoleCoordinator)
+	server.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := roleOnly(cs); err != nil {
+			return err
+		}
+		return notRevoked(cs.VerifiedChains[0][0], cfg.Revoked)
+	}
+	client := pki.RoleClientTLSConfigTrust(cfg.Trust, cfg.Certs, pki.RoleCoordinator)
+	verifyServer := client.VerifyConnection // the chain and the role
+	client.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verifyServer(cs); err != nil {
+			return err
+		}
+		return notRevoked(cs.PeerCertificates[0], cfg.Revoked)
+	}
 	l := &tlsStreamLayer{
-		ln: ln, advertise: advertise, server: server,
-		client: pki.RoleClientTLSConfigTrust(cfg.Trust, cfg.Certs, pki.RoleCoordinator),
-		log:    log, conns: make(chan net.Conn), closed: make(chan struct{}),
+		ln: ln, advertise: advertise, server: server, client: client,
+		log: log, conns: make(chan net.Conn), closed: make(chan struct{}),
 	}
 	go l.acceptLoop()
 	return l, nil
 }
+
+// notRevoked refuses a Raft peer's verified certificate when it was enrolled with a
+// join token that revoked reports revoked.
+func notRevoked(leaf *x509.Certificate, revoked func(string) bool) error {
+	if revoked == nil {
+		return nil
+	}
+	id, err := pki.IdentityOf(leaf)
+	if err != nil {
+		return err
+	}
+	if id.Token != "" && revoked(id.Token) {
+		return fmt.Errorf("%w: the certificate of %s was enrolled with join token %s, which is revoked", ErrRevokedPeer, id.Name, id.Token)
+	}
+	return nil
+}
+
+// ErrRevokedPeer means a Raft peer presented a certificate of a revoked join token.
+var ErrRevokedPeer = errors.New("raft TLS: revoked certificate")
 
 // acceptLoop accepts TCP connections and hands each, once its handshake succeeds, to
 // Accept.

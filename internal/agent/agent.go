@@ -77,6 +77,10 @@ type Config struct {
 	// ClusterID, when set, is the cluster the agent must join (it overrides the one
 	// in StateDir).
 	ClusterID string
+	// OnRevokedTokens, when set, receives the ids of the revoked join tokens with
+	// every assignment message (the whole set each time, sorted): a parameter server
+	// refuses callers whose certificates name one.
+	OnRevokedTokens func(ids []string)
 }
 
 // DefaultConfig returns a Config with default intervals.
@@ -359,6 +363,9 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 				return errResync
 			}
 			return fmt.Errorf("receive assignments: %w", err)
+		}
+		if f := a.cfg.OnRevokedTokens; f != nil {
+			f(msg.GetRevokedTokens())
 		}
 		a.reconcile(ctx, msg.GetAssignments())
 	}

@@ -1076,8 +1076,12 @@ func (x *Assignment) GetAllowedWorkers() []string {
 }
 
 type WatchAssignmentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Assignments   []*Assignment          `protobuf:"bytes,1,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Assignments []*Assignment          `protobuf:"bytes,1,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	// revoked_tokens lists the ids of the revoked join tokens, sorted: on a TLS cluster
+	// a parameter server refuses callers whose certificate was enrolled with one of them
+	// (issue #16). Every message carries the whole set; a change of it alone sends one.
+	RevokedTokens []string `protobuf:"bytes,140,rep,name=revoked_tokens,json=revokedTokens,proto3" json:"revoked_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1115,6 +1119,13 @@ func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
 func (x *WatchAssignmentsResponse) GetAssignments() []*Assignment {
 	if x != nil {
 		return x.Assignments
+	}
+	return nil
+}
+
+func (x *WatchAssignmentsResponse) GetRevokedTokens() []string {
+	if x != nil {
+		return x.RevokedTokens
 	}
 	return nil
 }
@@ -2519,9 +2530,10 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"allocation\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.cohort.v1.JobR\x03job\x12'\n" +
 	"\x0fshard_addresses\x18\x03 \x03(\tR\x0eshardAddresses\x12'\n" +
-	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\"S\n" +
+	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\"{\n" +
 	"\x18WatchAssignmentsResponse\x127\n" +
-	"\vassignments\x18\x01 \x03(\v2\x15.cohort.v1.AssignmentR\vassignments\"E\n" +
+	"\vassignments\x18\x01 \x03(\v2\x15.cohort.v1.AssignmentR\vassignments\x12&\n" +
+	"\x0erevoked_tokens\x18\x8c\x01 \x03(\tR\rrevokedTokens\"E\n" +
 	"\x12ReportTasksRequest\x12/\n" +
 	"\areports\x18\x01 \x03(\v2\x15.cohort.v1.TaskReportR\areports\"\x15\n" +
 	"\x13ReportTasksResponse\"-\n" +
