@@ -190,6 +190,11 @@ func (n *Node) startAgent(node *cohortv1.Node, join []string, certs *pki.Reloade
 	acfg := agent.DefaultConfig()
 	acfg.Conn, acfg.Node, acfg.Logger, acfg.Runners = conn, node, log, []agent.Runner{runner}
 	acfg.StateDir, acfg.OnRevokedTokens = stateDir, onRevoked
+	if len(join) > 0 && certs != nil && n.tls != nil && n.tls.ca() == nil {
+		// An agent with its own certificate (renewed over the network): it follows the
+		// end of CA rotations.
+		acfg.OnTrustBundle = func(pem []byte) { n.tls.followTrustBundle(pem, log) }
+	}
 	if n.cfg.HeartbeatInterval > 0 {
 		acfg.HeartbeatInterval = n.cfg.HeartbeatInterval
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -135,6 +136,10 @@ func (n *Node) followClusterCA(ctx context.Context) {
 					log.Error("cluster CA record not applied", "version", rec.Version, "err", err)
 				}
 				n.dropOldCA(ctx, rec, log)
+				n.tls.forgetPreviousCA(rec, func(ca *pki.CA) error {
+					_, _, err := api.OpenGossipKeyring(n.srv, ca)
+					return err
+				}, log)
 			}
 			wctx, cancel := context.WithTimeout(ctx, caFollowPoll)
 			_ = ws.WatchCtx(wctx)
@@ -155,12 +160,89 @@ func (n *Node) dropOldCA(ctx context.Context, rec *cohortv1.ClusterCA, log *slog
 	if certs, err := pki.ParseCertBundle(rec.TrustBundlePem); err != nil || len(certs) < 2 {
 		return
 	}
-	done, err := api.FinishCARotation(ctx, n.srv, time.Now(), false)
+	done, err := api.FinishCARotation(ctx, n.srv, time.Now(), false, n.tls.knownCAs()...)
 	if err != nil {
 		log.Warn("ending the CA rotation failed; retrying", "err", err)
 		return
 	}
 	log.Info("CA rotation ended by itself: only the active CA is trusted", "version", done.Version, "overlap", api.CARotationOverlap())
+}
+
+// forgetPreviousCA deletes the key of the CA the last rotation replaced
+// (tls/previous-ca) once the rotation has ended (rec trusts the active CA alone) and
+// nothing sealed needs it any more: opensWith(active) must succeed, that is the gossip
+// keyring opens with the active CA (FinishCARotation reseals it before it ends the
+// rotation). The cluster CA record's key, sealed with the old CA, is not needed: this
+// node already holds the active key. Until then it keeps the key, and the next look
+// tries again.
+func (t *nodeTLS) forgetPreviousCA(rec *cohortv1.ClusterCA, opensWith func(*pki.CA) error, log *slog.Logger) {
+	t.rot.mu.Lock()
+	defer t.rot.mu.Unlock()
+	if len(t.rot.known) < 2 || rec.Version != t.rot.version {
+		return
+	}
+	if certs, err := pki.ParseCertBundle(rec.TrustBundlePem); err != nil || len(certs) != 1 {
+		return
+	}
+	active := t.rot.known[0]
+	if err := opensWith(active); err != nil {
+		log.Warn("the old CA's key is kept: the gossip keyring does not open with the active CA yet", "err", err)
+		return
+	}
+	dir := filepath.Join(t.dir, previousCADir)
+	if err := os.RemoveAll(dir); err != nil {
+		log.Error("the old CA's key could not be deleted", "dir", dir, "err", err)
+		return
+	}
+	dropped := make([]string, 0, len(t.rot.known)-1)
+	for _, ca := range t.rot.known[1:] {
+		dropped = append(dropped, ca.Hash())
+	}
+	t.rot.known = t.rot.known[:1]
+	log.Info("CA rotation ended: the old CA's key is deleted", "dir", dir, "dropped", dropped, "active", active.Hash())
+}
+
+// followTrustBundle makes a node agent stop trusting the CAs that the coordinators'
+// trust bundle (pem, from the assignment stream) no longer lists: when a CA rotation
+// ends, at once rather than at the agent's next renewal. A bundle that adds a CA is
+// left to the renewal (watchCoordinatorCA), which brings it with a certificate of that
+// CA. If the agent's own certificate is of a dropped CA it renews at once.
+func (t *nodeTLS) followTrustBundle(pem []byte, log *slog.Logger) {
+	bundle, err := pki.ParseCertBundle(pem)
+	if err != nil || len(bundle) == 0 {
+		log.Warn("the coordinators' trust bundle does not parse; ignored", "err", err)
+		return
+	}
+	t.rot.mu.Lock()
+	defer t.rot.mu.Unlock()
+	have := t.trust.Hashes()
+	keep := make([]string, 0, len(bundle))
+	for _, c := range bundle {
+		h := pki.SPKIHash(c)
+		if !slices.Contains(have, h) {
+			return // a CA this node does not trust yet: its renewal adopts it
+		}
+		keep = append(keep, h)
+	}
+	if len(keep) >= len(have) {
+		return
+	}
+	if err := pki.SaveCACert(t.dir, pki.EncodeCertBundle(bundle)); err != nil {
+		log.Error("the trust bundle without the old CA was not written", "err", err)
+		return
+	}
+	t.trust.Set(bundle...)
+	var dropped []string
+	for _, h := range have {
+		if !slices.Contains(keep, h) {
+			dropped = append(dropped, h)
+		}
+	}
+	log.Info("CA rotation ended: the old CA is no longer trusted", "dropped", dropped, "trusted", keep)
+	issuer := t.certs.Leaf().AuthorityKeyId
+	if !slices.ContainsFunc(bundle, func(c *x509.Certificate) bool { return bytes.Equal(c.SubjectKeyId, issuer) }) {
+		t.certs.RenewSoon()
+	}
 }
 
 // applyClusterCA makes the node follow a cluster CA record: it trusts the record's

@@ -183,3 +183,76 @@ func TestCARotationStoppedBetweenBundleAndKey(t *testing.T) {
 		t.Fatalf("the directory's CA after the record: %v %v, want the new one", err, disk)
 	}
 }
+
+// TestPreviousCAKeyDeletedWhenTheRotationEnds: a coordinator keeps the old CA's key
+// (tls/previous-ca) while the rotation runs and while something sealed still needs it
+// (the gossip keyring does not open with the active CA), and deletes it once the
+// rotation has ended and nothing does; a restart then knows the active CA alone.
+func TestPreviousCAKeyDeletedWhenTheRotationEnds(t *testing.T) {
+	cfg := DefaultConfig()
+	co := DefaultCoordinatorConfig()
+	co.NodeID, co.DataDir, co.Bootstrap = "c1", t.TempDir(), true
+	co.RaftAddr, co.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Coordinator = &co
+	log := slog.New(slog.DiscardHandler)
+	tl, err := loadTLS(&cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := tl.ca()
+	now := time.Now()
+	next, err := pki.NewCA("cohort cluster CA 2", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, _ := next.KeyPEM()
+	sealedKey, err := old.Seal(api.ClusterCAKeyPurpose, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotation := &cohortv1.ClusterCA{Version: 1, ActiveCertPem: next.CertPEM(), SealedKey: sealedKey, SealedByHash: old.Hash(),
+		TrustBundlePem: append(next.CertPEM(), old.CertPEM()...), RotatedUnixNano: now.UnixNano()}
+	end := &cohortv1.ClusterCA{Version: 2, ActiveCertPem: next.CertPEM(), SealedKey: sealedKey, SealedByHash: old.Hash(),
+		TrustBundlePem: next.CertPEM(), RotatedUnixNano: now.UnixNano()}
+	prevDir := filepath.Join(tl.dir, previousCADir)
+	opens := func(*pki.CA) error { return nil }
+	sealedWithOld := func(ca *pki.CA) error {
+		if ca.Hash() != old.Hash() {
+			return pki.ErrSealed
+		}
+		return nil
+	}
+	kept := func(what string) {
+		t.Helper()
+		if _, err := pki.LoadCA(prevDir); err != nil || len(tl.knownCAs()) != 2 {
+			t.Fatalf("%s: the old CA's key is gone (%v, %d known CAs)", what, err, len(tl.knownCAs()))
+		}
+	}
+
+	if err := tl.applyClusterCA(rotation, log); err != nil {
+		t.Fatal(err)
+	}
+	tl.forgetPreviousCA(rotation, opens, log)
+	kept("during the rotation")
+	tl.forgetPreviousCA(end, opens, log) // not applied yet
+	kept("before the end is applied")
+	if err := tl.applyClusterCA(end, log); err != nil {
+		t.Fatal(err)
+	}
+	tl.forgetPreviousCA(end, sealedWithOld, log)
+	kept("while the keyring opens only with the old CA")
+	tl.forgetPreviousCA(end, opens, log)
+	if _, err := os.Stat(prevDir); !os.IsNotExist(err) {
+		t.Fatalf("%s after the rotation ended: %v, want it deleted", prevDir, err)
+	}
+	if known := tl.knownCAs(); len(known) != 1 || known[0].Hash() != next.Hash() {
+		t.Fatalf("known CAs after the end: %d, want the active one alone", len(known))
+	}
+	again, err := loadTLS(&cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if known := again.knownCAs(); len(known) != 1 || known[0].Hash() != next.Hash() {
+		t.Fatalf("known CAs after a restart: %d, want the active one alone", len(known))
+	}
+}

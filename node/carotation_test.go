@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -26,6 +28,8 @@ import (
 // still enrolls during the overlap; a token minted after it pins the new CA. After
 // the overlap the leader ends the rotation by itself (FinishRotation refuses before it
 // without force), and a token pinning the old CA is refused before its secret is sent.
+// Then the agent stops trusting the old CA at once, without renewing, and both voters
+// delete the old CA's key, after which the gossip keyring still opens and changes.
 func TestCARotationAcrossVoterAndAgents(t *testing.T) {
 	// Restored after the nodes stop (cleanups run last-registered first).
 	t.Cleanup(node.SetGossipKeyringPoll(50 * time.Millisecond))
@@ -143,12 +147,32 @@ func TestCARotationAcrossVoterAndAgents(t *testing.T) {
 	if _, err := tlsc.FinishRotation(ctx, &cohortv1.FinishCARotationRequest{}); err == nil {
 		t.Error("FinishRotation without --force right after the rotation: want a refusal (old certificates may be valid)")
 	}
+	// The voters keep the old CA's key while the rotation runs.
+	for _, dir := range []string{co.DataDir, co2.DataDir} {
+		if _, err := pki.LoadCA(filepath.Join(dir, "tls", "previous-ca")); err != nil {
+			t.Fatalf("%s: the old CA's key during the rotation: %v", dir, err)
+		}
+	}
 	// Once the overlap has passed, the leader ends the rotation by itself.
 	api.SetCARotationOverlap(0)
 	waitFor(t, 20*time.Second, "the leader to end the rotation", func() bool {
 		rec, err := c1.Server().State().ClusterCA(nil)
 		return err == nil && rec != nil && bytes.Equal(rec.TrustBundlePem, rec.ActiveCertPem)
 	})
+	// The agent drops the old CA at once (its certificate renews only in hours, which
+	// is when it used to take the new bundle): its ca.crt lists the new CA alone.
+	waitFor(t, 20*time.Second, "the agent to stop trusting the old CA", func() bool {
+		trust, err := pki.LoadTrust(filepath.Join(agentDir, pki.CACertFile))
+		return err == nil && len(trust.Hashes()) == 1 && trust.Hashes()[0] == newHash
+	})
+	// Both voters delete the old CA's key: nothing sealed needs it any more (the
+	// gossip keyring opens with the new CA).
+	for _, dir := range []string{co.DataDir, co2.DataDir} {
+		waitFor(t, 20*time.Second, dir+": the old CA's key to be deleted", func() bool {
+			_, err := os.Stat(filepath.Join(dir, "tls", "previous-ca"))
+			return errors.Is(err, fs.ErrNotExist)
+		})
+	}
 	// The admin connection holds the old CA's certificate: dial again with the
 	// reissued one.
 	creds, err = node.ClientTLSCredentials(c1.ClientTLSDir())
@@ -174,4 +198,9 @@ func TestCARotationAcrossVoterAndAgents(t *testing.T) {
 	if err := agent.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Without the old CA's key the gossip keyring still opens and changes everywhere.
+	if _, err := cohortv1.NewGossipServiceClient(admin2).InstallKey(ctx, &cohortv1.InstallGossipKeyRequest{}); err != nil {
+		t.Fatalf("install a gossip key after the old CA's key was deleted: %v", err)
+	}
+	waitFor(t, 20*time.Second, "the agent to follow the keyring without the old CA", func() bool { return len(agent.Gossip().Keys()) == 3 })
 }

@@ -238,7 +238,7 @@ func (s *agentService) WatchAssignments(req *cohortv1.WatchAssignmentsRequest, s
 
 // assignments computes a node's assignment set and a key that changes exactly when
 // something an agent acts on changes (allocation state, job state or generation, shard
-// addresses, the revoked join tokens), so progress reports do not resend the set.
+// addresses, the revoked join tokens, the cluster CA record), so progress reports do not resend the set.
 func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv1.WatchAssignmentsResponse, []string, error) {
 	snap := store.Snapshot()
 	node, err := snap.NodeByID(ws, nodeID)
@@ -294,6 +294,15 @@ func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv
 		}
 	}
 	key = append(key, "revoked:"+strings.Join(resp.RevokedTokens, ","))
+	// The trust bundle after a CA rotation, so that agents drop the old CA when it ends.
+	ca, err := snap.ClusterCA(ws)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ca != nil {
+		resp.TrustBundlePem = ca.GetTrustBundlePem()
+		key = append(key, fmt.Sprintf("ca:%d", ca.GetVersion()))
+	}
 	return resp, key, nil
 }
 

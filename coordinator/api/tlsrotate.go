@@ -159,13 +159,32 @@ func (s *tlsService) resealKeyring(ctx context.Context, next, old *pki.CA) error
 	}
 }
 
+// resealKeyringWith makes sure the gossip keyring (if any) opens with active: one that
+// opens only with one of older is resealed with active.
+func resealKeyringWith(ctx context.Context, b Backend, active *pki.CA, older ...*pki.CA) error {
+	if _, _, err := OpenGossipKeyring(b, active); err == nil {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		keys, version, err := OpenGossipKeyring(b, append([]*pki.CA{active}, older...)...)
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		err = proposeGossipKeys(ctx, b, active, keys, version+1)
+		if errors.Is(err, fsm.ErrStaleKeyring) && attempt < 3 {
+			continue
+		}
+		return err
+	}
+}
+
 // FinishRotation stops trusting every CA but the active one.
 func (s *tlsService) FinishRotation(ctx context.Context, req *cohortv1.FinishCARotationRequest) (*cohortv1.TLSStatusResponse, error) {
 	if err := requireAdminCert(ctx, "FinishRotation"); err != nil {
 		return nil, err
 	}
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.TLSStatusResponse, error) {
-		rec, err := FinishCARotation(ctx, s.b, s.cfg.Now(), req.Force)
+		rec, err := FinishCARotation(ctx, s.b, s.cfg.Now(), req.Force, s.ec.knownCAs()...)
 		if err != nil {
 			return nil, err
 		}
@@ -181,7 +200,12 @@ func (s *tlsService) FinishRotation(ctx context.Context, req *cohortv1.FinishCAR
 // the active CA is trusted. Before CARotationOverlap has passed since the rotation it
 // refuses (FailedPrecondition) unless force. A cluster trusting one CA already is left
 // as it is. It returns the record now in force.
-func FinishCARotation(ctx context.Context, b Backend, now time.Time, force bool) (*cohortv1.ClusterCA, error) {
+//
+// cas are the CAs whose keys the leader holds, the active one first: a gossip keyring
+// still sealed with an older one (its reseal at the rotation failed) is resealed with
+// the active CA first, because once the rotation ends every coordinator deletes the
+// old CA's key (tls/previous-ca). If that fails, the rotation does not end.
+func FinishCARotation(ctx context.Context, b Backend, now time.Time, force bool, cas ...*pki.CA) (*cohortv1.ClusterCA, error) {
 	if err := b.ConsistentRead(ctx); err != nil {
 		return nil, err
 	}
@@ -199,6 +223,11 @@ func FinishCARotation(ctx context.Context, b Backend, now time.Time, force bool)
 	if until := rotated.Add(CARotationOverlap()); now.Before(until) && !force {
 		return nil, status.Errorf(codes.FailedPrecondition, "certificates of the old CA may be valid until %s (the rotation was at %s; certificates live %s); wait, or pass --force to refuse them now",
 			until.UTC().Format(time.RFC3339), rotated.UTC().Format(time.RFC3339), CARotationOverlap())
+	}
+	if len(cas) > 0 {
+		if err := resealKeyringWith(ctx, b, cas[0], cas[1:]...); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "the gossip keyring is not sealed with the active CA and could not be resealed, so the old CA's key is still needed; the rotation goes on: %v", err)
+		}
 	}
 	rec := &cohortv1.ClusterCA{
 		Version: cur.Version + 1, ActiveCertPem: cur.ActiveCertPem, SealedKey: cur.SealedKey, SealedByHash: cur.SealedByHash,

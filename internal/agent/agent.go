@@ -81,6 +81,9 @@ type Config struct {
 	// every assignment message (the whole set each time, sorted): a parameter server
 	// refuses callers whose certificates name one.
 	OnRevokedTokens func(ids []string)
+	// OnTrustBundle, when set, receives the cluster's trust bundle (PEM) with every
+	// assignment message that carries one (after a CA rotation).
+	OnTrustBundle func(pem []byte)
 }
 
 // DefaultConfig returns a Config with default intervals.
@@ -366,6 +369,9 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 		}
 		if f := a.cfg.OnRevokedTokens; f != nil {
 			f(msg.GetRevokedTokens())
+		}
+		if f := a.cfg.OnTrustBundle; f != nil && len(msg.GetTrustBundlePem()) > 0 {
+			f(msg.GetTrustBundlePem())
 		}
 		a.reconcile(ctx, msg.GetAssignments())
 	}

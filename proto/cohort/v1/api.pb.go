@@ -1082,8 +1082,13 @@ type WatchAssignmentsResponse struct {
 	// a parameter server refuses callers whose certificate was enrolled with one of them
 	// (issue #16). Every message carries the whole set; a change of it alone sends one.
 	RevokedTokens []string `protobuf:"bytes,140,rep,name=revoked_tokens,json=revokedTokens,proto3" json:"revoked_tokens,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// trust_bundle_pem is the cluster's trust bundle (PEM, the active CA first) once the
+	// cluster CA was rotated; empty before. A node agent drops a CA it trusts that the
+	// bundle no longer lists (after `rotate-ca --finish`) at once, not at its next
+	// renewal. A change of it alone sends a message.
+	TrustBundlePem []byte `protobuf:"bytes,141,opt,name=trust_bundle_pem,json=trustBundlePem,proto3" json:"trust_bundle_pem,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WatchAssignmentsResponse) Reset() {
@@ -1126,6 +1131,13 @@ func (x *WatchAssignmentsResponse) GetAssignments() []*Assignment {
 func (x *WatchAssignmentsResponse) GetRevokedTokens() []string {
 	if x != nil {
 		return x.RevokedTokens
+	}
+	return nil
+}
+
+func (x *WatchAssignmentsResponse) GetTrustBundlePem() []byte {
+	if x != nil {
+		return x.TrustBundlePem
 	}
 	return nil
 }
@@ -2530,10 +2542,11 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"allocation\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.cohort.v1.JobR\x03job\x12'\n" +
 	"\x0fshard_addresses\x18\x03 \x03(\tR\x0eshardAddresses\x12'\n" +
-	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\"{\n" +
+	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\"\xa6\x01\n" +
 	"\x18WatchAssignmentsResponse\x127\n" +
 	"\vassignments\x18\x01 \x03(\v2\x15.cohort.v1.AssignmentR\vassignments\x12&\n" +
-	"\x0erevoked_tokens\x18\x8c\x01 \x03(\tR\rrevokedTokens\"E\n" +
+	"\x0erevoked_tokens\x18\x8c\x01 \x03(\tR\rrevokedTokens\x12)\n" +
+	"\x10trust_bundle_pem\x18\x8d\x01 \x01(\fR\x0etrustBundlePem\"E\n" +
 	"\x12ReportTasksRequest\x12/\n" +
 	"\areports\x18\x01 \x03(\v2\x15.cohort.v1.TaskReportR\areports\"\x15\n" +
 	"\x13ReportTasksResponse\"-\n" +
