@@ -104,9 +104,13 @@ func (g *httpGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.routes.mux.ServeHTTP(w, r)
 		return
 	}
-	// httpDashboard.
+	// httpDashboard. A certificate that may not see the dashboard is refused whatever
+	// else the request carries; a Bearer token, when sent where ACLs are on, is the
+	// credential instead of an admitted certificate (as on the gRPC API).
 	id, err := g.certificate(r)
 	switch {
+	case err == nil && g.aclsOn && r.Header.Get("Authorization") != "":
+		g.login.ServeHTTP(w, r)
 	case err == nil:
 		if why := crossSite(r); why != "" {
 			g.log.Info("http: refused a cross-site request authenticated by a client certificate", "path", r.URL.Path, "caller", id.String(), "why", why)

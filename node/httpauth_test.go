@@ -244,6 +244,12 @@ func TestEveryHTTPRouteRefusesOutsiders(t *testing.T) {
 	if code, err := httpsGet(ca2.Pool(), nil, "https://"+c2.HTTPAddr()+"/api/jobs", "Authorization", "Bearer 0123456789abcdef0123"); err != nil || code != http.StatusOK {
 		t.Errorf("dashboard API with an ACL token and no certificate: %d %v, want 200", code, err)
 	}
+	// A Bearer token sent with an admitted certificate is the credential (as on the
+	// gRPC API): a wrong one is refused.
+	reader := cert(ca2, pki.Identity{Name: "alice", Role: pki.RoleClient, ACLRole: "read"})
+	if code, err := httpsGet(ca2.Pool(), reader, "https://"+c2.HTTPAddr()+"/api/jobs", "Authorization", "Bearer wrong-wrong-wrong-wrong"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("dashboard API with a client certificate and a wrong ACL token: %d %v, want 401", code, err)
+	}
 	if code, _ := httpsGet(ca2.Pool(), nil, "https://"+c2.HTTPAddr()+"/"); code != http.StatusSeeOther && code != http.StatusFound {
 		t.Errorf("a page without a certificate where ACLs are on: %d, want a redirect to /login", code)
 	}
