@@ -23,7 +23,8 @@ const (
 	// login form, its assets, log out).
 	httpPublic httpRule = iota + 1
 	// httpDashboard: the dashboard's pages and /api/: over HTTPS, a client certificate
-	// of the cluster whose ACL role may read, or a coordinator's; without one, the
+	// of the cluster whose ACL role may read in every namespace (the dashboard does not
+	// filter by namespace), or a coordinator's; without one, the
 	// dashboard's login (a session or a Bearer ACL token) when ACLs are on, and nobody
 	// when they are off. A certificate of another role (an agent's), or one enrolled
 	// with a revoked join token, is refused (403) whatever else the request carries.
@@ -155,6 +156,11 @@ func (g *httpGate) certificate(r *http.Request) (pki.Identity, error) {
 		}
 		if !role.Grants(api.RoleRead) {
 			return id, fmt.Errorf("the certificate of %s has ACL role %s; the dashboard needs one that may read", id.Name, role)
+		}
+		if len(id.Namespaces) > 0 {
+			// The dashboard shows every namespace: a certificate limited to some would
+			// see more there than the API lets it read.
+			return id, fmt.Errorf("the certificate of %s is limited to namespaces %v; the dashboard shows every namespace and needs a certificate without that limit (use the CLI or the API for these namespaces)", id.Name, id.Namespaces)
 		}
 		return id, nil
 	}

@@ -72,7 +72,8 @@ func pathsOf(pattern string) []string {
 // parameter server): each has an access rule; a public route answers a client without
 // a certificate; every other route refuses a client without a certificate, one with a
 // certificate from another CA (at the handshake), an agent's certificate, a client
-// certificate whose ACL role may not read, and one enrolled with a revoked join token,
+// certificate whose ACL role may not read, one limited to namespaces (the dashboard
+// shows them all), and one enrolled with a revoked join token,
 // and admits a client certificate that may read and a coordinator's. A route added
 // without a rule fails here (and is refused at run time).
 func TestEveryHTTPRouteRefusesOutsiders(t *testing.T) {
@@ -177,6 +178,9 @@ func TestEveryHTTPRouteRefusesOutsiders(t *testing.T) {
 		}, false},
 		{"a client certificate of ACL role agent", func(ca *pki.CA) *tls.Certificate {
 			return cert(ca, pki.Identity{Name: "bob", Role: pki.RoleClient, ACLRole: "agent"})
+		}, false},
+		{"a client certificate limited to a namespace", func(ca *pki.CA) *tls.Certificate {
+			return cert(ca, pki.Identity{Name: "carol", Role: pki.RoleClient, ACLRole: "admin", Namespaces: []string{"team-a"}})
 		}, false},
 		{"a client certificate of a revoked join token", func(ca *pki.CA) *tls.Certificate {
 			return cert(ca, pki.Identity{Name: "eve", Role: pki.RoleClient, ACLRole: "admin", Token: revoked[ca]})
