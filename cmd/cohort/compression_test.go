@@ -1,0 +1,129 @@
+package main
+
+import (
+	"io"
+	"math"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// TestCompressionKeepsAccuracy trains the attrition example on the embedded cluster (2
+// workers, 2 shards, sync, real gRPC with mutual TLS) without compression, with fp16,
+// and with top-k 1% plus error feedback. The compressed runs must reach a val_auc
+// within 0.03 of the uncompressed run's (which is deterministic in sync mode: 0.806,
+// BENCHMARKS.md), and the job's progress must carry bytes per step that show the
+// compression: fp16 halves pushes and pulls exactly, top-k sends at most 3% of the
+// float32 bytes (8 bytes per value sent, 1% of the values) and pulls float32. The
+// node's /metrics count the same traffic.
+func TestCompressionKeepsAccuracy(t *testing.T) {
+	const slack = 0.03
+	base := 0.0
+	for _, tc := range []struct{ name, compression string }{
+		{"none", ""},
+		{"fp16", "\n    compression: {fp16: true}"},
+		{"topk", "\n    compression: {topK: 0.01, errorFeedback: true}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := exampleSpec(t, "consistency: {mode: sync}", "consistency: {mode: sync}"+tc.compression)
+			job, c := runJob(t, spec, 2, 2)
+			if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+				t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
+			}
+			auc := job.GetMetrics()["val_auc"]
+			p := job.GetProgress()
+			t.Logf("%s: val_auc %.4f; per step sent %.0f of %.0f B, received %.0f of %.0f B", tc.name, auc,
+				p.GetPushBytesPerStep(), p.GetPushDenseBytesPerStep(), p.GetPullBytesPerStep(), p.GetPullDenseBytesPerStep())
+			if tc.name == "none" {
+				base = auc
+				if auc < 0.75 {
+					t.Fatalf("uncompressed val_auc %.4f below 0.75", auc)
+				}
+			} else if base == 0 {
+				t.Fatal("the uncompressed run did not finish")
+			} else if auc < base-slack {
+				t.Fatalf("%s: val_auc %.4f, more than %.2f below the uncompressed %.4f", tc.name, auc, slack, base)
+			}
+			push, pushDense := p.GetPushBytesPerStep(), p.GetPushDenseBytesPerStep()
+			pull, pullDense := p.GetPullBytesPerStep(), p.GetPullDenseBytesPerStep()
+			if pushDense <= 0 || pullDense <= 0 {
+				t.Fatalf("progress has no traffic: %v", p)
+			}
+			switch tc.name {
+			case "none":
+				if push != pushDense || pull != pullDense {
+					t.Errorf("uncompressed traffic %v: wire and float32 bytes differ", p)
+				}
+			case "fp16":
+				if 2*push != pushDense || 2*pull != pullDense {
+					t.Errorf("fp16 traffic %v: not exactly half the float32 bytes", p)
+				}
+			case "topk":
+				if push > 0.03*pushDense || pull != pullDense {
+					t.Errorf("top-k traffic %v: pushes over 3%% of float32, or pulls compressed", p)
+				}
+				sent := scrapeSum(t, c.HTTPAddr, "cohort_worker_tensor_bytes_total", `direction="sent"`, `form="compressed"`)
+				dense := scrapeSum(t, c.HTTPAddr, "cohort_worker_tensor_bytes_total", `direction="sent"`, `form="uncompressed"`)
+				if sent <= 0 || sent > 0.03*dense {
+					t.Errorf("/metrics: %g bytes sent compressed of %g uncompressed", sent, dense)
+				}
+			}
+		})
+	}
+}
+
+// scrapeSum sums the series of metric name on a node's /metrics whose labels include
+// every one of labels (each `key="value"`), over their other labels (node, ...).
+func scrapeSum(t *testing.T, httpAddr, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, found := 0.0, false
+	for _, m := range regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`\{([^}]*)\} (\S+)$`).FindAllSubmatch(body, -1) {
+		all := true
+		for _, l := range labels {
+			all = all && strings.Contains(","+string(m[1])+",", ","+l+",")
+		}
+		if !all {
+			continue
+		}
+		v, err := strconv.ParseFloat(string(m[2]), 64)
+		if err != nil || math.IsNaN(v) {
+			t.Fatalf("%s{%s} = %q", name, m[1], m[2])
+		}
+		sum, found = sum+v, true
+	}
+	if !found {
+		t.Fatalf("/metrics has no %s with %v:\n%s", name, labels, grepLines(string(body), "tensor_bytes"))
+	}
+	return sum
+}
+
+// TestFormatTraffic is job status's traffic line.
+func TestFormatTraffic(t *testing.T) {
+	for _, tc := range []struct {
+		p    *cohortv1.JobProgress
+		want string
+	}{
+		{&cohortv1.JobProgress{}, ""},
+		{&cohortv1.JobProgress{PushBytesPerStep: 20996, PushDenseBytesPerStep: 20996, PullBytesPerStep: 20996, PullDenseBytesPerStep: 20996},
+			"sent 20.5 KiB/step, received 20.5 KiB/step"},
+		{&cohortv1.JobProgress{PushBytesPerStep: 440, PushDenseBytesPerStep: 20996, PullBytesPerStep: 20996, PullDenseBytesPerStep: 20996},
+			"sent 440 B/step (20.5 KiB uncompressed, 47.7x), received 20.5 KiB/step"},
+	} {
+		if got := formatTraffic(tc.p); got != tc.want {
+			t.Errorf("formatTraffic(%v) = %q, want %q", tc.p, got, tc.want)
+		}
+	}
+}
