@@ -82,44 +82,29 @@ func topKCount(ratio float64, n int) int {
 
 // float32ToFP16 converts f to the nearest IEEE 754 binary16 value (ties to even).
 // Values too large for a half become ±Inf, too small ±0 or a subnormal; NaN stays a
-// (quiet) NaN with its sign.
+// (quiet) NaN with its sign and the top bits of its payload. (The branch-light method
+// of F. Giesen's float_to_half_fast3_rtne; TestFP16EncodeMatchesReference checks it
+// against a search over every half.)
 func float32ToFP16(f float32) uint16 {
 	b := math.Float32bits(f)
 	sign := uint16(b>>16) & 0x8000
-	exp := int32(b>>23) & 0xff
-	mant := b & 0x7fffff
-	if exp == 0xff {
-		if mant == 0 {
-			return sign | 0x7c00 // ±Inf
-		}
-		return sign | 0x7e00 | uint16(mant>>13) // NaN, quiet bit set
-	}
-	e := exp - 127 + 15 // the half's biased exponent
+	b &= 0x7fffffff
 	switch {
-	case e >= 0x1f:
-		return sign | 0x7c00 // overflow
-	case e <= 0:
-		// A half subnormal (or zero): the value is m × 2^-24 with m = the
-		// significand (implicit bit included) shifted right by 14-e.
-		if e < -10 {
-			return sign // below half the smallest subnormal: rounds to zero
+	case b >= 0x47800000: // |f| >= 2^16, Inf or NaN
+		if b > 0x7f800000 {
+			return sign | 0x7e00 | uint16(b>>13)&0x3ff
 		}
-		mant |= 0x800000
-		shift := uint32(14 - e)
-		m := mant >> shift
-		rem := mant & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || (rem == half && m&1 == 1) {
-			m++ // may carry into the smallest normal, which is right
-		}
-		return sign | uint16(m)
+		return sign | 0x7c00
+	case b < 0x38800000: // |f| < 2^-14, the smallest normal half: a subnormal or zero
+		// Adding 0.5 leaves the value's bits below 2^-24 to the float32 addition's
+		// own round to nearest even; what remains above 0.5 is the half's significand.
+		v := math.Float32frombits(b) + 0.5
+		return sign | uint16(math.Float32bits(v)-0x3f000000)
 	}
-	h := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-		h++ // may carry into the exponent, up to Inf, which is right
-	}
-	return sign | uint16(h)
+	// A normal half (or a carry up to Inf): rebias the exponent from 127 to 15 and
+	// round the 13 bits dropped to nearest even.
+	b += 0xc8000fff + (b>>13)&1
+	return sign | uint16(b>>13)
 }
 
 // fp16ToFloat32 converts an IEEE 754 binary16 value to float32 (exactly: every half

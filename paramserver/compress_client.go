@@ -253,8 +253,8 @@ func (b *pushBody) send(per int, send func(*cohortv1.Chunk) error) error {
 func encodeFP16(dst []byte, src []float32) {
 	for i, v := range src {
 		h := float32ToFP16(v)
-		if h&0x7fff == 0x7c00 && !math.IsInf(float64(v), 0) {
-			h = h&0x8000 | 0x7bff
+		if h&0x7fff == 0x7c00 && math.Float32bits(v)&0x7fffffff < 0x7f800000 {
+			h = h&0x8000 | 0x7bff // finite beyond the half range: saturate
 		}
 		dst[2*i], dst[2*i+1] = byte(h), byte(h>>8)
 	}
