@@ -27,7 +27,10 @@ const linkMbit = 100
 // over both workers' connections (the shard's link). A step is what a worker does: pull
 // the parameters (for the step), compute the gradient of its 64 Fashion-MNIST rows,
 // push it; both workers run concurrently, on real gRPC. Sub-benchmarks: no compression,
-// fp16, top-k 1% with error feedback. It reports samples/s of the two workers together
+// fp16, top-k 1% with error feedback; each as whole steps ("step") and without the
+// gradient computation ("comm": the first step's gradient is pushed every step, so the
+// link and the encoding are all that is timed, and samples/s is the bound the link
+// sets). It reports samples/s of the two workers together
 // and each worker's bytes per step, sent (push) and received (pull), on the wire and
 // as float32. Needs the data set (make data); run it with -benchtime 20x.
 func BenchmarkCompressionLink(b *testing.B) {
@@ -55,13 +58,16 @@ func BenchmarkCompressionLink(b *testing.B) {
 		{"fp16", paramserver.Compression{FP16: true}},
 		{"topk1pct", paramserver.Compression{TopK: 0.01, ErrorFeedback: true}},
 	} {
-		b.Run(tc.name, func(b *testing.B) {
-			benchCompressionLink(b, models, ds, tc.comp, shards)
+		b.Run(tc.name+"/step", func(b *testing.B) {
+			benchCompressionLink(b, models, ds, tc.comp, shards, true)
+		})
+		b.Run(tc.name+"/comm", func(b *testing.B) {
+			benchCompressionLink(b, models, ds, tc.comp, shards, false)
 		})
 	}
 }
 
-func benchCompressionLink(b *testing.B, models []model.Model, ds *datasets, comp paramserver.Compression, shards int) {
+func benchCompressionLink(b *testing.B, models []model.Model, ds *datasets, comp paramserver.Compression, shards int, compute bool) {
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	workers := len(models)
@@ -103,6 +109,14 @@ func benchCompressionLink(b *testing.B, models []model.Model, ds *datasets, comp
 		}
 	}
 	train := ds.train
+	if !compute { // a real gradient, pushed at every step
+		for r := range workers {
+			x := train.X[r*batch*inputs : (r+1)*batch*inputs]
+			if _, err := models[r].Gradient(models[0].InitParams(42), x, train.Y[r*batch:(r+1)*batch], batch, grads[r]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	before := clients[0].Traffic()
 	errs := make([]error, workers)
 	var step int64
@@ -116,8 +130,10 @@ func benchCompressionLink(b *testing.B, models []model.Model, ds *datasets, comp
 				}
 				lo := int((step*int64(workers) + int64(r)) * int64(batch) % int64(train.N-batch))
 				x := train.X[lo*inputs : (lo+batch)*inputs]
-				if _, errs[r] = models[r].Gradient(params[r], x, train.Y[lo:lo+batch], batch, grads[r]); errs[r] != nil {
-					return
+				if compute {
+					if _, errs[r] = models[r].Gradient(params[r], x, train.Y[lo:lo+batch], batch, grads[r]); errs[r] != nil {
+						return
+					}
 				}
 				errs[r] = clients[r].Push(ctx, step, grads[r], int64(batch))
 			})
@@ -139,15 +155,17 @@ func benchCompressionLink(b *testing.B, models []model.Model, ds *datasets, comp
 }
 
 // startLinkProxy starts an in-process TCP proxy to target whose bytes, each way and
-// summed over its connections, pass a token bucket of rate bytes per second (16 KiB
-// deep): a capped link between the workers and one shard. It returns the address to
+// summed over its connections, pass a token bucket of rate bytes per second (10 ms of
+// it deep, at least 16 KiB, as internal/netns's Shape): a capped link between the
+// workers and one shard. It returns the address to
 // dial and stops with the benchmark.
 func startLinkProxy(b *testing.B, target string, rate float64) string {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	fwd, back := newTokenBucket(rate, 16<<10), newTokenBucket(rate, 16<<10)
+	depth := max(16<<10, int(rate/100)) // 10 ms of the rate, as internal/netns's proxy
+	fwd, back := newTokenBucket(rate, depth), newTokenBucket(rate, depth)
 	var mu sync.Mutex
 	var conns []net.Conn
 	go func() {
@@ -179,11 +197,11 @@ func startLinkProxy(b *testing.B, target string, rate float64) string {
 	return lis.Addr().String()
 }
 
-// shapedCopy copies src to dst, at most a bucket's depth per read, each read waiting
-// for its bytes' tokens before it is written on.
+// shapedCopy copies src to dst, at most a bucket's depth (and 64 KiB) per read, each
+// read waiting for its bytes' tokens before it is written on.
 func shapedCopy(dst, src net.Conn, tb *tokenBucket) {
 	defer dst.Close()
-	buf := make([]byte, tb.depth)
+	buf := make([]byte, min(tb.depth, 64<<10))
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
