@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
 	"io"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cohort-dev/cohort/node/nodetest"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
 
@@ -125,5 +130,65 @@ func TestFormatTraffic(t *testing.T) {
 		if got := formatTraffic(tc.p); got != tc.want {
 			t.Errorf("formatTraffic(%v) = %q, want %q", tc.p, got, tc.want)
 		}
+	}
+}
+
+// TestSoakCompressionFashionCNN trains jobs/examples/fashion-cnn.yaml as it is (2
+// workers, 2 shards, 8 epochs) on the embedded cluster with fp16 and with top-k 1%
+// plus error feedback: each must reach a test_accuracy of at least 0.89. It takes
+// minutes, so it runs with COHORT_CHAOS=1 (make chaos) only; TestCompressionKeepsAccuracy
+// is its short form. It needs the data set (make data).
+func TestSoakCompressionFashionCNN(t *testing.T) {
+	if os.Getenv("COHORT_CHAOS") == "" {
+		t.Skip("minutes long: runs with COHORT_CHAOS=1 (make chaos)")
+	}
+	const dataDir = "/usr/share/datasets/fashion-mnist"
+	if _, err := os.Stat(filepath.Join(dataDir, "train-images-idx3-ubyte.gz")); err != nil {
+		t.Fatalf("Fashion-MNIST is not installed (make data): %v", err)
+	}
+	raw, err := os.ReadFile(repoPath(t, "jobs/examples/fashion-cnn.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, compression string }{
+		{"fp16", "{fp16: true}"},
+		{"topk", "{topK: 0.01, errorFeedback: true}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const old = "consistency: {mode: sync}"
+			if !strings.Contains(string(raw), old) {
+				t.Fatalf("fashion-cnn.yaml has no %q", old)
+			}
+			spec := strings.Replace(string(raw), old, old+"\n    compression: "+tc.compression, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+			defer cancel()
+			c := nodetest.Dev(t, ctx, nodetest.Options{CADir: testCADir(t), Workers: 2, PS: 2, Logger: testLogger(t),
+				DataRoots: append(nodetest.TestDataRoots(), dataDir)})
+			conn, err := dial(c.GRPCAddr, testCreds(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			client := cohortv1.NewJobServiceClient(conn)
+			start := time.Now()
+			resp, err := client.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte(spec), IdempotencyKey: newIdempotencyKey()})
+			if err != nil {
+				t.Fatalf("submit: %v", err)
+			}
+			job, err := watchUntilDone(ctx, client, resp.GetJob().GetId(), nil)
+			if err != nil {
+				t.Fatalf("watch: %v", err)
+			}
+			if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+				t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
+			}
+			m, p := job.GetMetrics(), job.GetProgress()
+			t.Logf("%s: test_accuracy %.4f, val_accuracy %.4f after %v; per step sent %.0f of %.0f B, received %.0f of %.0f B",
+				tc.name, m["test_accuracy"], m["val_accuracy"], time.Since(start).Round(time.Second),
+				p.GetPushBytesPerStep(), p.GetPushDenseBytesPerStep(), p.GetPullBytesPerStep(), p.GetPullDenseBytesPerStep())
+			if acc := m["test_accuracy"]; acc < 0.89 {
+				t.Fatalf("%s: test_accuracy %.4f below 0.89", tc.name, acc)
+			}
+		})
 	}
 }
