@@ -57,3 +57,11 @@ func TestCompressionErrors(t *testing.T) {
 		})
 	}
 }
+
+// editSpecText inserts text after line (1-based) of spec, for seeds built outside a
+// test.
+func editSpecText(spec string, line int, text string) string {
+	lines := strings.Split(strings.TrimSuffix(spec, "\n"), "\n")
+	lines = append(lines[:line], append([]string{text}, lines[line:]...)...)
+	return strings.Join(lines, "\n") + "\n"
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -642,4 +643,65 @@ func TestPullRefusesSparseAndUnknownEncodings(t *testing.T) {
 	_, err = finish(ps, err)
 	wantCode(t, err, 3, "push_header.encoding")
 	_ = context.Background
+}
+
+// TestErrorFeedbackAcrossGenerations runs top-k with error feedback against a real
+// shard through a membership change: a push refused for its stale generation keeps the
+// residual; after the client moves to the new generation the residual starts from zero,
+// so the shard applies exactly the top-k of the new gradient alone (sgd, lr 1: the
+// parameters drop by exactly the values sent).
+func TestErrorFeedbackAcrossGenerations(t *testing.T) {
+	const n = 100
+	srv, addr := startServer(t, 0)
+	addShards(t, []*Server{srv}, ShardConfig{JobID: "j", Generation: 1, Workers: 1, Optimizer: OptimizerConfig{Name: OptimizerSGD, LearningRate: 1}})
+	ctx := testCtx(t)
+	c := newTestClient(t, ClientConfig{Addresses: []string{addr}, JobID: "j", Generation: 1, TotalParams: n,
+		Compression: Compression{TopK: 0.1, ErrorFeedback: true}})
+	if err := c.Init(ctx, initialValues(n)); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	grad := func() []float32 {
+		g := make([]float32, n)
+		for i := range g {
+			g[i] = float32(rng.NormFloat64())
+		}
+		return g
+	}
+	if err := c.Push(ctx, 0, grad(), 8); err != nil {
+		t.Fatal(err)
+	}
+	residual := slices.Clone(c.comp.shards[0].residual)
+	if slices.Equal(residual, make([]float32, n)) {
+		t.Fatal("no residual after a top-k push")
+	}
+	if err := srv.SetGeneration("j", 0, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Push(ctx, 1, grad(), 8); !errors.Is(err, ErrStaleGeneration) {
+		t.Fatalf("push at the old generation: %v, want ErrStaleGeneration", err)
+	}
+	if !slices.Equal(c.comp.shards[0].residual, residual) {
+		t.Fatal("a refused push changed the residual")
+	}
+	c.SetMembership(2, 0)
+	before := make([]float32, n)
+	if _, err := c.Pull(ctx, 1, before); err != nil {
+		t.Fatal(err)
+	}
+	g := grad()
+	if err := c.Push(ctx, 1, g, 8); err != nil {
+		t.Fatal(err)
+	}
+	after := make([]float32, n)
+	if _, err := c.Pull(ctx, 2, after); err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(before)
+	for _, i := range refTopK(g, topKCount(0.1, n)) {
+		want[i] = before[i] - g[i]
+	}
+	if !slices.Equal(after, want) {
+		t.Fatalf("after the new generation's first push the shard holds %v, want the top-k of its gradient alone applied: %v", after, want)
+	}
 }

@@ -81,6 +81,34 @@ func TestCompressionKeepsAccuracy(t *testing.T) {
 	}
 }
 
+// TestCompressionRelaxedModes trains the attrition example with fp16 in async mode and
+// with top-k 1% plus error feedback in bounded mode (where a too-stale push is refused
+// and recomputed: its residual must stay as it was). Both must learn as the
+// uncompressed relaxed modes do (TestAsyncAndBoundedReachAccuracy's bound) and send
+// what the setting says.
+func TestCompressionRelaxedModes(t *testing.T) {
+	const minAUC = 0.75
+	for _, tc := range []struct{ name, consistency string }{
+		{"async-fp16", "consistency: {mode: async}\n    compression: {fp16: true}"},
+		{"bounded-topk", "consistency: {mode: bounded, staleness: 2}\n    compression: {topK: 0.01, errorFeedback: true}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job, _ := runJob(t, exampleSpec(t, "consistency: {mode: sync}", tc.consistency), 2, 2)
+			if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+				t.Fatalf("job %s: %s", stateName(job.GetState()), job.GetStatusMessage())
+			}
+			auc, p := job.GetMetrics()["val_auc"], job.GetProgress()
+			t.Logf("%s: val_auc %.4f; per step sent %.0f of %.0f B", tc.name, auc, p.GetPushBytesPerStep(), p.GetPushDenseBytesPerStep())
+			if auc < minAUC {
+				t.Fatalf("%s: val_auc %.4f below %.2f", tc.name, auc, minAUC)
+			}
+			if ratio := p.GetPushBytesPerStep() / p.GetPushDenseBytesPerStep(); !(ratio > 0 && ratio <= 0.5) {
+				t.Fatalf("%s: pushes at %.3f of their float32 size", tc.name, ratio)
+			}
+		})
+	}
+}
+
 // scrapeSum sums the series of metric name on a node's /metrics whose labels include
 // every one of labels (each `key="value"`), over their other labels (node, ...).
 func scrapeSum(t *testing.T, httpAddr, name string, labels ...string) float64 {
