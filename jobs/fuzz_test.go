@@ -32,6 +32,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("spec: {training: {classWeights: balanced}, export: {threshold: 0.3}}\n"))
 	f.Add([]byte("spec: {data: {sequence_csv: {baseline: seasonalNaive, period: -1, calendar: [month, month]}}}\n"))
 	f.Add([]byte("metadata: {name: [1, {a: b}]}\nspec: {model: {mlp: ~, cnn: {conv: [{filters: .inf}]}}}\n"))
+	f.Add([]byte("spec: {training: {compression: {topK: .nan, errorFeedback: [1], fp16: yes}}}\n"))
+	f.Add([]byte(editSpecText(baseSpec, 16, "    compression: {topK: 0.01, errorFeedback: true}")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		j, err := Parse(data)
 		if err != nil {

@@ -418,6 +418,9 @@ type Training struct {
 	// ClassWeights weights each class's rows in the training loss (classification);
 	// `balanced` or a mapping of class to weight (see ClassWeights).
 	ClassWeights *ClassWeights `yaml:"classWeights,omitempty" json:"classWeights,omitempty"`
+	// Compression, when set, compresses the tensors workers exchange with the
+	// parameter servers (see Compression).
+	Compression *Compression `yaml:"compression,omitempty" json:"compression,omitempty"`
 }
 
 // EarlyStopping is spec.training.earlyStopping. The chief evaluates the validation split

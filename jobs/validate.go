@@ -204,6 +204,7 @@ func (j *TrainingJob) validate() errorList {
 	v.scored("spec.checkpoint.scoreBy", "metric", s.Checkpoint.ScoreBy.Metric, s.Checkpoint.ScoreBy.Mode)
 	v.earlyStopping()
 	v.imbalance()
+	v.compression()
 
 	if len(s.Export.Formats) == 0 {
 		v.add("spec.export.formats", "must list at least one of %s", strings.Join(ExportFormats, ", "))

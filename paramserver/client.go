@@ -43,6 +43,9 @@ type ClientConfig struct {
 	// NoSessions makes every push and pull its own RPC instead of an operation on the
 	// shard's long-lived Session stream (tests, and comparisons in benchmarks).
 	NoSessions bool
+	// Compression is the job's gradient compression (compress.go); the zero value
+	// sends float32 values.
+	Compression Compression
 	// DialOptions replace the default insecure transport credentials when non-empty;
 	// message size limits are always added.
 	DialOptions []grpc.DialOption
@@ -75,6 +78,9 @@ type Client struct {
 	gen    atomic.Uint64
 	rank   atomic.Int32
 
+	comp    *clientCompression // nil: float32 pushes and pulls (compress_client.go)
+	traffic trafficCounters
+
 	sessions []*session         // one per shard, see session.go
 	base     context.Context    // bounds the sessions' streams; ended by Close
 	stop     context.CancelFunc // ends base
@@ -92,6 +98,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("%w: negative rank %d", ErrInvalidConfig, cfg.Rank)
 	case cfg.Mode != "" && cfg.Mode != ModeSync && cfg.Mode != ModeAsync && cfg.Mode != ModeBounded:
 		return nil, fmt.Errorf("%w: unknown consistency mode %q", ErrInvalidConfig, cfg.Mode)
+	}
+	comp, err := newClientCompression(cfg.Compression, len(cfg.Addresses))
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -111,6 +121,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		log:    cfg.Logger.With("component", "paramserver-client", "job", cfg.JobID),
 		ranges: Partition(cfg.TotalParams, len(cfg.Addresses)),
 		chunk:  chunkValues(normalizeChunkBytes(cfg.ChunkBytes)),
+		comp:   comp,
 	}
 	c.gen.Store(cfg.Generation)
 	c.rank.Store(int32(cfg.Rank))
@@ -299,6 +310,7 @@ func (c *Client) Pull(ctx context.Context, step int64, dst []float32) (int64, er
 	if err != nil {
 		return 0, fmt.Errorf("paramserver: pull step %d: %w", step, err)
 	}
+	c.countPull(c.cfg.TotalParams)
 	v := versions[0]
 	for i, w := range versions {
 		if w != v && (c.cfg.Mode == "" || c.cfg.Mode == ModeSync) {
@@ -314,7 +326,7 @@ func (c *Client) pullShard(ctx context.Context, i int, step int64, dst []float32
 		var version int64
 		err := errNoSession
 		if !ss.off {
-			req := &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load()}
+			req := &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load(), Encoding: c.pullEncoding()}
 			err = ss.do(ctx, c.base, c.stubs[i], func() (err error) {
 				version, err = ss.pull(req, dst)
 				return err
@@ -327,11 +339,14 @@ func (c *Client) pullShard(ctx context.Context, i int, step int64, dst []float32
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.stubs[i].Pull(ctx, &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load()})
+	stream, err := c.stubs[i].Pull(ctx, &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load(), Encoding: c.pullEncoding()})
 	if err != nil {
 		return 0, err
 	}
-	pa := newPullAssembler(dst)
+	pa, err := newPullAssembler(dst, c.pullEncoding())
+	if err != nil {
+		return 0, err
+	}
 	// resp is reused across chunks: chunkCodec decodes into its chunk's capacity.
 	resp := cohortv1.PullResponse{Chunk: getChunk()}
 	defer func() { putChunk(resp.GetChunk()) }()
@@ -349,14 +364,19 @@ func (c *Client) pullShard(ctx context.Context, i int, step int64, dst []float32
 }
 
 // pullAssembler assembles the value chunks of one pull into place and checks that they
-// all belong to one version.
+// all belong to one version and come in the encoding asked for.
 type pullAssembler struct {
-	asm     assembler
+	asm     chunkDecoder
+	enc     cohortv1.TensorEncoding
 	version int64 // -1 until the first chunk
 }
 
-func newPullAssembler(dst []float32) *pullAssembler {
-	return &pullAssembler{asm: assembler{dst: dst}, version: -1}
+func newPullAssembler(dst []float32, enc cohortv1.TensorEncoding) (*pullAssembler, error) {
+	asm, err := newChunkDecoder(enc, dst, false)
+	if err != nil {
+		return nil, err
+	}
+	return &pullAssembler{asm: asm, enc: enc, version: -1}, nil
 }
 
 // add places one chunk.
@@ -365,6 +385,9 @@ func (p *pullAssembler) add(r *cohortv1.PullResponse) error {
 		return fmt.Errorf("%w: pull stream changed version from %d to %d", ErrInvalidArgument, p.version, r.GetStep())
 	}
 	p.version = r.GetStep()
+	if err := checkPullEncoding(p.enc, r.GetEncoding()); err != nil {
+		return err
+	}
 	return p.asm.add(r.GetChunk().GetOffset(), r.GetChunk().GetData())
 }
 
@@ -388,13 +411,16 @@ func (c *Client) Push(ctx context.Context, step int64, grad []float32, numSample
 	}
 	err := c.parallel(ctx, func(ctx context.Context, i int) error {
 		r := c.ranges[i]
-		return c.retry(ctx, "push", i, func() error {
-			err := c.pushShard(ctx, i, step, grad[r.Offset:r.End()], numSamples)
+		body, settle := c.preparePush(i, grad[r.Offset:r.End()], numSamples)
+		err := c.retry(ctx, "push", i, func() error {
+			err := c.pushShard(ctx, i, step, body, numSamples)
 			if status.Code(err) == codes.AlreadyExists {
 				return nil
 			}
 			return err
 		})
+		settle(err == nil)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("paramserver: push step %d: %w", step, err)
@@ -402,13 +428,13 @@ func (c *Client) Push(ctx context.Context, step int64, grad []float32, numSample
 	return nil
 }
 
-func (c *Client) pushShard(ctx context.Context, i int, step int64, grad []float32, numSamples int64) error {
+func (c *Client) pushShard(ctx context.Context, i int, step int64, body *pushBody, numSamples int64) error {
 	if ss := c.sessions[i]; ss.mu.TryLock() {
 		err := errNoSession
 		if !ss.off {
-			h := &cohortv1.PushHeader{Ref: c.ref(i), Step: step, WorkerRank: c.rank.Load(), NumSamples: numSamples}
+			h := &cohortv1.PushHeader{Ref: c.ref(i), Step: step, WorkerRank: c.rank.Load(), NumSamples: numSamples, Encoding: body.enc}
 			err = ss.do(ctx, c.base, c.stubs[i], func() error {
-				_, err := ss.push(h, grad, c.chunk)
+				_, err := ss.push(h, body, c.chunk)
 				return err
 			})
 		}
@@ -424,12 +450,12 @@ func (c *Client) pushShard(ctx context.Context, i int, step int64, grad []float3
 		return err
 	}
 	err = stream.Send(&cohortv1.PushRequest{Part: &cohortv1.PushRequest_Header{Header: &cohortv1.PushHeader{
-		Ref: c.ref(i), Step: step, WorkerRank: c.rank.Load(), NumSamples: numSamples,
+		Ref: c.ref(i), Step: step, WorkerRank: c.rank.Load(), NumSamples: numSamples, Encoding: body.enc,
 	}}})
 	if err == nil {
 		msg := &cohortv1.PushRequest_Chunk{}
 		req := &cohortv1.PushRequest{Part: msg}
-		err = c.sendChunks(grad, func(ch *cohortv1.Chunk) error {
+		err = body.send(c.chunk, func(ch *cohortv1.Chunk) error {
 			msg.Chunk = ch
 			return stream.Send(req)
 		})

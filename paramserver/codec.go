@@ -118,9 +118,9 @@ func unmarshalChunkMessage(b []byte, m proto.Message) error {
 // other shape.
 func decodePullResponse(b []byte, m *cohortv1.PullResponse) bool {
 	var (
-		step              uint64
-		haveStep, haveChk bool
-		chunk             = m.GetChunk()
+		step, enc                  uint64
+		haveStep, haveChk, haveEnc bool
+		chunk                      = m.GetChunk()
 	)
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -144,6 +144,12 @@ func decodePullResponse(b []byte, m *cohortv1.PullResponse) bool {
 				return false
 			}
 			haveChk = true
+		case num == 120 && typ == protowire.VarintType && !haveEnc:
+			// encoding (compress.go): set on compressed pulls.
+			if enc, n = protowire.ConsumeVarint(b); n < 0 {
+				return false
+			}
+			haveEnc = true
 		default:
 			return false
 		}
@@ -151,6 +157,7 @@ func decodePullResponse(b []byte, m *cohortv1.PullResponse) bool {
 	}
 	proto.Reset(m)
 	m.Step = int64(step)
+	m.Encoding = cohortv1.TensorEncoding(int32(enc))
 	if haveChk {
 		m.Chunk = chunk
 	}

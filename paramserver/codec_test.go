@@ -17,6 +17,8 @@ func codecSeeds(t testing.TB) [][]byte {
 		&cohortv1.PullResponse{Step: 7, Chunk: &cohortv1.Chunk{Offset: 3, Data: []byte{1, 2, 3, 4}}},
 		&cohortv1.PullResponse{Step: -1},
 		&cohortv1.PullResponse{Chunk: &cohortv1.Chunk{}},
+		&cohortv1.PullResponse{Step: 9, Chunk: &cohortv1.Chunk{Data: []byte{0, 60}}, Encoding: cohortv1.TensorEncoding_TENSOR_ENCODING_FP16},
+		&cohortv1.PullResponse{Encoding: cohortv1.TensorEncoding(-7)},
 		&cohortv1.PushRequest{Part: &cohortv1.PushRequest_Chunk{Chunk: &cohortv1.Chunk{Offset: 1 << 40, Data: bytes.Repeat([]byte{9}, 64)}}},
 		&cohortv1.PushRequest{Part: &cohortv1.PushRequest_Header{Header: &cohortv1.PushHeader{Ref: &cohortv1.ShardRef{JobId: "j", Generation: 2}, Step: 5, NumSamples: 64}}},
 		&cohortv1.InitRequest{Part: &cohortv1.InitRequest_Chunk{Chunk: &cohortv1.Chunk{Data: []byte{0, 0, 128, 63}}}},

@@ -7,7 +7,9 @@
 //
 // Tensors travel as raw little-endian float32 bytes in chunks of ChunkBytes (1 MiB by
 // default, at most MaxChunkBytes), so every gRPC message stays far below the message
-// size limits set by ServerOptions. On little-endian hosts the bytes are zero-copy
+// size limits set by ServerOptions. A job with gradient compression sends them as IEEE
+// half floats or, for pushes, as sparse top-k indices and values instead (the push
+// header's and the pull's encoding say which; compress.go). On little-endian hosts the bytes are zero-copy
 // views of the []float32 backing arrays. Receivers decode chunks with chunkCodec into
 // pooled chunk buffers they reuse across messages and streams, so a push or pull
 // allocates almost nothing once warm (BENCHMARKS.md has the figures). A Client sends

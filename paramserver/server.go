@@ -305,7 +305,7 @@ func (s *Server) Init(stream cohortv1.ParameterService_InitServer) error {
 	// m is reused across chunks: chunkCodec decodes into its chunk's capacity.
 	m := cohortv1.InitRequest{Part: &cohortv1.InitRequest_Chunk{Chunk: getChunk()}}
 	defer func() { putChunk(m.GetChunk()) }()
-	if err := s.receive(stream.Context(), "init", values, func() (*cohortv1.Chunk, error) {
+	if err := s.receive(stream.Context(), "init", &assembler{dst: values}, func() (*cohortv1.Chunk, error) {
 		if err := stream.RecvMsg(&m); err != nil {
 			return nil, err
 		}
@@ -323,9 +323,8 @@ func (s *Server) Init(stream cohortv1.ParameterService_InitServer) error {
 	return stream.SendAndClose(&cohortv1.InitResponse{AcceptedValues: accepted, Step: version})
 }
 
-// receive reads chunks until the client closes its side and assembles them into dst.
-func (s *Server) receive(ctx context.Context, rpc string, dst []float32, next func() (*cohortv1.Chunk, error)) error {
-	asm := assembler{dst: dst}
+// receive reads chunks until the client closes its side and decodes them with asm.
+func (s *Server) receive(ctx context.Context, rpc string, asm chunkDecoder, next func() (*cohortv1.Chunk, error)) error {
 	var n int
 	for {
 		c, err := next()
@@ -396,7 +395,11 @@ func (s *Server) push(ctx context.Context, h *cohortv1.PushHeader, next func() (
 		return 0, s.pushRefused(sh, err)
 	}
 	defer sh.releaseGrad(grad)
-	if err := s.receive(ctx, "push", grad, next); err != nil {
+	dec, err := newChunkDecoder(h.GetEncoding(), grad, true)
+	if err != nil {
+		return 0, s.pushRefused(sh, fmt.Errorf("push_header.encoding: %w", err))
+	}
+	if err := s.receive(ctx, "push", dec, next); err != nil {
 		return 0, s.pushRefused(sh, err)
 	}
 	version, err := sh.commitPush(gen, rank, step, samples, grad)
@@ -429,6 +432,10 @@ func (s *Server) pull(ctx context.Context, req *cohortv1.PullRequest, send func(
 	if err := s.admit(ctx, req.GetRef()); err != nil {
 		return err
 	}
+	per, err := pullChunkValues(req.GetEncoding(), s.chunkBytes)
+	if err != nil {
+		return toStatus(err)
+	}
 	sh, err := s.lookupRef(req.GetRef())
 	if err != nil {
 		return toStatus(err)
@@ -438,14 +445,13 @@ func (s *Server) pull(ctx context.Context, req *cohortv1.PullRequest, send func(
 		return toStatus(err)
 	}
 	defer sh.releaseSnapshot(snap)
-	per := chunkValues(s.chunkBytes)
-	resp := &cohortv1.PullResponse{Step: snap.version, Chunk: &cohortv1.Chunk{}}
+	resp := &cohortv1.PullResponse{Step: snap.version, Chunk: &cohortv1.Chunk{}, Encoding: req.GetEncoding()}
 	var scratch []byte
 	vals := snap.values
 	for off := 0; off < len(vals) || off == 0; off += per {
 		end := min(off+per, len(vals))
 		resp.Chunk.Offset = uint64(off)
-		resp.Chunk.Data = float32Bytes(vals[off:end], &scratch)
+		resp.Chunk.Data = encodeValues(req.GetEncoding(), vals[off:end], &scratch)
 		if err := send(resp); err != nil {
 			return err
 		}

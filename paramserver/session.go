@@ -317,21 +317,18 @@ func (ss *session) send(m *cohortv1.SessionRequest) error {
 }
 
 // push sends one push (header, chunks, end) and waits for its answer.
-func (ss *session) push(h *cohortv1.PushHeader, grad []float32, per int) (int64, error) {
+func (ss *session) push(h *cohortv1.PushHeader, body *pushBody, per int) (int64, error) {
 	ss.req.Part = &cohortv1.SessionRequest_Push{Push: h}
 	if err := ss.send(&ss.req); err != nil {
 		return 0, err
 	}
-	var scratch []byte
-	chunk := &cohortv1.Chunk{}
-	ss.req.Part = &cohortv1.SessionRequest_Chunk{Chunk: chunk}
-	for off := 0; off < len(grad); off += per {
-		end := min(off+per, len(grad))
-		chunk.Offset = uint64(off)
-		chunk.Data = float32Bytes(grad[off:end], &scratch)
-		if err := ss.send(&ss.req); err != nil {
-			return 0, err
-		}
+	part := &cohortv1.SessionRequest_Chunk{}
+	ss.req.Part = part
+	if err := body.send(per, func(ch *cohortv1.Chunk) error {
+		part.Chunk = ch
+		return ss.send(&ss.req)
+	}); err != nil {
+		return 0, err
 	}
 	ss.req.Part = &cohortv1.SessionRequest_End{End: &cohortv1.SessionEnd{}}
 	if err := ss.send(&ss.req); err != nil {
@@ -354,7 +351,10 @@ func (ss *session) pull(req *cohortv1.PullRequest, dst []float32) (int64, error)
 	if err := ss.send(&ss.req); err != nil {
 		return 0, err
 	}
-	pa := newPullAssembler(dst)
+	pa, err := newPullAssembler(dst, req.GetEncoding())
+	if err != nil {
+		return 0, err
+	}
 	for {
 		resp, err := ss.recv()
 		if err != nil {

@@ -97,6 +97,9 @@ type ProgressView struct {
 	TotalSteps       int64  `json:"total_steps"`
 	SamplesPerSecond Number `json:"samples_per_second"`
 	Loss             Number `json:"loss"`
+	// Traffic is the chief worker's tensor bytes per step, before and after
+	// training.compression ("" before its first report with them; trafficText).
+	Traffic string `json:"traffic"`
 }
 
 // Percent is the share of steps done, 0 to 100.
@@ -233,6 +236,7 @@ func jobView(j *cohortv1.Job, now time.Time) JobView {
 		Progress: ProgressView{
 			Epoch: p.GetEpoch(), TotalEpochs: p.GetTotalEpochs(), Step: p.GetStep(), TotalSteps: p.GetTotalSteps(),
 			SamplesPerSecond: Number(p.GetSamplesPerSecond()), Loss: Number(p.GetLoss()),
+			Traffic: trafficText(p),
 		},
 		Metrics:        make(map[string]Number, len(j.GetMetrics())),
 		PendingReasons: append([]string{}, j.GetPendingReasons()...),

@@ -54,6 +54,8 @@ type chief struct {
 	telemetry *jobTelemetry
 	// interim is the last in-epoch progress report (progress.go).
 	interim interimState
+	// traffic is the client's traffic at the last progress report (compression.go).
+	traffic trafficMark
 
 	// early is spec.training.earlyStopping's state after the last epoch evaluated;
 	// pendingStop a decision to stop not stored yet, stop the job's stored decision

@@ -46,6 +46,9 @@ func (c *chief) progressDue(k int64, now time.Time) bool {
 // startInterim anchors the in-epoch reports at the run's first step.
 func (c *chief) startInterim(step int64, loss *epochLoss) {
 	c.interim = interimState{at: time.Now(), step: step, sum: loss.sum, rows: loss.rows}
+	if c.client != nil {
+		c.traffic.at = c.client.Traffic()
+	}
 }
 
 // reportInterim sends an in-epoch progress report after k steps when one is due (rank
@@ -83,6 +86,7 @@ func (c *chief) markInterval(p *cohortv1.JobProgress, loss *epochLoss, now time.
 		global := int64(c.t.spec.Spec.Training.BatchSize * c.t.base)
 		p.SamplesPerSecond = float64((k-c.interim.step)*global) / d
 	}
+	c.markTraffic(p, k-c.interim.step)
 	c.interim = interimState{at: now, step: k, sum: loss.sum, rows: loss.rows}
 }
 

@@ -26,6 +26,8 @@ type Metrics struct {
 	// step and intervalLoss follow the chief's in-epoch progress reports.
 	step         *prometheus.GaugeVec
 	intervalLoss *prometheus.GaugeVec
+	// traffic counts tensor bytes before and after compression (compression.go).
+	traffic *trafficMetrics
 }
 
 // NewMetrics creates the worker metrics and registers them on reg (nil: unregistered):
@@ -37,6 +39,8 @@ type Metrics struct {
 //	cohort_worker_membership_changes_total membership generations a running task moved to
 //	cohort_job_step{job}              the chief's global steps done, at its last progress report
 //	cohort_job_interval_loss{job}     the chief's mean training loss since its previous progress report
+//	cohort_worker_tensor_bytes_total{direction,form}, cohort_job_bytes_per_step{job,direction,form}
+//	                                  tensor traffic before and after compression (compression.go)
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		stepSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -68,9 +72,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "cohort_job_interval_loss",
 			Help: "Mean training loss of the steps between the job chief's last two progress reports.",
 		}, []string{"job"}),
+		traffic: newTrafficMetrics(),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond, m.membershipChanges, m.step, m.intervalLoss} {
+		for _, c := range append([]prometheus.Collector{m.stepSeconds, m.samples, m.loss, m.samplesPerSecond, m.membershipChanges, m.step, m.intervalLoss}, m.traffic.collectors()...) {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("worker: register metrics: %w", err)
 			}
@@ -105,6 +110,7 @@ func (m *Metrics) forgetJob(job string) {
 	m.samplesPerSecond.DeleteLabelValues(job)
 	m.step.DeleteLabelValues(job)
 	m.intervalLoss.DeleteLabelValues(job)
+	m.forgetTraffic(job)
 }
 
 // observeInterim records an in-epoch progress report of the chief.

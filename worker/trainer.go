@@ -175,6 +175,7 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		TotalParams: uint64(m.NumParams()),
 		LayoutHash:  m.LayoutHash(),
 		Mode:        s.Training.Consistency.Mode,
+		Compression: clientCompression(s.Training.Compression),
 		DialOptions: t.cfg.DialOptions,
 		Logger:      t.log,
 	})
@@ -271,6 +272,8 @@ type loopState struct {
 	// chief does rank 0's duties (chief.go). Every rank keeps one: the rank that becomes
 	// rank 0 after a membership change takes over with it.
 	chief *chief
+	// traffic is the client's traffic at the last step (countTraffic).
+	traffic paramserver.Traffic
 }
 
 // newLoop prepares the loop of a run that starts at start and trains to step total.
@@ -563,6 +566,7 @@ func (l *loopState) runStep(ctx context.Context, k int64) error {
 	}
 	l.sched.countGradients()
 	t.cfg.Metrics.observeStep(time.Since(stepStart), len(rows))
+	l.countTraffic()
 	if t.chief {
 		l.chief.reportInterim(k+1, &l.sched, &l.loss)
 	}

@@ -383,6 +383,9 @@ func newJobStatusCmd(g *globalFlags) *cobra.Command {
 			if p := j.GetProgress(); p != nil {
 				fmt.Fprintf(stdout, "  progress: epoch %d/%d, step %d/%d, loss %.4f, %s samples/s\n",
 					p.GetEpoch(), p.GetTotalEpochs(), p.GetStep(), p.GetTotalSteps(), p.GetLoss(), humanRate(p.GetSamplesPerSecond()))
+				if tr := formatTraffic(p); tr != "" {
+					fmt.Fprintf(stdout, "  traffic: %s\n", tr)
+				}
 			}
 			if len(j.GetMetrics()) > 0 {
 				fmt.Fprintf(stdout, "  metrics: %s\n", formatMetrics(j.GetMetrics()))

@@ -21,6 +21,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TensorEncoding is the form of a tensor transfer's chunk data (package paramserver,
+// compress.go, has the exact layouts).
+type TensorEncoding int32
+
+const (
+	// Little-endian float32 values; chunk.offset counts values.
+	TensorEncoding_TENSOR_ENCODING_FLOAT32 TensorEncoding = 0
+	// Little-endian IEEE 754 binary16 values, rounded to nearest even; offset counts values.
+	TensorEncoding_TENSOR_ENCODING_FP16 TensorEncoding = 1
+	// Pushes only: a sparse gradient (top-k). Each chunk's data is a little-endian uint32
+	// count n, then n uint32 indices (into the shard's range, strictly increasing over the
+	// whole push), then n float32 values; offset counts the entries of earlier chunks.
+	// Values not named are 0.
+	TensorEncoding_TENSOR_ENCODING_SPARSE TensorEncoding = 2
+)
+
+// Enum value maps for TensorEncoding.
+var (
+	TensorEncoding_name = map[int32]string{
+		0: "TENSOR_ENCODING_FLOAT32",
+		1: "TENSOR_ENCODING_FP16",
+		2: "TENSOR_ENCODING_SPARSE",
+	}
+	TensorEncoding_value = map[string]int32{
+		"TENSOR_ENCODING_FLOAT32": 0,
+		"TENSOR_ENCODING_FP16":    1,
+		"TENSOR_ENCODING_SPARSE":  2,
+	}
+)
+
+func (x TensorEncoding) Enum() *TensorEncoding {
+	p := new(TensorEncoding)
+	*p = x
+	return p
+}
+
+func (x TensorEncoding) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TensorEncoding) Descriptor() protoreflect.EnumDescriptor {
+	return file_cohort_v1_ps_proto_enumTypes[0].Descriptor()
+}
+
+func (TensorEncoding) Type() protoreflect.EnumType {
+	return &file_cohort_v1_ps_proto_enumTypes[0]
+}
+
+func (x TensorEncoding) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TensorEncoding.Descriptor instead.
+func (TensorEncoding) EnumDescriptor() ([]byte, []int) {
+	return file_cohort_v1_ps_proto_rawDescGZIP(), []int{0}
+}
+
 // ShardRef names one shard of one job at one generation.
 type ShardRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -355,10 +412,12 @@ func (x *InitResponse) GetStep() int64 {
 }
 
 type PullRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           *ShardRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	MinStep       int64                  `protobuf:"varint,2,opt,name=min_step,json=minStep,proto3" json:"min_step,omitempty"`
-	WorkerRank    int32                  `protobuf:"varint,3,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Ref        *ShardRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	MinStep    int64                  `protobuf:"varint,2,opt,name=min_step,json=minStep,proto3" json:"min_step,omitempty"`
+	WorkerRank int32                  `protobuf:"varint,3,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
+	// encoding asks for the values in this form: FLOAT32 (the default) or FP16.
+	Encoding      TensorEncoding `protobuf:"varint,120,opt,name=encoding,proto3,enum=cohort.v1.TensorEncoding" json:"encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,10 +473,20 @@ func (x *PullRequest) GetWorkerRank() int32 {
 	return 0
 }
 
+func (x *PullRequest) GetEncoding() TensorEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return TensorEncoding_TENSOR_ENCODING_FLOAT32
+}
+
 type PullResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Step          int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"` // the version these values belong to (set on every message)
-	Chunk         *Chunk                 `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Step  int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"` // the version these values belong to (set on every message)
+	Chunk *Chunk                 `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// encoding is the form of chunk.data, the request's (a server that does not know
+	// the field answers FLOAT32 and leaves it unset; the client then refuses the values).
+	Encoding      TensorEncoding `protobuf:"varint,120,opt,name=encoding,proto3,enum=cohort.v1.TensorEncoding" json:"encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -466,12 +535,21 @@ func (x *PullResponse) GetChunk() *Chunk {
 	return nil
 }
 
+func (x *PullResponse) GetEncoding() TensorEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return TensorEncoding_TENSOR_ENCODING_FLOAT32
+}
+
 type PushHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           *ShardRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"` // the version the gradient was computed against
-	WorkerRank    int32                  `protobuf:"varint,3,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
-	NumSamples    int64                  `protobuf:"varint,4,opt,name=num_samples,json=numSamples,proto3" json:"num_samples,omitempty"` // weight of this gradient in the average (0: empty batch)
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Ref        *ShardRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Step       int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"` // the version the gradient was computed against
+	WorkerRank int32                  `protobuf:"varint,3,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
+	NumSamples int64                  `protobuf:"varint,4,opt,name=num_samples,json=numSamples,proto3" json:"num_samples,omitempty"` // weight of this gradient in the average (0: empty batch)
+	// encoding is the form of the chunks that follow (see TensorEncoding).
+	Encoding      TensorEncoding `protobuf:"varint,120,opt,name=encoding,proto3,enum=cohort.v1.TensorEncoding" json:"encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +610,13 @@ func (x *PushHeader) GetNumSamples() int64 {
 		return x.NumSamples
 	}
 	return 0
+}
+
+func (x *PushHeader) GetEncoding() TensorEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return TensorEncoding_TENSOR_ENCODING_FLOAT32
 }
 
 type PushRequest struct {
@@ -1137,15 +1222,17 @@ const file_cohort_v1_ps_proto_rawDesc = "" +
 	"\x04part\"K\n" +
 	"\fInitResponse\x12'\n" +
 	"\x0faccepted_values\x18\x01 \x01(\bR\x0eacceptedValues\x12\x12\n" +
-	"\x04step\x18\x02 \x01(\x03R\x04step\"p\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\"\xa7\x01\n" +
 	"\vPullRequest\x12%\n" +
 	"\x03ref\x18\x01 \x01(\v2\x13.cohort.v1.ShardRefR\x03ref\x12\x19\n" +
 	"\bmin_step\x18\x02 \x01(\x03R\aminStep\x12\x1f\n" +
 	"\vworker_rank\x18\x03 \x01(\x05R\n" +
-	"workerRank\"J\n" +
+	"workerRank\x125\n" +
+	"\bencoding\x18x \x01(\x0e2\x19.cohort.v1.TensorEncodingR\bencoding\"\x81\x01\n" +
 	"\fPullResponse\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12&\n" +
-	"\x05chunk\x18\x02 \x01(\v2\x10.cohort.v1.ChunkR\x05chunk\"\x89\x01\n" +
+	"\x05chunk\x18\x02 \x01(\v2\x10.cohort.v1.ChunkR\x05chunk\x125\n" +
+	"\bencoding\x18x \x01(\x0e2\x19.cohort.v1.TensorEncodingR\bencoding\"\xc0\x01\n" +
 	"\n" +
 	"PushHeader\x12%\n" +
 	"\x03ref\x18\x01 \x01(\v2\x13.cohort.v1.ShardRefR\x03ref\x12\x12\n" +
@@ -1153,7 +1240,8 @@ const file_cohort_v1_ps_proto_rawDesc = "" +
 	"\vworker_rank\x18\x03 \x01(\x05R\n" +
 	"workerRank\x12\x1f\n" +
 	"\vnum_samples\x18\x04 \x01(\x03R\n" +
-	"numSamples\"p\n" +
+	"numSamples\x125\n" +
+	"\bencoding\x18x \x01(\x0e2\x19.cohort.v1.TensorEncodingR\bencoding\"p\n" +
 	"\vPushRequest\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.cohort.v1.PushHeaderH\x00R\x06header\x12(\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x10.cohort.v1.ChunkH\x00R\x05chunkB\x06\n" +
@@ -1186,7 +1274,11 @@ const file_cohort_v1_ps_proto_rawDesc = "" +
 	"\x06values\x18\x02 \x01(\v2\x17.cohort.v1.PullResponseH\x00R\x06values\x12/\n" +
 	"\x06pulled\x18\x03 \x01(\v2\x15.cohort.v1.SessionEndH\x00R\x06pulled\x123\n" +
 	"\x06failed\x18\x04 \x01(\v2\x19.cohort.v1.SessionFailureH\x00R\x06failedB\x06\n" +
-	"\x04part2\xd4\x02\n" +
+	"\x04part*c\n" +
+	"\x0eTensorEncoding\x12\x1b\n" +
+	"\x17TENSOR_ENCODING_FLOAT32\x10\x00\x12\x18\n" +
+	"\x14TENSOR_ENCODING_FP16\x10\x01\x12\x1a\n" +
+	"\x16TENSOR_ENCODING_SPARSE\x10\x022\xd4\x02\n" +
 	"\x10ParameterService\x129\n" +
 	"\x04Init\x12\x16.cohort.v1.InitRequest\x1a\x17.cohort.v1.InitResponse(\x01\x129\n" +
 	"\x04Pull\x12\x16.cohort.v1.PullRequest\x1a\x17.cohort.v1.PullResponse0\x01\x129\n" +
@@ -1207,58 +1299,63 @@ func file_cohort_v1_ps_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_ps_proto_rawDescData
 }
 
+var file_cohort_v1_ps_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_cohort_v1_ps_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_cohort_v1_ps_proto_goTypes = []any{
-	(*ShardRef)(nil),           // 0: cohort.v1.ShardRef
-	(*Chunk)(nil),              // 1: cohort.v1.Chunk
-	(*InitHeader)(nil),         // 2: cohort.v1.InitHeader
-	(*InitRequest)(nil),        // 3: cohort.v1.InitRequest
-	(*InitResponse)(nil),       // 4: cohort.v1.InitResponse
-	(*PullRequest)(nil),        // 5: cohort.v1.PullRequest
-	(*PullResponse)(nil),       // 6: cohort.v1.PullResponse
-	(*PushHeader)(nil),         // 7: cohort.v1.PushHeader
-	(*PushRequest)(nil),        // 8: cohort.v1.PushRequest
-	(*PushResponse)(nil),       // 9: cohort.v1.PushResponse
-	(*CheckpointRequest)(nil),  // 10: cohort.v1.CheckpointRequest
-	(*CheckpointResponse)(nil), // 11: cohort.v1.CheckpointResponse
-	(*SessionRequest)(nil),     // 12: cohort.v1.SessionRequest
-	(*SessionEnd)(nil),         // 13: cohort.v1.SessionEnd
-	(*SessionFailure)(nil),     // 14: cohort.v1.SessionFailure
-	(*SessionResponse)(nil),    // 15: cohort.v1.SessionResponse
+	(TensorEncoding)(0),        // 0: cohort.v1.TensorEncoding
+	(*ShardRef)(nil),           // 1: cohort.v1.ShardRef
+	(*Chunk)(nil),              // 2: cohort.v1.Chunk
+	(*InitHeader)(nil),         // 3: cohort.v1.InitHeader
+	(*InitRequest)(nil),        // 4: cohort.v1.InitRequest
+	(*InitResponse)(nil),       // 5: cohort.v1.InitResponse
+	(*PullRequest)(nil),        // 6: cohort.v1.PullRequest
+	(*PullResponse)(nil),       // 7: cohort.v1.PullResponse
+	(*PushHeader)(nil),         // 8: cohort.v1.PushHeader
+	(*PushRequest)(nil),        // 9: cohort.v1.PushRequest
+	(*PushResponse)(nil),       // 10: cohort.v1.PushResponse
+	(*CheckpointRequest)(nil),  // 11: cohort.v1.CheckpointRequest
+	(*CheckpointResponse)(nil), // 12: cohort.v1.CheckpointResponse
+	(*SessionRequest)(nil),     // 13: cohort.v1.SessionRequest
+	(*SessionEnd)(nil),         // 14: cohort.v1.SessionEnd
+	(*SessionFailure)(nil),     // 15: cohort.v1.SessionFailure
+	(*SessionResponse)(nil),    // 16: cohort.v1.SessionResponse
 }
 var file_cohort_v1_ps_proto_depIdxs = []int32{
-	0,  // 0: cohort.v1.InitHeader.ref:type_name -> cohort.v1.ShardRef
-	2,  // 1: cohort.v1.InitRequest.header:type_name -> cohort.v1.InitHeader
-	1,  // 2: cohort.v1.InitRequest.chunk:type_name -> cohort.v1.Chunk
-	0,  // 3: cohort.v1.PullRequest.ref:type_name -> cohort.v1.ShardRef
-	1,  // 4: cohort.v1.PullResponse.chunk:type_name -> cohort.v1.Chunk
-	0,  // 5: cohort.v1.PushHeader.ref:type_name -> cohort.v1.ShardRef
-	7,  // 6: cohort.v1.PushRequest.header:type_name -> cohort.v1.PushHeader
-	1,  // 7: cohort.v1.PushRequest.chunk:type_name -> cohort.v1.Chunk
-	0,  // 8: cohort.v1.CheckpointRequest.ref:type_name -> cohort.v1.ShardRef
-	7,  // 9: cohort.v1.SessionRequest.push:type_name -> cohort.v1.PushHeader
-	1,  // 10: cohort.v1.SessionRequest.chunk:type_name -> cohort.v1.Chunk
-	13, // 11: cohort.v1.SessionRequest.end:type_name -> cohort.v1.SessionEnd
-	5,  // 12: cohort.v1.SessionRequest.pull:type_name -> cohort.v1.PullRequest
-	9,  // 13: cohort.v1.SessionResponse.pushed:type_name -> cohort.v1.PushResponse
-	6,  // 14: cohort.v1.SessionResponse.values:type_name -> cohort.v1.PullResponse
-	13, // 15: cohort.v1.SessionResponse.pulled:type_name -> cohort.v1.SessionEnd
-	14, // 16: cohort.v1.SessionResponse.failed:type_name -> cohort.v1.SessionFailure
-	3,  // 17: cohort.v1.ParameterService.Init:input_type -> cohort.v1.InitRequest
-	5,  // 18: cohort.v1.ParameterService.Pull:input_type -> cohort.v1.PullRequest
-	8,  // 19: cohort.v1.ParameterService.Push:input_type -> cohort.v1.PushRequest
-	10, // 20: cohort.v1.ParameterService.Checkpoint:input_type -> cohort.v1.CheckpointRequest
-	12, // 21: cohort.v1.ParameterService.Session:input_type -> cohort.v1.SessionRequest
-	4,  // 22: cohort.v1.ParameterService.Init:output_type -> cohort.v1.InitResponse
-	6,  // 23: cohort.v1.ParameterService.Pull:output_type -> cohort.v1.PullResponse
-	9,  // 24: cohort.v1.ParameterService.Push:output_type -> cohort.v1.PushResponse
-	11, // 25: cohort.v1.ParameterService.Checkpoint:output_type -> cohort.v1.CheckpointResponse
-	15, // 26: cohort.v1.ParameterService.Session:output_type -> cohort.v1.SessionResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	1,  // 0: cohort.v1.InitHeader.ref:type_name -> cohort.v1.ShardRef
+	3,  // 1: cohort.v1.InitRequest.header:type_name -> cohort.v1.InitHeader
+	2,  // 2: cohort.v1.InitRequest.chunk:type_name -> cohort.v1.Chunk
+	1,  // 3: cohort.v1.PullRequest.ref:type_name -> cohort.v1.ShardRef
+	0,  // 4: cohort.v1.PullRequest.encoding:type_name -> cohort.v1.TensorEncoding
+	2,  // 5: cohort.v1.PullResponse.chunk:type_name -> cohort.v1.Chunk
+	0,  // 6: cohort.v1.PullResponse.encoding:type_name -> cohort.v1.TensorEncoding
+	1,  // 7: cohort.v1.PushHeader.ref:type_name -> cohort.v1.ShardRef
+	0,  // 8: cohort.v1.PushHeader.encoding:type_name -> cohort.v1.TensorEncoding
+	8,  // 9: cohort.v1.PushRequest.header:type_name -> cohort.v1.PushHeader
+	2,  // 10: cohort.v1.PushRequest.chunk:type_name -> cohort.v1.Chunk
+	1,  // 11: cohort.v1.CheckpointRequest.ref:type_name -> cohort.v1.ShardRef
+	8,  // 12: cohort.v1.SessionRequest.push:type_name -> cohort.v1.PushHeader
+	2,  // 13: cohort.v1.SessionRequest.chunk:type_name -> cohort.v1.Chunk
+	14, // 14: cohort.v1.SessionRequest.end:type_name -> cohort.v1.SessionEnd
+	6,  // 15: cohort.v1.SessionRequest.pull:type_name -> cohort.v1.PullRequest
+	10, // 16: cohort.v1.SessionResponse.pushed:type_name -> cohort.v1.PushResponse
+	7,  // 17: cohort.v1.SessionResponse.values:type_name -> cohort.v1.PullResponse
+	14, // 18: cohort.v1.SessionResponse.pulled:type_name -> cohort.v1.SessionEnd
+	15, // 19: cohort.v1.SessionResponse.failed:type_name -> cohort.v1.SessionFailure
+	4,  // 20: cohort.v1.ParameterService.Init:input_type -> cohort.v1.InitRequest
+	6,  // 21: cohort.v1.ParameterService.Pull:input_type -> cohort.v1.PullRequest
+	9,  // 22: cohort.v1.ParameterService.Push:input_type -> cohort.v1.PushRequest
+	11, // 23: cohort.v1.ParameterService.Checkpoint:input_type -> cohort.v1.CheckpointRequest
+	13, // 24: cohort.v1.ParameterService.Session:input_type -> cohort.v1.SessionRequest
+	5,  // 25: cohort.v1.ParameterService.Init:output_type -> cohort.v1.InitResponse
+	7,  // 26: cohort.v1.ParameterService.Pull:output_type -> cohort.v1.PullResponse
+	10, // 27: cohort.v1.ParameterService.Push:output_type -> cohort.v1.PushResponse
+	12, // 28: cohort.v1.ParameterService.Checkpoint:output_type -> cohort.v1.CheckpointResponse
+	16, // 29: cohort.v1.ParameterService.Session:output_type -> cohort.v1.SessionResponse
+	25, // [25:30] is the sub-list for method output_type
+	20, // [20:25] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_ps_proto_init() }
@@ -1291,13 +1388,14 @@ func file_cohort_v1_ps_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_ps_proto_rawDesc), len(file_cohort_v1_ps_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_cohort_v1_ps_proto_goTypes,
 		DependencyIndexes: file_cohort_v1_ps_proto_depIdxs,
+		EnumInfos:         file_cohort_v1_ps_proto_enumTypes,
 		MessageInfos:      file_cohort_v1_ps_proto_msgTypes,
 	}.Build()
 	File_cohort_v1_ps_proto = out.File

@@ -547,8 +547,15 @@ type JobProgress struct {
 	// epoch_rows is how far the epoch in progress is: training rows done of epoch_total_rows.
 	EpochRows      int64 `protobuf:"varint,10,opt,name=epoch_rows,json=epochRows,proto3" json:"epoch_rows,omitempty"`
 	EpochTotalRows int64 `protobuf:"varint,11,opt,name=epoch_total_rows,json=epochTotalRows,proto3" json:"epoch_total_rows,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The chief worker's tensor traffic per training step, averaged since its previous
+	// report: bytes it pushed (gradients) and pulled (parameters) as they crossed the
+	// wire (after training.compression) and as float32 before compression.
+	PushBytesPerStep      float64 `protobuf:"fixed64,120,opt,name=push_bytes_per_step,json=pushBytesPerStep,proto3" json:"push_bytes_per_step,omitempty"`
+	PushDenseBytesPerStep float64 `protobuf:"fixed64,121,opt,name=push_dense_bytes_per_step,json=pushDenseBytesPerStep,proto3" json:"push_dense_bytes_per_step,omitempty"`
+	PullBytesPerStep      float64 `protobuf:"fixed64,122,opt,name=pull_bytes_per_step,json=pullBytesPerStep,proto3" json:"pull_bytes_per_step,omitempty"`
+	PullDenseBytesPerStep float64 `protobuf:"fixed64,123,opt,name=pull_dense_bytes_per_step,json=pullDenseBytesPerStep,proto3" json:"pull_dense_bytes_per_step,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *JobProgress) Reset() {
@@ -654,6 +661,34 @@ func (x *JobProgress) GetEpochRows() int64 {
 func (x *JobProgress) GetEpochTotalRows() int64 {
 	if x != nil {
 		return x.EpochTotalRows
+	}
+	return 0
+}
+
+func (x *JobProgress) GetPushBytesPerStep() float64 {
+	if x != nil {
+		return x.PushBytesPerStep
+	}
+	return 0
+}
+
+func (x *JobProgress) GetPushDenseBytesPerStep() float64 {
+	if x != nil {
+		return x.PushDenseBytesPerStep
+	}
+	return 0
+}
+
+func (x *JobProgress) GetPullBytesPerStep() float64 {
+	if x != nil {
+		return x.PullBytesPerStep
+	}
+	return 0
+}
+
+func (x *JobProgress) GetPullDenseBytesPerStep() float64 {
+	if x != nil {
+		return x.PullDenseBytesPerStep
 	}
 	return 0
 }
@@ -1794,7 +1829,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\x05usage\x18\x0e \x01(\v2\x10.cohort.v1.UsageR\x05usage\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x04\n" +
 	"\vJobProgress\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x05R\x05epoch\x12!\n" +
 	"\ftotal_epochs\x18\x02 \x01(\x05R\vtotalEpochs\x12\x12\n" +
@@ -1809,7 +1844,11 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"epoch_rows\x18\n" +
 	" \x01(\x03R\tepochRows\x12(\n" +
-	"\x10epoch_total_rows\x18\v \x01(\x03R\x0eepochTotalRows\"\xb6\x02\n" +
+	"\x10epoch_total_rows\x18\v \x01(\x03R\x0eepochTotalRows\x12-\n" +
+	"\x13push_bytes_per_step\x18x \x01(\x01R\x10pushBytesPerStep\x128\n" +
+	"\x19push_dense_bytes_per_step\x18y \x01(\x01R\x15pushDenseBytesPerStep\x12-\n" +
+	"\x13pull_bytes_per_step\x18z \x01(\x01R\x10pullBytesPerStep\x128\n" +
+	"\x19pull_dense_bytes_per_step\x18{ \x01(\x01R\x15pullDenseBytesPerStep\"\xb6\x02\n" +
 	"\x05Usage\x12\x1b\n" +
 	"\tcpu_cores\x18\x01 \x01(\x01R\bcpuCores\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12(\n" +

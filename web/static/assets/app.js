@@ -915,6 +915,8 @@
       setText("job-duration", j.duration || "—");
       const p = j.progress;
       for (const r of ["row-progress", "row-loss", "row-sps"]) show(r, j.has_progress);
+      show("row-traffic", !!(p && p.traffic));
+      setText("job-traffic", (p && p.traffic) || "");
       show("row-noprogress", !j.has_progress && j.state !== "pending");
       setText("job-noprogress", j.progress_note || "");
       if (j.has_progress) {
