@@ -46,6 +46,7 @@ func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
 		Queue:           j.Spec.Queue,
 		WorkerCount:     int32(w.Count),
 		ShardCount:      int32(ps.Shards),
+		ShardReplicas:   int32(max(ps.Replicas, 1)),
 		WorkerResources: wr,
 		ShardResources:  &cohortv1.Resources{CpuMillis: sCPU, MemoryBytes: sMem},
 		NodeSelector:    selector,

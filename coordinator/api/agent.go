@@ -278,10 +278,13 @@ func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv
 			if as.AllowedWorkers, err = workerNodes(snap, ws, job.Id); err != nil {
 				return nil, nil, err
 			}
+			if as.PeerAddress, err = peerAddress(snap, ws, a); err != nil {
+				return nil, nil, err
+			}
 		}
 		resp.Assignments = append(resp.Assignments, as)
-		key = append(key, fmt.Sprintf("%s/%d/%s/%d/%s/%s/%s", a.Id, a.ModifyIndex, job.State, job.Generation,
-			job.Checkpoint, strings.Join(as.ShardAddresses, ","), strings.Join(as.AllowedWorkers, ",")))
+		key = append(key, fmt.Sprintf("%s/%d/%s/%d/%s/%s/%s/%s", a.Id, a.ModifyIndex, job.State, job.Generation,
+			job.Checkpoint, strings.Join(as.ShardAddresses, ","), strings.Join(as.AllowedWorkers, ","), as.PeerAddress))
 	}
 	return resp, key, nil
 }
@@ -295,7 +298,7 @@ func shardAddresses(snap *state.StateSnapshot, ws memdb.WatchSet, jobID string) 
 	}
 	var shards []*cohortv1.Allocation
 	for _, a := range allocs {
-		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD && !state.TaskTerminal(a.State) {
+		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD && !state.TaskTerminal(a.State) && a.Replica == 0 {
 			shards = append(shards, a)
 		}
 	}

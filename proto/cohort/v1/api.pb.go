@@ -1013,8 +1013,13 @@ type Assignment struct {
 	// parameter-server shards): on a TLS cluster a shard serves only callers whose
 	// certificate names one of them.
 	AllowedWorkers []string `protobuf:"bytes,4,rep,name=allowed_workers,json=allowedWorkers,proto3" json:"allowed_workers,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// peer_address is, for a replicated shard (parameterServers.replicas: 2), the data
+	// address of the other copy of the same shard: the backup's for the primary (where
+	// it forwards every aggregated update), the primary's for the backup. Empty when the
+	// job has one replica or the other copy is not placed.
+	PeerAddress   string `protobuf:"bytes,100,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -1073,6 +1078,13 @@ func (x *Assignment) GetAllowedWorkers() []string {
 		return x.AllowedWorkers
 	}
 	return nil
+}
+
+func (x *Assignment) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
 }
 
 type WatchAssignmentsResponse struct {
@@ -2511,7 +2523,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x17WatchAssignmentsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xb7\x01\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xda\x01\n" +
 	"\n" +
 	"Assignment\x125\n" +
 	"\n" +
@@ -2519,7 +2531,8 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"allocation\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.cohort.v1.JobR\x03job\x12'\n" +
 	"\x0fshard_addresses\x18\x03 \x03(\tR\x0eshardAddresses\x12'\n" +
-	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\"S\n" +
+	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\x12!\n" +
+	"\fpeer_address\x18d \x01(\tR\vpeerAddress\"S\n" +
 	"\x18WatchAssignmentsResponse\x127\n" +
 	"\vassignments\x18\x01 \x03(\v2\x15.cohort.v1.AssignmentR\vassignments\"E\n" +
 	"\x12ReportTasksRequest\x12/\n" +
