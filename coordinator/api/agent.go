@@ -278,7 +278,7 @@ func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv
 			if as.AllowedWorkers, err = workerNodes(snap, ws, job.Id); err != nil {
 				return nil, nil, err
 			}
-			if as.PeerAddress, err = peerAddress(snap, ws, a); err != nil {
+			if as.PeerAddress, as.PeerNodeId, err = peerAddress(snap, ws, a); err != nil {
 				return nil, nil, err
 			}
 		}

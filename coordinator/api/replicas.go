@@ -10,10 +10,10 @@ import (
 // peerAddress returns, for a PS_SHARD allocation of a job with replicated shards, the
 // data address of the node of the live other copy of the same shard (the backup for
 // the primary, the primary for the backup), or "" when there is none.
-func peerAddress(snap *state.StateSnapshot, ws memdb.WatchSet, a *cohortv1.Allocation) (string, error) {
+func peerAddress(snap *state.StateSnapshot, ws memdb.WatchSet, a *cohortv1.Allocation) (addr, nodeID string, err error) {
 	allocs, err := snap.AllocsByJob(ws, a.JobId)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	for _, o := range allocs {
 		if o.Id == a.Id || o.Kind != cohortv1.TaskKind_TASK_KIND_PS_SHARD || o.Index != a.Index ||
@@ -22,9 +22,9 @@ func peerAddress(snap *state.StateSnapshot, ws memdb.WatchSet, a *cohortv1.Alloc
 		}
 		n, err := snap.NodeByID(ws, o.NodeId)
 		if err != nil || n == nil {
-			return "", err
+			return "", "", err
 		}
-		return n.DataAddress, nil
+		return n.DataAddress, o.NodeId, nil
 	}
-	return "", nil
+	return "", "", nil
 }

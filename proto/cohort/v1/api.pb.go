@@ -1017,7 +1017,10 @@ type Assignment struct {
 	// address of the other copy of the same shard: the backup's for the primary (where
 	// it forwards every aggregated update), the primary's for the backup. Empty when the
 	// job has one replica or the other copy is not placed.
-	PeerAddress   string `protobuf:"bytes,100,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	PeerAddress string `protobuf:"bytes,100,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// peer_node_id is the node of that other copy: on a TLS cluster a backup accepts
+	// replication only from the certificate naming its primary's node.
+	PeerNodeId    string `protobuf:"bytes,101,opt,name=peer_node_id,json=peerNodeId,proto3" json:"peer_node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1083,6 +1086,13 @@ func (x *Assignment) GetAllowedWorkers() []string {
 func (x *Assignment) GetPeerAddress() string {
 	if x != nil {
 		return x.PeerAddress
+	}
+	return ""
+}
+
+func (x *Assignment) GetPeerNodeId() string {
+	if x != nil {
+		return x.PeerNodeId
 	}
 	return ""
 }
@@ -2523,7 +2533,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x17WatchAssignmentsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xda\x01\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xfc\x01\n" +
 	"\n" +
 	"Assignment\x125\n" +
 	"\n" +
@@ -2532,7 +2542,9 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x03job\x18\x02 \x01(\v2\x0e.cohort.v1.JobR\x03job\x12'\n" +
 	"\x0fshard_addresses\x18\x03 \x03(\tR\x0eshardAddresses\x12'\n" +
 	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\x12!\n" +
-	"\fpeer_address\x18d \x01(\tR\vpeerAddress\"S\n" +
+	"\fpeer_address\x18d \x01(\tR\vpeerAddress\x12 \n" +
+	"\fpeer_node_id\x18e \x01(\tR\n" +
+	"peerNodeId\"S\n" +
 	"\x18WatchAssignmentsResponse\x127\n" +
 	"\vassignments\x18\x01 \x03(\v2\x15.cohort.v1.AssignmentR\vassignments\"E\n" +
 	"\x12ReportTasksRequest\x12/\n" +
