@@ -1,0 +1,118 @@
+package fsm
+
+import (
+	"strings"
+	"testing"
+
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+)
+
+// replicatedJob submits and places job j: two workers on n1 and n2, two shards with
+// backups (replicas 2): ps0 on p1 (backup on p2), ps1 on p2 (backup on p3).
+func replicatedJob(h *harness) {
+	h.t.Helper()
+	h.mustApply(&cohortv1.Command{TimeUnixNano: 100, Kind: &cohortv1.Command_SubmitJob{SubmitJob: &cohortv1.SubmitJobCommand{
+		Job: &cohortv1.Job{Id: "j", Name: "j", IdempotencyKey: "key-j", WorkerCount: 2, ShardCount: 2, ShardReplicas: 2, MaxRestarts: 3}}}})
+	backup := func(idx int32, node string) *cohortv1.Allocation {
+		a := alloc("j", cohortv1.TaskKind_TASK_KIND_PS_SHARD, idx, node)
+		a.Id += "-b"
+		a.Replica = 1
+		return a
+	}
+	h.mustApply(planCmd("j",
+		alloc("j", cohortv1.TaskKind_TASK_KIND_WORKER, 0, "n1"), alloc("j", cohortv1.TaskKind_TASK_KIND_WORKER, 1, "n2"),
+		alloc("j", cohortv1.TaskKind_TASK_KIND_PS_SHARD, 0, "p1"), backup(0, "p2"),
+		alloc("j", cohortv1.TaskKind_TASK_KIND_PS_SHARD, 1, "p2"), backup(1, "p3")))
+	h.mustApply(reportCmd(&cohortv1.TaskReport{AllocationId: "j-w0", State: cohortv1.TaskState_TASK_STATE_RUNNING, Checkpoint: "s3://b/m1", Generation: 1}))
+}
+
+// TestReplicatedShardLoss: a lost primary (node down, drained, or its task failed) is
+// replaced in the same Raft entry by its backup, promoted to replica 0 under a new
+// generation that every live allocation moves to, with no restart spent and the
+// checkpoint pointer untouched; a lost backup is only stopped; a node holding one
+// shard's primary and another's backup promotes the one and stops the other; both
+// copies of a shard lost fall back to the checkpoint requeue.
+func TestReplicatedShardLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lose func(h *harness)
+		// want: "promote" (with the promoted backups), "backup-only" or "requeue".
+		want     string
+		promoted []string
+		stopped  []string
+	}{
+		{name: "primary's node down", lose: func(h *harness) { h.mustApply(nodeDownCmd("p1")) },
+			want: "promote", promoted: []string{"j-ps0-b"}, stopped: []string{"j-ps0"}},
+		{name: "primary's task failed", lose: func(h *harness) {
+			h.mustApply(reportCmd(&cohortv1.TaskReport{AllocationId: "j-ps1", State: cohortv1.TaskState_TASK_STATE_FAILED, Message: "killed"}))
+		}, want: "promote", promoted: []string{"j-ps1-b"}, stopped: []string{"j-ps1"}},
+		{name: "primary's node drained", lose: func(h *harness) { h.mustApply(drainCmd("p1", 0, false)) },
+			want: "promote", promoted: []string{"j-ps0-b"}, stopped: []string{"j-ps0"}},
+		{name: "node with a primary and another shard's backup", lose: func(h *harness) { h.mustApply(nodeDownCmd("p2")) },
+			want: "promote", promoted: []string{"j-ps1-b"}, stopped: []string{"j-ps1", "j-ps0-b"}},
+		{name: "backup's node down", lose: func(h *harness) { h.mustApply(nodeDownCmd("p3")) },
+			want: "backup-only", stopped: []string{"j-ps1-b"}},
+		{name: "both copies lost", lose: func(h *harness) {
+			h.mustApply(nodeDownCmd("p2"))
+			h.mustApply(nodeDownCmd("p3"))
+		}, want: "requeue"},
+		{name: "a worker lost with a shard", lose: func(h *harness) {
+			h.mustApply(reportCmd(&cohortv1.TaskReport{AllocationId: "j-w1", State: cohortv1.TaskState_TASK_STATE_FAILED, Message: "oom"}))
+		}, want: "fail"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			for _, n := range []string{"n1", "n2", "p1", "p2", "p3"} {
+				h.mustApply(registerCmd(n))
+			}
+			replicatedJob(h)
+			tc.lose(h)
+			j := h.job("j")
+			switch tc.want {
+			case "promote":
+				if j.State != cohortv1.JobState_JOB_STATE_RUNNING || j.Generation != 2 || j.Restarts != 0 || j.Checkpoint != "s3://b/m1" {
+					t.Fatalf("job after the loss: state %v generation %d restarts %d checkpoint %q", j.State, j.Generation, j.Restarts, j.Checkpoint)
+				}
+				if !strings.Contains(j.StatusMessage, "promoted") {
+					t.Errorf("status %q does not say a backup was promoted", j.StatusMessage)
+				}
+				for _, id := range tc.promoted {
+					if a := h.alloc(id); a.Replica != 0 || a.Generation != 2 || a.State == cohortv1.TaskState_TASK_STATE_STOPPED {
+						t.Errorf("promoted backup %s: replica %d generation %d state %v", id, a.Replica, a.Generation, a.State)
+					}
+				}
+				allocs, _ := h.f.State().AllocsByJob(nil, "j")
+				primaries := map[int32]int{}
+				for _, a := range allocs {
+					live := a.State != cohortv1.TaskState_TASK_STATE_STOPPED && a.State != cohortv1.TaskState_TASK_STATE_FAILED
+					if live && a.Generation != 2 {
+						t.Errorf("live allocation %s left in generation %d", a.Id, a.Generation)
+					}
+					if live && a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD && a.Replica == 0 {
+						primaries[a.Index]++
+					}
+				}
+				if primaries[0] != 1 || primaries[1] != 1 {
+					t.Errorf("live primaries per shard %v, want one each", primaries)
+				}
+			case "backup-only":
+				if j.State != cohortv1.JobState_JOB_STATE_RUNNING || j.Generation != 1 || j.Restarts != 0 {
+					t.Fatalf("job after losing a backup: state %v generation %d restarts %d", j.State, j.Generation, j.Restarts)
+				}
+			case "requeue":
+				if j = requeued(t, h, "j", 3, "s3://b/m1"); j.Restarts < 1 { // generation 2 promoted ps1-b, which p3 then took
+					t.Fatalf("requeued job spent no restart: %v", j)
+				}
+			case "fail":
+				if j.State != cohortv1.JobState_JOB_STATE_FAILED {
+					t.Fatalf("job: %v", j)
+				}
+			}
+			for _, id := range tc.stopped {
+				if a := h.alloc(id); a.State != cohortv1.TaskState_TASK_STATE_STOPPED && a.State != cohortv1.TaskState_TASK_STATE_FAILED {
+					t.Errorf("lost copy %s still %v", id, a.State)
+				}
+			}
+		})
+	}
+}
