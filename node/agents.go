@@ -68,6 +68,10 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 		// Only node agents (workers) may reach the shards.
 		sopts = append(sopts, grpc.Creds(n.tls.serverCreds(certs, pki.RoleAgent)))
 		ps.SetCaller(tlsCaller) // and only the workers of each shard's job (the assignment's allowed_workers)
+		// A primary shard replicates to its backup as this node (parameterServers.replicas).
+		ps.SetReplicaDialOptions(grpc.WithTransportCredentials(n.tls.clientCreds(certs, pki.RoleAgent)), KeepaliveDialOption())
+	} else {
+		ps.SetReplicaDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()), KeepaliveDialOption())
 	}
 	gs := grpc.NewServer(sopts...)
 	ps.Register(gs)

@@ -137,6 +137,14 @@ func newReplicaServer(cfg ServerConfig) *replicaServer {
 	return r
 }
 
+// SetReplicaDialOptions sets the options a primary dials its backup with (SetBackup):
+// on a TLS cluster the node's client credentials. Later SetBackup calls use them.
+func (s *Server) SetReplicaDialOptions(opts ...grpc.DialOption) {
+	s.replica.mu.Lock()
+	defer s.replica.mu.Unlock()
+	s.replica.dial = append([]grpc.DialOption(nil), opts...)
+}
+
 // RegisterReplica registers the replica service on g (Register does it too).
 func (s *Server) RegisterReplica(g *grpc.Server) {
 	cohortv1.RegisterReplicaServiceServer(g, replicaService{s: s})
@@ -144,6 +152,14 @@ func (s *Server) RegisterReplica(g *grpc.Server) {
 
 // AddBackupShard creates the backup copy of a replicated shard: it refuses worker calls
 // (ErrNotPrimary) and receives its state and updates from its primary until
+// SetBackupPeer names the node whose certificate may replicate to a backup shard (its
+// primary's node, after the primary moved).
+func (s *Server) SetBackupPeer(jobID string, shard int, peerNode string) {
+	s.replica.mu.Lock()
+	defer s.replica.mu.Unlock()
+	s.replica.peers[shardKey{jobID, shard}] = peerNode
+}
+
 // PromoteShard makes it the primary. peerNode, when not empty, is the node name the
 // primary's certificate carries: on a server with a CallerFunc only it may replicate
 // to the backup. Adding a backup that exists updates its membership as AddShard does;
@@ -239,10 +255,13 @@ func (s *Server) SetBackup(jobID string, shard int, addr string) error {
 	}
 	var t *replicaTarget
 	if addr != "" {
+		s.replica.mu.Lock()
+		dial := s.replica.dial
+		s.replica.mu.Unlock()
 		opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
-			grpc.WithInitialWindowSize(8 << 20), grpc.WithInitialConnWindowSize(32 << 20)}, s.replica.dial...)
-		if len(s.replica.dial) == 0 {
+			grpc.WithInitialWindowSize(8 << 20), grpc.WithInitialConnWindowSize(32 << 20)}, dial...)
+		if len(dial) == 0 {
 			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		}
 		conn, err := grpc.NewClient(addr, opts...)

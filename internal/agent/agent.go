@@ -29,6 +29,9 @@ type ReportFunc func(*cohortv1.TaskReport)
 type assignmentSeen struct {
 	modifyIndex uint64
 	checkpoint  string
+	// peer is a replicated shard's other copy (its backup moves without a change of
+	// the primary's allocation).
+	peer string
 }
 
 // Runner runs the allocations of one kind on this node.
@@ -376,7 +379,7 @@ func (a *Agent) reconcile(ctx context.Context, as []*cohortv1.Assignment) {
 		live[alloc.GetId()] = true
 		a.mu.Lock()
 		_, started := a.running[alloc.GetId()]
-		seen := assignmentSeen{modifyIndex: alloc.GetModifyIndex(), checkpoint: as.GetJob().GetCheckpoint()}
+		seen := assignmentSeen{modifyIndex: alloc.GetModifyIndex(), checkpoint: as.GetJob().GetCheckpoint(), peer: as.GetPeerAddress()}
 		r, changed := a.runBy[alloc.GetId()], a.seen[alloc.GetId()] != seen
 		a.seen[alloc.GetId()] = seen
 		a.mu.Unlock()
