@@ -191,6 +191,9 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer probe.close()
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	go t.followShards(followCtx, client, probe)
 
 	// Step s of an epoch trains on the global batch perm[s*G, (s+1)*G) with
 	// G = workers.count*batchSize, rank r of the w current ranks taking the r-th of w

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
+	"github.com/cohort-dev/cohort/storage"
+)
+
+// replicatedSpec is a one-worker, one-shard attrition MLP with a backup for its shard
+// (parameterServers.replicas: 2), checkpointing only at the end.
+func replicatedSpec(t *testing.T, name, mode string) string {
+	return fmt.Sprintf(`apiVersion: cohort.dev/v1
+kind: TrainingJob
+metadata: {name: %s}
+spec:
+  task: binary_classification
+  model: {mlp: {hidden: [32, 16]}}
+  data:
+    format: csv
+    train: file://%s
+    validation: {fraction: 0.2, seed: 42, stratify: true}
+    label: Attrition
+    positive: "Yes"
+  training: {epochs: 30, batchSize: 16, optimizer: {name: adam, learningRate: 0.001}, seed: 7, consistency: {mode: %s}}
+  resources:
+    workers: {count: 1, cpu: "1", memory: 1Gi}
+    parameterServers: {shards: 1, replicas: 2}
+  checkpoint: {everySteps: 0, keep: 2}
+  export: {formats: [safetensors]}
+`, name, repoPath(t, "jobs/data/attrition-sample.csv"), mode)
+}
+
+// TestReplicatedPrimaryKilledJobContinues: real processes (a coordinator with a 6 s
+// node heartbeat TTL, three parameter-server nodes, one worker) on local storage. A
+// sync job with parameterServers.replicas: 2 trains undisturbed; the same job is
+// trained again and the process hosting its shard's primary is SIGKILLed mid-training.
+// The coordinator marks the node down and, in that Raft entry, promotes the backup;
+// the worker follows the shard to the backup's node. The job succeeds with no restart
+// spent and no checkpoint restore (no parameter server logs a shard restored from
+// storage, though the job had epoch checkpoints), its progress never went backwards,
+// and its final parameters and Adam moments are bit-identical to the undisturbed
+// run's.
+func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
+	t.Parallel() // independent: its own processes, free ports, temporary directories
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	storeDir := filepath.Join(dir, "storage")
+	coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
+	t.Cleanup(coord.kill)
+	coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
+	common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
+		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
+	ps := map[string]*agentProc{}
+	for _, id := range []string{"ps-a", "ps-b", "ps-c"} {
+		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
+			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
+	}
+	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+	dump := func() {
+		if os.Getenv("COHORT_DUMP") == "" && !t.Failed() {
+			return
+		}
+		for _, f := range []string{"worker.log", "ps-a.log", "ps-b.log", "ps-c.log", "c1.log"} {
+			b, _ := os.ReadFile(filepath.Join(dir, f))
+			if len(b) > 20000 {
+				b = b[len(b)-20000:]
+			}
+			t.Logf("%s:\n%s", f, b)
+		}
+	}
+	defer dump()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	c, err := dial(coord.grpc, testCreds(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	jobs := cohortv1.NewJobServiceClient(c)
+	submit := func(name string) string {
+		var id string
+		waitFor(t, "job "+name+" to be accepted", time.Minute, func() error {
+			resp, err := jobs.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte(replicatedSpec(t, name, "sync")), IdempotencyKey: name})
+			if err != nil {
+				return err
+			}
+			id = resp.GetJob().GetId()
+			return nil
+		})
+		return id
+	}
+
+	// The undisturbed run.
+	straightID := submit("straight")
+	straight, err := watchUntilDone(ctx, jobs, straightID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if straight.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("undisturbed job %s: %s", stateName(straight.GetState()), straight.GetStatusMessage())
+	}
+
+	// The same job, its primary killed once it is a third of the way.
+	id := submit("killed")
+	var primary, backup string
+	var before *cohortv1.Job
+	waitFor(t, "the job a third of the way", 3*time.Minute, func() error {
+		r, err := jobs.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
+		if err != nil {
+			return err
+		}
+		p := r.GetJob().GetProgress()
+		if r.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING || p.GetTotalSteps() == 0 || p.GetStep() < p.GetTotalSteps()/3 {
+			return fmt.Errorf("state %s step %d of %d", stateName(r.GetJob().GetState()), p.GetStep(), p.GetTotalSteps())
+		}
+		for _, a := range r.GetAllocations() {
+			if a.GetKind() == cohortv1.TaskKind_TASK_KIND_PS_SHARD && a.GetReplica() == 0 {
+				primary = a.GetNodeId()
+			}
+			if a.GetKind() == cohortv1.TaskKind_TASK_KIND_PS_SHARD && a.GetReplica() == 1 {
+				backup = a.GetNodeId()
+			}
+		}
+		before = r.GetJob()
+		return nil
+	})
+	if primary == "" || backup == "" || primary == backup {
+		t.Fatalf("shard placed with its primary on %q and its backup on %q", primary, backup)
+	}
+	p, ok := ps[primary]
+	if !ok {
+		t.Fatalf("primary on %q, not a parameter-server process of the test", primary)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	killedAt := time.Now()
+
+	// Watch to the end: progress never goes backwards.
+	var (
+		job      *cohortv1.Job
+		last     int64
+		resumed  time.Duration
+		promoted time.Duration
+	)
+	for job == nil {
+		stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if ctx.Err() != nil {
+					t.Fatal(ctx.Err())
+				}
+				break
+			}
+			j := resp.GetJob()
+			step := j.GetProgress().GetStep()
+			if step < last {
+				t.Fatalf("progress went backwards: step %d after %d", step, last)
+			}
+			if promoted == 0 && j.GetGeneration() > before.GetGeneration() {
+				promoted = time.Since(killedAt)
+			}
+			if promoted > 0 && resumed == 0 && step > before.GetProgress().GetStep() && step > last {
+				resumed = time.Since(killedAt)
+			}
+			last = step
+			if terminal(j.GetState()) {
+				job = j
+				break
+			}
+		}
+	}
+	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %s after its primary was killed: %s", stateName(job.GetState()), job.GetStatusMessage())
+	}
+	if job.GetRestarts() != 0 || job.GetGeneration() != before.GetGeneration()+1 {
+		t.Errorf("restarts %d, generation %d -> %d: want no restart and one promotion", job.GetRestarts(), before.GetGeneration(), job.GetGeneration())
+	}
+	for id := range ps {
+		b, _ := os.ReadFile(filepath.Join(dir, id+".log"))
+		if strings.Contains(string(b), "restored from checkpoint") {
+			t.Errorf("%s restored a shard from a checkpoint", id)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, backup+".log")); !strings.Contains(string(b), "backup shard promoted to primary") {
+		t.Errorf("%s does not log the promotion of its backup shard", backup)
+	}
+	store, err := storage.NewLocal(storeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, got := fullState(t, store, straight.GetCheckpoint()), fullState(t, store, job.GetCheckpoint())
+	if got.Step != want.Step || got.OptimizerStep != want.OptimizerStep {
+		t.Fatalf("killed run ends at step %d (optimizer %d), undisturbed at %d (%d)", got.Step, got.OptimizerStep, want.Step, want.OptimizerStep)
+	}
+	vecs := [][2][]float32{{want.Params, got.Params}, {want.State[0], got.State[0]}, {want.State[1], got.State[1]}}
+	for v, p := range vecs {
+		for i := range p[0] {
+			if math.Float32bits(p[0][i]) != math.Float32bits(p[1][i]) {
+				t.Fatalf("vector %d (0 parameters, 1-2 Adam moments) differs at %d: undisturbed %v, primary killed %v", v, i, p[0][i], p[1][i])
+			}
+		}
+	}
+	t.Logf("primary on %s killed at step %d of %d; backup on %s promoted %v after the kill (heartbeat TTL 6 s), training resumed %v after it",
+		primary, before.GetProgress().GetStep(), before.GetProgress().GetTotalSteps(), backup, promoted.Round(time.Millisecond), resumed.Round(time.Millisecond))
+}
