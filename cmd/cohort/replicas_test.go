@@ -30,7 +30,7 @@ spec:
     validation: {fraction: 0.2, seed: 42, stratify: true}
     label: Attrition
     positive: "Yes"
-  training: {epochs: 30, batchSize: 16, optimizer: {name: adam, learningRate: 0.001}, seed: 7, consistency: {mode: %s}}
+  training: {epochs: 90, batchSize: 16, optimizer: {name: adam, learningRate: 0.001}, seed: 7, consistency: {mode: %s}}
   resources:
     workers: {count: 1, cpu: "1", memory: 1Gi}
     parameterServers: {shards: 1, replicas: 2}
@@ -40,11 +40,14 @@ spec:
 }
 
 // TestReplicatedPrimaryKilledJobContinues: real processes (a coordinator with a 6 s
-// node heartbeat TTL, three parameter-server nodes, one worker) on local storage. A
+// node heartbeat TTL, four parameter-server nodes, one worker) on local storage. A
 // sync job with parameterServers.replicas: 2 trains undisturbed; the same job is
 // trained again and the process hosting its shard's primary is SIGKILLed mid-training.
 // The coordinator marks the node down and, in that Raft entry, promotes the backup;
-// the worker follows the shard to the backup's node. The job succeeds with no restart
+// the worker follows the shard to the backup's node; a new backup is placed on a
+// third node and receives the shard's state while training goes on. That backup's
+// process is SIGKILLed in turn: training goes on at the same generation and another
+// backup is placed on the fourth node. The job succeeds with no restart
 // spent and no checkpoint restore (no parameter server logs a shard restored from
 // storage, though the job had epoch checkpoints), its progress never went backwards,
 // and its final parameters and Adam moments are bit-identical to the undisturbed
@@ -60,7 +63,7 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 	common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
 		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
 	ps := map[string]*agentProc{}
-	for _, id := range []string{"ps-a", "ps-b", "ps-c"} {
+	for _, id := range []string{"ps-a", "ps-b", "ps-c", "ps-d"} {
 		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
 			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
 	}
@@ -69,7 +72,7 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 		if os.Getenv("COHORT_DUMP") == "" && !t.Failed() {
 			return
 		}
-		for _, f := range []string{"worker.log", "ps-a.log", "ps-b.log", "ps-c.log", "c1.log"} {
+		for _, f := range []string{"worker.log", "ps-a.log", "ps-b.log", "ps-c.log", "ps-d.log", "c1.log"} {
 			b, _ := os.ReadFile(filepath.Join(dir, f))
 			if len(b) > 20000 {
 				b = b[len(b)-20000:]
@@ -110,17 +113,42 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 		t.Fatalf("undisturbed job %s: %s", stateName(straight.GetState()), straight.GetStatusMessage())
 	}
 
-	// The same job, its primary killed once it is a third of the way.
+	// The same job, its primary killed once it is a fifth of the way.
 	id := submit("killed")
-	var primary, backup string
-	var before *cohortv1.Job
-	waitFor(t, "the job a third of the way", 3*time.Minute, func() error {
+	var (
+		primary, backup   string
+		before            *cohortv1.Job
+		last              int64 // progress seen so far: it never goes backwards
+		killedAt          time.Time
+		promoted, resumed time.Duration // from the kill to the promotion, to progress past the kill's step
+	)
+	get := func() (*cohortv1.GetJobResponse, error) {
 		r, err := jobs.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
+		if err != nil {
+			return nil, err
+		}
+		if step := r.GetJob().GetProgress().GetStep(); step < last {
+			t.Fatalf("progress went backwards: step %d after %d", step, last)
+		} else {
+			last = step
+		}
+		if !killedAt.IsZero() {
+			if promoted == 0 && r.GetJob().GetGeneration() > before.GetGeneration() {
+				promoted = time.Since(killedAt)
+			}
+			if promoted > 0 && resumed == 0 && r.GetJob().GetProgress().GetStep() > before.GetProgress().GetStep() {
+				resumed = time.Since(killedAt)
+			}
+		}
+		return r, nil
+	}
+	waitFor(t, "the job a fifth of the way", 3*time.Minute, func() error {
+		r, err := get()
 		if err != nil {
 			return err
 		}
 		p := r.GetJob().GetProgress()
-		if r.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING || p.GetTotalSteps() == 0 || p.GetStep() < p.GetTotalSteps()/3 {
+		if r.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING || p.GetTotalSteps() == 0 || p.GetStep() < p.GetTotalSteps()/5 {
 			return fmt.Errorf("state %s step %d of %d", stateName(r.GetJob().GetState()), p.GetStep(), p.GetTotalSteps())
 		}
 		for _, a := range r.GetAllocations() {
@@ -143,15 +171,62 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	_ = p.cmd.Wait()
-	killedAt := time.Now()
+	killedAt = time.Now()
+
+	// The backup is promoted, and a new backup is placed on another node and brought
+	// up to date while training goes on.
+	var newBackup *cohortv1.Allocation
+	backupOf := func(r *cohortv1.GetJobResponse, not string) *cohortv1.Allocation {
+		for _, a := range r.GetAllocations() {
+			if a.GetKind() == cohortv1.TaskKind_TASK_KIND_PS_SHARD && a.GetReplica() == 1 && a.GetId() != not &&
+				a.GetState() == cohortv1.TaskState_TASK_STATE_RUNNING {
+				return a
+			}
+		}
+		return nil
+	}
+	installed := func(node string) error {
+		b, _ := os.ReadFile(filepath.Join(dir, node+".log"))
+		if !strings.Contains(string(b), "backup installed from its primary") || !strings.Contains(string(b), id) {
+			return fmt.Errorf("%s has not installed the shard's state", node)
+		}
+		return nil
+	}
+	waitFor(t, "the backup promoted and a new backup placed", 2*time.Minute, func() error {
+		r, err := get()
+		if err != nil {
+			return err
+		}
+		if newBackup = backupOf(r, ""); newBackup == nil || newBackup.GetGeneration() != before.GetGeneration()+1 || r.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING {
+			return fmt.Errorf("no new backup running yet (generation %d, state %s)", r.GetJob().GetGeneration(), stateName(r.GetJob().GetState()))
+		}
+		return installed(newBackup.GetNodeId())
+	})
+	if newBackup.GetNodeId() == primary || newBackup.GetNodeId() == backup {
+		t.Fatalf("new backup placed on %s (dead primary %s, promoted %s)", newBackup.GetNodeId(), primary, backup)
+	}
+
+	// Kill the new backup: training goes on without a generation change, and another
+	// backup is placed on the last parameter-server node.
+	_ = ps[newBackup.GetNodeId()].cmd.Process.Signal(syscall.SIGKILL)
+	_ = ps[newBackup.GetNodeId()].cmd.Wait()
+	var third *cohortv1.Allocation
+	waitFor(t, "another backup after the backup was killed", 2*time.Minute, func() error {
+		r, err := get()
+		if err != nil {
+			return err
+		}
+		if g := r.GetJob().GetGeneration(); g != before.GetGeneration()+1 || r.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING {
+			t.Fatalf("losing the backup moved the job to generation %d, state %s", g, stateName(r.GetJob().GetState()))
+		}
+		if third = backupOf(r, newBackup.GetId()); third == nil {
+			return fmt.Errorf("no other backup running yet")
+		}
+		return installed(third.GetNodeId())
+	})
 
 	// Watch to the end: progress never goes backwards.
-	var (
-		job      *cohortv1.Job
-		last     int64
-		resumed  time.Duration
-		promoted time.Duration
-	)
+	var job *cohortv1.Job
 	for job == nil {
 		stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
 		if err != nil {
@@ -169,12 +244,6 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 			step := j.GetProgress().GetStep()
 			if step < last {
 				t.Fatalf("progress went backwards: step %d after %d", step, last)
-			}
-			if promoted == 0 && j.GetGeneration() > before.GetGeneration() {
-				promoted = time.Since(killedAt)
-			}
-			if promoted > 0 && resumed == 0 && step > before.GetProgress().GetStep() && step > last {
-				resumed = time.Since(killedAt)
 			}
 			last = step
 			if terminal(j.GetState()) {
@@ -214,6 +283,7 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("primary on %s killed at step %d of %d; backup on %s promoted %v after the kill (heartbeat TTL 6 s), training resumed %v after it",
-		primary, before.GetProgress().GetStep(), before.GetProgress().GetTotalSteps(), backup, promoted.Round(time.Millisecond), resumed.Round(time.Millisecond))
+	t.Logf("primary on %s killed at step %d of %d; backup on %s promoted %v after the kill (heartbeat TTL 6 s), progress reported past the step of the kill %v after it (0: not seen before the next wait); new backup on %s, killed, another on %s",
+		primary, before.GetProgress().GetStep(), before.GetProgress().GetTotalSteps(), backup, promoted.Round(time.Millisecond), resumed.Round(time.Millisecond),
+		newBackup.GetNodeId(), third.GetNodeId())
 }

@@ -109,3 +109,60 @@ func promoteBackups(txn *state.Txn, job *cohortv1.Job, lost map[string]bool, rea
 	}
 	return out, true, nil
 }
+
+// applyPlaceBackups adds new backups to a running job's replicated shards (see
+// PlaceBackupsCommand). Response: the job as stored.
+func applyPlaceBackups(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
+	c := cmd.GetPlaceBackups()
+	job, err := txn.JobByID(nil, c.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case job == nil:
+		return nil, fmt.Errorf("place backups: %w: job %q", ErrNotFound, c.GetJobId())
+	case job.State != cohortv1.JobState_JOB_STATE_RUNNING || job.Generation != c.GetGeneration():
+		return nil, fmt.Errorf("place backups: %w: job %q is %s at generation %d, the backups were planned at %d",
+			ErrStaleGeneration, job.Id, jobStateWord(job.State), job.Generation, c.GetGeneration())
+	case job.GetShardReplicas() < 2 || len(c.GetAdd()) == 0:
+		return nil, fmt.Errorf("place backups: %w: job %q has %d replicas per shard, %d backups to add",
+			ErrInvalidCommand, job.Id, job.GetShardReplicas(), len(c.GetAdd()))
+	}
+	allocs, err := txn.AllocsByJob(nil, job.Id)
+	if err != nil {
+		return nil, err
+	}
+	primary, hasBackup, ids := map[int32]string{}, map[int32]bool{}, map[string]bool{}
+	for _, a := range allocs {
+		ids[a.Id] = true
+		if a.Kind != cohortv1.TaskKind_TASK_KIND_PS_SHARD || state.TaskTerminal(a.State) {
+			continue
+		}
+		if a.Replica == 0 {
+			primary[a.Index] = a.NodeId
+		} else {
+			hasBackup[a.Index] = true
+		}
+	}
+	for _, in := range c.GetAdd() {
+		node, ok := primary[in.GetIndex()]
+		switch {
+		case in.GetId() == "" || ids[in.GetId()] || in.GetJobId() != job.Id || in.GetKind() != cohortv1.TaskKind_TASK_KIND_PS_SHARD ||
+			in.GetReplica() != 1 || in.GetNodeId() == "":
+			return nil, fmt.Errorf("place backups: %w: allocation %q (job %q, kind %s, replica %d, node %q) is malformed or exists",
+				ErrInvalidCommand, in.GetId(), in.GetJobId(), in.GetKind(), in.GetReplica(), in.GetNodeId())
+		case !ok || hasBackup[in.GetIndex()]:
+			return nil, fmt.Errorf("place backups: %w: shard %d of job %q has no live primary or already a live backup",
+				ErrInvalidCommand, in.GetIndex(), job.Id)
+		case node == in.GetNodeId():
+			return nil, fmt.Errorf("place backups: %w: the backup of shard %d on its primary's node %s", ErrInvalidCommand, in.GetIndex(), node)
+		}
+		ids[in.GetId()], hasBackup[in.GetIndex()] = true, true
+		a := proto.Clone(in).(*cohortv1.Allocation)
+		a.State, a.Generation = cohortv1.TaskState_TASK_STATE_PENDING, job.Generation
+		if err := txn.UpsertAlloc(a); err != nil {
+			return nil, err
+		}
+	}
+	return job, nil
+}

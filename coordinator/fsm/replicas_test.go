@@ -116,3 +116,39 @@ func TestReplicatedShardLoss(t *testing.T) {
 		})
 	}
 }
+
+// TestPlaceBackups: after a backup's node went down, a PlaceBackupsCommand at the job's
+// generation adds a new backup for that shard, pending, without a generation change;
+// one at another generation, on the primary's node, for a shard that has a live
+// backup, or repeating an ID is refused.
+func TestPlaceBackups(t *testing.T) {
+	h := newHarness(t)
+	for _, n := range []string{"n1", "n2", "p1", "p2", "p3", "p4"} {
+		h.mustApply(registerCmd(n))
+	}
+	replicatedJob(h)
+	h.mustApply(nodeDownCmd("p3")) // j-ps1-b lost
+	cmd := func(gen uint64, id string, idx int32, node string) *cohortv1.Command {
+		return &cohortv1.Command{TimeUnixNano: 900, Kind: &cohortv1.Command_PlaceBackups{PlaceBackups: &cohortv1.PlaceBackupsCommand{
+			JobId: "j", Generation: gen, Add: []*cohortv1.Allocation{{Id: id, JobId: "j", Kind: cohortv1.TaskKind_TASK_KIND_PS_SHARD,
+				Index: idx, NodeId: node, Replica: 1, Resources: &cohortv1.Resources{CpuMillis: 500}}}}}}
+	}
+	for name, bad := range map[string]*cohortv1.Command{
+		"another generation":        cmd(2, "j-ps1-b2", 1, "p4"),
+		"on the primary's node":     cmd(1, "j-ps1-b2", 1, "p2"),
+		"shard with a live backup":  cmd(1, "j-ps0-b2", 0, "p4"),
+		"an existing allocation ID": cmd(1, "j-ps1-b", 1, "p4"),
+	} {
+		if _, ok := h.apply(bad).(error); !ok {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	h.mustApply(cmd(1, "j-ps1-b2", 1, "p4"))
+	a := h.alloc("j-ps1-b2")
+	if a.State != cohortv1.TaskState_TASK_STATE_PENDING || a.Generation != 1 || a.Replica != 1 {
+		t.Fatalf("new backup %+v", a)
+	}
+	if j := h.job("j"); j.Generation != 1 || j.State != cohortv1.JobState_JOB_STATE_RUNNING {
+		t.Fatalf("job after a backup was placed: generation %d state %v", j.Generation, j.State)
+	}
+}

@@ -120,3 +120,61 @@ func backupReason(missing []string, eligible []*candidate, need resources) strin
 	}
 	return fmt.Sprintf("%s: no node for the backup of %s: %s", head, strings.Join(missing, ", "), why)
 }
+
+// BackupPlan places new backups for a running job with replicated shards: one for each
+// shard index that has a live primary in allocs (the job's allocations) and no live
+// backup (it was lost, or promoted to primary), on another node than that primary.
+// The plan reserves their capacity in the Cluster; ok is false when nothing is missing
+// or some missing backup has no node now (the next pass tries again).
+func (cl *Cluster) BackupPlan(job *cohortv1.Job, allocs []*cohortv1.Allocation) (plan Plan, ok bool) {
+	// No quota re-check in Fits (job unset): a running job's quota already counts its
+	// backups (demand).
+	plan = Plan{JobID: job.GetId(), Selector: job.GetNodeSelector()}
+	if ShardReplicas(job) < 2 || cl.err != nil {
+		return plan, false
+	}
+	var primaries []*cohortv1.Allocation
+	backed, taken := map[int32]bool{}, map[string]bool{}
+	for _, a := range allocs {
+		taken[a.GetId()] = true
+		if a.GetKind() != cohortv1.TaskKind_TASK_KIND_PS_SHARD || taskTerminal(a.GetState()) {
+			continue
+		}
+		if IsBackup(a) {
+			backed[a.GetIndex()] = true
+		} else {
+			primaries = append(primaries, a)
+		}
+	}
+	var missing []*cohortv1.Allocation
+	for _, p := range primaries {
+		if !backed[p.GetIndex()] {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return plan, false
+	}
+	slices.SortFunc(missing, func(a, b *cohortv1.Allocation) int { return int(a.GetIndex()) - int(b.GetIndex()) })
+	g := groups(job)[1]
+	gen := max(job.GetGeneration(), 1)
+	backups, took, reason := cl.placeBackups(job, missing, g, spreadLess, gen)
+	if reason != "" {
+		for _, r := range took {
+			r.c.free = r.c.free.add(r.need)
+		}
+		plan.Reasons = []string{reason}
+		return plan, false
+	}
+	for _, b := range backups {
+		// The first backup of a shard at this generation is "<id>-b"; a later one
+		// (the first was lost) "<id>-b2", "<id>-b3", ...
+		base := b.Id
+		for n := 2; taken[b.Id]; n++ {
+			b.Id = fmt.Sprintf("%s%d", base, n)
+		}
+		taken[b.Id] = true
+	}
+	plan.Allocations = backups
+	return plan, true
+}

@@ -107,3 +107,48 @@ func TestBackupsMakeTheGangInfeasibleAllOrNothing(t *testing.T) {
 		t.Fatalf("the failed gang kept capacity: %v", p.Reasons)
 	}
 }
+
+// TestBackupPlanReplacesMissingBackups: a running job whose shard 0 lost its backup
+// (stopped) and whose shard 1 has one gets exactly one new backup, for shard 0, off
+// its primary's node, with an ID its stopped predecessor does not have; a job with
+// every backup live, or with one replica, gets none; no node but the primary's: none,
+// with the reason.
+func TestBackupPlanReplacesMissingBackups(t *testing.T) {
+	shard := func(id string, idx int32, node string, replica int32, st cohortv1.TaskState) *cohortv1.Allocation {
+		return &cohortv1.Allocation{Id: id, JobId: "j", Kind: cohortv1.TaskKind_TASK_KIND_PS_SHARD, Index: idx, NodeId: node,
+			Replica: replica, State: st, Generation: 1, Resources: &cohortv1.Resources{CpuMillis: 500, MemoryBytes: gib / 2}}
+	}
+	running, stopped := cohortv1.TaskState_TASK_STATE_RUNNING, cohortv1.TaskState_TASK_STATE_STOPPED
+	allocs := []*cohortv1.Allocation{
+		shard("j-ps0", 0, "p1", 0, running), shard("j-ps0-b", 0, "p2", 1, stopped),
+		shard("j-ps1", 1, "p2", 0, running), shard("j-ps1-b", 1, "p3", 1, running),
+	}
+	job := testJob(1, 2)
+	job.ShardReplicas, job.Generation, job.State = 2, 1, cohortv1.JobState_JOB_STATE_RUNNING
+	h := &harness{nodes: []*cohortv1.Node{worker("w1", 4000, 8*gib), ps("p1", 4000, 4*gib), ps("p2", 4000, 4*gib), down(ps("p3", 4000, 4*gib))}, allocs: allocs}
+	plan, ok := NewCluster(h).BackupPlan(job, allocs)
+	if !ok || len(plan.Allocations) != 1 {
+		t.Fatalf("backup plan %v (%v), want one backup", placement(plan), plan.Reasons)
+	}
+	b := plan.Allocations[0]
+	if b.Index != 0 || b.NodeId == "p1" || b.Replica != 1 || b.Id != "j-ps0-b2" {
+		t.Fatalf("new backup %+v: want shard 0's, off p1, replica 1, ID j-ps0-b2", b)
+	}
+	if err := Fits(h, plan); err != nil {
+		t.Fatalf("the plan does not fit its own snapshot: %v", err)
+	}
+
+	allocs[1].State = running
+	if plan, ok := NewCluster(h).BackupPlan(job, allocs); ok {
+		t.Fatalf("backups placed for a job that has all of them: %v", placement(plan))
+	}
+	one := testJob(1, 2)
+	if _, ok := NewCluster(h).BackupPlan(one, allocs[:1]); ok {
+		t.Fatal("a backup placed for a job with one replica")
+	}
+	allocs[1].State = stopped
+	alone := &harness{nodes: []*cohortv1.Node{worker("w1", 4000, 8*gib), ps("p1", 4000, 4*gib)}, allocs: allocs}
+	if plan, ok := NewCluster(alone).BackupPlan(job, allocs); ok || len(plan.Reasons) != 1 || !strings.Contains(plan.Reasons[0], "replicas: 2") {
+		t.Fatalf("with only the primary's node: ok %v reasons %q", ok, plan.Reasons)
+	}
+}
