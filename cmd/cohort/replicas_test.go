@@ -287,3 +287,120 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 		primary, before.GetProgress().GetStep(), before.GetProgress().GetTotalSteps(), backup, promoted.Round(time.Millisecond), resumed.Round(time.Millisecond),
 		newBackup.GetNodeId(), third.GetNodeId())
 }
+
+// TestReplicatedPrimaryKilledAsyncAndBounded: as TestReplicatedPrimaryKilledJobContinues
+// for the async and bounded (staleness 2) modes, with real processes: the primary is
+// SIGKILLed a fifth of the way, the backup is promoted, and the job finishes with no
+// restart and no checkpoint restore, its progress never going backwards. (The final
+// values of these modes depend on timing, so they are not compared with another run;
+// paramserver's TestReplicatedShardSurvivesPrimaryLoss checks that every push is
+// applied exactly once across the promotion.)
+func TestReplicatedPrimaryKilledAsyncAndBounded(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	for _, mode := range []string{"async", "bounded, staleness: 2"} {
+		t.Run(strings.TrimSuffix(strings.Fields(mode)[0], ","), func(t *testing.T) {
+			dir := t.TempDir()
+			storeDir := filepath.Join(dir, "storage")
+			coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
+			t.Cleanup(coord.kill)
+			coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
+			common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
+				"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
+			ps := map[string]*agentProc{}
+			for _, id := range []string{"ps-a", "ps-b"} {
+				ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
+					append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
+			}
+			startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+			defer func() {
+				if t.Failed() {
+					for _, f := range []string{"worker.log", "ps-a.log", "ps-b.log", "c1.log"} {
+						b, _ := os.ReadFile(filepath.Join(dir, f))
+						t.Logf("%s:\n%s", f, b[max(0, len(b)-8000):])
+					}
+				}
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			c, err := dial(coord.grpc, testCreds(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			jobs := cohortv1.NewJobServiceClient(c)
+			spec := strings.Replace(replicatedSpec(t, "killed", mode), "epochs: 90", "epochs: 40", 1)
+			var id string
+			waitFor(t, "the job to be accepted", time.Minute, func() error {
+				resp, err := jobs.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte(spec), IdempotencyKey: "killed"})
+				if err != nil {
+					return err
+				}
+				id = resp.GetJob().GetId()
+				return nil
+			})
+			var (
+				primary string
+				before  *cohortv1.Job
+				last    int64
+			)
+			waitFor(t, "the job a fifth of the way", 3*time.Minute, func() error {
+				r, err := jobs.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
+				if err != nil {
+					return err
+				}
+				p := r.GetJob().GetProgress()
+				if r.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING || p.GetTotalSteps() == 0 || p.GetStep() < p.GetTotalSteps()/5 {
+					return fmt.Errorf("state %s step %d of %d", stateName(r.GetJob().GetState()), p.GetStep(), p.GetTotalSteps())
+				}
+				for _, a := range r.GetAllocations() {
+					if a.GetKind() == cohortv1.TaskKind_TASK_KIND_PS_SHARD && a.GetReplica() == 0 {
+						primary = a.GetNodeId()
+					}
+				}
+				before = r.GetJob()
+				return nil
+			})
+			_ = ps[primary].cmd.Process.Signal(syscall.SIGKILL)
+			_ = ps[primary].cmd.Wait()
+			var job *cohortv1.Job
+			for job == nil {
+				stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for {
+					resp, err := stream.Recv()
+					if err != nil {
+						if ctx.Err() != nil {
+							t.Fatal(ctx.Err())
+						}
+						break
+					}
+					j := resp.GetJob()
+					if step := j.GetProgress().GetStep(); step < last {
+						t.Fatalf("progress went backwards: step %d after %d", step, last)
+					} else {
+						last = step
+					}
+					if terminal(j.GetState()) {
+						job = j
+						break
+					}
+				}
+			}
+			if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+				t.Fatalf("job %s after its primary was killed: %s", stateName(job.GetState()), job.GetStatusMessage())
+			}
+			if job.GetRestarts() != 0 || job.GetGeneration() != before.GetGeneration()+1 || job.GetProgress().GetStep() != job.GetProgress().GetTotalSteps() {
+				t.Errorf("restarts %d, generation %d -> %d, step %d of %d: want no restart, one promotion, every step",
+					job.GetRestarts(), before.GetGeneration(), job.GetGeneration(), job.GetProgress().GetStep(), job.GetProgress().GetTotalSteps())
+			}
+			for id := range ps {
+				if b, _ := os.ReadFile(filepath.Join(dir, id+".log")); strings.Contains(string(b), "restored from checkpoint") {
+					t.Errorf("%s restored a shard from a checkpoint", id)
+				}
+			}
+		})
+	}
+}
