@@ -533,6 +533,19 @@ func (s *shard) applyReplicated(gen uint64, id pushID, version, n int64, upd []f
 	return s.version, nil
 }
 
+// replicaBuffer returns an update buffer of n values from the shard's gradient pool
+// (release it with releaseGrad).
+func (s *shard) replicaBuffer(n uint64) []float32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k := len(s.freeGrads); k > 0 && uint64(len(s.freeGrads[k-1])) == n {
+		g := s.freeGrads[k-1]
+		s.freeGrads = s.freeGrads[:k-1]
+		return g
+	}
+	return make([]float32, n)
+}
+
 // checkReplica admits replication at gen to a backup; mu must be held.
 func (s *shard) checkReplica(gen uint64) error {
 	switch {
@@ -685,7 +698,8 @@ func (r replicaService) Replicate(stream cohortv1.ReplicaService_ReplicateServer
 	if h.GetVersion() < have {
 		return stream.SendAndClose(&cohortv1.ReplicateResponse{Version: have})
 	}
-	upd := make([]float32, length)
+	upd := sh.replicaBuffer(length)
+	defer sh.releaseGrad(upd)
 	msg := cohortv1.ReplicateRequest{}
 	if err := s.receive(stream.Context(), "replicate", upd, func() (*cohortv1.Chunk, error) {
 		if err := stream.RecvMsg(&msg); err != nil {
