@@ -115,14 +115,26 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	} else {
 		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), KeepaliveDialOption()}
 	}
-	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
+	// A worker's calls failing to reach a shard primary are the fast sign of a dead
+	// parameter server; the node's agent tells the coordinators, which confirm.
+	var reporter atomic.Pointer[agent.Agent]
+	onShardLost := func(jobID string, generation uint64, shard int) {
+		if a := reporter.Load(); a != nil {
+			a.ReportShardLoss(n.runCtx, jobID, generation, shard)
+		}
+	}
+	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer, OnShardLost: onShardLost,
 		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial,
 		ProgressInterval: w.ProgressInterval, ProgressEverySteps: w.ProgressEverySteps})
 	if err != nil {
 		return err
 	}
-	_, err = n.startAgent(node, w.Join, certs, log, runner)
-	return err
+	a, err := n.startAgent(node, w.Join, certs, log, runner)
+	if err != nil {
+		return err
+	}
+	reporter.Store(a)
+	return nil
 }
 
 // taskLogs writes the tasks' logs to storage (`cohort job logs`).

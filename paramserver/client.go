@@ -48,6 +48,10 @@ type ClientConfig struct {
 	DialOptions []grpc.DialOption
 	// Logger receives retry logs; nil uses slog.Default().
 	Logger *slog.Logger
+	// OnShardUnavailable, when set, is called (in its own goroutine, at most once a
+	// second per shard) while calls to a shard fail as unreachable: the fast sign of a
+	// dead parameter server (client_replica.go).
+	OnShardUnavailable func(shard int, err error)
 }
 
 // ShardObject describes one shard's checkpoint object in storage.
@@ -81,6 +85,8 @@ type Client struct {
 	epMu sync.RWMutex
 	// dialOpts are the options every shard connection is dialled with.
 	dialOpts []grpc.DialOption
+	// reported holds, per shard, when OnShardUnavailable was last called (unix nanos).
+	reported sync.Map
 	base     context.Context    // bounds the sessions' streams; ended by Close
 	stop     context.CancelFunc // ends base
 }
@@ -219,6 +225,7 @@ func (c *Client) retry(ctx context.Context, what string, shard int, op func() er
 		if err == nil || !retryable(err) {
 			return err
 		}
+		c.unavailable(shard, err)
 		if attempt == 1 || attempt%20 == 0 {
 			c.log.Debug("retrying", "op", what, "shard", shard, "attempt", attempt, "err", err)
 		}

@@ -1,9 +1,13 @@
 package paramserver
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 )
@@ -66,4 +70,19 @@ func (c *Client) addr(i int) string {
 	c.epMu.RLock()
 	defer c.epMu.RUnlock()
 	return c.cfg.Addresses[i]
+}
+
+// unavailable reports a call to shard that failed as unreachable (Unavailable from the
+// transport, not a backup's NOT_PRIMARY) through OnShardUnavailable, at most once a
+// second per shard.
+func (c *Client) unavailable(shard int, err error) {
+	if c.cfg.OnShardUnavailable == nil || status.Code(err) != codes.Unavailable || errors.Is(err, ErrNotPrimary) {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last, ok := c.reported.Load(shard); ok && now-last.(int64) < int64(time.Second) {
+		return
+	}
+	c.reported.Store(shard, now)
+	go c.cfg.OnShardUnavailable(shard, err)
 }

@@ -69,3 +69,18 @@ func (p *versionProbe) setAddress(i int, addr string) {
 	_ = p.conns[i].Close()
 	p.addrs[i], p.conns[i], p.stubs[i] = addr, cc, cohortv1.NewParameterServiceClient(cc)
 }
+
+// shardUnavailable passes the client's report of an unreachable shard to OnShardLost,
+// for jobs with replicated shards (one copy has nothing to promote).
+func (t *Trainer) shardUnavailable(shard int, err error) {
+	if t.cfg.OnShardLost == nil || t.job.GetShardReplicas() < 2 {
+		return
+	}
+	gen := t.cfg.Assignment.GetAllocation().GetGeneration()
+	if t.cfg.Membership != nil {
+		m, _ := t.cfg.Membership.Get()
+		gen = m.Generation
+	}
+	t.log.Warn("parameter shard unreachable: reporting it", "shard", shard, "generation", gen, "err", err)
+	t.cfg.OnShardLost(t.job.GetId(), gen, shard)
+}

@@ -43,7 +43,9 @@ spec:
 // node heartbeat TTL, four parameter-server nodes, one worker) on local storage. A
 // sync job with parameterServers.replicas: 2 trains undisturbed; the same job is
 // trained again and the process hosting its shard's primary is SIGKILLed mid-training.
-// The coordinator marks the node down and, in that Raft entry, promotes the backup;
+// The worker, its calls to the primary failing, reports the shard unreachable; the
+// leader, unable to connect to the node either, marks it down and, in that Raft
+// entry, promotes the backup (without the report, the heartbeat TTL would);
 // the worker follows the shard to the backup's node; a new backup is placed on a
 // third node and receives the shard's state while training goes on. That backup's
 // process is SIGKILLed in turn: training goes on at the same generation and another
@@ -283,7 +285,7 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("primary on %s killed at step %d of %d; backup on %s promoted %v after the kill (heartbeat TTL 6 s), progress reported past the step of the kill %v after it (0: not seen before the next wait); new backup on %s, killed, another on %s",
+	t.Logf("primary on %s killed at step %d of %d; backup on %s promoted %v after the kill (worker report confirmed by the leader; heartbeat TTL 6 s), progress reported past the step of the kill %v after it (0: not seen before the next wait); new backup on %s, killed, another on %s",
 		primary, before.GetProgress().GetStep(), before.GetProgress().GetTotalSteps(), backup, promoted.Round(time.Millisecond), resumed.Round(time.Millisecond),
 		newBackup.GetNodeId(), third.GetNodeId())
 }

@@ -136,10 +136,14 @@ type sessionLossBackend interface {
 }
 
 // ReportSessionLoss hands a parameter server's lost worker session to the leader
-// (forwarded from a follower), which confirms by the worker node's heartbeats.
+// (forwarded from a follower), which confirms by the worker node's heartbeats; or a
+// worker's unreachable shard primary (shard_primary, replicas.go).
 func (s *agentService) ReportSessionLoss(ctx context.Context, req *cohortv1.ReportSessionLossRequest) (*cohortv1.ReportSessionLossResponse, error) {
 	if err := checkID("job_id", req.JobId); err != nil {
 		return nil, toStatus(err)
+	}
+	if req.ShardPrimary {
+		return s.reportShardLoss(ctx, req)
 	}
 	if req.WorkerRank < 0 {
 		return nil, toStatus(fmt.Errorf("%w: worker_rank %d", ErrInvalidArgument, req.WorkerRank))

@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"time"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
 	"github.com/cohort-dev/cohort/coordinator/scheduler"
@@ -58,4 +61,61 @@ func (s *Server) backupPass(ctx context.Context, snap *state.StateSnapshot, clus
 		}
 	}
 	return failed
+}
+
+// shardProbeTimeout bounds the leader's own attempt to reach a parameter-server node a
+// worker reported unreachable.
+const shardProbeTimeout = 300 * time.Millisecond
+
+// SuspectShardLoss handles a worker's report that the primary of shard of job (at
+// generation) is unreachable: the fast sign of a dead parameter-server process, for a
+// job with replicated shards. The leader confirms it by connecting to the node's data
+// address itself. When it cannot either, the node is marked DOWN at once (through
+// the heartbeat timer, as when its TTL runs out), which promotes the backups of the
+// primaries it held in the same Raft entry; when it can, the node is only suspect and
+// is marked down SuspectGrace after its last heartbeat unless it heartbeats meanwhile
+// (a path broken between the worker and the node alone). It reports whether the node
+// is now down or suspect. A report of an older generation, of a job without backups,
+// or of a shard whose primary is not live is ignored.
+func (s *Server) SuspectShardLoss(ctx context.Context, jobID string, generation uint64, shard int) (bool, error) {
+	if !s.IsLeader() {
+		return false, s.notLeaderError()
+	}
+	snap := s.State().Snapshot()
+	job, err := snap.JobByID(nil, jobID)
+	if err != nil {
+		return false, fmt.Errorf("server: shard loss: %w", err)
+	}
+	if job == nil || generation < job.GetGeneration() || scheduler.ShardReplicas(job) < 2 {
+		return false, nil
+	}
+	allocs, err := snap.AllocsByJob(nil, jobID)
+	if err != nil {
+		return false, fmt.Errorf("server: shard loss: %w", err)
+	}
+	for _, a := range allocs {
+		if a.GetKind() != cohortv1.TaskKind_TASK_KIND_PS_SHARD || a.GetReplica() != 0 || int(a.GetIndex()) != shard || !liveAllocState(a.GetState()) {
+			continue
+		}
+		node, err := snap.NodeByID(nil, a.GetNodeId())
+		if err != nil || node == nil {
+			return false, err
+		}
+		grace, why := s.config.SuspectGrace, "reachable from the leader"
+		d := net.Dialer{Timeout: shardProbeTimeout}
+		conn, err := d.DialContext(ctx, "tcp", node.GetDataAddress())
+		if err != nil {
+			grace, why = 0, "unreachable from the leader too: "+err.Error()
+		} else {
+			_ = conn.Close()
+		}
+		at, ok := s.heartbeats.suspect(a.GetNodeId(), grace)
+		if !ok {
+			return false, nil
+		}
+		s.logger.Warn("a worker cannot reach a shard primary; its node is suspect", "job", jobID, "shard", shard,
+			"generation", generation, "node", a.GetNodeId(), "alloc_id", a.GetId(), "confirmation", why, "down_unless_heartbeat_by", at)
+		return true, nil
+	}
+	return false, nil
 }

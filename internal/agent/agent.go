@@ -270,6 +270,22 @@ func (a *Agent) ReportSessionLoss(ctx context.Context, jobID string, generation 
 		"suspected", resp.GetSuspected())
 }
 
+// ReportShardLoss tells the coordinators that this worker cannot reach the primary of
+// shard of job (replicated shards): the leader confirms and, if the node is gone,
+// promotes the shard's backup at once.
+func (a *Agent) ReportShardLoss(ctx context.Context, jobID string, generation uint64, shard int) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := a.jobs.ReportSessionLoss(ctx, &cohortv1.ReportSessionLossRequest{
+		NodeId: a.Node().GetId(), JobId: jobID, Generation: generation, ShardPrimary: true, Shard: int32(shard)})
+	if err != nil {
+		a.log.Warn("could not report an unreachable shard", "job_id", jobID, "generation", generation, "shard", shard, "err", err)
+		return
+	}
+	a.log.Info("unreachable shard reported", "job_id", jobID, "generation", generation, "shard", shard,
+		"suspected", resp.GetSuspected())
+}
+
 // report queues a task report for delivery. An interim (in-epoch progress) report is
 // dropped rather than waited for when the queue is full (interimReport, usage.go).
 func (a *Agent) report(r *cohortv1.TaskReport) {

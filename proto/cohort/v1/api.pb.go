@@ -605,11 +605,17 @@ func (x *ListNodesResponse) GetClusterId() string {
 }
 
 type ReportSessionLossRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the reporting parameter-server node
-	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // the membership generation the session pushed under
-	WorkerRank    int32                  `protobuf:"varint,4,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the reporting parameter-server node
+	JobId      string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Generation uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // the membership generation the session pushed under
+	WorkerRank int32                  `protobuf:"varint,4,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
+	// shard_primary: the reporter is a worker whose calls to the primary of shard `shard`
+	// of a job with replicated shards fail as unreachable (worker_rank is then the
+	// reporter's rank). The leader confirms by reaching that node itself and, when it
+	// cannot, marks it down at once (promoting the backups of its primaries).
+	ShardPrimary  bool  `protobuf:"varint,100,opt,name=shard_primary,json=shardPrimary,proto3" json:"shard_primary,omitempty"`
+	Shard         int32 `protobuf:"varint,101,opt,name=shard,proto3" json:"shard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +674,20 @@ func (x *ReportSessionLossRequest) GetGeneration() uint64 {
 func (x *ReportSessionLossRequest) GetWorkerRank() int32 {
 	if x != nil {
 		return x.WorkerRank
+	}
+	return 0
+}
+
+func (x *ReportSessionLossRequest) GetShardPrimary() bool {
+	if x != nil {
+		return x.ShardPrimary
+	}
+	return false
+}
+
+func (x *ReportSessionLossRequest) GetShard() int32 {
+	if x != nil {
+		return x.Shard
 	}
 	return 0
 }
@@ -2501,7 +2521,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x11ListNodesResponse\x12%\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x0f.cohort.v1.NodeR\x05nodes\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\x8b\x01\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xc6\x01\n" +
 	"\x18ReportSessionLossRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1e\n" +
@@ -2509,7 +2529,9 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12\x1f\n" +
 	"\vworker_rank\x18\x04 \x01(\x05R\n" +
-	"workerRank\"9\n" +
+	"workerRank\x12#\n" +
+	"\rshard_primary\x18d \x01(\bR\fshardPrimary\x12\x14\n" +
+	"\x05shard\x18e \x01(\x05R\x05shard\"9\n" +
 	"\x19ReportSessionLossResponse\x12\x1c\n" +
 	"\tsuspected\x18\x01 \x01(\bR\tsuspected\"Y\n" +
 	"\x13RegisterNodeRequest\x12#\n" +
