@@ -10,9 +10,9 @@ import (
 // shard over real loopback gRPC, without a backup (replicas=1) and with one
 // (replicas=2, every step's mean gradient forwarded to and applied by the backup before
 // the step is acknowledged): both workers push, then pull the next version. Sizes: the
-// attrition MLP (2,113 values) and the Fashion-MNIST CNN of jobs/examples (421,642).
+// attrition-mlp.yaml (5,249 values) and fashion-cnn.yaml (225,034) examples.
 func BenchmarkReplicatedSyncStep(b *testing.B) {
-	for _, n := range []int{2113, 421642} {
+	for _, n := range []int{5249, 225034} {
 		for _, replicas := range []int{1, 2} {
 			b.Run(fmt.Sprintf("params=%d/replicas=%d", n, replicas), func(b *testing.B) { benchReplicatedStep(b, n, replicas) })
 		}
