@@ -29,7 +29,7 @@ type node struct {
 	kill func()
 }
 
-func startNode(t *testing.T, cfg ServerConfig) *node {
+func startNode(t testing.TB, cfg ServerConfig) *node {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
