@@ -406,3 +406,117 @@ func TestReplicatedPrimaryKilledAsyncAndBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicatedTwoShardsPrimaryKilled: two workers and two replicated shards on four
+// parameter-server processes; the process holding shard 0's primary (and possibly
+// shard 1's backup) is SIGKILLed mid-training. The job finishes with one promotion,
+// no restart and no restore, and its final parameters and Adam moments are
+// bit-identical to an undisturbed run's: the shards' versions may differ at the kill
+// (one shard past the step in progress), which the workers settle as for a membership
+// change.
+func TestReplicatedTwoShardsPrimaryKilled(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	storeDir := filepath.Join(dir, "storage")
+	coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
+	t.Cleanup(coord.kill)
+	coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
+	common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
+		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
+	ps := map[string]*agentProc{}
+	for _, id := range []string{"ps-a", "ps-b", "ps-c", "ps-d"} {
+		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
+			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
+	}
+	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+	defer func() {
+		if t.Failed() {
+			for _, f := range []string{"worker.log", "ps-a.log", "ps-b.log", "ps-c.log", "ps-d.log", "c1.log"} {
+				b, _ := os.ReadFile(filepath.Join(dir, f))
+				t.Logf("%s:\n%s", f, b[max(0, len(b)-6000):])
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	c, err := dial(coord.grpc, testCreds(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	jobs := cohortv1.NewJobServiceClient(c)
+	spec := func(name string) []byte {
+		s := strings.Replace(replicatedSpec(t, name, "sync"), "workers: {count: 1,", "workers: {count: 2,", 1)
+		s = strings.Replace(s, "epochs: 90", "epochs: 40", 1)
+		return []byte(strings.Replace(s, "parameterServers: {shards: 1, replicas: 2}", "parameterServers: {shards: 2, replicas: 2}", 1))
+	}
+	run := func(name string, kill bool) *cohortv1.Job {
+		var id string
+		waitFor(t, "job "+name+" to be accepted", time.Minute, func() error {
+			resp, err := jobs.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: spec(name), IdempotencyKey: name})
+			if err != nil {
+				return err
+			}
+			id = resp.GetJob().GetId()
+			return nil
+		})
+		var before *cohortv1.Job
+		if kill {
+			var victim string
+			waitFor(t, "the job a fifth of the way", 3*time.Minute, func() error {
+				r, err := jobs.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
+				if err != nil {
+					return err
+				}
+				p := r.GetJob().GetProgress()
+				if r.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING || p.GetTotalSteps() == 0 || p.GetStep() < p.GetTotalSteps()/5 {
+					return fmt.Errorf("state %s step %d of %d", stateName(r.GetJob().GetState()), p.GetStep(), p.GetTotalSteps())
+				}
+				for _, a := range r.GetAllocations() {
+					if a.GetKind() == cohortv1.TaskKind_TASK_KIND_PS_SHARD && a.GetReplica() == 0 && a.GetIndex() == 0 {
+						victim = a.GetNodeId()
+					}
+				}
+				before = r.GetJob()
+				return nil
+			})
+			_ = ps[victim].cmd.Process.Signal(syscall.SIGKILL)
+			_ = ps[victim].cmd.Wait()
+		}
+		job, err := watchUntilDone(ctx, jobs, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+			t.Fatalf("job %s: %s %s", name, stateName(job.GetState()), job.GetStatusMessage())
+		}
+		if kill && (job.GetRestarts() != 0 || job.GetGeneration() != before.GetGeneration()+1) {
+			t.Errorf("restarts %d, generation %d -> %d: want no restart and one promotion", job.GetRestarts(), before.GetGeneration(), job.GetGeneration())
+		}
+		return job
+	}
+	straight := run("straight", false)
+	killed := run("killed", true)
+	for id := range ps {
+		if b, _ := os.ReadFile(filepath.Join(dir, id+".log")); strings.Contains(string(b), "restored from checkpoint") {
+			t.Errorf("%s restored a shard from a checkpoint", id)
+		}
+	}
+	store, err := storage.NewLocal(storeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, got := fullState(t, store, straight.GetCheckpoint()), fullState(t, store, killed.GetCheckpoint())
+	if got.Step != want.Step || got.OptimizerStep != want.OptimizerStep {
+		t.Fatalf("killed run ends at step %d (optimizer %d), undisturbed at %d (%d)", got.Step, got.OptimizerStep, want.Step, want.OptimizerStep)
+	}
+	vecs := [][2][]float32{{want.Params, got.Params}, {want.State[0], got.State[0]}, {want.State[1], got.State[1]}}
+	for v, p := range vecs {
+		for i := range p[0] {
+			if math.Float32bits(p[0][i]) != math.Float32bits(p[1][i]) {
+				t.Fatalf("vector %d (0 parameters, 1-2 Adam moments) differs at %d: undisturbed %v, primary killed %v", v, i, p[0][i], p[1][i])
+			}
+		}
+	}
+}
