@@ -300,6 +300,12 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 		if _, ok, err := promoteBackups(txn, job, map[string]bool{stored.Id: true}, msg); err != nil || ok {
 			return err
 		}
+		if job.GetShardReplicas() >= 2 {
+			// No live copy of the shard is left: back to the checkpoint, as for a lost
+			// node, rather than failing the job.
+			_, err := requeueJob(txn, job, msg, true, at)
+			return err
+		}
 	}
 
 	switch {

@@ -152,3 +152,27 @@ func TestPlaceBackups(t *testing.T) {
 		t.Fatalf("job after a backup was placed: generation %d state %v", j.Generation, j.State)
 	}
 }
+
+// TestReplicatedShardLastCopyFailed: a replicated shard's task failing when its other
+// copy is already gone (a promoted backup that cannot serve) requeues the job from its
+// checkpoint instead of failing it.
+func TestReplicatedShardLastCopyFailed(t *testing.T) {
+	h := newHarness(t)
+	for _, n := range []string{"n1", "n2", "p1", "p2", "p3"} {
+		h.mustApply(registerCmd(n))
+	}
+	replicatedJob(h)
+	h.mustApply(nodeDownCmd("p1")) // j-ps0-b promoted at generation 2
+	h.mustApply(reportCmd(&cohortv1.TaskReport{AllocationId: "j-ps0-b", State: cohortv1.TaskState_TASK_STATE_FAILED,
+		Message: "promoted backup cannot serve: not initialised"}))
+	j := h.job("j")
+	if j.State != cohortv1.JobState_JOB_STATE_PENDING || j.Generation != 3 || j.Checkpoint != "s3://b/m1" || j.Restarts != 1 {
+		t.Fatalf("job after its last shard copy failed: state %v generation %d checkpoint %q restarts %d", j.State, j.Generation, j.Checkpoint, j.Restarts)
+	}
+	allocs, _ := h.f.State().AllocsByJob(nil, "j")
+	for _, a := range allocs {
+		if a.State != cohortv1.TaskState_TASK_STATE_STOPPED && a.State != cohortv1.TaskState_TASK_STATE_FAILED {
+			t.Errorf("allocation %s still %v", a.Id, a.State)
+		}
+	}
+}

@@ -31,6 +31,7 @@ func (r *Runner) startBackup(a *cohortv1.Assignment, cfg paramserver.ShardConfig
 	r.mu.Lock()
 	r.shards[alloc.GetId()] = key
 	r.mu.Unlock()
+	r.backupReports.Store(alloc.GetId(), report)
 	r.cfg.Logger.Info("backup shard started", "alloc_id", alloc.GetId(), "job_id", key.job, "shard", key.shard,
 		"primary", a.GetPeerAddress())
 	rep.State = cohortv1.TaskState_TASK_STATE_RUNNING
@@ -41,10 +42,14 @@ func (r *Runner) startBackup(a *cohortv1.Assignment, cfg paramserver.ShardConfig
 func (r *Runner) promote(allocID string, key shardKey, m membership) {
 	if err := r.cfg.Server.PromoteShard(key.job, key.shard, m.gen, m.workers); err != nil {
 		// The coordinator promoted a copy that cannot serve (it never received its
-		// primary's state): the workers will find no shard; the job's progress stalls
-		// until the shard task fails and the job falls back to its checkpoint.
+		// primary's state: the primary died before its first step). The task fails, and
+		// the job, with no live copy of the shard left, falls back to its checkpoint.
 		r.cfg.Logger.Error("backup shard promotion failed", "alloc_id", allocID, "job_id", key.job, "shard", key.shard,
 			"generation", m.gen, "err", err)
+		if rep, ok := r.backupReports.Load(allocID); ok {
+			rep.(agent.ReportFunc)(&cohortv1.TaskReport{AllocationId: allocID, JobId: key.job,
+				State: cohortv1.TaskState_TASK_STATE_FAILED, Message: "promoted backup cannot serve: " + err.Error()})
+		}
 		return
 	}
 	r.cfg.Logger.Info("backup shard promoted to primary", "alloc_id", allocID, "job_id", key.job, "shard", key.shard,

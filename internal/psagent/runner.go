@@ -46,6 +46,9 @@ type Runner struct {
 	// given; a shard restoring in the background installs it once it exists.
 	members map[string]membership
 	logs    sync.Map // allocation ID -> its open *tasklog.Writer
+	// backupReports holds the report function of each backup allocation, which fails
+	// the task when its promotion cannot be carried out (replicas.go).
+	backupReports sync.Map
 }
 
 type membership struct {
@@ -269,6 +272,7 @@ func (r *Runner) Stop(allocationID string) {
 	k, ok := r.shards[allocationID]
 	delete(r.shards, allocationID)
 	delete(r.members, allocationID)
+	r.backupReports.Delete(allocationID)
 	o, owned := r.owners[k]
 	remove := ok && (!owned || o.alloc == allocationID)
 	if remove && owned {
