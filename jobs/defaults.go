@@ -140,6 +140,7 @@ func (j *TrainingJob) applyDefaults(has func(path string) bool) {
 	setStr("spec.resources.workers.memory", &w.Memory, DefaultWorkerMemory)
 	ps := &s.Resources.ParameterServers
 	setInt("spec.resources.parameterServers.shards", &ps.Shards, 1)
+	setInt("spec.resources.parameterServers.replicas", &ps.Replicas, 1)
 	setStr("spec.resources.parameterServers.cpu", &ps.CPU, DefaultShardCPU)
 	setStr("spec.resources.parameterServers.memory", &ps.Memory, DefaultShardMemory)
 

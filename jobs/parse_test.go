@@ -212,7 +212,7 @@ spec:
 			},
 			Resources: Resources{
 				Workers:          WorkerResources{Count: 1, Min: 1, Max: 1, CPU: "1", Memory: "1Gi"},
-				ParameterServers: PSResources{Shards: 1, CPU: "500m", Memory: "512Mi"},
+				ParameterServers: PSResources{Shards: 1, Replicas: 1, CPU: "500m", Memory: "512Mi"},
 			},
 			Checkpoint: Checkpoint{Keep: 3, ScoreBy: ScoreBy{Metric: "val_auc", Mode: "max"}, KeepBest: 1},
 			Export:     Export{Formats: []string{"safetensors"}, ONNX: ONNXExport{Preprocessing: ONNXPreprocessingEmbedded}},
@@ -420,6 +420,9 @@ func TestParseErrors(t *testing.T) {
 		{"memory zero", []edit{{Line: 21, Text: "      memory: 0Mi", Insert: true}}, "spec.resources.parameterServers.memory", 22, "greater than 0"},
 		{"shards zero", []edit{{Line: 21, Text: "      shards: 0"}}, "spec.resources.parameterServers.shards", 21, "must be greater than 0"},
 		{"shards too many", []edit{{Line: 21, Text: "      shards: 257"}}, "spec.resources.parameterServers.shards", 21, "at most 256"},
+		{"replicas three", []edit{{Line: 21, Text: "      replicas: 3", Insert: true}}, "spec.resources.parameterServers.replicas", 22, "at most 2, got 3"},
+		{"replicas negative", []edit{{Line: 21, Text: "      replicas: -1", Insert: true}}, "spec.resources.parameterServers.replicas", 22, "must be greater than 0"},
+		{"replicas not a number", []edit{{Line: 21, Text: "      replicas: two", Insert: true}}, "spec.resources.parameterServers.replicas", 22, "expected an integer"},
 		{"everySteps negative", []edit{{Line: 23, Text: "    everySteps: -1", Insert: true}}, "spec.checkpoint.everySteps", 24, "0 (final checkpoint only) or more"},
 		{"keep zero", []edit{{Line: 23, Text: "    keep: 0"}}, "spec.checkpoint.keep", 23, "must be greater than 0"},
 		{"export unknown", []edit{{Line: 25, Text: "    formats: [safetensors, pickle]"}}, "spec.export.formats[1]", 25, `"pickle" is not one of onnx, safetensors`},

@@ -46,6 +46,7 @@ func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
 		Queue:           j.Spec.Queue,
 		WorkerCount:     int32(w.Count),
 		ShardCount:      int32(ps.Shards),
+		ShardReplicas:   shardReplicas(ps.Replicas),
 		WorkerResources: wr,
 		ShardResources:  &cohortv1.Resources{CpuMillis: sCPU, MemoryBytes: sMem},
 		NodeSelector:    selector,
@@ -54,4 +55,13 @@ func (j *TrainingJob) JobTemplate() (*cohortv1.Job, error) {
 		MinWorkers:      int32(w.Min),
 		MaxWorkers:      int32(w.Max),
 	}, nil
+}
+
+// shardReplicas is Job.shard_replicas for spec.resources.parameterServers.replicas: 0
+// (read as 1) for one replica, so jobs without backups are stored as before.
+func shardReplicas(n int) int32 {
+	if n <= 1 {
+		return 0
+	}
+	return int32(n)
 }

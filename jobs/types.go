@@ -509,6 +509,11 @@ type PSResources struct {
 	CPU string `yaml:"cpu" json:"cpu"`
 	// Memory per shard as ParseMemory reads it; default "512Mi".
 	Memory string `yaml:"memory" json:"memory"`
+	// Replicas is how many copies of each shard run, 1..2; default 1. With 2 every
+	// shard has a primary and a backup on a different node: the primary forwards each
+	// aggregated update to the backup before the step is acknowledged, and the backup
+	// is promoted when the primary is lost (no checkpoint restore).
+	Replicas int `yaml:"replicas,omitempty" json:"replicas,omitempty"`
 }
 
 // Checkpoint says how often a job checkpoints and how many checkpoints it keeps.

@@ -23,6 +23,9 @@ const (
 	MaxWorkers        = 1024
 	MaxGPUsPerWorker  = 64
 	MaxShards         = 256
+	// MaxShardReplicas bounds spec.resources.parameterServers.replicas: a primary and
+	// one backup.
+	MaxShardReplicas  = 2
 	MaxCheckpointKeep = 1000
 	// MaxSensitive bounds spec.audit.sensitive (intersections grow as 2^n).
 	MaxSensitive = 6
@@ -649,6 +652,7 @@ func (v *validator) resources() {
 	const pp = "spec.resources.parameterServers"
 	ps := &r.ParameterServers
 	v.intRange(pp+".shards", ps.Shards, 1, MaxShards)
+	v.intRange(pp+".replicas", ps.Replicas, 1, MaxShardReplicas)
 	v.cpu(pp+".cpu", ps.CPU)
 	v.memory(pp+".memory", ps.Memory)
 }

@@ -71,6 +71,10 @@ func (n *Node) startParameterServer(p ParameterServerConfig) error {
 		// And only the workers of each shard's job (the assignment's allowed_workers),
 		// never a certificate of a revoked join token (the set comes with the assignments).
 		ps.SetCaller(tlsCaller(&revoked))
+		// A primary shard replicates to its backup as this node (parameterServers.replicas).
+		ps.SetReplicaDialOptions(append(paramserver.TLSDialOptions(n.tls.clientCreds(certs, pki.RoleAgent)), KeepaliveDialOption())...)
+	} else {
+		ps.SetReplicaDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()), KeepaliveDialOption())
 	}
 	gs := grpc.NewServer(sopts...)
 	ps.Register(gs)
@@ -113,14 +117,26 @@ func (n *Node) startWorker(w WorkerConfig) error {
 	} else {
 		shardDial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), KeepaliveDialOption()}
 	}
-	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer,
+	// A worker's calls failing to reach a shard primary are the fast sign of a dead
+	// parameter server; the node's agent tells the coordinators, which confirm.
+	var reporter atomic.Pointer[agent.Agent]
+	onShardLost := func(jobID string, generation uint64, shard int) {
+		if a := reporter.Load(); a != nil {
+			a.ReportShardLoss(n.runCtx, jobID, generation, shard)
+		}
+	}
+	runner, err := worker.NewRunner(worker.RunnerConfig{Store: n.store, Logger: log, Observer: w.Observer, OnShardLost: onShardLost,
 		S3: n.cfg.Storage.S3, Metrics: wm, TaskLogs: &taskLogs, DataRoots: w.DataRoots, GPUs: gpus, DialOptions: shardDial,
 		ProgressInterval: w.ProgressInterval, ProgressEverySteps: w.ProgressEverySteps})
 	if err != nil {
 		return err
 	}
-	_, err = n.startAgent(node, w.Join, certs, log, runner, nil)
-	return err
+	a, err := n.startAgent(node, w.Join, certs, log, runner, nil)
+	if err != nil {
+		return err
+	}
+	reporter.Store(a)
+	return nil
 }
 
 // taskLogs writes the tasks' logs to storage (`cohort job logs`).

@@ -51,6 +51,10 @@ type ClientConfig struct {
 	DialOptions []grpc.DialOption
 	// Logger receives retry logs; nil uses slog.Default().
 	Logger *slog.Logger
+	// OnShardUnavailable, when set, is called (in its own goroutine, at most once a
+	// second per shard) while calls to a shard fail as unreachable: the fast sign of a
+	// dead parameter server (client_replica.go).
+	OnShardUnavailable func(shard int, err error)
 }
 
 // ShardObject describes one shard's checkpoint object in storage.
@@ -81,7 +85,14 @@ type Client struct {
 	comp    *clientCompression // nil: float32 pushes and pulls (compress_client.go)
 	traffic trafficCounters
 
-	sessions []*session         // one per shard, see session.go
+	sessions []*session // one per shard, see session.go
+	// epMu guards conns, stubs, sessions and cfg.Addresses, which SetAddress changes
+	// (client_replica.go).
+	epMu sync.RWMutex
+	// dialOpts are the options every shard connection is dialled with.
+	dialOpts []grpc.DialOption
+	// reported holds, per shard, when OnShardUnavailable was last called (unix nanos).
+	reported sync.Map
 	base     context.Context    // bounds the sessions' streams; ended by Close
 	stop     context.CancelFunc // ends base
 }
@@ -117,11 +128,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	opts = append(opts, cfg.DialOptions...)
 	c := &Client{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "paramserver-client", "job", cfg.JobID),
-		ranges: Partition(cfg.TotalParams, len(cfg.Addresses)),
-		chunk:  chunkValues(normalizeChunkBytes(cfg.ChunkBytes)),
-		comp:   comp,
+		dialOpts: opts,
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "paramserver-client", "job", cfg.JobID),
+		ranges:   Partition(cfg.TotalParams, len(cfg.Addresses)),
+		chunk:    chunkValues(normalizeChunkBytes(cfg.ChunkBytes)),
+		comp:     comp,
 	}
 	c.gen.Store(cfg.Generation)
 	c.rank.Store(int32(cfg.Rank))
@@ -153,7 +165,10 @@ func (c *Client) SetMembership(generation uint64, rank int) {
 // connections.
 func (c *Client) Close() error {
 	var wg sync.WaitGroup
-	for _, ss := range c.sessions {
+	c.epMu.RLock()
+	sessions, conns := append([]*session(nil), c.sessions...), append([]*grpc.ClientConn(nil), c.conns...)
+	c.epMu.RUnlock()
+	for _, ss := range sessions {
 		wg.Go(func() { ss.finish(time.Second) })
 	}
 	wg.Wait()
@@ -161,7 +176,7 @@ func (c *Client) Close() error {
 		c.stop()
 	}
 	var errs []error
-	for _, cc := range c.conns {
+	for _, cc := range conns {
 		errs = append(errs, cc.Close())
 	}
 	return errors.Join(errs...)
@@ -181,7 +196,7 @@ func (c *Client) parallel(ctx context.Context, fn func(ctx context.Context, shar
 	for i := range c.stubs {
 		wg.Go(func() {
 			if err := fn(ctx, i); err != nil {
-				errs[i] = fmt.Errorf("shard %d (%s): %w", i, c.cfg.Addresses[i], err)
+				errs[i] = fmt.Errorf("shard %d (%s): %w", i, c.addr(i), err)
 				cancel()
 			}
 		})
@@ -211,10 +226,17 @@ func retryable(err error) bool {
 func (c *Client) retry(ctx context.Context, what string, shard int, op func() error) error {
 	backoff := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		addr := c.addr(shard)
 		err := FromStatus(op())
+		if err != nil && ctx.Err() == nil && c.addr(shard) != addr {
+			// SetAddress moved the shard under the call (its old connection closes):
+			// try the new address.
+			continue
+		}
 		if err == nil || !retryable(err) {
 			return err
 		}
+		c.unavailable(shard, err)
 		if attempt == 1 || attempt%20 == 0 {
 			c.log.Debug("retrying", "op", what, "shard", shard, "attempt", attempt, "err", err)
 		}
@@ -264,7 +286,7 @@ func (c *Client) Init(ctx context.Context, initial []float32) error {
 	err := c.parallel(ctx, func(ctx context.Context, i int) error {
 		r := c.ranges[i]
 		return c.retry(ctx, "init", i, func() error {
-			stream, err := c.stubs[i].Init(ctx)
+			stream, err := c.stub(i).Init(ctx)
 			if err != nil {
 				return err
 			}
@@ -322,12 +344,12 @@ func (c *Client) Pull(ctx context.Context, step int64, dst []float32) (int64, er
 }
 
 func (c *Client) pullShard(ctx context.Context, i int, step int64, dst []float32) (int64, error) {
-	if ss := c.sessions[i]; ss.mu.TryLock() {
+	if ss := c.session(i); ss.mu.TryLock() {
 		var version int64
 		err := errNoSession
 		if !ss.off {
 			req := &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load(), Encoding: c.pullEncoding()}
-			err = ss.do(ctx, c.base, c.stubs[i], func() (err error) {
+			err = ss.do(ctx, c.base, c.stub(i), func() (err error) {
 				version, err = ss.pull(req, dst)
 				return err
 			})
@@ -339,7 +361,7 @@ func (c *Client) pullShard(ctx context.Context, i int, step int64, dst []float32
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.stubs[i].Pull(ctx, &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load(), Encoding: c.pullEncoding()})
+	stream, err := c.stub(i).Pull(ctx, &cohortv1.PullRequest{Ref: c.ref(i), MinStep: step, WorkerRank: c.rank.Load(), Encoding: c.pullEncoding()})
 	if err != nil {
 		return 0, err
 	}
@@ -429,11 +451,11 @@ func (c *Client) Push(ctx context.Context, step int64, grad []float32, numSample
 }
 
 func (c *Client) pushShard(ctx context.Context, i int, step int64, body *pushBody, numSamples int64) error {
-	if ss := c.sessions[i]; ss.mu.TryLock() {
+	if ss := c.session(i); ss.mu.TryLock() {
 		err := errNoSession
 		if !ss.off {
 			h := &cohortv1.PushHeader{Ref: c.ref(i), Step: step, WorkerRank: c.rank.Load(), NumSamples: numSamples, Encoding: body.enc}
-			err = ss.do(ctx, c.base, c.stubs[i], func() error {
+			err = ss.do(ctx, c.base, c.stub(i), func() error {
 				_, err := ss.push(h, body, c.chunk)
 				return err
 			})
@@ -445,7 +467,7 @@ func (c *Client) pushShard(ctx context.Context, i int, step int64, body *pushBod
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.stubs[i].Push(ctx)
+	stream, err := c.stub(i).Push(ctx)
 	if err != nil {
 		return err
 	}
@@ -470,7 +492,7 @@ func (c *Client) Checkpoint(ctx context.Context, step int64, keyPrefix string) (
 	out := make([]ShardObject, len(c.stubs))
 	err := c.parallel(ctx, func(ctx context.Context, i int) error {
 		return c.retry(ctx, "checkpoint", i, func() error {
-			resp, err := c.stubs[i].Checkpoint(ctx, &cohortv1.CheckpointRequest{Ref: c.ref(i), Step: step, KeyPrefix: keyPrefix})
+			resp, err := c.stub(i).Checkpoint(ctx, &cohortv1.CheckpointRequest{Ref: c.ref(i), Step: step, KeyPrefix: keyPrefix})
 			if err != nil {
 				return err
 			}

@@ -77,6 +77,8 @@ var errorKinds = []errorKind{
 	{ErrShardRemoved, codes.Aborted, "SHARD_REMOVED"},
 	{ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT"},
 	{ErrNotJobWorker, codes.PermissionDenied, "NOT_JOB_WORKER"},
+	{ErrNotPrimary, codes.Unavailable, "NOT_PRIMARY"},
+	{ErrNotBackup, codes.FailedPrecondition, "NOT_BACKUP"},
 	{ErrInvalidConfig, codes.InvalidArgument, "INVALID_CONFIG"},
 	{context.Canceled, codes.Canceled, ""},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, ""},
@@ -155,6 +157,10 @@ func kindOf(st *status.Status) error {
 // legacyKindOf recognises the kind of a status without ErrorInfo (a server from before
 // them): by its code where one kind has it, else by the kind's text in the message.
 func legacyKindOf(st *status.Status) error {
+	if st.Code() == codes.Unavailable {
+		// The transport's own code (a server down); only ErrorInfo names NOT_PRIMARY.
+		return nil
+	}
 	var kinds []error
 	for _, k := range errorKinds {
 		if k.reason != "" && k.code == st.Code() {

@@ -43,6 +43,14 @@ type ServerConfig struct {
 	// OnSessionLost, when set, is called (in its own goroutine) when a worker's session
 	// breaks after at least one push: job, the generation it pushed under, its rank.
 	OnSessionLost func(jobID string, generation uint64, rank int)
+	// ReplicaDialOptions dial a primary shard's backup (SetBackup); empty: insecure
+	// transport credentials (loopback tests).
+	ReplicaDialOptions []grpc.DialOption
+	// ReplicaTimeout bounds each replication call to a backup (0: DefaultReplicaTimeout).
+	ReplicaTimeout time.Duration
+	// OnBackupLost, when set, is called (in its own goroutine) when a primary detaches
+	// its backup because replication to it failed.
+	OnBackupLost func(jobID string, shard int, err error)
 }
 
 // DefaultServerConfig returns the default configuration: slog.Default(), no metrics
@@ -92,6 +100,8 @@ type Server struct {
 	// onSessionLost is ServerConfig.OnSessionLost.
 	onSessionLost func(jobID string, generation uint64, rank int)
 
+	replica *replicaServer // replication to and from other copies (replica.go)
+
 	mu     sync.RWMutex
 	shards map[shardKey]*shard
 
@@ -110,6 +120,7 @@ func NewServer(cfg ServerConfig) *Server {
 		m:             newMetrics(cfg.Registry),
 		chunkBytes:    normalizeChunkBytes(cfg.ChunkBytes),
 		onSessionLost: cfg.OnSessionLost,
+		replica:       newReplicaServer(cfg),
 		shards:        make(map[shardKey]*shard),
 	}
 }
@@ -117,6 +128,7 @@ func NewServer(cfg ServerConfig) *Server {
 // Register registers the parameter service on g.
 func (s *Server) Register(g *grpc.Server) {
 	cohortv1.RegisterParameterServiceServer(g, s)
+	s.RegisterReplica(g)
 }
 
 // AddShard creates a shard, not yet initialised: its range and initial values come
@@ -402,7 +414,7 @@ func (s *Server) push(ctx context.Context, h *cohortv1.PushHeader, next func() (
 	if err := s.receive(ctx, "push", dec, next); err != nil {
 		return 0, s.pushRefused(sh, err)
 	}
-	version, err := sh.commitPush(gen, rank, step, samples, grad)
+	version, err := sh.commit(s.replica, gen, rank, step, samples, grad)
 	if err != nil {
 		return 0, s.pushRefused(sh, err)
 	}

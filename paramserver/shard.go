@@ -117,6 +117,9 @@ type shard struct {
 	snap      *snapshot
 	freeSnaps [][]float32
 	freeGrads [][]float32
+
+	// replica is the shard's part in replication (replica.go).
+	replica replicaState
 }
 
 func newShard(cfg ShardConfig, m *metrics, log *slog.Logger, onWait func()) *shard {
@@ -144,6 +147,9 @@ func (s *shard) broadcast() {
 func (s *shard) checkRef(gen uint64) error {
 	if s.removed {
 		return fmt.Errorf("%w: job %s shard %d", ErrShardRemoved, s.key.job, s.key.shard)
+	}
+	if s.replica.backup {
+		return fmt.Errorf("%w: job %s shard %d is a backup here", ErrNotPrimary, s.key.job, s.key.shard)
 	}
 	if gen != s.cfg.Generation {
 		return fmt.Errorf("%w: job %s shard %d: stale generation %d (current %d)", ErrStaleGeneration, s.key.job, s.key.shard, gen, s.cfg.Generation)
@@ -387,6 +393,15 @@ func (s *shard) commitPush(gen uint64, rank int, step, samples int64, grad []flo
 		s.advance()
 		return s.version, nil
 	}
+	if s.accumulate(rank, samples, grad) {
+		s.completeSyncStep()
+	}
+	return s.version, nil
+}
+
+// accumulate adds rank's sync-mode push to the barrier and reports whether the barrier
+// is complete; mu must be held.
+func (s *shard) accumulate(rank int, samples int64, grad []float32) bool {
 	w := float32(samples)
 	acc := s.acc[:len(grad)]
 	if s.accPushes == 0 {
@@ -401,10 +416,7 @@ func (s *shard) commitPush(gen uint64, rank int, step, samples int64, grad []flo
 	s.accPushes++
 	s.accSamples += samples
 	s.pushed[rank] = true
-	if s.barrierComplete() {
-		s.completeSyncStep()
-	}
-	return s.version, nil
+	return s.barrierComplete()
 }
 
 // barrierComplete reports whether every rank of the current membership pushed.
@@ -419,16 +431,25 @@ func (s *shard) barrierComplete() bool {
 
 // completeSyncStep applies the weighted mean gradient; mu must be held.
 func (s *shard) completeSyncStep() {
+	if mean, n := s.meanGradient(); n > 0 {
+		s.applyTimed(mean)
+	}
+	s.accPushes, s.accSamples = 0, 0
+	clear(s.pushed)
+	s.advance()
+}
+
+// meanGradient turns the barrier's sum into the sample-weighted mean gradient, in
+// place, and returns it with the samples it averages (0: no optimizer step, and acc
+// untouched); mu must be held.
+func (s *shard) meanGradient() ([]float32, int64) {
 	if s.accSamples > 0 {
 		scale := float32(1 / float64(s.accSamples))
 		for i := range s.acc {
 			s.acc[i] *= scale
 		}
-		s.applyTimed(s.acc)
 	}
-	s.accPushes, s.accSamples = 0, 0
-	clear(s.pushed)
-	s.advance()
+	return s.acc, s.accSamples
 }
 
 func (s *shard) applyTimed(grad []float32) {

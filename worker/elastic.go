@@ -50,6 +50,9 @@ type Membership struct {
 	Rank int
 	// World is the number of worker ranks in the generation.
 	World int
+	// ShardAddresses are the job's shards' data addresses in the generation: a
+	// replicated shard's promoted backup moves its shard (replicas.go).
+	ShardAddresses []string
 }
 
 // MembershipOf returns the membership an assignment gives its worker.
@@ -59,7 +62,8 @@ func MembershipOf(a *cohortv1.Assignment) Membership {
 	if world <= 0 {
 		world = int(job.GetWorkerCount())
 	}
-	return Membership{Generation: a.GetAllocation().GetGeneration(), Rank: int(a.GetAllocation().GetIndex()), World: world}
+	return Membership{Generation: a.GetAllocation().GetGeneration(), Rank: int(a.GetAllocation().GetIndex()), World: world,
+		ShardAddresses: a.GetShardAddresses()}
 }
 
 // MembershipWatch hands a running trainer the newest membership of its task. It is
@@ -166,6 +170,9 @@ func (t *Trainer) withStaleRetry(ctx context.Context, client *paramserver.Client
 // step 0), which the client's Pull does not report when they differ.
 type versionProbe struct {
 	jobID string
+	dial  []grpc.DialOption
+	addrs []string
+	mu    sync.Mutex // guards conns and stubs, which setAddress changes (replicas.go)
 	conns []*grpc.ClientConn
 	stubs []cohortv1.ParameterServiceClient
 }
@@ -176,7 +183,7 @@ func newVersionProbe(jobID string, addrs []string, dial []grpc.DialOption) (*ver
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
 	opts = append(opts, dial...)
-	p := &versionProbe{jobID: jobID}
+	p := &versionProbe{jobID: jobID, dial: opts, addrs: slices.Clone(addrs)}
 	for i, addr := range addrs {
 		cc, err := grpc.NewClient(addr, opts...)
 		if err != nil {
@@ -190,6 +197,8 @@ func newVersionProbe(jobID string, addrs []string, dial []grpc.DialOption) (*ver
 }
 
 func (p *versionProbe) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, cc := range p.conns {
 		_ = cc.Close()
 	}
@@ -199,10 +208,10 @@ func (p *versionProbe) close() {
 // Unavailable shards are retried until ctx ends.
 func (p *versionProbe) versions(ctx context.Context, gen uint64, rank int) ([]int64, error) {
 	out := make([]int64, len(p.stubs))
-	for i, stub := range p.stubs {
+	for i := range out {
 		backoff := 10 * time.Millisecond
 		for {
-			v, err := p.version(ctx, stub, i, gen, rank)
+			v, err := p.version(ctx, p.stub(i), i, gen, rank)
 			if err == nil {
 				out[i] = v
 				break

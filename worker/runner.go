@@ -24,6 +24,9 @@ import (
 type RunnerConfig struct {
 	// Store is where checkpoints and exports are written.
 	Store storage.Blob
+	// OnShardLost, when set, is told that a job's shard primary is unreachable
+	// (TrainerConfig.OnShardLost).
+	OnShardLost func(jobID string, generation uint64, shard int)
 	// DialOptions are used to reach parameter-server shards.
 	DialOptions []grpc.DialOption
 	// S3 is the endpoint and credentials for s3:// data URIs (nil: none).
@@ -111,6 +114,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 		send(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING})
 		t, err := NewTrainer(TrainerConfig{
 			Assignment:  a,
+			OnShardLost: r.cfg.OnShardLost,
 			Store:       r.cfg.Store,
 			DialOptions: r.cfg.DialOptions,
 			S3:          r.cfg.S3,

@@ -23,6 +23,10 @@ import (
 type TrainerConfig struct {
 	// Assignment is the worker allocation with its job and the shard addresses.
 	Assignment *cohortv1.Assignment
+	// OnShardLost, when set, is told that the primary of a shard of the job is
+	// unreachable (replicated shards: the coordinator confirms and promotes its backup;
+	// replicas.go).
+	OnShardLost func(jobID string, generation uint64, shard int)
 	// Store receives checkpoints and exports.
 	Store storage.Blob
 	// DialOptions are used to reach the parameter-server shards.
@@ -168,16 +172,17 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	}
 	defer dev.Close()
 	client, err := paramserver.NewClient(paramserver.ClientConfig{
-		Addresses:   t.cfg.Assignment.GetShardAddresses(),
-		JobID:       t.job.GetId(),
-		Generation:  t.gen,
-		Rank:        t.rank,
-		TotalParams: uint64(m.NumParams()),
-		LayoutHash:  m.LayoutHash(),
-		Mode:        s.Training.Consistency.Mode,
-		Compression: clientCompression(s.Training.Compression),
-		DialOptions: t.cfg.DialOptions,
-		Logger:      t.log,
+		Addresses:          t.cfg.Assignment.GetShardAddresses(),
+		JobID:              t.job.GetId(),
+		Generation:         t.gen,
+		Rank:               t.rank,
+		TotalParams:        uint64(m.NumParams()),
+		LayoutHash:         m.LayoutHash(),
+		Mode:               s.Training.Consistency.Mode,
+		Compression:        clientCompression(s.Training.Compression),
+		DialOptions:        t.cfg.DialOptions,
+		Logger:             t.log,
+		OnShardUnavailable: t.shardUnavailable,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("worker: parameter-server client: %w", err)
@@ -192,6 +197,9 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer probe.close()
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	go t.followShards(followCtx, client, probe)
 
 	// Step s of an epoch trains on the global batch perm[s*G, (s+1)*G) with
 	// G = workers.count*batchSize, rank r of the w current ranks taking the r-th of w

@@ -27,6 +27,7 @@ import (
 // (so the ACL does not cover them).
 var notServedByCoordinator = map[string]string{
 	"cohort.v1.ParameterService": "served by parameter-server nodes (data plane), not the coordinator",
+	"cohort.v1.ReplicaService":   "served by parameter-server nodes (primary to backup), not the coordinator",
 }
 
 // TestEveryRPCHasAnACLRule walks every service of the cohort.v1 proto package: each RPC

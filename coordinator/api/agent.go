@@ -136,10 +136,14 @@ type sessionLossBackend interface {
 }
 
 // ReportSessionLoss hands a parameter server's lost worker session to the leader
-// (forwarded from a follower), which confirms by the worker node's heartbeats.
+// (forwarded from a follower), which confirms by the worker node's heartbeats; or a
+// worker's unreachable shard primary (shard_primary, replicas.go).
 func (s *agentService) ReportSessionLoss(ctx context.Context, req *cohortv1.ReportSessionLossRequest) (*cohortv1.ReportSessionLossResponse, error) {
 	if err := checkID("job_id", req.JobId); err != nil {
 		return nil, toStatus(err)
+	}
+	if req.ShardPrimary {
+		return s.reportShardLoss(ctx, req)
 	}
 	if req.WorkerRank < 0 {
 		return nil, toStatus(fmt.Errorf("%w: worker_rank %d", ErrInvalidArgument, req.WorkerRank))
@@ -278,10 +282,13 @@ func assignments(store *state.Store, ws memdb.WatchSet, nodeID string) (*cohortv
 			if as.AllowedWorkers, err = workerNodes(snap, ws, job.Id); err != nil {
 				return nil, nil, err
 			}
+			if as.PeerAddress, as.PeerNodeId, err = peerAddress(snap, ws, a); err != nil {
+				return nil, nil, err
+			}
 		}
 		resp.Assignments = append(resp.Assignments, as)
-		key = append(key, fmt.Sprintf("%s/%d/%s/%d/%s/%s/%s", a.Id, a.ModifyIndex, job.State, job.Generation,
-			job.Checkpoint, strings.Join(as.ShardAddresses, ","), strings.Join(as.AllowedWorkers, ",")))
+		key = append(key, fmt.Sprintf("%s/%d/%s/%d/%s/%s/%s/%s", a.Id, a.ModifyIndex, job.State, job.Generation,
+			job.Checkpoint, strings.Join(as.ShardAddresses, ","), strings.Join(as.AllowedWorkers, ","), as.PeerAddress))
 	}
 	// The revoked join tokens, which parameter servers refuse (their certificates).
 	tokens, err := snap.Tokens(ws)
@@ -315,7 +322,7 @@ func shardAddresses(snap *state.StateSnapshot, ws memdb.WatchSet, jobID string) 
 	}
 	var shards []*cohortv1.Allocation
 	for _, a := range allocs {
-		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD && !state.TaskTerminal(a.State) {
+		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD && !state.TaskTerminal(a.State) && a.Replica == 0 {
 			shards = append(shards, a)
 		}
 	}

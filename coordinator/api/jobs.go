@@ -301,8 +301,12 @@ func planJob(snap *state.StateSnapshot, job *cohortv1.Job, never []string) (*coh
 		if a.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
 			task = "ps"
 		}
+		name := fmt.Sprintf("%s %d", task, a.Index)
+		if a.Replica > 0 {
+			name += " backup"
+		}
 		out.Placements = append(out.Placements, &cohortv1.PlannedTask{
-			Task: fmt.Sprintf("%s %d", task, a.Index), NodeId: a.NodeId, Resources: a.Resources})
+			Task: name, NodeId: a.NodeId, Resources: a.Resources})
 	}
 	return out, nil
 }

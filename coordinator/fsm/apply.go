@@ -293,6 +293,20 @@ func applyTaskReport(txn *state.Txn, r *cohortv1.TaskReport, at int64, res *Upda
 	if err := recordSearchEpoch(txn, job, r); err != nil {
 		return err
 	}
+	if r.State == cohortv1.TaskState_TASK_STATE_FAILED && !r.Permanent && stored.Kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD &&
+		job.State == cohortv1.JobState_JOB_STATE_RUNNING {
+		// A replicated shard's copy failed: its other copy carries on (replicas.go).
+		msg := fmt.Sprintf("%s %d failed: %s", taskNoun(stored.Kind), stored.Index, r.Message)
+		if _, ok, err := promoteBackups(txn, job, map[string]bool{stored.Id: true}, msg); err != nil || ok {
+			return err
+		}
+		if job.GetShardReplicas() >= 2 {
+			// No live copy of the shard is left: back to the checkpoint, as for a lost
+			// node, rather than failing the job.
+			_, err := requeueJob(txn, job, msg, true, at)
+			return err
+		}
+	}
 
 	switch {
 	case r.State == cohortv1.TaskState_TASK_STATE_SUCCEEDED &&

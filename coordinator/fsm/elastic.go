@@ -181,6 +181,11 @@ func loseTasks(txn *state.Txn, job *cohortv1.Job, lost map[string]bool, reason s
 	if !shardLost && survivors >= 1 && survivors >= MinWorkers(job) && Elastic(job) {
 		return resizeJob(txn, job, lost, nil, reason)
 	}
+	if shardLost {
+		if out, ok, err := promoteBackups(txn, job, lost, reason); err != nil || ok {
+			return out, err
+		}
+	}
 	return requeueJob(txn, job, reason, restart, at)
 }
 

@@ -224,6 +224,7 @@ var appliers = map[protoreflect.Name]applyFunc{
 	"set_gossip_keyring":   applySetGossipKeyring,
 	"set_cluster_ca":       applySetClusterCA,
 	"set_cluster_id":       applySetClusterID,
+	"place_backups":        applyPlaceBackups,
 }
 
 // applyCommand applies a decoded command in one transaction at index.

@@ -87,6 +87,9 @@ func demand(j *cohortv1.Job) resources {
 		if g.count > 0 {
 			r := toResources(g.res)
 			n := int64(g.count)
+			if g.kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
+				n *= int64(ShardReplicas(j))
+			}
 			d = d.add(resources{cpu: r.cpu * n, mem: r.mem * n, gpus: r.gpus * n})
 		}
 	}

@@ -395,6 +395,13 @@ func (cl *Cluster) Place(job *cohortv1.Job) Plan {
 		if placed < g.count {
 			plan.Reasons = append(plan.Reasons, shortfall(g, need, placed, cl.eligible(g, job.GetNodeSelector())))
 		}
+		if g.kind == cohortv1.TaskKind_TASK_KIND_PS_SHARD && placed == g.count && ShardReplicas(job) > 1 {
+			backups, took, reason := cl.placeBackups(job, allocs[len(allocs)-int(placed):], g, less, gen)
+			allocs, reserved = append(allocs, backups...), append(reserved, took...)
+			if reason != "" {
+				plan.Reasons = append(plan.Reasons, reason)
+			}
+		}
 	}
 	if len(plan.Reasons) > 0 {
 		for i := len(reserved) - 1; i >= 0; i-- {

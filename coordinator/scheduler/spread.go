@@ -33,7 +33,7 @@ func shardNote(allocs []*cohortv1.Allocation, eligible int) []string {
 	var shards []string
 	nodes := map[string]int{}
 	for _, a := range allocs {
-		if a.GetKind() == cohortv1.TaskKind_TASK_KIND_PS_SHARD {
+		if a.GetKind() == cohortv1.TaskKind_TASK_KIND_PS_SHARD && !IsBackup(a) {
 			shards = append(shards, fmt.Sprintf("ps %d on %s", a.GetIndex(), a.GetNodeId()))
 			nodes[a.GetNodeId()]++
 		}

@@ -295,7 +295,10 @@ func (s *Server) schedulePass(ctx context.Context, ws memdb.WatchSet) (failed bo
 	if failed || ctx.Err() != nil {
 		return failed
 	}
-	return s.growPass(ctx, snap, cluster, waiting)
+	if s.growPass(ctx, snap, cluster, waiting) {
+		return true
+	}
+	return s.backupPass(ctx, snap, cluster)
 }
 
 // growPass grows running elastic jobs toward workers.max into the capacity this pass

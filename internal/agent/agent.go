@@ -29,6 +29,9 @@ type ReportFunc func(*cohortv1.TaskReport)
 type assignmentSeen struct {
 	modifyIndex uint64
 	checkpoint  string
+	// peer is a replicated shard's other copy (its backup moves without a change of
+	// the primary's allocation).
+	peer string
 }
 
 // Runner runs the allocations of one kind on this node.
@@ -274,6 +277,22 @@ func (a *Agent) ReportSessionLoss(ctx context.Context, jobID string, generation 
 		"suspected", resp.GetSuspected())
 }
 
+// ReportShardLoss tells the coordinators that this worker cannot reach the primary of
+// shard of job (replicated shards): the leader confirms and, if the node is gone,
+// promotes the shard's backup at once.
+func (a *Agent) ReportShardLoss(ctx context.Context, jobID string, generation uint64, shard int) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := a.jobs.ReportSessionLoss(ctx, &cohortv1.ReportSessionLossRequest{
+		NodeId: a.Node().GetId(), JobId: jobID, Generation: generation, ShardPrimary: true, Shard: int32(shard)})
+	if err != nil {
+		a.log.Warn("could not report an unreachable shard", "job_id", jobID, "generation", generation, "shard", shard, "err", err)
+		return
+	}
+	a.log.Info("unreachable shard reported", "job_id", jobID, "generation", generation, "shard", shard,
+		"suspected", resp.GetSuspected())
+}
+
 // report queues a task report for delivery. An interim (in-epoch progress) report is
 // dropped rather than waited for when the queue is full (interimReport, usage.go).
 func (a *Agent) report(r *cohortv1.TaskReport) {
@@ -389,7 +408,7 @@ func (a *Agent) reconcile(ctx context.Context, as []*cohortv1.Assignment) {
 		live[alloc.GetId()] = true
 		a.mu.Lock()
 		_, started := a.running[alloc.GetId()]
-		seen := assignmentSeen{modifyIndex: alloc.GetModifyIndex(), checkpoint: as.GetJob().GetCheckpoint()}
+		seen := assignmentSeen{modifyIndex: alloc.GetModifyIndex(), checkpoint: as.GetJob().GetCheckpoint(), peer: as.GetPeerAddress()}
 		r, changed := a.runBy[alloc.GetId()], a.seen[alloc.GetId()] != seen
 		a.seen[alloc.GetId()] = seen
 		a.mu.Unlock()

@@ -46,11 +46,18 @@ type Runner struct {
 	// given; a shard restoring in the background installs it once it exists.
 	members map[string]membership
 	logs    sync.Map // allocation ID -> its open *tasklog.Writer
+	// backupReports holds the report function of each backup allocation, which fails
+	// the task when its promotion cannot be carried out (replicas.go).
+	backupReports sync.Map
 }
 
 type membership struct {
 	gen     uint64
 	workers int
+	// replica is the allocation's copy (0 primary, 1 backup) and peer the other copy's
+	// data address (replicas.go).
+	replica int32
+	peer    string
 }
 
 type shardKey struct {
@@ -104,8 +111,12 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 	}
 	key := shardKey{job: job.GetId(), shard: int(alloc.GetIndex())}
 	r.cfg.Server.SetAllowedWorkers(key.job, key.shard, cfg.Generation, a.GetAllowedWorkers())
+	if alloc.GetReplica() > 0 {
+		r.startBackup(a, cfg, key, rep, report, fail)
+		return
+	}
 	r.mu.Lock()
-	r.members[alloc.GetId()] = membership{gen: cfg.Generation, workers: cfg.Workers}
+	r.members[alloc.GetId()] = membership{gen: cfg.Generation, workers: cfg.Workers, peer: a.GetPeerAddress()}
 	if o, ok := r.owners[key]; !ok || o.gen <= cfg.Generation {
 		r.owners[key] = owner{alloc: alloc.GetId(), gen: cfg.Generation}
 	}
@@ -118,6 +129,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 		r.mu.Lock()
 		r.shards[alloc.GetId()] = key
 		r.mu.Unlock()
+		r.setBackup(alloc.GetId(), key, a.GetPeerAddress())
 		rep.State = cohortv1.TaskState_TASK_STATE_RUNNING
 		report(rep)
 		return
@@ -161,6 +173,7 @@ func (r *Runner) Start(ctx context.Context, a *cohortv1.Assignment, report agent
 		if changed && m.gen > cfg.Generation {
 			r.setGeneration(alloc.GetId(), key, m)
 		}
+		r.setBackup(alloc.GetId(), key, m.peer)
 		rep.State = cohortv1.TaskState_TASK_STATE_RUNNING
 		report(rep)
 	}()
@@ -211,18 +224,29 @@ func (r *Runner) Update(a *cohortv1.Assignment) {
 	if workers <= 0 {
 		workers = int(job.GetWorkerCount())
 	}
-	m := membership{gen: alloc.GetGeneration(), workers: workers}
+	m := membership{gen: alloc.GetGeneration(), workers: workers, replica: alloc.GetReplica(), peer: a.GetPeerAddress()}
 	r.mu.Lock()
 	prev := r.members[alloc.GetId()]
-	if m.gen <= prev.gen {
+	if m.gen < prev.gen || (m.gen == prev.gen && m.replica == prev.replica && m.peer == prev.peer) {
 		r.mu.Unlock()
 		return
 	}
 	r.members[alloc.GetId()] = m
 	key, ok := r.shards[alloc.GetId()]
 	r.mu.Unlock()
-	if ok {
+	if !ok {
+		return
+	}
+	switch {
+	case prev.replica > 0 && m.replica == 0:
+		r.promote(alloc.GetId(), key, m)
+	case m.gen > prev.gen:
 		r.setGeneration(alloc.GetId(), key, m)
+	}
+	if m.replica == 0 {
+		r.setBackup(alloc.GetId(), key, m.peer)
+	} else if m.peer != prev.peer {
+		r.cfg.Server.SetBackupPeer(key.job, key.shard, a.GetPeerNodeId())
 	}
 }
 
@@ -248,6 +272,7 @@ func (r *Runner) Stop(allocationID string) {
 	k, ok := r.shards[allocationID]
 	delete(r.shards, allocationID)
 	delete(r.members, allocationID)
+	r.backupReports.Delete(allocationID)
 	o, owned := r.owners[k]
 	remove := ok && (!owned || o.alloc == allocationID)
 	if remove && owned {

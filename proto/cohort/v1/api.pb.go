@@ -605,11 +605,17 @@ func (x *ListNodesResponse) GetClusterId() string {
 }
 
 type ReportSessionLossRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the reporting parameter-server node
-	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // the membership generation the session pushed under
-	WorkerRank    int32                  `protobuf:"varint,4,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the reporting parameter-server node
+	JobId      string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Generation uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // the membership generation the session pushed under
+	WorkerRank int32                  `protobuf:"varint,4,opt,name=worker_rank,json=workerRank,proto3" json:"worker_rank,omitempty"`
+	// shard_primary: the reporter is a worker whose calls to the primary of shard `shard`
+	// of a job with replicated shards fail as unreachable (worker_rank is then the
+	// reporter's rank). The leader confirms by reaching that node itself and, when it
+	// cannot, marks it down at once (promoting the backups of its primaries).
+	ShardPrimary  bool  `protobuf:"varint,100,opt,name=shard_primary,json=shardPrimary,proto3" json:"shard_primary,omitempty"`
+	Shard         int32 `protobuf:"varint,101,opt,name=shard,proto3" json:"shard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +674,20 @@ func (x *ReportSessionLossRequest) GetGeneration() uint64 {
 func (x *ReportSessionLossRequest) GetWorkerRank() int32 {
 	if x != nil {
 		return x.WorkerRank
+	}
+	return 0
+}
+
+func (x *ReportSessionLossRequest) GetShardPrimary() bool {
+	if x != nil {
+		return x.ShardPrimary
+	}
+	return false
+}
+
+func (x *ReportSessionLossRequest) GetShard() int32 {
+	if x != nil {
+		return x.Shard
 	}
 	return 0
 }
@@ -1013,8 +1033,16 @@ type Assignment struct {
 	// parameter-server shards): on a TLS cluster a shard serves only callers whose
 	// certificate names one of them.
 	AllowedWorkers []string `protobuf:"bytes,4,rep,name=allowed_workers,json=allowedWorkers,proto3" json:"allowed_workers,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// peer_address is, for a replicated shard (parameterServers.replicas: 2), the data
+	// address of the other copy of the same shard: the backup's for the primary (where
+	// it forwards every aggregated update), the primary's for the backup. Empty when the
+	// job has one replica or the other copy is not placed.
+	PeerAddress string `protobuf:"bytes,100,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// peer_node_id is the node of that other copy: on a TLS cluster a backup accepts
+	// replication only from the certificate naming its primary's node.
+	PeerNodeId    string `protobuf:"bytes,101,opt,name=peer_node_id,json=peerNodeId,proto3" json:"peer_node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -1073,6 +1101,20 @@ func (x *Assignment) GetAllowedWorkers() []string {
 		return x.AllowedWorkers
 	}
 	return nil
+}
+
+func (x *Assignment) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+func (x *Assignment) GetPeerNodeId() string {
+	if x != nil {
+		return x.PeerNodeId
+	}
+	return ""
 }
 
 type WatchAssignmentsResponse struct {
@@ -2502,7 +2544,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x11ListNodesResponse\x12%\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x0f.cohort.v1.NodeR\x05nodes\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\x8b\x01\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xc6\x01\n" +
 	"\x18ReportSessionLossRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1e\n" +
@@ -2510,7 +2552,9 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12\x1f\n" +
 	"\vworker_rank\x18\x04 \x01(\x05R\n" +
-	"workerRank\"9\n" +
+	"workerRank\x12#\n" +
+	"\rshard_primary\x18d \x01(\bR\fshardPrimary\x12\x14\n" +
+	"\x05shard\x18e \x01(\x05R\x05shard\"9\n" +
 	"\x19ReportSessionLossResponse\x12\x1c\n" +
 	"\tsuspected\x18\x01 \x01(\bR\tsuspected\"Y\n" +
 	"\x13RegisterNodeRequest\x12#\n" +
@@ -2534,7 +2578,7 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x17WatchAssignmentsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xb7\x01\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xfc\x01\n" +
 	"\n" +
 	"Assignment\x125\n" +
 	"\n" +
@@ -2542,7 +2586,10 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"allocation\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.cohort.v1.JobR\x03job\x12'\n" +
 	"\x0fshard_addresses\x18\x03 \x03(\tR\x0eshardAddresses\x12'\n" +
-	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\"\xa6\x01\n" +
+	"\x0fallowed_workers\x18\x04 \x03(\tR\x0eallowedWorkers\x12!\n" +
+	"\fpeer_address\x18d \x01(\tR\vpeerAddress\x12 \n" +
+	"\fpeer_node_id\x18e \x01(\tR\n" +
+	"peerNodeId\"\xa6\x01\n" +
 	"\x18WatchAssignmentsResponse\x127\n" +
 	"\vassignments\x18\x01 \x03(\v2\x15.cohort.v1.AssignmentR\vassignments\x12&\n" +
 	"\x0erevoked_tokens\x18\x8c\x01 \x03(\tR\rrevokedTokens\x12)\n" +

@@ -52,6 +52,7 @@ type Command struct {
 	//	*Command_SetClusterCa
 	//	*Command_SetClusterId
 	//	*Command_Search
+	//	*Command_PlaceBackups
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -299,6 +300,15 @@ func (x *Command) GetSearch() *SearchCommand {
 	return nil
 }
 
+func (x *Command) GetPlaceBackups() *PlaceBackupsCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_PlaceBackups); ok {
+			return x.PlaceBackups
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -398,6 +408,12 @@ type Command_Search struct {
 	Search *SearchCommand `protobuf:"bytes,50,opt,name=search,proto3,oneof"`
 }
 
+type Command_PlaceBackups struct {
+	// place_backups places new backups for a running job's replicated shards whose
+	// backup was lost or promoted (parameterServers.replicas: 2).
+	PlaceBackups *PlaceBackupsCommand `protobuf:"bytes,60,opt,name=place_backups,json=placeBackups,proto3,oneof"`
+}
+
 func (*Command_SubmitJob) isCommand_Kind() {}
 
 func (*Command_CancelJob) isCommand_Kind() {}
@@ -442,6 +458,74 @@ func (*Command_SetClusterId) isCommand_Kind() {}
 
 func (*Command_Search) isCommand_Kind() {}
 
+func (*Command_PlaceBackups) isCommand_Kind() {}
+
+// PlaceBackupsCommand adds backup copies (PS_SHARD allocations with replica 1) to a
+// running job at its generation, one per shard index that has a live primary and no
+// live backup, each on another node than that primary. It does not change the
+// generation: the primary starts forwarding to the new backup after streaming it the
+// shard's state, while training goes on. Refused when the job is not running at
+// generation or an allocation does not fit those rules.
+type PlaceBackupsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Add           []*Allocation          `protobuf:"bytes,3,rep,name=add,proto3" json:"add,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlaceBackupsCommand) Reset() {
+	*x = PlaceBackupsCommand{}
+	mi := &file_cohort_v1_raft_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlaceBackupsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlaceBackupsCommand) ProtoMessage() {}
+
+func (x *PlaceBackupsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_v1_raft_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlaceBackupsCommand.ProtoReflect.Descriptor instead.
+func (*PlaceBackupsCommand) Descriptor() ([]byte, []int) {
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PlaceBackupsCommand) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *PlaceBackupsCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *PlaceBackupsCommand) GetAdd() []*Allocation {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
 // SubmitJobCommand adds a pending job unless one with the same idempotency key exists.
 type SubmitJobCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -452,7 +536,7 @@ type SubmitJobCommand struct {
 
 func (x *SubmitJobCommand) Reset() {
 	*x = SubmitJobCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[1]
+	mi := &file_cohort_v1_raft_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +548,7 @@ func (x *SubmitJobCommand) String() string {
 func (*SubmitJobCommand) ProtoMessage() {}
 
 func (x *SubmitJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[1]
+	mi := &file_cohort_v1_raft_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +561,7 @@ func (x *SubmitJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobCommand.ProtoReflect.Descriptor instead.
 func (*SubmitJobCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{1}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubmitJobCommand) GetJob() *Job {
@@ -498,7 +582,7 @@ type CancelJobCommand struct {
 
 func (x *CancelJobCommand) Reset() {
 	*x = CancelJobCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[2]
+	mi := &file_cohort_v1_raft_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +594,7 @@ func (x *CancelJobCommand) String() string {
 func (*CancelJobCommand) ProtoMessage() {}
 
 func (x *CancelJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[2]
+	mi := &file_cohort_v1_raft_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +607,7 @@ func (x *CancelJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobCommand.ProtoReflect.Descriptor instead.
 func (*CancelJobCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{2}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CancelJobCommand) GetJobId() string {
@@ -550,7 +634,7 @@ type RegisterNodeCommand struct {
 
 func (x *RegisterNodeCommand) Reset() {
 	*x = RegisterNodeCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[3]
+	mi := &file_cohort_v1_raft_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +646,7 @@ func (x *RegisterNodeCommand) String() string {
 func (*RegisterNodeCommand) ProtoMessage() {}
 
 func (x *RegisterNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[3]
+	mi := &file_cohort_v1_raft_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +659,7 @@ func (x *RegisterNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeCommand.ProtoReflect.Descriptor instead.
 func (*RegisterNodeCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{3}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegisterNodeCommand) GetNode() *Node {
@@ -598,7 +682,7 @@ type CommitPlanCommand struct {
 
 func (x *CommitPlanCommand) Reset() {
 	*x = CommitPlanCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[4]
+	mi := &file_cohort_v1_raft_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +694,7 @@ func (x *CommitPlanCommand) String() string {
 func (*CommitPlanCommand) ProtoMessage() {}
 
 func (x *CommitPlanCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[4]
+	mi := &file_cohort_v1_raft_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +707,7 @@ func (x *CommitPlanCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPlanCommand.ProtoReflect.Descriptor instead.
 func (*CommitPlanCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{4}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CommitPlanCommand) GetJobId() string {
@@ -657,7 +741,7 @@ type UpdateTasksCommand struct {
 
 func (x *UpdateTasksCommand) Reset() {
 	*x = UpdateTasksCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[5]
+	mi := &file_cohort_v1_raft_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +753,7 @@ func (x *UpdateTasksCommand) String() string {
 func (*UpdateTasksCommand) ProtoMessage() {}
 
 func (x *UpdateTasksCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[5]
+	mi := &file_cohort_v1_raft_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +766,7 @@ func (x *UpdateTasksCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTasksCommand.ProtoReflect.Descriptor instead.
 func (*UpdateTasksCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{5}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpdateTasksCommand) GetReports() []*TaskReport {
@@ -704,7 +788,7 @@ type NodeStatusCommand struct {
 
 func (x *NodeStatusCommand) Reset() {
 	*x = NodeStatusCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[6]
+	mi := &file_cohort_v1_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +800,7 @@ func (x *NodeStatusCommand) String() string {
 func (*NodeStatusCommand) ProtoMessage() {}
 
 func (x *NodeStatusCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[6]
+	mi := &file_cohort_v1_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +813,7 @@ func (x *NodeStatusCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusCommand.ProtoReflect.Descriptor instead.
 func (*NodeStatusCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{6}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeStatusCommand) GetNodeId() string {
@@ -792,7 +876,7 @@ type TaskReport struct {
 
 func (x *TaskReport) Reset() {
 	*x = TaskReport{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[7]
+	mi := &file_cohort_v1_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +888,7 @@ func (x *TaskReport) String() string {
 func (*TaskReport) ProtoMessage() {}
 
 func (x *TaskReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[7]
+	mi := &file_cohort_v1_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +901,7 @@ func (x *TaskReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskReport.ProtoReflect.Descriptor instead.
 func (*TaskReport) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{7}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TaskReport) GetAllocationId() string {
@@ -936,7 +1020,7 @@ type OverrideGateCommand struct {
 
 func (x *OverrideGateCommand) Reset() {
 	*x = OverrideGateCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[8]
+	mi := &file_cohort_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1032,7 @@ func (x *OverrideGateCommand) String() string {
 func (*OverrideGateCommand) ProtoMessage() {}
 
 func (x *OverrideGateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[8]
+	mi := &file_cohort_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1045,7 @@ func (x *OverrideGateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OverrideGateCommand.ProtoReflect.Descriptor instead.
 func (*OverrideGateCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OverrideGateCommand) GetJobId() string {
@@ -989,7 +1073,7 @@ type RegisterCoordinatorCommand struct {
 
 func (x *RegisterCoordinatorCommand) Reset() {
 	*x = RegisterCoordinatorCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[9]
+	mi := &file_cohort_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1085,7 @@ func (x *RegisterCoordinatorCommand) String() string {
 func (*RegisterCoordinatorCommand) ProtoMessage() {}
 
 func (x *RegisterCoordinatorCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[9]
+	mi := &file_cohort_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1098,7 @@ func (x *RegisterCoordinatorCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCoordinatorCommand.ProtoReflect.Descriptor instead.
 func (*RegisterCoordinatorCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterCoordinatorCommand) GetCoordinator() *Coordinator {
@@ -1036,7 +1120,7 @@ type Coordinator struct {
 
 func (x *Coordinator) Reset() {
 	*x = Coordinator{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[10]
+	mi := &file_cohort_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1132,7 @@ func (x *Coordinator) String() string {
 func (*Coordinator) ProtoMessage() {}
 
 func (x *Coordinator) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[10]
+	mi := &file_cohort_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1145,7 @@ func (x *Coordinator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Coordinator.ProtoReflect.Descriptor instead.
 func (*Coordinator) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Coordinator) GetId() string {
@@ -1096,7 +1180,7 @@ type SetQuotaCommand struct {
 
 func (x *SetQuotaCommand) Reset() {
 	*x = SetQuotaCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[11]
+	mi := &file_cohort_v1_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1192,7 @@ func (x *SetQuotaCommand) String() string {
 func (*SetQuotaCommand) ProtoMessage() {}
 
 func (x *SetQuotaCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[11]
+	mi := &file_cohort_v1_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1205,7 @@ func (x *SetQuotaCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQuotaCommand.ProtoReflect.Descriptor instead.
 func (*SetQuotaCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetQuotaCommand) GetQuota() *Quota {
@@ -1149,7 +1233,7 @@ type SetQueueCommand struct {
 
 func (x *SetQueueCommand) Reset() {
 	*x = SetQueueCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[12]
+	mi := &file_cohort_v1_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1245,7 @@ func (x *SetQueueCommand) String() string {
 func (*SetQueueCommand) ProtoMessage() {}
 
 func (x *SetQueueCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[12]
+	mi := &file_cohort_v1_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1258,7 @@ func (x *SetQueueCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueCommand.ProtoReflect.Descriptor instead.
 func (*SetQueueCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{12}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetQueueCommand) GetQueue() *Queue {
@@ -1205,7 +1289,7 @@ type PreemptJobsCommand struct {
 
 func (x *PreemptJobsCommand) Reset() {
 	*x = PreemptJobsCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[13]
+	mi := &file_cohort_v1_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1301,7 @@ func (x *PreemptJobsCommand) String() string {
 func (*PreemptJobsCommand) ProtoMessage() {}
 
 func (x *PreemptJobsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[13]
+	mi := &file_cohort_v1_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1314,7 @@ func (x *PreemptJobsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreemptJobsCommand.ProtoReflect.Descriptor instead.
 func (*PreemptJobsCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{13}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PreemptJobsCommand) GetPreemptorJobId() string {
@@ -1269,7 +1353,7 @@ type DrainNodeCommand struct {
 
 func (x *DrainNodeCommand) Reset() {
 	*x = DrainNodeCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[14]
+	mi := &file_cohort_v1_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1365,7 @@ func (x *DrainNodeCommand) String() string {
 func (*DrainNodeCommand) ProtoMessage() {}
 
 func (x *DrainNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[14]
+	mi := &file_cohort_v1_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1378,7 @@ func (x *DrainNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeCommand.ProtoReflect.Descriptor instead.
 func (*DrainNodeCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{14}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainNodeCommand) GetNodeId() string {
@@ -1329,7 +1413,7 @@ type SetNodeEligibilityCommand struct {
 
 func (x *SetNodeEligibilityCommand) Reset() {
 	*x = SetNodeEligibilityCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[15]
+	mi := &file_cohort_v1_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1425,7 @@ func (x *SetNodeEligibilityCommand) String() string {
 func (*SetNodeEligibilityCommand) ProtoMessage() {}
 
 func (x *SetNodeEligibilityCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[15]
+	mi := &file_cohort_v1_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1438,7 @@ func (x *SetNodeEligibilityCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeEligibilityCommand.ProtoReflect.Descriptor instead.
 func (*SetNodeEligibilityCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{15}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetNodeEligibilityCommand) GetNodeId() string {
@@ -1391,7 +1475,7 @@ type ResizeJobCommand struct {
 
 func (x *ResizeJobCommand) Reset() {
 	*x = ResizeJobCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[16]
+	mi := &file_cohort_v1_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1487,7 @@ func (x *ResizeJobCommand) String() string {
 func (*ResizeJobCommand) ProtoMessage() {}
 
 func (x *ResizeJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[16]
+	mi := &file_cohort_v1_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1500,7 @@ func (x *ResizeJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeJobCommand.ProtoReflect.Descriptor instead.
 func (*ResizeJobCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{16}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResizeJobCommand) GetJobId() string {
@@ -1469,7 +1553,7 @@ type ResumeJobCommand struct {
 
 func (x *ResumeJobCommand) Reset() {
 	*x = ResumeJobCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[17]
+	mi := &file_cohort_v1_raft_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1565,7 @@ func (x *ResumeJobCommand) String() string {
 func (*ResumeJobCommand) ProtoMessage() {}
 
 func (x *ResumeJobCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[17]
+	mi := &file_cohort_v1_raft_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1578,7 @@ func (x *ResumeJobCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobCommand.ProtoReflect.Descriptor instead.
 func (*ResumeJobCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{17}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResumeJobCommand) GetJobId() string {
@@ -1539,7 +1623,7 @@ type ApplyPlanCommand struct {
 
 func (x *ApplyPlanCommand) Reset() {
 	*x = ApplyPlanCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[18]
+	mi := &file_cohort_v1_raft_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1635,7 @@ func (x *ApplyPlanCommand) String() string {
 func (*ApplyPlanCommand) ProtoMessage() {}
 
 func (x *ApplyPlanCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[18]
+	mi := &file_cohort_v1_raft_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1648,7 @@ func (x *ApplyPlanCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPlanCommand.ProtoReflect.Descriptor instead.
 func (*ApplyPlanCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{18}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyPlanCommand) GetPreemptorJobId() string {
@@ -1619,7 +1703,7 @@ type PlanEviction struct {
 
 func (x *PlanEviction) Reset() {
 	*x = PlanEviction{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[19]
+	mi := &file_cohort_v1_raft_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1715,7 @@ func (x *PlanEviction) String() string {
 func (*PlanEviction) ProtoMessage() {}
 
 func (x *PlanEviction) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[19]
+	mi := &file_cohort_v1_raft_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1728,7 @@ func (x *PlanEviction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanEviction.ProtoReflect.Descriptor instead.
 func (*PlanEviction) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{19}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PlanEviction) GetJobId() string {
@@ -1682,7 +1766,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[20]
+	mi := &file_cohort_v1_raft_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1778,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[20]
+	mi := &file_cohort_v1_raft_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1791,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{20}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterIdentity) GetId() string {
@@ -1742,7 +1826,7 @@ type SetClusterIDCommand struct {
 
 func (x *SetClusterIDCommand) Reset() {
 	*x = SetClusterIDCommand{}
-	mi := &file_cohort_v1_raft_proto_msgTypes[21]
+	mi := &file_cohort_v1_raft_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1838,7 @@ func (x *SetClusterIDCommand) String() string {
 func (*SetClusterIDCommand) ProtoMessage() {}
 
 func (x *SetClusterIDCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_v1_raft_proto_msgTypes[21]
+	mi := &file_cohort_v1_raft_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1851,7 @@ func (x *SetClusterIDCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterIDCommand.ProtoReflect.Descriptor instead.
 func (*SetClusterIDCommand) Descriptor() ([]byte, []int) {
-	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{21}
+	return file_cohort_v1_raft_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetClusterIDCommand) GetClusterId() string {
@@ -1781,7 +1865,7 @@ var File_cohort_v1_raft_proto protoreflect.FileDescriptor
 
 const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x16cohort/v1/search.proto\x1a\x15cohort/v1/types.proto\"\x8f\f\n" +
+	"\x14cohort/v1/raft.proto\x12\tcohort.v1\x1a\x16cohort/v1/enroll.proto\x1a\x16cohort/v1/search.proto\x1a\x15cohort/v1/types.proto\"\xd6\f\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12<\n" +
 	"\n" +
@@ -1814,8 +1898,15 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"\x12set_gossip_keyring\x18# \x01(\v2\".cohort.v1.SetGossipKeyringCommandH\x00R\x10setGossipKeyring\x12F\n" +
 	"\x0eset_cluster_ca\x18$ \x01(\v2\x1e.cohort.v1.SetClusterCACommandH\x00R\fsetClusterCa\x12F\n" +
 	"\x0eset_cluster_id\x18% \x01(\v2\x1e.cohort.v1.SetClusterIDCommandH\x00R\fsetClusterId\x122\n" +
-	"\x06search\x182 \x01(\v2\x18.cohort.v1.SearchCommandH\x00R\x06searchB\x06\n" +
-	"\x04kind\"4\n" +
+	"\x06search\x182 \x01(\v2\x18.cohort.v1.SearchCommandH\x00R\x06search\x12E\n" +
+	"\rplace_backups\x18< \x01(\v2\x1e.cohort.v1.PlaceBackupsCommandH\x00R\fplaceBackupsB\x06\n" +
+	"\x04kind\"u\n" +
+	"\x13PlaceBackupsCommand\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12'\n" +
+	"\x03add\x18\x03 \x03(\v2\x15.cohort.v1.AllocationR\x03add\"4\n" +
 	"\x10SubmitJobCommand\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"A\n" +
 	"\x10CancelJobCommand\x12\x15\n" +
@@ -1930,97 +2021,100 @@ func file_cohort_v1_raft_proto_rawDescGZIP() []byte {
 	return file_cohort_v1_raft_proto_rawDescData
 }
 
-var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_cohort_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_cohort_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                    // 0: cohort.v1.Command
-	(*SubmitJobCommand)(nil),           // 1: cohort.v1.SubmitJobCommand
-	(*CancelJobCommand)(nil),           // 2: cohort.v1.CancelJobCommand
-	(*RegisterNodeCommand)(nil),        // 3: cohort.v1.RegisterNodeCommand
-	(*CommitPlanCommand)(nil),          // 4: cohort.v1.CommitPlanCommand
-	(*UpdateTasksCommand)(nil),         // 5: cohort.v1.UpdateTasksCommand
-	(*NodeStatusCommand)(nil),          // 6: cohort.v1.NodeStatusCommand
-	(*TaskReport)(nil),                 // 7: cohort.v1.TaskReport
-	(*OverrideGateCommand)(nil),        // 8: cohort.v1.OverrideGateCommand
-	(*RegisterCoordinatorCommand)(nil), // 9: cohort.v1.RegisterCoordinatorCommand
-	(*Coordinator)(nil),                // 10: cohort.v1.Coordinator
-	(*SetQuotaCommand)(nil),            // 11: cohort.v1.SetQuotaCommand
-	(*SetQueueCommand)(nil),            // 12: cohort.v1.SetQueueCommand
-	(*PreemptJobsCommand)(nil),         // 13: cohort.v1.PreemptJobsCommand
-	(*DrainNodeCommand)(nil),           // 14: cohort.v1.DrainNodeCommand
-	(*SetNodeEligibilityCommand)(nil),  // 15: cohort.v1.SetNodeEligibilityCommand
-	(*ResizeJobCommand)(nil),           // 16: cohort.v1.ResizeJobCommand
-	(*ResumeJobCommand)(nil),           // 17: cohort.v1.ResumeJobCommand
-	(*ApplyPlanCommand)(nil),           // 18: cohort.v1.ApplyPlanCommand
-	(*PlanEviction)(nil),               // 19: cohort.v1.PlanEviction
-	(*ClusterIdentity)(nil),            // 20: cohort.v1.ClusterIdentity
-	(*SetClusterIDCommand)(nil),        // 21: cohort.v1.SetClusterIDCommand
-	nil,                                // 22: cohort.v1.TaskReport.MetricsEntry
-	(*CreateTokenCommand)(nil),         // 23: cohort.v1.CreateTokenCommand
-	(*RevokeTokenCommand)(nil),         // 24: cohort.v1.RevokeTokenCommand
-	(*SetGossipKeyringCommand)(nil),    // 25: cohort.v1.SetGossipKeyringCommand
-	(*SetClusterCACommand)(nil),        // 26: cohort.v1.SetClusterCACommand
-	(*SearchCommand)(nil),              // 27: cohort.v1.SearchCommand
-	(*Job)(nil),                        // 28: cohort.v1.Job
-	(*Node)(nil),                       // 29: cohort.v1.Node
-	(*Allocation)(nil),                 // 30: cohort.v1.Allocation
-	(NodeStatus)(0),                    // 31: cohort.v1.NodeStatus
-	(TaskState)(0),                     // 32: cohort.v1.TaskState
-	(*JobProgress)(nil),                // 33: cohort.v1.JobProgress
-	(*GateResult)(nil),                 // 34: cohort.v1.GateResult
-	(*ExportedFrom)(nil),               // 35: cohort.v1.ExportedFrom
-	(*EarlyStop)(nil),                  // 36: cohort.v1.EarlyStop
-	(*GateOverride)(nil),               // 37: cohort.v1.GateOverride
-	(*Quota)(nil),                      // 38: cohort.v1.Quota
-	(*Queue)(nil),                      // 39: cohort.v1.Queue
+	(*PlaceBackupsCommand)(nil),        // 1: cohort.v1.PlaceBackupsCommand
+	(*SubmitJobCommand)(nil),           // 2: cohort.v1.SubmitJobCommand
+	(*CancelJobCommand)(nil),           // 3: cohort.v1.CancelJobCommand
+	(*RegisterNodeCommand)(nil),        // 4: cohort.v1.RegisterNodeCommand
+	(*CommitPlanCommand)(nil),          // 5: cohort.v1.CommitPlanCommand
+	(*UpdateTasksCommand)(nil),         // 6: cohort.v1.UpdateTasksCommand
+	(*NodeStatusCommand)(nil),          // 7: cohort.v1.NodeStatusCommand
+	(*TaskReport)(nil),                 // 8: cohort.v1.TaskReport
+	(*OverrideGateCommand)(nil),        // 9: cohort.v1.OverrideGateCommand
+	(*RegisterCoordinatorCommand)(nil), // 10: cohort.v1.RegisterCoordinatorCommand
+	(*Coordinator)(nil),                // 11: cohort.v1.Coordinator
+	(*SetQuotaCommand)(nil),            // 12: cohort.v1.SetQuotaCommand
+	(*SetQueueCommand)(nil),            // 13: cohort.v1.SetQueueCommand
+	(*PreemptJobsCommand)(nil),         // 14: cohort.v1.PreemptJobsCommand
+	(*DrainNodeCommand)(nil),           // 15: cohort.v1.DrainNodeCommand
+	(*SetNodeEligibilityCommand)(nil),  // 16: cohort.v1.SetNodeEligibilityCommand
+	(*ResizeJobCommand)(nil),           // 17: cohort.v1.ResizeJobCommand
+	(*ResumeJobCommand)(nil),           // 18: cohort.v1.ResumeJobCommand
+	(*ApplyPlanCommand)(nil),           // 19: cohort.v1.ApplyPlanCommand
+	(*PlanEviction)(nil),               // 20: cohort.v1.PlanEviction
+	(*ClusterIdentity)(nil),            // 21: cohort.v1.ClusterIdentity
+	(*SetClusterIDCommand)(nil),        // 22: cohort.v1.SetClusterIDCommand
+	nil,                                // 23: cohort.v1.TaskReport.MetricsEntry
+	(*CreateTokenCommand)(nil),         // 24: cohort.v1.CreateTokenCommand
+	(*RevokeTokenCommand)(nil),         // 25: cohort.v1.RevokeTokenCommand
+	(*SetGossipKeyringCommand)(nil),    // 26: cohort.v1.SetGossipKeyringCommand
+	(*SetClusterCACommand)(nil),        // 27: cohort.v1.SetClusterCACommand
+	(*SearchCommand)(nil),              // 28: cohort.v1.SearchCommand
+	(*Allocation)(nil),                 // 29: cohort.v1.Allocation
+	(*Job)(nil),                        // 30: cohort.v1.Job
+	(*Node)(nil),                       // 31: cohort.v1.Node
+	(NodeStatus)(0),                    // 32: cohort.v1.NodeStatus
+	(TaskState)(0),                     // 33: cohort.v1.TaskState
+	(*JobProgress)(nil),                // 34: cohort.v1.JobProgress
+	(*GateResult)(nil),                 // 35: cohort.v1.GateResult
+	(*ExportedFrom)(nil),               // 36: cohort.v1.ExportedFrom
+	(*EarlyStop)(nil),                  // 37: cohort.v1.EarlyStop
+	(*GateOverride)(nil),               // 38: cohort.v1.GateOverride
+	(*Quota)(nil),                      // 39: cohort.v1.Quota
+	(*Queue)(nil),                      // 40: cohort.v1.Queue
 }
 var file_cohort_v1_raft_proto_depIdxs = []int32{
-	1,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
-	2,  // 1: cohort.v1.Command.cancel_job:type_name -> cohort.v1.CancelJobCommand
-	3,  // 2: cohort.v1.Command.register_node:type_name -> cohort.v1.RegisterNodeCommand
-	4,  // 3: cohort.v1.Command.commit_plan:type_name -> cohort.v1.CommitPlanCommand
-	5,  // 4: cohort.v1.Command.update_tasks:type_name -> cohort.v1.UpdateTasksCommand
-	6,  // 5: cohort.v1.Command.node_status:type_name -> cohort.v1.NodeStatusCommand
-	9,  // 6: cohort.v1.Command.register_coordinator:type_name -> cohort.v1.RegisterCoordinatorCommand
-	11, // 7: cohort.v1.Command.set_quota:type_name -> cohort.v1.SetQuotaCommand
-	12, // 8: cohort.v1.Command.set_queue:type_name -> cohort.v1.SetQueueCommand
-	13, // 9: cohort.v1.Command.preempt_jobs:type_name -> cohort.v1.PreemptJobsCommand
-	14, // 10: cohort.v1.Command.drain_node:type_name -> cohort.v1.DrainNodeCommand
-	15, // 11: cohort.v1.Command.set_node_eligibility:type_name -> cohort.v1.SetNodeEligibilityCommand
-	17, // 12: cohort.v1.Command.resume_job:type_name -> cohort.v1.ResumeJobCommand
-	16, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
-	8,  // 14: cohort.v1.Command.override_gate:type_name -> cohort.v1.OverrideGateCommand
-	18, // 15: cohort.v1.Command.apply_plan:type_name -> cohort.v1.ApplyPlanCommand
-	23, // 16: cohort.v1.Command.create_token:type_name -> cohort.v1.CreateTokenCommand
-	24, // 17: cohort.v1.Command.revoke_token:type_name -> cohort.v1.RevokeTokenCommand
-	25, // 18: cohort.v1.Command.set_gossip_keyring:type_name -> cohort.v1.SetGossipKeyringCommand
-	26, // 19: cohort.v1.Command.set_cluster_ca:type_name -> cohort.v1.SetClusterCACommand
-	21, // 20: cohort.v1.Command.set_cluster_id:type_name -> cohort.v1.SetClusterIDCommand
-	27, // 21: cohort.v1.Command.search:type_name -> cohort.v1.SearchCommand
-	28, // 22: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
-	29, // 23: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
-	30, // 24: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
-	7,  // 25: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
-	31, // 26: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
-	32, // 27: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
-	33, // 28: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
-	22, // 29: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
-	34, // 30: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
-	35, // 31: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
-	36, // 32: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
-	37, // 33: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
-	10, // 34: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
-	38, // 35: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
-	39, // 36: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
-	30, // 37: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
-	16, // 38: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
-	19, // 39: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
-	4,  // 40: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
-	16, // 41: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	2,  // 0: cohort.v1.Command.submit_job:type_name -> cohort.v1.SubmitJobCommand
+	3,  // 1: cohort.v1.Command.cancel_job:type_name -> cohort.v1.CancelJobCommand
+	4,  // 2: cohort.v1.Command.register_node:type_name -> cohort.v1.RegisterNodeCommand
+	5,  // 3: cohort.v1.Command.commit_plan:type_name -> cohort.v1.CommitPlanCommand
+	6,  // 4: cohort.v1.Command.update_tasks:type_name -> cohort.v1.UpdateTasksCommand
+	7,  // 5: cohort.v1.Command.node_status:type_name -> cohort.v1.NodeStatusCommand
+	10, // 6: cohort.v1.Command.register_coordinator:type_name -> cohort.v1.RegisterCoordinatorCommand
+	12, // 7: cohort.v1.Command.set_quota:type_name -> cohort.v1.SetQuotaCommand
+	13, // 8: cohort.v1.Command.set_queue:type_name -> cohort.v1.SetQueueCommand
+	14, // 9: cohort.v1.Command.preempt_jobs:type_name -> cohort.v1.PreemptJobsCommand
+	15, // 10: cohort.v1.Command.drain_node:type_name -> cohort.v1.DrainNodeCommand
+	16, // 11: cohort.v1.Command.set_node_eligibility:type_name -> cohort.v1.SetNodeEligibilityCommand
+	18, // 12: cohort.v1.Command.resume_job:type_name -> cohort.v1.ResumeJobCommand
+	17, // 13: cohort.v1.Command.resize_job:type_name -> cohort.v1.ResizeJobCommand
+	9,  // 14: cohort.v1.Command.override_gate:type_name -> cohort.v1.OverrideGateCommand
+	19, // 15: cohort.v1.Command.apply_plan:type_name -> cohort.v1.ApplyPlanCommand
+	24, // 16: cohort.v1.Command.create_token:type_name -> cohort.v1.CreateTokenCommand
+	25, // 17: cohort.v1.Command.revoke_token:type_name -> cohort.v1.RevokeTokenCommand
+	26, // 18: cohort.v1.Command.set_gossip_keyring:type_name -> cohort.v1.SetGossipKeyringCommand
+	27, // 19: cohort.v1.Command.set_cluster_ca:type_name -> cohort.v1.SetClusterCACommand
+	22, // 20: cohort.v1.Command.set_cluster_id:type_name -> cohort.v1.SetClusterIDCommand
+	28, // 21: cohort.v1.Command.search:type_name -> cohort.v1.SearchCommand
+	1,  // 22: cohort.v1.Command.place_backups:type_name -> cohort.v1.PlaceBackupsCommand
+	29, // 23: cohort.v1.PlaceBackupsCommand.add:type_name -> cohort.v1.Allocation
+	30, // 24: cohort.v1.SubmitJobCommand.job:type_name -> cohort.v1.Job
+	31, // 25: cohort.v1.RegisterNodeCommand.node:type_name -> cohort.v1.Node
+	29, // 26: cohort.v1.CommitPlanCommand.allocations:type_name -> cohort.v1.Allocation
+	8,  // 27: cohort.v1.UpdateTasksCommand.reports:type_name -> cohort.v1.TaskReport
+	32, // 28: cohort.v1.NodeStatusCommand.status:type_name -> cohort.v1.NodeStatus
+	33, // 29: cohort.v1.TaskReport.state:type_name -> cohort.v1.TaskState
+	34, // 30: cohort.v1.TaskReport.progress:type_name -> cohort.v1.JobProgress
+	23, // 31: cohort.v1.TaskReport.metrics:type_name -> cohort.v1.TaskReport.MetricsEntry
+	35, // 32: cohort.v1.TaskReport.gate:type_name -> cohort.v1.GateResult
+	36, // 33: cohort.v1.TaskReport.exported_from:type_name -> cohort.v1.ExportedFrom
+	37, // 34: cohort.v1.TaskReport.early_stop:type_name -> cohort.v1.EarlyStop
+	38, // 35: cohort.v1.OverrideGateCommand.override:type_name -> cohort.v1.GateOverride
+	11, // 36: cohort.v1.RegisterCoordinatorCommand.coordinator:type_name -> cohort.v1.Coordinator
+	39, // 37: cohort.v1.SetQuotaCommand.quota:type_name -> cohort.v1.Quota
+	40, // 38: cohort.v1.SetQueueCommand.queue:type_name -> cohort.v1.Queue
+	29, // 39: cohort.v1.ResizeJobCommand.add:type_name -> cohort.v1.Allocation
+	17, // 40: cohort.v1.ApplyPlanCommand.shrinks:type_name -> cohort.v1.ResizeJobCommand
+	20, // 41: cohort.v1.ApplyPlanCommand.evictions:type_name -> cohort.v1.PlanEviction
+	5,  // 42: cohort.v1.ApplyPlanCommand.placements:type_name -> cohort.v1.CommitPlanCommand
+	17, // 43: cohort.v1.ApplyPlanCommand.growth:type_name -> cohort.v1.ResizeJobCommand
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_cohort_v1_raft_proto_init() }
@@ -2054,6 +2148,7 @@ func file_cohort_v1_raft_proto_init() {
 		(*Command_SetClusterCa)(nil),
 		(*Command_SetClusterId)(nil),
 		(*Command_Search)(nil),
+		(*Command_PlaceBackups)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2061,7 +2156,7 @@ func file_cohort_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_v1_raft_proto_rawDesc), len(file_cohort_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -927,8 +927,12 @@ type Job struct {
 	EarlyStop *EarlyStop `protobuf:"bytes,46,opt,name=early_stop,json=earlyStop,proto3" json:"early_stop,omitempty"`
 	// search_id and search_trial name the search and trial a trial job belongs to
 	// (empty: not a trial).
-	SearchId      string `protobuf:"bytes,90,opt,name=search_id,json=searchId,proto3" json:"search_id,omitempty"`
-	SearchTrial   int32  `protobuf:"varint,91,opt,name=search_trial,json=searchTrial,proto3" json:"search_trial,omitempty"`
+	SearchId    string `protobuf:"bytes,90,opt,name=search_id,json=searchId,proto3" json:"search_id,omitempty"`
+	SearchTrial int32  `protobuf:"varint,91,opt,name=search_trial,json=searchTrial,proto3" json:"search_trial,omitempty"`
+	// shard_replicas is spec.resources.parameterServers.replicas: 1 (0 reads as 1) runs
+	// one copy of each shard; 2 runs a primary and a backup of each shard on different
+	// nodes (issue 18).
+	ShardReplicas int32 `protobuf:"varint,100,opt,name=shard_replicas,json=shardReplicas,proto3" json:"shard_replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,6 +1222,13 @@ func (x *Job) GetSearchId() string {
 func (x *Job) GetSearchTrial() int32 {
 	if x != nil {
 		return x.SearchTrial
+	}
+	return 0
+}
+
+func (x *Job) GetShardReplicas() int32 {
+	if x != nil {
+		return x.ShardReplicas
 	}
 	return 0
 }
@@ -1540,7 +1551,11 @@ type Allocation struct {
 	CreateIndex uint64                 `protobuf:"varint,10,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex uint64                 `protobuf:"varint,11,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	// usage is the task's latest reported use (API answers only, from the leader's memory).
-	Usage         *Usage `protobuf:"bytes,12,opt,name=usage,proto3" json:"usage,omitempty"`
+	Usage *Usage `protobuf:"bytes,12,opt,name=usage,proto3" json:"usage,omitempty"`
+	// replica is a PS_SHARD allocation's copy of its shard: 0 the primary (the one workers
+	// talk to), 1 the backup that receives every aggregated update before the step is
+	// acknowledged. Always 0 for workers and for jobs with one replica.
+	Replica       int32 `protobuf:"varint,100,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1657,6 +1672,13 @@ func (x *Allocation) GetUsage() *Usage {
 		return x.Usage
 	}
 	return nil
+}
+
+func (x *Allocation) GetReplica() int32 {
+	if x != nil {
+		return x.Replica
+	}
+	return 0
 }
 
 // Quota limits what the live tasks of one namespace may hold together. A zero field of
@@ -1862,7 +1884,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\tTaskUsage\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12&\n" +
-	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\x94\f\n" +
+	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\xbb\f\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1909,7 +1931,8 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"early_stop\x18. \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x12\x1b\n" +
 	"\tsearch_id\x18Z \x01(\tR\bsearchId\x12!\n" +
-	"\fsearch_trial\x18[ \x01(\x05R\vsearchTrial\x1a:\n" +
+	"\fsearch_trial\x18[ \x01(\x05R\vsearchTrial\x12%\n" +
+	"\x0eshard_replicas\x18d \x01(\x05R\rshardReplicas\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a?\n" +
@@ -1941,7 +1964,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\fGateOverride\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12$\n" +
-	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\x93\x03\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\xad\x03\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
@@ -1958,7 +1981,8 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\fcreate_index\x18\n" +
 	" \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex\x12&\n" +
-	"\x05usage\x18\f \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\x97\x01\n" +
+	"\x05usage\x18\f \x01(\v2\x10.cohort.v1.UsageR\x05usage\x12\x18\n" +
+	"\areplica\x18d \x01(\x05R\areplica\"\x97\x01\n" +
 	"\x05Quota\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12*\n" +
 	"\x05limit\x18\x02 \x01(\v2\x14.cohort.v1.ResourcesR\x05limit\x12!\n" +
