@@ -892,8 +892,10 @@ type Job struct {
 	EarlyStop *EarlyStop `protobuf:"bytes,46,opt,name=early_stop,json=earlyStop,proto3" json:"early_stop,omitempty"`
 	// search_id and search_trial name the search and trial a trial job belongs to
 	// (empty: not a trial).
-	SearchId      string `protobuf:"bytes,90,opt,name=search_id,json=searchId,proto3" json:"search_id,omitempty"`
-	SearchTrial   int32  `protobuf:"varint,91,opt,name=search_trial,json=searchTrial,proto3" json:"search_trial,omitempty"`
+	SearchId    string `protobuf:"bytes,90,opt,name=search_id,json=searchId,proto3" json:"search_id,omitempty"`
+	SearchTrial int32  `protobuf:"varint,91,opt,name=search_trial,json=searchTrial,proto3" json:"search_trial,omitempty"`
+	// resume_key is the idempotency key of the ResumeJob call that last resumed the job.
+	ResumeKey     string `protobuf:"bytes,160,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1187,6 +1189,13 @@ func (x *Job) GetSearchTrial() int32 {
 	return 0
 }
 
+func (x *Job) GetResumeKey() string {
+	if x != nil {
+		return x.ResumeKey
+	}
+	return ""
+}
+
 // ExportedFrom is the committed checkpoint a job exported.
 type ExportedFrom struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1432,9 +1441,11 @@ func (x *GateResult) GetOverrides() []*GateOverride {
 type GateOverride struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// by is the ACL token name of the caller, or "unverified:<name>" without ACLs.
-	By            string `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	TimeUnixNano  int64  `protobuf:"varint,3,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	By           string `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
+	Reason       string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	TimeUnixNano int64  `protobuf:"varint,3,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// request_key is the idempotency key of the OverrideGate call that recorded it.
+	RequestKey    string `protobuf:"bytes,160,opt,name=request_key,json=requestKey,proto3" json:"request_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1488,6 +1499,13 @@ func (x *GateOverride) GetTimeUnixNano() int64 {
 		return x.TimeUnixNano
 	}
 	return 0
+}
+
+func (x *GateOverride) GetRequestKey() string {
+	if x != nil {
+		return x.RequestKey
+	}
+	return ""
 }
 
 // Allocation is one task of a job placed on one node.
@@ -1823,7 +1841,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\tTaskUsage\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12&\n" +
-	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\x94\f\n" +
+	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\xb4\f\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1870,7 +1888,9 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"early_stop\x18. \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x12\x1b\n" +
 	"\tsearch_id\x18Z \x01(\tR\bsearchId\x12!\n" +
-	"\fsearch_trial\x18[ \x01(\x05R\vsearchTrial\x1a:\n" +
+	"\fsearch_trial\x18[ \x01(\x05R\vsearchTrial\x12\x1e\n" +
+	"\n" +
+	"resume_key\x18\xa0\x01 \x01(\tR\tresumeKey\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a?\n" +
@@ -1898,11 +1918,13 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"GateResult\x12\x16\n" +
 	"\x06passed\x18\x01 \x01(\bR\x06passed\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x125\n" +
-	"\toverrides\x18\x03 \x03(\v2\x17.cohort.v1.GateOverrideR\toverrides\"\\\n" +
+	"\toverrides\x18\x03 \x03(\v2\x17.cohort.v1.GateOverrideR\toverrides\"~\n" +
 	"\fGateOverride\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12$\n" +
-	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\x93\x03\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\x12 \n" +
+	"\vrequest_key\x18\xa0\x01 \x01(\tR\n" +
+	"requestKey\"\x93\x03\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
