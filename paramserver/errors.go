@@ -32,6 +32,10 @@ var (
 	ErrLayoutMismatch = errors.New("layout mismatch")
 	// ErrNoStore: a checkpoint was requested from a shard without a Store (FailedPrecondition).
 	ErrNoStore = errors.New("no checkpoint store configured")
+	// ErrStorageFull: the shard's checkpoint write failed because its store has no
+	// room (storage.IsFull; ResourceExhausted). Nothing was committed; the store's
+	// older checkpoints are untouched.
+	ErrStorageFull = errors.New("checkpoint storage is full")
 	// ErrDuplicatePush: this rank already pushed this step (AlreadyExists).
 	ErrDuplicatePush = errors.New("duplicate push")
 	// ErrShardRemoved: the shard was removed or replaced while the call waited (Aborted).
@@ -73,6 +77,7 @@ var errorKinds = []errorKind{
 	{ErrWrongStep, codes.FailedPrecondition, "WRONG_STEP"},
 	{ErrLayoutMismatch, codes.FailedPrecondition, "LAYOUT_MISMATCH"},
 	{ErrNoStore, codes.FailedPrecondition, "NO_STORE"},
+	{ErrStorageFull, codes.ResourceExhausted, "STORAGE_FULL"},
 	{ErrDuplicatePush, codes.AlreadyExists, "DUPLICATE_PUSH"},
 	{ErrShardRemoved, codes.Aborted, "SHARD_REMOVED"},
 	{ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT"},

@@ -9,15 +9,16 @@ import (
 // metrics are the Server's Prometheus collectors. Labels stay low-cardinality (no job
 // or shard labels).
 type metrics struct {
-	applySeconds     *prometheus.HistogramVec
-	bytesReceived    *prometheus.CounterVec
-	bytesSent        prometheus.Counter
-	pushes           *prometheus.CounterVec
-	steps            *prometheus.CounterVec
-	pullWaitSeconds  prometheus.Histogram
-	checkpointSecond prometheus.Histogram
-	checkpointBytes  prometheus.Counter
-	shards           prometheus.Gauge
+	applySeconds       *prometheus.HistogramVec
+	bytesReceived      *prometheus.CounterVec
+	bytesSent          prometheus.Counter
+	pushes             *prometheus.CounterVec
+	steps              *prometheus.CounterVec
+	pullWaitSeconds    prometheus.Histogram
+	checkpointSecond   prometheus.Histogram
+	checkpointBytes    prometheus.Counter
+	checkpointFailures *prometheus.CounterVec
+	shards             prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -57,6 +58,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cohort_ps_checkpoint_bytes_total",
 			Help: "Bytes of shard checkpoints written to storage.",
 		}),
+		checkpointFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cohort_ps_checkpoint_failures_total",
+			Help: "Shard checkpoint writes that failed, by reason (storage_full: no space left; error: anything else).",
+		}, []string{"reason"}),
 		shards: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cohort_ps_shards",
 			Help: "Shards hosted by this server.",
@@ -73,6 +78,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.pullWaitSeconds = register(reg, m.pullWaitSeconds)
 	m.checkpointSecond = register(reg, m.checkpointSecond)
 	m.checkpointBytes = register(reg, m.checkpointBytes)
+	m.checkpointFailures = register(reg, m.checkpointFailures)
 	m.shards = register(reg, m.shards)
 	return m
 }

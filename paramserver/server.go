@@ -502,6 +502,12 @@ func (s *Server) Checkpoint(ctx context.Context, req *cohortv1.CheckpointRequest
 	}
 	key := CheckpointKey(prefix, sh.key.shard)
 	if err := store.Put(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+		if storage.IsFull(err) {
+			s.m.checkpointFailures.WithLabelValues("storage_full").Inc()
+			sh.log.Error("checkpoint write failed: storage full", "key", key, "step", req.GetStep(), "bytes", len(data), "err", err)
+			return nil, toStatus(fmt.Errorf("paramserver: write checkpoint %s (%d bytes): %w: %w", key, len(data), ErrStorageFull, err))
+		}
+		s.m.checkpointFailures.WithLabelValues("error").Inc()
 		sh.log.Error("checkpoint write failed", "key", key, "err", err)
 		return nil, toStatus(fmt.Errorf("paramserver: write checkpoint %s: %w", key, err))
 	}

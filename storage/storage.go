@@ -7,7 +7,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"syscall"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 )
 
 // ErrNotFound is returned (wrapped) when a key does not exist.
@@ -15,6 +18,20 @@ var ErrNotFound = errors.New("storage: object not found")
 
 // ErrExists is returned (wrapped) by PutIfAbsent when the key already exists.
 var ErrExists = errors.New("storage: object already exists")
+
+// IsFull reports whether err says the store has no room for a write: a local
+// directory's file system is full (ENOSPC) or over its quota (EDQUOT), or an S3
+// server answered XMinioStorageFull. Unlike an outage, that lasts until someone frees
+// space, so callers should not wait it out.
+func IsFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	return minio.ToErrorResponse(err).Code == "XMinioStorageFull"
+}
 
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {

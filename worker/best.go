@@ -40,7 +40,7 @@ func (c *chief) epochCheckpoint(ctx context.Context, k int64, at position, loss 
 	if k <= 0 || k == c.lastCkptStep {
 		return nil
 	}
-	return c.saveCheckpoint(ctx, k, at, loss)
+	return c.optionalCheckpoint(ctx, k, at, loss)
 }
 
 // exportSource chooses the checkpoint to export: the best-scored one the store holds,

@@ -49,6 +49,9 @@ type chief struct {
 	// when it has not been seen at one of them): retention keeps them all (retain).
 	checkpoint   string
 	lastCkptStep int64
+	// skippedCkpts counts the optional checkpoints skipped for a full storage since the
+	// last commit (optionalCheckpoint).
+	skippedCkpts int
 	unrecorded   []committedCheckpoint
 	// telemetry is the TensorBoard event file, opened once the trainer is rank 0.
 	telemetry *jobTelemetry
@@ -245,7 +248,41 @@ func (c *chief) periodicCheckpoint(ctx context.Context, k int64, at position, lo
 	if every <= 0 || k <= 0 || k%every != 0 || k == c.lastCkptStep {
 		return nil
 	}
-	return c.saveCheckpoint(ctx, k, at, loss)
+	return c.optionalCheckpoint(ctx, k, at, loss)
+}
+
+// optionalCheckpoint commits the checkpoint of step k (a periodic or an epoch one),
+// except when its storage is full (a shard's store or the manifest's: no space left,
+// storage.IsFull). A full disk lasts until someone frees space, so waiting it out (as
+// for an outage) would stop training for nothing: the checkpoint is skipped, nothing
+// of it is committed, the last committed checkpoint stays the job's (retention runs
+// only after a commit, so it is never deleted for a newer one that failed), and
+// training goes on. The task's message says so until a later checkpoint commits, and
+// the parameter server counts it (cohort_ps_checkpoint_failures_total). The final
+// checkpoint is not optional: it waits for space as for an outage, then fails the job
+// with the reason.
+func (c *chief) optionalCheckpoint(ctx context.Context, k int64, at position, loss *epochLoss) error {
+	err := c.saveCheckpoint(ctx, k, at, loss, true)
+	if err == nil || !checkpointStorageFull(err) {
+		return err
+	}
+	c.skippedCkpts++
+	last := "none yet: a lost node now restarts the job from its start"
+	if c.checkpoint != "" {
+		last = fmt.Sprintf("step %d, %s", c.lastCkptStep, c.checkpoint)
+	}
+	msg := fmt.Sprintf("checkpoint at step %d not written: storage full (%v); training goes on; last committed checkpoint: %s; %d checkpoint(s) skipped, the next is tried as scheduled",
+		k, err, last, c.skippedCkpts)
+	c.t.log.Error("checkpoint skipped: storage full; training goes on", "step", k, "last_committed_step", c.lastCkptStep,
+		"last_committed", c.checkpoint, "skipped", c.skippedCkpts, "err", err)
+	c.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING, Message: msg})
+	return nil
+}
+
+// checkpointStorageFull reports whether a failed checkpoint found its storage full: a
+// shard's store (paramserver.ErrStorageFull) or the manifest's.
+func checkpointStorageFull(err error) bool {
+	return errors.Is(err, paramserver.ErrStorageFull) || storage.IsFull(err)
 }
 
 // saveCheckpoint commits a checkpoint of step (at position at, with the epoch's
@@ -254,8 +291,9 @@ func (c *chief) periodicCheckpoint(ctx context.Context, k int64, at position, lo
 // When storage is unavailable (S3 down or throttling past the client's own retries)
 // the job pauses here, retrying with backoff, for up to StoragePause: in sync mode no
 // worker can pass this step meanwhile, and nothing is ever committed half-written. The
-// coordinator sees the pause in the task's message.
-func (c *chief) saveCheckpoint(ctx context.Context, step int64, at position, loss *epochLoss) error {
+// coordinator sees the pause in the task's message. With skipWhenFull a full storage
+// (checkpointStorageFull) fails at once instead (see optionalCheckpoint).
+func (c *chief) saveCheckpoint(ctx context.Context, step int64, at position, loss *epochLoss, skipWhenFull bool) error {
 	t := c.t
 	pause := t.cfg.StoragePause
 	if pause == 0 {
@@ -269,13 +307,18 @@ func (c *chief) saveCheckpoint(ctx context.Context, step int64, at position, los
 	for attempt := 1; ; attempt++ {
 		err := c.trySaveCheckpoint(ctx, step, at, loss)
 		if err == nil {
+			if c.skippedCkpts > 0 {
+				t.log.Info("checkpoint committed after skipped ones: storage has room again", "step", step, "skipped", c.skippedCkpts)
+				c.skippedCkpts = 0
+			}
 			if attempt > 1 {
 				t.log.Info("storage is back: checkpoint committed, job resumes", "step", step, "attempts", attempt)
 				c.report(&cohortv1.TaskReport{State: cohortv1.TaskState_TASK_STATE_RUNNING})
 			}
 			return nil
 		}
-		if ctx.Err() != nil || !retryableStorageError(err) || time.Now().Add(backoff).After(deadline) {
+		if ctx.Err() != nil || !retryableStorageError(err) || time.Now().Add(backoff).After(deadline) ||
+			(skipWhenFull && checkpointStorageFull(err)) {
 			return err
 		}
 		msg := fmt.Sprintf("paused at step %d: checkpoint storage unavailable (attempt %d, retrying in %s): %v", step, attempt, backoff, err)
@@ -501,7 +544,7 @@ func (c *chief) finish(ctx context.Context, at position, loss *epochLoss) (*Resu
 			return nil, err
 		}
 		if c.lastCkptStep != c.total {
-			err := t.withStaleRetry(ctx, c.client, func() error { return c.saveCheckpoint(ctx, c.total, at, loss) })
+			err := t.withStaleRetry(ctx, c.client, func() error { return c.saveCheckpoint(ctx, c.total, at, loss, false) })
 			if err != nil {
 				return nil, err
 			}

@@ -121,7 +121,7 @@ exported report.json and model card. Overriding needs an admin token.`,
 				return usageErr("--override-gate: job %s has no failed audit gate to override", job.GetId())
 			case overrideGate:
 				o, err := jobCallPrecondition(cmd.Context(), g, "override gate", cohortv1.JobServiceClient.OverrideGate,
-					&cohortv1.OverrideGateRequest{Id: job.GetId(), Reason: reason, RequestedBy: localUser()})
+					&cohortv1.OverrideGateRequest{Id: job.GetId(), Reason: reason, RequestedBy: localUser(), IdempotencyKey: newIdempotencyKey()})
 				if err != nil {
 					return err
 				}

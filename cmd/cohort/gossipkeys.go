@@ -144,6 +144,9 @@ func keyringChange(cmd *cobra.Command, g *globalFlags, what string, call func(co
 	}
 	if g.output != "json" {
 		fmt.Fprintf(stdout, "%s: %s (keyring version %d)\n", what, resp.GetFingerprint(), resp.GetVersion())
+		if n := resp.GetNote(); n != "" {
+			fmt.Fprintf(stdout, "note: %s\n", n)
+		}
 	}
 	return printKeyring(g, resp.GetKeys(), resp.GetVersion())
 }

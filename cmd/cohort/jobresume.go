@@ -37,7 +37,7 @@ checkpoint, is refused (exit status 2); submit its spec again to start over.`,
 			if err != nil {
 				return err
 			}
-			resp, err := client.ResumeJob(cmd.Context(), &cohortv1.ResumeJobRequest{Id: jobID, Reason: reason})
+			resp, err := client.ResumeJob(cmd.Context(), &cohortv1.ResumeJobRequest{Id: jobID, Reason: reason, IdempotencyKey: newIdempotencyKey()})
 			if err != nil {
 				if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
 					return usageErr("%s", st.Message())

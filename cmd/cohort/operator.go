@@ -128,8 +128,13 @@ func newRemovePeerCmd(g *globalFlags) *cobra.Command {
 			defer closeFn()
 			ctx, cancel := context.WithTimeout(cmd.Context(), operatorTimeout)
 			defer cancel()
-			if _, err := c.RemovePeer(ctx, &cohortv1.RemovePeerRequest{Id: args[0]}); err != nil {
+			resp, err := c.RemovePeer(ctx, &cohortv1.RemovePeerRequest{Id: args[0]})
+			if err != nil {
 				return operatorErr("remove peer", err)
+			}
+			if n := resp.GetNote(); n != "" {
+				fmt.Fprintf(stdout, "peer %s removed (note: %s)\n", args[0], n)
+				return nil
 			}
 			fmt.Fprintf(stdout, "peer %s removed\n", args[0])
 			return nil
@@ -156,9 +161,28 @@ func newTransferLeadershipCmd(g *globalFlags) *cobra.Command {
 			defer closeFn()
 			ctx, cancel := context.WithTimeout(cmd.Context(), operatorTimeout)
 			defer cancel()
-			resp, err := c.TransferLeadership(ctx, &cohortv1.TransferLeadershipRequest{Id: id})
+			req := &cohortv1.TransferLeadershipRequest{Id: id}
+			if id == "" {
+				// Name the leader the transfer moves away from: a call the client
+				// retries at another coordinator (its first try's answer lost) then
+				// finds leadership moved instead of moving it again.
+				peers, err := c.ListPeers(ctx, &cohortv1.ListPeersRequest{})
+				if err != nil {
+					return operatorErr("transfer leadership", err)
+				}
+				for _, p := range peers.GetPeers() {
+					if p.GetLeader() {
+						req.FromLeader = p.GetId()
+					}
+				}
+			}
+			resp, err := c.TransferLeadership(ctx, req)
 			if err != nil {
 				return operatorErr("transfer leadership", err)
+			}
+			if n := resp.GetNote(); n != "" {
+				fmt.Fprintf(stdout, "leadership is with %s (note: %s)\n", resp.GetLeaderId(), n)
+				return nil
 			}
 			fmt.Fprintf(stdout, "leadership transferred to %s\n", resp.GetLeaderId())
 			return nil

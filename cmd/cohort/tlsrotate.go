@@ -54,7 +54,7 @@ func newRotateCACmd(g *globalFlags) *cobra.Command {
 				what += " --finish"
 				resp, err = c.FinishRotation(cmd.Context(), &cohortv1.FinishCARotationRequest{Force: force})
 			} else {
-				resp, err = c.RotateCA(cmd.Context(), &cohortv1.RotateCARequest{})
+				resp, err = c.RotateCA(cmd.Context(), &cohortv1.RotateCARequest{IdempotencyKey: newIdempotencyKey()})
 			}
 			if err != nil {
 				return rpcErr(what, err)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/server"
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
@@ -30,8 +31,10 @@ type ClusterBackend interface {
 	AddVoter(ctx context.Context, id, raftAddr, grpcAddr string) error
 	// RemovePeer removes a peer from the Raft configuration.
 	RemovePeer(ctx context.Context, id string) error
-	// TransferLeadership hands leadership to a voter and returns the new leader's ID.
-	TransferLeadership(ctx context.Context, id string) (string, error)
+	// TransferLeadershipFrom hands leadership to a voter, only while from leads (any
+	// leader when from is empty), and returns the new leader's ID; when another voter
+	// than from leads it returns that leader with server.ErrLeadershipMoved.
+	TransferLeadershipFrom(ctx context.Context, id, from string) (string, error)
 	// SnapshotSave writes a snapshot of the whole state to w.
 	SnapshotSave(ctx context.Context, w io.Writer) error
 	// SnapshotRestore replaces the whole state with the snapshot read from r.
@@ -119,13 +122,19 @@ func (s *clusterService) AddVoter(ctx context.Context, req *cohortv1.AddVoterReq
 	})
 }
 
-// RemovePeer removes a peer; removing the last voter is FailedPrecondition.
+// RemovePeer removes a peer; removing the last voter is FailedPrecondition. Removing a
+// coordinator that has left the configuration already succeeds with a note, so that a
+// forwarded removal retried after its first try committed (its answer lost to a
+// timeout or a leader change) does not fail.
 func (s *clusterService) RemovePeer(ctx context.Context, req *cohortv1.RemovePeerRequest) (*cohortv1.RemovePeerResponse, error) {
 	if err := checkID("id", req.Id); err != nil {
 		return nil, toStatus(err)
 	}
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.RemovePeerResponse, error) {
-		if err := s.b.RemovePeer(ctx, req.Id); err != nil {
+		if err := s.b.RemovePeer(ctx, req.Id); errors.Is(err, server.ErrPeerRemoved) {
+			s.logger.Info("peer removed already", "peer", req.Id)
+			return &cohortv1.RemovePeerResponse{Note: fmt.Sprintf("peer %s was not in the raft configuration: removed already", req.Id)}, nil
+		} else if err != nil {
 			return nil, err
 		}
 		s.logger.Info("peer removed", "peer", req.Id)
@@ -135,19 +144,37 @@ func (s *clusterService) RemovePeer(ctx context.Context, req *cohortv1.RemovePee
 	})
 }
 
-// TransferLeadership asks the leader to hand leadership over.
+// TransferLeadership asks the leader to hand leadership over. A follower forwards the
+// call with from_leader set to the leader it forwards to (unless the caller set it),
+// so that an attempt retried after the first one committed (its answer lost to a
+// timeout or to the very leader change it made) finds leadership moved and answers
+// with the new leader and a note instead of moving leadership again.
 func (s *clusterService) TransferLeadership(ctx context.Context, req *cohortv1.TransferLeadershipRequest) (*cohortv1.TransferLeadershipResponse, error) {
 	if len(req.Id) > maxIDLen {
 		return nil, toStatus(fmt.Errorf("%w: id is longer than %d bytes", ErrInvalidArgument, maxIDLen))
 	}
+	if len(req.FromLeader) > maxIDLen {
+		return nil, toStatus(fmt.Errorf("%w: from_leader is longer than %d bytes", ErrInvalidArgument, maxIDLen))
+	}
+	from := req.FromLeader
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.TransferLeadershipResponse, error) {
-		id, err := s.b.TransferLeadership(ctx, req.Id)
+		id, err := s.b.TransferLeadershipFrom(ctx, req.Id, from)
+		if errors.Is(err, server.ErrLeadershipMoved) {
+			return &cohortv1.TransferLeadershipResponse{LeaderId: id,
+				Note: fmt.Sprintf("%s leads already (not %s): nothing transferred", id, from)}, nil
+		}
 		if err != nil {
 			return nil, err
 		}
 		return &cohortv1.TransferLeadershipResponse{LeaderId: id}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.TransferLeadershipResponse, error) {
-		return cohortv1.NewClusterServiceClient(c).TransferLeadership(ctx, req)
+		fwd := proto.Clone(req).(*cohortv1.TransferLeadershipRequest)
+		if from == "" {
+			// The first attempt's leader, kept for every retry.
+			from = forwardLeader(s.cfg)
+		}
+		fwd.FromLeader = from
+		return cohortv1.NewClusterServiceClient(c).TransferLeadership(ctx, fwd)
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cohort-dev/cohort/coordinator/fsm"
 	"github.com/cohort-dev/cohort/coordinator/state"
@@ -292,7 +293,15 @@ func (s *tokenService) CreateToken(ctx context.Context, req *cohortv1.CreateToke
 	if err != nil {
 		return nil, err
 	}
-	rec := NewJoinTokenRecord(tok, probe, req.NodeName != "", s.cfg.Now(), time.Duration(req.TtlSeconds)*time.Second, req.Description)
+	now := s.cfg.Now()
+	if isForwarded(ctx) && req.MintedToken != "" {
+		// Every attempt of a forwarded create proposes the token the first
+		// coordinator minted: a retry finds it stored (applyCreateToken).
+		if m, err := pki.ParseToken(req.MintedToken); err == nil && m.CAHash == ca.Hash() && req.MintedUnixNano > 0 {
+			tok, now = m, time.Unix(0, req.MintedUnixNano)
+		}
+	}
+	rec := NewJoinTokenRecord(tok, probe, req.NodeName != "", now, time.Duration(req.TtlSeconds)*time.Second, req.Description)
 	cmd := &cohortv1.Command{Kind: &cohortv1.Command_CreateToken{CreateToken: &cohortv1.CreateTokenCommand{Token: rec}}}
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.CreateTokenResponse, error) {
 		out, err := s.b.Apply(ctx, cmd)
@@ -303,7 +312,9 @@ func (s *tokenService) CreateToken(ctx context.Context, req *cohortv1.CreateToke
 		s.cfg.Logger.Info("join token created", "token", tok, "role", role, "acl_role", acl, "caller", Caller(ctx))
 		return &cohortv1.CreateTokenResponse{Token: tok.String(), Record: redactToken(stored)}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.CreateTokenResponse, error) {
-		return cohortv1.NewTokenServiceClient(c).CreateToken(ctx, req)
+		fwd := proto.Clone(req).(*cohortv1.CreateTokenRequest)
+		fwd.MintedToken, fwd.MintedUnixNano = tok.String(), now.UnixNano()
+		return cohortv1.NewTokenServiceClient(c).CreateToken(ctx, fwd)
 	})
 }
 

@@ -178,6 +178,13 @@ func forwardContext(ctx context.Context) context.Context {
 // knows other coordinators tries them: this one is likely cut off from the majority.
 // An Unavailable answer carries the leader this coordinator knows, if any, as the
 // LeaderHintHeader trailer.
+//
+// An abandoned attempt may have committed (only its answer was lost), so every call
+// through here must be safe to run twice: submissions, searches, resumes, gate
+// overrides and CA rotations carry an idempotency key minted before the first attempt;
+// removing a peer that has gone, installing an installed gossip key, removing a removed
+// one, and a transfer of leadership that has moved (from_leader) succeed with a note;
+// the rest set a state (quotas, queues, drains, eligibility, heartbeats, reports).
 func leaderCall[T any](ctx context.Context, cfg Config, local func(context.Context) (T, error),
 	remote func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
 	deadline := time.Now().Add(cfg.ForwardTimeout)
@@ -200,6 +207,12 @@ func leaderCall[T any](ctx context.Context, cfg Config, local func(context.Conte
 			actx, cancel := attemptContext(ctx, cfg, leader, deadline)
 			v, rerr := remote(forwardContext(actx), conn)
 			abandoned := context.Cause(actx)
+			if abandoned == nil && ctx.Err() == nil && status.Code(rerr) == codes.DeadlineExceeded {
+				// The attempt's deadline travels with the call, and the leader's copy of
+				// it can fire first: the leader gave up on the attempt's deadline, which
+				// is the attempt's own timeout, not the caller's.
+				abandoned = errAttemptTimeout
+			}
 			cancel()
 			switch {
 			case rerr == nil:

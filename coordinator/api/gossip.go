@@ -148,8 +148,15 @@ func (s *gossipService) ListKeys(ctx context.Context, req *cohortv1.ListGossipKe
 	return &cohortv1.ListGossipKeysResponse{Keys: keyInfos(keys), Version: version}, nil
 }
 
+// keyringUnchanged is a change's answer when the keyring is as asked already (a
+// retried change whose first try committed): the call succeeds with note.
+type keyringUnchanged struct{ note string }
+
+func (e *keyringUnchanged) Error() string { return e.note }
+
 // changeKeyring applies change to the keyring on the leader, retrying once when
-// another change raced it.
+// another change raced it. A change that answers *keyringUnchanged proposes nothing
+// and the call answers with the keyring as it is and the note.
 func (s *gossipService) changeKeyring(ctx context.Context, method string, change func(keys [][]byte) ([][]byte, string, error),
 	remote func(context.Context, grpc.ClientConnInterface) (*cohortv1.GossipKeyringChange, error)) (*cohortv1.GossipKeyringChange, error) {
 	if err := requireAdminCert(ctx, method); err != nil {
@@ -169,6 +176,10 @@ func (s *gossipService) changeKeyring(ctx context.Context, method string, change
 				return nil, err
 			}
 			next, fp, err := change(slices.Clone(keys))
+			if nc := (*keyringUnchanged)(nil); errors.As(err, &nc) {
+				s.cfg.Logger.Info("gossip keyring unchanged", "method", method, "fingerprint", fp, "note", nc.note, "caller", Caller(ctx))
+				return &cohortv1.GossipKeyringChange{Keys: keyInfos(keys), Version: version, Fingerprint: fp, Note: nc.note}, nil
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -203,7 +214,9 @@ func (s *gossipService) InstallKey(ctx context.Context, req *cohortv1.InstallGos
 	fp := GossipKeyFingerprint(key)
 	return s.changeKeyring(ctx, "InstallKey", func(keys [][]byte) ([][]byte, string, error) {
 		if findKey(keys, fp) >= 0 {
-			return nil, "", status.Errorf(codes.AlreadyExists, "gossip key %s is installed already", fp)
+			// Installing it again changes nothing: a retried install whose first try
+			// committed succeeds.
+			return nil, fp, &keyringUnchanged{note: "gossip key " + fp + " is installed already"}
 		}
 		if len(keys) >= maxGossipKeys {
 			return nil, "", status.Errorf(codes.FailedPrecondition, "the keyring holds %d keys, the most it may; remove one first", len(keys))
@@ -237,7 +250,8 @@ func (s *gossipService) RemoveKey(ctx context.Context, req *cohortv1.RemoveGossi
 		i := findKey(keys, fp)
 		switch {
 		case i < 0:
-			return nil, "", status.Errorf(codes.NotFound, "no gossip key with fingerprint %q is installed (see keyring list)", fp)
+			// A retried removal whose first try committed finds the key gone: success.
+			return nil, fp, &keyringUnchanged{note: fmt.Sprintf("no gossip key with fingerprint %q is installed: removed already, or never installed (see keyring list)", fp)}
 		case i == 0:
 			return nil, "", status.Errorf(codes.FailedPrecondition, "gossip key %s is the primary; use another key first", fp)
 		}

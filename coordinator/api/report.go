@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	cohortv1 "github.com/cohort-dev/cohort/proto/cohort/v1"
 	"github.com/cohort-dev/cohort/storage"
@@ -120,10 +121,19 @@ func (s *jobService) OverrideGate(ctx context.Context, req *cohortv1.OverrideGat
 		}
 		by = "unverified:" + name
 	}
+	if len(req.IdempotencyKey) > maxIdempotencyKeyLen {
+		return nil, toStatus(fmt.Errorf("%w: idempotency_key is longer than %d bytes", ErrInvalidArgument, maxIdempotencyKeyLen))
+	}
+	// The key (the caller's, or minted here before the call is forwarded) lets a retry
+	// whose first try committed find its override instead of recording a second one.
+	key := req.IdempotencyKey
+	if key == "" {
+		key = "auto-" + randomHex(16)
+	}
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.OverrideGateResponse, error) {
 		out, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_OverrideGate{
 			OverrideGate: &cohortv1.OverrideGateCommand{JobId: req.Id,
-				Override: &cohortv1.GateOverride{By: by, Reason: strings.TrimSpace(req.Reason)}},
+				Override: &cohortv1.GateOverride{By: by, Reason: strings.TrimSpace(req.Reason), RequestKey: key}},
 		}})
 		if err != nil {
 			return nil, err
@@ -136,6 +146,8 @@ func (s *jobService) OverrideGate(ctx context.Context, req *cohortv1.OverrideGat
 			"gate_reasons", job.GetGate().GetReasons())
 		return &cohortv1.OverrideGateResponse{Job: job}, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.OverrideGateResponse, error) {
-		return cohortv1.NewJobServiceClient(c).OverrideGate(ctx, req)
+		fwd := proto.Clone(req).(*cohortv1.OverrideGateRequest)
+		fwd.IdempotencyKey = key
+		return cohortv1.NewJobServiceClient(c).OverrideGate(ctx, fwd)
 	})
 }

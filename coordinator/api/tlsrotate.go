@@ -77,10 +77,20 @@ func (s *tlsService) caOrFail() (*pki.CA, error) {
 	return ca, nil
 }
 
-// RotateCA makes a new CA cross-signed by the active one and records it.
+// RotateCA makes a new CA cross-signed by the active one and records it. The record
+// carries the call's idempotency key (the caller's, or one minted here before the call
+// is forwarded): a retry whose first try committed answers with that record instead
+// of FailedPrecondition (a rotation in progress).
 func (s *tlsService) RotateCA(ctx context.Context, req *cohortv1.RotateCARequest) (*cohortv1.TLSStatusResponse, error) {
 	if err := requireAdminCert(ctx, "RotateCA"); err != nil {
 		return nil, err
+	}
+	if len(req.IdempotencyKey) > maxIdempotencyKeyLen {
+		return nil, toStatus(fmt.Errorf("%w: idempotency_key is longer than %d bytes", ErrInvalidArgument, maxIdempotencyKeyLen))
+	}
+	key := req.IdempotencyKey
+	if key == "" {
+		key = "auto-" + randomHex(16)
 	}
 	return leaderCall(ctx, s.cfg, func(ctx context.Context) (*cohortv1.TLSStatusResponse, error) {
 		ca, err := s.caOrFail()
@@ -93,6 +103,9 @@ func (s *tlsService) RotateCA(ctx context.Context, req *cohortv1.RotateCARequest
 		cur, err := s.b.State().ClusterCA(nil)
 		if err != nil {
 			return nil, err
+		}
+		if cur != nil && cur.RequestKey == key {
+			return statusOf(cur), nil
 		}
 		if cur != nil {
 			if certs, err := pki.ParseCertBundle(cur.TrustBundlePem); err == nil && len(certs) > 1 {
@@ -127,6 +140,7 @@ func (s *tlsService) RotateCA(ctx context.Context, req *cohortv1.RotateCARequest
 			TrustBundlePem:  append(next.CertPEM(), ca.CertPEM()...),
 			ChainPem:        append(cross, ca.CertPEM()...),
 			RotatedUnixNano: now.UnixNano(),
+			RequestKey:      key,
 		}
 		if _, err := s.b.Apply(ctx, &cohortv1.Command{Kind: &cohortv1.Command_SetClusterCa{SetClusterCa: &cohortv1.SetClusterCACommand{Ca: rec}}}); err != nil {
 			return nil, err
@@ -139,7 +153,7 @@ func (s *tlsService) RotateCA(ctx context.Context, req *cohortv1.RotateCARequest
 		}
 		return statusOf(rec), nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface) (*cohortv1.TLSStatusResponse, error) {
-		return cohortv1.NewTLSServiceClient(c).RotateCA(ctx, req)
+		return cohortv1.NewTLSServiceClient(c).RotateCA(ctx, &cohortv1.RotateCARequest{IdempotencyKey: key})
 	})
 }
 

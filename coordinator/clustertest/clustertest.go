@@ -49,6 +49,8 @@ type Options struct {
 	// ParseSpec, when set, replaces the fake spec parser ParseSpec (a test that submits
 	// real job specs passes node.ParseJobSpec).
 	ParseSpec func(spec []byte) (*cohortv1.Job, error)
+	// API, when set, changes each coordinator's API config (its forwarding timeouts).
+	API func(*api.Config)
 }
 
 // Node is one coordinator of a test cluster.
@@ -274,6 +276,9 @@ func (n *Node) start(bootstrap bool) error {
 	acfg := api.Config{ParseSpec: ParseSpec, Logger: cfg.Logger, Forwarder: n.fwd}
 	if n.opts.ParseSpec != nil {
 		acfg.ParseSpec = n.opts.ParseSpec
+	}
+	if n.opts.API != nil {
+		n.opts.API(&acfg)
 	}
 	sopts := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(pki.ServerTLSConfig(n.pki.ca.Pool(), n.certs, true)))},
 		api.CertRoleServerOptions(cfg.Logger, nil)...)

@@ -374,6 +374,14 @@ func applyOverrideGate(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	if stored == nil {
 		return nil, fmt.Errorf("override gate: %w: job %q", ErrNotFound, c.GetJobId())
 	}
+	if k := o.GetRequestKey(); k != "" {
+		for _, prev := range stored.GetGate().GetOverrides() {
+			if prev.GetRequestKey() == k {
+				// The same override applied again (a retry whose first try committed).
+				return stored, nil
+			}
+		}
+	}
 	switch {
 	case stored.State != cohortv1.JobState_JOB_STATE_SUCCEEDED:
 		return nil, fmt.Errorf("override gate: %w: job %q is %s; only a succeeded job's gate can be overridden",

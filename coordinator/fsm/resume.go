@@ -30,7 +30,9 @@ var (
 // reasons are cleared, it is placed again with workers.count workers, and its restart
 // budget is granted again (a job that failed because the budget was spent could not
 // otherwise lose another node). Its allocations are all terminal already (ending a job
-// stops them). Response: the stored *cohortv1.Job.
+// stops them). A command whose idempotency key is the job's resume_key (the same resume
+// applied again: a retry whose first try committed) changes nothing. Response: the
+// stored *cohortv1.Job.
 func applyResumeJob(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	c := cmd.GetResumeJob()
 	if c.GetJobId() == "" {
@@ -42,6 +44,9 @@ func applyResumeJob(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	}
 	if stored == nil {
 		return nil, fmt.Errorf("resume job: %w: job %q", ErrNotFound, c.GetJobId())
+	}
+	if k := c.GetIdempotencyKey(); k != "" && k == stored.ResumeKey {
+		return stored, nil
 	}
 	switch stored.State {
 	case cohortv1.JobState_JOB_STATE_CANCELLED, cohortv1.JobState_JOB_STATE_FAILED:
@@ -66,6 +71,7 @@ func applyResumeJob(txn *state.Txn, cmd *cohortv1.Command) (any, error) {
 	job.Report, job.Gate = "", nil
 	job.ExportedFrom = nil
 	job.Restarts = 0
+	job.ResumeKey = c.GetIdempotencyKey()
 	job.StatusMessage = reason
 	job.PendingReasons = []string{reason}
 	if err := txn.UpsertJob(job); err != nil {

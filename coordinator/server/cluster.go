@@ -29,6 +29,14 @@ var (
 	ErrLastVoter = errors.New("cannot remove the last voter")
 	// ErrInvalidPeer is returned for a peer without an ID or address.
 	ErrInvalidPeer = errors.New("invalid peer")
+	// ErrPeerRemoved is returned by RemovePeer for a coordinator that the state records
+	// but that is not in the Raft configuration any more: it was removed already (a
+	// retried removal whose first try committed). Callers treat it as success.
+	ErrPeerRemoved = errors.New("peer removed already")
+	// ErrLeadershipMoved is returned by TransferLeadershipFrom when the voter the
+	// caller saw leading leads no more: the transfer (or an election) happened
+	// already. Callers treat it as success.
+	ErrLeadershipMoved = errors.New("leadership moved already")
 )
 
 // MaxSnapshotBytes bounds an uploaded snapshot.
@@ -225,8 +233,10 @@ func (s *Server) AddVoter(ctx context.Context, id, raftAddr, grpcAddr string) er
 	return nil
 }
 
-// RemovePeer removes a peer from the Raft configuration. An unknown ID is
-// ErrUnknownPeer; removing the only voter is ErrLastVoter. Leader only.
+// RemovePeer removes a peer from the Raft configuration. An ID that is not in the
+// configuration is ErrPeerRemoved when the state records it as a coordinator (it was
+// a member: removed already, so a retried removal is safe), ErrUnknownPeer otherwise;
+// removing the only voter is ErrLastVoter. Leader only.
 func (s *Server) RemovePeer(ctx context.Context, id string) error {
 	if id == "" {
 		return fmt.Errorf("server: remove peer: %w: id is required", ErrInvalidPeer)
@@ -250,6 +260,12 @@ func (s *Server) RemovePeer(ctx context.Context, id string) error {
 	}
 	switch {
 	case !found:
+		if err := s.ConsistentRead(ctx); err != nil {
+			return err
+		}
+		if c, err := s.State().CoordinatorByID(nil, id); err == nil && c != nil {
+			return fmt.Errorf("server: remove peer: %w: %q is not in the raft configuration any more", ErrPeerRemoved, id)
+		}
 		return fmt.Errorf("server: remove peer: %w: %q is not in the raft configuration", ErrUnknownPeer, id)
 	case target.Suffrage == raft.Voter && voters <= 1:
 		return fmt.Errorf("server: remove peer %q: %w", id, ErrLastVoter)
@@ -264,8 +280,20 @@ func (s *Server) RemovePeer(ctx context.Context, id string) error {
 // TransferLeadership hands leadership to the voter id (to any up-to-date voter when
 // id is empty) and returns the new leader's ID when known. Leader only.
 func (s *Server) TransferLeadership(ctx context.Context, id string) (string, error) {
+	return s.TransferLeadershipFrom(ctx, id, "")
+}
+
+// TransferLeadershipFrom is TransferLeadership that moves leadership only away from
+// the voter from (any leader when from is empty): when this leader is another voter,
+// leadership has moved since the caller looked, and the answer is this leader's ID
+// with ErrLeadershipMoved, nothing transferred, so that a retried transfer whose first
+// try committed does not move leadership a second time. Leader only.
+func (s *Server) TransferLeadershipFrom(ctx context.Context, id, from string) (string, error) {
 	if !s.IsLeader() {
 		return "", s.notLeaderError()
+	}
+	if from != "" && from != s.config.NodeID {
+		return s.config.NodeID, fmt.Errorf("server: transfer leadership: %w: %s leads now, not %s", ErrLeadershipMoved, s.config.NodeID, from)
 	}
 	var fut raft.Future
 	if id == "" {

@@ -2034,11 +2034,15 @@ func (x *SetNodeEligibilityResponse) GetNode() *Node {
 }
 
 type ResumeJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// idempotency_key makes a retry safe: a resume whose key is the job's last resume's
+	// answers with the job as it is (the coordinator mints one when empty, before it
+	// forwards the call).
+	IdempotencyKey string `protobuf:"bytes,160,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ResumeJobRequest) Reset() {
@@ -2081,6 +2085,13 @@ func (x *ResumeJobRequest) GetId() string {
 func (x *ResumeJobRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *ResumeJobRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
 	}
 	return ""
 }
@@ -2234,9 +2245,12 @@ type OverrideGateRequest struct {
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// requested_by names the caller when the cluster runs without ACL tokens (unverified;
 	// recorded as such). With ACLs the token's name is recorded instead.
-	RequestedBy   string `protobuf:"bytes,3,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestedBy string `protobuf:"bytes,3,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// idempotency_key makes a retry safe: an override whose key the job's gate recorded
+	// already answers with the job as it is (minted by the coordinator when empty).
+	IdempotencyKey string `protobuf:"bytes,160,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *OverrideGateRequest) Reset() {
@@ -2286,6 +2300,13 @@ func (x *OverrideGateRequest) GetReason() string {
 func (x *OverrideGateRequest) GetRequestedBy() string {
 	if x != nil {
 		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *OverrideGateRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
 	}
 	return ""
 }
@@ -2641,10 +2662,11 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\beligible\x18\x02 \x01(\bR\beligible\"A\n" +
 	"\x1aSetNodeEligibilityResponse\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\":\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.cohort.v1.NodeR\x04node\"d\n" +
 	"\x10ResumeJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"5\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12(\n" +
+	"\x0fidempotency_key\x18\xa0\x01 \x01(\tR\x0eidempotencyKey\"5\n" +
 	"\x11ResumeJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"%\n" +
 	"\x13GetJobReportRequest\x12\x0e\n" +
@@ -2652,11 +2674,12 @@ const file_cohort_v1_api_proto_rawDesc = "" +
 	"\x14GetJobReportResponse\x12\x1f\n" +
 	"\vreport_json\x18\x01 \x01(\fR\n" +
 	"reportJson\x12\x10\n" +
-	"\x03uri\x18\x02 \x01(\tR\x03uri\"`\n" +
+	"\x03uri\x18\x02 \x01(\tR\x03uri\"\x8a\x01\n" +
 	"\x13OverrideGateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12!\n" +
-	"\frequested_by\x18\x03 \x01(\tR\vrequestedBy\"8\n" +
+	"\frequested_by\x18\x03 \x01(\tR\vrequestedBy\x12(\n" +
+	"\x0fidempotency_key\x18\xa0\x01 \x01(\tR\x0eidempotencyKey\"8\n" +
 	"\x14OverrideGateResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.cohort.v1.JobR\x03job\"`\n" +
 	"\x0eJobLogsRequest\x12\x0e\n" +

@@ -424,7 +424,10 @@ func (x *RemovePeerRequest) GetId() string {
 }
 
 type RemovePeerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// note, when set, says the call changed nothing: the peer had left the Raft
+	// configuration already (a retried removal whose first try committed).
+	Note          string `protobuf:"bytes,160,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,9 +462,22 @@ func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
 	return file_cohort_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
+func (x *RemovePeerResponse) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 type TransferLeadershipRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // empty: any voter
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // empty: any voter
+	// from_leader, when set, is the voter the caller saw leading: the transfer happens
+	// only while it still leads. When another voter leads already (the first try of a
+	// retried transfer committed, or an election moved leadership), the answer names
+	// the leader with a note and nothing moves. A follower forwarding a transfer without
+	// it fills in the leader it knows.
+	FromLeader    string `protobuf:"bytes,160,opt,name=from_leader,json=fromLeader,proto3" json:"from_leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -503,9 +519,18 @@ func (x *TransferLeadershipRequest) GetId() string {
 	return ""
 }
 
+func (x *TransferLeadershipRequest) GetFromLeader() string {
+	if x != nil {
+		return x.FromLeader
+	}
+	return ""
+}
+
 type TransferLeadershipResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"` // the new leader, when known
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"` // the new leader, when known
+	// note, when set, says the call moved nothing (see from_leader).
+	Note          string `protobuf:"bytes,160,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -543,6 +568,13 @@ func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
 func (x *TransferLeadershipResponse) GetLeaderId() string {
 	if x != nil {
 		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *TransferLeadershipResponse) GetNote() string {
+	if x != nil {
+		return x.Note
 	}
 	return ""
 }
@@ -698,12 +730,16 @@ const file_cohort_v1_cluster_proto_rawDesc = "" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\"\x12\n" +
 	"\x10AddVoterResponse\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12RemovePeerResponse\"+\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\")\n" +
+	"\x12RemovePeerResponse\x12\x13\n" +
+	"\x04note\x18\xa0\x01 \x01(\tR\x04note\"M\n" +
 	"\x19TransferLeadershipRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"9\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
+	"\vfrom_leader\x18\xa0\x01 \x01(\tR\n" +
+	"fromLeader\"N\n" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
-	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x15\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x13\n" +
+	"\x04note\x18\xa0\x01 \x01(\tR\x04note\"\x15\n" +
 	"\x13SnapshotSaveRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"/\n" +

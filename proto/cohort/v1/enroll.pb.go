@@ -528,10 +528,17 @@ type CreateTokenRequest struct {
 	Namespaces []string               `protobuf:"bytes,3,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
 	NodeName   string                 `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
 	// ttl_seconds is how long the token works; 0 means never expires.
-	TtlSeconds    int64  `protobuf:"varint,5,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
-	Description   string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TtlSeconds  int64  `protobuf:"varint,5,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	Description string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	// minted_token and minted_unix_nano are set only by a coordinator that forwards the
+	// call to the leader: the token it minted and its creation time, so that every
+	// forwarded attempt proposes the same record and a retry whose first try committed
+	// answers with the token that was stored (not a second one). Honoured only on a
+	// forwarded call, and only for a token pinning the leader's CA.
+	MintedToken    string `protobuf:"bytes,160,opt,name=minted_token,json=mintedToken,proto3" json:"minted_token,omitempty"`
+	MintedUnixNano int64  `protobuf:"varint,161,opt,name=minted_unix_nano,json=mintedUnixNano,proto3" json:"minted_unix_nano,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateTokenRequest) Reset() {
@@ -604,6 +611,20 @@ func (x *CreateTokenRequest) GetDescription() string {
 		return x.Description
 	}
 	return ""
+}
+
+func (x *CreateTokenRequest) GetMintedToken() string {
+	if x != nil {
+		return x.MintedToken
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetMintedUnixNano() int64 {
+	if x != nil {
+		return x.MintedUnixNano
+	}
+	return 0
 }
 
 type CreateTokenResponse struct {
@@ -1359,7 +1380,11 @@ type GossipKeyringChange struct {
 	Keys    []*GossipKeyInfo       `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
 	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// fingerprint is the key installed, used or removed.
-	Fingerprint   string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Fingerprint string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// note, when set, says the call changed nothing: the key was installed already
+	// (install), or was not installed (remove; a retried removal whose first try
+	// committed).
+	Note          string `protobuf:"bytes,160,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1415,6 +1440,13 @@ func (x *GossipKeyringChange) GetFingerprint() string {
 	return ""
 }
 
+func (x *GossipKeyringChange) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 // ClusterCA is the cluster's CA after a rotation (Raft: set_cluster_ca). Until the
 // first rotation there is none: the CA is the bootstrap's.
 type ClusterCA struct {
@@ -1435,8 +1467,10 @@ type ClusterCA struct {
 	ChainPem        []byte `protobuf:"bytes,6,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
 	RotatedUnixNano int64  `protobuf:"varint,7,opt,name=rotated_unix_nano,json=rotatedUnixNano,proto3" json:"rotated_unix_nano,omitempty"`
 	ModifyIndex     uint64 `protobuf:"varint,8,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// request_key is the idempotency key of the RotateCA call that made this record.
+	RequestKey    string `protobuf:"bytes,160,opt,name=request_key,json=requestKey,proto3" json:"request_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterCA) Reset() {
@@ -1525,6 +1559,13 @@ func (x *ClusterCA) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *ClusterCA) GetRequestKey() string {
+	if x != nil {
+		return x.RequestKey
+	}
+	return ""
+}
+
 type SetClusterCACommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ca            *ClusterCA             `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
@@ -1570,9 +1611,13 @@ func (x *SetClusterCACommand) GetCa() *ClusterCA {
 }
 
 type RotateCARequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// idempotency_key makes a retry safe: when the cluster CA record was made by a
+	// rotation with this key, the answer is that record and nothing rotates again
+	// (the coordinator mints one when empty, before it forwards the call).
+	IdempotencyKey string `protobuf:"bytes,160,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RotateCARequest) Reset() {
@@ -1603,6 +1648,13 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
 	return file_cohort_v1_enroll_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RotateCARequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 type FinishCARotationRequest struct {
@@ -1863,7 +1915,7 @@ const file_cohort_v1_enroll_proto_rawDesc = "" +
 	"\x05hosts\x18\x02 \x03(\tR\x05hosts\"f\n" +
 	"\rRenewResponse\x12'\n" +
 	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12,\n" +
-	"\x12ca_certificate_pem\x18\x02 \x01(\fR\x10caCertificatePem\"\xc3\x01\n" +
+	"\x12ca_certificate_pem\x18\x02 \x01(\fR\x10caCertificatePem\"\x92\x02\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x19\n" +
 	"\bacl_role\x18\x02 \x01(\tR\aaclRole\x12\x1e\n" +
@@ -1873,7 +1925,9 @@ const file_cohort_v1_enroll_proto_rawDesc = "" +
 	"\tnode_name\x18\x04 \x01(\tR\bnodeName\x12\x1f\n" +
 	"\vttl_seconds\x18\x05 \x01(\x03R\n" +
 	"ttlSeconds\x12 \n" +
-	"\vdescription\x18\x06 \x01(\tR\vdescription\"Y\n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\x12\"\n" +
+	"\fminted_token\x18\xa0\x01 \x01(\tR\vmintedToken\x12)\n" +
+	"\x10minted_unix_nano\x18\xa1\x01 \x01(\x03R\x0emintedUnixNano\"Y\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12,\n" +
 	"\x06record\x18\x02 \x01(\v2\x14.cohort.v1.JoinTokenR\x06record\"\x13\n" +
@@ -1910,11 +1964,12 @@ const file_cohort_v1_enroll_proto_rawDesc = "" +
 	"\x13UseGossipKeyRequest\x12 \n" +
 	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\":\n" +
 	"\x16RemoveGossipKeyRequest\x12 \n" +
-	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\"\x7f\n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\"\x94\x01\n" +
 	"\x13GossipKeyringChange\x12,\n" +
 	"\x04keys\x18\x01 \x03(\v2\x18.cohort.v1.GossipKeyInfoR\x04keys\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12 \n" +
-	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\"\xa8\x02\n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\x12\x13\n" +
+	"\x04note\x18\xa0\x01 \x01(\tR\x04note\"\xca\x02\n" +
 	"\tClusterCA\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12&\n" +
 	"\x0factive_cert_pem\x18\x02 \x01(\fR\ractiveCertPem\x12\x1d\n" +
@@ -1924,10 +1979,13 @@ const file_cohort_v1_enroll_proto_rawDesc = "" +
 	"\x10trust_bundle_pem\x18\x05 \x01(\fR\x0etrustBundlePem\x12\x1b\n" +
 	"\tchain_pem\x18\x06 \x01(\fR\bchainPem\x12*\n" +
 	"\x11rotated_unix_nano\x18\a \x01(\x03R\x0frotatedUnixNano\x12!\n" +
-	"\fmodify_index\x18\b \x01(\x04R\vmodifyIndex\";\n" +
+	"\fmodify_index\x18\b \x01(\x04R\vmodifyIndex\x12 \n" +
+	"\vrequest_key\x18\xa0\x01 \x01(\tR\n" +
+	"requestKey\";\n" +
 	"\x13SetClusterCACommand\x12$\n" +
-	"\x02ca\x18\x01 \x01(\v2\x14.cohort.v1.ClusterCAR\x02ca\"\x11\n" +
-	"\x0fRotateCARequest\"/\n" +
+	"\x02ca\x18\x01 \x01(\v2\x14.cohort.v1.ClusterCAR\x02ca\";\n" +
+	"\x0fRotateCARequest\x12(\n" +
+	"\x0fidempotency_key\x18\xa0\x01 \x01(\tR\x0eidempotencyKey\"/\n" +
 	"\x17FinishCARotationRequest\x12\x14\n" +
 	"\x05force\x18\x01 \x01(\bR\x05force\"\x12\n" +
 	"\x10TLSStatusRequest\"\x80\x01\n" +

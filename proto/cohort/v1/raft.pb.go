@@ -1544,11 +1544,13 @@ func (x *ResizeJobCommand) GetReason() string {
 // restart budget is granted again. A job that is pending, running or succeeded, or that
 // has no checkpoint, is refused.
 type ResumeJobCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	JobId  string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// idempotency_key: when it is the job's resume_key, the command changes nothing.
+	IdempotencyKey string `protobuf:"bytes,160,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ResumeJobCommand) Reset() {
@@ -1591,6 +1593,13 @@ func (x *ResumeJobCommand) GetJobId() string {
 func (x *ResumeJobCommand) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *ResumeJobCommand) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
 	}
 	return ""
 }
@@ -1983,10 +1992,11 @@ const file_cohort_v1_raft_proto_rawDesc = "" +
 	"generation\x12'\n" +
 	"\x03add\x18\x03 \x03(\v2\x15.cohort.v1.AllocationR\x03add\x122\n" +
 	"\x15remove_allocation_ids\x18\x04 \x03(\tR\x13removeAllocationIds\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"A\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"k\n" +
 	"\x10ResumeJobCommand\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9d\x02\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12(\n" +
+	"\x0fidempotency_key\x18\xa0\x01 \x01(\tR\x0eidempotencyKey\"\x9d\x02\n" +
 	"\x10ApplyPlanCommand\x12(\n" +
 	"\x10preemptor_job_id\x18\x01 \x01(\tR\x0epreemptorJobId\x125\n" +
 	"\ashrinks\x18\x02 \x03(\v2\x1b.cohort.v1.ResizeJobCommandR\ashrinks\x125\n" +

@@ -933,6 +933,8 @@ type Job struct {
 	// one copy of each shard; 2 runs a primary and a backup of each shard on different
 	// nodes (issue 18).
 	ShardReplicas int32 `protobuf:"varint,100,opt,name=shard_replicas,json=shardReplicas,proto3" json:"shard_replicas,omitempty"`
+	// resume_key is the idempotency key of the ResumeJob call that last resumed the job.
+	ResumeKey     string `protobuf:"bytes,160,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1233,6 +1235,13 @@ func (x *Job) GetShardReplicas() int32 {
 	return 0
 }
 
+func (x *Job) GetResumeKey() string {
+	if x != nil {
+		return x.ResumeKey
+	}
+	return ""
+}
+
 // ExportedFrom is the committed checkpoint a job exported.
 type ExportedFrom struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1478,9 +1487,11 @@ func (x *GateResult) GetOverrides() []*GateOverride {
 type GateOverride struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// by is the ACL token name of the caller, or "unverified:<name>" without ACLs.
-	By            string `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	TimeUnixNano  int64  `protobuf:"varint,3,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	By           string `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
+	Reason       string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	TimeUnixNano int64  `protobuf:"varint,3,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// request_key is the idempotency key of the OverrideGate call that recorded it.
+	RequestKey    string `protobuf:"bytes,160,opt,name=request_key,json=requestKey,proto3" json:"request_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1534,6 +1545,13 @@ func (x *GateOverride) GetTimeUnixNano() int64 {
 		return x.TimeUnixNano
 	}
 	return 0
+}
+
+func (x *GateOverride) GetRequestKey() string {
+	if x != nil {
+		return x.RequestKey
+	}
+	return ""
 }
 
 // Allocation is one task of a job placed on one node.
@@ -1884,7 +1902,7 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"\tTaskUsage\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12&\n" +
-	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\xbb\f\n" +
+	"\x05usage\x18\x03 \x01(\v2\x10.cohort.v1.UsageR\x05usage\"\xdb\f\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1932,7 +1950,9 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"early_stop\x18. \x01(\v2\x14.cohort.v1.EarlyStopR\tearlyStop\x12\x1b\n" +
 	"\tsearch_id\x18Z \x01(\tR\bsearchId\x12!\n" +
 	"\fsearch_trial\x18[ \x01(\x05R\vsearchTrial\x12%\n" +
-	"\x0eshard_replicas\x18d \x01(\x05R\rshardReplicas\x1a:\n" +
+	"\x0eshard_replicas\x18d \x01(\x05R\rshardReplicas\x12\x1e\n" +
+	"\n" +
+	"resume_key\x18\xa0\x01 \x01(\tR\tresumeKey\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a?\n" +
@@ -1960,11 +1980,13 @@ const file_cohort_v1_types_proto_rawDesc = "" +
 	"GateResult\x12\x16\n" +
 	"\x06passed\x18\x01 \x01(\bR\x06passed\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x125\n" +
-	"\toverrides\x18\x03 \x03(\v2\x17.cohort.v1.GateOverrideR\toverrides\"\\\n" +
+	"\toverrides\x18\x03 \x03(\v2\x17.cohort.v1.GateOverrideR\toverrides\"~\n" +
 	"\fGateOverride\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12$\n" +
-	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\xad\x03\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\x12 \n" +
+	"\vrequest_key\x18\xa0\x01 \x01(\tR\n" +
+	"requestKey\"\xad\x03\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
