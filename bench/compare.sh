@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Compare the training-step speed of Cohort and PyTorch on the example CNN and MLP,
-# interleaved in one run so both see the same machine load:
-#   [THREADS=N] bench/compare.sh [ROUNDS] [CNN_STEPS] [MLP_STEPS]
+# Compare the training-step speed of Cohort and PyTorch on the example CNN, MLP and LSTM
+# and on a CIFAR-shaped CNN, interleaved in one run so both see the same machine load:
+#   [THREADS=N] [MODELS="cnn mlp lstm cifar"] bench/compare.sh [ROUNDS] [CNN_STEPS] [MLP_STEPS]
+# The LSTM (performance-lstm.yaml against torch.nn.LSTM) runs MLP_STEPS/2 steps, the
+# CIFAR-shaped CNN (bench/cifar-cnn.yaml, synthetic data made by bench/gen_cifar_synth.py)
+# CNN_STEPS/4. PyTorch runs twice per round and model: with the environment as it is and
+# with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (in that command only); torch_sps and
+# best_ratio take the faster of each pair (torch_env and torch_unset in the log).
 # Needs bin/cohort (make build) and Debian's python3-torch (scripts/apt-install.sh
 # python3-torch). Both sides get THREADS threads (default 1): OMP_NUM_THREADS=N,
 # OMP_WAIT_POLICY=PASSIVE, torch.set_num_threads(N) for PyTorch; GOMAXPROCS=N and
@@ -21,20 +26,31 @@ py=${PYTHON:-/usr/bin/python3}
 cohort=${COHORT:-bin/cohort}
 threads=${THREADS:-1}
 ncpu=$(nproc)
+models=${MODELS:-cnn mlp lstm cifar}
 export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE MKL_NUM_THREADS=$threads
 [ -x "$cohort" ] || { echo "compare.sh: $cohort missing (run make build)" >&2; exit 2; }
 "$py" -c 'import torch' 2>/dev/null || { echo "compare.sh: python3-torch missing (scripts/apt-install.sh python3-torch)" >&2; exit 2; }
+case " $models " in *" cifar "*) [ -f bench/data/cifar-synth-images-idx4-ubyte ] || "$py" bench/gen_cifar_synth.py ;; esac
 sps() { sed -n 's/.*"samples_per_s": *\([0-9.eE+-]*\).*/\1/p'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 declare -A runs
 for r in $(seq "$rounds"); do
-  for model in cnn mlp; do
-    if [ $model = cnn ]; then job=jobs/examples/fashion-cnn.yaml steps=$cnn_steps; else job=jobs/examples/attrition-mlp.yaml steps=$mlp_steps; fi
+  for model in $models; do
+    case $model in
+      cnn) job=jobs/examples/fashion-cnn.yaml steps=$cnn_steps ;;
+      mlp) job=jobs/examples/attrition-mlp.yaml steps=$mlp_steps ;;
+      lstm) job=jobs/examples/performance-lstm.yaml steps=$((mlp_steps / 2)) ;;
+      cifar) job=bench/cifar-cnn.yaml steps=$(((cnn_steps + 3) / 4)) ;;
+      *) echo "compare.sh: unknown model $model" >&2; exit 2 ;;
+    esac
     c=$(GOMAXPROCS=$threads "$cohort" bench compute --job "$job" --steps "$steps" --threads "$threads" -o json)
-    t=$("$py" bench/torch_ref.py $model --steps "$steps" --threads "$threads")
+    t1=$("$py" bench/torch_ref.py $model --steps "$steps" --threads "$threads")
+    t2=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$py" bench/torch_ref.py $model --steps "$steps" --threads "$threads")
     echo "round $r $model cohort: $c"
-    echo "round $r $model torch:  $t"
-    cs=$(echo "$c" | sps) ts=$(echo "$t" | sps)
+    echo "round $r $model torch_env:   $t1"
+    echo "round $r $model torch_unset: $t2"
+    cs=$(echo "$c" | sps)
+    ts=$(printf '%s\n%s\n' "$(echo "$t1" | sps)" "$(echo "$t2" | sps)" | sort -g | tail -1)
     runs[$model.cohort]+="$cs "
     runs[$model.torch]+="$ts "
     runs[$model.ratio]+="$(awk -v c="$cs" -v t="$ts" 'BEGIN {print c/t}') "
@@ -44,8 +60,9 @@ spread() { sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.0f-%.0f", lo, hi}
 rspread() { sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.3f-%.3f", lo, hi}'; }
 echo
 echo "threads $threads, rounds $rounds, nproc $ncpu, $(uptime | sed 's/.*load/load/')"
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE-<unset>}"
 printf '%-4s %12s %13s %12s %13s %8s %15s %17s %10s\n' model cohort_sps cohort_spread torch_sps torch_spread ratio round_ratio_med round_ratio_range best_ratio
-for model in cnn mlp; do
+for model in $models; do
   c=$(echo ${runs[$model.cohort]} | tr ' ' '\n' | median)
   t=$(echo ${runs[$model.torch]} | tr ' ' '\n' | median)
   tbest=$(echo ${runs[$model.torch]} | tr ' ' '\n' | sort -g | tail -1)

@@ -84,3 +84,22 @@ func BenchmarkLSTMPredict(b *testing.B) {
 	cfg := LSTMConfig{Steps: 12, Features: 7, Hidden: []int{32}, Outputs: 1, Task: TaskRegression, BatchSize: 256}
 	benchPredict(b, mustLSTM(b, cfg), cfg.Steps*cfg.Features, 1, 1024)
 }
+
+// cifarConfig is bench/cifar-cnn.yaml's network: 32x32x3, four 3x3 convolutions of 64,
+// 64, 128 and 128 filters with padding 1, each followed by relu and a 2x2 max-pool,
+// dense 256, 10 classes, batch 64.
+func cifarConfig(batch int) CNNConfig {
+	return CNNConfig{
+		Height: 32, Width: 32, Channels: 3,
+		Conv: []ConvLayer{{Filters: 64, Kernel: 3, Padding: 1}, {Filters: 64, Kernel: 3, Padding: 1},
+			{Filters: 128, Kernel: 3, Padding: 1}, {Filters: 128, Kernel: 3, Padding: 1}},
+		Pool: 2, Dense: []int{256}, Outputs: 10, Task: TaskMulticlass, BatchSize: batch,
+	}
+}
+
+// BenchmarkCIFARStep is one training step of the CIFAR-shaped network of
+// bench/cifar-cnn.yaml (issue #19, goal 3).
+func BenchmarkCIFARStep(b *testing.B) {
+	cfg := cifarConfig(64)
+	benchStep(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass)
+}
