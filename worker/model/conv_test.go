@@ -328,7 +328,7 @@ func TestConvIm2colMatchesNaive(t *testing.T) {
 			for i := range col {
 				col[i] = float32(math.NaN()) // every value must be written
 			}
-			convIm2col(&g, img, col)
+			convIm2col(&g, img, col, g.plane)
 			for ch := range c.ch {
 				for ki := range c.k {
 					for kj := range c.k {
