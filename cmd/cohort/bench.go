@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cohort-dev/cohort/internal/cpupeak"
 	"github.com/cohort-dev/cohort/internal/gpu"
 	"github.com/cohort-dev/cohort/worker"
 	"github.com/cohort-dev/cohort/worker/model"
@@ -27,6 +28,17 @@ type benchResult struct {
 	Threads           int     `json:"threads"`
 	// Device is where the steps ran: "cpu", or "gpu N (name)".
 	Device string `json:"device"`
+	// GFLOPs is the step's arithmetic rate: the model's matrix-product FLOPs per row
+	// (forward and backward) times samples_per_s; GFLOPsPerCore divides it by threads.
+	GFLOPs        float64 `json:"gflops_per_s"`
+	GFLOPsPerCore float64 `json:"gflops_per_s_per_core"`
+	// PeakGFLOPsPerCore is one core's float32 peak from /proc/cpuinfo (vector width,
+	// FMA pipes, clock; see internal/cpupeak), PeakFraction GFLOPsPerCore over it; both
+	// absent on the GPU or where cpuinfo says nothing usable.
+	PeakGFLOPsPerCore float64 `json:"peak_gflops_per_core,omitempty"`
+	PeakFraction      float64 `json:"peak_fraction,omitempty"`
+	// Peak says how the peak was derived.
+	Peak string `json:"peak,omitempty"`
 }
 
 func newBenchCmd(g *globalFlags) *cobra.Command {
@@ -42,8 +54,10 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 		Short: "Time forward+backward steps of a job's model on its data, without a cluster",
 		Long: `Loads the job's training data and builds its model exactly as a worker does, then
 runs --steps gradient computations of one batch each (after --warmup untimed ones) in
-this process, and prints the throughput, the median step time and the bytes allocated
-per step. Each step runs on the job's worker share of cores (spec.resources.workers.cpu,
+this process, and prints the throughput, the median step time, the bytes allocated
+per step and the arithmetic rate: the model's matrix-product FLOPs per row (forward and
+backward) times the throughput, in total and per thread, against one core's float32
+peak derived from /proc/cpuinfo (vector width, FMA pipes, clock). Each step runs on the job's worker share of cores (spec.resources.workers.cpu,
 rounded up) unless --threads says otherwise; GOMAXPROCS caps it.
 
 With --device gpu the steps run on GPU --gpu as a worker placed with GPUs runs them
@@ -107,11 +121,25 @@ the system). A model the GPU path cannot run is an error.`,
 			res.Model = spec.Metadata.Name
 			res.Threads = min(threads, runtime.GOMAXPROCS(0))
 			res.Device = dev.String()
+			res.GFLOPs = bd.FLOPsPerRow * res.SamplesPerS / 1e9
+			res.GFLOPsPerCore = res.GFLOPs / float64(max(1, res.Threads))
+			if device == worker.DeviceCPU {
+				if p, err := cpupeak.Detect(); err == nil {
+					res.PeakGFLOPsPerCore, res.Peak = p.GFLOPS, p.String()
+					res.PeakFraction = res.GFLOPsPerCore / p.GFLOPS
+				}
+			}
 			if g.output == "json" {
 				return printJSON(stdout, res)
 			}
-			_, err = fmt.Fprintf(stdout, "model %s  device %s  batch %d  steps %d  threads %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B\n",
-				res.Model, res.Device, res.Batch, res.Steps, res.Threads, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep)
+			_, err = fmt.Fprintf(stdout, "model %s  device %s  batch %d  steps %d  threads %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B\nGFLOP/s %.1f  per core %.1f",
+				res.Model, res.Device, res.Batch, res.Steps, res.Threads, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep, res.GFLOPs, res.GFLOPsPerCore)
+			if err == nil && res.Peak != "" {
+				_, err = fmt.Fprintf(stdout, "  (%.0f%% of the core's peak)\npeak: %s", 100*res.PeakFraction, res.Peak)
+			}
+			if err == nil {
+				_, err = fmt.Fprintln(stdout)
+			}
 			return err
 		},
 	}
