@@ -125,17 +125,19 @@ def main():
     for _ in range(a.warmup):
         step()
     times = []
+    cpu0 = time.process_time()
     start = time.perf_counter()
     for _ in range(a.steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
     times.sort()
     print(json.dumps({
         "model": "torch-" + a.model, "batch": batch, "steps": a.steps,
         "samples_per_s": batch * a.steps / total, "step_ms_p50": times[len(times) // 2] * 1e3,
-        "alloc_bytes_per_step": None, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "alloc_bytes_per_step": None, "cpu_ms_per_step": cpu / a.steps * 1e3, "torch": torch.__version__, "threads": torch.get_num_threads(),
     }))
 
 

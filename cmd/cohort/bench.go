@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,13 +26,20 @@ type benchResult struct {
 	SamplesPerS       float64 `json:"samples_per_s"`
 	StepMsP50         float64 `json:"step_ms_p50"`
 	AllocBytesPerStep float64 `json:"alloc_bytes_per_step"`
-	Threads           int     `json:"threads"`
+	// CPUMsPerStep is the process's CPU time (user and system) per timed step: on a
+	// machine shared with other work it varies far less than the wall time, and at one
+	// thread it is the work of a step.
+	CPUMsPerStep float64 `json:"cpu_ms_per_step"`
+	Threads      int     `json:"threads"`
 	// Device is where the steps ran: "cpu", or "gpu N (name)".
 	Device string `json:"device"`
 	// GFLOPs is the step's arithmetic rate: the model's matrix-product FLOPs per row
 	// (forward and backward) times samples_per_s; GFLOPsPerCore divides it by threads.
 	GFLOPs        float64 `json:"gflops_per_s"`
 	GFLOPsPerCore float64 `json:"gflops_per_s_per_core"`
+	// GFLOPsPerCPUs is the same work over the CPU time the steps took: per core at
+	// work, whatever else ran on the machine.
+	GFLOPsPerCPUs float64 `json:"gflops_per_cpu_s"`
 	// PeakGFLOPsPerCore is one core's float32 peak from /proc/cpuinfo (vector width,
 	// FMA pipes, clock; see internal/cpupeak), PeakFraction GFLOPsPerCore over it; both
 	// absent on the GPU or where cpuinfo says nothing usable.
@@ -39,6 +47,8 @@ type benchResult struct {
 	PeakFraction      float64 `json:"peak_fraction,omitempty"`
 	// Peak says how the peak was derived.
 	Peak string `json:"peak,omitempty"`
+
+	samples int // rows in the timed steps
 }
 
 func newBenchCmd(g *globalFlags) *cobra.Command {
@@ -123,6 +133,9 @@ the system). A model the GPU path cannot run is an error.`,
 			res.Device = dev.String()
 			res.GFLOPs = bd.FLOPsPerRow * res.SamplesPerS / 1e9
 			res.GFLOPsPerCore = res.GFLOPs / float64(max(1, res.Threads))
+			if res.CPUMsPerStep > 0 {
+				res.GFLOPsPerCPUs = bd.FLOPsPerRow * float64(res.samples) / float64(res.Steps) / (res.CPUMsPerStep / 1e3) / 1e9
+			}
 			if device == worker.DeviceCPU {
 				if p, err := cpupeak.Detect(); err == nil {
 					res.PeakGFLOPsPerCore, res.Peak = p.GFLOPS, p.String()
@@ -132,8 +145,8 @@ the system). A model the GPU path cannot run is an error.`,
 			if g.output == "json" {
 				return printJSON(stdout, res)
 			}
-			_, err = fmt.Fprintf(stdout, "model %s  device %s  batch %d  steps %d  threads %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B\nGFLOP/s %.1f  per core %.1f",
-				res.Model, res.Device, res.Batch, res.Steps, res.Threads, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep, res.GFLOPs, res.GFLOPsPerCore)
+			_, err = fmt.Fprintf(stdout, "model %s  device %s  batch %d  steps %d  threads %d\nsamples/s %.1f  step p50 %.2f ms  alloc/step %.0f B  CPU/step %.2f ms\nGFLOP/s %.1f  per core %.1f  per CPU-second %.1f",
+				res.Model, res.Device, res.Batch, res.Steps, res.Threads, res.SamplesPerS, res.StepMsP50, res.AllocBytesPerStep, res.CPUMsPerStep, res.GFLOPs, res.GFLOPsPerCore, res.GFLOPsPerCPUs)
 			if err == nil && res.Peak != "" {
 				_, err = fmt.Fprintf(stdout, "  (%.0f%% of the core's peak)\npeak: %s", 100*res.PeakFraction, res.Peak)
 			}
@@ -178,6 +191,7 @@ func runComputeBench(bd *worker.BenchData, steps, warmup int) (benchResult, erro
 	}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
+	cpu0 := processCPU()
 	times := make([]time.Duration, steps)
 	samples := 0
 	start := time.Now()
@@ -190,6 +204,7 @@ func runComputeBench(bd *worker.BenchData, steps, warmup int) (benchResult, erro
 		times[i] = time.Since(t0)
 	}
 	total := time.Since(start)
+	cpu := processCPU() - cpu0
 	runtime.ReadMemStats(&after)
 	slices.Sort(times)
 	return benchResult{
@@ -198,5 +213,16 @@ func runComputeBench(bd *worker.BenchData, steps, warmup int) (benchResult, erro
 		SamplesPerS:       float64(samples) / total.Seconds(),
 		StepMsP50:         float64(times[steps/2].Nanoseconds()) / 1e6,
 		AllocBytesPerStep: float64(after.TotalAlloc-before.TotalAlloc) / float64(steps),
+		CPUMsPerStep:      float64(cpu.Microseconds()) / 1e3 / float64(steps),
+		samples:           samples,
 	}, nil
+}
+
+// processCPU is the process's user and system CPU time so far (0 if unknown).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -3,7 +3,9 @@ package model
 import "testing"
 
 // benchStep times float32 Gradient calls of m on one full batch and reports samples/s
-// (run with -benchmem for the allocation per step; with -cpu 1 for per-core figures).
+// and the process's CPU time per step, cpu-ms/op, steadier than wall time on a shared
+// machine (run with -benchmem for the allocation per step; with -cpu 1 for per-core
+// figures).
 func benchStep(b *testing.B, m Model, inputs, outputs int, task string) {
 	batch := m.BatchSize()
 	p := m.InitParams(1)
@@ -14,12 +16,16 @@ func benchStep(b *testing.B, m Model, inputs, outputs int, task string) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for b.Loop() {
 		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "samples/s")
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(b.N), "cpu-ms/op")
+	}
 }
 
 // BenchmarkCNNStep is one training step (forward and backward) of fashion-cnn.yaml's
