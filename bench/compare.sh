@@ -57,7 +57,7 @@ for r in $(seq "$rounds"); do
     # CPU time per step (the same batch on both sides): torch's least against Cohort's.
     runs[$model.cpu]+="$(printf '%s\n%s\n' "$(echo "$t1" | cpums)" "$(echo "$t2" | cpums)" | sort -g | head -1 | awk -v c="$(echo "$c" | cpums)" '{print $1/c}') "
     runs[$model.gf]+="$(echo "$c" | sed -n 's/.*"gflops_per_cpu_s": *\([0-9.eE+-]*\).*/\1/p') "
-    runs[$model.peak]+="$(echo "$c" | sed -n 's/.*"peak_gflops_per_core": *\([0-9.eE+-]*\).*/\1/p') "
+    runs[$model.peak]+="$(echo "$c" | sed -n 's/.*"cpu_peak_fraction": *\([0-9.eE+-]*\).*/\1/p') "
     runs[$model.cohort]+="$cs "
     runs[$model.torch]+="$ts "
     runs[$model.ratio]+="$(awk -v c="$cs" -v t="$ts" 'BEGIN {print c/t}') "
@@ -75,12 +75,13 @@ for model in $models; do
   tbest=$(echo ${runs[$model.torch]} | tr ' ' '\n' | sort -g | tail -1)
   gf=$(echo ${runs[$model.gf]} | tr ' ' '\n' | median)
   pk=$(echo ${runs[$model.peak]} | tr ' ' '\n' | median)
+  [ -n "$pk" ] || pk=0
   printf '%-5s %12.1f %13s %12.1f %13s %8.3f %15.3f %17s %10.3f %13.3f %14.1f %14.3f\n' $model "$c" "$(echo ${runs[$model.cohort]} | tr ' ' '\n' | spread)" \
     "$t" "$(echo ${runs[$model.torch]} | tr ' ' '\n' | spread)" "$(awk -v c="$c" -v t="$t" 'BEGIN {print c/t}')" \
     "$(echo ${runs[$model.ratio]} | tr ' ' '\n' | median)" "$(echo ${runs[$model.ratio]} | tr ' ' '\n' | rspread)" \
     "$(awk -v c="$c" -v t="$tbest" 'BEGIN {print c/t}')" "$(echo ${runs[$model.cpu]} | tr ' ' '\n' | median)" \
-    "$gf" "$(awk -v g="$gf" -v p="$pk" 'BEGIN {print (p > 0 ? g/p : 0)}')"
+    "$gf" "$pk"
 done
 echo "cpu_ratio_med: PyTorch's CPU time per step (the less of its two runs) over Cohort's, median of rounds (>= 1.0: Cohort does a"
 echo "step with less CPU; steadier than wall time on a loaded machine). gflops_cpu_med: Cohort's matrix-product GFLOP per CPU-second"
-echo "(gflops_per_cpu_s), peak_fraction: that over one core's float32 peak from /proc/cpuinfo (peak_gflops_per_core)."
+echo "(gflops_per_cpu_s), peak_fraction: that over one core's measured float32 FMA peak (cpu_peak_fraction, median)."

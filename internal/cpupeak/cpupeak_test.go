@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 const zen4 = `processor	: 0
@@ -84,4 +85,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted %q with peak %v", s, p.GFLOPS)
 		}
 	})
+}
+
+// TestMeasure checks that the FMA loop reaches a plausible rate: above a tenth of the
+// nominal peak (anything less means the loop or the timing is broken) and at most
+// twice the nominal peak (a clock boost above twice the base clock does not exist).
+func TestMeasure(t *testing.T) {
+	p, err := Detect()
+	if err != nil {
+		t.Skipf("no cpuinfo to compare with: %v", err)
+	}
+	if loop, _ := fmaLoop(); loop == nil {
+		t.Skip("no vector FMA here")
+	}
+	g, err := Measure(100 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("measured %.1f GFLOP/s per core, nominal %.1f", g, p.GFLOPS)
+	if g < p.GFLOPS/10 || g > 2*p.GFLOPS {
+		t.Errorf("measured %.1f GFLOP/s, nominal peak %.1f", g, p.GFLOPS)
+	}
 }
