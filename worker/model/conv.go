@@ -70,9 +70,13 @@ func convIm2col[T float](g *convGeom, img, col []T, ld int) {
 						continue
 					}
 					src := img[(c*g.h+y)*g.w : (c*g.h+y+1)*g.w]
-					if lo > 0 || hi < g.ow {
-						clear(dst[:lo])
-						clear(dst[hi:])
+					// The few values that read padding (clear would call memclr
+					// for one or two values per row).
+					for j := range lo {
+						dst[j] = 0
+					}
+					for j := hi; j < len(dst); j++ {
+						dst[j] = 0
 					}
 					if g.stride == 1 {
 						copyShort(dst[lo:hi], src[lo-g.pad+kj:])
@@ -195,6 +199,10 @@ func convCol2im[T float](g *convGeom, col, img []T, ld int) {
 		convCol2im3(g, col, img, ld)
 		return
 	}
+	if g.k == 3 && g.stride == 1 && g.pad == 1 && g.ow >= 2 {
+		convCol2im3Same(g, col, img, ld)
+		return
+	}
 	for c := range g.c {
 		for ki := range g.k {
 			for kj := range g.k {
@@ -247,6 +255,36 @@ func convCol2im3[T float](g *convGeom, col, img []T, ld int) {
 				}
 				d[ow] += r1[ow-1] + r2[ow-2]
 				d[ow+1] += r2[ow-1]
+			}
+		}
+	}
+}
+
+// convCol2im3Same is convCol2im for 3x3 kernels, stride 1, padding 1 (output as large
+// as the input): the three kernel columns of a row add into the image row in one pass.
+// Output column ox of kernel column kj reads input column x = ox - 1 + kj.
+func convCol2im3Same[T float](g *convGeom, col, img []T, ld int) {
+	w := g.w // = g.ow
+	for c := range g.c {
+		for ki := range 3 {
+			base := (c*3 + ki) * 3 * ld
+			k0 := col[base:][:g.plane]
+			k1 := col[base+ld:][:g.plane]
+			k2 := col[base+2*ld:][:g.plane]
+			for oy := range g.oh {
+				y := oy + ki - 1
+				if y < 0 || y >= g.h {
+					continue
+				}
+				d := img[(c*g.h+y)*w:][:w]
+				r0 := k0[oy*w : (oy+1)*w]
+				r1 := k1[oy*w:][:len(r0)]
+				r2 := k2[oy*w:][:len(r0)]
+				d[0] += r0[1] + r1[0]
+				for x := 1; x < len(d)-1; x++ {
+					d[x] += r0[x+1] + r1[x] + r2[x-1]
+				}
+				d[w-1] += r1[w-1] + r2[w-2]
 			}
 		}
 	}
