@@ -325,7 +325,7 @@ type convBase[T float] struct {
 	out  []T        // reused output backing
 	col  [][]T      // per-worker im2col buffers
 	ybuf [][]T      // per-worker products of a group of images (convGeom.group)
-	dy   []T        // the filter gradient's dy laid out (F, B·plane)
+	dy   []T        // the filter gradient's partial sums (a first layer's)
 	lhs  gemmLHS[T] // the filters, packed once per run for the per-image products
 }
 
@@ -552,49 +552,101 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		return nil, fmt.Errorf("conv dw: the forward convolution has not run")
 	}
 	// The forward op kept the batch's im2col as one matrix (ckk, B·plane), images side
-	// by side; dy (B, F, plane) is laid out the same way (F, B·plane), so that the
-	// filter gradient is one product over the whole batch: dw (F, ckk) = dY · colsᵀ.
-	n := g.b * g.plane
-	if len(o.dy) != g.f*n {
-		o.dy = make([]T, g.f*n)
-	}
-	o.par.forRanges(g.b, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			for f := range g.f {
-				copy(o.dy[f*n+i*g.plane:][:g.plane], dy[(i*g.f+f)*g.plane:(i*g.f+f+1)*g.plane])
+	// by side. dw (F, ckk) = Σ over groups of images (convGeom.group) of dy_group (F, n)
+	// · col_groupᵀ (n, ckk), summed in group order; a group of one image reads its dy
+	// in place, a larger one gathers its images' dy side by side.
+	ldc := g.b * g.plane
+	grp := g.group()
+	groups := (g.b + grp - 1) / grp
+	// groupDY returns rows [f0, f1) of group gi's dy as a (f1-f0, n) matrix and its
+	// row stride, gathered into buf when the group has several images.
+	groupDY := func(buf []T, gi, f0, f1 int) ([]T, int) {
+		i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+		if i1-i0 == 1 {
+			return dy[(i0*g.f+f0)*g.plane : (i0*g.f+f1)*g.plane], g.plane
+		}
+		n := (i1 - i0) * g.plane
+		for i := i0; i < i1; i++ {
+			for f := f0; f < f1; f++ {
+				copy(buf[(f-f0)*n+(i-i0)*g.plane:][:g.plane], dy[(i*g.f+f)*g.plane:(i*g.f+f+1)*g.plane])
 			}
 		}
-	})
+		return buf[:(f1-f0)*n], n
+	}
+	span := func(gi int) (int, int) { return gi * grp * g.plane, (min(g.b, (gi+1)*grp) - gi*grp) * g.plane }
 	if g.ckk < kernel.nr && g.ckk < g.f {
 		// Few values per filter (a first layer on one channel: ckk 9): a product with
 		// ckk columns would leave most of each micro-kernel tile empty, so compute
-		// dwᵀ (ckk, F) = cols (ckk, n) · dYᵀ (n, F) and transpose it. Its few tiles give
-		// the threads nothing to split, so the depth n is cut into convDWParts fixed
-		// parts (whatever the thread count) summed in order afterwards.
-		part := g.ckk * g.f
-		if len(o.col) == 0 {
-			o.col = [][]T{make([]T, convDWParts*part)}
+		// dwᵀ (ckk, F) = Σ col_group · dy_groupᵀ and transpose it. Its few tiles give
+		// the threads nothing to split, so the groups are cut into up to convDWParts
+		// fixed parts (whatever the thread count), each summed by one worker into its
+		// own buffer, then the parts are added in order.
+		parts := min(convDWParts, groups)
+		size := g.ckk * g.f
+		if len(o.dy) != parts*size {
+			o.dy = make([]T, parts*size)
 		}
-		parts := o.col[0]
-		o.par.run(min(convDWParts, o.par.workers(convDWParts)), func(w int) {
-			nw := min(convDWParts, o.par.workers(convDWParts))
-			for q := w; q < convDWParts; q += nw {
-				lo, hi := q*n/convDWParts, (q+1)*n/convDWParts
-				convGemm(false, true, g.ckk, g.f, hi-lo, cols[lo:], n, o.dy[lo:], n, 0, parts[q*part:(q+1)*part], g.f)
+		nw := o.par.workers(parts)
+		var bufs [][]T
+		if grp > 1 {
+			bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
+		}
+		o.par.run(nw, func(w int) {
+			var buf []T
+			if bufs != nil {
+				buf = bufs[w]
+			}
+			for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
+				first := q * groups / parts
+				for gi := first; gi < (q+1)*groups/parts; gi++ {
+					var beta T
+					if gi > first {
+						beta = 1
+					}
+					d, ld := groupDY(buf, gi, 0, g.f)
+					c0, n := span(gi)
+					convGemm(false, true, g.ckk, g.f, n, cols[c0:], ldc, d, ld, beta, o.dy[q*size:(q+1)*size], g.f)
+				}
 			}
 		})
 		for q := range g.ckk {
 			for f := range g.f {
-				v := parts[q*g.f+f]
-				for p := 1; p < convDWParts; p++ {
-					v += parts[p*part+q*g.f+f]
+				v := o.dy[q*g.f+f]
+				for p := 1; p < parts; p++ {
+					v += o.dy[p*size+q*g.f+f]
 				}
 				dw[f*g.ckk+q] = v
 			}
 		}
 		return out, nil
 	}
-	parallelGemm(o.par, false, true, g.f, g.ckk, n, o.dy, n, cols, n, 0, dw, g.ckk)
+	// Each worker owns a block of filters (rows of dw) and sums over every group in
+	// order, so the result does not depend on the number of workers.
+	tiles := (g.f + kernel.mr - 1) / kernel.mr
+	nw := o.par.workers(tiles)
+	var bufs [][]T
+	if grp > 1 {
+		bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
+	}
+	o.par.run(nw, func(w int) {
+		f0, f1 := w*tiles/nw*kernel.mr, min(g.f, (w+1)*tiles/nw*kernel.mr)
+		if f0 >= f1 {
+			return
+		}
+		var buf []T
+		if bufs != nil {
+			buf = bufs[w]
+		}
+		for gi := range groups {
+			var beta T
+			if gi > 0 {
+				beta = 1
+			}
+			d, ld := groupDY(buf, gi, f0, f1)
+			c0, n := span(gi)
+			convGemm(false, true, f1-f0, g.ckk, n, d, ld, cols[c0:], ldc, beta, dw[f0*g.ckk:f1*g.ckk], g.ckk)
+		}
+	})
 	return out, nil
 }
 
