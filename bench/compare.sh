@@ -56,6 +56,8 @@ for r in $(seq "$rounds"); do
     ts=$(printf '%s\n%s\n' "$(echo "$t1" | sps)" "$(echo "$t2" | sps)" | sort -g | tail -1)
     # CPU time per step (the same batch on both sides): torch's least against Cohort's.
     runs[$model.cpu]+="$(printf '%s\n%s\n' "$(echo "$t1" | cpums)" "$(echo "$t2" | cpums)" | sort -g | head -1 | awk -v c="$(echo "$c" | cpums)" '{print $1/c}') "
+    runs[$model.ccpu]+="$(echo "$c" | cpums) "
+    runs[$model.tcpu]+="$(echo "$t1" | cpums) $(echo "$t2" | cpums) "
     runs[$model.gf]+="$(echo "$c" | sed -n 's/.*"gflops_per_cpu_s": *\([0-9.eE+-]*\).*/\1/p') "
     runs[$model.peak]+="$(echo "$c" | sed -n 's/.*"cpu_peak_fraction": *\([0-9.eE+-]*\).*/\1/p') "
     runs[$model.cohort]+="$cs "
@@ -68,7 +70,7 @@ rspread() { sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.3f-%.3f", lo, hi
 echo
 echo "threads $threads, rounds $rounds, nproc $ncpu, $(uptime | sed 's/.*load/load/')"
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE-<unset>}"
-printf '%-5s %12s %13s %12s %13s %8s %15s %17s %10s %13s %14s %14s\n' model cohort_sps cohort_spread torch_sps torch_spread ratio round_ratio_med round_ratio_range best_ratio cpu_ratio_med gflops_cpu_med peak_fraction
+printf '%-5s %12s %13s %12s %13s %8s %15s %17s %10s %13s %14s %14s %14s\n' model cohort_sps cohort_spread torch_sps torch_spread ratio round_ratio_med round_ratio_range best_ratio cpu_ratio_med cpu_best_ratio gflops_cpu_med peak_fraction
 for model in $models; do
   c=$(echo ${runs[$model.cohort]} | tr ' ' '\n' | median)
   t=$(echo ${runs[$model.torch]} | tr ' ' '\n' | median)
@@ -76,12 +78,15 @@ for model in $models; do
   gf=$(echo ${runs[$model.gf]} | tr ' ' '\n' | median)
   pk=$(echo ${runs[$model.peak]} | tr ' ' '\n' | median)
   [ -n "$pk" ] || pk=0
-  printf '%-5s %12.1f %13s %12.1f %13s %8.3f %15.3f %17s %10.3f %13.3f %14.1f %14.3f\n' $model "$c" "$(echo ${runs[$model.cohort]} | tr ' ' '\n' | spread)" \
+  ccpu=$(echo ${runs[$model.ccpu]} | tr ' ' '\n' | median)
+  tcpu=$(echo ${runs[$model.tcpu]} | tr ' ' '\n' | sort -g | head -1)
+  printf '%-5s %12.1f %13s %12.1f %13s %8.3f %15.3f %17s %10.3f %13.3f %14.3f %14.1f %14.3f\n' $model "$c" "$(echo ${runs[$model.cohort]} | tr ' ' '\n' | spread)" \
     "$t" "$(echo ${runs[$model.torch]} | tr ' ' '\n' | spread)" "$(awk -v c="$c" -v t="$t" 'BEGIN {print c/t}')" \
     "$(echo ${runs[$model.ratio]} | tr ' ' '\n' | median)" "$(echo ${runs[$model.ratio]} | tr ' ' '\n' | rspread)" \
-    "$(awk -v c="$c" -v t="$tbest" 'BEGIN {print c/t}')" "$(echo ${runs[$model.cpu]} | tr ' ' '\n' | median)" \
+    "$(awk -v c="$c" -v t="$tbest" 'BEGIN {print c/t}')" "$(echo ${runs[$model.cpu]} | tr ' ' '\n' | median)" "$(awk -v c="$ccpu" -v t="$tcpu" 'BEGIN {print t/c}')" \
     "$gf" "$pk"
 done
 echo "cpu_ratio_med: PyTorch's CPU time per step (the less of its two runs) over Cohort's, median of rounds (>= 1.0: Cohort does a"
-echo "step with less CPU; steadier than wall time on a loaded machine). gflops_cpu_med: Cohort's matrix-product GFLOP per CPU-second"
+echo "step with less CPU; steadier than wall time on a loaded machine); cpu_best_ratio: PyTorch's least CPU time per step of all its"
+echo "runs over Cohort's median (the conservative figure). gflops_cpu_med: Cohort's matrix-product GFLOP per CPU-second"
 echo "(gflops_per_cpu_s), peak_fraction: that over one core's measured float32 FMA peak (cpu_peak_fraction, median)."
