@@ -23,7 +23,7 @@ echo "nproc $(nproc), $(uptime | sed 's/.*load/load/')"
 cs="" ts=""
 for r in $(seq "$rounds"); do
   rm -rf "$tmp/data"
-  "$cohort" dev --run "$tmp/job.yaml" --data-dir "$tmp/data" --log-level info -o json > "$tmp/out" 2> "$tmp/err"
+  "$cohort" dev --run "$tmp/job.yaml" --data-dir "$tmp/data" --data-root /usr/share/datasets/fashion-mnist --data-root "$PWD" --log-level info -o json > "$tmp/out" 2> "$tmp/err"
   eps=$(sed -n 's/.*msg="epoch done".*rank=0 epoch=\([0-9]*\).* samples_per_s=\([0-9.]*\).*/\1 \2/p' "$tmp/err" | awk '$1 > 1 {print $2}')
   echo "round $r cohort epochs 2..$epochs samples/s: $(echo $eps) $(grep -o '"status":"[a-z]*","metrics":{[^}]*}' "$tmp/out")"
   cs+="$(echo "$eps" | median) "

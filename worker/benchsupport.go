@@ -18,6 +18,9 @@ type BenchData struct {
 	X, Y []float32
 	// N is the number of training rows, Dim the number of features per row.
 	N, Dim int
+	// FLOPsPerRow is the floating-point work of one training step per row in the
+	// model's matrix products (modeldef.Architecture.TrainFLOPs); 0 when unknown.
+	FLOPsPerRow float64
 }
 
 // LoadBench reads and preprocesses a job's training data the way its workers do (same

@@ -471,5 +471,9 @@ func LoadBenchOn(ctx context.Context, spec *jobs.TrainingJob, s3 *storage.S3Conf
 		return nil, err
 	}
 	t := ds.train
-	return &BenchData{Model: m, X: t.X, Y: t.Y, N: t.N, Dim: t.Dim}, nil
+	bd := &BenchData{Model: m, X: t.X, Y: t.Y, N: t.N, Dim: t.Dim}
+	if arch, err := architectureOf(&spec.Spec, ds); err == nil {
+		bd.FLOPsPerRow = arch.TrainFLOPs()
+	}
+	return bd, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -37,6 +38,27 @@ func TestBenchCompute(t *testing.T) {
 	}
 	if v, _ := res["threads"].(float64); v != 1 {
 		t.Errorf("threads = %v, want 1 (the example's worker CPU request)", res["threads"])
+	}
+	// The arithmetic rate is the MLP's FLOPs per row (modeldef's TrainFLOPs of the
+	// example's inputs, hidden 64-32, 1 output) times samples/s.
+	sps, _ := res["samples_per_s"].(float64)
+	if g, _ := res["gflops_per_s"].(float64); !(g > 0) || g != res["gflops_per_s_per_core"] {
+		t.Errorf("gflops_per_s = %v, per core %v; want equal and > 0 at 1 thread", res["gflops_per_s"], res["gflops_per_s_per_core"])
+	} else if perRow := g * 1e9 / sps; perRow < 2*(2*40*64+3*64*32+3*32) || perRow > 2*(2*80*64+3*64*32+3*32) {
+		t.Errorf("gflops_per_s %v at %v samples/s is %v FLOPs per row, not the MLP's", g, sps, perRow)
+	}
+	// The fractions are of the measured peak where the FMA loop ran, else the nominal.
+	peak, ok := res["measured_peak_gflops_per_core"].(float64)
+	if !ok {
+		peak, ok = res["peak_gflops_per_core"].(float64)
+	}
+	if ok {
+		if f, _ := res["peak_fraction"].(float64); math.Abs(f-res["gflops_per_s_per_core"].(float64)/peak) > 1e-9 {
+			t.Errorf("peak_fraction %v, want gflops_per_s_per_core / the peak (%v)", f, peak)
+		}
+		if f, _ := res["cpu_peak_fraction"].(float64); math.Abs(f-res["gflops_per_cpu_s"].(float64)/peak) > 1e-9 {
+			t.Errorf("cpu_peak_fraction %v, want gflops_per_cpu_s / the peak (%v)", f, peak)
+		}
 	}
 	if _, err := runCLI(t, "bench", "compute", "--job", spec, "--steps", "0"); err == nil {
 		t.Error("--steps 0 accepted")

@@ -32,21 +32,34 @@ type convGeom struct {
 	ckk, plane int // C·K·K (GEMM depth), OH·OW (output positions)
 }
 
+// convGroupCols is how many output positions (GEMM columns) a convolution's product
+// should have at least: layers with small output planes multiply the filters by the
+// im2col of several images side by side, so that the micro-kernel's 32-column tiles
+// are full and each packed filter block serves more columns.
+const convGroupCols = 192
+
+// group returns how many images one product of the convolution covers. The result of
+// each output value does not depend on it (the columns of a product are independent).
+func (g *convGeom) group() int {
+	return max(1, min(g.b, convGroupCols/max(1, g.plane)))
+}
+
 func newConvGeom(b int, s convShape) convGeom {
 	return convGeom{b: b, c: s.inC, h: s.inH, w: s.inW, f: s.outC, k: s.k, stride: s.stride, pad: s.pad,
 		oh: s.outH, ow: s.outW, ckk: s.inC * s.k * s.k, plane: s.outH * s.outW}
 }
 
-// convIm2col fills col (ckk x plane, row-major) from one image (c x h x w).
-func convIm2col[T float](g *convGeom, img, col []T) {
+// convIm2col fills col (ckk x plane, row-major with row stride ld >= plane) from one
+// image (c x h x w).
+func convIm2col[T float](g *convGeom, img, col []T, ld int) {
 	if g.stride == 1 && g.pad == 0 && g.ow >= 8 && g.ow <= 32 {
-		convIm2colS1(g, img, col)
+		convIm2colS1(g, img, col, ld)
 		return
 	}
 	for c := range g.c {
 		for ki := range g.k {
 			for kj := range g.k {
-				row := col[((c*g.k+ki)*g.k+kj)*g.plane:][:g.plane]
+				row := col[((c*g.k+ki)*g.k+kj)*ld:][:g.plane]
 				// Output columns [lo, hi) read inside the image (stride 1: a copy).
 				lo, hi := convValid(g, kj)
 				for oy := range g.oh {
@@ -57,9 +70,13 @@ func convIm2col[T float](g *convGeom, img, col []T) {
 						continue
 					}
 					src := img[(c*g.h+y)*g.w : (c*g.h+y+1)*g.w]
-					if lo > 0 || hi < g.ow {
-						clear(dst[:lo])
-						clear(dst[hi:])
+					// The few values that read padding (clear would call memclr
+					// for one or two values per row).
+					for j := range lo {
+						dst[j] = 0
+					}
+					for j := hi; j < len(dst); j++ {
+						dst[j] = 0
 					}
 					if g.stride == 1 {
 						copyShort(dst[lo:hi], src[lo-g.pad+kj:])
@@ -105,12 +122,12 @@ func copy16to32[T float](dst, src []T) {
 // convIm2colS1 is convIm2col for stride 1 without padding and output rows of 8 to 32
 // values, the shapes of the example networks: every read lies inside the image, so
 // each output row is one copy of a fixed-size pattern, inlined rather than called.
-func convIm2colS1[T float](g *convGeom, img, col []T) {
+func convIm2colS1[T float](g *convGeom, img, col []T, ld int) {
 	ow, w, plane := g.ow, g.w, g.plane
 	for c := range g.c {
 		for ki := range g.k {
 			for kj := range g.k {
-				row := col[((c*g.k+ki)*g.k+kj)*plane:][:plane]
+				row := col[((c*g.k+ki)*g.k+kj)*ld:][:plane]
 				src := img[(c*g.h+ki)*w+kj:]
 				if ow <= 16 {
 					for oy := range g.oh {
@@ -175,16 +192,21 @@ func convValid(g *convGeom, kj int) (lo, hi int) {
 	return lo, max(lo, hi)
 }
 
-// convCol2im adds col (ckk x plane) into one image's gradient (c x h x w).
-func convCol2im[T float](g *convGeom, col, img []T) {
+// convCol2im adds col (ckk x plane, row stride ld >= plane) into one image's gradient
+// (c x h x w).
+func convCol2im[T float](g *convGeom, col, img []T, ld int) {
 	if g.k == 3 && g.stride == 1 && g.pad == 0 && g.ow >= 2 {
-		convCol2im3(g, col, img)
+		convCol2im3(g, col, img, ld)
+		return
+	}
+	if g.k == 3 && g.stride == 1 && g.pad == 1 && g.ow >= 2 {
+		convCol2im3Same(g, col, img, ld)
 		return
 	}
 	for c := range g.c {
 		for ki := range g.k {
 			for kj := range g.k {
-				row := col[((c*g.k+ki)*g.k+kj)*g.plane:][:g.plane]
+				row := col[((c*g.k+ki)*g.k+kj)*ld:][:g.plane]
 				lo, hi := convValid(g, kj)
 				for oy := range g.oh {
 					y := oy*g.stride - g.pad + ki
@@ -212,14 +234,14 @@ func convCol2im[T float](g *convGeom, col, img []T) {
 // convCol2im3 is convCol2im for 3x3 kernels, stride 1, no padding: the three kernel
 // columns of a row add into the image row in one pass (one load and store of each
 // image value instead of three).
-func convCol2im3[T float](g *convGeom, col, img []T) {
+func convCol2im3[T float](g *convGeom, col, img []T, ld int) {
 	ow := g.ow
 	for c := range g.c {
 		for ki := range 3 {
-			base := (c*3 + ki) * 3 * g.plane
-			k0 := col[base : base+g.plane]
-			k1 := col[base+g.plane : base+2*g.plane]
-			k2 := col[base+2*g.plane : base+3*g.plane]
+			base := (c*3 + ki) * 3 * ld
+			k0 := col[base:][:g.plane]
+			k1 := col[base+ld:][:g.plane]
+			k2 := col[base+2*ld:][:g.plane]
 			for oy := range g.oh {
 				y := oy + ki
 				d := img[(c*g.h+y)*g.w:][:ow+2]
@@ -233,6 +255,36 @@ func convCol2im3[T float](g *convGeom, col, img []T) {
 				}
 				d[ow] += r1[ow-1] + r2[ow-2]
 				d[ow+1] += r2[ow-1]
+			}
+		}
+	}
+}
+
+// convCol2im3Same is convCol2im for 3x3 kernels, stride 1, padding 1 (output as large
+// as the input): the three kernel columns of a row add into the image row in one pass.
+// Output column ox of kernel column kj reads input column x = ox - 1 + kj.
+func convCol2im3Same[T float](g *convGeom, col, img []T, ld int) {
+	w := g.w // = g.ow
+	for c := range g.c {
+		for ki := range 3 {
+			base := (c*3 + ki) * 3 * ld
+			k0 := col[base:][:g.plane]
+			k1 := col[base+ld:][:g.plane]
+			k2 := col[base+2*ld:][:g.plane]
+			for oy := range g.oh {
+				y := oy + ki - 1
+				if y < 0 || y >= g.h {
+					continue
+				}
+				d := img[(c*g.h+y)*w:][:w]
+				r0 := k0[oy*w : (oy+1)*w]
+				r1 := k1[oy*w:][:len(r0)]
+				r2 := k2[oy*w:][:len(r0)]
+				d[0] += r0[1] + r1[0]
+				for x := 1; x < len(d)-1; x++ {
+					d[x] += r0[x+1] + r1[x] + r2[x-1]
+				}
+				d[w-1] += r1[w-1] + r2[w-2]
 			}
 		}
 	}
@@ -272,6 +324,8 @@ type convBase[T float] struct {
 	name string
 	out  []T        // reused output backing
 	col  [][]T      // per-worker im2col buffers
+	ybuf [][]T      // per-worker products of a group of images (convGeom.group)
+	dy   []T        // the filter gradient's partial sums (a first layer's)
 	lhs  gemmLHS[T] // the filters, packed once per run for the per-image products
 }
 
@@ -333,29 +387,55 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	x, w, bias := in[0], in[1], in[2]
 	g := &o.g
 	out, y := o.output(g.b, g.f, g.oh, g.ow)
-	var scratch [][]T
+	grp := g.group()
+	groups := (g.b + grp - 1) / grp
+	var scratchs, ybuf [][]T
 	if o.keepCols {
 		if n := g.b * g.ckk * g.plane; len(o.cols) != n {
 			o.cols = make([]T, n)
 		}
 	} else {
-		scratch = convScratch(&o.col, o.par.workers(g.b), g.ckk*g.plane)
+		scratchs = convScratch(&o.col, o.par.workers(groups), g.ckk*grp*g.plane)
+	}
+	if grp > 1 {
+		ybuf = convScratch(&o.ybuf, o.par.workers(groups), g.f*grp*g.plane)
 	}
 	o.lhs.set(false, g.f, g.ckk, w, g.ckk)
-	o.par.forRanges(g.b, func(worker, lo, hi int) {
-		for i := lo; i < hi; i++ {
+	img := g.c * g.h * g.w
+	o.par.forRanges(groups, func(worker, lo, hi int) {
+		for gi := lo; gi < hi; gi++ {
+			i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+			n := (i1 - i0) * g.plane
+			// The group's im2col, its images side by side: ckk x n, row stride ld.
 			var col []T
+			ld := n
 			if o.keepCols {
-				col = o.cols[i*g.ckk*g.plane : (i+1)*g.ckk*g.plane]
+				col, ld = o.cols[i0*g.plane:], g.b*g.plane
 			} else {
-				col = scratch[worker]
+				col = scratchs[worker]
 			}
-			convIm2col(g, x[i*g.c*g.h*g.w:(i+1)*g.c*g.h*g.w], col)
-			yi := y[i*g.f*g.plane : (i+1)*g.f*g.plane]
+			for i := i0; i < i1; i++ {
+				convIm2col(g, x[i*img:(i+1)*img], col[(i-i0)*g.plane:], ld)
+			}
+			if grp == 1 {
+				// One image: the product goes straight into its NCHW output.
+				yi := y[i0*g.f*g.plane : i1*g.f*g.plane]
+				for f := range g.f {
+					fill(yi[f*g.plane:(f+1)*g.plane], bias[f])
+				}
+				o.lhs.mul(false, n, col, ld, 1, yi, g.plane)
+				continue
+			}
+			yb := ybuf[worker][:g.f*n]
 			for f := range g.f {
-				fill(yi[f*g.plane:(f+1)*g.plane], bias[f])
+				fill(yb[f*n:(f+1)*n], bias[f])
 			}
-			o.lhs.mul(false, g.plane, col, g.plane, 1, yi, g.plane)
+			o.lhs.mul(false, n, col, ld, 1, yb, n)
+			for i := i0; i < i1; i++ {
+				for f := range g.f {
+					copy(y[(i*g.f+f)*g.plane:(i*g.f+f+1)*g.plane], yb[f*n+(i-i0)*g.plane:])
+				}
+			}
 		}
 	})
 	return out, nil
@@ -405,17 +485,38 @@ func (o *convDataGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	w, dy := in[0], in[1]
 	g := &o.g
 	out, dx := o.output(g.b, g.c, g.h, g.w)
-	cols := convScratch(&o.col, o.par.workers(g.b), g.ckk*g.plane)
+	grp := g.group()
+	groups := (g.b + grp - 1) / grp
+	workers := o.par.workers(groups)
+	cols := convScratch(&o.col, workers, g.ckk*grp*g.plane)
+	var dys [][]T
+	if grp > 1 {
+		dys = convScratch(&o.ybuf, workers, g.f*grp*g.plane)
+	}
 	img := g.c * g.h * g.w
 	o.lhs.set(true, g.ckk, g.f, w, g.ckk)
-	o.par.forRanges(g.b, func(worker, lo, hi int) {
+	o.par.forRanges(groups, func(worker, lo, hi int) {
 		col := cols[worker]
-		for i := lo; i < hi; i++ {
-			// dcol (ckk, plane) = Wᵀ (ckk, F) · dy_i (F, plane)
-			o.lhs.mul(false, g.plane, dy[i*g.f*g.plane:(i+1)*g.f*g.plane], g.plane, 0, col, g.plane)
-			di := dx[i*img : (i+1)*img]
-			clear(di)
-			convCol2im(g, col, di)
+		for gi := lo; gi < hi; gi++ {
+			i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+			n := (i1 - i0) * g.plane
+			// dcol (ckk, n) = Wᵀ (ckk, F) · dy of the group (F, n), its images side by side
+			if grp == 1 {
+				o.lhs.mul(false, n, dy[i0*g.f*g.plane:i1*g.f*g.plane], g.plane, 0, col, n)
+			} else {
+				d := dys[worker][:g.f*n]
+				for i := i0; i < i1; i++ {
+					for f := range g.f {
+						copy(d[f*n+(i-i0)*g.plane:][:g.plane], dy[(i*g.f+f)*g.plane:(i*g.f+f+1)*g.plane])
+					}
+				}
+				o.lhs.mul(false, n, d, n, 0, col, n)
+			}
+			for i := i0; i < i1; i++ {
+				di := dx[i*img : (i+1)*img]
+				clear(di)
+				convCol2im(g, col[(i-i0)*g.plane:], di, n)
+			}
 		}
 	})
 	return out, nil
@@ -450,61 +551,107 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	if len(cols) != g.b*g.ckk*g.plane {
 		return nil, fmt.Errorf("conv dw: the forward convolution has not run")
 	}
+	// The forward op kept the batch's im2col as one matrix (ckk, B·plane), images side
+	// by side. dw (F, ckk) = Σ over groups of images (convGeom.group) of dy_group (F, n)
+	// · col_groupᵀ (n, ckk), summed in group order; a group of one image reads its dy
+	// in place, a larger one gathers its images' dy side by side.
+	ldc := g.b * g.plane
+	grp := g.group()
+	groups := (g.b + grp - 1) / grp
+	// groupDY returns rows [f0, f1) of group gi's dy as a (f1-f0, n) matrix and its
+	// row stride, gathered into buf when the group has several images.
+	groupDY := func(buf []T, gi, f0, f1 int) ([]T, int) {
+		i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+		if i1-i0 == 1 {
+			return dy[(i0*g.f+f0)*g.plane : (i0*g.f+f1)*g.plane], g.plane
+		}
+		n := (i1 - i0) * g.plane
+		for i := i0; i < i1; i++ {
+			for f := f0; f < f1; f++ {
+				copy(buf[(f-f0)*n+(i-i0)*g.plane:][:g.plane], dy[(i*g.f+f)*g.plane:(i*g.f+f+1)*g.plane])
+			}
+		}
+		return buf[:(f1-f0)*n], n
+	}
+	span := func(gi int) (int, int) { return gi * grp * g.plane, (min(g.b, (gi+1)*grp) - gi*grp) * g.plane }
 	if g.ckk < kernel.nr && g.ckk < g.f {
 		// Few values per filter (a first layer on one channel: ckk 9): a product with
 		// ckk columns would leave most of each micro-kernel tile empty, so compute
-		// dwᵀ (ckk, F) = Σ_i col_i (ckk, plane) · dy_iᵀ (plane, F) and transpose it.
-		if len(o.col) == 0 {
-			o.col = [][]T{make([]T, g.ckk*g.f)}
+		// dwᵀ (ckk, F) = Σ col_group · dy_groupᵀ and transpose it. Its few tiles give
+		// the threads nothing to split, so the groups are cut into up to convDWParts
+		// fixed parts (whatever the thread count), each summed by one worker into its
+		// own buffer, then the parts are added in order.
+		parts := min(convDWParts, groups)
+		size := g.ckk * g.f
+		if len(o.dy) != parts*size {
+			o.dy = make([]T, parts*size)
 		}
-		dwt := o.col[0]
-		for i := range g.b {
-			var beta T
-			if i > 0 {
-				beta = 1
+		nw := o.par.workers(parts)
+		var bufs [][]T
+		if grp > 1 {
+			bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
+		}
+		o.par.run(nw, func(w int) {
+			var buf []T
+			if bufs != nil {
+				buf = bufs[w]
 			}
-			convGemm(false, true, g.ckk, g.f, g.plane, cols[i*g.ckk*g.plane:(i+1)*g.ckk*g.plane], g.plane,
-				dy[i*g.f*g.plane:(i+1)*g.f*g.plane], g.plane, beta, dwt, g.f)
-		}
+			for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
+				first := q * groups / parts
+				for gi := first; gi < (q+1)*groups/parts; gi++ {
+					var beta T
+					if gi > first {
+						beta = 1
+					}
+					d, ld := groupDY(buf, gi, 0, g.f)
+					c0, n := span(gi)
+					convGemm(false, true, g.ckk, g.f, n, cols[c0:], ldc, d, ld, beta, o.dy[q*size:(q+1)*size], g.f)
+				}
+			}
+		})
 		for q := range g.ckk {
-			for f, v := range dwt[q*g.f : (q+1)*g.f] {
+			for f := range g.f {
+				v := o.dy[q*g.f+f]
+				for p := 1; p < parts; p++ {
+					v += o.dy[p*size+q*g.f+f]
+				}
 				dw[f*g.ckk+q] = v
 			}
 		}
 		return out, nil
 	}
-	// Each worker owns a block of filters (rows of dw) and sums over every image in
+	// Each worker owns a block of filters (rows of dw) and sums over every group in
 	// order, so the result does not depend on the number of workers.
-	o.convParallelRows(g.f, func(f0, f1 int) {
-		for i := range g.b {
-			// dw[f0:f1] (.., ckk) += dy_i[f0:f1] (.., plane) · col_iᵀ (plane, ckk)
+	tiles := (g.f + kernel.mr - 1) / kernel.mr
+	nw := o.par.workers(tiles)
+	var bufs [][]T
+	if grp > 1 {
+		bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
+	}
+	o.par.run(nw, func(w int) {
+		f0, f1 := w*tiles/nw*kernel.mr, min(g.f, (w+1)*tiles/nw*kernel.mr)
+		if f0 >= f1 {
+			return
+		}
+		var buf []T
+		if bufs != nil {
+			buf = bufs[w]
+		}
+		for gi := range groups {
 			var beta T
-			if i > 0 {
+			if gi > 0 {
 				beta = 1
 			}
-			convGemm(false, true, f1-f0, g.ckk, g.plane, dy[(i*g.f+f0)*g.plane:(i*g.f+f1)*g.plane], g.plane,
-				cols[i*g.ckk*g.plane:(i+1)*g.ckk*g.plane], g.plane, beta, dw[f0*g.ckk:f1*g.ckk], g.ckk)
+			d, ld := groupDY(buf, gi, f0, f1)
+			c0, n := span(gi)
+			convGemm(false, true, f1-f0, g.ckk, n, d, ld, cols[c0:], ldc, beta, dw[f0*g.ckk:f1*g.ckk], g.ckk)
 		}
 	})
 	return out, nil
 }
 
-// convParallelRows runs fn over contiguous blocks of n rows (whole micro-kernel tiles)
-// on up to the model's threads.
-func (o *convBase[T]) convParallelRows(n int, fn func(lo, hi int)) {
-	tiles := (n + kernel.mr - 1) / kernel.mr
-	workers := o.par.workers(tiles)
-	if workers == 1 {
-		fn(0, n)
-		return
-	}
-	o.par.run(workers, func(i int) {
-		lo, hi := i*tiles/workers*kernel.mr, min(n, (i+1)*tiles/workers*kernel.mr)
-		if lo < hi {
-			fn(lo, hi)
-		}
-	})
-}
+// convDWParts is the number of fixed parts of a first layer's filter gradient.
+const convDWParts = 4
 
 // convBiasGradOp computes db (F) from dy (B,F,OH,OW): the sum over images and positions.
 type convBiasGradOp[T float] struct{ convBase[T] }

@@ -328,7 +328,7 @@ func TestConvIm2colMatchesNaive(t *testing.T) {
 			for i := range col {
 				col[i] = float32(math.NaN()) // every value must be written
 			}
-			convIm2col(&g, img, col)
+			convIm2col(&g, img, col, g.plane)
 			for ch := range c.ch {
 				for ki := range c.k {
 					for kj := range c.k {
@@ -439,6 +439,57 @@ func TestConvForwardOnly(t *testing.T) {
 					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
 						t.Fatalf("%d threads: y[%d] = %v forward-only, %v keeping im2col", threads, i, got[i], want[i])
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestConvCol2imMatchesNaive checks col2im (each of its paths: 3x3 stride 1 without
+// padding, 3x3 "same", the general loop) against the definition, the adjoint of
+// im2col: every col value adds into the input pixel it was read from, none where it
+// read padding; with col rows longer than the plane (the layout of several images
+// side by side).
+func TestConvCol2imMatchesNaive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct{ ch, h, w, k, stride, pad int }{
+		{2, 6, 7, 3, 1, 0}, {1, 5, 4, 3, 1, 0}, {2, 6, 6, 3, 1, 1}, {3, 4, 9, 3, 1, 1}, {1, 2, 2, 3, 1, 1},
+		{2, 7, 5, 2, 2, 0}, {1, 6, 6, 3, 2, 2}, {2, 5, 6, 5, 1, 2},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%d k%d s%d p%d", c.ch, c.h, c.w, c.k, c.stride, c.pad), func(t *testing.T) {
+			s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
+			s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
+			s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
+			g := newConvGeom(1, s)
+			ld := g.plane + 3
+			col := make([]float64, g.ckk*ld)
+			for i := range col {
+				col[i] = rng.NormFloat64()
+			}
+			got := make([]float64, c.ch*c.h*c.w)
+			want := make([]float64, len(got))
+			for i := range got {
+				got[i] = float64(i) // col2im adds to what is there
+				want[i] = float64(i)
+			}
+			convCol2im(&g, col, got, ld)
+			for ch := range c.ch {
+				for ki := range c.k {
+					for kj := range c.k {
+						for oy := range g.oh {
+							for ox := range g.ow {
+								y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
+								if y >= 0 && y < c.h && x >= 0 && x < c.w {
+									want[(ch*c.h+y)*c.w+x] += col[((ch*c.k+ki)*c.k+kj)*ld+oy*g.ow+ox]
+								}
+							}
+						}
+					}
+				}
+			}
+			for i := range want {
+				if math.Abs(got[i]-want[i]) > 1e-12*math.Max(1, math.Abs(want[i])) {
+					t.Fatalf("img[%d] = %v, want %v", i, got[i], want[i])
 				}
 			}
 		})

@@ -40,12 +40,15 @@ func TestIntraOpRun(t *testing.T) {
 	}
 }
 
-// TestSetThreadsSameGradient checks that a CNN's and an MLP's gradients are bit-identical
-// at 1 and 2 threads (each worker computes whole rows or tiles of every product, summed
-// in the same order); with OpenBLAS, equal to rounding.
+// TestSetThreadsSameGradient checks that CNNs' and an MLP's gradients are bit-identical
+// at 1, 2 and 3 threads (each worker computes whole rows or tiles of every product, summed
+// in the same order; a first layer's filter gradient sums fixed parts); with OpenBLAS,
+// equal to rounding. The second CNN has a one-channel first layer with more filters
+// than values per filter (the filter gradient's fixed parts) and small planes (several
+// images per product).
 func TestSetThreadsSameGradient(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	if runtime.GOMAXPROCS(0) < 3 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
 	}
 	cfg := CNNConfig{
 		Height: 12, Width: 12, Channels: 2,
@@ -53,27 +56,35 @@ func TestSetThreadsSameGradient(t *testing.T) {
 		Dense: []int{40}, Outputs: 5, Task: TaskMulticlass, BatchSize: 16,
 	}
 	cnn := mustCNN(t, cfg)
+	cfg2 := CNNConfig{
+		Height: 10, Width: 10, Channels: 1,
+		Conv: []ConvLayer{{Filters: 16, Kernel: 3, Padding: 1}, {Filters: 24, Kernel: 3, Padding: 1}}, Pool: 2,
+		Dense: []int{20}, Outputs: 4, Task: TaskMulticlass, BatchSize: 12,
+	}
+	cnn2 := mustCNN(t, cfg2)
 	mlp := mustMLP(t, MLPConfig{Inputs: 300, Hidden: []int{200, 96}, Activation: ActivationReLU, Outputs: 1, Task: TaskBinary, BatchSize: 64})
 	for _, c := range []struct {
 		m       Model
 		in, out int
 		task    string
-	}{{cnn, cnnInputs(cfg), 5, TaskMulticlass}, {mlp, 300, 1, TaskBinary}} {
+	}{{cnn, cnnInputs(cfg), 5, TaskMulticlass}, {cnn2, cnnInputs(cfg2), 4, TaskMulticlass}, {mlp, 300, 1, TaskBinary}} {
 		p := c.m.InitParams(3)
 		x, y := randomBatch(4, c.m.BatchSize(), c.in, c.out, c.task)
-		grads := make([][]float32, 2)
-		for i, threads := range []int{1, 2} {
+		grads := make([][]float32, 3)
+		for i, threads := range []int{1, 2, 3} {
 			SetThreads(c.m, threads)
 			grads[i] = make([]float32, c.m.NumParams())
 			if _, err := c.m.Gradient(p, x, y, c.m.BatchSize(), grads[i]); err != nil {
 				t.Fatal(err)
 			}
 		}
-		for j := range grads[0] {
-			a, b := float64(grads[0][j]), float64(grads[1][j])
-			// OpenBLAS blocks a product by its shape, so only the Go kernels are exact.
-			if a != b && (gemmBackend == "go" || math.Abs(a-b) > 1e-5*math.Max(1e-3, math.Abs(a))) {
-				t.Fatalf("%T: grad[%d] = %v at 1 thread, %v at 2", c.m, j, a, b)
+		for k := 1; k < len(grads); k++ {
+			for j := range grads[0] {
+				a, b := float64(grads[0][j]), float64(grads[k][j])
+				// OpenBLAS blocks a product by its shape, so only the Go kernels are exact.
+				if a != b && (gemmBackend == "go" || math.Abs(a-b) > 1e-5*math.Max(1e-3, math.Abs(a))) {
+					t.Fatalf("%T: grad[%d] = %v at 1 thread, %v at %d", c.m, j, a, b, k+1)
+				}
 			}
 		}
 	}

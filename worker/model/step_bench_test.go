@@ -3,7 +3,9 @@ package model
 import "testing"
 
 // benchStep times float32 Gradient calls of m on one full batch and reports samples/s
-// (run with -benchmem for the allocation per step; with -cpu 1 for per-core figures).
+// and the process's CPU time per step, cpu-ms/op, steadier than wall time on a shared
+// machine (run with -benchmem for the allocation per step; with -cpu 1 for per-core
+// figures).
 func benchStep(b *testing.B, m Model, inputs, outputs int, task string) {
 	batch := m.BatchSize()
 	p := m.InitParams(1)
@@ -14,12 +16,16 @@ func benchStep(b *testing.B, m Model, inputs, outputs int, task string) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for b.Loop() {
 		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "samples/s")
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(b.N), "cpu-ms/op")
+	}
 }
 
 // BenchmarkCNNStep is one training step (forward and backward) of fashion-cnn.yaml's
@@ -83,4 +89,23 @@ func BenchmarkCNNPredict(b *testing.B) {
 func BenchmarkLSTMPredict(b *testing.B) {
 	cfg := LSTMConfig{Steps: 12, Features: 7, Hidden: []int{32}, Outputs: 1, Task: TaskRegression, BatchSize: 256}
 	benchPredict(b, mustLSTM(b, cfg), cfg.Steps*cfg.Features, 1, 1024)
+}
+
+// cifarConfig is bench/cifar-cnn.yaml's network: 32x32x3, four 3x3 convolutions of 64,
+// 64, 128 and 128 filters with padding 1, each followed by relu and a 2x2 max-pool,
+// dense 256, 10 classes, batch 64.
+func cifarConfig(batch int) CNNConfig {
+	return CNNConfig{
+		Height: 32, Width: 32, Channels: 3,
+		Conv: []ConvLayer{{Filters: 64, Kernel: 3, Padding: 1}, {Filters: 64, Kernel: 3, Padding: 1},
+			{Filters: 128, Kernel: 3, Padding: 1}, {Filters: 128, Kernel: 3, Padding: 1}},
+		Pool: 2, Dense: []int{256}, Outputs: 10, Task: TaskMulticlass, BatchSize: batch,
+	}
+}
+
+// BenchmarkCIFARStep is one training step of the CIFAR-shaped network of
+// bench/cifar-cnn.yaml (issue #19, goal 3).
+func BenchmarkCIFARStep(b *testing.B) {
+	cfg := cifarConfig(64)
+	benchStep(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass)
 }
