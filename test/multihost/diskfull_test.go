@@ -532,6 +532,26 @@ func TestParamServerDiskFull(t *testing.T) {
 	if err := verify(after); err != nil {
 		t.Errorf("checkpoint %s after the heal does not verify: %v", after, err)
 	}
+	// The job is cancelled and ended before its checkpoints are listed: while it trains,
+	// retention may delete a listed checkpoint before it is read (CI saw exactly that).
+	c.waitFor("the job cancelled", 60*time.Second, func() error {
+		return c.cli(30*time.Second, "job", "cancel", id, "--address", c.addrs).err
+	})
+	c.waitFor("the job ended", 60*time.Second, func() error {
+		st, _, err := c.psJobStatus(id)
+		if err != nil {
+			return err
+		}
+		if st.Job.State == "JOB_STATE_RUNNING" || st.Job.State == "JOB_STATE_PENDING" {
+			return fmt.Errorf("job %s", st.Job.State)
+		}
+		for _, a := range st.Allocations {
+			if a.State == "TASK_STATE_RUNNING" {
+				return fmt.Errorf("%s task on %s still running", a.Kind, a.NodeID)
+			}
+		}
+		return nil
+	})
 	r = c.cli(30*time.Second, "checkpoint", "list", id, "-o", "json", "--address", c.addrs)
 	var rows []checkpointRow
 	if r.err != nil || json.Unmarshal([]byte(lastLine(r.stdout)), &rows) != nil || len(rows) == 0 {
@@ -542,9 +562,6 @@ func TestParamServerDiskFull(t *testing.T) {
 			t.Errorf("listed checkpoint %s does not verify: %v %s", row.URI, err, row.Error)
 		}
 	}
-	c.waitFor("the job cancelled", 60*time.Second, func() error {
-		return c.cli(30*time.Second, "job", "cancel", id, "--address", c.addrs).err
-	})
 	t.Logf("%s's disk full from step %d: skipped with %q; committed %s after the heal; %d listed checkpoints verify",
 		ps.id, atFault, skipMsg, after, len(rows))
 }
