@@ -228,32 +228,7 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 	})
 
 	// Watch to the end: progress never goes backwards.
-	var job *cohortv1.Job
-	for job == nil {
-		stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				if ctx.Err() != nil {
-					t.Fatal(ctx.Err())
-				}
-				break
-			}
-			j := resp.GetJob()
-			step := j.GetProgress().GetStep()
-			if step < last {
-				t.Fatalf("progress went backwards: step %d after %d", step, last)
-			}
-			last = step
-			if terminal(j.GetState()) {
-				job = j
-				break
-			}
-		}
-	}
+	job := watchForwardToEnd(ctx, t, jobs, id, last)
 	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("job %s after its primary was killed: %s", stateName(job.GetState()), job.GetStatusMessage())
 	}
@@ -344,7 +319,6 @@ func TestReplicatedPrimaryKilledAsyncAndBounded(t *testing.T) {
 			var (
 				primary string
 				before  *cohortv1.Job
-				last    int64
 			)
 			waitFor(t, "the job a fifth of the way", 3*time.Minute, func() error {
 				r, err := jobs.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
@@ -365,32 +339,7 @@ func TestReplicatedPrimaryKilledAsyncAndBounded(t *testing.T) {
 			})
 			_ = ps[primary].cmd.Process.Signal(syscall.SIGKILL)
 			_ = ps[primary].cmd.Wait()
-			var job *cohortv1.Job
-			for job == nil {
-				stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for {
-					resp, err := stream.Recv()
-					if err != nil {
-						if ctx.Err() != nil {
-							t.Fatal(ctx.Err())
-						}
-						break
-					}
-					j := resp.GetJob()
-					if step := j.GetProgress().GetStep(); step < last {
-						t.Fatalf("progress went backwards: step %d after %d", step, last)
-					} else {
-						last = step
-					}
-					if terminal(j.GetState()) {
-						job = j
-						break
-					}
-				}
-			}
+			job := watchForwardToEnd(ctx, t, jobs, id, before.GetProgress().GetStep())
 			if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
 				t.Fatalf("job %s after its primary was killed: %s", stateName(job.GetState()), job.GetStatusMessage())
 			}
@@ -516,6 +465,36 @@ func TestReplicatedTwoShardsPrimaryKilled(t *testing.T) {
 		for i := range p[0] {
 			if math.Float32bits(p[0][i]) != math.Float32bits(p[1][i]) {
 				t.Fatalf("vector %d (0 parameters, 1-2 Adam moments) differs at %d: undisturbed %v, primary killed %v", v, i, p[0][i], p[1][i])
+			}
+		}
+	}
+}
+
+// watchForwardToEnd watches job id until it ends (watching again when a stream breaks)
+// and fails t if its progress ever goes below last or below a step seen before.
+func watchForwardToEnd(ctx context.Context, t *testing.T, jobs cohortv1.JobServiceClient, id string, last int64) *cohortv1.Job {
+	t.Helper()
+	for {
+		stream, err := jobs.WatchJob(ctx, &cohortv1.WatchJobRequest{Id: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if ctx.Err() != nil {
+					t.Fatal(ctx.Err())
+				}
+				break
+			}
+			j := resp.GetJob()
+			step := j.GetProgress().GetStep()
+			if step < last {
+				t.Fatalf("progress went backwards: step %d after %d", step, last)
+			}
+			last = step
+			if terminal(j.GetState()) {
+				return j
 			}
 		}
 	}
