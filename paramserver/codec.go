@@ -14,11 +14,11 @@ import (
 
 // chunkCodec is the gRPC codec of the parameter service. It marshals like gRPC's proto
 // codec (into pooled buffers) and unmarshals every message like proto.Unmarshal, except
-// the tensor-carrying ones (PullResponse, PushRequest, InitRequest and the session
-// messages): their chunk bytes
+// the tensor-carrying ones (PullResponse, PushRequest, InitRequest, the session
+// messages and the replication requests): their chunk bytes
 // are decoded into the capacity the target message already holds instead of a fresh
 // slice. Receivers that reuse one message across RecvMsg calls (Client.pullShard,
-// Server.Push, Server.Init) therefore allocate nothing per chunk in steady state, where
+// Server.Push, Server.Init, a backup's Replicate and InstallReplica) therefore allocate nothing per chunk in steady state, where
 // proto.Unmarshal allocates a copy of every chunk (about the tensor's size per step).
 //
 // The reuse changes one thing against proto.Unmarshal: a Chunk and its Data held from
@@ -42,7 +42,8 @@ func (chunkCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Ma
 func (chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *cohortv1.PullResponse, *cohortv1.PushRequest, *cohortv1.InitRequest,
-		*cohortv1.SessionRequest, *cohortv1.SessionResponse:
+		*cohortv1.SessionRequest, *cohortv1.SessionResponse,
+		*cohortv1.ReplicateRequest, *cohortv1.InstallReplicaRequest:
 		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 		defer buf.Free()
 		return unmarshalChunkMessage(buf.ReadOnlyData(), m.(proto.Message))
@@ -83,6 +84,28 @@ func unmarshalChunkMessage(b []byte, m proto.Message) error {
 		part, isChunk := m.GetPart().(*cohortv1.SessionRequest_Chunk)
 		if !isChunk {
 			part = &cohortv1.SessionRequest_Chunk{}
+		}
+		var got *cohortv1.Chunk // part.Chunk survives a message of another shape
+		if got, ok = decodeChunkOneof(b, part.Chunk); ok {
+			proto.Reset(m)
+			part.Chunk = got
+			m.Part = part
+		}
+	case *cohortv1.ReplicateRequest:
+		part, isChunk := m.GetPart().(*cohortv1.ReplicateRequest_Chunk)
+		if !isChunk {
+			part = &cohortv1.ReplicateRequest_Chunk{}
+		}
+		var got *cohortv1.Chunk // part.Chunk survives a message of another shape
+		if got, ok = decodeChunkOneof(b, part.Chunk); ok {
+			proto.Reset(m)
+			part.Chunk = got
+			m.Part = part
+		}
+	case *cohortv1.InstallReplicaRequest:
+		part, isChunk := m.GetPart().(*cohortv1.InstallReplicaRequest_Chunk)
+		if !isChunk {
+			part = &cohortv1.InstallReplicaRequest_Chunk{}
 		}
 		var got *cohortv1.Chunk // part.Chunk survives a message of another shape
 		if got, ok = decodeChunkOneof(b, part.Chunk); ok {
@@ -177,7 +200,8 @@ func oneofBody(b []byte, num protowire.Number) ([]byte, bool) {
 	return body, true
 }
 
-// decodeChunkOneof decodes a PushRequest or InitRequest holding exactly one chunk
+// decodeChunkOneof decodes a PushRequest, InitRequest, SessionRequest or replication
+// request holding exactly one chunk
 // (field 2), reusing reuse when it is not nil. It reports false for any other shape,
 // headers included (they come once per stream and go through proto.Unmarshal).
 func decodeChunkOneof(b []byte, reuse *cohortv1.Chunk) (*cohortv1.Chunk, bool) {

@@ -23,6 +23,10 @@ func codecSeeds(t testing.TB) [][]byte {
 		&cohortv1.PushRequest{Part: &cohortv1.PushRequest_Header{Header: &cohortv1.PushHeader{Ref: &cohortv1.ShardRef{JobId: "j", Generation: 2}, Step: 5, NumSamples: 64}}},
 		&cohortv1.InitRequest{Part: &cohortv1.InitRequest_Chunk{Chunk: &cohortv1.Chunk{Data: []byte{0, 0, 128, 63}}}},
 		&cohortv1.InitRequest{Part: &cohortv1.InitRequest_Header{Header: &cohortv1.InitHeader{RangeLength: 10, TotalParams: 20}}},
+		&cohortv1.ReplicateRequest{Part: &cohortv1.ReplicateRequest_Chunk{Chunk: &cohortv1.Chunk{Offset: 5, Data: []byte{0, 0, 128, 63}}}},
+		&cohortv1.ReplicateRequest{Part: &cohortv1.ReplicateRequest_Header{Header: &cohortv1.ReplicateHeader{Ref: &cohortv1.ShardRef{JobId: "j"}, Version: 3, NumSamples: 8, WorkerRank: 1, Step: 2}}},
+		&cohortv1.InstallReplicaRequest{Part: &cohortv1.InstallReplicaRequest_Chunk{Chunk: &cohortv1.Chunk{Data: []byte{1, 2, 3, 4}}}},
+		&cohortv1.InstallReplicaRequest{Part: &cohortv1.InstallReplicaRequest_Header{Header: &cohortv1.InstallReplicaHeader{Version: 4, RangeLength: 10, Optimizer: "adam", StateVectors: 2}}},
 	}
 	var out [][]byte
 	for _, m := range msgs {
@@ -50,6 +54,8 @@ func FuzzChunkCodecUnmarshal(f *testing.F) {
 			func() proto.Message { return new(cohortv1.PullResponse) },
 			func() proto.Message { return new(cohortv1.PushRequest) },
 			func() proto.Message { return new(cohortv1.InitRequest) },
+			func() proto.Message { return new(cohortv1.ReplicateRequest) },
+			func() proto.Message { return new(cohortv1.InstallReplicaRequest) },
 		} {
 			want := fresh()
 			wantErr := proto.Unmarshal(b, want)
@@ -76,6 +82,10 @@ func staleMessage(m proto.Message) proto.Message {
 		m.Part = &cohortv1.PushRequest_Chunk{Chunk: old}
 	case *cohortv1.InitRequest:
 		m.Part = &cohortv1.InitRequest_Chunk{Chunk: old}
+	case *cohortv1.ReplicateRequest:
+		m.Part = &cohortv1.ReplicateRequest_Chunk{Chunk: old}
+	case *cohortv1.InstallReplicaRequest:
+		m.Part = &cohortv1.InstallReplicaRequest_Chunk{Chunk: old}
 	}
 	return m
 }
@@ -100,6 +110,12 @@ func TestChunkCodecReusesCapacity(t *testing.T) {
 		{"init", &cohortv1.InitRequest{Part: &cohortv1.InitRequest_Chunk{Chunk: &cohortv1.Chunk{Offset: 8, Data: data}}},
 			&cohortv1.InitRequest{Part: &cohortv1.InitRequest_Chunk{Chunk: &cohortv1.Chunk{Data: make([]byte, 0, len(data))}}},
 			func(m proto.Message) *cohortv1.Chunk { return m.(*cohortv1.InitRequest).GetChunk() }},
+		{"replicate", &cohortv1.ReplicateRequest{Part: &cohortv1.ReplicateRequest_Chunk{Chunk: &cohortv1.Chunk{Offset: 8, Data: data}}},
+			&cohortv1.ReplicateRequest{Part: &cohortv1.ReplicateRequest_Chunk{Chunk: &cohortv1.Chunk{Data: make([]byte, 0, len(data))}}},
+			func(m proto.Message) *cohortv1.Chunk { return m.(*cohortv1.ReplicateRequest).GetChunk() }},
+		{"install_replica", &cohortv1.InstallReplicaRequest{Part: &cohortv1.InstallReplicaRequest_Chunk{Chunk: &cohortv1.Chunk{Offset: 8, Data: data}}},
+			&cohortv1.InstallReplicaRequest{Part: &cohortv1.InstallReplicaRequest_Chunk{Chunk: &cohortv1.Chunk{Data: make([]byte, 0, len(data))}}},
+			func(m proto.Message) *cohortv1.Chunk { return m.(*cohortv1.InstallReplicaRequest).GetChunk() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wire, err := proto.Marshal(tc.msg)

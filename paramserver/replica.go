@@ -700,7 +700,9 @@ func (r replicaService) Replicate(stream cohortv1.ReplicaService_ReplicateServer
 	}
 	upd := sh.replicaBuffer(length)
 	defer sh.releaseGrad(upd)
-	msg := cohortv1.ReplicateRequest{}
+	// msg is reused across chunks: chunkCodec decodes into its pooled chunk's capacity.
+	msg := cohortv1.ReplicateRequest{Part: &cohortv1.ReplicateRequest_Chunk{Chunk: getChunk()}}
+	defer func() { putChunk(msg.GetChunk()) }()
 	if err := s.receive(stream.Context(), "replicate", &assembler{dst: upd}, func() (*cohortv1.Chunk, error) {
 		if err := stream.RecvMsg(&msg); err != nil {
 			return nil, err
@@ -749,7 +751,8 @@ func (r replicaService) InstallReplica(stream cohortv1.ReplicaService_InstallRep
 		return toStatus(err)
 	}
 	flat := make([]float32, n)
-	msg := cohortv1.InstallReplicaRequest{}
+	msg := cohortv1.InstallReplicaRequest{Part: &cohortv1.InstallReplicaRequest_Chunk{Chunk: getChunk()}}
+	defer func() { putChunk(msg.GetChunk()) }()
 	if err := s.receive(stream.Context(), "install_replica", &assembler{dst: flat}, func() (*cohortv1.Chunk, error) {
 		if err := stream.RecvMsg(&msg); err != nil {
 			return nil, err
