@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fashion-cnn.yaml end to end with parameterServers.replicas 1 and 2, interleaved: the
 # chief's samples/s of epoch 2 of a 2-epoch run (cohort dev, 2 workers, --ps 2). Needs
-# make data and bin/cohort (COHORT overrides).
+# make data and bin/cohort (COHORT overrides); ROUNDS rounds (default 2).
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -9,7 +9,7 @@ sed "s/epochs: 8/epochs: 2/; s/everySteps: 500/everySteps: 1000000/" jobs/exampl
 sed "s/parameterServers: {shards: 2}/parameterServers: {shards: 2, replicas: 2}/" $tmp/r1.yaml > $tmp/r2.yaml
 grep -q 'replicas: 2' $tmp/r2.yaml || { echo "no replicas line"; exit 1; }
 echo "start $(uptime)"
-for round in 1 2; do
+for round in $(seq 1 "${ROUNDS:-2}"); do
   for r in r1 r2; do
     rm -rf $tmp/data
     ${COHORT:-bin/cohort} dev --run $tmp/$r.yaml --data-dir $tmp/data --ps 2 --data-root /usr/share/datasets --data-root "$PWD" --log-level info -o json > $tmp/out 2> $tmp/err
