@@ -439,8 +439,21 @@ func TestParamServerDiskFull(t *testing.T) {
 		out, err := exec.Command("nsenter", append([]string{"-t", pid, "-m", "--"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	if out, err := ns("mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "cohort-psfull", c.storage); err != nil {
-		t.Fatalf("mount a tmpfs over %s on %s: %v: %s", c.storage, ps.id, err, out)
+	// The tmpfs is filled at a staging directory first and then bound over the storage
+	// directory, so the disk is full from the moment the parameter server sees it: a
+	// shard written into a tmpfs not yet full lived only in that host's namespace, and
+	// the checkpoint committed with it did not verify from outside (seen in CI).
+	staging := t.TempDir()
+	if out, err := ns("mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "cohort-psfull", staging); err != nil {
+		t.Fatalf("mount a tmpfs at %s on %s: %v: %s", staging, ps.id, err, out)
+	}
+	// Filling stops at ENOSPC: dd's failure is the point.
+	_, _ = ns("dd", "if=/dev/zero", "of="+filepath.Join(staging, "filler"), "bs=4k")
+	if out, err := ns("mount", "--bind", staging, c.storage); err != nil {
+		t.Fatalf("bind the full tmpfs over %s on %s: %v: %s", c.storage, ps.id, err, out)
+	}
+	if out, err := ns("umount", "-l", staging); err != nil {
+		t.Errorf("umount %s on %s: %v: %s", staging, ps.id, err, out)
 	}
 	healed := false
 	heal := func() {
@@ -453,8 +466,6 @@ func TestParamServerDiskFull(t *testing.T) {
 		}
 	}
 	defer heal()
-	// Filling stops at ENOSPC: dd's failure is the point.
-	_, _ = ns("dd", "if=/dev/zero", "of="+filepath.Join(c.storage, "filler"), "bs=4k")
 	if out, err := ns("df", "--output=avail", "-B1", c.storage); err != nil || !slices.Equal(strings.Fields(out), []string{"Avail", "0"}) {
 		t.Fatalf("%s's storage directory is not full: %v: %s", ps.id, err, out)
 	}
