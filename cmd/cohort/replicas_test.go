@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -497,5 +498,111 @@ func watchForwardToEnd(ctx context.Context, t *testing.T, jobs cohortv1.JobServi
 				return j
 			}
 		}
+	}
+}
+
+// TestReplicatedBothCopiesKilledFallsBackToCheckpoint: real processes (a coordinator
+// with a 6 s node heartbeat TTL, four parameter-server nodes, one worker). A sync job
+// with parameterServers.replicas: 2 commits an epoch checkpoint; then the processes of
+// its shard's primary and backup are both SIGKILLed. With no copy left there is nothing
+// to promote: the job falls back to the checkpoint requeue, as without replicas (placed
+// again at a new generation, the shard restored from the checkpoint by the new primary
+// on a surviving node, its new backup given the state by it), and finishes every step.
+func TestReplicatedBothCopiesKilledFallsBackToCheckpoint(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	storeDir := filepath.Join(dir, "storage")
+	coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
+	t.Cleanup(coord.kill)
+	coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
+	common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
+		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
+	ids := []string{"ps-a", "ps-b", "ps-c", "ps-d"}
+	ps := map[string]*agentProc{}
+	for _, id := range ids {
+		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
+			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
+	}
+	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+	defer func() {
+		if t.Failed() {
+			for _, f := range append(slices.Clone(ids), "worker", "c1") {
+				b, _ := os.ReadFile(filepath.Join(dir, f+".log"))
+				t.Logf("%s.log:\n%s", f, b[max(0, len(b)-8000):])
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c, err := dial(coord.grpc, testCreds(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	jobs := cohortv1.NewJobServiceClient(c)
+	spec := strings.Replace(replicatedSpec(t, "both", "sync"), "epochs: 90", "epochs: 40", 1)
+	var id string
+	waitFor(t, "the job to be accepted", time.Minute, func() error {
+		resp, err := jobs.SubmitJob(ctx, &cohortv1.SubmitJobRequest{SpecYaml: []byte(spec), IdempotencyKey: "both"})
+		if err != nil {
+			return err
+		}
+		id = resp.GetJob().GetId()
+		return nil
+	})
+	var copies []string // the nodes of the shard's primary and backup
+	var before *cohortv1.Job
+	waitFor(t, "a committed checkpoint, a fifth of the way", 3*time.Minute, func() error {
+		r, err := jobs.GetJob(ctx, &cohortv1.GetJobRequest{Id: id})
+		if err != nil {
+			return err
+		}
+		p := r.GetJob().GetProgress()
+		if r.GetJob().GetState() != cohortv1.JobState_JOB_STATE_RUNNING || r.GetJob().GetCheckpoint() == "" || p.GetTotalSteps() == 0 || p.GetStep() < p.GetTotalSteps()/5 {
+			return fmt.Errorf("state %s, checkpoint %q, step %d of %d", stateName(r.GetJob().GetState()), r.GetJob().GetCheckpoint(), p.GetStep(), p.GetTotalSteps())
+		}
+		copies = copies[:0]
+		for _, a := range r.GetAllocations() {
+			if a.GetKind() == cohortv1.TaskKind_TASK_KIND_PS_SHARD && a.GetState() == cohortv1.TaskState_TASK_STATE_RUNNING {
+				copies = append(copies, a.GetNodeId())
+			}
+		}
+		if len(copies) != 2 || copies[0] == copies[1] {
+			return fmt.Errorf("shard copies on %v, want a primary and a backup on two nodes", copies)
+		}
+		before = r.GetJob()
+		return nil
+	})
+	for _, n := range copies {
+		_ = ps[n].cmd.Process.Signal(syscall.SIGKILL)
+	}
+	for _, n := range copies {
+		_ = ps[n].cmd.Wait()
+	}
+	job, err := watchUntilDone(ctx, jobs, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.GetState() != cohortv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %s after both copies of its shard were killed: %s", stateName(job.GetState()), job.GetStatusMessage())
+	}
+	if job.GetGeneration() <= before.GetGeneration() || job.GetProgress().GetStep() != job.GetProgress().GetTotalSteps() {
+		t.Errorf("generation %d -> %d, step %d of %d: want the job placed again and every step", before.GetGeneration(), job.GetGeneration(),
+			job.GetProgress().GetStep(), job.GetProgress().GetTotalSteps())
+	}
+	restored := 0
+	for _, n := range ids {
+		if slices.Contains(copies, n) {
+			continue
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, n+".log")); strings.Contains(string(b), "restored from checkpoint") {
+			restored++
+		}
+	}
+	// The new primary restores the shard from the checkpoint; its new backup receives
+	// the state from it.
+	if restored != 1 {
+		t.Errorf("%d surviving parameter-server nodes restored the shard from the checkpoint, want 1 (the new primary)", restored)
 	}
 }
