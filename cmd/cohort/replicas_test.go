@@ -242,31 +242,11 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 	if job.GetRestarts() != 0 || job.GetGeneration() != before.GetGeneration()+1 {
 		t.Errorf("restarts %d, generation %d -> %d: want no restart and one promotion", job.GetRestarts(), before.GetGeneration(), job.GetGeneration())
 	}
-	for id := range ps {
-		b, _ := os.ReadFile(filepath.Join(dir, id+".log"))
-		if strings.Contains(string(b), "restored from checkpoint") {
-			t.Errorf("%s restored a shard from a checkpoint", id)
-		}
-	}
+	noShardRestored(t, dir, ps)
 	if b, _ := os.ReadFile(filepath.Join(dir, backup+".log")); !strings.Contains(string(b), "backup shard promoted to primary") {
 		t.Errorf("%s does not log the promotion of its backup shard", backup)
 	}
-	store, err := storage.NewLocal(storeDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, got := fullState(t, store, straight.GetCheckpoint()), fullState(t, store, job.GetCheckpoint())
-	if got.Step != want.Step || got.OptimizerStep != want.OptimizerStep {
-		t.Fatalf("killed run ends at step %d (optimizer %d), undisturbed at %d (%d)", got.Step, got.OptimizerStep, want.Step, want.OptimizerStep)
-	}
-	vecs := [][2][]float32{{want.Params, got.Params}, {want.State[0], got.State[0]}, {want.State[1], got.State[1]}}
-	for v, p := range vecs {
-		for i := range p[0] {
-			if math.Float32bits(p[0][i]) != math.Float32bits(p[1][i]) {
-				t.Fatalf("vector %d (0 parameters, 1-2 Adam moments) differs at %d: undisturbed %v, primary killed %v", v, i, p[0][i], p[1][i])
-			}
-		}
-	}
+	requireSameFinalState(t, storeDir, straight, job)
 	t.Logf("primary on %s killed at step %d of %d; backup on %s promoted %v after the kill (worker report confirmed by the leader; heartbeat TTL 6 s), progress reported past the step of the kill %v after it (0: not seen before the next wait); new backup on %s, killed, another on %s",
 		primary, before.GetProgress().GetStep(), before.GetProgress().GetTotalSteps(), backup, promoted.Round(time.Millisecond), resumed.Round(time.Millisecond),
 		newBackup.GetNodeId(), third.GetNodeId())
@@ -354,11 +334,7 @@ func TestReplicatedPrimaryKilledAsyncAndBounded(t *testing.T) {
 				t.Errorf("restarts %d, generation %d -> %d, step %d of %d: want no restart, one promotion, every step",
 					job.GetRestarts(), before.GetGeneration(), job.GetGeneration(), job.GetProgress().GetStep(), job.GetProgress().GetTotalSteps())
 			}
-			for id := range ps {
-				if b, _ := os.ReadFile(filepath.Join(dir, id+".log")); strings.Contains(string(b), "restored from checkpoint") {
-					t.Errorf("%s restored a shard from a checkpoint", id)
-				}
-			}
+			noShardRestored(t, dir, ps)
 		})
 	}
 }
@@ -454,27 +430,8 @@ func TestReplicatedTwoShardsPrimaryKilled(t *testing.T) {
 	}
 	straight := run("straight", false)
 	killed := run("killed", true)
-	for id := range ps {
-		if b, _ := os.ReadFile(filepath.Join(dir, id+".log")); strings.Contains(string(b), "restored from checkpoint") {
-			t.Errorf("%s restored a shard from a checkpoint", id)
-		}
-	}
-	store, err := storage.NewLocal(storeDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, got := fullState(t, store, straight.GetCheckpoint()), fullState(t, store, killed.GetCheckpoint())
-	if got.Step != want.Step || got.OptimizerStep != want.OptimizerStep {
-		t.Fatalf("killed run ends at step %d (optimizer %d), undisturbed at %d (%d)", got.Step, got.OptimizerStep, want.Step, want.OptimizerStep)
-	}
-	vecs := [][2][]float32{{want.Params, got.Params}, {want.State[0], got.State[0]}, {want.State[1], got.State[1]}}
-	for v, p := range vecs {
-		for i := range p[0] {
-			if math.Float32bits(p[0][i]) != math.Float32bits(p[1][i]) {
-				t.Fatalf("vector %d (0 parameters, 1-2 Adam moments) differs at %d: undisturbed %v, primary killed %v", v, i, p[0][i], p[1][i])
-			}
-		}
-	}
+	noShardRestored(t, dir, ps)
+	requireSameFinalState(t, storeDir, straight, killed)
 }
 
 // watchForwardToEnd watches job id until it ends (watching again when a stream breaks)
@@ -610,5 +567,39 @@ func TestReplicatedBothCopiesKilledFallsBackToCheckpoint(t *testing.T) {
 	// the state from it.
 	if restored != 1 {
 		t.Errorf("%d surviving parameter-server nodes restored the shard from the checkpoint, want 1 (the new primary)", restored)
+	}
+}
+
+// noShardRestored fails t if a parameter-server process of ps (its log in dir) restored
+// a shard from a checkpoint.
+func noShardRestored(t *testing.T, dir string, ps map[string]*agentProc) {
+	t.Helper()
+	for id := range ps {
+		if b, _ := os.ReadFile(filepath.Join(dir, id+".log")); strings.Contains(string(b), "restored from checkpoint") {
+			t.Errorf("%s restored a shard from a checkpoint", id)
+		}
+	}
+}
+
+// requireSameFinalState fails t unless the final checkpoints of the undisturbed and the
+// killed runs (in the local storage storeDir) hold bit-identical parameters and Adam
+// moments at the same step.
+func requireSameFinalState(t *testing.T, storeDir string, straight, killed *cohortv1.Job) {
+	t.Helper()
+	store, err := storage.NewLocal(storeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, got := fullState(t, store, straight.GetCheckpoint()), fullState(t, store, killed.GetCheckpoint())
+	if got.Step != want.Step || got.OptimizerStep != want.OptimizerStep {
+		t.Fatalf("killed run ends at step %d (optimizer %d), undisturbed at %d (%d)", got.Step, got.OptimizerStep, want.Step, want.OptimizerStep)
+	}
+	vecs := [][2][]float32{{want.Params, got.Params}, {want.State[0], got.State[0]}, {want.State[1], got.State[1]}}
+	for v, p := range vecs {
+		for i := range p[0] {
+			if math.Float32bits(p[0][i]) != math.Float32bits(p[1][i]) {
+				t.Fatalf("vector %d (0 parameters, 1-2 Adam moments) differs at %d: undisturbed %v, primary killed %v", v, i, p[0][i], p[1][i])
+			}
+		}
 	}
 }
