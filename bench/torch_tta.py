@@ -10,12 +10,14 @@ After every epoch rank 0 measures the test accuracy on the 10,000 test images (t
 others wait), and prints one JSON line {"epoch", "seconds", "test_accuracy"} where
 seconds counts from the first step, evaluation included (as Cohort's epochs include
 their validation pass). Stops after --epochs, or at the end of the epoch that reaches
---target. Set OMP_NUM_THREADS to --threads and OMP_WAIT_POLICY=PASSIVE.
+--target. Its last line is {"max_rss_mib": [...]}, each rank's peak resident set.
+Set OMP_NUM_THREADS to --threads and OMP_WAIT_POLICY=PASSIVE.
 """
 import argparse
 import gzip
 import json
 import os
+import resource
 import struct
 import sys
 import time
@@ -76,6 +78,13 @@ def worker(rank, a, port):
         dist.broadcast(acc, 0)
         if acc.item() >= a.target:
             break
+    # Peak resident set of every rank (goal 5: a worker's peak RSS against PyTorch's
+    # process), gathered to rank 0; ru_maxrss is in KiB on Linux.
+    rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss], dtype=torch.int64)
+    all_rss = [torch.zeros(1, dtype=torch.int64) for _ in range(a.procs)]
+    dist.all_gather(all_rss, rss)
+    if rank == 0:
+        print(json.dumps({"max_rss_mib": [round(r.item() / 1024, 1) for r in all_rss]}), flush=True)
     dist.destroy_process_group()
 
 
