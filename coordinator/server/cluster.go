@@ -318,6 +318,14 @@ func (s *Server) TransferLeadershipFrom(ctx context.Context, id, from string) (s
 		fut = s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
 	}
 	if err := s.waitFuture(ctx, fut); err != nil {
+		// hashicorp/raft answers "leadership transfer timeout" when the target's
+		// election takes longer than the election timeout, and the target may still win
+		// it: answer what happened, not what the future said, so that a caller (or a
+		// forwarding follower) does not retry a transfer that took place.
+		if lid := s.awaitOtherLeader(ctx); lid != "" {
+			s.logger.Info("leadership transferred after the transfer reported an error", "to", lid, "err", err)
+			return lid, nil
+		}
 		return "", s.raftErr("transfer leadership", err)
 	}
 	// The old leader learns the new one from its first heartbeat.
@@ -329,6 +337,21 @@ func (s *Server) TransferLeadershipFrom(ctx context.Context, id, from string) (s
 	}
 	s.logger.Info("leadership transferred", "to", string(lid))
 	return string(lid), nil
+}
+
+// awaitOtherLeader waits up to twice the election timeout for another voter to lead,
+// and returns its ID; "" when this node still leads (or no leader is known) by then.
+func (s *Server) awaitOtherLeader(ctx context.Context) string {
+	deadline := time.Now().Add(2 * s.config.RaftElectionTimeout)
+	for {
+		if _, lid := s.raft.LeaderWithID(); lid != "" && string(lid) != s.config.NodeID && !s.IsLeader() {
+			return string(lid)
+		}
+		if !time.Now().Before(deadline) || ctx.Err() != nil {
+			return ""
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // SnapshotSave writes a snapshot of the whole state (in the FSM's snapshot format) to
