@@ -321,8 +321,9 @@ func (s *Server) TransferLeadershipFrom(ctx context.Context, id, from string) (s
 		// hashicorp/raft answers "leadership transfer timeout" when the target's
 		// election takes longer than the election timeout, and the target may still win
 		// it: answer what happened, not what the future said, so that a caller (or a
-		// forwarding follower) does not retry a transfer that took place.
-		if lid := s.awaitOtherLeader(ctx); lid != "" {
+		// forwarding follower) does not retry a transfer that took place. Another
+		// voter than the one asked for leading is still a failed transfer.
+		if lid := s.awaitOtherLeader(ctx); lid != "" && (id == "" || lid == id) {
 			s.logger.Info("leadership transferred after the transfer reported an error", "to", lid, "err", err)
 			return lid, nil
 		}
