@@ -764,7 +764,7 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 			continue
 		}
 		if p == 2 {
-			pool2(in, y[base:base+g.oh*g.ow], o.arg[base:base+g.oh*g.ow], g.w, g.oh, g.ow, int32(plane*g.h*g.w))
+			pool2(in, y[base:base+g.oh*g.ow], o.arg[base:base+g.oh*g.ow], g.w, g.oh, g.ow, int32(plane*g.h*g.w), o.act == ActivationReLU)
 			continue
 		}
 		for py := range g.oh {
@@ -785,8 +785,9 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 		}
 	}
 	pw := g.oh * g.ow
-	if act := o.act; o.needArg || act != ActivationReLU {
-		activateInPlace(y[lo*pw:hi*pw], act)
+	// relu is folded into the forward-only pool and the recording 2x2 one.
+	if o.act != ActivationReLU || (o.needArg && p != 2) {
+		activateInPlace(y[lo*pw:hi*pw], o.act)
 	}
 }
 
@@ -831,31 +832,46 @@ func poolMax[T float](in, y []T, p, w, oh, ow int, relu bool) {
 	}
 }
 
-// pool2 is the 2x2 case of maxPoolOp.Do for one plane of width w: the first maximum
-// of each window, in row-major window order, as the general loop picks it.
-func pool2[T float](in, y []T, arg []int32, w, oh, ow int, off int32) {
+// pool2 is the 2x2 case of maxPoolOp.Do for one plane of width w, indices from off:
+// float32 in AVX-512 where the CPU has it (pool_amd64.s), otherwise row by row in
+// pool2RowGo.
+func pool2[T float](in, y []T, arg []int32, w, oh, ow int, off int32, relu bool) {
+	if in32, ok := any(in).([]float32); ok && pool2Arg(in32, any(y).([]float32), arg, w, oh, ow, off, relu) {
+		return
+	}
 	for py := range oh {
-		r0 := in[2*py*w : 2*py*w+2*ow]
-		r1 := in[(2*py+1)*w : (2*py+1)*w+2*ow]
-		yr, ar := y[py*ow:(py+1)*ow], arg[py*ow:(py+1)*ow]
-		at0 := int32(2*py*w) + off
-		for px := range yr {
-			// Branch-free (the comparisons of random data mispredict half the time):
-			// the first maximum in row-major window order, as the general loop.
-			a, b, c, d := r0[2*px], r0[2*px+1], r1[2*px], r1[2*px+1]
-			top, bottom := max(a, b), max(c, d)
-			it, ib := int32(2*px), int32(w+2*px)
-			if b > a {
-				it++
-			}
-			if d > c {
-				ib++
-			}
-			if bottom > top {
-				it = ib
-			}
-			yr[px], ar[px] = max(top, bottom), at0+it
+		pool2RowGo(in[2*py*w:2*py*w+2*ow], in[(2*py+1)*w:(2*py+1)*w+2*ow], y[py*ow:(py+1)*ow], arg[py*ow:(py+1)*ow], w, int32(2*py*w)+off, relu)
+	}
+}
+
+// pool2RowGo is one output row of a recording 2x2 pool: windows of r0 and r1 (the next
+// input row, w values on). Each window picks its first maximum in row-major order, as
+// the general loop does (the top pair's, the bottom pair's, then the greater of the
+// two, the top one on a tie); y gets the picked value (relu: at least 0; NaN when the
+// window holds one) and arg its index, at0 plus its offset from r0[0]. The AVX-512 row
+// computes the same, bit for bit.
+func pool2RowGo[T float](r0, r1, y []T, arg []int32, w int, at0 int32, relu bool) {
+	r0, r1, arg = r0[:2*len(y)], r1[:2*len(y)], arg[:len(y)]
+	for px := range y {
+		a, b, c, d := r0[2*px], r0[2*px+1], r1[2*px], r1[2*px+1]
+		top, it := a, int32(2*px)
+		if b > a {
+			top, it = b, it+1
 		}
+		bottom, ib := c, int32(w+2*px)
+		if d > c {
+			bottom, ib = d, ib+1
+		}
+		if bottom > top {
+			top, it = bottom, ib
+		}
+		if relu {
+			top = max(top, 0)
+		}
+		if a != a || b != b || c != c || d != d {
+			top = T(math.NaN())
+		}
+		y[px], arg[px] = top, at0+it
 	}
 }
 
@@ -917,6 +933,20 @@ func (o *maxPoolGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 func (o *maxPoolGradOp[T]) route(dz, dy []T, lo, hi int) {
 	g := &o.g
 	hw, pw := g.h*g.w, g.oh*g.ow
+	if dz32, ok := any(dz).([]float32); ok && g.k == 2 && g.oh > 0 && g.ow > 0 && hasPoolAVX512 {
+		// Float32 2x2 windows in AVX-512, every value of dz written once: the
+		// windows' rows there, the rows the pool dropped here.
+		dy32, y32 := any(dy).([]float32), any(o.fwd.out).([]float32)
+		relu := o.fwd.act == ActivationReLU
+		for p := lo; p < hi; p++ {
+			d := dz32[p*hw : (p+1)*hw]
+			pool2GradAVX512Plane(d, dy32[p*pw:(p+1)*pw], y32[p*pw:(p+1)*pw], o.fwd.arg[p*pw:(p+1)*pw], g.w, g.oh, g.ow, int32(p*hw), relu)
+			for i := 2 * g.oh * g.w; i < len(d); i++ {
+				d[i] = 0
+			}
+		}
+		return
+	}
 	clear(dz[lo*hw : hi*hw])
 	arg := o.fwd.arg[lo*pw : hi*pw]
 	dy = dy[lo*pw : hi*pw]

@@ -1,6 +1,10 @@
 package model
 
-import "golang.org/x/sys/cpu"
+import (
+	"math"
+
+	"golang.org/x/sys/cpu"
+)
 
 // pool2RowAVX512 is one output row of the forward-only 2x2 max-pool (pool_amd64.s):
 // y[j] = max(r0[2j], r0[2j+1], r1[2j], r1[2j+1], floor) for j < n.
@@ -20,5 +24,45 @@ func pool2Row(r0, r1, y []float32, floor float32) bool {
 	}
 	_, _ = r0[2*n-1], r1[2*n-1]
 	pool2RowAVX512(&r0[0], &r1[0], &y[0], n, floor)
+	return true
+}
+
+// pool2ArgAVX512 is the recording 2x2 max-pool of one plane (pool_amd64.s): conv.go's
+// pool2RowGo for each of rows output rows of n windows, indices from at0.
+//
+//go:noescape
+func pool2ArgAVX512(in, y *float32, arg *int32, n, w, rows int, at0 int32, floor float32)
+
+// pool2GradAVX512 is the 2x2 pool's gradient over one plane (pool_amd64.s): conv.go's
+// maxPoolGradOp.route for rows rows of n windows, but for the rows below them.
+//
+//go:noescape
+func pool2GradAVX512(dy, y *float32, arg *int32, dz *float32, n, w, rows int, at0 int32, relu bool)
+
+// pool2Arg computes one plane's output y (oh x ow) and argmax of a recording float32
+// 2x2 pool over in (width w) in AVX-512, and reports whether it did (false: the
+// caller's Go loop does it).
+func pool2Arg(in, y []float32, arg []int32, w, oh, ow int, at0 int32, relu bool) bool {
+	if !hasPoolAVX512 || oh == 0 || ow == 0 {
+		return false
+	}
+	_, _, _ = in[(2*oh-1)*w+2*ow-1], y[oh*ow-1], arg[oh*ow-1]
+	floor := float32(math.Inf(-1))
+	if relu {
+		floor = 0
+	}
+	pool2ArgAVX512(&in[0], &y[0], &arg[0], ow, w, oh, at0, floor)
+	return true
+}
+
+// pool2GradAVX512Plane writes one plane dz (width w, at least 2·oh rows) of a float32
+// 2x2 pool's gradient in AVX-512 but for its rows from 2·oh on, and reports whether it
+// did.
+func pool2GradAVX512Plane(dz, dy, y []float32, arg []int32, w, oh, ow int, at0 int32, relu bool) bool {
+	if !hasPoolAVX512 || oh == 0 || ow == 0 {
+		return false
+	}
+	_, _, _, _ = dz[2*oh*w-1], dy[oh*ow-1], y[oh*ow-1], arg[oh*ow-1]
+	pool2GradAVX512(&dy[0], &y[0], &arg[0], &dz[0], ow, w, oh, at0, relu)
 	return true
 }

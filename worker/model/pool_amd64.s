@@ -99,3 +99,316 @@ tail:
 done:
 	VZEROUPPER
 	RET
+
+// pool2Il holds the lane numbers that interleave two registers of 16: 0, 16, 1, 17,
+// ..., 7, 23 then 8, 24, ..., 15, 31 (VPERMT2PS spreads each window's pair of values
+// back over two input columns).
+DATA pool2Il<>+0(SB)/4, $0
+DATA pool2Il<>+4(SB)/4, $16
+DATA pool2Il<>+8(SB)/4, $1
+DATA pool2Il<>+12(SB)/4, $17
+DATA pool2Il<>+16(SB)/4, $2
+DATA pool2Il<>+20(SB)/4, $18
+DATA pool2Il<>+24(SB)/4, $3
+DATA pool2Il<>+28(SB)/4, $19
+DATA pool2Il<>+32(SB)/4, $4
+DATA pool2Il<>+36(SB)/4, $20
+DATA pool2Il<>+40(SB)/4, $5
+DATA pool2Il<>+44(SB)/4, $21
+DATA pool2Il<>+48(SB)/4, $6
+DATA pool2Il<>+52(SB)/4, $22
+DATA pool2Il<>+56(SB)/4, $7
+DATA pool2Il<>+60(SB)/4, $23
+DATA pool2Il<>+64(SB)/4, $8
+DATA pool2Il<>+68(SB)/4, $24
+DATA pool2Il<>+72(SB)/4, $9
+DATA pool2Il<>+76(SB)/4, $25
+DATA pool2Il<>+80(SB)/4, $10
+DATA pool2Il<>+84(SB)/4, $26
+DATA pool2Il<>+88(SB)/4, $11
+DATA pool2Il<>+92(SB)/4, $27
+DATA pool2Il<>+96(SB)/4, $12
+DATA pool2Il<>+100(SB)/4, $28
+DATA pool2Il<>+104(SB)/4, $13
+DATA pool2Il<>+108(SB)/4, $29
+DATA pool2Il<>+112(SB)/4, $14
+DATA pool2Il<>+116(SB)/4, $30
+DATA pool2Il<>+120(SB)/4, $15
+DATA pool2Il<>+124(SB)/4, $31
+GLOBL pool2Il<>(SB), RODATA|NOPTR, $128
+
+// pool2Lane2 holds 0, 2, 4, ..., 30: the offsets of 16 windows' first columns.
+DATA pool2Lane2<>+0(SB)/4, $0
+DATA pool2Lane2<>+4(SB)/4, $2
+DATA pool2Lane2<>+8(SB)/4, $4
+DATA pool2Lane2<>+12(SB)/4, $6
+DATA pool2Lane2<>+16(SB)/4, $8
+DATA pool2Lane2<>+20(SB)/4, $10
+DATA pool2Lane2<>+24(SB)/4, $12
+DATA pool2Lane2<>+28(SB)/4, $14
+DATA pool2Lane2<>+32(SB)/4, $16
+DATA pool2Lane2<>+36(SB)/4, $18
+DATA pool2Lane2<>+40(SB)/4, $20
+DATA pool2Lane2<>+44(SB)/4, $22
+DATA pool2Lane2<>+48(SB)/4, $24
+DATA pool2Lane2<>+52(SB)/4, $26
+DATA pool2Lane2<>+56(SB)/4, $28
+DATA pool2Lane2<>+60(SB)/4, $30
+GLOBL pool2Lane2<>(SB), RODATA|NOPTR, $64
+
+// POOL2_ARG_BODY picks 16 windows from the two rows' 32 values each, Z0:Z1 (top) and
+// Z2:Z3 (bottom): the values into Z4, the indices into Z6; it advances Z17 (at0 + 2j)
+// by 32. Clobbers Z0-Z7, Z11, Z12, K1-K5.
+#define POOL2_ARG_BODY \
+	VMOVAPS   Z0, Z4 \
+	VPERMT2PS Z1, Z8, Z4 \
+	VPERMT2PS Z1, Z9, Z0 \
+	VMOVAPS   Z2, Z5 \
+	VPERMT2PS Z3, Z8, Z5 \
+	VPERMT2PS Z3, Z9, Z2 \
+	VCMPPS    $0x1e, Z4, Z0, K1 \
+	VCMPPS    $0x1e, Z5, Z2, K2 \
+	VCMPPS    $3, Z0, Z4, K4 \
+	VCMPPS    $3, Z2, Z5, K5 \
+	KORW      K4, K5, K4 \
+	VBLENDMPS Z0, Z4, K1, Z11 \
+	VBLENDMPS Z2, Z5, K2, Z12 \
+	VMOVDQA32 Z17, Z6 \
+	VPADDD    Z18, Z6, K1, Z6 \
+	VPADDD    Z16, Z17, Z7 \
+	VPADDD    Z18, Z7, K2, Z7 \
+	VCMPPS    $0x1e, Z11, Z12, K3 \
+	VBLENDMPS Z12, Z11, K3, Z4 \
+	VPBLENDMD Z7, Z6, K3, Z6 \
+	VMAXPS    Z10, Z4, Z4 \
+	VBLENDMPS Z20, Z4, K4, Z4 \
+	VPADDD    Z19, Z17, Z17
+
+// POOL2_GRAD_BODY spreads the gradients Z0 of the 16 windows under K6 (their argmax
+// indices in Z1) over the two rows' 32 values each, Z4:Z5 (top) and Z6:Z7 (bottom):
+// each to the position its index names, 0 elsewhere. With relu (R9 = 0) only the
+// windows whose pooled value at (R8) is above 0 pass; without (R9 = 0xffff) all do.
+// It advances Z17 (at0 + 2j) by 32. Clobbers Z0-Z7, Z11, Z12, K1, K4, K5, K7.
+#define POOL2_GRAD_BODY \
+	VMOVUPS.Z   (R8), K6, Z2 \
+	VCMPPS      $0x1e, Z14, Z2, K6, K1 \
+	KMOVW       R9, K7 \
+	KANDW       K6, K7, K7 \
+	KORW        K7, K1, K1 \
+	VPSUBD      Z17, Z1, Z1 \
+	VPCMPEQD    Z14, Z1, K1, K4 \
+	VMOVAPS.Z   Z0, K4, Z4 \
+	VPCMPEQD    Z18, Z1, K1, K5 \
+	VMOVAPS.Z   Z0, K5, Z11 \
+	VPCMPEQD    Z16, Z1, K1, K4 \
+	VMOVAPS.Z   Z0, K4, Z6 \
+	VPCMPEQD    Z15, Z1, K1, K7 \
+	VMOVAPS.Z   Z0, K7, Z12 \
+	VMOVAPS     Z4, Z5 \
+	VPERMT2PS   Z11, Z8, Z4 \
+	VPERMT2PS   Z11, Z9, Z5 \
+	VMOVAPS     Z6, Z7 \
+	VPERMT2PS   Z12, Z8, Z6 \
+	VPERMT2PS   Z12, Z9, Z7 \
+	VPADDD      Z19, Z17, Z17
+
+// func pool2ArgAVX512(in, y *float32, arg *int32, n, w, rows int, at0 int32, floor float32)
+//
+// The recording 2x2 max-pool of one plane of width w (conv.go's pool2): rows output
+// rows of n windows, output row r reading input rows 2r and 2r+1. For each window,
+// with a, b its top pair and c, d its bottom pair, the top pick is b if b > a else
+// a, the bottom pick d if d > c else c, and the window's pick the bottom one if it is
+// greater than the top one; y gets the picked value clamped below at floor (0: relu;
+// -Inf: none), NaN when any of the four is NaN, and arg the picked value's index,
+// at0 + its offset in the plane. 16 windows per iteration, the last n mod 16 of a row
+// under masks (masked-off lanes neither load nor store).
+TEXT ·pool2ArgAVX512(SB), NOSPLIT, $0-56
+	MOVQ         in+0(FP), R10
+	MOVQ         y+8(FP), DX
+	MOVQ         arg+16(FP), BX
+	MOVQ         w+32(FP), R13
+	MOVQ         rows+40(FP), R11
+	MOVL         at0+48(FP), R12
+	VPBROADCASTD R13, Z16         // w
+	VBROADCASTSS floor+52(FP), Z10
+	VMOVDQU32    pool2Idx<>+0(SB), Z8
+	VMOVDQU32    pool2Idx<>+64(SB), Z9
+	MOVL         $1, AX
+	VPBROADCASTD AX, Z18          // 1
+	MOVL         $32, AX
+	VPBROADCASTD AX, Z19          // 32: the next 16 windows
+	MOVL         $0x7fc00000, AX
+	VPBROADCASTD AX, Z20          // NaN
+	SHLQ         $2, R13          // w in bytes
+
+arow:
+	TESTQ        R11, R11
+	JZ           adone
+	MOVQ         R10, SI
+	LEAQ         (R10)(R13*1), DI
+	VPBROADCASTD R12, Z17
+	VPADDD       pool2Lane2<>+0(SB), Z17, Z17 // at0 + 2j for the 16 lanes
+	MOVQ         n+24(FP), CX
+
+aloop:
+	CMPQ      CX, $16
+	JLT       atail
+	VMOVUPS   (SI), Z0
+	VMOVUPS   64(SI), Z1
+	VMOVUPS   (DI), Z2
+	VMOVUPS   64(DI), Z3
+	POOL2_ARG_BODY
+	VMOVUPS   Z4, (DX)
+	VMOVDQU32 Z6, (BX)
+	ADDQ      $128, SI
+	ADDQ      $128, DI
+	ADDQ      $64, DX
+	ADDQ      $64, BX
+	SUBQ      $16, CX
+	JMP       aloop
+
+atail:
+	TESTQ     CX, CX
+	JZ        anext
+	LEAQ      (DX)(CX*4), R14 // past the row's outputs
+	LEAQ      (BX)(CX*4), R15
+	MOVQ      $1, AX
+	SHLQ      CX, AX
+	DECQ      AX
+	KMOVW     AX, K6 // the last outputs
+	SHLQ      $1, CX
+	MOVQ      $1, AX
+	SHLQ      CX, AX
+	DECQ      AX // two inputs each per row
+	KMOVW     AX, K2
+	SHRQ      $16, AX
+	KMOVW     AX, K3
+	VMOVUPS.Z (SI), K2, Z0
+	VMOVUPS.Z 64(SI), K3, Z1
+	VMOVUPS.Z (DI), K2, Z2
+	VMOVUPS.Z 64(DI), K3, Z3
+	POOL2_ARG_BODY
+	VMOVUPS   Z4, K6, (DX)
+	VMOVDQU32 Z6, K6, (BX)
+	MOVQ      R14, DX
+	MOVQ      R15, BX
+
+anext:
+	LEAQ (R10)(R13*2), R10 // two input rows on
+	MOVQ R13, AX
+	SHRQ $1, AX
+	ADDL AX, R12 // at0 + 2w
+	DECQ R11
+	JMP  arow
+
+adone:
+	VZEROUPPER
+	RET
+
+// func pool2GradAVX512(dy, y *float32, arg *int32, dz *float32, n, w, rows int, at0 int32, relu bool)
+//
+// The gradient of the recording 2x2 max-pool over one plane of width w (conv.go's
+// maxPoolGradOp.route), written densely: for each of rows rows of n windows, dy
+// (0 when relu is set and y <= 0) goes to the one of the window's four positions that
+// arg names (arg - at0 - its top left's offset in {0, 1, w, w+1}), 0 to the three
+// others and, when w is odd, to the column the pool dropped. The rows below the last
+// window row are the caller's. 16 windows per iteration, the last n mod 16 of a row
+// under masks.
+TEXT ·pool2GradAVX512(SB), NOSPLIT, $0-61
+	MOVQ         dy+0(FP), SI
+	MOVQ         y+8(FP), R8
+	MOVQ         arg+16(FP), BX
+	MOVQ         dz+24(FP), R10
+	MOVQ         w+40(FP), R13
+	MOVQ         rows+48(FP), R11
+	MOVL         at0+56(FP), R12
+	VPBROADCASTD R13, Z16         // w
+	LEAQ         1(R13), AX
+	VPBROADCASTD AX, Z15          // w+1
+	MOVBQZX      relu+60(FP), R9
+	DECQ         R9
+	ANDQ         $0xffff, R9      // 0 with relu: K6 & (y > 0); else K6
+	VMOVDQU32    pool2Il<>+0(SB), Z8
+	VMOVDQU32    pool2Il<>+64(SB), Z9
+	MOVL         $1, AX
+	VPBROADCASTD AX, Z18          // 1
+	MOVL         $32, AX
+	VPBROADCASTD AX, Z19          // 32
+	VPXORD       Z14, Z14, Z14    // 0
+	SHLQ         $2, R13          // w in bytes
+	MOVQ         n+32(FP), R14
+	SHLQ         $3, R14          // 2n values in bytes
+
+grow:
+	TESTQ        R11, R11
+	JZ           gdone
+	MOVQ         R10, DI
+	LEAQ         (R10)(R13*1), DX
+	VPBROADCASTD R12, Z17
+	VPADDD       pool2Lane2<>+0(SB), Z17, Z17 // at0 + 2j for the 16 lanes
+	MOVQ         n+32(FP), CX
+
+gloop:
+	CMPQ        CX, $16
+	JLT         gtail
+	KXNORW      K6, K6, K6 // 16 windows
+	VMOVUPS     (SI), Z0
+	VMOVDQU32   (BX), Z1
+	POOL2_GRAD_BODY
+	VMOVUPS     Z4, (DI)
+	VMOVUPS     Z5, 64(DI)
+	VMOVUPS     Z6, (DX)
+	VMOVUPS     Z7, 64(DX)
+	ADDQ        $64, SI
+	ADDQ        $64, R8
+	ADDQ        $64, BX
+	ADDQ        $128, DI
+	ADDQ        $128, DX
+	SUBQ        $16, CX
+	JMP         gloop
+
+gtail:
+	TESTQ       CX, CX
+	JZ          gcol
+	MOVQ        $1, AX
+	SHLQ        CX, AX
+	DECQ        AX
+	KMOVW       AX, K6 // the last windows
+	VMOVUPS.Z   (SI), K6, Z0
+	VMOVDQU32.Z (BX), K6, Z1
+	LEAQ        (SI)(CX*4), SI // past the row's windows
+	LEAQ        (BX)(CX*4), BX
+	LEAQ        (R8)(CX*4), R15
+	SHLQ        $1, CX
+	MOVQ        $1, AX
+	SHLQ        CX, AX
+	DECQ        AX // two values each per row
+	KMOVW       AX, K2
+	SHRQ        $16, AX
+	KMOVW       AX, K3
+	POOL2_GRAD_BODY
+	VMOVUPS     Z4, K2, (DI)
+	VMOVUPS     Z5, K3, 64(DI)
+	VMOVUPS     Z6, K2, (DX)
+	VMOVUPS     Z7, K3, 64(DX)
+	MOVQ        R15, R8
+
+gcol:
+	// Odd widths: zero the column the pool dropped (2n values in, R14 bytes).
+	CMPQ R14, R13
+	JGE  gnext
+	MOVL $0, (R10)(R14*1)
+	LEAQ (R10)(R13*1), AX
+	MOVL $0, (AX)(R14*1)
+
+gnext:
+	LEAQ (R10)(R13*2), R10 // two dz rows on
+	MOVQ R13, AX
+	SHRQ $1, AX
+	ADDL AX, R12 // at0 + 2w
+	DECQ R11
+	JMP  grow
+
+gdone:
+	VZEROUPPER
+	RET

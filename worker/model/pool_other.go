@@ -7,3 +7,11 @@ var hasPoolAVX512 = false
 
 // pool2Row is the AVX-512 pool row of amd64; here it does nothing.
 func pool2Row(_, _, _ []float32, _ float32) bool { return false }
+
+// pool2Arg is the AVX-512 recording pool of amd64; here it does nothing.
+func pool2Arg(_, _ []float32, _ []int32, _, _, _ int, _ int32, _ bool) bool { return false }
+
+// pool2GradAVX512Plane is the AVX-512 pool gradient of amd64; here it does nothing.
+func pool2GradAVX512Plane(_, _, _ []float32, _ []int32, _, _, _ int, _ int32, _ bool) bool {
+	return false
+}

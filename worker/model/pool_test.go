@@ -1,0 +1,154 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"gorgonia.org/tensor"
+)
+
+// poolImpls lists the float32 2x2 pool implementations this CPU runs: the Go loops
+// always, the AVX-512 kernels (pool_amd64.s) where the CPU has them. Each sets
+// hasPoolAVX512 for the duration of the run.
+func poolImpls() []bool {
+	if hasPoolAVX512 {
+		return []bool{false, true}
+	}
+	return []bool{false}
+}
+
+// TestPool2MatchesReference checks the recording 2x2 max-pool and its gradient, in Go
+// and (where the CPU has it) in AVX-512, against a plain loop over each window in
+// row-major order: the first maximum's value (relu: at least 0; NaN when the window
+// holds a NaN, and then the index of
+// the pairwise picks the kernels make) and index, and a gradient that puts each pooled gradient (0 through
+// relu where the output is not above 0) at that index and 0 everywhere else, the rows
+// and column that odd sizes drop included. Values are drawn from a few levels, so
+// windows hold ties, and both signs of zero; widths give rows of 1 to 48 windows,
+// whole groups of 16 and masked tails. Every comparison is bit for bit (any NaN
+// matching any NaN).
+func TestPool2MatchesReference(t *testing.T) {
+	asm := hasPoolAVX512
+	defer func() { hasPoolAVX512 = asm }()
+	for _, sz := range []struct{ h, w int }{
+		{2, 2}, {3, 3}, {5, 7}, {11, 11}, {26, 26}, {4, 33}, {7, 64}, {9, 65}, {2, 97}, {6, 35},
+	} {
+		for _, act := range []string{ActivationReLU, identity, ActivationTanh} {
+			for _, nan := range []bool{false, true} {
+				for _, on := range poolImpls() {
+					name := fmt.Sprintf("%dx%d/%s/nan=%v/avx512=%v", sz.h, sz.w, act, nan, on)
+					t.Run(name, func(t *testing.T) {
+						hasPoolAVX512 = on
+						testPool2MatchesReference(t, sz.h, sz.w, act, nan)
+					})
+				}
+			}
+		}
+	}
+}
+
+func testPool2MatchesReference(t *testing.T, h, w int, act string, withNaN bool) {
+	const batch, c = 2, 3
+	g := convGeom{b: batch, c: c, h: h, w: w, k: 2, stride: 2, oh: h / 2, ow: w / 2}
+	rng := rand.New(rand.NewPCG(uint64(h), uint64(w)))
+	levels := []float32{-1.5, -0.5, float32(math.Copysign(0, -1)), 0, 0.5, 1.5}
+	z := make([]float32, batch*c*h*w)
+	for i := range z {
+		z[i] = levels[rng.IntN(len(levels))]
+		if withNaN && rng.IntN(17) == 0 {
+			z[i] = float32(math.NaN())
+		}
+	}
+	np := batch * c * g.oh * g.ow
+	dy := make([]float32, np)
+	for i := range dy {
+		dy[i] = float32(rng.NormFloat64())
+	}
+	relu := act == ActivationReLU
+
+	// The reference.
+	wantY := make([]float32, np)
+	wantArg := make([]int32, np)
+	for p := range batch * c {
+		for py := range g.oh {
+			for px := range g.ow {
+				at := p*h*w + 2*py*w + 2*px
+				best, isNaN := z[at], false
+				for dy := range 2 {
+					for dx := range 2 {
+						i := p*h*w + (2*py+dy)*w + 2*px + dx
+						if z[i] > best {
+							best, at = z[i], i
+						}
+						isNaN = isNaN || z[i] != z[i]
+					}
+				}
+				if relu {
+					best = max(best, 0)
+				}
+				if isNaN {
+					// Comparisons with NaN are false, so the first-maximum scan and
+					// the kernels' pairwise picks part: the index is the pairwise one
+					// (its gradient is NaN's anyway).
+					i0 := p*h*w + 2*py*w + 2*px
+					it, ib := i0, i0+w
+					if z[i0+1] > z[i0] {
+						it++
+					}
+					if z[i0+w+1] > z[i0+w] {
+						ib++
+					}
+					at = it
+					if z[ib] > z[it] {
+						at = ib
+					}
+					best = float32(math.NaN())
+				}
+				o := (p*g.oh+py)*g.ow + px
+				wantY[o], wantArg[o] = best, int32(at)
+			}
+		}
+	}
+	if act == ActivationTanh {
+		tanhInto(wantY, wantY)
+	}
+	wantDZ := make([]float32, len(z))
+	dp := dy
+	if act == ActivationTanh {
+		dp = make([]float32, np)
+		activationGrad(dp, wantY, dy, act)
+	}
+	for o, a := range wantArg {
+		if !relu || wantY[o] > 0 {
+			wantDZ[a] = dp[o]
+		}
+	}
+
+	op := &maxPoolOp[float32]{convBase: convBase[float32]{g: g, name: "maxpool"}, act: act, needArg: true}
+	out, err := op.Do(tensor.New(tensor.WithShape(batch, c, h, w), tensor.WithBacking(z)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b) }
+	for i, v := range out.Data().([]float32) {
+		if !same(v, wantY[i]) || op.arg[i] != wantArg[i] {
+			t.Fatalf("output %d: %v at %d, want %v at %d", i, v, op.arg[i], wantY[i], wantArg[i])
+		}
+	}
+	grad := &maxPoolGradOp[float32]{convBase: convBase[float32]{g: g, name: "maxpool_dz"}, fwd: op}
+	grad.out = make([]float32, len(z))
+	for i := range grad.out {
+		grad.out[i] = float32(math.NaN()) // every value must be written
+	}
+	dz, err := grad.Do(tensor.New(tensor.WithShape(batch, c, g.oh, g.ow), tensor.WithBacking(dy)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range dz.Data().([]float32) {
+		if !same(v, wantDZ[i]) {
+			t.Fatalf("dz[%d] = %v, want %v", i, v, wantDZ[i])
+		}
+	}
+}
