@@ -52,6 +52,9 @@ func newConvGeom(b int, s convShape) convGeom {
 // convIm2col fills col (ckk x plane, row-major with row stride ld >= plane) from one
 // image (c x h x w).
 func convIm2col[T float](g *convGeom, img, col []T, ld int) {
+	if img32, ok := any(img).([]float32); ok && im2colS1(g, img32, any(col).([]float32), ld) {
+		return // stride 1, rows of up to 32 values, in AVX-512 (pool_amd64.s)
+	}
 	if g.stride == 1 && g.pad == 0 && g.ow >= 8 && g.ow <= 32 {
 		convIm2colS1(g, img, col, ld)
 		return

@@ -306,49 +306,76 @@ func testMaxPoolOp(t *testing.T, p int, act string) {
 }
 
 // TestConvIm2colMatchesNaive checks im2col (each of its paths: stride 1 without
-// padding at output rows of 8 to 32 values, short copies, strided reads, padding)
-// against the definition, one value at a time.
+// padding at output rows of 8 to 32 values, short copies, strided reads, padding;
+// and, where the CPU has AVX-512, the assembly for stride 1 and rows of up to 32
+// values, with and without padding, rows of 1, 16, 17 and 32 values, kernel columns
+// and rows that read padding alone) against the definition, one value at a time.
 func TestConvIm2colMatchesNaive(t *testing.T) {
+	asm := hasIm2colAVX512
+	defer func() { hasIm2colAVX512 = asm }()
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, c := range []struct{ ch, h, w, k, stride, pad int }{
+	for _, c := range []im2colCase{
 		{1, 28, 28, 3, 1, 0}, {32, 13, 13, 3, 1, 0}, {2, 5, 10, 3, 1, 0}, {2, 4, 18, 3, 1, 0},
 		{1, 4, 34, 3, 1, 0}, {1, 3, 35, 3, 1, 0}, {3, 6, 9, 2, 1, 0}, {2, 7, 20, 5, 1, 0},
 		{2, 6, 7, 3, 1, 1}, {1, 9, 30, 3, 1, 2}, {3, 7, 5, 2, 2, 0}, {1, 6, 6, 3, 2, 2},
+		{3, 32, 32, 3, 1, 1}, {2, 5, 16, 3, 1, 1}, {1, 3, 19, 3, 1, 0}, {2, 4, 17, 3, 1, 1},
+		{1, 1, 1, 3, 1, 2}, {2, 2, 3, 3, 1, 2}, {1, 3, 3, 3, 1, 0}, {4, 4, 4, 3, 1, 1},
 	} {
-		t.Run(fmt.Sprintf("%dx%dx%d k%d s%d p%d", c.ch, c.h, c.w, c.k, c.stride, c.pad), func(t *testing.T) {
-			s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
-			s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
-			s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
-			g := newConvGeom(1, s)
-			img := make([]float32, c.ch*c.h*c.w)
-			for i := range img {
-				img[i] = float32(rng.NormFloat64())
-			}
-			col := make([]float32, g.ckk*g.plane)
-			for i := range col {
-				col[i] = float32(math.NaN()) // every value must be written
-			}
-			convIm2col(&g, img, col, g.plane)
-			for ch := range c.ch {
-				for ki := range c.k {
-					for kj := range c.k {
-						for oy := range g.oh {
-							for ox := range g.ow {
-								y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
-								var want float32
-								if y >= 0 && y < c.h && x >= 0 && x < c.w {
-									want = img[(ch*c.h+y)*c.w+x]
-								}
-								if got := col[((ch*c.k+ki)*c.k+kj)*g.plane+oy*g.ow+ox]; got != want {
-									t.Fatalf("col[c%d k%d,%d][%d,%d] = %v, want %v", ch, ki, kj, oy, ox, got, want)
-								}
+		for _, on := range []bool{false, asm} {
+			hasIm2colAVX512 = on
+			testConvIm2colMatchesNaive(t, rng, c)
+		}
+	}
+}
+
+// im2colCase is an image (channels, height, width) and a convolution's kernel size,
+// stride and padding.
+type im2colCase struct{ ch, h, w, k, stride, pad int }
+
+func testConvIm2colMatchesNaive(t *testing.T, rng *rand.Rand, c im2colCase) {
+	t.Run(fmt.Sprintf("%dx%dx%d k%d s%d p%d asm=%v", c.ch, c.h, c.w, c.k, c.stride, c.pad, hasIm2colAVX512), func(t *testing.T) {
+		s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
+		s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
+		s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
+		g := newConvGeom(1, s)
+		img := make([]float32, c.ch*c.h*c.w)
+		for i := range img {
+			img[i] = float32(rng.NormFloat64())
+		}
+		// Rows of col 3 values apart, as when images lie side by side: the
+		// gaps must stay as they are.
+		ld := g.plane + 3
+		col := make([]float32, g.ckk*ld)
+		for i := range col {
+			col[i] = float32(math.NaN()) // every value must be written
+		}
+		convIm2col(&g, img, col, ld)
+		for ch := range c.ch {
+			for ki := range c.k {
+				for kj := range c.k {
+					for oy := range g.oh {
+						for ox := range g.ow {
+							y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
+							var want float32
+							if y >= 0 && y < c.h && x >= 0 && x < c.w {
+								want = img[(ch*c.h+y)*c.w+x]
+							}
+							if got := col[((ch*c.k+ki)*c.k+kj)*ld+oy*g.ow+ox]; got != want {
+								t.Fatalf("col[c%d k%d,%d][%d,%d] = %v, want %v", ch, ki, kj, oy, ox, got, want)
 							}
 						}
 					}
 				}
 			}
-		})
-	}
+		}
+		for r := range g.ckk {
+			for i, v := range col[r*ld+g.plane : (r+1)*ld] {
+				if v == v {
+					t.Fatalf("col row %d: %v written past the row's %d values (+%d)", r, v, g.plane, i)
+				}
+			}
+		}
+	})
 }
 
 // TestMaxPoolForwardOnly checks that a pool without a gradient op (Predict's graph:

@@ -66,3 +66,24 @@ func pool2GradAVX512Plane(dz, dy, y []float32, arg []int32, w, oh, ow int, at0 i
 	pool2GradAVX512(&dy[0], &y[0], &arg[0], &dz[0], ow, w, oh, at0, relu)
 	return true
 }
+
+// im2colS1AVX512 is convIm2col for stride 1 and output rows of at most 32 values
+// (pool_amd64.s).
+//
+//go:noescape
+func im2colS1AVX512(img, col *float32, ld, c, h, w, k, pad, oh, ow int)
+
+// hasIm2colAVX512 tells whether im2colS1 runs the assembly (tests switch it off).
+var hasIm2colAVX512 = cpu.X86.HasAVX512F
+
+// im2colS1 runs convIm2col's stride-1 case for rows of at most 32 values in AVX-512
+// and reports whether it did (false: the caller's Go loops do it).
+func im2colS1(g *convGeom, img, col []float32, ld int) bool {
+	if !hasIm2colAVX512 || g.stride != 1 || g.ow > 32 || g.ow == 0 || g.oh == 0 || g.c == 0 || g.k == 0 {
+		return false
+	}
+	_ = img[g.c*g.h*g.w-1]
+	_ = col[(g.ckk-1)*ld+g.plane-1]
+	im2colS1AVX512(&img[0], &col[0], ld, g.c, g.h, g.w, g.k, g.pad, g.oh, g.ow)
+	return true
+}

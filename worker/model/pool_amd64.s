@@ -412,3 +412,120 @@ gnext:
 gdone:
 	VZEROUPPER
 	RET
+
+// func im2colS1AVX512(img, col *float32, ld, c, h, w, k, pad, oh, ow int)
+//
+// conv.go's convIm2col for stride 1 and output rows of at most 32 values: for each
+// channel ci, kernel row ki and column kj, col row (ci·k+ki)·k+kj (row stride ld)
+// gets oh output rows of ow values, output (oy, ox) reading image value (oy+ki-pad,
+// ox+kj-pad), 0 where that lies in the padding. Each output row is one or two masked
+// loads (the lanes that read padding are masked off, so they load nothing and read
+// 0) and one or two masked stores.
+TEXT ·im2colS1AVX512(SB), NOSPLIT, $0-80
+	MOVQ  img+0(FP), SI
+	MOVQ  col+8(FP), DI
+	MOVQ  c+24(FP), R8
+	MOVQ  w+40(FP), R15
+	SHLQ  $2, R15 // w in bytes
+	MOVQ  ow+72(FP), CX
+	MOVQ  $1, DX
+	SHLQ  CX, DX
+	DECQ  DX
+	KMOVW DX, K3 // the output row's values
+	SHRQ  $16, DX
+	KMOVW DX, K4
+
+ichan:
+	TESTQ R8, R8
+	JZ    idone
+	XORQ  R9, R9 // ki
+
+iki:
+	XORQ R10, R10 // kj
+
+ikj:
+	// Load mask: output columns [lo, hi) read inside the image, lo = max(0, pad-kj),
+	// hi = min(ow, w+pad-kj) (0 if negative).
+	XORQ    DX, DX
+	MOVQ    pad+56(FP), AX
+	SUBQ    R10, AX
+	CMPQ    AX, $0
+	CMOVQLT DX, AX // lo
+	MOVQ    w+40(FP), BX
+	ADDQ    pad+56(FP), BX
+	SUBQ    R10, BX
+	CMPQ    BX, $0
+	CMOVQLT DX, BX
+	MOVQ    ow+72(FP), CX
+	CMPQ    BX, CX
+	CMOVQGT CX, BX // hi
+	MOVQ    BX, CX
+	MOVQ    $1, DX
+	SHLQ    CX, DX
+	DECQ    DX // hi ones
+	MOVQ    AX, CX
+	MOVQ    $1, BX
+	SHLQ    CX, BX
+	DECQ    BX
+	NOTQ    BX
+	ANDQ    BX, DX // lanes [lo, hi)
+	KMOVW   DX, K1
+	SHRQ    $16, DX
+	KMOVW   DX, K2
+
+	// y = ki - pad; the first row's source: img + (y·w + kj - pad) values.
+	MOVQ  R9, R14
+	SUBQ  pad+56(FP), R14
+	MOVQ  R14, AX
+	IMULQ w+40(FP), AX
+	ADDQ  R10, AX
+	SUBQ  pad+56(FP), AX
+	LEAQ  (SI)(AX*4), R12
+	MOVQ  DI, R13
+	MOVQ  oh+64(FP), R11
+	MOVQ  ow+72(FP), BX
+	SHLQ  $2, BX // ow in bytes
+	MOVQ  h+32(FP), CX
+
+irow:
+	TESTQ     R11, R11
+	JZ        inext
+	CMPQ      R14, $0
+	JLT       izero
+	CMPQ      R14, CX
+	JGE       izero
+	VMOVUPS.Z (R12), K1, Z0
+	VMOVUPS.Z 64(R12), K2, Z1
+	JMP       istore
+
+izero:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+
+istore:
+	VMOVUPS Z0, K3, (R13)
+	VMOVUPS Z1, K4, 64(R13)
+	ADDQ    R15, R12
+	ADDQ    BX, R13
+	INCQ    R14
+	DECQ    R11
+	JMP     irow
+
+inext:
+	MOVQ ld+16(FP), AX
+	LEAQ (DI)(AX*4), DI // the next col row
+	INCQ R10
+	CMPQ R10, k+48(FP)
+	JLT  ikj
+	INCQ R9
+	CMPQ R9, k+48(FP)
+	JLT  iki
+	MOVQ h+32(FP), AX
+	IMULQ R15, AX
+	ADDQ AX, SI // the next channel
+	DECQ R8
+	JMP  ichan
+
+idone:
+	VZEROUPPER
+	RET

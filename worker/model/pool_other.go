@@ -15,3 +15,9 @@ func pool2Arg(_, _ []float32, _ []int32, _, _, _ int, _ int32, _ bool) bool { re
 func pool2GradAVX512Plane(_, _, _ []float32, _ []int32, _, _, _ int, _ int32, _ bool) bool {
 	return false
 }
+
+// hasIm2colAVX512 tells whether im2colS1 runs assembly: not on this architecture.
+var hasIm2colAVX512 = false
+
+// im2colS1 is the AVX-512 im2col of amd64; here it does nothing.
+func im2colS1(_ *convGeom, _, _ []float32, _ int) bool { return false }
