@@ -198,6 +198,9 @@ func convValid(g *convGeom, kj int) (lo, hi int) {
 // convCol2im adds col (ckk x plane, row stride ld >= plane) into one image's gradient
 // (c x h x w).
 func convCol2im[T float](g *convGeom, col, img []T, ld int) {
+	if col32, ok := any(col).([]float32); ok && col2im3S1(g, col32, any(img).([]float32), ld) {
+		return // 3x3, stride 1, rows of up to 32 values, in AVX-512 (pool_amd64.s)
+	}
 	if g.k == 3 && g.stride == 1 && g.pad == 0 && g.ow >= 2 {
 		convCol2im3(g, col, img, ld)
 		return

@@ -87,3 +87,43 @@ func im2colS1(g *convGeom, img, col []float32, ld int) bool {
 	im2colS1AVX512(&img[0], &col[0], ld, g.c, g.h, g.w, g.k, g.pad, g.oh, g.ow)
 	return true
 }
+
+// col2im3S1AVX512 is convCol2im for 3x3 kernels, stride 1 and image rows of at most
+// 32 values (pool_amd64.s).
+//
+//go:noescape
+func col2im3S1AVX512(col, img *float32, masks *[8]uint16, ld, c, h, w, oh, ow, pad int)
+
+// hasCol2imAVX512 tells whether col2im3S1 runs the assembly (tests switch it off).
+var hasCol2imAVX512 = cpu.X86.HasAVX512F
+
+// col2im3S1 runs convCol2im's 3x3 stride-1 case for image rows of at most 32 values
+// in AVX-512 and reports whether it did (false: the caller's Go loops do it). Each
+// image value gets the same sum, in the same order, as convCol2im3 and
+// convCol2im3Same add, a missing term being a 0 (so only the sign of a zero sum can
+// differ).
+func col2im3S1(g *convGeom, col, img []float32, ld int) bool {
+	if !hasCol2imAVX512 || g.k != 3 || g.stride != 1 || g.w > 32 || g.oh == 0 || g.ow == 0 || g.c == 0 {
+		return false
+	}
+	_ = col[(g.ckk-1)*ld+g.plane-1]
+	_ = img[g.c*g.h*g.w-1]
+	// lanes returns the bits of lanes [lo, hi) of 32, clipped to the image row.
+	lanes := func(lo, hi int) uint32 {
+		lo, hi = max(lo, 0), min(hi, g.w)
+		if hi <= lo {
+			return 0
+		}
+		return uint32((uint64(1)<<hi - 1) &^ (uint64(1)<<lo - 1))
+	}
+	var masks [8]uint16
+	for kj := range 3 {
+		// Image column x takes output column x+pad-kj, which must lie in [0, ow).
+		m := lanes(kj-g.pad, g.ow+kj-g.pad)
+		masks[2*kj], masks[2*kj+1] = uint16(m), uint16(m>>16)
+	}
+	m := lanes(0, g.w)
+	masks[6], masks[7] = uint16(m), uint16(m>>16)
+	col2im3S1AVX512(&col[0], &img[0], &masks, ld, g.c, g.h, g.w, g.oh, g.ow, g.pad)
+	return true
+}

@@ -529,3 +529,98 @@ inext:
 idone:
 	VZEROUPPER
 	RET
+
+// func col2im3S1AVX512(col, img *float32, masks *[8]uint16, ld, c, h, w, oh, ow, pad int)
+//
+// conv.go's convCol2im for 3x3 kernels, stride 1 and image rows of at most 32 values:
+// for each channel, kernel row ki and output row oy whose image row y = oy+ki-pad lies
+// inside the image, image value (y, x) += (r0[x+pad] + r1[x+pad-1]) + r2[x+pad-2],
+// r_kj being output row oy of col row (ci·3+ki)·3+kj (row stride ld) and a term whose
+// column falls outside [0, ow) left out: masks holds, per kernel column, the lanes x
+// whose term exists (lanes 0-15, then 16-31), then the image row's lanes.
+TEXT ·col2im3S1AVX512(SB), NOSPLIT, $0-80
+	MOVQ  col+0(FP), SI
+	MOVQ  img+8(FP), DI
+	MOVQ  masks+16(FP), BX
+	KMOVW 0(BX), K1
+	KMOVW 2(BX), K2
+	KMOVW 4(BX), K3
+	KMOVW 6(BX), K4
+	KMOVW 8(BX), K5
+	KMOVW 10(BX), K6
+	MOVQ  ld+24(FP), R11
+	SHLQ  $2, R11 // ld in bytes
+	MOVQ  w+48(FP), R13
+	SHLQ  $2, R13 // w in bytes
+	MOVQ  ow+64(FP), R12
+	SHLQ  $2, R12 // ow in bytes
+	MOVQ  pad+72(FP), CX
+	SHLQ  $2, CX  // pad in bytes
+	MOVQ  c+32(FP), R8
+
+cchan:
+	TESTQ R8, R8
+	JZ    cdone
+	XORQ  R9, R9 // ki
+
+cki:
+	MOVQ R9, DX
+	SUBQ pad+72(FP), DX // the image row of output row 0
+	MOVQ SI, R14        // output row oy of kernel column 0
+	XORQ R10, R10       // oy
+
+crow:
+	CMPQ  R10, oh+56(FP)
+	JGE   cnextki
+	LEAQ  (R10)(DX*1), AX
+	CMPQ  AX, $0
+	JLT   cskip
+	CMPQ  AX, h+40(FP)
+	JGE   cskip
+	IMULQ R13, AX
+	LEAQ  (DI)(AX*1), R15 // image row y
+	KMOVW 12(BX), K7
+	VMOVUPS.Z (R14)(CX*1), K1, Z0
+	LEAQ  -4(R14)(R11*1), AX
+	VMOVUPS.Z (AX)(CX*1), K3, Z1
+	LEAQ  -8(R14)(R11*2), AX
+	VMOVUPS.Z (AX)(CX*1), K5, Z2
+	VADDPS Z1, Z0, Z0
+	VADDPS Z2, Z0, Z0
+	VMOVUPS.Z (R15), K7, Z3
+	VADDPS Z0, Z3, Z3
+	VMOVUPS Z3, K7, (R15)
+	CMPQ  R13, $64
+	JLE   cskip
+	KMOVW 14(BX), K7
+	VMOVUPS.Z 64(R14)(CX*1), K2, Z0
+	LEAQ  60(R14)(R11*1), AX
+	VMOVUPS.Z (AX)(CX*1), K4, Z1
+	LEAQ  56(R14)(R11*2), AX
+	VMOVUPS.Z (AX)(CX*1), K6, Z2
+	VADDPS Z1, Z0, Z0
+	VADDPS Z2, Z0, Z0
+	VMOVUPS.Z 64(R15), K7, Z3
+	VADDPS Z0, Z3, Z3
+	VMOVUPS Z3, K7, 64(R15)
+
+cskip:
+	ADDQ R12, R14
+	INCQ R10
+	JMP  crow
+
+cnextki:
+	LEAQ (SI)(R11*2), SI
+	ADDQ R11, SI // three col rows on
+	INCQ R9
+	CMPQ R9, $3
+	JLT  cki
+	MOVQ h+40(FP), AX
+	IMULQ R13, AX
+	ADDQ AX, DI // the next channel
+	DECQ R8
+	JMP  cchan
+
+cdone:
+	VZEROUPPER
+	RET

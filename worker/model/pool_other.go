@@ -21,3 +21,9 @@ var hasIm2colAVX512 = false
 
 // im2colS1 is the AVX-512 im2col of amd64; here it does nothing.
 func im2colS1(_ *convGeom, _, _ []float32, _ int) bool { return false }
+
+// hasCol2imAVX512 tells whether col2im3S1 runs assembly: not on this architecture.
+var hasCol2imAVX512 = false
+
+// col2im3S1 is the AVX-512 col2im of amd64; here it does nothing.
+func col2im3S1(_ *convGeom, _, _ []float32, _ int) bool { return false }
