@@ -587,34 +587,55 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		// the threads nothing to split, so the groups are cut into up to convDWParts
 		// fixed parts (whatever the thread count), each summed by one worker into its
 		// own buffer, then the parts are added in order.
+		//
+		// In AVX-512 (float32, at least 3 x 8 values) dot3x8 computes them instead:
+		// each value of dwᵀ is an inner product of an im2col row and a dy row, which
+		// lie along the same positions, so nothing is packed or transposed; the
+		// parts are then cut from the images, each summed in order.
+		cols32, direct := any(cols).([]float32)
+		direct = direct && hasDotAVX512 && g.ckk >= 3 && g.f >= 8
 		parts := min(convDWParts, groups)
+		if direct {
+			parts = min(convDWParts, g.b)
+		}
 		size := g.ckk * g.f
 		if len(o.dy) != parts*size {
 			o.dy = make([]T, parts*size)
 		}
 		nw := o.par.workers(parts)
-		var bufs [][]T
-		if grp > 1 {
-			bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
-		}
-		o.par.run(nw, func(w int) {
-			var buf []T
-			if bufs != nil {
-				buf = bufs[w]
-			}
-			for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
-				first := q * groups / parts
-				for gi := first; gi < (q+1)*groups/parts; gi++ {
-					var beta T
-					if gi > first {
-						beta = 1
-					}
-					d, ld := groupDY(buf, gi, 0, g.f)
-					c0, n := span(gi)
-					convGemm(false, true, g.ckk, g.f, n, cols[c0:], ldc, d, ld, beta, o.dy[q*size:(q+1)*size], g.f)
+		if direct {
+			dy32, part32 := any(dy).([]float32), any(o.dy).([]float32)
+			o.par.run(nw, func(w int) {
+				for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
+					i0, i1 := q*g.b/parts, (q+1)*g.b/parts
+					dot3x8(g.ckk, g.f, g.plane, i1-i0, cols32[i0*g.plane:], ldc, g.plane,
+						dy32[i0*g.f*g.plane:], g.plane, g.f*g.plane, part32[q*size:(q+1)*size], g.f)
 				}
+			})
+		} else {
+			var bufs [][]T
+			if grp > 1 {
+				bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
 			}
-		})
+			o.par.run(nw, func(w int) {
+				var buf []T
+				if bufs != nil {
+					buf = bufs[w]
+				}
+				for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
+					first := q * groups / parts
+					for gi := first; gi < (q+1)*groups/parts; gi++ {
+						var beta T
+						if gi > first {
+							beta = 1
+						}
+						d, ld := groupDY(buf, gi, 0, g.f)
+						c0, n := span(gi)
+						convGemm(false, true, g.ckk, g.f, n, cols[c0:], ldc, d, ld, beta, o.dy[q*size:(q+1)*size], g.f)
+					}
+				}
+			})
+		}
 		for q := range g.ckk {
 			for f := range g.f {
 				v := o.dy[q*g.f+f]

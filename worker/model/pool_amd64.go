@@ -127,3 +127,33 @@ func col2im3S1(g *convGeom, col, img []float32, ld int) bool {
 	col2im3S1AVX512(&col[0], &img[0], &masks, ld, g.c, g.h, g.w, g.oh, g.ow, g.pad)
 	return true
 }
+
+// dot3x8AVX512 is a 3x8 block of inner products summed over images (pool_amd64.s).
+//
+//go:noescape
+func dot3x8AVX512(a *float32, lda, aimg int, b *float32, ldb, bimg, n, images int, c *float32, ldc int)
+
+// hasDotAVX512 tells whether dot3x8 runs the assembly (tests switch it off).
+var hasDotAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
+
+// dot3x8 sets c[r·ldc+j] (r < m, j < f) to Σ over images i of Σ over p < n of
+// a[i·aimg + r·lda + p] · b[i·bimg + j·ldb + p] in AVX-512, in 3x8 blocks (the last
+// ones overlapping the others where m or f is not a multiple: those values come out
+// the same from either), and reports whether it did (false: m < 3, f < 8 or no
+// AVX-512). Each value's order of additions depends on n alone.
+func dot3x8(m, f, n, images int, a []float32, lda, aimg int, b []float32, ldb, bimg int, c []float32, ldc int) bool {
+	if !hasDotAVX512 || m < 3 || f < 8 || n <= 0 || images <= 0 {
+		return false
+	}
+	_ = a[(images-1)*aimg+(m-1)*lda+n-1]
+	_ = b[(images-1)*bimg+(f-1)*ldb+n-1]
+	_ = c[(m-1)*ldc+f-1]
+	for r := 0; r < m; r += 3 {
+		r = min(r, m-3)
+		for j := 0; j < f; j += 8 {
+			j = min(j, f-8)
+			dot3x8AVX512(&a[r*lda], lda, aimg, &b[j*ldb], ldb, bimg, n, images, &c[r*ldc+j], ldc)
+		}
+	}
+	return true
+}

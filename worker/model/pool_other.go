@@ -27,3 +27,11 @@ var hasCol2imAVX512 = false
 
 // col2im3S1 is the AVX-512 col2im of amd64; here it does nothing.
 func col2im3S1(_ *convGeom, _, _ []float32, _ int) bool { return false }
+
+// hasDotAVX512 tells whether dot3x8 runs assembly: not on this architecture.
+var hasDotAVX512 = false
+
+// dot3x8 is the AVX-512 block of inner products of amd64; here it does nothing.
+func dot3x8(_, _, _, _ int, _ []float32, _, _ int, _ []float32, _, _ int, _ []float32, _ int) bool {
+	return false
+}

@@ -152,3 +152,62 @@ func testPool2MatchesReference(t *testing.T, h, w int, act string, withNaN bool)
 		}
 	}
 }
+
+// TestDot3x8MatchesReference checks dot3x8 (the first layer's filter gradient in
+// AVX-512, where the CPU has it) against float64 sums: block counts that are and are
+// not multiples of 3 x 8 (the overlapping last blocks), rows of 1, 15, 16, 17 and 676
+// values (masked tails alone, whole groups of 16, both), one and several images, row
+// strides longer than the rows. Tolerance: 1e-5 of the sum of the products' magnitudes.
+// Without AVX-512 it checks that dot3x8 declines, and the conv tests cover the GEMM.
+func TestDot3x8MatchesReference(t *testing.T) {
+	for _, c := range []struct{ m, f, n, images int }{
+		{3, 8, 16, 1}, {9, 32, 676, 3}, {4, 9, 17, 2}, {10, 17, 15, 1}, {3, 8, 1, 4}, {5, 12, 33, 2},
+	} {
+		t.Run(fmt.Sprintf("%dx%d n%d i%d", c.m, c.f, c.n, c.images), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(c.m), uint64(c.n)))
+			lda, ldb := c.n+5, c.n+2
+			aimg, bimg := c.m*lda+3, c.f*ldb+1
+			a := make([]float32, c.images*aimg)
+			b := make([]float32, c.images*bimg)
+			for i := range a {
+				a[i] = float32(rng.NormFloat64())
+			}
+			for i := range b {
+				b[i] = float32(rng.NormFloat64())
+			}
+			ldc := c.f + 2
+			got := make([]float32, c.m*ldc)
+			for i := range got {
+				got[i] = float32(math.NaN())
+			}
+			if !dot3x8(c.m, c.f, c.n, c.images, a, lda, aimg, b, ldb, bimg, got, ldc) {
+				if hasDotAVX512 {
+					t.Fatal("dot3x8 declined with AVX-512")
+				}
+				return
+			}
+			for r := range c.m {
+				for j := range ldc {
+					v := got[r*ldc+j]
+					if j >= c.f {
+						if v == v {
+							t.Fatalf("c[%d][%d] = %v written past the block", r, j, v)
+						}
+						continue
+					}
+					var want, scale float64
+					for i := range c.images {
+						for p := range c.n {
+							x := float64(a[i*aimg+r*lda+p]) * float64(b[i*bimg+j*ldb+p])
+							want += x
+							scale += math.Abs(x)
+						}
+					}
+					if math.Abs(float64(v)-want) > 1e-5*scale {
+						t.Fatalf("c[%d][%d] = %v, want %v", r, j, v, want)
+					}
+				}
+			}
+		})
+	}
+}
