@@ -167,6 +167,17 @@ func copyShort[T float](dst, src []T) {
 	}
 }
 
+// fillBias sets row f of y (rows of n values, one after another) to bias[f]: float32
+// in AVX-512 where the CPU has it (fillRows), otherwise with fill.
+func fillBias[T float](y, bias []T, n int) {
+	if y32, ok := any(y).([]float32); ok && fillRows(y32, any(bias).([]float32), n) {
+		return
+	}
+	for f, v := range bias {
+		fill(y[f*n:(f+1)*n], v)
+	}
+}
+
 // fill sets every value of s to v, eight at a time (a fixed-size array store: two
 // vector moves) rather than one value or one memmove call per run.
 func fill[T float](s []T, v T) {
@@ -426,16 +437,12 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			if grp == 1 {
 				// One image: the product goes straight into its NCHW output.
 				yi := y[i0*g.f*g.plane : i1*g.f*g.plane]
-				for f := range g.f {
-					fill(yi[f*g.plane:(f+1)*g.plane], bias[f])
-				}
+				fillBias(yi, bias, g.plane)
 				o.lhs.mul(false, n, col, ld, 1, yi, g.plane)
 				continue
 			}
 			yb := ybuf[worker][:g.f*n]
-			for f := range g.f {
-				fill(yb[f*n:(f+1)*n], bias[f])
-			}
+			fillBias(yb, bias, n)
 			o.lhs.mul(false, n, col, ld, 1, yb, n)
 			for i := i0; i < i1; i++ {
 				for f := range g.f {
@@ -700,8 +707,17 @@ func (o *convBiasGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	g := &o.g
 	out, db := o.output(g.f)
 	// Each filter's sum runs over the images in order, whoever computes it.
+	dy32, _ := any(dy).([]float32)
+	db32, _ := any(db).([]float32)
 	o.par.forRanges(g.f, func(_, lo, hi int) {
 		for f := lo; f < hi; f++ {
+			if dy32 != nil {
+				// In AVX-512: lanes of 16 over every image, added at the end.
+				if v, ok := sumRows(dy32[f*g.plane:], g.plane, g.b, g.f*g.plane); ok {
+					db32[f] = v
+					continue
+				}
+			}
 			var sum T
 			for i := range g.b {
 				sum += sum4(dy[(i*g.f+f)*g.plane : (i*g.f+f+1)*g.plane])

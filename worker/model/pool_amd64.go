@@ -157,3 +157,39 @@ func dot3x8(m, f, n, images int, a []float32, lda, aimg int, b []float32, ldb, b
 	}
 	return true
 }
+
+// sumRowsAVX512 is the sum of rows rows of n values, stride apart (pool_amd64.s).
+//
+//go:noescape
+func sumRowsAVX512(p *float32, n, rows, stride int) float32
+
+// fillRowsAVX512 sets row r of y (rows rows of n values) to v[r] (pool_amd64.s).
+//
+//go:noescape
+func fillRowsAVX512(y, v *float32, rows, n int)
+
+// hasRowsAVX512 tells whether sumRows and fillRows run the assembly (tests switch it
+// off).
+var hasRowsAVX512 = cpu.X86.HasAVX512F
+
+// sumRows returns the sum of rows rows of n values of p, stride apart, in AVX-512, and
+// whether it computed it (false: the caller sums in Go). Its order of additions
+// depends on n alone.
+func sumRows(p []float32, n, rows, stride int) (float32, bool) {
+	if !hasRowsAVX512 || n <= 0 || rows <= 0 {
+		return 0, false
+	}
+	_ = p[(rows-1)*stride+n-1]
+	return sumRowsAVX512(&p[0], n, rows, stride), true
+}
+
+// fillRows sets row r of y (rows of n values, one after another) to v[r] in AVX-512
+// and reports whether it did.
+func fillRows(y, v []float32, n int) bool {
+	if !hasRowsAVX512 || n <= 0 || len(v) == 0 {
+		return false
+	}
+	_ = y[len(v)*n-1]
+	fillRowsAVX512(&y[0], &v[0], len(v), n)
+	return true
+}

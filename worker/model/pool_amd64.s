@@ -818,3 +818,114 @@ dsum:
 	DOT_REDUCE(Z23, Y23, X23, 28(DI))
 	VZEROUPPER
 	RET
+
+// func sumRowsAVX512(p *float32, n, rows, stride int) float32
+//
+// The sum of rows rows of n values, stride values apart (conv.go's bias gradient):
+// two 16-lane sums take alternate groups of 16 values of every row in turn (the
+// last n mod 16 of each row under a mask, into the first), then are added lane by
+// lane and the lanes pairwise; the order depends on n alone.
+TEXT ·sumRowsAVX512(SB), NOSPLIT, $0-36
+	MOVQ   p+0(FP), SI
+	MOVQ   rows+16(FP), R11
+	MOVQ   stride+24(FP), R8
+	SHLQ   $2, R8
+	MOVQ   n+8(FP), CX
+	ANDQ   $15, CX
+	MOVQ   $1, DX
+	SHLQ   CX, DX
+	DECQ   DX
+	KMOVW  DX, K1
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+
+srow:
+	TESTQ R11, R11
+	JZ    sdone
+	MOVQ  SI, DI
+	MOVQ  n+8(FP), CX
+
+s32:
+	CMPQ   CX, $32
+	JLT    s16
+	VADDPS (DI), Z0, Z0
+	VADDPS 64(DI), Z1, Z1
+	ADDQ   $128, DI
+	SUBQ   $32, CX
+	JMP    s32
+
+s16:
+	CMPQ   CX, $16
+	JLT    stail
+	VADDPS (DI), Z0, Z0
+	ADDQ   $64, DI
+	SUBQ   $16, CX
+
+stail:
+	TESTQ     CX, CX
+	JZ        snext
+	VMOVUPS.Z (DI), K1, Z2
+	VADDPS    Z2, Z0, Z0
+
+snext:
+	ADDQ R8, SI
+	DECQ R11
+	JMP  srow
+
+sdone:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VPERMILPS     $0x4e, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VZEROUPPER
+	MOVSS         X0, ret+32(FP)
+	RET
+
+// func fillRowsAVX512(y, v *float32, rows, n int)
+//
+// Sets row r of y (rows rows of n values, one after another) to v[r] (conv.go's bias
+// broadcast): 16 values per store, the last n mod 16 of a row under a mask.
+TEXT ·fillRowsAVX512(SB), NOSPLIT, $0-32
+	MOVQ  y+0(FP), DI
+	MOVQ  v+8(FP), SI
+	MOVQ  rows+16(FP), R11
+	MOVQ  n+24(FP), CX
+	ANDQ  $15, CX
+	MOVQ  $1, DX
+	SHLQ  CX, DX
+	DECQ  DX
+	KMOVW DX, K1
+
+frow:
+	TESTQ        R11, R11
+	JZ           fdone
+	VBROADCASTSS (SI), Z0
+	MOVQ         n+24(FP), CX
+
+f16:
+	CMPQ    CX, $16
+	JLT     ftail
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	JMP     f16
+
+ftail:
+	TESTQ   CX, CX
+	JZ      fnext
+	VMOVUPS Z0, K1, (DI)
+	LEAQ    (DI)(CX*4), DI
+
+fnext:
+	ADDQ $4, SI
+	DECQ R11
+	JMP  frow
+
+fdone:
+	VZEROUPPER
+	RET

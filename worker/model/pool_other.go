@@ -35,3 +35,13 @@ var hasDotAVX512 = false
 func dot3x8(_, _, _, _ int, _ []float32, _, _ int, _ []float32, _, _ int, _ []float32, _ int) bool {
 	return false
 }
+
+// hasRowsAVX512 tells whether sumRows and fillRows run assembly: not on this
+// architecture.
+var hasRowsAVX512 = false
+
+// sumRows is the AVX-512 row sum of amd64; here it does nothing.
+func sumRows(_ []float32, _, _, _ int) (float32, bool) { return 0, false }
+
+// fillRows is the AVX-512 row fill of amd64; here it does nothing.
+func fillRows(_, _ []float32, _ int) bool { return false }

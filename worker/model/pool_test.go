@@ -211,3 +211,62 @@ func TestDot3x8MatchesReference(t *testing.T) {
 		})
 	}
 }
+
+// TestSumRowsFillRowsMatchReference checks the bias gradient's row sum (sumRows) against
+// a float64 sum (tolerance 1e-5 of the sum of magnitudes) and the bias broadcast
+// (fillRows) against the rows it must write, exactly, leaving the values after the
+// last row alone: rows of 1, 15, 16, 17, 33, 121 and 676 values (masked tails, whole
+// groups of 16 and 32), rows strided apart. Without AVX-512 it checks that both
+// decline (the conv tests cover the Go loops).
+func TestSumRowsFillRowsMatchReference(t *testing.T) {
+	for _, n := range []int{1, 15, 16, 17, 33, 121, 676} {
+		for _, rows := range []int{1, 3, 64} {
+			rng := rand.New(rand.NewPCG(uint64(n), uint64(rows)))
+			stride := 3*n + 1
+			p := make([]float32, (rows-1)*stride+n)
+			for i := range p {
+				p[i] = float32(rng.NormFloat64())
+			}
+			var want, scale float64
+			for r := range rows {
+				for _, v := range p[r*stride : r*stride+n] {
+					want += float64(v)
+					scale += math.Abs(float64(v))
+				}
+			}
+			got, ok := sumRows(p, n, rows, stride)
+			if ok != hasRowsAVX512 {
+				t.Fatalf("sumRows ran: %v, AVX-512: %v", ok, hasRowsAVX512)
+			}
+			if ok && math.Abs(float64(got)-want) > 1e-5*scale {
+				t.Fatalf("n %d rows %d: sum %v, want %v", n, rows, got, want)
+			}
+
+			v := make([]float32, rows)
+			for i := range v {
+				v[i] = float32(rng.NormFloat64())
+			}
+			y := make([]float32, rows*n+20)
+			for i := range y {
+				y[i] = float32(math.NaN())
+			}
+			if !fillRows(y[:rows*n], v, n) {
+				if hasRowsAVX512 {
+					t.Fatal("fillRows declined with AVX-512")
+				}
+				continue
+			}
+			for i, x := range y {
+				if i >= rows*n {
+					if x == x {
+						t.Fatalf("n %d rows %d: y[%d] = %v written past the rows", n, rows, i, x)
+					}
+					continue
+				}
+				if x != v[i/n] {
+					t.Fatalf("n %d rows %d: y[%d] = %v, want %v", n, rows, i, x, v[i/n])
+				}
+			}
+		}
+	}
+}
