@@ -44,6 +44,10 @@ func (g *convGeom) group() int {
 	return max(1, min(g.b, convGroupCols/max(1, g.plane)))
 }
 
+// smallDepth tells whether the filter gradient takes its path for few values per
+// filter (a first layer): fewer than the micro-kernel's columns and than the filters.
+func (g *convGeom) smallDepth() bool { return g.ckk < kernel.nr && g.ckk < g.f }
+
 func newConvGeom(b int, s convShape) convGeom {
 	return convGeom{b: b, c: s.inC, h: s.inH, w: s.inW, f: s.outC, k: s.k, stride: s.stride, pad: s.pad,
 		oh: s.outH, ow: s.outW, ckk: s.inC * s.k * s.k, plane: s.outH * s.outW}
@@ -382,7 +386,9 @@ type conv2dOp[T float] struct {
 	convBase[T]
 	cols   []T  // every image's im2col (B, ckk, plane), kept for the filter gradient
 	needDX bool // whether x needs a gradient (not when it is the model's input)
-	// keepCols is set when the gradient ops are built (SymDiff). Without it (Predict)
+	// keepCols is set when the gradient ops are built (SymDiff) and the filter gradient
+	// takes its first-layer path (convGeom.smallDepth). Without it (Predict, and layers
+	// whose filter gradient makes its own im2col)
 	// each worker reuses one image's im2col buffer, which stays in cache, instead of
 	// writing all B of them.
 	keepCols bool
@@ -460,7 +466,9 @@ func (o *conv2dOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) 
 	if len(inputs) != 3 {
 		return nil, fmt.Errorf("conv: %d inputs, want 3", len(inputs))
 	}
-	o.keepCols = true
+	// A filter gradient of few values per filter reads the batch's im2col kept by
+	// this op; the others make their own (convFilterGradOp.Do).
+	o.keepCols = o.g.smallDepth()
 	var dx *G.Node
 	var err error
 	if o.needDX {
@@ -550,9 +558,14 @@ func (o *convFilterGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
-	// x (inputs[0]) orders this op after the forward one; its im2col is fwd.cols.
+	// x (inputs[0]) orders this op after the forward one. With few values per filter
+	// (convGeom.smallDepth) its im2col is fwd.cols; otherwise this op makes it again.
 	if len(inputs) != 2 {
 		return nil, fmt.Errorf("%s: %d inputs, want 2", o.name, len(inputs))
+	}
+	x, err := opData[T](o.name, 0, inputs[0])
+	if err != nil {
+		return nil, err
 	}
 	dy, err := opData[T](o.name, 1, inputs[1])
 	if err != nil {
@@ -561,13 +574,14 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	g := &o.g
 	out, dw := o.output(g.f, g.c, g.k, g.k)
 	cols := o.fwd.cols
-	if len(cols) != g.b*g.ckk*g.plane {
+	if g.smallDepth() && len(cols) != g.b*g.ckk*g.plane {
 		return nil, fmt.Errorf("conv dw: the forward convolution has not run")
 	}
-	// The forward op kept the batch's im2col as one matrix (ckk, B·plane), images side
-	// by side. dw (F, ckk) = Σ over groups of images (convGeom.group) of dy_group (F, n)
-	// · col_groupᵀ (n, ckk), summed in group order; a group of one image reads its dy
-	// in place, a larger one gathers its images' dy side by side.
+	// dw (F, ckk) = Σ over groups of images (convGeom.group) of dy_group (F, n) ·
+	// col_groupᵀ (n, ckk), summed in group order, col_group being the group's im2col
+	// (ckk, n), its images side by side; a group of one image reads its dy in place, a
+	// larger one gathers its images' dy side by side. The forward op's kept im2col
+	// (first layers) is one matrix (ckk, B·plane).
 	ldc := g.b * g.plane
 	grp := g.group()
 	groups := (g.b + grp - 1) / grp
@@ -587,7 +601,7 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		return buf[:(f1-f0)*n], n
 	}
 	span := func(gi int) (int, int) { return gi * grp * g.plane, (min(g.b, (gi+1)*grp) - gi*grp) * g.plane }
-	if g.ckk < kernel.nr && g.ckk < g.f {
+	if g.smallDepth() {
 		// Few values per filter (a first layer on one channel: ckk 9): a product with
 		// ckk columns would leave most of each micro-kernel tile empty, so compute
 		// dwᵀ (ckk, F) = Σ col_group · dy_groupᵀ and transpose it. Its few tiles give
@@ -654,19 +668,27 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		}
 		return out, nil
 	}
-	// Each worker owns a block of filters (rows of dw) and sums over every group in
-	// order, so the result does not depend on the number of workers.
-	tiles := (g.f + kernel.mr - 1) / kernel.mr
-	nw := o.par.workers(tiles)
+	// Each worker owns a block of input channels (a block of dw's columns) and sums
+	// over every group in order, so the result does not depend on the number of
+	// workers. It makes the im2col of its channels of each group itself, into a buffer
+	// that stays in cache: cheaper than writing the whole batch's in the forward op
+	// and reading it back from memory here, and no worker packs another's columns.
+	kk := g.k * g.k
+	nw := o.par.workers(g.c)
+	colBufs := convScratch(&o.col, nw, g.ckk*grp*g.plane)
 	var bufs [][]T
 	if grp > 1 {
 		bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
 	}
+	img, chw := g.c*g.h*g.w, g.h*g.w
 	o.par.run(nw, func(w int) {
-		f0, f1 := w*tiles/nw*kernel.mr, min(g.f, (w+1)*tiles/nw*kernel.mr)
-		if f0 >= f1 {
+		c0, c1 := w*g.c/nw, (w+1)*g.c/nw
+		if c0 >= c1 {
 			return
 		}
+		sub := *g
+		sub.c, sub.ckk = c1-c0, (c1-c0)*kk
+		col := colBufs[w]
 		var buf []T
 		if bufs != nil {
 			buf = bufs[w]
@@ -676,9 +698,13 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			if gi > 0 {
 				beta = 1
 			}
-			d, ld := groupDY(buf, gi, f0, f1)
-			c0, n := span(gi)
-			convGemm(false, true, f1-f0, g.ckk, n, d, ld, cols[c0:], ldc, beta, dw[f0*g.ckk:f1*g.ckk], g.ckk)
+			i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+			n := (i1 - i0) * g.plane
+			for i := i0; i < i1; i++ {
+				convIm2col(&sub, x[i*img+c0*chw:(i+1)*img], col[(i-i0)*g.plane:], n)
+			}
+			d, ld := groupDY(buf, gi, 0, g.f)
+			convGemm(false, true, g.f, sub.ckk, n, d, ld, col, n, beta, dw[c0*kk:], g.ckk)
 		}
 	})
 	return out, nil
