@@ -270,3 +270,56 @@ func TestSumRowsFillRowsMatchReference(t *testing.T) {
 		}
 	}
 }
+
+// setAVX512Kernels switches every AVX-512 kernel of this package's convolution path on
+// (where the CPU has it) or off, and returns a function restoring the switches.
+func setAVX512Kernels(on bool) (restore func()) {
+	saved := []bool{hasPoolAVX512, hasIm2colAVX512, hasCol2imAVX512, hasDotAVX512, hasRowsAVX512}
+	flags := []*bool{&hasPoolAVX512, &hasIm2colAVX512, &hasCol2imAVX512, &hasDotAVX512, &hasRowsAVX512}
+	for i, f := range flags {
+		*f = on && saved[i]
+	}
+	return func() {
+		for i, f := range flags {
+			*f = saved[i]
+		}
+	}
+}
+
+// TestCNNAVX512KernelsMatchGo trains nothing but compares one float32 gradient and
+// prediction of two small CNNs (one like fashion-cnn: no padding, a first layer of
+// few values per filter; one like cifar-cnn: padding 1, three channels, odd sizes
+// left by the pools) with every AVX-512 kernel on against every one off (the Go
+// fallbacks a CPU without AVX-512 runs): 1e-4 relative (the kernels' sums run in
+// another order) or 1e-6 absolute.
+func TestCNNAVX512KernelsMatchGo(t *testing.T) {
+	cfgs := map[string]CNNConfig{
+		"fashion-like": {Height: 14, Width: 14, Channels: 1, Conv: []ConvLayer{{Filters: 16, Kernel: 3}, {Filters: 24, Kernel: 3}},
+			Pool: 2, Dense: []int{16}, Outputs: 4, Task: TaskMulticlass, BatchSize: 6, Activation: ActivationReLU},
+		"cifar-like": {Height: 13, Width: 15, Channels: 3, Conv: []ConvLayer{{Filters: 16, Kernel: 3, Padding: 1}, {Filters: 20, Kernel: 3, Padding: 1}},
+			Pool: 2, Dense: []int{12}, Outputs: 3, Task: TaskMulticlass, BatchSize: 5, Activation: ActivationReLU},
+	}
+	for name, cfg := range cfgs {
+		t.Run(name, func(t *testing.T) {
+			m := mustCNN(t, cfg)
+			p := randomParams(m, 5)
+			x, y := randomBatch(9, cfg.BatchSize, cnnInputs(cfg), m.OutputSize(), cfg.Task)
+			run := func(on bool) ([]float32, float64, []float32) {
+				defer setAVX512Kernels(on)()
+				g, loss := gradient(t, m, p, x, y, cfg.BatchSize)
+				out := make([]float32, cfg.BatchSize*m.OutputSize())
+				if err := m.Predict(p, x, cfg.BatchSize, out); err != nil {
+					t.Fatal(err)
+				}
+				return g, loss, out
+			}
+			gAsm, lAsm, oAsm := run(true)
+			gGo, lGo, oGo := run(false)
+			if math.Abs(lAsm-lGo) > 1e-5*math.Abs(lGo) {
+				t.Errorf("loss %v with AVX-512, %v without", lAsm, lGo)
+			}
+			assertClose(t, "gradient", gAsm, gGo, 1e-4, 1e-6)
+			assertClose(t, "predict", oAsm, oGo, 1e-5, 1e-7)
+		})
+	}
+}
