@@ -44,6 +44,10 @@ func (g *convGeom) group() int {
 	return max(1, min(g.b, convGroupCols/max(1, g.plane)))
 }
 
+// smallDepth tells whether the filter gradient takes its path for few values per
+// filter (a first layer): fewer than the micro-kernel's columns and than the filters.
+func (g *convGeom) smallDepth() bool { return g.ckk < kernel.nr && g.ckk < g.f }
+
 func newConvGeom(b int, s convShape) convGeom {
 	return convGeom{b: b, c: s.inC, h: s.inH, w: s.inW, f: s.outC, k: s.k, stride: s.stride, pad: s.pad,
 		oh: s.outH, ow: s.outW, ckk: s.inC * s.k * s.k, plane: s.outH * s.outW}
@@ -52,6 +56,9 @@ func newConvGeom(b int, s convShape) convGeom {
 // convIm2col fills col (ckk x plane, row-major with row stride ld >= plane) from one
 // image (c x h x w).
 func convIm2col[T float](g *convGeom, img, col []T, ld int) {
+	if img32, ok := any(img).([]float32); ok && im2colS1(g, img32, any(col).([]float32), ld) {
+		return // stride 1, rows of up to 32 values, in AVX-512 (pool_amd64.s)
+	}
 	if g.stride == 1 && g.pad == 0 && g.ow >= 8 && g.ow <= 32 {
 		convIm2colS1(g, img, col, ld)
 		return
@@ -164,6 +171,17 @@ func copyShort[T float](dst, src []T) {
 	}
 }
 
+// fillBias sets row f of y (rows of n values, one after another) to bias[f]: float32
+// in AVX-512 where the CPU has it (fillRows), otherwise with fill.
+func fillBias[T float](y, bias []T, n int) {
+	if y32, ok := any(y).([]float32); ok && fillRows(y32, any(bias).([]float32), n) {
+		return
+	}
+	for f, v := range bias {
+		fill(y[f*n:(f+1)*n], v)
+	}
+}
+
 // fill sets every value of s to v, eight at a time (a fixed-size array store: two
 // vector moves) rather than one value or one memmove call per run.
 func fill[T float](s []T, v T) {
@@ -195,6 +213,9 @@ func convValid(g *convGeom, kj int) (lo, hi int) {
 // convCol2im adds col (ckk x plane, row stride ld >= plane) into one image's gradient
 // (c x h x w).
 func convCol2im[T float](g *convGeom, col, img []T, ld int) {
+	if col32, ok := any(col).([]float32); ok && col2im3S1(g, col32, any(img).([]float32), ld) {
+		return // 3x3, stride 1, rows of up to 32 values, in AVX-512 (pool_amd64.s)
+	}
 	if g.k == 3 && g.stride == 1 && g.pad == 0 && g.ow >= 2 {
 		convCol2im3(g, col, img, ld)
 		return
@@ -365,7 +386,9 @@ type conv2dOp[T float] struct {
 	convBase[T]
 	cols   []T  // every image's im2col (B, ckk, plane), kept for the filter gradient
 	needDX bool // whether x needs a gradient (not when it is the model's input)
-	// keepCols is set when the gradient ops are built (SymDiff). Without it (Predict)
+	// keepCols is set when the gradient ops are built (SymDiff) and the filter gradient
+	// takes its first-layer path (convGeom.smallDepth). Without it (Predict, and layers
+	// whose filter gradient makes its own im2col)
 	// each worker reuses one image's im2col buffer, which stays in cache, instead of
 	// writing all B of them.
 	keepCols bool
@@ -420,16 +443,12 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			if grp == 1 {
 				// One image: the product goes straight into its NCHW output.
 				yi := y[i0*g.f*g.plane : i1*g.f*g.plane]
-				for f := range g.f {
-					fill(yi[f*g.plane:(f+1)*g.plane], bias[f])
-				}
+				fillBias(yi, bias, g.plane)
 				o.lhs.mul(false, n, col, ld, 1, yi, g.plane)
 				continue
 			}
 			yb := ybuf[worker][:g.f*n]
-			for f := range g.f {
-				fill(yb[f*n:(f+1)*n], bias[f])
-			}
+			fillBias(yb, bias, n)
 			o.lhs.mul(false, n, col, ld, 1, yb, n)
 			for i := i0; i < i1; i++ {
 				for f := range g.f {
@@ -447,7 +466,9 @@ func (o *conv2dOp[T]) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) 
 	if len(inputs) != 3 {
 		return nil, fmt.Errorf("conv: %d inputs, want 3", len(inputs))
 	}
-	o.keepCols = true
+	// A filter gradient of few values per filter reads the batch's im2col kept by
+	// this op; the others make their own (convFilterGradOp.Do).
+	o.keepCols = o.g.smallDepth()
 	var dx *G.Node
 	var err error
 	if o.needDX {
@@ -537,9 +558,14 @@ func (o *convFilterGradOp[T]) InferShape(...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
-	// x (inputs[0]) orders this op after the forward one; its im2col is fwd.cols.
+	// x (inputs[0]) orders this op after the forward one. With few values per filter
+	// (convGeom.smallDepth) its im2col is fwd.cols; otherwise this op makes it again.
 	if len(inputs) != 2 {
 		return nil, fmt.Errorf("%s: %d inputs, want 2", o.name, len(inputs))
+	}
+	x, err := opData[T](o.name, 0, inputs[0])
+	if err != nil {
+		return nil, err
 	}
 	dy, err := opData[T](o.name, 1, inputs[1])
 	if err != nil {
@@ -548,13 +574,14 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	g := &o.g
 	out, dw := o.output(g.f, g.c, g.k, g.k)
 	cols := o.fwd.cols
-	if len(cols) != g.b*g.ckk*g.plane {
+	if g.smallDepth() && len(cols) != g.b*g.ckk*g.plane {
 		return nil, fmt.Errorf("conv dw: the forward convolution has not run")
 	}
-	// The forward op kept the batch's im2col as one matrix (ckk, B·plane), images side
-	// by side. dw (F, ckk) = Σ over groups of images (convGeom.group) of dy_group (F, n)
-	// · col_groupᵀ (n, ckk), summed in group order; a group of one image reads its dy
-	// in place, a larger one gathers its images' dy side by side.
+	// dw (F, ckk) = Σ over groups of images (convGeom.group) of dy_group (F, n) ·
+	// col_groupᵀ (n, ckk), summed in group order, col_group being the group's im2col
+	// (ckk, n), its images side by side; a group of one image reads its dy in place, a
+	// larger one gathers its images' dy side by side. The forward op's kept im2col
+	// (first layers) is one matrix (ckk, B·plane).
 	ldc := g.b * g.plane
 	grp := g.group()
 	groups := (g.b + grp - 1) / grp
@@ -574,41 +601,62 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		return buf[:(f1-f0)*n], n
 	}
 	span := func(gi int) (int, int) { return gi * grp * g.plane, (min(g.b, (gi+1)*grp) - gi*grp) * g.plane }
-	if g.ckk < kernel.nr && g.ckk < g.f {
+	if g.smallDepth() {
 		// Few values per filter (a first layer on one channel: ckk 9): a product with
 		// ckk columns would leave most of each micro-kernel tile empty, so compute
 		// dwᵀ (ckk, F) = Σ col_group · dy_groupᵀ and transpose it. Its few tiles give
 		// the threads nothing to split, so the groups are cut into up to convDWParts
 		// fixed parts (whatever the thread count), each summed by one worker into its
 		// own buffer, then the parts are added in order.
+		//
+		// In AVX-512 (float32, at least 3 x 8 values) dot3x8 computes them instead:
+		// each value of dwᵀ is an inner product of an im2col row and a dy row, which
+		// lie along the same positions, so nothing is packed or transposed; the
+		// parts are then cut from the images, each summed in order.
+		cols32, direct := any(cols).([]float32)
+		direct = direct && hasDotAVX512 && g.ckk >= 3 && g.f >= 8
 		parts := min(convDWParts, groups)
+		if direct {
+			parts = min(convDWParts, g.b)
+		}
 		size := g.ckk * g.f
 		if len(o.dy) != parts*size {
 			o.dy = make([]T, parts*size)
 		}
 		nw := o.par.workers(parts)
-		var bufs [][]T
-		if grp > 1 {
-			bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
-		}
-		o.par.run(nw, func(w int) {
-			var buf []T
-			if bufs != nil {
-				buf = bufs[w]
-			}
-			for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
-				first := q * groups / parts
-				for gi := first; gi < (q+1)*groups/parts; gi++ {
-					var beta T
-					if gi > first {
-						beta = 1
-					}
-					d, ld := groupDY(buf, gi, 0, g.f)
-					c0, n := span(gi)
-					convGemm(false, true, g.ckk, g.f, n, cols[c0:], ldc, d, ld, beta, o.dy[q*size:(q+1)*size], g.f)
+		if direct {
+			dy32, part32 := any(dy).([]float32), any(o.dy).([]float32)
+			o.par.run(nw, func(w int) {
+				for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
+					i0, i1 := q*g.b/parts, (q+1)*g.b/parts
+					dot3x8(g.ckk, g.f, g.plane, i1-i0, cols32[i0*g.plane:], ldc, g.plane,
+						dy32[i0*g.f*g.plane:], g.plane, g.f*g.plane, part32[q*size:(q+1)*size], g.f)
 				}
+			})
+		} else {
+			var bufs [][]T
+			if grp > 1 {
+				bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
 			}
-		})
+			o.par.run(nw, func(w int) {
+				var buf []T
+				if bufs != nil {
+					buf = bufs[w]
+				}
+				for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
+					first := q * groups / parts
+					for gi := first; gi < (q+1)*groups/parts; gi++ {
+						var beta T
+						if gi > first {
+							beta = 1
+						}
+						d, ld := groupDY(buf, gi, 0, g.f)
+						c0, n := span(gi)
+						convGemm(false, true, g.ckk, g.f, n, cols[c0:], ldc, d, ld, beta, o.dy[q*size:(q+1)*size], g.f)
+					}
+				}
+			})
+		}
 		for q := range g.ckk {
 			for f := range g.f {
 				v := o.dy[q*g.f+f]
@@ -620,19 +668,27 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		}
 		return out, nil
 	}
-	// Each worker owns a block of filters (rows of dw) and sums over every group in
-	// order, so the result does not depend on the number of workers.
-	tiles := (g.f + kernel.mr - 1) / kernel.mr
-	nw := o.par.workers(tiles)
+	// Each worker owns a block of input channels (a block of dw's columns) and sums
+	// over every group in order, so the result does not depend on the number of
+	// workers. It makes the im2col of its channels of each group itself, into a buffer
+	// that stays in cache: cheaper than writing the whole batch's in the forward op
+	// and reading it back from memory here, and no worker packs another's columns.
+	kk := g.k * g.k
+	nw := o.par.workers(g.c)
+	colBufs := convScratch(&o.col, nw, g.ckk*grp*g.plane)
 	var bufs [][]T
 	if grp > 1 {
 		bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
 	}
+	img, chw := g.c*g.h*g.w, g.h*g.w
 	o.par.run(nw, func(w int) {
-		f0, f1 := w*tiles/nw*kernel.mr, min(g.f, (w+1)*tiles/nw*kernel.mr)
-		if f0 >= f1 {
+		c0, c1 := w*g.c/nw, (w+1)*g.c/nw
+		if c0 >= c1 {
 			return
 		}
+		sub := *g
+		sub.c, sub.ckk = c1-c0, (c1-c0)*kk
+		col := colBufs[w]
 		var buf []T
 		if bufs != nil {
 			buf = bufs[w]
@@ -642,9 +698,13 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			if gi > 0 {
 				beta = 1
 			}
-			d, ld := groupDY(buf, gi, f0, f1)
-			c0, n := span(gi)
-			convGemm(false, true, f1-f0, g.ckk, n, d, ld, cols[c0:], ldc, beta, dw[f0*g.ckk:f1*g.ckk], g.ckk)
+			i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+			n := (i1 - i0) * g.plane
+			for i := i0; i < i1; i++ {
+				convIm2col(&sub, x[i*img+c0*chw:(i+1)*img], col[(i-i0)*g.plane:], n)
+			}
+			d, ld := groupDY(buf, gi, 0, g.f)
+			convGemm(false, true, g.f, sub.ckk, n, d, ld, col, n, beta, dw[c0*kk:], g.ckk)
 		}
 	})
 	return out, nil
@@ -673,8 +733,17 @@ func (o *convBiasGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	g := &o.g
 	out, db := o.output(g.f)
 	// Each filter's sum runs over the images in order, whoever computes it.
+	dy32, _ := any(dy).([]float32)
+	db32, _ := any(db).([]float32)
 	o.par.forRanges(g.f, func(_, lo, hi int) {
 		for f := lo; f < hi; f++ {
+			if dy32 != nil {
+				// In AVX-512: lanes of 16 over every image, added at the end.
+				if v, ok := sumRows(dy32[f*g.plane:], g.plane, g.b, g.f*g.plane); ok {
+					db32[f] = v
+					continue
+				}
+			}
 			var sum T
 			for i := range g.b {
 				sum += sum4(dy[(i*g.f+f)*g.plane : (i*g.f+f+1)*g.plane])
@@ -764,7 +833,7 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 			continue
 		}
 		if p == 2 {
-			pool2(in, y[base:base+g.oh*g.ow], o.arg[base:base+g.oh*g.ow], g.w, g.oh, g.ow, int32(plane*g.h*g.w))
+			pool2(in, y[base:base+g.oh*g.ow], o.arg[base:base+g.oh*g.ow], g.w, g.oh, g.ow, int32(plane*g.h*g.w), o.act == ActivationReLU)
 			continue
 		}
 		for py := range g.oh {
@@ -785,8 +854,9 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 		}
 	}
 	pw := g.oh * g.ow
-	if act := o.act; o.needArg || act != ActivationReLU {
-		activateInPlace(y[lo*pw:hi*pw], act)
+	// relu is folded into the forward-only pool and the recording 2x2 one.
+	if o.act != ActivationReLU || (o.needArg && p != 2) {
+		activateInPlace(y[lo*pw:hi*pw], o.act)
 	}
 }
 
@@ -831,31 +901,46 @@ func poolMax[T float](in, y []T, p, w, oh, ow int, relu bool) {
 	}
 }
 
-// pool2 is the 2x2 case of maxPoolOp.Do for one plane of width w: the first maximum
-// of each window, in row-major window order, as the general loop picks it.
-func pool2[T float](in, y []T, arg []int32, w, oh, ow int, off int32) {
+// pool2 is the 2x2 case of maxPoolOp.Do for one plane of width w, indices from off:
+// float32 in AVX-512 where the CPU has it (pool_amd64.s), otherwise row by row in
+// pool2RowGo.
+func pool2[T float](in, y []T, arg []int32, w, oh, ow int, off int32, relu bool) {
+	if in32, ok := any(in).([]float32); ok && pool2Arg(in32, any(y).([]float32), arg, w, oh, ow, off, relu) {
+		return
+	}
 	for py := range oh {
-		r0 := in[2*py*w : 2*py*w+2*ow]
-		r1 := in[(2*py+1)*w : (2*py+1)*w+2*ow]
-		yr, ar := y[py*ow:(py+1)*ow], arg[py*ow:(py+1)*ow]
-		at0 := int32(2*py*w) + off
-		for px := range yr {
-			// Branch-free (the comparisons of random data mispredict half the time):
-			// the first maximum in row-major window order, as the general loop.
-			a, b, c, d := r0[2*px], r0[2*px+1], r1[2*px], r1[2*px+1]
-			top, bottom := max(a, b), max(c, d)
-			it, ib := int32(2*px), int32(w+2*px)
-			if b > a {
-				it++
-			}
-			if d > c {
-				ib++
-			}
-			if bottom > top {
-				it = ib
-			}
-			yr[px], ar[px] = max(top, bottom), at0+it
+		pool2RowGo(in[2*py*w:2*py*w+2*ow], in[(2*py+1)*w:(2*py+1)*w+2*ow], y[py*ow:(py+1)*ow], arg[py*ow:(py+1)*ow], w, int32(2*py*w)+off, relu)
+	}
+}
+
+// pool2RowGo is one output row of a recording 2x2 pool: windows of r0 and r1 (the next
+// input row, w values on). Each window picks its first maximum in row-major order, as
+// the general loop does (the top pair's, the bottom pair's, then the greater of the
+// two, the top one on a tie); y gets the picked value (relu: at least 0; NaN when the
+// window holds one) and arg its index, at0 plus its offset from r0[0]. The AVX-512 row
+// computes the same, bit for bit.
+func pool2RowGo[T float](r0, r1, y []T, arg []int32, w int, at0 int32, relu bool) {
+	r0, r1, arg = r0[:2*len(y)], r1[:2*len(y)], arg[:len(y)]
+	for px := range y {
+		a, b, c, d := r0[2*px], r0[2*px+1], r1[2*px], r1[2*px+1]
+		top, it := a, int32(2*px)
+		if b > a {
+			top, it = b, it+1
 		}
+		bottom, ib := c, int32(w+2*px)
+		if d > c {
+			bottom, ib = d, ib+1
+		}
+		if bottom > top {
+			top, it = bottom, ib
+		}
+		if relu {
+			top = max(top, 0)
+		}
+		if a != a || b != b || c != c || d != d {
+			top = T(math.NaN())
+		}
+		y[px], arg[px] = top, at0+it
 	}
 }
 
@@ -917,6 +1002,20 @@ func (o *maxPoolGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 func (o *maxPoolGradOp[T]) route(dz, dy []T, lo, hi int) {
 	g := &o.g
 	hw, pw := g.h*g.w, g.oh*g.ow
+	if dz32, ok := any(dz).([]float32); ok && g.k == 2 && g.oh > 0 && g.ow > 0 && hasPoolAVX512 {
+		// Float32 2x2 windows in AVX-512, every value of dz written once: the
+		// windows' rows there, the rows the pool dropped here.
+		dy32, y32 := any(dy).([]float32), any(o.fwd.out).([]float32)
+		relu := o.fwd.act == ActivationReLU
+		for p := lo; p < hi; p++ {
+			d := dz32[p*hw : (p+1)*hw]
+			pool2GradAVX512Plane(d, dy32[p*pw:(p+1)*pw], y32[p*pw:(p+1)*pw], o.fwd.arg[p*pw:(p+1)*pw], g.w, g.oh, g.ow, int32(p*hw), relu)
+			for i := 2 * g.oh * g.w; i < len(d); i++ {
+				d[i] = 0
+			}
+		}
+		return
+	}
 	clear(dz[lo*hw : hi*hw])
 	arg := o.fwd.arg[lo*pw : hi*pw]
 	dy = dy[lo*pw : hi*pw]

@@ -306,49 +306,76 @@ func testMaxPoolOp(t *testing.T, p int, act string) {
 }
 
 // TestConvIm2colMatchesNaive checks im2col (each of its paths: stride 1 without
-// padding at output rows of 8 to 32 values, short copies, strided reads, padding)
-// against the definition, one value at a time.
+// padding at output rows of 8 to 32 values, short copies, strided reads, padding;
+// and, where the CPU has AVX-512, the assembly for stride 1 and rows of up to 32
+// values, with and without padding, rows of 1, 16, 17 and 32 values, kernel columns
+// and rows that read padding alone) against the definition, one value at a time.
 func TestConvIm2colMatchesNaive(t *testing.T) {
+	asm := hasIm2colAVX512
+	defer func() { hasIm2colAVX512 = asm }()
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, c := range []struct{ ch, h, w, k, stride, pad int }{
+	for _, c := range []im2colCase{
 		{1, 28, 28, 3, 1, 0}, {32, 13, 13, 3, 1, 0}, {2, 5, 10, 3, 1, 0}, {2, 4, 18, 3, 1, 0},
 		{1, 4, 34, 3, 1, 0}, {1, 3, 35, 3, 1, 0}, {3, 6, 9, 2, 1, 0}, {2, 7, 20, 5, 1, 0},
 		{2, 6, 7, 3, 1, 1}, {1, 9, 30, 3, 1, 2}, {3, 7, 5, 2, 2, 0}, {1, 6, 6, 3, 2, 2},
+		{3, 32, 32, 3, 1, 1}, {2, 5, 16, 3, 1, 1}, {1, 3, 19, 3, 1, 0}, {2, 4, 17, 3, 1, 1},
+		{1, 1, 1, 3, 1, 2}, {2, 2, 3, 3, 1, 2}, {1, 3, 3, 3, 1, 0}, {4, 4, 4, 3, 1, 1},
 	} {
-		t.Run(fmt.Sprintf("%dx%dx%d k%d s%d p%d", c.ch, c.h, c.w, c.k, c.stride, c.pad), func(t *testing.T) {
-			s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
-			s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
-			s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
-			g := newConvGeom(1, s)
-			img := make([]float32, c.ch*c.h*c.w)
-			for i := range img {
-				img[i] = float32(rng.NormFloat64())
-			}
-			col := make([]float32, g.ckk*g.plane)
-			for i := range col {
-				col[i] = float32(math.NaN()) // every value must be written
-			}
-			convIm2col(&g, img, col, g.plane)
-			for ch := range c.ch {
-				for ki := range c.k {
-					for kj := range c.k {
-						for oy := range g.oh {
-							for ox := range g.ow {
-								y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
-								var want float32
-								if y >= 0 && y < c.h && x >= 0 && x < c.w {
-									want = img[(ch*c.h+y)*c.w+x]
-								}
-								if got := col[((ch*c.k+ki)*c.k+kj)*g.plane+oy*g.ow+ox]; got != want {
-									t.Fatalf("col[c%d k%d,%d][%d,%d] = %v, want %v", ch, ki, kj, oy, ox, got, want)
-								}
+		for _, on := range []bool{false, asm} {
+			hasIm2colAVX512 = on
+			testConvIm2colMatchesNaive(t, rng, c)
+		}
+	}
+}
+
+// im2colCase is an image (channels, height, width) and a convolution's kernel size,
+// stride and padding.
+type im2colCase struct{ ch, h, w, k, stride, pad int }
+
+func testConvIm2colMatchesNaive(t *testing.T, rng *rand.Rand, c im2colCase) {
+	t.Run(fmt.Sprintf("%dx%dx%d k%d s%d p%d asm=%v", c.ch, c.h, c.w, c.k, c.stride, c.pad, hasIm2colAVX512), func(t *testing.T) {
+		s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
+		s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
+		s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
+		g := newConvGeom(1, s)
+		img := make([]float32, c.ch*c.h*c.w)
+		for i := range img {
+			img[i] = float32(rng.NormFloat64())
+		}
+		// Rows of col 3 values apart, as when images lie side by side: the
+		// gaps must stay as they are.
+		ld := g.plane + 3
+		col := make([]float32, g.ckk*ld)
+		for i := range col {
+			col[i] = float32(math.NaN()) // every value must be written
+		}
+		convIm2col(&g, img, col, ld)
+		for ch := range c.ch {
+			for ki := range c.k {
+				for kj := range c.k {
+					for oy := range g.oh {
+						for ox := range g.ow {
+							y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
+							var want float32
+							if y >= 0 && y < c.h && x >= 0 && x < c.w {
+								want = img[(ch*c.h+y)*c.w+x]
+							}
+							if got := col[((ch*c.k+ki)*c.k+kj)*ld+oy*g.ow+ox]; got != want {
+								t.Fatalf("col[c%d k%d,%d][%d,%d] = %v, want %v", ch, ki, kj, oy, ox, got, want)
 							}
 						}
 					}
 				}
 			}
-		})
-	}
+		}
+		for r := range g.ckk {
+			for i, v := range col[r*ld+g.plane : (r+1)*ld] {
+				if v == v {
+					t.Fatalf("col row %d: %v written past the row's %d values (+%d)", r, v, g.plane, i)
+				}
+			}
+		}
+	})
 }
 
 // TestMaxPoolForwardOnly checks that a pool without a gradient op (Predict's graph:
@@ -446,52 +473,110 @@ func TestConvForwardOnly(t *testing.T) {
 }
 
 // TestConvCol2imMatchesNaive checks col2im (each of its paths: 3x3 stride 1 without
-// padding, 3x3 "same", the general loop) against the definition, the adjoint of
-// im2col: every col value adds into the input pixel it was read from, none where it
-// read padding; with col rows longer than the plane (the layout of several images
-// side by side).
+// padding, 3x3 "same", the general loop, and, where the CPU has AVX-512, the
+// assembly for 3x3 stride 1 and rows of up to 32 values) against the definition, the
+// adjoint of im2col: every col value adds into the input pixel it was read from, none
+// where it read padding; with col rows longer than the plane (the layout of several
+// images side by side). float64 to 1e-12, float32 (another order of additions) to
+// 1e-5, relative.
 func TestConvCol2imMatchesNaive(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	for _, c := range []struct{ ch, h, w, k, stride, pad int }{
-		{2, 6, 7, 3, 1, 0}, {1, 5, 4, 3, 1, 0}, {2, 6, 6, 3, 1, 1}, {3, 4, 9, 3, 1, 1}, {1, 2, 2, 3, 1, 1},
-		{2, 7, 5, 2, 2, 0}, {1, 6, 6, 3, 2, 2}, {2, 5, 6, 5, 1, 2},
-	} {
+	asm := hasCol2imAVX512
+	defer func() { hasCol2imAVX512 = asm }()
+	for _, c := range col2imCases {
 		t.Run(fmt.Sprintf("%dx%dx%d k%d s%d p%d", c.ch, c.h, c.w, c.k, c.stride, c.pad), func(t *testing.T) {
-			s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
-			s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
-			s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
-			g := newConvGeom(1, s)
-			ld := g.plane + 3
-			col := make([]float64, g.ckk*ld)
-			for i := range col {
-				col[i] = rng.NormFloat64()
+			hasCol2imAVX512 = false
+			testConvCol2imMatchesNaive[float64](t, c, 1e-12)
+			testConvCol2imMatchesNaive[float32](t, c, 1e-5)
+			if asm {
+				hasCol2imAVX512 = true
+				testConvCol2imMatchesNaive[float32](t, c, 1e-5)
 			}
-			got := make([]float64, c.ch*c.h*c.w)
-			want := make([]float64, len(got))
-			for i := range got {
-				got[i] = float64(i) // col2im adds to what is there
-				want[i] = float64(i)
-			}
-			convCol2im(&g, col, got, ld)
-			for ch := range c.ch {
-				for ki := range c.k {
-					for kj := range c.k {
-						for oy := range g.oh {
-							for ox := range g.ow {
-								y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
-								if y >= 0 && y < c.h && x >= 0 && x < c.w {
-									want[(ch*c.h+y)*c.w+x] += col[((ch*c.k+ki)*c.k+kj)*ld+oy*g.ow+ox]
-								}
-							}
+		})
+	}
+}
+
+// col2imCases are the shapes of the col2im tests: the paths above, fashion-cnn's and
+// cifar-cnn's layers, rows of 1, 16, 17 and more than 32 values, padding 2.
+var col2imCases = []im2colCase{
+	{2, 6, 7, 3, 1, 0}, {1, 5, 4, 3, 1, 0}, {2, 6, 6, 3, 1, 1}, {3, 4, 9, 3, 1, 1}, {1, 2, 2, 3, 1, 1},
+	{2, 7, 5, 2, 2, 0}, {1, 6, 6, 3, 2, 2}, {2, 5, 6, 5, 1, 2},
+	{2, 28, 28, 3, 1, 0}, {3, 13, 13, 3, 1, 0}, {2, 32, 32, 3, 1, 1}, {2, 16, 16, 3, 1, 1},
+	{1, 4, 17, 3, 1, 1}, {1, 3, 3, 3, 1, 0}, {1, 1, 1, 3, 1, 1}, {2, 3, 34, 3, 1, 0}, {1, 5, 5, 3, 1, 2},
+	{1, 4, 18, 3, 1, 0}, {2, 3, 33, 3, 1, 1},
+}
+
+func testConvCol2imMatchesNaive[T float](t *testing.T, c im2colCase, tol float64) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
+	s.outH = (c.h+2*c.pad-c.k)/c.stride + 1
+	s.outW = (c.w+2*c.pad-c.k)/c.stride + 1
+	g := newConvGeom(1, s)
+	ld := g.plane + 3
+	col := make([]T, g.ckk*ld)
+	for i := range col {
+		col[i] = T(rng.NormFloat64())
+	}
+	got := make([]T, c.ch*c.h*c.w)
+	want := make([]float64, len(got))
+	for i := range got {
+		got[i] = T(i) // col2im adds to what is there
+		want[i] = float64(i)
+	}
+	convCol2im(&g, col, got, ld)
+	for ch := range c.ch {
+		for ki := range c.k {
+			for kj := range c.k {
+				for oy := range g.oh {
+					for ox := range g.ow {
+						y, x := oy*c.stride-c.pad+ki, ox*c.stride-c.pad+kj
+						if y >= 0 && y < c.h && x >= 0 && x < c.w {
+							want[(ch*c.h+y)*c.w+x] += float64(col[((ch*c.k+ki)*c.k+kj)*ld+oy*g.ow+ox])
 						}
 					}
 				}
 			}
-			for i := range want {
-				if math.Abs(got[i]-want[i]) > 1e-12*math.Max(1, math.Abs(want[i])) {
-					t.Fatalf("img[%d] = %v, want %v", i, got[i], want[i])
-				}
+		}
+	}
+	for i := range want {
+		if math.Abs(float64(got[i])-want[i]) > tol*math.Max(1, math.Abs(want[i])) {
+			t.Fatalf("%T asm=%v: img[%d] = %v, want %v", got[i], hasCol2imAVX512, i, got[i], want[i])
+		}
+	}
+}
+
+// TestCol2imAVX512MatchesGo checks that the AVX-512 col2im adds the same sums in the
+// same order as the Go loops (convCol2im3, convCol2im3Same), so that its results are
+// equal value for value (a zero's sign aside: a missing term is a 0 there).
+func TestCol2imAVX512MatchesGo(t *testing.T) {
+	asm := hasCol2imAVX512
+	defer func() { hasCol2imAVX512 = asm }()
+	for _, c := range col2imCases {
+		if c.k != 3 || c.stride != 1 || c.pad > 1 {
+			continue
+		}
+		s := convShape{inC: c.ch, inH: c.h, inW: c.w, k: c.k, stride: c.stride, pad: c.pad, outC: 1}
+		s.outH, s.outW = c.h+2*c.pad-2, c.w+2*c.pad-2
+		g := newConvGeom(1, s)
+		rng := rand.New(rand.NewPCG(7, uint64(c.w)))
+		ld := g.plane + 5
+		col := make([]float32, g.ckk*ld)
+		for i := range col {
+			col[i] = float32(rng.NormFloat64())
+		}
+		run := func(on bool) []float32 {
+			hasCol2imAVX512 = on
+			img := make([]float32, c.ch*c.h*c.w)
+			for i := range img {
+				img[i] = float32(i%7) - 3
 			}
-		})
+			convCol2im(&g, col, img, ld)
+			return img
+		}
+		want, got := run(false), run(asm)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%v: img[%d] = %v, Go %v", c, i, got[i], want[i])
+			}
+		}
 	}
 }

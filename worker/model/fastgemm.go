@@ -29,6 +29,11 @@ type gemmKernel struct {
 	// values per k) and a B panel into the 4 x nr block at c: the rows of a partial
 	// tile in multiples of 4, computed in place instead of through the edge tile.
 	quad func(kb int, a, b, c []float32, ldc int)
+	// runStore and quadStore, when set, are run and quad storing their block into c
+	// rather than adding to it: the first depth block of a product with beta 0 runs
+	// them, so C needs no clearing beforehand (the sums are the same: 0 + x = x, but
+	// for a sum of -0, which is stored as -0 rather than +0).
+	runStore, quadStore func(kb int, a, b, c []float32, ldc int)
 }
 
 // goKernel is the portable micro-kernel.
@@ -62,11 +67,15 @@ func packedSgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ld
 	if m <= 0 || n <= 0 {
 		return
 	}
+	if store := beta == 0 && k > 0 && gemmBackend == "go" && kernel.runStore != nil; store {
+		sgemmBlocks(kernel, nil, tA, tB, m, n, k, a, lda, b, ldb, c, ldc, true)
+		return
+	}
 	scaleC(m, n, beta, c, ldc)
 	if k <= 0 || blasSgemm(tA, tB, m, n, k, a, lda, b, ldb, c, ldc) {
 		return
 	}
-	sgemmBlocks(kernel, nil, tA, tB, m, n, k, a, lda, b, ldb, c, ldc)
+	sgemmBlocks(kernel, nil, tA, tB, m, n, k, a, lda, b, ldb, c, ldc, false)
 }
 
 // scaleC sets C = beta·C; beta 0 clears C whatever it holds.
@@ -87,9 +96,10 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 	}
 }
 
-// sgemmBlocks adds op(A)·op(B) into C block by block; pa, when set, holds op(A)
+// sgemmBlocks adds op(A)·op(B) into C block by block, or with store (kn has storing
+// variants) sets C to it, its first depth block storing; pa, when set, holds op(A)
 // already packed for kn (then tA, a and lda are unused).
-func sgemmBlocks(kn gemmKernel, pa *packedLHS, tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+func sgemmBlocks(kn gemmKernel, pa *packedLHS, tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, store bool) {
 	mc, nc := 20*kn.mr, 64*kn.nr // an A block of mc x kcBlock stays in L2
 	s := gemmScratchPool.Get().(*gemmScratch)
 	defer gemmScratchPool.Put(s)
@@ -111,7 +121,7 @@ func sgemmBlocks(kn gemmKernel, pa *packedLHS, tA, tB bool, m, n, k int, a []flo
 					ap = s.a
 					packA(ap, kn.mr, tA, a, lda, ic, pc, mb, kb)
 				}
-				macroKernel(&kn, ap, s, mb, nb, kb, c[ic*ldc+jc:], ldc)
+				macroKernel(&kn, ap, s, mb, nb, kb, c[ic*ldc+jc:], ldc, store && pc == 0)
 			}
 		}
 	}
@@ -157,11 +167,15 @@ func (p *packedLHS) mul(tB bool, n int, b []float32, ldb int, beta float32, c []
 	if p.m <= 0 || n <= 0 {
 		return
 	}
+	if store := beta == 0 && p.k > 0 && gemmBackend == "go" && p.kn.runStore != nil; store {
+		sgemmBlocks(p.kn, p, false, tB, p.m, n, p.k, nil, 0, b, ldb, c, ldc, true)
+		return
+	}
 	scaleC(p.m, n, beta, c, ldc)
 	if p.k <= 0 || blasSgemm(p.tA, tB, p.m, n, p.k, p.a, p.lda, b, ldb, c, ldc) {
 		return
 	}
-	sgemmBlocks(p.kn, p, false, tB, p.m, n, p.k, nil, 0, b, ldb, c, ldc)
+	sgemmBlocks(p.kn, p, false, tB, p.m, n, p.k, nil, 0, b, ldb, c, ldc, false)
 }
 
 // gemmLHS is packedLHS for either dtype: float64 products (gradient checks) keep A and
@@ -254,10 +268,26 @@ func (p *intraOp) sgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []floa
 }
 
 // macroKernel runs the micro-kernel over one packed A block a (mb x kb) and B panel
-// (kb x nb), adding into c (row stride ldc).
-func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c []float32, ldc int) {
+// (kb x nb), adding into c (row stride ldc), or with store (kn has storing variants)
+// setting c.
+func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c []float32, ldc int, store bool) {
 	mr, nr := kn.mr, kn.nr
 	tile := s.tile[:mr*nr]
+	run, quad := kn.run, kn.quad
+	if store {
+		run, quad = kn.runStore, kn.quadStore
+	}
+	// put adds (or with store sets) the first cols values of tile row r into c row ir+r.
+	put := func(ir, jr, r, cols int) {
+		dst := c[(ir+r)*ldc+jr:][:cols]
+		if store {
+			copy(dst, tile[r*nr:][:cols])
+			return
+		}
+		for j, v := range tile[r*nr:][:cols] {
+			dst[j] += v
+		}
+	}
 	for jr := 0; jr < nb; jr += nr {
 		bp := s.b[jr*kb:]
 		cols := min(nr, nb-jr)
@@ -265,13 +295,13 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 			ap := a[ir*kb:]
 			rows := min(mr, mb-ir)
 			if rows == mr && cols == nr {
-				kn.run(kb, ap, bp, c[ir*ldc+jr:], ldc)
+				run(kb, ap, bp, c[ir*ldc+jr:], ldc)
 				continue
 			}
-			if kn.quad != nil && cols == nr && rows >= 4 {
+			if quad != nil && cols == nr && rows >= 4 {
 				r := 0
 				for ; r+4 <= rows; r += 4 {
-					kn.quad(kb, ap[r:], bp, c[(ir+r)*ldc+jr:], ldc)
+					quad(kb, ap[r:], bp, c[(ir+r)*ldc+jr:], ldc)
 				}
 				if r == rows {
 					continue
@@ -280,10 +310,7 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 				clear(tile)
 				kn.run(kb, ap, bp, tile, nr)
 				for r2 := r; r2 < rows; r2++ {
-					dst := c[(ir+r2)*ldc+jr:][:cols]
-					for j, v := range tile[r2*nr:][:cols] {
-						dst[j] += v
-					}
+					put(ir, jr, r2, cols)
 				}
 				continue
 			}
@@ -291,10 +318,7 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 			clear(tile)
 			kn.run(kb, ap, bp, tile, nr)
 			for r := range rows {
-				dst := c[(ir+r)*ldc+jr:][:cols]
-				for j, v := range tile[r*nr:][:cols] {
-					dst[j] += v
-				}
+				put(ir, jr, r, cols)
 			}
 		}
 	}

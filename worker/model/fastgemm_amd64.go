@@ -18,6 +18,16 @@ func microKernelAVX512(kb int, a, b, c *float32, ldc int)
 //go:noescape
 func microKernelAVX512x4(kb int, a, b, c *float32, ldc int)
 
+// microKernelAVX512St is microKernelAVX512 storing its block instead of adding it.
+//
+//go:noescape
+func microKernelAVX512St(kb int, a, b, c *float32, ldc int)
+
+// microKernelAVX512x4St is microKernelAVX512x4 storing its rows instead of adding them.
+//
+//go:noescape
+func microKernelAVX512x4St(kb int, a, b, c *float32, ldc int)
+
 // asmKernel wraps an assembly micro-kernel with the bounds checks of what it reads and
 // writes.
 func asmKernel(name string, mr, nr int, f func(kb int, a, b, c *float32, ldc int)) gemmKernel {
@@ -37,14 +47,21 @@ func gemmKernels() []gemmKernel {
 	var ks []gemmKernel
 	if cpu.X86.HasAVX512F {
 		k := asmKernel("avx512", 12, 32, microKernelAVX512)
-		k.quad = func(kb int, a, b, c []float32, ldc int) {
-			if kb == 0 {
-				return
+		quad := func(f func(kb int, a, b, c *float32, ldc int)) func(kb int, a, b, c []float32, ldc int) {
+			return func(kb int, a, b, c []float32, ldc int) {
+				if kb == 0 {
+					return
+				}
+				_ = a[(kb-1)*12+3]
+				_ = b[kb*32-1]
+				_ = c[3*ldc+31]
+				f(kb, &a[0], &b[0], &c[0], ldc)
 			}
-			_ = a[(kb-1)*12+3]
-			_ = b[kb*32-1]
-			_ = c[3*ldc+31]
-			microKernelAVX512x4(kb, &a[0], &b[0], &c[0], ldc)
+		}
+		k.quad = quad(microKernelAVX512x4)
+		if hasStoreKernels {
+			k.runStore = asmKernel("avx512", 12, 32, microKernelAVX512St).run
+			k.quadStore = quad(microKernelAVX512x4St)
 		}
 		ks = append(ks, k)
 	}
@@ -53,6 +70,10 @@ func gemmKernels() []gemmKernel {
 	}
 	return append(ks, goKernel)
 }
+
+// hasStoreKernels tells whether gemmKernels gives the AVX-512 kernel its storing
+// variants (tests switch it off and rebuild the kernel).
+var hasStoreKernels = true
 
 // transpose8x8AVX2 transposes blocks 8x8 blocks side by side (fastgemm_amd64.s):
 // dst[(8b+q)*ld + r] = src[r*lds + 8b+q].

@@ -11,3 +11,7 @@ var hasTranspose8 = false
 
 // transpose8 is the assembly 8-row transpose of amd64; here it moves nothing.
 func transpose8([]float32, int, []float32, int, int) int { return 0 }
+
+// hasStoreKernels tells whether the micro-kernel has storing variants: not on this
+// architecture (the Go kernel adds, after C is cleared for beta 0).
+var hasStoreKernels = false

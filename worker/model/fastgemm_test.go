@@ -250,3 +250,65 @@ func BenchmarkPackedSgemm(b *testing.B) {
 		})
 	}
 }
+
+// TestStoreKernelsMatchAdd checks the micro-kernel's storing variants (the first
+// depth block of a product with beta 0 sets C instead of clearing it and adding)
+// against the same kernel without them: equal values (a zero's sign aside) for full
+// tiles, 4-row parts, edge tiles and depths over one block, through packedSgemm and
+// a packed left operand, C filled with NaN beforehand. On a CPU without the AVX-512
+// kernel both sides add, and the test checks that the storing variants are absent.
+func TestStoreKernelsMatchAdd(t *testing.T) {
+	saved, savedFlag := kernel, hasStoreKernels
+	defer func() { kernel, hasStoreKernels = saved, savedFlag }()
+	withStore := gemmKernels()[0]
+	hasStoreKernels = false
+	without := gemmKernels()[0]
+	hasStoreKernels = savedFlag
+	if (withStore.name == "avx512") != (withStore.runStore != nil && withStore.quadStore != nil) {
+		t.Fatalf("kernel %s: storing variants %v", withStore.name, withStore.runStore != nil)
+	}
+	if without.runStore != nil {
+		t.Fatal("hasStoreKernels off: the kernel still stores")
+	}
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, sh := range [][3]int{{12, 32, 7}, {24, 64, kcBlock + 9}, {13, 33, 5}, {16, 96, 40}, {5, 7, 3}, {64, 121, 288}, {30, 40, 1}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		for _, tB := range []bool{false, true} {
+			a := randFloats32(rng, m*k)
+			br, bc := k, n
+			if tB {
+				br, bc = n, k
+			}
+			b := randFloats32(rng, br*bc)
+			run := func(kn gemmKernel, packed bool) []float32 {
+				kernel = kn
+				c := make([]float32, m*(n+3))
+				for i := range c {
+					c[i] = float32(math.NaN())
+				}
+				if packed {
+					var p packedLHS
+					p.pack(false, m, k, a, k)
+					p.mul(tB, n, b, bc, 0, c, n+3)
+				} else {
+					packedSgemm(false, tB, m, n, k, a, k, b, bc, 0, c, n+3)
+				}
+				return c
+			}
+			for _, packed := range []bool{false, true} {
+				want, got := run(without, packed), run(withStore, packed)
+				for i := range want {
+					if i%(n+3) >= n {
+						if got[i] == got[i] {
+							t.Fatalf("%v tB=%v packed=%v: C[%d] beyond n written", sh, tB, packed, i)
+						}
+						continue
+					}
+					if got[i] != want[i] {
+						t.Fatalf("%v tB=%v packed=%v: C[%d] = %v storing, %v adding", sh, tB, packed, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
