@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // This file holds the intra-op parallelism of a model: a model splits its products and
@@ -48,10 +49,24 @@ type poolTask struct {
 	done *sync.WaitGroup
 }
 
+// A helper that finishes a part spins for helperSpin, watching pool.queue, before it
+// parks on pool.tasks. A step's splits follow one another within tens of microseconds,
+// so a spinning helper takes the next one at once; handing a part to a parked helper
+// costs a wake-up of its thread (measured on the fashion CNN at 2 threads: the caller
+// waited ~1.2 ms a step for helpers that started late, against ~0.01 ms with the parts
+// taken by a spinning helper). The cost is up to helperSpin of CPU after a step's last
+// split.
+const helperSpin = 200 * time.Microsecond
+
 var pool struct {
 	mu      sync.Mutex
 	helpers int
-	tasks   chan poolTask
+	tasks   chan poolTask // parked helpers receive here
+
+	qmu      sync.Mutex
+	queue    []poolTask   // parts posted for spinning helpers (guarded by qmu)
+	pending  atomic.Int32 // len(queue), read without the lock
+	spinning atomic.Int32 // helpers spinning now
 }
 
 // ensureHelpers starts helpers until there are at least n.
@@ -62,19 +77,79 @@ func ensureHelpers(n int) {
 		pool.tasks = make(chan poolTask)
 	}
 	for ; pool.helpers < n; pool.helpers++ {
-		go func(tasks <-chan poolTask) {
-			for t := range tasks {
-				t.fn(t.part)
-				t.done.Done()
-			}
-		}(pool.tasks)
+		go helperLoop(pool.tasks)
 	}
+}
+
+// helperLoop runs parts: those posted to pool.queue while it spins, then, parked, those
+// sent on tasks.
+func helperLoop(tasks <-chan poolTask) {
+	for {
+		pool.spinning.Add(1)
+		deadline := time.Now().Add(helperSpin)
+		for spins := 0; ; spins++ {
+			if pool.pending.Load() > 0 {
+				if t, ok := takeQueued(); ok {
+					pool.spinning.Add(-1)
+					t.fn(t.part)
+					t.done.Done()
+					pool.spinning.Add(1)
+					deadline = time.Now().Add(helperSpin)
+					continue
+				}
+			}
+			if spins%64 == 63 && time.Now().After(deadline) {
+				break
+			}
+		}
+		pool.spinning.Add(-1)
+		t, ok := <-tasks
+		if !ok {
+			return
+		}
+		t.fn(t.part)
+		t.done.Done()
+	}
+}
+
+// takeQueued removes the oldest posted part, if any.
+func takeQueued() (poolTask, bool) {
+	pool.qmu.Lock()
+	defer pool.qmu.Unlock()
+	if len(pool.queue) == 0 {
+		return poolTask{}, false
+	}
+	t := pool.queue[0]
+	pool.queue = append(pool.queue[:0], pool.queue[1:]...)
+	pool.pending.Store(int32(len(pool.queue)))
+	return t, true
+}
+
+// reclaimQueued removes the posted parts of the split done belongs to that no helper
+// took, and returns them.
+func reclaimQueued(done *sync.WaitGroup, into []poolTask) []poolTask {
+	pool.qmu.Lock()
+	defer pool.qmu.Unlock()
+	kept := pool.queue[:0]
+	for _, t := range pool.queue {
+		if t.done == done {
+			into = append(into, t)
+		} else {
+			kept = append(kept, t)
+		}
+	}
+	clear(pool.queue[len(kept):])
+	pool.queue = kept
+	pool.pending.Store(int32(len(kept)))
+	return into
 }
 
 var waitGroups = sync.Pool{New: func() any { return new(sync.WaitGroup) }}
 
 // run calls fn(0), ..., fn(parts-1), concurrently on up to parts goroutines (the caller
-// among them), and returns when all have returned.
+// among them), and returns when all have returned. Parts go to spinning helpers first,
+// then to parked ones; a part no helper takes runs on the caller, so nested or
+// concurrent splits cannot deadlock.
 func (p *intraOp) run(parts int, fn func(part int)) {
 	if parts <= 1 {
 		if parts == 1 {
@@ -84,16 +159,35 @@ func (p *intraOp) run(parts int, fn func(part int)) {
 	}
 	ensureHelpers(parts - 1)
 	wg := waitGroups.Get().(*sync.WaitGroup)
+	posted := 0
 	for i := 1; i < parts; i++ {
 		wg.Add(1)
+		t := poolTask{fn: fn, part: i, done: wg}
+		if int(pool.spinning.Load()) > posted {
+			pool.qmu.Lock()
+			pool.queue = append(pool.queue, t)
+			pool.pending.Store(int32(len(pool.queue)))
+			pool.qmu.Unlock()
+			posted++
+			continue
+		}
 		select {
-		case pool.tasks <- poolTask{fn: fn, part: i, done: wg}:
+		case pool.tasks <- t:
 		default: // every helper is busy: do it here
 			fn(i)
 			wg.Done()
 		}
 	}
 	fn(0)
+	if posted > 0 {
+		// Parts posted for helpers that stopped spinning (or are busy with another
+		// split's) before taking them run here.
+		var buf [8]poolTask
+		for _, t := range reclaimQueued(wg, buf[:0]) {
+			t.fn(t.part)
+			wg.Done()
+		}
+	}
 	wg.Wait()
 	waitGroups.Put(wg)
 }
