@@ -557,3 +557,182 @@ store4:
 	VMOVUPS Z7, 64(DX)
 	VZEROUPPER
 	RET
+
+// func microKernelAVX512N16(kb int, a, b, c *float32, ldc int, mask uint64)
+//
+// C[12x16] += A·B for an A panel (kb x 12, k-major) and the first 16 columns of a
+// B panel (kb x 32, k-major: 128 bytes per k), C's columns limited to the lanes set
+// in mask (loads and stores masked, so nothing beyond them is read or written): a
+// column edge tile at half the 12x32 kernel's work. Each value is summed in the same
+// order as there. Accumulators: Z0..Z11 (row r in Zr).
+TEXT ·microKernelAVX512N16(SB), NOSPLIT, $0-48
+	MOVQ kb+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	MOVQ mask+40(FP), AX
+	KMOVW AX, K1
+
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+	TESTQ CX, CX
+	JE    kN16store
+
+kN16loop:
+	VMOVUPS (DI), Z24
+	VFMADD231PS.BCST 0(SI), Z24, Z0
+	VFMADD231PS.BCST 4(SI), Z24, Z1
+	VFMADD231PS.BCST 8(SI), Z24, Z2
+	VFMADD231PS.BCST 12(SI), Z24, Z3
+	VFMADD231PS.BCST 16(SI), Z24, Z4
+	VFMADD231PS.BCST 20(SI), Z24, Z5
+	VFMADD231PS.BCST 24(SI), Z24, Z6
+	VFMADD231PS.BCST 28(SI), Z24, Z7
+	VFMADD231PS.BCST 32(SI), Z24, Z8
+	VFMADD231PS.BCST 36(SI), Z24, Z9
+	VFMADD231PS.BCST 40(SI), Z24, Z10
+	VFMADD231PS.BCST 44(SI), Z24, Z11
+	ADDQ $48, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNE  kN16loop
+
+kN16store:
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z0, Z0
+	VMOVUPS   Z0, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z1, Z1
+	VMOVUPS   Z1, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z2, Z2
+	VMOVUPS   Z2, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z3, Z3
+	VMOVUPS   Z3, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z4, Z4
+	VMOVUPS   Z4, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z5, Z5
+	VMOVUPS   Z5, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z6, Z6
+	VMOVUPS   Z6, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z7, Z7
+	VMOVUPS   Z7, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z8, Z8
+	VMOVUPS   Z8, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z9, Z9
+	VMOVUPS   Z9, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z10, Z10
+	VMOVUPS   Z10, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS.Z (DX), K1, Z24
+	VADDPS    Z24, Z11, Z11
+	VMOVUPS   Z11, K1, (DX)
+	VZEROUPPER
+	RET
+
+// func microKernelAVX512N16St(kb int, a, b, c *float32, ldc int, mask uint64)
+//
+// microKernelAVX512N16 storing its block into c instead of adding to it (the first
+// depth block of a product with beta 0).
+TEXT ·microKernelAVX512N16St(SB), NOSPLIT, $0-48
+	MOVQ kb+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	MOVQ mask+40(FP), AX
+	KMOVW AX, K1
+
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+	TESTQ CX, CX
+	JE    kN16Ststore
+
+kN16Stloop:
+	VMOVUPS (DI), Z24
+	VFMADD231PS.BCST 0(SI), Z24, Z0
+	VFMADD231PS.BCST 4(SI), Z24, Z1
+	VFMADD231PS.BCST 8(SI), Z24, Z2
+	VFMADD231PS.BCST 12(SI), Z24, Z3
+	VFMADD231PS.BCST 16(SI), Z24, Z4
+	VFMADD231PS.BCST 20(SI), Z24, Z5
+	VFMADD231PS.BCST 24(SI), Z24, Z6
+	VFMADD231PS.BCST 28(SI), Z24, Z7
+	VFMADD231PS.BCST 32(SI), Z24, Z8
+	VFMADD231PS.BCST 36(SI), Z24, Z9
+	VFMADD231PS.BCST 40(SI), Z24, Z10
+	VFMADD231PS.BCST 44(SI), Z24, Z11
+	ADDQ $48, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNE  kN16Stloop
+
+kN16Ststore:
+	VMOVUPS   Z0, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z1, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z2, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z3, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z4, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z5, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z6, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z7, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z8, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z9, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z10, K1, (DX)
+	ADDQ      R8, DX
+	VMOVUPS   Z11, K1, (DX)
+	VZEROUPPER
+	RET

@@ -312,3 +312,122 @@ func TestStoreKernelsMatchAdd(t *testing.T) {
 		}
 	}
 }
+
+// TestEdgeKernelsMatchTile checks the AVX-512 kernel's column-edge variants (a tile of
+// fewer than 32 columns computed as one or two masked 16-column halves) against the
+// same kernel without them (the whole tile computed, then its columns copied):
+// bit-identical values (a zero's sign aside), for 1 to 31 columns over one or two
+// halves, full and partial row panels, depths over one block, adding (beta 1, 0.5)
+// and storing (beta 0), through packedSgemm and a packed left operand; the columns of
+// C beyond n, and the rows below m, keep their sentinel. It also checks them against
+// the float64 reference. On a CPU without the AVX-512 kernel it checks that the
+// variants are absent.
+func TestEdgeKernelsMatchTile(t *testing.T) {
+	saved, savedFlag := kernel, hasEdgeKernels
+	defer func() { kernel, hasEdgeKernels = saved, savedFlag }()
+	withEdge := gemmKernels()[0]
+	hasEdgeKernels = false
+	without := gemmKernels()[0]
+	hasEdgeKernels = savedFlag
+	if (withEdge.name == "avx512") != (withEdge.edge != nil) {
+		t.Fatalf("kernel %s: edge variants %v", withEdge.name, withEdge.edge != nil)
+	}
+	if without.edge != nil || without.edgeStore != nil {
+		t.Fatal("hasEdgeKernels off: the kernel still has edge variants")
+	}
+	if withEdge.edge == nil {
+		return
+	}
+	if (withEdge.edgeStore != nil) != (withEdge.runStore != nil) {
+		t.Fatalf("storing edge variant %v, storing kernel %v", withEdge.edgeStore != nil, withEdge.runStore != nil)
+	}
+	rng := rand.New(rand.NewPCG(15, 16))
+	shapes := [][3]int{
+		{12, 1, 5}, {12, 4, 1}, {24, 15, 9}, {12, 16, 3}, {36, 17, 7}, {12, 31, kcBlock + 3},
+		{64, 196, 288}, {288, 196, 64}, {32, 784, 9}, {13, 47, 20}, {7, 20, 6}, {25, 63, 2},
+	}
+	for _, sh := range shapes {
+		m, n, k := sh[0], sh[1], sh[2]
+		for _, tB := range []bool{false, true} {
+			for _, beta := range []float32{0, 1, 0.5} {
+				a := randFloats32(rng, m*k)
+				br, bc := k, n
+				if tB {
+					br, bc = n, k
+				}
+				b := randFloats32(rng, br*bc)
+				ldc := n + 5
+				c0 := randFloats32(rng, (m+1)*ldc) // one row past m: a sentinel row
+				if beta == 0 {
+					for i := range c0 {
+						c0[i] = float32(math.NaN())
+					}
+				}
+				want64 := refGemm(false, tB, m, n, k, a, k, b, bc, beta, c0, ldc)
+				run := func(kn gemmKernel, packed bool) []float32 {
+					kernel = kn
+					c := slices.Clone(c0)
+					if packed {
+						var p packedLHS
+						p.pack(false, m, k, a, k)
+						p.mul(tB, n, b, bc, beta, c, ldc)
+					} else {
+						packedSgemm(false, tB, m, n, k, a, k, b, bc, beta, c, ldc)
+					}
+					return c
+				}
+				for _, packed := range []bool{false, true} {
+					name := fmt.Sprintf("%v tB=%v beta=%v packed=%v", sh, tB, beta, packed)
+					want, got := run(without, packed), run(withEdge, packed)
+					for i := range got {
+						r, j := i/ldc, i%ldc
+						if r >= m || j >= n {
+							if math.Float32bits(got[i]) != math.Float32bits(c0[i]) {
+								t.Fatalf("%s: C[%d][%d] outside the product changed to %v", name, r, j, got[i])
+							}
+							continue
+						}
+						if got[i] != want[i] {
+							t.Fatalf("%s: C[%d][%d] = %v with edge kernels, %v without", name, r, j, got[i], want[i])
+						}
+						w := want64[r*n+j]
+						if math.Abs(float64(got[i])-w) > 1e-4*(1+math.Sqrt(float64(k)))*(1+math.Abs(w)) {
+							t.Fatalf("%s: C[%d][%d] = %v, reference %v", name, r, j, got[i], w)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkEdgeKernels times fashion-cnn's products whose n leaves a column edge tile
+// (conv "same": 784 and 196 output positions), with the kernel's column-edge variants
+// and without them.
+func BenchmarkEdgeKernels(b *testing.B) {
+	cases := []struct {
+		name    string
+		m, n, k int
+		beta    float32
+	}{
+		{"conv1_fwd_32x784x9", 32, 784, 9, 1},
+		{"conv2_fwd_64x196x288", 64, 196, 288, 1},
+		{"conv2_dcol_288x196x64", 288, 196, 64, 0},
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	defer func(k gemmKernel, on bool) { kernel, hasEdgeKernels = k, on }(kernel, hasEdgeKernels)
+	for _, c := range cases {
+		x, y, z := randFloats32(rng, c.m*c.k), randFloats32(rng, c.k*c.n), make([]float32, c.m*c.n)
+		flops := float64(2 * c.m * c.n * c.k)
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/edge=%v", c.name, on), func(b *testing.B) {
+				hasEdgeKernels = on
+				kernel = gemmKernels()[0]
+				for b.Loop() {
+					packedSgemm(false, false, c.m, c.n, c.k, x, c.k, y, c.n, c.beta, z, c.n)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
