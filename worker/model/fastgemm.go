@@ -34,12 +34,6 @@ type gemmKernel struct {
 	// them, so C needs no clearing beforehand (the sums are the same: 0 + x = x, but
 	// for a sum of -0, which is stored as -0 rather than +0).
 	runStore, quadStore func(kb int, a, b, c []float32, ldc int)
-	// edge, when set, adds the product of a full A panel (mr rows) and a B panel into
-	// the first cols (< nr) columns of the mr x nr block at c, without computing all nr
-	// (a product whose n is not a multiple of nr: 196 output positions of a 14x14
-	// plane leave a 4-column tile); each value is summed as run sums it. edgeStore
-	// stores instead of adding.
-	edge, edgeStore func(kb int, a, b, c []float32, ldc, cols int)
 }
 
 // goKernel is the portable micro-kernel.
@@ -279,9 +273,9 @@ func (p *intraOp) sgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []floa
 func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c []float32, ldc int, store bool) {
 	mr, nr := kn.mr, kn.nr
 	tile := s.tile[:mr*nr]
-	run, quad, edge := kn.run, kn.quad, kn.edge
+	run, quad := kn.run, kn.quad
 	if store {
-		run, quad, edge = kn.runStore, kn.quadStore, kn.edgeStore
+		run, quad = kn.runStore, kn.quadStore
 	}
 	// put adds (or with store sets) the first cols values of tile row r into c row ir+r.
 	put := func(ir, jr, r, cols int) {
@@ -302,10 +296,6 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 			rows := min(mr, mb-ir)
 			if rows == mr && cols == nr {
 				run(kb, ap, bp, c[ir*ldc+jr:], ldc)
-				continue
-			}
-			if edge != nil && rows == mr {
-				edge(kb, ap, bp, c[ir*ldc+jr:], ldc, cols)
 				continue
 			}
 			if quad != nil && cols == nr && rows >= 4 {

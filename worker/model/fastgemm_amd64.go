@@ -28,36 +28,6 @@ func microKernelAVX512St(kb int, a, b, c *float32, ldc int)
 //go:noescape
 func microKernelAVX512x4St(kb int, a, b, c *float32, ldc int)
 
-// microKernelAVX512N16 is the column-edge part of the 12x32 kernel: 12 rows times the
-// first 16 columns of a 32-column B panel, adding into the columns of c set in mask.
-//
-//go:noescape
-func microKernelAVX512N16(kb int, a, b, c *float32, ldc int, mask uint64)
-
-// microKernelAVX512N16St is microKernelAVX512N16 storing its block instead of adding it.
-//
-//go:noescape
-func microKernelAVX512N16St(kb int, a, b, c *float32, ldc int, mask uint64)
-
-// edgeN16 makes a gemmKernel.edge of the 12x32 kernel from f: one or two 16-column
-// halves, the last masked to the tile's columns.
-func edgeN16(f func(kb int, a, b, c *float32, ldc int, mask uint64)) func(kb int, a, b, c []float32, ldc, cols int) {
-	return func(kb int, a, b, c []float32, ldc, cols int) {
-		if kb == 0 || cols <= 0 {
-			return
-		}
-		_ = a[kb*12-1]
-		_ = b[kb*32-1]
-		_ = c[11*ldc+cols-1]
-		if cols > 16 {
-			f(kb, &a[0], &b[0], &c[0], ldc, 0xffff)
-			f(kb, &a[0], &b[16], &c[16], ldc, 1<<(cols-16)-1)
-			return
-		}
-		f(kb, &a[0], &b[0], &c[0], ldc, 1<<cols-1)
-	}
-}
-
 // asmKernel wraps an assembly micro-kernel with the bounds checks of what it reads and
 // writes.
 func asmKernel(name string, mr, nr int, f func(kb int, a, b, c *float32, ldc int)) gemmKernel {
@@ -93,12 +63,6 @@ func gemmKernels() []gemmKernel {
 			k.runStore = asmKernel("avx512", 12, 32, microKernelAVX512St).run
 			k.quadStore = quad(microKernelAVX512x4St)
 		}
-		if hasEdgeKernels {
-			k.edge = edgeN16(microKernelAVX512N16)
-			if k.runStore != nil {
-				k.edgeStore = edgeN16(microKernelAVX512N16St)
-			}
-		}
 		ks = append(ks, k)
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
@@ -110,10 +74,6 @@ func gemmKernels() []gemmKernel {
 // hasStoreKernels tells whether gemmKernels gives the AVX-512 kernel its storing
 // variants (tests switch it off and rebuild the kernel).
 var hasStoreKernels = true
-
-// hasEdgeKernels tells whether gemmKernels gives the AVX-512 kernel its column-edge
-// variants (tests switch it off and rebuild the kernel).
-var hasEdgeKernels = true
 
 // transpose8x8AVX2 transposes blocks 8x8 blocks side by side (fastgemm_amd64.s):
 // dst[(8b+q)*ld + r] = src[r*lds + 8b+q].

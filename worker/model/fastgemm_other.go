@@ -15,7 +15,3 @@ func transpose8([]float32, int, []float32, int, int) int { return 0 }
 // hasStoreKernels tells whether the micro-kernel has storing variants: not on this
 // architecture (the Go kernel adds, after C is cleared for beta 0).
 var hasStoreKernels = false
-
-// hasEdgeKernels tells whether the micro-kernel has column-edge variants: not on this
-// architecture.
-var hasEdgeKernels = false
