@@ -312,13 +312,7 @@ func newCNNEngine[T float](m *cnn) (*cnnEngine[T], error) {
 // check refuses a non-finite parameter, naming its index and tensor, and parameters so
 // large that a convolution's activations could overflow. x has been checked finite.
 func (e *cnnEngine[T]) check(params, x []float32) error {
-	maxAbs := func(v []float32) float64 {
-		var m float32
-		for _, f := range v {
-			m = max(m, math.Float32frombits(math.Float32bits(f)&^(1<<31)))
-		}
-		return float64(m)
-	}
+	maxAbs := func(v []float32) float64 { return float64(math.Float32frombits(maxAbsBits(v))) }
 	if !allFinite(params) {
 		for i, v := range params {
 			if v-v != 0 { // NaN or ±Inf

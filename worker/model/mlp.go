@@ -269,23 +269,32 @@ func (m *mlp) checkInputs(x []float32, firstRow int) error {
 	return nil
 }
 
-// allFinite tells whether no value of x is NaN or ±Inf, without a branch per value: a
-// value's exponent bits plus one exponent step carry into the sign bit only when they
-// are all ones.
-func allFinite(x []float32) bool {
-	var acc0, acc1, acc2, acc3 uint32
+// allFinite tells whether no value of x is NaN or ±Inf: whether its largest
+// magnitude (maxAbsBits) is below +Inf's bits.
+func allFinite(x []float32) bool { return maxAbsBits(x) < 0x7f800000 }
+
+// maxAbsBits returns the largest of x's values' bits with the sign cleared (0 for no
+// values): as unsigned integers these order finite values by magnitude, with +Inf
+// (0x7f800000) above them and NaNs above that, so math.Float32frombits of the result
+// is max |x| when x is finite, +Inf or a NaN otherwise. In AVX-512 where the CPU has
+// it (a parameter vector's check each step), otherwise four running maxima in Go.
+func maxAbsBits(x []float32) uint32 {
+	if bits, ok := maxAbsBitsAsm(x); ok {
+		return bits
+	}
+	var m0, m1, m2, m3 uint32
 	i := 0
 	for ; i+4 <= len(x); i += 4 {
 		v := x[i : i+4 : i+4]
-		acc0 |= math.Float32bits(v[0])&0x7f800000 + 0x00800000
-		acc1 |= math.Float32bits(v[1])&0x7f800000 + 0x00800000
-		acc2 |= math.Float32bits(v[2])&0x7f800000 + 0x00800000
-		acc3 |= math.Float32bits(v[3])&0x7f800000 + 0x00800000
+		m0 = max(m0, math.Float32bits(v[0])&0x7fffffff)
+		m1 = max(m1, math.Float32bits(v[1])&0x7fffffff)
+		m2 = max(m2, math.Float32bits(v[2])&0x7fffffff)
+		m3 = max(m3, math.Float32bits(v[3])&0x7fffffff)
 	}
 	for _, v := range x[i:] {
-		acc0 |= math.Float32bits(v)&0x7f800000 + 0x00800000
+		m0 = max(m0, math.Float32bits(v)&0x7fffffff)
 	}
-	return (acc0|acc1|acc2|acc3)&0x80000000 == 0
+	return max(m0, m1, m2, m3)
 }
 
 // checkLabel refuses a label the task cannot use.

@@ -193,3 +193,19 @@ func fillRows(y, v []float32, n int) bool {
 	fillRowsAVX512(&y[0], &v[0], len(v), n)
 	return true
 }
+
+// maxAbsBitsAVX512 is maxAbsBits over n values in AVX-512 (pool_amd64.s).
+//
+//go:noescape
+func maxAbsBitsAVX512(x *float32, n int) uint32
+
+// hasMaxAbsAVX512 tells whether maxAbsBits runs the assembly (tests switch it off).
+var hasMaxAbsAVX512 = cpu.X86.HasAVX512F
+
+// maxAbsBitsAsm is maxAbsBits in AVX-512 where the CPU has it; ok false otherwise.
+func maxAbsBitsAsm(x []float32) (bits uint32, ok bool) {
+	if !hasMaxAbsAVX512 || len(x) == 0 {
+		return 0, false
+	}
+	return maxAbsBitsAVX512(&x[0], len(x)), true
+}

@@ -929,3 +929,71 @@ fnext:
 fdone:
 	VZEROUPPER
 	RET
+
+// func maxAbsBitsAVX512(x *float32, n int) uint32
+//
+// The largest of x[i]'s bits with the sign cleared, for i < n (mlp.go's maxAbsBits):
+// as unsigned integers these order finite values by magnitude, above them +Inf
+// (0x7f800000) and NaNs. Four 16-lane maxima over 64 values at a time, then 16, then
+// the last n mod 16 under a mask (zeros elsewhere, which change no maximum).
+TEXT ·maxAbsBitsAVX512(SB), NOSPLIT, $0-20
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	MOVL         $0x7fffffff, AX
+	VPBROADCASTD AX, Z31
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+
+m64:
+	CMPQ    CX, $64
+	JLT     m16
+	VPANDD  (SI), Z31, Z4
+	VPANDD  64(SI), Z31, Z5
+	VPANDD  128(SI), Z31, Z6
+	VPANDD  192(SI), Z31, Z7
+	VPMAXUD Z4, Z0, Z0
+	VPMAXUD Z5, Z1, Z1
+	VPMAXUD Z6, Z2, Z2
+	VPMAXUD Z7, Z3, Z3
+	ADDQ    $256, SI
+	SUBQ    $64, CX
+	JMP     m64
+
+m16:
+	CMPQ    CX, $16
+	JLT     mtail
+	VPANDD  (SI), Z31, Z4
+	VPMAXUD Z4, Z0, Z0
+	ADDQ    $64, SI
+	SUBQ    $16, CX
+	JMP     m16
+
+mtail:
+	TESTQ       CX, CX
+	JZ          mdone
+	MOVQ        $1, DX
+	SHLQ        CX, DX
+	DECQ        DX
+	KMOVW       DX, K1
+	VMOVDQU32.Z (SI), K1, Z4
+	VPANDD      Z4, Z31, Z4
+	VPMAXUD     Z4, Z0, Z0
+
+mdone:
+	VPMAXUD       Z1, Z0, Z0
+	VPMAXUD       Z3, Z2, Z2
+	VPMAXUD       Z2, Z0, Z0
+	VEXTRACTI64X4 $1, Z0, Y1
+	VPMAXUD       Y1, Y0, Y0
+	VEXTRACTI128  $1, Y0, X1
+	VPMAXUD       X1, X0, X0
+	VPSHUFD       $0x4e, X0, X1
+	VPMAXUD       X1, X0, X0
+	VPSHUFD       $0xb1, X0, X1
+	VPMAXUD       X1, X0, X0
+	VMOVD         X0, AX
+	VZEROUPPER
+	MOVL          AX, ret+16(FP)
+	RET

@@ -45,3 +45,9 @@ func sumRows(_ []float32, _, _, _ int) (float32, bool) { return 0, false }
 
 // fillRows is the AVX-512 row fill of amd64; here it does nothing.
 func fillRows(_, _ []float32, _ int) bool { return false }
+
+// hasMaxAbsAVX512 tells whether maxAbsBits runs assembly: not on this architecture.
+var hasMaxAbsAVX512 = false
+
+// maxAbsBitsAsm is the AVX-512 maxAbsBits of amd64; here it declines.
+func maxAbsBitsAsm([]float32) (uint32, bool) { return 0, false }
