@@ -50,13 +50,13 @@ type poolTask struct {
 }
 
 // A helper that finishes a part spins for helperSpin, watching pool.queue, before it
-// parks on pool.tasks. A step's splits follow one another within tens of microseconds,
-// so a spinning helper takes the next one at once; handing a part to a parked helper
-// costs a wake-up of its thread (measured on the fashion CNN at 2 threads: the caller
-// waited ~1.2 ms a step for helpers that started late, against ~0.01 ms with the parts
-// taken by a spinning helper). The cost is up to helperSpin of CPU after a step's last
-// split.
-const helperSpin = 200 * time.Microsecond
+// parks on pool.tasks. A step's splits follow one another within tens to hundreds of
+// microseconds, so a spinning helper takes the next one at once; handing a part to a
+// parked helper costs a wake-up of its thread. Measured on the fashion CNN at 2
+// threads (BENCHMARKS.md, issue #19): the step went from 9.6-12.6 ms to 8.5-8.8 ms
+// (spinning 200 us: 9.0-9.9 ms; 1 ms: no better than 500 us). The cost is up to
+// helperSpin of CPU after a step's last split.
+const helperSpin = 500 * time.Microsecond
 
 var pool struct {
 	mu      sync.Mutex
