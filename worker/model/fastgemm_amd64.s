@@ -88,9 +88,9 @@ store:
 	RET
 
 // The AVX-512 micro-kernels below (microKernelAVX512, 12 rows, and microKernelAVX512x4,
-// 4 rows, each adding its 32-column block to C, and their St forms, storing it) share
-// these pieces; each function spells out its own rows, so the assembled code is the
-// same as written out in full.
+// 4 rows, each adding its 32-column block to C, and their St forms, storing it) are
+// built from these macros. Their machine code is byte-identical to the four kernels
+// written out in full, as they were before (compared with go tool objdump).
 
 // KERNEL_ARGS loads (kb int, a, b, c *float32, ldc int): CX = kb, SI = a, DI = b,
 // DX = c, R8 = ldc in bytes.
@@ -125,134 +125,105 @@ store:
 	VMOVUPS r1, 64(DX)
 #define STROW(r0, r1) VMOVUPS r0, (DX); VMOVUPS r1, 64(DX)
 
+// KERNEL12 and KERNEL4 are a whole micro-kernel of 12 or 4 rows, ROW (ADDROW or STROW)
+// writing each row of the block to C.
+#define KERNEL12(ROW) \
+	KERNEL_ARGS; \
+	ZERO2(Z0, Z1); \
+	ZERO2(Z2, Z3); \
+	ZERO2(Z4, Z5); \
+	ZERO2(Z6, Z7); \
+	ZERO2(Z8, Z9); \
+	ZERO2(Z10, Z11); \
+	ZERO2(Z12, Z13); \
+	ZERO2(Z14, Z15); \
+	ZERO2(Z16, Z17); \
+	ZERO2(Z18, Z19); \
+	ZERO2(Z20, Z21); \
+	ZERO2(Z22, Z23); \
+	TESTQ CX, CX; \
+	JE    store512; \
+loop512:; \
+	VMOVUPS (DI), Z24; \
+	VMOVUPS 64(DI), Z25; \
+	FMA2ROWS(0, 4, Z0, Z1, Z2, Z3); \
+	FMA2ROWS(8, 12, Z4, Z5, Z6, Z7); \
+	FMA2ROWS(16, 20, Z8, Z9, Z10, Z11); \
+	FMA2ROWS(24, 28, Z12, Z13, Z14, Z15); \
+	FMA2ROWS(32, 36, Z16, Z17, Z18, Z19); \
+	FMA2ROWS(40, 44, Z20, Z21, Z22, Z23); \
+	ADDQ $48, SI; \
+	ADDQ $128, DI; \
+	DECQ CX; \
+	JNE  loop512; \
+store512:; \
+	ROW(Z0, Z1); \
+	ADDQ    R8, DX; \
+	ROW(Z2, Z3); \
+	ADDQ    R8, DX; \
+	ROW(Z4, Z5); \
+	ADDQ    R8, DX; \
+	ROW(Z6, Z7); \
+	ADDQ    R8, DX; \
+	ROW(Z8, Z9); \
+	ADDQ    R8, DX; \
+	ROW(Z10, Z11); \
+	ADDQ    R8, DX; \
+	ROW(Z12, Z13); \
+	ADDQ    R8, DX; \
+	ROW(Z14, Z15); \
+	ADDQ    R8, DX; \
+	ROW(Z16, Z17); \
+	ADDQ    R8, DX; \
+	ROW(Z18, Z19); \
+	ADDQ    R8, DX; \
+	ROW(Z20, Z21); \
+	ADDQ    R8, DX; \
+	ROW(Z22, Z23); \
+	VZEROUPPER; \
+	RET
+#define KERNEL4(ROW) \
+	KERNEL_ARGS; \
+	ZERO2(Z0, Z1); \
+	ZERO2(Z2, Z3); \
+	ZERO2(Z4, Z5); \
+	ZERO2(Z6, Z7); \
+	TESTQ CX, CX; \
+	JE    store4; \
+loop4:; \
+	VMOVUPS (DI), Z24; \
+	VMOVUPS 64(DI), Z25; \
+	FMA2ROWS(0, 4, Z0, Z1, Z2, Z3); \
+	FMA2ROWS(8, 12, Z4, Z5, Z6, Z7); \
+	ADDQ $48, SI; \
+	ADDQ $128, DI; \
+	DECQ CX; \
+	JNE  loop4; \
+store4:; \
+	ROW(Z0, Z1); \
+	ADDQ    R8, DX; \
+	ROW(Z2, Z3); \
+	ADDQ    R8, DX; \
+	ROW(Z4, Z5); \
+	ADDQ    R8, DX; \
+	ROW(Z6, Z7); \
+	VZEROUPPER; \
+	RET
+
 
 // func microKernelAVX512(kb int, a, b, c *float32, ldc int)
 //
 // C[12x32] += A·B for an A panel (kb x 12, k-major) and a B panel (kb x 32, k-major);
 // ldc is C's row stride in elements. Accumulators: Z0..Z23 (row r in Z(2r), Z(2r+1)).
 TEXT ·microKernelAVX512(SB), NOSPLIT, $0-40
-	KERNEL_ARGS
-
-	ZERO2(Z0, Z1)
-	ZERO2(Z2, Z3)
-	ZERO2(Z4, Z5)
-	ZERO2(Z6, Z7)
-	ZERO2(Z8, Z9)
-	ZERO2(Z10, Z11)
-	ZERO2(Z12, Z13)
-	ZERO2(Z14, Z15)
-	ZERO2(Z16, Z17)
-	ZERO2(Z18, Z19)
-	ZERO2(Z20, Z21)
-	ZERO2(Z22, Z23)
-
-	TESTQ CX, CX
-	JE    store512
-
-loop512:
-	VMOVUPS (DI), Z24
-	VMOVUPS 64(DI), Z25
-	FMA2ROWS(0, 4, Z0, Z1, Z2, Z3)
-	FMA2ROWS(8, 12, Z4, Z5, Z6, Z7)
-	FMA2ROWS(16, 20, Z8, Z9, Z10, Z11)
-	FMA2ROWS(24, 28, Z12, Z13, Z14, Z15)
-	FMA2ROWS(32, 36, Z16, Z17, Z18, Z19)
-	FMA2ROWS(40, 44, Z20, Z21, Z22, Z23)
-	ADDQ $48, SI
-	ADDQ $128, DI
-	DECQ CX
-	JNE  loop512
-
-store512:
-	ADDROW(Z0, Z1)
-	ADDQ    R8, DX
-	ADDROW(Z2, Z3)
-	ADDQ    R8, DX
-	ADDROW(Z4, Z5)
-	ADDQ    R8, DX
-	ADDROW(Z6, Z7)
-	ADDQ    R8, DX
-	ADDROW(Z8, Z9)
-	ADDQ    R8, DX
-	ADDROW(Z10, Z11)
-	ADDQ    R8, DX
-	ADDROW(Z12, Z13)
-	ADDQ    R8, DX
-	ADDROW(Z14, Z15)
-	ADDQ    R8, DX
-	ADDROW(Z16, Z17)
-	ADDQ    R8, DX
-	ADDROW(Z18, Z19)
-	ADDQ    R8, DX
-	ADDROW(Z20, Z21)
-	ADDQ    R8, DX
-	ADDROW(Z22, Z23)
-	VZEROUPPER
-	RET
+	KERNEL12(ADDROW)
 
 // func microKernelAVX512St(kb int, a, b, c *float32, ldc int)
 //
 // microKernelAVX512 storing its block into c instead of adding to it (the first depth
 // block of a product with beta 0: no clearing of C beforehand).
 TEXT ·microKernelAVX512St(SB), NOSPLIT, $0-40
-	KERNEL_ARGS
-
-	ZERO2(Z0, Z1)
-	ZERO2(Z2, Z3)
-	ZERO2(Z4, Z5)
-	ZERO2(Z6, Z7)
-	ZERO2(Z8, Z9)
-	ZERO2(Z10, Z11)
-	ZERO2(Z12, Z13)
-	ZERO2(Z14, Z15)
-	ZERO2(Z16, Z17)
-	ZERO2(Z18, Z19)
-	ZERO2(Z20, Z21)
-	ZERO2(Z22, Z23)
-
-	TESTQ CX, CX
-	JE    store512
-
-loop512:
-	VMOVUPS (DI), Z24
-	VMOVUPS 64(DI), Z25
-	FMA2ROWS(0, 4, Z0, Z1, Z2, Z3)
-	FMA2ROWS(8, 12, Z4, Z5, Z6, Z7)
-	FMA2ROWS(16, 20, Z8, Z9, Z10, Z11)
-	FMA2ROWS(24, 28, Z12, Z13, Z14, Z15)
-	FMA2ROWS(32, 36, Z16, Z17, Z18, Z19)
-	FMA2ROWS(40, 44, Z20, Z21, Z22, Z23)
-	ADDQ $48, SI
-	ADDQ $128, DI
-	DECQ CX
-	JNE  loop512
-
-store512:
-	STROW(Z0, Z1)
-	ADDQ    R8, DX
-	STROW(Z2, Z3)
-	ADDQ    R8, DX
-	STROW(Z4, Z5)
-	ADDQ    R8, DX
-	STROW(Z6, Z7)
-	ADDQ    R8, DX
-	STROW(Z8, Z9)
-	ADDQ    R8, DX
-	STROW(Z10, Z11)
-	ADDQ    R8, DX
-	STROW(Z12, Z13)
-	ADDQ    R8, DX
-	STROW(Z14, Z15)
-	ADDQ    R8, DX
-	STROW(Z16, Z17)
-	ADDQ    R8, DX
-	STROW(Z18, Z19)
-	ADDQ    R8, DX
-	STROW(Z20, Z21)
-	ADDQ    R8, DX
-	STROW(Z22, Z23)
-	VZEROUPPER
-	RET
+	KERNEL12(STROW)
 
 // func transpose8x8AVX2(src *float32, lds int, dst *float32, ld int, blocks int)
 //
@@ -334,69 +305,11 @@ tdone:
 // a, each k 12 values further) and a B panel (kb x 32, k-major): the rows of a panel
 // that a partial 12-row tile leaves, without the edge tile's detour.
 TEXT ·microKernelAVX512x4(SB), NOSPLIT, $0-40
-	KERNEL_ARGS
-
-	ZERO2(Z0, Z1)
-	ZERO2(Z2, Z3)
-	ZERO2(Z4, Z5)
-	ZERO2(Z6, Z7)
-
-	TESTQ CX, CX
-	JE    store4
-
-loop4:
-	VMOVUPS (DI), Z24
-	VMOVUPS 64(DI), Z25
-	FMA2ROWS(0, 4, Z0, Z1, Z2, Z3)
-	FMA2ROWS(8, 12, Z4, Z5, Z6, Z7)
-	ADDQ $48, SI
-	ADDQ $128, DI
-	DECQ CX
-	JNE  loop4
-
-store4:
-	ADDROW(Z0, Z1)
-	ADDQ    R8, DX
-	ADDROW(Z2, Z3)
-	ADDQ    R8, DX
-	ADDROW(Z4, Z5)
-	ADDQ    R8, DX
-	ADDROW(Z6, Z7)
-	VZEROUPPER
-	RET
+	KERNEL4(ADDROW)
 
 // func microKernelAVX512x4St(kb int, a, b, c *float32, ldc int)
 //
 // microKernelAVX512x4 storing its block into c instead of adding to it (the first depth
 // block of a product with beta 0: no clearing of C beforehand).
 TEXT ·microKernelAVX512x4St(SB), NOSPLIT, $0-40
-	KERNEL_ARGS
-
-	ZERO2(Z0, Z1)
-	ZERO2(Z2, Z3)
-	ZERO2(Z4, Z5)
-	ZERO2(Z6, Z7)
-
-	TESTQ CX, CX
-	JE    store4
-
-loop4:
-	VMOVUPS (DI), Z24
-	VMOVUPS 64(DI), Z25
-	FMA2ROWS(0, 4, Z0, Z1, Z2, Z3)
-	FMA2ROWS(8, 12, Z4, Z5, Z6, Z7)
-	ADDQ $48, SI
-	ADDQ $128, DI
-	DECQ CX
-	JNE  loop4
-
-store4:
-	STROW(Z0, Z1)
-	ADDQ    R8, DX
-	STROW(Z2, Z3)
-	ADDQ    R8, DX
-	STROW(Z4, Z5)
-	ADDQ    R8, DX
-	STROW(Z6, Z7)
-	VZEROUPPER
-	RET
+	KERNEL4(STROW)
