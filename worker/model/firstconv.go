@@ -79,14 +79,20 @@ func (o *firstConvOp) Do(inputs ...G.Value) (G.Value, error) {
 			convIm2col(g, x[i*img:(i+1)*img], col, g.plane)
 			fillBias(z, bias, g.plane)
 			o.lhs.mul(false, g.plane, col, g.plane, 1, z, g.plane)
-			for f := range g.f {
-				zf := z[f*g.plane : (f+1)*g.plane]
-				yf := y[(i*g.f+f)*pp:][:pp]
+			// With an even height, the image's planes pool as one plane of F·OH rows
+			// (the same windows and indices); otherwise plane by plane.
+			np, rows := 1, g.f*ph
+			if g.oh%2 != 0 {
+				np, rows = g.f, ph
+			}
+			for f := range np {
+				zf := z[f*g.plane:]
+				yf := y[i*g.f*pp+f*pp:][:rows*pw]
 				if !o.needArg {
-					poolMax(zf, yf, 2, g.ow, ph, pw, true)
+					poolMax(zf, yf, 2, g.ow, rows, pw, true)
 					continue
 				}
-				pool2(zf, yf, o.arg[(i*g.f+f)*pp:][:pp], g.ow, ph, pw, int32(f*g.plane), true)
+				pool2(zf, yf, o.arg[i*g.f*pp+f*pp:][:rows*pw], g.ow, rows, pw, int32(f*g.plane), true)
 			}
 		}
 	})
@@ -205,6 +211,11 @@ func firstConvRoute(g *convGeom, dz, dy, y []float32, arg []int32) {
 	ph, pw := g.oh/2, g.ow/2
 	pp := ph * pw
 	if hasPoolAVX512 && pp > 0 {
+		if g.oh%2 == 0 {
+			// The planes as one of F·OH rows, as the forward op pooled them.
+			pool2GradAVX512Plane(dz, dy, y, arg, g.ow, g.f*ph, pw, 0, true)
+			return
+		}
 		for f := range g.f {
 			d := dz[f*g.plane : (f+1)*g.plane]
 			pool2GradAVX512Plane(d, dy[f*pp:(f+1)*pp], y[f*pp:(f+1)*pp], arg[f*pp:(f+1)*pp], g.ow, ph, pw, int32(f*g.plane), true)
