@@ -135,6 +135,7 @@ type firstConvGradOp struct {
 	fwd  *firstConvOp
 	db   []float32 // the bias gradient of the last run
 	sums []float32 // per part, (ckk+1) x F: Σ col·dz, the last row Σ dz
+	off  []int32   // per position of a plane, its offset in the image (firstConvDWAsm)
 }
 
 func (o *firstConvGradOp) Arity() int { return 2 }
@@ -168,20 +169,39 @@ func (o *firstConvGradOp) Do(inputs ...G.Value) (G.Value, error) {
 	}
 	nw := o.par.workers(parts)
 	cols := convScratch(&o.col, nw, rows*g.plane)
-	// Each worker's dz planes, then one image's products.
-	planes := convScratch(&o.ybuf, nw, g.f*g.plane+size)
+	if len(o.off) != g.plane {
+		o.off = make([]int32, g.plane)
+		for p := range o.off {
+			o.off[p] = int32(p/g.ow*g.w + p%g.ow)
+		}
+	}
+	// Each worker's dz planes, then one image's products (16 per filter in AVX-512).
+	planes := convScratch(&o.ybuf, nw, g.f*g.plane+16*g.f)
 	img, pp := g.h*g.w, g.oh/2*(g.ow/2)
 	o.par.run(nw, func(w int) {
-		col, dz, prod := cols[w], planes[w][:g.f*g.plane], planes[w][g.f*g.plane:][:size]
+		col, dz, prod := cols[w], planes[w][:g.f*g.plane], planes[w][g.f*g.plane:][:16*g.f]
 		fill(col[g.ckk*g.plane:][:g.plane], 1)
 		for q := w * parts / nw; q < (w+1)*parts/nw; q++ {
 			sum := o.sums[q*size : (q+1)*size]
 			clear(sum)
 			for i := q * g.b / parts; i < (q+1)*g.b/parts; i++ {
-				convIm2col(g, x[i*img:(i+1)*img], col, g.plane)
-				firstConvRoute(g, dz, dy[i*g.f*pp:][:g.f*pp], fwd.out[i*g.f*pp:][:g.f*pp], fwd.arg[i*g.f*pp:][:g.f*pp])
-				firstConvDot(rows, g.f, g.plane, col, dz, prod)
-				for j, v := range prod {
+				xi := x[i*img : (i+1)*img]
+				dyi, yi, ai := dy[i*g.f*pp:][:g.f*pp], fwd.out[i*g.f*pp:][:g.f*pp], fwd.arg[i*g.f*pp:][:g.f*pp]
+				if firstConvDWAsm(g, xi, dyi, yi, ai, o.off, dz, prod) {
+					// Straight from the windows: each one's gradient times the
+					// patch under its maximum.
+					for f := range g.f {
+						for r := range g.ckk {
+							sum[r*g.f+f] += prod[f*16+r/3*4+r%3]
+						}
+						sum[g.ckk*g.f+f] += prod[f*16+3]
+					}
+					continue
+				}
+				convIm2col(g, xi, col, g.plane)
+				firstConvRoute(g, dz, dyi, yi, ai)
+				firstConvDot(rows, g.f, g.plane, col, dz, prod[:size])
+				for j, v := range prod[:size] {
 					sum[j] += v
 				}
 			}

@@ -231,3 +231,105 @@ func TestFirstConvDotMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstConvDWMatchesReference checks one image's filter and bias gradients of the
+// fused first layer, from the windows in AVX-512 (firstConvDWAsm, where the CPU has
+// it) and from the dense planes in Go (firstConvRoute, firstConvDot), against float64
+// sums over the windows: each pooled gradient, where the pooled value is above 0,
+// times the 3x3 patch under its window's maximum (for the bias, the gradient alone).
+// Maxima fall in every corner of their windows, pooled values include 0, negatives and
+// NaN (which pass nothing), and the sizes give odd window counts, odd planes and
+// counts not multiples of 16.
+func TestFirstConvDWMatchesReference(t *testing.T) {
+	for _, sz := range []struct{ h, w, f int }{{28, 28, 32}, {13, 15, 12}, {10, 11, 8}, {5, 5, 3}} {
+		s := convShape{inC: 1, inH: sz.h, inW: sz.w, k: 3, stride: 1, outC: sz.f, outH: sz.h - 2, outW: sz.w - 2}
+		g := newConvGeom(1, s)
+		ph, pw := g.oh/2, g.ow/2
+		pp := ph * pw
+		rng := rand.New(rand.NewPCG(uint64(sz.h), uint64(sz.f)))
+		x := make([]float32, sz.h*sz.w)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		dy, y := make([]float32, g.f*pp), make([]float32, g.f*pp)
+		arg := make([]int32, g.f*pp)
+		for f := range g.f {
+			for py := range ph {
+				for px := range pw {
+					j := f*pp + py*pw + px
+					dy[j] = float32(rng.NormFloat64())
+					switch rng.IntN(8) {
+					case 0:
+						y[j] = 0
+					case 1:
+						y[j] = -1
+					case 2:
+						y[j] = float32(math.NaN())
+					default:
+						y[j] = 1 + rng.Float32()
+					}
+					dr, dc := rng.IntN(2), rng.IntN(2)
+					arg[j] = int32(f*g.plane + (2*py+dr)*g.ow + 2*px + dc)
+				}
+			}
+		}
+		want := make([]float64, g.f*10)
+		mag := make([]float64, g.f*10)
+		for j, v := range dy {
+			if !(y[j] > 0) {
+				continue
+			}
+			f := j / pp
+			p := int(arg[j]) - f*g.plane
+			oy, ox := p/g.ow, p%g.ow
+			for r := range 9 {
+				d := float64(v) * float64(x[(oy+r/3)*sz.w+ox+r%3])
+				want[f*10+r] += d
+				mag[f*10+r] += math.Abs(d)
+			}
+			want[f*10+9] += float64(v)
+			mag[f*10+9] += math.Abs(float64(v))
+		}
+		check := func(name string, got func(f, r int) float32) {
+			for f := range g.f {
+				for r := range 10 {
+					if d := math.Abs(float64(got(f, r)) - want[f*10+r]); d > 1e-6*mag[f*10+r] || math.IsNaN(d) {
+						t.Fatalf("%dx%dx%d %s: filter %d value %d = %v, want %v", sz.h, sz.w, sz.f, name, f, r, got(f, r), want[f*10+r])
+					}
+				}
+			}
+		}
+		off := make([]int32, g.plane)
+		for p := range off {
+			off[p] = int32(p/g.ow*g.w + p%g.ow)
+		}
+		out := make([]float32, 16*g.f)
+		if firstConvDWAsm(&g, x, dy, y, arg, off, make([]float32, g.f*pp), out) {
+			check("avx512", func(f, r int) float32 {
+				if r == 9 {
+					return out[f*16+3]
+				}
+				return out[f*16+r/3*4+r%3]
+			})
+		} else if hasFirstConvAVX512 {
+			t.Fatal("firstConvDWAsm declined with AVX-512")
+		}
+		col := make([]float32, 10*g.plane)
+		convIm2col(&g, x, col, g.plane)
+		fill(col[9*g.plane:], 1)
+		dz := make([]float32, g.f*g.plane)
+		for i := range dz {
+			dz[i] = float32(math.NaN()) // every value must be written
+		}
+		for _, on := range []bool{false, hasPoolAVX512} {
+			func() {
+				defer func(a bool) { hasPoolAVX512 = a }(hasPoolAVX512)
+				hasPoolAVX512 = on
+				firstConvRoute(&g, dz, dy, y, arg)
+			}()
+			prod := make([]float32, 10*g.f)
+			firstConvDot(10, g.f, g.plane, col, dz, prod)
+			check(fmt.Sprintf("dense/pool-avx512=%v", on), func(f, r int) float32 { return prod[r*g.f+f] })
+		}
+	}
+}

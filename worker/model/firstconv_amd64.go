@@ -1,0 +1,30 @@
+package model
+
+import "golang.org/x/sys/cpu"
+
+// firstConvDWAVX512 is one image's filter and bias gradients of the fused first layer
+// (firstconv_amd64.s).
+//
+//go:noescape
+func firstConvDWAVX512(x *float32, w int, dy, y *float32, arg, off *int32, vd, out *float32, f, pp, plane int)
+
+// hasFirstConvAVX512 tells whether firstConvDWAsm runs the assembly (tests switch it
+// off).
+var hasFirstConvAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
+
+// firstConvDWAsm sets out[fi·16 + 4r + c], for each filter fi < g.f, to one image's
+// gradient of the fused first layer's filter fi at kernel position (r, c), c < 3, and
+// out[fi·16 + 3] to its bias's, from the image x, its pooled gradient dy, pooled values y and argmax
+// arg (indices into the image's F planes), off mapping a plane position to its offset
+// in x, vd a scratch of F·pp values; it reports whether it did (false: no AVX-512).
+func firstConvDWAsm(g *convGeom, x, dy, y []float32, arg, off []int32, vd, out []float32) bool {
+	pp := (g.oh / 2) * (g.ow / 2)
+	if !hasFirstConvAVX512 || g.k != 3 || g.c != 1 || pp == 0 || g.f == 0 {
+		return false
+	}
+	n := g.f * pp
+	_, _, _, _, _ = x[g.h*g.w-1], dy[n-1], y[n-1], arg[n-1], vd[n-1]
+	_, _ = off[g.plane-1], out[g.f*16-1]
+	firstConvDWAVX512(&x[0], g.w, &dy[0], &y[0], &arg[0], &off[0], &vd[0], &out[0], g.f, pp, g.plane)
+	return true
+}
