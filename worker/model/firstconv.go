@@ -13,10 +13,12 @@ import (
 // fashion-cnn: per image, the convolution with bias (im2col, one product), then the
 // recording pool with relu, into a buffer of one image's planes that stays in cache,
 // so the batch's full-size output (fashion-cnn: 26x26x32 per image, 5.5 MB a batch)
-// is never written, nor read back, nor its gradient. The backward pass likewise routes
-// each image's pooled gradient into one image's planes and takes the filter and bias
-// gradients from them at once. Every other first layer, and every later one, keeps
-// conv2dOp and maxPoolOp.
+// is never written, nor read back, nor its gradient. The backward pass takes the filter
+// and bias gradients from the pooled gradient alone: each window passes its gradient to
+// one position, so in AVX-512 each window adds its gradient times the 3x3 patch under
+// its maximum (firstconv_amd64.s); elsewhere it routes each image's pooled gradient
+// into one image's planes and takes inner products. Every other first layer, and every
+// later one, keeps conv2dOp and maxPoolOp.
 
 // fuseFirstConv tells whether buildCNNNet fuses an eligible first layer (tests switch
 // it off to compare with the separate ops).
@@ -124,12 +126,12 @@ func (o *firstConvOp) SymDiff(inputs G.Nodes, _, grad *G.Node) (G.Nodes, error) 
 // (B,F,OH/2,OW/2), and db (F) alongside, which firstConvBiasOp returns.
 //
 // The images are cut into up to convDWParts fixed parts (whatever the thread count);
-// for each image of a part in order, its im2col (with a row of ones below, for the
-// bias) and its planes' gradient dz (each pooled gradient at its window's maximum,
-// through relu) are made in cache and their inner products added into the part's sums;
-// the parts are then added in order. So the sums run image by image (each image's over
-// its positions first), another order than conv2dOp's gradient ops, and the results
-// are bit-identical at any thread count.
+// each image of a part, in order, adds its sums into the part's: in AVX-512 over its
+// windows (firstConvDWAsm), otherwise as inner products of its im2col (with a row of
+// ones below, for the bias) and its planes' gradient dz (each pooled gradient at its
+// window's maximum, through relu), both made in cache. The parts are then added in
+// order. So the sums run image by image (each image's first), another order than
+// conv2dOp's gradient ops, and the results are bit-identical at any thread count.
 type firstConvGradOp struct {
 	convBase[float32]
 	fwd  *firstConvOp
