@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
 )
 
 // fusedFirstLayer reports whether m's training and prediction graphs hold the fused
@@ -331,5 +332,54 @@ func TestFirstConvDWMatchesReference(t *testing.T) {
 			firstConvDot(10, g.f, g.plane, col, dz, prod)
 			check(fmt.Sprintf("dense/pool-avx512=%v", on), func(f, r int) float32 { return prod[r*g.f+f] })
 		}
+	}
+}
+
+// BenchmarkFirstConv times fashion-cnn's fused first layer (batch 64 of 28x28, 32
+// filters): the forward op, and its filter and bias gradients from the windows
+// (AVX-512, where the CPU has it) and from the routed planes (the fallback's data
+// flow, with the AVX-512 route and inner products), in one binary so that the two
+// can be interleaved.
+func BenchmarkFirstConv(b *testing.B) {
+	s := convShape{inC: 1, inH: 28, inW: 28, k: 3, stride: 1, outC: 32, outH: 26, outW: 26}
+	g := newConvGeom(64, s)
+	rng := rand.New(rand.NewPCG(1, 1))
+	randn := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	val := func(v []float32, shape ...int) G.Value {
+		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v))
+	}
+	x, w, bias := val(randn(64*28*28), 64, 1, 28, 28), val(randn(32*9), 32, 1, 3, 3), val(randn(32), 32)
+	dy := val(randn(64*32*13*13), 64, 32, 13, 13)
+	fwd := &firstConvOp{convBase: convBase[float32]{g: g, name: "fwd"}, needArg: true}
+	grad := &firstConvGradOp{convBase: convBase[float32]{g: g, name: "dw"}, fwd: fwd}
+	if _, err := fwd.Do(x, w, bias); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := fwd.Do(x, w, bias); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, windows := range []bool{true, false} {
+		if windows && !hasFirstConvAVX512 {
+			continue
+		}
+		b.Run(map[bool]string{true: "backward/windows", false: "backward/planes"}[windows], func(b *testing.B) {
+			defer func(on bool) { hasFirstConvAVX512 = on }(hasFirstConvAVX512)
+			hasFirstConvAVX512 = windows
+			for b.Loop() {
+				if _, err := grad.Do(x, dy); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
