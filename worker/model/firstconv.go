@@ -77,10 +77,13 @@ func (o *firstConvOp) Do(inputs ...G.Value) (G.Value, error) {
 		col, z := cols[worker], planes[worker]
 		for i := lo; i < hi; i++ {
 			// The image's convolution with bias, in cache: the same values as
-			// conv2dOp's (the same product per column).
-			convIm2col(g, x[i*img:(i+1)*img], col, g.plane)
-			fillBias(z, bias, g.plane)
-			o.lhs.mul(false, g.plane, col, g.plane, 1, z, g.plane)
+			// conv2dOp's (the same product per column; in AVX-512 a direct 3x3
+			// kernel computing each value in the same order).
+			if !firstConvFwdAsm(g, x[i*img:(i+1)*img], w, bias, z) {
+				convIm2col(g, x[i*img:(i+1)*img], col, g.plane)
+				fillBias(z, bias, g.plane)
+				o.lhs.mul(false, g.plane, col, g.plane, 1, z, g.plane)
+			}
 			// With an even height, the image's planes pool as one plane of F·OH rows
 			// (the same windows and indices); otherwise plane by plane.
 			np, rows := 1, g.f*ph

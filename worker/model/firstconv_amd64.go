@@ -28,3 +28,22 @@ func firstConvDWAsm(g *convGeom, x, dy, y []float32, arg, off []int32, vd, out [
 	firstConvDWAVX512(&x[0], g.w, &dy[0], &y[0], &arg[0], &off[0], &vd[0], &out[0], g.f, pp, g.plane)
 	return true
 }
+
+// firstConvFwdAVX512 is one image's convolution with bias of the fused first layer
+// (firstconv_amd64.s).
+//
+//go:noescape
+func firstConvFwdAVX512(x *float32, w int, wts, bias, z *float32, f, oh, ow int)
+
+// firstConvFwdAsm sets z (F planes of OH x OW) to one image's 3x3 convolution with
+// bias in AVX-512, each value computed as conv2dOp's product computes it (bit for
+// bit), and reports whether it did (false: no AVX-512, or rows not of 17 to 32
+// values).
+func firstConvFwdAsm(g *convGeom, x, wts, bias, z []float32) bool {
+	if !hasFirstConvAVX512 || g.k != 3 || g.c != 1 || g.stride != 1 || g.pad != 0 || g.ow <= 16 || g.ow > 32 || g.oh == 0 || g.f == 0 {
+		return false
+	}
+	_, _, _, _ = x[g.h*g.w-1], wts[g.f*9-1], bias[g.f-1], z[g.f*g.plane-1]
+	firstConvFwdAVX512(&x[0], g.w, &wts[0], &bias[0], &z[0], g.f, g.oh, g.ow)
+	return true
+}

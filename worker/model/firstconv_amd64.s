@@ -144,3 +144,103 @@ fend:
 done:
 	VZEROUPPER
 	RET
+
+// FIRSTCONV_FILTER computes one filter's output row of 16+ values, lo and hi, from
+// the 18 shifted input vectors Z0-Z17 (kernel position r in Z(2r), Z(2r+1)), weights
+// at (R11), bias at (R12): w0·x0, then w1·x1 … w8·x8 added in order by FMAs, then the
+// bias, as the product with bias of conv2dOp computes each value.
+#define FIRSTCONV_FILTER(lo, hi) \
+	VMULPS.BCST      (R11), Z0, lo \
+	VMULPS.BCST      (R11), Z1, hi \
+	VFMADD231PS.BCST 4(R11), Z2, lo \
+	VFMADD231PS.BCST 4(R11), Z3, hi \
+	VFMADD231PS.BCST 8(R11), Z4, lo \
+	VFMADD231PS.BCST 8(R11), Z5, hi \
+	VFMADD231PS.BCST 12(R11), Z6, lo \
+	VFMADD231PS.BCST 12(R11), Z7, hi \
+	VFMADD231PS.BCST 16(R11), Z8, lo \
+	VFMADD231PS.BCST 16(R11), Z9, hi \
+	VFMADD231PS.BCST 20(R11), Z10, lo \
+	VFMADD231PS.BCST 20(R11), Z11, hi \
+	VFMADD231PS.BCST 24(R11), Z12, lo \
+	VFMADD231PS.BCST 24(R11), Z13, hi \
+	VFMADD231PS.BCST 28(R11), Z14, lo \
+	VFMADD231PS.BCST 28(R11), Z15, hi \
+	VFMADD231PS.BCST 32(R11), Z16, lo \
+	VFMADD231PS.BCST 32(R11), Z17, hi \
+	VADDPS.BCST      (R12), lo, lo \
+	VADDPS.BCST      (R12), hi, hi
+
+// func firstConvFwdAVX512(x *float32, w int, wts, bias, z *float32, f, oh, ow int)
+//
+// One image's 3x3 convolution with bias, one input channel, stride 1, no padding, for
+// output rows of 17 to 32 values (firstconv.go): z[fi·oh·ow + oy·ow + ox] = bias[fi] +
+// Σ over kernel positions r = 3ki + kj in order of wts[9fi + r] · x[(oy+ki)·w + ox+kj].
+// Per output row, the 18 vectors of the three input rows at shifts 0-2 (16 values and
+// the rest under a mask) are loaded once and serve every filter.
+TEXT ·firstConvFwdAVX512(SB), NOSPLIT, $0-64
+	MOVQ  x+0(FP), SI
+	MOVQ  w+8(FP), R8
+	SHLQ  $2, R8 // w in bytes
+	MOVQ  ow+56(FP), CX
+	LEAQ  (CX*4), R14 // ow in bytes
+	SUBQ  $16, CX
+	MOVQ  $1, AX
+	SHLQ  CX, AX
+	DECQ  AX
+	KMOVW AX, K1 // the row's values past 16
+	MOVQ  ow+56(FP), R9
+	IMULQ oh+48(FP), R9
+	SHLQ  $2, R9 // a plane in bytes
+	MOVQ  z+32(FP), DI
+	MOVQ  oh+48(FP), R10
+
+frow:
+	TESTQ     R10, R10
+	JZ        fdone
+	LEAQ      (SI)(R8*1), AX
+	LEAQ      (SI)(R8*2), BX
+	VMOVUPS   (SI), Z0
+	VMOVUPS.Z 64(SI), K1, Z1
+	VMOVUPS   4(SI), Z2
+	VMOVUPS.Z 68(SI), K1, Z3
+	VMOVUPS   8(SI), Z4
+	VMOVUPS.Z 72(SI), K1, Z5
+	VMOVUPS   (AX), Z6
+	VMOVUPS.Z 64(AX), K1, Z7
+	VMOVUPS   4(AX), Z8
+	VMOVUPS.Z 68(AX), K1, Z9
+	VMOVUPS   8(AX), Z10
+	VMOVUPS.Z 72(AX), K1, Z11
+	VMOVUPS   (BX), Z12
+	VMOVUPS.Z 64(BX), K1, Z13
+	VMOVUPS   4(BX), Z14
+	VMOVUPS.Z 68(BX), K1, Z15
+	VMOVUPS   8(BX), Z16
+	VMOVUPS.Z 72(BX), K1, Z17
+	MOVQ      wts+16(FP), R11
+	MOVQ      bias+24(FP), R12
+	MOVQ      DI, DX
+	MOVQ      f+40(FP), R13
+
+ffilt:
+	TESTQ   R13, R13
+	JZ      fnext
+	FIRSTCONV_FILTER(Z18, Z19)
+	VMOVUPS Z18, (DX)
+	VMOVUPS Z19, K1, 64(DX)
+	ADDQ    $36, R11
+	ADDQ    $4, R12
+	ADDQ    R9, DX
+	DECQ    R13
+	JMP     ffilt
+
+fnext:
+	ADDQ R8, SI
+	ADDQ R14, DI
+	DECQ R10
+	JMP  frow
+
+fdone:
+	VZEROUPPER
+	RET

@@ -90,6 +90,8 @@ func TestFirstConvMatchesSeparateOps(t *testing.T) {
 		fashionLike(13, 15, 12, 5),
 		fashionLike(28, 28, 32, 7),
 		fashionLike(10, 11, 8, 2),
+		fashionLike(20, 19, 8, 3),
+		fashionLike(34, 30, 5, 2),
 	} {
 		for _, on := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%dx%dx%d/b%d/avx512=%v", cfg.Height, cfg.Width, cfg.Conv[0].Filters, cfg.BatchSize, on), func(t *testing.T) {
@@ -336,10 +338,11 @@ func TestFirstConvDWMatchesReference(t *testing.T) {
 }
 
 // BenchmarkFirstConv times fashion-cnn's fused first layer (batch 64 of 28x28, 32
-// filters): the forward op, and its filter and bias gradients from the windows
-// (AVX-512, where the CPU has it) and from the routed planes (the fallback's data
-// flow, with the AVX-512 route and inner products), in one binary so that the two
-// can be interleaved.
+// filters): the forward op with the direct 3x3 kernel (AVX-512, where the CPU has
+// it) and with im2col and the product, and its filter and bias gradients from the
+// windows (AVX-512) and from the routed planes (the fallback's data flow, with the
+// AVX-512 route and inner products), in one binary so that each pair can be
+// interleaved.
 func BenchmarkFirstConv(b *testing.B) {
 	s := convShape{inC: 1, inH: 28, inW: 28, k: 3, stride: 1, outC: 32, outH: 26, outW: 26}
 	g := newConvGeom(64, s)
@@ -361,13 +364,20 @@ func BenchmarkFirstConv(b *testing.B) {
 	if _, err := fwd.Do(x, w, bias); err != nil {
 		b.Fatal(err)
 	}
-	b.Run("forward", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := fwd.Do(x, w, bias); err != nil {
-				b.Fatal(err)
-			}
+	for _, direct := range []bool{true, false} {
+		if direct && !hasFirstConvAVX512 {
+			continue
 		}
-	})
+		b.Run(map[bool]string{true: "forward/direct", false: "forward/product"}[direct], func(b *testing.B) {
+			defer func(on bool) { hasFirstConvAVX512 = on }(hasFirstConvAVX512)
+			hasFirstConvAVX512 = direct
+			for b.Loop() {
+				if _, err := fwd.Do(x, w, bias); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 	for _, windows := range []bool{true, false} {
 		if windows && !hasFirstConvAVX512 {
 			continue
