@@ -10,8 +10,9 @@ import (
 
 // This file fuses a CNN's first layer when it is a float32 3x3 convolution of one input
 // channel (stride 1, no padding) followed by relu and a 2x2 max-pool, as in
-// fashion-cnn: per image, the convolution with bias (im2col, one product), then the
-// recording pool with relu, into a buffer of one image's planes that stays in cache,
+// fashion-cnn: per image, the convolution with bias (a direct 3x3 kernel in AVX-512
+// for rows of 17 to 32 values, firstconv_amd64.s; otherwise im2col and one product),
+// then the recording pool with relu, into a buffer of one image's planes in cache,
 // so the batch's full-size output (fashion-cnn: 26x26x32 per image, 5.5 MB a batch)
 // is never written, nor read back, nor its gradient. The backward pass takes the filter
 // and bias gradients from the pooled gradient alone: each window passes its gradient to
