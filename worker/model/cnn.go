@@ -406,6 +406,13 @@ func buildCNNNet[T float](m *cnn, train bool) (*net[T], error) {
 			}
 			continue
 		}
+		if i == 0 && firstConvFusable(s, m.conv.Pool, cfg.Activation, dtypeOf[T]()) {
+			// One channel, 3x3, relu, 2x2 pool: one op per image (firstconv.go).
+			if h, err = firstConvPool(h, wt, bias, b, s); err != nil {
+				return nil, fmt.Errorf("%s: %w", m.layout[0].Name, err)
+			}
+			continue
+		}
 		// Every activation is non-decreasing, so pooling before it computes the same
 		// values as pooling after, on a quarter of the elements.
 		if h, err = conv2dLayer[T](h, wt, bias, b, s, i > 0); err != nil {

@@ -274,8 +274,8 @@ func TestSumRowsFillRowsMatchReference(t *testing.T) {
 // setAVX512Kernels switches every AVX-512 kernel of this package's convolution path on
 // (where the CPU has it) or off, and returns a function restoring the switches.
 func setAVX512Kernels(on bool) (restore func()) {
-	saved := []bool{hasPoolAVX512, hasIm2colAVX512, hasCol2imAVX512, hasDotAVX512, hasRowsAVX512, hasMaxAbsAVX512}
-	flags := []*bool{&hasPoolAVX512, &hasIm2colAVX512, &hasCol2imAVX512, &hasDotAVX512, &hasRowsAVX512, &hasMaxAbsAVX512}
+	saved := []bool{hasPoolAVX512, hasIm2colAVX512, hasCol2imAVX512, hasDotAVX512, hasRowsAVX512, hasMaxAbsAVX512, hasFirstConvAVX512}
+	flags := []*bool{&hasPoolAVX512, &hasIm2colAVX512, &hasCol2imAVX512, &hasDotAVX512, &hasRowsAVX512, &hasMaxAbsAVX512, &hasFirstConvAVX512}
 	for i, f := range flags {
 		*f = on && saved[i]
 	}
