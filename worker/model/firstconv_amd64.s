@@ -5,6 +5,23 @@ DATA firstConvOne3<>+0(SB)/8, $0
 DATA firstConvOne3<>+8(SB)/8, $0x3f80000000000000
 GLOBL firstConvOne3<>(SB), RODATA|NOPTR, $16
 
+// FIRSTCONV_WINDOW adds window j's share (its arg and vd at off(BX) and off(DI)) into
+// one running sum: the patch under its maximum into la, lb, lc (lane 3 of la: 1, from
+// X15), times vd[j] broadcast in bc, into a0, a1, a2.
+#define FIRSTCONV_WINDOW(off, la, lb, lc, bc, a0, a1, a2) \
+	MOVL         off(BX), AX; \
+	SUBQ         R13, AX; \
+	MOVL         (R10)(AX*4), AX; \
+	LEAQ         (SI)(AX*4), AX; \
+	VMOVAPS      X15, la; \
+	VMOVUPS      (AX), K1, la; \
+	VMOVUPS.Z    (AX)(R8*1), K1, lb; \
+	VMOVUPS.Z    (AX)(R14*1), K1, lc; \
+	VBROADCASTSS off(DI), bc; \
+	VFMADD231PS  bc, la, a0; \
+	VFMADD231PS  bc, lb, a1; \
+	VFMADD231PS  bc, lc, a2
+
 // func firstConvDWAVX512(x *float32, w int, dy, y *float32, arg, off *int32, vd, out *float32, f, pp, plane int)
 //
 // One image's filter and bias gradients of the fused first layer (firstconv.go),
@@ -82,30 +99,8 @@ filt:
 win2:
 	CMPQ         CX, $2
 	JLT          win1
-	MOVL         (BX), AX
-	SUBQ         R13, AX
-	MOVL         (R10)(AX*4), AX
-	LEAQ         (SI)(AX*4), AX
-	VMOVAPS      X15, X4
-	VMOVUPS      (AX), K1, X4
-	VMOVUPS.Z    (AX)(R8*1), K1, X5
-	VMOVUPS.Z    (AX)(R14*1), K1, X6
-	VBROADCASTSS (DI), X7
-	VFMADD231PS  X7, X4, X0
-	VFMADD231PS  X7, X5, X1
-	VFMADD231PS  X7, X6, X2
-	MOVL         4(BX), AX
-	SUBQ         R13, AX
-	MOVL         (R10)(AX*4), AX
-	LEAQ         (SI)(AX*4), AX
-	VMOVAPS      X15, X11
-	VMOVUPS      (AX), K1, X11
-	VMOVUPS.Z    (AX)(R8*1), K1, X12
-	VMOVUPS.Z    (AX)(R14*1), K1, X13
-	VBROADCASTSS 4(DI), X14
-	VFMADD231PS  X14, X11, X8
-	VFMADD231PS  X14, X12, X9
-	VFMADD231PS  X14, X13, X10
+	FIRSTCONV_WINDOW(0, X4, X5, X6, X7, X0, X1, X2)
+	FIRSTCONV_WINDOW(4, X11, X12, X13, X14, X8, X9, X10)
 	ADDQ         $8, BX
 	ADDQ         $8, DI
 	SUBQ         $2, CX
@@ -114,18 +109,7 @@ win2:
 win1:
 	TESTQ        CX, CX
 	JZ           fend
-	MOVL         (BX), AX
-	SUBQ         R13, AX
-	MOVL         (R10)(AX*4), AX
-	LEAQ         (SI)(AX*4), AX
-	VMOVAPS      X15, X4
-	VMOVUPS      (AX), K1, X4
-	VMOVUPS.Z    (AX)(R8*1), K1, X5
-	VMOVUPS.Z    (AX)(R14*1), K1, X6
-	VBROADCASTSS (DI), X7
-	VFMADD231PS  X7, X4, X0
-	VFMADD231PS  X7, X5, X1
-	VFMADD231PS  X7, X6, X2
+	FIRSTCONV_WINDOW(0, X4, X5, X6, X7, X0, X1, X2)
 	ADDQ         $4, BX
 	ADDQ         $4, DI
 
