@@ -120,8 +120,10 @@ func takeQueued() (poolTask, bool) {
 		return poolTask{}, false
 	}
 	t := pool.queue[0]
-	pool.queue = append(pool.queue[:0], pool.queue[1:]...)
-	pool.pending.Store(int32(len(pool.queue)))
+	n := copy(pool.queue, pool.queue[1:])
+	pool.queue[n] = poolTask{} // keep no closure alive past its split
+	pool.queue = pool.queue[:n]
+	pool.pending.Store(int32(n))
 	return t, true
 }
 

@@ -115,3 +115,38 @@ func TestAllFinite(t *testing.T) {
 		}
 	}
 }
+
+// TestIntraOpRunReclaimsPostedParts: a part posted for a spinning helper that stops
+// spinning before it takes it (here: a helper counted as spinning that never looks)
+// runs on the caller, once, and leaves the queue empty.
+func TestIntraOpRunReclaimsPostedParts(t *testing.T) {
+	var p intraOp
+	ensureHelpers(2) // what run(3) below would start
+	// Keep the real helpers off the queue: each receives, once parked, a part that
+	// holds it until the check is done.
+	release := make(chan struct{})
+	var busy sync.WaitGroup
+	pool.mu.Lock()
+	helpers := pool.helpers
+	pool.mu.Unlock()
+	for range helpers {
+		busy.Add(1)
+		pool.tasks <- poolTask{fn: func(int) { <-release }, done: &busy}
+	}
+	defer func() {
+		close(release)
+		busy.Wait()
+	}()
+	pool.spinning.Add(1) // a phantom spinning helper
+	defer pool.spinning.Add(-1)
+	var hits [3]atomic.Int32
+	p.run(3, func(i int) { hits[i].Add(1) })
+	for i := range hits {
+		if n := hits[i].Load(); n != 1 {
+			t.Fatalf("part %d ran %d times", i, n)
+		}
+	}
+	if n := pool.pending.Load(); n != 0 {
+		t.Fatalf("%d parts left in the queue", n)
+	}
+}
