@@ -28,14 +28,17 @@ func TestWebJobPageShowsProgressWithinEpochs(t *testing.T) {
 	testenv.RequireBrowser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	// 60,000 rows: an epoch lasts about 1.5 s here and far longer under the race
-	// detector; the chief reports every 100 steps (at most every 100 ms) or 250 ms.
-	csv := filepath.Join(t.TempDir(), "attrition-60k.csv")
+	// 200,000 rows: an epoch lasts about 6 s on an idle machine (60,000 rows, 1.5 s
+	// when this test was written, became about 2 s once training got faster, too short
+	// for the page to draw three points before the epoch ended) and far longer under
+	// the race detector; the chief reports every 100 steps (at most every 100 ms) or
+	// 250 ms.
+	csv := filepath.Join(t.TempDir(), "attrition-200k.csv")
 	f, err := os.Create(csv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := hrdata.GenerateAttrition(f, hrdata.AttritionConfig{Rows: 60_000, Seed: 7}); err != nil {
+	if err := hrdata.GenerateAttrition(f, hrdata.AttritionConfig{Rows: 200_000, Seed: 7}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
