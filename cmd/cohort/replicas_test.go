@@ -59,18 +59,8 @@ func TestReplicatedPrimaryKilledJobContinues(t *testing.T) {
 	t.Parallel() // independent: its own processes, free ports, temporary directories
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	storeDir := filepath.Join(dir, "storage")
-	coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
-	t.Cleanup(coord.kill)
-	coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
-	common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
-		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
-	ps := map[string]*agentProc{}
-	for _, id := range []string{"ps-a", "ps-b", "ps-c", "ps-d"} {
-		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
-			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
-	}
-	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+	cl := startShardCluster(t, bin, dir, "info", "ps-a", "ps-b", "ps-c", "ps-d")
+	coord, ps, storeDir := cl.coord, cl.ps, cl.storeDir
 	dump := func() {
 		if os.Getenv("COHORT_DUMP") == "" && !t.Failed() {
 			return
@@ -265,18 +255,8 @@ func TestReplicatedPrimaryKilledAsyncAndBounded(t *testing.T) {
 	for _, mode := range []string{"async", "bounded, staleness: 2"} {
 		t.Run(strings.TrimSuffix(strings.Fields(mode)[0], ","), func(t *testing.T) {
 			dir := t.TempDir()
-			storeDir := filepath.Join(dir, "storage")
-			coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
-			t.Cleanup(coord.kill)
-			coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
-			common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
-				"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
-			ps := map[string]*agentProc{}
-			for _, id := range []string{"ps-a", "ps-b"} {
-				ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
-					append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
-			}
-			startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+			cl := startShardCluster(t, bin, dir, "info", "ps-a", "ps-b")
+			coord, ps := cl.coord, cl.ps
 			defer func() {
 				if t.Failed() {
 					for _, f := range []string{"worker.log", "ps-a.log", "ps-b.log", "c1.log"} {
@@ -350,18 +330,8 @@ func TestReplicatedTwoShardsPrimaryKilled(t *testing.T) {
 	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	storeDir := filepath.Join(dir, "storage")
-	coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
-	t.Cleanup(coord.kill)
-	coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
-	common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
-		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
-	ps := map[string]*agentProc{}
-	for _, id := range []string{"ps-a", "ps-b", "ps-c", "ps-d"} {
-		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
-			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
-	}
-	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+	cl := startShardCluster(t, bin, dir, "info", "ps-a", "ps-b", "ps-c", "ps-d")
+	coord, ps, storeDir := cl.coord, cl.ps, cl.storeDir
 	defer func() {
 		if t.Failed() {
 			for _, f := range []string{"worker.log", "ps-a.log", "ps-b.log", "ps-c.log", "ps-d.log", "c1.log"} {
@@ -475,19 +445,9 @@ func TestReplicatedBothCopiesKilledFallsBackToCheckpoint(t *testing.T) {
 	t.Parallel()
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	storeDir := filepath.Join(dir, "storage")
-	coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
-	t.Cleanup(coord.kill)
-	coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
-	common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
-		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "info"}
 	ids := []string{"ps-a", "ps-b", "ps-c", "ps-d"}
-	ps := map[string]*agentProc{}
-	for _, id := range ids {
-		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
-			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
-	}
-	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+	cl := startShardCluster(t, bin, dir, "info", ids...)
+	coord, ps := cl.coord, cl.ps
 	defer func() {
 		if t.Failed() {
 			for _, f := range append(slices.Clone(ids), "worker", "c1") {

@@ -25,18 +25,8 @@ func TestShardNodeKilledJobResumesFromCheckpoint(t *testing.T) {
 	t.Parallel() // independent: its own processes or cluster, free ports, temporary directories
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	storeDir := filepath.Join(dir, "storage")
-	coord := &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}
-	t.Cleanup(coord.kill)
-	coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
-	common := []string{"--join", coord.grpc, "--storage-dir", storeDir, "--cpu-millis", "2000",
-		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", "warn"}
-	ps := map[string]*agentProc{}
-	for _, id := range []string{"ps-a", "ps-b"} {
-		ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
-			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
-	}
-	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+	cl := startShardCluster(t, bin, dir, "warn", "ps-a", "ps-b")
+	coord, ps, storeDir := cl.coord, cl.ps, cl.storeDir
 
 	spec := fmt.Sprintf(`apiVersion: cohort.dev/v1
 kind: TrainingJob
@@ -135,4 +125,30 @@ spec:
 	}
 	t.Logf("shard node %s killed near step %d (checkpoint %s); job finished at generation %d",
 		victim, killedAt, before.GetCheckpoint(), job.GetGeneration())
+}
+
+// shardCluster is the cluster of the shard-loss tests: one coordinator (c1, a 6 s node
+// heartbeat TTL), a parameter-server node per id in psIDs and one worker node (w-1,
+// jobs/ as its data root), each its own process, with storage in storeDir and logs in
+// dir (ID.log, worker.log), at logLevel.
+type shardCluster struct {
+	coord    *coordProc
+	ps       map[string]*agentProc
+	storeDir string
+}
+
+func startShardCluster(t *testing.T, bin, dir, logLevel string, psIDs ...string) *shardCluster {
+	t.Helper()
+	c := &shardCluster{storeDir: filepath.Join(dir, "storage"), ps: map[string]*agentProc{},
+		coord: &coordProc{id: "c1", dir: filepath.Join(dir, "c1"), raft: freePort(t), grpc: freePort(t), http: freePort(t)}}
+	t.Cleanup(c.coord.kill)
+	c.coord.start(t, bin, "--bootstrap", "--node-heartbeat-ttl", "6s")
+	common := []string{"--join", c.coord.grpc, "--storage-dir", c.storeDir, "--cpu-millis", "2000",
+		"--memory-bytes", fmt.Sprint(4 << 30), "--log-level", logLevel}
+	for _, id := range psIDs {
+		c.ps[id] = startAgentProc(t, bin, filepath.Join(dir, id+".log"), nil,
+			append([]string{"paramserver", "--node-id", id, "--data-addr", freePort(t)}, common...)...)
+	}
+	startAgentProc(t, bin, filepath.Join(dir, "worker.log"), nil, append([]string{"worker", "--node-id", "w-1", "--data-root", repoPath(t, "jobs")}, common...)...)
+	return c
 }
