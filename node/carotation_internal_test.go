@@ -22,12 +22,7 @@ import (
 // bundle, across a restart too. A record sealed by a CA it never held is refused,
 // naming that CA.
 func TestCARotationSurvivesRestart(t *testing.T) {
-	cfg := DefaultConfig()
-	co := DefaultCoordinatorConfig()
-	co.NodeID, co.DataDir, co.Bootstrap = "c1", t.TempDir(), true
-	co.RaftAddr, co.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Coordinator = &co
-	log := slog.New(slog.DiscardHandler)
+	cfg, log := bootstrapCoordinatorConfig(t)
 	load := func() *nodeTLS {
 		t.Helper()
 		tl, err := loadTLS(&cfg, log)
@@ -43,10 +38,7 @@ func TestCARotationSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	next, err := pki.NewCA("cohort cluster CA 2", now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := newRotationCA(t, now)
 	cross, err := old.CrossSign(next, now)
 	if err != nil {
 		t.Fatal(err)
@@ -127,22 +119,14 @@ func TestCARotationSurvivesRestart(t *testing.T) {
 // the record, applied again on start, moves it onto the new CA. Before the fix the
 // start refused ca.crt ("starts with CA new, not ca.key's CA old").
 func TestCARotationStoppedBetweenBundleAndKey(t *testing.T) {
-	cfg := DefaultConfig()
-	co := DefaultCoordinatorConfig()
-	co.NodeID, co.DataDir, co.Bootstrap = "c1", t.TempDir(), true
-	co.RaftAddr, co.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Coordinator = &co
-	log := slog.New(slog.DiscardHandler)
+	cfg, log := bootstrapCoordinatorConfig(t)
 	tl, err := loadTLS(&cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	old := tl.ca()
 	now := time.Now()
-	next, err := pki.NewCA("cohort cluster CA 2", now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := newRotationCA(t, now)
 	cross, err := old.CrossSign(next, now)
 	if err != nil {
 		t.Fatal(err)
@@ -189,22 +173,14 @@ func TestCARotationStoppedBetweenBundleAndKey(t *testing.T) {
 // (the gossip keyring does not open with the active CA), and deletes it once the
 // rotation has ended and nothing does; a restart then knows the active CA alone.
 func TestPreviousCAKeyDeletedWhenTheRotationEnds(t *testing.T) {
-	cfg := DefaultConfig()
-	co := DefaultCoordinatorConfig()
-	co.NodeID, co.DataDir, co.Bootstrap = "c1", t.TempDir(), true
-	co.RaftAddr, co.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Coordinator = &co
-	log := slog.New(slog.DiscardHandler)
+	cfg, log := bootstrapCoordinatorConfig(t)
 	tl, err := loadTLS(&cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	old := tl.ca()
 	now := time.Now()
-	next, err := pki.NewCA("cohort cluster CA 2", now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := newRotationCA(t, now)
 	keyPEM, _ := next.KeyPEM()
 	sealedKey, err := old.Seal(api.ClusterCAKeyPurpose, keyPEM)
 	if err != nil {
@@ -255,4 +231,25 @@ func TestPreviousCAKeyDeletedWhenTheRotationEnds(t *testing.T) {
 	if known := again.knownCAs(); len(known) != 1 || known[0].Hash() != next.Hash() {
 		t.Fatalf("known CAs after a restart: %d, want the active one alone", len(known))
 	}
+}
+
+// bootstrapCoordinatorConfig is the config of a coordinator that bootstraps a cluster
+// in a temporary data dir (loadTLS makes its CA there), with a logger that discards.
+func bootstrapCoordinatorConfig(t *testing.T) (Config, *slog.Logger) {
+	cfg := DefaultConfig()
+	co := DefaultCoordinatorConfig()
+	co.NodeID, co.DataDir, co.Bootstrap = "c1", t.TempDir(), true
+	co.RaftAddr, co.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Coordinator = &co
+	return cfg, slog.New(slog.DiscardHandler)
+}
+
+// newRotationCA is the new CA of a rotation.
+func newRotationCA(t *testing.T, now time.Time) *pki.CA {
+	t.Helper()
+	next, err := pki.NewCA("cohort cluster CA 2", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return next
 }
