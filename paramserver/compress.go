@@ -215,7 +215,7 @@ func newChunkDecoder(enc cohortv1.TensorEncoding, dst []float32, allowSparse boo
 	case cohortv1.TensorEncoding_TENSOR_ENCODING_FLOAT32:
 		return &assembler{dst: dst}, nil
 	case cohortv1.TensorEncoding_TENSOR_ENCODING_FP16:
-		return &fp16Assembler{dst: dst}, nil
+		return &assembler{dst: dst, fp16: true}, nil
 	case cohortv1.TensorEncoding_TENSOR_ENCODING_SPARSE:
 		if allowSparse {
 			clear(dst) // values the push does not name are 0
@@ -223,36 +223,6 @@ func newChunkDecoder(enc cohortv1.TensorEncoding, dst []float32, allowSparse boo
 		}
 	}
 	return nil, fmt.Errorf("%w: encoding %v (%d) is not supported here", ErrInvalidArgument, enc, int32(enc))
-}
-
-// fp16Assembler is assembler for FP16 chunks: offset counts values, data holds 2
-// bytes per value.
-type fp16Assembler struct {
-	dst  []float32
-	next uint64
-}
-
-func (a *fp16Assembler) add(offset uint64, data []byte) error {
-	if len(data)%2 != 0 {
-		return fmt.Errorf("%w: chunk.data: fp16 chunk of %d bytes is not a whole number of 2-byte values", ErrInvalidArgument, len(data))
-	}
-	if offset != a.next {
-		return fmt.Errorf("%w: chunk.offset %d, want %d (chunks must be contiguous and in order)", ErrInvalidArgument, offset, a.next)
-	}
-	n := uint64(len(data) / 2)
-	if n > uint64(len(a.dst))-a.next {
-		return fmt.Errorf("%w: chunk.data: fp16 chunk [%d,%d) exceeds the range length %d", ErrInvalidArgument, offset, offset+n, len(a.dst))
-	}
-	decodeFP16(a.dst[a.next:a.next+n], data)
-	a.next += n
-	return nil
-}
-
-func (a *fp16Assembler) done() error {
-	if a.next != uint64(len(a.dst)) {
-		return fmt.Errorf("%w: received %d of %d fp16 values", ErrInvalidArgument, a.next, len(a.dst))
-	}
-	return nil
 }
 
 // sparseAssembler scatters SPARSE chunks into dst (zeroed by newChunkDecoder): offset

@@ -60,26 +60,36 @@ func chunkValues(chunkBytes int) int {
 
 // assembler places the chunks of one tensor transfer into dst. Chunks must arrive in
 // order and be contiguous: offset (in values, relative to dst) must equal the number of
-// values received so far and data must be a whole number of float32 values that fits.
-// It decodes outside input and never panics or writes outside dst.
+// values received so far and data must be a whole number of values that fits: float32
+// values, or FP16 ones (2 bytes each) when fp16 is set. It decodes outside input and
+// never panics or writes outside dst.
 type assembler struct {
 	dst  []float32
 	next uint64
+	fp16 bool
 }
 
 // add decodes one chunk into place.
 func (a *assembler) add(offset uint64, data []byte) error {
-	if len(data)%4 != 0 {
-		return fmt.Errorf("%w: chunk of %d bytes is not a whole number of float32 values", ErrInvalidArgument, len(data))
+	width, what := uint64(4), "float32"
+	if a.fp16 {
+		width, what = 2, "fp16"
+	}
+	if uint64(len(data))%width != 0 {
+		return fmt.Errorf("%w: chunk.data: %s chunk of %d bytes is not a whole number of %d-byte values", ErrInvalidArgument, what, len(data), width)
 	}
 	if offset != a.next {
-		return fmt.Errorf("%w: chunk at offset %d, want %d (chunks must be contiguous and in order)", ErrInvalidArgument, offset, a.next)
+		return fmt.Errorf("%w: chunk.offset %d, want %d (chunks must be contiguous and in order)", ErrInvalidArgument, offset, a.next)
 	}
-	n := uint64(len(data) / 4)
+	n := uint64(len(data)) / width
 	if n > uint64(len(a.dst))-a.next {
-		return fmt.Errorf("%w: chunk [%d,%d) exceeds the range length %d", ErrInvalidArgument, offset, offset+n, len(a.dst))
+		return fmt.Errorf("%w: chunk.data: %s chunk [%d,%d) exceeds the range length %d", ErrInvalidArgument, what, offset, offset+n, len(a.dst))
 	}
-	putFloat32s(a.dst[a.next:a.next+n], data)
+	if a.fp16 {
+		decodeFP16(a.dst[a.next:a.next+n], data)
+	} else {
+		putFloat32s(a.dst[a.next:a.next+n], data)
+	}
 	a.next += n
 	return nil
 }
