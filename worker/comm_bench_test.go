@@ -48,25 +48,7 @@ func benchStepCommunication(b *testing.B, n int, noSessions bool) {
 	const workers, shards = 2, 2
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var addrs []string
-	for shard := range shards {
-		cfg := paramserver.DefaultServerConfig()
-		cfg.Logger = quiet
-		srv := paramserver.NewServer(cfg)
-		g := grpc.NewServer(paramserver.ServerOptions()...)
-		srv.Register(g)
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		go func() { _ = g.Serve(lis) }()
-		b.Cleanup(g.Stop)
-		if err := srv.AddShard(paramserver.ShardConfig{JobID: "bench", Shard: shard, Generation: 1, Workers: workers,
-			Optimizer: paramserver.OptimizerConfig{Name: "adam", LearningRate: 1e-3}}); err != nil {
-			b.Fatal(err)
-		}
-		addrs = append(addrs, lis.Addr().String())
-	}
+	addrs := startBenchShards(b, quiet, shards, workers)
 	clients := make([]*paramserver.Client, workers)
 	params := make([][]float32, workers)
 	grads := make([][]float32, workers)
@@ -103,4 +85,30 @@ func benchStepCommunication(b *testing.B, n int, noSessions bool) {
 		step++
 	}
 	b.ReportMetric(float64(2*4*n), "wire_bytes/worker_step")
+}
+
+// startBenchShards serves shards shards of the job "bench" (generation 1, workers
+// workers, Adam 1e-3), each on its own loopback gRPC server, and returns their
+// addresses.
+func startBenchShards(b *testing.B, log *slog.Logger, shards, workers int) []string {
+	var addrs []string
+	for shard := range shards {
+		cfg := paramserver.DefaultServerConfig()
+		cfg.Logger = log
+		srv := paramserver.NewServer(cfg)
+		g := grpc.NewServer(paramserver.ServerOptions()...)
+		srv.Register(g)
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() { _ = g.Serve(lis) }()
+		b.Cleanup(g.Stop)
+		if err := srv.AddShard(paramserver.ShardConfig{JobID: "bench", Shard: shard, Generation: 1, Workers: workers,
+			Optimizer: paramserver.OptimizerConfig{Name: "adam", LearningRate: 1e-3}}); err != nil {
+			b.Fatal(err)
+		}
+		addrs = append(addrs, lis.Addr().String())
+	}
+	return addrs
 }

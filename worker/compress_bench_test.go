@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/cohort-dev/cohort/paramserver"
 	"github.com/cohort-dev/cohort/worker/model"
 )
@@ -73,24 +71,8 @@ func benchCompressionLink(b *testing.B, models []model.Model, ds *datasets, comp
 	workers := len(models)
 	n := models[0].NumParams()
 	var addrs []string
-	for shard := range shards {
-		cfg := paramserver.DefaultServerConfig()
-		cfg.Logger = quiet
-		srv := paramserver.NewServer(cfg)
-		g := grpc.NewServer(paramserver.ServerOptions()...)
-		srv.Register(g)
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		go func() { _ = g.Serve(lis) }()
-		b.Cleanup(g.Stop)
-		if err := srv.AddShard(paramserver.ShardConfig{JobID: "bench", Shard: shard, Generation: 1, Workers: workers,
-			Optimizer: paramserver.OptimizerConfig{Name: "adam", LearningRate: 1e-3}}); err != nil {
-			b.Fatal(err)
-		}
-		link := startLinkProxy(b, lis.Addr().String(), linkMbit*1e6/8)
-		addrs = append(addrs, link)
+	for _, addr := range startBenchShards(b, quiet, shards, workers) {
+		addrs = append(addrs, startLinkProxy(b, addr, linkMbit*1e6/8))
 	}
 	batch := models[0].BatchSize()
 	inputs := ds.inputs
