@@ -125,17 +125,17 @@ func TestIntraOpRunReclaimsPostedParts(t *testing.T) {
 	// Keep the real helpers off the queue: each receives, once parked, a part that
 	// holds it until the check is done.
 	release := make(chan struct{})
-	var busy sync.WaitGroup
+	var busy split
 	pool.mu.Lock()
 	helpers := pool.helpers
 	pool.mu.Unlock()
 	for range helpers {
-		busy.Add(1)
+		busy.add()
 		pool.tasks <- poolTask{fn: func(int) { <-release }, done: &busy}
 	}
 	defer func() {
 		close(release)
-		busy.Wait()
+		busy.wait()
 	}()
 	pool.spinning.Add(1) // a phantom spinning helper
 	defer pool.spinning.Add(-1)
@@ -148,5 +148,66 @@ func TestIntraOpRunReclaimsPostedParts(t *testing.T) {
 	}
 	if n := pool.pending.Load(); n != 0 {
 		t.Fatalf("%d parts left in the queue", n)
+	}
+}
+
+// TestForRangesCoversEachIndexOnce: forRanges hands every index of [0, n) to exactly
+// one call, in ranges cut finer than its parts (rangeChunks per goroutine, taken as
+// each goroutine comes free), and the part numbers stay below the goroutines it
+// reports, so per-part scratch buffers are safe.
+func TestForRangesCoversEachIndexOnce(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 3 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	}
+	var p intraOp
+	for _, threads := range []int{1, 2, 3} {
+		p.threads.Store(int32(threads))
+		for _, n := range []int{1, 2, 5, 7, 64, 1000} {
+			hits := make([]atomic.Int32, n)
+			var calls atomic.Int32
+			var inPart [8]atomic.Int32
+			parts := p.forRanges(n, func(part, lo, hi int) {
+				if inPart[part].Add(1) != 1 {
+					t.Errorf("threads %d, n %d: part %d runs twice at once", threads, n, part)
+				}
+				calls.Add(1)
+				for i := lo; i < hi; i++ {
+					hits[i].Add(1)
+				}
+				inPart[part].Add(-1)
+			})
+			if parts != min(threads, n) {
+				t.Fatalf("threads %d, n %d: %d parts", threads, n, parts)
+			}
+			for i := range hits {
+				if c := hits[i].Load(); c != 1 {
+					t.Fatalf("threads %d, n %d: index %d handed out %d times", threads, n, i, c)
+				}
+			}
+			if want := min(n, parts*rangeChunks); parts > 1 && int(calls.Load()) != want {
+				t.Fatalf("threads %d, n %d: %d ranges, want %d", threads, n, calls.Load(), want)
+			}
+		}
+	}
+}
+
+// TestSplitByRows checks the split of a product over goroutines against hand-computed
+// largest parts (mr 12, nr 32).
+func TestSplitByRows(t *testing.T) {
+	cases := []struct {
+		m, n, workers int
+		rows          bool
+	}{
+		{64, 128, 2, false},   // rows 36 + 28 (36·128 = 4,608) against columns 64 + 64 (64·64 = 4,096)
+		{1600, 128, 2, false}, // rows 804 + 796 (804·128 = 102,912) against columns 64 + 64 (64·1600 = 102,400)
+		{64, 1600, 2, false},  // rows 36·1600 = 57,600 against columns 800·64 = 51,200
+		{48, 64, 2, true},     // rows 24·64 = 1,536 against columns 32·48 = 1,536: a tie, more row tiles (4 > 2)
+		{24, 96, 2, true},     // rows 12·96 = 1,152 against columns 64·24 = 1,536
+		{120, 64, 3, true},    // rows 48·64 = 3,072 against columns 32·120 = 3,840
+	}
+	for _, tc := range cases {
+		if got := splitByRows(tc.m, tc.n, 12, 32, tc.workers); got != tc.rows {
+			t.Errorf("%dx%d over %d: by rows %v, want %v", tc.m, tc.n, tc.workers, got, tc.rows)
+		}
 	}
 }
