@@ -20,12 +20,19 @@ DATA firstConvEven<>+56(SB)/4, $28
 DATA firstConvEven<>+60(SB)/4, $30
 GLOBL firstConvEven<>(SB), RODATA|NOPTR, $64
 
-// FCW_ROW sets s, for one kernel row ki and column shift t, to the image values of
-// row ki (at top(CX)) or, under K3 (maxima in the windows' bottom rows), ki+1 (at
-// bot(CX)): the window columns that kernel row ki meets from each window's maximum.
-#define FCW_ROW(top, bot, s) \
-	VMOVUPS   top(CX), s \
-	VBLENDMPS bot(CX), s, K3, s
+// FCW_COL sets, for column shift t (at col(CX): image row u's vector at
+// col + 256u), s0, s1 and s2 to the window columns that kernel rows 0, 1 and 2 meet
+// from each window's maximum: image rows 0, 1 and 2 or, under K3 (maxima in the
+// windows' bottom rows), 1, 2 and 3. Each of the four rows is loaded once.
+// Clobbers Z10, Z12, Z13, Z29.
+#define FCW_COL(col, s0, s1, s2) \
+	VMOVUPS   col(CX), Z10 \
+	VMOVUPS   (col+256)(CX), Z12 \
+	VMOVUPS   (col+512)(CX), Z13 \
+	VMOVUPS   (col+768)(CX), Z29 \
+	VBLENDMPS Z12, Z10, K3, s0 \
+	VBLENDMPS Z13, Z12, K3, s1 \
+	VBLENDMPS Z29, Z13, K3, s2
 
 // FCW_TAP adds, for kernel position (ki, kj), the image values under the 16 windows'
 // maxima times their gradients Z11 into acc: s0 (column shift kj) or, under K2
@@ -141,18 +148,10 @@ wrow:
 	VPCMPEQD     Z26, Z12, K4
 	KORW         K4, K2, K2 // maxima in the right column
 	VPCMPD       $5, Z27, Z12, K3 // maxima in the bottom row
-	FCW_ROW(0, 256, Z14)
-	FCW_ROW(64, 320, Z15)
-	FCW_ROW(128, 384, Z16)
-	FCW_ROW(192, 448, Z17)
-	FCW_ROW(256, 512, Z18)
-	FCW_ROW(320, 576, Z19)
-	FCW_ROW(384, 640, Z20)
-	FCW_ROW(448, 704, Z21)
-	FCW_ROW(512, 768, Z22)
-	FCW_ROW(576, 832, Z23)
-	FCW_ROW(640, 896, Z24)
-	FCW_ROW(704, 960, Z25)
+	FCW_COL(0, Z14, Z18, Z22)
+	FCW_COL(64, Z15, Z19, Z23)
+	FCW_COL(128, Z16, Z20, Z24)
+	FCW_COL(192, Z17, Z21, Z25)
 	FCW_TAP(Z14, Z15, Z10, Z0)
 	FCW_TAP(Z15, Z16, Z12, Z1)
 	FCW_TAP(Z16, Z17, Z13, Z2)
