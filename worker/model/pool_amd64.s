@@ -495,6 +495,8 @@ irow:
 	CMPQ      R14, CX
 	JGE       izero
 	VMOVUPS.Z (R12), K1, Z0
+	CMPQ      BX, $64
+	JLE       istore
 	VMOVUPS.Z 64(R12), K2, Z1
 	JMP       istore
 
@@ -503,8 +505,14 @@ izero:
 	VPXORD Z1, Z1, Z1
 
 istore:
+	// Rows of up to 16 values: no second half (an all-masked load and store
+	// still cost their issue slots).
 	VMOVUPS Z0, K3, (R13)
+	CMPQ    BX, $64
+	JLE     iadv
 	VMOVUPS Z1, K4, 64(R13)
+
+iadv:
 	ADDQ    R15, R12
 	ADDQ    BX, R13
 	INCQ    R14

@@ -213,3 +213,21 @@ func BenchmarkPool2(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkIm2col is the im2col of fashion-cnn's second layer (one 32 x 13 x 13 image
+// into 288 x 121), per image.
+func BenchmarkIm2col(b *testing.B) {
+	s := convShape{inC: 32, inH: 13, inW: 13, k: 3, stride: 1, outC: 64, outH: 11, outW: 11}
+	g := newConvGeom(1, s)
+	rng := rand.New(rand.NewPCG(1, 3))
+	img := make([]float32, g.c*g.h*g.w)
+	for i := range img {
+		img[i] = float32(rng.NormFloat64())
+	}
+	col := make([]float32, g.ckk*g.plane)
+	cpu0 := processCPU()
+	for range b.N {
+		convIm2col(&g, img, col, g.plane)
+	}
+	reportCPU(b, cpu0)
+}
