@@ -486,6 +486,51 @@ ikj:
 	MOVQ  ow+72(FP), BX
 	SHLQ  $2, BX // ow in bytes
 	MOVQ  h+32(FP), CX
+	CMPQ  BX, $64
+	JGT   irow
+
+	// Rows of up to 16 values: the output rows that read padding rows (zeros),
+	// then those inside the image in a loop of one load and one store each, then
+	// padding again.
+	VPXORD Z1, Z1, Z1
+
+inarrow:
+	TESTQ   R11, R11
+	JZ      inext
+	CMPQ    R14, $0
+	JGE     iinside
+	VMOVUPS Z1, K3, (R13)
+	ADDQ    R15, R12
+	ADDQ    BX, R13
+	INCQ    R14
+	DECQ    R11
+	JMP     inarrow
+
+iinside:
+	MOVQ    CX, AX
+	SUBQ    R14, AX // image rows left
+	CMPQ    AX, R11
+	CMOVQGT R11, AX
+	TESTQ   AX, AX
+	JLE     ibelow
+	SUBQ    AX, R11
+	ADDQ    AX, R14
+
+iinrow:
+	VMOVUPS.Z (R12), K1, Z0
+	VMOVUPS   Z0, K3, (R13)
+	ADDQ      R15, R12
+	ADDQ      BX, R13
+	DECQ      AX
+	JNZ       iinrow
+
+ibelow:
+	TESTQ   R11, R11
+	JZ      inext
+	VMOVUPS Z1, K3, (R13)
+	ADDQ    BX, R13
+	DECQ    R11
+	JMP     ibelow
 
 irow:
 	TESTQ     R11, R11
@@ -495,8 +540,6 @@ irow:
 	CMPQ      R14, CX
 	JGE       izero
 	VMOVUPS.Z (R12), K1, Z0
-	CMPQ      BX, $64
-	JLE       istore
 	VMOVUPS.Z 64(R12), K2, Z1
 	JMP       istore
 
@@ -505,14 +548,8 @@ izero:
 	VPXORD Z1, Z1, Z1
 
 istore:
-	// Rows of up to 16 values: no second half (an all-masked load and store
-	// still cost their issue slots).
 	VMOVUPS Z0, K3, (R13)
-	CMPQ    BX, $64
-	JLE     iadv
 	VMOVUPS Z1, K4, 64(R13)
-
-iadv:
 	ADDQ    R15, R12
 	ADDQ    BX, R13
 	INCQ    R14
