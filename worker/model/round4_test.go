@@ -231,3 +231,34 @@ func BenchmarkIm2col(b *testing.B) {
 	}
 	reportCPU(b, cpu0)
 }
+
+// BenchmarkPool2FirstLayer is the recording pool of fashion-cnn's fused first layer,
+// one image (32 planes of 26x26 pooled to 13x13, relu): one call of the row kernel
+// over the planes as one plane of 416 rows (firstConvOp's) against the planes' kernel.
+func BenchmarkPool2FirstLayer(b *testing.B) {
+	if !hasPoolAVX512 {
+		b.Skip("no AVX-512")
+	}
+	const f, w, pw = 32, 26, 13
+	rng := rand.New(rand.NewPCG(7, 8))
+	z := make([]float32, f*w*w)
+	for i := range z {
+		z[i] = float32(rng.NormFloat64())
+	}
+	y, arg := make([]float32, f*pw*pw), make([]int32, f*pw*pw)
+	plan := pool2Plan(w, pw, pw)
+	b.Run("rows", func(b *testing.B) {
+		cpu0 := processCPU()
+		for range b.N {
+			pool2(z, y, arg, w, f*pw, pw, 0, true)
+		}
+		reportCPU(b, cpu0)
+	})
+	b.Run("planes", func(b *testing.B) {
+		cpu0 := processCPU()
+		for range b.N {
+			pool2ArgPlanes(z, y, arg, plan, f, w, w*w, pw*pw, 0, true)
+		}
+		reportCPU(b, cpu0)
+	})
+}
