@@ -792,6 +792,9 @@ type maxPoolOp[T float] struct {
 	convBase[T]
 	arg []int32 // per output value, the index of its window's maximum in the input
 	act string  // activation applied to the pooled values (identity: none)
+	// plan is pool2Plan of a recording float32 2x2 pool's planes (nil: none, or too
+	// large), which pool2ArgPlanes and the gradient's pool2GradPlanes follow.
+	plan []pool2Chunk
 	// needArg is set when the gradient op is built (SymDiff): a forward-only graph
 	// (Predict) records no maxima.
 	needArg bool
@@ -816,6 +819,9 @@ func (o *maxPoolOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	if o.needArg && len(o.arg) != len(y) {
 		o.arg = make([]int32, len(y))
 	}
+	if _, f32 := any(z).([]float32); f32 && o.needArg && g.k == 2 && o.plan == nil {
+		o.plan = pool2Plan(g.w, g.oh, g.ow)
+	}
 	o.par.forRanges(g.b*g.c, func(_, lo, hi int) { o.pool(z, y, lo, hi) })
 	return out, nil
 }
@@ -824,6 +830,14 @@ func (o *maxPoolOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 	g := &o.g
 	p := g.k
+	hw, pw := g.h*g.w, g.oh*g.ow
+	first := lo
+	if z32, ok := any(z).([]float32); ok && o.needArg && p == 2 &&
+		pool2ArgPlanes(z32[lo*hw:hi*hw], any(y).([]float32)[lo*pw:hi*pw], o.arg[lo*pw:hi*pw], o.plan, hi-lo, g.w, hw, pw, int32(lo*hw), o.act == ActivationReLU) {
+		// Float32 2x2 windows over the whole range of planes in AVX-512
+		// (pool2planes_amd64.s), the same picks as pool2's.
+		lo = hi
+	}
 	for plane := lo; plane < hi; plane++ {
 		in := z[plane*g.h*g.w : (plane+1)*g.h*g.w]
 		base := plane * g.oh * g.ow
@@ -853,10 +867,9 @@ func (o *maxPoolOp[T]) pool(z, y []T, lo, hi int) {
 			}
 		}
 	}
-	pw := g.oh * g.ow
 	// relu is folded into the forward-only pool and the recording 2x2 one.
 	if o.act != ActivationReLU || (o.needArg && p != 2) {
-		activateInPlace(y[lo*pw:hi*pw], o.act)
+		activateInPlace(y[first*pw:hi*pw], o.act)
 	}
 }
 
@@ -1002,6 +1015,12 @@ func (o *maxPoolGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 func (o *maxPoolGradOp[T]) route(dz, dy []T, lo, hi int) {
 	g := &o.g
 	hw, pw := g.h*g.w, g.oh*g.ow
+	if dz32, ok := any(dz).([]float32); ok && g.k == 2 &&
+		pool2GradPlanes(dz32[lo*hw:hi*hw], any(dy).([]float32)[lo*pw:hi*pw], any(o.fwd.out).([]float32)[lo*pw:hi*pw], o.fwd.arg[lo*pw:hi*pw], o.fwd.plan, hi-lo, g.w, hw, pw, int32(lo*hw), o.fwd.act == ActivationReLU) {
+		// Float32 2x2 windows over the whole range of planes in AVX-512
+		// (pool2planes_amd64.s), every value of dz written once.
+		return
+	}
 	if dz32, ok := any(dz).([]float32); ok && g.k == 2 && g.oh > 0 && g.ow > 0 && hasPoolAVX512 {
 		// Float32 2x2 windows in AVX-512, every value of dz written once: the
 		// windows' rows there, the rows the pool dropped here.

@@ -25,9 +25,29 @@ func firstConvDWAsm(g *convGeom, x, dy, y []float32, arg, off []int32, vd, out [
 	n := g.f * pp
 	_, _, _, _, _ = x[g.h*g.w-1], dy[n-1], y[n-1], arg[n-1], vd[n-1]
 	_, _ = off[g.plane-1], out[g.f*16-1]
+	ph, pw := g.oh/2, g.ow/2
+	if e := (2*ph + 2) * 4 * 16; hasFirstConvWinAVX512 && pw <= 16 && len(vd) >= e {
+		// Rows of up to 16 windows: the windows side by side (vd serves as the
+		// image's window columns).
+		even := uint32(0x55555555) & (uint32(1)<<(2*pw) - 1)
+		firstConvDWWinAVX512(&x[0], g.w, &dy[0], &y[0], &arg[0], &vd[0], &out[0], g.f, ph, pw, g.plane, g.ow,
+			uint16(even), uint16(even>>16), uint16(1)<<pw-1)
+		return true
+	}
 	firstConvDWAVX512(&x[0], g.w, &dy[0], &y[0], &arg[0], &off[0], &vd[0], &out[0], g.f, pp, g.plane)
 	return true
 }
+
+// firstConvDWWinAVX512 is firstConvDWAVX512 for pooled rows of at most 16 windows,
+// those of a row side by side in the lanes (firstconvwin_amd64.s); e (vd's room)
+// takes the image's window columns, (2·ph+2)·4·16 values.
+//
+//go:noescape
+func firstConvDWWinAVX512(x *float32, w int, dy, y *float32, arg *int32, e, out *float32, f, ph, pw, plane, ow int, evenLo, evenHi, lanes uint16)
+
+// hasFirstConvWinAVX512 tells whether firstConvDWAsm takes firstConvDWWinAVX512 where
+// the rows fit (with hasFirstConvAVX512; tests switch it off to compare).
+var hasFirstConvWinAVX512 = true
 
 // firstConvFwdAVX512 is one image's convolution with bias of the fused first layer
 // (firstconv_amd64.s).

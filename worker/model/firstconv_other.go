@@ -13,3 +13,7 @@ func firstConvDWAsm(_ *convGeom, _, _, _ []float32, _, _ []int32, _, _ []float32
 // firstConvFwdAsm is the AVX-512 convolution of the fused first layer of amd64; here
 // it declines.
 func firstConvFwdAsm(_ *convGeom, _, _, _, _ []float32) bool { return false }
+
+// hasFirstConvWinAVX512 tells whether firstConvDWAsm takes its windows-side-by-side
+// kernel: not on this architecture.
+var hasFirstConvWinAVX512 = false

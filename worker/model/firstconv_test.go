@@ -244,7 +244,7 @@ func TestFirstConvDotMatchesReference(t *testing.T) {
 // NaN (which pass nothing), and the sizes give odd window counts, odd planes and
 // counts not multiples of 16.
 func TestFirstConvDWMatchesReference(t *testing.T) {
-	for _, sz := range []struct{ h, w, f int }{{28, 28, 32}, {13, 15, 12}, {10, 11, 8}, {5, 5, 3}} {
+	for _, sz := range []struct{ h, w, f int }{{28, 28, 32}, {13, 15, 12}, {10, 11, 8}, {5, 5, 3}, {36, 36, 4}, {35, 33, 5}, {4, 4, 2}} {
 		s := convShape{inC: 1, inH: sz.h, inW: sz.w, k: 3, stride: 1, outC: sz.f, outH: sz.h - 2, outW: sz.w - 2}
 		g := newConvGeom(1, s)
 		ph, pw := g.oh/2, g.ow/2
@@ -306,16 +306,25 @@ func TestFirstConvDWMatchesReference(t *testing.T) {
 		for p := range off {
 			off[p] = int32(p/g.ow*g.w + p%g.ow)
 		}
-		out := make([]float32, 16*g.f)
-		if firstConvDWAsm(&g, x, dy, y, arg, off, make([]float32, g.f*pp), out) {
-			check("avx512", func(f, r int) float32 {
-				if r == 9 {
-					return out[f*16+3]
+		// Both AVX-512 kernels: the windows side by side (rows of up to 16 windows,
+		// with room for the image's window columns: the F planes Do passes) and one
+		// by one (otherwise).
+		for _, win := range []bool{false, true} {
+			func() {
+				defer func(on bool) { hasFirstConvWinAVX512 = on }(hasFirstConvWinAVX512)
+				hasFirstConvWinAVX512 = win
+				out := make([]float32, 16*g.f)
+				if firstConvDWAsm(&g, x, dy, y, arg, off, make([]float32, g.f*g.plane), out) {
+					check(fmt.Sprintf("avx512/win=%v", win), func(f, r int) float32 {
+						if r == 9 {
+							return out[f*16+3]
+						}
+						return out[f*16+r/3*4+r%3]
+					})
+				} else if hasFirstConvAVX512 {
+					t.Fatal("firstConvDWAsm declined with AVX-512")
 				}
-				return out[f*16+r/3*4+r%3]
-			})
-		} else if hasFirstConvAVX512 {
-			t.Fatal("firstConvDWAsm declined with AVX-512")
+			}()
 		}
 		col := make([]float32, 10*g.plane)
 		convIm2col(&g, x, col, g.plane)

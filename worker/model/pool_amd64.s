@@ -486,6 +486,51 @@ ikj:
 	MOVQ  ow+72(FP), BX
 	SHLQ  $2, BX // ow in bytes
 	MOVQ  h+32(FP), CX
+	CMPQ  BX, $64
+	JGT   irow
+
+	// Rows of up to 16 values: the output rows that read padding rows (zeros),
+	// then those inside the image in a loop of one load and one store each, then
+	// padding again.
+	VPXORD Z1, Z1, Z1
+
+inarrow:
+	TESTQ   R11, R11
+	JZ      inext
+	CMPQ    R14, $0
+	JGE     iinside
+	VMOVUPS Z1, K3, (R13)
+	ADDQ    R15, R12
+	ADDQ    BX, R13
+	INCQ    R14
+	DECQ    R11
+	JMP     inarrow
+
+iinside:
+	MOVQ    CX, AX
+	SUBQ    R14, AX // image rows left
+	CMPQ    AX, R11
+	CMOVQGT R11, AX
+	TESTQ   AX, AX
+	JLE     ibelow
+	SUBQ    AX, R11
+	ADDQ    AX, R14
+
+iinrow:
+	VMOVUPS.Z (R12), K1, Z0
+	VMOVUPS   Z0, K3, (R13)
+	ADDQ      R15, R12
+	ADDQ      BX, R13
+	DECQ      AX
+	JNZ       iinrow
+
+ibelow:
+	TESTQ   R11, R11
+	JZ      inext
+	VMOVUPS Z1, K3, (R13)
+	ADDQ    BX, R13
+	DECQ    R11
+	JMP     ibelow
 
 irow:
 	TESTQ     R11, R11
@@ -530,6 +575,33 @@ idone:
 	VZEROUPPER
 	RET
 
+// C2I_HALF adds, for output row (R14) of kernel row ki, the three kernel columns'
+// terms of image lanes off/4 to off/4+15 (kj masks ka, kb, kc; image lanes' mask at
+// moff(BX)) into image row (R15)'s values, loaded into zi: zi = img + ((r0 + r1) + r2).
+// Clobbers AX, Z1, Z2, zs, K7.
+#define C2I_HALF(off, ka, kb, kc, moff, zs, zi) \
+	VMOVUPS.Z off(R14)(CX*1), ka, zs \
+	LEAQ      (off-4)(R14)(R11*1), AX \
+	VMOVUPS.Z (AX)(CX*1), kb, Z1 \
+	LEAQ      (off-8)(R14)(R11*2), AX \
+	VMOVUPS.Z (AX)(CX*1), kc, Z2 \
+	VADDPS    Z1, zs, zs \
+	VADDPS    Z2, zs, zs \
+	KMOVW     moff(BX), K7 \
+	VMOVUPS.Z off(R15), K7, zi \
+	VADDPS    zs, zi, zi
+
+// C2I_STORE stores the pending image row, Z7 (and Z8 when rows are wider than 16
+// values), at (DX) under the image lanes' masks. Clobbers K7.
+#define C2I_STORE(wide) \
+	KMOVW   12(BX), K7 \
+	VMOVUPS Z7, K7, (DX) \
+	CMPQ    R13, $64 \
+	JLE     wide \
+	KMOVW   14(BX), K7 \
+	VMOVUPS Z8, K7, 64(DX) \
+wide:
+
 // func col2im3S1AVX512(col, img *float32, masks *[8]uint16, ld, c, h, w, oh, ow, pad int)
 //
 // conv.go's convCol2im for 3x3 kernels, stride 1 and image rows of at most 32 values:
@@ -538,6 +610,11 @@ idone:
 // r_kj being output row oy of col row (ci·3+ki)·3+kj (row stride ld) and a term whose
 // column falls outside [0, ow) left out: masks holds, per kernel column, the lanes x
 // whose term exists (lanes 0-15, then 16-31), then the image row's lanes.
+//
+// Each image row's sum is stored one row later, after the next row's image values
+// are loaded: rows are w values apart, so a 64-byte load of row y+1 overlaps the
+// span (not the lanes) of row y's masked store, and a load issued after such a store
+// waits for it to leave the store queue (no forwarding from masked stores).
 TEXT ·col2im3S1AVX512(SB), NOSPLIT, $0-80
 	MOVQ  col+0(FP), SI
 	MOVQ  img+8(FP), DI
@@ -564,50 +641,54 @@ cchan:
 	XORQ  R9, R9 // ki
 
 cki:
-	MOVQ R9, DX
-	SUBQ pad+72(FP), DX // the image row of output row 0
-	MOVQ SI, R14        // output row oy of kernel column 0
-	XORQ R10, R10       // oy
+	// Output rows [lo, hi) of kernel row ki land inside the image: lo = max(0,
+	// pad-ki), hi = min(oh, h+pad-ki).
+	MOVQ  pad+72(FP), AX
+	SUBQ  R9, AX
+	XORQ  DX, DX
+	CMPQ  AX, DX
+	CMOVQLT DX, AX // lo
+	MOVQ  h+40(FP), R10
+	ADDQ  pad+72(FP), R10
+	SUBQ  R9, R10
+	CMPQ  R10, oh+56(FP)
+	CMOVQGT oh+56(FP), R10 // hi
+	SUBQ  AX, R10          // rows
+	JLE   cnextki
+	MOVQ  AX, R14
+	IMULQ R12, R14
+	ADDQ  SI, R14 // output row lo of kernel column 0
+	ADDQ  R9, AX
+	SUBQ  pad+72(FP), AX // image row lo+ki-pad
+	IMULQ R13, AX
+	LEAQ  (DI)(AX*1), R15
+	C2I_HALF(0, K1, K3, K5, 12, Z0, Z7)
+	CMPQ  R13, $64
+	JLE   cfirst
+	C2I_HALF(64, K2, K4, K6, 14, Z0, Z8)
+
+cfirst:
+	MOVQ R15, DX // the pending row
 
 crow:
-	CMPQ  R10, oh+56(FP)
-	JGE   cnextki
-	LEAQ  (R10)(DX*1), AX
-	CMPQ  AX, $0
-	JLT   cskip
-	CMPQ  AX, h+40(FP)
-	JGE   cskip
-	IMULQ R13, AX
-	LEAQ  (DI)(AX*1), R15 // image row y
-	KMOVW 12(BX), K7
-	VMOVUPS.Z (R14)(CX*1), K1, Z0
-	LEAQ  -4(R14)(R11*1), AX
-	VMOVUPS.Z (AX)(CX*1), K3, Z1
-	LEAQ  -8(R14)(R11*2), AX
-	VMOVUPS.Z (AX)(CX*1), K5, Z2
-	VADDPS Z1, Z0, Z0
-	VADDPS Z2, Z0, Z0
-	VMOVUPS.Z (R15), K7, Z3
-	VADDPS Z0, Z3, Z3
-	VMOVUPS Z3, K7, (R15)
-	CMPQ  R13, $64
-	JLE   cskip
-	KMOVW 14(BX), K7
-	VMOVUPS.Z 64(R14)(CX*1), K2, Z0
-	LEAQ  60(R14)(R11*1), AX
-	VMOVUPS.Z (AX)(CX*1), K4, Z1
-	LEAQ  56(R14)(R11*2), AX
-	VMOVUPS.Z (AX)(CX*1), K6, Z2
-	VADDPS Z1, Z0, Z0
-	VADDPS Z2, Z0, Z0
-	VMOVUPS.Z 64(R15), K7, Z3
-	VADDPS Z0, Z3, Z3
-	VMOVUPS Z3, K7, 64(R15)
-
-cskip:
+	DECQ R10
+	JZ   cflush
 	ADDQ R12, R14
-	INCQ R10
-	JMP  crow
+	ADDQ R13, R15
+	C2I_HALF(0, K1, K3, K5, 12, Z0, Z3)
+	CMPQ R13, $64
+	JLE  cstore
+	C2I_HALF(64, K2, K4, K6, 14, Z0, Z4)
+
+cstore:
+	C2I_STORE(cstored)
+	MOVQ    R15, DX
+	VMOVAPS Z3, Z7
+	VMOVAPS Z4, Z8
+	JMP     crow
+
+cflush:
+	C2I_STORE(cflushed)
 
 cnextki:
 	LEAQ (SI)(R11*2), SI
