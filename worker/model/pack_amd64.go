@@ -1,0 +1,48 @@
+package model
+
+import "golang.org/x/sys/cpu"
+
+// packConvBAVX512 is packConvBGo in AVX-512 (pack_amd64.s): per half of a panel row,
+// two masked loads of the input span and one two-table permute, zero-masked to the
+// half's positions.
+//
+//go:noescape
+func packConvBAVX512(dst, img *float32, offs *int32, halves *packHalf, kb, panels int)
+
+// hasPackAVX512 tells whether convolutions pack their products' B panels straight
+// from the image (packConvB in assembly); tests switch it off, and then the forward
+// convolution takes im2col and packB.
+var hasPackAVX512 = cpu.X86.HasAVX512F
+
+// packConvB writes panels panels of kb rows each, rows off(q) for q in offs, into dst
+// (see convImageB.packB, which checks the bounds).
+func packConvB(dst, img []float32, offs []int32, halves []packHalf, kb, panels int) {
+	if !hasPackAVX512 {
+		packConvBGo(dst, img, offs, halves, kb, panels)
+		return
+	}
+	if kb == 0 || panels == 0 {
+		return
+	}
+	packConvBAVX512(&dst[0], &img[0], &offs[0], &halves[0], kb, panels)
+}
+
+// packHWCAVX512 is one panel of hwcB.packB in AVX-512 (pack_amd64.s): per row two
+// 16-value copies (the second zeros when o1 < 0).
+//
+//go:noescape
+func packHWCAVX512(dst, hwc *float32, rows *int32, kb, o0, o1 int)
+
+// packHWCPanel writes one panel of kb rows (see hwcB.packB) and reports whether it
+// did (false: no AVX-512, the caller's loop does it).
+func packHWCPanel(panel, hwc []float32, rows []int32, o0, o1 int) bool {
+	if !hasPackAVX512 || len(rows) == 0 {
+		return false
+	}
+	// rowOff grows with the position, so the last row reads furthest.
+	_ = panel[len(rows)*32-1]
+	_ = hwc[int(rows[len(rows)-1])+max(o0, o1)+15]
+	_ = hwc[int(rows[0])]
+	packHWCAVX512(&panel[0], &hwc[0], &rows[0], len(rows), o0, o1)
+	return true
+}

@@ -1,0 +1,107 @@
+#include "textflag.h"
+
+// func packConvBAVX512(dst, img *float32, offs *int32, halves *packHalf, kb, panels int)
+//
+// pack.go's packConvBGo: for each 32-column panel and each row q of the block, the
+// row's two halves of 16 lanes. A half reads the span of input values its positions
+// cover (at most 32, from img + off(q) + start) with two masked loads (lanes past the
+// span load nothing, so nothing past the image is touched), then VPERMT2PS picks each
+// lane's value by its index, zeroing the lanes without a position.
+// packHalf: idx [16]int32 at 0, start at 64, masks lo/hi/valid at 72/74/76; 80 bytes.
+TEXT ·packConvBAVX512(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ img+8(FP), SI
+	MOVQ halves+24(FP), R8
+	MOVQ panels+40(FP), R9
+
+ppanel:
+	TESTQ     R9, R9
+	JZ        pdone
+	VMOVDQU32 0(R8), Z2  // half 0's indices
+	VMOVDQU32 80(R8), Z3 // half 1's
+	KMOVW     72(R8), K1
+	KMOVW     74(R8), K2
+	KMOVW     76(R8), K3
+	KMOVW     152(R8), K4
+	KMOVW     154(R8), K5
+	KMOVW     156(R8), K6
+	MOVQ      64(R8), R10
+	LEAQ      (SI)(R10*4), R10 // img + start of half 0
+	MOVQ      144(R8), R11
+	LEAQ      (SI)(R11*4), R11 // img + start of half 1
+	MOVQ      offs+16(FP), DX
+	MOVQ      kb+32(FP), CX
+
+prow:
+	TESTQ       CX, CX
+	JZ          pnext
+	MOVLQSX     (DX), AX
+	LEAQ        (R10)(AX*4), BX
+	VMOVUPS.Z   (BX), K1, Z0
+	VMOVUPS.Z   64(BX), K2, Z1
+	VPERMT2PS.Z Z1, Z2, K3, Z0
+	LEAQ        (R11)(AX*4), BX
+	VMOVUPS.Z   (BX), K4, Z4
+	VMOVUPS.Z   64(BX), K5, Z5
+	VPERMT2PS.Z Z5, Z3, K6, Z4
+	VMOVUPS     Z0, (DI)
+	VMOVUPS     Z4, 64(DI)
+	ADDQ        $4, DX
+	ADDQ        $128, DI
+	DECQ        CX
+	JMP         prow
+
+pnext:
+	ADDQ $160, R8
+	DECQ R9
+	JMP  ppanel
+
+pdone:
+	VZEROUPPER
+	RET
+
+// func packHWCAVX512(dst, hwc *float32, rows *int32, kb, o0, o1 int)
+//
+// pack.go's hwcB.packB for one panel: row q gets the 16 values at hwc + rows[q] + o0
+// and the 16 at hwc + rows[q] + o1, or zeros when o1 < 0 (a panel of 16 columns).
+TEXT ·packHWCAVX512(SB), NOSPLIT, $0-48
+	MOVQ   dst+0(FP), DI
+	MOVQ   hwc+8(FP), SI
+	MOVQ   rows+16(FP), DX
+	MOVQ   kb+24(FP), CX
+	MOVQ   o0+32(FP), R8
+	MOVQ   o1+40(FP), R9
+	LEAQ   (SI)(R8*4), R8
+	VPXORD Z1, Z1, Z1
+	TESTQ  R9, R9
+	JLT    hone
+	LEAQ   (SI)(R9*4), R9
+
+htwo:
+	TESTQ   CX, CX
+	JZ      hdone
+	MOVLQSX (DX), AX
+	VMOVUPS (R8)(AX*4), Z0
+	VMOVUPS (R9)(AX*4), Z1
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	ADDQ    $4, DX
+	ADDQ    $128, DI
+	DECQ    CX
+	JMP     htwo
+
+hone:
+	TESTQ   CX, CX
+	JZ      hdone
+	MOVLQSX (DX), AX
+	VMOVUPS (R8)(AX*4), Z0
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	ADDQ    $4, DX
+	ADDQ    $128, DI
+	DECQ    CX
+	JMP     hone
+
+hdone:
+	VZEROUPPER
+	RET

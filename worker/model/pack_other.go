@@ -1,0 +1,15 @@
+//go:build !amd64
+
+package model
+
+// hasPackAVX512 tells whether convolutions pack B panels from the image in assembly:
+// not on this architecture (they take im2col and packB).
+var hasPackAVX512 = false
+
+// packConvB is packConvBGo on this architecture.
+func packConvB(dst, img []float32, offs []int32, halves []packHalf, kb, panels int) {
+	packConvBGo(dst, img, offs, halves, kb, panels)
+}
+
+// packHWCPanel is the AVX-512 panel copy of amd64; here it does nothing.
+func packHWCPanel(_, _ []float32, _ []int32, _, _ int) bool { return false }
