@@ -436,6 +436,9 @@ func packB(dst []float32, nr int, tB bool, b []float32, ldb, pc, jc, kb, nb int)
 	for jr := 0; jr < nb; jr += nr {
 		cols := min(nr, nb-jr)
 		p := dst[jr*kb : jr*kb+kb*nr]
+		if !tB && nr == 32 && packRowsPanel(p, b[pc*ldb+jc+jr:], ldb, kb, cols) {
+			continue // in AVX-512, padding included (pack_amd64.s)
+		}
 		if cols < nr {
 			clear(p)
 		}

@@ -46,3 +46,26 @@ func packHWCPanel(panel, hwc []float32, rows []int32, o0, o1 int) bool {
 	packHWCAVX512(&panel[0], &hwc[0], &rows[0], len(rows), o0, o1)
 	return true
 }
+
+// packRowsAVX512 is one panel of packB for a B that is not transposed (pack_amd64.s):
+// per row, cols (1 to 32) values in two masked loads, stored zero-padded to 32.
+//
+//go:noescape
+func packRowsAVX512(dst, b *float32, ldb, kb, cols int)
+
+// hasPackRowsAVX512 tells whether packB copies the rows of a B that is not transposed
+// in assembly (tests switch it off: then a copy call per row).
+var hasPackRowsAVX512 = cpu.X86.HasAVX512F
+
+// packRowsPanel writes one panel of kb rows of cols values of b (row stride ldb) into
+// p, zero-padded to 32 columns, and reports whether it did (false: the caller's loop
+// does it).
+func packRowsPanel(p, b []float32, ldb, kb, cols int) bool {
+	if !hasPackRowsAVX512 || kb == 0 || cols <= 0 || cols > 32 {
+		return false
+	}
+	_ = p[kb*32-1]
+	_ = b[(kb-1)*ldb+cols-1]
+	packRowsAVX512(&p[0], &b[0], ldb, kb, cols)
+	return true
+}

@@ -105,3 +105,38 @@ hone:
 hdone:
 	VZEROUPPER
 	RET
+
+// func packRowsAVX512(dst, b *float32, ldb, kb, cols int)
+//
+// fastgemm.go's packB for one panel of a B that is not transposed: row q of the
+// panel gets the cols (1 to 32) values at b + q·ldb, zero-padded to 32, two masked
+// loads and two stores a row (no lane past cols is read).
+TEXT ·packRowsAVX512(SB), NOSPLIT, $0-40
+	MOVQ  dst+0(FP), DI
+	MOVQ  b+8(FP), SI
+	MOVQ  ldb+16(FP), DX
+	SHLQ  $2, DX
+	MOVQ  kb+24(FP), CX
+	MOVQ  cols+32(FP), BX
+	MOVQ  $1, AX
+	SHLXQ BX, AX, AX
+	DECQ  AX
+	KMOVW AX, K1
+	SHRQ  $16, AX
+	KMOVW AX, K2
+
+rrow:
+	TESTQ     CX, CX
+	JZ        rdone
+	VMOVUPS.Z (SI), K1, Z0
+	VMOVUPS.Z 64(SI), K2, Z1
+	VMOVUPS   Z0, (DI)
+	VMOVUPS   Z1, 64(DI)
+	ADDQ      DX, SI
+	ADDQ      $128, DI
+	DECQ      CX
+	JMP       rrow
+
+rdone:
+	VZEROUPPER
+	RET

@@ -13,3 +13,10 @@ func packConvB(dst, img []float32, offs []int32, halves []packHalf, kb, panels i
 
 // packHWCPanel is the AVX-512 panel copy of amd64; here it does nothing.
 func packHWCPanel(_, _ []float32, _ []int32, _, _ int) bool { return false }
+
+// hasPackRowsAVX512 tells whether packB copies rows in assembly: not on this
+// architecture.
+var hasPackRowsAVX512 = false
+
+// packRowsPanel is the AVX-512 panel copy of amd64; here it does nothing.
+func packRowsPanel(_, _ []float32, _, _, _ int) bool { return false }

@@ -253,8 +253,8 @@ func BenchmarkCNNStepPack(b *testing.B) {
 		Conv: []ConvLayer{{Filters: 32, Kernel: 3}, {Filters: 64, Kernel: 3}}, Pool: 2,
 		Dense: []int{128}, Outputs: 10, Task: TaskMulticlass, BatchSize: 64,
 	}
-	fwd, hwc := hasPackAVX512, packHWC
-	defer func() { hasPackAVX512, packHWC = fwd, hwc }()
+	fwd, hwc, rows := hasPackAVX512, packHWC, hasPackRowsAVX512
+	defer func() { hasPackAVX512, packHWC, hasPackRowsAVX512 = fwd, hwc, rows }()
 	for _, c := range []struct {
 		name string
 		set  func(on bool)
@@ -262,6 +262,7 @@ func BenchmarkCNNStepPack(b *testing.B) {
 		{"forward", func(on bool) { hasPackAVX512 = on && fwd }},
 		{"filtergrad", func(on bool) { packHWC = on && hwc }},
 		{"both", func(on bool) { hasPackAVX512, packHWC = on && fwd, on && hwc }},
+		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
@@ -273,17 +274,52 @@ func BenchmarkCNNStepPack(b *testing.B) {
 // padded layers: the filter gradients' colᵀ from HWC copies) against im2col and
 // packB, and packB's row copies in assembly or not, interleaved.
 func BenchmarkCIFARStepPack(b *testing.B) {
-	fwd, hwc := hasPackAVX512, packHWC
-	defer func() { hasPackAVX512, packHWC = fwd, hwc }()
+	fwd, hwc, rows := hasPackAVX512, packHWC, hasPackRowsAVX512
+	defer func() { hasPackAVX512, packHWC, hasPackRowsAVX512 = fwd, hwc, rows }()
 	cfg := cifarConfig(64)
 	for _, c := range []struct {
 		name string
 		set  func(on bool)
 	}{
 		{"both", func(on bool) { hasPackAVX512, packHWC = on && fwd, on && hwc }},
+		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
 		})
+	}
+}
+
+// TestPackBRowsMatchesGo checks packB of a B that is not transposed with the row
+// copies in assembly against its Go loop, bit for bit: 1 to 70 columns (full panels
+// and edges of every width), depth blocks at an offset, a B ending right at its last
+// read value.
+func TestPackBRowsMatchesGo(t *testing.T) {
+	asmOK := hasPackRowsAVX512
+	defer func() { hasPackRowsAVX512 = asmOK }()
+	rng := rand.New(rand.NewPCG(8, 8))
+	for _, nb := range []int{1, 7, 16, 17, 25, 31, 32, 33, 57, 64, 70} {
+		for _, kb := range []int{1, 3, 12} {
+			pc, jc, ldb := 2, 3, nb+5
+			b := make([]float32, (pc+kb-1)*ldb+jc+nb) // the last row ends at its last value
+			for i := range b {
+				b[i] = float32(rng.NormFloat64())
+			}
+			pack := func(asm bool) []float32 {
+				hasPackRowsAVX512 = asm && asmOK
+				dst := make([]float32, kb*roundUp(nb, 32))
+				for i := range dst {
+					dst[i] = float32(math.NaN())
+				}
+				packB(dst, 32, false, b, ldb, pc, jc, kb, nb)
+				return dst
+			}
+			got, want := pack(true), pack(false)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("nb %d kb %d: value %d = %v, want %v", nb, kb, i, got[i], want[i])
+				}
+			}
+		}
 	}
 }
