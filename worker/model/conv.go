@@ -460,6 +460,9 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 				fillBias(yi, bias, g.plane)
 				pk := &o.packers[worker]
 				pk.img = any(x[i0*img : i1*img]).([]float32)
+				if i1 < min(g.b, hi*grp) {
+					prefetch(any(x[i1*img : (i1+1)*img]).([]float32))
+				}
 				o.lhs.packed.mulPacker(n, pk, any(yi).([]float32), g.plane)
 				continue
 			}
@@ -557,6 +560,9 @@ func (o *convDataGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			n := (i1 - i0) * g.plane
 			// dcol (ckk, n) = Wᵀ (ckk, F) · dy of the group (F, n), its images side by side
 			if grp == 1 {
+				if dy32, ok := any(dy).([]float32); ok && i1 < min(g.b, hi*grp) {
+					prefetch(dy32[i1*g.f*g.plane : (i1+1)*g.f*g.plane])
+				}
 				o.lhs.mul(false, n, dy[i0*g.f*g.plane:i1*g.f*g.plane], g.plane, 0, col, n)
 			} else {
 				d := dys[worker][:g.f*n]
@@ -768,6 +774,11 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 				i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
 				for i := i0; i < i1; i++ {
 					st.pk.fill(g, i-i0, c0, nc, x32[i*img:(i+1)*img])
+				}
+				if i2 := min(g.b, i1+grp); i1 < i2 {
+					// The next group's images and dy, fetched during this product.
+					prefetch(x32[i1*img+c0*chw : (i2-1)*img+(c0+nc)*chw])
+					prefetch(any(dy[i1*g.f*g.plane : i2*g.f*g.plane]).([]float32))
 				}
 				d, ld := groupDY(buf, gi, 0, g.f)
 				sgemmPackedB(g.f, kk*nc, (i1-i0)*g.plane, any(d).([]float32), ld, &st.pk, beta, st.dwp, kk*nc)

@@ -69,3 +69,20 @@ func packRowsPanel(p, b []float32, ldb, kb, cols int) bool {
 	packRowsAVX512(&p[0], &b[0], ldb, kb, cols)
 	return true
 }
+
+// prefetchAVX512 asks for the cache lines of n values at p (pack_amd64.s).
+//
+//go:noescape
+func prefetchAVX512(p *float32, n int)
+
+// prefetchNext tells whether the convolutions prefetch their next image (benchmarks
+// switch it).
+var prefetchNext = true
+
+// prefetch asks for the cache lines of s, when prefetchNext is set (a hint: nothing
+// is read into registers, nothing faults).
+func prefetch(s []float32) {
+	if prefetchNext && len(s) > 0 {
+		prefetchAVX512(&s[0], len(s))
+	}
+}

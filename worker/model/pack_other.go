@@ -20,3 +20,10 @@ var hasPackRowsAVX512 = false
 
 // packRowsPanel is the AVX-512 panel copy of amd64; here it does nothing.
 func packRowsPanel(_, _ []float32, _, _, _ int) bool { return false }
+
+// prefetchNext tells whether the convolutions prefetch their next image: not on this
+// architecture.
+var prefetchNext = false
+
+// prefetch is amd64's cache hint; here it does nothing.
+func prefetch([]float32) {}

@@ -246,15 +246,16 @@ func benchStepAB(b *testing.B, m Model, inputs, outputs int, task string, set fu
 // BenchmarkCNNStepPack is fashion-cnn's step (BenchmarkCNNStep) with B panels packed
 // from the image (on: the forward's and the filter gradient's, each switch below)
 // against im2col and packB (off), and with packB's row copies in assembly (rows)
-// against a copy call per row, interleaved.
+// against a copy call per row, and with the next image prefetched or not,
+// interleaved.
 func BenchmarkCNNStepPack(b *testing.B) {
 	cfg := CNNConfig{
 		Height: 28, Width: 28, Channels: 1,
 		Conv: []ConvLayer{{Filters: 32, Kernel: 3}, {Filters: 64, Kernel: 3}}, Pool: 2,
 		Dense: []int{128}, Outputs: 10, Task: TaskMulticlass, BatchSize: 64,
 	}
-	fwd, hwc, rows := hasPackAVX512, packHWC, hasPackRowsAVX512
-	defer func() { hasPackAVX512, packHWC, hasPackRowsAVX512 = fwd, hwc, rows }()
+	fwd, hwc, rows, pf := hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext
+	defer func() { hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext = fwd, hwc, rows, pf }()
 	for _, c := range []struct {
 		name string
 		set  func(on bool)
@@ -263,6 +264,7 @@ func BenchmarkCNNStepPack(b *testing.B) {
 		{"filtergrad", func(on bool) { packHWC = on && hwc }},
 		{"both", func(on bool) { hasPackAVX512, packHWC = on && fwd, on && hwc }},
 		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
+		{"prefetch", func(on bool) { prefetchNext = on && pf }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
@@ -274,8 +276,8 @@ func BenchmarkCNNStepPack(b *testing.B) {
 // padded layers: the filter gradients' colᵀ from HWC copies) against im2col and
 // packB, and packB's row copies in assembly or not, interleaved.
 func BenchmarkCIFARStepPack(b *testing.B) {
-	fwd, hwc, rows := hasPackAVX512, packHWC, hasPackRowsAVX512
-	defer func() { hasPackAVX512, packHWC, hasPackRowsAVX512 = fwd, hwc, rows }()
+	fwd, hwc, rows, pf := hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext
+	defer func() { hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext = fwd, hwc, rows, pf }()
 	cfg := cifarConfig(64)
 	for _, c := range []struct {
 		name string
@@ -283,6 +285,7 @@ func BenchmarkCIFARStepPack(b *testing.B) {
 	}{
 		{"both", func(on bool) { hasPackAVX512, packHWC = on && fwd, on && hwc }},
 		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
+		{"prefetch", func(on bool) { prefetchNext = on && pf }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
