@@ -323,6 +323,8 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 			dst[j] += v
 		}
 	}
+	// Partial panels of more than half the columns run masked kernels in place.
+	ek := edgeKernelsFor(kn)
 	for jr := 0; jr < nb; jr += nr {
 		bp := s.b[jr*kb:]
 		cols := min(nr, nb-jr)
@@ -331,6 +333,29 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 			rows := min(mr, mb-ir)
 			if rows == mr && cols == nr {
 				run(kb, ap, bp, c[ir*ldc+jr:], ldc)
+				continue
+			}
+			if ek != nil && cols < nr && cols > nr/2 && rows >= 4 {
+				erun, equad := ek.run, ek.quad
+				if store {
+					erun, equad = ek.runStore, ek.quadStore
+				}
+				if rows == mr {
+					erun(kb, ap, bp, c[ir*ldc+jr:], ldc, cols)
+					continue
+				}
+				r := 0
+				for ; r+4 <= rows; r += 4 {
+					equad(kb, ap[r:], bp, c[(ir+r)*ldc+jr:], ldc, cols)
+				}
+				if r == rows {
+					continue
+				}
+				clear(tile)
+				kn.run(kb, ap, bp, tile, nr)
+				for r2 := r; r2 < rows; r2++ {
+					put(ir, jr, r2, cols)
+				}
 				continue
 			}
 			if quad != nil && cols == nr && rows >= 4 {

@@ -207,3 +207,11 @@ func (p *hwcB) packB(dst []float32, pc, jc, kb, nb int) {
 		}
 	}
 }
+
+// edgeKernels are a 32-column micro-kernel's variants for a partial panel of 17 to 31
+// columns (cols), which compute the whole tile, in the same order, but write only
+// C's first cols columns: run and quad add, runStore and quadStore store (see
+// gemmKernel).
+type edgeKernels struct {
+	run, quad, runStore, quadStore func(kb int, a, b, c []float32, ldc, cols int)
+}

@@ -86,3 +86,50 @@ func prefetch(s []float32) {
 		prefetchAVX512(&s[0], len(s))
 	}
 }
+
+// The column-edge micro-kernels (pack_amd64.s): microKernelAVX512 and
+// microKernelAVX512x4, adding or (St) storing, with C's columns 16-31 written under
+// mask (bit j: column 16+j).
+//
+//go:noescape
+func microKernelAVX512M(kb int, a, b, c *float32, ldc int, mask uint64)
+
+//go:noescape
+func microKernelAVX512StM(kb int, a, b, c *float32, ldc int, mask uint64)
+
+//go:noescape
+func microKernelAVX512x4M(kb int, a, b, c *float32, ldc int, mask uint64)
+
+//go:noescape
+func microKernelAVX512x4StM(kb int, a, b, c *float32, ldc int, mask uint64)
+
+// hasEdgeKernels tells whether macroKernel runs partial panels of 17 to 31 columns
+// through the masked kernels (tests switch it off: then through the edge tile).
+var hasEdgeKernels = cpu.X86.HasAVX512F
+
+// edgeKernelsAVX512 are the masked kernels, with the bounds checks of what they read
+// and write (cols of C's columns, 16 < cols < 32).
+var edgeKernelsAVX512 = func() *edgeKernels {
+	wrap := func(rows int, f func(kb int, a, b, c *float32, ldc int, mask uint64)) func(kb int, a, b, c []float32, ldc, cols int) {
+		return func(kb int, a, b, c []float32, ldc, cols int) {
+			if kb == 0 {
+				return
+			}
+			_ = a[(kb-1)*12+rows-1]
+			_ = b[kb*32-1]
+			_ = c[(rows-1)*ldc+cols-1]
+			f(kb, &a[0], &b[0], &c[0], ldc, 1<<(cols-16)-1)
+		}
+	}
+	return &edgeKernels{run: wrap(12, microKernelAVX512M), runStore: wrap(12, microKernelAVX512StM),
+		quad: wrap(4, microKernelAVX512x4M), quadStore: wrap(4, microKernelAVX512x4StM)}
+}()
+
+// edgeKernelsFor returns the masked kernels of kn, or nil (not the AVX-512 kernel, or
+// switched off).
+func edgeKernelsFor(kn *gemmKernel) *edgeKernels {
+	if !hasEdgeKernels || kn.name != "avx512" || kn.mr != 12 || kn.nr != 32 || kn.quad == nil {
+		return nil
+	}
+	return edgeKernelsAVX512
+}

@@ -27,3 +27,10 @@ var prefetchNext = false
 
 // prefetch is amd64's cache hint; here it does nothing.
 func prefetch([]float32) {}
+
+// hasEdgeKernels tells whether macroKernel has masked column-edge kernels: not on this
+// architecture.
+var hasEdgeKernels = false
+
+// edgeKernelsFor returns no masked kernels on this architecture.
+func edgeKernelsFor(*gemmKernel) *edgeKernels { return nil }

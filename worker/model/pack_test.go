@@ -246,16 +246,18 @@ func benchStepAB(b *testing.B, m Model, inputs, outputs int, task string, set fu
 // BenchmarkCNNStepPack is fashion-cnn's step (BenchmarkCNNStep) with B panels packed
 // from the image (on: the forward's and the filter gradient's, each switch below)
 // against im2col and packB (off), and with packB's row copies in assembly (rows)
-// against a copy call per row, and with the next image prefetched or not,
-// interleaved.
+// against a copy call per row, with the next image prefetched or not, and with
+// partial panels in the masked edge kernels or the edge tile, interleaved.
 func BenchmarkCNNStepPack(b *testing.B) {
 	cfg := CNNConfig{
 		Height: 28, Width: 28, Channels: 1,
 		Conv: []ConvLayer{{Filters: 32, Kernel: 3}, {Filters: 64, Kernel: 3}}, Pool: 2,
 		Dense: []int{128}, Outputs: 10, Task: TaskMulticlass, BatchSize: 64,
 	}
-	fwd, hwc, rows, pf := hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext
-	defer func() { hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext = fwd, hwc, rows, pf }()
+	fwd, hwc, rows, pf, edge := hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels
+	defer func() {
+		hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels = fwd, hwc, rows, pf, edge
+	}()
 	for _, c := range []struct {
 		name string
 		set  func(on bool)
@@ -265,6 +267,7 @@ func BenchmarkCNNStepPack(b *testing.B) {
 		{"both", func(on bool) { hasPackAVX512, packHWC = on && fwd, on && hwc }},
 		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
 		{"prefetch", func(on bool) { prefetchNext = on && pf }},
+		{"edge", func(on bool) { hasEdgeKernels = on && edge }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
@@ -276,8 +279,10 @@ func BenchmarkCNNStepPack(b *testing.B) {
 // padded layers: the filter gradients' colᵀ from HWC copies) against im2col and
 // packB, and packB's row copies in assembly or not, interleaved.
 func BenchmarkCIFARStepPack(b *testing.B) {
-	fwd, hwc, rows, pf := hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext
-	defer func() { hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext = fwd, hwc, rows, pf }()
+	fwd, hwc, rows, pf, edge := hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels
+	defer func() {
+		hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels = fwd, hwc, rows, pf, edge
+	}()
 	cfg := cifarConfig(64)
 	for _, c := range []struct {
 		name string
@@ -286,6 +291,7 @@ func BenchmarkCIFARStepPack(b *testing.B) {
 		{"both", func(on bool) { hasPackAVX512, packHWC = on && fwd, on && hwc }},
 		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
 		{"prefetch", func(on bool) { prefetchNext = on && pf }},
+		{"edge", func(on bool) { hasEdgeKernels = on && edge }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
@@ -321,6 +327,61 @@ func TestPackBRowsMatchesGo(t *testing.T) {
 			for i := range want {
 				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
 					t.Fatalf("nb %d kb %d: value %d = %v, want %v", nb, kb, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestEdgeKernelsMatchTile checks products whose last panel has 17 to 31 columns with
+// the masked edge kernels against the edge tile (bit for bit: the same FMAs in the
+// same order) and against a float64 reference (1e-5 relative), beta 0 (storing) and
+// 1 (adding), on 4 to 30 rows (whole tiles, 4-row parts, a remainder), and that C's
+// values past the product's columns are left alone.
+func TestEdgeKernelsMatchTile(t *testing.T) {
+	if edgeKernelsFor(&kernel) == nil {
+		t.Skip("no masked edge kernels for this micro-kernel")
+	}
+	defer func(v bool) { hasEdgeKernels = v }(hasEdgeKernels)
+	rng := rand.New(rand.NewPCG(4, 4))
+	for _, sh := range [][3]int{{12, 25, 7}, {64, 121, 288}, {30, 17, 5}, {7, 31, 40}, {13, 49, 3}, {4, 20, 1}, {5, 60, 9}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		ldc := n + 9
+		a := make([]float32, m*k)
+		b := make([]float32, k*n)
+		c0 := make([]float32, m*ldc)
+		for _, s := range [][]float32{a, b, c0} {
+			for i := range s {
+				s[i] = float32(rng.NormFloat64())
+			}
+		}
+		for _, beta := range []float32{0, 1} {
+			run := func(on bool) []float32 {
+				hasEdgeKernels = on
+				c := append([]float32(nil), c0...)
+				packedSgemm(false, false, m, n, k, a, k, b, n, beta, c, ldc)
+				return c
+			}
+			got, want := run(true), run(false)
+			for i := range m {
+				for j := range ldc {
+					g, w := got[i*ldc+j], want[i*ldc+j]
+					if math.Float32bits(g) != math.Float32bits(w) {
+						t.Fatalf("%v beta %v: c[%d][%d] = %v with edge kernels, %v with the tile", sh, beta, i, j, g, w)
+					}
+					if j >= n {
+						if g != c0[i*ldc+j] {
+							t.Fatalf("%v beta %v: c[%d][%d] past the columns changed: %v, was %v", sh, beta, i, j, g, c0[i*ldc+j])
+						}
+						continue
+					}
+					ref := float64(beta) * float64(c0[i*ldc+j])
+					for q := range k {
+						ref += float64(a[i*k+q]) * float64(b[q*n+j])
+					}
+					if math.Abs(float64(g)-ref) > 1e-5*(1+math.Abs(ref))*math.Sqrt(float64(k)) {
+						t.Fatalf("%v beta %v: c[%d][%d] = %v, reference %v", sh, beta, i, j, g, ref)
+					}
 				}
 			}
 		}
