@@ -247,7 +247,8 @@ func benchStepAB(b *testing.B, m Model, inputs, outputs int, task string, set fu
 // from the image (on: the forward's and the filter gradient's, each switch below)
 // against im2col and packB (off), and with packB's row copies in assembly (rows)
 // against a copy call per row, with the next image prefetched or not, and with
-// partial panels in the masked edge kernels or the edge tile, interleaved.
+// partial panels in the masked edge kernels or the edge tile; all: every one of these
+// on against every one off (the code before them), interleaved.
 func BenchmarkCNNStepPack(b *testing.B) {
 	cfg := CNNConfig{
 		Height: 28, Width: 28, Channels: 1,
@@ -268,6 +269,9 @@ func BenchmarkCNNStepPack(b *testing.B) {
 		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
 		{"prefetch", func(on bool) { prefetchNext = on && pf }},
 		{"edge", func(on bool) { hasEdgeKernels = on && edge }},
+		{"all", func(on bool) {
+			hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels = on && fwd, on && hwc, on && rows, on && pf, on && edge
+		}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
@@ -292,6 +296,9 @@ func BenchmarkCIFARStepPack(b *testing.B) {
 		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
 		{"prefetch", func(on bool) { prefetchNext = on && pf }},
 		{"edge", func(on bool) { hasEdgeKernels = on && edge }},
+		{"all", func(on bool) {
+			hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels = on && fwd, on && hwc, on && rows, on && pf, on && edge
+		}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
