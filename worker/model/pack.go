@@ -211,7 +211,8 @@ func (p *hwcB) packB(dst []float32, pc, jc, kb, nb int) {
 // edgeKernels are a 32-column micro-kernel's variants for a partial panel of 17 to 31
 // columns (cols), which compute the whole tile, in the same order, but write only
 // C's first cols columns: run and quad add, runStore and quadStore store (see
-// gemmKernel).
+// gemmKernel). The values are the edge tile's; only a sum of exactly -0 stays -0
+// (the tile, cleared to +0 and added to, made it +0).
 type edgeKernels struct {
 	run, quad, runStore, quadStore func(kb int, a, b, c []float32, ldc, cols int)
 }
