@@ -392,6 +392,24 @@ type conv2dOp[T float] struct {
 	// each worker reuses one image's im2col buffer, which stays in cache, instead of
 	// writing all B of them.
 	keepCols bool
+	// bplan packs the per-image products' B panels straight from the image (float32,
+	// AVX-512, a group of one image, no kept im2col; pack.go); planned once, nil when
+	// the geometry does not allow it. packers holds one packer per worker.
+	bplan     *convBPlan
+	bplanDone bool
+	packers   []convImageB
+}
+
+// packPlan returns the plan of packing B from the image for this run, or nil when the
+// run takes im2col and packB.
+func (o *conv2dOp[T]) packPlan() *convBPlan {
+	if _, ok := any(o.out).([]float32); !ok || o.keepCols || o.g.group() != 1 || !hasPackAVX512 || !canPackB() {
+		return nil
+	}
+	if !o.bplanDone {
+		o.bplan, o.bplanDone = newConvBPlan(&o.g), true
+	}
+	return o.bplan
 }
 
 func (o *conv2dOp[T]) Arity() int { return 3 }
@@ -413,11 +431,17 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	grp := g.group()
 	groups := (g.b + grp - 1) / grp
 	var scratchs, ybuf [][]T
-	if o.keepCols {
+	plan := o.packPlan()
+	switch {
+	case o.keepCols:
 		if n := g.b * g.ckk * g.plane; len(o.cols) != n {
 			o.cols = make([]T, n)
 		}
-	} else {
+	case plan != nil:
+		for len(o.packers) < o.par.workers(groups) {
+			o.packers = append(o.packers, convImageB{plan: plan})
+		}
+	default:
 		scratchs = convScratch(&o.col, o.par.workers(groups), g.ckk*grp*g.plane)
 	}
 	if grp > 1 {
@@ -429,6 +453,19 @@ func (o *conv2dOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		for gi := lo; gi < hi; gi++ {
 			i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
 			n := (i1 - i0) * g.plane
+			if plan != nil {
+				// One image, its B panels packed from the image, the product straight
+				// into its NCHW output.
+				yi := y[i0*g.f*g.plane : i1*g.f*g.plane]
+				fillBias(yi, bias, g.plane)
+				pk := &o.packers[worker]
+				pk.img = any(x[i0*img : i1*img]).([]float32)
+				if i1 < min(g.b, hi*grp) {
+					prefetch(any(x[i1*img : (i1+1)*img]).([]float32))
+				}
+				o.lhs.packed.mulPacker(n, pk, any(yi).([]float32), g.plane)
+				continue
+			}
 			// The group's im2col, its images side by side: ckk x n, row stride ld.
 			var col []T
 			ld := n
@@ -523,6 +560,9 @@ func (o *convDataGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			n := (i1 - i0) * g.plane
 			// dcol (ckk, n) = Wᵀ (ckk, F) · dy of the group (F, n), its images side by side
 			if grp == 1 {
+				if dy32, ok := any(dy).([]float32); ok && i1 < min(g.b, hi*grp) {
+					prefetch(dy32[i1*g.f*g.plane : (i1+1)*g.f*g.plane])
+				}
 				o.lhs.mul(false, n, dy[i0*g.f*g.plane:i1*g.f*g.plane], g.plane, 0, col, n)
 			} else {
 				d := dys[worker][:g.f*n]
@@ -547,6 +587,41 @@ func (o *convDataGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 type convFilterGradOp[T float] struct {
 	convBase[T]
 	fwd *conv2dOp[T] // its forward op, whose im2col of x this run reuses
+	// hwc holds each worker's HWC copy, packer and dw block in (ki, kj, c) column
+	// order, when the product packs colᵀ from the image (pack.go).
+	hwc []hwcWorker
+}
+
+// hwcWorker is one worker's state of a filter gradient packed from HWC images.
+type hwcWorker struct {
+	nc  int // its channels
+	pk  hwcB
+	dwp []float32 // its block of dw, F x (K·K·nc), columns in (ki, kj, c) order
+}
+
+// hwcWorkers returns the per-worker state of a filter gradient over nw channel blocks
+// packed from HWC images, or nil when this run takes im2col (float64, a kernel other
+// than the 32-column one, a block not a multiple of 16 channels).
+func (o *convFilterGradOp[T]) hwcWorkers(nw int) []hwcWorker {
+	g := &o.g
+	if _, ok := any(o.out).([]float32); !ok || !packHWC || !canPackB() {
+		return nil
+	}
+	for w := range nw {
+		if nc := (w+1)*g.c/nw - w*g.c/nw; nc%16 != 0 {
+			return nil
+		}
+	}
+	for len(o.hwc) < nw {
+		o.hwc = append(o.hwc, hwcWorker{})
+	}
+	for w := range nw {
+		st := &o.hwc[w]
+		if nc := (w+1)*g.c/nw - w*g.c/nw; st.nc != nc {
+			st.nc, st.pk, st.dwp = nc, newHWCB(g, nc, g.group()), make([]float32, g.f*g.k*g.k*nc)
+		}
+	}
+	return o.hwc[:nw]
 }
 
 func (o *convFilterGradOp[T]) Arity() int { return 2 }
@@ -675,12 +750,52 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	// and reading it back from memory here, and no worker packs another's columns.
 	kk := g.k * g.k
 	nw := o.par.workers(g.c)
-	colBufs := convScratch(&o.col, nw, g.ckk*grp*g.plane)
 	var bufs [][]T
 	if grp > 1 {
 		bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
 	}
 	img, chw := g.c*g.h*g.w, g.h*g.w
+	if sts := o.hwcWorkers(nw); sts != nil {
+		// The same products with colᵀ packed from HWC copies of the images, columns
+		// in (ki, kj, c) order, then permuted into dw.
+		x32, dw32 := any(x).([]float32), any(dw).([]float32)
+		o.par.run(nw, func(w int) {
+			st := &sts[w]
+			c0, nc := w*g.c/nw, st.nc
+			var buf []T
+			if bufs != nil {
+				buf = bufs[w]
+			}
+			for gi := range groups {
+				var beta float32
+				if gi > 0 {
+					beta = 1
+				}
+				i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+				for i := i0; i < i1; i++ {
+					st.pk.fill(g, i-i0, c0, nc, x32[i*img:(i+1)*img])
+				}
+				if i2 := min(g.b, i1+grp); i1 < i2 {
+					// The next group's images and dy, fetched during this product.
+					prefetch(x32[i1*img+c0*chw : (i2-1)*img+(c0+nc)*chw])
+					prefetch(any(dy[i1*g.f*g.plane : i2*g.f*g.plane]).([]float32))
+				}
+				d, ld := groupDY(buf, gi, 0, g.f)
+				sgemmPackedB(g.f, kk*nc, (i1-i0)*g.plane, any(d).([]float32), ld, &st.pk, beta, st.dwp, kk*nc)
+			}
+			for f := range g.f {
+				src := st.dwp[f*kk*nc : (f+1)*kk*nc]
+				dst := dw32[f*g.ckk+c0*kk : f*g.ckk+(c0+nc)*kk]
+				for t := range kk {
+					for c := range nc {
+						dst[c*kk+t] = src[t*nc+c]
+					}
+				}
+			}
+		})
+		return out, nil
+	}
+	colBufs := convScratch(&o.col, nw, g.ckk*grp*g.plane)
 	o.par.run(nw, func(w int) {
 		c0, c1 := w*g.c/nw, (w+1)*g.c/nw
 		if c0 >= c1 {

@@ -68,14 +68,14 @@ func packedSgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ld
 		return
 	}
 	if store := beta == 0 && k > 0 && gemmBackend == "go" && kernel.runStore != nil; store {
-		sgemmBlocks(kernel, nil, tA, tB, m, n, k, a, lda, b, ldb, c, ldc, true)
+		sgemmBlocks(kernel, nil, nil, tA, tB, m, n, k, a, lda, b, ldb, c, ldc, true)
 		return
 	}
 	scaleC(m, n, beta, c, ldc)
 	if k <= 0 || blasSgemm(tA, tB, m, n, k, a, lda, b, ldb, c, ldc) {
 		return
 	}
-	sgemmBlocks(kernel, nil, tA, tB, m, n, k, a, lda, b, ldb, c, ldc, false)
+	sgemmBlocks(kernel, nil, nil, tA, tB, m, n, k, a, lda, b, ldb, c, ldc, false)
 }
 
 // scaleC sets C = beta·C; beta 0 clears C whatever it holds.
@@ -98,8 +98,9 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 
 // sgemmBlocks adds op(A)·op(B) into C block by block, or with store (kn has storing
 // variants) sets C to it, its first depth block storing; pa, when set, holds op(A)
-// already packed for kn (then tA, a and lda are unused).
-func sgemmBlocks(kn gemmKernel, pa *packedLHS, tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, store bool) {
+// already packed for kn (then tA, a and lda are unused); pb, when set, packs op(B)'s
+// panels (then tB, b and ldb are unused).
+func sgemmBlocks(kn gemmKernel, pa *packedLHS, pb bPacker, tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, store bool) {
 	mc, nc := 20*kn.mr, 64*kn.nr // an A block of mc x kcBlock stays in L2
 	s := gemmScratchPool.Get().(*gemmScratch)
 	defer gemmScratchPool.Put(s)
@@ -109,7 +110,11 @@ func sgemmBlocks(kn gemmKernel, pa *packedLHS, tA, tB bool, m, n, k int, a []flo
 		for pc := 0; pc < k; pc += kcBlock {
 			kb := min(kcBlock, k-pc)
 			s.b = growFloats(s.b, kb*roundUp(nb, kn.nr))
-			packB(s.b, kn.nr, tB, b, ldb, pc, jc, kb, nb)
+			if pb != nil {
+				pb.packB(s.b, pc, jc, kb, nb)
+			} else {
+				packB(s.b, kn.nr, tB, b, ldb, pc, jc, kb, nb)
+			}
 			for ic := 0; ic < m; ic += mc {
 				mb := min(mc, m-ic)
 				var ap []float32
@@ -168,15 +173,45 @@ func (p *packedLHS) mul(tB bool, n int, b []float32, ldb int, beta float32, c []
 		return
 	}
 	if store := beta == 0 && p.k > 0 && gemmBackend == "go" && p.kn.runStore != nil; store {
-		sgemmBlocks(p.kn, p, false, tB, p.m, n, p.k, nil, 0, b, ldb, c, ldc, true)
+		sgemmBlocks(p.kn, p, nil, false, tB, p.m, n, p.k, nil, 0, b, ldb, c, ldc, true)
 		return
 	}
 	scaleC(p.m, n, beta, c, ldc)
 	if p.k <= 0 || blasSgemm(p.tA, tB, p.m, n, p.k, p.a, p.lda, b, ldb, c, ldc) {
 		return
 	}
-	sgemmBlocks(p.kn, p, false, tB, p.m, n, p.k, nil, 0, b, ldb, c, ldc, false)
+	sgemmBlocks(p.kn, p, nil, false, tB, p.m, n, p.k, nil, 0, b, ldb, c, ldc, false)
 }
+
+// mulPacker computes C = A·B + C with the packed A (m x k) and B (k x n) packed by pb,
+// for a Go backend whose kernel has 32 columns (canPackB).
+func (p *packedLHS) mulPacker(n int, pb bPacker, c []float32, ldc int) {
+	if p.m <= 0 || n <= 0 || p.k <= 0 {
+		return
+	}
+	sgemmBlocks(p.kn, p, pb, false, false, p.m, n, p.k, nil, 0, nil, 0, c, ldc, false)
+}
+
+// sgemmPackedB computes C = A·B + beta·C (A m x k, row stride lda) with B (k x n)
+// packed by pb, for a Go backend whose kernel has 32 columns (canPackB); beta 0
+// overwrites C, as in packedSgemm, and the sums are packedSgemm's.
+func sgemmPackedB(m, n, k int, a []float32, lda int, pb bPacker, beta float32, c []float32, ldc int) {
+	if m <= 0 || n <= 0 {
+		return
+	}
+	if store := beta == 0 && k > 0 && kernel.runStore != nil; store {
+		sgemmBlocks(kernel, nil, pb, false, false, m, n, k, a, lda, nil, 0, c, ldc, true)
+		return
+	}
+	scaleC(m, n, beta, c, ldc)
+	if k > 0 {
+		sgemmBlocks(kernel, nil, pb, false, false, m, n, k, a, lda, nil, 0, c, ldc, false)
+	}
+}
+
+// canPackB tells whether products may take a bPacker: the Go backend with a kernel of
+// 32 columns (the layout the packers write).
+func canPackB() bool { return gemmBackend == "go" && kernel.nr == 32 }
 
 // gemmLHS is packedLHS for either dtype: float64 products (gradient checks) keep A and
 // go to gonum's Dgemm.
@@ -303,6 +338,8 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 			dst[j] += v
 		}
 	}
+	// Partial panels of more than half the columns run masked kernels in place.
+	ek := edgeKernelsFor(kn)
 	for jr := 0; jr < nb; jr += nr {
 		bp := s.b[jr*kb:]
 		cols := min(nr, nb-jr)
@@ -311,6 +348,29 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 			rows := min(mr, mb-ir)
 			if rows == mr && cols == nr {
 				run(kb, ap, bp, c[ir*ldc+jr:], ldc)
+				continue
+			}
+			if ek != nil && cols < nr && cols > nr/2 && rows >= 4 {
+				erun, equad := ek.run, ek.quad
+				if store {
+					erun, equad = ek.runStore, ek.quadStore
+				}
+				if rows == mr {
+					erun(kb, ap, bp, c[ir*ldc+jr:], ldc, cols)
+					continue
+				}
+				r := 0
+				for ; r+4 <= rows; r += 4 {
+					equad(kb, ap[r:], bp, c[(ir+r)*ldc+jr:], ldc, cols)
+				}
+				if r == rows {
+					continue
+				}
+				clear(tile)
+				kn.run(kb, ap, bp, tile, nr)
+				for r2 := r; r2 < rows; r2++ {
+					put(ir, jr, r2, cols)
+				}
 				continue
 			}
 			if quad != nil && cols == nr && rows >= 4 {
@@ -416,6 +476,9 @@ func packB(dst []float32, nr int, tB bool, b []float32, ldb, pc, jc, kb, nb int)
 	for jr := 0; jr < nb; jr += nr {
 		cols := min(nr, nb-jr)
 		p := dst[jr*kb : jr*kb+kb*nr]
+		if !tB && nr == 32 && packRowsPanel(p, b[pc*ldb+jc+jr:], ldb, kb, cols) {
+			continue // in AVX-512, padding included (pack_amd64.s)
+		}
 		if cols < nr {
 			clear(p)
 		}
