@@ -5,6 +5,7 @@ import (
 	"hash"
 	"hash/fnv"
 	"math"
+	"sync/atomic"
 
 	"github.com/chewxy/hm"
 	"gonum.org/v1/gonum/blas"
@@ -587,39 +588,25 @@ func (o *convDataGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 type convFilterGradOp[T float] struct {
 	convBase[T]
 	fwd *conv2dOp[T] // its forward op, whose im2col of x this run reuses
-	// hwc holds each worker's HWC copy, packer and dw block in (ki, kj, c) column
-	// order, when the product packs colᵀ from the image (pack.go).
+	// hwc holds each worker's packer of colᵀ from HWC copies of the images, when the
+	// products pack it so (pack.go).
 	hwc []hwcWorker
 }
 
-// hwcWorker is one worker's state of a filter gradient packed from HWC images.
-type hwcWorker struct {
-	nc  int // its channels
-	pk  hwcB
-	dwp []float32 // its block of dw, F x (K·K·nc), columns in (ki, kj, c) order
-}
+// hwcWorker is one worker's packer of a filter gradient's colᵀ from HWC images, all
+// channels.
+type hwcWorker struct{ hwcB }
 
-// hwcWorkers returns the per-worker state of a filter gradient over nw channel blocks
-// packed from HWC images, or nil when this run takes im2col (float64, a kernel other
-// than the 32-column one, a block not a multiple of 16 channels).
+// hwcWorkers returns nw workers' packers of colᵀ from HWC images, or nil when this run
+// takes im2col (float64, a kernel other than the 32-column one, a channel count not a
+// multiple of 16).
 func (o *convFilterGradOp[T]) hwcWorkers(nw int) []hwcWorker {
 	g := &o.g
-	if _, ok := any(o.out).([]float32); !ok || !packHWC || !canPackB() {
+	if _, ok := any(o.out).([]float32); !ok || !packHWC || !canPackB() || g.c%16 != 0 {
 		return nil
 	}
-	for w := range nw {
-		if nc := (w+1)*g.c/nw - w*g.c/nw; nc%16 != 0 {
-			return nil
-		}
-	}
 	for len(o.hwc) < nw {
-		o.hwc = append(o.hwc, hwcWorker{})
-	}
-	for w := range nw {
-		st := &o.hwc[w]
-		if nc := (w+1)*g.c/nw - w*g.c/nw; st.nc != nc {
-			st.nc, st.pk, st.dwp = nc, newHWCB(g, nc, g.group()), make([]float32, g.f*g.k*g.k*nc)
-		}
+		o.hwc = append(o.hwc, hwcWorker{newHWCB(g, g.c, g.group())})
 	}
 	return o.hwc[:nw]
 }
@@ -743,86 +730,117 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 		}
 		return out, nil
 	}
-	// Each worker owns a block of input channels (a block of dw's columns) and sums
-	// over every group in order, so the result does not depend on the number of
-	// workers. It makes the im2col of its channels of each group itself, into a buffer
-	// that stays in cache: cheaper than writing the whole batch's in the forward op
-	// and reading it back from memory here, and no worker packs another's columns.
+	// The batch's groups are cut into up to convDWImageParts fixed parts (whatever
+	// the thread count); each part's products are summed in group order into the
+	// part's own dw, and the parts are added in order at the end, so the result does
+	// not depend on the number of threads. Goroutines take the parts as they come
+	// free. Each makes the im2col of its group itself, into a buffer that stays in
+	// cache (cheaper than writing the whole batch's in the forward op and reading it
+	// back here), or with AVX-512 packs colᵀ straight from an HWC copy of the images
+	// (pack.go); either way every product has all of dw's columns, so at two threads
+	// no worker packs the same dy as another nor runs half-empty panels, which a split
+	// by input channels did (issue #19).
 	kk := g.k * g.k
-	nw := o.par.workers(g.c)
+	parts := min(convDWImageParts, groups)
+	size := g.f * g.ckk
+	if len(o.dy) != parts*size {
+		o.dy = make([]T, parts*size)
+	}
+	nw := o.par.workers(parts)
 	var bufs [][]T
 	if grp > 1 {
 		bufs = convScratch(&o.ybuf, nw, g.f*grp*g.plane)
 	}
-	img, chw := g.c*g.h*g.w, g.h*g.w
+	img := g.c * g.h * g.w
+	// part returns part q's groups.
+	part := func(q int) (int, int) { return q * groups / parts, (q + 1) * groups / parts }
+	var next atomic.Int32
 	if sts := o.hwcWorkers(nw); sts != nil {
-		// The same products with colᵀ packed from HWC copies of the images, columns
-		// in (ki, kj, c) order, then permuted into dw.
-		x32, dw32 := any(x).([]float32), any(dw).([]float32)
+		// colᵀ packed from HWC copies of the images, dw's columns in (ki, kj, c)
+		// order, permuted into dw once the parts are added.
+		x32, parts32 := any(x).([]float32), any(o.dy).([]float32)
 		o.par.run(nw, func(w int) {
 			st := &sts[w]
-			c0, nc := w*g.c/nw, st.nc
 			var buf []T
 			if bufs != nil {
 				buf = bufs[w]
 			}
-			for gi := range groups {
-				var beta float32
-				if gi > 0 {
-					beta = 1
-				}
-				i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
-				for i := i0; i < i1; i++ {
-					st.pk.fill(g, i-i0, c0, nc, x32[i*img:(i+1)*img])
-				}
-				if i2 := min(g.b, i1+grp); i1 < i2 {
-					// The next group's images and dy, fetched during this product.
-					prefetch(x32[i1*img+c0*chw : (i2-1)*img+(c0+nc)*chw])
-					prefetch(any(dy[i1*g.f*g.plane : i2*g.f*g.plane]).([]float32))
-				}
-				d, ld := groupDY(buf, gi, 0, g.f)
-				sgemmPackedB(g.f, kk*nc, (i1-i0)*g.plane, any(d).([]float32), ld, &st.pk, beta, st.dwp, kk*nc)
-			}
-			for f := range g.f {
-				src := st.dwp[f*kk*nc : (f+1)*kk*nc]
-				dst := dw32[f*g.ckk+c0*kk : f*g.ckk+(c0+nc)*kk]
-				for t := range kk {
-					for c := range nc {
-						dst[c*kk+t] = src[t*nc+c]
+			for q := int(next.Add(1)) - 1; q < parts; q = int(next.Add(1)) - 1 {
+				first, last := part(q)
+				for gi := first; gi < last; gi++ {
+					var beta float32
+					if gi > first {
+						beta = 1
 					}
+					i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+					for i := i0; i < i1; i++ {
+						st.fill(g, i-i0, 0, g.c, x32[i*img:(i+1)*img])
+					}
+					if i2 := min(g.b, i1+grp); gi+1 < last {
+						// The next group's images and dy, fetched during this product.
+						prefetch(x32[i1*img : i2*img])
+						prefetch(any(dy[i1*g.f*g.plane : i2*g.f*g.plane]).([]float32))
+					}
+					d, ld := groupDY(buf, gi, 0, g.f)
+					sgemmPackedB(g.f, g.ckk, (i1-i0)*g.plane, any(d).([]float32), ld, &st.hwcB, beta, parts32[q*size:(q+1)*size], g.ckk)
 				}
 			}
 		})
+		sumParts(parts32, parts, size)
+		dw32 := any(dw).([]float32)
+		for f := range g.f {
+			src := parts32[f*g.ckk : (f+1)*g.ckk]
+			dst := dw32[f*g.ckk : (f+1)*g.ckk]
+			for t := range kk {
+				for c := range g.c {
+					dst[c*kk+t] = src[t*g.c+c]
+				}
+			}
+		}
 		return out, nil
 	}
 	colBufs := convScratch(&o.col, nw, g.ckk*grp*g.plane)
 	o.par.run(nw, func(w int) {
-		c0, c1 := w*g.c/nw, (w+1)*g.c/nw
-		if c0 >= c1 {
-			return
-		}
-		sub := *g
-		sub.c, sub.ckk = c1-c0, (c1-c0)*kk
 		col := colBufs[w]
 		var buf []T
 		if bufs != nil {
 			buf = bufs[w]
 		}
-		for gi := range groups {
-			var beta T
-			if gi > 0 {
-				beta = 1
+		for q := int(next.Add(1)) - 1; q < parts; q = int(next.Add(1)) - 1 {
+			first, last := part(q)
+			for gi := first; gi < last; gi++ {
+				var beta T
+				if gi > first {
+					beta = 1
+				}
+				i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
+				n := (i1 - i0) * g.plane
+				for i := i0; i < i1; i++ {
+					convIm2col(g, x[i*img:(i+1)*img], col[(i-i0)*g.plane:], n)
+				}
+				d, ld := groupDY(buf, gi, 0, g.f)
+				convGemm(false, true, g.f, g.ckk, n, d, ld, col, n, beta, o.dy[q*size:(q+1)*size], g.ckk)
 			}
-			i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
-			n := (i1 - i0) * g.plane
-			for i := i0; i < i1; i++ {
-				convIm2col(&sub, x[i*img+c0*chw:(i+1)*img], col[(i-i0)*g.plane:], n)
-			}
-			d, ld := groupDY(buf, gi, 0, g.f)
-			convGemm(false, true, g.f, sub.ckk, n, d, ld, col, n, beta, dw[c0*kk:], g.ckk)
 		}
 	})
+	sumParts(o.dy, parts, size)
+	copy(dw, o.dy[:size])
 	return out, nil
+}
+
+// convDWImageParts is the number of fixed parts of the batch a filter gradient (but a
+// first layer's) sums separately: 8 lets two or three threads balance their share to
+// within an eighth of the op.
+const convDWImageParts = 8
+
+// sumParts adds parts 1.. of v (parts blocks of size values) into block 0, in order.
+func sumParts[T float](v []T, parts, size int) {
+	dst := v[:size]
+	for q := 1; q < parts; q++ {
+		for i, x := range v[q*size : (q+1)*size] {
+			dst[i] += x
+		}
+	}
 }
 
 // convDWParts is the number of fixed parts of a first layer's filter gradient.

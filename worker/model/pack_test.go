@@ -86,8 +86,8 @@ func TestConvBPlanRefuses(t *testing.T) {
 // from the image (the forward's per-image products: second layers of 110 and 121
 // positions; the filter gradient's colᵀ from HWC copies: 32 and 48 channels, padding
 // 0 and 1, groups of one and of several images) give the same gradient, loss and
-// prediction, bit for bit, as with im2col and packB, at 1, 2 and 3 threads (channel
-// blocks of 32, 16, and some not a multiple of 16, which take im2col).
+// prediction, bit for bit, as with im2col and packB, at 1, 2 and 3 threads (the
+// filter gradient's fixed parts of the batch taken by whichever thread is free).
 func TestConvPackedSameGradient(t *testing.T) {
 	fwd, hwc := hasPackAVX512, packHWC
 	defer func() { hasPackAVX512, packHWC = fwd, hwc }()

@@ -42,7 +42,7 @@ func TestIntraOpRun(t *testing.T) {
 
 // TestSetThreadsSameGradient checks that CNNs' and an MLP's gradients are bit-identical
 // at 1, 2 and 3 threads (each worker computes whole rows or tiles of every product, summed
-// in the same order; a first layer's filter gradient sums fixed parts); with OpenBLAS,
+// in the same order; filter gradients sum fixed parts); with OpenBLAS,
 // equal to rounding. The second CNN has a one-channel first layer with more filters
 // than values per filter (the filter gradient's fixed parts) and small planes (several
 // images per product).
