@@ -273,8 +273,9 @@ func (p *intraOp) sgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []floa
 		packedSgemm(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	byRows := splitByRows(m, n, kernel.mr, kernel.nr, workers)
-	tile, size := kernel.nr, n
+	mr, nr := kernel.mr, kernel.nr
+	byRows := (m+mr-1)/mr >= (n+nr-1)/nr
+	tile, size := nr, n
 	if byRows {
 		tile, size = kernel.mr, m
 	}
@@ -299,22 +300,6 @@ func (p *intraOp) sgemm(tA, tB bool, m, n, k int, a []float32, lda int, b []floa
 		}
 		packedSgemm(tA, tB, m, hi-lo, k, a, lda, b[bi:], ldb, beta, c[lo:], ldc)
 	})
-}
-
-// splitByRows tells whether intraOp.sgemm splits an m x n product over workers by
-// row tiles (mr) rather than column tiles (nr): whichever leaves the largest part the
-// least work, the one with more tiles on a tie. The dense layers of the example CNN
-// show why: 64 x 128 splits by rows as 36 + 28 rows but by columns as 64 + 64.
-func splitByRows(m, n, mr, nr, workers int) bool {
-	largest := func(size, tile int) int {
-		tiles := (size + tile - 1) / tile
-		return min(size, (tiles+workers-1)/workers*tile)
-	}
-	rows, cols := largest(m, mr)*n, largest(n, nr)*m
-	if rows != cols {
-		return rows < cols
-	}
-	return (m+mr-1)/mr >= (n+nr-1)/nr
 }
 
 // macroKernel runs the micro-kernel over one packed A block a (mb x kb) and B panel

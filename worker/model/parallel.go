@@ -72,6 +72,10 @@ func (s *split) finish() {
 // parts of a split are about equal, so the last one is usually microseconds away,
 // less than waking a parked goroutine costs), then parked.
 func (s *split) wait() {
+	if !callerSpins {
+		s.wg.Wait()
+		return
+	}
 	deadline := time.Now().Add(helperSpin)
 	for spins := 0; s.left.Load() > 0; spins++ {
 		if spins%64 == 63 && time.Now().After(deadline) {
@@ -81,12 +85,9 @@ func (s *split) wait() {
 	s.wg.Wait()
 }
 
-// rangeChunks is how many ranges per goroutine forRanges cuts its work into: a
-// goroutine that finishes its range early (its core less loaded, its images quicker)
-// takes the next one, instead of waiting for the other at the end of every split.
-// Measured on the fashion CNN at 2 threads (BENCHMARKS.md, issue #19), 4, 8 and 16
-// did not differ.
-const rangeChunks = 4
+// callerSpins tells whether the caller of a split spins for its last part before it
+// parks (split.wait); benchmarks switch it off to compare.
+var callerSpins = true
 
 // A helper that finishes a part spins for helperSpin, watching pool.queue, before it
 // parks on pool.tasks. A step's splits follow one another within tens to hundreds of
@@ -233,24 +234,14 @@ func (p *intraOp) run(parts int, fn func(part int)) {
 	splits.Put(wg)
 }
 
-// forRanges runs fn(part, lo, hi) over contiguous ranges covering [0, n) once, on up to
-// workers(n) goroutines at once, and returns how many (part numbers are below it). With
-// more than one, [0, n) is cut into rangeChunks ranges per goroutine, each taken by
-// the next goroutine free, so one goroutine may get several ranges, one after
-// another, under its part number (per-part scratch stays safe); fn must therefore
-// compute each index alike whoever takes it.
+// forRanges splits [0, n) into up to workers(n) contiguous ranges and runs fn(part, lo,
+// hi) on each, concurrently; it returns the number of ranges.
 func (p *intraOp) forRanges(n int, fn func(part, lo, hi int)) int {
 	w := p.workers(n)
 	if w == 1 {
 		fn(0, 0, n)
 		return 1
 	}
-	chunks := min(n, w*rangeChunks)
-	var next atomic.Int32
-	p.run(w, func(i int) {
-		for c := int(next.Add(1)) - 1; c < chunks; c = int(next.Add(1)) - 1 {
-			fn(i, c*n/chunks, (c+1)*n/chunks)
-		}
-	})
+	p.run(w, func(i int) { fn(i, i*n/w, (i+1)*n/w) })
 	return w
 }

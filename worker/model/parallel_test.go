@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestIntraOpRun checks that run calls every part once, also when called from several
@@ -151,63 +152,76 @@ func TestIntraOpRunReclaimsPostedParts(t *testing.T) {
 	}
 }
 
-// TestForRangesCoversEachIndexOnce: forRanges hands every index of [0, n) to exactly
-// one call, in ranges cut finer than its parts (rangeChunks per goroutine, taken as
-// each goroutine comes free), and the part numbers stay below the goroutines it
-// reports, so per-part scratch buffers are safe.
-func TestForRangesCoversEachIndexOnce(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 3 {
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
-	}
-	var p intraOp
-	for _, threads := range []int{1, 2, 3} {
-		p.threads.Store(int32(threads))
-		for _, n := range []int{1, 2, 5, 7, 64, 1000} {
-			hits := make([]atomic.Int32, n)
-			var calls atomic.Int32
-			var inPart [8]atomic.Int32
-			parts := p.forRanges(n, func(part, lo, hi int) {
-				if inPart[part].Add(1) != 1 {
-					t.Errorf("threads %d, n %d: part %d runs twice at once", threads, n, part)
-				}
-				calls.Add(1)
-				for i := lo; i < hi; i++ {
-					hits[i].Add(1)
-				}
-				inPart[part].Add(-1)
-			})
-			if parts != min(threads, n) {
-				t.Fatalf("threads %d, n %d: %d parts", threads, n, parts)
-			}
-			for i := range hits {
-				if c := hits[i].Load(); c != 1 {
-					t.Fatalf("threads %d, n %d: index %d handed out %d times", threads, n, i, c)
-				}
-			}
-			if want := min(n, parts*rangeChunks); parts > 1 && int(calls.Load()) != want {
-				t.Fatalf("threads %d, n %d: %d ranges, want %d", threads, n, calls.Load(), want)
-			}
+// benchStepWall times Gradient calls of m in turns of 8 steps under each of the
+// settings (set(i) before each turn), interleaved so that the load of a shared machine
+// falls on each alike, and reports each setting's wall time per step, the first step
+// of each turn left out
+// (NAME-ms/op) and, when the first two are named "1t" and "2t", their ratio
+// (scaling: goal 1 of issue #19 asks 1.8 for the fashion CNN).
+func benchStepWall(b *testing.B, m Model, inputs, outputs int, task string, names []string, set func(i int)) {
+	defer set(0)
+	batch := m.BatchSize()
+	p := m.InitParams(1)
+	x, y := randomBatch(1, batch, inputs, outputs, task)
+	g := make([]float32, m.NumParams())
+	for i := range names { // first runs size the buffers
+		set(i)
+		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
+			b.Fatal(err)
 		}
+	}
+	wall := make([]time.Duration, len(names))
+	steps := make([]int, len(names))
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		k := i / 8 % len(names)
+		if i%8 == 0 {
+			set(k)
+		}
+		t0 := time.Now()
+		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
+			b.Fatal(err)
+		}
+		if i%8 != 0 { // a turn's first step wakes its threads and warms their caches
+			wall[k] += time.Since(t0)
+			steps[k]++
+		}
+		i++
+	}
+	ms := make([]float64, len(names))
+	for k, name := range names {
+		if steps[k] == 0 {
+			return
+		}
+		ms[k] = float64(wall[k].Microseconds()) / 1e3 / float64(steps[k])
+		b.ReportMetric(ms[k], name+"-ms/op")
+	}
+	if len(names) >= 2 && names[0] == "1t" && names[1] == "2t" {
+		b.ReportMetric(ms[0]/ms[1], "scaling")
 	}
 }
 
-// TestSplitByRows checks the split of a product over goroutines against hand-computed
-// largest parts (mr 12, nr 32).
-func TestSplitByRows(t *testing.T) {
-	cases := []struct {
-		m, n, workers int
-		rows          bool
-	}{
-		{64, 128, 2, false},   // rows 36 + 28 (36·128 = 4,608) against columns 64 + 64 (64·64 = 4,096)
-		{1600, 128, 2, false}, // rows 804 + 796 (804·128 = 102,912) against columns 64 + 64 (64·1600 = 102,400)
-		{64, 1600, 2, false},  // rows 36·1600 = 57,600 against columns 800·64 = 51,200
-		{48, 64, 2, true},     // rows 24·64 = 1,536 against columns 32·48 = 1,536: a tie, more row tiles (4 > 2)
-		{24, 96, 2, true},     // rows 12·96 = 1,152 against columns 64·24 = 1,536
-		{120, 64, 3, true},    // rows 48·64 = 3,072 against columns 32·120 = 3,840
+// BenchmarkCNNStepThreads is fashion-cnn's step (BenchmarkCNNStep) at 1 and 2 threads
+// (SetThreads), interleaved in one process: wall time per step and the scaling (run
+// with -cpu 2). spin compares, at 2 threads, the caller of a split spinning for its
+// last part (split.wait) against parking at once.
+func BenchmarkCNNStepThreads(b *testing.B) {
+	cfg := CNNConfig{
+		Height: 28, Width: 28, Channels: 1,
+		Conv: []ConvLayer{{Filters: 32, Kernel: 3}, {Filters: 64, Kernel: 3}}, Pool: 2,
+		Dense: []int{128}, Outputs: 10, Task: TaskMulticlass, BatchSize: 64,
 	}
-	for _, tc := range cases {
-		if got := splitByRows(tc.m, tc.n, 12, 32, tc.workers); got != tc.rows {
-			t.Errorf("%dx%d over %d: by rows %v, want %v", tc.m, tc.n, tc.workers, got, tc.rows)
-		}
+	if runtime.GOMAXPROCS(0) < 2 {
+		b.Skip("needs GOMAXPROCS >= 2 (-cpu 2)")
 	}
+	m := mustCNN(b, cfg)
+	b.Run("scaling", func(b *testing.B) {
+		benchStepWall(b, m, cnnInputs(cfg), 10, TaskMulticlass, []string{"1t", "2t"}, func(i int) { SetThreads(m, i+1) })
+	})
+	b.Run("spin", func(b *testing.B) {
+		SetThreads(m, 2)
+		defer func() { callerSpins = true }()
+		benchStepWall(b, m, cnnInputs(cfg), 10, TaskMulticlass, []string{"on", "off"}, func(i int) { callerSpins = i == 0 })
+	})
 }
