@@ -7,11 +7,13 @@ import (
 )
 
 // TestGradientReadsAndWritesCallerSlices: a float32 training graph reads the caller's
-// parameters and writes the caller's gradient in place (net.bindCaller). For an MLP, a
-// CNN and an LSTM: the parameters are left bit for bit as they were; the gradient is
-// the same, bit for bit, whichever slices the call gets (the ones bound, new ones, the
-// first ones again); it follows a change of the parameters made between calls in the
-// bound slice (no stale copy); and it equals a float64 model's within float32 rounding.
+// parameters (and a full batch's inputs) and writes the caller's gradient in place
+// (net.bindCaller, net.bindInput). For an MLP, a CNN and an LSTM, on full and partial
+// batches: the parameters are left bit for bit as they were; the gradient is the same,
+// bit for bit, whichever slices the call gets (the ones bound, new ones, the first ones
+// again); it follows changes of the parameters and inputs made between calls in the
+// bound slices (no stale copy); and it equals a float64 model's within float32
+// rounding.
 func TestGradientReadsAndWritesCallerSlices(t *testing.T) {
 	cnnCfg := CNNConfig{Height: 9, Width: 9, Channels: 2, Conv: []ConvLayer{{Filters: 4, Kernel: 3}}, Pool: 2,
 		Dense: []int{6}, Outputs: 3, Task: TaskMulticlass, BatchSize: 5}
@@ -51,39 +53,47 @@ func TestGradientReadsAndWritesCallerSlices(t *testing.T) {
 			p := m.InitParams(3)
 			p0 := slices.Clone(p)
 			x, y := randomBatch(4, 5, tc.inputs, tc.outputs, tc.task)
-			grad := func(m Model, p, g []float32) []float32 {
+			grad := func(m Model, p, x []float32, rows int, g []float32) []float32 {
 				t.Helper()
-				if _, err := m.Gradient(p, x, y, 4, g); err != nil {
+				if _, err := m.Gradient(p, x, y, rows, g); err != nil {
 					t.Fatal(err)
 				}
 				return g
 			}
-			g1 := grad(m, p, make([]float32, len(p)))
-			if !slices.Equal(p, p0) {
-				t.Fatal("Gradient changed the parameters")
-			}
-			g2 := grad(m, slices.Clone(p), make([]float32, len(p)))
-			g3 := grad(m, p, g1) // the first slices again, g1 overwritten
-			if !slices.Equal(g2, g3) {
-				t.Fatal("the gradient depends on which slices the call gets")
-			}
-			want := grad(ref, p, make([]float32, len(p)))
-			for i := range want {
-				if d := math.Abs(float64(g2[i] - want[i])); d > 1e-4+1e-3*math.Abs(float64(want[i])) {
-					t.Fatalf("grad[%d] = %v, the float64 model's %v", i, g2[i], want[i])
+			// A full batch (x bound in place too), a partial one (x copied), a full
+			// one again.
+			for _, rows := range []int{5, 4, 5} {
+				g1 := grad(m, p, x, rows, make([]float32, len(p)))
+				if !slices.Equal(p, p0) {
+					t.Fatalf("%d rows: Gradient changed the parameters", rows)
+				}
+				g2 := grad(m, slices.Clone(p), slices.Clone(x), rows, make([]float32, len(p)))
+				g3 := grad(m, p, x, rows, g1) // the first slices again, g1 overwritten
+				if !slices.Equal(g2, g3) {
+					t.Fatalf("%d rows: the gradient depends on which slices the call gets", rows)
+				}
+				want := grad(ref, p, x, rows, make([]float32, len(p)))
+				for i := range want {
+					if d := math.Abs(float64(g2[i] - want[i])); d > 1e-4+1e-3*math.Abs(float64(want[i])) {
+						t.Fatalf("%d rows: grad[%d] = %v, the float64 model's %v", rows, i, g2[i], want[i])
+					}
 				}
 			}
-			// A change made in the bound slice between calls is seen.
+			// Changes made in the bound slices between calls are seen.
+			g2 := grad(m, p, x, 5, make([]float32, len(p)))
 			for i := range p {
 				p[i] *= 1.5
 			}
-			got := grad(m, p, make([]float32, len(p)))
-			fresh := grad(tc.build(false), slices.Clone(p), make([]float32, len(p)))
+			for i := range x {
+				x[i] = -x[i]
+			}
+			got := grad(m, p, x, 5, make([]float32, len(p)))
+			fresh := grad(tc.build(false), slices.Clone(p), slices.Clone(x), 5, make([]float32, len(p)))
 			if !slices.Equal(got, fresh) {
-				t.Fatal("after the parameters changed in place, the gradient is not a fresh model's")
+				t.Fatal("after the parameters and inputs changed in place, the gradient is not a fresh model's")
 			}
 			if slices.Equal(got, g2) {
-				t.Fatal("the gradient did not change with the parameters")
+				t.Fatal("the gradient did not change with the parameters and inputs")
 			}
 		})
 	}

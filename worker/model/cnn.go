@@ -386,6 +386,7 @@ func buildCNNNet[T float](m *cnn, train bool) (*net[T], error) {
 	learnables := n.bindParams(m.layout, boundTensor[T])
 
 	h := boundTensor(g, "x", n.x, b, m.conv.Channels, m.conv.Height, m.conv.Width)
+	n.xNode = h
 	var err error
 	for i, s := range m.shapes {
 		wt, bias := learnables[2*i], learnables[2*i+1]

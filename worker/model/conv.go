@@ -364,6 +364,15 @@ func (o *convBase[T]) output(shape ...int) (*tensor.Dense, []T) {
 	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(o.out)), o.out
 }
 
+// writeOutputTo makes buf (float32) the op's output backing (outputTarget).
+func (o *convBase[T]) writeOutputTo(buf []float32) bool {
+	b, ok := any(buf).([]T)
+	if ok {
+		o.out = b
+	}
+	return ok
+}
+
 func (o *convBase[T]) ReturnsPtr() bool     { return false }
 func (o *convBase[T]) CallsExtern() bool    { return false }
 func (o *convBase[T]) OverwritesInput() int { return -1 }
@@ -786,17 +795,18 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 				}
 			}
 		})
-		sumParts(parts32, parts, size)
 		dw32 := any(dw).([]float32)
-		for f := range g.f {
-			src := parts32[f*g.ckk : (f+1)*g.ckk]
-			dst := dw32[f*g.ckk : (f+1)*g.ckk]
-			for t := range kk {
-				for c := range g.c {
-					dst[c*kk+t] = src[t*g.c+c]
+		o.par.forRanges(g.f, func(_, lo, hi int) {
+			for f := lo; f < hi; f++ {
+				src := sumParts(parts32, parts, size, f*g.ckk, g.ckk)
+				dst := dw32[f*g.ckk : (f+1)*g.ckk]
+				for t := range kk {
+					for c := range g.c {
+						dst[c*kk+t] = src[t*g.c+c]
+					}
 				}
 			}
-		}
+		})
 		return out, nil
 	}
 	colBufs := convScratch(&o.col, nw, g.ckk*grp*g.plane)
@@ -823,8 +833,11 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 			}
 		}
 	})
-	sumParts(o.dy, parts, size)
-	copy(dw, o.dy[:size])
+	o.par.forRanges(g.f, func(_, lo, hi int) {
+		for f := lo; f < hi; f++ {
+			copy(dw[f*g.ckk:(f+1)*g.ckk], sumParts(o.dy, parts, size, f*g.ckk, g.ckk))
+		}
+	})
 	return out, nil
 }
 
@@ -833,14 +846,24 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 // within an eighth of the op.
 const convDWImageParts = 8
 
-// sumParts adds parts 1.. of v (parts blocks of size values) into block 0, in order.
-func sumParts[T float](v []T, parts, size int) {
-	dst := v[:size]
+// sumParts adds values [at, at+n) of parts 1.. of v (parts blocks of size values) into
+// block 0's, in part order, and returns them (the filter gradient's parts, a row of dw
+// at a time, split over the threads).
+func sumParts[T float](v []T, parts, size, at, n int) []T {
+	dst := v[at : at+n]
 	for q := 1; q < parts; q++ {
-		for i, x := range v[q*size : (q+1)*size] {
-			dst[i] += x
+		src := v[q*size+at:][:n]
+		i := 0
+		for ; i+8 <= n; i += 8 {
+			d, x := (*[8]T)(dst[i:]), (*[8]T)(src[i:])
+			d[0], d[1], d[2], d[3] = d[0]+x[0], d[1]+x[1], d[2]+x[2], d[3]+x[3]
+			d[4], d[5], d[6], d[7] = d[4]+x[4], d[5]+x[5], d[6]+x[6], d[7]+x[7]
+		}
+		for ; i < n; i++ {
+			dst[i] += src[i]
 		}
 	}
+	return dst
 }
 
 // convDWParts is the number of fixed parts of a first layer's filter gradient.

@@ -56,6 +56,15 @@ func (o *denseBase[T]) output(shape tensor.Shape) (*tensor.Dense, []T) {
 	return tensor.New(tensor.WithShape(shape.Clone()...), tensor.WithBacking(o.buf)), o.buf
 }
 
+// writeOutputTo makes buf (float32) the op's output backing (outputTarget).
+func (o *denseBase[T]) writeOutputTo(buf []float32) bool {
+	b, ok := any(buf).([]T)
+	if ok {
+		o.buf = b
+	}
+	return ok
+}
+
 func (o *denseBase[T]) ReturnsPtr() bool     { return false }
 func (o *denseBase[T]) CallsExtern() bool    { return false }
 func (o *denseBase[T]) OverwritesInput() int { return -1 }

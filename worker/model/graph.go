@@ -25,9 +25,10 @@ type graphEngine[T float] struct {
 	calls uint64
 }
 
-// net is one compiled graph. Its input nodes are bound once to tensors backed by the
-// slices below; a call fills the slices and runs the machine. Outputs are copied by
-// G.Read nodes into preallocated tensors backed by outBuf and gradBuf.
+// net is one compiled graph. Its input nodes are bound to tensors backed by the slices
+// below; a call fills the slices and runs the machine. Outputs are copied by G.Read
+// nodes into preallocated tensors backed by outBuf and gradBuf. A float32 training
+// graph is bound to the caller's slices instead where it can (the fields at the end).
 type net[T float] struct {
 	g    *G.ExprGraph
 	vm   G.VM
@@ -44,15 +45,21 @@ type net[T float] struct {
 	gradBuf []T     // flat gradient (train only)
 
 	// A float32 training graph reads the caller's parameters and writes the caller's
-	// gradient in place (see bindCaller) instead of copying both through params and
-	// gradBuf: learnables are the parameter nodes and gradInto the gradients' Read
-	// targets, in layout order; boundParams and boundGrad are the caller's slices they
-	// are bound to now (nil: params and gradBuf).
+	// gradient in place (see bindCallerParams, bindGrad) instead of copying both through
+	// params and gradBuf: learnables are the parameter nodes, and each gradient is
+	// written by its op straight into the caller's slice (gradOps) or, when its op
+	// cannot, read into it (gradInto), in layout order; boundParams and boundGrad are
+	// the caller's slices they are bound to now (nil: params and gradBuf).
 	layout      []TensorInfo
 	learnables  G.Nodes
-	gradInto    []*G.Value
+	gradInto    []*G.Value     // per layout tensor, its gradient's Read target (nil: gradOps')
+	gradOps     []outputTarget // per layout tensor, the op that writes its gradient (nil: a Read)
 	boundParams []float32
 	boundGrad   []float32
+	// xNode is the input node over x; a full batch binds it to the caller's rows
+	// (bindInput), boundX.
+	xNode  *G.Node
+	boundX []float32
 }
 
 func dtypeOf[T float]() tensor.Dtype {
@@ -89,6 +96,7 @@ func boundNode[T float](g *G.ExprGraph, name string, buf []T, shape ...int) *G.N
 func buildNet[T float](cfg *MLPConfig, layout []TensorInfo, numParams int, train bool) (*net[T], error) {
 	n := &net[T]{g: G.NewGraph(), x: make([]T, cfg.BatchSize*cfg.Inputs), params: make([]T, numParams)}
 	x := boundNode(n.g, "x", n.x, cfg.BatchSize, cfg.Inputs)
+	n.xNode = x
 	learnables := n.bindParams(layout, boundNode[T])
 	logits, err := n.denseLayers(x, learnables, layout, cfg.Activation, cfg.Dropout, train, false)
 	if err != nil {
@@ -168,13 +176,21 @@ func (n *net[T]) compile(logits *G.Node, learnables G.Nodes, layout []TensorInfo
 	}
 	n.gradBuf = make([]T, len(n.params))
 	n.layout, n.learnables = layout, learnables
+	n.gradInto, n.gradOps = make([]*G.Value, len(layout)), make([]outputTarget, len(layout))
+	_, f32 := any(n.params).([]float32)
 	for i, t := range layout {
+		// In float32 the op of a gradient that can write its output into the
+		// caller's slice does (bindGrad), with no copy by a Read.
+		if op, ok := grads[i].Op().(outputTarget); ok && f32 {
+			n.gradOps[i] = op
+			continue
+		}
 		// Each Read copies into its own tensor over a slice of gradBuf; the pointer
 		// must stay valid for the graph's life, so each gets its own variable.
 		into := new(G.Value)
 		*into = tensor.New(tensor.WithShape(grads[i].Shape()...), tensor.WithBacking(n.gradBuf[t.Offset:t.Offset+t.Size]))
 		G.Read(grads[i], into)
-		n.gradInto = append(n.gradInto, into)
+		n.gradInto[i] = into
 	}
 	G.Read(cost, &n.cost)
 	n.vm = G.NewTapeMachine(n.g)
@@ -254,12 +270,14 @@ func (e *graphEngine[T]) setCalls(k uint64) { e.calls = k }
 func (e *graphEngine[T]) gradient(params, x, y []float32, rows int, grad []float32) (float64, error) {
 	n, cfg := e.train, e.cfg
 	b := cfg.BatchSize
-	direct := n.bindCaller(params, grad)
-	if !direct {
+	direct := n.bindGrad(grad)
+	if !direct || !n.bindCallerParams(params) {
 		convert(n.params, params)
 	}
-	convert(n.x[:rows*cfg.Inputs], x[:rows*cfg.Inputs])
-	clear(n.x[rows*cfg.Inputs:])
+	if !direct || !n.bindInput(x, rows, cfg.Inputs) {
+		convert(n.x[:rows*cfg.Inputs], x[:rows*cfg.Inputs])
+		clear(n.x[rows*cfg.Inputs:])
+	}
 	weight := T(1) / T(rows)
 	if cfg.Task == TaskMulticlass {
 		clear(n.y)
@@ -315,44 +333,89 @@ func (e *graphEngine[T]) predict(params, x []float32, rows int, out []float32) e
 	return nil
 }
 
-// bindCaller binds a float32 training graph's parameter nodes to params and its
-// gradient reads to grad, the caller's slices, so that a run reads the one and writes
-// the other in place: a step then copies neither (900 KB each way for the example
-// CNN, serial work that does not split over threads). The bindings are redone only
-// when the caller passes other slices (a worker passes the same ones every step); the
-// graph's ops never write their inputs, so params is only read. It reports whether
-// the graph is bound so (false for float64 graphs, which convert).
-func (n *net[T]) bindCaller(params, grad []float32) bool {
-	if _, ok := any(n.params).([]float32); !ok || len(n.gradInto) != len(n.layout) {
+// outputTarget is an op that can write its output into a slice of the caller's: a
+// parameter's gradient into Gradient's grad (conv.go's and dense.go's ops).
+type outputTarget interface {
+	// writeOutputTo makes buf the op's output backing from the next run on; false
+	// when the op's dtype is not float32.
+	writeOutputTo(buf []float32) bool
+}
+
+// bindGrad makes a float32 training graph's run write its gradient into grad, the
+// caller's slice: each parameter's gradient op writes its output there, or its Read
+// copies into it. A step then copies no gradient out (900 KB for the example CNN, work
+// that does not split over threads). The bindings are redone only when the caller
+// passes another slice (a worker passes the same one every step). It reports whether
+// the graph is bound so (false for float64 graphs, which read into gradBuf).
+func (n *net[T]) bindGrad(grad []float32) bool {
+	if _, ok := any(n.params).([]float32); !ok || len(n.gradOps) != len(n.layout) {
 		return false
 	}
-	same := func(a, b []float32) bool { return len(a) == len(b) && len(a) > 0 && &a[0] == &b[0] }
-	if !same(n.boundParams, params) {
-		for i, t := range n.layout {
-			v := tensor.New(tensor.WithShape(n.learnables[i].Shape()...), tensor.WithBacking(params[t.Offset:t.Offset+t.Size]))
-			if err := G.Let(n.learnables[i], v); err != nil {
-				n.unbindCaller()
-				return false
+	if sameSlice(n.boundGrad, grad) {
+		return true
+	}
+	for i, t := range n.layout {
+		dst := grad[t.Offset : t.Offset+t.Size]
+		if op := n.gradOps[i]; op != nil {
+			if !op.writeOutputTo(dst) {
+				panic(fmt.Sprintf("model: %s: a float32 gradient op refused its output", t.Name))
 			}
+			continue
 		}
-		n.boundParams = params
+		*n.gradInto[i] = tensor.New(tensor.WithShape((*n.gradInto[i]).Shape()...), tensor.WithBacking(dst))
 	}
-	if !same(n.boundGrad, grad) {
-		for i, t := range n.layout {
-			*n.gradInto[i] = tensor.New(tensor.WithShape((*n.gradInto[i]).Shape()...), tensor.WithBacking(grad[t.Offset:t.Offset+t.Size]))
-		}
-		n.boundGrad = grad
-	}
+	n.boundGrad = grad
 	return true
 }
 
-// unbindCaller binds the graph to its own params and gradBuf again.
-func (n *net[T]) unbindCaller() {
-	for i, t := range n.layout {
-		_ = G.Let(n.learnables[i], tensor.New(tensor.WithShape(n.learnables[i].Shape()...), tensor.WithBacking(n.params[t.Offset:t.Offset+t.Size])))
-		*n.gradInto[i] = tensor.New(tensor.WithShape((*n.gradInto[i]).Shape()...), tensor.WithBacking(n.gradBuf[t.Offset:t.Offset+t.Size]))
+// bindCallerParams binds a float32 training graph's parameter nodes to params, the caller's
+// slice, so that a run reads it in place (the graph's ops never write their inputs).
+// The bindings are redone only when the caller passes another slice. It reports
+// whether the graph is bound so; otherwise the nodes are bound to n.params, which the
+// caller fills.
+func (n *net[T]) bindCallerParams(params []float32) bool {
+	if sameSlice(n.boundParams, params) {
+		return true
 	}
-	n.boundParams, n.boundGrad = nil, nil
+	for i, t := range n.layout {
+		v := tensor.New(tensor.WithShape(n.learnables[i].Shape()...), tensor.WithBacking(params[t.Offset:t.Offset+t.Size]))
+		if err := G.Let(n.learnables[i], v); err != nil {
+			for i, t := range n.layout {
+				_ = G.Let(n.learnables[i], tensor.New(tensor.WithShape(n.learnables[i].Shape()...), tensor.WithBacking(n.params[t.Offset:t.Offset+t.Size])))
+			}
+			n.boundParams = nil
+			return false
+		}
+	}
+	n.boundParams = params
+	return true
+}
+
+// sameSlice tells whether a and b are the same non-empty slice.
+func sameSlice(a, b []float32) bool { return len(a) == len(b) && len(a) > 0 && &a[0] == &b[0] }
+
+// bindInput binds a float32 training graph's input node to the caller's x when it is
+// a full batch (rows = BatchSize), so that its rows are not copied, and reports
+// whether it did; otherwise it binds the node back to n.x, which the caller fills.
+func (n *net[T]) bindInput(x []float32, rows, inputs int) bool {
+	if n.xNode == nil {
+		return false
+	}
+	size := len(n.x)
+	full := rows*inputs == size && len(x) >= size
+	want := any(n.x).([]float32)
+	if full {
+		want = x[:size]
+	}
+	if !sameSlice(n.boundX, want) {
+		if err := G.Let(n.xNode, tensor.New(tensor.WithShape(n.xNode.Shape()...), tensor.WithBacking(want))); err != nil {
+			_ = G.Let(n.xNode, tensor.New(tensor.WithShape(n.xNode.Shape()...), tensor.WithBacking(any(n.x).([]float32))))
+			n.boundX = nil
+			return false
+		}
+		n.boundX = want
+	}
+	return full
 }
 
 // run executes the compiled graph once.

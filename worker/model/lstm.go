@@ -268,6 +268,7 @@ func buildLSTMNet[T float](cfg *LSTMConfig, shim *MLPConfig, layout []TensorInfo
 	g := n.g
 	lb := &lstmBuilder[T]{n: n, cfg: cfg, train: train}
 	x := boundNode(g, "x", n.x, b, shim.Inputs)
+	n.xNode = x
 	learnables := n.bindParams(layout, boundNode[T])
 
 	xs := make([]*G.Node, cfg.Steps)

@@ -68,9 +68,9 @@ type Model interface {
 	// class index for multiclass classification, the target for regression), writes the
 	// mean gradient over those n rows into grad (len NumParams, overwritten) and returns
 	// the mean loss. Because it is a mean, gradients of batches of sizes n_i averaged
-	// with weights n_i equal the gradient of their union. params is read, and grad
-	// written, in place while the call runs (neither may change meanwhile); params is
-	// never written.
+	// with weights n_i equal the gradient of their union. params and x are read, and
+	// grad written, in place while the call runs (none may change meanwhile); params
+	// and x are never written.
 	Gradient(params, x, y []float32, n int, grad []float32) (loss float64, err error)
 	// Predict writes OutputSize values per row for n rows (n >= 0) of x into out:
 	// the probability of the positive class (binary), the class probabilities
