@@ -763,61 +763,23 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 	img := g.c * g.h * g.w
 	// part returns part q's groups.
 	part := func(q int) (int, int) { return q * groups / parts, (q + 1) * groups / parts }
-	var next atomic.Int32
-	if sts := o.hwcWorkers(nw); sts != nil {
-		// colᵀ packed from HWC copies of the images, dw's columns in (ki, kj, c)
-		// order, permuted into dw once the parts are added.
-		x32, parts32 := any(x).([]float32), any(o.dy).([]float32)
-		o.par.run(nw, func(w int) {
-			st := &sts[w]
-			var buf []T
-			if bufs != nil {
-				buf = bufs[w]
-			}
-			for q := int(next.Add(1)) - 1; q < parts; q = int(next.Add(1)) - 1 {
-				first, last := part(q)
-				for gi := first; gi < last; gi++ {
-					var beta float32
-					if gi > first {
-						beta = 1
-					}
-					i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
-					for i := i0; i < i1; i++ {
-						st.fill(g, i-i0, 0, g.c, x32[i*img:(i+1)*img])
-					}
-					if i2 := min(g.b, i1+grp); gi+1 < last {
-						// The next group's images and dy, fetched during this product.
-						prefetch(x32[i1*img : i2*img])
-						prefetch(any(dy[i1*g.f*g.plane : i2*g.f*g.plane]).([]float32))
-					}
-					d, ld := groupDY(buf, gi, 0, g.f)
-					sgemmPackedB(g.f, g.ckk, (i1-i0)*g.plane, any(d).([]float32), ld, &st.hwcB, beta, parts32[q*size:(q+1)*size], g.ckk)
-				}
-			}
-		})
-		dw32 := any(dw).([]float32)
-		o.par.forRanges(g.f, func(_, lo, hi int) {
-			for f := lo; f < hi; f++ {
-				src := sumParts(parts32, parts, size, f*g.ckk, g.ckk)
-				dst := dw32[f*g.ckk : (f+1)*g.ckk]
-				for t := range kk {
-					for c := range g.c {
-						dst[c*kk+t] = src[t*g.c+c]
-					}
-				}
-			}
-		})
-		return out, nil
+	// With AVX-512, colᵀ is packed from HWC copies of the images, dw's columns in
+	// (ki, kj, c) order, permuted into dw once the parts are added; otherwise each
+	// group's im2col is made into a buffer that stays in cache.
+	hwc := o.hwcWorkers(nw)
+	var colBufs [][]T
+	if hwc == nil {
+		colBufs = convScratch(&o.col, nw, g.ckk*grp*g.plane)
 	}
-	colBufs := convScratch(&o.col, nw, g.ckk*grp*g.plane)
+	var next atomic.Int32
 	o.par.run(nw, func(w int) {
-		col := colBufs[w]
 		var buf []T
 		if bufs != nil {
 			buf = bufs[w]
 		}
 		for q := int(next.Add(1)) - 1; q < parts; q = int(next.Add(1)) - 1 {
 			first, last := part(q)
+			dst := o.dy[q*size : (q+1)*size]
 			for gi := first; gi < last; gi++ {
 				var beta T
 				if gi > first {
@@ -825,17 +787,42 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 				}
 				i0, i1 := gi*grp, min(g.b, (gi+1)*grp)
 				n := (i1 - i0) * g.plane
+				if hwc != nil {
+					x32 := any(x).([]float32)
+					for i := i0; i < i1; i++ {
+						hwc[w].fill(g, i-i0, 0, g.c, x32[i*img:(i+1)*img])
+					}
+					if i2 := min(g.b, i1+grp); gi+1 < last {
+						// The next group's images and dy, fetched during this product.
+						prefetch(x32[i1*img : i2*img])
+						prefetch(any(dy[i1*g.f*g.plane : i2*g.f*g.plane]).([]float32))
+					}
+					d, ld := groupDY(buf, gi, 0, g.f)
+					sgemmPackedB(g.f, g.ckk, n, any(d).([]float32), ld, &hwc[w].hwcB, float32(beta), any(dst).([]float32), g.ckk)
+					continue
+				}
+				col := colBufs[w]
 				for i := i0; i < i1; i++ {
 					convIm2col(g, x[i*img:(i+1)*img], col[(i-i0)*g.plane:], n)
 				}
 				d, ld := groupDY(buf, gi, 0, g.f)
-				convGemm(false, true, g.f, g.ckk, n, d, ld, col, n, beta, o.dy[q*size:(q+1)*size], g.ckk)
+				convGemm(false, true, g.f, g.ckk, n, d, ld, col, n, beta, dst, g.ckk)
 			}
 		}
 	})
 	o.par.forRanges(g.f, func(_, lo, hi int) {
 		for f := lo; f < hi; f++ {
-			copy(dw[f*g.ckk:(f+1)*g.ckk], sumParts(o.dy, parts, size, f*g.ckk, g.ckk))
+			src := sumParts(o.dy, parts, size, f*g.ckk, g.ckk)
+			dst := dw[f*g.ckk : (f+1)*g.ckk]
+			if hwc == nil {
+				copy(dst, src)
+				continue
+			}
+			for t := range kk {
+				for c := range g.c {
+					dst[c*kk+t] = src[t*g.c+c]
+				}
+			}
 		}
 	})
 	return out, nil
