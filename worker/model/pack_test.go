@@ -272,6 +272,7 @@ func BenchmarkCNNStepPack(b *testing.B) {
 		{"all", func(on bool) {
 			hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels = on && fwd, on && hwc, on && rows, on && pf, on && edge
 		}},
+		{"overlap", func(on bool) { transposeOverlap = on }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
