@@ -404,6 +404,11 @@ func packA(dst []float32, mr int, tA bool, a []float32, lda, ic, pc, mb, kb int)
 	}
 }
 
+// transposeOverlap, when set, lets transposeInto move the last rows%8 rows of 8 or
+// more as an overlapping 8-row group in assembly instead of 4x4 blocks in Go; a
+// variable so that tests and benchmarks can compare.
+var transposeOverlap = true
+
 // transposeInto writes rows x kb values of src (row stride lds) into dst transposed,
 // with row stride ld: dst[q*ld+r] = src[r*lds+q]. With AVX2, eight rows at a time in
 // assembly; otherwise (and for the last rows) it moves 4x4 blocks (four source rows
@@ -421,6 +426,18 @@ func transposeInto(dst []float32, ld int, src []float32, lds, rows, kb int) {
 					d[i] = src[(r+i)*lds+q]
 				}
 			}
+		}
+		if transposeOverlap && r < rows && rows >= 8 {
+			// The last rows%8 rows as the 8-row group ending at the last row: its first
+			// rows are written again with the same values (12-row panels: rows 4-11).
+			r0 := rows - 8
+			for q := transpose8(dst[r0:], ld, src[r0*lds:], lds, kb); q < kb; q++ {
+				d := dst[q*ld+r0:][:8:8]
+				for i := range d {
+					d[i] = src[(r0+i)*lds+q]
+				}
+			}
+			r = rows
 		}
 	}
 	for ; r+4 <= rows; r += 4 {

@@ -28,6 +28,21 @@ func microKernelAVX512St(kb int, a, b, c *float32, ldc int)
 //go:noescape
 func microKernelAVX512x4St(kb int, a, b, c *float32, ldc int)
 
+// microKernelAVX512P is microKernelAVX512 prefetching C's block before its depth loop.
+//
+//go:noescape
+func microKernelAVX512P(kb int, a, b, c *float32, ldc int)
+
+// microKernelAVX512StP is microKernelAVX512St prefetching C's block before its depth
+// loop.
+//
+//go:noescape
+func microKernelAVX512StP(kb int, a, b, c *float32, ldc int)
+
+// prefetchCKernels tells whether gemmKernels gives the AVX-512 kernel the 12-row
+// kernels that prefetch C's block (tests and benchmarks switch it and rebuild the kernel).
+var prefetchCKernels = true
+
 // asmKernel wraps an assembly micro-kernel with the bounds checks of what it reads and
 // writes.
 func asmKernel(name string, mr, nr int, f func(kb int, a, b, c *float32, ldc int)) gemmKernel {
@@ -46,7 +61,11 @@ func asmKernel(name string, mr, nr int, f func(kb int, a, b, c *float32, ldc int
 func gemmKernels() []gemmKernel {
 	var ks []gemmKernel
 	if cpu.X86.HasAVX512F {
-		k := asmKernel("avx512", 12, 32, microKernelAVX512)
+		run, runStore := microKernelAVX512, microKernelAVX512St
+		if prefetchCKernels {
+			run, runStore = microKernelAVX512P, microKernelAVX512StP
+		}
+		k := asmKernel("avx512", 12, 32, run)
 		quad := func(f func(kb int, a, b, c *float32, ldc int)) func(kb int, a, b, c []float32, ldc int) {
 			return func(kb int, a, b, c []float32, ldc int) {
 				if kb == 0 {
@@ -60,7 +79,7 @@ func gemmKernels() []gemmKernel {
 		}
 		k.quad = quad(microKernelAVX512x4)
 		if hasStoreKernels {
-			k.runStore = asmKernel("avx512", 12, 32, microKernelAVX512St).run
+			k.runStore = asmKernel("avx512", 12, 32, runStore).run
 			k.quadStore = quad(microKernelAVX512x4St)
 		}
 		ks = append(ks, k)

@@ -129,6 +129,26 @@ store:
 // writing each row of the block to C.
 #define KERNEL12(ROW) \
 	KERNEL_ARGS; \
+	KERNEL12BODY(ROW)
+
+// PREFC12 prefetches the 12 rows of C's block (two lines each) into L1, so that
+// a block first touched by its stores has its lines on the way during the depth loop.
+#define PREFC12 \
+	MOVQ DX, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9); ADDQ R8, R9; \
+	PREFETCHT0 (R9); PREFETCHT0 64(R9)
+
+#define KERNEL12BODY(ROW) \
 	ZERO2(Z0, Z1); \
 	ZERO2(Z2, Z3); \
 	ZERO2(Z4, Z5); \
@@ -313,3 +333,19 @@ TEXT ·microKernelAVX512x4(SB), NOSPLIT, $0-40
 // block of a product with beta 0: no clearing of C beforehand).
 TEXT ·microKernelAVX512x4St(SB), NOSPLIT, $0-40
 	KERNEL4(STROW)
+
+// func microKernelAVX512P(kb int, a, b, c *float32, ldc int)
+//
+// microKernelAVX512 prefetching C's block (PREFC12) before its depth loop.
+TEXT ·microKernelAVX512P(SB), NOSPLIT, $0-40
+	KERNEL_ARGS
+	PREFC12
+	KERNEL12BODY(ADDROW)
+
+// func microKernelAVX512StP(kb int, a, b, c *float32, ldc int)
+//
+// microKernelAVX512St prefetching C's block (PREFC12) before its depth loop.
+TEXT ·microKernelAVX512StP(SB), NOSPLIT, $0-40
+	KERNEL_ARGS
+	PREFC12
+	KERNEL12BODY(STROW)

@@ -15,3 +15,7 @@ func transpose8([]float32, int, []float32, int, int) int { return 0 }
 // hasStoreKernels tells whether the micro-kernel has storing variants: not on this
 // architecture (the Go kernel adds, after C is cleared for beta 0).
 var hasStoreKernels = false
+
+// prefetchCKernels tells whether the micro-kernel prefetches C's block: there is no
+// assembly kernel on this architecture.
+var prefetchCKernels = false

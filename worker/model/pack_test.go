@@ -272,6 +272,9 @@ func BenchmarkCNNStepPack(b *testing.B) {
 		{"all", func(on bool) {
 			hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels = on && fwd, on && hwc, on && rows, on && pf, on && edge
 		}},
+		{"overlap", func(on bool) { transposeOverlap = on }},
+		{"prefetchc", func(on bool) { prefetchCKernels = on; kernel = gemmKernels()[0] }},
+		{"round5", func(on bool) { transposeOverlap, prefetchCKernels = on, on; kernel = gemmKernels()[0] }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			benchStepAB(b, mustCNN(b, cfg), cnnInputs(cfg), 10, TaskMulticlass, c.set)
@@ -296,6 +299,8 @@ func BenchmarkCIFARStepPack(b *testing.B) {
 		{"rows", func(on bool) { hasPackRowsAVX512 = on && rows }},
 		{"prefetch", func(on bool) { prefetchNext = on && pf }},
 		{"edge", func(on bool) { hasEdgeKernels = on && edge }},
+		{"prefetchc", func(on bool) { prefetchCKernels = on; kernel = gemmKernels()[0] }},
+		{"round5", func(on bool) { transposeOverlap, prefetchCKernels = on, on; kernel = gemmKernels()[0] }},
 		{"all", func(on bool) {
 			hasPackAVX512, packHWC, hasPackRowsAVX512, prefetchNext, hasEdgeKernels = on && fwd, on && hwc, on && rows, on && pf, on && edge
 		}},

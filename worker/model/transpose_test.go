@@ -15,21 +15,24 @@ func transposeNaive(dst []float32, ld int, src []float32, lds, rows, kb int) {
 	}
 }
 
-// TestTransposeInto compares transposeInto (with and without the assembly 8-row path)
-// with the naive loop over odd shapes and strides, and checks that it writes nothing
-// outside the transposed block.
+// TestTransposeInto compares transposeInto (with and without the assembly 8-row path,
+// and with the last rows%8 rows as an overlapping 8-row group or in Go) with the naive
+// loop over odd shapes and strides, and checks that it writes nothing outside the
+// transposed block.
 func TestTransposeInto(t *testing.T) {
-	asm := hasTranspose8
-	defer func() { hasTranspose8 = asm }()
+	asm, overlap := hasTranspose8, transposeOverlap
+	defer func() { hasTranspose8, transposeOverlap = asm, overlap }()
 	for _, on := range []bool{false, asm} {
-		hasTranspose8 = on
-		t.Run(fmt.Sprintf("asm=%v", on), testTransposeInto)
+		for _, ov := range []bool{false, true} {
+			hasTranspose8, transposeOverlap = on, ov
+			t.Run(fmt.Sprintf("asm=%v/overlap=%v", on, ov), testTransposeInto)
+		}
 	}
 }
 
 func testTransposeInto(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, rows := range []int{1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 31, 32} {
+	for _, rows := range []int{1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 15, 16, 20, 23, 31, 32} {
 		for _, kb := range []int{1, 3, 4, 5, 8, 11, 121, 256} {
 			lds := kb + rng.IntN(3)
 			ld := rows + rng.IntN(3)
