@@ -1,7 +1,8 @@
 #include "textflag.h"
+#include "gemm_amd64.h"
 
 // The column-edge micro-kernels: fastgemm_amd64.s's 12x32 and 4-row kernels (the same
-// macros, copied here under MK_ names) whose rows write C's columns 16-31 under the
+// bodies, gemm_amd64.h) whose rows write C's columns 16-31 under the
 // mask K1 (a 6th argument, mask: the columns of a panel of 17 to 31), so that a
 // partial panel (fashion-cnn's second layer: 121 = 3·32 + 25 columns) runs them in
 // place instead of through macroKernel's edge tile. The FMAs are the whole tile's, in
@@ -19,20 +20,6 @@
 	MOVQ mask+40(FP), AX; \
 	KMOVW AX, K1
 
-// MK_ZERO2 clears a row's two accumulators.
-#define MK_ZERO2(r0, r1) VPXORD r0, r0, r0; VPXORD r1, r1, r1
-
-// MK_FMA2ROWS adds the products of two rows' A values (at o0(SI) and o1(SI)) and the B
-// row in Z24 (columns 0-15) and Z25 (16-31) into the rows' accumulators r0, r1 and
-// r2, r3.
-#define MK_FMA2ROWS(o0, o1, r0, r1, r2, r3) \
-	VBROADCASTSS o0(SI), Z26; \
-	VBROADCASTSS o1(SI), Z27; \
-	VFMADD231PS  Z24, Z26, r0; \
-	VFMADD231PS  Z25, Z26, r1; \
-	VFMADD231PS  Z24, Z27, r2; \
-	VFMADD231PS  Z25, Z27, r3
-
 // MK_ADDROW adds a row's accumulators to C's row at DX and stores the sum there; MK_STROW
 // stores them there.
 #define MK_ADDROW(r0, r1) \
@@ -47,86 +34,10 @@
 // writing each row of the block to C.
 #define MK_KERNEL12(ROW) \
 	MK_ARGS; \
-	MK_ZERO2(Z0, Z1); \
-	MK_ZERO2(Z2, Z3); \
-	MK_ZERO2(Z4, Z5); \
-	MK_ZERO2(Z6, Z7); \
-	MK_ZERO2(Z8, Z9); \
-	MK_ZERO2(Z10, Z11); \
-	MK_ZERO2(Z12, Z13); \
-	MK_ZERO2(Z14, Z15); \
-	MK_ZERO2(Z16, Z17); \
-	MK_ZERO2(Z18, Z19); \
-	MK_ZERO2(Z20, Z21); \
-	MK_ZERO2(Z22, Z23); \
-	TESTQ CX, CX; \
-	JE    mstore512; \
-mloop512:; \
-	VMOVUPS (DI), Z24; \
-	VMOVUPS 64(DI), Z25; \
-	MK_FMA2ROWS(0, 4, Z0, Z1, Z2, Z3); \
-	MK_FMA2ROWS(8, 12, Z4, Z5, Z6, Z7); \
-	MK_FMA2ROWS(16, 20, Z8, Z9, Z10, Z11); \
-	MK_FMA2ROWS(24, 28, Z12, Z13, Z14, Z15); \
-	MK_FMA2ROWS(32, 36, Z16, Z17, Z18, Z19); \
-	MK_FMA2ROWS(40, 44, Z20, Z21, Z22, Z23); \
-	ADDQ $48, SI; \
-	ADDQ $128, DI; \
-	DECQ CX; \
-	JNE  mloop512; \
-mstore512:; \
-	ROW(Z0, Z1); \
-	ADDQ    R8, DX; \
-	ROW(Z2, Z3); \
-	ADDQ    R8, DX; \
-	ROW(Z4, Z5); \
-	ADDQ    R8, DX; \
-	ROW(Z6, Z7); \
-	ADDQ    R8, DX; \
-	ROW(Z8, Z9); \
-	ADDQ    R8, DX; \
-	ROW(Z10, Z11); \
-	ADDQ    R8, DX; \
-	ROW(Z12, Z13); \
-	ADDQ    R8, DX; \
-	ROW(Z14, Z15); \
-	ADDQ    R8, DX; \
-	ROW(Z16, Z17); \
-	ADDQ    R8, DX; \
-	ROW(Z18, Z19); \
-	ADDQ    R8, DX; \
-	ROW(Z20, Z21); \
-	ADDQ    R8, DX; \
-	ROW(Z22, Z23); \
-	VZEROUPPER; \
-	RET
+	KERNEL12BODY(ROW)
 #define MK_KERNEL4(ROW) \
 	MK_ARGS; \
-	MK_ZERO2(Z0, Z1); \
-	MK_ZERO2(Z2, Z3); \
-	MK_ZERO2(Z4, Z5); \
-	MK_ZERO2(Z6, Z7); \
-	TESTQ CX, CX; \
-	JE    mstore4; \
-mloop4:; \
-	VMOVUPS (DI), Z24; \
-	VMOVUPS 64(DI), Z25; \
-	MK_FMA2ROWS(0, 4, Z0, Z1, Z2, Z3); \
-	MK_FMA2ROWS(8, 12, Z4, Z5, Z6, Z7); \
-	ADDQ $48, SI; \
-	ADDQ $128, DI; \
-	DECQ CX; \
-	JNE  mloop4; \
-mstore4:; \
-	ROW(Z0, Z1); \
-	ADDQ    R8, DX; \
-	ROW(Z2, Z3); \
-	ADDQ    R8, DX; \
-	ROW(Z4, Z5); \
-	ADDQ    R8, DX; \
-	ROW(Z6, Z7); \
-	VZEROUPPER; \
-	RET
+	KERNEL4BODY(ROW)
 
 // func packConvBAVX512(dst, img *float32, offs *int32, halves *packHalf, kb, panels int)
 //
