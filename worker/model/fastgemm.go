@@ -312,15 +312,21 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 	if store {
 		run, quad = kn.runStore, kn.quadStore
 	}
-	// put adds (or with store sets) the first cols values of tile row r into c row ir+r.
-	put := func(ir, jr, r, cols int) {
-		dst := c[(ir+r)*ldc+jr:][:cols]
-		if store {
-			copy(dst, tile[r*nr:][:cols])
-			return
-		}
-		for j, v := range tile[r*nr:][:cols] {
-			dst[j] += v
+	// viaTile computes the whole tile of panels ap, bp into s.tile and adds (or with
+	// store sets) the first cols values of its rows [from, rows) into c's rows from ir
+	// and columns from jr: what the kernels writing C in place do not cover.
+	viaTile := func(ap, bp []float32, ir, jr, from, rows, cols int) {
+		clear(tile)
+		kn.run(kb, ap, bp, tile, nr)
+		for r := from; r < rows; r++ {
+			dst := c[(ir+r)*ldc+jr:][:cols]
+			if store {
+				copy(dst, tile[r*nr:][:cols])
+				continue
+			}
+			for j, v := range tile[r*nr:][:cols] {
+				dst[j] += v
+			}
 		}
 	}
 	// Partial panels of more than half the columns run masked kernels in place.
@@ -348,13 +354,8 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 				for ; r+4 <= rows; r += 4 {
 					equad(kb, ap[r:], bp, c[(ir+r)*ldc+jr:], ldc, cols)
 				}
-				if r == rows {
-					continue
-				}
-				clear(tile)
-				kn.run(kb, ap, bp, tile, nr)
-				for r2 := r; r2 < rows; r2++ {
-					put(ir, jr, r2, cols)
+				if r < rows {
+					viaTile(ap, bp, ir, jr, r, rows, cols)
 				}
 				continue
 			}
@@ -363,23 +364,13 @@ func macroKernel(kn *gemmKernel, a []float32, s *gemmScratch, mb, nb, kb int, c 
 				for ; r+4 <= rows; r += 4 {
 					quad(kb, ap[r:], bp, c[(ir+r)*ldc+jr:], ldc)
 				}
-				if r == rows {
-					continue
-				}
-				// The last rows%4 rows: the whole tile, of which only they are added.
-				clear(tile)
-				kn.run(kb, ap, bp, tile, nr)
-				for r2 := r; r2 < rows; r2++ {
-					put(ir, jr, r2, cols)
+				if r < rows { // the last rows%4 rows: the whole tile, of which only they are added
+					viaTile(ap, bp, ir, jr, r, rows, cols)
 				}
 				continue
 			}
 			// Edge tile: compute into a full tile, then add the valid part.
-			clear(tile)
-			kn.run(kb, ap, bp, tile, nr)
-			for r := range rows {
-				put(ir, jr, r, cols)
-			}
+			viaTile(ap, bp, ir, jr, 0, rows, cols)
 		}
 	}
 }
