@@ -181,7 +181,7 @@ func (n *net[T]) compile(logits *G.Node, learnables G.Nodes, layout []TensorInfo
 	for i, t := range layout {
 		// In float32 the op of a gradient that can write its output into the
 		// caller's slice does (bindGrad), with no copy by a Read.
-		if op, ok := grads[i].Op().(outputTarget); ok && f32 {
+		if op, ok := grads[i].Op().(outputTarget); ok && f32 && op.writeOutputTo(nil) {
 			n.gradOps[i] = op
 			continue
 		}
@@ -336,8 +336,8 @@ func (e *graphEngine[T]) predict(params, x []float32, rows int, out []float32) e
 // outputTarget is an op that can write its output into a slice of the caller's: a
 // parameter's gradient into Gradient's grad (conv.go's and dense.go's ops).
 type outputTarget interface {
-	// writeOutputTo makes buf the op's output backing from the next run on; false
-	// when the op's dtype is not float32.
+	// writeOutputTo makes buf the op's output backing from the next run on (nil: its
+	// own, allocated then); false, doing nothing, when the op's dtype is not float32.
 	writeOutputTo(buf []float32) bool
 }
 
@@ -357,9 +357,7 @@ func (n *net[T]) bindGrad(grad []float32) bool {
 	for i, t := range n.layout {
 		dst := grad[t.Offset : t.Offset+t.Size]
 		if op := n.gradOps[i]; op != nil {
-			if !op.writeOutputTo(dst) {
-				panic(fmt.Sprintf("model: %s: a float32 gradient op refused its output", t.Name))
-			}
+			op.writeOutputTo(dst) // float32, as compile found
 			continue
 		}
 		*n.gradInto[i] = tensor.New(tensor.WithShape((*n.gradInto[i]).Shape()...), tensor.WithBacking(dst))
