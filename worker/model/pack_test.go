@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
-	"time"
 )
 
 // TestPackConvBMatchesIm2col checks the B panels packed straight from the image
@@ -199,47 +198,14 @@ func TestHWCBMatchesIm2col(t *testing.T) {
 	}
 }
 
-// benchStepAB is benchStep with a switch flipped every 8 steps (set(true), then
+// benchStepAB is benchStepTurns with a switch flipped every 8 steps (set(true), then
 // set(false), ...), reporting the CPU time per step of each setting (on-cpu-ms/op,
-// off-cpu-ms/op) and their ratio: an A/B of two code paths in one process,
-// interleaved, so that the load of a shared machine falls on both alike.
+// off-cpu-ms/op) and their ratio: an A/B of two code paths in one process.
 func benchStepAB(b *testing.B, m Model, inputs, outputs int, task string, set func(on bool)) {
-	defer set(true)
-	batch := m.BatchSize()
-	p := m.InitParams(1)
-	x, y := randomBatch(1, batch, inputs, outputs, task)
-	g := make([]float32, m.NumParams())
-	for _, on := range []bool{false, true} { // first runs size the buffers
-		set(on)
-		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
-			b.Fatal(err)
-		}
-	}
-	var cpu [2]time.Duration
-	var steps [2]int
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		on := i/8%2 == 0
-		set(on)
-		k := 0
-		if !on {
-			k = 1
-		}
-		t0 := processCPU()
-		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
-			b.Fatal(err)
-		}
-		cpu[k] += processCPU() - t0
-		steps[k]++
-		i++
-	}
-	if steps[0] > 0 && steps[1] > 0 {
-		on := float64(cpu[0].Microseconds()) / 1e3 / float64(steps[0])
-		off := float64(cpu[1].Microseconds()) / 1e3 / float64(steps[1])
-		b.ReportMetric(on, "on-cpu-ms/op")
-		b.ReportMetric(off, "off-cpu-ms/op")
-		b.ReportMetric(on/off, "on/off")
+	if ms := benchStepTurns(b, m, inputs, outputs, task, 2, func(i int) { set(i == 0) }, processCPU, 0); ms != nil {
+		b.ReportMetric(ms[0], "on-cpu-ms/op")
+		b.ReportMetric(ms[1], "off-cpu-ms/op")
+		b.ReportMetric(ms[0]/ms[1], "on/off")
 	}
 }
 

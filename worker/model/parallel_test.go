@@ -152,49 +152,17 @@ func TestIntraOpRunReclaimsPostedParts(t *testing.T) {
 	}
 }
 
-// benchStepWall times Gradient calls of m in turns of 8 steps under each of the
-// settings (set(i) before each turn), interleaved so that the load of a shared machine
-// falls on each alike, and reports each setting's wall time per step, the first step
-// of each turn left out
-// (NAME-ms/op) and, when the first two are named "1t" and "2t", their ratio
-// (scaling: goal 1 of issue #19 asks 1.8 for the fashion CNN).
+// benchStepWall is benchStepTurns over the named settings by wall time, the first
+// step of each turn left out (it wakes the turn's threads and warms their caches),
+// reporting each setting's NAME-ms/op and, when the first two are named "1t" and
+// "2t", their ratio (scaling: goal 1 of issue #19 asks 1.8 for the fashion CNN).
 func benchStepWall(b *testing.B, m Model, inputs, outputs int, task string, names []string, set func(i int)) {
-	defer set(0)
-	batch := m.BatchSize()
-	p := m.InitParams(1)
-	x, y := randomBatch(1, batch, inputs, outputs, task)
-	g := make([]float32, m.NumParams())
-	for i := range names { // first runs size the buffers
-		set(i)
-		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
-			b.Fatal(err)
-		}
+	start := time.Now()
+	ms := benchStepTurns(b, m, inputs, outputs, task, len(names), set, func() time.Duration { return time.Since(start) }, 1)
+	if ms == nil {
+		return
 	}
-	wall := make([]time.Duration, len(names))
-	steps := make([]int, len(names))
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		k := i / 8 % len(names)
-		if i%8 == 0 {
-			set(k)
-		}
-		t0 := time.Now()
-		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
-			b.Fatal(err)
-		}
-		if i%8 != 0 { // a turn's first step wakes its threads and warms their caches
-			wall[k] += time.Since(t0)
-			steps[k]++
-		}
-		i++
-	}
-	ms := make([]float64, len(names))
 	for k, name := range names {
-		if steps[k] == 0 {
-			return
-		}
-		ms[k] = float64(wall[k].Microseconds()) / 1e3 / float64(steps[k])
 		b.ReportMetric(ms[k], name+"-ms/op")
 	}
 	if len(names) >= 2 && names[0] == "1t" && names[1] == "2t" {

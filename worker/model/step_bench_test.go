@@ -1,6 +1,9 @@
 package model
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // benchStep times float32 Gradient calls of m on one full batch and reports samples/s
 // and the process's CPU time per step, cpu-ms/op, steadier than wall time on a shared
@@ -26,6 +29,50 @@ func benchStep(b *testing.B, m Model, inputs, outputs int, task string) {
 	if cpu := processCPU() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(b.N), "cpu-ms/op")
 	}
+}
+
+// benchStepTurns times Gradient calls of m on one full batch in turns of 8 steps under
+// each of settings settings (set(i) before each turn: 0, 1, ..., 0, ...), interleaved
+// so that the load of a shared machine falls on each alike, and returns each
+// setting's time per step in ms by clock (a running total: wall or CPU time), the
+// first skip steps of each turn left out; nil when a setting got no timed step.
+func benchStepTurns(b *testing.B, m Model, inputs, outputs int, task string, settings int, set func(i int), clock func() time.Duration, skip int) []float64 {
+	defer set(0)
+	batch := m.BatchSize()
+	p := m.InitParams(1)
+	x, y := randomBatch(1, batch, inputs, outputs, task)
+	g := make([]float32, m.NumParams())
+	for i := range settings { // first runs size the buffers
+		set(i)
+		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
+			b.Fatal(err)
+		}
+	}
+	spent := make([]time.Duration, settings)
+	steps := make([]int, settings)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		k := i / 8 % settings
+		if i%8 == 0 {
+			set(k)
+		}
+		t0 := clock()
+		if _, err := m.Gradient(p, x, y, batch, g); err != nil {
+			b.Fatal(err)
+		}
+		if i%8 >= skip {
+			spent[k] += clock() - t0
+			steps[k]++
+		}
+	}
+	ms := make([]float64, settings)
+	for k := range ms {
+		if steps[k] == 0 {
+			return nil
+		}
+		ms[k] = float64(spent[k].Microseconds()) / 1e3 / float64(steps[k])
+	}
+	return ms
 }
 
 // BenchmarkCNNStep is one training step (forward and backward) of fashion-cnn.yaml's
