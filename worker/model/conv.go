@@ -599,23 +599,19 @@ type convFilterGradOp[T float] struct {
 	fwd *conv2dOp[T] // its forward op, whose im2col of x this run reuses
 	// hwc holds each worker's packer of colᵀ from HWC copies of the images, when the
 	// products pack it so (pack.go).
-	hwc []hwcWorker
+	hwc []hwcB
 }
-
-// hwcWorker is one worker's packer of a filter gradient's colᵀ from HWC images, all
-// channels.
-type hwcWorker struct{ hwcB }
 
 // hwcWorkers returns nw workers' packers of colᵀ from HWC images, or nil when this run
 // takes im2col (float64, a kernel other than the 32-column one, a channel count not a
 // multiple of 16).
-func (o *convFilterGradOp[T]) hwcWorkers(nw int) []hwcWorker {
+func (o *convFilterGradOp[T]) hwcWorkers(nw int) []hwcB {
 	g := &o.g
 	if _, ok := any(o.out).([]float32); !ok || !packHWC || !canPackB() || g.c%16 != 0 {
 		return nil
 	}
 	for len(o.hwc) < nw {
-		o.hwc = append(o.hwc, hwcWorker{newHWCB(g, g.c, g.group())})
+		o.hwc = append(o.hwc, newHWCB(g, g.c, g.group()))
 	}
 	return o.hwc[:nw]
 }
@@ -798,7 +794,7 @@ func (o *convFilterGradOp[T]) Do(inputs ...G.Value) (G.Value, error) {
 						prefetch(any(dy[i1*g.f*g.plane : i2*g.f*g.plane]).([]float32))
 					}
 					d, ld := groupDY(buf, gi, 0, g.f)
-					sgemmPackedB(g.f, g.ckk, n, any(d).([]float32), ld, &hwc[w].hwcB, float32(beta), any(dst).([]float32), g.ckk)
+					sgemmPackedB(g.f, g.ckk, n, any(d).([]float32), ld, &hwc[w], float32(beta), any(dst).([]float32), g.ckk)
 					continue
 				}
 				col := colBufs[w]
