@@ -112,7 +112,8 @@ store:
 	VMOVUPS r1, 64(DX)
 #define STROW(r0, r1) VMOVUPS r0, (DX); VMOVUPS r1, 64(DX)
 
-// KERNEL12 and KERNEL4 are a whole micro-kernel of 12 or 4 rows, ROW (ADDROW or STROW)
+// KERNEL12 and KERNEL4 (and KERNEL12P, which prefetches C first, PREFC12) are a whole
+// micro-kernel of 12 or 4 rows, ROW (ADDROW or STROW)
 // writing each row of the block to C.
 #define KERNEL12(ROW) \
 	KERNEL_ARGS; \
@@ -120,6 +121,10 @@ store:
 #define KERNEL4(ROW) \
 	KERNEL_ARGS; \
 	KERNEL4BODY(ROW)
+#define KERNEL12P(ROW) \
+	KERNEL_ARGS; \
+	PREFC12; \
+	KERNEL12BODY(ROW)
 
 // PREFC12 prefetches the 12 rows of C's block (two lines each) into L1, so that
 // a block first touched by its stores has its lines on the way during the depth loop.
@@ -247,14 +252,10 @@ TEXT ·microKernelAVX512x4St(SB), NOSPLIT, $0-40
 //
 // microKernelAVX512 prefetching C's block (PREFC12) before its depth loop.
 TEXT ·microKernelAVX512P(SB), NOSPLIT, $0-40
-	KERNEL_ARGS
-	PREFC12
-	KERNEL12BODY(ADDROW)
+	KERNEL12P(ADDROW)
 
 // func microKernelAVX512StP(kb int, a, b, c *float32, ldc int)
 //
 // microKernelAVX512St prefetching C's block (PREFC12) before its depth loop.
 TEXT ·microKernelAVX512StP(SB), NOSPLIT, $0-40
-	KERNEL_ARGS
-	PREFC12
-	KERNEL12BODY(STROW)
+	KERNEL12P(STROW)
